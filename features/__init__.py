@@ -1,0 +1,20 @@
+"""bneck stage 1: bottleneck features, extracted once and cached by content.
+
+Public API::
+
+    from features import extract, read_features
+    report = extract("data/cats_and_dogs_small", "features_out", backbone="mobilenet",
+                     alpha=0.25, size=224, weights="imagenet")
+    train = read_features("features_out/train.h5")
+"""
+from .backbones import BACKBONES, get_backbone
+from .errors import BneckError, ConfigError, DatasetError, FeatureFileError, WeightsError
+from .extract import ExtractionReport, SplitReport, extract, resolve_spec
+from .key import SCHEMA_VERSION, ExtractorSpec
+from .store import FeatureFile, read_features, read_summary
+
+__all__ = [
+    "BACKBONES", "BneckError", "ConfigError", "DatasetError", "ExtractionReport", "ExtractorSpec",
+    "FeatureFile", "FeatureFileError", "SCHEMA_VERSION", "SplitReport", "WeightsError", "extract",
+    "get_backbone", "read_features", "read_summary", "resolve_spec",
+]

@@ -1,0 +1,145 @@
+"""The backbone registry: one entry per convolutional base.
+
+Each entry holds everything a stage needs to know about a backbone: how to build
+it, its own ``preprocess_input``, its default input size and feature layer, its
+named cut points and the official ImageNet weights file. No stage re-implements
+preprocessing; they all ask the entry (keras ``applications/*.py``, timm
+``pretrained_cfg``).
+
+This module imports no TensorFlow: a cache hit never pays for it.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .errors import ConfigError, choice_error
+
+_ORIGIN = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+_MOBILENET_ALPHA_TEXT = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}
+
+
+def _mobilenet_file(alpha: float, size: int) -> str:
+    rows = size if size in (128, 160, 192, 224) else 224
+    return f"mobilenet_{_MOBILENET_ALPHA_TEXT[alpha]}_{rows}_tf_no_top.h5"
+
+
+def _mobilenetv2_file(alpha: float, size: int) -> str:
+    rows = size if size in (96, 128, 160, 192, 224) else 224
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A registry entry. ``weights_file(alpha, size)`` names the official no-top file."""
+
+    name: str
+    constructor: str            # attribute of keras.applications
+    module: str                 # keras.applications submodule holding preprocess_input
+    preprocessing: str          # what preprocess_input does, recorded in files and keys
+    default_size: int
+    min_size: int
+    default_layer: str
+    cut_points: tuple[str, ...]
+    weights_file: Callable[[Optional[float], int], str]
+    weights_origin: str
+    alphas: tuple[float, ...] = ()
+    default_alpha: Optional[float] = None
+
+    def resolve_alpha(self, alpha: Optional[float]) -> Optional[float]:
+        """Return the width multiplier to use; raises ConfigError for a bad one."""
+        if not self.alphas:
+            if alpha is not None:
+                raise ConfigError(
+                    f"--alpha applies only to backbones with a width multiplier "
+                    f"({', '.join(b.name for b in BACKBONES.values() if b.alphas)}). "
+                    f"Received: alpha={alpha!r} for backbone={self.name!r}.")
+            return None
+        if alpha is None:
+            return self.default_alpha
+        if float(alpha) not in self.alphas:
+            raise choice_error(f"alpha for {self.name}", self.alphas, alpha)
+        return float(alpha)
+
+    def validate_size(self, size: int) -> int:
+        """Return ``size`` if the backbone accepts it; raises ConfigError otherwise."""
+        if not isinstance(size, int) or size < self.min_size:
+            raise ConfigError(
+                f"input size for {self.name} must be an integer of at least {self.min_size} "
+                f"pixels (default {self.default_size}). Received: size={size!r}.")
+        return size
+
+    def preprocess_fn(self):
+        """Return the backbone's own ``keras.applications.<module>.preprocess_input``."""
+        return importlib.import_module(f"keras.applications.{self.module}").preprocess_input
+
+    def build(self, weights, size: int, alpha: Optional[float]):
+        """Build the conv base (include_top=False) with ``weights`` (None, 'imagenet' or a path)."""
+        import keras
+
+        kwargs = {"include_top": False, "weights": weights, "input_shape": (size, size, 3)}
+        if alpha is not None:
+            kwargs["alpha"] = alpha
+        return getattr(keras.applications, self.constructor)(**kwargs)
+
+
+BACKBONES: dict[str, Backbone] = {b.name: b for b in [
+    Backbone(name="vgg16", constructor="VGG16", module="vgg16",
+           preprocessing="caffe: RGB->BGR, ImageNet mean subtracted",
+           default_size=150, min_size=32, default_layer="block5_pool",
+           cut_points=("block3_pool", "block4_pool", "block5_pool"),
+           weights_file=lambda a, s: "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+           weights_origin=_ORIGIN + "vgg16/"),
+    Backbone(name="vgg19", constructor="VGG19", module="vgg19",
+           preprocessing="caffe: RGB->BGR, ImageNet mean subtracted",
+           default_size=150, min_size=32, default_layer="block5_pool",
+           cut_points=("block3_pool", "block4_pool", "block5_pool"),
+           weights_file=lambda a, s: "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+           weights_origin=_ORIGIN + "vgg19/"),
+    Backbone(name="resnet50", constructor="ResNet50", module="resnet50",
+           preprocessing="caffe: RGB->BGR, ImageNet mean subtracted",
+           default_size=224, min_size=32, default_layer="conv5_block3_out",
+           cut_points=("conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
+           weights_file=lambda a, s: "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+           weights_origin=_ORIGIN + "resnet/"),
+    Backbone(name="inceptionv3", constructor="InceptionV3", module="inception_v3",
+           preprocessing="tf: scaled to [-1, 1]",
+           default_size=299, min_size=75, default_layer="mixed10",
+           cut_points=("mixed7", "mixed9", "mixed10"),
+           weights_file=lambda a, s: "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+           weights_origin=_ORIGIN + "inception_v3/"),
+    Backbone(name="xception", constructor="Xception", module="xception",
+           preprocessing="tf: scaled to [-1, 1]",
+           default_size=299, min_size=71, default_layer="block14_sepconv2_act",
+           cut_points=("block13_pool", "block14_sepconv2_act"),
+           weights_file=lambda a, s: "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+           weights_origin=_ORIGIN + "xception/"),
+    Backbone(name="mobilenet", constructor="MobileNet", module="mobilenet",
+           preprocessing="tf: scaled to [-1, 1]",
+           default_size=224, min_size=32, default_layer="conv_pw_13_relu",
+           cut_points=("conv_pw_11_relu", "conv_pw_12_relu", "conv_pw_13_relu"),
+           weights_file=_mobilenet_file, weights_origin=_ORIGIN + "mobilenet/",
+           alphas=(0.25, 0.5, 0.75, 1.0), default_alpha=1.0),
+    Backbone(name="mobilenetv2", constructor="MobileNetV2", module="mobilenet_v2",
+           preprocessing="tf: scaled to [-1, 1]",
+           default_size=224, min_size=32, default_layer="out_relu",
+           cut_points=("block_13_expand_relu", "block_16_project_BN", "out_relu"),
+           weights_file=_mobilenetv2_file, weights_origin=_ORIGIN + "mobilenet_v2/",
+           alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), default_alpha=1.0),
+    Backbone(name="efficientnetb0", constructor="EfficientNetB0", module="efficientnet",
+           preprocessing="none outside the model: rescaling and normalisation are layers of the model",
+           default_size=224, min_size=32, default_layer="top_activation",
+           cut_points=("block6a_expand_activation", "top_activation"),
+           weights_file=lambda a, s: "efficientnetb0_notop.h5",
+           weights_origin="https://storage.googleapis.com/keras-applications/"),
+]}
+
+
+def get_backbone(name: str) -> Backbone:
+    """Return the registry entry for ``name``; raises ConfigError listing the known ones."""
+    key = str(name).lower()
+    if key not in BACKBONES:
+        raise choice_error("backbone", sorted(BACKBONES), name)
+    return BACKBONES[key]

@@ -1,0 +1,242 @@
+"""Image discovery: which files are images, which class they belong to, which split.
+
+Two layouts:
+
+* split layout ``DATA/{train,validation,test}/CLASS/...`` (the reference split);
+* single-root layout ``DATA/CLASS/...`` (the Caltech-101 recipe), split here
+  deterministically and stratified by class.
+
+Class index is the position in the sorted class-folder names. Anything whose name
+starts with ``.`` is never a class or an image. Class folders are searched
+recursively (like ``image_dataset_from_directory``) without following symlinked
+folders, so a symlink loop cannot trap the walk.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from .errors import ConfigError, DatasetError
+
+SPLITS = ("train", "validation", "test")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image: ``path`` is relative to the data root, with forward slashes."""
+
+    path: str
+    abspath: str
+    label: int
+
+
+@dataclass
+class Dataset:
+    """The discovered dataset. ``quarantine`` lists (path, reason) for unusable names."""
+
+    root: str
+    layout: str
+    class_names: list[str]
+    splits: dict[str, list[ImageRecord]]
+    split_spec: Optional[dict] = None
+    excluded_classes: list[str] = field(default_factory=list)
+    quarantine: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".")
+
+
+def _is_image(name: str) -> bool:
+    return _visible(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _class_folders(folder: str) -> list[str]:
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise DatasetError(f"cannot list the folder {folder}: {exc.strerror or exc}.") from None
+    return [e for e in entries if _visible(e) and os.path.isdir(os.path.join(folder, e))]
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _images_under(root: str, class_dir: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Return (relative image paths, quarantined (path, reason)) under ``class_dir``."""
+    found, bad = [], []
+    for current, dirs, files in os.walk(class_dir, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if _visible(d))
+        for name in sorted(files):
+            if not _is_image(name):
+                continue
+            rel = os.path.relpath(os.path.join(current, name), root).replace(os.sep, "/")
+            if not _utf8_ok(rel):
+                bad.append((rel.encode("utf-8", "backslashreplace").decode("utf-8"),
+                            "file name is not valid UTF-8"))
+                continue
+            found.append(rel)
+    return found, bad
+
+
+def _scan_classes(root: str, base: str, classes: Sequence[str]):
+    images, bad, empty = {}, [], []
+    for name in classes:
+        paths, quarantined = _images_under(root, os.path.join(base, name))
+        bad.extend(quarantined)
+        if not paths:
+            empty.append(name)
+        images[name] = paths
+    return images, bad, empty
+
+
+def parse_fractions(text) -> tuple[float, ...]:
+    """Parse '0.7,0.15,0.15' into fractions for train/validation/test; raises ConfigError."""
+    try:
+        parts = tuple(float(p) for p in (text.split(",") if isinstance(text, str) else text))
+    except (TypeError, ValueError):
+        parts = ()
+    if len(parts) != 3 or any(p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6 or parts[0] == 0:
+        raise ConfigError(
+            "--split must be three non-negative fractions for train,validation,test that sum "
+            f"to 1 with a non-empty train part, e.g. 0.7,0.15,0.15. Received: split={text!r}.")
+    return parts
+
+
+def _split_class(paths: list[str], fractions, seed: int, class_name: str) -> list[list[str]]:
+    # Order by a seeded hash of the path rather than a shuffle, so adding one image
+    # moves at most a boundary instead of reshuffling every other image.
+    def rank(p: str) -> str:
+        return hashlib.sha256(f"{seed}:{p}".encode("utf-8")).hexdigest()
+
+    ordered = sorted(paths, key=rank)
+    wanted = [i for i, f in enumerate(fractions) if f > 0]
+    if len(ordered) < len(wanted):
+        raise DatasetError(
+            f"class {class_name!r} has {len(ordered)} image(s), too few to put at least one in "
+            f"each of the {len(wanted)} non-empty splits of --split {','.join(map(str, fractions))}. "
+            "Add images, use --exclude to drop the class, or set a split fraction to 0.")
+    counts = [int(round(f * len(ordered))) for f in fractions]
+    for i in wanted:  # every non-empty split gets at least one image of every class
+        counts[i] = max(counts[i], 1)
+    counts[0] = len(ordered) - sum(counts[1:])
+    while counts[0] < 1:
+        j = max((i for i in (1, 2) if counts[i] > 1), key=lambda i: counts[i])
+        counts[j] -= 1
+        counts[0] += 1
+    out, start = [], 0
+    for c in counts:
+        out.append(sorted(ordered[start:start + c]))
+        start += c
+    return out
+
+
+def _check_exclude(exclude: Sequence[str], classes: Sequence[str]) -> None:
+    unknown = sorted(set(exclude) - set(classes))
+    if unknown:
+        raise ConfigError(
+            f"--exclude names classes that do not exist: {', '.join(map(repr, unknown))}. "
+            f"Classes found: {', '.join(classes)}.")
+
+
+def _records(root, class_names, paths_by_class) -> list[ImageRecord]:
+    recs = [ImageRecord(p, os.path.join(root, p), class_names.index(c))
+            for c, paths in paths_by_class.items() for p in paths]
+    return sorted(recs, key=lambda r: r.path)
+
+
+def discover(root: str, splits: Optional[Sequence[str]] = None, split=None, seed: int = 0,
+             exclude: Sequence[str] = ()) -> Dataset:
+    """Find images and classes under ``root``.
+
+    Returns a Dataset whose splits hold records sorted by path. Raises DatasetError
+    for a missing folder, no classes, an empty class or a class mismatch between
+    splits, and ConfigError for bad ``splits``, ``split`` or ``exclude`` values.
+    """
+    root = os.path.abspath(os.path.expanduser(str(root)))
+    if not os.path.isdir(root):
+        raise DatasetError(f"data folder not found: {root}. Expected a folder holding "
+                           "train/, validation/, test/ (each with one folder per class) or "
+                           "one folder per class.")
+    for name in splits or ():
+        if name not in SPLITS:
+            raise ConfigError(f"--splits must name splits among {', '.join(SPLITS)}. "
+                              f"Received: splits={list(splits)!r}.")
+    present = [s for s in SPLITS if os.path.isdir(os.path.join(root, s))]
+    if present:
+        if split is not None:
+            raise ConfigError(f"--split applies to a single-root layout (DATA/CLASS/...), but "
+                              f"{root} already has split folders ({', '.join(present)}). "
+                              f"Received: split={split!r}.")
+        return _discover_split_layout(root, present, splits, exclude)
+    return _discover_single_root(root, splits, split, seed, exclude)
+
+
+def _discover_split_layout(root, present, splits, exclude) -> Dataset:
+    chosen = list(splits) if splits else present
+    missing = [s for s in chosen if s not in present]
+    if missing:
+        raise DatasetError(f"split folder(s) {', '.join(missing)} not found in {root}; "
+                           f"found: {', '.join(present)}.")
+    per_split = {s: _class_folders(os.path.join(root, s)) for s in chosen}
+    all_classes = sorted(set().union(*per_split.values()))
+    _check_exclude(exclude, all_classes)
+    for s, classes in per_split.items():
+        if not classes:
+            raise DatasetError(f"no class folders in {os.path.join(root, s)}: expected one "
+                               "sub-folder per class, e.g. cats/ and dogs/.")
+    reference = chosen[0]
+    ref_set = set(per_split[reference]) - set(exclude)
+    for s in chosen[1:]:
+        other = set(per_split[s]) - set(exclude)
+        if other != ref_set:
+            raise DatasetError(
+                f"class folders differ between splits: {reference}/ has "
+                f"{sorted(ref_set)} but {s}/ has {sorted(other)} (only in {reference}: "
+                f"{sorted(ref_set - other)}; only in {s}: {sorted(other - ref_set)}). "
+                "Every split must hold the same classes.")
+    class_names = sorted(ref_set)
+    out, quarantine = {}, {}
+    for s in chosen:
+        images, bad, empty = _scan_classes(root, os.path.join(root, s), class_names)
+        if empty:
+            raise DatasetError(f"empty class folder(s) in {os.path.join(root, s)}: "
+                               f"{', '.join(empty)} hold no images (extensions: "
+                               f"{', '.join(IMAGE_EXTENSIONS)}).")
+        out[s] = _records(root, class_names, images)
+        quarantine[s] = bad
+    return Dataset(root, "splits", class_names, out, None, sorted(exclude), quarantine)
+
+
+def _discover_single_root(root, splits, split, seed, exclude) -> Dataset:
+    classes = _class_folders(root)
+    if not classes:
+        raise DatasetError(f"no images found: {root} has neither split folders "
+                           f"({', '.join(SPLITS)}) nor class folders.")
+    _check_exclude(exclude, classes)
+    class_names = [c for c in classes if c not in set(exclude)]
+    if not class_names:
+        raise DatasetError(f"--exclude removed every class of {root}.")
+    fractions = parse_fractions(split) if split is not None else DEFAULT_FRACTIONS
+    images, bad, empty = _scan_classes(root, root, class_names)
+    if empty:
+        raise DatasetError(f"empty class folder(s) in {root}: {', '.join(empty)} hold no images "
+                           f"(extensions: {', '.join(IMAGE_EXTENSIONS)}).")
+    parts = {s: {} for s in SPLITS}
+    for c in class_names:
+        for s, chunk in zip(SPLITS, _split_class(images[c], fractions, seed, c)):
+            parts[s][c] = chunk
+    chosen = list(splits) if splits else [s for s, f in zip(SPLITS, fractions) if f > 0]
+    out = {s: _records(root, class_names, parts[s]) for s in chosen}
+    spec = {"fractions": list(fractions), "seed": int(seed), "method": "stratified, seeded sha256 order"}
+    quarantine = {s: (bad if s == chosen[0] else []) for s in chosen}
+    return Dataset(root, "single-root", class_names, out, spec, sorted(exclude), quarantine)

@@ -1,0 +1,226 @@
+"""Stage 1: run the conv base once per image content and write one HDF5 file per split.
+
+For each split: hash every image, look the hashes up in the shared cache, run the
+network only on images whose content it has never seen with this extractor,
+commit those rows to the cache as they are made, then write ``OUT/<split>.h5``
+from the cache. A rerun on unchanged images never builds the network.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .backbones import get_backbone
+from .batches import decoded_batches
+from .cache import CorruptChunk, RowCache, default_cache_dir, iter_missing
+from .dataset import Dataset, ImageRecord, discover
+from .errors import ConfigError, DatasetError, FeatureFileError
+from .hashing import sha256_file
+from .key import DTYPES, POOLS, ExtractorSpec
+from .progress import format_table, progress_bar
+from .store import SplitContent, write_split_file
+from .weights import resolve_weights
+
+
+def resolve_spec(backbone: str = "vgg16", weights: Optional[str] = "imagenet",
+                 size: Optional[int] = None, layer: Optional[str] = None, pool: str = "none",
+                 dtype: str = "float32", alpha: Optional[float] = None) -> ExtractorSpec:
+    """Validate extractor options and return the spec (weights hashed, defaults filled in).
+
+    Raises ConfigError for a bad option and WeightsError for unavailable weights.
+    """
+    entry = get_backbone(backbone)
+    alpha = entry.resolve_alpha(alpha)
+    size = entry.validate_size(entry.default_size if size is None else size)
+    if pool not in POOLS:
+        raise ConfigError(f"--pool must be one of {', '.join(POOLS)}. Received: pool={pool!r}.")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}. Received: dtype={dtype!r}.")
+    resolved = resolve_weights(entry, alpha, size, weights)
+    return ExtractorSpec(backbone=entry.name, alpha=alpha, weights=resolved.label,
+                         weights_sha256=resolved.sha256, layer=layer or entry.default_layer,
+                         pool=pool, input_size=size,
+                         preprocessing=f"keras.applications.{entry.module}.preprocess_input "
+                                       f"({entry.preprocessing})",
+                         dtype=dtype, weights_path=resolved.path)
+
+
+@dataclass
+class SplitReport:
+    """What happened to one split."""
+
+    split: str
+    images: int
+    classes: int
+    quarantined: int
+    reused: int
+    computed: int
+    seconds: float
+    file: str
+    quarantine: list = field(default_factory=list)
+
+
+@dataclass
+class ExtractionReport:
+    """What ``extract`` did: per-split counts and how often the network ran."""
+
+    spec: ExtractorSpec
+    out_dir: str
+    cache_dir: str
+    splits: list[SplitReport] = field(default_factory=list)
+    forward_images: int = 0
+    forward_calls: int = 0
+    model_built: bool = False
+
+    def table(self) -> str:
+        """Return the summary table a person reads at the end of a run."""
+        rows = [[s.split, s.images, s.classes, s.quarantined, s.reused, s.computed,
+                 round(s.seconds, 2), s.file] for s in self.splits]
+        return format_table(["split", "images", "classes", "quarantined", "reused", "computed",
+                             "seconds", "file"], rows)
+
+
+class _Extractor:
+    """Holds the cache and the lazily built network across the splits of one run."""
+
+    def __init__(self, spec, cache, batch_size, workers, commit_rows, commit_seconds, verbose):
+        self.spec, self.cache = spec, cache
+        self.batch_size, self.workers, self.verbose = batch_size, workers, verbose
+        self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
+        self.model = None
+
+    def network(self):
+        if self.model is None:
+            from .model import FeatureModel
+            self.model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
+        return self.model
+
+    def compute(self, split: str, todo: list[tuple[str, str]]) -> dict[str, str]:
+        """Run the network on (sha, path) items, committing rows; returns {sha: failure reason}."""
+        failed: dict[str, str] = {}
+        if not todo:
+            return failed
+        model = self.network()
+        pending_shas, pending_rows = [], []
+        last_commit = time.monotonic()
+
+        def commit():
+            nonlocal pending_shas, pending_rows, last_commit
+            if pending_shas:
+                self.cache.commit(pending_shas, np.concatenate(pending_rows))
+            pending_shas, pending_rows, last_commit = [], [], time.monotonic()
+
+        bar = progress_bar(len(todo), f"{split}: computing", self.verbose)
+        try:
+            for shas, batch, failures in decoded_batches(todo, self.spec.input_size,
+                                                         self.batch_size, self.workers):
+                failed.update(failures)
+                if shas:
+                    pending_rows.append(model(batch))
+                    pending_shas.extend(shas)
+                if len(pending_shas) >= self.commit_rows or \
+                        time.monotonic() - last_commit >= self.commit_seconds:
+                    commit()
+                bar.update(len(shas) + len(failures))
+        finally:
+            commit()  # also on Ctrl-C: nothing computed is thrown away
+            bar.close()
+        return failed
+
+
+def _hash_records(records: Sequence[ImageRecord], workers: int):
+    def one(record):
+        try:
+            return sha256_file(record.abspath), None
+        except OSError as exc:
+            return None, f"unreadable: {exc.strerror or exc}"
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        return list(pool.map(one, records))
+
+
+def _split_attrs(spec: ExtractorSpec, dataset: Dataset) -> dict:
+    attrs = dict(spec.describe())
+    attrs.update(extractor=spec.describe(), extractor_key=spec.key,
+                 class_names=dataset.class_names, data_root=dataset.root, layout=dataset.layout,
+                 split_spec=dataset.split_spec, excluded_classes=dataset.excluded_classes)
+    return attrs
+
+
+def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -> SplitReport:
+    start = time.perf_counter()
+    records = dataset.splits[split]
+    quarantine = list(dataset.quarantine.get(split, []))
+    hashed = _hash_records(records, ex.workers)
+    usable = []
+    for record, (sha, problem) in zip(records, hashed):
+        if sha is None:
+            quarantine.append((record.path, problem))
+        else:
+            usable.append((record, sha))
+    ex.cache.refresh()
+    todo_shas = iter_missing(ex.cache, (sha for _, sha in usable))
+    first_path = {}
+    for record, sha in usable:
+        first_path.setdefault(sha, record.abspath)
+    failed = ex.compute(split, [(sha, first_path[sha]) for sha in todo_shas])
+    kept = []
+    for record, sha in usable:
+        if sha in failed:
+            quarantine.append((record.path, failed[sha]))
+        else:
+            kept.append((record, sha))
+    if not kept:
+        raise DatasetError(f"every image of split {split!r} under {dataset.root} was quarantined "
+                           f"({len(quarantine)} files); first: {quarantine[:1]}.")
+    content = SplitContent(split, [r.path for r, _ in kept], [r.label for r, _ in kept],
+                           [s for _, s in kept], sorted(quarantine))
+    shape, dtype = ex.cache.row_layout(content.shas[0])
+    path = os.path.join(out_dir, f"{split}.h5")
+    try:
+        write_split_file(path, content, _split_attrs(ex.spec, dataset), shape, str(dtype),
+                         lambda sink: ex.cache.read_rows(content.shas, sink))
+    except CorruptChunk as exc:
+        raise FeatureFileError(f"the cache file {exc} is damaged (its features fail their "
+                               "checksum). Run `bneck cache gc` to drop it, then rerun to "
+                               "recompute its rows.") from None
+    computed = len(set(todo_shas) - set(failed))
+    reused_rows = sum(1 for _, sha in kept if sha not in set(todo_shas))
+    return SplitReport(split, len(kept), len(dataset.class_names), len(quarantine), reused_rows,
+                       computed, time.perf_counter() - start, path, content.quarantine)
+
+
+def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
+            weights: Optional[str] = "imagenet", size: Optional[int] = None,
+            layer: Optional[str] = None, pool: str = "none", dtype: str = "float32",
+            alpha: Optional[float] = None, splits: Optional[Sequence[str]] = None,
+            split=None, seed: int = 0, exclude: Sequence[str] = (), batch_size: int = 32,
+            cache_dir: Optional[str] = None, workers: int = 0, commit_rows: int = 1024,
+            commit_seconds: float = 20.0, verbose: bool = True) -> ExtractionReport:
+    """Extract bottleneck features for every split of ``data_dir`` into ``out_dir/<split>.h5``.
+
+    Returns an ExtractionReport. Raises ConfigError, DatasetError, WeightsError or
+    FeatureFileError (all BneckError) for user mistakes; rows computed before an
+    error or Ctrl-C stay in the cache.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer. Received: batch_size={batch_size!r}.")
+    # Folders first: a typo in DATA_DIR should not wait for a weights download.
+    dataset = discover(data_dir, splits=splits, split=split, seed=seed, exclude=exclude)
+    spec = resolve_spec(backbone, weights, size, layer, pool, dtype, alpha)
+    cache_dir = os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else default_cache_dir()
+    out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
+    ex = _Extractor(spec, RowCache(cache_dir, spec), batch_size, workers, commit_rows,
+                    commit_seconds, verbose)
+    report = ExtractionReport(spec, out_dir, cache_dir)
+    for split_name in dataset.splits:
+        report.splits.append(_extract_split(ex, dataset, split_name, out_dir))
+    if ex.model is not None:
+        report.model_built = True
+        report.forward_images, report.forward_calls = ex.model.images, ex.model.calls
+    return report

@@ -1,0 +1,1 @@
+"""bneck stages 2 and 3 and the command line. Imports ``features``; never the reverse."""

@@ -1,0 +1,44 @@
+"""The ``bneck`` command line: a thin layer over the public Python API.
+
+User mistakes print one paragraph and exit with code 2; Ctrl-C exits with 130
+after saying what was kept.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from features import BACKBONES, BneckError
+
+from . import cache_cmd, extract_cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="bneck", description="Bottleneck-feature transfer learning on a CPU: extract "
+                                  "features once, train classifiers on them in seconds.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    extract_cmd.add_parser(sub, sorted(BACKBONES))
+    cache_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except BneckError as exc:
+        print(f"bneck {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nbneck {args.command}: interrupted. Every finished batch is saved in the cache; "
+              "run the same command again to continue where it stopped.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

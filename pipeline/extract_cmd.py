@@ -1,0 +1,63 @@
+"""``bneck extract``: stage 1 from the command line."""
+from __future__ import annotations
+
+import argparse
+
+import features
+
+
+def _splits(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def add_parser(sub, backbones) -> None:
+    """Register ``extract`` and its options."""
+    p = sub.add_parser("extract", help="extract bottleneck features into one HDF5 file per split",
+                       description="Run a pretrained conv base over DATA_DIR once and write "
+                                   "OUT/<split>.h5. Images already in the cache (same content, "
+                                   "same extractor) are not recomputed.")
+    p.add_argument("data_dir", metavar="DATA_DIR",
+                   help="train/, validation/, test/ with one folder per class, or one folder per class")
+    p.add_argument("--out", required=True, metavar="OUT_DIR", help="folder for <split>.h5 files")
+    p.add_argument("--backbone", default="vgg16", choices=backbones, help="conv base (default vgg16)")
+    p.add_argument("--weights", default="imagenet", metavar="imagenet|none|PATH",
+                   help="ImageNet weights from the Keras cache, random init, or a local .h5 file")
+    p.add_argument("--alpha", type=float, default=None, help="width multiplier for mobilenet/mobilenetv2")
+    p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the backbone's)")
+    p.add_argument("--layer", default=None, help="take the output of this layer (default: the backbone's)")
+    p.add_argument("--pool", default="none", choices=features.key.POOLS, help="spatial pooling")
+    p.add_argument("--dtype", default="float32", choices=features.key.DTYPES, help="stored precision")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (not in the key)")
+    p.add_argument("--splits", type=_splits, default=None, metavar="S[,S]",
+                   help="which of train,validation,test to extract (default: all present)")
+    p.add_argument("--split", default=None, metavar="TRAIN,VAL,TEST",
+                   help="fractions for a single-root layout (default 0.7,0.15,0.15)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the single-root split")
+    p.add_argument("--exclude", nargs="+", default=(), metavar="CLASS", help="classes to leave out")
+    p.add_argument("--cache-dir", default=None, help="shared cache (default $BNECK_CACHE or ~/.cache/bneck)")
+    p.add_argument("--workers", type=int, default=0, help="decoding threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Extract, print the summary table and the quarantined files; returns 0."""
+    report = features.extract(
+        args.data_dir, args.out, backbone=args.backbone, weights=args.weights, size=args.size,
+        layer=args.layer, pool=args.pool, dtype=args.dtype, alpha=args.alpha, splits=args.splits,
+        split=args.split, seed=args.seed, exclude=args.exclude, batch_size=args.batch_size,
+        cache_dir=args.cache_dir, workers=args.workers, verbose=not args.quiet)
+    spec = report.spec
+    print(f"extractor {spec.key[:12]}  {spec.backbone}"
+          f"{f' alpha={spec.alpha}' if spec.alpha else ''} weights={spec.weights} "
+          f"layer={spec.layer} pool={spec.pool} size={spec.input_size} dtype={spec.dtype}")
+    print(report.table())
+    quarantined = [(s.split, p, why) for s in report.splits for p, why in s.quarantine]
+    if quarantined:
+        print(f"\nquarantined ({len(quarantined)}):")
+        for split, path, why in quarantined[:20]:
+            print(f"  {split}: {path}: {why}")
+        if len(quarantined) > 20:
+            print(f"  ... and {len(quarantined) - 20} more (listed in each file's 'quarantine' dataset)")
+    print(f"\nnetwork ran on {report.forward_images} image(s); cache: {report.cache_dir}")
+    return 0
