@@ -112,6 +112,16 @@ def parse_fractions(text) -> tuple[float, ...]:
     return parts
 
 
+def _largest_remainder(fractions, n: int) -> list[int]:
+    """Return integer counts summing to ``n`` in the given proportions (ties go to train)."""
+    exact = [f * n for f in fractions]
+    counts = [int(e) for e in exact]
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
 def _split_class(paths: list[str], fractions, seed: int, class_name: str) -> list[list[str]]:
     # Order by a seeded hash of the path rather than a shuffle, so adding one image
     # moves at most a boundary instead of reshuffling every other image.
@@ -125,14 +135,12 @@ def _split_class(paths: list[str], fractions, seed: int, class_name: str) -> lis
             f"class {class_name!r} has {len(ordered)} image(s), too few to put at least one in "
             f"each of the {len(wanted)} non-empty splits of --split {','.join(map(str, fractions))}. "
             "Add images, use --exclude to drop the class, or set a split fraction to 0.")
-    counts = [int(round(f * len(ordered))) for f in fractions]
+    counts = _largest_remainder(fractions, len(ordered))
     for i in wanted:  # every non-empty split gets at least one image of every class
-        counts[i] = max(counts[i], 1)
-    counts[0] = len(ordered) - sum(counts[1:])
-    while counts[0] < 1:
-        j = max((i for i in (1, 2) if counts[i] > 1), key=lambda i: counts[i])
-        counts[j] -= 1
-        counts[0] += 1
+        if counts[i] == 0:
+            donor = max(range(3), key=lambda j: counts[j])
+            counts[donor] -= 1
+            counts[i] = 1
     out, start = [], 0
     for c in counts:
         out.append(sorted(ordered[start:start + c]))

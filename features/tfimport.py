@@ -25,6 +25,8 @@ def import_tensorflow():
             try:
                 import tensorflow
                 import keras  # noqa: F401  (its first import also talks to the C++ runtime)
+                # Device discovery (cuInit) prints its own error on GPU-less machines.
+                tensorflow.config.list_physical_devices()
             finally:
                 os.dup2(saved, 2)
     finally:

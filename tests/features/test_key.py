@@ -1,0 +1,41 @@
+"""The extractor key: every key field changes it, nothing else does."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from features.key import KEY_FIELDS, NOT_IN_KEY, ExtractorSpec, extractor_key
+
+BASE = ExtractorSpec(backbone="vgg16", alpha=None, weights="imagenet", weights_sha256="ab" * 32,
+                     layer="block5_pool", pool="none", input_size=150,
+                     preprocessing="keras.applications.vgg16.preprocess_input (caffe)")
+
+CHANGES = {"schema_version": 2, "backbone": "vgg19", "alpha": 0.5, "weights_sha256": "cd" * 32,
+           "layer": "block4_pool", "pool": "avg", "input_size": 224, "preprocessing": "tf",
+           "interpolation": "pil-bicubic", "dtype": "float16"}
+
+
+def test_every_key_field_is_tested():
+    assert set(CHANGES) == set(KEY_FIELDS)
+
+
+@pytest.mark.parametrize("name", sorted(CHANGES))
+def test_each_key_field_changes_the_key(name):
+    assert dataclasses.replace(BASE, **{name: CHANGES[name]}).key != BASE.key
+
+
+@pytest.mark.parametrize("name,value", [("weights", "vgg16_copy.h5"), ("weights_path", "/else/where.h5")])
+def test_fields_left_out_do_not_change_the_key(name, value):
+    assert name in NOT_IN_KEY
+    assert dataclasses.replace(BASE, **{name: value}).key == BASE.key
+
+
+def test_key_is_sha256_of_sorted_json_and_stable():
+    import hashlib
+    import json
+
+    fields = BASE.key_fields()
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    assert BASE.key == hashlib.sha256(text.encode()).hexdigest() == extractor_key(fields)
+    assert set(fields) == set(KEY_FIELDS)
