@@ -225,31 +225,43 @@ def collect_garbage(cache_dir: str, older_than_days: Optional[float] = None) -> 
 
 
 def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
-    chunks = _chunk_files(entry.folder)
-    shas, parts, good = [], [], []
-    seen = set()
-    for path in chunks:
+    """Rewrite an entry's chunks as one, one chunk in memory at a time."""
+    plan, seen = [], set()  # (path, kept row indices)
+    for path in _chunk_files(entry.folder):
         chunk_shas = _read_chunk_shas(path)
         try:
-            feats = RowCache._load_chunk(path) if chunk_shas is not None else None
+            ok = chunk_shas is not None and RowCache._load_chunk(path) is not None
         except (CorruptChunk, OSError, KeyError):
-            feats = None
-        if feats is None:
+            ok = False
+        if not ok:
             os.remove(path)
             stats["bad_chunks"] += 1
             continue
-        good.append(path)
         keep = [i for i, s in enumerate(chunk_shas) if s not in seen]
         seen.update(chunk_shas)
-        shas.extend(chunk_shas[i] for i in keep)
-        parts.append(feats[keep])
-    if len(good) <= 1:
+        plan.append((path, keep, [chunk_shas[i] for i in keep]))
+    if len(plan) <= 1:
         return
+    with h5py.File(plan[0][0], "r") as f:
+        row_shape, dtype = f["features"].shape[1:], f["features"].dtype
+    total = sum(len(keep) for _, keep, _ in plan)
     name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-merged.h5"
-    _write_chunk(os.path.join(entry.folder, name), entry.key, shas, np.concatenate(parts))
-    for path in good:
+    with atomic_target(os.path.join(entry.folder, name)) as tmp:
+        with h5py.File(tmp, "w") as out:
+            feats = out.create_dataset("features", shape=(total,) + row_shape, dtype=dtype)
+            digest, start = hashlib.sha256(), 0
+            for path, keep, _ in plan:
+                rows = np.ascontiguousarray(RowCache._load_chunk(path)[keep])
+                feats[start:start + len(rows)] = rows
+                digest.update(rows.tobytes())
+                start += len(rows)
+            out.create_dataset("sha256", data=np.array([s for *_, shas in plan for s in shas], dtype="S64"))
+            out.attrs["extractor_key"] = entry.key
+            out.attrs["features_sha256"] = digest.hexdigest()
+            out.attrs["complete"] = True  # written last
+    for path, _, _ in plan:
         os.remove(path)
-    stats["merged_chunks"] += len(good)
+    stats["merged_chunks"] += len(plan)
 
 
 def _remove_tree(folder: str) -> None:

@@ -74,12 +74,14 @@ def _utf8_ok(text: str) -> bool:
 def _images_under(root: str, class_dir: str) -> tuple[list[str], list[tuple[str, str]]]:
     """Return (relative image paths, quarantined (path, reason)) under ``class_dir``."""
     found, bad = [], []
+    prefix = len(root.rstrip(os.sep)) + 1
     for current, dirs, files in os.walk(class_dir, followlinks=False):
         dirs[:] = sorted(d for d in dirs if _visible(d))
+        rel_dir = current[prefix:].replace(os.sep, "/")
         for name in sorted(files):
             if not _is_image(name):
                 continue
-            rel = os.path.relpath(os.path.join(current, name), root).replace(os.sep, "/")
+            rel = f"{rel_dir}/{name}"
             if not _utf8_ok(rel):
                 bad.append((rel.encode("utf-8", "backslashreplace").decode("utf-8"),
                             "file name is not valid UTF-8"))

@@ -23,7 +23,7 @@ from .errors import ConfigError, DatasetError, FeatureFileError
 from .hashing import sha256_file
 from .key import DTYPES, POOLS, ExtractorSpec
 from .progress import format_table, progress_bar
-from .store import SplitContent, write_split_file
+from .store import SplitContent, holds, write_split_file
 from .weights import resolve_weights
 
 
@@ -63,6 +63,7 @@ class SplitReport:
     seconds: float
     file: str
     quarantine: list = field(default_factory=list)
+    file_unchanged: bool = False  # the existing file already held exactly these rows
 
 
 @dataclass
@@ -95,9 +96,12 @@ class _Extractor:
         self.model = None
 
     def network(self):
+        """Return the feature model, built and traced on first use."""
         if self.model is None:
             from .model import FeatureModel
-            self.model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
+            model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
+            model.warm_up(self.batch_size)
+            self.model = model
         return self.model
 
     def compute(self, split: str, todo: list[tuple[str, str]]) -> dict[str, str]:
@@ -105,7 +109,11 @@ class _Extractor:
         failed: dict[str, str] = {}
         if not todo:
             return failed
-        model = self.network()
+        # Build and trace the network while the first images are being decoded.
+        builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bneck-build")
+        building = builder.submit(self.network)
+        builder.shutdown(wait=False)
+        model = None
         pending_shas, pending_rows = [], []
         last_commit = time.monotonic()
 
@@ -121,6 +129,7 @@ class _Extractor:
                                                          self.batch_size, self.workers):
                 failed.update(failures)
                 if shas:
+                    model = model or building.result()
                     pending_rows.append(model(batch))
                     pending_shas.extend(shas)
                 if len(pending_shas) >= self.commit_rows or \
@@ -134,14 +143,18 @@ class _Extractor:
 
 
 def _hash_records(records: Sequence[ImageRecord], workers: int):
+    """Return [(sha256, None) or (None, reason)] per record, reading files on all cores."""
     def one(record):
         try:
             return sha256_file(record.abspath), None
         except OSError as exc:
             return None, f"unreadable: {exc.strerror or exc}"
 
+    def group(start):  # one task per 64 files: per-future overhead dwarfs hashing a small JPEG
+        return [one(r) for r in records[start:start + 64]]
+
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        return list(pool.map(one, records))
+        return [h for part in pool.map(group, range(0, len(records), 64)) for h in part]
 
 
 def _split_attrs(spec: ExtractorSpec, dataset: Dataset) -> dict:
@@ -182,9 +195,11 @@ def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -
                            [s for _, s in kept], sorted(quarantine))
     shape, dtype = ex.cache.row_layout(content.shas[0])
     path = os.path.join(out_dir, f"{split}.h5")
+    unchanged = holds(path, ex.spec.key, dataset.class_names, content)
     try:
-        write_split_file(path, content, _split_attrs(ex.spec, dataset), shape, str(dtype),
-                         lambda sink: ex.cache.read_rows(content.shas, sink))
+        if not unchanged:
+            write_split_file(path, content, _split_attrs(ex.spec, dataset), shape, str(dtype),
+                             lambda sink: ex.cache.read_rows(content.shas, sink))
     except CorruptChunk as exc:
         raise FeatureFileError(f"the cache file {exc} is damaged (its features fail their "
                                "checksum). Run `bneck cache gc` to drop it, then rerun to "
@@ -192,7 +207,8 @@ def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -
     computed = len(set(todo_shas) - set(failed))
     reused_rows = sum(1 for _, sha in kept if sha not in set(todo_shas))
     return SplitReport(split, len(kept), len(dataset.class_names), len(quarantine), reused_rows,
-                       computed, time.perf_counter() - start, path, content.quarantine)
+                       computed, time.perf_counter() - start, path, content.quarantine,
+                       file_unchanged=unchanged)
 
 
 def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",

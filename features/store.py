@@ -186,10 +186,9 @@ def read_features(path: str, verify: bool = True) -> FeatureFile:
             attrs = validate(path, f)
             features = f["features"][()]
             labels = f["labels"][()]
-            paths = [p.decode("utf-8") if isinstance(p, bytes) else p for p in f["paths"][()]]
+            paths = _strings(f["paths"][()])
             shas = [s.decode("ascii") for s in f["sha256"][()]]
-            quarantine = [tuple(x.decode("utf-8") if isinstance(x, bytes) else x for x in row)
-                          for row in f["quarantine"][()]]
+            quarantine = [tuple(_strings(row)) for row in f["quarantine"][()]]
     except FeatureFileError:
         raise
     except (OSError, KeyError, ValueError) as exc:
@@ -217,3 +216,35 @@ def read_summary(path: str) -> dict:
     except (OSError, KeyError, ValueError) as exc:
         raise FeatureFileError(f"{path} cannot be read as a feature file "
                                f"({type(exc).__name__}: {exc}). {_rebuild_hint(path)}") from None
+
+
+def holds(path: str, key: str, class_names: list[str], content: SplitContent) -> bool:
+    """Return True when ``path`` is a valid, undamaged file holding exactly ``content``.
+
+    Lets a rerun on unchanged images skip rewriting the file. Any doubt means False.
+    """
+    if not os.path.isfile(path):
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = validate(path, f)
+            same = (attrs["extractor_key"] == key and attrs["class_names"] == class_names
+                    and attrs.get("split") == content.split
+                    and f["labels"][()].tolist() == list(content.labels)
+                    and [s.decode("ascii") for s in f["sha256"][()]] == content.shas
+                    and _strings(f["paths"][()]) == content.paths
+                    and [tuple(_strings(r)) for r in f["quarantine"][()]] == list(content.quarantine))
+            if not same:
+                return False
+            digest = hashlib.sha256()
+            ds = f["features"]
+            step = max(1, ds.chunks[0] if ds.chunks else len(ds))
+            for start in range(0, ds.shape[0], step):
+                digest.update(np.ascontiguousarray(ds[start:start + step]).tobytes())
+            return digest.hexdigest() == attrs["features_sha256"]
+    except (FeatureFileError, OSError, KeyError, ValueError, TypeError):
+        return False
+
+
+def _strings(values) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]

@@ -1,0 +1,102 @@
+"""The command line: exit codes, messages, the summary table and the cache commands."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import h5py
+import pytest
+
+from pipeline.cli import main
+from tests.conftest import ROOT
+
+MOBILENET_ARGS = ["--backbone", "mobilenet", "--alpha", "0.25", "--size", "224"]
+
+
+def test_extract_prints_the_summary_and_reruns_from_cache(small_data, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert main(["extract", str(small_data), "--out", out, "--quiet", *MOBILENET_ARGS]) == 0
+    text = capsys.readouterr().out
+    for column in ("split", "images", "classes", "quarantined", "reused", "computed", "seconds", "file"):
+        assert column in text
+    assert "network ran on 36 image(s)" in text
+    assert main(["extract", str(small_data), "--out", out, "--quiet", *MOBILENET_ARGS]) == 0
+    assert "network ran on 0 image(s)" in capsys.readouterr().out
+
+
+def test_quarantine_is_listed(small_data, tmp_path, capsys):
+    (small_data / "test" / "dogs" / "broken.jpg").write_bytes(b"not an image")
+    assert main(["extract", str(small_data), "--out", str(tmp_path / "o"), "--quiet",
+                 "--splits", "test", *MOBILENET_ARGS]) == 0
+    assert "test: test/dogs/broken.jpg: not a recognised image" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["extract", "{tmp}/missing", "--out", "{tmp}/o"], "data folder not found"),
+    (["extract", "{data}", "--out", "{tmp}/o", "--backbone", "mobilenet", "--alpha", "0.3"],
+     "alpha for mobilenet must be one of"),
+    (["extract", "{data}", "--out", "{tmp}/o", "--weights", "{tmp}/nope.h5"], "no file exists"),
+    (["extract", "{data}", "--out", "{tmp}/o", "--split", "0.5,0.5,0.5"], "--split applies to a single-root"),
+    (["extract", "{data}", "--out", "{tmp}/o", "--batch-size", "0"], "--batch-size must be a positive"),
+    (["cache", "info", "zzzz"], "matches 0 cache entries"),
+])
+def test_user_errors_exit_2_with_one_paragraph(small_data, tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path, data=small_data) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_argparse_choices_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["extract", "x", "--out", "y", "--pool", "sum"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'sum'" in capsys.readouterr().err
+
+
+def test_cache_ls_info_gc(small_data, tmp_path, capsys, isolated_cache):
+    out = tmp_path / "out"
+    main(["extract", str(small_data), "--out", str(out), "--quiet", *MOBILENET_ARGS])
+    capsys.readouterr()
+    assert main(["cache", "ls"]) == 0
+    listing = capsys.readouterr().out
+    assert "mobilenet" in listing and "conv_pw_13_relu" in listing and " 36 " in listing
+    assert main(["cache", "info", str(out / "train.h5")]) == 0
+    assert '"extractor_key"' in capsys.readouterr().out
+    key_dir = next((isolated_cache / "features").iterdir())
+    assert main(["cache", "info", key_dir.name[:10]]) == 0
+    assert '"rows": 36' in capsys.readouterr().out
+
+    chunks = sorted(key_dir.glob("rows-*.h5"))
+    assert len(chunks) == 3  # one per split
+    stale = key_dir / f".rows-x.h5.tmp-999999-0123abcd"
+    stale.write_bytes(b"partial")
+    with h5py.File(chunks[0], "r+") as f:  # a silently flipped value in one chunk
+        f["features"][0, 0, 0, 0] += 1.0
+    assert main(["cache", "gc"]) == 0
+    said = capsys.readouterr().out
+    assert "1 stale temporary" in said and "1 damaged chunk" in said and "merged 2 chunk" in said
+    assert not stale.exists() and len(list(key_dir.glob("rows-*.h5"))) == 1
+    # the dropped rows are recomputed, the merged ones reused
+    assert main(["extract", str(small_data), "--out", str(out), "--quiet", *MOBILENET_ARGS]) == 0
+    assert "network ran on 12 image(s)" in capsys.readouterr().out
+
+
+def test_gc_older_than_removes_unused_entries(small_data, tmp_path, capsys, isolated_cache):
+    main(["extract", str(small_data), "--out", str(tmp_path / "o"), "--quiet", "--splits", "test",
+          *MOBILENET_ARGS])
+    meta = next((isolated_cache / "features").iterdir()) / "meta.json"
+    os.utime(meta, (0, 0))
+    assert main(["cache", "gc", "--older-than", "30"]) == 0
+    assert "1 unused entr" in capsys.readouterr().out
+    assert list((isolated_cache / "features").iterdir()) == []
+
+
+def test_python_dash_m_pipeline_and_console_script_exist(tmp_path):
+    for cmd in ([sys.executable, "-m", "pipeline"], [os.path.join(os.path.dirname(sys.executable), "bneck")]):
+        result = subprocess.run([*cmd, "extract", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
+                                cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 2
+        assert "data folder not found" in result.stderr and "Traceback" not in result.stderr
