@@ -100,7 +100,7 @@ class _Extractor:
         if self.model is None:
             from .model import FeatureModel
             model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
-            model.warm_up(self.batch_size)
+            model.warm_up()
             self.model = model
         return self.model
 
@@ -159,7 +159,9 @@ def _hash_records(records: Sequence[ImageRecord], workers: int):
 
 def _split_attrs(spec: ExtractorSpec, dataset: Dataset) -> dict:
     attrs = dict(spec.describe())
-    attrs.update(extractor=spec.describe(), extractor_key=spec.key,
+    # weights_path is where the weights were read from: informative (later stages look
+    # there first, and check the bytes by weights_sha256), never part of the key.
+    attrs.update(extractor=spec.describe(), extractor_key=spec.key, weights_path=spec.weights_path or "",
                  class_names=dataset.class_names, data_root=dataset.root, layout=dataset.layout,
                  split_spec=dataset.split_spec, excluded_classes=dataset.excluded_classes)
     return attrs

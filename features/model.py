@@ -75,12 +75,14 @@ class FeatureModel:
         self.calls = 0
         self.images = 0
 
-    def warm_up(self, batch_size: int) -> None:
-        """Trace the compiled graph now (not counted as a forward pass of real images)."""
-        import numpy as np
+    def warm_up(self) -> None:
+        """Trace the compiled graph now, on one blank image (not counted as a forward pass).
 
+        One image, not a batch: the batch dimension is symbolic, so this traces the
+        same graph for a small fraction of a batch's compute.
+        """
         size = self.spec.input_size
-        self._forward(np.zeros((batch_size, size, size, 3), np.uint8))
+        self._forward(np.zeros((1, size, size, 3), np.uint8))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Return features for a (n, size, size, 3) uint8 batch."""

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from features import BACKBONES, BneckError
 
-from . import cache_cmd, extract_cmd
+from . import cache_cmd, extract_cmd, train_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     extract_cmd.add_parser(sub, sorted(BACKBONES))
+    train_cmd.add_parsers(sub)
     cache_cmd.add_parser(sub)
     return parser
 

@@ -90,6 +90,7 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the figures here")
     a = p.parse_args()
 
+    import_tensorflow()  # quietly, before the peer module imports keras
     entry = get_backbone(a.backbone)
     size = a.size or entry.default_size
     weights = None if a.weights == "none" else a.weights

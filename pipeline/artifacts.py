@@ -1,0 +1,125 @@
+"""Trained-classifier folders: what is in them, and loading them only when they are what they claim.
+
+``MODELS_DIR/NAME/manifest.json`` records the classifier's configuration, the class
+names, the extractor (key and full spec), the feature files' sha256, the metrics,
+the software versions and the sha256 of every other file in the folder. Loading
+checks those hashes before any file is deserialised: a joblib/pickle file can run
+code when loaded, so one that does not match its manifest (or has none) is never
+opened. Keras models load with ``safe_mode=True``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from features.errors import BneckError
+from features.hashing import sha256_file
+from features.store import versions
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+class ArtifactError(BneckError):
+    """A classifier folder is missing, incomplete or does not match its manifest."""
+
+
+def write_json(path: str, obj) -> None:
+    """Write ``obj`` as indented JSON atomically."""
+    from features.atomic import atomic_target
+
+    with atomic_target(path) as tmp:
+        with open(tmp, "w") as handle:
+            json.dump(obj, handle, indent=1, default=_json_default)
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_manifest(folder: str, body: dict) -> dict:
+    """Hash every file in ``folder`` and write the manifest last; returns it."""
+    files = sorted(n for n in os.listdir(folder) if n != MANIFEST and not n.startswith("."))
+    manifest = {"manifest_version": MANIFEST_VERSION, **body,
+                "versions": versions(),
+                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "artifacts": {n: sha256_file(os.path.join(folder, n)) for n in files}}
+    write_json(os.path.join(folder, MANIFEST), manifest)
+    return manifest
+
+
+@dataclass
+class LoadedClassifier:
+    """A verified classifier: ``kind`` is 'keras' or 'sklearn'; ``model`` is ready to predict."""
+
+    folder: str
+    manifest: dict
+    model: object
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.manifest["class_names"]
+
+
+def read_manifest(folder: str) -> dict:
+    """Return the folder's manifest after checking every listed file's sha256.
+
+    Raises ArtifactError naming the folder and the first file that fails.
+    """
+    folder = os.path.abspath(os.path.expanduser(str(folder)))
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        raise ArtifactError(f"{folder} has no {MANIFEST}: it is not a classifier folder written by "
+                            "`bneck train`, and its files will not be loaded (pickled models "
+                            "can run code when opened).")
+    try:
+        with open(path) as handle:
+            manifest = json.load(handle)
+        listed = manifest["artifacts"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path} is not a valid manifest ({exc}).") from None
+    for name, expected in listed.items():
+        file = os.path.join(folder, name)
+        if os.path.basename(name) != name or not os.path.isfile(file):
+            raise ArtifactError(f"{folder}: the manifest lists {name!r}, which is missing.")
+        actual = sha256_file(file)
+        if actual != expected:
+            raise ArtifactError(
+                f"{file} does not match its manifest (sha256 {actual[:12]}... instead of "
+                f"{expected[:12]}...): it was changed after training, so it is refused. "
+                "Retrain with `bneck train` or restore the original file.")
+    return manifest
+
+
+def load_classifier(folder: str) -> LoadedClassifier:
+    """Verify and load a trained classifier. Raises ArtifactError if anything does not match."""
+    folder = os.path.abspath(os.path.expanduser(str(folder)))
+    manifest = read_manifest(folder)
+    model_file = manifest.get("model_file")
+    if model_file not in manifest["artifacts"]:
+        raise ArtifactError(f"{folder}: the manifest's model file {model_file!r} is not among its "
+                            "hashed artifacts, so it is refused.")
+    path = os.path.join(folder, model_file)
+    if manifest["kind"] == "keras":
+        from features.tfimport import import_tensorflow
+
+        import_tensorflow()
+        import keras
+
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    else:
+        import joblib
+
+        model = joblib.load(path)
+    return LoadedClassifier(folder, manifest, model)

@@ -1,0 +1,121 @@
+"""Stage 2's input: the split files of one extraction, checked to belong together.
+
+Small feature sets are loaded whole; larger than ``max_memory`` they are streamed
+from HDF5 in contiguous blocks, never holding the whole array.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import h5py
+import numpy as np
+
+from features import FeatureFileError, read_features, read_summary
+from features.hashing import sha256_file
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class FeatureSet:
+    """Validated train/validation(/test) files sharing one extractor and one class list."""
+
+    folder: str
+    files: dict[str, str]
+    attrs: dict[str, dict]
+    sha256: dict[str, str]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.attrs["train"]["class_names"]
+
+    @property
+    def extractor_key(self) -> str:
+        return self.attrs["train"]["extractor_key"]
+
+    @property
+    def extractor(self) -> dict:
+        return self.attrs["train"]["extractor"]
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.attrs["train"]["features_shape"][1:])
+
+    def nbytes(self, split: str) -> int:
+        """Return the in-memory size of a split's features."""
+        shape = self.attrs[split]["features_shape"]
+        itemsize = np.dtype(self.attrs[split]["dtype"]).itemsize
+        return int(np.prod(shape, dtype=np.int64)) * itemsize
+
+    def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Return (features as float32, labels) of a split, verified against its checksum."""
+        f = read_features(self.files[split])
+        return f.features.astype(np.float32, copy=False), f.labels.astype(np.int64)
+
+    def labels(self, split: str) -> np.ndarray:
+        """Return a split's labels without reading its features."""
+        with h5py.File(self.files[split], "r") as f:
+            return f["labels"][()].astype(np.int64)
+
+    def blocks(self, split: str, rows: int,
+               rng: Optional[np.random.Generator] = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (features float32, labels) in contiguous blocks of ``rows`` rows.
+
+        With ``rng`` the blocks come in random order (rows are sorted by path, hence
+        by class, so sequential blocks would feed SGD one class at a time).
+        """
+        with h5py.File(self.files[split], "r") as f:
+            feats, labels = f["features"], f["labels"]
+            starts = np.arange(0, feats.shape[0], rows)
+            if rng is not None:
+                rng.shuffle(starts)
+            for start in starts:
+                yield (feats[start:start + rows].astype(np.float32),
+                       labels[start:start + rows].astype(np.int64))
+
+
+def _describe_difference(name: str, a: dict, b: dict) -> str:
+    if a["extractor_key"] != b["extractor_key"]:
+        diffs = [f"{k}: {a['extractor'].get(k)!r} vs {b['extractor'].get(k)!r}"
+                 for k in a["extractor"] if a["extractor"].get(k) != b["extractor"].get(k)]
+        return f"it was made by another extractor ({'; '.join(diffs) or 'different key'})"
+    return f"its classes are {b['class_names']} instead of {a['class_names']}"
+
+
+def open_feature_set(folder: str, require_test: bool = False) -> FeatureSet:
+    """Open ``folder``'s train.h5, validation.h5 and (if present) test.h5.
+
+    Raises FeatureFileError when a required file is missing or damaged, or when the
+    files do not share one extractor key and one class list (naming the odd file).
+    """
+    folder = os.path.abspath(os.path.expanduser(str(folder)))
+    if not os.path.isdir(folder):
+        raise FeatureFileError(f"features folder not found: {folder}. Create it with "
+                               "`bneck extract DATA_DIR --out FOLDER`.")
+    files, attrs = {}, {}
+    for split in SPLITS:
+        path = os.path.join(folder, f"{split}.h5")
+        if not os.path.isfile(path):
+            if split != "test" or require_test:
+                raise FeatureFileError(f"{path} not found: training needs train.h5 and "
+                                       f"validation.h5 (test.h5 optional) in {folder}, as "
+                                       "written by `bneck extract`.")
+            continue
+        files[split], attrs[split] = path, read_summary(path)
+    for split in files:
+        if split != "train" and (attrs[split]["extractor_key"] != attrs["train"]["extractor_key"]
+                                 or attrs[split]["class_names"] != attrs["train"]["class_names"]):
+            raise FeatureFileError(
+                f"{files[split]} does not match {files['train']}: "
+                f"{_describe_difference(split, attrs['train'], attrs[split])}. All split files "
+                "must come from one `bneck extract` run over one dataset.")
+    return FeatureSet(folder, files, attrs, {s: sha256_file(p) for s, p in files.items()})
+
+
+def check_budget(fs: FeatureSet, max_memory: Optional[int]) -> bool:
+    """Return True when the features must be streamed (their size exceeds ``max_memory``)."""
+    if max_memory is None:
+        return False
+    return sum(fs.nbytes(s) for s in fs.files) > max_memory

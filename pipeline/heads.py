@@ -1,0 +1,142 @@
+"""Keras heads on cached features: the reference ``dense`` head and ``gap-dense``.
+
+Training is fast on a CPU because the per-step Python overhead, which dominates at
+batch 16 on small heads, is paid once per epoch rather than once per step: the
+features stay as tensors and ``steps_per_execution`` runs a whole epoch of steps
+inside one compiled call. Features larger than the memory budget are streamed from
+HDF5 in contiguous, shuffled blocks.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from features.tfimport import import_tensorflow
+
+from .data import FeatureSet
+
+HEADS = ("dense", "gap-dense")
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+
+
+def build_head(kind: str, input_shape: tuple, n_classes: int, units: int, dropout: float):
+    """Return an uncompiled head: sigmoid output for 2 classes, softmax for more."""
+    import_tensorflow()
+    import keras
+
+    inputs = keras.Input(shape=input_shape, name="features")
+    if kind == "dense":
+        x = keras.layers.Flatten(name="flatten")(inputs)
+        x = keras.layers.Dense(units, activation="relu", name="dense")(x)
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="gap")(inputs) if len(input_shape) == 3 else inputs
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    if n_classes == 2:
+        out = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
+    else:
+        out = keras.layers.Dense(n_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, out, name=f"bneck_{kind.replace('-', '_')}_head")
+
+
+def _optimizer(name: str, lr: float, momentum: float = 0.0):
+    import keras
+
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=lr)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=lr)
+    return keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
+
+
+def _loss(n_classes: int) -> str:
+    return "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def compile_head(model, n_classes: int, optimizer: str, lr: float, steps_per_execution: int = 1,
+                 momentum: float = 0.0) -> None:
+    """Compile with the loss that fits the output layer and accuracy as metric."""
+    model.compile(optimizer=_optimizer(optimizer, lr, momentum), loss=_loss(n_classes),
+                  metrics=["accuracy"], steps_per_execution=steps_per_execution)
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Return 'balanced' weights: n_samples / (n_classes * count(class))."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    return {i: float(len(y) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
+def proba(model, x, batch_size: int = 256) -> np.ndarray:
+    """Return (N, C) class probabilities for in-memory features or a block iterator."""
+    if isinstance(x, np.ndarray):
+        out = model.predict(x, batch_size=batch_size, verbose=0)
+    else:  # streamed blocks of varying size: plain calls, no per-shape retracing
+        out = np.concatenate([np.asarray(model(block, training=False)) for block in x])
+    return np.concatenate([1.0 - out, out], axis=1) if out.shape[1] == 1 else out
+
+
+def h5_batches(fs: FeatureSet, split: str, batch_size: int, shuffle: bool, seed: int):
+    """Return a Keras ``PyDataset`` over a split's HDF5 file: contiguous batches, shuffled order."""
+    import h5py
+    import keras
+
+    binary = len(fs.class_names) == 2
+
+    class H5Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self._file = h5py.File(fs.files[split], "r")
+            self._x, self._y = self._file["features"], self._file["labels"]
+            self._order = np.arange(math.ceil(self._x.shape[0] / batch_size))
+            self._rng = np.random.default_rng(seed)
+            self.on_epoch_end()
+
+        def __len__(self):
+            return len(self._order)
+
+        def __getitem__(self, i):
+            start = int(self._order[i]) * batch_size
+            x = self._x[start:start + batch_size].astype(np.float32)
+            y = self._y[start:start + batch_size].astype(np.float32 if binary else np.int64)
+            return x, y
+
+        def on_epoch_end(self):
+            if shuffle:
+                self._rng.shuffle(self._order)
+
+    return H5Batches()
+
+
+def fit_head(model, n_classes: int, cfg: dict, train, validation, streamed: bool,
+             fs: Optional[FeatureSet] = None, block_rows: int = 256):
+    """Train ``model`` per ``cfg``; returns the Keras history dict.
+
+    ``train``/``validation`` are (x, y) arrays, or ignored when ``streamed`` (then
+    batches come from ``fs``'s HDF5 files).
+    """
+    import keras
+
+    callbacks = []
+    if cfg["early_stopping"]:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=cfg["early_stopping"], restore_best_weights=True))
+    if streamed:
+        y_train = fs.labels("train")
+        weights = class_weights(y_train, n_classes) if cfg["class_weight"] == "balanced" else None
+        compile_head(model, n_classes, cfg["optimizer"], cfg["lr"])
+        history = model.fit(h5_batches(fs, "train", cfg["batch_size"], True, cfg["seed"]),
+                            validation_data=h5_batches(fs, "validation", block_rows, False, 0),
+                            epochs=cfg["epochs"], class_weight=weights, callbacks=callbacks,
+                            verbose=0)
+        return history.history
+    (x, y), (xv, yv) = train, validation
+    weights = class_weights(y, n_classes) if cfg["class_weight"] == "balanced" else None
+    steps = math.ceil(len(x) / cfg["batch_size"])
+    compile_head(model, n_classes, cfg["optimizer"], cfg["lr"], steps_per_execution=steps)
+    target = (lambda v: v.astype(np.float32)) if n_classes == 2 else (lambda v: v)
+    history = model.fit(x, target(y), batch_size=cfg["batch_size"], epochs=cfg["epochs"],
+                        validation_data=(xv, target(yv)), class_weight=weights, shuffle=True,
+                        callbacks=callbacks, verbose=0)
+    return history.history

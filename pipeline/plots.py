@@ -1,0 +1,55 @@
+"""PNG plots a person would rather look at than read: curves raw and smoothed, confusion matrices."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .metrics import ema  # noqa: E402
+
+
+def training_curves(history: dict, path: str, title: str) -> None:
+    """Plot loss and accuracy per epoch, raw (faint) and EMA-smoothed (factor 0.8)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, color in (("", "tab:blue"), ("val_", "tab:orange")):
+            values = history.get(prefix + metric)
+            if not values:
+                continue
+            epochs = np.arange(1, len(values) + 1)
+            name = "validation" if prefix else "train"
+            ax.plot(epochs, values, color=color, alpha=0.3, linewidth=1)
+            ax.plot(epochs, ema(values), color=color, linewidth=2, label=f"{name} (smoothed)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def confusion(matrix, class_names: list[str], path: str, title: str) -> None:
+    """Plot a confusion matrix with counts in the cells (rows: true class)."""
+    matrix = np.asarray(matrix)
+    n = len(class_names)
+    size = min(12, 2.5 + 0.45 * n)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), class_names, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        top = matrix.max() if matrix.size else 0
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                        color="white" if matrix[i, j] > top / 2 else "black", fontsize=9)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,124 @@
+"""Using a trained classifier: re-score it on a feature file, or classify new images.
+
+``predict`` never asks for the extractor again: backbone, weights (checked by
+sha256), input size, preprocessing, layer and pool all come from the manifest.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from features import ExtractorSpec, FeatureFileError, WeightsError, get_backbone, read_features
+from features.dataset import IMAGE_EXTENSIONS
+from features.key import KEY_FIELDS
+from features.weights import resolve_weights
+
+from .artifacts import LoadedClassifier, load_classifier
+from .metrics import scores
+
+
+def classifier_proba(clf: LoadedClassifier, x: np.ndarray) -> np.ndarray:
+    """Return (N, C) probabilities of a loaded classifier on features ``x``."""
+    if clf.kind == "keras":
+        from .heads import proba
+
+        return proba(clf.model, np.asarray(x, dtype=np.float32))
+    return clf.model.predict_proba(x)
+
+
+def evaluate(model_dir: str, feature_file: str) -> dict:
+    """Score a saved classifier on any split file; returns the metrics dict.
+
+    Raises ArtifactError for a tampered classifier and FeatureFileError when the
+    file comes from another extractor or class list.
+    """
+    clf = load_classifier(model_dir)
+    f = read_features(feature_file)
+    if f.extractor_key != clf.manifest["extractor_key"]:
+        theirs, ours = f.attrs["extractor"], clf.manifest["extractor"]
+        diff = "; ".join(f"{k}: {theirs.get(k)!r} vs {ours.get(k)!r}" for k in ours if theirs.get(k) != ours.get(k))
+        raise FeatureFileError(f"{feature_file} was made by another extractor than the one "
+                               f"{model_dir} was trained on ({diff}). Extract it with the "
+                               "classifier's settings (see its manifest.json).")
+    if f.class_names != clf.class_names:
+        raise FeatureFileError(f"{feature_file} has classes {f.class_names}, but {model_dir} "
+                               f"was trained on {clf.class_names}.")
+    return scores(f.labels, classifier_proba(clf, f.features), clf.class_names)
+
+
+def extractor_for(manifest: dict, weights: Optional[str] = None) -> ExtractorSpec:
+    """Rebuild the extractor spec recorded in a manifest, locating its weights by content.
+
+    Raises WeightsError when no candidate file has the recorded sha256.
+    """
+    recorded = manifest["extractor"]
+    entry = get_backbone(recorded["backbone"])
+    want = recorded["weights_sha256"]
+    candidates = [weights] if weights else []
+    if not weights:
+        if manifest.get("weights_path"):
+            candidates.append(manifest["weights_path"])
+        candidates.append("none" if recorded["weights"] == "none" else "imagenet")
+    seen = []
+    for candidate in candidates:
+        try:
+            resolved = resolve_weights(entry, recorded["alpha"], recorded["input_size"], candidate)
+        except WeightsError:
+            continue
+        seen.append(f"{candidate} (sha256 {resolved.sha256[:12]}...)")
+        if resolved.sha256 == want:
+            spec = ExtractorSpec(**{k: recorded[k] for k in KEY_FIELDS}, weights=recorded["weights"],
+                                 weights_path=resolved.path)
+            if spec.key != manifest["extractor_key"]:
+                break
+            return spec
+    raise WeightsError(
+        f"the classifier was trained on features from {recorded['backbone']} weights with sha256 "
+        f"{want[:12]}... ({recorded['weights']!r}), and no such file was found (tried: "
+        f"{', '.join(seen) or ', '.join(map(str, candidates))}). Pass --weights PATH to that file.")
+
+
+def _expand(inputs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
+    out = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for current, dirs, files in os.walk(item):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                        out.append((os.path.join(current, name), None))
+        elif os.path.isfile(item):
+            out.append((item, None))
+        else:
+            out.append((item, "no such file or folder"))
+    return out
+
+
+def predict_images(model_dir: str, inputs: Sequence[str], weights: Optional[str] = None,
+                   batch_size: int = 32) -> list[dict]:
+    """Classify images (files or folders); returns one dict per file.
+
+    Each dict has ``path`` and either ``class`` and ``probabilities`` or ``error``:
+    a bad or missing image is reported in its row, never fatal for the others.
+    """
+    from features.batches import decoded_batches
+    from features.model import FeatureModel
+
+    clf = load_classifier(model_dir)
+    spec = extractor_for(clf.manifest, weights)
+    items = _expand(inputs)
+    rows = {path: {"path": path, "error": err} for path, err in items if err}
+    todo = [(path, path) for path, err in items if not err]
+    if todo:
+        model = FeatureModel(get_backbone(spec.backbone), spec)
+        for paths, batch, failures in decoded_batches(todo, spec.input_size, batch_size):
+            for path, reason in failures:
+                rows[path] = {"path": path, "error": reason}
+            if paths:
+                probs = classifier_proba(clf, model(batch))
+                for path, p in zip(paths, probs):
+                    rows[path] = {"path": path, "class": clf.class_names[int(np.argmax(p))],
+                                  "probabilities": dict(zip(clf.class_names, map(float, p)))}
+    return [rows[path] for path, _ in items]

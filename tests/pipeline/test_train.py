@@ -1,0 +1,241 @@
+"""Stage 2 on real feature files: every classifier, artifacts, leaderboard, trust, out of core."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+
+from features import FeatureFileError, extract, read_features
+from features.hashing import sha256_file
+from pipeline.artifacts import ArtifactError, load_classifier
+from pipeline.data import FeatureSet, open_feature_set
+from pipeline.predict import classifier_proba, evaluate, predict_images
+from pipeline.train import CLASSIFIERS, train
+from tests.conftest import MOBILENET
+
+FAST = dict(epochs=8)
+
+
+def test_every_classifier_trains_saves_and_ranks(features_dir, tmp_path):
+    board = train(features_dir, CLASSIFIERS, tmp_path / "models", verbose=False, **FAST)
+    assert sorted(r.name for r in board.results) == sorted(CLASSIFIERS)
+    vals = [r.accuracy("validation") for r in board.results]
+    assert vals == sorted(vals, reverse=True)
+    with open(tmp_path / "models" / "leaderboard.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["classifier"] for r in rows] == [r.name for r in board.results]
+    assert all(float(r["test_accuracy"]) > 0.6 for r in rows)  # real features separate cats from dogs
+    for result in board.results:
+        folder = tmp_path / "models" / result.name
+        manifest = json.loads((folder / "manifest.json").read_text())
+        files = set(os.listdir(folder)) - {"manifest.json"}
+        assert set(manifest["artifacts"]) == files
+        for name, digest in manifest["artifacts"].items():
+            assert sha256_file(str(folder / name)) == digest
+        assert {"metrics.json", "confusion_validation.png", "confusion_test.png"} <= files
+        assert manifest["class_names"] == ["cats", "dogs"]
+        assert manifest["extractor"]["backbone"] == "mobilenet"
+        assert set(manifest["feature_files"]) == {"train", "validation", "test"}
+        assert "tensorflow_version" in manifest["versions"]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        for split in ("train", "validation", "test"):
+            assert {"accuracy", "loss", "macro_f1", "per_class", "confusion_matrix"} <= set(metrics[split])
+        if result.name in ("dense", "gap-dense"):
+            assert {"model.keras", "head.weights.h5", "history.csv", "curves.png"} <= files
+            assert manifest["trained"] is True and manifest["epochs_run"] == 8
+        else:
+            assert "model.joblib" in files
+        # the reloaded model reproduces the recorded test accuracy
+        clf = load_classifier(str(folder))
+        f = read_features(str(features_dir / "test.h5"))
+        acc = float((classifier_proba(clf, f.features).argmax(1) == f.labels).mean())
+        assert acc == pytest.approx(metrics["test"]["accuracy"])
+
+
+def test_reference_dense_head_architecture(features_dir, tmp_path):
+    train(features_dir, ["dense"], tmp_path / "m", verbose=False, epochs=2)
+    model = load_classifier(str(tmp_path / "m" / "dense")).model
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["InputLayer", "Flatten", "Dense", "Dropout", "Dense"]
+    assert model.layers[2].units == 256 and model.layers[3].rate == 0.5
+    assert model.layers[4].units == 1 and model.layers[4].activation.__name__ == "sigmoid"
+    assert model.input_shape == (None, 7, 7, 256)
+
+
+def test_multiclass_works_like_binary(multiclass_features_dir, tmp_path):
+    board = train(multiclass_features_dir, ["dense", "logreg", "knn"], tmp_path / "m",
+                  verbose=False, epochs=30)
+    for result in board.results:
+        test = result.metrics["test"]
+        assert set(test["per_class"]) == {"cats", "dogs", "gray"}
+        assert np.array(test["confusion_matrix"]).shape == (3, 3)
+        assert np.array(test["confusion_matrix"]).sum() == test["n"]
+        # the grayscale class is easy to tell apart from real features
+        assert test["per_class"]["gray"]["recall"] >= 0.8
+    dense = load_classifier(str(tmp_path / "m" / "dense")).model
+    assert dense.layers[-1].units == 3 and dense.layers[-1].activation.__name__ == "softmax"
+
+
+def test_options_reach_the_model(features_dir, tmp_path):
+    board = train(features_dir, ["gap-dense", "logreg"], tmp_path / "m", verbose=False, epochs=30,
+                  optimizer="adam", units=64, dropout=0.2, early_stopping=2, class_weight="balanced",
+                  reshape="max", pca=16, seed=3)
+    gap = next(r for r in board.results if r.name == "gap-dense")
+    manifest = json.loads((tmp_path / "m" / "gap-dense" / "manifest.json").read_text())
+    assert manifest["config"]["optimizer"] == "adam" and manifest["config"]["early_stopping"] == 2
+    assert manifest["epochs_run"] < 30 or gap.accuracy("validation") is not None
+    pipe = load_classifier(str(tmp_path / "m" / "logreg")).model
+    assert pipe.named_steps["reshape"].mode == "max" and pipe.named_steps["pca"].n_components == 16
+
+
+def test_search_tunes_on_validation(features_dir, tmp_path):
+    train(features_dir, ["logreg", "knn"], tmp_path / "m", verbose=False, search="validation")
+    manifest = json.loads((tmp_path / "m" / "knn" / "manifest.json").read_text())
+    assert set(manifest["search"]["best_params"]) == {"clf__n_neighbors", "clf__weights"}
+    train(features_dir, ["logreg"], tmp_path / "k", verbose=False, search="kfold", folds=3)
+    manifest = json.loads((tmp_path / "k" / "logreg" / "manifest.json").read_text())
+    assert "cv_accuracy" in manifest["search"]
+
+
+def test_keep_best_keeps_only_the_winner(features_dir, tmp_path):
+    board = train(features_dir, ["logreg", "knn", "random-forest"], tmp_path / "m", verbose=False,
+                  keep="best")
+    kept = sorted(n for n in os.listdir(tmp_path / "m") if n != "leaderboard.csv")
+    assert kept == [board.best.name] and len(board.results) == 1
+
+
+def test_tampered_artifact_is_refused(features_dir, tmp_path):
+    train(features_dir, ["logreg"], tmp_path / "m", verbose=False)
+    model_file = tmp_path / "m" / "logreg" / "model.joblib"
+    data = bytearray(model_file.read_bytes())
+    data[-10] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="does not match its manifest"):
+        load_classifier(str(tmp_path / "m" / "logreg"))
+
+
+class _Planted:
+    def __reduce__(self):
+        return (open, (MARKER, "w"))
+
+
+MARKER = ""
+
+
+def test_malicious_pickle_without_or_outside_its_manifest_never_runs(features_dir, tmp_path):
+    global MARKER
+    MARKER = str(tmp_path / "pwned")
+    train(features_dir, ["logreg"], tmp_path / "m", verbose=False)
+    folder = tmp_path / "m" / "logreg"
+    (folder / "model.joblib").write_bytes(pickle.dumps(_Planted()))
+    with pytest.raises(ArtifactError):
+        load_classifier(str(folder))
+    os.remove(folder / "manifest.json")
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        load_classifier(str(folder))
+    assert not os.path.exists(MARKER)
+
+
+def test_mismatched_extractor_is_refused(features_dir, tmp_path, image_root):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for split in ("train", "test"):
+        os.symlink(features_dir / f"{split}.h5", mixed / f"{split}.h5")
+    extract(image_root, mixed, splits=["validation"], pool="avg", verbose=False, **MOBILENET)
+    with pytest.raises(FeatureFileError) as err:
+        train(mixed, ["logreg"], tmp_path / "m", verbose=False)
+    assert "validation.h5" in str(err.value) and "pool: 'none' vs 'avg'" in str(err.value)
+    train(features_dir, ["logreg"], tmp_path / "m", verbose=False)
+    with pytest.raises(FeatureFileError, match="another extractor"):
+        evaluate(str(tmp_path / "m" / "logreg"), str(mixed / "validation.h5"))
+
+
+def test_out_of_core_training_matches_in_memory(features_dir, tmp_path, monkeypatch):
+    import pipeline.heads as heads
+
+    in_memory = train(features_dir, ["logreg", "dense"], tmp_path / "mem", verbose=False, epochs=10)
+    fs = open_feature_set(features_dir)
+    row_bytes = fs.nbytes("train") // fs.attrs["train"]["n_images"]
+    budget = os.path.getsize(features_dir / "train.h5") // 4
+    assert budget < fs.nbytes("train")
+
+    def never(*_):
+        raise AssertionError("loaded a whole split despite the memory budget")
+
+    largest = []  # rows of every read from disk, through the real readers
+    real_blocks, real_batches = FeatureSet.blocks, heads.h5_batches
+
+    def blocks(self, split, rows, rng=None):
+        for x, y in real_blocks(self, split, rows, rng):
+            largest.append(len(x))
+            yield x, y
+
+    def batches(*args, **kwargs):
+        dataset = real_batches(*args, **kwargs)
+        getitem = type(dataset).__getitem__
+        type(dataset).__getitem__ = lambda self, i: (lambda xy: (largest.append(len(xy[0])), xy)[1])(getitem(self, i))
+        return dataset
+
+    monkeypatch.setattr(FeatureSet, "load", never)
+    monkeypatch.setattr(FeatureSet, "blocks", blocks)
+    monkeypatch.setattr(heads, "h5_batches", batches)
+    streamed = train(features_dir, ["logreg", "dense"], tmp_path / "disk", verbose=False,
+                     epochs=10, max_memory=budget)
+    assert largest and max(largest) * row_bytes <= budget
+    assert sum(largest) > 10 * fs.attrs["train"]["n_images"]  # every epoch really read the file
+    for name in ("logreg", "dense"):
+        a = next(r for r in in_memory.results if r.name == name)
+        b = next(r for r in streamed.results if r.name == name)
+        assert b.streamed and not a.streamed
+        assert abs(a.accuracy("test") - b.accuracy("test")) <= 0.06, name
+
+
+def test_out_of_core_refuses_in_memory_only_classifiers(features_dir, tmp_path):
+    from features import ConfigError
+
+    with pytest.raises(ConfigError, match="needs its features in memory"):
+        train(features_dir, ["svm"], tmp_path / "m", verbose=False, max_memory=1000)
+
+
+def test_predict_on_images_equals_evaluate_on_their_features(features_dir, image_root, tmp_path):
+    train(features_dir, ["dense", "logreg"], tmp_path / "m", verbose=False, epochs=5)
+    f = read_features(str(features_dir / "test.h5"))
+    (image_root / "broken.jpg").write_bytes(b"garbage")
+    inputs = [str(image_root / p) for p in f.paths[:6]] + [str(image_root / "broken.jpg"),
+                                                              str(image_root / "missing.jpg")]
+    for name in ("dense", "logreg"):
+        clf = load_classifier(str(tmp_path / "m" / name))
+        expected = classifier_proba(clf, f.features[:6])
+        rows = predict_images(str(tmp_path / "m" / name), inputs)
+        got = np.array([[r["probabilities"][c] for c in clf.class_names] for r in rows[:6]])
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        assert rows[6]["error"].startswith("not a recognised image")
+        assert rows[7]["error"] == "no such file or folder"
+        metrics = evaluate(str(tmp_path / "m" / name), str(features_dir / "test.h5"))
+        assert metrics["accuracy"] == pytest.approx(float((clf_acc := (classifier_proba(clf, f.features).argmax(1) == f.labels).mean())))
+        assert clf_acc > 0.6
+
+
+def test_bad_options_are_clear(features_dir, tmp_path):
+    from features import ConfigError
+
+    for kwargs, message in ((dict(classifiers=["xgboost"]), "classifier must be one of"),
+                            (dict(classifiers=["dense"], optimizer="lbfgs"), "optimizer must be one of"),
+                            (dict(classifiers=["dense"], epochs=0), "--epochs must be a positive"),
+                            (dict(classifiers=["dense"], dropout=1.5), "--dropout must be in"),
+                            (dict(classifiers=["dense"], colour="red"), "unknown training option")):
+        names = kwargs.pop("classifiers")
+        with pytest.raises(ConfigError, match=message):
+            train(features_dir, names, tmp_path / "m", verbose=False, **kwargs)
+    with pytest.raises(FeatureFileError, match="validation.h5 not found"):
+        only_train = tmp_path / "only"
+        only_train.mkdir()
+        os.symlink(features_dir / "train.h5", only_train / "train.h5")
+        train(only_train, ["logreg"], tmp_path / "m", verbose=False)
+    with h5py.File(features_dir / "train.h5", "r") as h:
+        assert h.attrs["complete"]
