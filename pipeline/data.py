@@ -6,7 +6,7 @@ from HDF5 in contiguous blocks, never holding the whole array.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import h5py
@@ -26,6 +26,7 @@ class FeatureSet:
     files: dict[str, str]
     attrs: dict[str, dict]
     sha256: dict[str, str]
+    _loaded: dict = field(default_factory=dict, repr=False)
 
     @property
     def class_names(self) -> list[str]:
@@ -50,9 +51,17 @@ class FeatureSet:
         return int(np.prod(shape, dtype=np.int64)) * itemsize
 
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """Return (features as float32, labels) of a split, verified against its checksum."""
-        f = read_features(self.files[split])
-        return f.features.astype(np.float32, copy=False), f.labels.astype(np.int64)
+        """Return (features as float32, labels) of a split, verified against its checksum.
+
+        Read once per FeatureSet: every classifier of a ``train`` call shares the arrays
+        (they are never modified in place).
+        """
+        if split not in self._loaded:
+            f = read_features(self.files[split])
+            x = f.features.astype(np.float32, copy=False)
+            x.flags.writeable = False
+            self._loaded[split] = (x, f.labels.astype(np.int64))
+        return self._loaded[split]
 
     def labels(self, split: str) -> np.ndarray:
         """Return a split's labels without reading its features."""

@@ -1,10 +1,8 @@
 """Keras heads on cached features: the reference ``dense`` head and ``gap-dense``.
 
-Training is fast on a CPU because the per-step Python overhead, which dominates at
-batch 16 on small heads, is paid once per epoch rather than once per step: the
-features stay as tensors and ``steps_per_execution`` runs a whole epoch of steps
-inside one compiled call. Features larger than the memory budget are streamed from
-HDF5 in contiguous, shuffled blocks.
+In memory, heads train with ``fastfit.fast_fit``: one compiled call per epoch and
+fused optimizer kernels (see there why). Features larger than the memory budget are
+streamed from HDF5 with ``model.fit`` over contiguous batches in shuffled order.
 """
 from __future__ import annotations
 
@@ -55,11 +53,10 @@ def _loss(n_classes: int) -> str:
     return "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
 
 
-def compile_head(model, n_classes: int, optimizer: str, lr: float, steps_per_execution: int = 1,
-                 momentum: float = 0.0) -> None:
+def compile_head(model, n_classes: int, optimizer: str, lr: float, momentum: float = 0.0) -> None:
     """Compile with the loss that fits the output layer and accuracy as metric."""
     model.compile(optimizer=_optimizer(optimizer, lr, momentum), loss=_loss(n_classes),
-                  metrics=["accuracy"], steps_per_execution=steps_per_execution)
+                  metrics=["accuracy"])
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -131,12 +128,10 @@ def fit_head(model, n_classes: int, cfg: dict, train, validation, streamed: bool
                             epochs=cfg["epochs"], class_weight=weights, callbacks=callbacks,
                             verbose=0)
         return history.history
+    from .fastfit import fast_fit
+
     (x, y), (xv, yv) = train, validation
-    weights = class_weights(y, n_classes) if cfg["class_weight"] == "balanced" else None
-    steps = math.ceil(len(x) / cfg["batch_size"])
-    compile_head(model, n_classes, cfg["optimizer"], cfg["lr"], steps_per_execution=steps)
-    target = (lambda v: v.astype(np.float32)) if n_classes == 2 else (lambda v: v)
-    history = model.fit(x, target(y), batch_size=cfg["batch_size"], epochs=cfg["epochs"],
-                        validation_data=(xv, target(yv)), class_weight=weights, shuffle=True,
-                        callbacks=callbacks, verbose=0)
-    return history.history
+    return fast_fit(model, x, y, xv, yv, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                    optimizer=cfg["optimizer"], lr=cfg["lr"], seed=cfg["seed"],
+                    class_weight=class_weights(y, n_classes) if cfg["class_weight"] == "balanced" else None,
+                    patience=cfg["early_stopping"])

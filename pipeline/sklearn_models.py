@@ -23,6 +23,7 @@ from sklearn.svm import SVC, LinearSVC
 from features.errors import ConfigError
 
 RESHAPES = ("flatten", "avg", "max")
+LOGREG_C = 0.1
 OUT_OF_CORE = ("logreg", "linear-svm", "mlp")
 
 
@@ -48,12 +49,14 @@ class SpatialReshape(BaseEstimator, TransformerMixin):
 
 def _estimator(name: str, seed: int):
     return {
-        "logreg": lambda: LogisticRegression(max_iter=3000, C=1.0),
+        # C=0.1 on standardised features: on the reference validation split C in 0.01-0.1
+        # scored 93.5-94.4%, C=1 92.9% (more regularisation helps 256-d features of 2,000 images).
+        "logreg": lambda: LogisticRegression(max_iter=3000, C=LOGREG_C),
         "linear-svm": lambda: CalibratedClassifierCV(LinearSVC(C=0.01, max_iter=5000, random_state=seed), cv=3),
         "svm": lambda: CalibratedClassifierCV(SVC(kernel="rbf", C=10.0, random_state=seed),
                                               ensemble=False),
         "knn": lambda: KNeighborsClassifier(n_neighbors=11, n_jobs=-1),
-        "random-forest": lambda: RandomForestClassifier(n_estimators=300, n_jobs=-1, random_state=seed),
+        "random-forest": lambda: RandomForestClassifier(n_estimators=200, n_jobs=-1, random_state=seed),
         "hist-gradient-boosting": lambda: HistGradientBoostingClassifier(random_state=seed),
         "mlp": lambda: MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3, early_stopping=True,
                                      max_iter=300, random_state=seed),
@@ -64,11 +67,11 @@ SKLEARN = ("logreg", "linear-svm", "svm", "knn", "random-forest", "hist-gradient
 
 # Small grids for --search: a handful of candidates each, all cores.
 GRIDS = {
-    "logreg": {"clf__C": [0.01, 0.1, 1.0, 10.0]},
+    "logreg": {"clf__C": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]},
     "linear-svm": {"clf__estimator__C": [0.001, 0.01, 0.1, 1.0]},
     "svm": {"clf__estimator__C": [1.0, 10.0, 100.0], "clf__estimator__gamma": ["scale", "auto"]},
     "knn": {"clf__n_neighbors": [3, 5, 11, 21], "clf__weights": ["uniform", "distance"]},
-    "random-forest": {"clf__n_estimators": [300], "clf__max_features": ["sqrt", 0.1]},
+    "random-forest": {"clf__n_estimators": [200, 500], "clf__max_features": ["sqrt", 0.1]},
     "hist-gradient-boosting": {"clf__learning_rate": [0.05, 0.1], "clf__max_leaf_nodes": [15, 31]},
     "mlp": {"clf__alpha": [1e-4, 1e-3, 1e-2], "clf__hidden_layer_sizes": [(256,), (512,)]},
 }
@@ -97,8 +100,8 @@ class StreamedLinear(BaseEstimator):
         if self.name == "mlp":
             return MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3, random_state=self.seed)
         loss = "log_loss" if self.name == "logreg" else "modified_huber"
-        # alpha = 1 / (C * n): the same L2 strength as the in-memory LogisticRegression(C=1).
-        return SGDClassifier(loss=loss, alpha=1.0 / max(1, n_samples), learning_rate="adaptive",
+        # alpha = 1 / (C * n): the same L2 strength as the in-memory LogisticRegression.
+        return SGDClassifier(loss=loss, alpha=1.0 / (LOGREG_C * max(1, n_samples)), learning_rate="adaptive",
                              eta0=0.01, random_state=self.seed)
 
     def fit_blocks(self, blocks, classes):

@@ -26,14 +26,14 @@ def image_root(features_dir):
 
 @pytest.fixture(scope="session")
 def multiclass_features_dir(tmp_path_factory):
-    """Three classes: cats, dogs, and 'gray' (grayscale, mirrored copies of other real photos)."""
+    """Three classes: cats, dogs, and "gray" (grayscale negatives of other real photos)."""
     root = tmp_path_factory.mktemp("stage2_multi")
     data = copy_subset(root / "data", 15)
     donors = copy_subset(root / "donors", 15, offset=300)
     for split in ("train", "validation", "test"):
         (data / split / "gray").mkdir()
         for i, src in enumerate(sorted((donors / split).glob("*/*.jpg"))[::2]):
-            ImageOps.mirror(Image.open(src).convert("L")).save(data / split / "gray" / f"g{i}.jpg")
+            ImageOps.invert(Image.open(src).convert("L")).save(data / split / "gray" / f"g{i}.jpg")
     shutil.rmtree(donors)
     extract(data, root / "features", cache_dir=root / "cache", verbose=False, pool="avg", **MOBILENET)
     return root / "features"

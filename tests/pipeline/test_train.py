@@ -75,8 +75,8 @@ def test_multiclass_works_like_binary(multiclass_features_dir, tmp_path):
         assert set(test["per_class"]) == {"cats", "dogs", "gray"}
         assert np.array(test["confusion_matrix"]).shape == (3, 3)
         assert np.array(test["confusion_matrix"]).sum() == test["n"]
-        # the grayscale class is easy to tell apart from real features
-        assert test["per_class"]["gray"]["recall"] >= 0.8
+        # grayscale negatives are easy to tell apart from real photos; cats vs dogs above chance
+        assert test["per_class"]["gray"]["recall"] >= 0.8 and test["accuracy"] >= 0.6
     dense = load_classifier(str(tmp_path / "m" / "dense")).model
     assert dense.layers[-1].units == 3 and dense.layers[-1].activation.__name__ == "softmax"
 
