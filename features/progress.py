@@ -7,10 +7,10 @@ from typing import Sequence
 from tqdm import tqdm
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True) -> tqdm:
-    """Return a bar counting images with img/s; quiet and cheap when ``enabled`` is False."""
+def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "img") -> tqdm:
+    """Return a bar counting ``unit`` with its rate (img/s); quiet and cheap when not ``enabled``."""
     interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True,
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True,
                 mininterval=0.2 if interactive else 5.0, file=sys.stderr, leave=True)
 
 

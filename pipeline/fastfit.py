@@ -52,12 +52,14 @@ class _FusedOptimizer:
 
 def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, *,
              epochs: int, batch_size: int, optimizer: str, lr: float, seed: int,
-             class_weight: Optional[dict] = None, patience: int = 0, momentum: float = 0.0) -> dict:
+             class_weight: Optional[dict] = None, patience: int = 0, momentum: float = 0.0,
+             on_epoch=None) -> dict:
     """Train ``model`` (sigmoid or softmax output); returns a Keras-style history dict.
 
     History keys: loss, accuracy (training mode, averaged over the epoch's batches),
     val_loss, val_accuracy. With ``patience`` > 0, stops after that many epochs
-    without a lower val_loss and restores the best weights.
+    without a lower val_loss and restores the best weights. ``on_epoch(logs)`` is
+    called after every epoch (the progress bar).
     """
     tf = import_tensorflow()
     import keras
@@ -115,6 +117,8 @@ def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray
         val_loss, val_acc = evaluate()
         for key, value in zip(history, (loss, acc, val_loss, val_acc)):
             history[key].append(float(value))
+        if on_epoch:
+            on_epoch({k: v[-1] for k, v in history.items()})
         if patience:
             if float(val_loss) < best:
                 best, best_weights, waited = float(val_loss), model.get_weights(), 0

@@ -107,7 +107,7 @@ def h5_batches(fs: FeatureSet, split: str, batch_size: int, shuffle: bool, seed:
 
 
 def fit_head(model, n_classes: int, cfg: dict, train, validation, streamed: bool,
-             fs: Optional[FeatureSet] = None, block_rows: int = 256):
+             fs: Optional[FeatureSet] = None, block_rows: int = 256, on_epoch=None):
     """Train ``model`` per ``cfg``; returns the Keras history dict.
 
     ``train``/``validation`` are (x, y) arrays, or ignored when ``streamed`` (then
@@ -115,7 +115,7 @@ def fit_head(model, n_classes: int, cfg: dict, train, validation, streamed: bool
     """
     import keras
 
-    callbacks = []
+    callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(logs))] if on_epoch else []
     if cfg["early_stopping"]:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg["early_stopping"], restore_best_weights=True))
@@ -134,4 +134,4 @@ def fit_head(model, n_classes: int, cfg: dict, train, validation, streamed: bool
     return fast_fit(model, x, y, xv, yv, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                     optimizer=cfg["optimizer"], lr=cfg["lr"], seed=cfg["seed"],
                     class_weight=class_weights(y, n_classes) if cfg["class_weight"] == "balanced" else None,
-                    patience=cfg["early_stopping"])
+                    patience=cfg["early_stopping"], on_epoch=on_epoch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from features.errors import ConfigError, choice_error
-from features.progress import format_table
+from features.progress import format_table, progress_bar
 
 from .artifacts import write_json, write_manifest
 from .data import FeatureSet, check_budget, open_feature_set
@@ -110,7 +111,7 @@ def _proba_all(predict, fs: FeatureSet, streamed: bool, rows: int) -> dict:
     return out
 
 
-def _train_keras(name, cfg, fs, streamed, rows, folder):
+def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
     from features.tfimport import import_tensorflow
 
     import_tensorflow()
@@ -123,9 +124,18 @@ def _train_keras(name, cfg, fs, streamed, rows, folder):
     n_classes = len(fs.class_names)
     model = build_head(name, fs.feature_shape, n_classes, cfg["units"], cfg["dropout"])
     data = None if streamed else (fs.load("train"), fs.load("validation"))
+    bar = progress_bar(cfg["epochs"], f"{name}", verbose, unit="epoch")
+
+    def on_epoch(logs):
+        bar.set_postfix(loss=f"{logs['loss']:.3f}", val_acc=f"{logs['val_accuracy']:.3f}", refresh=False)
+        bar.update(1)
+
     start = time.perf_counter()
-    history = fit_head(model, n_classes, cfg, *(data or (None, None)), streamed=streamed, fs=fs,
-                       block_rows=rows)
+    try:
+        history = fit_head(model, n_classes, cfg, *(data or (None, None)), streamed=streamed, fs=fs,
+                           block_rows=rows, on_epoch=on_epoch)
+    finally:
+        bar.close()
     fit_s = time.perf_counter() - start
     model.save(os.path.join(folder, "model.keras"))
     model.save_weights(os.path.join(folder, "head.weights.h5"))
@@ -165,7 +175,7 @@ def _search(name, pipe, cfg, fs):
                                                       "validation_accuracy": max(accs)}
 
 
-def _train_sklearn(name, cfg, fs, streamed, rows, folder):
+def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
     import joblib
 
     from .sklearn_models import StreamedLinear, check_out_of_core, make_pipeline
@@ -196,7 +206,7 @@ def _train_one(name, opts, fs: FeatureSet, out_dir, streamed, rows, verbose) -> 
     os.makedirs(folder)
     try:
         trainer = _train_keras if keras_head else _train_sklearn
-        probs, fit_s, extra = trainer(name, cfg, fs, streamed, rows, folder)
+        probs, fit_s, extra = trainer(name, cfg, fs, streamed, rows, folder, verbose)
         metrics = {split: scores(y, p, fs.class_names) for split, (p, y) in probs.items()}
         metrics["fit_seconds"] = fit_s
         write_json(os.path.join(folder, "metrics.json"), metrics)
@@ -256,8 +266,8 @@ def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, keep: 
     os.makedirs(out_dir, exist_ok=True)
     board = Leaderboard(out_dir)
     for name in names:
-        if verbose:
-            print(f"training {name} ...", flush=True)
+        if verbose and name not in HEADS:
+            print(f"training {name} ...", file=sys.stderr, flush=True)
         board.results.append(_train_one(name, opts, fs, out_dir, streamed, rows, verbose))
     board.results.sort(key=lambda r: -(r.accuracy("validation") or 0.0))
     if keep == "best":

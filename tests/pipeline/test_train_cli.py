@@ -1,0 +1,59 @@
+"""`bneck train`, `bneck evaluate` and `bneck predict` from the command line."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.train_cmd import parse_size
+from features import ConfigError
+
+
+def test_train_prints_leaderboard_and_evaluate_and_predict_work(features_dir, image_root, tmp_path, capsys):
+    models = tmp_path / "models"
+    assert main(["train", str(features_dir), "--classifier", "logreg,knn", "--out", str(models),
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "classifier" in out and "val acc" in out and "test acc" in out and "fit s" in out
+    assert "logreg" in out and "knn" in out and "leaderboard.csv" in out
+
+    assert main(["evaluate", str(models / "logreg"), str(features_dir / "test.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "cats" in out and "confusion matrix" in out
+
+    images = sorted((image_root / "test" / "dogs").glob("*.jpg"))[:3]
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    out_csv = tmp_path / "pred.csv"
+    assert main(["predict", str(models / "logreg"), *map(str, images), str(tmp_path / "bad.png"),
+                 "--csv", str(out_csv)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("cats=") == 3 and "bad.png: error:" in captured.err
+    rows = list(csv.DictReader(open(out_csv)))
+    assert [r["path"] for r in rows] == [*map(str, images), str(tmp_path / "bad.png")]
+    assert abs(float(rows[0]["cats"]) + float(rows[0]["dogs"]) - 1) < 1e-6
+    assert rows[3]["error"] and rows[3]["class"] == ""
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "{f}", "--classifier", "xgboost", "--out", "{t}/m"], "classifier must be one of"),
+    (["train", "{t}/none", "--classifier", "logreg", "--out", "{t}/m"], "features folder not found"),
+    (["train", "{f}", "--classifier", "svm", "--out", "{t}/m", "--max-memory", "10K"], "needs its features in memory"),
+    (["train", "{f}", "--classifier", "logreg", "--out", "{t}/m", "--max-memory", "lots"], "--max-memory must be a size"),
+    (["evaluate", "{t}/nomodel", "{f}/test.h5"], "has no manifest.json"),
+    (["predict", "{t}/nomodel", "x.jpg"], "has no manifest.json"),
+])
+def test_stage2_user_errors_exit_2(features_dir, tmp_path, capsys, argv, message):
+    argv = [a.format(f=features_dir, t=tmp_path) for a in argv]
+    (tmp_path / "nomodel").mkdir()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_parse_size():
+    assert parse_size("512M") == 512 * 2**20
+    assert parse_size("1.5G") == int(1.5 * 2**30)
+    assert parse_size("2000") == 2000
+    with pytest.raises(ConfigError):
+        parse_size("12 parsecs")
