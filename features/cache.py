@@ -126,7 +126,7 @@ class RowCache:
         chunk fails its checksum.
         """
         with self._lock:
-            if any(not os.path.exists(self._index[s][0]) for s in set(shas)):
+            if any(not os.path.exists(p) for p in {self._index[s][0] for s in shas}):
                 self._index.clear()  # gc merged chunks meanwhile: look again
                 self._scanned.clear()
                 self.refresh()
@@ -270,7 +270,7 @@ def _remove_tree(folder: str) -> None:
     os.rmdir(folder)
 
 
-def iter_missing(cache: RowCache, shas: Iterable[str]) -> list[str]:
+def missing_shas(cache: RowCache, shas: Iterable[str]) -> list[str]:
     """Return the distinct shas not yet in ``cache``, in first-seen order."""
     out, seen = [], set()
     for sha in shas:

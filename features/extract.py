@@ -17,7 +17,7 @@ import numpy as np
 
 from .backbones import get_backbone
 from .batches import decoded_batches
-from .cache import CorruptChunk, RowCache, default_cache_dir, iter_missing
+from .cache import CorruptChunk, RowCache, default_cache_dir, missing_shas
 from .dataset import Dataset, ImageRecord, discover
 from .errors import ConfigError, DatasetError, FeatureFileError
 from .hashing import sha256_file
@@ -179,7 +179,7 @@ def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -
         else:
             usable.append((record, sha))
     ex.cache.refresh()
-    todo_shas = iter_missing(ex.cache, (sha for _, sha in usable))
+    todo_shas = missing_shas(ex.cache, (sha for _, sha in usable))
     first_path = {}
     for record, sha in usable:
         first_path.setdefault(sha, record.abspath)
@@ -206,8 +206,9 @@ def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -
         raise FeatureFileError(f"the cache file {exc} is damaged (its features fail their "
                                "checksum). Run `bneck cache gc` to drop it, then rerun to "
                                "recompute its rows.") from None
-    computed = len(set(todo_shas) - set(failed))
-    reused_rows = sum(1 for _, sha in kept if sha not in set(todo_shas))
+    todo = set(todo_shas)
+    computed = len(todo - set(failed))
+    reused_rows = sum(1 for _, sha in kept if sha not in todo)
     return SplitReport(split, len(kept), len(dataset.class_names), len(quarantine), reused_rows,
                        computed, time.perf_counter() - start, path, content.quarantine,
                        file_unchanged=unchanged)
