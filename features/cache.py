@@ -107,9 +107,6 @@ class RowCache:
     def __contains__(self, sha: str) -> bool:
         return sha in self._index
 
-    def __len__(self) -> int:
-        return len(self._index)
-
     def commit(self, shas: list[str], feats: np.ndarray) -> None:
         """Store rows for ``shas`` as a new chunk, atomically."""
         name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"

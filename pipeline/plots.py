@@ -26,7 +26,7 @@ def training_curves(history: dict, path: str, title: str) -> None:
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title)
+    fig.suptitle(f"{title}  (faint: per epoch; bold: smoothed, EMA 0.8)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
