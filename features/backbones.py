@@ -45,6 +45,9 @@ class Backbone:
     cut_points: tuple[str, ...]
     weights_file: Callable[[Optional[float], int], str]
     weights_origin: str
+    # Stage 3's default unfreeze point: the first layer of the last block
+    # ("after:NAME" = the layer that follows NAME, for auto-named layers).
+    unfreeze_from: str = ""
     alphas: tuple[float, ...] = ()
     default_alpha: Optional[float] = None
 
@@ -86,49 +89,49 @@ class Backbone:
 
 
 BACKBONES: dict[str, Backbone] = {b.name: b for b in [
-    Backbone(name="vgg16", constructor="VGG16", module="vgg16",
+    Backbone(name="vgg16", unfreeze_from="block5_conv1", constructor="VGG16", module="vgg16",
            preprocessing="caffe: RGB->BGR, ImageNet mean subtracted",
            default_size=150, min_size=32, default_layer="block5_pool",
            cut_points=("block3_pool", "block4_pool", "block5_pool"),
            weights_file=lambda a, s: "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
            weights_origin=_ORIGIN + "vgg16/"),
-    Backbone(name="vgg19", constructor="VGG19", module="vgg19",
+    Backbone(name="vgg19", unfreeze_from="block5_conv1", constructor="VGG19", module="vgg19",
            preprocessing="caffe: RGB->BGR, ImageNet mean subtracted",
            default_size=150, min_size=32, default_layer="block5_pool",
            cut_points=("block3_pool", "block4_pool", "block5_pool"),
            weights_file=lambda a, s: "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
            weights_origin=_ORIGIN + "vgg19/"),
-    Backbone(name="resnet50", constructor="ResNet50", module="resnet50",
+    Backbone(name="resnet50", unfreeze_from="conv5_block3_1_conv", constructor="ResNet50", module="resnet50",
            preprocessing="caffe: RGB->BGR, ImageNet mean subtracted",
            default_size=224, min_size=32, default_layer="conv5_block3_out",
            cut_points=("conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
            weights_file=lambda a, s: "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
            weights_origin=_ORIGIN + "resnet/"),
-    Backbone(name="inceptionv3", constructor="InceptionV3", module="inception_v3",
+    Backbone(name="inceptionv3", unfreeze_from="after:mixed8", constructor="InceptionV3", module="inception_v3",
            preprocessing="tf: scaled to [-1, 1]",
            default_size=299, min_size=75, default_layer="mixed10",
            cut_points=("mixed7", "mixed9", "mixed10"),
            weights_file=lambda a, s: "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
            weights_origin=_ORIGIN + "inception_v3/"),
-    Backbone(name="xception", constructor="Xception", module="xception",
+    Backbone(name="xception", unfreeze_from="block14_sepconv1", constructor="Xception", module="xception",
            preprocessing="tf: scaled to [-1, 1]",
            default_size=299, min_size=71, default_layer="block14_sepconv2_act",
            cut_points=("block13_pool", "block14_sepconv2_act"),
            weights_file=lambda a, s: "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
            weights_origin=_ORIGIN + "xception/"),
-    Backbone(name="mobilenet", constructor="MobileNet", module="mobilenet",
+    Backbone(name="mobilenet", unfreeze_from="conv_dw_13", constructor="MobileNet", module="mobilenet",
            preprocessing="tf: scaled to [-1, 1]",
            default_size=224, min_size=32, default_layer="conv_pw_13_relu",
            cut_points=("conv_pw_11_relu", "conv_pw_12_relu", "conv_pw_13_relu"),
            weights_file=_mobilenet_file, weights_origin=_ORIGIN + "mobilenet/",
            alphas=(0.25, 0.5, 0.75, 1.0), default_alpha=1.0),
-    Backbone(name="mobilenetv2", constructor="MobileNetV2", module="mobilenet_v2",
+    Backbone(name="mobilenetv2", unfreeze_from="block_16_expand", constructor="MobileNetV2", module="mobilenet_v2",
            preprocessing="tf: scaled to [-1, 1]",
            default_size=224, min_size=32, default_layer="out_relu",
            cut_points=("block_13_expand_relu", "block_16_project_BN", "out_relu"),
            weights_file=_mobilenetv2_file, weights_origin=_ORIGIN + "mobilenet_v2/",
            alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), default_alpha=1.0),
-    Backbone(name="efficientnetb0", constructor="EfficientNetB0", module="efficientnet",
+    Backbone(name="efficientnetb0", unfreeze_from="block7a_expand_conv", constructor="EfficientNetB0", module="efficientnet",
            preprocessing="none outside the model: rescaling and normalisation are layers of the model",
            default_size=224, min_size=32, default_layer="top_activation",
            cut_points=("block6a_expand_activation", "top_activation"),

@@ -111,7 +111,7 @@ def load_classifier(folder: str) -> LoadedClassifier:
         raise ArtifactError(f"{folder}: the manifest's model file {model_file!r} is not among its "
                             "hashed artifacts, so it is refused.")
     path = os.path.join(folder, model_file)
-    if manifest["kind"] == "keras":
+    if manifest["kind"] in ("keras", "finetuned"):
         from features.tfimport import import_tensorflow
 
         import_tensorflow()

@@ -1,0 +1,164 @@
+"""Stage 3's model: the recorded conv base, its top unfrozen, the trained head on top.
+
+The rules from the reference, each enforced here:
+
+* the base is rebuilt from what the head's manifest recorded (backbone, weights by
+  sha256, size, preprocessing, layer, pool), never re-specified by hand;
+* the head must have been trained (random heads wreck pretrained weights) and its
+  input must match the base's output at the recorded layer and pool;
+* everything below the unfreeze point stays frozen, and BatchNormalization layers
+  are frozen everywhere (so they run in inference mode) besides the base being
+  called with ``training=False``;
+* augmentation layers sit in front of the base: Keras runs them only in training,
+  so validation and test images are never augmented.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from features import ConfigError, get_backbone
+from features.errors import BneckError
+
+from .artifacts import LoadedClassifier
+from .predict import extractor_for
+
+AUGMENT_DEFAULTS = {"rotation": 40.0, "shift": 0.2, "shear": 0.2, "zoom": 0.2, "flip": True}
+
+
+class HeadError(BneckError):
+    """The head cannot go on this base: untrained, not a Keras head, or the wrong shape."""
+
+
+@dataclass
+class FinetuneModel:
+    """The assembled model and what was unfrozen."""
+
+    model: object
+    feature_model: object
+    spec: object
+    unfreeze_from: Optional[str]
+    trainable_layers: list[str]
+    frozen_layers: list[str]
+    head: object = None
+
+    def inference_model(self):
+        """Return image -> base -> head without the augmentation layers (same weights).
+
+        This is what gets saved: augmentation only matters in training, and Keras'
+        RandomShear cannot be reloaded from its own saved config (it writes a negative
+        factor its constructor rejects).
+        """
+        import keras
+
+        image = keras.Input(shape=self.model.input_shape[1:], name="preprocessed_image")
+        return keras.Model(image, self.head(self.feature_model(image, training=False)),
+                           name="bneck_finetuned")
+
+
+def augmentation_layers(augment: dict, seed: int) -> list:
+    """Return Keras preprocessing layers for the reference augmentations (fill 'nearest').
+
+    ``augment`` keys: rotation (degrees), shift, shear, zoom (fractions), flip (bool);
+    0/False switches one off. Raises ConfigError for unknown keys or negative values.
+    """
+    import keras
+
+    unknown = sorted(set(augment) - set(AUGMENT_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown augmentation(s) {', '.join(unknown)}; allowed: "
+                          f"{', '.join(AUGMENT_DEFAULTS)}.")
+    for key, value in augment.items():
+        if key != "flip" and (not isinstance(value, (int, float)) or value < 0):
+            raise ConfigError(f"augmentation {key} must be a non-negative number. Received: {key}={value!r}.")
+    layers = []
+    if augment.get("rotation"):
+        layers.append(keras.layers.RandomRotation(augment["rotation"] / 360.0, fill_mode="nearest",
+                                                  seed=seed, name="aug_rotation"))
+    if augment.get("shift"):
+        layers.append(keras.layers.RandomTranslation(augment["shift"], augment["shift"],
+                                                     fill_mode="nearest", seed=seed + 1, name="aug_shift"))
+    if augment.get("shear"):
+        layers.append(keras.layers.RandomShear(augment["shear"], augment["shear"], fill_mode="nearest",
+                                               seed=seed + 2, name="aug_shear"))
+    if augment.get("zoom"):
+        layers.append(keras.layers.RandomZoom(augment["zoom"], augment["zoom"], fill_mode="nearest",
+                                              seed=seed + 3, name="aug_zoom"))
+    if augment.get("flip"):
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 4, name="aug_flip"))
+    return layers
+
+
+def unfreeze_index(layers, backbone, unfreeze_from: Optional[str]) -> Optional[int]:
+    """Return the index of the first trainable layer, or None for a fully frozen base.
+
+    ``unfreeze_from`` is a layer name, 'none', or None/'default' for the backbone's
+    default. Raises ConfigError naming the allowed values.
+    """
+    if unfreeze_from == "none":
+        return None
+    point = backbone.unfreeze_from if unfreeze_from in (None, "default") else unfreeze_from
+    names = [layer.name for layer in layers]
+    if point.startswith("after:") and point[6:] in names:
+        return names.index(point[6:]) + 1
+    if point not in names:
+        raise ConfigError(
+            f"--unfreeze-from must be 'none', 'default' ({backbone.unfreeze_from} for "
+            f"{backbone.name}) or a layer of the feature model, e.g. {', '.join(names[-6:])}. "
+            f"Received: unfreeze_from={unfreeze_from!r}.")
+    return names.index(point)
+
+
+def build_finetune_model(head: LoadedClassifier, unfreeze_from: Optional[str], augment: dict,
+                         seed: int, allow_untrained_head: bool = False,
+                         weights: Optional[str] = None) -> FinetuneModel:
+    """Assemble augmentation -> base(training=False) -> trained head; freeze below the point.
+
+    Raises HeadError for a non-Keras, untrained or mismatched head, WeightsError when
+    the recorded weights cannot be found, ConfigError for a bad unfreeze point.
+    """
+    from features.model import build_base, cut_model
+    from features.tfimport import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    manifest = head.manifest
+    if head.kind != "keras":
+        raise HeadError(f"{head.folder} holds a {manifest['classifier']!r} scikit-learn model; "
+                        "fine-tuning needs a Keras head (dense or gap-dense) from `bneck train`.")
+    if not manifest.get("trained", False) and not allow_untrained_head:
+        raise HeadError(f"{head.folder} holds a head that was never trained. A random head on a "
+                        "base being fine-tuned sends large gradients into the pretrained weights "
+                        "and wrecks them; train it first with `bneck train`, or pass "
+                        "--allow-untrained-head if you really mean it.")
+    spec = extractor_for(manifest, weights)
+    backbone = get_backbone(spec.backbone)
+    feature_model = cut_model(build_base(backbone, spec), backbone, spec.layer, spec.pool)
+    produced = tuple(feature_model.output.shape[1:])
+    expected = tuple(head.model.input_shape[1:])
+    if produced != expected:
+        raise HeadError(f"the head in {head.folder} takes inputs of shape {expected}, but "
+                        f"{spec.backbone} at size {spec.input_size}, layer {spec.layer}, pool "
+                        f"{spec.pool} produces {produced}. Train the head on features from the "
+                        "same extractor.")
+    start = unfreeze_index(feature_model.layers, backbone, unfreeze_from)
+    trainable, frozen = [], []  # layers that hold weights, by fate
+    for i, layer in enumerate(feature_model.layers):
+        # BatchNormalization stays frozen: in Keras 3 the outer fit's training=True reaches
+        # nested models despite training=False at the call (measured here: the moving
+        # statistics changed), and a frozen BN layer always runs in inference mode.
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = start is not None and i >= start and not is_bn
+        if layer.weights:
+            (trainable if layer.trainable else frozen).append(layer.name)
+    image = keras.Input(shape=(spec.input_size, spec.input_size, 3), name="preprocessed_image")
+    x = image
+    for layer in augmentation_layers(augment, seed):
+        x = layer(x)
+    # training=False: BatchNormalization keeps its moving statistics (inference mode)
+    # even for unfrozen layers, as the Keras transfer-learning guide requires.
+    features = feature_model(x, training=False)
+    model = keras.Model(image, head.model(features), name="bneck_finetuned")
+    point = None if start is None else feature_model.layers[start].name
+    return FinetuneModel(model, feature_model, spec, point, trainable, frozen, head.model)

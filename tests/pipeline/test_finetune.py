@@ -1,0 +1,144 @@
+"""Stage 3's correctness rules on real images, real weights and real trained heads."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from features import ConfigError, get_backbone
+from pipeline.artifacts import load_classifier, write_manifest
+from pipeline.cli import main
+from pipeline.finetune import finetune
+from pipeline.finetune_model import HeadError, build_finetune_model, unfreeze_index
+from pipeline.heads import build_head
+from pipeline.train import train
+
+NO_AUGMENT = {"rotation": 0, "shift": 0, "shear": 0, "zoom": 0, "flip": False}
+
+
+@pytest.fixture(scope="module")
+def head_dir(features_dir, tmp_path_factory):
+    models = tmp_path_factory.mktemp("heads")
+    train(features_dir, ["dense", "logreg"], models, verbose=False, epochs=10)
+    return models
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("vgg16", ["block5_conv1", "block5_conv2", "block5_conv3"]),
+    ("mobilenet", ["conv_dw_13", "conv_dw_13_bn", "conv_pw_13", "conv_pw_13_bn"]),  # the block
+    ("resnet50", None), ("inceptionv3", None), ("xception", None), ("mobilenetv2", None),
+    ("efficientnetb0", None), ("vgg19", ["block5_conv1", "block5_conv2", "block5_conv3", "block5_conv4"]),
+])
+def test_default_unfreeze_point_is_the_last_block(name, expected):
+    entry = get_backbone(name)
+    base = entry.build(None, max(entry.min_size, 75), entry.default_alpha)
+    start = unfreeze_index(base.layers, entry, None)
+    trainable = [layer.name for layer in base.layers[start:] if layer.weights]
+    if expected is not None:
+        assert trainable == expected
+    else:  # a real block: a few layers with weights, a small share of the base
+        assert 2 <= len(trainable) < len([layer for layer in base.layers if layer.weights]) / 4
+    assert unfreeze_index(base.layers, entry, "none") is None
+    with pytest.raises(ConfigError, match="--unfreeze-from must be"):
+        unfreeze_index(base.layers, entry, "no_such_layer")
+
+
+def test_assembled_model_freezes_below_the_point_and_keeps_bn_in_inference(head_dir, image_root):
+    head = load_classifier(str(head_dir / "dense"))
+    ft = build_finetune_model(head, None, NO_AUGMENT, seed=0)
+    assert ft.unfreeze_from == "conv_dw_13"
+    assert ft.trainable_layers == ["conv_dw_13", "conv_pw_13"]  # the block's BN layers stay frozen
+    assert all(not layer.trainable for layer in ft.feature_model.layers[:ft.feature_model.layers.index(
+        ft.feature_model.get_layer("conv_dw_13"))])
+    fm = ft.feature_model
+    watched = {name: [np.array(w) for w in fm.get_layer(name).weights]
+               for name in ("conv_pw_13_bn", "conv_pw_13", "conv_pw_12")}
+    ft.model.compile(optimizer="sgd", loss="binary_crossentropy")
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 224, 224, 3)).astype("float32")
+    ft.model.fit(x, np.ones(8, "float32"), epochs=1, batch_size=4, verbose=0)
+
+    def changed(name):
+        return any(not np.array_equal(a, np.array(b)) for a, b in zip(watched[name], fm.get_layer(name).weights))
+    assert not changed("conv_pw_13_bn")  # BN statistics untouched: inference mode
+    assert not changed("conv_pw_12")      # below the unfreeze point
+    assert changed("conv_pw_13")          # the unfrozen block learns
+
+
+def test_augmentation_only_in_training(head_dir):
+    head = load_classifier(str(head_dir / "dense"))
+    ft = build_finetune_model(head, "none", {"rotation": 40, "shift": 0.2, "shear": 0.2,
+                                             "zoom": 0.2, "flip": True}, seed=0)
+    x = np.random.default_rng(1).uniform(-1, 1, (4, 224, 224, 3)).astype("float32")
+    direct = head.model(ft.feature_model(x, training=False), training=False).numpy()
+    np.testing.assert_allclose(ft.model(x, training=False).numpy(), direct, atol=1e-6)
+    augmented = x
+    for layer in ft.model.layers:
+        if layer.name.startswith("aug_"):
+            augmented = layer(augmented, training=True)
+    assert np.abs(np.asarray(augmented) - x).mean() > 0.05
+    assert ft.trainable_layers == []  # --unfreeze-from none: frozen base, head trains
+
+
+def test_untrained_and_sklearn_heads_are_refused(head_dir, features_dir, tmp_path):
+    with pytest.raises(HeadError, match="scikit-learn"):
+        build_finetune_model(load_classifier(str(head_dir / "logreg")), None, NO_AUGMENT, 0)
+    folder = tmp_path / "untrained"
+    folder.mkdir()
+    build_head("dense", (7, 7, 256), 2, 256, 0.5).save(folder / "model.keras")
+    manifest = json.loads((head_dir / "dense" / "manifest.json").read_text())
+    body = {k: v for k, v in manifest.items() if k not in ("artifacts", "versions", "created_utc",
+                                                            "manifest_version")}
+    body.update(trained=False, epochs_run=0)
+    write_manifest(str(folder), body)
+    with pytest.raises(HeadError, match="never trained"):
+        build_finetune_model(load_classifier(str(folder)), None, NO_AUGMENT, 0)
+    ft = build_finetune_model(load_classifier(str(folder)), None, NO_AUGMENT, 0, allow_untrained_head=True)
+    assert ft.trainable_layers
+
+
+def test_head_that_does_not_fit_the_base_is_refused(head_dir, tmp_path):
+    folder = tmp_path / "mismatch"
+    folder.mkdir()
+    build_head("dense", (4, 4, 512), 2, 256, 0.5).save(folder / "model.keras")
+    manifest = json.loads((head_dir / "dense" / "manifest.json").read_text())
+    body = {k: v for k, v in manifest.items() if k not in ("artifacts", "versions", "created_utc",
+                                                            "manifest_version")}
+    write_manifest(str(folder), body)
+    with pytest.raises(HeadError, match=r"takes inputs of shape \(4, 4, 512\).*produces \(7, 7, 256\)"):
+        build_finetune_model(load_classifier(str(folder)), None, NO_AUGMENT, 0)
+
+
+def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifacts(
+        head_dir, image_root, tmp_path, capsys):
+    out = tmp_path / "ft"
+    assert main(["finetune", str(head_dir / "dense"), "--data", str(image_root), "--out", str(out),
+                 "--epochs", "2", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "with the frozen head ->" in said and "test accuracy" in said
+    files = set(os.listdir(out))
+    assert {"model.keras", "manifest.json", "metrics.json", "history.csv", "curves.png",
+            "confusion_validation.png", "confusion_test.png"} <= files
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["artifacts"]) == files - {"manifest.json"}
+    assert manifest["config"]["optimizer"] == "sgd" and manifest["config"]["lr"] == 1e-4
+    assert manifest["config"]["momentum"] == 0.9 and manifest["config"]["unfreeze_from"] == "conv_dw_13"
+    metrics = json.loads((out / "metrics.json").read_text())
+    before = metrics["before_finetuning"]["validation"]["loss"]
+    history = list(__import__("csv").DictReader(open(out / "history.csv")))
+    assert min(float(r["val_loss"]) for r in history) <= before + 0.02
+    assert metrics["validation"]["accuracy"] >= 0.7
+    reloaded = load_classifier(str(out))  # hashes checked, safe_mode load
+    assert reloaded.model.name == "bneck_finetuned"
+
+
+def test_finetune_user_errors(head_dir, image_root, tmp_path, capsys):
+    assert main(["finetune", str(head_dir / "logreg"), "--data", str(image_root), "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "scikit-learn" in capsys.readouterr().err
+    assert main(["finetune", str(head_dir / "dense"), "--data", str(image_root), "--out",
+                 str(tmp_path / "x"), "--unfreeze-from", "block9"]) == 2
+    assert "--unfreeze-from must be" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown augmentation"):
+        finetune(str(head_dir / "dense"), str(image_root), str(tmp_path / "y"), augment={"blur": 1})
