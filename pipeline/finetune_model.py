@@ -57,12 +57,13 @@ class FinetuneModel:
 
 
 def augmentation_layers(augment: dict, seed: int) -> list:
-    """Return Keras preprocessing layers for the reference augmentations (fill 'nearest').
+    """Return the augmentation layer(s): one seeded RandomAffine warp (fill 'nearest').
 
     ``augment`` keys: rotation (degrees), shift, shear, zoom (fractions), flip (bool);
-    0/False switches one off. Raises ConfigError for unknown keys or negative values.
+    0/False switches one off, all off gives no layer. Raises ConfigError for unknown
+    keys or negative values.
     """
-    import keras
+    from .augment import RandomAffine
 
     unknown = sorted(set(augment) - set(AUGMENT_DEFAULTS))
     if unknown:
@@ -71,22 +72,10 @@ def augmentation_layers(augment: dict, seed: int) -> list:
     for key, value in augment.items():
         if key != "flip" and (not isinstance(value, (int, float)) or value < 0):
             raise ConfigError(f"augmentation {key} must be a non-negative number. Received: {key}={value!r}.")
-    layers = []
-    if augment.get("rotation"):
-        layers.append(keras.layers.RandomRotation(augment["rotation"] / 360.0, fill_mode="nearest",
-                                                  seed=seed, name="aug_rotation"))
-    if augment.get("shift"):
-        layers.append(keras.layers.RandomTranslation(augment["shift"], augment["shift"],
-                                                     fill_mode="nearest", seed=seed + 1, name="aug_shift"))
-    if augment.get("shear"):
-        layers.append(keras.layers.RandomShear(augment["shear"], augment["shear"], fill_mode="nearest",
-                                               seed=seed + 2, name="aug_shear"))
-    if augment.get("zoom"):
-        layers.append(keras.layers.RandomZoom(augment["zoom"], augment["zoom"], fill_mode="nearest",
-                                              seed=seed + 3, name="aug_zoom"))
-    if augment.get("flip"):
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 4, name="aug_flip"))
-    return layers
+    params = {**AUGMENT_DEFAULTS, **augment}
+    if not any(params.values()):
+        return []
+    return [RandomAffine(**params, seed=seed, name="aug_affine")]
 
 
 def unfreeze_index(layers, backbone, unfreeze_from: Optional[str]) -> Optional[int]:

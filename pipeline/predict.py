@@ -35,6 +35,10 @@ def evaluate(model_dir: str, feature_file: str) -> dict:
     file comes from another extractor or class list.
     """
     clf = load_classifier(model_dir)
+    if clf.kind == "finetuned":
+        raise FeatureFileError(f"{model_dir} is a fine-tuned model: it takes images, not feature "
+                               "files. Use `bneck predict MODEL_DIR IMAGES...`, or read its "
+                               "metrics.json for the validation and test scores.")
     f = read_features(feature_file)
     if f.extractor_key != clf.manifest["extractor_key"]:
         theirs, ours = f.attrs["extractor"], clf.manifest["extractor"]
@@ -112,12 +116,23 @@ def predict_images(model_dir: str, inputs: Sequence[str], weights: Optional[str]
     rows = {path: {"path": path, "error": err} for path, err in items if err}
     todo = [(path, path) for path, err in items if not err]
     if todo:
-        model = FeatureModel(get_backbone(spec.backbone), spec)
+        backbone = get_backbone(spec.backbone)
+        if clf.kind == "finetuned":  # base and head in one model, fed preprocessed images
+            preprocess = backbone.preprocess_fn()
+
+            def run(batch):
+                out = clf.model.predict(preprocess(batch.astype(np.float32)), verbose=0)
+                return np.concatenate([1 - out, out], axis=1) if out.shape[1] == 1 else out
+        else:
+            model = FeatureModel(backbone, spec)
+
+            def run(batch):
+                return classifier_proba(clf, model(batch))
         for paths, batch, failures in decoded_batches(todo, spec.input_size, batch_size):
             for path, reason in failures:
                 rows[path] = {"path": path, "error": reason}
             if paths:
-                probs = classifier_proba(clf, model(batch))
+                probs = run(batch)
                 for path, p in zip(paths, probs):
                     rows[path] = {"path": path, "class": clf.class_names[int(np.argmax(p))],
                                   "probabilities": dict(zip(clf.class_names, map(float, p)))}

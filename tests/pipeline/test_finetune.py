@@ -131,6 +131,16 @@ def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifa
     assert metrics["validation"]["accuracy"] >= 0.7
     reloaded = load_classifier(str(out))  # hashes checked, safe_mode load
     assert reloaded.model.name == "bneck_finetuned"
+    assert not [layer for layer in reloaded.model.layers if layer.name.startswith("aug_")]
+    # predict on the test images reproduces the recorded test accuracy
+    from pipeline.predict import predict_images
+    from features.dataset import discover
+
+    test = discover(image_root).splits["test"]
+    rows = predict_images(str(out), [r.abspath for r in test])
+    names = reloaded.class_names
+    acc = np.mean([names.index(row["class"]) == r.label for row, r in zip(rows, test)])
+    assert acc == pytest.approx(metrics["test"]["accuracy"], abs=0.02)
 
 
 def test_finetune_user_errors(head_dir, image_root, tmp_path, capsys):
