@@ -9,8 +9,12 @@ opened. Keras models load with ``safe_mode=True``.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shutil
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from features.errors import BneckError
@@ -32,6 +36,37 @@ def write_json(path: str, obj) -> None:
     with atomic_target(path) as tmp:
         with open(tmp, "w") as handle:
             json.dump(obj, handle, indent=1, default=_json_default)
+
+
+@contextmanager
+def staged_folder(final: str):
+    """Yield a hidden temporary folder beside ``final``; on success it replaces ``final``.
+
+    A crash leaves the previous ``final`` (if any) untouched and no half-written folder
+    under its name.
+    """
+    final = os.path.abspath(final)
+    folder = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp-{os.getpid()}-"
+                                                  f"{uuid.uuid4().hex[:8]}")
+    os.makedirs(folder)
+    try:
+        yield folder
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.replace(folder, final)
+    finally:
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+
+
+def write_history(folder: str, history: dict) -> None:
+    """Write a Keras-style history dict as ``history.csv`` (one row per epoch)."""
+    with open(os.path.join(folder, "history.csv"), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        keys = list(history)
+        writer.writerow(["epoch", *keys])
+        for i in range(len(history[keys[0]])):
+            writer.writerow([i + 1, *(f"{history[k][i]:.6g}" for k in keys)])
 
 
 def _json_default(value):

@@ -14,6 +14,7 @@ import numpy as np
 from features.tfimport import import_tensorflow
 
 from .data import FeatureSet
+from .metrics import class_probabilities
 
 HEADS = ("dense", "gap-dense")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -71,7 +72,7 @@ def proba(model, x, batch_size: int = 256) -> np.ndarray:
         out = model.predict(x, batch_size=batch_size, verbose=0)
     else:  # streamed blocks of varying size: plain calls, no per-shape retracing
         out = np.concatenate([np.asarray(model(block, training=False)) for block in x])
-    return np.concatenate([1.0 - out, out], axis=1) if out.shape[1] == 1 else out
+    return class_probabilities(out)
 
 
 def h5_batches(fs: FeatureSet, split: str, batch_size: int, shuffle: bool, seed: int):

@@ -28,6 +28,12 @@ def scores(y_true: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dic
     }
 
 
+def class_probabilities(out: np.ndarray) -> np.ndarray:
+    """Return (N, C) probabilities from a model's output: a sigmoid column becomes [1-p, p]."""
+    out = np.asarray(out)
+    return np.concatenate([1.0 - out, out], axis=1) if out.shape[1] == 1 else out
+
+
 def ema(values, factor: float = 0.8) -> list[float]:
     """Exponential moving average (the reference's smoothing: previous * 0.8 + current * 0.2)."""
     out, prev = [], None

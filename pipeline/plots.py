@@ -53,3 +53,14 @@ def confusion(matrix, class_names: list[str], path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def confusion_plots(metrics: dict, class_names: list[str], folder: str, label: str) -> None:
+    """Write ``confusion_validation.png`` and ``confusion_test.png`` for the splits scored."""
+    import os
+
+    for split in ("validation", "test"):
+        if split in metrics:
+            confusion(metrics[split]["confusion_matrix"], class_names,
+                      os.path.join(folder, f"confusion_{split}.png"),
+                      f"{label}: {split} ({100 * metrics[split]['accuracy']:.1f}%)")

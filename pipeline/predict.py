@@ -16,7 +16,7 @@ from features.key import KEY_FIELDS
 from features.weights import resolve_weights
 
 from .artifacts import LoadedClassifier, load_classifier
-from .metrics import scores
+from .metrics import class_probabilities, scores
 
 
 def classifier_proba(clf: LoadedClassifier, x: np.ndarray) -> np.ndarray:
@@ -121,8 +121,7 @@ def predict_images(model_dir: str, inputs: Sequence[str], weights: Optional[str]
             preprocess = backbone.preprocess_fn()
 
             def run(batch):
-                out = clf.model.predict(preprocess(batch.astype(np.float32)), verbose=0)
-                return np.concatenate([1 - out, out], axis=1) if out.shape[1] == 1 else out
+                return class_probabilities(clf.model.predict(preprocess(batch.astype(np.float32)), verbose=0))
         else:
             model = FeatureModel(backbone, spec)
 

@@ -12,7 +12,6 @@ import os
 import shutil
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -21,7 +20,7 @@ import numpy as np
 from features.errors import ConfigError, choice_error
 from features.progress import format_table, progress_bar
 
-from .artifacts import write_json, write_manifest
+from .artifacts import staged_folder, write_history, write_json, write_manifest
 from .data import FeatureSet, check_budget, open_feature_set
 from .heads import HEADS, OPTIMIZERS
 from .metrics import scores
@@ -139,12 +138,7 @@ def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
     fit_s = time.perf_counter() - start
     model.save(os.path.join(folder, "model.keras"))
     model.save_weights(os.path.join(folder, "head.weights.h5"))
-    with open(os.path.join(folder, "history.csv"), "w", newline="") as handle:
-        writer = csv.writer(handle)
-        keys = list(history)
-        writer.writerow(["epoch", *keys])
-        for i in range(len(history[keys[0]])):
-            writer.writerow([i + 1, *(f"{history[k][i]:.6g}" for k in keys)])
+    write_history(folder, history)
     training_curves(history, os.path.join(folder, "curves.png"), f"{name} head")
     probs = _proba_all(lambda x: proba(model, x), fs, streamed, rows)
     return probs, fit_s, {"model_file": "model.keras", "head_weights_file": "head.weights.h5",
@@ -199,18 +193,18 @@ def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
 
 
 def _train_one(name, opts, fs: FeatureSet, out_dir, streamed, rows, verbose) -> Result:
+    from .plots import confusion_plots
+
     keras_head = name in HEADS
     cfg = {k: opts[k] for k in (HEAD_OPTIONS if keras_head else SKLEARN_OPTIONS)}
     final = os.path.join(out_dir, name)
-    folder = os.path.join(out_dir, f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    os.makedirs(folder)
-    try:
+    with staged_folder(final) as folder:
         trainer = _train_keras if keras_head else _train_sklearn
         probs, fit_s, extra = trainer(name, cfg, fs, streamed, rows, folder, verbose)
         metrics = {split: scores(y, p, fs.class_names) for split, (p, y) in probs.items()}
         metrics["fit_seconds"] = fit_s
         write_json(os.path.join(folder, "metrics.json"), metrics)
-        _confusion_plots(metrics, fs.class_names, folder, name)
+        confusion_plots(metrics, fs.class_names, folder, name)
         write_manifest(folder, {
             "kind": "keras" if keras_head else "sklearn", "classifier": name, "config": cfg,
             "streamed": streamed, "class_names": fs.class_names,
@@ -221,23 +215,7 @@ def _train_one(name, opts, fs: FeatureSet, out_dir, streamed, rows, verbose) -> 
             "metrics": {s: {"accuracy": m["accuracy"], "loss": m["loss"], "macro_f1": m["macro_f1"]}
                         for s, m in metrics.items() if isinstance(m, dict)},
             **extra})
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        os.replace(folder, final)
-    finally:
-        if os.path.isdir(folder):
-            shutil.rmtree(folder)
     return Result(name, final, metrics, fit_s, streamed)
-
-
-def _confusion_plots(metrics, class_names, folder, name):
-    from .plots import confusion
-
-    for split in ("validation", "test"):
-        if split in metrics:
-            confusion(metrics[split]["confusion_matrix"], class_names,
-                      os.path.join(folder, f"confusion_{split}.png"),
-                      f"{name}: {split} ({100 * metrics[split]['accuracy']:.1f}%)")
 
 
 def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, keep: str = "all",

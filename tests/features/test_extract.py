@@ -6,7 +6,6 @@ import shutil
 
 import h5py
 import numpy as np
-import pytest
 
 from features import extract, read_features
 from tests.conftest import DATA, MOBILENET, MOBILENET_WEIGHTS, copy_subset

@@ -71,7 +71,7 @@ def test_cache_ls_info_gc(small_data, tmp_path, capsys, isolated_cache):
 
     chunks = sorted(key_dir.glob("rows-*.h5"))
     assert len(chunks) == 3  # one per split
-    stale = key_dir / f".rows-x.h5.tmp-999999-0123abcd"
+    stale = key_dir / ".rows-x.h5.tmp-999999-0123abcd"
     stale.write_bytes(b"partial")
     with h5py.File(chunks[0], "r+") as f:  # a silently flipped value in one chunk
         f["features"][0, 0, 0, 0] += 1.0
