@@ -81,17 +81,21 @@ def test_augmentation_only_in_training(head_dir):
     assert ft.trainable_layers == []  # --unfreeze-from none: frozen base, head trains
 
 
-def test_untrained_and_sklearn_heads_are_refused(head_dir, features_dir, tmp_path):
-    with pytest.raises(HeadError, match="scikit-learn"):
-        build_finetune_model(load_classifier(str(head_dir / "logreg")), None, NO_AUGMENT, 0)
-    folder = tmp_path / "untrained"
+def _crafted_head(head_dir, folder, input_shape, **manifest_changes):
+    """A genuinely hashed head folder: a fresh (untrained) head, the dense head's manifest."""
     folder.mkdir()
-    build_head("dense", (7, 7, 256), 2, 256, 0.5).save(folder / "model.keras")
+    build_head("dense", input_shape, 2, 256, 0.5).save(folder / "model.keras")
     manifest = json.loads((head_dir / "dense" / "manifest.json").read_text())
     body = {k: v for k, v in manifest.items() if k not in ("artifacts", "versions", "created_utc",
                                                             "manifest_version")}
-    body.update(trained=False, epochs_run=0)
-    write_manifest(str(folder), body)
+    write_manifest(str(folder), {**body, **manifest_changes})
+    return folder
+
+
+def test_untrained_and_sklearn_heads_are_refused(head_dir, features_dir, tmp_path):
+    with pytest.raises(HeadError, match="scikit-learn"):
+        build_finetune_model(load_classifier(str(head_dir / "logreg")), None, NO_AUGMENT, 0)
+    folder = _crafted_head(head_dir, tmp_path / "untrained", (7, 7, 256), trained=False, epochs_run=0)
     with pytest.raises(HeadError, match="never trained"):
         build_finetune_model(load_classifier(str(folder)), None, NO_AUGMENT, 0)
     ft = build_finetune_model(load_classifier(str(folder)), None, NO_AUGMENT, 0, allow_untrained_head=True)
@@ -99,13 +103,7 @@ def test_untrained_and_sklearn_heads_are_refused(head_dir, features_dir, tmp_pat
 
 
 def test_head_that_does_not_fit_the_base_is_refused(head_dir, tmp_path):
-    folder = tmp_path / "mismatch"
-    folder.mkdir()
-    build_head("dense", (4, 4, 512), 2, 256, 0.5).save(folder / "model.keras")
-    manifest = json.loads((head_dir / "dense" / "manifest.json").read_text())
-    body = {k: v for k, v in manifest.items() if k not in ("artifacts", "versions", "created_utc",
-                                                            "manifest_version")}
-    write_manifest(str(folder), body)
+    folder = _crafted_head(head_dir, tmp_path / "mismatch", (4, 4, 512))
     with pytest.raises(HeadError, match=r"takes inputs of shape \(4, 4, 512\).*produces \(7, 7, 256\)"):
         build_finetune_model(load_classifier(str(folder)), None, NO_AUGMENT, 0)
 
