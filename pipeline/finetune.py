@@ -111,20 +111,24 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
                      metrics=["accuracy"])
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     with staged_folder(out_dir) as folder:
+        (xt, yt, _), (xv, yv, _) = data["train"], data["validation"]
+        y_cast = (lambda v: v.astype(np.float32)) if binary else (lambda v: v)
+        # The frozen-head starting point is the first candidate: an epoch is kept only if it
+        # beats it, so a run that goes wrong (too high a learning rate) never returns a
+        # model worse than the head it started from.
+        base_loss, base_acc = ft.model.evaluate(_dataset(tf, xv, y_cast(yv), preprocess, 64), verbose=0)
         best_file = os.path.join(folder, ".best.weights.h5")
+        start_weights = ft.model.get_weights()
         bar = progress_bar(epochs, "fine-tune", verbose, unit="epoch")
         callbacks = [keras.callbacks.ModelCheckpoint(best_file, monitor="val_accuracy", mode="max",
-                                                     save_best_only=True, save_weights_only=True),
+                                                     save_best_only=True, save_weights_only=True,
+                                                     initial_value_threshold=base_acc),
                      keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: (
                          bar.set_postfix(loss=f"{logs['loss']:.3f}", val_acc=f"{logs['val_accuracy']:.3f}",
                                          refresh=False), bar.update(1)))]
         if early_stopping:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                                            patience=early_stopping))
-        (xt, yt, _), (xv, yv, _) = data["train"], data["validation"]
-        y_cast = (lambda v: v.astype(np.float32)) if binary else (lambda v: v)
-        # The frozen-head starting point, so the gain of fine-tuning can be read off.
-        base_loss, base_acc = ft.model.evaluate(_dataset(tf, xv, y_cast(yv), preprocess, 64), verbose=0)
         start = time.perf_counter()
         try:
             history = ft.model.fit(_dataset(tf, xt, y_cast(yt), preprocess, batch_size, seed),
@@ -134,14 +138,19 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
         finally:
             bar.close()
         seconds = time.perf_counter() - start
-        ft.model.load_weights(best_file)
-        os.remove(best_file)
+        if os.path.exists(best_file):  # some epoch beat the frozen head
+            ft.model.load_weights(best_file)
+            os.remove(best_file)
+        else:
+            ft.model.set_weights(start_weights)
         metrics = {}
         for split, (x, y, _) in data.items():
             out = ft.model.predict(_dataset(tf, x, y, preprocess, 64), verbose=0)
             metrics[split] = scores(y, class_probabilities(out), head.class_names)
         metrics["fit_seconds"] = seconds
         metrics["before_finetuning"] = {"validation": {"loss": float(base_loss), "accuracy": float(base_acc)}}
+        accs = history["val_accuracy"]
+        metrics["kept_epoch"] = int(np.argmax(accs)) + 1 if max(accs) > base_acc else 0
         _save(folder, ft, head, history, metrics, dict(
             unfreeze_from=ft.unfreeze_from, epochs=epochs, lr=lr, momentum=momentum,
             optimizer=optimizer, batch_size=batch_size, augment=augment, seed=seed,

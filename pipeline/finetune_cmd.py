@@ -54,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
                       verbose=not args.quiet)
     m = result.metrics
     before = m["before_finetuning"]["validation"]["accuracy"]
-    print(f"validation accuracy: {100 * before:.1f}% with the frozen head -> "
-          f"{100 * m['validation']['accuracy']:.1f}% fine-tuned (best epoch)")
+    if m["kept_epoch"]:
+        print(f"validation accuracy: {100 * before:.1f}% with the frozen head -> "
+              f"{100 * m['validation']['accuracy']:.1f}% fine-tuned (epoch {m['kept_epoch']} kept)")
+    else:
+        print(f"validation accuracy: no epoch beat the frozen head's {100 * before:.1f}%, so the "
+              f"starting weights were kept. Try a lower --lr (now {args.lr:g}) or a later "
+              "--unfreeze-from.")
     if "test" in m:
         print(f"test accuracy: {100 * m['test']['accuracy']:.1f}%")
     print(f"fine-tuned model: {result.folder} ({result.seconds:.0f} s)")

@@ -114,7 +114,7 @@ def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifa
     assert main(["finetune", str(head_dir / "dense"), "--data", str(image_root), "--out", str(out),
                  "--epochs", "2", "--quiet"]) == 0
     said = capsys.readouterr().out
-    assert "with the frozen head ->" in said and "test accuracy" in said
+    assert ("with the frozen head ->" in said or "no epoch beat the frozen head" in said) and "test accuracy" in said
     files = set(os.listdir(out))
     assert {"model.keras", "manifest.json", "metrics.json", "history.csv", "curves.png",
             "confusion_validation.png", "confusion_test.png"} <= files
@@ -124,6 +124,8 @@ def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifa
     assert manifest["config"]["momentum"] == 0.9 and manifest["config"]["unfreeze_from"] == "conv_dw_13"
     metrics = json.loads((out / "metrics.json").read_text())
     before = metrics["before_finetuning"]["validation"]["loss"]
+    # the kept weights are never worse on validation than the frozen head
+    assert metrics["validation"]["accuracy"] >= metrics["before_finetuning"]["validation"]["accuracy"] - 1e-6
     history = list(__import__("csv").DictReader(open(out / "history.csv")))
     assert min(float(r["val_loss"]) for r in history) <= before + 0.02
     assert metrics["validation"]["accuracy"] >= 0.7
@@ -139,6 +141,17 @@ def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifa
     names = reloaded.class_names
     acc = np.mean([names.index(row["class"]) == r.label for row, r in zip(rows, test)])
     assert acc == pytest.approx(metrics["test"]["accuracy"], abs=0.02)
+
+
+def test_a_run_that_goes_wrong_keeps_the_starting_weights(head_dir, image_root, tmp_path, capsys):
+    # lr 1.0 wrecks the unfrozen block at once: no epoch may replace the frozen head
+    assert main(["finetune", str(head_dir / "dense"), "--data", str(image_root), "--out",
+                 str(tmp_path / "ft"), "--epochs", "1", "--lr", "1.0", "--no-augment", "--quiet"]) == 0
+    assert "no epoch beat the frozen head" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert metrics["kept_epoch"] == 0
+    assert metrics["validation"]["accuracy"] == pytest.approx(
+        metrics["before_finetuning"]["validation"]["accuracy"], abs=1e-6)
 
 
 def test_finetune_user_errors(head_dir, image_root, tmp_path, capsys):
