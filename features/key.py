@@ -21,7 +21,10 @@ POOLS = ("none", "avg", "max")
 DTYPES = ("float32", "float16")
 
 KEY_FIELDS = ("schema_version", "backbone", "alpha", "weights_sha256", "layer", "pool",
-              "input_size", "preprocessing", "interpolation", "dtype")
+              "input_size", "preprocessing", "interpolation", "dtype", "augmentation")
+# Enters the key only when set (an augmented view for stage 3's cache), so plain
+# extractions keep the keys they had before the field existed.
+OPTIONAL_KEY_FIELDS = ("augmentation",)
 
 # Deliberately left out: they change where or how fast rows are made, never their values.
 NOT_IN_KEY = ("batch_size", "out_dir", "cache_dir", "workers", "verbose", "labels", "paths",
@@ -42,6 +45,7 @@ class ExtractorSpec:
     preprocessing: str
     interpolation: str = INTERPOLATION
     dtype: str = "float32"
+    augmentation: Optional[str] = None  # JSON of the augmentation, its seed and view index
     schema_version: int = SCHEMA_VERSION
     weights_path: Optional[str] = field(default=None, compare=False, repr=False)
 
@@ -62,5 +66,6 @@ class ExtractorSpec:
 
 
 def extractor_key(fields: dict) -> str:
-    """Return the key for a dict holding exactly ``KEY_FIELDS``."""
-    return sha256_json({name: fields[name] for name in KEY_FIELDS})
+    """Return the key for a dict holding ``KEY_FIELDS`` (optional ones may be absent or None)."""
+    return sha256_json({name: fields.get(name) for name in KEY_FIELDS
+                        if not (name in OPTIONAL_KEY_FIELDS and fields.get(name) is None)})

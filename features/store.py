@@ -23,7 +23,7 @@ import numpy as np
 
 from .atomic import atomic_target
 from .errors import FeatureFileError
-from .key import KEY_FIELDS, SCHEMA_VERSION, extractor_key
+from .key import KEY_FIELDS, OPTIONAL_KEY_FIELDS, SCHEMA_VERSION, extractor_key
 
 _STR = h5py.string_dtype("utf-8")
 REQUIRED_DATASETS = ("features", "labels", "paths", "sha256", "quarantine")
@@ -165,8 +165,9 @@ def validate(path: str, f: h5py.File) -> dict:
                                f"{', '.join(f'{k}: {v}' for k, v in counts.items())}, "
                                f"n_images: {attrs.get('n_images')}). {_rebuild_hint(path)}")
     spec = attrs["extractor"]
-    if any(k not in spec for k in KEY_FIELDS) or extractor_key(spec) != attrs["extractor_key"] \
-            or any(attrs.get(k, spec[k]) != spec[k] for k in KEY_FIELDS if spec[k] is not None):
+    if any(k not in spec for k in KEY_FIELDS if k not in OPTIONAL_KEY_FIELDS) \
+            or extractor_key(spec) != attrs["extractor_key"] \
+            or any(attrs.get(k, spec.get(k)) != spec.get(k) for k in KEY_FIELDS if spec.get(k) is not None):
         raise FeatureFileError(f"{path} has attributes that do not match its extractor_key: "
                                f"it has been edited. {_rebuild_hint(path)}")
     return attrs

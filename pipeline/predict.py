@@ -73,7 +73,7 @@ def extractor_for(manifest: dict, weights: Optional[str] = None) -> ExtractorSpe
             continue
         seen.append(f"{candidate} (sha256 {resolved.sha256[:12]}...)")
         if resolved.sha256 == want:
-            spec = ExtractorSpec(**{k: recorded[k] for k in KEY_FIELDS}, weights=recorded["weights"],
+            spec = ExtractorSpec(**{k: recorded.get(k) for k in KEY_FIELDS}, weights=recorded["weights"],
                                  weights_path=resolved.path)
             if spec.key != manifest["extractor_key"]:
                 break

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from features.tfimport import import_tensorflow
-from pipeline.augment import RandomAffine, affine_transforms, warp
+from features.augment import affine_transforms, warp
+from pipeline.augment import RandomAffine
 
 OFF = dict(rotation=0.0, shift=0.0, shear=0.0, zoom=0.0, flip=False)
 
@@ -45,3 +46,21 @@ def test_same_seed_same_views_and_training_changes_images():
     b = np.asarray(RandomAffine(seed=7)(x, training=True))
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - x).mean() > 5
+
+
+def test_views_are_a_pure_function_of_content_seed_and_view():
+    from features.augment import view_transforms
+
+    params = dict(rotation=40.0, shift=0.2, shear=0.2, zoom=0.2, flip=True)
+    shas = ["a" * 64, "b" * 64, "c" * 64]
+    one = np.asarray(view_transforms(shas, 1, 0, params, 224, 224))
+    again = np.asarray(view_transforms(list(reversed(shas)), 1, 0, params, 224, 224))[::-1]
+    np.testing.assert_array_equal(one, again)  # order and batch do not matter
+    assert not np.allclose(one[0], one[1])  # content matters
+    assert not np.allclose(one, np.asarray(view_transforms(shas, 2, 0, params, 224, 224)))
+    assert not np.allclose(one, np.asarray(view_transforms(shas, 1, 1, params, 224, 224)))
+    identity = np.asarray(view_transforms(shas, 0, 0, params, 224, 224))
+    np.testing.assert_array_equal(identity, np.tile([1, 0, 0, 0, 1, 0, 0, 0], (3, 1)))
+    tf = import_tensorflow()
+    x = _images(3, 224)
+    np.testing.assert_allclose(np.asarray(warp(tf, tf.constant(x), identity)), x, atol=1e-3)
