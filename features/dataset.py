@@ -47,12 +47,14 @@ class Dataset:
     quarantine: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
-def _visible(name: str) -> bool:
+def is_visible(name: str) -> bool:
+    """Return False for hidden names (starting with '.'): never a class or an image."""
     return not name.startswith(".")
 
 
-def _is_image(name: str) -> bool:
-    return _visible(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+def is_image_name(name: str) -> bool:
+    """Return True for a visible file name with an image extension (any case)."""
+    return is_visible(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def _class_folders(folder: str) -> list[str]:
@@ -60,7 +62,7 @@ def _class_folders(folder: str) -> list[str]:
         entries = sorted(os.listdir(folder))
     except OSError as exc:
         raise DatasetError(f"cannot list the folder {folder}: {exc.strerror or exc}.") from None
-    return [e for e in entries if _visible(e) and os.path.isdir(os.path.join(folder, e))]
+    return [e for e in entries if is_visible(e) and os.path.isdir(os.path.join(folder, e))]
 
 
 def _utf8_ok(text: str) -> bool:
@@ -76,10 +78,10 @@ def _images_under(root: str, class_dir: str) -> tuple[list[str], list[tuple[str,
     found, bad = [], []
     prefix = len(root.rstrip(os.sep)) + 1
     for current, dirs, files in os.walk(class_dir, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if _visible(d))
+        dirs[:] = sorted(d for d in dirs if is_visible(d))
         rel_dir = current[prefix:].replace(os.sep, "/")
         for name in sorted(files):
-            if not _is_image(name):
+            if not is_image_name(name):
                 continue
             rel = f"{rel_dir}/{name}"
             if not _utf8_ok(rel):

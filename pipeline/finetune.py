@@ -16,15 +16,14 @@ from typing import Optional
 import numpy as np
 
 from features import ConfigError, DatasetError, get_backbone
+from features.errors import choice_error
 from features.batches import decoded_batches
 from features.dataset import discover
 
 from .artifacts import load_classifier, staged_folder, write_history, write_json, write_manifest
 from .finetune_model import AUGMENT_DEFAULTS, build_finetune_model
+from .heads import OPTIMIZERS, compile_head
 from .metrics import class_probabilities, scores
-
-OPTIMIZERS = ("sgd", "rmsprop", "adam")
-
 
 @dataclass
 class FinetuneResult:
@@ -62,16 +61,6 @@ def _dataset(tf, images, labels, preprocess, batch_size, shuffle_seed=None):
     return ds.batch(batch_size).map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
-def _optimizer(name: str, lr: float, momentum: float):
-    import keras
-
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=lr)
-    return keras.optimizers.Adam(learning_rate=lr)
-
-
 def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optional[str] = None,
              epochs: int = 10, lr: float = 1e-4, momentum: float = 0.9, optimizer: str = "sgd",
              batch_size: int = 16, augment: Optional[dict] = None, seed: int = 0,
@@ -88,7 +77,7 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
     import keras
 
     if optimizer not in OPTIMIZERS:
-        raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}. Received: optimizer={optimizer!r}.")
+        raise choice_error("optimizer", OPTIMIZERS, optimizer)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer. Received: {name}={value!r}.")
@@ -106,9 +95,7 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
     preprocess = get_backbone(ft.spec.backbone).preprocess_fn()
     data = {s: _decode_split(recs, ft.spec.input_size) for s, recs in dataset.splits.items()}
     binary = len(head.class_names) == 2
-    ft.model.compile(optimizer=_optimizer(optimizer, lr, momentum),  # after trainable changes
-                     loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-                     metrics=["accuracy"])
+    compile_head(ft.model, len(head.class_names), optimizer, lr, momentum)  # after trainable changes
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     with staged_folder(out_dir) as folder:
         (xt, yt, _), (xv, yv, _) = data["train"], data["validation"]

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from features import ExtractorSpec, FeatureFileError, WeightsError, get_backbone, read_features
-from features.dataset import IMAGE_EXTENSIONS
+from features.dataset import is_image_name, is_visible
 from features.key import KEY_FIELDS
 from features.weights import resolve_weights
 
@@ -89,9 +89,9 @@ def _expand(inputs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
     for item in inputs:
         if os.path.isdir(item):
             for current, dirs, files in os.walk(item):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                dirs[:] = sorted(d for d in dirs if is_visible(d))
                 for name in sorted(files):
-                    if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                    if is_image_name(name):
                         out.append((os.path.join(current, name), None))
         elif os.path.isfile(item):
             out.append((item, None))
