@@ -53,19 +53,33 @@ class _FusedOptimizer:
 def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, *,
              epochs: int, batch_size: int, optimizer: str, lr: float, seed: int,
              class_weight: Optional[dict] = None, patience: int = 0, momentum: float = 0.0,
-             on_epoch=None) -> dict:
+             on_epoch=None, prepare=None, views: int = 1, monitor: str = "val_loss",
+             keep_best: bool = False, baseline: Optional[float] = None,
+             eval_batch: int = 1024, jit: bool = False, augment=None) -> dict:
     """Train ``model`` (sigmoid or softmax output); returns a Keras-style history dict.
 
     History keys: loss, accuracy (training mode, averaged over the epoch's batches),
-    val_loss, val_accuracy. With ``patience`` > 0, stops after that many epochs
-    without a lower val_loss and restores the best weights. ``on_epoch(logs)`` is
-    called after every epoch (the progress bar).
+    val_loss, val_accuracy. ``prepare(batch)`` runs in the graph on every batch before
+    the model (e.g. uint8 -> preprocessed float; default: cast to float32), and
+    ``augment(batch)`` after it on training batches only (never in evaluation). With
+    ``views`` > 1, ``x`` holds that many versions of each of the ``len(y)`` examples,
+    view-major (version v of example i is row v * len(y) + i), and every epoch picks
+    one version per example at random (seeded). ``monitor`` (val_loss, lower is
+    better, or val_accuracy, higher) drives ``patience`` (stop after that many epochs
+    without improvement) and ``keep_best`` (restore the best epoch's weights; with
+    ``baseline``, the monitor's value before training, the starting weights are kept
+    when no epoch beats it). ``on_epoch(logs)`` is called after every epoch. ``jit``
+    compiles the training step and evaluation with XLA (faster for plain convolutions,
+    slower for depthwise ones: measure).
     """
     tf = import_tensorflow()
     import keras
 
+    if monitor not in ("val_loss", "val_accuracy"):
+        raise ValueError(f"monitor must be val_loss or val_accuracy, not {monitor!r}")
     binary = model.output_shape[-1] == 1
-    X, Xv = tf.constant(x, tf.float32), tf.constant(xv, tf.float32)
+    prepare = prepare or (lambda batch: tf.cast(batch, tf.float32))
+    X, Xv = tf.constant(x), tf.constant(xv)
     Y, Yv = tf.constant(y, tf.int32), tf.constant(yv, tf.int32)
     n_classes = 2 if binary else model.output_shape[-1]
     weights = np.ones(n_classes, np.float32)
@@ -74,7 +88,10 @@ def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray
     W = tf.constant(weights)
     variables = [v.value for v in model.trainable_variables]
     opt = _FusedOptimizer(tf, optimizer, lr, variables, momentum)
-    n, steps = len(x), math.ceil(len(x) / batch_size)
+    n, n_val = len(y), len(yv)
+    steps = math.ceil(n / batch_size)
+    if len(x) != n * views:
+        raise ValueError(f"x has {len(x)} rows; {views} view(s) of {n} examples need {n * views}")
 
     def losses(labels, probs):
         if binary:
@@ -85,33 +102,51 @@ def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray
         pred = tf.cast(probs[:, 0] > 0.5, tf.int32) if binary else tf.argmax(probs, -1, tf.int32)
         return tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float32))
 
+    @tf.function(jit_compile=jit)
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            probs = model(xb, training=True)
+            loss = tf.reduce_mean(losses(yb, probs) * tf.gather(W, yb))
+        opt.apply(tape.gradient(loss, variables))
+        return loss, correct(yb, probs)
+
+    @tf.function(jit_compile=jit)
+    def eval_step(xb, yb):
+        probs = model(xb, training=False)
+        return tf.reduce_sum(losses(yb, probs)), correct(yb, probs)
+
     @tf.function
     def run_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([seed, epoch]))
+        if views > 1:
+            view = tf.random.stateless_uniform([n], tf.stack([seed + 1, epoch]), 0, views, tf.int32)
         total_loss, total_right = tf.constant(0.0), tf.constant(0.0)
         for i in tf.range(steps):
             idx = order[i * batch_size:(i + 1) * batch_size]
-            xb, yb = tf.gather(X, idx), tf.gather(Y, idx)
-            with tf.GradientTape() as tape:
-                probs = model(xb, training=True)
-                loss = tf.reduce_mean(losses(yb, probs) * tf.gather(W, yb))
-            opt.apply(tape.gradient(loss, variables))
-            size = tf.cast(tf.shape(idx)[0], tf.float32)
-            total_loss += loss * size
-            total_right += correct(yb, probs)
+            rows = idx + tf.gather(view, idx) * n if views > 1 else idx
+            xb = prepare(tf.gather(X, rows))
+            if augment is not None:  # outside the compiled step: XLA has no image warp kernel
+                xb = augment(xb)
+            loss, right = train_step(xb, tf.gather(Y, idx))
+            total_loss += loss * tf.cast(tf.shape(idx)[0], tf.float32)
+            total_right += right
         return total_loss / n, total_right / n
 
     @tf.function
     def evaluate():
         total_loss, total_right = tf.constant(0.0), tf.constant(0.0)
-        for start in tf.range(0, len(xv), 1024):  # bounded activations for large validation sets
-            probs = model(Xv[start:start + 1024], training=False)
-            total_loss += tf.reduce_sum(losses(Yv[start:start + 1024], probs))
-            total_right += correct(Yv[start:start + 1024], probs)
-        return total_loss / len(xv), total_right / len(xv)
+        for start in tf.range(0, n_val, eval_batch):  # bounded activations
+            loss, right = eval_step(prepare(Xv[start:start + eval_batch]), Yv[start:start + eval_batch])
+            total_loss += loss
+            total_right += right
+        return total_loss / n_val, total_right / n_val
 
+    sign = 1.0 if monitor == "val_loss" else -1.0  # compare as "lower is better"
+    restore = keep_best or patience > 0
+    best = math.inf if baseline is None else sign * baseline
+    best_weights = model.get_weights() if restore and baseline is not None else None
     history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
-    best, best_weights, waited = math.inf, None, 0
+    waited = 0
     for epoch in range(epochs):
         loss, acc = run_epoch(tf.constant(epoch))
         val_loss, val_acc = evaluate()
@@ -119,13 +154,14 @@ def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray
             history[key].append(float(value))
         if on_epoch:
             on_epoch({k: v[-1] for k, v in history.items()})
-        if patience:
-            if float(val_loss) < best:
-                best, best_weights, waited = float(val_loss), model.get_weights(), 0
-            else:
-                waited += 1
-                if waited >= patience:
-                    break
-    if patience and best_weights is not None:
+        if sign * history[monitor][-1] < best:
+            best, waited = sign * history[monitor][-1], 0
+            if restore:
+                best_weights = model.get_weights()
+        else:
+            waited += 1
+            if patience and waited >= patience:
+                break
+    if restore and best_weights is not None:
         model.set_weights(best_weights)
     return history

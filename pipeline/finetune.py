@@ -1,9 +1,13 @@
-"""Stage 3: fine-tune the top of the base together with the trained head (plain path).
+"""Stage 3: fine-tune the top of the base together with the trained head.
 
-Images are decoded once (Pillow bilinear, exactly as in stage 1) into memory, then
-fed per epoch through the backbone's own preprocessing; augmentation runs inside
-the model and only in training. The best epoch by validation accuracy is kept,
-then scored on test. The folder is written like a stage-2 classifier: model,
+Images are decoded once (Pillow bilinear, exactly as in stage 1) into memory. The
+plain path feeds them per epoch through the backbone's own preprocessing, the
+augmentation (training batches only) and the whole model. The fast path
+(``cache_frozen``) runs the frozen part once per image and view into the feature
+cache (``features.views``) and trains only the unfrozen top on those tensors. Both
+train with the same compiled loop (``fastfit``), so for the same seed and no
+augmentation they give the same losses. The best epoch by validation accuracy is
+kept, then scored on test. The folder is written like a stage-2 classifier: model,
 metrics, history, curves and a manifest hashing every file.
 """
 from __future__ import annotations
@@ -19,10 +23,12 @@ from features import ConfigError, DatasetError, get_backbone
 from features.errors import choice_error
 from features.batches import decoded_batches
 from features.dataset import discover
+from features.hashing import sha256_file
 
 from .artifacts import load_classifier, staged_folder, write_history, write_json, write_manifest
-from .finetune_model import AUGMENT_DEFAULTS, build_finetune_model
-from .heads import OPTIMIZERS, compile_head
+from .fastfit import fast_fit
+from .finetune_model import NO_AUGMENT, augmentation_params, build_finetune_model
+from .heads import OPTIMIZERS
 from .metrics import class_probabilities, scores
 
 @dataclass
@@ -35,41 +41,82 @@ class FinetuneResult:
     seconds: float
 
 
-def _decode_split(records, size: int) -> tuple[np.ndarray, np.ndarray, list]:
-    """Return (uint8 images, labels, [(path, reason)] skipped) for a split, decoded once.
+def _decode_split(records, size: int) -> tuple[np.ndarray, np.ndarray, list, list]:
+    """Return (uint8 images, labels, [(path, reason)] skipped, content sha256s) for a split.
 
-    The whole split is held in memory (2,000 images at 224 px: 300 MB).
+    Decoded once, the whole split held in memory (2,000 images at 224 px: 300 MB).
     """
     images = np.empty((len(records), size, size, 3), np.uint8)
-    labels, skipped, n = [], [], 0
-    label_of = {r.path: r.label for r in records}
+    labels, skipped, n, shas = [], [], 0, []
+    by_path = {r.path: r for r in records}
     for paths, batch, failures in decoded_batches([(r.path, r.abspath) for r in records], size, 64):
         skipped.extend(failures)
         images[n:n + len(paths)] = batch
-        labels.extend(label_of[p] for p in paths)
+        labels.extend(by_path[p].label for p in paths)
+        shas.extend(sha256_file(by_path[p].abspath) for p in paths)
         n += len(paths)
-    return images[:n], np.asarray(labels, np.int64), skipped
+    return images[:n], np.asarray(labels, np.int64), skipped, shas
 
 
-def _dataset(tf, images, labels, preprocess, batch_size, shuffle_seed=None):
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    def prepare(x, y):  # the backbone's own preprocessing, as in stage 1
-        return preprocess(tf.cast(x, tf.float32)), y
+def _predict(tf, model, x: np.ndarray, prepare, batch_size: int) -> np.ndarray:
+    """Return the model's outputs for ``x``, batch by batch (bounded activations)."""
+    call = tf.function(lambda b: model(prepare(b), training=False), reduce_retracing=True)
+    return np.concatenate([call(tf.constant(x[i:i + batch_size])).numpy()
+                           for i in range(0, len(x), batch_size)])
 
-    return ds.batch(batch_size).map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+@dataclass
+class _Inputs:
+    """What one path trains on: a model and per-split inputs it takes, and how to prepare them."""
+
+    model: object
+    x: dict          # split -> rows (train: views * n rows, view-major)
+    prepare: object  # in-graph batch -> model input
+    views: int
+    eval_batch: int
+    augment: object = None  # training batches only
+    cache: Optional[dict] = None  # trunk rows computed / reused, seconds
+
+
+def _plain_inputs(tf, ft, data, preprocess) -> _Inputs:
+    augment = None
+    if ft.augmentation is not None:
+        def augment(batch):
+            return ft.augmentation(batch, training=True)
+    return _Inputs(ft.model, {s: d[0] for s, d in data.items()},
+                   lambda b: preprocess(tf.cast(b, tf.float32)), 1, 32, augment)
+
+
+def _cached_inputs(tf, ft, data, shas, preprocess, augment, views, seed, cache_dir, verbose) -> _Inputs:
+    from features.views import TrunkViews
+
+    from .finetune_model import frozen_split
+
+    split = frozen_split(ft)
+    trunk = TrunkViews(split.trunk, preprocess, ft.spec, split.layer, split.pool, augment, seed,
+                       cache_dir, verbose=verbose)
+    x = {s: trunk.rows(d[0], shas[s], range(views) if s == "train" else [0], s)
+         for s, d in data.items()}
+    stats = trunk.stats
+    return _Inputs(split.top, x, lambda b: tf.cast(b, tf.float32), views, 256,
+                   cache={"layer": split.layer, "views": views, "rows_computed": stats.computed,
+                    "rows_reused": stats.reused, "seconds": stats.seconds})
 
 
 def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optional[str] = None,
              epochs: int = 10, lr: float = 1e-4, momentum: float = 0.9, optimizer: str = "sgd",
              batch_size: int = 16, augment: Optional[dict] = None, seed: int = 0,
              early_stopping: int = 0, allow_untrained_head: bool = False,
-             weights: Optional[str] = None, verbose: bool = True) -> FinetuneResult:
+             weights: Optional[str] = None, cache_frozen: bool = False, views: int = 4,
+             cache_dir: Optional[str] = None, verbose: bool = True) -> FinetuneResult:
     """Fine-tune the head in ``head_dir`` with its base on ``data_dir``; returns the result.
 
+    With ``cache_frozen``, the output of the last frozen layer is computed once per
+    image and view (``views`` per training image, view 0 un-augmented) into the
+    feature cache, and only the unfrozen top trains, on those tensors.
     Raises HeadError, WeightsError, ConfigError or DatasetError (all BneckError).
     """
+    from features.cache import default_cache_dir
     from features.progress import progress_bar
     from features.tfimport import import_tensorflow
 
@@ -78,10 +125,11 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
 
     if optimizer not in OPTIMIZERS:
         raise choice_error("optimizer", OPTIMIZERS, optimizer)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("views", views)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer. Received: {name}={value!r}.")
-    augment = {**AUGMENT_DEFAULTS, **(augment or {})}
+    augment = augmentation_params(augment or {})
+    keras.utils.set_random_seed(seed)  # before the head is loaded: its dropout seeds follow
     head = load_classifier(head_dir)
     dataset = discover(data_dir)
     if dataset.class_names != head.class_names:
@@ -90,65 +138,73 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
     if "train" not in dataset.splits or "validation" not in dataset.splits:
         raise DatasetError(f"fine-tuning needs train/ and validation/ in {data_dir}; found "
                            f"{', '.join(dataset.splits)}.")
-    keras.utils.set_random_seed(seed)
-    ft = build_finetune_model(head, unfreeze_from, augment, seed, allow_untrained_head, weights)
+    # With --cache-frozen the cached views carry the augmentation.
+    ft = build_finetune_model(head, unfreeze_from, NO_AUGMENT if cache_frozen else augment, seed,
+                              allow_untrained_head, weights)
+    if cache_frozen and not any(augment.values()):
+        views = 1  # every view would be the image itself
     preprocess = get_backbone(ft.spec.backbone).preprocess_fn()
-    data = {s: _decode_split(recs, ft.spec.input_size) for s, recs in dataset.splits.items()}
-    binary = len(head.class_names) == 2
-    compile_head(ft.model, len(head.class_names), optimizer, lr, momentum)  # after trainable changes
+    data, shas = {}, {}
+    for split, records in dataset.splits.items():
+        images, labels, skipped, shas[split] = _decode_split(records, ft.spec.input_size)
+        data[split] = (images, labels, skipped)
+    if cache_frozen:
+        cache_dir = os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else default_cache_dir()
+        inputs = _cached_inputs(tf, ft, data, shas, preprocess, augment, views, seed, cache_dir, verbose)
+    else:
+        inputs = _plain_inputs(tf, ft, data, preprocess)
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     with staged_folder(out_dir) as folder:
-        (xt, yt, _), (xv, yv, _) = data["train"], data["validation"]
-        y_cast = (lambda v: v.astype(np.float32)) if binary else (lambda v: v)
+        def evaluate(split):
+            out = _predict(tf, inputs.model, inputs.x[split][:len(data[split][1])], inputs.prepare,
+                           inputs.eval_batch)
+            return scores(data[split][1], class_probabilities(out), head.class_names)
+
         # The frozen-head starting point is the first candidate: an epoch is kept only if it
         # beats it, so a run that goes wrong (too high a learning rate) never returns a
         # model worse than the head it started from.
-        base_loss, base_acc = ft.model.evaluate(_dataset(tf, xv, y_cast(yv), preprocess, 64), verbose=0)
-        best_file = os.path.join(folder, ".best.weights.h5")
-        start_weights = ft.model.get_weights()
+        before = evaluate("validation")
         bar = progress_bar(epochs, "fine-tune", verbose, unit="epoch")
-        callbacks = [keras.callbacks.ModelCheckpoint(best_file, monitor="val_accuracy", mode="max",
-                                                     save_best_only=True, save_weights_only=True,
-                                                     initial_value_threshold=base_acc),
-                     keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: (
-                         bar.set_postfix(loss=f"{logs['loss']:.3f}", val_acc=f"{logs['val_accuracy']:.3f}",
-                                         refresh=False), bar.update(1)))]
-        if early_stopping:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                                           patience=early_stopping))
+        epoch_seconds, tick = [], [time.perf_counter()]
+
+        def on_epoch(logs):
+            now = time.perf_counter()
+            epoch_seconds.append(now - tick[0])
+            tick[0] = now
+            bar.set_postfix(loss=f"{logs['loss']:.3f}", val_acc=f"{logs['val_accuracy']:.3f}", refresh=False)
+            bar.update(1)
+
         start = time.perf_counter()
         try:
-            history = ft.model.fit(_dataset(tf, xt, y_cast(yt), preprocess, batch_size, seed),
-                                   validation_data=_dataset(tf, xv, y_cast(yv), preprocess, 64),
-                                   epochs=epochs, callbacks=callbacks, shuffle=False,
-                                   verbose=0).history
+            history = fast_fit(inputs.model, inputs.x["train"], data["train"][1], inputs.x["validation"],
+                               data["validation"][1], epochs=epochs, batch_size=batch_size,
+                               optimizer=optimizer, lr=lr, momentum=momentum, seed=seed,
+                               on_epoch=on_epoch, prepare=inputs.prepare, views=inputs.views,
+                               monitor="val_accuracy", patience=early_stopping, keep_best=True,
+                               baseline=before["accuracy"], eval_batch=inputs.eval_batch,
+                               jit=get_backbone(ft.spec.backbone).xla, augment=inputs.augment)
         finally:
             bar.close()
         seconds = time.perf_counter() - start
-        if os.path.exists(best_file):  # some epoch beat the frozen head
-            ft.model.load_weights(best_file)
-            os.remove(best_file)
-        else:
-            ft.model.set_weights(start_weights)
-        metrics = {}
-        for split, (x, y, _) in data.items():
-            out = ft.model.predict(_dataset(tf, x, y, preprocess, 64), verbose=0)
-            metrics[split] = scores(y, class_probabilities(out), head.class_names)
-        metrics["fit_seconds"] = seconds
-        metrics["before_finetuning"] = {"validation": {"loss": float(base_loss), "accuracy": float(base_acc)}}
+        metrics = {split: evaluate(split) for split in data}
         accs = history["val_accuracy"]
-        metrics["kept_epoch"] = int(np.argmax(accs)) + 1 if max(accs) > base_acc else 0
+        metrics.update(fit_seconds=seconds, epoch_seconds=epoch_seconds,
+                       before_finetuning={"validation": {"loss": before["loss"], "accuracy": before["accuracy"]}},
+                       kept_epoch=int(np.argmax(accs)) + 1 if max(accs) > before["accuracy"] else 0)
+        if inputs.cache:
+            metrics["cache_frozen"] = inputs.cache
         _save(folder, ft, head, history, metrics, dict(
             unfreeze_from=ft.unfreeze_from, epochs=epochs, lr=lr, momentum=momentum,
             optimizer=optimizer, batch_size=batch_size, augment=augment, seed=seed,
-            early_stopping=early_stopping), data)
+            early_stopping=early_stopping, cache_frozen=cache_frozen,
+            views=inputs.views if cache_frozen else None), data)
     return FinetuneResult(out_dir, metrics, history, seconds)
 
 
 def _save(folder, ft, head, history, metrics, config, data) -> None:
     from .plots import confusion_plots, training_curves
 
-    ft.inference_model().save(os.path.join(folder, "model.keras"))
+    ft.model.save(os.path.join(folder, "model.keras"))
     write_history(folder, history)
     training_curves(history, os.path.join(folder, "curves.png"), "fine-tuning")
     confusion_plots(metrics, head.class_names, folder, "fine-tuned")
@@ -170,6 +226,4 @@ def _save(folder, ft, head, history, metrics, config, data) -> None:
 
 
 def _sha(path: str) -> str:
-    from features.hashing import sha256_file
-
     return sha256_file(path)

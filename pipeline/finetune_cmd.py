@@ -31,6 +31,13 @@ def add_parser(sub) -> None:
     a.add_argument("--zoom", type=float, default=AUGMENT_DEFAULTS["zoom"])
     a.add_argument("--no-flip", action="store_true", help="no horizontal flips")
     a.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
+    f = p.add_argument_group("fast path")
+    f.add_argument("--cache-frozen", action="store_true",
+                   help="cache the last frozen layer's output (K views per training image) in the "
+                        "feature cache and train only the unfrozen top on it")
+    f.add_argument("--views", type=int, default=4, metavar="K",
+                   help="views per training image with --cache-frozen; view 0 is un-augmented (default 4)")
+    f.add_argument("--cache-dir", default=None, help="feature cache (default: $BNECK_CACHE or ~/.cache/bneck)")
     p.add_argument("--allow-untrained-head", action="store_true")
     p.add_argument("--weights", default=None, metavar="PATH",
                    help="backbone weights file, if not where it was at extraction (checked by sha256)")
@@ -51,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
                       optimizer=args.optimizer, batch_size=args.batch_size, augment=augment,
                       seed=args.seed, early_stopping=args.early_stopping,
                       allow_untrained_head=args.allow_untrained_head, weights=args.weights,
+                      cache_frozen=args.cache_frozen, views=args.views, cache_dir=args.cache_dir,
                       verbose=not args.quiet)
     m = result.metrics
     before = m["before_finetuning"]["validation"]["accuracy"]

@@ -9,8 +9,8 @@ The rules from the reference, each enforced here:
 * everything below the unfreeze point stays frozen, and BatchNormalization layers
   are frozen everywhere (so they run in inference mode) besides the base being
   called with ``training=False``;
-* augmentation layers sit in front of the base: Keras runs them only in training,
-  so validation and test images are never augmented.
+* augmentation is not part of the model: the training loop applies it to training
+  batches only, so validation and test images are never augmented.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .artifacts import LoadedClassifier
 from .predict import extractor_for
 
 AUGMENT_DEFAULTS = {"rotation": 40.0, "shift": 0.2, "shear": 0.2, "zoom": 0.2, "flip": True}
+NO_AUGMENT = {"rotation": 0.0, "shift": 0.0, "shear": 0.0, "zoom": 0.0, "flip": False}
 
 
 class HeadError(BneckError):
@@ -32,7 +33,7 @@ class HeadError(BneckError):
 
 @dataclass
 class FinetuneModel:
-    """The assembled model and what was unfrozen."""
+    """The assembled model (preprocessed image -> probabilities), its augmentation, what was unfrozen."""
 
     model: object
     feature_model: object
@@ -41,30 +42,18 @@ class FinetuneModel:
     trainable_layers: list[str]
     frozen_layers: list[str]
     head: object = None
-
-    def inference_model(self):
-        """Return image -> base -> head without the augmentation layers (same weights).
-
-        This is what gets saved: augmentation only matters in training, and Keras'
-        RandomShear cannot be reloaded from its own saved config (it writes a negative
-        factor its constructor rejects).
-        """
-        import keras
-
-        image = keras.Input(shape=self.model.input_shape[1:], name="preprocessed_image")
-        return keras.Model(image, self.head(self.feature_model(image, training=False)),
-                           name="bneck_finetuned")
+    # Applied to training batches only, outside the model: validation, test and the
+    # saved model never see it (and Keras' RandomShear could not be reloaded from its
+    # own saved config anyway: it writes a negative factor its constructor rejects).
+    augmentation: Optional[object] = None
 
 
-def augmentation_layers(augment: dict, seed: int) -> list:
-    """Return the augmentation layer(s): one seeded RandomAffine warp (fill 'nearest').
+def augmentation_params(augment: dict) -> dict:
+    """Return the full augmentation settings, defaults filled in.
 
     ``augment`` keys: rotation (degrees), shift, shear, zoom (fractions), flip (bool);
-    0/False switches one off, all off gives no layer. Raises ConfigError for unknown
-    keys or negative values.
+    0/False switches one off. Raises ConfigError for unknown keys or negative values.
     """
-    from .augment import RandomAffine
-
     unknown = sorted(set(augment) - set(AUGMENT_DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown augmentation(s) {', '.join(unknown)}; allowed: "
@@ -73,9 +62,17 @@ def augmentation_layers(augment: dict, seed: int) -> list:
         if key != "flip" and (not isinstance(value, (int, float)) or value < 0):
             raise ConfigError(f"augmentation {key} must be a non-negative number. Received: {key}={value!r}.")
     params = {**AUGMENT_DEFAULTS, **augment}
+    return {k: bool(v) if k == "flip" else float(v) for k, v in params.items()}
+
+
+def augmentation_layer(augment: dict, seed: int):
+    """Return one seeded RandomAffine warp (fill 'nearest'), or None when all are off."""
+    from .augment import RandomAffine
+
+    params = augmentation_params(augment)
     if not any(params.values()):
-        return []
-    return [RandomAffine(**params, seed=seed, name="aug_affine")]
+        return None
+    return RandomAffine(**params, seed=seed, name="aug_affine")
 
 
 def unfreeze_index(layers, backbone, unfreeze_from: Optional[str]) -> Optional[int]:
@@ -101,7 +98,7 @@ def unfreeze_index(layers, backbone, unfreeze_from: Optional[str]) -> Optional[i
 def build_finetune_model(head: LoadedClassifier, unfreeze_from: Optional[str], augment: dict,
                          seed: int, allow_untrained_head: bool = False,
                          weights: Optional[str] = None) -> FinetuneModel:
-    """Assemble augmentation -> base(training=False) -> trained head; freeze below the point.
+    """Assemble base(training=False) -> trained head and the augmentation; freeze below the point.
 
     Raises HeadError for a non-Keras, untrained or mismatched head, WeightsError when
     the recorded weights cannot be found, ConfigError for a bad unfreeze point.
@@ -141,13 +138,54 @@ def build_finetune_model(head: LoadedClassifier, unfreeze_from: Optional[str], a
         layer.trainable = start is not None and i >= start and not is_bn
         if layer.weights:
             (trainable if layer.trainable else frozen).append(layer.name)
+    augmentation = augmentation_layer(augment, seed)
     image = keras.Input(shape=(spec.input_size, spec.input_size, 3), name="preprocessed_image")
-    x = image
-    for layer in augmentation_layers(augment, seed):
-        x = layer(x)
     # training=False: BatchNormalization keeps its moving statistics (inference mode)
     # even for unfrozen layers, as the Keras transfer-learning guide requires.
-    features = feature_model(x, training=False)
+    features = feature_model(image, training=False)
     model = keras.Model(image, head.model(features), name="bneck_finetuned")
     point = None if start is None else feature_model.layers[start].name
-    return FinetuneModel(model, feature_model, spec, point, trainable, frozen, head.model)
+    return FinetuneModel(model, feature_model, spec, point, trainable, frozen, head.model, augmentation)
+
+
+@dataclass
+class FrozenSplit:
+    """The model cut at the unfreeze point: trunk (frozen, cached) and top (trained)."""
+
+    trunk: object   # preprocessed image -> output of the last frozen layer
+    top: object     # that output -> class probabilities (unfrozen layers + head)
+    layer: str      # the last frozen layer, as a stage-1 cut point
+    pool: str
+
+
+def frozen_split(ft: FinetuneModel) -> FrozenSplit:
+    """Split ``ft`` where the frozen part ends, sharing its layers and weights.
+
+    With a frozen base (--unfreeze-from none) the trunk is the whole feature model and
+    the top is the head. Raises ConfigError when the unfrozen layers also read tensors
+    from below the unfreeze point (no single tensor to cache).
+    """
+    import keras
+
+    fm = ft.feature_model
+    if ft.unfreeze_from is None:
+        cut = keras.Input(shape=fm.output.shape[1:], name="frozen_output")
+        return FrozenSplit(fm, keras.Model(cut, ft.head(cut), name="bneck_top"),
+                           ft.spec.layer, ft.spec.pool)
+    first = fm.get_layer(ft.unfreeze_from)
+    tensor = first.input
+    problem = isinstance(tensor, (list, tuple)) or fm.layers.index(first) == 0
+    if not problem:
+        try:
+            upper = keras.Model(tensor, fm.output)
+        except ValueError:  # the top needs more than this tensor (a skip connection from below)
+            problem = True
+    if problem:
+        raise ConfigError(
+            f"--cache-frozen needs the layers from --unfreeze-from {ft.unfreeze_from} up to read "
+            "only the output of the layer just below it, but in this backbone they also read "
+            "earlier tensors. Choose an unfreeze point at the start of a block (the default "
+            "is one), or fine-tune without --cache-frozen.")
+    cut = keras.Input(shape=tensor.shape[1:], name="frozen_output")
+    top = keras.Model(cut, ft.head(upper(cut, training=False)), name="bneck_top")
+    return FrozenSplit(keras.Model(fm.input, tensor), top, tensor._keras_history[0].name, "none")

@@ -10,6 +10,8 @@ import pytest
 from features import ConfigError, get_backbone
 from pipeline.artifacts import load_classifier, write_manifest
 from pipeline.cli import main
+from features.tfimport import import_tensorflow
+from pipeline.fastfit import fast_fit
 from pipeline.finetune import finetune
 from pipeline.finetune_model import HeadError, build_finetune_model, unfreeze_index
 from pipeline.heads import build_head
@@ -67,18 +69,26 @@ def test_assembled_model_freezes_below_the_point_and_keeps_bn_in_inference(head_
 
 
 def test_augmentation_only_in_training(head_dir):
+    tf = import_tensorflow()
     head = load_classifier(str(head_dir / "dense"))
     ft = build_finetune_model(head, "none", {"rotation": 40, "shift": 0.2, "shear": 0.2,
                                              "zoom": 0.2, "flip": True}, seed=0)
+    assert not [layer for layer in ft.model.layers if layer.name.startswith("aug_")]
     x = np.random.default_rng(1).uniform(-1, 1, (4, 224, 224, 3)).astype("float32")
     direct = head.model(ft.feature_model(x, training=False), training=False).numpy()
     np.testing.assert_allclose(ft.model(x, training=False).numpy(), direct, atol=1e-6)
-    augmented = x
-    for layer in ft.model.layers:
-        if layer.name.startswith("aug_"):
-            augmented = layer(augmented, training=True)
-    assert np.abs(np.asarray(augmented) - x).mean() > 0.05
+    assert np.abs(np.asarray(ft.augmentation(x, training=True)) - x).mean() > 0.05
     assert ft.trainable_layers == []  # --unfreeze-from none: frozen base, head trains
+    # the training loop hands the augmentation training batches only: count what it sees
+    seen = tf.Variable(0)
+
+    def counting(batch):
+        seen.assign_add(tf.shape(batch)[0])
+        return ft.augmentation(batch, training=True)
+    history = fast_fit(ft.model, x, np.array([0, 1, 0, 1]), np.repeat(x, 3, axis=0), np.zeros(12, int),
+                       epochs=2, batch_size=2, optimizer="sgd", lr=1e-4, seed=0, augment=counting,
+                       eval_batch=4)
+    assert int(seen.numpy()) == 2 * 4 and len(history["val_loss"]) == 2  # 2 epochs x 4 training images
 
 
 def _crafted_head(head_dir, folder, input_shape, **manifest_changes):

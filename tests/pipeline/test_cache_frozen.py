@@ -1,0 +1,139 @@
+"""Stage 3's fast path: the frozen part cached per image and view, only the top trained."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from features import ConfigError, extract, get_backbone
+from features.cache import list_entries
+from features.dataset import discover
+from features.decode import decode_image
+from features.model import build_base, cut_model
+from features.tfimport import import_tensorflow
+from features.views import TrunkViews, view_spec
+from pipeline.artifacts import load_classifier
+from pipeline.cli import main
+from pipeline.finetune import finetune
+from pipeline.finetune_model import FinetuneModel, build_finetune_model, frozen_split
+from pipeline.heads import build_head
+from pipeline.train import train
+from tests.conftest import MOBILENET
+
+NO_AUGMENT = {"rotation": 0, "shift": 0, "shear": 0, "zoom": 0, "flip": False}
+AUGMENT = {"rotation": 20, "shift": 0.1, "shear": 0.1, "zoom": 0.1, "flip": True}
+
+
+@pytest.fixture(scope="module")
+def head_dir(features_dir, tmp_path_factory):
+    models = tmp_path_factory.mktemp("heads_cf")
+    train(features_dir, ["dense"], models, verbose=False, epochs=10)
+    return models / "dense"
+
+
+def test_fast_and_plain_paths_give_the_same_first_epoch_loss(head_dir, image_root, tmp_path):
+    kwargs = dict(epochs=1, lr=1e-3, augment=NO_AUGMENT, seed=3, verbose=False)
+    plain = finetune(str(head_dir), str(image_root), str(tmp_path / "plain"), **kwargs)
+    fast = finetune(str(head_dir), str(image_root), str(tmp_path / "fast"), cache_frozen=True,
+                    cache_dir=str(tmp_path / "cache"), **kwargs)
+    assert abs(plain.history["loss"][0] - fast.history["loss"][0]) < 1e-4
+    assert abs(plain.history["val_loss"][0] - fast.history["val_loss"][0]) < 1e-4
+    assert fast.metrics["cache_frozen"]["views"] == 1  # no augmentation: one view is all there is
+    assert fast.metrics["cache_frozen"]["layer"] == "conv_pw_12_relu"
+    # the saved fine-tuned models agree on test images
+    for split in ("validation", "test"):
+        assert plain.metrics[split]["accuracy"] == pytest.approx(fast.metrics[split]["accuracy"], abs=1e-6)
+    manifest = json.loads((tmp_path / "fast" / "manifest.json").read_text())
+    assert manifest["config"]["cache_frozen"] is True
+    assert load_classifier(str(tmp_path / "fast")).model.name == "bneck_finetuned"
+
+
+def test_views_are_cached_by_content_and_view_zero_is_stage_one(head_dir, image_root, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    args = ["finetune", str(head_dir), "--data", str(image_root), "--cache-frozen", "--views", "3",
+            "--rotation", "20", "--epochs", "2", "--cache-dir", str(cache), "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    first = json.loads((tmp_path / "a" / "metrics.json").read_text())["cache_frozen"]
+    n = {s: len(r) for s, r in discover(str(image_root)).splits.items()}
+    # 3 views of each training image, only view 0 of validation and test
+    assert first["rows_computed"] == 3 * n["train"] + n["validation"] + n["test"]
+    assert main(args + ["--out", str(tmp_path / "b")]) == 0
+    again = json.loads((tmp_path / "b" / "metrics.json").read_text())["cache_frozen"]
+    assert again["rows_computed"] == 0 and again["rows_reused"] == first["rows_computed"]
+    # one cache entry per view; only augmented views carry an augmentation in their key
+    entries = {e.meta["augmentation"] and json.loads(e.meta["augmentation"])["view"]: e
+               for e in list_entries(str(cache))}
+    assert sorted(k or 0 for k in entries) == [0, 1, 2]
+    assert entries[None].rows == n["train"] + n["validation"] + n["test"]
+    # view 0 is exactly what `bneck extract --layer conv_pw_12_relu --pool none` keys and stores
+    report = extract(image_root, tmp_path / "trunk_features", cache_dir=cache, verbose=False,
+                     layer="conv_pw_12_relu", **MOBILENET)
+    assert report.forward_images == 0 and report.spec.key == entries[None].key
+    # a different augmentation is a different key: nothing reused for views 1 and 2
+    assert main(args[:-1] + ["--rotation", "10", "--quiet", "--out", str(tmp_path / "c")]) == 0
+    other = json.loads((tmp_path / "c" / "metrics.json").read_text())["cache_frozen"]
+    assert other["rows_computed"] == 2 * n["train"]
+    capsys.readouterr()
+
+
+def test_trunk_rows_equal_the_base_run_directly_and_views_augment_only_training(head_dir, image_root, tmp_path):
+    tf = import_tensorflow()
+    head = load_classifier(str(head_dir))
+    ft = build_finetune_model(head, None, NO_AUGMENT, seed=0)
+    split = frozen_split(ft)
+    records = discover(str(image_root)).splits["validation"][:12]
+    images = np.stack([decode_image(r.abspath, 224) for r in records])
+    shas = [f"{i:064x}" for i in range(len(images))]
+    preprocess = get_backbone("mobilenet").preprocess_fn()
+    views = TrunkViews(split.trunk, preprocess, ft.spec, split.layer, split.pool, AUGMENT, 0,
+                       str(tmp_path / "cache"), verbose=False)
+    rows = views.rows(images, shas, [0, 1])
+    base = build_base(get_backbone("mobilenet"), ft.spec)
+    direct = cut_model(base, get_backbone("mobilenet"), "conv_pw_12_relu", "none").predict(
+        preprocess(tf.constant(images, tf.float32)), verbose=0)
+    np.testing.assert_allclose(rows[:12], direct, rtol=1e-4, atol=1e-4)  # view 0: the image itself
+    assert np.abs(rows[12:] - direct).mean() > 0.1 * np.abs(direct).mean()  # view 1: augmented
+    # the top on cached rows equals the whole fine-tune model on the images
+    whole = ft.model.predict(preprocess(tf.constant(images, tf.float32)), verbose=0)
+    np.testing.assert_allclose(split.top.predict(rows[:12], verbose=0), whole, atol=1e-5)
+    assert view_spec(ft.spec, split.layer, "none", AUGMENT, 0, 0).augmentation is None
+    assert "\"view\": 1" in view_spec(ft.spec, split.layer, "none", AUGMENT, 0, 1).augmentation
+
+
+def test_frozen_base_mode_caches_stage_one_features(head_dir, image_root, tmp_path):
+    result = finetune(str(head_dir), str(image_root), str(tmp_path / "ft"), unfreeze_from="none",
+                      epochs=2, augment=AUGMENT, views=2, cache_frozen=True,
+                      cache_dir=str(tmp_path / "cache"), verbose=False)
+    assert result.metrics["cache_frozen"]["layer"] == "conv_pw_13_relu"
+    manifest = json.loads((tmp_path / "ft" / "manifest.json").read_text())
+    assert manifest["trainable_layers"] == [] and manifest["config"]["views"] == 2
+    assert os.path.exists(tmp_path / "ft" / "model.keras")
+
+
+def test_a_cut_inside_a_residual_block_is_refused():
+    import keras
+
+    entry = get_backbone("resnet50")
+    base = entry.build(None, 64, None)
+    head = build_head("dense", tuple(base.output.shape[1:]), 2, 8, 0.0)
+    for layer in base.layers:
+        layer.trainable = False
+    ft = FinetuneModel(None, base, None, "conv5_block3_2_conv", [], [], head)
+    with pytest.raises(ConfigError, match="--cache-frozen needs the layers from --unfreeze-from "
+                                          "conv5_block3_2_conv"):
+        frozen_split(ft)
+    ft.unfreeze_from = "conv5_block3_1_conv"  # the block's start: one tensor in, fine
+    split = frozen_split(ft)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(split.top(split.trunk(x)), head(base(x)), atol=1e-5)
+    assert split.layer == "conv5_block2_out" and isinstance(split.top, keras.Model)
+
+
+def test_views_must_be_positive(head_dir, image_root, tmp_path, capsys):
+    assert main(["finetune", str(head_dir), "--data", str(image_root), "--out", str(tmp_path / "x"),
+                 "--cache-frozen", "--views", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--views must be a positive integer" in err and "views=0" in err
+    assert not os.path.exists(tmp_path / "x")
