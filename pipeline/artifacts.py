@@ -158,3 +158,28 @@ def load_classifier(folder: str) -> LoadedClassifier:
 
         model = joblib.load(path)
     return LoadedClassifier(folder, manifest, model)
+
+
+def write_predictions(path: str, class_names: list[str], splits: dict) -> None:
+    """Write one row per image: split, path, true class, predicted class, one probability per class.
+
+    ``splits`` maps split -> (paths, integer labels, (n, classes) probabilities).
+    """
+    import numpy as np
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["split", "path", "true", "predicted", *class_names])
+        for split, (paths, labels, probs) in splits.items():
+            for p, label, row in zip(paths, labels, probs):
+                writer.writerow([split, p, class_names[int(label)], class_names[int(np.argmax(row))],
+                                 *(f"{v:.6f}" for v in row)])
+
+
+def read_predictions(path: str) -> list[dict]:
+    """Read ``write_predictions``' file back as dicts (probabilities as floats)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    fixed = ("split", "path", "true", "predicted")
+    return [{**{k: r[k] for k in fixed}, "probabilities": {k: float(v) for k, v in r.items() if k not in fixed}}
+            for r in rows]

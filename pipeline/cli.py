@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from features import BACKBONES, BneckError
 
-from . import cache_cmd, extract_cmd, finetune_cmd, train_cmd
+from . import cache_cmd, extract_cmd, finetune_cmd, run_cmd, train_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract_cmd.add_parser(sub, sorted(BACKBONES))
     train_cmd.add_parsers(sub)
     finetune_cmd.add_parser(sub)
+    run_cmd.add_parsers(sub)
     cache_cmd.add_parser(sub)
     return parser
 

@@ -25,7 +25,8 @@ from features.batches import decoded_batches
 from features.dataset import discover
 from features.hashing import sha256_file
 
-from .artifacts import load_classifier, staged_folder, write_history, write_json, write_manifest
+from .artifacts import (load_classifier, staged_folder, write_history, write_json, write_manifest,
+                        write_predictions)
 from .fastfit import fast_fit
 from .finetune_model import NO_AUGMENT, augmentation_params, build_finetune_model
 from .heads import OPTIMIZERS
@@ -41,21 +42,22 @@ class FinetuneResult:
     seconds: float
 
 
-def _decode_split(records, size: int) -> tuple[np.ndarray, np.ndarray, list, list]:
-    """Return (uint8 images, labels, [(path, reason)] skipped, content sha256s) for a split.
+def _decode_split(records, size: int) -> tuple[np.ndarray, np.ndarray, list, list, list]:
+    """Return (uint8 images, labels, [(path, reason)] skipped, content sha256s, paths) for a split.
 
     Decoded once, the whole split held in memory (2,000 images at 224 px: 300 MB).
     """
     images = np.empty((len(records), size, size, 3), np.uint8)
-    labels, skipped, n, shas = [], [], 0, []
+    labels, skipped, n, shas, kept = [], [], 0, [], []
     by_path = {r.path: r for r in records}
     for paths, batch, failures in decoded_batches([(r.path, r.abspath) for r in records], size, 64):
         skipped.extend(failures)
         images[n:n + len(paths)] = batch
         labels.extend(by_path[p].label for p in paths)
         shas.extend(sha256_file(by_path[p].abspath) for p in paths)
+        kept.extend(paths)
         n += len(paths)
-    return images[:n], np.asarray(labels, np.int64), skipped, shas
+    return images[:n], np.asarray(labels, np.int64), skipped, shas, kept
 
 
 def _predict(tf, model, x: np.ndarray, prepare, batch_size: int) -> np.ndarray:
@@ -144,9 +146,9 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
     if cache_frozen and not any(augment.values()):
         views = 1  # every view would be the image itself
     preprocess = get_backbone(ft.spec.backbone).preprocess_fn()
-    data, shas = {}, {}
+    data, shas, paths = {}, {}, {}
     for split, records in dataset.splits.items():
-        images, labels, skipped, shas[split] = _decode_split(records, ft.spec.input_size)
+        images, labels, skipped, shas[split], paths[split] = _decode_split(records, ft.spec.input_size)
         data[split] = (images, labels, skipped)
     if cache_frozen:
         cache_dir = os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else default_cache_dir()
@@ -155,10 +157,13 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
         inputs = _plain_inputs(tf, ft, data, preprocess)
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     with staged_folder(out_dir) as folder:
+        probabilities = {}
+
         def evaluate(split):
             out = _predict(tf, inputs.model, inputs.x[split][:len(data[split][1])], inputs.prepare,
                            inputs.eval_batch)
-            return scores(data[split][1], class_probabilities(out), head.class_names)
+            probabilities[split] = class_probabilities(out)
+            return scores(data[split][1], probabilities[split], head.class_names)
 
         # The frozen-head starting point is the first candidate: an epoch is kept only if it
         # beats it, so a run that goes wrong (too high a learning rate) never returns a
@@ -187,6 +192,8 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
             bar.close()
         seconds = time.perf_counter() - start
         metrics = {split: evaluate(split) for split in data}
+        write_predictions(os.path.join(folder, "predictions.csv"), head.class_names,
+                          {s: (paths[s], data[s][1], probabilities[s]) for s in data})
         accs = history["val_accuracy"]
         metrics.update(fit_seconds=seconds, epoch_seconds=epoch_seconds,
                        before_finetuning={"validation": {"loss": before["loss"], "accuracy": before["accuracy"]}},

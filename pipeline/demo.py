@@ -1,0 +1,112 @@
+"""``bneck demo``: the reference cats-vs-dogs experiment in one command.
+
+Online it downloads the ``cats_and_dogs_filtered`` archive the TensorFlow tutorials
+use (2,000 train / 1,000 validation images) and, through stage 1, the VGG16 ImageNet
+weights, then runs ``bneck run`` with the reference settings. Offline, ``data`` and
+the backbone options point it at local copies.
+
+The archive is checked by its published size; Google publishes no checksum for it,
+so the first download's sha256 is recorded beside it and every later download must
+match it (``BNECK_DEMO_SHA256`` pins a value of your own).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import shutil
+import sys
+import urllib.request
+import zipfile
+from typing import Optional, Sequence
+
+from features.cache import default_cache_dir
+from features.errors import DatasetError
+
+ARCHIVE_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
+ARCHIVE_BYTES = 68_606_236
+
+# The reference experiment (../shared/REFERENCE.md): VGG16 at 150 px, the dense head
+# (RMSprop, 50 epochs, batch 16), then the top block fine-tuned with SGD 1e-4 and the
+# reference augmentation. Kept in step with scripts/configs/reference.toml.
+REFERENCE = {
+    "out": "runs/demo",
+    "extract": {"backbone": "vgg16", "size": 150, "weights": "imagenet"},
+    "train": {"classifiers": ["dense", "logreg", "svm", "knn"]},
+    "finetune": {"enabled": True},
+}
+
+
+def download_reference(cache_dir: Optional[str] = None, verbose: bool = True) -> str:
+    """Return the extracted ``cats_and_dogs_filtered`` folder, downloading it once.
+
+    Raises DatasetError when it cannot be downloaded or does not check out.
+    """
+    root = os.path.join(cache_dir or default_cache_dir(), "datasets")
+    folder = os.path.join(root, "cats_and_dogs_filtered")
+    if os.path.isdir(os.path.join(folder, "train")) and os.path.isdir(os.path.join(folder, "validation")):
+        return folder
+    os.makedirs(root, exist_ok=True)
+    archive = os.path.join(root, "cats_and_dogs_filtered.zip")
+    if verbose:
+        print(f"downloading {ARCHIVE_URL} ({ARCHIVE_BYTES / 1e6:.0f} MB)", file=sys.stderr)
+    try:
+        urllib.request.urlretrieve(ARCHIVE_URL, archive + ".part")
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot download the demo data from {ARCHIVE_URL} ({exc}). Offline, run the demo "
+            "on a local copy: `bneck demo --data DATA_DIR` with DATA_DIR holding train/ and "
+            "validation/ (test/ optional) class folders, plus --weights FILE for the backbone "
+            "(e.g. --backbone mobilenet --alpha 0.25 --size 224 --weights "
+            "mobilenet_2_5_224_tf_no_top.h5).") from None
+    check_archive(archive + ".part", os.path.join(root, "cats_and_dogs_filtered.sha256"))
+    os.replace(archive + ".part", archive)
+    with zipfile.ZipFile(archive) as zf:
+        staging = folder + ".tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        zf.extractall(staging)
+    os.replace(os.path.join(staging, "cats_and_dogs_filtered"), folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def check_archive(path: str, record: str) -> str:
+    """Check the archive's size and sha256 (pinned, or recorded at first download); returns it."""
+    size = os.path.getsize(path)
+    if size != ARCHIVE_BYTES:
+        os.remove(path)
+        raise DatasetError(f"the downloaded demo archive has {size:,} bytes, not the published "
+                           f"{ARCHIVE_BYTES:,}; it was deleted. Try again, or use --data.")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    sha = digest.hexdigest()
+    expected = os.environ.get("BNECK_DEMO_SHA256")
+    if expected is None and os.path.isfile(record):
+        with open(record) as handle:
+            expected = handle.read().strip()
+    if expected and sha != expected:
+        os.remove(path)
+        raise DatasetError(f"the downloaded demo archive has sha256 {sha}, not the expected "
+                           f"{expected} ({'BNECK_DEMO_SHA256' if 'BNECK_DEMO_SHA256' in os.environ else record}); "
+                           "it was deleted.")
+    with open(record, "w") as handle:
+        handle.write(sha + "\n")
+    return sha
+
+
+def demo(data: Optional[str] = None, out: Optional[str] = None, backbone: Optional[str] = None,
+         alpha: Optional[float] = None, size: Optional[int] = None, weights: Optional[str] = None,
+         overrides: Sequence[str] = (), seed: Optional[int] = None, verbose: bool = True):
+    """Run the reference experiment; returns the RunResult (see ``pipeline.run``)."""
+    from .run import run
+
+    base = copy.deepcopy(REFERENCE)
+    if backbone is not None:  # another backbone: its own default size unless given
+        base["extract"] = {"backbone": backbone}
+    for key, value in (("alpha", alpha), ("size", size), ("weights", weights)):
+        if value is not None:
+            base["extract"][key] = value
+    data = data or download_reference(verbose=verbose)
+    return run(None, overrides=overrides, verbose=verbose, base=base, data=data, out=out, seed=seed)

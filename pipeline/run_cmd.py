@@ -1,0 +1,76 @@
+"""``bneck run CONFIG.toml`` and ``bneck demo``: the whole experiment in one command."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parsers(sub) -> None:
+    """Register ``run`` and ``demo``."""
+    p = sub.add_parser("run", help="extract, train, fine-tune and report, from one config",
+                       description="Run extract -> train -> fine-tune the best Keras head -> "
+                                   "report from a TOML config; every stage reuses its cache. "
+                                   "Example: scripts/configs/reference.toml.")
+    p.add_argument("config", metavar="CONFIG.toml", nargs="?", default=None)
+    _common(p)
+    p.set_defaults(run=run_command)
+
+    d = sub.add_parser("demo", help="the reference cats-vs-dogs experiment, end to end",
+                       description="Download the cats_and_dogs_filtered split (2,000 train / "
+                                   "1,000 validation images, checked by size and sha256) and "
+                                   "VGG16 ImageNet weights, then `bneck run` with the reference "
+                                   "settings. Offline, pass --data and the backbone options.")
+    d.add_argument("--backbone", default=None, help="default vgg16")
+    d.add_argument("--alpha", type=float, default=None)
+    d.add_argument("--size", type=int, default=None)
+    d.add_argument("--weights", default=None, help="'imagenet' (default), 'none' or a weights file")
+    _common(d)
+    d.set_defaults(run=demo_command)
+
+
+def _common(p) -> None:
+    p.add_argument("--data", default=None, metavar="DATA_DIR", help="overrides `data`")
+    p.add_argument("--out", default=None, metavar="RUN_DIR", help="overrides `out`")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                   help="override any config key, e.g. --set finetune.epochs=5 (repeatable)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _print(result) -> None:
+    from features.progress import format_table
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}%"
+    rows = [[r["model"], pct(r["val_accuracy"]), pct(r["test_accuracy"])] for r in result.leaderboard]
+    print(format_table(["model", "val acc", "test acc"], rows))
+    stages = result.stages
+    ex = stages["extract"]
+    print(f"extract: {ex['seconds']:.1f} s, "
+          + ("every row from cache" if not ex["model_built"] else f"{ex['forward_images']} images through the network"))
+    reused = [n for n, t in stages["train"].items() if t["reused"]]
+    print(f"train: {sum(t['seconds'] for t in stages['train'].values()):.1f} s"
+          + (f" (reused: {', '.join(reused)})" if reused else ""))
+    ft = stages["finetune"]
+    print(f"fine-tune: {ft['seconds']:.1f} s{' (reused)' if ft['reused'] else ''}" if "folder" in ft
+          else f"fine-tune: skipped ({ft['skipped']})")
+    print(f"report: {result.report}")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from .run import run
+
+    result = run(args.config, overrides=args.set, verbose=not args.quiet, data=args.data,
+                 out=args.out, seed=args.seed)
+    _print(result)
+    return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from .demo import demo
+
+    result = demo(data=args.data, out=args.out, backbone=args.backbone, alpha=args.alpha,
+                  size=args.size, weights=args.weights, overrides=args.set, seed=args.seed,
+                  verbose=not args.quiet)
+    _print(result)
+    return 0
+

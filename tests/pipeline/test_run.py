@@ -1,0 +1,161 @@
+"""``bneck run`` / ``bneck demo`` end to end on real images and real weights, and its config rules."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import pipeline
+from features import ConfigError, DatasetError
+from pipeline import demo as demo_module
+from pipeline.cli import main
+from pipeline.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = """
+data = "{data}"
+out = "{out}"
+[extract]
+backbone = "mobilenet"
+alpha = 0.25
+size = 224
+cache_dir = "{cache}"
+[train]
+classifiers = ["dense", "logreg"]
+epochs = 5
+[train.logreg]
+pca = 16
+[finetune]
+epochs = 2
+views = 2
+[report]
+worst = 6
+"""
+
+
+@pytest.fixture(scope="module")
+def first_run(image_root, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    config = folder / "run.toml"
+    config.write_text(CONFIG.format(data=image_root, out=folder / "out", cache=folder / "cache"))
+    result = pipeline.run(str(config), verbose=False)  # the public API the CLI uses
+    return config, result
+
+
+def test_run_writes_every_stage_and_a_report_holding_the_leaderboard(first_run):
+    config, result = first_run
+    out = Path(result.folder)
+    for name in ("config.toml", "run.json", "leaderboard.csv", "report.md", "report.html",
+                 "features/train.h5", "models/dense/model.keras", "models/logreg/model.joblib",
+                 "finetuned/model.keras", "finetuned/predictions.csv", "worst_test.png"):
+        assert (out / name).is_file(), name
+    assert result.stages["extract"]["forward_images"] == 240  # 3 splits x 80 real images
+    assert result.stages["finetune"]["head"] == "dense" and not result.stages["finetune"]["reused"]
+    board = list(csv.DictReader(open(out / "leaderboard.csv")))
+    assert {r["model"] for r in board} == {"dense", "logreg", "fine-tuned dense"}
+    page = (out / "report.html").read_text()
+    for row in result.leaderboard:  # the leaderboard, with the numbers
+        assert row["model"] in page
+        assert f"{100 * row['test_accuracy']:.1f}%" in page
+    inlined = re.findall(r"<img src='data:image/png;base64,[A-Za-z0-9+/=]{100,}'", page)
+    assert len(inlined) >= 5  # curves x2, confusion x2, worst mistakes: all inside the file
+    assert "src='/" not in page and "src='http" not in page
+    md = (out / "report.md").read_text()
+    assert "| rank | model | val acc | test acc | fit s |" in md and "](worst_test.png)" in md
+    # the resolved config reloads to the same settings
+    assert load_config(str(out / "config.toml")) == result.config
+
+
+def test_second_run_changing_one_classifier_retrains_only_it_and_extracts_nothing(first_run, capsys):
+    config, result = first_run
+    assert main(["run", str(config), "--set", "train.logreg.pca=8", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    stages = json.loads((Path(result.folder) / "run.json").read_text())["stages"]
+    assert stages["extract"]["forward_images"] == 0 and not stages["extract"]["model_built"]
+    assert all(s["computed"] == 0 for s in stages["extract"]["splits"].values())
+    assert stages["train"]["dense"]["reused"] and not stages["train"]["logreg"]["reused"]
+    assert stages["finetune"]["reused"]
+    manifest = json.loads((Path(result.folder) / "models/logreg/manifest.json").read_text())
+    assert manifest["config"]["pca"] == 8
+    assert "every row from cache" in printed and "reused: dense" in printed
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "extract.backbon=\"vgg16\""], "unknown config key 'extract.backbon'; allowed here: backbone"),
+    (["--set", "finetune.epochs=\"ten\""], "config key finetune.epochs must be an integer. Received: 'ten'"),
+    (["--set", "finetune.lr=true"], "config key finetune.lr must be a number. Received: True"),
+    (["--set", "train.classifiers=[\"dense\", \"tree\"]"], "unknown classifier 'tree'"),
+    (["--set", "train.svm.pca=4"], "[train.svm] configures svm, which is not in train.classifiers"),
+    (["--set", "finetune"], "--set takes KEY=VALUE"),
+    (["--set", "data=\"\""], "the config needs `data"),
+])
+def test_config_mistakes_are_clear_errors_naming_the_key(first_run, tmp_path, capsys, args, message):
+    config, _ = first_run
+    assert main(["run", str(config), "--out", str(tmp_path / "x")] + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()  # nothing started
+
+
+def test_unreadable_config_and_bad_toml(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read the config file" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[extract\nbackbone = 1")
+    assert main(["run", str(bad)]) == 2
+    assert "is not valid TOML" in capsys.readouterr().err
+
+
+def test_documented_example_config_is_valid_and_matches_the_demo():
+    cfg = load_config(str(ROOT / "scripts" / "configs" / "reference.toml"), data="somewhere")
+    demo_cfg = load_config(None, base=demo_module.REFERENCE, data="somewhere")
+    for key in ("backbone", "size", "weights"):
+        assert cfg["extract"][key] == demo_cfg["extract"][key]
+    assert cfg["train"]["classifiers"] == demo_cfg["train"]["classifiers"]
+    assert cfg["finetune"]["lr"] == 1e-4 and cfg["finetune"]["momentum"] == 0.9
+
+
+def test_demo_archive_is_checked_by_size_and_recorded_sha256(tmp_path, monkeypatch):
+    monkeypatch.delenv("BNECK_DEMO_SHA256", raising=False)
+    record = tmp_path / "archive.sha256"
+    short = tmp_path / "short.zip"
+    short.write_bytes(b"PK\x03\x04 not the archive")
+    with pytest.raises(DatasetError, match="not the published 68,606,236"):
+        demo_module.check_archive(str(short), str(record))
+    assert not short.exists()
+    good = tmp_path / "good.zip"
+    with open(good, "wb") as handle:
+        handle.truncate(demo_module.ARCHIVE_BYTES)
+    sha = demo_module.check_archive(str(good), str(record))
+    assert record.read_text().strip() == sha  # first download: recorded
+    changed = tmp_path / "changed.zip"
+    with open(changed, "wb") as handle:
+        handle.truncate(demo_module.ARCHIVE_BYTES)
+        handle.seek(1000)
+        handle.write(b"x")
+    with pytest.raises(DatasetError, match=f"not the expected {sha}"):
+        demo_module.check_archive(str(changed), str(record))
+    assert not changed.exists()
+
+
+def test_demo_offline_without_data_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo_module, "ARCHIVE_URL", "http://127.0.0.1:9/cats_and_dogs_filtered.zip")
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot download the demo data" in err and "bneck demo --data DATA_DIR" in err
+    assert not os.path.exists(tmp_path / "demo")
+
+
+def test_demo_on_local_data_runs_the_reference_pipeline(image_root, tmp_path, capsys):
+    assert main(["demo", "--data", str(image_root), "--out", str(tmp_path / "demo"), "--backbone",
+                 "mobilenet", "--alpha", "0.25", "--size", "224", "--set", "train.classifiers=[\"dense\"]",
+                 "--set", "train.epochs=3", "--set", "finetune.epochs=1", "--set", "finetune.views=1",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "fine-tuned dense" in printed and "report.html" in printed
+    cfg = load_config(str(tmp_path / "demo" / "config.toml"))
+    assert cfg["extract"]["backbone"] == "mobilenet" and cfg["extract"]["alpha"] == 0.25
