@@ -102,7 +102,7 @@ def _cached_inputs(tf, ft, data, shas, preprocess, augment, views, seed, cache_d
     stats = trunk.stats
     return _Inputs(split.top, x, lambda b: tf.cast(b, tf.float32), views, 256,
                    cache={"layer": split.layer, "views": views, "rows_computed": stats.computed,
-                    "rows_reused": stats.reused, "seconds": stats.seconds})
+                          "rows_reused": stats.reused, "seconds": stats.seconds})
 
 
 def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optional[str] = None,

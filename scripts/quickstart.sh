@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The README's first command: set everything up, then run the main job on the reference
-# cats-vs-dogs split — extract MobileNet (alpha 0.25) bottleneck features with real
-# ImageNet weights once, then train and rank classifiers on them.
-#   bash scripts/quickstart.sh [DATA_DIR] [OUT_DIR]
+# The README's first command: set everything up, then run the main job, `bneck demo`, on
+# the reference cats-vs-dogs split here: MobileNet (alpha 0.25) features with the real
+# ImageNet weights from ../shared/data, a leaderboard of classifiers, the best Keras
+# head fine-tuned, and report.html. Online, plain `bneck demo` downloads the data and
+# VGG16 weights itself.
+#   bash scripts/quickstart.sh [DATA_DIR] [RUN_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 DATA=${1:-../shared/data/cats_and_dogs_small}
-OUT=${2:-runs/quickstart}
+OUT=${2:-runs/demo}
 export KERAS_HOME=${KERAS_HOME:-$PWD/.keras_home}
-.venv/bin/bneck extract "$DATA" --out "$OUT/features" --backbone mobilenet --alpha 0.25 \
-  --size 224 --weights imagenet
-.venv/bin/bneck train "$OUT/features" --classifier dense,logreg,svm,knn --out "$OUT/models"
+.venv/bin/bneck demo --data "$DATA" --out "$OUT" --backbone mobilenet --alpha 0.25 --size 224 \
+  --weights imagenet
