@@ -55,8 +55,7 @@ def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray
              class_weight: Optional[dict] = None, patience: int = 0, momentum: float = 0.0,
              on_epoch=None, prepare=None, views: int = 1, monitor: str = "val_loss",
              keep_best: bool = False, baseline: Optional[float] = None,
-             eval_batch: int = 1024, jit: bool = False, augment=None,
-             average: float = 0.0) -> dict:
+             eval_batch: int = 1024, jit: bool = False, augment=None) -> dict:
     """Train ``model`` (sigmoid or softmax output); returns a Keras-style history dict.
 
     History keys: loss, accuracy (training mode, averaged over the epoch's batches),
@@ -71,9 +70,7 @@ def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray
     ``baseline``, the monitor's value before training, the starting weights are kept
     when no epoch beats it). ``on_epoch(logs)`` is called after every epoch. ``jit``
     compiles the training step and evaluation with XLA (faster for plain convolutions,
-    slower for depthwise ones: measure). ``average`` > 0 keeps an exponential moving
-    average of the trained weights with that decay per step (Polyak averaging);
-    validation then scores, and the run returns, the averaged weights.
+    slower for depthwise ones: measure).
     """
     tf = import_tensorflow()
     import keras
@@ -91,7 +88,6 @@ def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray
     W = tf.constant(weights)
     variables = [v.value for v in model.trainable_variables]
     opt = _FusedOptimizer(tf, optimizer, lr, variables, momentum)
-    shadows = [tf.Variable(v, trainable=False) for v in variables] if average else []
     n, n_val = len(y), len(yv)
     steps = math.ceil(n / batch_size)
     if len(x) != n * views:
@@ -112,8 +108,6 @@ def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray
             probs = model(xb, training=True)
             loss = tf.reduce_mean(losses(yb, probs) * tf.gather(W, yb))
         opt.apply(tape.gradient(loss, variables))
-        for shadow, var in zip(shadows, variables):
-            shadow.assign_sub((1.0 - average) * (shadow - var))
         return loss, correct(yb, probs)
 
     @tf.function(jit_compile=jit)
@@ -155,10 +149,6 @@ def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray
     waited = 0
     for epoch in range(epochs):
         loss, acc = run_epoch(tf.constant(epoch))
-        if average:  # score the averaged weights, train on from the raw ones
-            raw = [v.numpy() for v in variables]
-            for var, shadow in zip(variables, shadows):
-                var.assign(shadow)
         val_loss, val_acc = evaluate()
         for key, value in zip(history, (loss, acc, val_loss, val_acc)):
             history[key].append(float(value))
@@ -170,14 +160,8 @@ def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray
                 best_weights = model.get_weights()
         else:
             waited += 1
-        if average:
-            final_weights = model.get_weights()
-            for var, value in zip(variables, raw):
-                var.assign(value)
-        if patience and waited >= patience:
-            break
-    if average and not (restore and best_weights is not None):
-        model.set_weights(final_weights)  # the averaged weights of the last epoch
+            if patience and waited >= patience:
+                break
     if restore and best_weights is not None:
         model.set_weights(best_weights)
     return history
