@@ -60,11 +60,14 @@ def _decode_split(records, size: int) -> tuple[np.ndarray, np.ndarray, list, lis
     return images[:n], np.asarray(labels, np.int64), skipped, shas, kept
 
 
-def _predict(tf, model, x: np.ndarray, prepare, batch_size: int) -> np.ndarray:
-    """Return the model's outputs for ``x``, batch by batch (bounded activations)."""
+def _predictor(tf, model, prepare, batch_size: int):
+    """Return x -> the model's outputs, batch by batch (bounded activations), traced once."""
     call = tf.function(lambda b: model(prepare(b), training=False), reduce_retracing=True)
-    return np.concatenate([call(tf.constant(x[i:i + batch_size])).numpy()
-                           for i in range(0, len(x), batch_size)])
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([call(tf.constant(x[i:i + batch_size])).numpy()
+                               for i in range(0, len(x), batch_size)])
+    return predict
 
 
 @dataclass
@@ -158,10 +161,10 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     with staged_folder(out_dir) as folder:
         probabilities = {}
+        predict = _predictor(tf, inputs.model, inputs.prepare, inputs.eval_batch)
 
         def evaluate(split):
-            out = _predict(tf, inputs.model, inputs.x[split][:len(data[split][1])], inputs.prepare,
-                           inputs.eval_batch)
+            out = predict(inputs.x[split][:len(data[split][1])])
             probabilities[split] = class_probabilities(out)
             return scores(data[split][1], probabilities[split], head.class_names)
 

@@ -96,7 +96,7 @@ def _sections(result, worst_label: str, worst_png: str | None) -> list[tuple[str
                         ("table", ["split", "images", "quarantined", "features computed", "from cache"], data_rows)]
             + ([("text", "Quarantined: " + "; ".join(quarantined[:20]))] if quarantined else [])),
            ("Extractor", [("table", ["field", "value"],
-                           [[k, "" if v is None else str(v)] for k, v in ex["extractor"].items()]),
+                           [[k, str(v)] for k, v in ex["extractor"].items() if v is not None]),
                           ("text", f"extractor key {ex['extractor_key']}")])]
     board = [[i + 1, r["model"], _pct(r["val_accuracy"]), _pct(r["test_accuracy"]),
               "-" if r["fit_seconds"] is None else f"{r['fit_seconds']:.1f}"]
