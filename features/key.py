@@ -28,7 +28,7 @@ OPTIONAL_KEY_FIELDS = ("augmentation",)
 
 # Deliberately left out: they change where or how fast rows are made, never their values.
 NOT_IN_KEY = ("batch_size", "out_dir", "cache_dir", "workers", "verbose", "labels", "paths",
-              "weights_path", "weights")
+              "weights_path", "weights", "runtime")
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,10 @@ class FeatureModel:
         self.calls = 0
         self.images = 0
 
+    def forward_function(self):
+        """Return the traced uint8 -> features graph (what OpenVINO converts)."""
+        return self._forward.get_concrete_function()
+
     def warm_up(self) -> None:
         """Trace the compiled graph now, on one blank image (not counted as a forward pass).
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 import features
+from features.extract import RUNTIMES
 
 
 def _splits(text: str) -> list[str]:
@@ -27,6 +28,9 @@ def add_parser(sub, backbones) -> None:
     p.add_argument("--layer", default=None, help="take the output of this layer (default: the backbone's)")
     p.add_argument("--pool", default="none", choices=features.key.POOLS, help="spatial pooling")
     p.add_argument("--dtype", default="float32", choices=features.key.DTYPES, help="stored precision")
+    p.add_argument("--runtime", default="tensorflow", choices=RUNTIMES,
+                   help="inference runtime: tensorflow, or openvino (fp32, same features, "
+                        "faster on CPUs; pip install -e '.[openvino]')")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (not in the key)")
     p.add_argument("--splits", type=_splits, default=None, metavar="S[,S]",
                    help="which of train,validation,test to extract (default: all present)")
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         args.data_dir, args.out, backbone=args.backbone, weights=args.weights, size=args.size,
         layer=args.layer, pool=args.pool, dtype=args.dtype, alpha=args.alpha, splits=args.splits,
         split=args.split, seed=args.seed, exclude=args.exclude, batch_size=args.batch_size,
-        cache_dir=args.cache_dir, workers=args.workers, verbose=not args.quiet)
+        cache_dir=args.cache_dir, workers=args.workers, runtime=args.runtime, verbose=not args.quiet)
     spec = report.spec
     print(f"extractor {spec.key[:12]}  {spec.backbone}"
           f"{f' alpha={spec.alpha}' if spec.alpha else ''} weights={spec.weights} "

@@ -88,6 +88,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--data", default=str(SHARED / "data" / "cats_and_dogs_small"))
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--openvino", action="store_true", help="also time --runtime openvino (fp32)")
     a = p.parse_args()
 
     import_tensorflow()  # quietly, before the peer module imports keras
@@ -121,6 +122,15 @@ def main() -> None:
         again = extract(work / "images", work / "out", **kwargs)
         rerun_s = time.perf_counter() - t
         assert again.forward_images == 0
+        ov = {}
+        if a.openvino:  # cold (converting), then converted model cached, features not
+            for label, cache in (("cold", "ov_cache"), ("warm", "ov_cache")):
+                shutil.rmtree(work / cache / "features", ignore_errors=True)
+                t = time.perf_counter()
+                report = extract(work / "images", work / f"ov_out_{label}",
+                                 **{**kwargs, "cache_dir": str(work / cache)}, runtime="openvino")
+                ov[label] = time.perf_counter() - t
+                assert report.forward_images == n and report.converted == (label == "cold")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -130,6 +140,11 @@ def main() -> None:
     rows = [["ceiling (forward only, in memory)", round(top, 1), 1.0, round(top * peer_s / n, 2)],
             ["peer idiom (dataset + predict)", round(n / peer_s, 1), round(n / peer_s / top, 2), 1.0],
             ["bneck extract", round(n / ours_s, 1), round(n / ours_s / top, 2), round(peer_s / ours_s, 2)]]
+    for label, seconds in ov.items():
+        what = "incl. conversion" if label == "cold" else "converted model cached"
+        rows.append([f"bneck --runtime openvino ({what})", round(n / seconds, 1),
+                     round(n / seconds / top, 2), round(peer_s / seconds, 2)])
+        figures[f"openvino_{label}_img_s"] = n / seconds
     print(format_table(["method", "img/s", "x ceiling", "x peer"], rows))
     print(f"bneck rerun on unchanged images: {rerun_s:.2f} s = {100 * rerun_s / ours_s:.2f}% of "
           f"the first run ({ours_s:.1f} s)")
