@@ -75,7 +75,7 @@ class RowCache:
     """Feature rows of one extractor, addressed by image sha256."""
 
     def __init__(self, cache_dir: str, spec: ExtractorSpec):
-        self.spec = spec
+        self.spec, self.cache_dir = spec, cache_dir
         self.folder = os.path.join(cache_dir, "features", spec.key)
         os.makedirs(self.folder, exist_ok=True)
         self._lock = FileLock(os.path.join(self.folder, ".lock"), timeout=LOCK_TIMEOUT_S)

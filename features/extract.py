@@ -18,9 +18,9 @@ import numpy as np
 from .backbones import get_backbone
 from .batches import decoded_batches
 from .cache import CorruptChunk, RowCache, default_cache_dir, missing_shas
-from .dataset import Dataset, ImageRecord, discover
+from .dataset import Dataset, discover
 from .errors import ConfigError, DatasetError, FeatureFileError
-from .hashing import sha256_file
+from .hashing import sha256_files
 from .key import DTYPES, POOLS, ExtractorSpec
 from .progress import format_table, progress_bar
 from .store import SplitContent, holds, write_split_file
@@ -109,7 +109,7 @@ class _Extractor:
             if self.runtime == "openvino":
                 from .runtime_openvino import OpenVINOFeatureModel
                 model = OpenVINOFeatureModel(get_backbone(self.spec.backbone), self.spec,
-                                             os.path.dirname(os.path.dirname(self.cache.folder)))
+                                             self.cache.cache_dir)
             else:
                 from .model import FeatureModel
                 model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
@@ -155,21 +155,6 @@ class _Extractor:
         return failed
 
 
-def _hash_records(records: Sequence[ImageRecord], workers: int):
-    """Return [(sha256, None) or (None, reason)] per record, reading files on all cores."""
-    def one(record):
-        try:
-            return sha256_file(record.abspath), None
-        except OSError as exc:
-            return None, f"unreadable: {exc.strerror or exc}"
-
-    def group(start):  # one task per 64 files: per-future overhead dwarfs hashing a small JPEG
-        return [one(r) for r in records[start:start + 64]]
-
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        return [h for part in pool.map(group, range(0, len(records), 64)) for h in part]
-
-
 def _split_attrs(spec: ExtractorSpec, dataset: Dataset) -> dict:
     attrs = dict(spec.describe())
     # weights_path is where the weights were read from: informative (later stages look
@@ -184,7 +169,7 @@ def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -
     start = time.perf_counter()
     records = dataset.splits[split]
     quarantine = list(dataset.quarantine.get(split, []))
-    hashed = _hash_records(records, ex.workers)
+    hashed = sha256_files([r.abspath for r in records], ex.workers)
     usable = []
     for record, (sha, problem) in zip(records, hashed):
         if sha is None:

@@ -1,6 +1,9 @@
 """Content hashes: images and weights enter cache keys by sha256, never by path."""
 import hashlib
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional, Sequence
 
 _BLOCK = 1 << 20
 
@@ -21,3 +24,18 @@ def sha256_json(obj) -> str:
     """Return the hex sha256 of ``obj`` as sorted-key compact JSON."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_files(paths: Sequence[str], workers: int = 0) -> list[tuple[Optional[str], Optional[str]]]:
+    """Return [(sha256, None) or (None, reason)] per path, reading files on all cores."""
+    def one(path):
+        try:
+            return sha256_file(path), None
+        except OSError as exc:
+            return None, f"unreadable: {exc.strerror or exc}"
+
+    def group(start):  # one task per 64 files: per-future overhead dwarfs hashing a small JPEG
+        return [one(p) for p in paths[start:start + 64]]
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        return [h for part in pool.map(group, range(0, len(paths), 64)) for h in part]

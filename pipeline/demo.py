@@ -12,7 +12,6 @@ match it (``BNECK_DEMO_SHA256`` pins a value of your own).
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import shutil
 import sys
@@ -22,6 +21,7 @@ from typing import Optional, Sequence
 
 from features.cache import default_cache_dir
 from features.errors import DatasetError
+from features.hashing import sha256_file
 
 ARCHIVE_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 ARCHIVE_BYTES = 68_606_236
@@ -77,11 +77,7 @@ def check_archive(path: str, record: str) -> str:
         os.remove(path)
         raise DatasetError(f"the downloaded demo archive has {size:,} bytes, not the published "
                            f"{ARCHIVE_BYTES:,}; it was deleted. Try again, or use --data.")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    sha = digest.hexdigest()
+    sha = sha256_file(path)
     expected = os.environ.get("BNECK_DEMO_SHA256")
     if expected is None and os.path.isfile(record):
         with open(record) as handle:

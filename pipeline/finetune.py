@@ -23,7 +23,7 @@ from features import ConfigError, DatasetError, get_backbone
 from features.errors import choice_error
 from features.batches import decoded_batches
 from features.dataset import discover
-from features.hashing import sha256_file
+from features.hashing import sha256_file, sha256_files
 
 from .artifacts import (load_classifier, staged_folder, write_history, write_json, write_manifest,
                         write_predictions)
@@ -42,22 +42,30 @@ class FinetuneResult:
     seconds: float
 
 
-def _decode_split(records, size: int) -> tuple[np.ndarray, np.ndarray, list, list, list]:
-    """Return (uint8 images, labels, [(path, reason)] skipped, content sha256s, paths) for a split.
+def _decode_split(records, size: int) -> tuple[np.ndarray, np.ndarray, list, list]:
+    """Return (uint8 images, labels, [(path, reason)] skipped, records kept) for a split.
 
     Decoded once, the whole split held in memory (2,000 images at 224 px: 300 MB).
     """
     images = np.empty((len(records), size, size, 3), np.uint8)
-    labels, skipped, n, shas, kept = [], [], 0, [], []
+    skipped, n, kept = [], 0, []
     by_path = {r.path: r for r in records}
     for paths, batch, failures in decoded_batches([(r.path, r.abspath) for r in records], size, 64):
         skipped.extend(failures)
         images[n:n + len(paths)] = batch
-        labels.extend(by_path[p].label for p in paths)
-        shas.extend(sha256_file(by_path[p].abspath) for p in paths)
-        kept.extend(paths)
+        kept.extend(by_path[p] for p in paths)
         n += len(paths)
-    return images[:n], np.asarray(labels, np.int64), skipped, shas, kept
+    return images[:n], np.asarray([r.label for r in kept], np.int64), skipped, kept
+
+
+def _content_shas(records) -> list[str]:
+    """Return the sha256 of each record's file (the cache key of its rows)."""
+    out = []
+    for record, (sha, problem) in zip(records, sha256_files([r.abspath for r in records])):
+        if sha is None:
+            raise DatasetError(f"{record.abspath} became {problem} after it was decoded; rerun.")
+        out.append(sha)
+    return out
 
 
 def _predictor(tf, model, prepare, batch_size: int):
@@ -92,7 +100,7 @@ def _plain_inputs(tf, ft, data, preprocess) -> _Inputs:
                    lambda b: preprocess(tf.cast(b, tf.float32)), 1, 32, augment)
 
 
-def _cached_inputs(tf, ft, data, shas, preprocess, augment, views, seed, cache_dir, verbose) -> _Inputs:
+def _cached_inputs(tf, ft, data, records, preprocess, augment, views, seed, cache_dir, verbose) -> _Inputs:
     from features.views import TrunkViews
 
     from .finetune_model import frozen_split
@@ -100,7 +108,7 @@ def _cached_inputs(tf, ft, data, shas, preprocess, augment, views, seed, cache_d
     split = frozen_split(ft)
     trunk = TrunkViews(split.trunk, preprocess, ft.spec, split.layer, split.pool, augment, seed,
                        cache_dir, verbose=verbose)
-    x = {s: trunk.rows(d[0], shas[s], range(views) if s == "train" else [0], s)
+    x = {s: trunk.rows(d[0], _content_shas(records[s]), range(views) if s == "train" else [0], s)
          for s, d in data.items()}
     stats = trunk.stats
     return _Inputs(split.top, x, lambda b: tf.cast(b, tf.float32), views, 256,
@@ -149,13 +157,13 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
     if cache_frozen and not any(augment.values()):
         views = 1  # every view would be the image itself
     preprocess = get_backbone(ft.spec.backbone).preprocess_fn()
-    data, shas, paths = {}, {}, {}
+    data, kept = {}, {}
     for split, records in dataset.splits.items():
-        images, labels, skipped, shas[split], paths[split] = _decode_split(records, ft.spec.input_size)
+        images, labels, skipped, kept[split] = _decode_split(records, ft.spec.input_size)
         data[split] = (images, labels, skipped)
     if cache_frozen:
         cache_dir = os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else default_cache_dir()
-        inputs = _cached_inputs(tf, ft, data, shas, preprocess, augment, views, seed, cache_dir, verbose)
+        inputs = _cached_inputs(tf, ft, data, kept, preprocess, augment, views, seed, cache_dir, verbose)
     else:
         inputs = _plain_inputs(tf, ft, data, preprocess)
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
@@ -196,7 +204,7 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
         seconds = time.perf_counter() - start
         metrics = {split: evaluate(split) for split in data}
         write_predictions(os.path.join(folder, "predictions.csv"), head.class_names,
-                          {s: (paths[s], data[s][1], probabilities[s]) for s in data})
+                          {s: ([r.path for r in kept[s]], data[s][1], probabilities[s]) for s in data})
         accs = history["val_accuracy"]
         metrics.update(fit_seconds=seconds, epoch_seconds=epoch_seconds,
                        before_finetuning={"validation": {"loss": before["loss"], "accuracy": before["accuracy"]}},
@@ -223,7 +231,7 @@ def _save(folder, ft, head, history, metrics, config, data) -> None:
         "kind": "finetuned", "classifier": "finetuned", "model_file": "model.keras",
         "config": config, "class_names": head.class_names,
         "head": {"folder": head.folder, "classifier": head.manifest["classifier"],
-                 "manifest_sha256": _sha(os.path.join(head.folder, "manifest.json"))},
+                 "manifest_sha256": sha256_file(os.path.join(head.folder, "manifest.json"))},
         "extractor_key": head.manifest["extractor_key"], "extractor": head.manifest["extractor"],
         "weights_path": ft.spec.weights_path or "", "input": "preprocessed image "
         f"{ft.spec.input_size}x{ft.spec.input_size}x3 ({ft.spec.preprocessing})",
@@ -233,7 +241,3 @@ def _save(folder, ft, head, history, metrics, config, data) -> None:
         "metrics": {s: {"accuracy": m["accuracy"], "loss": m["loss"]} for s, m in metrics.items()
                     if isinstance(m, dict) and "accuracy" in m},
     })
-
-
-def _sha(path: str) -> str:
-    return sha256_file(path)

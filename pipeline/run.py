@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 from features import extract
 from features.hashing import sha256_file
 
+from .artifacts import ArtifactError, read_manifest
 from .config import classifier_options, load_config, to_toml
 from .heads import HEADS
 from .train import HEAD_OPTIONS, SKLEARN_OPTIONS, train
@@ -70,12 +71,13 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
     features_dir = os.path.join(out, "features")
     models = os.path.join(out, "models")
     trained = {}
+    feature_shas = {name: sha256_file(os.path.join(features_dir, name))
+                    for name in os.listdir(features_dir) if name.endswith(".h5")}
     for name in cfg["train"]["classifiers"]:
         opts = {**classifier_options(cfg["train"], name), "seed": cfg["seed"]}
-        opts.pop("classifiers", None)
         start = time.perf_counter()
         folder = os.path.join(models, name)
-        reused = _classifier_is_current(folder, name, opts, features_dir)
+        reused = _classifier_is_current(folder, name, opts, feature_shas)
         if not reused:
             say(f"training {name}")
             train(features_dir, [name], models, verbose=verbose, **opts)
@@ -126,29 +128,28 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def _classifier_is_current(folder: str, name: str, opts: dict, features_dir: str) -> bool:
-    """True when ``folder`` holds ``name`` trained with ``opts`` on these exact feature files."""
-    path = os.path.join(folder, "manifest.json")
-    if not os.path.isfile(path):
+def _intact_manifest(folder: str) -> Optional[dict]:
+    """Return the folder's manifest if every file it lists still matches its sha256, else None."""
+    try:
+        return read_manifest(folder)
+    except ArtifactError:
+        return None
+
+
+def _classifier_is_current(folder: str, name: str, opts: dict, feature_shas: dict) -> bool:
+    """True when ``folder`` holds ``name`` trained with ``opts`` on feature files with these sha256s.
+
+    ``feature_shas`` maps the file names in the features folder (``train.h5``...) to sha256.
+    """
+    manifest = _intact_manifest(folder)
+    if manifest is None:
         return False
-    manifest = _read_json(path)
     keys = HEAD_OPTIONS if name in HEADS else SKLEARN_OPTIONS
     wanted = _jsonable({k: opts[k] for k in keys})
     if manifest.get("classifier") != name or manifest.get("config") != wanted:
         return False
-    for split, entry in manifest.get("feature_files", {}).items():
-        current = os.path.join(features_dir, f"{split}.h5")
-        if not os.path.isfile(current) or sha256_file(current) != entry.get("sha256"):
-            return False
-    return _artifacts_intact(folder, manifest)
-
-
-def _artifacts_intact(folder: str, manifest: dict) -> bool:
-    for rel, digest in manifest.get("artifacts", {}).items():
-        path = os.path.join(folder, rel)
-        if not os.path.isfile(path) or sha256_file(path) != digest:
-            return False
-    return True
+    return all(feature_shas.get(f"{split}.h5") == entry.get("sha256")
+               for split, entry in manifest.get("feature_files", {}).items())
 
 
 def _finetune_stage(cfg: dict, head_dir: str, out: str, verbose: bool) -> dict:
@@ -166,8 +167,7 @@ def _finetune_stage(cfg: dict, head_dir: str, out: str, verbose: bool) -> dict:
         os.path.join(head_dir, "manifest.json")), "data": os.path.abspath(cfg["data"])})
     stamp = os.path.join(folder, "run_signature.json")
     start = time.perf_counter()
-    if os.path.isfile(stamp) and _read_json(stamp) == signature and \
-            _artifacts_intact(folder, _read_json(os.path.join(folder, "manifest.json"))):
+    if os.path.isfile(stamp) and _read_json(stamp) == signature and _intact_manifest(folder):
         return {"folder": folder, "reused": True, "seconds": time.perf_counter() - start,
                 "metrics": _read_json(os.path.join(folder, "metrics.json"))}
     result = finetune(head_dir, cfg["data"], folder, augment=augment, verbose=verbose,

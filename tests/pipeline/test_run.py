@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import pipeline
-from features import ConfigError, DatasetError
+from features import DatasetError
 from pipeline import demo as demo_module
 from pipeline.cli import main
 from pipeline.config import load_config
