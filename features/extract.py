@@ -7,6 +7,7 @@ from the cache. A rerun on unchanged images never builds the network.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,16 +20,17 @@ from .backbones import get_backbone
 from .batches import decoded_batches
 from .cache import CorruptChunk, RowCache, default_cache_dir, missing_shas
 from .dataset import Dataset, discover
-from .errors import ConfigError, DatasetError, FeatureFileError
+from .errors import BneckError, ConfigError, DatasetError, FeatureFileError
 from .hashing import sha256_files
 from .key import DTYPES, POOLS, ExtractorSpec
 from .progress import format_table, progress_bar
+from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS, gate, plan_calibration
 from .store import SplitContent, holds, write_split_file
 from .weights import resolve_weights
 
 
 # fp32 OpenVINO features equal TensorFlow's (within 1e-3 relative, tested), so the
-# runtime is not in the cache key.
+# runtime is not in the cache key; int8 is (the ``quantization`` key field).
 RUNTIMES = ("tensorflow", "openvino")
 
 
@@ -83,7 +85,10 @@ class ExtractionReport:
     forward_calls: int = 0
     model_built: bool = False
     runtime: str = "tensorflow"
+    precision: str = "fp32"
     converted: Optional[bool] = None  # openvino: whether the model had to be converted
+    quantized: Optional[bool] = None  # int8: whether the model had to be quantised
+    quantization: Optional[dict] = None  # int8: the cosine check against fp32, and the gate
 
     def table(self) -> str:
         """Return the summary table a person reads at the end of a run."""
@@ -97,11 +102,12 @@ class _Extractor:
     """Holds the cache and the lazily built network across the splits of one run."""
 
     def __init__(self, spec, cache, batch_size, workers, commit_rows, commit_seconds, verbose,
-                 runtime="tensorflow"):
-        self.spec, self.cache, self.runtime = spec, cache, runtime
+                 runtime="tensorflow", plan=None):
+        self.spec, self.cache, self.runtime, self.plan = spec, cache, runtime, plan
         self.batch_size, self.workers, self.verbose = batch_size, workers, verbose
         self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
         self.model = None
+        self.file_attrs: dict = {}
 
     def network(self):
         """Return the feature model, built and traced on first use."""
@@ -109,7 +115,7 @@ class _Extractor:
             if self.runtime == "openvino":
                 from .runtime_openvino import OpenVINOFeatureModel
                 model = OpenVINOFeatureModel(get_backbone(self.spec.backbone), self.spec,
-                                             self.cache.cache_dir)
+                                             self.cache.cache_dir, self.plan, self.workers)
             else:
                 from .model import FeatureModel
                 model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
@@ -155,8 +161,9 @@ class _Extractor:
         return failed
 
 
-def _split_attrs(spec: ExtractorSpec, dataset: Dataset) -> dict:
-    attrs = dict(spec.describe())
+def _split_attrs(ex: _Extractor, dataset: Dataset) -> dict:
+    spec = ex.spec
+    attrs = dict(spec.describe(), **ex.file_attrs)
     # weights_path is where the weights were read from: informative (later stages look
     # there first, and check the bytes by weights_sha256), never part of the key.
     attrs.update(extractor=spec.describe(), extractor_key=spec.key, weights_path=spec.weights_path or "",
@@ -198,7 +205,7 @@ def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -
     unchanged = holds(path, ex.spec.key, dataset.class_names, content)
     try:
         if not unchanged:
-            write_split_file(path, content, _split_attrs(ex.spec, dataset), shape, str(dtype),
+            write_split_file(path, content, _split_attrs(ex, dataset), shape, str(dtype),
                              lambda sink: ex.cache.read_rows(content.shas, sink))
     except CorruptChunk as exc:
         raise FeatureFileError(f"the cache file {exc} is damaged (its features fail their "
@@ -218,33 +225,78 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
             alpha: Optional[float] = None, splits: Optional[Sequence[str]] = None,
             split=None, seed: int = 0, exclude: Sequence[str] = (), batch_size: int = 32,
             cache_dir: Optional[str] = None, workers: int = 0, commit_rows: int = 1024,
-            commit_seconds: float = 20.0, runtime: str = "tensorflow",
+            commit_seconds: float = 20.0, runtime: str = "tensorflow", precision: str = "fp32",
+            calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+            min_cosine: float = DEFAULT_MIN_COSINE, force: bool = False,
             verbose: bool = True) -> ExtractionReport:
     """Extract bottleneck features for every split of ``data_dir`` into ``out_dir/<split>.h5``.
+
+    ``precision="int8"`` (OpenVINO only) quantises on ``calibration_images`` training
+    images and refuses if the features' cosine to fp32 falls below ``min_cosine``
+    on held-back training images, unless ``force``.
 
     Returns an ExtractionReport. Raises ConfigError, DatasetError, WeightsError or
     FeatureFileError (all BneckError) for user mistakes; rows computed before an
     error or Ctrl-C stay in the cache.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer. Received: batch_size={batch_size!r}.")
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}. Received: runtime={runtime!r}.")
-    if runtime == "openvino":  # say how to install it before any work
-        from .runtime_openvino import import_openvino
-        import_openvino()
+    _check_options(batch_size, runtime, precision, min_cosine)
     # Folders first: a typo in DATA_DIR should not wait for a weights download.
     dataset = discover(data_dir, splits=splits, split=split, seed=seed, exclude=exclude)
     spec = resolve_spec(backbone, weights, size, layer, pool, dtype, alpha)
+    plan = None
+    if precision == "int8":
+        plan = plan_calibration([r.abspath for r in _training_records(dataset, data_dir, split, seed, exclude)],
+                                calibration_images, seed, workers)
+        spec = dataclasses.replace(spec, quantization=plan.key_json())
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else default_cache_dir()
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     ex = _Extractor(spec, RowCache(cache_dir, spec), batch_size, workers, commit_rows,
-                    commit_seconds, verbose, runtime)
-    report = ExtractionReport(spec, out_dir, cache_dir, runtime=runtime)
+                    commit_seconds, verbose, runtime, plan)
+    report = ExtractionReport(spec, out_dir, cache_dir, runtime=runtime, precision=precision)
+    ex.file_attrs = dict(runtime=runtime, precision=precision)
+    if plan is not None:  # quantise (or load) and check before any row is made
+        model = ex.network()
+        report.quantization = gate(model.quantization_stats, min_cosine, force, spec.backbone)
+        ex.file_attrs["quantization_check"] = report.quantization
     for split_name in dataset.splits:
         report.splits.append(_extract_split(ex, dataset, split_name, out_dir))
     if ex.model is not None:
         report.model_built = True
         report.forward_images, report.forward_calls = ex.model.images, ex.model.calls
         report.converted = getattr(ex.model, "converted", None)
+        report.quantized = getattr(ex.model, "quantized", None) if plan else None
     return report
+
+
+def _check_options(batch_size, runtime, precision, min_cosine) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer. Received: batch_size={batch_size!r}.")
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}. Received: runtime={runtime!r}.")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}. Received: precision={precision!r}.")
+    if precision == "int8" and runtime != "openvino":
+        raise ConfigError(f"--precision int8 runs on OpenVINO: add --runtime openvino. "
+                          f"Received: runtime={runtime!r}, precision='int8'.")
+    if isinstance(min_cosine, bool) or not isinstance(min_cosine, (int, float)) or not -1 <= min_cosine <= 1:
+        raise ConfigError(f"--min-cosine must be a number between -1 and 1 (default {DEFAULT_MIN_COSINE}). "
+                          f"Received: min_cosine={min_cosine!r}.")
+    if runtime == "openvino":  # say how to install them before any work
+        from .runtime_openvino import import_openvino
+        import_openvino()
+        if precision == "int8":
+            from .quantize import import_nncf
+            import_nncf()
+
+
+def _training_records(dataset: Dataset, data_dir, split, seed, exclude):
+    """Return the training split's records (found even when --splits leaves train out)."""
+    if "train" not in dataset.splits:
+        try:
+            dataset = discover(data_dir, splits=["train"], split=split, seed=seed, exclude=exclude)
+        except BneckError:
+            dataset = None
+    if dataset is None or "train" not in dataset.splits:
+        raise ConfigError(f"--precision int8 calibrates on the training split, but {data_dir} has "
+                          f"none. Add a train/ folder, or use --precision fp32.")
+    return dataset.splits["train"]

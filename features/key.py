@@ -21,10 +21,10 @@ POOLS = ("none", "avg", "max")
 DTYPES = ("float32", "float16")
 
 KEY_FIELDS = ("schema_version", "backbone", "alpha", "weights_sha256", "layer", "pool",
-              "input_size", "preprocessing", "interpolation", "dtype", "augmentation")
-# Enters the key only when set (an augmented view for stage 3's cache), so plain
-# extractions keep the keys they had before the field existed.
-OPTIONAL_KEY_FIELDS = ("augmentation",)
+              "input_size", "preprocessing", "interpolation", "dtype", "augmentation", "quantization")
+# Enter the key only when set (an augmented view for stage 3's cache; int8 extraction),
+# so plain extractions keep the keys they had before the fields existed.
+OPTIONAL_KEY_FIELDS = ("augmentation", "quantization")
 
 # Deliberately left out: they change where or how fast rows are made, never their values.
 NOT_IN_KEY = ("batch_size", "out_dir", "cache_dir", "workers", "verbose", "labels", "paths",
@@ -46,6 +46,7 @@ class ExtractorSpec:
     interpolation: str = INTERPOLATION
     dtype: str = "float32"
     augmentation: Optional[str] = None  # JSON of the augmentation, its seed and view index
+    quantization: Optional[str] = None  # JSON of the int8 method and calibration images' content
     schema_version: int = SCHEMA_VERSION
     weights_path: Optional[str] = field(default=None, compare=False, repr=False)
 

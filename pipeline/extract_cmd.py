@@ -5,6 +5,7 @@ import argparse
 
 import features
 from features.extract import RUNTIMES
+from features.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS
 
 
 def _splits(text: str) -> list[str]:
@@ -31,6 +32,15 @@ def add_parser(sub, backbones) -> None:
     p.add_argument("--runtime", default="tensorflow", choices=RUNTIMES,
                    help="inference runtime: tensorflow, or openvino (fp32, same features, "
                         "faster on CPUs; pip install -e '.[openvino]')")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32, or int8 (OpenVINO + NNCF; calibrated on training images only, "
+                        "checked against fp32; its own cache key)")
+    p.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
+                   help=f"int8: training images that calibrate the quantisation (default {DEFAULT_CALIBRATION_IMAGES})")
+    p.add_argument("--min-cosine", type=float, default=DEFAULT_MIN_COSINE, metavar="C",
+                   help=f"int8: refuse if any held-back training image's features have cosine < C "
+                        f"to fp32 (default {DEFAULT_MIN_COSINE})")
+    p.add_argument("--force", action="store_true", help="int8: use the quantised model even below --min-cosine")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (not in the key)")
     p.add_argument("--splits", type=_splits, default=None, metavar="S[,S]",
                    help="which of train,validation,test to extract (default: all present)")
@@ -50,11 +60,21 @@ def run(args: argparse.Namespace) -> int:
         args.data_dir, args.out, backbone=args.backbone, weights=args.weights, size=args.size,
         layer=args.layer, pool=args.pool, dtype=args.dtype, alpha=args.alpha, splits=args.splits,
         split=args.split, seed=args.seed, exclude=args.exclude, batch_size=args.batch_size,
-        cache_dir=args.cache_dir, workers=args.workers, runtime=args.runtime, verbose=not args.quiet)
+        cache_dir=args.cache_dir, workers=args.workers, runtime=args.runtime, precision=args.precision,
+        calibration_images=args.calibration_images, min_cosine=args.min_cosine, force=args.force,
+        verbose=not args.quiet)
     spec = report.spec
     print(f"extractor {spec.key[:12]}  {spec.backbone}"
           f"{f' alpha={spec.alpha}' if spec.alpha else ''} weights={spec.weights} "
-          f"layer={spec.layer} pool={spec.pool} size={spec.input_size} dtype={spec.dtype}")
+          f"layer={spec.layer} pool={spec.pool} size={spec.input_size} dtype={spec.dtype} "
+          f"runtime={report.runtime} precision={report.precision}")
+    q = report.quantization
+    if q:
+        print(f"int8 vs fp32 on {q['check_images']} held-back training images: cosine min "
+              f"{q['cosine_min']:.4f}, mean {q['cosine_mean']:.4f} (--min-cosine {q['min_cosine']}"
+              f"{'; below it, accepted with --force' if q['forced'] else ''}); calibrated on "
+              f"{q['calibration_images']} training images"
+              f"{' (quantised now)' if report.quantized else ' (quantised model from the cache)'}")
     print(report.table())
     quarantined = [(s.split, p, why) for s in report.splits for p, why in s.quarantine]
     if quarantined:

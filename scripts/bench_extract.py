@@ -9,12 +9,18 @@ Three ways to get features for the same N images, timed in this one process:
 * bneck: ``features.extract`` from the folder, including building its model, on a
   fresh cache; then the same call again (the rerun, everything cached).
 
+With ``--openvino``: ``--runtime openvino`` fp32 end to end (converting, then with the
+converted model cached); with ``--int8`` also int8 (quantising, then cached; with
+``--force``, and the cosine check printed). Both also print where the time goes:
+decoding alone on all cores, and each runtime's forward pass alone on decoded images.
+
 Prints img/s for each and the ratios. Timings on a shared machine are noisy; the
 ratios within one run are what count.
 
   python scripts/bench_extract.py --backbone vgg16 --weights none --images 400
   python scripts/bench_extract.py --backbone mobilenet --alpha 0.25 --size 224 \
-      --weights ../shared/data/weights/mobilenet_2_5_224_tf_no_top.h5 --images 2000
+      --weights ../shared/data/weights/mobilenet_2_5_224_tf_no_top.h5 --images 2000 --openvino
+  python scripts/bench_extract.py --backbone vgg16 --size 150 --weights none --images 600 --int8
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from features import extract, get_backbone  # noqa: E402
+from features.batches import decoded_batches  # noqa: E402
 from features.decode import decode_image  # noqa: E402
 from features.progress import format_table  # noqa: E402
 from features.tfimport import import_tensorflow  # noqa: E402
@@ -78,6 +85,43 @@ def ceiling(build, preprocess, files, size, batch):
     return best
 
 
+def decode_only(files, size, batch):
+    """img/s of decoding and resizing alone, on all cores (what feeds any runtime)."""
+    t = time.perf_counter()
+    n = sum(len(keys) for keys, _, _ in decoded_batches([(str(f), str(f)) for f in files], size, batch))
+    return n / (time.perf_counter() - t)
+
+
+def forward_only(model, files, size, batch):
+    """img/s of a bneck feature model (any runtime) on decoded uint8 batches in memory."""
+    import numpy as np
+
+    x = np.stack([decode_image(str(f), size) for f in files])
+    model(x[:batch])
+    t = time.perf_counter()
+    for i in range(0, len(x), batch):
+        model(x[i:i + batch])
+    return len(x) / (time.perf_counter() - t)
+
+
+def openvino_runs(work, kwargs, n, precisions):
+    """Time --runtime openvino per precision: cold (convert/quantise), then model cached."""
+    seconds, reports = {}, {}
+    for precision in precisions:
+        extra = dict(runtime="openvino", precision=precision)
+        if precision == "int8":
+            extra.update(force=True, calibration_images=min(300, n * 3 // 4))
+        for label in ("cold", "warm"):
+            shutil.rmtree(work / "ov_cache" / "features", ignore_errors=True)
+            t = time.perf_counter()
+            report = extract(work / "images", work / f"ov_out_{precision}_{label}",
+                             **{**kwargs, "cache_dir": str(work / "ov_cache")}, **extra)
+            seconds[(precision, label)] = time.perf_counter() - t
+            assert report.forward_images == n
+            reports[precision] = report
+    return seconds, reports
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="vgg16", choices=["vgg16", "mobilenet"])
@@ -89,7 +133,9 @@ def main() -> None:
     p.add_argument("--data", default=str(SHARED / "data" / "cats_and_dogs_small"))
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--openvino", action="store_true", help="also time --runtime openvino (fp32)")
+    p.add_argument("--int8", action="store_true", help="also time --runtime openvino --precision int8")
     a = p.parse_args()
+    precisions = ["fp32"] * (a.openvino or a.int8) + ["int8"] * a.int8
 
     import_tensorflow()  # quietly, before the peer module imports keras
     entry = get_backbone(a.backbone)
@@ -122,15 +168,20 @@ def main() -> None:
         again = extract(work / "images", work / "out", **kwargs)
         rerun_s = time.perf_counter() - t
         assert again.forward_images == 0
-        ov = {}
-        if a.openvino:  # cold (converting), then converted model cached, features not
-            for label, cache in (("cold", "ov_cache"), ("warm", "ov_cache")):
-                shutil.rmtree(work / cache / "features", ignore_errors=True)
-                t = time.perf_counter()
-                report = extract(work / "images", work / f"ov_out_{label}",
-                                 **{**kwargs, "cache_dir": str(work / cache)}, runtime="openvino")
-                ov[label] = time.perf_counter() - t
-                assert report.forward_images == n and report.converted == (label == "cold")
+        ov, parts = {}, []
+        if precisions:  # cold (converting/quantising), then the model cached, features not
+            ov, reports = openvino_runs(work, kwargs, n, precisions)
+            from features.runtime_openvino import OpenVINOFeatureModel
+
+            parts.append(["decode + resize only, all cores", round(decode_only(files, size, a.batch_size), 1)])
+            for precision, report in reports.items():
+                model = OpenVINOFeatureModel(entry, report.spec, str(work / "ov_cache"))
+                parts.append([f"openvino {precision} forward only", round(forward_only(model, files, size,
+                                                                                       a.batch_size), 1)])
+            if "int8" in reports:
+                q = reports["int8"].quantization
+                print(f"int8 vs fp32 (held-back training images): cosine min {q['cosine_min']:.4f}, "
+                      f"mean {q['cosine_mean']:.4f}, over {q['check_images']} images", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -140,12 +191,17 @@ def main() -> None:
     rows = [["ceiling (forward only, in memory)", round(top, 1), 1.0, round(top * peer_s / n, 2)],
             ["peer idiom (dataset + predict)", round(n / peer_s, 1), round(n / peer_s / top, 2), 1.0],
             ["bneck extract", round(n / ours_s, 1), round(n / ours_s / top, 2), round(peer_s / ours_s, 2)]]
-    for label, seconds in ov.items():
-        what = "incl. conversion" if label == "cold" else "converted model cached"
-        rows.append([f"bneck --runtime openvino ({what})", round(n / seconds, 1),
+    for (precision, label), seconds in ov.items():
+        what = {"cold": "incl. conversion" if precision == "fp32" else "incl. quantisation",
+                "warm": "model cached"}[label]
+        rows.append([f"bneck --runtime openvino {precision} ({what})", round(n / seconds, 1),
                      round(n / seconds / top, 2), round(peer_s / seconds, 2)])
-        figures[f"openvino_{label}_img_s"] = n / seconds
+        figures[f"openvino_{precision}_{label}_img_s"] = n / seconds
     print(format_table(["method", "img/s", "x ceiling", "x peer"], rows))
+    if parts:
+        print("\nwhere the time goes (same images, in memory where it says so):")
+        print(format_table(["part", "img/s"], parts))
+        figures["parts_img_s"] = {name: v for name, v in parts}
     print(f"bneck rerun on unchanged images: {rerun_s:.2f} s = {100 * rerun_s / ours_s:.2f}% of "
           f"the first run ({ours_s:.1f} s)")
     if a.json:

@@ -1,0 +1,144 @@
+"""int8 extraction: NNCF post-training quantisation, calibrated on training images only.
+
+The plan: a seeded permutation of the *training* split gives the calibration
+images (``--calibration-images``, default 300) and, after them, a held-back check
+sample. Validation and test images are never read. The quantised model is checked
+against fp32 on the check sample (per-image cosine similarity of the feature
+vectors); ``extract`` refuses to use it below ``--min-cosine`` unless ``--force``.
+
+int8 features have their own cache key: the ``quantization`` key field names the
+method and the calibration images by content (sha256 of their sorted hashes), so
+the same images with the same seed give the same key on any machine.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .batches import decoded_batches
+from .errors import ConfigError
+from .hashing import sha256_files, sha256_json
+
+PRECISIONS = ("fp32", "int8")
+DEFAULT_CALIBRATION_IMAGES = 300
+DEFAULT_MIN_COSINE = 0.98
+CHECK_IMAGES = 64
+NNCF_HINT = 'pip install -e ".[openvino]"  (or: pip install nncf)'
+# What the quantisation does, recorded in the key (changing any of it changes the numbers).
+METHOD = {"precision": "int8", "method": "nncf.quantize", "preset": "performance",
+          "fast_bias_correction": True}
+
+
+class QuantizationRefused(ConfigError):
+    """int8 features are too far from fp32 on the check sample, and --force was not given."""
+
+
+def import_nncf():
+    """Return the ``nncf`` module; raises ConfigError saying how to install it."""
+    try:
+        import nncf
+    except ImportError:
+        raise ConfigError(f"--precision int8 needs the nncf package (post-training quantisation), "
+                          f"which is not installed. Install it with: {NNCF_HINT}. "
+                          f"Or use --precision fp32.") from None
+    return nncf
+
+
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """Which training images calibrate the int8 model and which check it: (sha, path) pairs."""
+
+    calibration: tuple
+    check: tuple
+    seed: int
+
+    def key_json(self) -> str:
+        """Return the ``quantization`` key field: the method and the calibration content."""
+        shas = sorted(sha for sha, _ in self.calibration)
+        return json.dumps(dict(METHOD, calibration_images=len(shas), calibration_seed=self.seed,
+                               calibration_sha256=sha256_json(shas)), sort_keys=True)
+
+
+def plan_calibration(train_paths: Sequence[str], images: int, seed: int, workers: int = 0) -> CalibrationPlan:
+    """Pick calibration and check images from the training split's files (never other splits).
+
+    A seeded permutation of the paths (sorted first, so listing order does not
+    matter); unreadable files and duplicate contents are skipped. Raises ConfigError
+    if ``images`` is not a positive integer or the split is too small.
+    """
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise ConfigError(f"--calibration-images must be a positive integer (default "
+                          f"{DEFAULT_CALIBRATION_IMAGES}). Received: calibration_images={images!r}.")
+    paths = sorted(train_paths)
+    check_count = min(CHECK_IMAGES, len(paths) // 4)
+    if check_count < 1:
+        raise ConfigError(f"--precision int8 calibrates on the training split and checks the result "
+                          f"on held-back training images, so it needs at least 4 training images. "
+                          f"Received: {len(paths)} training image(s).")
+    order = [paths[i] for i in np.random.default_rng(seed).permutation(len(paths))]
+    wanted = min(images, len(paths) - check_count) + check_count
+    chosen, seen, start = [], set(), 0
+    while len(chosen) < wanted and start < len(order):
+        batch = order[start:start + wanted - len(chosen)]
+        start += len(batch)
+        for path, (sha, _) in zip(batch, sha256_files(batch, workers)):
+            if sha is not None and sha not in seen:
+                seen.add(sha)
+                chosen.append((sha, path))
+    calibration = tuple(chosen[:max(1, len(chosen) - check_count)])
+    return CalibrationPlan(calibration, tuple(chosen[len(calibration):]), seed)
+
+
+def _decode(items, size: int, workers: int) -> np.ndarray:
+    arrays = [batch for _, batch, _ in decoded_batches(list(items), size, 32, workers) if len(batch)]
+    if not arrays:
+        raise ConfigError("no calibration image could be decoded; every sampled training image "
+                          "was unusable. Check the training folder, or use --precision fp32.")
+    return np.concatenate(arrays)
+
+
+def cosine_per_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return the cosine similarity of each row of ``a`` with the same row of ``b`` (flattened)."""
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)
+
+
+def quantize(ov, fp32_graph, plan: CalibrationPlan, size: int, workers: int = 0):
+    """Return (int8 graph, stats): NNCF on the calibration images, then the cosine check.
+
+    ``stats`` holds cosine_min/cosine_mean over the check images and the counts and
+    versions, for the feature files' attributes.
+    """
+    nncf = import_nncf()
+    calibration = _decode(plan.calibration, size, workers)
+    int8_graph = nncf.quantize(fp32_graph, nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))]),
+                               preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
+                               fast_bias_correction=METHOD["fast_bias_correction"])
+    check = _decode(plan.check, size, workers)
+    core = ov.Core()
+    fp32 = core.compile_model(fp32_graph, "CPU")(check)[0]
+    int8 = core.compile_model(int8_graph, "CPU")(check)[0]
+    cosine = cosine_per_row(np.asarray(fp32), np.asarray(int8))
+    stats = dict(cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()),
+                 check_images=int(len(check)), calibration_images=int(len(calibration)),
+                 calibration_seed=plan.seed, nncf_version=nncf.__version__,
+                 openvino_version=ov.get_version())
+    return int8_graph, stats
+
+
+def gate(stats: dict, min_cosine: float, force: bool, backbone: str) -> dict:
+    """Return ``stats`` with the gate's outcome; raises QuantizationRefused below ``min_cosine``."""
+    passed = stats["cosine_min"] >= min_cosine
+    if not passed and not force:
+        raise QuantizationRefused(
+            f"int8 features of {backbone} are too far from fp32: per-image cosine similarity "
+            f"min {stats['cosine_min']:.4f} (mean {stats['cosine_mean']:.4f}) over "
+            f"{stats['check_images']} held-back training images, below --min-cosine {min_cosine}. "
+            f"Use --precision fp32 (or another backbone), or pass --force to accept the loss; "
+            f"the quantised model is kept in the cache, so a rerun does not quantise again.")
+    return dict(stats, min_cosine=min_cosine, passed=passed, forced=bool(force and not passed))
