@@ -14,7 +14,8 @@ BASE = ExtractorSpec(backbone="vgg16", alpha=None, weights="imagenet", weights_s
 CHANGES = {"schema_version": 2, "backbone": "vgg19", "alpha": 0.5, "weights_sha256": "cd" * 32,
            "layer": "block4_pool", "pool": "avg", "input_size": 224, "preprocessing": "tf",
            "interpolation": "pil-bicubic", "dtype": "float16",
-           "augmentation": '{"rotation": 40, "seed": 0, "view": 1}'}
+           "augmentation": '{"rotation": 40, "seed": 0, "view": 1}',
+           "quantization": '{"precision": "int8", "calibration_sha256": "ef"}'}
 
 
 def test_every_key_field_is_tested():
@@ -36,7 +37,7 @@ def test_key_is_sha256_of_sorted_json_and_stable():
     import hashlib
     import json
 
-    fields = dataclasses.replace(BASE, augmentation="flip").key_fields()
+    fields = dataclasses.replace(BASE, augmentation="flip", quantization="int8").key_fields()
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     assert extractor_key(fields) == hashlib.sha256(text.encode()).hexdigest()
     assert set(fields) == set(KEY_FIELDS)
@@ -46,7 +47,7 @@ def test_unset_augmentation_keeps_the_plain_key():
     import hashlib
     import json
 
-    plain = {k: v for k, v in BASE.key_fields().items() if k != "augmentation"}
+    plain = {k: v for k, v in BASE.key_fields().items() if k not in ("augmentation", "quantization")}
     text = json.dumps(plain, sort_keys=True, separators=(",", ":"))
-    assert BASE.augmentation is None
+    assert BASE.augmentation is None and BASE.quantization is None
     assert BASE.key == hashlib.sha256(text.encode()).hexdigest()
