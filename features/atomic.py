@@ -5,26 +5,102 @@ half-written file under the real name (``datasets`` cache files, DVC outputs).
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import uuid
 from contextlib import contextmanager
 
-_TMP_PATTERN = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]{8}$")
+from .errors import StorageError
+
+_TMP_PATTERN = re.compile(r"^\..+\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$")
+
+
+# errno values that mean "this storage cannot take the write", whatever the file.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+_HDF5_ERRNO = re.compile(r"errno = (\d+)")
+
+
+def write_failure(exc: BaseException):
+    """Return (errno, reason) when ``exc`` is a failed write (also HDF5's RuntimeErrors), else None."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None and isinstance(exc, (OSError, RuntimeError)):
+        found = _HDF5_ERRNO.search(str(exc))
+        code = int(found.group(1)) if found else None
+    if code in WRITE_ERRNOS:
+        return code, os.strerror(code)
+    return None
+
+
+def storage_error(exc: BaseException, path: str) -> StorageError:
+    """Return the one-paragraph error for a write to ``path`` that the storage refused."""
+    code, reason = write_failure(exc)
+    hint = {errno.ENOSPC: "Free some disk space", errno.EDQUOT: "Free some of your disk quota",
+            errno.EFBIG: "Raise the file size limit (ulimit -f) or free space",
+            errno.EROFS: "Choose a writable folder", errno.EACCES: "Choose a folder you can write to",
+            errno.EPERM: "Choose a folder you can write to"}.get(code, "Check the disk")
+    return StorageError(f"could not write {path}: {reason} (errno {code}). {hint} (or pass another "
+                        "--out / --cache-dir), then rerun: files and cache entries written before "
+                        "are intact, and every row already in the cache is reused.")
 
 
 @contextmanager
 def atomic_target(path: str):
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    A write the storage refuses (disk full, file too large, read-only, no permission)
+    becomes a StorageError naming ``path``; the previous ``path`` is left as it was.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
+        os.makedirs(folder, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        if write_failure(exc) is None:
+            raise
+        raise storage_error(exc, path) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextmanager
+def atomic_open(path: str, mode: str = "w", **kwargs):
+    """Open a temporary file beside ``path`` for writing; on success it replaces ``path``."""
+    with atomic_target(path) as tmp:
+        with open(tmp, mode, **kwargs) as handle:
+            yield handle
+
+
+@contextmanager
+def staged_folder(final: str):
+    """Yield a hidden temporary folder beside ``final``; on success it replaces ``final``.
+
+    The previous ``final`` is first renamed aside, then the new one renamed in, then
+    the old one deleted: a kill at any moment leaves either the old folder, the new
+    one, or none under the name, never a mix or a half-deleted folder.
+    """
+    final = os.path.abspath(final)
+    stem = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}")
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folder, old = f"{stem}.tmp-{tag}", f"{stem}.old-{tag}"
+    try:
+        os.makedirs(folder)
+        yield folder
+        if os.path.isdir(final):
+            os.replace(final, old)
+        os.replace(folder, final)
+    except (OSError, RuntimeError) as exc:
+        if write_failure(exc) is None:
+            raise
+        raise storage_error(exc, final) from None
+    finally:
+        for leftover in (folder, old):
+            if os.path.isdir(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def stale_temporaries(folder: str) -> list[str]:

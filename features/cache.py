@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import numpy as np
 from filelock import FileLock
 
 from .atomic import atomic_target, stale_temporaries
-from .key import ExtractorSpec
+from .key import SCHEMA_VERSION, ExtractorSpec
 
 CHUNK_PREFIX = "rows-"
 LOCK_TIMEOUT_S = 600
@@ -46,25 +47,50 @@ def _chunk_files(folder: str) -> list[str]:
                   if n.startswith(CHUNK_PREFIX) and n.endswith(".h5"))
 
 
-def _read_chunk_shas(path: str) -> Optional[list[str]]:
-    """Return the chunk's sha256 list, or None when the chunk is unreadable or incomplete."""
+def _chunk_shas(path: str, key: str) -> tuple[Optional[list[str]], Optional[str]]:
+    """Return (the chunk's sha256 list, None), or (None, what is wrong with the chunk).
+
+    Checks the ``complete`` flag, the extractor key and schema version it was written
+    for, and the checksum of its sha256 list; the features' own checksum is checked
+    when they are read (``RowCache._load_chunk``).
+    """
     try:
         with h5py.File(path, "r") as f:
             if not f.attrs.get("complete", False):
-                return None
-            return [s.decode("ascii") for s in f["sha256"][()]]
-    except (OSError, KeyError, ValueError):
-        return None
+                return None, "no 'complete' flag (an interrupted or damaged write)"
+            if f.attrs.get("extractor_key") != key:
+                return None, f"written for extractor {str(f.attrs.get('extractor_key'))[:12]}, not {key[:12]}"
+            if f.attrs.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+                return None, (f"schema_version {f.attrs.get('schema_version')!r}, this bneck "
+                              f"writes {SCHEMA_VERSION}")
+            raw = f["sha256"][()]
+            expected = f.attrs.get("sha256_sha256")
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        return None, f"unreadable ({str(exc)[:80] or type(exc).__name__}); truncated?"
+    if expected is not None and _digest(raw) != expected:
+        return None, "its list of image hashes fails its checksum (damaged bytes)"
+    return [s.decode("ascii") for s in raw], None
 
 
 def _write_chunk(path: str, key: str, shas: list[str], feats: np.ndarray) -> None:
     with atomic_target(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("sha256", data=np.array(shas, dtype="S64"))
+            _fill_chunk(f, key, np.array(shas, dtype="S64"))
             f.create_dataset("features", data=feats)
-            f.attrs["extractor_key"] = key
             f.attrs["features_sha256"] = _digest(feats)
             f.attrs["complete"] = True  # written last
+
+
+def _fill_chunk(f: h5py.File, key: str, shas: np.ndarray) -> None:
+    f.create_dataset("sha256", data=shas)
+    f.attrs["sha256_sha256"] = _digest(shas)
+    f.attrs["extractor_key"] = key
+    f.attrs["schema_version"] = SCHEMA_VERSION
+
+
+def _warn_damaged(path: str, problem: str) -> None:
+    print(f"bneck: warning: ignoring damaged cache chunk {path}: {problem}. Its rows will be "
+          "recomputed; `bneck cache gc` removes it.", file=sys.stderr, flush=True)
 
 
 class CorruptChunk(Exception):
@@ -97,10 +123,11 @@ class RowCache:
         for path in _chunk_files(self.folder):
             if path in self._scanned:
                 continue
-            shas = _read_chunk_shas(path)
-            if shas is None:
-                continue
+            shas, problem = _chunk_shas(path, self.spec.key)
             self._scanned.add(path)
+            if shas is None:
+                _warn_damaged(path, problem)
+                continue
             for row, sha in enumerate(shas):
                 self._index.setdefault(sha, (path, row))
 
@@ -151,9 +178,12 @@ class RowCache:
 
     @staticmethod
     def _load_chunk(path: str) -> np.ndarray:
-        with h5py.File(path, "r") as f:
-            feats = f["features"][()]
-            expected = f.attrs.get("features_sha256")
+        try:
+            with h5py.File(path, "r") as f:
+                feats = f["features"][()]
+                expected = f.attrs.get("features_sha256")
+        except (OSError, KeyError, RuntimeError):
+            raise CorruptChunk(path) from None
         if expected != _digest(feats):
             raise CorruptChunk(path)
         return feats
@@ -183,12 +213,15 @@ def list_entries(cache_dir: str) -> list[CacheEntry]:
         meta_path = os.path.join(folder, "meta.json")
         if not os.path.isfile(meta_path):
             continue
-        with open(meta_path) as handle:
-            meta = json.load(handle)
+        try:
+            with open(meta_path) as handle:
+                meta = json.load(handle)
+        except ValueError:
+            meta = {}  # damaged: `verify_cache` reports it
         chunks = _chunk_files(folder)
         shas = set()
         for path in chunks:
-            shas.update(_read_chunk_shas(path) or ())
+            shas.update(_chunk_shas(path, key)[0] or ())
         size = sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder))
         entries.append(CacheEntry(key, folder, meta, len(shas), len(chunks), size,
                                   os.path.getmtime(meta_path)))
@@ -225,10 +258,10 @@ def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
     """Rewrite an entry's chunks as one, one chunk in memory at a time."""
     plan, seen = [], set()  # (path, kept row indices)
     for path in _chunk_files(entry.folder):
-        chunk_shas = _read_chunk_shas(path)
+        chunk_shas = _chunk_shas(path, entry.key)[0]
         try:
             ok = chunk_shas is not None and RowCache._load_chunk(path) is not None
-        except (CorruptChunk, OSError, KeyError):
+        except CorruptChunk:
             ok = False
         if not ok:
             os.remove(path)
@@ -252,13 +285,32 @@ def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
                 feats[start:start + len(rows)] = rows
                 digest.update(rows.tobytes())
                 start += len(rows)
-            out.create_dataset("sha256", data=np.array([s for *_, shas in plan for s in shas], dtype="S64"))
-            out.attrs["extractor_key"] = entry.key
+            _fill_chunk(out, entry.key, np.array([s for *_, shas in plan for s in shas], dtype="S64"))
             out.attrs["features_sha256"] = digest.hexdigest()
             out.attrs["complete"] = True  # written last
     for path, _, _ in plan:
         os.remove(path)
     stats["merged_chunks"] += len(plan)
+
+
+def verify_cache(cache_dir: str) -> tuple[int, list[tuple[str, str]]]:
+    """Read every chunk of every entry in full; returns (chunks checked, [(path, problem)])."""
+    checked, problems = 0, []
+    for entry in list_entries(cache_dir):
+        if entry.meta.get("extractor_key") != entry.key:
+            problems.append((os.path.join(entry.folder, "meta.json"), "damaged, or not this entry's key"))
+        for path in _chunk_files(entry.folder):
+            checked += 1
+            shas, problem = _chunk_shas(path, entry.key)
+            if shas is not None:
+                try:
+                    if len(RowCache._load_chunk(path)) != len(shas):
+                        problem = "holds a different number of rows and hashes"
+                except CorruptChunk:
+                    problem = "its features are unreadable or fail their checksum (damaged bytes)"
+            if problem:
+                problems.append((path, problem))
+    return checked, problems
 
 
 def _remove_tree(folder: str) -> None:

@@ -22,6 +22,10 @@ class FeatureFileError(BneckError):
     """A feature file is missing, incomplete, from another schema or tampered with."""
 
 
+class StorageError(BneckError):
+    """The disk refused a write: full, file too large, read-only or no permission."""
+
+
 class ConfigError(BneckError):
     """An option has a value outside its allowed set."""
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from features.atomic import atomic_open, staged_folder  # noqa: F401  (staged_folder: re-exported)
 from features.errors import BneckError
 from features.hashing import sha256_file
 from features.store import versions
@@ -31,32 +29,8 @@ class ArtifactError(BneckError):
 
 def write_json(path: str, obj) -> None:
     """Write ``obj`` as indented JSON atomically."""
-    from features.atomic import atomic_target
-
-    with atomic_target(path) as tmp:
-        with open(tmp, "w") as handle:
-            json.dump(obj, handle, indent=1, default=_json_default)
-
-
-@contextmanager
-def staged_folder(final: str):
-    """Yield a hidden temporary folder beside ``final``; on success it replaces ``final``.
-
-    A crash leaves the previous ``final`` (if any) untouched and no half-written folder
-    under its name.
-    """
-    final = os.path.abspath(final)
-    folder = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp-{os.getpid()}-"
-                                                  f"{uuid.uuid4().hex[:8]}")
-    os.makedirs(folder)
-    try:
-        yield folder
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        os.replace(folder, final)
-    finally:
-        if os.path.isdir(folder):
-            shutil.rmtree(folder)
+    with atomic_open(path) as handle:
+        json.dump(obj, handle, indent=1, default=_json_default)
 
 
 def write_history(folder: str, history: dict) -> None:

@@ -1,4 +1,4 @@
-"""``bneck cache ls|info|gc``: look into and tidy the shared feature cache."""
+"""``bneck cache ls|info|gc|verify``: look into, check and tidy the shared feature cache."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import json
 import os
 
 from features import read_summary
-from features.cache import collect_garbage, default_cache_dir, list_entries
+from features.cache import collect_garbage, default_cache_dir, list_entries, verify_cache
 from features.progress import format_table
 
 
@@ -22,11 +22,14 @@ def add_parser(sub) -> None:
     gc = actions.add_parser("gc", help="drop temporaries and damaged chunks, merge chunks, "
                                        "optionally drop entries unused for DAYS")
     gc.add_argument("--older-than", type=float, default=None, metavar="DAYS")
-    for q in (ls, info, gc):
+    verify = actions.add_parser("verify", help="read every cached row and check every checksum; "
+                                               "exit 1 if anything is damaged")
+    for q in (ls, info, gc, verify):
         q.add_argument("--cache-dir", default=None, help="default $BNECK_CACHE or ~/.cache/bneck")
     ls.set_defaults(run=run_ls)
     info.set_defaults(run=run_info)
     gc.set_defaults(run=run_gc)
+    verify.set_defaults(run=run_verify)
 
 
 def _cache_dir(args) -> str:
@@ -76,4 +79,17 @@ def run_gc(args: argparse.Namespace) -> int:
           f"chunk(s) and {stats['entries_removed']} unused entr(ies); merged "
           f"{stats['merged_chunks']} chunk(s); {_mb(stats['bytes_before'])} MB -> "
           f"{_mb(stats['bytes_after'])} MB")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Check every chunk; print what is damaged. Returns 1 if anything is, else 0."""
+    checked, problems = verify_cache(_cache_dir(args))
+    for path, problem in problems:
+        print(f"damaged: {path}: {problem}")
+    if problems:
+        print(f"{len(problems)} of {checked} chunk(s) damaged. `bneck cache gc` removes them; the "
+              "next extraction recomputes their rows.")
+        return 1
+    print(f"{checked} chunk(s) in {_cache_dir(args)}: all intact")
     return 0

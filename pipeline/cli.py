@@ -10,6 +10,7 @@ import sys
 from typing import Optional, Sequence
 
 from features import BACKBONES, BneckError
+from features.atomic import storage_error, write_failure
 
 from . import cache_cmd, extract_cmd, finetune_cmd, run_cmd, train_cmd
 
@@ -36,6 +37,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return args.run(args)
     except BneckError as exc:
         print(f"bneck {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as exc:  # a write refused outside an atomic writer
+        if write_failure(exc) is None:
+            raise
+        path = getattr(exc, "filename", None) or "a file"
+        print(f"bneck {args.command}: error: {storage_error(exc, path)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nbneck {args.command}: interrupted. Every finished batch is saved in the cache; "

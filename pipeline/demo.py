@@ -19,6 +19,7 @@ import urllib.request
 import zipfile
 from typing import Optional, Sequence
 
+from features.atomic import atomic_open
 from features.cache import default_cache_dir
 from features.errors import DatasetError
 from features.hashing import sha256_file
@@ -87,7 +88,7 @@ def check_archive(path: str, record: str) -> str:
         raise DatasetError(f"the downloaded demo archive has sha256 {sha}, not the expected "
                            f"{expected} ({'BNECK_DEMO_SHA256' if 'BNECK_DEMO_SHA256' in os.environ else record}); "
                            "it was deleted.")
-    with open(record, "w") as handle:
+    with atomic_open(record) as handle:
         handle.write(sha + "\n")
     return sha
 

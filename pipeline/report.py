@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from features.atomic import atomic_open
 from .artifacts import load_classifier, read_predictions
 from .plots import plt
 
@@ -196,9 +197,9 @@ def write_report(result, worst: int = 16) -> str:
     drawn = worst_grid(rows, os.path.abspath(result.config["data"]), png)
     sections = _sections(result, label, png if drawn else None)
     md = _md(sections).replace(result.folder + os.sep, "")  # relative image links
-    with open(os.path.join(result.folder, "report.md"), "w") as handle:
+    with atomic_open(os.path.join(result.folder, "report.md")) as handle:
         handle.write(md)
     path = os.path.join(result.folder, "report.html")
-    with open(path, "w") as handle:
+    with atomic_open(path) as handle:
         handle.write(_html(sections))
     return path

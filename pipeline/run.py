@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from features.atomic import atomic_open
 from features import extract
 from features.hashing import sha256_file
 
@@ -46,7 +47,7 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
     cfg = load_config(config, overrides, base, **flags)
     out = os.path.abspath(os.path.expanduser(cfg["out"]))
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "config.toml"), "w") as handle:
+    with atomic_open(os.path.join(out, "config.toml")) as handle:
         handle.write("# bneck run: the resolved configuration of this run (rerun with `bneck run THIS_FILE`)\n")
         handle.write(to_toml(cfg))
     result = RunResult(out, cfg)
@@ -108,7 +109,7 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
 
     result.report = write_report(result, cfg["report"]["worst"])
     result.stages["report"] = {"seconds": time.perf_counter() - start}
-    with open(os.path.join(out, "run.json"), "w") as handle:
+    with atomic_open(os.path.join(out, "run.json")) as handle:
         json.dump({"config": cfg, "stages": _jsonable(result.stages), "leaderboard": rows}, handle, indent=1)
     return result
 
@@ -172,7 +173,7 @@ def _finetune_stage(cfg: dict, head_dir: str, out: str, verbose: bool) -> dict:
                 "metrics": _read_json(os.path.join(folder, "metrics.json"))}
     result = finetune(head_dir, cfg["data"], folder, augment=augment, verbose=verbose,
                       cache_dir=cfg["extract"]["cache_dir"], **settings)
-    with open(stamp, "w") as handle:
+    with atomic_open(stamp) as handle:
         json.dump(signature, handle, indent=1)
     return {"folder": folder, "reused": False, "seconds": time.perf_counter() - start,
             "metrics": result.metrics}
@@ -188,7 +189,7 @@ def _row(name: str, folder: str, metrics: dict, kind: str) -> dict:
 def _write_leaderboard(out: str, rows: list[dict]) -> None:
     import csv
 
-    with open(os.path.join(out, "leaderboard.csv"), "w", newline="") as handle:
+    with atomic_open(os.path.join(out, "leaderboard.csv"), newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["rank", "model", "val_accuracy", "test_accuracy", "fit_seconds", "folder"])
         for rank, r in enumerate(rows, 1):

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from features.atomic import atomic_open
 from features.errors import ConfigError, choice_error
 from features.progress import format_table, progress_bar
 
@@ -258,7 +259,7 @@ def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, keep: 
 
 def _write_leaderboard(board: Leaderboard) -> None:
     path = os.path.join(board.out_dir, "leaderboard.csv")
-    with open(path, "w", newline="") as handle:
+    with atomic_open(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["rank", "classifier", "val_accuracy", "test_accuracy", "fit_seconds", "folder"])
         for rank, r in enumerate(board.results, 1):

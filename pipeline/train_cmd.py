@@ -7,6 +7,7 @@ import json
 import re
 import sys
 
+from features.atomic import atomic_open
 from features.errors import ConfigError
 
 from .heads import OPTIMIZERS
@@ -117,7 +118,7 @@ def run_predict(args: argparse.Namespace) -> int:
             probs = "  ".join(f"{c}={p:.4f}" for c, p in r["probabilities"].items())
             print(f"{r['path']}: {r['class']}  {probs}")
     if args.csv:
-        with open(args.csv, "w", newline="") as handle:
+        with atomic_open(args.csv, newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "class", *classes, "error"])
             for r in rows:
