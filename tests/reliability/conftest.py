@@ -1,0 +1,93 @@
+"""Helpers for the reliability suite: real subprocesses running the real command line."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from features import read_features
+from features.cache import verify_cache
+from pipeline.artifacts import read_manifest
+from tests.conftest import ROOT
+
+KILLER = Path(__file__).with_name("killer.py")
+MOBILENET_ARGS = ["--backbone", "mobilenet", "--alpha", "0.25", "--size", "224", "--weights", "imagenet"]
+
+
+@dataclass
+class Done:
+    """How a command run by the fork server ended."""
+
+    returncode: int  # exit code, or minus the signal that ended the process
+    output: str  # its stdout and stderr
+
+
+class ForkServer:
+    """``killer.py --serve``: TensorFlow imported once, one forked process per command."""
+
+    def __init__(self, logs: Path):
+        self.logs, self.runs = logs, 0
+        self.proc = subprocess.Popen([sys.executable, str(KILLER), "--serve"], cwd=ROOT, text=True,
+                                     env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert json.loads(self.proc.stdout.readline()) == {"ready": True}
+
+    def __call__(self, root, args, kill_at: int = 0, count_file=None, fsize: int = 0) -> Done:
+        """Run ``bneck ARGS``; ``kill_at`` > 0 SIGKILLs it at that file event under ``root``."""
+        self.runs += 1
+        log = self.logs / f"run-{self.runs}.log"
+        request = {"root": str(root), "kill_at": kill_at, "count_file": str(count_file or os.devnull),
+                   "args": [str(a) for a in args], "log": str(log), "fsize": fsize}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        code = json.loads(self.proc.stdout.readline())["returncode"]
+        return Done(code, log.read_text(errors="replace"))
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def bneck(tmp_path_factory):
+    server = ForkServer(tmp_path_factory.mktemp("fork-server-logs"))
+    yield server
+    server.close()
+
+
+def visible(path: Path):
+    """Files and folders under ``path`` whose names (and parents' names) do not start with a dot."""
+    for item in sorted(path.rglob("*")):
+        if not any(part.startswith(".") for part in item.relative_to(path).parts):
+            yield item
+
+
+def assert_nothing_complete_is_corrupt(work: Path) -> int:
+    """Every artifact under a real name in ``work`` must read back intact; returns how many were checked.
+
+    Feature files are read with their checksum, cache chunks with theirs, classifier
+    and fine-tune folders through their manifests, JSON files parsed.
+    """
+    checked = 0
+    for item in visible(work):
+        if item.is_dir() and (item / "manifest.json").exists():
+            read_manifest(str(item))
+            checked += 1
+        elif item.suffix == ".h5" and item.parent.name in ("features", "out") and item.is_file():
+            read_features(str(item))
+            checked += 1
+        elif item.suffix == ".json" and item.is_file():
+            json.loads(item.read_text())
+            checked += 1
+        elif item.is_dir() and item.parent.name == "models":
+            raise AssertionError(f"{item} is a classifier folder without a manifest")
+    if (work / "cache").is_dir():
+        chunks, problems = verify_cache(str(work / "cache"))
+        assert not problems, problems
+        checked += chunks
+    return checked
