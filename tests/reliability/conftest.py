@@ -37,12 +37,18 @@ class ForkServer:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert json.loads(self.proc.stdout.readline()) == {"ready": True}
 
-    def __call__(self, root, args, kill_at: int = 0, count_file=None, fsize: int = 0) -> Done:
-        """Run ``bneck ARGS``; ``kill_at`` > 0 SIGKILLs it at that file event under ``root``."""
+    def __call__(self, root, args, kill_at: int = 0, count_file=None, fsize: int = 0,
+                 honour_permissions: bool = False) -> Done:
+        """Run ``bneck ARGS``; ``kill_at`` > 0 SIGKILLs it at that file event under ``root``.
+
+        ``fsize`` limits the size of any file it writes (RLIMIT_FSIZE: a full disk);
+        ``honour_permissions`` makes folder modes bind even when the tests run as root.
+        """
         self.runs += 1
         log = self.logs / f"run-{self.runs}.log"
         request = {"root": str(root), "kill_at": kill_at, "count_file": str(count_file or os.devnull),
-                   "args": [str(a) for a in args], "log": str(log), "fsize": fsize}
+                   "args": [str(a) for a in args], "log": str(log), "fsize": fsize,
+                   "honour_permissions": honour_permissions}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         code = json.loads(self.proc.stdout.readline())["returncode"]
@@ -91,3 +97,16 @@ def assert_nothing_complete_is_corrupt(work: Path) -> int:
         assert not problems, problems
         checked += chunks
     return checked
+
+
+def snapshot(*folders: Path) -> dict:
+    """Return {path: sha256} of every visible file under ``folders`` (what must stay intact)."""
+    from features.hashing import sha256_file
+
+    return {str(p): sha256_file(str(p)) for folder in folders if folder.exists()
+            for p in visible(folder) if p.is_file()}
+
+
+def temporaries(*folders: Path) -> list:
+    """Return leftover temporary files or folders (``.NAME.tmp-...``) under ``folders``."""
+    return [p for folder in folders if folder.exists() for p in folder.rglob(".*.tmp-*")]

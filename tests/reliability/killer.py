@@ -11,10 +11,12 @@ points over a whole uninterrupted run.
 
 The fork server imports TensorFlow and bneck once, then forks one fresh child per
 request (one JSON line on stdin: root, kill_at, count_file, args, log, and optionally
-fsize, a file size limit in bytes). It answers one JSON line with the child's status:
+fsize, a file size limit in bytes, and honour_permissions: run as root without the
+capabilities that let root write into read-only folders). It answers one JSON line with the child's status:
 the exit code, or minus the signal that ended it. Only the import time is shared;
 every command runs and dies in its own process.
 """
+import ctypes
 import json
 import os
 import resource
@@ -48,6 +50,29 @@ def run(root: str, target: int, count_file: str, args: list) -> int:
     return code
 
 
+def _honour_permissions() -> None:
+    """Drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, so file modes bind even for root."""
+    if os.geteuid() != 0:
+        return
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    keep = ~((1 << 1) | (1 << 2)) & 0xFFFFFFFF
+    data[0].effective &= keep
+    data[0].permitted &= keep
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
 def _child(request: dict) -> None:
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(log, 1)
@@ -57,6 +82,8 @@ def _child(request: dict) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (request["fsize"], request["fsize"]))
     code = 1
     try:
+        if request.get("honour_permissions"):
+            _honour_permissions()
         code = run(request["root"], request["kill_at"], request["count_file"], request["args"])
     finally:
         sys.stdout.flush()

@@ -1,0 +1,60 @@
+"""A full disk, a file size limit, a read-only folder: a clear error, and nothing earlier lost."""
+from __future__ import annotations
+
+import os
+
+from features import extract
+from pipeline import train
+from tests.conftest import MOBILENET, copy_subset
+from tests.reliability.conftest import MOBILENET_ARGS, snapshot, temporaries
+
+
+def _extract_args(tmp_path, out="out"):
+    return ["extract", tmp_path / "data", "--out", tmp_path / out, "--cache-dir", tmp_path / "cache",
+            "--quiet", *MOBILENET_ARGS]
+
+
+def _clear(output: str, reason: str) -> None:
+    assert "could not write" in output and reason in output, output[-2000:]
+    assert "files and cache entries written before are intact" in output
+    assert "Traceback" not in output
+
+
+def test_disk_full_while_extracting_keeps_the_cache_and_the_files(tmp_path, bneck):
+    copy_subset(tmp_path / "data", 3, splits=("train",))
+    extract(tmp_path / "data", tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)
+    before = snapshot(tmp_path / "out", tmp_path / "cache")
+    copy_subset(tmp_path / "data", 3, splits=("train",), offset=3)  # new rows to store
+    full = bneck(tmp_path, _extract_args(tmp_path), fsize=30_000)  # a 50 kB chunk will not fit
+    assert full.returncode == 2
+    _clear(full.output, "File too large")
+    assert snapshot(tmp_path / "out", tmp_path / "cache") == before
+    assert not temporaries(tmp_path / "out", tmp_path / "cache")
+    again = extract(tmp_path / "data", tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)
+    assert again.forward_images == 6 and again.splits[0].reused == 6
+
+
+def test_disk_full_while_training_keeps_the_trained_classifiers(tmp_path, bneck):
+    copy_subset(tmp_path / "data", 4)
+    extract(tmp_path / "data", tmp_path / "features", verbose=False, **MOBILENET)
+    train(tmp_path / "features", ["logreg"], tmp_path / "models", verbose=False)
+    before = snapshot(tmp_path / "models")
+    full = bneck(tmp_path, ["train", tmp_path / "features", "--classifier", "logreg,dense", "--out",
+                            tmp_path / "models", "--pca", "4", "--epochs", "2", "--quiet"], fsize=2_000)
+    assert full.returncode == 2
+    _clear(full.output, "File too large")
+    assert snapshot(tmp_path / "models") == before  # logreg as it was, no dense
+    assert not temporaries(tmp_path / "models")
+
+
+def test_read_only_output_folder_is_a_clear_error(tmp_path, bneck):
+    copy_subset(tmp_path / "data", 2, splits=("train",))
+    extract(tmp_path / "data", tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)
+    before = snapshot(tmp_path / "cache")
+    (tmp_path / "locked").mkdir(mode=0o555)
+    os.chmod(tmp_path / "locked", 0o555)
+    done = bneck(tmp_path, _extract_args(tmp_path, out="locked"), honour_permissions=True)
+    assert done.returncode == 2
+    _clear(done.output, "Permission denied")
+    assert "Choose a folder you can write to" in done.output
+    assert snapshot(tmp_path / "cache") == before and not list((tmp_path / "locked").iterdir())
