@@ -192,7 +192,7 @@ def read_features(path: str, verify: bool = True) -> FeatureFile:
             quarantine = [tuple(_strings(row)) for row in f["quarantine"][()]]
     except FeatureFileError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise FeatureFileError(f"{path} cannot be read as a feature file "
                                f"({type(exc).__name__}: {exc}); it is truncated or damaged. "
                                f"{_rebuild_hint(path)}") from None
@@ -214,7 +214,7 @@ def read_summary(path: str) -> dict:
             return attrs
     except FeatureFileError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise FeatureFileError(f"{path} cannot be read as a feature file "
                                f"({type(exc).__name__}: {exc}). {_rebuild_hint(path)}") from None
 
@@ -243,7 +243,7 @@ def holds(path: str, key: str, class_names: list[str], content: SplitContent) ->
             for start in range(0, ds.shape[0], step):
                 digest.update(np.ascontiguousarray(ds[start:start + step]).tobytes())
             return digest.hexdigest() == attrs["features_sha256"]
-    except (FeatureFileError, OSError, KeyError, ValueError, TypeError):
+    except (FeatureFileError, OSError, KeyError, ValueError, TypeError, RuntimeError):
         return False
 
 
