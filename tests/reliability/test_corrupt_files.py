@@ -86,7 +86,7 @@ def split_file(tmp_path_factory):
     return path, read_features(str(path))
 
 
-@settings(max_examples=int(os.environ.get("BNECK_FUZZ_EXAMPLES", 60)), deadline=None,
+@settings(max_examples=int(os.environ.get("BNECK_FUZZ_EXAMPLES", 60)),  # e.g. 1500 for a deep run deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(where=st.floats(0, 1, exclude_max=True))
 def test_a_flipped_byte_anywhere_in_a_feature_file_is_refused_or_harmless(split_file, tmp_path, where):
