@@ -126,7 +126,13 @@ def load_classifier(folder: str) -> LoadedClassifier:
         import_tensorflow()
         import keras
 
-        model = keras.models.load_model(path, safe_mode=True, compile=False)
+        try:
+            model = keras.models.load_model(path, safe_mode=True, compile=False)
+        except Exception as exc:  # safe_mode refusing code, or a file Keras cannot read
+            raise ArtifactError(
+                f"{path} was not loaded: Keras (safe_mode=True) refused it: {str(exc).split('. ')[0]}. "
+                "bneck never loads models that carry Python code (Lambda layers, custom objects); "
+                "retrain with `bneck train` / `bneck finetune`.") from None
     else:
         import joblib
 

@@ -11,8 +11,10 @@ points over a whole uninterrupted run.
 
 The fork server imports TensorFlow and bneck once, then forks one fresh child per
 request (one JSON line on stdin: root, kill_at, count_file, args, log, and optionally
-fsize, a file size limit in bytes, and honour_permissions: run as root without the
-capabilities that let root write into read-only folders). It answers one JSON line with the child's status:
+fsize, a file size limit in bytes; honour_permissions: run as root without the
+capabilities that let root write into read-only folders; env: variables to set;
+offline: every attempt to resolve a host name or open a connection fails, and is
+reported on stderr as "NETWORK ATTEMPT: ..."). It answers one JSON line with the child's status:
 the exit code, or minus the signal that ended it. Only the import time is shared;
 every command runs and dies in its own process.
 """
@@ -73,6 +75,20 @@ def _honour_permissions() -> None:
         raise OSError(ctypes.get_errno(), "capset")
 
 
+NETWORK_EVENTS = ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.create_connection",
+                  "urllib.Request", "http.client.connect")
+
+
+def _offline() -> None:
+    """Make every network attempt fail, and say so on stderr, as on a machine without a network."""
+    def hook(event, args):
+        if event in NETWORK_EVENTS:
+            print(f"NETWORK ATTEMPT: {event} {str(args)[:200]}", file=sys.stderr, flush=True)
+            raise OSError(101, "Network is unreachable (reliability test: offline)")
+
+    sys.addaudithook(hook)
+
+
 def _child(request: dict) -> None:
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(log, 1)
@@ -82,6 +98,9 @@ def _child(request: dict) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (request["fsize"], request["fsize"]))
     code = 1
     try:
+        os.environ.update(request.get("env") or {})
+        if request.get("offline"):
+            _offline()
         if request.get("honour_permissions"):
             _honour_permissions()
         code = run(request["root"], request["kill_at"], request["count_file"], request["args"])

@@ -1,0 +1,63 @@
+"""Four processes extracting overlapping image sets into one cache at the same time."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+from features import extract, read_features
+from features.cache import collect_garbage, list_entries, verify_cache
+from tests.conftest import DATA, MOBILENET, ROOT
+from tests.reliability.conftest import KILLER, MOBILENET_ARGS
+
+# Image index ranges per process (per class): every image is wanted by two or more processes.
+RANGES = [(0, 12), (6, 18), (12, 24), (0, 24)]
+
+
+def _dataset(dest, start, stop):
+    for cls in ("cats", "dogs"):
+        (dest / "train" / cls).mkdir(parents=True)
+        for i in range(start, stop):
+            shutil.copy(DATA / "train" / cls / f"{cls[:-1]}.{i}.jpg", dest / "train" / cls)
+    return dest
+
+
+def test_four_processes_extracting_overlapping_sets_into_one_cache(tmp_path):
+    cache = tmp_path / "cache"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = []
+    for n, (start, stop) in enumerate(RANGES):
+        data = _dataset(tmp_path / f"data{n}", start, stop)
+        args = ["extract", data, "--out", tmp_path / f"out{n}", "--cache-dir", cache, "--batch-size", "4",
+                "--quiet", *MOBILENET_ARGS]
+        procs.append(subprocess.Popen([sys.executable, str(KILLER), str(tmp_path), "0", os.devnull,
+                                       *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out[-2000:]
+    # Consistent: every chunk intact, one entry, each image's row once per chunk it was made in.
+    chunks, problems = verify_cache(str(cache))
+    assert not problems and chunks >= 4
+    (entry,) = list_entries(str(cache))
+    assert entry.rows == 48
+    # Every process's file equals an extraction of the same images made alone.
+    alone = extract(tmp_path / "data3", tmp_path / "alone", cache_dir=tmp_path / "alone_cache",
+                    verbose=False, **MOBILENET)
+    assert alone.forward_images == 48
+    reference = read_features(str(tmp_path / "alone" / "train.h5"))
+    by_sha = dict(zip(reference.sha256, reference.features))
+    for n in range(4):
+        got = read_features(str(tmp_path / f"out{n}" / "train.h5"))
+        assert len(got.paths) == 2 * (RANGES[n][1] - RANGES[n][0])
+        for sha, row in zip(got.sha256, got.features):
+            np.testing.assert_allclose(row, by_sha[sha], rtol=1e-4, atol=1e-4)  # other batch sizes
+    # gc merges the overlapping chunks into one without losing a row.
+    collect_garbage(str(cache))
+    (entry,) = list_entries(str(cache))
+    assert entry.rows == 48 and entry.chunks == 1 and not verify_cache(str(cache))[1]
+    again = extract(tmp_path / "data3", tmp_path / "out3", cache_dir=cache, verbose=False, **MOBILENET)
+    assert again.forward_images == 0
