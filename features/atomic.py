@@ -55,16 +55,24 @@ def atomic_target(path: str):
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        os.makedirs(folder, exist_ok=True)
-        yield tmp
-        os.replace(tmp, path)
+        with refused_writes_as_errors(path):
+            os.makedirs(folder, exist_ok=True)
+            yield tmp
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextmanager
+def refused_writes_as_errors(path: str):
+    """Turn a write the storage refuses, inside the block, into a StorageError naming ``path``."""
+    try:
+        yield
     except (OSError, RuntimeError) as exc:
         if write_failure(exc) is None:
             raise
         raise storage_error(exc, path) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @contextmanager
@@ -88,15 +96,12 @@ def staged_folder(final: str):
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     folder, old = f"{stem}.tmp-{tag}", f"{stem}.old-{tag}"
     try:
-        os.makedirs(folder)
-        yield folder
-        if os.path.isdir(final):
-            os.replace(final, old)
-        os.replace(folder, final)
-    except (OSError, RuntimeError) as exc:
-        if write_failure(exc) is None:
-            raise
-        raise storage_error(exc, final) from None
+        with refused_writes_as_errors(final):
+            os.makedirs(folder)
+            yield folder
+            if os.path.isdir(final):
+                os.replace(final, old)
+            os.replace(folder, final)
     finally:
         for leftover in (folder, old):
             if os.path.isdir(leftover):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from features import extract, read_features
 from features.runtime_openvino import converted_path
@@ -39,13 +40,14 @@ def test_converted_model_is_reused_not_converted_again(tmp_path):
     assert os.path.isfile(xml) and os.path.isfile(xml[:-4] + ".bin")
 
 
-def test_missing_openvino_says_how_to_install(tmp_path):
-    # A real interpreter in which `import openvino` fails, as on a machine without it.
-    code = ("import sys; sys.modules['openvino'] = None\n"
+@pytest.mark.parametrize("package, options", [("openvino", []), ("nncf", ["--precision", "int8"])])
+def test_missing_optional_package_says_how_to_install(tmp_path, package, options):
+    # A real interpreter in which the import fails, as on a machine without the package.
+    code = (f"import sys; sys.modules[{package!r}] = None\n"
             "from pipeline.cli import main\n"
             f"sys.exit(main(['extract', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, "
-            "'--runtime', 'openvino']))")
+            f"'--runtime', 'openvino', *{options!r}]))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
-    assert "needs the openvino package" in done.stderr and 'pip install -e ".[openvino]"' in done.stderr
+    assert f"needs the {package} package" in done.stderr and 'pip install -e ".[openvino]"' in done.stderr
     assert "Traceback" not in done.stderr
