@@ -72,13 +72,27 @@ def _chunk_shas(path: str, key: str) -> tuple[Optional[list[str]], Optional[str]
     return [s.decode("ascii") for s in raw], None
 
 
-def _write_chunk(path: str, key: str, shas: list[str], feats: np.ndarray) -> None:
+def write_rows_file(path: str, key: str, shas: list[str], feats: np.ndarray, attrs: Optional[dict] = None) -> None:
+    """Write rows (a cache chunk, or a Ray shard) atomically, with their checksums and ``attrs``."""
     with atomic_target(path) as tmp:
         with h5py.File(tmp, "w") as f:
             _fill_chunk(f, key, np.array(shas, dtype="S64"))
             f.create_dataset("features", data=feats)
             f.attrs["features_sha256"] = _digest(feats)
+            for name, value in (attrs or {}).items():
+                f.attrs[name] = value
             f.attrs["complete"] = True  # written last
+
+
+def read_rows_file(path: str, key: str) -> tuple[Optional[list[str]], Optional[str]]:
+    """Return (the image hashes of a rows file, None) after checking flags and checksums, or (None, problem)."""
+    shas, problem = _chunk_shas(path, key)
+    if shas is not None:
+        try:
+            RowCache._load_chunk(path)
+        except CorruptChunk:
+            return None, "its features are unreadable or fail their checksum"
+    return shas, problem
 
 
 def _fill_chunk(f: h5py.File, key: str, shas: np.ndarray) -> None:
@@ -138,7 +152,7 @@ class RowCache:
         """Store rows for ``shas`` as a new chunk, atomically."""
         name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
         path = os.path.join(self.folder, name)
-        _write_chunk(path, self.spec.key, list(shas), feats)
+        write_rows_file(path, self.spec.key, list(shas), feats)
         self._scanned.add(path)
         for row, sha in enumerate(shas):
             self._index.setdefault(sha, (path, row))

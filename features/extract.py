@@ -25,6 +25,7 @@ from .hashing import sha256_files
 from .key import DTYPES, POOLS, ExtractorSpec
 from .progress import format_table, progress_bar
 from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS, gate, plan_calibration
+from .ray_engine import DEFAULT_SHARD_SIZE, ray_options
 from .store import SplitContent, holds, write_split_file
 from .weights import resolve_weights
 
@@ -71,6 +72,7 @@ class SplitReport:
     file: str
     quarantine: list = field(default_factory=list)
     file_unchanged: bool = False  # the existing file already held exactly these rows
+    shards: Optional[dict] = None  # --engine ray: shards in all, run now, reused from earlier runs
 
 
 @dataclass
@@ -85,6 +87,9 @@ class ExtractionReport:
     forward_calls: int = 0
     model_built: bool = False
     runtime: str = "tensorflow"
+    engine: str = "local"
+    retries: int = 0  # --engine ray: shard attempts that failed and were retried
+    worker_peak_rss_mb: float = 0.0  # --engine ray: the largest actor's peak resident memory
     precision: str = "fp32"
     converted: Optional[bool] = None  # openvino: whether the model had to be converted
     quantized: Optional[bool] = None  # int8: whether the model had to be quantised
@@ -108,6 +113,7 @@ class _Extractor:
         self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
         self.model = None
         self.file_attrs: dict = {}
+        self.pool = None  # --engine ray: the RayPool
 
     def network(self):
         """Return the feature model, built and traced on first use."""
@@ -161,7 +167,7 @@ class _Extractor:
         return failed
 
 
-def _split_attrs(ex: _Extractor, dataset: Dataset) -> dict:
+def split_attrs(ex: _Extractor, dataset: Dataset) -> dict:
     spec = ex.spec
     attrs = dict(spec.describe(), **ex.file_attrs)
     # weights_path is where the weights were read from: informative (later stages look
@@ -183,6 +189,9 @@ def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -
             quarantine.append((record.path, problem))
         else:
             usable.append((record, sha))
+    if ex.pool is not None:
+        from .ray_engine import extract_split_sharded
+        return extract_split_sharded(ex, dataset, split, out_dir, usable, quarantine, start)
     ex.cache.refresh()
     todo_shas = missing_shas(ex.cache, (sha for _, sha in usable))
     first_path = {}
@@ -205,7 +214,7 @@ def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -
     unchanged = holds(path, ex.spec.key, dataset.class_names, content)
     try:
         if not unchanged:
-            write_split_file(path, content, _split_attrs(ex, dataset), shape, str(dtype),
+            write_split_file(path, content, split_attrs(ex, dataset), shape, str(dtype),
                              lambda sink: ex.cache.read_rows(content.shas, sink))
     except CorruptChunk as exc:
         raise FeatureFileError(f"the cache file {exc} is damaged (its features fail their "
@@ -228,6 +237,8 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
             commit_seconds: float = 20.0, runtime: str = "tensorflow", precision: str = "fp32",
             calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
             min_cosine: float = DEFAULT_MIN_COSINE, force: bool = False,
+            engine: str = "local", address: Optional[str] = None, shard_size: int = DEFAULT_SHARD_SIZE,
+            num_gpus_per_worker: float = 0.0, actor_class=None,
             verbose: bool = True) -> ExtractionReport:
     """Extract bottleneck features for every split of ``data_dir`` into ``out_dir/<split>.h5``.
 
@@ -235,11 +246,17 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     images and refuses if the features' cosine to fp32 falls below ``min_cosine``
     on held-back training images, unless ``force``.
 
+    ``engine="ray"`` runs the network in Ray actors (``workers`` of them; 0: one per
+    node) on the cluster at ``address`` (None: start a local one), ``shard_size``
+    images per shard file; see ``ray_engine``. With the local engine ``workers`` is the
+    number of decoding threads.
+
     Returns an ExtractionReport. Raises ConfigError, DatasetError, WeightsError or
     FeatureFileError (all BneckError) for user mistakes; rows computed before an
     error or Ctrl-C stay in the cache.
     """
     _check_options(batch_size, runtime, precision, min_cosine)
+    options = ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_worker, actor_class)
     # Folders first: a typo in DATA_DIR should not wait for a weights download.
     dataset = discover(data_dir, splits=splits, split=split, seed=seed, exclude=exclude)
     spec = resolve_spec(backbone, weights, size, layer, pool, dtype, alpha)
@@ -252,15 +269,25 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     ex = _Extractor(spec, RowCache(cache_dir, spec), batch_size, workers, commit_rows,
                     commit_seconds, verbose, runtime, plan)
-    report = ExtractionReport(spec, out_dir, cache_dir, runtime=runtime, precision=precision)
-    ex.file_attrs = dict(runtime=runtime, precision=precision)
+    report = ExtractionReport(spec, out_dir, cache_dir, runtime=runtime, precision=precision, engine=engine)
+    ex.file_attrs = dict(runtime=runtime, precision=precision, engine=engine)
+    if options is not None:
+        from .ray_engine import RayPool
+        ex.pool = RayPool(options, spec, cache_dir, batch_size)
+        ex.workers = 0  # decoding threads for hashing: all cores
     if plan is not None:  # quantise (or load) and check before any row is made
         model = ex.network()
         report.quantization = gate(model.quantization_stats, min_cosine, force, spec.backbone)
         ex.file_attrs["quantization_check"] = report.quantization
-    for split_name in dataset.splits:
-        report.splits.append(_extract_split(ex, dataset, split_name, out_dir))
-    if ex.model is not None:
+    try:
+        for split_name in dataset.splits:
+            report.splits.append(_extract_split(ex, dataset, split_name, out_dir))
+    finally:
+        if ex.pool is not None:
+            report.retries, report.worker_peak_rss_mb = ex.pool.retries, ex.pool.peak_rss_mb
+            report.forward_images = sum(s.computed for s in report.splits)  # in the actors
+            ex.pool.close()
+    if ex.model is not None and ex.pool is None:
         report.model_built = True
         report.forward_images, report.forward_calls = ex.model.images, ex.model.calls
         report.converted = getattr(ex.model, "converted", None)

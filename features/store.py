@@ -85,22 +85,52 @@ def write_split_file(path: str, content: SplitContent, attrs: dict, row_shape: t
             fill(sink)
             if written[0] != n:
                 raise RuntimeError(f"wrote {written[0]} of {n} rows")
-            f.create_dataset("labels", data=np.asarray(content.labels, dtype=np.int64))
-            f.create_dataset("paths", data=np.array(content.paths, dtype=object), dtype=_STR)
-            f.create_dataset("sha256", data=np.array(content.shas, dtype="S64"))
-            q = np.array(content.quarantine, dtype=object).reshape(len(content.quarantine), 2)
-            f.create_dataset("quarantine", data=q, dtype=_STR)
-            for name, value in attrs.items():
-                if value is not None:
-                    f.attrs[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
-            f.attrs["split"] = content.split
-            f.attrs["n_images"] = n
-            f.attrs["features_sha256"] = digest.hexdigest()
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            for name, value in versions().items():
-                f.attrs[name] = value
-            f.attrs["complete"] = True  # written last
+            _write_rest(f, content, attrs, digest.hexdigest())
+
+
+def write_sharded_split_file(path: str, content: SplitContent, attrs: dict, shards: list[tuple[str, int]],
+                             row_shape: tuple, dtype: str) -> None:
+    """Write a split file whose features are a virtual dataset over shard files, atomically.
+
+    ``shards`` lists (shard file path relative to ``path``'s folder, rows) in row order;
+    their rows are read once here, to compute the split's features checksum.
+    """
+    n = len(content.paths)
+    if sum(rows for _, rows in shards) != n:
+        raise RuntimeError("the shards do not hold exactly the split's rows")
+    folder = os.path.dirname(os.path.abspath(path))
+    layout = h5py.VirtualLayout(shape=(n,) + tuple(row_shape), dtype=dtype)
+    digest, start = hashlib.sha256(), 0
+    for name, rows in shards:
+        with h5py.File(os.path.join(folder, name), "r") as shard:
+            digest.update(np.ascontiguousarray(shard["features"][()], dtype=dtype).tobytes())
+        layout[start:start + rows] = h5py.VirtualSource(name, "features", shape=(rows,) + tuple(row_shape))
+        start += rows
+    with atomic_target(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_virtual_dataset("features", layout, fillvalue=np.nan)
+            _write_rest(f, content, dict(attrs, shards=[name for name, _ in shards]), digest.hexdigest())
+
+
+def _write_rest(f: h5py.File, content: SplitContent, attrs: dict, features_sha256: str) -> None:
+    """Write everything but the features, then the ``complete`` flag."""
+    n = len(content.paths)
+    f.create_dataset("labels", data=np.asarray(content.labels, dtype=np.int64))
+    f.create_dataset("paths", data=np.array(content.paths, dtype=object), dtype=_STR)
+    f.create_dataset("sha256", data=np.array(content.shas, dtype="S64"))
+    q = np.array(content.quarantine, dtype=object).reshape(len(content.quarantine), 2)
+    f.create_dataset("quarantine", data=q, dtype=_STR)
+    for name, value in attrs.items():
+        if value is not None:
+            f.attrs[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    f.attrs["split"] = content.split
+    f.attrs["n_images"] = n
+    f.attrs["features_sha256"] = features_sha256
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for name, value in versions().items():
+        f.attrs[name] = value
+    f.attrs["complete"] = True  # written last
 
 
 @dataclass
@@ -164,6 +194,8 @@ def validate(path: str, f: h5py.File) -> dict:
         raise FeatureFileError(f"{path} has inconsistent row counts (features: {n}, "
                                f"{', '.join(f'{k}: {v}' for k, v in counts.items())}, "
                                f"n_images: {attrs.get('n_images')}). {_rebuild_hint(path)}")
+    if f["features"].is_virtual:
+        _check_shards(path, f["features"])
     spec = attrs["extractor"]
     if any(k not in spec for k in KEY_FIELDS if k not in OPTIONAL_KEY_FIELDS) \
             or extractor_key(spec) != attrs["extractor_key"] \
@@ -171,6 +203,37 @@ def validate(path: str, f: h5py.File) -> dict:
         raise FeatureFileError(f"{path} has attributes that do not match its extractor_key: "
                                f"it has been edited. {_rebuild_hint(path)}")
     return attrs
+
+
+def _check_shards(path: str, features: h5py.Dataset) -> None:
+    """Refuse a sharded split file whose shard files are missing, truncated or incomplete.
+
+    HDF5 would read a missing source as fill values; this is checked on every open
+    instead, and the features checksum catches any other change.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    for source in features.virtual_sources():
+        shard = os.path.join(folder, source.file_name)
+        problem = None
+        if not os.path.isfile(shard):
+            problem = "is missing"
+        else:
+            try:
+                with h5py.File(shard, "r") as f:
+                    if not f.attrs.get("complete", False):
+                        problem = "is incomplete (no 'complete' flag)"
+                    else:
+                        low, high = source.vspace.get_select_bounds()
+                        expected = tuple(h - lo + 1 for lo, h in zip(low, high))
+                        if f["features"].shape != expected:
+                            problem = f"holds features of shape {f['features'].shape}, not {expected}"
+            except (OSError, KeyError, RuntimeError):
+                problem = "cannot be read (truncated or damaged)"
+        if problem:
+            raise FeatureFileError(
+                f"{path} reads its features from the shard file {shard}, which {problem}. Rerun the "
+                f"same `bneck extract --engine ray` command: finished shards are kept and only the "
+                f"missing ones are computed.")
 
 
 def read_features(path: str, verify: bool = True) -> FeatureFile:

@@ -6,6 +6,7 @@ import argparse
 import features
 from features.extract import RUNTIMES
 from features.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS
+from features.ray_engine import DEFAULT_SHARD_SIZE, ENGINES
 
 
 def _splits(text: str) -> list[str]:
@@ -49,7 +50,17 @@ def add_parser(sub, backbones) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the single-root split")
     p.add_argument("--exclude", nargs="+", default=(), metavar="CLASS", help="classes to leave out")
     p.add_argument("--cache-dir", default=None, help="shared cache (default $BNECK_CACHE or ~/.cache/bneck)")
-    p.add_argument("--workers", type=int, default=0, help="decoding threads (default: all cores)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="local: decoding threads (default: all cores); ray: actors (default: one per node)")
+    p.add_argument("--engine", default="local", choices=ENGINES,
+                   help="local, or ray: actors on a Ray cluster write shard files, stitched into "
+                        "<split>.h5 by a virtual dataset (pip install -e '.[ray]')")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="ray: the cluster to join (default: start a local one)")
+    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="M",
+                   help=f"ray: images per shard file (default {DEFAULT_SHARD_SIZE})")
+    p.add_argument("--num-gpus-per-worker", type=float, default=0.0, metavar="G",
+                   help="ray: GPUs each actor asks for (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -62,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         split=args.split, seed=args.seed, exclude=args.exclude, batch_size=args.batch_size,
         cache_dir=args.cache_dir, workers=args.workers, runtime=args.runtime, precision=args.precision,
         calibration_images=args.calibration_images, min_cosine=args.min_cosine, force=args.force,
-        verbose=not args.quiet)
+        engine=args.engine, address=args.address, shard_size=args.shard_size,
+        num_gpus_per_worker=args.num_gpus_per_worker, verbose=not args.quiet)
     spec = report.spec
     print(f"extractor {spec.key[:12]}  {spec.backbone}"
           f"{f' alpha={spec.alpha}' if spec.alpha else ''} weights={spec.weights} "
@@ -83,5 +95,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {split}: {path}: {why}")
         if len(quarantined) > 20:
             print(f"  ... and {len(quarantined) - 20} more (listed in each file's 'quarantine' dataset)")
+    sharded = [s for s in report.splits if s.shards]
+    if sharded:
+        print("ray shards: " + ", ".join(f"{s.split} {s.shards['run']} run / {s.shards['reused']} kept "
+                                         f"of {s.shards['total']}" for s in sharded)
+              + (f"; {report.retries} failed attempt(s) retried" if report.retries else ""))
     print(f"\nnetwork ran on {report.forward_images} image(s); cache: {report.cache_dir}")
     return 0

@@ -40,14 +40,17 @@ def test_converted_model_is_reused_not_converted_again(tmp_path):
     assert os.path.isfile(xml) and os.path.isfile(xml[:-4] + ".bin")
 
 
-@pytest.mark.parametrize("package, options", [("openvino", []), ("nncf", ["--precision", "int8"])])
-def test_missing_optional_package_says_how_to_install(tmp_path, package, options):
+@pytest.mark.parametrize("package, options, extra", [
+    ("openvino", ["--runtime", "openvino"], "openvino"),
+    ("nncf", ["--runtime", "openvino", "--precision", "int8"], "openvino"),
+    ("ray", ["--engine", "ray"], "ray"),
+])
+def test_missing_optional_package_says_how_to_install(tmp_path, package, options, extra):
     # A real interpreter in which the import fails, as on a machine without the package.
     code = (f"import sys; sys.modules[{package!r}] = None\n"
             "from pipeline.cli import main\n"
-            f"sys.exit(main(['extract', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, "
-            f"'--runtime', 'openvino', *{options!r}]))")
+            f"sys.exit(main(['extract', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, *{options!r}]))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
-    assert f"needs the {package} package" in done.stderr and 'pip install -e ".[openvino]"' in done.stderr
+    assert f"needs the {package} package" in done.stderr and f'pip install -e ".[{extra}]"' in done.stderr
     assert "Traceback" not in done.stderr

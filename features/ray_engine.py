@@ -1,0 +1,300 @@
+"""``--engine ray``: extraction by Ray actors into shard files, stitched by a virtual dataset.
+
+A split's images (in output order) are cut into shards of ``--shard-size``. Each
+shard is done by an actor (``ShardExtractor``: one model load per actor): rows
+already in the shared cache are read, the others computed and committed to the
+cache, and the shard's rows are written atomically as ``OUT/<split>.shards/
+NNNNN-<id>.h5`` (the id hashes the extractor key and the shard's image hashes).
+The driver then writes ``OUT/<split>.h5`` whose ``features`` is an h5py virtual
+dataset over the shard files, so stages 2 and 3 read it unchanged.
+
+A shard whose file is already complete is not sent anywhere, so a rerun after a
+crash only does the missing shards, and a rerun on unchanged images never starts
+Ray. A worker that dies or fails has its shard retried on a fresh actor, up to
+``MAX_ATTEMPTS`` times, then the run stops with an error naming the shard.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import time
+from collections import deque
+from typing import Optional
+
+import numpy as np
+
+import h5py
+
+from .batches import decoded_batches
+from .cache import RowCache, missing_shas, read_rows_file, write_rows_file
+from .errors import BneckError, ConfigError, DatasetError
+from .hashing import sha256_json
+from .key import ExtractorSpec
+from .progress import progress_bar
+from .store import SplitContent, holds, write_sharded_split_file
+
+ENGINES = ("local", "ray")
+DEFAULT_SHARD_SIZE = 256
+MAX_ATTEMPTS = 3
+RAY_HINT = 'pip install -e ".[ray]"  (or: pip install "ray>=2.9")'
+
+
+class ShardError(BneckError):
+    """A shard failed on every attempt."""
+
+
+def import_ray():
+    """Return the ``ray`` module; raises ConfigError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"--engine ray needs the ray package, which is not installed. Install it "
+                          f"with: {RAY_HINT}. Or use --engine local.") from None
+    return ray
+
+
+class ShardExtractor:
+    """A Ray actor: builds the network once, then extracts shard after shard."""
+
+    def __init__(self, spec_fields: dict, cache_dir: str, batch_size: int, threads: int):
+        self.spec = ExtractorSpec(**spec_fields)
+        self.cache = RowCache(cache_dir, self.spec)
+        self.batch_size, self.threads = batch_size, threads
+        self.model = None
+
+    def _network(self):
+        if self.model is None:
+            from .backbones import get_backbone
+            from .model import FeatureModel
+            from .tfimport import import_tensorflow
+
+            tf = import_tensorflow()
+            try:  # as many threads as the cores this actor was given
+                tf.config.threading.set_intra_op_parallelism_threads(self.threads)
+            except RuntimeError:
+                pass
+            self.model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
+        return self.model
+
+    def run(self, shard: dict) -> dict:
+        """Extract one shard ({index, path, items: [(sha, image path)]}) into its file; returns counts."""
+        start = time.perf_counter()
+        items = [tuple(item) for item in shard["items"]]
+        self.cache.refresh()
+        todo = missing_shas(self.cache, (sha for sha, _ in items))
+        first = {}
+        for sha, path in items:
+            first.setdefault(sha, path)
+        failed, shas, rows = {}, [], []
+        if todo:
+            model = self._network()
+            for keys, batch, failures in decoded_batches([(s, first[s]) for s in todo], self.spec.input_size,
+                                                         self.batch_size, self.threads):
+                failed.update(failures)
+                if keys:
+                    rows.append(model(batch))
+                    shas.extend(keys)
+            if shas:
+                self.cache.commit(shas, np.concatenate(rows))
+        kept = [sha for sha, _ in items if sha not in failed]
+        if kept:
+            out = []
+            self.cache.read_rows(kept, lambda _, block: out.append(block))
+            write_rows_file(shard["path"], self.spec.key, kept, np.concatenate(out),
+                            attrs={"failed": json.dumps(failed), "shard_index": shard["index"]})
+        return {"index": shard["index"], "computed": len(shas), "rows": len(kept), "failed": failed,
+                "seconds": time.perf_counter() - start, "pid": os.getpid(),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+@dataclasses.dataclass
+class RayOptions:
+    """How to run on Ray; ``actor_class`` may be a ShardExtractor subclass (e.g. per-node set-up)."""
+
+    address: Optional[str] = None
+    workers: int = 0
+    shard_size: int = DEFAULT_SHARD_SIZE
+    num_gpus_per_worker: float = 0.0
+    actor_class: type = ShardExtractor
+
+    def check(self) -> None:
+        if isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int) or self.shard_size < 1:
+            raise ConfigError(f"--shard-size must be a positive integer (default {DEFAULT_SHARD_SIZE}). "
+                              f"Received: shard_size={self.shard_size!r}.")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ConfigError(f"--workers must be a positive integer (0: one per node). "
+                              f"Received: workers={self.workers!r}.")
+        if not isinstance(self.num_gpus_per_worker, (int, float)) or self.num_gpus_per_worker < 0:
+            raise ConfigError(f"--num-gpus-per-worker must be 0 or more. "
+                              f"Received: num_gpus_per_worker={self.num_gpus_per_worker!r}.")
+
+
+class RayPool:
+    """Actors on a Ray cluster (joined or started here), created when the first shard needs one."""
+
+    def __init__(self, options: RayOptions, spec: ExtractorSpec, cache_dir: str, batch_size: int):
+        self.options, self.spec, self.cache_dir, self.batch_size = options, spec, cache_dir, batch_size
+        self.ray, self.started_here, self.actors, self.cpus = None, False, [], 1
+        self.retries, self.peak_rss_mb = 0, 0.0
+
+    def _connect(self):
+        ray = import_ray()
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ConfigError(f"cannot join the Ray cluster at --address {self.options.address!r}: "
+                                  f"{str(exc).splitlines()[0]}. Start one with `ray start --head`, pass "
+                                  f"its HOST:PORT, or leave --address out to start a local one.") from None
+            self.started_here = True
+        self.ray = ray
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        total = int(ray.cluster_resources().get("CPU", 1))
+        workers = self.options.workers or max(1, len(nodes))
+        self.cpus = max(1, total // workers)
+        self.actors = [self._actor() for _ in range(workers)]
+
+    def _actor(self):
+        remote = self.ray.remote(self.options.actor_class).options(
+            num_cpus=self.cpus, num_gpus=self.options.num_gpus_per_worker)
+        fields = {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec)}
+        return remote.remote(fields, self.cache_dir, self.batch_size, self.cpus)
+
+    def run(self, shards: list[dict], desc: str, verbose: bool) -> dict:
+        """Run ``shards`` on the actors with at most one in flight per actor; returns {index: result}."""
+        if self.ray is None:
+            self._connect()
+        ray = self.ray
+        queue, idle, pending = deque(shards), list(self.actors), {}
+        attempts, results, given_up = {s["index"]: 0 for s in shards}, {}, []
+        bar = progress_bar(sum(len(s["items"]) for s in shards), desc, verbose)
+        try:
+            while queue or pending:
+                while queue and idle:
+                    shard, actor = queue.popleft(), idle.pop()
+                    pending[actor.run.remote(shard)] = (shard, actor)
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                shard, actor = pending.pop(ref)
+                try:
+                    results[shard["index"]] = ray.get(ref)
+                    self.peak_rss_mb = max(self.peak_rss_mb, results[shard["index"]]["peak_rss_mb"])
+                    idle.append(actor)
+                    bar.update(len(shard["items"]))
+                    continue
+                except ray.exceptions.RayActorError as exc:  # the worker died: a fresh one takes over
+                    error = exc
+                    self.actors.remove(actor)
+                    actor = self._actor()
+                    self.actors.append(actor)
+                except ray.exceptions.RayTaskError as exc:
+                    if isinstance(exc.cause, BneckError):  # a user-facing problem: retrying cannot help
+                        raise exc.cause from None
+                    error = exc
+                idle.append(actor)
+                attempts[shard["index"]] += 1
+                self.retries += 1
+                if attempts[shard["index"]] < MAX_ATTEMPTS:
+                    queue.append(shard)  # behind the others: they go on meanwhile
+                else:
+                    given_up.append((shard, error))
+        finally:
+            bar.close()
+        if given_up:
+            shard, error = given_up[0]
+            raise ShardError(
+                f"shard {shard['index']} ({len(shard['items'])} images, first {shard['items'][0][1]}) "
+                f"failed {MAX_ATTEMPTS} times; last error: {str(error).strip().splitlines()[-1][:300]}"
+                f"{f' (and {len(given_up) - 1} more shard(s) failed likewise)' if len(given_up) > 1 else ''}. "
+                f"The {len(results)} shard(s) finished in this run are kept in "
+                f"{os.path.dirname(shard['path'])}; rerun the same command to compute only the missing ones.")
+        return results
+
+    def close(self) -> None:
+        if self.ray is None:
+            return
+        for actor in self.actors:
+            self.ray.kill(actor)
+        if self.started_here:
+            self.ray.shutdown()
+
+
+def plan_shards(spec: ExtractorSpec, items: list[tuple[str, str]], folder: str, size: int) -> list[dict]:
+    """Cut (sha, image path) items into shards, named by index and content."""
+    shards = []
+    for index, start in enumerate(range(0, len(items), size)):
+        part = items[start:start + size]
+        name = f"{index:05d}-{sha256_json([spec.key, [sha for sha, _ in part]])[:16]}.h5"
+        shards.append({"index": index, "path": os.path.join(folder, name), "items": part})
+    return shards
+
+
+def finished(shard: dict, key: str) -> Optional[dict]:
+    """Return the result recorded by a complete, intact shard file for ``shard``, or None."""
+    if not os.path.isfile(shard["path"]):
+        return None
+    shas, _ = read_rows_file(shard["path"], key)
+    if shas is None:
+        return None
+    with h5py.File(shard["path"], "r") as f:
+        failed = json.loads(f.attrs.get("failed", "{}"))
+    if shas != [sha for sha, _ in shard["items"] if sha not in failed]:
+        return None
+    return {"index": shard["index"], "computed": 0, "rows": len(shas), "failed": failed, "reused": True}
+
+
+def ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_worker, actor_class):
+    """Return the RayOptions for ``engine="ray"`` (None for local); raises ConfigError."""
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}. Received: engine={engine!r}.")
+    if engine == "local":
+        return None
+    if runtime != "tensorflow":
+        raise ConfigError(f"--engine ray runs the TensorFlow runtime only for now. Received: runtime={runtime!r}.")
+    options = RayOptions(address, workers, shard_size, num_gpus_per_worker, actor_class or ShardExtractor)
+    options.check()
+    import_ray()  # say how to install it before any work
+    return options
+
+
+def extract_split_sharded(ex, dataset, split: str, out_dir: str, usable: list,
+                          quarantine: list, start: float):
+    """--engine ray: shards done by Ray actors (or found finished), stitched by a virtual dataset.
+
+    Returns the split's SplitReport; ``ex`` is the extraction's ``extract._Extractor``.
+    """
+    from .extract import SplitReport, split_attrs
+
+    folder = os.path.join(out_dir, f"{split}.shards")
+    shards = plan_shards(ex.spec, [(sha, r.abspath) for r, sha in usable], folder, ex.pool.options.shard_size)
+    results = {s["index"]: r for s in shards if (r := finished(s, ex.spec.key)) is not None}
+    todo = [s for s in shards if s["index"] not in results]
+    if todo:
+        results.update(ex.pool.run(todo, f"{split}: computing on Ray", ex.verbose))
+    failed = {sha: why for r in results.values() for sha, why in r["failed"].items()}
+    kept = [(r, sha) for r, sha in usable if sha not in failed]
+    quarantine = quarantine + [(r.path, failed[sha]) for r, sha in usable if sha in failed]
+    if not kept:
+        raise DatasetError(f"every image of split {split!r} under {dataset.root} was quarantined "
+                           f"({len(quarantine)} files); first: {quarantine[:1]}.")
+    content = SplitContent(split, [r.path for r, _ in kept], [r.label for r, _ in kept],
+                           [s for _, s in kept], sorted(quarantine))
+    sources = [(os.path.relpath(s["path"], out_dir), results[s["index"]]["rows"]) for s in shards
+               if results[s["index"]]["rows"]]
+    with h5py.File(os.path.join(out_dir, sources[0][0]), "r") as f:
+        shape, dtype = f["features"].shape[1:], str(f["features"].dtype)
+    path = os.path.join(out_dir, f"{split}.h5")
+    unchanged = holds(path, ex.spec.key, dataset.class_names, content)
+    if not unchanged:
+        write_sharded_split_file(path, content, split_attrs(ex, dataset), sources, shape, dtype)
+        current = {os.path.basename(name) for name, _ in sources}
+        for name in os.listdir(folder):  # shards of earlier, different image sets
+            if name.endswith(".h5") and name not in current:
+                os.remove(os.path.join(folder, name))
+    computed = sum(r["computed"] for r in results.values())
+    return SplitReport(split, len(kept), len(dataset.class_names), len(quarantine), len(kept) - computed,
+                       computed, time.perf_counter() - start, path, content.quarantine,
+                       file_unchanged=unchanged,
+                       shards={"total": len(shards), "run": len(todo), "reused": len(shards) - len(todo)})

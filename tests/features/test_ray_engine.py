@@ -1,0 +1,147 @@
+"""--engine ray against a real local Ray cluster: equality, dead workers, interrupted drivers, lost shards."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from features import extract, read_features
+from features.errors import FeatureFileError
+from features.ray_engine import MAX_ATTEMPTS, ShardError, ShardExtractor
+from tests.conftest import MOBILENET, ROOT, copy_subset
+
+import ray  # noqa: E402  (the [ray] extra; scripts/setup.sh installs it)
+SPLITS = ("train", "validation", "test")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A real Ray cluster on this machine; its workers import bneck and these tests."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "KERAS_HOME": os.environ["KERAS_HOME"]}})
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+class DiesOnce(ShardExtractor):
+    """The real actor, except that its process is killed the first time it gets shard 1."""
+
+    def run(self, shard):
+        marker = os.path.join(os.path.dirname(shard["path"]), "..", "..", "died-once")  # beside OUT
+        if shard["index"] == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().run(shard)
+
+
+class AlwaysFailsOnShard1(ShardExtractor):
+    def run(self, shard):
+        if shard["index"] == 1:
+            raise RuntimeError("disk on this node is broken")
+        return super().run(shard)
+
+
+def _same_rows(a_dir, b_dir, splits=SPLITS):
+    for split in splits:
+        a, b = read_features(str(a_dir / f"{split}.h5")), read_features(str(b_dir / f"{split}.h5"))
+        assert a.paths == b.paths and a.sha256 == b.sha256 and list(a.labels) == list(b.labels)
+        np.testing.assert_allclose(a.features, b.features, rtol=0, atol=1e-5)
+
+
+def test_ray_equals_local_row_for_row_and_stage_two_reads_it(cluster, tmp_path):
+    from pipeline import train
+
+    data = copy_subset(tmp_path / "data", 5)
+    # Same batches on both engines (shard size = batch size), so the same float sums.
+    local = extract(data, tmp_path / "local", cache_dir=tmp_path / "c1", batch_size=4, verbose=False, **MOBILENET)
+    sharded = extract(data, tmp_path / "ray", cache_dir=tmp_path / "c2", batch_size=4, engine="ray",
+                      shard_size=4, verbose=False, **MOBILENET)
+    assert sharded.forward_images == local.forward_images == 30 and sharded.engine == "ray"
+    assert [s.shards for s in sharded.splits] == [{"total": 3, "run": 3, "reused": 0}] * 3
+    _same_rows(tmp_path / "local", tmp_path / "ray")
+    with h5py.File(tmp_path / "ray" / "train.h5") as f:
+        assert f["features"].is_virtual and len(f["features"].virtual_sources()) == 3
+        assert f.attrs["engine"] == "ray"
+    board = train(tmp_path / "ray", ["logreg"], tmp_path / "models", verbose=False)
+    assert board.results[0].accuracy("test") is not None
+    again = extract(data, tmp_path / "ray", cache_dir=tmp_path / "c2", engine="ray", shard_size=4,
+                    verbose=False, **MOBILENET)  # everything finished: no shard runs, nothing computed
+    assert again.forward_images == 0 and all(s.shards["run"] == 0 for s in again.splits)
+    assert all(s.file_unchanged for s in again.splits)
+
+
+def test_a_killed_worker_has_its_shard_redone(cluster, tmp_path):
+    data = copy_subset(tmp_path / "data", 6, splits=("train",))
+    report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", engine="ray", shard_size=4,
+                     actor_class=DiesOnce, verbose=False, **MOBILENET)
+    assert os.path.exists(tmp_path / "died-once") and report.retries == 1
+    assert report.splits[0].shards == {"total": 3, "run": 3, "reused": 0} and report.splits[0].images == 12
+    extract(data, tmp_path / "local", cache_dir=tmp_path / "c_local", batch_size=4, verbose=False, **MOBILENET)
+    _same_rows(tmp_path / "out", tmp_path / "local", splits=("train",))
+
+
+def test_bounded_retries_name_the_shard_then_a_rerun_does_only_the_missing_one(cluster, tmp_path):
+    data = copy_subset(tmp_path / "data", 6, splits=("train",))
+    with pytest.raises(ShardError) as err:
+        extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", engine="ray", shard_size=4,
+                actor_class=AlwaysFailsOnShard1, verbose=False, **MOBILENET)
+    text = str(err.value)
+    assert f"shard 1 (4 images, first {data}" in text and f"failed {MAX_ATTEMPTS} times" in text
+    assert "disk on this node is broken" in text and "rerun the same command" in text
+    kept = sorted(os.listdir(tmp_path / "out" / "train.shards"))
+    assert [name[:5] for name in kept] == ["00000", "00002"]  # finished shards are kept
+    report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", engine="ray", shard_size=4,
+                     verbose=False, **MOBILENET)
+    assert report.splits[0].shards == {"total": 3, "run": 1, "reused": 2}
+    assert report.forward_images == 4  # only the missing shard's images
+
+
+def test_rerun_after_a_killed_driver_does_only_the_missing_shards(cluster, tmp_path):
+    data = copy_subset(tmp_path / "data", 12, splits=("train",))
+    shards = tmp_path / "out" / "train.shards"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "extract", str(data), "--out", str(tmp_path / "out"),
+         "--cache-dir", str(tmp_path / "cache"), "--engine", "ray", "--address", cluster,
+         "--shard-size", "2", "--workers", "1", "--quiet", "--backbone", "mobilenet", "--alpha", "0.25",
+         "--weights", "imagenet"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while (not shards.is_dir() or len(list(shards.glob("*.h5"))) < 3) and driver.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert driver.returncode == -signal.SIGKILL, driver.stderr.read()[-2000:]
+    done_before = len(list(shards.glob("*.h5")))
+    assert 3 <= done_before < 12 and not (tmp_path / "out" / "train.h5").exists()
+    report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", engine="ray", shard_size=2,
+                     verbose=False, **MOBILENET)
+    assert report.splits[0].shards == {"total": 12, "run": 12 - done_before, "reused": done_before}
+    assert read_features(str(tmp_path / "out" / "train.h5")).features.shape[0] == 24
+
+
+def test_a_missing_or_truncated_shard_is_detected_on_read_and_redone(cluster, tmp_path):
+    data = copy_subset(tmp_path / "data", 4, splits=("train",))
+    kwargs = dict(cache_dir=tmp_path / "cache", engine="ray", shard_size=4, verbose=False, **MOBILENET)
+    extract(data, tmp_path / "out", **kwargs)
+    split_file = str(tmp_path / "out" / "train.h5")
+    good = read_features(split_file).features
+    first, second = sorted((tmp_path / "out" / "train.shards").glob("*.h5"))
+    for shard, damage, problem in ((first, "remove", "is missing"), (second, "truncate", "cannot be read")):
+        if damage == "remove":
+            os.remove(shard)
+        else:
+            with open(shard, "r+b") as handle:
+                handle.truncate(os.path.getsize(shard) // 2)
+        with pytest.raises(FeatureFileError) as err:  # never read as fill values
+            read_features(split_file)
+        assert f"shard file {shard}, which {problem}" in str(err.value)
+        report = extract(data, tmp_path / "out", **kwargs)
+        assert report.splits[0].shards == {"total": 2, "run": 1, "reused": 1} and report.forward_images == 0
+        np.testing.assert_array_equal(read_features(split_file).features, good)
