@@ -38,6 +38,7 @@ from .store import SplitContent, holds, write_sharded_split_file
 ENGINES = ("local", "ray")
 DEFAULT_SHARD_SIZE = 256
 MAX_ATTEMPTS = 3
+PLACEMENT_TIMEOUT_S = 120
 RAY_HINT = 'pip install -e ".[ray]"  (or: pip install "ray>=2.9")'
 
 
@@ -63,6 +64,10 @@ class ShardExtractor:
         self.cache = RowCache(cache_dir, self.spec)
         self.batch_size, self.threads = batch_size, threads
         self.model = None
+
+    def ready(self) -> int:
+        """Return this actor's process id once it runs (the driver checks every actor was placed)."""
+        return os.getpid()
 
     def _network(self):
         if self.model is None:
@@ -152,16 +157,30 @@ class RayPool:
             self.started_here = True
         self.ray = ray
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        total = int(ray.cluster_resources().get("CPU", 1))
+        resources = ray.cluster_resources()
         workers = self.options.workers or max(1, len(nodes))
-        self.cpus = max(1, total // workers)
+        self.cpus = resources.get("CPU", 1) / workers  # a share of the cluster's CPUs, maybe fractional
+        if self.options.num_gpus_per_worker * workers > resources.get("GPU", 0):
+            raise ConfigError(
+                f"--workers {workers} x --num-gpus-per-worker {self.options.num_gpus_per_worker:g} asks for "
+                f"more GPUs than the Ray cluster has ({resources.get('GPU', 0):g}). Ask for fewer, or use "
+                f"--num-gpus-per-worker 0 on a CPU cluster.")
         self.actors = [self._actor() for _ in range(workers)]
+        placed, _ = ray.wait([a.ready.remote() for a in self.actors], num_returns=workers,
+                             timeout=PLACEMENT_TIMEOUT_S)
+        if len(placed) < workers:
+            raise ConfigError(
+                f"only {len(placed)} of --workers {workers} Ray actors could be placed within "
+                f"{PLACEMENT_TIMEOUT_S} s: the cluster has {resources.get('CPU', 0):g} CPUs and "
+                f"{resources.get('GPU', 0):g} GPUs, and each actor asks for {self.cpus:g} CPUs and "
+                f"--num-gpus-per-worker {self.options.num_gpus_per_worker:g} GPUs. Ask for fewer "
+                f"workers or GPUs, or add nodes.")
 
     def _actor(self):
         remote = self.ray.remote(self.options.actor_class).options(
             num_cpus=self.cpus, num_gpus=self.options.num_gpus_per_worker)
         fields = {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec)}
-        return remote.remote(fields, self.cache_dir, self.batch_size, self.cpus)
+        return remote.remote(fields, self.cache_dir, self.batch_size, max(1, int(self.cpus)))
 
     def run(self, shards: list[dict], desc: str, verbose: bool) -> dict:
         """Run ``shards`` on the actors with at most one in flight per actor; returns {index: result}."""

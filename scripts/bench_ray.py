@@ -6,7 +6,8 @@ then one run per worker count; each includes creating its actors (one model load
 each), sharding, and stitching the virtual split file.
 
   python scripts/bench_ray.py --backbone mobilenet --alpha 0.25 --size 224 \\
-      --weights ../shared/data/weights/mobilenet_2_5_224_tf_no_top.h5 --images 1000 --workers 1,2
+      --weights ../shared/data/weights/mobilenet_2_5_224_tf_no_top.h5 --images 1000 --workers 1,2,4
+  python scripts/bench_ray.py --backbone vgg16 --size 150 --weights none --images 300 --workers 1,2 --shard-size 64
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ SHARED = Path(os.environ.get("BNECK_SHARED", ROOT.parent / "shared"))
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="mobilenet")
-    p.add_argument("--alpha", type=float, default=0.25)
+    p.add_argument("--alpha", type=float, default=None, help="mobilenet width (e.g. 0.25)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--weights", default=str(SHARED / "data" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"))
     p.add_argument("--images", type=int, default=1000)
@@ -53,6 +54,9 @@ def main() -> None:
         n = 2 * (a.images // 2)
         common = dict(backbone=a.backbone, alpha=a.alpha, size=a.size, weights=a.weights, verbose=False)
         print(f"{a.backbone} @{a.size}, {n} images, shard size {a.shard_size}, {os.cpu_count()} cores", flush=True)
+        from features.tfimport import import_tensorflow
+
+        import_tensorflow()  # not in local's time: the actors import it in their own processes, timed
         t = time.perf_counter()
         extract(work / "images", work / "local", cache_dir=str(work / "c-local"), **common)
         local_s = time.perf_counter() - t

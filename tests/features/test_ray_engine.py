@@ -145,3 +145,15 @@ def test_a_missing_or_truncated_shard_is_detected_on_read_and_redone(cluster, tm
         report = extract(data, tmp_path / "out", **kwargs)
         assert report.splits[0].shards == {"total": 2, "run": 1, "reused": 1} and report.forward_images == 0
         np.testing.assert_array_equal(read_features(split_file).features, good)
+
+
+def test_asking_for_more_gpus_than_the_cluster_has_is_a_clear_error(cluster, tmp_path):
+    from features.errors import ConfigError
+
+    data = copy_subset(tmp_path / "data", 1, splits=("train",))
+    with pytest.raises(ConfigError, match=r"--workers 2 x --num-gpus-per-worker 1 asks for more GPUs than the "
+                                          r"Ray cluster has \(0\)"):
+        extract(data, tmp_path / "out", engine="ray", workers=2, num_gpus_per_worker=1, verbose=False,
+                **MOBILENET)
+    with pytest.raises(ConfigError, match="--shard-size must be a positive integer"):
+        extract(data, tmp_path / "out", engine="ray", shard_size=0, verbose=False, **MOBILENET)
