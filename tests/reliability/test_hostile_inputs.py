@@ -3,7 +3,7 @@
 Property-based (hypothesis): each example is a real folder of good JPEGs plus a
 random mix of truncated JPEGs and PNGs, random bytes under image extensions,
 headers declaring huge dimensions, self-referencing symlinks and non-UTF-8 names.
-BNECK_FUZZ_EXAMPLES sets the example count (default 25; e.g. 500 for a deep run).
+BNECK_FUZZ_EXAMPLES sets the example count (default 25; 200 takes about 3.5 minutes here).
 """
 from __future__ import annotations
 
