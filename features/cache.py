@@ -85,14 +85,21 @@ def write_rows_file(path: str, key: str, shas: list[str], feats: np.ndarray, att
 
 
 def read_rows_file(path: str, key: str) -> tuple[Optional[list[str]], Optional[str]]:
-    """Return (the image hashes of a rows file, None) after checking flags and checksums, or (None, problem)."""
+    """Return (the image hashes of a rows file, None) after reading it in full, or (None, problem).
+
+    Checks the flags and the hash list (``_chunk_shas``), the features' checksum, and
+    that there are as many rows as hashes.
+    """
     shas, problem = _chunk_shas(path, key)
-    if shas is not None:
-        try:
-            RowCache._load_chunk(path)
-        except CorruptChunk:
-            return None, "its features are unreadable or fail their checksum"
-    return shas, problem
+    if shas is None:
+        return None, problem
+    try:
+        rows = len(RowCache._load_chunk(path))
+    except CorruptChunk:
+        return None, "its features are unreadable or fail their checksum (damaged bytes)"
+    if rows != len(shas):
+        return None, "holds a different number of rows and hashes"
+    return shas, None
 
 
 def _fill_chunk(f: h5py.File, key: str, shas: np.ndarray) -> None:
@@ -272,12 +279,8 @@ def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
     """Rewrite an entry's chunks as one, one chunk in memory at a time."""
     plan, seen = [], set()  # (path, kept row indices)
     for path in _chunk_files(entry.folder):
-        chunk_shas = _chunk_shas(path, entry.key)[0]
-        try:
-            ok = chunk_shas is not None and RowCache._load_chunk(path) is not None
-        except CorruptChunk:
-            ok = False
-        if not ok:
+        chunk_shas, _ = read_rows_file(path, entry.key)
+        if chunk_shas is None:
             os.remove(path)
             stats["bad_chunks"] += 1
             continue
@@ -315,13 +318,7 @@ def verify_cache(cache_dir: str) -> tuple[int, list[tuple[str, str]]]:
             problems.append((os.path.join(entry.folder, "meta.json"), "damaged, or not this entry's key"))
         for path in _chunk_files(entry.folder):
             checked += 1
-            shas, problem = _chunk_shas(path, entry.key)
-            if shas is not None:
-                try:
-                    if len(RowCache._load_chunk(path)) != len(shas):
-                        problem = "holds a different number of rows and hashes"
-                except CorruptChunk:
-                    problem = "its features are unreadable or fail their checksum (damaged bytes)"
+            _, problem = read_rows_file(path, entry.key)
             if problem:
                 problems.append((path, problem))
     return checked, problems

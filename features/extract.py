@@ -198,17 +198,7 @@ def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -
     for record, sha in usable:
         first_path.setdefault(sha, record.abspath)
     failed = ex.compute(split, [(sha, first_path[sha]) for sha in todo_shas])
-    kept = []
-    for record, sha in usable:
-        if sha in failed:
-            quarantine.append((record.path, failed[sha]))
-        else:
-            kept.append((record, sha))
-    if not kept:
-        raise DatasetError(f"every image of split {split!r} under {dataset.root} was quarantined "
-                           f"({len(quarantine)} files); first: {quarantine[:1]}.")
-    content = SplitContent(split, [r.path for r, _ in kept], [r.label for r, _ in kept],
-                           [s for _, s in kept], sorted(quarantine))
+    content = split_content(dataset, split, usable, failed, quarantine)
     shape, dtype = ex.cache.row_layout(content.shas[0])
     path = os.path.join(out_dir, f"{split}.h5")
     unchanged = holds(path, ex.spec.key, dataset.class_names, content)
@@ -222,10 +212,25 @@ def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -
                                "recompute its rows.") from None
     todo = set(todo_shas)
     computed = len(todo - set(failed))
-    reused_rows = sum(1 for _, sha in kept if sha not in todo)
-    return SplitReport(split, len(kept), len(dataset.class_names), len(quarantine), reused_rows,
-                       computed, time.perf_counter() - start, path, content.quarantine,
+    reused_rows = sum(1 for sha in content.shas if sha not in todo)
+    return SplitReport(split, len(content.shas), len(dataset.class_names), len(content.quarantine),
+                       reused_rows, computed, time.perf_counter() - start, path, content.quarantine,
                        file_unchanged=unchanged)
+
+
+def split_content(dataset: Dataset, split: str, usable: list, failed: dict, quarantine: list) -> SplitContent:
+    """Return the split's rows in output order: the usable (record, sha) pairs whose image
+    decoded, with those that did not added to ``quarantine`` with their reason.
+
+    Raises DatasetError when no image is left.
+    """
+    kept = [(r, sha) for r, sha in usable if sha not in failed]
+    quarantine = quarantine + [(r.path, failed[sha]) for r, sha in usable if sha in failed]
+    if not kept:
+        raise DatasetError(f"every image of split {split!r} under {dataset.root} was quarantined "
+                           f"({len(quarantine)} files); first: {quarantine[:1]}.")
+    return SplitContent(split, [r.path for r, _ in kept], [r.label for r, _ in kept],
+                        [sha for _, sha in kept], sorted(quarantine))
 
 
 def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
@@ -287,7 +292,7 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
             report.retries, report.worker_peak_rss_mb = ex.pool.retries, ex.pool.peak_rss_mb
             report.forward_images = sum(s.computed for s in report.splits)  # in the actors
             ex.pool.close()
-    if ex.model is not None and ex.pool is None:
+    if ex.model is not None:  # never with Ray: the network runs in the actors
         report.model_built = True
         report.forward_images, report.forward_calls = ex.model.images, ex.model.calls
         report.converted = getattr(ex.model, "converted", None)

@@ -23,17 +23,15 @@ import time
 from collections import deque
 from typing import Optional
 
+import h5py
 import numpy as np
 
-import h5py
-
-from .batches import decoded_batches
 from .cache import RowCache, missing_shas, read_rows_file, write_rows_file
-from .errors import BneckError, ConfigError, DatasetError
+from .errors import BneckError, ConfigError
 from .hashing import sha256_json
 from .key import ExtractorSpec
 from .progress import progress_bar
-from .store import SplitContent, holds, write_sharded_split_file
+from .store import holds, write_sharded_split_file
 
 ENGINES = ("local", "ray")
 DEFAULT_SHARD_SIZE = 256
@@ -57,60 +55,55 @@ def import_ray():
 
 
 class ShardExtractor:
-    """A Ray actor: builds the network once, then extracts shard after shard."""
+    """A Ray actor: builds the network once, then extracts shard after shard.
+
+    Computing rows is stage 1's own loop (``extract._Extractor.compute``: decoding on
+    the actor's cores, committing to the cache as it goes); the actor adds the shard file.
+    """
 
     def __init__(self, spec_fields: dict, cache_dir: str, batch_size: int, threads: int):
-        self.spec = ExtractorSpec(**spec_fields)
-        self.cache = RowCache(cache_dir, self.spec)
-        self.batch_size, self.threads = batch_size, threads
-        self.model = None
+        from .extract import _Extractor  # extract imports this module
+
+        spec = ExtractorSpec(**spec_fields)
+        self.threads = threads
+        self.extractor = _Extractor(spec, RowCache(cache_dir, spec), batch_size, threads,
+                                    commit_rows=1024, commit_seconds=20.0, verbose=False)
 
     def ready(self) -> int:
         """Return this actor's process id once it runs (the driver checks every actor was placed)."""
         return os.getpid()
 
-    def _network(self):
-        if self.model is None:
-            from .backbones import get_backbone
-            from .model import FeatureModel
-            from .tfimport import import_tensorflow
+    def _limit_threads(self) -> None:
+        """Give TensorFlow as many threads as the cores this actor was given (before it starts)."""
+        from .tfimport import import_tensorflow
 
-            tf = import_tensorflow()
-            try:  # as many threads as the cores this actor was given
-                tf.config.threading.set_intra_op_parallelism_threads(self.threads)
-            except RuntimeError:
-                pass
-            self.model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
-        return self.model
+        try:
+            import_tensorflow().config.threading.set_intra_op_parallelism_threads(self.threads)
+        except RuntimeError:
+            pass  # TensorFlow already running in this process
 
     def run(self, shard: dict) -> dict:
         """Extract one shard ({index, path, items: [(sha, image path)]}) into its file; returns counts."""
         start = time.perf_counter()
-        items = [tuple(item) for item in shard["items"]]
-        self.cache.refresh()
-        todo = missing_shas(self.cache, (sha for sha, _ in items))
+        ex, items = self.extractor, [tuple(item) for item in shard["items"]]
+        ex.cache.refresh()
+        todo = missing_shas(ex.cache, (sha for sha, _ in items))
         first = {}
         for sha, path in items:
             first.setdefault(sha, path)
-        failed, shas, rows = {}, [], []
+        failed = {}
         if todo:
-            model = self._network()
-            for keys, batch, failures in decoded_batches([(s, first[s]) for s in todo], self.spec.input_size,
-                                                         self.batch_size, self.threads):
-                failed.update(failures)
-                if keys:
-                    rows.append(model(batch))
-                    shas.extend(keys)
-            if shas:
-                self.cache.commit(shas, np.concatenate(rows))
+            if ex.model is None:
+                self._limit_threads()
+            failed = ex.compute(f"shard {shard['index']}", [(sha, first[sha]) for sha in todo])
         kept = [sha for sha, _ in items if sha not in failed]
         if kept:
             out = []
-            self.cache.read_rows(kept, lambda _, block: out.append(block))
-            write_rows_file(shard["path"], self.spec.key, kept, np.concatenate(out),
+            ex.cache.read_rows(kept, lambda _, block: out.append(block))
+            write_rows_file(shard["path"], ex.spec.key, kept, np.concatenate(out),
                             attrs={"failed": json.dumps(failed), "shard_index": shard["index"]})
-        return {"index": shard["index"], "computed": len(shas), "rows": len(kept), "failed": failed,
-                "seconds": time.perf_counter() - start, "pid": os.getpid(),
+        return {"index": shard["index"], "computed": len(todo) - len(failed), "rows": len(kept),
+                "failed": failed, "seconds": time.perf_counter() - start, "pid": os.getpid(),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -284,7 +277,7 @@ def extract_split_sharded(ex, dataset, split: str, out_dir: str, usable: list,
 
     Returns the split's SplitReport; ``ex`` is the extraction's ``extract._Extractor``.
     """
-    from .extract import SplitReport, split_attrs
+    from .extract import SplitReport, split_attrs, split_content
 
     folder = os.path.join(out_dir, f"{split}.shards")
     shards = plan_shards(ex.spec, [(sha, r.abspath) for r, sha in usable], folder, ex.pool.options.shard_size)
@@ -293,13 +286,7 @@ def extract_split_sharded(ex, dataset, split: str, out_dir: str, usable: list,
     if todo:
         results.update(ex.pool.run(todo, f"{split}: computing on Ray", ex.verbose))
     failed = {sha: why for r in results.values() for sha, why in r["failed"].items()}
-    kept = [(r, sha) for r, sha in usable if sha not in failed]
-    quarantine = quarantine + [(r.path, failed[sha]) for r, sha in usable if sha in failed]
-    if not kept:
-        raise DatasetError(f"every image of split {split!r} under {dataset.root} was quarantined "
-                           f"({len(quarantine)} files); first: {quarantine[:1]}.")
-    content = SplitContent(split, [r.path for r, _ in kept], [r.label for r, _ in kept],
-                           [s for _, s in kept], sorted(quarantine))
+    content = split_content(dataset, split, usable, failed, quarantine)
     sources = [(os.path.relpath(s["path"], out_dir), results[s["index"]]["rows"]) for s in shards
                if results[s["index"]]["rows"]]
     with h5py.File(os.path.join(out_dir, sources[0][0]), "r") as f:
@@ -313,7 +300,7 @@ def extract_split_sharded(ex, dataset, split: str, out_dir: str, usable: list,
             if name.endswith(".h5") and name not in current:
                 os.remove(os.path.join(folder, name))
     computed = sum(r["computed"] for r in results.values())
-    return SplitReport(split, len(kept), len(dataset.class_names), len(quarantine), len(kept) - computed,
-                       computed, time.perf_counter() - start, path, content.quarantine,
+    return SplitReport(split, len(content.shas), len(dataset.class_names), len(content.quarantine),
+                       len(content.shas) - computed, computed, time.perf_counter() - start, path, content.quarantine,
                        file_unchanged=unchanged,
                        shards={"total": len(shards), "run": len(todo), "reused": len(shards) - len(todo)})
