@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import uuid
 from contextlib import contextmanager
 
@@ -81,31 +80,6 @@ def atomic_open(path: str, mode: str = "w", **kwargs):
     with atomic_target(path) as tmp:
         with open(tmp, mode, **kwargs) as handle:
             yield handle
-
-
-@contextmanager
-def staged_folder(final: str):
-    """Yield a hidden temporary folder beside ``final``; on success it replaces ``final``.
-
-    The previous ``final`` is first renamed aside, then the new one renamed in, then
-    the old one deleted: a kill at any moment leaves either the old folder, the new
-    one, or none under the name, never a mix or a half-deleted folder.
-    """
-    final = os.path.abspath(final)
-    stem = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}")
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    folder, old = f"{stem}.tmp-{tag}", f"{stem}.old-{tag}"
-    try:
-        with refused_writes_as_errors(final):
-            os.makedirs(folder)
-            yield folder
-            if os.path.isdir(final):
-                os.replace(final, old)
-            os.replace(folder, final)
-    finally:
-        for leftover in (folder, old):
-            if os.path.isdir(leftover):
-                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def stale_temporaries(folder: str) -> list[str]:

@@ -32,7 +32,8 @@ def decoded_batches(items: Sequence[tuple[str, str]], size: int, batch_size: int
     """
     workers = workers or os.cpu_count() or 1
     window = max(2 * batch_size, 4 * workers)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bneck-decode") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bneck-decode")
+    try:
         pending: deque = deque()
         it = iter(items)
         keys, failures = [], []
@@ -61,3 +62,5 @@ def decoded_batches(items: Sequence[tuple[str, str]], size: int, batch_size: int
                 batch = np.empty_like(batch)
         if keys or failures:
             yield keys, batch[:len(keys)], failures
+    finally:  # also on Ctrl-C or an abandoned generator: queued decodes are dropped, not waited for
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -5,6 +5,8 @@ Layout under the cache folder::
     features/<extractor key>/meta.json        what the key stands for
     features/<extractor key>/rows-*.h5         committed chunks: sha256 (n,), features (n, ...)
     features/<extractor key>/.lock            taken while reading rows and while gc rewrites
+    features/<extractor key>/.inuse           shared-locked by every process using the entry:
+                                              ``gc --older-than`` removes only entries nobody holds
 
 Every chunk is written atomically by the process that computed it, so any number of
 processes can add rows at once without coordination; an interrupted run keeps all
@@ -19,23 +21,50 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import h5py
 import numpy as np
 from filelock import FileLock
 
-from .atomic import atomic_target, stale_temporaries
+try:
+    import fcntl
+except ImportError:  # Windows: no protection of entries in use from `gc --older-than`
+    fcntl = None
+
+from .atomic import atomic_target
+from .errors import ConfigError
 from .key import SCHEMA_VERSION, ExtractorSpec
 
 CHUNK_PREFIX = "rows-"
+IN_USE = ".inuse"
 LOCK_TIMEOUT_S = 600
 
 
 def default_cache_dir() -> str:
     """Return ``$BNECK_CACHE`` or ``~/.cache/bneck``."""
     return os.path.abspath(os.path.expanduser(os.environ.get("BNECK_CACHE") or "~/.cache/bneck"))
+
+
+def resolve_cache_dir(cache_dir: Optional[str], inputs: Iterable[str] = ()) -> str:
+    """Return the absolute cache folder (``cache_dir``, else the default), refusing bad ones.
+
+    Raises ConfigError when it exists and is not a folder, or lies inside an input or
+    output folder (the cache would become part of the data), or holds one.
+    """
+    path = os.path.abspath(os.path.expanduser(str(cache_dir))) if cache_dir else default_cache_dir()
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--cache-dir {path} exists and is not a folder. Give a folder for the "
+                          f"shared feature cache (default $BNECK_CACHE or ~/.cache/bneck).")
+    real = os.path.realpath(path)
+    for item in inputs:
+        other = os.path.realpath(os.path.abspath(os.path.expanduser(str(item))))
+        if real == other or real.startswith(other.rstrip(os.sep) + os.sep) \
+                or other.startswith(real.rstrip(os.sep) + os.sep):
+            raise ConfigError(f"--cache-dir {path} and {item} overlap (one is inside the other): the "
+                              f"cache would become part of what bneck reads or writes. Give a separate "
+                              f"--cache-dir (default $BNECK_CACHE or ~/.cache/bneck).")
+    return path
 
 
 def _digest(array: np.ndarray) -> str:
@@ -118,6 +147,23 @@ class CorruptChunk(Exception):
     """A committed chunk no longer matches its own checksum."""
 
 
+class MissingRows(Exception):
+    """Rows this cache held a moment ago are gone (``cache gc`` removed their entry); ``shas`` lists them."""
+
+    def __init__(self, shas: list[str]):
+        super().__init__(f"{len(shas)} row(s) left the cache")
+        self.shas = shas
+
+
+def _hold_in_use(folder: str):
+    """Hold a shared lock on the entry's ``.inuse`` file while this process uses it (None without fcntl)."""
+    if fcntl is None:
+        return None
+    handle = open(os.path.join(folder, IN_USE), "ab")
+    fcntl.flock(handle, fcntl.LOCK_SH)  # waits only while a gc is removing the entry
+    return handle
+
+
 class RowCache:
     """Feature rows of one extractor, addressed by image sha256."""
 
@@ -126,28 +172,49 @@ class RowCache:
         self.folder = os.path.join(cache_dir, "features", spec.key)
         os.makedirs(self.folder, exist_ok=True)
         self._lock = FileLock(os.path.join(self.folder, ".lock"), timeout=LOCK_TIMEOUT_S)
+        self._in_use = _hold_in_use(self.folder)  # `gc --older-than` never removes an entry in use
         self._index: dict[str, tuple[str, int]] = {}
         self._scanned: set[str] = set()
         self._write_meta()
 
     def _write_meta(self) -> None:
+        """Write ``meta.json`` if missing (also after ``gc --older-than`` removed the entry), else touch it."""
         meta = os.path.join(self.folder, "meta.json")
-        if os.path.exists(meta):
+        try:
             os.utime(meta)  # "last used", for `bneck cache gc --older-than`
             return
+        except FileNotFoundError:
+            pass
+        os.makedirs(self.folder, exist_ok=True)
         with atomic_target(meta) as tmp:
             with open(tmp, "w") as handle:
-                json.dump({"extractor_key": self.spec.key, **self.spec.describe()}, handle, indent=1)
+                json.dump({"extractor_key": self.spec.key, **self.spec.describe(),
+                           "weights_path": self.spec.weights_path}, handle, indent=1)
+
+    def close(self) -> None:
+        """Stop holding the entry in use (``gc --older-than`` may remove it from now on)."""
+        if self._in_use is not None:
+            self._in_use.close()
+            self._in_use = None
+
+    def _rescan(self) -> None:
+        """Forget the index and look again: chunks were merged or removed meanwhile."""
+        self._index.clear()
+        self._scanned.clear()
+        self.refresh()
 
     def refresh(self) -> None:
         """Index chunks committed since the last look (by this or any other process)."""
+        if not os.path.isdir(self.folder):
+            return
         for path in _chunk_files(self.folder):
             if path in self._scanned:
                 continue
             shas, problem = _chunk_shas(path, self.spec.key)
             self._scanned.add(path)
             if shas is None:
-                _warn_damaged(path, problem)
+                if os.path.exists(path):  # else gc merged or removed it meanwhile: not damage
+                    _warn_damaged(path, problem)
                 continue
             for row, sha in enumerate(shas):
                 self._index.setdefault(sha, (path, row))
@@ -159,6 +226,7 @@ class RowCache:
         """Store rows for ``shas`` as a new chunk, atomically."""
         name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
         path = os.path.join(self.folder, name)
+        self._write_meta()
         write_rows_file(path, self.spec.key, list(shas), feats)
         self._scanned.add(path)
         for row, sha in enumerate(shas):
@@ -168,15 +236,12 @@ class RowCache:
         """Call ``sink(start, rows)`` with consecutive blocks of features for ``shas``.
 
         Memory stays bounded by one block plus one chunk. Raises CorruptChunk when a
-        chunk fails its checksum.
+        chunk fails its checksum, and MissingRows when rows are no longer in the cache.
         """
-        with self._lock:
-            if any(not os.path.exists(p) for p in {self._index[s][0] for s in shas}):
-                self._index.clear()  # gc merged chunks meanwhile: look again
-                self._scanned.clear()
-                self.refresh()
+        with self._locked():
+            self._check_present(shas)
             loaded_path, loaded = None, None
-            shape, dtype = self.row_layout(shas[0]) if shas else ((), np.float32)
+            shape, dtype = self._layout(shas[0]) if shas else ((), np.float32)
             row_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             block_rows = max(1, (64 << 20) // max(1, row_bytes))
             for start in range(0, len(shas), block_rows):
@@ -191,11 +256,35 @@ class RowCache:
                     out[i] = loaded[row]
                 sink(start, out)
 
+    def digest(self, shas: list[str]) -> str:
+        """Return the sha256 of the rows for ``shas``, in order, as a split file stores them."""
+        digest = hashlib.sha256()
+        self.read_rows(shas, lambda _, rows: digest.update(np.ascontiguousarray(rows).tobytes()))
+        return digest.hexdigest()
+
     def row_layout(self, sha: str) -> tuple[tuple[int, ...], np.dtype]:
-        """Return (row shape, dtype) of the stored rows, read from the chunk holding ``sha``."""
+        """Return (row shape, dtype) of the stored rows; raises MissingRows if ``sha``'s row is gone."""
+        with self._locked():
+            self._check_present([sha])
+            return self._layout(sha)
+
+    def _layout(self, sha: str) -> tuple[tuple[int, ...], np.dtype]:
         with h5py.File(self._index[sha][0], "r") as f:
             ds = f["features"]
             return tuple(ds.shape[1:]), ds.dtype
+
+    def _locked(self):
+        os.makedirs(self.folder, exist_ok=True)  # gc may have emptied the entry
+        return self._lock
+
+    def _check_present(self, shas) -> None:
+        """Rescan when a row is unknown or its chunk is gone; raises MissingRows for rows still absent."""
+        wanted = set(shas)
+        if any(s not in self._index or not os.path.exists(self._index[s][0]) for s in wanted):
+            self._rescan()
+        missing = [s for s in dict.fromkeys(shas) if s not in self._index]
+        if missing:
+            raise MissingRows(missing)
 
     @staticmethod
     def _load_chunk(path: str) -> np.ndarray:
@@ -208,126 +297,6 @@ class RowCache:
         if expected != _digest(feats):
             raise CorruptChunk(path)
         return feats
-
-
-@dataclass
-class CacheEntry:
-    """One extractor's rows in the cache, as listed by ``bneck cache ls``."""
-
-    key: str
-    folder: str
-    meta: dict
-    rows: int
-    chunks: int
-    bytes: int
-    last_used: float
-
-
-def list_entries(cache_dir: str) -> list[CacheEntry]:
-    """Return every extractor entry in ``cache_dir`` (empty list if there is none)."""
-    root = os.path.join(cache_dir, "features")
-    if not os.path.isdir(root):
-        return []
-    entries = []
-    for key in sorted(os.listdir(root)):
-        folder = os.path.join(root, key)
-        meta_path = os.path.join(folder, "meta.json")
-        if not os.path.isfile(meta_path):
-            continue
-        try:
-            with open(meta_path) as handle:
-                meta = json.load(handle)
-        except ValueError:
-            meta = {}  # damaged: `verify_cache` reports it
-        chunks = _chunk_files(folder)
-        shas = set()
-        for path in chunks:
-            shas.update(_chunk_shas(path, key)[0] or ())
-        size = sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder))
-        entries.append(CacheEntry(key, folder, meta, len(shas), len(chunks), size,
-                                  os.path.getmtime(meta_path)))
-    return entries
-
-
-def collect_garbage(cache_dir: str, older_than_days: Optional[float] = None) -> dict:
-    """Tidy the cache; returns counts of what was removed and merged.
-
-    Removes temporaries of dead processes and unreadable or corrupt chunks, merges
-    each entry's chunks into one (dropping duplicate rows), and with
-    ``older_than_days`` deletes entries not used for that long.
-    """
-    stats = {"temporaries": 0, "bad_chunks": 0, "merged_chunks": 0, "entries_removed": 0,
-             "bytes_before": 0, "bytes_after": 0}
-    entries = list_entries(cache_dir)
-    stats["bytes_before"] = sum(e.bytes for e in entries)
-    now = time.time()
-    for entry in entries:
-        with FileLock(os.path.join(entry.folder, ".lock"), timeout=LOCK_TIMEOUT_S):
-            if older_than_days is not None and now - entry.last_used > older_than_days * 86400:
-                _remove_tree(entry.folder)
-                stats["entries_removed"] += 1
-                continue
-            for tmp in stale_temporaries(entry.folder):
-                os.remove(tmp)
-                stats["temporaries"] += 1
-            _merge_chunks(entry, stats)
-    stats["bytes_after"] = sum(e.bytes for e in list_entries(cache_dir))
-    return stats
-
-
-def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
-    """Rewrite an entry's chunks as one, one chunk in memory at a time."""
-    plan, seen = [], set()  # (path, kept row indices)
-    for path in _chunk_files(entry.folder):
-        chunk_shas, _ = read_rows_file(path, entry.key)
-        if chunk_shas is None:
-            os.remove(path)
-            stats["bad_chunks"] += 1
-            continue
-        keep = [i for i, s in enumerate(chunk_shas) if s not in seen]
-        seen.update(chunk_shas)
-        plan.append((path, keep, [chunk_shas[i] for i in keep]))
-    if len(plan) <= 1:
-        return
-    with h5py.File(plan[0][0], "r") as f:
-        row_shape, dtype = f["features"].shape[1:], f["features"].dtype
-    total = sum(len(keep) for _, keep, _ in plan)
-    name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-merged.h5"
-    with atomic_target(os.path.join(entry.folder, name)) as tmp:
-        with h5py.File(tmp, "w") as out:
-            feats = out.create_dataset("features", shape=(total,) + row_shape, dtype=dtype)
-            digest, start = hashlib.sha256(), 0
-            for path, keep, _ in plan:
-                rows = np.ascontiguousarray(RowCache._load_chunk(path)[keep])
-                feats[start:start + len(rows)] = rows
-                digest.update(rows.tobytes())
-                start += len(rows)
-            _fill_chunk(out, entry.key, np.array([s for *_, shas in plan for s in shas], dtype="S64"))
-            out.attrs["features_sha256"] = digest.hexdigest()
-            out.attrs["complete"] = True  # written last
-    for path, _, _ in plan:
-        os.remove(path)
-    stats["merged_chunks"] += len(plan)
-
-
-def verify_cache(cache_dir: str) -> tuple[int, list[tuple[str, str]]]:
-    """Read every chunk of every entry in full; returns (chunks checked, [(path, problem)])."""
-    checked, problems = 0, []
-    for entry in list_entries(cache_dir):
-        if entry.meta.get("extractor_key") != entry.key:
-            problems.append((os.path.join(entry.folder, "meta.json"), "damaged, or not this entry's key"))
-        for path in _chunk_files(entry.folder):
-            checked += 1
-            _, problem = read_rows_file(path, entry.key)
-            if problem:
-                problems.append((path, problem))
-    return checked, problems
-
-
-def _remove_tree(folder: str) -> None:
-    for name in os.listdir(folder):
-        os.remove(os.path.join(folder, name))
-    os.rmdir(folder)
 
 
 def missing_shas(cache: RowCache, shas: Iterable[str]) -> list[str]:

@@ -4,58 +4,156 @@ Every mode Pillow knows ends as 8-bit RGB: grayscale, palette (with transparency
 RGBA/LA (alpha dropped, as ``keras.utils.load_img`` does), CMYK, and 16/32-bit
 integer images (scaled down to 8 bits rather than clipped). Resizing is Pillow's
 bilinear filter, the single method recorded as ``interpolation`` in every file.
+
+What a hostile file can do is bounded here:
+
+* only regular files are opened (``files.open_regular``), and Pillow may only
+  identify them as one of ``FORMATS``: an EPS, PSD or any other format named
+  ``.jpg`` never reaches a decoder outside that list (EPS would run Ghostscript);
+* an image declaring more than ``MAX_PIXELS`` pixels, or more than
+  ``MAX_IMAGE_BYTES`` of pixel data (bit depth x pixels), is refused from its
+  header, before any pixel is decoded;
+* decodes hold an estimate of their peak memory against one process-wide budget
+  (``BNECK_DECODE_MEMORY``, default 1 GiB), so however many threads decode, the
+  large images among them wait for each other instead of adding up.
 """
 from __future__ import annotations
 
+import os
+import threading
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image
 
+from .files import open_regular
+
 # Pillow's own default; an image that declares more pixels is treated as a
 # decompression bomb before any pixel is decoded.
 MAX_PIXELS = 89_478_485
+# The most pixel data one image may hold: an RGB image at MAX_PIXELS. A 16-bit
+# grayscale PNG of 9,400 x 9,400 (172 KB on disk) holds 177 MB and passes; one of
+# 12,000 x 12,000 (288 MB) does not.
+MAX_IMAGE_BYTES = 3 * MAX_PIXELS
+# The formats bneck decodes (Pillow's names; JPEG includes its multi-picture MPO variant).
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")
+# Bytes per pixel in Pillow's own storage, by mode (RGB and friends use 4).
+_STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+# Extra bytes per pixel the conversions below may hold at once (palette -> RGBA -> RGB).
+_CONVERSION_BYTES = 8
+_SINGLE_BAND = ("1", "L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
 
 
 class UnusableImage(Exception):
     """The file has an image extension but cannot be decoded; ``str(exc)`` is the reason."""
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.uint32)
-        shift = 8 if img.mode.startswith("I;16") or arr.max(initial=0) <= 0xFFFF else 24
-        return Image.fromarray((arr >> shift).astype(np.uint8), mode="L").convert("RGB")
+class _MemoryBudget:
+    """Bytes that decodes in flight may hold together; a decode waits until its estimate fits."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, nbytes: int):
+        with self._cond:
+            while self.used and self.used + nbytes > self.limit:
+                self._cond.wait()
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= nbytes
+                self._cond.notify_all()
+
+
+def _budget_bytes() -> int:
+    try:
+        return max(64 << 20, int(os.environ.get("BNECK_DECODE_MEMORY", 1 << 30)))
+    except ValueError:
+        return 1 << 30
+
+
+BUDGET = _MemoryBudget(_budget_bytes())
+
+
+def decode_cost(mode: str, width: int, height: int) -> tuple[int, int]:
+    """Return (bytes of pixel data, estimated peak bytes to decode and convert) for an image."""
+    pixels = width * height
+    stored = _STORED_BYTES.get(mode, 4)
+    return pixels * stored, pixels * (stored + _CONVERSION_BYTES)
+
+
+def _to_gray(img: Image.Image) -> Image.Image:
+    """Return a single-band image as 8-bit 'L' (16/32-bit scaled down, float clipped)."""
+    if img.mode in ("1", "L"):
+        return img.convert("L")
     if img.mode == "F":
-        arr = np.clip(np.asarray(img, dtype=np.float32), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
+        return Image.fromarray(np.clip(np.asarray(img, dtype=np.float32), 0, 255).astype(np.uint8), mode="L")
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        shift = 8
+    else:  # 'I': 32-bit, often holding 16-bit values
+        shift = 8 if arr.max(initial=0) <= 0xFFFF else 24
+    gray = np.empty(arr.shape, np.uint8)
+    for top in range(0, arr.shape[0], 512):  # in stripes: no full-size temporaries
+        gray[top:top + 512] = arr[top:top + 512] >> shift
+    return Image.fromarray(gray, mode="L")
+
+
+def _to_rgb_resized(img: Image.Image, size: int) -> np.ndarray:
+    if img.mode in _SINGLE_BAND:
+        # Resize the one band, then copy it into three: the same pixels as resizing an
+        # RGB image of three equal bands, for a third of the memory.
+        gray = _to_gray(img)
+        if gray.size != (size, size):
+            gray = gray.resize((size, size), Image.BILINEAR)
+        return np.asarray(gray.convert("RGB"), dtype=np.uint8)
     if img.mode == "P":
-        return img.convert("RGBA").convert("RGB")
-    return img.convert("RGB")
+        rgb = img.convert("RGBA").convert("RGB")
+    elif img.mode != "RGB":
+        rgb = img.convert("RGB")
+    else:
+        rgb = img
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _check_size(img: Image.Image) -> int:
+    """Refuse an image whose header declares too much; returns its estimated decode memory."""
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise UnusableImage(f"decompression bomb: declares {width}x{height} pixels (limit {MAX_PIXELS})")
+    data, peak = decode_cost(img.mode, width, height)
+    if data > MAX_IMAGE_BYTES:
+        raise UnusableImage(f"too large: {width}x{height} {img.mode} pixels hold {data / 2**20:.0f} MB "
+                            f"(limit {MAX_IMAGE_BYTES / 2**20:.0f} MB)")
+    if peak > BUDGET.limit:
+        raise UnusableImage(f"too large: decoding {width}x{height} {img.mode} needs about "
+                            f"{peak / 2**20:.0f} MB, more than the decode memory limit "
+                            f"{BUDGET.limit / 2**20:.0f} MB (BNECK_DECODE_MEMORY)")
+    return peak
 
 
 def decode_image(path: str, size: int) -> np.ndarray:
     """Return the image at ``path`` as a (size, size, 3) uint8 array.
 
-    Raises UnusableImage with a short reason for empty, truncated, undecodable or
-    oversized files.
+    Raises UnusableImage with a short reason for empty, truncated, undecodable,
+    oversized or non-regular files and formats outside ``FORMATS``.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-                if width * height > MAX_PIXELS:
-                    raise UnusableImage(f"decompression bomb: declares {width}x{height} pixels "
-                                        f"(limit {MAX_PIXELS})")
-                img.seek(0)  # first frame of animated GIF/WebP
-                img.load()
-                rgb = _to_rgb(img)
-                if rgb.size != (size, size):
-                    rgb = rgb.resize((size, size), Image.BILINEAR)
-                return np.asarray(rgb, dtype=np.uint8)
+            with open_regular(path) as handle, Image.open(handle, formats=FORMATS) as img:
+                peak = _check_size(img)
+                with BUDGET.hold(peak):
+                    img.seek(0)  # first frame of animated GIF/WebP
+                    img.load()
+                    return _to_rgb_resized(img, size)
     except UnusableImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -65,6 +163,10 @@ def decode_image(path: str, size: int) -> np.ndarray:
     except PermissionError:
         raise UnusableImage("permission denied") from None
     except Image.UnidentifiedImageError:
-        raise UnusableImage("not a recognised image (empty or unknown format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise UnusableImage(f"not a recognised image (empty, or not one of {', '.join(FORMATS)})") from None
+    except OSError as exc:
+        if exc.strerror and exc.strerror.startswith("not a regular file"):
+            raise UnusableImage(exc.strerror) from None
+        raise UnusableImage(f"cannot decode: {exc}") from None
+    except (SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise UnusableImage(f"cannot decode: {exc}") from None

@@ -18,11 +18,12 @@ import numpy as np
 
 from .backbones import get_backbone
 from .batches import decoded_batches
-from .cache import CorruptChunk, RowCache, default_cache_dir, missing_shas
+from .cache import CorruptChunk, MissingRows, RowCache, missing_shas, resolve_cache_dir
 from .dataset import Dataset, discover
 from .errors import BneckError, ConfigError, DatasetError, FeatureFileError
 from .hashing import sha256_files
 from .key import DTYPES, POOLS, ExtractorSpec
+from .outputs import check_folder, claim_folder
 from .progress import format_table, progress_bar
 from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS, gate, plan_calibration
 from .ray_engine import DEFAULT_SHARD_SIZE, ray_options
@@ -33,6 +34,7 @@ from .weights import resolve_weights
 # fp32 OpenVINO features equal TensorFlow's (within 1e-3 relative, tested), so the
 # runtime is not in the cache key; int8 is (the ``quantization`` key field).
 RUNTIMES = ("tensorflow", "openvino")
+MAX_MISSING_ROW_RETRIES = 3
 
 
 def resolve_spec(backbone: str = "vgg16", weights: Optional[str] = "imagenet",
@@ -198,18 +200,30 @@ def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -
     for record, sha in usable:
         first_path.setdefault(sha, record.abspath)
     failed = ex.compute(split, [(sha, first_path[sha]) for sha in todo_shas])
-    content = split_content(dataset, split, usable, failed, quarantine)
-    shape, dtype = ex.cache.row_layout(content.shas[0])
     path = os.path.join(out_dir, f"{split}.h5")
-    unchanged = holds(path, ex.spec.key, dataset.class_names, content)
-    try:
-        if not unchanged:
-            write_split_file(path, content, split_attrs(ex, dataset), shape, str(dtype),
-                             lambda sink: ex.cache.read_rows(content.shas, sink))
-    except CorruptChunk as exc:
-        raise FeatureFileError(f"the cache file {exc} is damaged (its features fail their "
-                               "checksum). Run `bneck cache gc` to drop it, then rerun to "
-                               "recompute its rows.") from None
+    for attempt in range(MAX_MISSING_ROW_RETRIES + 1):
+        content = split_content(dataset, split, usable, failed, quarantine)
+        attrs = split_attrs(ex, dataset)
+        try:
+            shape, dtype = ex.cache.row_layout(content.shas[0])
+            # An existing file is kept only if it holds the cache's own rows, bit for bit: a file
+            # someone handed over (re-signed or not) is never taken as this extraction's output.
+            unchanged = holds(path, attrs, content, ex.cache.digest(content.shas))
+            if not unchanged:
+                write_split_file(path, content, attrs, shape, str(dtype),
+                                 lambda sink: ex.cache.read_rows(content.shas, sink))
+            break
+        except MissingRows as exc:  # `bneck cache gc` removed rows meanwhile: make them again
+            if attempt == MAX_MISSING_ROW_RETRIES:
+                raise FeatureFileError(f"rows of {split!r} kept leaving the cache {ex.cache.folder} while "
+                                       "this run wrote them (is `bneck cache gc --older-than` running "
+                                       "in a loop?). Rerun when it has finished.") from None
+            failed.update(ex.compute(split, [(sha, first_path[sha]) for sha in exc.shas]))
+            todo_shas = list(dict.fromkeys(todo_shas + exc.shas))
+        except CorruptChunk as exc:
+            raise FeatureFileError(f"the cache file {exc} is damaged (its features fail their "
+                                   "checksum). Run `bneck cache gc` to drop it, then rerun to "
+                                   "recompute its rows.") from None
     todo = set(todo_shas)
     computed = len(todo - set(failed))
     reused_rows = sum(1 for sha in content.shas if sha not in todo)
@@ -263,15 +277,19 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     _check_options(batch_size, runtime, precision, min_cosine)
     options = ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_worker, actor_class)
     # Folders first: a typo in DATA_DIR should not wait for a weights download.
+    out_dir = check_folder(out_dir, "features", inputs=[data_dir])
+    cache_dir = resolve_cache_dir(cache_dir, inputs=[data_dir, out_dir])
     dataset = discover(data_dir, splits=splits, split=split, seed=seed, exclude=exclude)
+    if options is not None:
+        for name in dataset.splits:
+            check_folder(os.path.join(out_dir, f"{name}.shards"), "shards", option="the shards folder")
     spec = resolve_spec(backbone, weights, size, layer, pool, dtype, alpha)
     plan = None
     if precision == "int8":
         plan = plan_calibration([r.abspath for r in _training_records(dataset, data_dir, split, seed, exclude)],
                                 calibration_images, seed, workers)
         spec = dataclasses.replace(spec, quantization=plan.key_json())
-    cache_dir = os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else default_cache_dir()
-    out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
+    claim_folder(out_dir, "features", inputs=[data_dir])
     ex = _Extractor(spec, RowCache(cache_dir, spec), batch_size, workers, commit_rows,
                     commit_seconds, verbose, runtime, plan)
     report = ExtractionReport(spec, out_dir, cache_dir, runtime=runtime, precision=precision, engine=engine)
@@ -288,6 +306,7 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
         for split_name in dataset.splits:
             report.splits.append(_extract_split(ex, dataset, split_name, out_dir))
     finally:
+        ex.cache.close()
         if ex.pool is not None:
             report.retries, report.worker_peak_rss_mb = ex.pool.retries, ex.pool.peak_rss_mb
             report.forward_images = sum(s.computed for s in report.splits)  # in the actors

@@ -5,19 +5,30 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Sequence
 
+from .files import open_regular
+
 _BLOCK = 1 << 20
 
 
 def sha256_file(path: str) -> str:
-    """Return the hex sha256 of the file's bytes. Raises OSError if unreadable."""
+    """Return the hex sha256 of a regular file's bytes.
+
+    Raises OSError if unreadable, NotRegularFile (an OSError) for a FIFO, device,
+    socket or folder: those are never read, so a hostile path cannot hang or flood.
+    """
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         while True:
             block = handle.read(_BLOCK)
             if not block:
                 break
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Return the hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_json(obj) -> str:
@@ -27,7 +38,10 @@ def sha256_json(obj) -> str:
 
 
 def sha256_files(paths: Sequence[str], workers: int = 0) -> list[tuple[Optional[str], Optional[str]]]:
-    """Return [(sha256, None) or (None, reason)] per path, reading files on all cores."""
+    """Return [(sha256, None) or (None, reason)] per path, reading files on all cores.
+
+    Ctrl-C cancels every file not started yet, so it stops within one group of files.
+    """
     def one(path):
         try:
             return sha256_file(path), None
@@ -37,5 +51,9 @@ def sha256_files(paths: Sequence[str], workers: int = 0) -> list[tuple[Optional[
     def group(start):  # one task per 64 files: per-future overhead dwarfs hashing a small JPEG
         return [one(p) for p in paths[start:start + 64]]
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        return [h for part in pool.map(group, range(0, len(paths), 64)) for h in part]
+    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    try:
+        futures = [pool.submit(group, start) for start in range(0, len(paths), 64)]
+        return [h for future in futures for h in future.result()]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import resource
 import time
 from collections import deque
@@ -30,6 +31,7 @@ from .cache import RowCache, missing_shas, read_rows_file, write_rows_file
 from .errors import BneckError, ConfigError
 from .hashing import sha256_json
 from .key import ExtractorSpec
+from .outputs import claim_folder, folder_kind
 from .progress import progress_bar
 from .store import holds, write_sharded_split_file
 
@@ -257,6 +259,19 @@ def finished(shard: dict, key: str) -> Optional[dict]:
     return {"index": shard["index"], "computed": 0, "rows": len(shas), "failed": failed, "reused": True}
 
 
+SHARD_NAME = re.compile(r"^\d{5}-[0-9a-f]{16}\.h5$")
+
+
+def _remove_stale_shards(folder: str, current: set[str]) -> None:
+    """Delete shard files of earlier, different image sets: only regular files named like a shard,
+    in a real shards folder bneck made (``claim_folder`` checked it: marker, no symlink)."""
+    if folder_kind(folder) != "shards":
+        return
+    for entry in os.scandir(folder):
+        if SHARD_NAME.match(entry.name) and entry.name not in current and entry.is_file(follow_symlinks=False):
+            os.remove(entry.path)
+
+
 def ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_worker, actor_class):
     """Return the RayOptions for ``engine="ray"`` (None for local); raises ConfigError."""
     if engine not in ENGINES:
@@ -279,7 +294,7 @@ def extract_split_sharded(ex, dataset, split: str, out_dir: str, usable: list,
     """
     from .extract import SplitReport, split_attrs, split_content
 
-    folder = os.path.join(out_dir, f"{split}.shards")
+    folder = claim_folder(os.path.join(out_dir, f"{split}.shards"), "shards", option="the shards folder")
     shards = plan_shards(ex.spec, [(sha, r.abspath) for r, sha in usable], folder, ex.pool.options.shard_size)
     results = {s["index"]: r for s in shards if (r := finished(s, ex.spec.key)) is not None}
     todo = [s for s in shards if s["index"] not in results]
@@ -292,13 +307,11 @@ def extract_split_sharded(ex, dataset, split: str, out_dir: str, usable: list,
     with h5py.File(os.path.join(out_dir, sources[0][0]), "r") as f:
         shape, dtype = f["features"].shape[1:], str(f["features"].dtype)
     path = os.path.join(out_dir, f"{split}.h5")
-    unchanged = holds(path, ex.spec.key, dataset.class_names, content)
+    attrs = split_attrs(ex, dataset)
+    unchanged = holds(path, attrs, content)
     if not unchanged:
-        write_sharded_split_file(path, content, split_attrs(ex, dataset), sources, shape, dtype)
-        current = {os.path.basename(name) for name, _ in sources}
-        for name in os.listdir(folder):  # shards of earlier, different image sets
-            if name.endswith(".h5") and name not in current:
-                os.remove(os.path.join(folder, name))
+        write_sharded_split_file(path, content, attrs, sources, shape, dtype)
+        _remove_stale_shards(folder, {os.path.basename(name) for name, _ in sources})
     computed = sum(r["computed"] for r in results.values())
     return SplitReport(split, len(content.shas), len(dataset.class_names), len(content.quarantine),
                        len(content.shas) - computed, computed, time.perf_counter() - start, path, content.quarantine,

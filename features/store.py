@@ -1,35 +1,34 @@
-"""The per-split HDF5 feature file: what it holds, how it is written, how it is trusted.
+"""The per-split HDF5 feature file: what it holds, how it is written, how it is read.
 
-``OUT/<split>.h5`` datasets: ``features`` (N, ...) chunked, ``labels`` (N,) int,
+``OUT/<split>.h5`` datasets: ``features`` (N, ...) chunked, ``labels`` (N,) int64,
 ``paths`` (N,) UTF-8 relative to the data root, ``sha256`` (N,) image digests,
 ``quarantine`` (K, 2) path and reason. Attributes describe the extractor, the
-dataset and the software versions; ``complete`` is written last, and the file is
-created under a temporary name and moved into place, so a file that has it was
-written whole.
+dataset and the software versions. Two checksums cover every byte: ``features_sha256``
+the features, ``content_sha256`` everything else (datasets and attributes). The file
+is created under a temporary name and moved into place, and ``complete`` is written
+last, so a file that has it was written whole. What reading checks is in
+``store_checks``; every reader here goes through it.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
-from typing import Callable
+from typing import Callable, Iterator, Optional
 
 import h5py
 import numpy as np
 
 from .atomic import atomic_target
 from .errors import FeatureFileError
-from .key import KEY_FIELDS, OPTIONAL_KEY_FIELDS, SCHEMA_VERSION, extractor_key
+from .key import SCHEMA_VERSION
+from .store_checks import (FILE_FORMAT, check_finite, content_digest, decode_attrs, rebuild_hint,
+                           strings, validate)
 
 _STR = h5py.string_dtype("utf-8")
-REQUIRED_DATASETS = ("features", "labels", "paths", "sha256", "quarantine")
-# Attributes stored as JSON text (lists, dicts, and the full extractor spec, whose
-# ``alpha`` may be None, which HDF5 attributes cannot hold).
-_JSON_ATTRS = ("class_names", "split_spec", "excluded_classes", "extractor")
 
 
 def versions() -> dict:
@@ -43,11 +42,6 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             out[attr] = "unknown"
     return out
-
-
-def _rebuild_hint(path: str) -> str:
-    return (f"Delete {path} and run `bneck extract` again to rebuild it (cached rows are reused, "
-            "so this is quick).")
 
 
 @dataclass
@@ -113,7 +107,9 @@ def write_sharded_split_file(path: str, content: SplitContent, attrs: dict, shar
 
 
 def _write_rest(f: h5py.File, content: SplitContent, attrs: dict, features_sha256: str) -> None:
-    """Write everything but the features, then the ``complete`` flag."""
+    """Write everything but the features, both checksums, then the ``complete`` flag."""
+    import json
+
     n = len(content.paths)
     f.create_dataset("labels", data=np.asarray(content.labels, dtype=np.int64))
     f.create_dataset("paths", data=np.array(content.paths, dtype=object), dtype=_STR)
@@ -127,15 +123,17 @@ def _write_rest(f: h5py.File, content: SplitContent, attrs: dict, features_sha25
     f.attrs["n_images"] = n
     f.attrs["features_sha256"] = features_sha256
     f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["file_format"] = FILE_FORMAT
     f.attrs["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for name, value in versions().items():
         f.attrs[name] = value
+    f.attrs["content_sha256"] = content_digest(f, decode_attrs(f))
     f.attrs["complete"] = True  # written last
 
 
 @dataclass
 class FeatureFile:
-    """A validated split file, loaded in memory (use ``h5py`` directly to stream)."""
+    """A validated split file, loaded in memory (``RowReader`` streams it instead)."""
 
     path: str
     attrs: dict
@@ -156,159 +154,136 @@ class FeatureFile:
         return self.attrs["extractor_key"]
 
 
-def _decode_attrs(f: h5py.File) -> dict:
-    out = {}
-    for name, value in f.attrs.items():
-        if isinstance(value, bytes):
-            value = value.decode("utf-8")
-        if isinstance(value, np.generic):
-            value = value.item()
-        if name in _JSON_ATTRS and isinstance(value, str):
-            value = json.loads(value)
-        out[name] = value
-    return out
+def _open(path: str) -> h5py.File:
+    if not os.path.isfile(path):
+        raise FeatureFileError(f"feature file not found: {path}. Create it with "
+                               "`bneck extract DATA_DIR --out FOLDER`.")
+    return h5py.File(path, "r")
 
 
-def validate(path: str, f: h5py.File) -> dict:
-    """Check a split file's structure and attributes; returns its decoded attributes.
-
-    Raises FeatureFileError naming the file, the problem and how to rebuild it.
-    """
-    attrs = _decode_attrs(f)
-    if not attrs.get("complete", False):
-        raise FeatureFileError(f"{path} is incomplete (no 'complete' flag): it was not written "
-                               f"to the end. {_rebuild_hint(path)}")
-    if attrs.get("schema_version") != SCHEMA_VERSION:
-        raise FeatureFileError(
-            f"{path} has schema_version={attrs.get('schema_version')!r}, but this bneck reads "
-            f"schema_version={SCHEMA_VERSION}. {_rebuild_hint(path)}")
-    missing = [d for d in REQUIRED_DATASETS if d not in f]
-    missing += [a for a in ("extractor", "extractor_key", "class_names", "features_sha256")
-                if a not in attrs]
-    if missing:
-        raise FeatureFileError(f"{path} lacks {', '.join(missing)}: it was not written by "
-                               f"bneck extract or has been altered. {_rebuild_hint(path)}")
-    n = f["features"].shape[0]
-    counts = {d: f[d].shape[0] for d in ("labels", "paths", "sha256")}
-    if any(c != n for c in counts.values()) or attrs.get("n_images") != n:
-        raise FeatureFileError(f"{path} has inconsistent row counts (features: {n}, "
-                               f"{', '.join(f'{k}: {v}' for k, v in counts.items())}, "
-                               f"n_images: {attrs.get('n_images')}). {_rebuild_hint(path)}")
-    if f["features"].is_virtual:
-        _check_shards(path, f["features"])
-    spec = attrs["extractor"]
-    if any(k not in spec for k in KEY_FIELDS if k not in OPTIONAL_KEY_FIELDS) \
-            or extractor_key(spec) != attrs["extractor_key"] \
-            or any(attrs.get(k, spec.get(k)) != spec.get(k) for k in KEY_FIELDS if spec.get(k) is not None):
-        raise FeatureFileError(f"{path} has attributes that do not match its extractor_key: "
-                               f"it has been edited. {_rebuild_hint(path)}")
-    return attrs
+def _unreadable(path: str, exc: Exception) -> FeatureFileError:
+    return FeatureFileError(f"{path} cannot be read as a feature file ({type(exc).__name__}: {exc}); "
+                            f"it is truncated or damaged. {rebuild_hint(path)}")
 
 
-def _check_shards(path: str, features: h5py.Dataset) -> None:
-    """Refuse a sharded split file whose shard files are missing, truncated or incomplete.
-
-    HDF5 would read a missing source as fill values; this is checked on every open
-    instead, and the features checksum catches any other change.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    for source in features.virtual_sources():
-        shard = os.path.join(folder, source.file_name)
-        problem = None
-        if not os.path.isfile(shard):
-            problem = "is missing"
-        else:
-            try:
-                with h5py.File(shard, "r") as f:
-                    if not f.attrs.get("complete", False):
-                        problem = "is incomplete (no 'complete' flag)"
-                    else:
-                        low, high = source.vspace.get_select_bounds()
-                        expected = tuple(h - lo + 1 for lo, h in zip(low, high))
-                        if f["features"].shape != expected:
-                            problem = f"holds features of shape {f['features'].shape}, not {expected}"
-            except (OSError, KeyError, RuntimeError):
-                problem = "cannot be read (truncated or damaged)"
-        if problem:
-            raise FeatureFileError(
-                f"{path} reads its features from the shard file {shard}, which {problem}. Rerun the "
-                f"same `bneck extract --engine ray` command: finished shards are kept and only the "
-                f"missing ones are computed.")
+_READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError)
 
 
 def read_features(path: str, verify: bool = True) -> FeatureFile:
     """Open, validate and load a split file.
 
-    With ``verify`` the features are checked against their stored sha256. Raises
-    FeatureFileError for a missing, truncated, incomplete or tampered file.
+    With ``verify`` (the default) the features are checked against their stored
+    sha256 and for NaN/infinity. Raises FeatureFileError for a missing, truncated,
+    incomplete, tampered or otherwise unusable file.
     """
-    if not os.path.isfile(path):
-        raise FeatureFileError(f"feature file not found: {path}. Create it with "
-                               "`bneck extract DATA_DIR --out FOLDER`.")
     try:
-        with h5py.File(path, "r") as f:
+        with _open(path) as f:
             attrs = validate(path, f)
             features = f["features"][()]
             labels = f["labels"][()]
-            paths = _strings(f["paths"][()])
-            shas = [s.decode("ascii") for s in f["sha256"][()]]
-            quarantine = [tuple(_strings(row)) for row in f["quarantine"][()]]
+            paths = strings(f["paths"][()])
+            shas = strings(f["sha256"][()])
+            quarantine = [tuple(strings(row)) for row in f["quarantine"][()]]
     except FeatureFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise FeatureFileError(f"{path} cannot be read as a feature file "
-                               f"({type(exc).__name__}: {exc}); it is truncated or damaged. "
-                               f"{_rebuild_hint(path)}") from None
-    if verify and hashlib.sha256(np.ascontiguousarray(features).tobytes()).hexdigest() \
-            != attrs["features_sha256"]:
-        raise FeatureFileError(f"{path}: the features do not match their stored checksum "
-                               f"(features_sha256); the file is damaged or was edited. "
-                               f"{_rebuild_hint(path)}")
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from None
+    if verify:
+        if hashlib.sha256(np.ascontiguousarray(features).tobytes()).hexdigest() != attrs["features_sha256"]:
+            raise FeatureFileError(f"{path}: the features do not match their stored checksum "
+                                   f"(features_sha256); the file is damaged or was edited. "
+                                   f"{rebuild_hint(path)}")
+        check_finite(path, features)
     return FeatureFile(path, attrs, features, labels, paths, shas, quarantine)
 
 
 def read_summary(path: str) -> dict:
-    """Return a validated split file's attributes plus shapes, without loading features."""
+    """Return a validated split file's attributes plus shapes and labels, without loading features."""
     try:
-        with h5py.File(path, "r") as f:
+        with _open(path) as f:
             attrs = validate(path, f)
             attrs["features_shape"] = list(f["features"].shape)
             attrs["quarantined"] = int(f["quarantine"].shape[0])
+            attrs["labels"] = f["labels"][()].astype(np.int64)
             return attrs
     except FeatureFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise FeatureFileError(f"{path} cannot be read as a feature file "
-                               f"({type(exc).__name__}: {exc}). {_rebuild_hint(path)}") from None
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from None
 
 
-def holds(path: str, key: str, class_names: list[str], content: SplitContent) -> bool:
-    """Return True when ``path`` is a valid, undamaged file holding exactly ``content``.
+class RowReader:
+    """Read a split file's features in blocks of ``rows``, every byte checked.
+
+    Opening reads the file once in order: its features must match ``features_sha256``,
+    and each block's own sha256 is kept; every later read of a block, in any order,
+    is checked against it (and for NaN/infinity). Raises FeatureFileError.
+    """
+
+    def __init__(self, path: str, rows: int):
+        self.path, self.rows = path, max(1, int(rows))
+        whole, self._digests = hashlib.sha256(), []
+        try:
+            with _open(path) as f:
+                attrs = validate(path, f)
+                self.n = f["features"].shape[0]
+                for start in range(0, self.n, self.rows):
+                    block = np.ascontiguousarray(f["features"][start:start + self.rows]).tobytes()
+                    whole.update(block)
+                    self._digests.append(hashlib.sha256(block).hexdigest())
+        except FeatureFileError:
+            raise
+        except _READ_ERRORS as exc:
+            raise _unreadable(path, exc) from None
+        if whole.hexdigest() != attrs["features_sha256"]:
+            raise FeatureFileError(f"{path}: the features do not match their stored checksum "
+                                   f"(features_sha256). {rebuild_hint(path)}")
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def blocks(self, order: Optional[np.ndarray] = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (first row, block) for the block indices in ``order`` (default: in order)."""
+        with h5py.File(self.path, "r") as f:
+            feats = f["features"]
+            for i in (range(len(self)) if order is None else order):
+                start = int(i) * self.rows
+                block = np.ascontiguousarray(feats[start:start + self.rows])
+                if hashlib.sha256(block.tobytes()).hexdigest() != self._digests[int(i)]:
+                    raise FeatureFileError(f"{self.path} changed while it was being read (rows "
+                                           f"{start}-{start + len(block) - 1} no longer match). "
+                                           f"{rebuild_hint(self.path)}")
+                check_finite(self.path, block, start)
+                yield start, block
+
+
+def holds(path: str, attrs: dict, content: SplitContent, features_sha256: Optional[str] = None) -> bool:
+    """Return True when ``path`` is a valid, undamaged file holding exactly ``content`` and ``attrs``
+    (and, given ``features_sha256``, exactly those feature bytes: the rows the cache holds).
 
     Lets a rerun on unchanged images skip rewriting the file. Any doubt means False.
     """
+    import json
+
     if not os.path.isfile(path):
         return False
+    wanted = json.loads(json.dumps({k: v for k, v in attrs.items() if v is not None}))
     try:
         with h5py.File(path, "r") as f:
-            attrs = validate(path, f)
-            same = (attrs["extractor_key"] == key and attrs["class_names"] == class_names
-                    and attrs.get("split") == content.split
+            found = validate(path, f)
+            same = (all(found.get(k) == v for k, v in wanted.items())
+                    and found.get("split") == content.split
                     and f["labels"][()].tolist() == list(content.labels)
-                    and [s.decode("ascii") for s in f["sha256"][()]] == content.shas
-                    and _strings(f["paths"][()]) == content.paths
-                    and [tuple(_strings(r)) for r in f["quarantine"][()]] == list(content.quarantine))
-            if not same:
+                    and strings(f["sha256"][()]) == content.shas
+                    and strings(f["paths"][()]) == content.paths
+                    and [tuple(strings(r)) for r in f["quarantine"][()]] == list(content.quarantine))
+            if not same or features_sha256 not in (None, found["features_sha256"]):
                 return False
             digest = hashlib.sha256()
             ds = f["features"]
             step = max(1, ds.chunks[0] if ds.chunks else len(ds))
             for start in range(0, ds.shape[0], step):
                 digest.update(np.ascontiguousarray(ds[start:start + step]).tobytes())
-            return digest.hexdigest() == attrs["features_sha256"]
-    except (FeatureFileError, OSError, KeyError, ValueError, TypeError, RuntimeError):
+            return digest.hexdigest() == found["features_sha256"]
+    except (FeatureFileError, *_READ_ERRORS):
         return False
-
-
-def _strings(values) -> list[str]:
-    return [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]

@@ -1,34 +1,70 @@
-"""Import TensorFlow without the C++ start-up chatter.
+"""Import TensorFlow without the C++ start-up chatter, and without losing anyone else's output.
 
-The CUDA-enabled TensorFlow wheel prints CUDA-stub and absl lines to the process's
-stderr on machines without a GPU. They are silenced for the duration of the import
-only (set ``BNECK_TF_LOGS=1`` to see them); Python errors still propagate.
+The CUDA-enabled TensorFlow wheel prints CUDA-stub, oneDNN and absl lines to the
+process's stderr (file descriptor 2) on machines without a GPU, from C++, where no
+Python setting reaches. During the import, descriptor 2 is pointed at a pipe, and a
+thread passes on every line that is not one of TensorFlow's log lines: the import
+may run in a background thread while the main thread prints a progress bar, a
+table or an error, and all of that still reaches the terminal (set
+``BNECK_TF_LOGS=1`` to see TensorFlow's lines too).
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# absl/glog lines ("I0000 00:00:1795.07 17090 port.cc:153] ..."), older timestamped ones
+# ("2026-11-23 13:00:00.123: I tensorflow/..."), and two free-form notices.
+_NOISE = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ [\w./-]+:\d+\]"
+                    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "
+                    rb"|WARNING: All log messages before absl::InitializeLog"
+                    rb"|To enable the following instructions:)")
+_LOCK = threading.Lock()
+
+
+def _forward(read_fd: int, target_fd: int) -> None:
+    """Copy what arrives on ``read_fd`` to ``target_fd``, line by line, dropping TensorFlow's log lines."""
+    pending = b""
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        while True:
+            data = pipe.read(65536)
+            if not data:
+                break
+            pending += data
+            *lines, pending = re.split(rb"(?<=[\n\r])", pending)
+            for line in lines:
+                if line and not _NOISE.match(line):
+                    os.write(target_fd, line)
+    if pending and not _NOISE.match(pending):
+        os.write(target_fd, pending)
+
 
 def import_tensorflow():
-    """Return the ``tensorflow`` module, imported quietly the first time."""
-    if "tensorflow" in sys.modules or os.environ.get("BNECK_TF_LOGS"):
-        import tensorflow
+    """Return the ``tensorflow`` module, imported quietly the first time (from any thread)."""
+    with _LOCK:
+        if "tensorflow" in sys.modules or os.environ.get("BNECK_TF_LOGS"):
+            import tensorflow
+            return tensorflow
+        sys.stderr.flush()
+        saved = os.dup(2)
+        read_fd, write_fd = os.pipe()
+        forwarder = threading.Thread(target=_forward, args=(read_fd, saved), daemon=True,
+                                     name="bneck-tf-quiet")
+        forwarder.start()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        try:
+            import tensorflow
+            import keras  # noqa: F401  (its first import also talks to the C++ runtime)
+            # Device discovery (cuInit) prints its own error on GPU-less machines.
+            tensorflow.config.list_physical_devices()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)  # closes the pipe's last writer: the forwarder drains it and ends
+            forwarder.join(timeout=5)
+            os.close(saved)
         return tensorflow
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import tensorflow
-                import keras  # noqa: F401  (its first import also talks to the C++ runtime)
-                # Device discovery (cuInit) prints its own error on GPU-less machines.
-                tensorflow.config.list_physical_devices()
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
-    return tensorflow

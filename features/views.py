@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .augment import view_transforms, warp
-from .cache import RowCache, missing_shas
+from .cache import MissingRows, RowCache, missing_shas
 from .key import ExtractorSpec
 from .progress import progress_bar
 from .tfimport import import_tensorflow
@@ -85,17 +85,30 @@ class TrunkViews:
             todo = missing_shas(cache, dict.fromkeys(shas))
             self._compute(cache, images, shas, todo, view, f"{label} view {view}".strip())
             self.stats.reused += n - len(todo)
-            if out is None:
-                shape, _ = cache.row_layout(shas[0])
-                out = np.empty((len(views) * n,) + shape, np.float32)
-            block = out[j * n:(j + 1) * n]
+            for attempt in range(4):
+                try:
+                    if out is None:
+                        shape, _ = cache.row_layout(shas[0])
+                        out = np.empty((len(views) * n,) + shape, np.float32)
+                    block = out[j * n:(j + 1) * n]
 
-            def sink(first, part, block=block):
-                block[first:first + len(part)] = part
+                    def sink(first, part, block=block):
+                        block[first:first + len(part)] = part
 
-            cache.read_rows(list(shas), sink)
+                    cache.read_rows(list(shas), sink)
+                    break
+                except MissingRows as exc:  # `bneck cache gc` removed them meanwhile: make them again
+                    if attempt == 3:
+                        raise
+                    self._compute(cache, images, shas, exc.shas, view, f"{label} view {view}".strip())
         self.stats.seconds += time.perf_counter() - start
         return out
+
+    def compute(self, batch: np.ndarray, shas: Sequence[str], view: int) -> np.ndarray:
+        """Return the trunk's rows for view ``view`` of a uint8 ``batch`` of images with these ``shas``."""
+        size = self.spec.input_size
+        transforms = view_transforms(list(shas), view, self.seed, self.params, size, size)
+        return self._forward(batch, transforms, view != 0).numpy()
 
     def _compute(self, cache: RowCache, images, shas, todo, view: int, label: str) -> None:
         if not todo:
@@ -103,15 +116,12 @@ class TrunkViews:
         first = {}
         for i, sha in enumerate(shas):
             first.setdefault(sha, i)
-        size = self.spec.input_size
         bar = progress_bar(len(todo), f"{label}: computing", self.verbose)
         pending_shas, pending_rows = [], []
         try:
             for lo in range(0, len(todo), self.batch_size):
                 part = todo[lo:lo + self.batch_size]
-                batch = images[[first[s] for s in part]]
-                transforms = view_transforms(part, view, self.seed, self.params, size, size)
-                pending_rows.append(self._forward(batch, transforms, view != 0).numpy())
+                pending_rows.append(self.compute(images[[first[s] for s in part]], part, view))
                 pending_shas.extend(part)
                 self.stats.computed += len(part)
                 if len(pending_shas) >= 1024:

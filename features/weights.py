@@ -1,11 +1,15 @@
 """Resolve ``--weights`` to a local file and its sha256, without importing TensorFlow when possible.
 
-``imagenet`` is looked up where Keras itself caches it (``$KERAS_HOME/models/<official
-file name>``, default ``~/.keras``); only when it is missing does Keras download it.
+``imagenet`` is looked up in ``$KERAS_HOME/models/<official file name>`` (default
+``~/.keras``) and nowhere else: never in Keras' own fallback ``/tmp/.keras``, which
+any local user can write to. Only when it is missing is it downloaded, into that same
+folder. Where Keras publishes a hash for the file (an md5, for VGG, ResNet,
+Inception, Xception and EfficientNet), the file must match it, found or downloaded.
 ``none`` means a seeded random initialisation, recorded as such. Anything else is a path.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from importlib import metadata
@@ -13,6 +17,7 @@ from typing import Optional
 
 from .backbones import Backbone
 from .errors import WeightsError
+from .files import open_regular
 from .hashing import sha256_file
 
 RANDOM_INIT_SEED = 0
@@ -28,19 +33,28 @@ class ResolvedWeights:
 
 
 def keras_home() -> str:
-    """Return the folder Keras uses for its caches (same rule as ``keras.src.backend.config``)."""
-    if "KERAS_HOME" in os.environ:
-        return os.environ["KERAS_HOME"]
-    base = os.path.expanduser("~")
-    if not os.access(base, os.W_OK):
-        base = "/tmp"
-    return os.path.join(base, ".keras")
+    """Return ``$KERAS_HOME`` or ``~/.keras`` (never Keras' /tmp fallback)."""
+    return os.path.abspath(os.path.expanduser(os.environ.get("KERAS_HOME") or "~/.keras"))
 
 
 def imagenet_candidates(file_name: str) -> list[str]:
-    """Return where Keras would have stored ``file_name`` (its home, then its /tmp fallback)."""
-    return [os.path.join(keras_home(), "models", file_name),
-            os.path.join("/tmp", ".keras", "models", file_name)]
+    """Return where the official ``file_name`` is looked for: ``$KERAS_HOME/models`` only."""
+    return [os.path.join(keras_home(), "models", file_name)]
+
+
+def _check_published_hash(backbone: Backbone, path: str) -> None:
+    """Raise WeightsError when ``path`` does not match the md5 Keras publishes for it."""
+    if backbone.weights_md5 is None:
+        return
+    digest = hashlib.md5(usedforsecurity=False)
+    with open_regular(path) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != backbone.weights_md5:
+        raise WeightsError(
+            f"{path} is not the official ImageNet weights file for {backbone.name!r}: its md5 is "
+            f"{digest.hexdigest()}, and Keras publishes {backbone.weights_md5}. It is damaged or was "
+            f"replaced; delete it (bneck will download it again), or pass --weights PATH to a file you trust.")
 
 
 def _download_imagenet(backbone: Backbone, file_name: str) -> str:
@@ -50,10 +64,21 @@ def _download_imagenet(backbone: Backbone, file_name: str) -> str:
     import keras
 
     origin = backbone.weights_origin + file_name
+    where = os.path.join(keras_home(), "models")
     try:
-        return keras.utils.get_file(file_name, origin, cache_subdir="models")
+        os.makedirs(where, exist_ok=True)
+    except OSError:
+        pass
+    if not os.access(where, os.W_OK):  # Keras would then use /tmp/.keras, which anyone can fill
+        raise WeightsError(
+            f"ImageNet weights for backbone {backbone.name!r} need the file {file_name!r}, which is not in "
+            f"{where}, and that folder cannot be written to, so it cannot be downloaded there (bneck never "
+            f"uses Keras' fallback /tmp/.keras, which any local user can write to). Set KERAS_HOME to a folder "
+            f"you own, copy the file to {where}/{file_name}, or pass --weights PATH.")
+    try:
+        path = keras.utils.get_file(file_name, origin, cache_subdir="models", cache_dir=keras_home(),
+                                    file_hash=backbone.weights_md5)
     except Exception as exc:  # any network or I/O failure becomes one clear message
-        where = os.path.join(keras_home(), "models")
         raise WeightsError(
             f"ImageNet weights for backbone {backbone.name!r} need the file {file_name!r}, which is "
             f"not in the Keras cache ({where}) and could not be downloaded from {origin} "
@@ -61,6 +86,9 @@ def _download_imagenet(backbone: Backbone, file_name: str) -> str:
             f"On a machine without network, copy the file to {where}/{file_name} (or set KERAS_HOME "
             f"to a folder whose models/ holds it), or pass --weights PATH to a local .h5 file, "
             f"or --weights none for random weights.") from None
+    if os.path.dirname(os.path.abspath(path)) != os.path.abspath(where):
+        raise WeightsError(f"Keras placed the downloaded weights at {path}, outside {where}; refused.")
+    return path
 
 
 def resolve_weights(backbone: Backbone, alpha: Optional[float], size: int,
@@ -76,6 +104,7 @@ def resolve_weights(backbone: Backbone, alpha: Optional[float], size: int,
         file_name = backbone.weights_file(alpha, size)
         found = next((p for p in imagenet_candidates(file_name) if os.path.isfile(p)), None)
         path = found or _download_imagenet(backbone, file_name)
+        _check_published_hash(backbone, path)
         return ResolvedWeights("imagenet", sha256_file(path), path)
     path = os.path.abspath(os.path.expanduser(str(weights)))
     if not os.path.isfile(path):

@@ -1,30 +1,43 @@
-"""Trained-classifier folders: what is in them, and loading them only when they are what they claim.
+"""Model folders (classifiers, fine-tuned models): what is in them, and loading them safely.
 
-``MODELS_DIR/NAME/manifest.json`` records the classifier's configuration, the class
-names, the extractor (key and full spec), the feature files' sha256, the metrics,
-the software versions and the sha256 of every other file in the folder. Loading
-checks those hashes before any file is deserialised: a joblib/pickle file can run
-code when loaded, so one that does not match its manifest (or has none) is never
-opened. Keras models load with ``safe_mode=True``.
+``MODELS_DIR/NAME/manifest.json`` records the model's configuration, the class names,
+the extractor (key and full spec), the feature files' sha256, the metrics, the
+software versions and the sha256 of every other file in the folder.
+
+What loading guarantees does not rest on the manifest (anyone can re-hash a folder
+they changed); it rests on the formats: scikit-learn models are skops files loaded
+with a fixed list of trusted types, Keras models are checked against a fixed list
+of layer types before Keras reads them with ``safe_mode=True`` (``model_io``).
+Nothing is ever unpickled. The manifest adds integrity: a folder loads only when it
+holds exactly the files its manifest lists (no other file, no sub-folder, no
+symbolic link anywhere) and each file's bytes match their sha256. Those bytes are
+read once, hashed and handed to the loader from memory, so what was checked is what
+is loaded.
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from features.atomic import atomic_open, staged_folder  # noqa: F401  (staged_folder: re-exported)
+
+from features.atomic import atomic_open
 from features.errors import BneckError
-from features.hashing import sha256_file
+from features.files import open_regular
+from features.hashing import sha256_bytes, sha256_file
+from features.outputs import staged_folder  # noqa: F401  (re-exported for the stages)
 from features.store import versions
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+MODEL_FILES = {"keras": "model.keras", "finetuned": "model.keras", "sklearn": "model.skops"}
+_MAX_MANIFEST_BYTES = 16 << 20
 
 
 class ArtifactError(BneckError):
-    """A classifier folder is missing, incomplete or does not match its manifest."""
+    """A model folder is missing, incomplete, does not match its manifest, or holds code."""
 
 
 def write_json(path: str, obj) -> None:
@@ -54,8 +67,11 @@ def _json_default(value):
 
 
 def write_manifest(folder: str, body: dict) -> dict:
-    """Hash every file in ``folder`` and write the manifest last; returns it."""
-    files = sorted(n for n in os.listdir(folder) if n != MANIFEST and not n.startswith("."))
+    """Hash every file in ``folder`` (its marker included) and write the manifest last; returns it."""
+    files = sorted(n for n in os.listdir(folder) if n != MANIFEST)
+    for name in files:
+        if not stat.S_ISREG(os.lstat(os.path.join(folder, name)).st_mode):
+            raise RuntimeError(f"{folder}/{name} is not a regular file; model folders hold only files")
     manifest = {"manifest_version": MANIFEST_VERSION, **body,
                 "versions": versions(),
                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -65,12 +81,23 @@ def write_manifest(folder: str, body: dict) -> dict:
 
 
 @dataclass
+class VerifiedFolder:
+    """A model folder whose files all matched its manifest: their bytes, as they were hashed."""
+
+    folder: str
+    manifest: dict
+    files: dict[str, bytes]
+    manifest_sha256: str
+
+
+@dataclass
 class LoadedClassifier:
-    """A verified classifier: ``kind`` is 'keras' or 'sklearn'; ``model`` is ready to predict."""
+    """A verified model: ``kind`` is 'keras', 'sklearn' or 'finetuned'; ``model`` is ready to predict."""
 
     folder: str
     manifest: dict
     model: object
+    manifest_sha256: str = ""
 
     @property
     def kind(self) -> str:
@@ -81,63 +108,127 @@ class LoadedClassifier:
         return self.manifest["class_names"]
 
 
-def read_manifest(folder: str) -> dict:
-    """Return the folder's manifest after checking every listed file's sha256.
+def _read_bytes(path: str, limit=None) -> bytes:
+    with open_regular(path, follow_symlinks=False) as handle:
+        data = handle.read() if limit is None else handle.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise ArtifactError(f"{path} is larger than {limit} bytes; a manifest is never that large.")
+    return data
 
-    Raises ArtifactError naming the folder and the first file that fails.
+
+def _entries(folder: str) -> dict[str, int]:
+    """Return {name: st_mode} of a folder's entries, not following symlinks."""
+    st = os.lstat(folder) if os.path.lexists(folder) else None
+    if st is None:
+        raise ArtifactError(f"model folder not found: {folder}. Give a folder written by `bneck train` "
+                            "(MODELS_DIR/NAME) or `bneck finetune`.")
+    if not stat.S_ISDIR(os.stat(folder).st_mode):
+        raise ArtifactError(f"{folder} is a file, not a model folder. Give the folder written by "
+                            "`bneck train` (MODELS_DIR/NAME) or `bneck finetune`.")
+    with os.scandir(folder) as it:
+        return {e.name: e.stat(follow_symlinks=False).st_mode for e in it}
+
+
+def _legacy_hint(folder: str) -> str:
+    return (f"Retrain it with `bneck train` (or `bneck finetune`), or, if you trust whoever made it, "
+            f"convert it once with `bneck convert {folder}` (a folder holding a pickled model.joblib "
+            f"also needs --trust-pickle, because loading a pickle can run any code it carries).")
+
+
+def read_verified(folder: str) -> VerifiedFolder:
+    """Return the folder's manifest and file bytes after checking the folder is exactly what it lists.
+
+    Raises ArtifactError for a missing folder, no manifest, an old format, a symbolic
+    link, a sub-folder or a file the manifest does not list, a listed file that is
+    missing, or bytes that do not match their sha256.
     """
     folder = os.path.abspath(os.path.expanduser(str(folder)))
-    path = os.path.join(folder, MANIFEST)
-    if not os.path.isfile(path):
-        raise ArtifactError(f"{folder} has no {MANIFEST}: it is not a classifier folder written by "
-                            "`bneck train`, and its files will not be loaded (pickled models "
-                            "can run code when opened).")
+    entries = _entries(folder)
+    for name, mode in sorted(entries.items()):
+        if stat.S_ISLNK(mode):
+            raise ArtifactError(f"{folder} holds a symbolic link, {name}: model folders hold only "
+                                "regular files, so it is refused (a link could point anywhere).")
+        if not stat.S_ISREG(mode):
+            raise ArtifactError(f"{folder} holds {name}, which is not a regular file; model folders "
+                                "hold only regular files, so it is refused.")
+    if MANIFEST not in entries:
+        raise ArtifactError(f"{folder} has no {MANIFEST}: it is not a model folder written by "
+                            "`bneck train` or `bneck finetune`, so nothing in it is loaded.")
     try:
-        with open(path) as handle:
-            manifest = json.load(handle)
+        raw = _read_bytes(os.path.join(folder, MANIFEST), _MAX_MANIFEST_BYTES)
+        manifest = json.loads(raw)
         listed = manifest["artifacts"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{path} is not a valid manifest ({exc}).") from None
-    for name, expected in listed.items():
-        file = os.path.join(folder, name)
-        if os.path.basename(name) != name or not os.path.isfile(file):
+        version = manifest.get("manifest_version")
+        if not isinstance(listed, dict):
+            raise TypeError("artifacts is not a table")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{folder}/{MANIFEST} is not a valid manifest ({exc}).") from None
+    if version != MANIFEST_VERSION:
+        raise ArtifactError(f"{folder} was made by an older bneck (manifest version {version!r}; "
+                            f"this one reads {MANIFEST_VERSION}). {_legacy_hint(folder)}")
+    unlisted = sorted(set(entries) - set(listed) - {MANIFEST})
+    if unlisted:
+        raise ArtifactError(f"{folder} holds {', '.join(unlisted[:5])}, which its manifest does not "
+                            "list: the folder was changed after it was written, so it is refused. "
+                            "Remove the file(s), or retrain.")
+    files = {}
+    for name, expected in sorted(listed.items()):
+        if name not in entries:
             raise ArtifactError(f"{folder}: the manifest lists {name!r}, which is missing.")
-        actual = sha256_file(file)
-        if actual != expected:
+        data = _read_bytes(os.path.join(folder, name))
+        if sha256_bytes(data) != expected:
             raise ArtifactError(
-                f"{file} does not match its manifest (sha256 {actual[:12]}... instead of "
-                f"{expected[:12]}...): it was changed after training, so it is refused. "
-                "Retrain with `bneck train` or restore the original file.")
-    return manifest
+                f"{folder}/{name} does not match its manifest (sha256 {sha256_bytes(data)[:12]}... "
+                f"instead of {str(expected)[:12]}...): it was changed after training, so it is "
+                "refused. Retrain with `bneck train` or restore the original file.")
+        files[name] = data
+    return VerifiedFolder(folder, manifest, files, sha256_bytes(raw))
+
+
+def read_manifest(folder: str) -> dict:
+    """Return the folder's manifest after ``read_verified``'s checks. Raises ArtifactError."""
+    return read_verified(folder).manifest
+
+
+def _model_bytes(verified: VerifiedFolder) -> tuple[str, bytes, str]:
+    """Return (kind, model file bytes, its path) of a verified folder; raises ArtifactError."""
+    manifest, folder = verified.manifest, verified.folder
+    kind = manifest.get("kind")
+    if kind not in MODEL_FILES or manifest.get("model_file") != MODEL_FILES[kind]:
+        raise ArtifactError(
+            f"{folder}: its manifest names the model file {manifest.get('model_file')!r} for kind {kind!r}, "
+            f"but bneck's models are {', '.join(f'{v} ({k})' for k, v in MODEL_FILES.items())}; nothing "
+            f"else is loaded (a pickle never is). {_legacy_hint(folder)}")
+    return kind, verified.files[MODEL_FILES[kind]], os.path.join(folder, MODEL_FILES[kind])
+
+
+def check_model(folder: str) -> dict:
+    """Return the manifest of a model folder that would load safely, without building the model.
+
+    Raises ArtifactError for what ``load_classifier`` would refuse (Keras' own safe_mode aside).
+    """
+    from .model_io import UnsafeModel, check_keras, check_sklearn
+
+    verified = read_verified(folder)
+    kind, data, path = _model_bytes(verified)
+    try:
+        (check_sklearn if kind == "sklearn" else check_keras)(data, path)
+    except UnsafeModel as exc:
+        raise ArtifactError(str(exc)) from None
+    return verified.manifest
 
 
 def load_classifier(folder: str) -> LoadedClassifier:
-    """Verify and load a trained classifier. Raises ArtifactError if anything does not match."""
-    folder = os.path.abspath(os.path.expanduser(str(folder)))
-    manifest = read_manifest(folder)
-    model_file = manifest.get("model_file")
-    if model_file not in manifest["artifacts"]:
-        raise ArtifactError(f"{folder}: the manifest's model file {model_file!r} is not among its "
-                            "hashed artifacts, so it is refused.")
-    path = os.path.join(folder, model_file)
-    if manifest["kind"] in ("keras", "finetuned"):
-        from features.tfimport import import_tensorflow
+    """Verify and load a trained model. Raises ArtifactError if anything does not match or is unsafe."""
+    from .model_io import UnsafeModel, load_keras, load_sklearn
 
-        import_tensorflow()
-        import keras
-
-        try:
-            model = keras.models.load_model(path, safe_mode=True, compile=False)
-        except Exception as exc:  # safe_mode refusing code, or a file Keras cannot read
-            raise ArtifactError(
-                f"{path} was not loaded: Keras (safe_mode=True) refused it: {str(exc).split('. ')[0]}. "
-                "bneck never loads models that carry Python code (Lambda layers, custom objects); "
-                "retrain with `bneck train` / `bneck finetune`.") from None
-    else:
-        import joblib
-
-        model = joblib.load(path)
-    return LoadedClassifier(folder, manifest, model)
+    verified = read_verified(folder)
+    kind, data, path = _model_bytes(verified)
+    try:
+        model = (load_sklearn if kind == "sklearn" else load_keras)(data, path)
+    except UnsafeModel as exc:
+        raise ArtifactError(str(exc)) from None
+    return LoadedClassifier(verified.folder, verified.manifest, model, verified.manifest_sha256)
 
 
 def write_predictions(path: str, class_names: list[str], splits: dict) -> None:
@@ -156,10 +247,9 @@ def write_predictions(path: str, class_names: list[str], splits: dict) -> None:
                                  *(f"{v:.6f}" for v in row)])
 
 
-def read_predictions(path: str) -> list[dict]:
-    """Read ``write_predictions``' file back as dicts (probabilities as floats)."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+def read_predictions(text: str) -> list[dict]:
+    """Parse ``write_predictions``' file (its text) back into dicts (probabilities as floats)."""
+    rows = list(csv.DictReader(text.splitlines()))
     fixed = ("split", "path", "true", "predicted")
     return [{**{k: r[k] for k in fixed}, "probabilities": {k: float(v) for k, v in r.items() if k not in fixed}}
             for r in rows]

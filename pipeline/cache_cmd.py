@@ -7,7 +7,8 @@ import json
 import os
 
 from features import read_summary
-from features.cache import collect_garbage, default_cache_dir, list_entries, verify_cache
+from features.cache import default_cache_dir
+from features.cache_gc import collect_garbage, list_entries, verify_cache
 from features.progress import format_table
 
 
@@ -23,7 +24,16 @@ def add_parser(sub) -> None:
                                        "optionally drop entries unused for DAYS")
     gc.add_argument("--older-than", type=float, default=None, metavar="DAYS")
     verify = actions.add_parser("verify", help="read every cached row and check every checksum; "
-                                               "exit 1 if anything is damaged")
+                                               "exit 1 if anything is damaged",
+                                description="Check every chunk's checksums; with --recompute N, also "
+                                            "recompute N seeded rows per cache entry from images found "
+                                            "under --data (by sha256) and compare them with the stored "
+                                            "rows. Exit 1 if anything is damaged or differs.")
+    verify.add_argument("--recompute", type=int, default=0, metavar="N",
+                        help="recompute N rows per entry (needs --data) and compare")
+    verify.add_argument("--data", nargs="+", default=(), metavar="DIR",
+                        help="folders holding the images the rows were made from")
+    verify.add_argument("--seed", type=int, default=0, help="which rows are sampled (default 0)")
     for q in (ls, info, gc, verify):
         q.add_argument("--cache-dir", default=None, help="default $BNECK_CACHE or ~/.cache/bneck")
     ls.set_defaults(run=run_ls)
@@ -58,7 +68,9 @@ def run_ls(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     """Print a feature file's attributes, or a cache entry's metadata."""
     if os.path.isfile(args.target):
-        print(json.dumps(read_summary(args.target), indent=1, default=str))
+        summary = read_summary(args.target)
+        summary.pop("labels")
+        print(json.dumps(summary, indent=1, default=str))
         return 0
     matches = [e for e in list_entries(_cache_dir(args)) if e.key.startswith(args.target)]
     if len(matches) != 1:
@@ -76,20 +88,45 @@ def run_gc(args: argparse.Namespace) -> int:
     """Tidy the cache and say what was done."""
     stats = collect_garbage(_cache_dir(args), args.older_than)
     print(f"removed {stats['temporaries']} stale temporary file(s), {stats['bad_chunks']} damaged "
-          f"chunk(s) and {stats['entries_removed']} unused entr(ies); merged "
+          f"chunk(s) and {stats['entries_removed']} unused entr(ies)"
+          f"{f' (kept {n} old one(s) a running process uses)' if (n := stats['entries_in_use']) else ''}; merged "
           f"{stats['merged_chunks']} chunk(s); {_mb(stats['bytes_before'])} MB -> "
           f"{_mb(stats['bytes_after'])} MB")
     return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """Check every chunk; print what is damaged. Returns 1 if anything is, else 0."""
+    """Check every chunk (and recompute a sample); print what is wrong. Returns 1 if anything is, else 0."""
+    from features.errors import ConfigError
+
+    if args.recompute < 0 or (args.recompute and not args.data):
+        raise ConfigError(f"--recompute N takes a positive N and --data DIR [DIR ...] (the images the rows "
+                          f"were made from). Received: recompute={args.recompute!r}, data={list(args.data)!r}.")
     checked, problems = verify_cache(_cache_dir(args))
     for path, problem in problems:
         print(f"damaged: {path}: {problem}")
     if problems:
         print(f"{len(problems)} of {checked} chunk(s) damaged. `bneck cache gc` removes them; the "
               "next extraction recomputes their rows.")
-        return 1
-    print(f"{checked} chunk(s) in {_cache_dir(args)}: all intact")
-    return 0
+    else:
+        print(f"{checked} chunk(s) in {_cache_dir(args)}: all intact")
+    differing = _recompute(args) if args.recompute else 0
+    return 1 if problems or differing else 0
+
+
+def _recompute(args) -> int:
+    """Recompute a sample of every entry, print a table; returns how many rows differ."""
+    from features.cache_verify import recompute_sample
+    from features.equivalence import TOLERANCE
+
+    checks = recompute_sample(_cache_dir(args), args.data, args.recompute, args.seed)
+    rows = [[c.key[:12], c.description, c.checked, f"{c.worst:.1e}" if c.checked else "-",
+             len(c.differing) if not c.skipped else "-", c.skipped or ""] for c in checks]
+    print(format_table(["key", "extractor", "recomputed", "worst rel diff", "differing", "skipped"], rows))
+    bad = sum(len(c.differing) for c in checks)
+    for c in checks:
+        for sha in c.differing[:5]:
+            print(f"differs: entry {c.key[:12]}, image sha256 {sha}: the stored row is not what this "
+                  f"extractor computes (beyond {TOLERANCE:g} relative). Someone wrote a wrong row into "
+                  f"the cache: remove the entry ({c.key}) and re-extract.")
+    return bad

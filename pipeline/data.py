@@ -9,10 +9,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-import h5py
 import numpy as np
 
 from features import FeatureFileError, read_features, read_summary
+from features.store import RowReader
 from features.hashing import sha256_file
 
 SPLITS = ("train", "validation", "test")
@@ -27,6 +27,7 @@ class FeatureSet:
     attrs: dict[str, dict]
     sha256: dict[str, str]
     _loaded: dict = field(default_factory=dict, repr=False)
+    _readers: dict = field(default_factory=dict, repr=False)
 
     @property
     def class_names(self) -> list[str]:
@@ -64,25 +65,29 @@ class FeatureSet:
         return self._loaded[split]
 
     def labels(self, split: str) -> np.ndarray:
-        """Return a split's labels without reading its features."""
-        with h5py.File(self.files[split], "r") as f:
-            return f["labels"][()].astype(np.int64)
+        """Return a split's labels (read and checked when the set was opened)."""
+        return self.attrs[split]["labels"]
+
+    def reader(self, split: str, rows: int) -> RowReader:
+        """Return the checked block reader of a split's features (one first pass per split and size)."""
+        key = (split, rows)
+        if key not in self._readers:
+            self._readers[key] = RowReader(self.files[split], rows)
+        return self._readers[key]
 
     def blocks(self, split: str, rows: int,
                rng: Optional[np.random.Generator] = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (features float32, labels) in contiguous blocks of ``rows`` rows.
+        """Yield (features float32, labels) in contiguous blocks of ``rows`` rows, every byte checked.
 
         With ``rng`` the blocks come in random order (rows are sorted by path, hence
         by class, so sequential blocks would feed SGD one class at a time).
         """
-        with h5py.File(self.files[split], "r") as f:
-            feats, labels = f["features"], f["labels"]
-            starts = np.arange(0, feats.shape[0], rows)
-            if rng is not None:
-                rng.shuffle(starts)
-            for start in starts:
-                yield (feats[start:start + rows].astype(np.float32),
-                       labels[start:start + rows].astype(np.int64))
+        reader, labels = self.reader(split, rows), self.labels(split)
+        order = np.arange(len(reader))
+        if rng is not None:
+            rng.shuffle(order)
+        for start, block in reader.blocks(order):
+            yield block.astype(np.float32), labels[start:start + len(block)]
 
 
 def _describe_difference(name: str, a: dict, b: dict) -> str:

@@ -23,7 +23,8 @@ from features import ConfigError, DatasetError, get_backbone
 from features.errors import choice_error
 from features.batches import decoded_batches
 from features.dataset import discover
-from features.hashing import sha256_file, sha256_files
+from features.hashing import sha256_files
+from features.outputs import check_folder
 
 from .artifacts import (load_classifier, staged_folder, write_history, write_json, write_manifest,
                         write_predictions)
@@ -142,6 +143,10 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer. Received: {name}={value!r}.")
     augment = augmentation_params(augment or {})
+    requested = dict(unfreeze_from=unfreeze_from, epochs=epochs, lr=lr, momentum=momentum, optimizer=optimizer,
+                     batch_size=batch_size, augment=augment, seed=seed, early_stopping=early_stopping,
+                     cache_frozen=cache_frozen, views=views)
+    out_dir = check_folder(out_dir, "finetuned", inputs=[head_dir, data_dir])
     keras.utils.set_random_seed(seed)  # before the head is loaded: its dropout seeds follow
     head = load_classifier(head_dir)
     dataset = discover(data_dir)
@@ -166,8 +171,7 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
         inputs = _cached_inputs(tf, ft, data, kept, preprocess, augment, views, seed, cache_dir, verbose)
     else:
         inputs = _plain_inputs(tf, ft, data, preprocess)
-    out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
-    with staged_folder(out_dir) as folder:
+    with staged_folder(out_dir, "finetuned", inputs=[head_dir, data_dir]) as folder:
         probabilities = {}
         predict = _predictor(tf, inputs.model, inputs.prepare, inputs.eval_batch)
 
@@ -215,11 +219,11 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
             unfreeze_from=ft.unfreeze_from, epochs=epochs, lr=lr, momentum=momentum,
             optimizer=optimizer, batch_size=batch_size, augment=augment, seed=seed,
             early_stopping=early_stopping, cache_frozen=cache_frozen,
-            views=inputs.views if cache_frozen else None), data)
+            views=inputs.views if cache_frozen else None), data, dict(data=dataset.root, requested=requested))
     return FinetuneResult(out_dir, metrics, history, seconds)
 
 
-def _save(folder, ft, head, history, metrics, config, data) -> None:
+def _save(folder, ft, head, history, metrics, config, data, inputs: dict) -> None:
     from .plots import confusion_plots, training_curves
 
     ft.model.save(os.path.join(folder, "model.keras"))
@@ -231,8 +235,8 @@ def _save(folder, ft, head, history, metrics, config, data) -> None:
         "kind": "finetuned", "classifier": "finetuned", "model_file": "model.keras",
         "config": config, "class_names": head.class_names,
         "head": {"folder": head.folder, "classifier": head.manifest["classifier"],
-                 "manifest_sha256": sha256_file(os.path.join(head.folder, "manifest.json"))},
-        "extractor_key": head.manifest["extractor_key"], "extractor": head.manifest["extractor"],
+                 "manifest_sha256": head.manifest_sha256},
+        **inputs, "extractor_key": head.manifest["extractor_key"], "extractor": head.manifest["extractor"],
         "weights_path": ft.spec.weights_path or "", "input": "preprocessed image "
         f"{ft.spec.input_size}x{ft.spec.input_size}x3 ({ft.spec.preprocessing})",
         "trainable_layers": ft.trainable_layers, "frozen_layers": len(ft.frozen_layers),

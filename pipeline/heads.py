@@ -6,7 +6,6 @@ streamed from HDF5 with ``model.fit`` over contiguous batches in shuffled order.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
@@ -76,18 +75,19 @@ def proba(model, x, batch_size: int = 256) -> np.ndarray:
 
 
 def h5_batches(fs: FeatureSet, split: str, batch_size: int, shuffle: bool, seed: int):
-    """Return a Keras ``PyDataset`` over a split's HDF5 file: contiguous batches, shuffled order."""
-    import h5py
+    """Return a Keras ``PyDataset`` over a split's HDF5 file: contiguous batches, shuffled order.
+
+    Every batch is checked against the file's checksum (``FeatureSet.reader``).
+    """
     import keras
 
     binary = len(fs.class_names) == 2
+    reader, labels = fs.reader(split, batch_size), fs.labels(split)
 
     class H5Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__()
-            self._file = h5py.File(fs.files[split], "r")
-            self._x, self._y = self._file["features"], self._file["labels"]
-            self._order = np.arange(math.ceil(self._x.shape[0] / batch_size))
+            self._order = np.arange(len(reader))
             self._rng = np.random.default_rng(seed)
             self.on_epoch_end()
 
@@ -95,10 +95,9 @@ def h5_batches(fs: FeatureSet, split: str, batch_size: int, shuffle: bool, seed:
             return len(self._order)
 
         def __getitem__(self, i):
-            start = int(self._order[i]) * batch_size
-            x = self._x[start:start + batch_size].astype(np.float32)
-            y = self._y[start:start + batch_size].astype(np.float32 if binary else np.int64)
-            return x, y
+            start, x = next(reader.blocks([self._order[i]]))
+            y = labels[start:start + len(x)].astype(np.float32 if binary else np.int64)
+            return x.astype(np.float32), y
 
         def on_epoch_end(self):
             if shuffle:

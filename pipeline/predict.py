@@ -10,10 +10,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from features import ExtractorSpec, FeatureFileError, WeightsError, get_backbone, read_features
+from features import ExtractorSpec, FeatureFileError, get_backbone, read_features
 from features.dataset import is_image_name, is_visible
-from features.key import KEY_FIELDS
-from features.weights import resolve_weights
+from features.records import spec_from_record
 
 from .artifacts import LoadedClassifier, load_classifier
 from .metrics import class_probabilities, scores
@@ -57,31 +56,8 @@ def extractor_for(manifest: dict, weights: Optional[str] = None) -> ExtractorSpe
 
     Raises WeightsError when no candidate file has the recorded sha256.
     """
-    recorded = manifest["extractor"]
-    entry = get_backbone(recorded["backbone"])
-    want = recorded["weights_sha256"]
-    candidates = [weights] if weights else []
-    if not weights:
-        if manifest.get("weights_path"):
-            candidates.append(manifest["weights_path"])
-        candidates.append("none" if recorded["weights"] == "none" else "imagenet")
-    seen = []
-    for candidate in candidates:
-        try:
-            resolved = resolve_weights(entry, recorded["alpha"], recorded["input_size"], candidate)
-        except WeightsError:
-            continue
-        seen.append(f"{candidate} (sha256 {resolved.sha256[:12]}...)")
-        if resolved.sha256 == want:
-            spec = ExtractorSpec(**{k: recorded.get(k) for k in KEY_FIELDS}, weights=recorded["weights"],
-                                 weights_path=resolved.path)
-            if spec.key != manifest["extractor_key"]:
-                break
-            return spec
-    raise WeightsError(
-        f"the classifier was trained on features from {recorded['backbone']} weights with sha256 "
-        f"{want[:12]}... ({recorded['weights']!r}), and no such file was found (tried: "
-        f"{', '.join(seen) or ', '.join(map(str, candidates))}). Pass --weights PATH to that file.")
+    return spec_from_record(manifest["extractor"], manifest["extractor_key"],
+                            [manifest.get("weights_path")], weights)
 
 
 def _expand(inputs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
@@ -93,7 +69,7 @@ def _expand(inputs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
                 for name in sorted(files):
                     if is_image_name(name):
                         out.append((os.path.join(current, name), None))
-        elif os.path.isfile(item):
+        elif os.path.lexists(item):  # a file; decoding says if it is not a regular image file
             out.append((item, None))
         else:
             out.append((item, "no such file or folder"))

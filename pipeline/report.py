@@ -3,17 +3,22 @@
 Dataset summary, extractor, leaderboard, training curves (raw and smoothed),
 confusion matrices, the worst misclassified test images with their probabilities,
 and the time each stage took with what came from cache.
+
+Nothing from outside reaches the report: a figure is inlined only from the bytes of
+a model folder that passed its manifest check (``artifacts.read_verified``), and a
+misclassified image is drawn only when its path resolves inside the data folder.
 """
 from __future__ import annotations
 
 import base64
 import html
+import io
 import os
 
 import numpy as np
 
 from features.atomic import atomic_open
-from .artifacts import load_classifier, read_predictions
+from .artifacts import ArtifactError, load_classifier, read_predictions, read_verified
 from .plots import plt
 
 
@@ -26,8 +31,8 @@ def worst_misclassified(result, limit: int) -> tuple[str, list[dict]]:
     """
     ft = result.stages.get("finetune", {})
     if "folder" in ft:
-        rows = [r for r in read_predictions(os.path.join(ft["folder"], "predictions.csv"))
-                if r["split"] == "test"]
+        text = read_verified(ft["folder"]).files["predictions.csv"].decode("utf-8")
+        rows = [r for r in read_predictions(text) if r["split"] == "test"]
         label = f"fine-tuned {ft['head']}"
     else:
         best = next((r for r in result.leaderboard if r["kind"] == "classifier"), None)
@@ -54,37 +59,72 @@ def _classifier_predictions(folder: str, test_file: str) -> list[dict]:
             for p, y, row in zip(f.paths, f.labels, probs)]
 
 
-def worst_grid(rows: list[dict], data_root: str, path: str, size: int = 160) -> bool:
-    """Draw the misclassified images with true class and probabilities; False if none."""
+def image_inside(data_root: str, relative: str):
+    """Return the real path of ``relative`` under ``data_root``, or None when it resolves outside."""
+    root = os.path.realpath(data_root)
+    path = os.path.realpath(os.path.join(root, relative))
+    return path if path.startswith(root.rstrip(os.sep) + os.sep) else None
+
+
+def worst_grid(rows: list[dict], data_root: str, size: int = 160):
+    """Return PNG bytes of the misclassified images with true class and probabilities; None if none.
+
+    An image whose path leads outside ``data_root`` is not opened ("outside the data folder").
+    """
     from features.decode import decode_image
 
     if not rows:
-        return False
+        return None
     cols = min(4, len(rows))
     lines = (len(rows) + cols - 1) // cols
     fig, axes = plt.subplots(lines, cols, figsize=(3.0 * cols, 3.3 * lines), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, row in zip(axes.flat, rows):
+        path = image_inside(data_root, row["path"])
         try:
-            ax.imshow(decode_image(os.path.join(data_root, row["path"]), size))
-        except Exception:  # noqa: BLE001 - a vanished file still gets its caption
+            if path is None:
+                raise ValueError("outside the data folder")
+            ax.imshow(decode_image(path, size))
+        except Exception:  # noqa: BLE001 - a vanished or refused file still gets its caption
             ax.text(0.5, 0.5, "image unavailable", ha="center", va="center")
         p = row["probabilities"][row["predicted"]]
         ax.set_title(f"{os.path.basename(row['path'])}\ntrue {row['true']}, "
                      f"said {row['predicted']} ({100 * p:.0f}%)", fontsize=9, color="firebrick")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
-    return True
+    return buffer.getvalue()
 
 
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-def _sections(result, worst_label: str, worst_png: str | None) -> list[tuple[str, list]]:
-    """Return (title, blocks) where a block is ('table', headers, rows), ('text', str) or ('img', path, alt)."""
+class _Figures:
+    """PNG figures taken from model folders that pass their manifest check (each verified once)."""
+
+    def __init__(self):
+        self._folders: dict = {}
+
+    def block(self, folder, name: str, alt: str):
+        """Return ('img', path, alt, bytes), a ('text', ...) note when the folder fails, or None."""
+        if folder not in self._folders:
+            try:
+                self._folders[folder] = read_verified(folder)
+            except ArtifactError as exc:
+                self._folders[folder] = exc
+        verified = self._folders[folder]
+        if isinstance(verified, ArtifactError):
+            return ("text", f"{alt}: not shown, the folder failed its check ({verified})")
+        data = verified.files.get(name)
+        return ("img", os.path.join(folder, name), alt, data) if data else None
+
+
+def _sections(result, worst_label: str, worst_png) -> list[tuple[str, list]]:
+    """Return (title, blocks): ('table', headers, rows), ('text', str) or ('img', path, alt, png bytes)."""
+    figures_of = _Figures()
     ex, tr, ft = result.stages["extract"], result.stages["train"], result.stages["finetune"]
     data_rows = [[s, v["images"], len(v["quarantined"]), v["computed"], v["reused"]]
                  for s, v in ex["splits"].items()]
@@ -103,22 +143,20 @@ def _sections(result, worst_label: str, worst_png: str | None) -> list[tuple[str
               "-" if r["fit_seconds"] is None else f"{r['fit_seconds']:.1f}"]
              for i, r in enumerate(result.leaderboard)]
     out.append(("Leaderboard", [("table", ["rank", "model", "val acc", "test acc", "fit s"], board)]))
-    figures = []
-    for name, t in tr.items():
-        if os.path.isfile(os.path.join(t["folder"], "curves.png")):
-            figures.append(("img", os.path.join(t["folder"], "curves.png"), f"{name}: training curves"))
+    figures = [figures_of.block(t["folder"], "curves.png", f"{name}: training curves") for name, t in tr.items()]
     if "folder" in ft:
-        figures.append(("img", os.path.join(ft["folder"], "curves.png"), "fine-tuning curves"))
+        figures.append(figures_of.block(ft["folder"], "curves.png", "fine-tuning curves"))
+    figures = [f for f in figures if f]
     out.append(("Training curves (faint: raw, solid: smoothed)", figures or [("text", "no Keras model trained")]))
-    confusions = []
     best = next((r for r in result.leaderboard if r["kind"] == "classifier"), None)
-    for label, folder in ((best and best["model"], best and best["folder"]), ("fine-tuned", ft.get("folder"))):
-        png = folder and os.path.join(folder, "confusion_test.png")
-        if png and os.path.isfile(png):
-            confusions.append(("img", png, f"{label}: test confusion matrix"))
+    confusions = [figures_of.block(folder, "confusion_test.png", f"{label}: test confusion matrix")
+                  for label, folder in ((best and best["model"], best and best["folder"]),
+                                        ("fine-tuned", ft.get("folder"))) if folder]
+    confusions = [c for c in confusions if c]
     out.append(("Confusion matrices (test)", confusions or [("text", "no test split")]))
     if worst_png:
-        out.append((f"Most confident mistakes on test ({worst_label})", [("img", worst_png, "worst misclassified")]))
+        out.append((f"Most confident mistakes on test ({worst_label})",
+                    [("img", os.path.join(result.folder, "worst_test.png"), "worst misclassified", worst_png)]))
     timing = [["extract", f"{ex['seconds']:.1f}",
                "network never built: every row from cache" if not ex["model_built"]
                else f"{ex['forward_images']} images through the network"]]
@@ -153,9 +191,8 @@ def _md(sections) -> str:
     return "\n".join(lines)
 
 
-def _inline(path: str) -> str:
-    with open(path, "rb") as handle:
-        return "data:image/png;base64," + base64.b64encode(handle.read()).decode("ascii")
+def _inline(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 STYLE = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
@@ -175,7 +212,7 @@ def _html(sections) -> str:
         images = [b for b in blocks if b[0] == "img"]
         if images:  # side by side when they fit
             parts.append("<div class='row'>" + "".join(
-                f"<figure><img src='{_inline(b[1])}' alt='{html.escape(b[2])}'>"
+                f"<figure><img src='{_inline(b[3])}' alt='{html.escape(b[2])}'>"
                 f"<figcaption>{html.escape(b[2])}</figcaption></figure>" for b in images) + "</div>")
         for block in blocks:
             if block[0] == "text":
@@ -193,9 +230,11 @@ def _html(sections) -> str:
 def write_report(result, worst: int = 16) -> str:
     """Write ``report.md`` and ``report.html`` into the run folder; returns the HTML path."""
     label, rows = worst_misclassified(result, worst)
-    png = os.path.join(result.folder, "worst_test.png")
-    drawn = worst_grid(rows, os.path.abspath(result.config["data"]), png)
-    sections = _sections(result, label, png if drawn else None)
+    png = worst_grid(rows, os.path.abspath(result.config["data"]))
+    if png:
+        with atomic_open(os.path.join(result.folder, "worst_test.png"), "wb") as handle:
+            handle.write(png)
+    sections = _sections(result, label, png)
     md = _md(sections).replace(result.folder + os.sep, "")  # relative image links
     with atomic_open(os.path.join(result.folder, "report.md")) as handle:
         handle.write(md)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from features.atomic import atomic_open
+from features.outputs import claim_folder
 from features import extract
 from features.hashing import sha256_file
 
-from .artifacts import ArtifactError, read_manifest
+from .artifacts import ArtifactError, check_model
 from .config import classifier_options, load_config, to_toml
 from .heads import HEADS
 from .train import HEAD_OPTIONS, SKLEARN_OPTIONS, train
@@ -45,8 +46,7 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
     Raises ConfigError (and the stages' BneckErrors).
     """
     cfg = load_config(config, overrides, base, **flags)
-    out = os.path.abspath(os.path.expanduser(cfg["out"]))
-    os.makedirs(out, exist_ok=True)
+    out = claim_folder(cfg["out"], "run", inputs=[cfg["data"]])
     with atomic_open(os.path.join(out, "config.toml")) as handle:
         handle.write("# bneck run: the resolved configuration of this run (rerun with `bneck run THIS_FILE`)\n")
         handle.write(to_toml(cfg))
@@ -130,9 +130,9 @@ def _jsonable(obj):
 
 
 def _intact_manifest(folder: str) -> Optional[dict]:
-    """Return the folder's manifest if every file it lists still matches its sha256, else None."""
+    """Return the folder's manifest if it matches and its model would load safely, else None."""
     try:
-        return read_manifest(folder)
+        return check_model(folder)
     except ArtifactError:
         return None
 
@@ -164,19 +164,25 @@ def _finetune_stage(cfg: dict, head_dir: str, out: str, verbose: bool) -> dict:
                     momentum=ft["momentum"], optimizer=ft["optimizer"], batch_size=ft["batch_size"],
                     seed=cfg["seed"], early_stopping=ft["early_stopping"],
                     cache_frozen=ft["cache_frozen"], views=ft["views"])
-    signature = _jsonable({**settings, "augment": augment, "head_manifest": sha256_file(
-        os.path.join(head_dir, "manifest.json")), "data": os.path.abspath(cfg["data"])})
-    stamp = os.path.join(folder, "run_signature.json")
     start = time.perf_counter()
-    if os.path.isfile(stamp) and _read_json(stamp) == signature and _intact_manifest(folder):
+    if _finetuned_is_current(folder, head_dir, cfg["data"], {**settings, "augment": augment}):
         return {"folder": folder, "reused": True, "seconds": time.perf_counter() - start,
                 "metrics": _read_json(os.path.join(folder, "metrics.json"))}
     result = finetune(head_dir, cfg["data"], folder, augment=augment, verbose=verbose,
                       cache_dir=cfg["extract"]["cache_dir"], **settings)
-    with atomic_open(stamp) as handle:
-        json.dump(signature, handle, indent=1)
     return {"folder": folder, "reused": False, "seconds": time.perf_counter() - start,
             "metrics": result.metrics}
+
+
+def _finetuned_is_current(folder: str, head_dir: str, data: str, settings: dict) -> bool:
+    """True when ``folder`` was fine-tuned from this head (by its manifest's sha256), data and settings."""
+    manifest = _intact_manifest(folder)
+    if manifest is None:
+        return False
+    head = sha256_file(os.path.join(head_dir, "manifest.json"))
+    return (manifest.get("head", {}).get("manifest_sha256") == head
+            and manifest.get("data") == os.path.abspath(os.path.expanduser(data))
+            and manifest.get("requested") == _jsonable(settings))
 
 
 def _row(name: str, folder: str, metrics: dict, kind: str) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 
 from features.atomic import atomic_open
 from features.errors import ConfigError, choice_error
+from features.outputs import check_folder, claim_folder, remove_owned
 from features.progress import format_table, progress_bar
 
 from .artifacts import staged_folder, write_history, write_json, write_manifest
@@ -171,8 +171,7 @@ def _search(name, pipe, cfg, fs):
 
 
 def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
-    import joblib
-
+    from .model_io import save_sklearn
     from .sklearn_models import StreamedLinear, check_out_of_core, make_pipeline
 
     start = time.perf_counter()
@@ -188,9 +187,9 @@ def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
         else:
             model = pipe.fit(*fs.load("train"))
     fit_s = time.perf_counter() - start
-    joblib.dump(model, os.path.join(folder, "model.joblib"))
+    save_sklearn(model, os.path.join(folder, "model.skops"))
     probs = _proba_all(model.predict_proba, fs, streamed, rows)
-    return probs, fit_s, {"model_file": "model.joblib", "search": extra}
+    return probs, fit_s, {"model_file": "model.skops", "search": extra}
 
 
 def _train_one(name, opts, fs: FeatureSet, out_dir, streamed, rows, verbose) -> Result:
@@ -199,7 +198,7 @@ def _train_one(name, opts, fs: FeatureSet, out_dir, streamed, rows, verbose) -> 
     keras_head = name in HEADS
     cfg = {k: opts[k] for k in (HEAD_OPTIONS if keras_head else SKLEARN_OPTIONS)}
     final = os.path.join(out_dir, name)
-    with staged_folder(final) as folder:
+    with staged_folder(final, "classifier") as folder:
         trainer = _train_keras if keras_head else _train_sklearn
         probs, fit_s, extra = trainer(name, cfg, fs, streamed, rows, folder, verbose)
         metrics = {split: scores(y, p, fs.class_names) for split, (p, y) in probs.items()}
@@ -236,13 +235,15 @@ def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, keep: 
         raise choice_error("keep", ("all", "best"), keep)
     opts = {**DEFAULTS, **options}
     names = validate_options(classifiers, opts)
+    out_dir = check_folder(out_dir, "models", inputs=[features_dir])
+    for name in names:
+        check_folder(os.path.join(out_dir, name), "classifier", option="the classifier folder")
     fs = open_feature_set(features_dir)
     streamed = check_budget(fs, max_memory)
     row_bytes = max(1, fs.nbytes("train") // max(1, fs.attrs["train"]["n_images"]))
     # Blocks read from disk take at most a quarter of the budget (one training batch at least).
     rows = max(opts["batch_size"], (max_memory or 1 << 30) // (4 * row_bytes))
-    out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
-    os.makedirs(out_dir, exist_ok=True)
+    claim_folder(out_dir, "models", inputs=[features_dir])
     board = Leaderboard(out_dir)
     for name in names:
         if verbose and name not in HEADS:
@@ -251,7 +252,7 @@ def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, keep: 
     board.results.sort(key=lambda r: -(r.accuracy("validation") or 0.0))
     if keep == "best":
         for result in board.results[1:]:
-            shutil.rmtree(result.folder)
+            remove_owned(result.folder, "classifier")
         board.results = board.results[:1]
     _write_leaderboard(board)
     return board

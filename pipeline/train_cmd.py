@@ -72,6 +72,17 @@ def add_parsers(sub) -> None:
     q.add_argument("--batch-size", type=int, default=32)
     q.set_defaults(run=run_predict)
 
+    c = sub.add_parser("convert", help="rewrite a model folder of an older bneck in today's format",
+                       description="Write MODEL_DIR (made by bneck before 0.2) in today's format, beside "
+                                   "it: scikit-learn pickles become skops files, the manifest lists every "
+                                   "file. The old folder is left as it is.")
+    c.add_argument("model_dir", metavar="MODEL_DIR")
+    c.add_argument("--out", default=None, metavar="NEW_DIR", help="default: MODEL_DIR-converted")
+    c.add_argument("--trust-pickle", action="store_true",
+                   help="load the folder's pickled model.joblib to convert it. Loading a pickle runs any "
+                        "code it carries: pass this only for a folder from someone you trust")
+    c.set_defaults(run=run_convert)
+
 
 def run_train(args: argparse.Namespace) -> int:
     """Train, print the leaderboard; returns 0."""
@@ -107,8 +118,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print one line per image; returns 0 (bad images are reported, not fatal)."""
+    from features.outputs import check_file
+
     from .predict import predict_images
 
+    if args.csv:
+        check_file(args.csv, "path,class,", "predictions CSV", inputs=[args.model_dir])
     rows = predict_images(args.model_dir, args.inputs, args.weights, args.batch_size)
     classes = next((list(r["probabilities"]) for r in rows if "probabilities" in r), [])
     for r in rows:
@@ -124,4 +139,13 @@ def run_predict(args: argparse.Namespace) -> int:
             for r in rows:
                 probs = [f"{r['probabilities'][c]:.6f}" for c in classes] if "probabilities" in r else [""] * len(classes)
                 writer.writerow([r["path"], r.get("class", ""), *probs, r.get("error", "")])
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Convert an older model folder; returns 0."""
+    from .legacy import convert
+
+    out = convert(args.model_dir, args.out, args.trust_pickle)
+    print(f"converted {args.model_dir} -> {out}")
     return 0

@@ -34,7 +34,7 @@ def test_features_equal_an_independent_keras_computation(small_data, tmp_path):
 
 def test_file_layout_labels_order_and_attributes(small_data, tmp_path):
     extract(small_data, tmp_path / "out", verbose=False, **MOBILENET)
-    assert sorted(os.listdir(tmp_path / "out")) == ["test.h5", "train.h5", "validation.h5"]
+    assert sorted(os.listdir(tmp_path / "out")) == [".bneck-folder.json", "test.h5", "train.h5", "validation.h5"]
     f = read_features(str(tmp_path / "out" / "validation.h5"))
     assert f.paths == sorted(f.paths)
     assert all(p.startswith("validation/") for p in f.paths)

@@ -94,7 +94,7 @@ def test_bounded_retries_name_the_shard_then_a_rerun_does_only_the_missing_one(c
     text = str(err.value)
     assert f"shard 1 (4 images, first {data}" in text and f"failed {MAX_ATTEMPTS} times" in text
     assert "disk on this node is broken" in text and "rerun the same command" in text
-    kept = sorted(os.listdir(tmp_path / "out" / "train.shards"))
+    kept = sorted(n for n in os.listdir(tmp_path / "out" / "train.shards") if not n.startswith("."))
     assert [name[:5] for name in kept] == ["00000", "00002"]  # finished shards are kept
     report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", engine="ray", shard_size=4,
                      verbose=False, **MOBILENET)
@@ -157,3 +157,25 @@ def test_asking_for_more_gpus_than_the_cluster_has_is_a_clear_error(cluster, tmp
                 **MOBILENET)
     with pytest.raises(ConfigError, match="--shard-size must be a positive integer"):
         extract(data, tmp_path / "out", engine="ray", shard_size=0, verbose=False, **MOBILENET)
+
+
+def test_stale_shard_cleanup_removes_only_shard_files_it_wrote(cluster, tmp_path):
+    from tests.reliability.test_security_outputs import plant_victims, tree
+
+    data = copy_subset(tmp_path / "data", 4, splits=("train",))
+    out = tmp_path / "out"
+    extract(data, out, cache_dir=tmp_path / "c", engine="ray", shard_size=4, verbose=False, **MOBILENET)
+    shards = out / "train.shards"
+    first = sorted(n for n in os.listdir(shards) if n.endswith(".h5"))
+    victims = plant_victims(tmp_path / "victims")
+    (shards / "notes.txt").write_text("mine")
+    os.symlink(victims / "thesis.tex", shards / "00007-0123456789abcdef.h5")  # named like a shard
+    (shards / "00008-0123456789abcdef.h5").mkdir()
+    before = tree(victims)
+    os.remove(data / "train" / "cats" / sorted(os.listdir(data / "train" / "cats"))[0])  # other shards now
+    extract(data, out, cache_dir=tmp_path / "c", engine="ray", shard_size=4, verbose=False, **MOBILENET)
+    now = set(os.listdir(shards))
+    assert not set(first) & now  # the stale shards it wrote are gone (every shard's images changed)
+    assert {"notes.txt", "00007-0123456789abcdef.h5", "00008-0123456789abcdef.h5"} <= now
+    assert tree(victims) == before and (shards / "00007-0123456789abcdef.h5").is_symlink()
+    assert len(read_features(str(out / "train.h5")).paths) == 7  # and the new split file reads

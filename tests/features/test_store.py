@@ -34,7 +34,7 @@ def test_valid_file_reads_and_summarises(feature_file):
     ("no_complete", "incomplete"),
     ("old_schema", "schema_version"),
     ("edited_attr", "do not match its extractor_key"),
-    ("dropped_rows", "inconsistent row counts"),
+    ("dropped_rows", "does not hold bneck's datasets"),
     ("truncated", "cannot be read"),
     ("missing", "not found"),
 ])
@@ -76,4 +76,4 @@ def test_rerun_repairs_a_damaged_file_from_the_cache(small_data, tmp_path, featu
 
 
 def test_no_temporaries_left_after_success(feature_file):
-    assert os.listdir(feature_file.parent) == ["test.h5"]
+    assert sorted(os.listdir(feature_file.parent)) == [".bneck-folder.json", "test.h5"]

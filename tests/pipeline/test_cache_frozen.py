@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from features import ConfigError, extract, get_backbone
-from features.cache import list_entries
+from features.cache_gc import list_entries
 from features.dataset import discover
 from features.decode import decode_image
 from features.model import build_base, cut_model

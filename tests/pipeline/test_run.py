@@ -50,7 +50,7 @@ def test_run_writes_every_stage_and_a_report_holding_the_leaderboard(first_run):
     config, result = first_run
     out = Path(result.folder)
     for name in ("config.toml", "run.json", "leaderboard.csv", "report.md", "report.html",
-                 "features/train.h5", "models/dense/model.keras", "models/logreg/model.joblib",
+                 "features/train.h5", "models/dense/model.keras", "models/logreg/model.skops",
                  "finetuned/model.keras", "finetuned/predictions.csv", "worst_test.png"):
         assert (out / name).is_file(), name
     assert result.stages["extract"]["forward_images"] == 240  # 3 splits x 80 real images

@@ -49,7 +49,7 @@ def test_every_classifier_trains_saves_and_ranks(features_dir, tmp_path):
             assert {"model.keras", "head.weights.h5", "history.csv", "curves.png"} <= files
             assert manifest["trained"] is True and manifest["epochs_run"] == 8
         else:
-            assert "model.joblib" in files
+            assert "model.skops" in files and "model.joblib" not in files
         # the reloaded model reproduces the recorded test accuracy
         clf = load_classifier(str(folder))
         f = read_features(str(features_dir / "test.h5"))
@@ -105,13 +105,13 @@ def test_search_tunes_on_validation(features_dir, tmp_path):
 def test_keep_best_keeps_only_the_winner(features_dir, tmp_path):
     board = train(features_dir, ["logreg", "knn", "random-forest"], tmp_path / "m", verbose=False,
                   keep="best")
-    kept = sorted(n for n in os.listdir(tmp_path / "m") if n != "leaderboard.csv")
+    kept = sorted(n for n in os.listdir(tmp_path / "m") if n not in ("leaderboard.csv", ".bneck-folder.json"))
     assert kept == [board.best.name] and len(board.results) == 1
 
 
 def test_tampered_artifact_is_refused(features_dir, tmp_path):
     train(features_dir, ["logreg"], tmp_path / "m", verbose=False)
-    model_file = tmp_path / "m" / "logreg" / "model.joblib"
+    model_file = tmp_path / "m" / "logreg" / "model.skops"
     data = bytearray(model_file.read_bytes())
     data[-10] ^= 0xFF
     model_file.write_bytes(bytes(data))
@@ -142,11 +142,14 @@ def test_malicious_pickle_without_or_outside_its_manifest_never_runs(features_di
 
 
 def test_mismatched_extractor_is_refused(features_dir, tmp_path, image_root):
+    import shutil
+
+    extract(image_root, tmp_path / "pooled", splits=["validation"], pool="avg", verbose=False, **MOBILENET)
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for split in ("train", "test"):
-        os.symlink(features_dir / f"{split}.h5", mixed / f"{split}.h5")
-    extract(image_root, mixed, splits=["validation"], pool="avg", verbose=False, **MOBILENET)
+        shutil.copy(features_dir / f"{split}.h5", mixed / f"{split}.h5")
+    shutil.copy(tmp_path / "pooled" / "validation.h5", mixed / "validation.h5")
     with pytest.raises(FeatureFileError) as err:
         train(mixed, ["logreg"], tmp_path / "m", verbose=False)
     assert "validation.h5" in str(err.value) and "pool: 'none' vs 'avg'" in str(err.value)

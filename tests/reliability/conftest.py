@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from features import read_features
-from features.cache import verify_cache
+from features.cache_gc import verify_cache
 from pipeline.artifacts import read_manifest
 from tests.conftest import ROOT
 
@@ -38,19 +38,20 @@ class ForkServer:
         assert json.loads(self.proc.stdout.readline()) == {"ready": True}
 
     def __call__(self, root, args, kill_at: int = 0, count_file=None, fsize: int = 0,
-                 honour_permissions: bool = False, offline: bool = False, env=None) -> Done:
+                 honour_permissions: bool = False, offline: bool = False, env=None, cwd=None) -> Done:
         """Run ``bneck ARGS``; ``kill_at`` > 0 SIGKILLs it at that file event under ``root``.
 
         ``fsize`` limits the size of any file it writes (RLIMIT_FSIZE: a full disk);
         ``honour_permissions`` makes folder modes bind even when the tests run as root;
         ``offline`` makes every network attempt fail and print "NETWORK ATTEMPT"; ``env``
-        sets environment variables.
+        sets environment variables; ``cwd`` is the folder the command runs in.
         """
         self.runs += 1
         log = self.logs / f"run-{self.runs}.log"
         request = {"root": str(root), "kill_at": kill_at, "count_file": str(count_file or os.devnull),
                    "args": [str(a) for a in args], "log": str(log), "fsize": fsize,
-                   "honour_permissions": honour_permissions, "offline": offline, "env": env or {}}
+                   "honour_permissions": honour_permissions, "offline": offline, "env": env or {},
+                   "cwd": str(cwd) if cwd else None}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         code = json.loads(self.proc.stdout.readline())["returncode"]

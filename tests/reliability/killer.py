@@ -12,7 +12,7 @@ points over a whole uninterrupted run.
 The fork server imports TensorFlow and bneck once, then forks one fresh child per
 request (one JSON line on stdin: root, kill_at, count_file, args, log, and optionally
 fsize, a file size limit in bytes; honour_permissions: run as root without the
-capabilities that let root write into read-only folders; env: variables to set;
+capabilities that let root write into read-only folders; env: variables to set; cwd: the folder to run in;
 offline: every attempt to resolve a host name or open a connection fails, and is
 reported on stderr as "NETWORK ATTEMPT: ..."). It answers one JSON line with the child's status:
 the exit code, or minus the signal that ended it. Only the import time is shared;
@@ -99,6 +99,8 @@ def _child(request: dict) -> None:
     code = 1
     try:
         os.environ.update(request.get("env") or {})
+        if request.get("cwd"):
+            os.chdir(request["cwd"])
         if request.get("offline"):
             _offline()
         if request.get("honour_permissions"):

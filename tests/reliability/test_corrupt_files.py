@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import extract, read_features
-from features.cache import collect_garbage, verify_cache
+from features.cache_gc import collect_garbage, verify_cache
 from features.errors import FeatureFileError
 from tests.conftest import MOBILENET, copy_subset
 

@@ -1,0 +1,193 @@
+"""Looking after the shared cache: list its entries, tidy them (``bneck cache gc``), check them.
+
+``gc`` takes each entry's lock while it works, so it never changes chunks a reader is
+reading; it merges chunks (readers look again when theirs are gone) and, with
+``--older-than``, removes only entries no running process holds in use (the shared
+lock every ``RowCache`` keeps on ``.inuse``). It removes only names the cache makes.
+Any number of gcs may run at once, and alongside any number of extractions.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Optional
+
+import h5py
+import numpy as np
+from filelock import FileLock
+
+from .atomic import atomic_target, stale_temporaries
+from .cache import (CHUNK_PREFIX, IN_USE, LOCK_TIMEOUT_S, RowCache, _chunk_files, _chunk_shas, _fill_chunk,
+                    fcntl, read_rows_file)
+
+
+@contextmanager
+def _unused(folder: str):
+    """Yield True while holding the entry's ``.inuse`` lock exclusively, False when a process uses it."""
+    if fcntl is None:
+        yield True
+        return
+    with open(os.path.join(folder, IN_USE), "ab") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+@dataclass
+class CacheEntry:
+    """One extractor's rows in the cache, as listed by ``bneck cache ls``."""
+
+    key: str
+    folder: str
+    meta: dict
+    rows: int
+    chunks: int
+    bytes: int
+    last_used: float
+
+
+def list_entries(cache_dir: str) -> list[CacheEntry]:
+    """Return every extractor entry in ``cache_dir`` (empty list if there is none)."""
+    root = os.path.join(cache_dir, "features")
+    if not os.path.isdir(root):
+        return []
+    entries = []
+    for key in sorted(os.listdir(root)):
+        folder = os.path.join(root, key)
+        meta_path = os.path.join(folder, "meta.json")
+        try:
+            with open(meta_path) as handle:
+                meta = json.load(handle)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except ValueError:
+            meta = {}  # damaged: `verify_cache` reports it
+        try:
+            chunks = _chunk_files(folder)
+            shas = set()
+            for path in chunks:
+                shas.update(_chunk_shas(path, key)[0] or ())
+            entries.append(CacheEntry(key, folder, meta, len(shas), len(chunks), _folder_bytes(folder),
+                                      os.path.getmtime(meta_path)))
+        except FileNotFoundError:  # another process (gc) removed it meanwhile
+            continue
+    return entries
+
+
+def _folder_bytes(folder: str) -> int:
+    total = 0
+    for name in os.listdir(folder):
+        try:
+            total += os.path.getsize(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def collect_garbage(cache_dir: str, older_than_days: Optional[float] = None) -> dict:
+    """Tidy the cache; returns counts of what was removed and merged.
+
+    Removes temporaries of dead processes and unreadable or corrupt chunks, merges
+    each entry's chunks into one (dropping duplicate rows), and with
+    ``older_than_days`` deletes entries not used for that long.
+    """
+    stats = {"temporaries": 0, "bad_chunks": 0, "merged_chunks": 0, "entries_removed": 0,
+             "entries_in_use": 0, "bytes_before": 0, "bytes_after": 0}
+    entries = list_entries(cache_dir)
+    stats["bytes_before"] = sum(e.bytes for e in entries)
+    now = time.time()
+    for entry in entries:
+        with FileLock(os.path.join(entry.folder, ".lock"), timeout=LOCK_TIMEOUT_S):
+            meta = os.path.join(entry.folder, "meta.json")
+            if not os.path.exists(meta):  # another gc removed it meanwhile
+                continue
+            if older_than_days is not None and now - os.path.getmtime(meta) > older_than_days * 86400:
+                with _unused(entry.folder) as unused:
+                    if unused:
+                        _remove_entry(entry.folder)
+                        stats["entries_removed"] += 1
+                        continue
+                    stats["entries_in_use"] += 1
+            for tmp in stale_temporaries(entry.folder):
+                stats["temporaries"] += _remove_if_there(tmp)
+            _merge_chunks(entry, stats)
+    stats["bytes_after"] = sum(e.bytes for e in list_entries(cache_dir))
+    return stats
+
+
+def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
+    """Rewrite an entry's chunks as one, one chunk in memory at a time."""
+    plan, seen = [], set()  # (path, kept row indices)
+    for path in _chunk_files(entry.folder):
+        chunk_shas, _ = read_rows_file(path, entry.key)
+        if chunk_shas is None:
+            os.remove(path)
+            stats["bad_chunks"] += 1
+            continue
+        keep = [i for i, s in enumerate(chunk_shas) if s not in seen]
+        seen.update(chunk_shas)
+        plan.append((path, keep, [chunk_shas[i] for i in keep]))
+    if len(plan) <= 1:
+        return
+    with h5py.File(plan[0][0], "r") as f:
+        row_shape, dtype = f["features"].shape[1:], f["features"].dtype
+    total = sum(len(keep) for _, keep, _ in plan)
+    name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-merged.h5"
+    with atomic_target(os.path.join(entry.folder, name)) as tmp:
+        with h5py.File(tmp, "w") as out:
+            feats = out.create_dataset("features", shape=(total,) + row_shape, dtype=dtype)
+            digest, start = hashlib.sha256(), 0
+            for path, keep, _ in plan:
+                rows = np.ascontiguousarray(RowCache._load_chunk(path)[keep])
+                feats[start:start + len(rows)] = rows
+                digest.update(rows.tobytes())
+                start += len(rows)
+            _fill_chunk(out, entry.key, np.array([s for *_, shas in plan for s in shas], dtype="S64"))
+            out.attrs["features_sha256"] = digest.hexdigest()
+            out.attrs["complete"] = True  # written last
+    for path, _, _ in plan:
+        os.remove(path)
+    stats["merged_chunks"] += len(plan)
+
+
+def verify_cache(cache_dir: str) -> tuple[int, list[tuple[str, str]]]:
+    """Read every chunk of every entry in full; returns (chunks checked, [(path, problem)])."""
+    checked, problems = 0, []
+    for entry in list_entries(cache_dir):
+        if entry.meta.get("extractor_key") != entry.key:
+            problems.append((os.path.join(entry.folder, "meta.json"), "damaged, or not this entry's key"))
+        for path in _chunk_files(entry.folder):
+            checked += 1
+            _, problem = read_rows_file(path, entry.key)
+            if problem:
+                problems.append((path, problem))
+    return checked, problems
+
+
+def _remove_if_there(path: str) -> int:
+    try:
+        os.remove(path)
+        return 1
+    except FileNotFoundError:
+        return 0
+
+
+def _remove_entry(folder: str) -> None:
+    """Remove an entry's meta.json, chunks and temporaries: only names the cache makes.
+
+    The ``.lock`` file stays (a process may be waiting on it), and so does anything
+    the cache did not write.
+    """
+    for name in os.listdir(folder):
+        if name == "meta.json" or (name.startswith(CHUNK_PREFIX) and name.endswith(".h5")) \
+                or name in (os.path.basename(p) for p in stale_temporaries(folder)):
+            _remove_if_there(os.path.join(folder, name))
+
+

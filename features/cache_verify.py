@@ -1,0 +1,120 @@
+"""``bneck cache verify --recompute N``: recompute a seeded sample of stored rows and compare.
+
+Checksums prove a chunk is what its writer wrote; they cannot prove the writer
+computed it honestly (anyone who may write to a shared cache can commit a forged
+chunk with matching checksums). Recomputing is the check that can: for each cache
+entry, N rows whose images are found under the given data folders (by sha256) are
+computed again with the reference runtime, TensorFlow in fp32 (an augmented view
+with its recorded transform; int8 rows with the cached int8 model), and compared
+with the stored rows within ``equivalence.TOLERANCE``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .backbones import get_backbone
+from .batches import decoded_batches
+from .cache import RowCache
+from .cache_gc import CacheEntry, list_entries
+from .dataset import is_image_name, is_visible
+from .equivalence import TOLERANCE, relative_differences
+from .errors import BneckError
+from .hashing import sha256_files
+from .records import spec_from_record
+
+
+@dataclass
+class RecomputeCheck:
+    """The outcome for one cache entry: rows compared, the worst difference, the rows that differ."""
+
+    key: str
+    description: str
+    checked: int = 0
+    worst: float = 0.0
+    differing: list[str] = field(default_factory=list)  # image sha256s whose stored row is wrong
+    skipped: Optional[str] = None  # why the entry could not be checked
+
+
+def images_under(folders: Sequence[str], workers: int = 0) -> dict[str, str]:
+    """Return {sha256: path} of every image file under ``folders`` (hidden names skipped)."""
+    paths = []
+    for folder in folders:
+        for current, dirs, files in os.walk(os.path.abspath(os.path.expanduser(folder))):
+            dirs[:] = sorted(d for d in dirs if is_visible(d))
+            paths += [os.path.join(current, n) for n in sorted(files) if is_image_name(n)]
+    return {sha: path for path, (sha, _) in zip(paths, sha256_files(paths, workers)) if sha}
+
+
+def _reference(spec, cache_dir: str):
+    """Return rows(uint8 batch, shas) -> features, computed the reference way for ``spec``."""
+    backbone = get_backbone(spec.backbone)
+    if spec.quantization is not None:
+        from .runtime_openvino import OpenVINOFeatureModel, converted_path
+        if not os.path.isfile(converted_path(cache_dir, spec, "int8")):
+            raise LookupError("its int8 model is not in the cache (CACHE/openvino)")
+        model = OpenVINOFeatureModel(backbone, spec, cache_dir)
+        return lambda batch, shas: model(batch)
+    if spec.augmentation is not None:
+        from .model import build_base, cut_model
+        from .views import TrunkViews
+
+        recorded = json.loads(spec.augmentation)
+        base = dataclasses.replace(spec, augmentation=None)
+        trunk = cut_model(build_base(backbone, base), backbone, spec.layer, spec.pool)
+        views = TrunkViews(trunk, backbone.preprocess_fn(), base, spec.layer, spec.pool,
+                           recorded["params"], recorded["seed"], cache_dir, verbose=False)
+        return lambda batch, shas: views.compute(batch, shas, recorded["view"])
+    from .model import FeatureModel
+
+    model = FeatureModel(backbone, spec)
+    return lambda batch, shas: model(batch)
+
+
+def _check_entry(entry: CacheEntry, images: dict, n: int, seed: int, tolerance: float,
+                 cache_dir: str) -> RecomputeCheck:
+    meta = entry.meta
+    check = RecomputeCheck(entry.key, f"{meta.get('backbone')} layer={meta.get('layer')} pool={meta.get('pool')}"
+                                      f"{' augmented view' if meta.get('augmentation') else ''}"
+                                      f"{' int8' if meta.get('quantization') else ''}")
+    try:
+        spec = spec_from_record(meta, entry.key, [meta.get("weights_path")])
+    except (BneckError, KeyError, TypeError) as exc:
+        check.skipped = f"its extractor cannot be rebuilt ({str(exc)[:160]})"
+        return check
+    cache = RowCache(cache_dir, spec)
+    cache.refresh()
+    present = sorted(sha for sha in images if sha in cache)
+    if not present:
+        check.skipped = "none of its rows come from images under the given folders"
+        return check
+    sample = sorted(np.random.default_rng(seed).choice(present, min(n, len(present)), replace=False))
+    stored = []
+    cache.read_rows(sample, lambda _, block: stored.append(block))
+    try:
+        compute = _reference(spec, cache_dir)
+    except LookupError as exc:
+        check.skipped = str(exc)
+        return check
+    fresh, kept = [], []
+    for shas, batch, _ in decoded_batches([(sha, images[sha]) for sha in sample], spec.input_size, 32):
+        if shas:
+            fresh.append(compute(batch, shas))
+            kept += shas
+    stored = np.concatenate(stored)[[sample.index(s) for s in kept]]
+    diffs = relative_differences(np.concatenate(fresh), stored) if kept else np.zeros(0)
+    check.checked, check.worst = len(kept), float(diffs.max(initial=0.0))
+    check.differing = [sha for sha, d in zip(kept, diffs) if d > tolerance]
+    return check
+
+
+def recompute_sample(cache_dir: str, data_dirs: Sequence[str], n: int, seed: int = 0,
+                     tolerance: float = TOLERANCE, workers: int = 0) -> list[RecomputeCheck]:
+    """Recompute up to ``n`` seeded rows of every cache entry whose images are under ``data_dirs``."""
+    images = images_under(data_dirs, workers)
+    return [_check_entry(entry, images, n, seed, tolerance, cache_dir) for entry in list_entries(cache_dir)]

@@ -1,0 +1,63 @@
+"""Opening files someone else put there: regular files only, never a device, a pipe or a socket.
+
+A path named ``cat.jpg`` may be a symlink to ``/dev/zero`` (endless bytes), a FIFO
+(an ``open`` that never returns) or a socket. The file is opened without blocking and
+checked with ``fstat`` on the open descriptor, so what is checked is what is read:
+there is no window between a ``stat`` and the ``open`` for the path to change.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import BinaryIO
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+class NotRegularFile(OSError):
+    """The path exists but is not a regular file; ``strerror`` says what it is."""
+
+
+def kind_of(mode: int) -> str:
+    """Return what a file of this ``st_mode`` is, in words ('a FIFO (named pipe)', ...)."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: str, follow_symlinks: bool = True) -> BinaryIO:
+    """Open ``path`` for binary reading if it is a regular file.
+
+    A symlink to a regular file is fine unless ``follow_symlinks`` is False. Raises
+    NotRegularFile (an OSError) for a folder, FIFO, device, socket or refused
+    symlink, and the usual OSError when it cannot be opened at all.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # what opening a socket file gives
+            raise NotRegularFile(errno.ENXIO, "not a regular file: a socket", path) from None
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise NotRegularFile(errno.ELOOP, "not a regular file: a symbolic link", path) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(errno.EINVAL, f"not a regular file: {kind_of(mode)}", path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def is_symlink(path: str) -> bool:
+    """Return True when ``path`` itself is a symbolic link (whatever it points to)."""
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False

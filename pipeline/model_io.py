@@ -1,0 +1,182 @@
+"""Saving and loading models in formats that cannot run code, from bytes already verified.
+
+* scikit-learn models are saved with ``skops.io`` and loaded with an explicit list of
+  trusted types (``TRUSTED_SKLEARN_TYPES``, on top of skops' own defaults: builtins,
+  NumPy and scikit-learn's estimators). A file naming any other type, a function
+  included, is refused before anything in it is built. Nothing is ever unpickled.
+* Keras models (``.keras`` zip archives) are checked before Keras reads them: the
+  archive holds exactly ``config.json``, ``metadata.json`` and ``model.weights.h5``;
+  every object in the config is one of ``KERAS_OBJECTS`` (the layers, initializers
+  and policies bneck's own models are made of: no ``Lambda``, no function, no layer
+  that reads files); the weights file holds only hard links and datasets stored in
+  itself. Then Keras loads it with ``safe_mode=True``, from memory.
+
+Both loaders take the bytes that were hashed against the manifest (``artifacts``),
+never a path to open again.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+from features.errors import BneckError
+
+# Types skops must find in a bneck scikit-learn model besides its own default-trusted
+# ones; found with ``skops.io.get_untrusted_types`` on every classifier bneck trains
+# (tests/pipeline/test_model_io.py keeps this list honest).
+TRUSTED_SKLEARN_TYPES = (
+    "pipeline.sklearn_models.SpatialReshape",
+    "pipeline.sklearn_models.StreamedLinear",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    "sklearn.tree._tree.Tree",
+)
+
+# (module, class_name) of every object a bneck Keras model's config may hold: the
+# layers of the eight backbones, the heads and the fine-tuned assembly (found by
+# saving each; tests/pipeline/test_model_io.py rebuilds them and checks).
+KERAS_OBJECTS = frozenset(
+    [(None, "__keras_tensor__"), (None, "__tuple__"), ("keras", "DTypePolicy"),
+     ("keras.src.models.functional", "Functional")]
+    + [("keras.initializers", name) for name in (
+        "Constant", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "Ones", "RandomNormal",
+        "RandomUniform", "TruncatedNormal", "VarianceScaling", "Zeros")]
+    + [("keras.layers", name) for name in (
+        "Activation", "Add", "AveragePooling2D", "BatchNormalization", "Concatenate", "Conv2D", "Dense",
+        "DepthwiseConv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
+        "InputLayer", "MaxPooling2D", "Multiply", "Normalization", "ReLU", "Rescaling", "Reshape",
+        "SeparableConv2D", "ZeroPadding2D")])
+KERAS_MEMBERS = frozenset({"config.json", "metadata.json", "model.weights.h5"})
+_MAX_CONFIG_BYTES = 64 << 20
+
+
+class UnsafeModel(BneckError):
+    """A model file holds something bneck does not load (code, an unknown type, a link out)."""
+
+
+def save_sklearn(model, path: str) -> None:
+    """Save a scikit-learn model with skops; raises RuntimeError if it holds a type not trusted on load."""
+    import skops.io as sio
+
+    data = sio.dumps(model)
+    strange = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_SKLEARN_TYPES))
+    if strange:  # a bneck bug, not a user's mistake: the model could not be loaded back
+        raise RuntimeError(f"cannot save {type(model).__name__}: it holds types that loading does not "
+                           f"trust: {', '.join(strange)} (add them to TRUSTED_SKLEARN_TYPES if safe)")
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def check_sklearn(data: bytes, where: str) -> None:
+    """Refuse skops ``data`` naming a type outside skops' defaults and ``TRUSTED_SKLEARN_TYPES``."""
+    import skops.io as sio
+
+    try:
+        strange = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_SKLEARN_TYPES))
+    except Exception as exc:  # noqa: BLE001 - any malformed file is one clear refusal
+        raise UnsafeModel(f"{where} is not a readable skops file ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}).") from None
+    if strange:
+        raise UnsafeModel(f"{where} names types bneck does not load: {', '.join(strange)}. A bneck "
+                          "scikit-learn model holds only scikit-learn, NumPy and bneck's own types; "
+                          "this file was made elsewhere or altered. Retrain with `bneck train`.")
+
+
+def load_sklearn(data: bytes, where: str):
+    """Return the scikit-learn model in skops ``data``; raises UnsafeModel for untrusted types or junk."""
+    import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    check_sklearn(data, where)
+    try:
+        return sio.loads(data, trusted=list(TRUSTED_SKLEARN_TYPES))
+    except UntrustedTypesFoundException as exc:
+        raise UnsafeModel(f"{where} names types bneck does not load ({exc}).") from None
+    except Exception as exc:  # noqa: BLE001 - any malformed file is one clear refusal
+        raise UnsafeModel(f"{where} is not a readable skops file ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}).") from None
+
+
+def _objects(node):
+    """Yield every dict in a Keras config that names a class."""
+    if isinstance(node, dict):
+        if "class_name" in node:
+            yield node
+        for value in node.values():
+            yield from _objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _objects(value)
+
+
+def check_keras_config(config: dict, where: str) -> None:
+    """Refuse a config naming any object outside ``KERAS_OBJECTS`` (Lambda, functions, file readers)."""
+    for obj in _objects(config):
+        pair = (obj.get("module"), obj.get("class_name"))
+        registered = obj.get("registered_name")
+        if pair not in KERAS_OBJECTS or registered not in (None, obj.get("class_name")):
+            raise UnsafeModel(
+                f"{where} holds a {pair[1]!r} object (module {pair[0]!r}), which bneck models never "
+                f"contain: it may carry code (Lambda layers, functions, custom objects) or read files, "
+                f"so it is not loaded (Keras safe_mode=True is not relied on alone). Retrain with "
+                f"`bneck train` / `bneck finetune`.")
+
+
+def _check_weights_file(data: bytes, where: str) -> None:
+    import h5py
+
+    from features.h5check import H5Refused, check_self_contained
+
+    try:
+        with h5py.File(io.BytesIO(data), "r") as f:
+            check_self_contained(f)
+    except H5Refused as exc:
+        raise UnsafeModel(f"{where}: its weights file {exc}; refused.") from None
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise UnsafeModel(f"{where}: its weights file cannot be read ({exc}).") from None
+
+
+def check_keras(data: bytes, where: str) -> None:
+    """Refuse a ``.keras`` archive with other members, objects outside ``KERAS_OBJECTS``, or a
+    weights file that links outside itself (UnsafeModel)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = {info.filename: info for info in archive.infolist()}
+        if set(members) != KERAS_MEMBERS:
+            raise UnsafeModel(f"{where} holds {sorted(members)}; a bneck Keras model holds exactly "
+                              f"{sorted(KERAS_MEMBERS)}. Refused.")
+        if members["config.json"].file_size > _MAX_CONFIG_BYTES:
+            raise UnsafeModel(f"{where}: its config.json declares {members['config.json'].file_size} bytes.")
+        config = json.loads(archive.read("config.json"))
+        weights = archive.read("model.weights.h5")
+    except UnsafeModel:
+        raise
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as exc:
+        raise UnsafeModel(f"{where} is not a readable .keras archive ({type(exc).__name__}: {exc}).") from None
+    check_keras_config(config, where)
+    _check_weights_file(weights, where)
+
+
+def load_keras(data: bytes, where: str):
+    """Return the Keras model in ``.keras`` archive ``data`` after ``check_keras``.
+
+    Raises UnsafeModel for what ``check_keras`` refuses or Keras' safe_mode refuses.
+    """
+    check_keras(data, where)
+    from features.tfimport import import_tensorflow
+
+    import_tensorflow()
+    from keras.src.saving import saving_lib  # the public load_model takes paths only
+
+    try:
+        return saving_lib.load_model(io.BytesIO(data), compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - safe_mode refusing code, or a file Keras cannot read
+        raise UnsafeModel(f"{where} was not loaded: Keras (safe_mode=True) refused it: "
+                          f"{str(exc).split('. ')[0][:300]}.") from None

@@ -1,0 +1,93 @@
+"""The fixed type lists of ``model_io`` cover every model bneck makes, and nothing else gets through."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+from pipeline.model_io import (KERAS_OBJECTS, UnsafeModel, check_keras, check_keras_config, load_keras,
+                               load_sklearn, save_sklearn)
+from pipeline.sklearn_models import SKLEARN, StreamedLinear, make_pipeline
+
+
+def _data(classes=3):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(120, 3, 3, 20)).astype(np.float32), rng.integers(0, classes, 120)
+
+
+@pytest.mark.parametrize("name", SKLEARN)
+@pytest.mark.parametrize("reshape,pca", [("avg", None), ("flatten", 8)])
+def test_every_sklearn_classifier_round_trips_through_skops(tmp_path, name, reshape, pca):
+    x, y = _data()
+    model = make_pipeline(name, reshape, pca, 0).fit(x, y)
+    save_sklearn(model, str(tmp_path / "m.skops"))  # raises if it holds a type loading would refuse
+    loaded = load_sklearn((tmp_path / "m.skops").read_bytes(), "m.skops")
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+
+
+@pytest.mark.parametrize("name", ["logreg", "linear-svm", "mlp"])
+def test_out_of_core_models_round_trip_through_skops(tmp_path, name):
+    x, y = _data()
+    model = StreamedLinear(name, passes=2).fit_blocks(lambda rng: iter([(x[:60], y[:60]), (x[60:], y[60:])]),
+                                                      range(3))
+    save_sklearn(model, str(tmp_path / "m.skops"))
+    loaded = load_sklearn((tmp_path / "m.skops").read_bytes(), "m.skops")
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+
+
+def _archive(model) -> bytes:
+    """Return the bytes of ``model`` saved as a .keras archive."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "m.keras")
+        model.save(path)
+        with open(path, "rb") as handle:
+            return handle.read()
+
+
+def test_every_backbone_with_every_head_passes_the_keras_check():
+    """What bneck saves (heads; backbone + head as stage 3 assembles it) is all inside KERAS_OBJECTS."""
+    from features.backbones import BACKBONES
+    from features.model import cut_model
+    from features.tfimport import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    from pipeline.heads import build_head
+
+    for kind in ("dense", "gap-dense"):
+        for classes in (2, 5):
+            check_keras(_archive(build_head(kind, (3, 3, 8), classes, 4, 0.5)), kind)
+    for name, entry in BACKBONES.items():
+        size = max(entry.min_size, 75)
+        alpha = {"mobilenet": 0.25, "mobilenetv2": 0.35}.get(name)
+        base = entry.build(None, size, alpha)
+        for pool in ("none", "avg", "max"):
+            cut = cut_model(base, entry, entry.default_layer, pool)
+            image = keras.Input((size, size, 3))
+            head = build_head("dense" if pool == "none" else "gap-dense", tuple(cut.output.shape[1:]), 2, 4, 0.5)
+            data = _archive(keras.Model(image, head(cut(image, training=False))))
+            check_keras(data, f"{name} {pool}")
+    model = load_keras(data, "efficientnet")  # and Keras itself loads what the check let through
+    assert model.output_shape == (None, 1)
+
+
+@pytest.mark.parametrize("obj", [
+    {"module": "keras.layers", "class_name": "Lambda", "config": {}},
+    {"module": "keras.layers", "class_name": "TFSMLayer", "config": {"filepath": "/"}},
+    {"module": "keras.layers", "class_name": "StringLookup", "config": {"vocabulary": "/etc/passwd"}},
+    {"module": "keras.layers", "class_name": "Dense", "config": {}, "registered_name": "evil>Dense"},
+    {"module": "evil", "class_name": "Dense", "config": {}},
+    {"module": "keras.activations", "class_name": "function", "config": "relu"},
+])
+def test_the_keras_check_refuses_anything_outside_its_list(obj):
+    assert (obj.get("module"), obj["class_name"]) not in KERAS_OBJECTS or obj.get("registered_name")
+    config = {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
+              "config": {"layers": [{"module": "keras.layers", "class_name": "InputLayer", "config": {}}, obj]}}
+    with pytest.raises(UnsafeModel, match=repr(obj["class_name"])):
+        check_keras_config(config, "m.keras")
+    check_keras_config(json.loads(json.dumps({**config, "config": {"layers": config["config"]["layers"][:1]}})),
+                       "m.keras")

@@ -1,0 +1,102 @@
+"""The shared cache survives concurrent use, and a forged row is found by recomputing.
+
+Real processes: an extraction committing many small chunks while this process runs
+``cache gc`` (merging, and ``--older-than 0``, the most aggressive setting) in a
+loop; two ``bneck cache gc`` commands at once; and a forged chunk whose checksums
+are right but whose numbers are not, which only ``cache verify --recompute`` sees.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+
+from features import extract, read_features
+from features.cache import RowCache, _chunk_files, write_rows_file
+from features.cache_gc import collect_garbage, verify_cache
+from features.extract import resolve_spec
+from tests.conftest import MOBILENET, ROOT, copy_subset
+
+EXTRACT = """
+import sys
+from features import extract
+extract(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3], commit_rows=8, batch_size=8, verbose=False,
+        backbone="mobilenet", alpha=0.25, size=224, weights="imagenet")
+print("extracted")
+"""
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def test_gc_in_a_loop_during_an_extraction_never_makes_it_fail(tmp_path):
+    data = copy_subset(tmp_path / "data", 40, splits=("train",))
+    reference = extract(data, tmp_path / "alone", cache_dir=tmp_path / "c0", verbose=False, **MOBILENET)
+    cache = tmp_path / "cache"
+    extract(copy_subset(tmp_path / "half", 20, splits=("train",)), tmp_path / "warm", cache_dir=cache,
+            verbose=False, **MOBILENET)  # half the rows already there: reads race with the merges too
+    proc = subprocess.Popen([sys.executable, "-c", EXTRACT, data, tmp_path / "out", cache], env=_env(),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rounds = 0
+    while proc.poll() is None:
+        collect_garbage(str(cache))
+        collect_garbage(str(cache), older_than_days=0)
+        rounds += 1
+    out, err = proc.communicate()
+    assert proc.returncode == 0 and "extracted" in out, err[-2000:]
+    assert rounds >= 3 and "Traceback" not in err
+    got, want = read_features(str(tmp_path / "out" / "train.h5")), read_features(str(tmp_path / "alone" / "train.h5"))
+    assert got.paths == want.paths and reference.splits[0].images == 80
+    np.testing.assert_allclose(got.features, want.features, rtol=0, atol=1e-4)  # batch compositions differ
+    assert not verify_cache(str(cache))[1]
+
+
+def test_two_gcs_at_once_both_succeed_and_keep_every_row(tmp_path):
+    data = copy_subset(tmp_path / "data", 12, splits=("train",))
+    cache = tmp_path / "cache"
+    extract(data, tmp_path / "out", cache_dir=cache, commit_rows=4, batch_size=4, verbose=False, **MOBILENET)
+    spec = resolve_spec(**{k: v for k, v in MOBILENET.items()})
+    folder = RowCache(str(cache), spec).folder
+    assert len(_chunk_files(folder)) >= 6
+    cmd = [sys.executable, "-m", "pipeline", "cache", "gc", "--cache-dir", cache]
+    procs = [subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate() + (p.returncode,) for p in procs]
+    assert all(code == 0 for *_, code in results), results
+    checked, problems = verify_cache(str(cache))
+    assert not problems and checked == 1
+    again = extract(data, tmp_path / "again", cache_dir=cache, verbose=False, **MOBILENET)
+    assert again.forward_images == 0  # every row survived
+    procs = [subprocess.Popen(cmd + ["--older-than", "0"], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate() + (p.returncode,) for p in procs]
+    assert all(code == 0 for *_, code in results), results
+    assert "removed" in results[0][0] and verify_cache(str(cache)) == (0, [])
+
+
+def test_a_forged_row_with_good_checksums_is_found_by_recomputing(tmp_path, capsys):
+    from pipeline.cli import main
+
+    data = copy_subset(tmp_path / "data", 4, splits=("train",))
+    cache = tmp_path / "cache"
+    extract(data, tmp_path / "out", cache_dir=cache, verbose=False, **MOBILENET)
+    folder = RowCache(str(cache), resolve_spec(**MOBILENET)).folder
+    (chunk,) = _chunk_files(folder)
+    with h5py.File(chunk, "r") as f:
+        shas = [s.decode() for s in f["sha256"][()]]
+        feats = f["features"][()]
+    forged = feats.copy()
+    forged[3] = np.roll(forged[3], 1)  # plausible numbers, wrong ones
+    os.remove(chunk)
+    write_rows_file(os.path.join(folder, f"rows-{time.time_ns()}-forged.h5"), os.path.basename(folder), shas, forged)
+    assert main(["cache", "verify", "--cache-dir", str(cache)]) == 0  # checksums cannot see it
+    capsys.readouterr()
+    assert main(["cache", "verify", "--cache-dir", str(cache), "--recompute", "8", "--data", str(data)]) == 1
+    said = capsys.readouterr().out
+    assert f"image sha256 {shas[3]}" in said and said.count("differs:") == 1
+    assert main(["cache", "verify", "--cache-dir", str(cache), "--recompute", "3"]) == 2  # needs --data
