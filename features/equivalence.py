@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-# Measured here: TensorFlow against OpenVINO fp32 (f32 hint) differs by about 2e-6
-# relative on MobileNet-0.25, other batch compositions by about 1e-5; bf16 by 5e-2
-# and more. 1e-3 tells the first two from the third with room on both sides.
+from .errors import ConfigError
+
+# Measured here (MobileNet-0.25, 8 images, per-row max): OpenVINO fp32 with the f32 hint
+# differs from TensorFlow by 3.3e-5, other batch compositions by about 1e-5, OpenVINO
+# with its bf16 hint by 1.0 (an activation of 6 read as 0). 1e-3 tells them apart with
+# room on both sides.
 TOLERANCE = 1e-3
 
 
@@ -31,3 +34,24 @@ def max_relative_difference(candidate: np.ndarray, reference: np.ndarray) -> flo
     """Return the largest per-row relative difference (0.0 for no rows)."""
     diffs = relative_differences(candidate, reference)
     return float(diffs.max(initial=0.0))
+
+
+class RuntimeMismatch(ConfigError):
+    """A runtime's features differ from the reference runtime's beyond ``TOLERANCE``."""
+
+
+def compare(candidate: np.ndarray, reference: np.ndarray, what: str, where: str) -> dict:
+    """Return the check of ``candidate`` rows against ``reference`` rows of the same images.
+
+    Raises RuntimeMismatch naming ``what`` (the runtime) and ``where`` (the machine)
+    when they differ beyond ``TOLERANCE``.
+    """
+    diff = max_relative_difference(candidate, reference)
+    check = {"runtime": what, "where": where, "max_rel_diff": diff, "images": int(len(reference)),
+             "tolerance": TOLERANCE, "passed": diff <= TOLERANCE}
+    if not check["passed"]:
+        raise RuntimeMismatch(
+            f"{what} on {where} gives features that differ from the reference's by {diff:.2e} relative on "
+            f"{len(reference)} of this run's images, more than the {TOLERANCE:g} that rows sharing one "
+            f"cache key may differ by. Nothing it computed was kept.")
+    return check

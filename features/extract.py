@@ -25,22 +25,20 @@ from .hashing import sha256_files
 from .key import DTYPES, POOLS, ExtractorSpec
 from .outputs import check_folder, claim_folder
 from .progress import format_table, progress_bar
-from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS, gate, plan_calibration
-from .ray_engine import DEFAULT_SHARD_SIZE, ray_options
+from .extract_options import DEFAULT_SHARD_SIZE, EXTRACT
+from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, gate, plan_calibration
+from .ray_engine import ray_options
 from .store import SplitContent, holds, write_split_file
 from .weights import resolve_weights
 
 
-# fp32 OpenVINO features equal TensorFlow's (within 1e-3 relative, tested), so the
-# runtime is not in the cache key; int8 is (the ``quantization`` key field).
-RUNTIMES = ("tensorflow", "openvino")
 MAX_MISSING_ROW_RETRIES = 3
 
 
 def resolve_spec(backbone: str = "vgg16", weights: Optional[str] = "imagenet",
                  size: Optional[int] = None, layer: Optional[str] = None, pool: str = "none",
                  dtype: str = "float32", alpha: Optional[float] = None) -> ExtractorSpec:
-    """Validate extractor options and return the spec (weights hashed, defaults filled in).
+    """Return the spec for these extractor options (weights hashed, defaults filled in).
 
     Raises ConfigError for a bad option and WeightsError for unavailable weights.
     """
@@ -96,6 +94,7 @@ class ExtractionReport:
     converted: Optional[bool] = None  # openvino: whether the model had to be converted
     quantized: Optional[bool] = None  # int8: whether the model had to be quantised
     quantization: Optional[dict] = None  # int8: the cosine check against fp32, and the gate
+    duplicates: list = field(default_factory=list)  # images whose bytes appear in more than one split
 
     def table(self) -> str:
         """Return the summary table a person reads at the end of a run."""
@@ -109,27 +108,42 @@ class _Extractor:
     """Holds the cache and the lazily built network across the splits of one run."""
 
     def __init__(self, spec, cache, batch_size, workers, commit_rows, commit_seconds, verbose,
-                 runtime="tensorflow", plan=None):
+                 runtime="tensorflow", plan=None, check_sample=()):
         self.spec, self.cache, self.runtime, self.plan = spec, cache, runtime, plan
         self.batch_size, self.workers, self.verbose = batch_size, workers, verbose
         self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
+        self.check_sample = list(check_sample)  # image paths a new runtime is checked on
         self.model = None
         self.file_attrs: dict = {}
         self.pool = None  # --engine ray: the RayPool
 
     def network(self):
-        """Return the feature model, built and traced on first use."""
+        """Return the feature model, built, checked against the reference and traced on first use.
+
+        Raises RuntimeMismatch (before any row is made) when an OpenVINO fp32 model's
+        features differ from TensorFlow's on ``check_sample`` beyond the tolerance.
+        """
         if self.model is None:
             if self.runtime == "openvino":
                 from .runtime_openvino import OpenVINOFeatureModel
                 model = OpenVINOFeatureModel(get_backbone(self.spec.backbone), self.spec,
                                              self.cache.cache_dir, self.plan, self.workers)
+                if self.spec.quantization is None:
+                    self.file_attrs["equivalence"] = model.check_against_tensorflow(self._sample())
             else:
                 from .model import FeatureModel
                 model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
             model.warm_up()
             self.model = model
         return self.model
+
+    def _sample(self) -> np.ndarray:
+        """Return the decoded check sample (uint8), skipping images that do not decode."""
+        batches = [b for _, b, _ in decoded_batches([(p, p) for p in self.check_sample], self.spec.input_size,
+                                                    len(self.check_sample) or 1, self.workers) if len(b)]
+        if not batches:
+            raise DatasetError("none of the images sampled to check the runtime could be decoded.")
+        return np.concatenate(batches)
 
     def compute(self, split: str, todo: list[tuple[str, str]]) -> dict[str, str]:
         """Run the network on (sha, path) items, committing rows; returns {sha: failure reason}."""
@@ -180,17 +194,34 @@ def split_attrs(ex: _Extractor, dataset: Dataset) -> dict:
     return attrs
 
 
-def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str) -> SplitReport:
-    start = time.perf_counter()
+def _hash_split(dataset: Dataset, split: str, workers: int) -> tuple[list, list]:
+    """Return (usable (record, sha256) pairs, quarantine) of a split; unreadable files are quarantined."""
     records = dataset.splits[split]
     quarantine = list(dataset.quarantine.get(split, []))
-    hashed = sha256_files([r.abspath for r in records], ex.workers)
     usable = []
-    for record, (sha, problem) in zip(records, hashed):
+    for record, (sha, problem) in zip(records, sha256_files([r.abspath for r in records], workers)):
         if sha is None:
             quarantine.append((record.path, problem))
         else:
             usable.append((record, sha))
+    return usable, quarantine
+
+
+def cross_split_duplicates(usable: dict[str, list]) -> list[dict]:
+    """Return the images whose bytes appear in more than one split: [{sha256, paths: {split: [...]}}].
+
+    They make validation and test accuracy look better than they are.
+    """
+    where: dict[str, dict[str, list[str]]] = {}
+    for split, pairs in usable.items():
+        for record, sha in pairs:
+            where.setdefault(sha, {}).setdefault(split, []).append(record.path)
+    return [{"sha256": sha, "paths": paths} for sha, paths in sorted(where.items()) if len(paths) > 1]
+
+
+def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str, usable: list,
+                   quarantine: list) -> SplitReport:
+    start = time.perf_counter()
     if ex.pool is not None:
         from .ray_engine import extract_split_sharded
         return extract_split_sharded(ex, dataset, split, out_dir, usable, quarantine, start)
@@ -274,7 +305,10 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     FeatureFileError (all BneckError) for user mistakes; rows computed before an
     error or Ctrl-C stay in the cache.
     """
-    _check_options(batch_size, runtime, precision, min_cosine)
+    opts = EXTRACT.check({name: value for name, value in locals().items() if name in EXTRACT})
+    (batch_size, runtime, precision, splits, split, exclude, workers) = (
+        opts[k] for k in ("batch_size", "runtime", "precision", "splits", "split", "exclude", "workers"))
+    _check_combinations(runtime, precision)
     options = ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_worker, actor_class)
     # Folders first: a typo in DATA_DIR should not wait for a weights download.
     out_dir = check_folder(out_dir, "features", inputs=[data_dir])
@@ -291,7 +325,7 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
         spec = dataclasses.replace(spec, quantization=plan.key_json())
     claim_folder(out_dir, "features", inputs=[data_dir])
     ex = _Extractor(spec, RowCache(cache_dir, spec), batch_size, workers, commit_rows,
-                    commit_seconds, verbose, runtime, plan)
+                    commit_seconds, verbose, runtime, plan, check_sample(dataset, seed))
     report = ExtractionReport(spec, out_dir, cache_dir, runtime=runtime, precision=precision, engine=engine)
     ex.file_attrs = dict(runtime=runtime, precision=precision, engine=engine)
     if options is not None:
@@ -302,9 +336,12 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
         model = ex.network()
         report.quantization = gate(model.quantization_stats, min_cosine, force, spec.backbone)
         ex.file_attrs["quantization_check"] = report.quantization
+    hashed = {name: _hash_split(dataset, name, ex.workers) for name in dataset.splits}
+    report.duplicates = cross_split_duplicates({name: usable for name, (usable, _) in hashed.items()})
+    ex.file_attrs["cross_split_duplicates"] = report.duplicates
     try:
-        for split_name in dataset.splits:
-            report.splits.append(_extract_split(ex, dataset, split_name, out_dir))
+        for split_name, (usable, quarantine) in hashed.items():
+            report.splits.append(_extract_split(ex, dataset, split_name, out_dir, usable, quarantine))
     finally:
         ex.cache.close()
         if ex.pool is not None:
@@ -319,21 +356,24 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     return report
 
 
-def _check_options(batch_size, runtime, precision, min_cosine) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer. Received: batch_size={batch_size!r}.")
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}. Received: runtime={runtime!r}.")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}. Received: precision={precision!r}.")
+CHECK_IMAGES = 8
+
+
+def check_sample(dataset: Dataset, seed: int) -> list[str]:
+    """Return up to ``CHECK_IMAGES`` image paths, a seeded sample of the first split (train when
+    there is one), on which a runtime is compared with the reference before it makes rows."""
+    records = sorted(dataset.splits.get("train") or next(iter(dataset.splits.values())), key=lambda r: r.path)
+    order = np.random.default_rng(seed).permutation(len(records))[:CHECK_IMAGES]
+    return [records[i].abspath for i in sorted(order)]
+
+
+def _check_combinations(runtime: str, precision: str) -> None:
+    """Refuse options that do not go together, and say how to install a missing runtime, before any work."""
     if precision == "int8" and runtime != "openvino":
         raise ConfigError(f"--precision int8 runs on OpenVINO: add --runtime openvino. "
                           f"Received: runtime={runtime!r}, precision='int8'.")
-    if isinstance(min_cosine, bool) or not isinstance(min_cosine, (int, float)) or not -1 <= min_cosine <= 1:
-        raise ConfigError(f"--min-cosine must be a number between -1 and 1 (default {DEFAULT_MIN_COSINE}). "
-                          f"Received: min_cosine={min_cosine!r}.")
-    if runtime == "openvino":  # say how to install them before any work
-        from .runtime_openvino import import_openvino
+    if runtime == "openvino":
+        from .openvino_core import import_openvino
         import_openvino()
         if precision == "int8":
             from .quantize import import_nncf

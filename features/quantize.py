@@ -21,6 +21,7 @@ import numpy as np
 from .batches import decoded_batches
 from .errors import ConfigError
 from .hashing import sha256_files, sha256_json
+from .openvino_core import compile_cpu
 
 PRECISIONS = ("fp32", "int8")
 DEFAULT_CALIBRATION_IMAGES = 300
@@ -120,9 +121,8 @@ def quantize(ov, fp32_graph, plan: CalibrationPlan, size: int, workers: int = 0)
                                preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
                                fast_bias_correction=METHOD["fast_bias_correction"])
     check = _decode(plan.check, size, workers)
-    core = ov.Core()
-    fp32 = core.compile_model(fp32_graph, "CPU")(check)[0]
-    int8 = core.compile_model(int8_graph, "CPU")(check)[0]
+    fp32 = compile_cpu(ov, fp32_graph)(check)[0]
+    int8 = compile_cpu(ov, int8_graph)(check)[0]
     cosine = cosine_per_row(np.asarray(fp32), np.asarray(int8))
     stats = dict(cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()),
                  check_images=int(len(check)), calibration_images=int(len(calibration)),

@@ -27,16 +27,16 @@ from typing import Optional
 import h5py
 import numpy as np
 
+from .backbones import get_backbone
 from .cache import RowCache, missing_shas, read_rows_file, write_rows_file
 from .errors import BneckError, ConfigError
+from .extract_options import DEFAULT_SHARD_SIZE
 from .hashing import sha256_json
 from .key import ExtractorSpec
 from .outputs import claim_folder, folder_kind
 from .progress import progress_bar
 from .store import holds, write_sharded_split_file
 
-ENGINES = ("local", "ray")
-DEFAULT_SHARD_SIZE = 256
 MAX_ATTEMPTS = 3
 PLACEMENT_TIMEOUT_S = 120
 RAY_HINT = 'pip install -e ".[ray]"  (or: pip install "ray>=2.9")'
@@ -70,6 +70,25 @@ class ShardExtractor:
         self.threads = threads
         self.extractor = _Extractor(spec, RowCache(cache_dir, spec), batch_size, threads,
                                     commit_rows=1024, commit_seconds=20.0, verbose=False)
+        self.equivalence = None  # this worker's check against the driver's reference rows
+
+    def check(self, reference: dict) -> dict:
+        """Compare this worker's rows for the reference images with the driver's; once per actor.
+
+        Raises RuntimeMismatch (never retried) when they differ beyond the tolerance.
+        """
+        if self.equivalence is None:
+            import socket
+
+            from .batches import decoded_batches
+            from .equivalence import compare
+
+            model = self.extractor.network()
+            rows = [model(batch) for _, batch, _ in decoded_batches(
+                [(p, p) for p in reference["paths"]], self.extractor.spec.input_size, len(reference["paths"]))]
+            self.equivalence = compare(np.concatenate(rows), reference["rows"], "a Ray worker's TensorFlow",
+                                       f"node {socket.gethostname()} (pid {os.getpid()})")
+        return self.equivalence
 
     def ready(self) -> int:
         """Return this actor's process id once it runs (the driver checks every actor was placed)."""
@@ -84,8 +103,11 @@ class ShardExtractor:
         except RuntimeError:
             pass  # TensorFlow already running in this process
 
-    def run(self, shard: dict) -> dict:
-        """Extract one shard ({index, path, items: [(sha, image path)]}) into its file; returns counts."""
+    def run(self, shard: dict, reference: Optional[dict] = None) -> dict:
+        """Extract one shard ({index, path, items: [(sha, image path)]}) into its file; returns counts.
+
+        Before its first row, the worker checks its rows for ``reference`` images.
+        """
         start = time.perf_counter()
         ex, items = self.extractor, [tuple(item) for item in shard["items"]]
         ex.cache.refresh()
@@ -97,6 +119,8 @@ class ShardExtractor:
         if todo:
             if ex.model is None:
                 self._limit_threads()
+            if reference is not None:
+                self.check(reference)
             failed = ex.compute(f"shard {shard['index']}", [(sha, first[sha]) for sha in todo])
         kept = [sha for sha, _ in items if sha not in failed]
         if kept:
@@ -106,7 +130,8 @@ class ShardExtractor:
                             attrs={"failed": json.dumps(failed), "shard_index": shard["index"]})
         return {"index": shard["index"], "computed": len(todo) - len(failed), "rows": len(kept),
                 "failed": failed, "seconds": time.perf_counter() - start, "pid": os.getpid(),
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "equivalence": self.equivalence}
 
 
 @dataclasses.dataclass
@@ -119,17 +144,6 @@ class RayOptions:
     num_gpus_per_worker: float = 0.0
     actor_class: type = ShardExtractor
 
-    def check(self) -> None:
-        if isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int) or self.shard_size < 1:
-            raise ConfigError(f"--shard-size must be a positive integer (default {DEFAULT_SHARD_SIZE}). "
-                              f"Received: shard_size={self.shard_size!r}.")
-        if not isinstance(self.workers, int) or self.workers < 0:
-            raise ConfigError(f"--workers must be a positive integer (0: one per node). "
-                              f"Received: workers={self.workers!r}.")
-        if not isinstance(self.num_gpus_per_worker, (int, float)) or self.num_gpus_per_worker < 0:
-            raise ConfigError(f"--num-gpus-per-worker must be 0 or more. "
-                              f"Received: num_gpus_per_worker={self.num_gpus_per_worker!r}.")
-
 
 class RayPool:
     """Actors on a Ray cluster (joined or started here), created when the first shard needs one."""
@@ -138,6 +152,7 @@ class RayPool:
         self.options, self.spec, self.cache_dir, self.batch_size = options, spec, cache_dir, batch_size
         self.ray, self.started_here, self.actors, self.cpus = None, False, [], 1
         self.retries, self.peak_rss_mb = 0, 0.0
+        self.reference = None  # the driver's reference rows, made when the first shard needs computing
 
     def _connect(self):
         ray = import_ray()
@@ -177,11 +192,15 @@ class RayPool:
         fields = {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec)}
         return remote.remote(fields, self.cache_dir, self.batch_size, max(1, int(self.cpus)))
 
-    def run(self, shards: list[dict], desc: str, verbose: bool) -> dict:
-        """Run ``shards`` on the actors with at most one in flight per actor; returns {index: result}."""
+    def run(self, shards: list[dict], desc: str, verbose: bool, reference: Optional[dict] = None) -> dict:
+        """Run ``shards`` on the actors with at most one in flight per actor; returns {index: result}.
+
+        Each actor checks its rows for the ``reference`` images before computing any.
+        """
         if self.ray is None:
             self._connect()
         ray = self.ray
+        reference_ref = ray.put(reference)
         queue, idle, pending = deque(shards), list(self.actors), {}
         attempts, results, given_up = {s["index"]: 0 for s in shards}, {}, []
         bar = progress_bar(sum(len(s["items"]) for s in shards), desc, verbose)
@@ -189,7 +208,7 @@ class RayPool:
             while queue or pending:
                 while queue and idle:
                     shard, actor = queue.popleft(), idle.pop()
-                    pending[actor.run.remote(shard)] = (shard, actor)
+                    pending[actor.run.remote(shard, reference_ref)] = (shard, actor)
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 shard, actor = pending.pop(ref)
                 try:
@@ -259,6 +278,22 @@ def finished(shard: dict, key: str) -> Optional[dict]:
     return {"index": shard["index"], "computed": 0, "rows": len(shas), "failed": failed, "reused": True}
 
 
+def driver_reference(ex) -> dict:
+    """Return the reference rows workers are checked against: TensorFlow fp32, here on the driver,
+    for the extraction's check sample (built once per extraction)."""
+    if ex.pool.reference is None:
+        from .batches import decoded_batches
+        from .model import FeatureModel
+
+        model = FeatureModel(get_backbone(ex.spec.backbone), ex.spec)
+        paths, rows = [], []
+        for keys, batch, _ in decoded_batches([(p, p) for p in ex.check_sample], ex.spec.input_size, 8):
+            paths += keys
+            rows.append(model(batch))
+        ex.pool.reference = {"paths": paths, "rows": np.concatenate(rows)}
+    return ex.pool.reference
+
+
 SHARD_NAME = re.compile(r"^\d{5}-[0-9a-f]{16}\.h5$")
 
 
@@ -273,15 +308,12 @@ def _remove_stale_shards(folder: str, current: set[str]) -> None:
 
 
 def ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_worker, actor_class):
-    """Return the RayOptions for ``engine="ray"`` (None for local); raises ConfigError."""
-    if engine not in ENGINES:
-        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}. Received: engine={engine!r}.")
+    """Return the RayOptions for ``engine="ray"`` (None for local; values checked by ``EXTRACT``)."""
     if engine == "local":
         return None
     if runtime != "tensorflow":
         raise ConfigError(f"--engine ray runs the TensorFlow runtime only for now. Received: runtime={runtime!r}.")
     options = RayOptions(address, workers, shard_size, num_gpus_per_worker, actor_class or ShardExtractor)
-    options.check()
     import_ray()  # say how to install it before any work
     return options
 
@@ -299,7 +331,10 @@ def extract_split_sharded(ex, dataset, split: str, out_dir: str, usable: list,
     results = {s["index"]: r for s in shards if (r := finished(s, ex.spec.key)) is not None}
     todo = [s for s in shards if s["index"] not in results]
     if todo:
-        results.update(ex.pool.run(todo, f"{split}: computing on Ray", ex.verbose))
+        results.update(ex.pool.run(todo, f"{split}: computing on Ray", ex.verbose, driver_reference(ex)))
+        checks = [r["equivalence"] for r in results.values() if r.get("equivalence")]
+        if checks:
+            ex.file_attrs["equivalence"] = max(checks, key=lambda c: c["max_rel_diff"])
     failed = {sha: why for r in results.values() for sha, why in r["failed"].items()}
     content = split_content(dataset, split, usable, failed, quarantine)
     sources = [(os.path.relpath(s["path"], out_dir), results[s["index"]]["rows"]) for s in shards

@@ -9,6 +9,14 @@ relative (tested), so they share TensorFlow's cache key.
 int8 (``spec.quantization`` set) quantises the saved fp32 model with NNCF on the
 calibration plan (``quantize.py``) and saves it as ``<int8 key>-int8.xml`` with its
 cosine check in ``<int8 key>-int8.json``; later runs read both back.
+
+Numbers are pinned, not left to the machine: models are compiled with an explicit
+f32 inference precision (OpenVINO's CPU plugin otherwise picks bf16 on CPUs with
+native bf16, silently), and before an fp32 model makes its first row on a CPU class
+(``cpu.signature()``), its output on a sample of the run's images is compared with
+TensorFlow's (``check_against_tensorflow``). The measured difference is kept beside
+the model and written into every feature file; above ``equivalence.TOLERANCE`` the
+runtime is refused, so it never shares TensorFlow's key with other numbers.
 """
 from __future__ import annotations
 
@@ -22,21 +30,11 @@ from typing import Optional
 import numpy as np
 
 from .backbones import Backbone
-from .errors import ConfigError
 from .key import ExtractorSpec
+from .openvino_core import compile_cpu, import_openvino
 from .quantize import CalibrationPlan, quantize
 
-INSTALL_HINT = 'pip install -e ".[openvino]"  (or: pip install openvino)'
 
-
-def import_openvino():
-    """Return the ``openvino`` module; raises ConfigError saying how to install it."""
-    try:
-        import openvino
-    except ImportError:
-        raise ConfigError(f"--runtime openvino needs the openvino package, which is not installed. "
-                          f"Install it with: {INSTALL_HINT}. Or use --runtime tensorflow.") from None
-    return openvino
 
 
 def converted_path(cache_dir: str, spec: ExtractorSpec, precision: str = "fp32") -> str:
@@ -62,14 +60,15 @@ def _save(ov, graph, path: str, stats: Optional[dict] = None) -> None:
 
 
 def _fp32_graph(ov, backbone: Backbone, spec: ExtractorSpec, cache_dir: str):
-    """Return (path of the saved fp32 model, whether it was converted now)."""
+    """Return (path of the saved fp32 model, the Keras FeatureModel if it was converted now, else None)."""
     path = converted_path(cache_dir, spec)
     if os.path.isfile(path):
-        return path, False
+        return path, None
     from .model import FeatureModel
 
-    _save(ov, ov.convert_model(FeatureModel(backbone, spec).forward_function()), path)
-    return path, True
+    reference = FeatureModel(backbone, spec)
+    _save(ov, ov.convert_model(reference.forward_function()), path)
+    return path, reference
 
 
 class OpenVINOFeatureModel:
@@ -83,25 +82,28 @@ class OpenVINOFeatureModel:
 
     def __init__(self, backbone: Backbone, spec: ExtractorSpec, cache_dir: str,
                  plan: Optional[CalibrationPlan] = None, workers: int = 0):
+        from . import openvino_core
+
         ov = import_openvino()
-        self.spec = spec
-        self.quantized, self.quantization_stats = False, None
+        self.spec, self.backbone, self.cache_dir = spec, backbone, cache_dir
+        self.inference_precision = inference_precision = openvino_core.INFERENCE_PRECISION
+        self.quantized, self.quantization_stats, self.equivalence = False, None, None
         fp32_spec = dataclasses.replace(spec, quantization=None)
+        self._reference = None  # the Keras model, when this instance had to build it
         if spec.quantization is None:
-            path, self.converted = _fp32_graph(ov, backbone, fp32_spec, cache_dir)
+            path, self._reference = _fp32_graph(ov, backbone, fp32_spec, cache_dir)
         else:
             path = converted_path(cache_dir, spec, "int8")
-            self.converted = False
             if not os.path.isfile(path):
-                fp32_path, self.converted = _fp32_graph(ov, backbone, fp32_spec, cache_dir)
+                fp32_path, self._reference = _fp32_graph(ov, backbone, fp32_spec, cache_dir)
                 graph, stats = quantize(ov, ov.Core().read_model(fp32_path), plan,
                                         spec.input_size, workers)
                 _save(ov, graph, path, stats)
                 self.quantized = True
             with open(path[:-4] + ".json") as handle:
                 self.quantization_stats = json.load(handle)
-        core = ov.Core()
-        self._compiled = core.compile_model(core.read_model(path), "CPU")
+        self.converted = self._reference is not None
+        self._compiled = compile_cpu(ov, ov.Core().read_model(path), inference_precision)
         self.output_shape = tuple(int(d) for d in self._compiled.output(0).get_partial_shape()[1:].to_shape())
         self.version = ov.get_version()
         self.calls = 0
@@ -118,3 +120,53 @@ class OpenVINOFeatureModel:
         self.images += len(images)
         out = self._compiled(np.ascontiguousarray(images))[0]
         return np.asarray(out, dtype=self.spec.dtype)
+
+    def check_against_tensorflow(self, sample: np.ndarray) -> dict:
+        """Compare this model with TensorFlow on ``sample`` (uint8 images), once per CPU class.
+
+        Returns the check (kept in ``CACHE/openvino/<key>-fp32.checks.json`` by CPU
+        signature, OpenVINO version and precision) and sets ``equivalence``. Raises
+        RuntimeMismatch when the features differ beyond ``equivalence.TOLERANCE``.
+        """
+        from . import cpu
+        from .equivalence import TOLERANCE, RuntimeMismatch, max_relative_difference
+
+        record = converted_path(self.cache_dir, self.spec)[:-4] + ".checks.json"
+        where = f"{cpu.signature()} | openvino {import_openvino().get_version()} | {self.inference_precision}"
+        checks = _read_json(record)
+        if where not in checks:
+            if self._reference is None:
+                from .model import FeatureModel
+                self._reference = FeatureModel(self.backbone, self.spec)
+            want = self._reference(sample)
+            got = np.asarray(self._compiled(np.ascontiguousarray(sample))[0], dtype=self.spec.dtype)
+            diff = max_relative_difference(got, want)
+            checks[where] = {"runtime": "openvino", "reference": "tensorflow", "max_rel_diff": diff,
+                             "images": int(len(sample)), "tolerance": TOLERANCE, "passed": diff <= TOLERANCE,
+                             "cpu": cpu.signature(), "inference_precision": self.inference_precision,
+                             "openvino_version": import_openvino().get_version()}
+            _write_json(record, checks)
+        self.equivalence = checks[where]
+        if not self.equivalence["passed"]:
+            raise RuntimeMismatch(
+                f"OpenVINO on this CPU ({self.equivalence['cpu']}, inference precision "
+                f"{self.inference_precision}) gives features that differ from TensorFlow's by "
+                f"{self.equivalence['max_rel_diff']:.2e} relative on {self.equivalence['images']} of this "
+                f"run's images, more than the {TOLERANCE:g} that rows sharing one cache key may differ by. "
+                f"Nothing was computed with it. Use --runtime tensorflow (the check is kept in {record}).")
+        return self.equivalence
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: str, obj: dict) -> None:
+    from .atomic import atomic_open
+
+    with atomic_open(path) as handle:
+        json.dump(obj, handle, indent=1, sort_keys=True)

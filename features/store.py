@@ -198,13 +198,16 @@ def read_features(path: str, verify: bool = True) -> FeatureFile:
 
 
 def read_summary(path: str) -> dict:
-    """Return a validated split file's attributes plus shapes and labels, without loading features."""
+    """Return a validated split file's attributes plus its shape, labels, paths and image hashes
+    (``features_shape``, ``labels``, ``paths``, ``sha256``), without loading the features."""
     try:
         with _open(path) as f:
             attrs = validate(path, f)
             attrs["features_shape"] = list(f["features"].shape)
             attrs["quarantined"] = int(f["quarantine"].shape[0])
             attrs["labels"] = f["labels"][()].astype(np.int64)
+            attrs["paths"] = strings(f["paths"][()])
+            attrs["sha256"] = strings(f["sha256"][()])
             return attrs
     except FeatureFileError:
         raise

@@ -98,6 +98,7 @@ class LoadedClassifier:
     manifest: dict
     model: object
     manifest_sha256: str = ""
+    files: dict = None  # the verified bytes of every file, by name
 
     @property
     def kind(self) -> str:
@@ -228,7 +229,7 @@ def load_classifier(folder: str) -> LoadedClassifier:
         model = (load_sklearn if kind == "sklearn" else load_keras)(data, path)
     except UnsafeModel as exc:
         raise ArtifactError(str(exc)) from None
-    return LoadedClassifier(verified.folder, verified.manifest, model, verified.manifest_sha256)
+    return LoadedClassifier(verified.folder, verified.manifest, model, verified.manifest_sha256, verified.files)
 
 
 def write_predictions(path: str, class_names: list[str], splits: dict) -> None:

@@ -69,7 +69,8 @@ def run_info(args: argparse.Namespace) -> int:
     """Print a feature file's attributes, or a cache entry's metadata."""
     if os.path.isfile(args.target):
         summary = read_summary(args.target)
-        summary.pop("labels")
+        for bulky in ("labels", "paths", "sha256"):
+            summary.pop(bulky)
         print(json.dumps(summary, indent=1, default=str))
         return 0
     matches = [e for e in list_entries(_cache_dir(args)) if e.key.startswith(args.target)]

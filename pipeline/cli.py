@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from features import BACKBONES, BneckError
+from features import BneckError
 from features.atomic import storage_error, write_failure
 
 from . import cache_cmd, extract_cmd, finetune_cmd, run_cmd, train_cmd
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "features once, train classifiers on them in seconds.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    extract_cmd.add_parser(sub, sorted(BACKBONES))
+    extract_cmd.add_parser(sub)
     train_cmd.add_parsers(sub)
     finetune_cmd.add_parser(sub)
     run_cmd.add_parsers(sub)

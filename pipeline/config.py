@@ -1,41 +1,55 @@
-"""``bneck run``'s configuration: TOML in, every key checked, the resolved config written back.
+"""``bneck run``'s configuration: TOML in, every key checked against the stages' tables, written back.
 
 A config names the data and the run folder at the top level and has one table per
-stage. Every key has a default here; an unknown key or a value of the wrong type is
-a ConfigError naming the key, the allowed keys or type, and what was received.
-``--set stage.key=value`` overrides (the value parsed as TOML, else taken as text).
+stage: ``[extract]`` takes every option of ``bneck extract`` (``features.extract_options``),
+``[train]`` every option of ``bneck train`` plus ``classifiers`` (``[train.NAME]``
+overrides them for one classifier), ``[finetune]`` every option of ``bneck finetune``
+plus ``enabled``, ``[report]`` its own. An unknown key, a value of the wrong type or
+out of range is a ConfigError naming the key, what is allowed and what was received,
+at load time, before anything runs. Relative paths in a file are relative to that
+file; the resolved config written into the run folder holds absolute ones, so
+``bneck run RUN/config.toml`` works from any folder.
 """
 from __future__ import annotations
 
 import copy
 import json
+import os
 import tomllib
 from typing import Optional, Sequence
 
 from features.errors import ConfigError
+from features.extract_options import EXTRACT
+from features.options import Option, OptionTable
 
-from .finetune_model import AUGMENT_DEFAULTS
-from .train import CLASSIFIERS, DEFAULTS as TRAIN_DEFAULTS
+from .finetune_options import FINETUNE
+from .train_options import CLASSIFIERS, HEAD_OPTIONS, SKLEARN_OPTIONS, TRAIN
 
-DEFAULTS: dict = {
-    "data": None,        # DATA_DIR (required)
-    "out": "runs/run",   # the run folder
-    "seed": 0,
-    "extract": {"backbone": "vgg16", "alpha": None, "size": None, "weights": "imagenet",
-                "layer": None, "pool": "none", "dtype": "float32", "batch_size": 32,
-                "cache_dir": None},
-    "train": {"classifiers": ["dense", "logreg", "svm", "knn"],
-              **{k: v for k, v in TRAIN_DEFAULTS.items() if k != "seed"}},
-    "finetune": {"enabled": True, "epochs": 15, "lr": 1e-4, "momentum": 0.9, "optimizer": "sgd",
-                 "batch_size": 16, "unfreeze_from": "default", "early_stopping": 0,
-                 "cache_frozen": True, "views": 4, **AUGMENT_DEFAULTS},
-    "report": {"worst": 16},
-}
-KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-              list: "a list"}
-# Keys whose default is None: any of these types is accepted.
-NULLABLE = {"data": (str,), "alpha": (float, int), "size": (int,), "layer": (str,),
-            "cache_dir": (str,), "pca": (int, float), "search": (str,), "class_weight": (str,)}
+TOP = OptionTable("run", [
+    Option("data", str, None, "the image folder (required)"),
+    Option("out", str, "runs/run", "the run folder"),
+    Option("seed", int, 0, "one seed for training and fine-tuning", low=0),
+])
+RUN_TRAIN = OptionTable("train", [
+    Option("classifiers", list, ["dense", "logreg", "svm", "knn"], "the classifiers to train", item=str,
+           choices=CLASSIFIERS),
+    *[o for n, o in TRAIN.options.items() if n != "seed"],
+])
+RUN_FINETUNE = OptionTable("finetune", [
+    Option("enabled", bool, True, "fine-tune the best Keras head"),
+    *[o for n, o in FINETUNE.options.items() if n not in ("seed", "cache_dir")],
+])
+REPORT = OptionTable("report", [Option("worst", int, 16, "misclassified test images shown", low=0)])
+TABLES = {"extract": EXTRACT, "train": RUN_TRAIN, "finetune": RUN_FINETUNE, "report": REPORT}
+# Keys holding paths: relative ones in a config file are relative to that file.
+PATHS = {("data",), ("out",), ("extract", "cache_dir"), ("extract", "weights"), ("finetune", "weights")}
+
+
+def _defaults() -> dict:
+    return {**TOP.defaults(), **{stage: table.defaults() for stage, table in TABLES.items()}}
+
+
+DEFAULTS: dict = _defaults()
 
 
 def load_config(path: Optional[str], overrides: Sequence[str] = (), base: Optional[dict] = None,
@@ -46,13 +60,7 @@ def load_config(path: Optional[str], overrides: Sequence[str] = (), base: Option
     """
     user: dict = copy.deepcopy(base or {})
     if path:
-        try:
-            with open(path, "rb") as handle:
-                _deep_update(user, tomllib.load(handle))
-        except OSError as exc:
-            raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}.") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}.") from None
+        _deep_update(user, _resolve_paths(_read(path), os.path.dirname(os.path.abspath(path))))
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
@@ -62,13 +70,38 @@ def load_config(path: Optional[str], overrides: Sequence[str] = (), base: Option
     for key, value in flags.items():
         if value is not None:
             user[key] = value
-    resolved = copy.deepcopy(DEFAULTS)
-    _merge(resolved, user, "")
+    resolved = _check(user)
     if not resolved["data"]:
         raise ConfigError("the config needs `data = \"DATA_DIR\"` (or --data DATA_DIR): the image "
-                          "folder with train/ and validation/ (test/ optional).")
-    _check_classifiers(resolved["train"])
+                          "folder with train/ and validation/ (test/ optional), or one folder per class.")
     return resolved
+
+
+def _read(path: str) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}.") from None
+
+
+def absolute_paths(config: dict) -> dict:
+    """Return ``config`` with its relative paths made absolute (from the current folder)."""
+    return _resolve_paths(copy.deepcopy(config), os.getcwd())
+
+
+def _resolve_paths(config: dict, folder: str) -> dict:
+    """Make the path keys of a config file absolute, relative to the file's folder."""
+    for keys in PATHS:
+        table = config
+        for key in keys[:-1]:
+            table = table.get(key) if isinstance(table.get(key), dict) else {}
+        value = table.get(keys[-1])
+        if isinstance(value, str) and value and not (keys[-1] == "weights" and value.lower() in ("imagenet", "none")):
+            table[keys[-1]] = os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
+    return config
 
 
 def _deep_update(target: dict, new: dict) -> None:
@@ -94,60 +127,44 @@ def _assign(table: dict, keys: list[str], value) -> None:
     table[keys[-1]] = value
 
 
-def _merge(base: dict, user: dict, where: str) -> None:
-    for key, value in user.items():
-        name = f"{where}{key}"
-        if where == "train." and key in CLASSIFIERS:  # [train.NAME]: per-classifier options
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {name} must be a table of options for {key}. "
-                                  f"Received: {value!r}.")
-            options = {k: v for k, v in base.items() if k != "classifiers" and not isinstance(v, dict)}
-            _merge(options, value, f"{name}.")
-            base[key] = {k: options[k] for k in value}
-            continue
-        if key not in base:
-            allowed = list(base) + (list(CLASSIFIERS) if where == "train." else [])
-            raise ConfigError(f"unknown config key {name!r}; allowed here: {', '.join(allowed)}.")
-        default = base[key]
-        if isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {name} must be a table. Received: {value!r}.")
-            _merge(default, value, f"{name}.")
-        else:
-            base[key] = _checked(name, key, default, value)
+def _check(user: dict) -> dict:
+    """Return the full config with every key of ``user`` checked against its table."""
+    top = {k: v for k, v in user.items() if k not in TABLES}
+    unknown = sorted(set(top) - set(TOP.options))
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]!r}; allowed at the top: "
+                          f"{', '.join([*TOP.options, *TABLES])}.")
+    resolved = {n: TOP[n].check(v, f"config key {n}") for n, v in {**TOP.defaults(), **top}.items()}
+    for stage, table in TABLES.items():
+        given = user.get(stage, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"config key {stage} must be a table. Received: {given!r}.")
+        per_classifier = {k: given[k] for k in given if stage == "train" and k in CLASSIFIERS}
+        plain = {k: v for k, v in given.items() if k not in per_classifier}
+        for key in plain:
+            if key not in table:
+                extra = list(CLASSIFIERS) if stage == "train" else []
+                raise ConfigError(f"unknown config key '{stage}.{key}'; allowed here: "
+                                  f"{', '.join([*table.options, *extra])}.")
+        resolved[stage] = {**table.defaults(),
+                           **{k: table[k].check(v, f"config key {stage}.{k}") for k, v in plain.items()}}
+        for name, options in per_classifier.items():
+            resolved[stage][name] = _classifier_table(name, options, resolved[stage]["classifiers"])
+    return resolved
 
 
-def _checked(name: str, key: str, default, value):
-    if default is None:
-        allowed = NULLABLE.get(key, (str, int, float))
-    elif isinstance(default, bool):
-        allowed = (bool,)
-    elif isinstance(default, float):
-        allowed = (float, int)
-    else:
-        allowed = (type(default),)
-    if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
-        kinds = " or ".join(KIND_NAMES[t] for t in allowed if t is not int or float not in allowed)
-        raise ConfigError(f"config key {name} must be {kinds}. Received: {value!r} "
-                          f"({type(value).__name__}).")
-    if isinstance(default, float) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def _check_classifiers(train: dict) -> None:
-    names = train["classifiers"]
-    if not names or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"config key train.classifiers must list one or more of "
-                          f"{', '.join(CLASSIFIERS)}. Received: {names!r}.")
-    for name in names:
-        if name not in CLASSIFIERS:
-            raise ConfigError(f"config key train.classifiers: unknown classifier {name!r}; "
-                              f"allowed: {', '.join(CLASSIFIERS)}.")
-    for name in CLASSIFIERS:
-        if name in train and name not in names:
-            raise ConfigError(f"config table [train.{name}] configures {name}, which is not in "
-                              f"train.classifiers ({', '.join(names)}).")
+def _classifier_table(name: str, options, listed: list) -> dict:
+    """Check a ``[train.NAME]`` table: options that classifier takes, and it must be listed."""
+    if not isinstance(options, dict):
+        raise ConfigError(f"config key train.{name} must be a table of options for {name}. Received: {options!r}.")
+    if name not in listed:
+        raise ConfigError(f"config table [train.{name}] configures {name}, which is not in "
+                          f"train.classifiers ({', '.join(listed)}).")
+    allowed = [k for k in (HEAD_OPTIONS if name in ("dense", "gap-dense") else SKLEARN_OPTIONS) if k != "seed"]
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(f"unknown config key 'train.{name}.{key}'; {name} takes: {', '.join(allowed)}.")
+    return {k: TRAIN[k].check(v, f"config key train.{name}.{k}") for k, v in options.items()}
 
 
 def classifier_options(train: dict, name: str) -> dict:

@@ -19,18 +19,16 @@ from typing import Optional
 
 import numpy as np
 
-from features import ConfigError, DatasetError, get_backbone
-from features.errors import choice_error
+from features import DatasetError, get_backbone
 from features.batches import decoded_batches
-from features.dataset import discover
-from features.hashing import sha256_files
 from features.outputs import check_folder
 
 from .artifacts import (load_classifier, staged_folder, write_history, write_json, write_manifest,
                         write_predictions)
 from .fastfit import fast_fit
 from .finetune_model import NO_AUGMENT, augmentation_params, build_finetune_model
-from .heads import OPTIMIZERS
+from .finetune_options import AUGMENTATIONS, FINETUNE, fingerprint
+from .image_splits import read_splits, recorded_images, write_splits
 from .metrics import class_probabilities, scores
 
 @dataclass
@@ -41,32 +39,24 @@ class FinetuneResult:
     metrics: dict
     history: dict
     seconds: float
+    config: dict = None  # the options it ran with
 
 
 def _decode_split(records, size: int) -> tuple[np.ndarray, np.ndarray, list, list]:
-    """Return (uint8 images, labels, [(path, reason)] skipped, records kept) for a split.
+    """Return (uint8 images, labels, [(path, reason)] skipped, (record, sha) kept) for a split.
 
-    Decoded once, the whole split held in memory (2,000 images at 224 px: 300 MB).
+    ``records`` are (ImageRecord, sha256) pairs. Decoded once, the whole split held in
+    memory (2,000 images at 224 px: 300 MB).
     """
     images = np.empty((len(records), size, size, 3), np.uint8)
     skipped, n, kept = [], 0, []
-    by_path = {r.path: r for r in records}
-    for paths, batch, failures in decoded_batches([(r.path, r.abspath) for r in records], size, 64):
+    by_path = {r.path: (r, sha) for r, sha in records}
+    for paths, batch, failures in decoded_batches([(r.path, r.abspath) for r, _ in records], size, 64):
         skipped.extend(failures)
         images[n:n + len(paths)] = batch
         kept.extend(by_path[p] for p in paths)
         n += len(paths)
-    return images[:n], np.asarray([r.label for r in kept], np.int64), skipped, kept
-
-
-def _content_shas(records) -> list[str]:
-    """Return the sha256 of each record's file (the cache key of its rows)."""
-    out = []
-    for record, (sha, problem) in zip(records, sha256_files([r.abspath for r in records])):
-        if sha is None:
-            raise DatasetError(f"{record.abspath} became {problem} after it was decoded; rerun.")
-        out.append(sha)
-    return out
+    return images[:n], np.asarray([r.label for r, _ in kept], np.int64), skipped, kept
 
 
 def _predictor(tf, model, prepare, batch_size: int):
@@ -109,7 +99,7 @@ def _cached_inputs(tf, ft, data, records, preprocess, augment, views, seed, cach
     split = frozen_split(ft)
     trunk = TrunkViews(split.trunk, preprocess, ft.spec, split.layer, split.pool, augment, seed,
                        cache_dir, verbose=verbose)
-    x = {s: trunk.rows(d[0], _content_shas(records[s]), range(views) if s == "train" else [0], s)
+    x = {s: trunk.rows(d[0], [sha for _, sha in records[s]], range(views) if s == "train" else [0], s)
          for s, d in data.items()}
     stats = trunk.stats
     return _Inputs(split.top, x, lambda b: tf.cast(b, tf.float32), views, 256,
@@ -117,45 +107,43 @@ def _cached_inputs(tf, ft, data, records, preprocess, augment, views, seed, cach
                           "rows_reused": stats.reused, "seconds": stats.seconds})
 
 
-def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optional[str] = None,
-             epochs: int = 10, lr: float = 1e-4, momentum: float = 0.9, optimizer: str = "sgd",
-             batch_size: int = 16, augment: Optional[dict] = None, seed: int = 0,
-             early_stopping: int = 0, allow_untrained_head: bool = False,
-             weights: Optional[str] = None, cache_frozen: bool = False, views: int = 4,
-             cache_dir: Optional[str] = None, verbose: bool = True) -> FinetuneResult:
+def finetune(head_dir: str, data_dir: Optional[str], out_dir: str, *, augment: Optional[dict] = None,
+             verbose: bool = True, **options) -> FinetuneResult:
     """Fine-tune the head in ``head_dir`` with its base on ``data_dir``; returns the result.
 
-    With ``cache_frozen``, the output of the last frozen layer is computed once per
-    image and view (``views`` per training image, view 0 un-augmented) into the
-    feature cache, and only the unfrozen top trains, on those tensors.
-    Raises HeadError, WeightsError, ConfigError or DatasetError (all BneckError).
+    The images are exactly those the head's features were made from (its ``splits.json``),
+    found under ``data_dir`` (default: the recorded data root) and checked by sha256.
+    ``options`` are ``finetune_options.FINETUNE``'s (unfreeze_from, epochs, lr, momentum,
+    optimizer, batch_size, early_stopping, seed, the augmentation, cache_frozen, views,
+    cache_dir, weights, allow_untrained_head); ``augment`` may give the augmentation as
+    one dict. With ``cache_frozen`` (the default), the output of the last frozen layer
+    is computed once per image and view (``views`` per training image, view 0
+    un-augmented) into the feature cache, and only the unfrozen top trains, on those
+    tensors. Raises HeadError, WeightsError, ConfigError or DatasetError (all BneckError).
     """
-    from features.cache import default_cache_dir
+    from features.cache import resolve_cache_dir
     from features.progress import progress_bar
     from features.tfimport import import_tensorflow
 
+    opts = FINETUNE.check({**options, **augmentation_params(augment or {}, defaults=False)})
+    (unfreeze_from, epochs, lr, momentum, optimizer, batch_size, early_stopping, seed, cache_frozen, views,
+     cache_dir, weights, allow_untrained_head) = (opts[k] for k in (
+        "unfreeze_from", "epochs", "lr", "momentum", "optimizer", "batch_size", "early_stopping", "seed",
+        "cache_frozen", "views", "cache_dir", "weights", "allow_untrained_head"))
+    augment = {k: opts[k] for k in AUGMENTATIONS}
+    requested = fingerprint(opts)
     tf = import_tensorflow()
     import keras
 
-    if optimizer not in OPTIMIZERS:
-        raise choice_error("optimizer", OPTIMIZERS, optimizer)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("views", views)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer. Received: {name}={value!r}.")
-    augment = augmentation_params(augment or {})
-    requested = dict(unfreeze_from=unfreeze_from, epochs=epochs, lr=lr, momentum=momentum, optimizer=optimizer,
-                     batch_size=batch_size, augment=augment, seed=seed, early_stopping=early_stopping,
-                     cache_frozen=cache_frozen, views=views)
     out_dir = check_folder(out_dir, "finetuned", inputs=[head_dir, data_dir])
     keras.utils.set_random_seed(seed)  # before the head is loaded: its dropout seeds follow
     head = load_classifier(head_dir)
-    dataset = discover(data_dir)
-    if dataset.class_names != head.class_names:
-        raise DatasetError(f"{data_dir} has classes {dataset.class_names}, but the head in "
-                           f"{head_dir} was trained on {head.class_names}.")
-    if "train" not in dataset.splits or "validation" not in dataset.splits:
-        raise DatasetError(f"fine-tuning needs train/ and validation/ in {data_dir}; found "
-                           f"{', '.join(dataset.splits)}.")
+    record = read_splits(head.files, head.folder)
+    data_root, splits = recorded_images(record, data_dir)
+    check_folder(out_dir, "finetuned", inputs=[head_dir, data_root])
+    if "train" not in splits or "validation" not in splits:
+        raise DatasetError(f"fine-tuning needs the train and validation splits, but the head in {head_dir} "
+                           f"was trained on features of {', '.join(splits)} only.")
     # With --cache-frozen the cached views carry the augmentation.
     ft = build_finetune_model(head, unfreeze_from, NO_AUGMENT if cache_frozen else augment, seed,
                               allow_untrained_head, weights)
@@ -163,15 +151,15 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
         views = 1  # every view would be the image itself
     preprocess = get_backbone(ft.spec.backbone).preprocess_fn()
     data, kept = {}, {}
-    for split, records in dataset.splits.items():
+    for split, records in splits.items():
         images, labels, skipped, kept[split] = _decode_split(records, ft.spec.input_size)
         data[split] = (images, labels, skipped)
     if cache_frozen:
-        cache_dir = os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else default_cache_dir()
+        cache_dir = resolve_cache_dir(cache_dir, inputs=[data_root, out_dir])
         inputs = _cached_inputs(tf, ft, data, kept, preprocess, augment, views, seed, cache_dir, verbose)
     else:
         inputs = _plain_inputs(tf, ft, data, preprocess)
-    with staged_folder(out_dir, "finetuned", inputs=[head_dir, data_dir]) as folder:
+    with staged_folder(out_dir, "finetuned", inputs=[head_dir, data_root]) as folder:
         probabilities = {}
         predict = _predictor(tf, inputs.model, inputs.prepare, inputs.eval_batch)
 
@@ -208,7 +196,10 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
         seconds = time.perf_counter() - start
         metrics = {split: evaluate(split) for split in data}
         write_predictions(os.path.join(folder, "predictions.csv"), head.class_names,
-                          {s: ([r.path for r in kept[s]], data[s][1], probabilities[s]) for s in data})
+                          {s: ([r.path for r, _ in kept[s]], data[s][1], probabilities[s]) for s in data})
+        write_splits(folder, {**record, "data_root": data_root, "splits": {
+            s: {"paths": [r.path for r, _ in kept[s]], "sha256": [sha for _, sha in kept[s]],
+                "labels": [r.label for r, _ in kept[s]]} for s in kept}})
         accs = history["val_accuracy"]
         metrics.update(fit_seconds=seconds, epoch_seconds=epoch_seconds,
                        before_finetuning={"validation": {"loss": before["loss"], "accuracy": before["accuracy"]}},
@@ -219,8 +210,8 @@ def finetune(head_dir: str, data_dir: str, out_dir: str, *, unfreeze_from: Optio
             unfreeze_from=ft.unfreeze_from, epochs=epochs, lr=lr, momentum=momentum,
             optimizer=optimizer, batch_size=batch_size, augment=augment, seed=seed,
             early_stopping=early_stopping, cache_frozen=cache_frozen,
-            views=inputs.views if cache_frozen else None), data, dict(data=dataset.root, requested=requested))
-    return FinetuneResult(out_dir, metrics, history, seconds)
+            views=inputs.views if cache_frozen else None), data, dict(data=data_root, requested=requested))
+    return FinetuneResult(out_dir, metrics, history, seconds, opts)
 
 
 def _save(folder, ft, head, history, metrics, config, data, inputs: dict) -> None:

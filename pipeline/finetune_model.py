@@ -21,9 +21,9 @@ from features import ConfigError, get_backbone
 from features.errors import BneckError
 
 from .artifacts import LoadedClassifier
+from .finetune_options import AUGMENTATIONS, FINETUNE
 from .predict import extractor_for
 
-AUGMENT_DEFAULTS = {"rotation": 40.0, "shift": 0.2, "shear": 0.2, "zoom": 0.2, "flip": True}
 NO_AUGMENT = {"rotation": 0.0, "shift": 0.0, "shear": 0.0, "zoom": 0.0, "flip": False}
 
 
@@ -48,21 +48,17 @@ class FinetuneModel:
     augmentation: Optional[object] = None
 
 
-def augmentation_params(augment: dict) -> dict:
-    """Return the full augmentation settings, defaults filled in.
+def augmentation_params(augment: dict, defaults: bool = True) -> dict:
+    """Return the augmentation settings of ``augment``, the others at their defaults (unless not ``defaults``).
 
     ``augment`` keys: rotation (degrees), shift, shear, zoom (fractions), flip (bool);
-    0/False switches one off. Raises ConfigError for unknown keys or negative values.
+    0/False switches one off. Raises ConfigError for unknown keys or bad values.
     """
-    unknown = sorted(set(augment) - set(AUGMENT_DEFAULTS))
+    unknown = sorted(set(augment) - set(AUGMENTATIONS))
     if unknown:
-        raise ConfigError(f"unknown augmentation(s) {', '.join(unknown)}; allowed: "
-                          f"{', '.join(AUGMENT_DEFAULTS)}.")
-    for key, value in augment.items():
-        if key != "flip" and (not isinstance(value, (int, float)) or value < 0):
-            raise ConfigError(f"augmentation {key} must be a non-negative number. Received: {key}={value!r}.")
-    params = {**AUGMENT_DEFAULTS, **augment}
-    return {k: bool(v) if k == "flip" else float(v) for k, v in params.items()}
+        raise ConfigError(f"unknown augmentation(s) {', '.join(unknown)}; allowed: {', '.join(AUGMENTATIONS)}.")
+    checked = {k: FINETUNE[k].check(v, f"augmentation {k}") for k, v in augment.items()}
+    return {**({k: FINETUNE[k].default for k in AUGMENTATIONS} if defaults else {}), **checked}
 
 
 def augmentation_layer(augment: dict, seed: int):

@@ -15,6 +15,7 @@ from features.dataset import is_image_name, is_visible
 from features.records import spec_from_record
 
 from .artifacts import LoadedClassifier, load_classifier
+from .image_splits import read_splits, seen_in
 from .metrics import class_probabilities, scores
 
 
@@ -48,7 +49,10 @@ def evaluate(model_dir: str, feature_file: str) -> dict:
     if f.class_names != clf.class_names:
         raise FeatureFileError(f"{feature_file} has classes {f.class_names}, but {model_dir} "
                                f"was trained on {clf.class_names}.")
-    return scores(f.labels, classifier_proba(clf, f.features), clf.class_names)
+    trained_on = set(read_splits(clf.files, clf.folder)["splits"].get("train", {}).get("sha256", []))
+    metrics = scores(f.labels, classifier_proba(clf, f.features), clf.class_names)
+    metrics["training_images"] = sum(sha in trained_on for sha in f.sha256)  # not held out when > 0
+    return metrics
 
 
 def extractor_for(manifest: dict, weights: Optional[str] = None) -> ExtractorSpec:
@@ -78,19 +82,29 @@ def _expand(inputs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
 
 def predict_images(model_dir: str, inputs: Sequence[str], weights: Optional[str] = None,
                    batch_size: int = 32) -> list[dict]:
-    """Classify images (files or folders); returns one dict per file.
+    """Classify images (files or folders); returns one dict per file (see ``classify``)."""
+    return classify(model_dir, inputs, weights, batch_size)[1]
 
-    Each dict has ``path`` and either ``class`` and ``probabilities`` or ``error``:
+
+def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = None,
+             batch_size: int = 32) -> tuple[list[str], list[dict]]:
+    """Classify images (files or folders); returns (the model's class names, one dict per file).
+
+    Each dict has ``path`` and either ``class``, ``probabilities`` and ``seen_in`` (the
+    split of the model's own images it is one of, by sha256, else None) or ``error``:
     a bad or missing image is reported in its row, never fatal for the others.
     """
     from features.batches import decoded_batches
+    from features.hashing import sha256_files
     from features.model import FeatureModel
 
     clf = load_classifier(model_dir)
     spec = extractor_for(clf.manifest, weights)
+    seen = seen_in(read_splits(clf.files, clf.folder))
     items = _expand(inputs)
     rows = {path: {"path": path, "error": err} for path, err in items if err}
     todo = [(path, path) for path, err in items if not err]
+    shas = dict(zip([p for p, _ in todo], (sha for sha, _ in sha256_files([p for p, _ in todo]))))
     if todo:
         backbone = get_backbone(spec.backbone)
         if clf.kind == "finetuned":  # base and head in one model, fed preprocessed images
@@ -110,5 +124,6 @@ def predict_images(model_dir: str, inputs: Sequence[str], weights: Optional[str]
                 probs = run(batch)
                 for path, p in zip(paths, probs):
                     rows[path] = {"path": path, "class": clf.class_names[int(np.argmax(p))],
-                                  "probabilities": dict(zip(clf.class_names, map(float, p)))}
-    return [rows[path] for path, _ in items]
+                                  "probabilities": dict(zip(clf.class_names, map(float, p))),
+                                  "seen_in": seen.get(shas.get(path))}
+    return list(clf.class_names), [rows[path] for path, _ in items]

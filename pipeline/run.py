@@ -21,7 +21,7 @@ from features import extract
 from features.hashing import sha256_file
 
 from .artifacts import ArtifactError, check_model
-from .config import classifier_options, load_config, to_toml
+from .config import absolute_paths, classifier_options, load_config, to_toml
 from .heads import HEADS
 from .train import HEAD_OPTIONS, SKLEARN_OPTIONS, train
 
@@ -45,7 +45,7 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
     ``stage.key=value`` strings; ``base`` (a config dict) sits under the file.
     Raises ConfigError (and the stages' BneckErrors).
     """
-    cfg = load_config(config, overrides, base, **flags)
+    cfg = absolute_paths(load_config(config, overrides, base, **flags))
     out = claim_folder(cfg["out"], "run", inputs=[cfg["data"]])
     with atomic_open(os.path.join(out, "config.toml")) as handle:
         handle.write("# bneck run: the resolved configuration of this run (rerun with `bneck run THIS_FILE`)\n")
@@ -155,21 +155,15 @@ def _classifier_is_current(folder: str, name: str, opts: dict, feature_shas: dic
 
 def _finetune_stage(cfg: dict, head_dir: str, out: str, verbose: bool) -> dict:
     from .finetune import finetune
-    from .finetune_model import AUGMENT_DEFAULTS
 
-    ft = cfg["finetune"]
     folder = os.path.join(out, "finetuned")
-    augment = {k: ft[k] for k in AUGMENT_DEFAULTS}
-    settings = dict(unfreeze_from=ft["unfreeze_from"], epochs=ft["epochs"], lr=ft["lr"],
-                    momentum=ft["momentum"], optimizer=ft["optimizer"], batch_size=ft["batch_size"],
-                    seed=cfg["seed"], early_stopping=ft["early_stopping"],
-                    cache_frozen=ft["cache_frozen"], views=ft["views"])
+    settings = {k: v for k, v in cfg["finetune"].items() if k != "enabled"}
+    settings.update(seed=cfg["seed"], cache_dir=cfg["extract"]["cache_dir"])
     start = time.perf_counter()
-    if _finetuned_is_current(folder, head_dir, cfg["data"], {**settings, "augment": augment}):
+    if _finetuned_is_current(folder, head_dir, cfg["data"], settings):
         return {"folder": folder, "reused": True, "seconds": time.perf_counter() - start,
                 "metrics": _read_json(os.path.join(folder, "metrics.json"))}
-    result = finetune(head_dir, cfg["data"], folder, augment=augment, verbose=verbose,
-                      cache_dir=cfg["extract"]["cache_dir"], **settings)
+    result = finetune(head_dir, cfg["data"], folder, verbose=verbose, **settings)
     return {"folder": folder, "reused": False, "seconds": time.perf_counter() - start,
             "metrics": result.metrics}
 
@@ -179,10 +173,12 @@ def _finetuned_is_current(folder: str, head_dir: str, data: str, settings: dict)
     manifest = _intact_manifest(folder)
     if manifest is None:
         return False
+    from .finetune_options import FINETUNE, fingerprint
+
     head = sha256_file(os.path.join(head_dir, "manifest.json"))
     return (manifest.get("head", {}).get("manifest_sha256") == head
             and manifest.get("data") == os.path.abspath(os.path.expanduser(data))
-            and manifest.get("requested") == _jsonable(settings))
+            and manifest.get("requested") == _jsonable(fingerprint(FINETUNE.check(settings))))
 
 
 def _row(name: str, folder: str, metrics: dict, kind: str) -> dict:

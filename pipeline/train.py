@@ -17,23 +17,18 @@ from typing import Optional, Sequence
 import numpy as np
 
 from features.atomic import atomic_open
-from features.errors import ConfigError, choice_error
+from features.errors import ConfigError, DatasetError, choice_error
 from features.outputs import check_folder, claim_folder, remove_owned
 from features.progress import format_table, progress_bar
 
 from .artifacts import staged_folder, write_history, write_json, write_manifest
 from .data import FeatureSet, check_budget, open_feature_set
-from .heads import HEADS, OPTIMIZERS
+from .heads import HEADS
+from .image_splits import splits_record, write_splits
 from .metrics import scores
-from .sklearn_models import GRIDS, RESHAPES, SKLEARN
+from .sklearn_models import GRIDS
+from .train_options import CLASSIFIERS, HEAD_OPTIONS, SKLEARN_OPTIONS, TRAIN  # noqa: F401  (re-exported)
 
-CLASSIFIERS = HEADS + SKLEARN
-HEAD_OPTIONS = ("epochs", "batch_size", "lr", "optimizer", "units", "dropout", "early_stopping",
-                "class_weight", "seed")
-SKLEARN_OPTIONS = ("reshape", "pca", "search", "folds", "seed")
-DEFAULTS = dict(epochs=50, batch_size=16, lr=1e-3, optimizer="rmsprop", units=256, dropout=0.5,
-                early_stopping=0, class_weight=None, seed=0, reshape="avg", pca=None,
-                search=None, folds=5)
 
 
 @dataclass
@@ -70,8 +65,8 @@ class Leaderboard:
         return self.results[0]
 
 
-def validate_options(classifiers: Sequence[str], opts: dict) -> list[str]:
-    """Check classifier names and option values; returns the names. Raises ConfigError."""
+def validate_classifiers(classifiers: Sequence[str]) -> list[str]:
+    """Check classifier names; returns them. Raises ConfigError."""
     names = [c.strip() for c in classifiers if c.strip()]
     if not names:
         raise ConfigError(f"--classifier needs at least one of {', '.join(CLASSIFIERS)}. Received: none.")
@@ -80,23 +75,37 @@ def validate_options(classifiers: Sequence[str], opts: dict) -> list[str]:
             raise choice_error("classifier", CLASSIFIERS, name)
     if len(set(names)) != len(names):
         raise ConfigError(f"--classifier names each classifier once. Received: {','.join(names)}.")
-    if opts["optimizer"] not in OPTIMIZERS:
-        raise choice_error("optimizer", OPTIMIZERS, opts["optimizer"])
-    if opts["reshape"] not in RESHAPES:
-        raise choice_error("reshape", RESHAPES, opts["reshape"])
-    if opts["class_weight"] not in (None, "balanced"):
-        raise choice_error("class_weight", (None, "balanced"), opts["class_weight"])
-    if opts["search"] not in (None, "validation", "kfold"):
-        raise choice_error("search", (None, "validation", "kfold"), opts["search"])
-    for key in ("epochs", "batch_size", "units"):
-        if not isinstance(opts[key], int) or opts[key] < 1:
-            raise ConfigError(f"--{key.replace('_', '-')} must be a positive integer. "
-                              f"Received: {key}={opts[key]!r}.")
-    if not 0 <= opts["dropout"] < 1:
-        raise ConfigError(f"--dropout must be in [0, 1). Received: dropout={opts['dropout']!r}.")
-    if not opts["lr"] > 0:
-        raise ConfigError(f"--lr must be positive. Received: lr={opts['lr']!r}.")
     return names
+
+
+def check_data(fs: FeatureSet, names: Sequence[str], opts: dict) -> None:
+    """Refuse, before any fit, what these features cannot support: one class, a class without training
+    images, more PCA components than samples or features, more folds than a class has images."""
+    train_labels = fs.labels("train")
+    counts = np.bincount(train_labels, minlength=len(fs.class_names))
+    if len(fs.class_names) < 2:
+        raise DatasetError(f"{fs.folder} holds one class ({fs.class_names[0]!r}); a classifier needs at "
+                           f"least two. Add a class folder and extract again.")
+    if (counts == 0).any():
+        missing = [c for c, n in zip(fs.class_names, counts) if n == 0]
+        raise DatasetError(f"the training split of {fs.folder} has no image of class(es) {', '.join(missing)}; "
+                           "every class needs training images.")
+    sklearn = [n for n in names if n not in HEADS]
+    pca = opts["pca"]
+    if sklearn and isinstance(pca, int):
+        shape = fs.feature_shape
+        width = shape[-1] if opts["reshape"] != "flatten" else int(np.prod(shape))
+        limit = min(len(train_labels), width)
+        if pca > limit:
+            raise ConfigError(f"--pca {pca} asks for more components than the {len(train_labels)} training "
+                              f"images and {width} features (reshape {opts['reshape']!r}) allow: at most {limit}. "
+                              f"Give a smaller --pca, or a fraction of the variance such as 0.95.")
+    if sklearn and opts["search"] == "kfold":
+        both = np.concatenate([train_labels, fs.labels("validation")])
+        smallest = int(np.bincount(both, minlength=len(fs.class_names)).min())
+        if opts["folds"] > smallest:
+            raise ConfigError(f"--folds {opts['folds']} is more than the {smallest} image(s) of the smallest "
+                              f"class in train+validation; use --folds {max(2, smallest)} or fewer.")
 
 
 def _proba_all(predict, fs: FeatureSet, streamed: bool, rows: int) -> dict:
@@ -204,6 +213,7 @@ def _train_one(name, opts, fs: FeatureSet, out_dir, streamed, rows, verbose) -> 
         metrics = {split: scores(y, p, fs.class_names) for split, (p, y) in probs.items()}
         metrics["fit_seconds"] = fit_s
         write_json(os.path.join(folder, "metrics.json"), metrics)
+        write_splits(folder, splits_record(fs.attrs))
         confusion_plots(metrics, fs.class_names, folder, name)
         write_manifest(folder, {
             "kind": "keras" if keras_head else "sklearn", "classifier": name, "config": cfg,
@@ -218,27 +228,25 @@ def _train_one(name, opts, fs: FeatureSet, out_dir, streamed, rows, verbose) -> 
     return Result(name, final, metrics, fit_s, streamed)
 
 
-def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, keep: str = "all",
-          max_memory: Optional[int] = None, verbose: bool = True, **options) -> Leaderboard:
+def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, verbose: bool = True,
+          **options) -> Leaderboard:
     """Train each classifier on ``features_dir``'s split files; returns the Leaderboard.
 
-    ``options`` override DEFAULTS (epochs, batch_size, lr, optimizer, units, dropout,
-    early_stopping, class_weight, seed, reshape, pca, search, folds). Raises
-    ConfigError for unknown options or bad values and FeatureFileError for
-    missing or mismatched feature files.
+    ``options`` are ``train_options.TRAIN``'s (epochs, batch_size, lr, optimizer, units,
+    dropout, early_stopping, class_weight, seed, reshape, pca, search, folds, keep,
+    max_memory); each is checked, and so is what the features can support, before
+    any fit. Raises ConfigError for unknown options or bad values, DatasetError for
+    data a classifier cannot learn from, FeatureFileError for missing or mismatched
+    feature files.
     """
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; allowed: "
-                          f"{', '.join(sorted(DEFAULTS))}.")
-    if keep not in ("all", "best"):
-        raise choice_error("keep", ("all", "best"), keep)
-    opts = {**DEFAULTS, **options}
-    names = validate_options(classifiers, opts)
+    opts = TRAIN.check(options)
+    names = validate_classifiers(classifiers)
+    keep, max_memory = opts["keep"], opts["max_memory"]
     out_dir = check_folder(out_dir, "models", inputs=[features_dir])
     for name in names:
         check_folder(os.path.join(out_dir, name), "classifier", option="the classifier folder")
     fs = open_feature_set(features_dir)
+    check_data(fs, names, opts)
     streamed = check_budget(fs, max_memory)
     row_bytes = max(1, fs.nbytes("train") // max(1, fs.attrs["train"]["n_images"]))
     # Blocks read from disk take at most a quarter of the budget (one training batch at least).

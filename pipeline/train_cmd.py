@@ -4,25 +4,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import sys
 
 from features.atomic import atomic_open
-from features.errors import ConfigError
+from features.options import namespace_values
 
-from .heads import OPTIMIZERS
-from .sklearn_models import RESHAPES
-from .train import CLASSIFIERS, DEFAULTS
-
-
-def parse_size(text: str) -> int:
-    """Parse '512M', '2G', '1500K' or a byte count; raises ConfigError."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(text), re.IGNORECASE)
-    if not match:
-        raise ConfigError(f"--max-memory must be a size such as 512M, 2G or a byte count. "
-                          f"Received: max_memory={text!r}.")
-    power = " KMGT".index(match.group(2).upper() or " ")
-    return int(float(match.group(1)) * 1024 ** power)
+from .train_options import CLASSIFIERS, TRAIN
 
 
 def add_parsers(sub) -> None:
@@ -34,27 +21,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--classifier", required=True, metavar="NAME[,NAME...]",
                    help=f"any of: {', '.join(CLASSIFIERS)}")
     p.add_argument("--out", required=True, metavar="MODELS_DIR")
-    g = p.add_argument_group("Keras heads (dense, gap-dense)")
-    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    g.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    g.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    g.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=OPTIMIZERS)
-    g.add_argument("--units", type=int, default=DEFAULTS["units"])
-    g.add_argument("--dropout", type=float, default=DEFAULTS["dropout"])
-    g.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
-                   help="stop after PATIENCE epochs without a better val_loss, restoring the best weights")
-    g.add_argument("--class-weight", default=None, choices=["balanced"])
-    s = p.add_argument_group("scikit-learn classifiers")
-    s.add_argument("--reshape", default=DEFAULTS["reshape"], choices=RESHAPES,
-                   help="turn the spatial grid into a vector (default avg)")
-    s.add_argument("--pca", type=int, default=None, metavar="N")
-    s.add_argument("--search", nargs="?", const="validation", default=None,
-                   choices=["validation", "kfold"], help="tune a small grid (default on validation)")
-    s.add_argument("--folds", type=int, default=DEFAULTS["folds"])
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--max-memory", default=None, metavar="SIZE",
-                   help="stream features from disk when they are larger than SIZE (e.g. 512M)")
-    p.add_argument("--keep", default="all", choices=["all", "best"])
+    TRAIN.add_arguments(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=run_train)
 
@@ -88,13 +55,8 @@ def run_train(args: argparse.Namespace) -> int:
     """Train, print the leaderboard; returns 0."""
     from .train import train
 
-    board = train(args.features_dir, args.classifier.split(","), args.out, keep=args.keep,
-                  max_memory=parse_size(args.max_memory) if args.max_memory else None,
-                  verbose=not args.quiet, epochs=args.epochs, batch_size=args.batch_size,
-                  lr=args.lr, optimizer=args.optimizer, units=args.units, dropout=args.dropout,
-                  early_stopping=args.early_stopping, class_weight=args.class_weight,
-                  seed=args.seed, reshape=args.reshape, pca=args.pca, search=args.search,
-                  folds=args.folds)
+    board = train(args.features_dir, args.classifier.split(","), args.out, verbose=not args.quiet,
+                  **namespace_values(args, TRAIN))
     print(board.table())
     print(f"\nbest: {board.best.name} -> {board.best.folder}\nleaderboard: {board.out_dir}/leaderboard.csv")
     return 0
@@ -107,6 +69,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     m = evaluate(args.model_dir, args.feature_file)
     print(f"{args.feature_file}: accuracy {100 * m['accuracy']:.2f}%  loss {m['loss']:.4f}  "
           f"macro F1 {m['macro_f1']:.4f}  ({m['n']} images)")
+    if m["training_images"]:
+        print(f"note: {m['training_images']} of these {m['n']} images were used to train this model, "
+              "so this is not a held-out score.")
     rows = [[c, round(v["precision"], 3), round(v["recall"], 3), round(v["f1"], 3), v["support"]]
             for c, v in m["per_class"].items()]
     from features.progress import format_table
@@ -117,29 +82,33 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Print one line per image; returns 0 (bad images are reported, not fatal)."""
+    """Print one line per image; returns 0 when every image was classified, 1 when any input failed."""
     from features.outputs import check_file
 
-    from .predict import predict_images
+    from .predict import classify
 
     if args.csv:
         check_file(args.csv, "path,class,", "predictions CSV", inputs=[args.model_dir])
-    rows = predict_images(args.model_dir, args.inputs, args.weights, args.batch_size)
-    classes = next((list(r["probabilities"]) for r in rows if "probabilities" in r), [])
+    classes, rows = classify(args.model_dir, args.inputs, args.weights, args.batch_size)
     for r in rows:
         if "error" in r:
             print(f"{r['path']}: error: {r['error']}", file=sys.stderr)
         else:
             probs = "  ".join(f"{c}={p:.4f}" for c, p in r["probabilities"].items())
-            print(f"{r['path']}: {r['class']}  {probs}")
+            seen = f"  (one of the model's {r['seen_in']} images)" if r["seen_in"] else ""
+            print(f"{r['path']}: {r['class']}  {probs}{seen}")
     if args.csv:
         with atomic_open(args.csv, newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", "class", *classes, "error"])
+            writer.writerow(["path", "class", *classes, "seen_in", "error"])
             for r in rows:
                 probs = [f"{r['probabilities'][c]:.6f}" for c in classes] if "probabilities" in r else [""] * len(classes)
-                writer.writerow([r["path"], r.get("class", ""), *probs, r.get("error", "")])
-    return 0
+                writer.writerow([r["path"], r.get("class", ""), *probs, r.get("seen_in") or "", r.get("error", "")])
+    failed = sum("error" in r for r in rows)
+    if failed:
+        print(f"{failed} of {len(rows)} input(s) could not be classified (listed above"
+              f"{' and in the CSV' if args.csv else ''}).", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def run_convert(args: argparse.Namespace) -> int:

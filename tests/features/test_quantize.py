@@ -103,7 +103,7 @@ def test_calibration_plan_is_seeded_by_content_and_disjoint_from_the_check(tmp_p
 
 
 @pytest.mark.parametrize("options, expected", [
-    (dict(precision="int16", runtime="openvino"), "--precision must be one of fp32, int8"),
+    (dict(precision="int16", runtime="openvino"), "--precision must be one of 'fp32', 'int8'"),
     (dict(precision="int8"), "--precision int8 runs on OpenVINO: add --runtime openvino"),
     (dict(precision="int8", runtime="openvino", calibration_images=0), "--calibration-images must be"),
     (dict(precision="int8", runtime="openvino", min_cosine=2.0), "--min-cosine must be a number"),

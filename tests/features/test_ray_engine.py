@@ -32,19 +32,19 @@ def cluster():
 class DiesOnce(ShardExtractor):
     """The real actor, except that its process is killed the first time it gets shard 1."""
 
-    def run(self, shard):
+    def run(self, shard, reference=None):
         marker = os.path.join(os.path.dirname(shard["path"]), "..", "..", "died-once")  # beside OUT
         if shard["index"] == 1 and not os.path.exists(marker):
             open(marker, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)
-        return super().run(shard)
+        return super().run(shard, reference)
 
 
 class AlwaysFailsOnShard1(ShardExtractor):
-    def run(self, shard):
+    def run(self, shard, reference=None):
         if shard["index"] == 1:
             raise RuntimeError("disk on this node is broken")
-        return super().run(shard)
+        return super().run(shard, reference)
 
 
 def _same_rows(a_dir, b_dir, splits=SPLITS):
@@ -155,7 +155,7 @@ def test_asking_for_more_gpus_than_the_cluster_has_is_a_clear_error(cluster, tmp
                                           r"Ray cluster has \(0\)"):
         extract(data, tmp_path / "out", engine="ray", workers=2, num_gpus_per_worker=1, verbose=False,
                 **MOBILENET)
-    with pytest.raises(ConfigError, match="--shard-size must be a positive integer"):
+    with pytest.raises(ConfigError, match="--shard-size must be an integer >= 1"):
         extract(data, tmp_path / "out", engine="ray", shard_size=0, verbose=False, **MOBILENET)
 
 
@@ -179,3 +179,32 @@ def test_stale_shard_cleanup_removes_only_shard_files_it_wrote(cluster, tmp_path
     assert {"notes.txt", "00007-0123456789abcdef.h5", "00008-0123456789abcdef.h5"} <= now
     assert tree(victims) == before and (shards / "00007-0123456789abcdef.h5").is_symlink()
     assert len(read_features(str(out / "train.h5")).paths) == 7  # and the new split file reads
+
+
+class RoundsToBf16(ShardExtractor):
+    """A worker whose runtime drifts (as TensorFlow does on GPUs with TF32, or oneDNN in bf16 mode):
+    its rows keep only bf16's 8 bits of mantissa, on any CPU."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        build = self.extractor.network
+
+        def network():
+            model = build()
+            return lambda batch: (model(batch).view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+        self.extractor.network = network
+
+
+def test_a_worker_whose_numbers_drift_is_refused_before_it_makes_a_row(cluster, tmp_path):
+    from features.equivalence import RuntimeMismatch
+
+    data = copy_subset(tmp_path / "data", 3, splits=("train",))
+    with pytest.raises(RuntimeMismatch, match="a Ray worker's TensorFlow on node .* differ from the reference"):
+        extract(data, tmp_path / "out", cache_dir=tmp_path / "c", engine="ray", shard_size=4,
+                actor_class=RoundsToBf16, verbose=False, **MOBILENET)
+    assert not (tmp_path / "out" / "train.h5").exists()
+    assert not [n for n in os.listdir(tmp_path / "out" / "train.shards") if n.endswith(".h5")]
+    report = extract(data, tmp_path / "out", cache_dir=tmp_path / "c", engine="ray", shard_size=4,
+                     verbose=False, **MOBILENET)  # honest workers: checked, recorded
+    check = read_features(str(tmp_path / "out" / "train.h5")).attrs["equivalence"]
+    assert report.forward_images == 6 and check["passed"] and check["max_rel_diff"] < 1e-3

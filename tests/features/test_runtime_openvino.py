@@ -1,6 +1,7 @@
-"""Extraction on OpenVINO fp32: same features as TensorFlow, converted once, shared key."""
+"""Extraction on OpenVINO fp32: same features as TensorFlow (checked on every CPU class), converted once, shared key."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from features import extract, read_features
+from features import cpu, extract, read_features
+from features.cache_gc import list_entries
+from features.equivalence import TOLERANCE, RuntimeMismatch, max_relative_difference
 from features.runtime_openvino import converted_path
 from tests.conftest import MOBILENET, ROOT, copy_subset
 
@@ -22,9 +25,77 @@ def test_openvino_fp32_features_equal_tensorflow_and_share_the_key(tmp_path):
     assert ov_report.spec.key == tf_report.spec.key  # fp32: same numbers, same key
     a, b = read_features(str(tmp_path / "tf" / "train.h5")), read_features(str(tmp_path / "ov" / "train.h5"))
     assert a.paths == b.paths
-    rel = np.abs(a.features - b.features).max() / np.abs(a.features).max()
-    assert rel < 1e-3, rel
+    assert max_relative_difference(b.features, a.features) < TOLERANCE
     assert os.path.isfile(converted_path(str(tmp_path / "ov_cache"), ov_report.spec))
+    check = b.attrs["equivalence"]  # measured on this CPU before the first row, and recorded
+    assert check["passed"] and check["max_rel_diff"] < TOLERANCE and check["images"] == 8
+    assert check["cpu"] == cpu.signature() and check["inference_precision"] == "f32"
+
+
+def _round_to_bf16(weights):
+    """What bf16 does to float32 numbers: keep the top 16 bits (8 bits of mantissa)."""
+    return [(np.asarray(w, np.float32).view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+            for w in weights]
+
+
+def test_a_converted_model_whose_numbers_are_off_is_refused_before_any_row(tmp_path):
+    """On any CPU: a converted model with bf16-rounded weights stands for any runtime that drifts."""
+    import openvino as ov
+
+    from features.backbones import get_backbone
+    from features.extract import resolve_spec
+    from features.model import FeatureModel
+    from features.runtime_openvino import _save
+
+    spec = resolve_spec(**{k: v for k, v in MOBILENET.items()})
+    reference = FeatureModel(get_backbone("mobilenet"), spec)
+    reference.model.set_weights(_round_to_bf16(reference.model.get_weights()))
+    _save(ov, ov.convert_model(reference.forward_function()), converted_path(str(tmp_path / "cache"), spec))
+    data = copy_subset(tmp_path / "data", 4, splits=("train",))
+    with pytest.raises(RuntimeMismatch, match="differ from TensorFlow's by .* more than the 0.001") as err:
+        extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
+    assert "--runtime tensorflow" in str(err.value)
+    assert not (tmp_path / "out" / "train.h5").exists()
+    assert list_entries(str(tmp_path / "cache"))[0].rows == 0  # not one row under the shared key
+    checks = json.loads(open(converted_path(str(tmp_path / "cache"), spec)[:-4] + ".checks.json").read())
+    (check,) = checks.values()
+    assert not check["passed"] and check["max_rel_diff"] > TOLERANCE
+
+
+def test_forcing_openvinos_bf16_hint_is_caught_exactly_when_it_changes_the_numbers(tmp_path, monkeypatch):
+    """The bug this guards against: the hint left to the CPU. Refused iff the measured drift exceeds the
+    tolerance (on a CPU with native bf16 it does; elsewhere OpenVINO ignores the hint and it passes)."""
+    import features.openvino_core as openvino_core
+
+    monkeypatch.setattr(openvino_core, "INFERENCE_PRECISION", "bf16")
+    data = copy_subset(tmp_path / "data", 4, splits=("train",))
+    try:
+        extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
+        refused = False
+    except RuntimeMismatch:
+        refused = True
+    spec = next(iter([e for e in list_entries(str(tmp_path / "cache"))])).meta
+    record = os.path.join(tmp_path / "cache", "openvino", f"{spec['extractor_key']}-fp32.checks.json")
+    (check,) = json.loads(open(record).read()).values()
+    assert check["inference_precision"] == "bf16"
+    assert refused == (check["max_rel_diff"] > TOLERANCE) == (not check["passed"])
+    assert refused == (not (tmp_path / "out" / "train.h5").exists())
+
+
+def test_the_check_runs_again_on_another_cpu_class(tmp_path):
+    data = copy_subset(tmp_path / "data", 2, splits=("train",))
+    first = extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False,
+                    **MOBILENET)
+    record = converted_path(str(tmp_path / "cache"), first.spec)[:-4] + ".checks.json"
+    checks = json.loads(open(record).read())
+    mine = next(iter(checks))
+    # as if the cache had only ever been used on another machine
+    os.replace(record, record + ".x")
+    with open(record, "w") as handle:
+        json.dump({"x86_64:avx,avx2,fma | openvino 0 | f32": checks[mine]}, handle)
+    more = copy_subset(tmp_path / "more", 2, splits=("train",), offset=20)
+    extract(more, tmp_path / "o2", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
+    assert set(json.loads(open(record).read())) == {"x86_64:avx,avx2,fma | openvino 0 | f32", mine}
 
 
 def test_converted_model_is_reused_not_converted_again(tmp_path):

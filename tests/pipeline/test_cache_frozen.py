@@ -135,5 +135,5 @@ def test_views_must_be_positive(head_dir, image_root, tmp_path, capsys):
     assert main(["finetune", str(head_dir), "--data", str(image_root), "--out", str(tmp_path / "x"),
                  "--cache-frozen", "--views", "0"]) == 2
     err = capsys.readouterr().err
-    assert "--views must be a positive integer" in err and "views=0" in err
+    assert "--views must be an integer >= 1" in err and "views=0" in err
     assert not os.path.exists(tmp_path / "x")

@@ -37,8 +37,11 @@ def test_quarantine_is_listed(small_data, tmp_path, capsys):
     (["extract", "{data}", "--out", "{tmp}/o", "--backbone", "mobilenet", "--alpha", "0.3"],
      "alpha for mobilenet must be one of"),
     (["extract", "{data}", "--out", "{tmp}/o", "--weights", "{tmp}/nope.h5"], "no file exists"),
-    (["extract", "{data}", "--out", "{tmp}/o", "--split", "0.5,0.5,0.5"], "--split applies to a single-root"),
-    (["extract", "{data}", "--out", "{tmp}/o", "--batch-size", "0"], "--batch-size must be a positive"),
+    (["extract", "{data}", "--out", "{tmp}/o", "--split", "0.5,0.25,0.25"], "--split applies to a single-root"),
+    (["extract", "{data}", "--out", "{tmp}/o", "--split", "0.5,0.5,0.5"], "--split must be three"),
+    (["extract", "{data}", "--out", "{tmp}/o", "--batch-size", "0"], "--batch-size must be an integer >= 1"),
+    (["extract", "{data}", "--out", "{tmp}/o", "--pool", "sum"], "--pool must be one of 'none', 'avg', 'max'. "
+                                                                  "Received: pool='sum'"),
     (["cache", "info", "zzzz"], "matches 0 cache entries"),
 ])
 def test_user_errors_exit_2_with_one_paragraph(small_data, tmp_path, capsys, argv, message):
@@ -49,11 +52,11 @@ def test_user_errors_exit_2_with_one_paragraph(small_data, tmp_path, capsys, arg
     assert "Traceback" not in err and err.count("\n") == 1
 
 
-def test_argparse_choices_exit_2(capsys):
+def test_argparse_mistakes_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["extract", "x", "--out", "y", "--pool", "sum"])
+        main(["extract", "x", "--out", "y", "--batch-size", "two"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'sum'" in capsys.readouterr().err
+    assert "--batch-size: must be an integer >= 1; received 'two'" in capsys.readouterr().err
 
 
 def test_cache_ls_info_gc(small_data, tmp_path, capsys, isolated_cache):

@@ -86,9 +86,9 @@ def test_second_run_changing_one_classifier_retrains_only_it_and_extracts_nothin
 
 @pytest.mark.parametrize("args,message", [
     (["--set", "extract.backbon=\"vgg16\""], "unknown config key 'extract.backbon'; allowed here: backbone"),
-    (["--set", "finetune.epochs=\"ten\""], "config key finetune.epochs must be an integer. Received: 'ten'"),
-    (["--set", "finetune.lr=true"], "config key finetune.lr must be a number. Received: True"),
-    (["--set", "train.classifiers=[\"dense\", \"tree\"]"], "unknown classifier 'tree'"),
+    (["--set", "finetune.epochs=\"ten\""], "config key finetune.epochs must be an integer >= 1. Received: epochs='ten' (str)"),
+    (["--set", "finetune.lr=true"], "config key finetune.lr must be a finite number > 0. Received: lr=True (bool)"),
+    (["--set", "train.classifiers=[\"dense\", \"tree\"]"], "'tree' is not allowed"),
     (["--set", "train.svm.pca=4"], "[train.svm] configures svm, which is not in train.classifiers"),
     (["--set", "finetune"], "--set takes KEY=VALUE"),
     (["--set", "data=\"\""], "the config needs `data"),

@@ -229,9 +229,13 @@ def test_bad_options_are_clear(features_dir, tmp_path):
 
     for kwargs, message in ((dict(classifiers=["xgboost"]), "classifier must be one of"),
                             (dict(classifiers=["dense"], optimizer="lbfgs"), "optimizer must be one of"),
-                            (dict(classifiers=["dense"], epochs=0), "--epochs must be a positive"),
-                            (dict(classifiers=["dense"], dropout=1.5), "--dropout must be in"),
-                            (dict(classifiers=["dense"], colour="red"), "unknown training option")):
+                            (dict(classifiers=["dense"], epochs=0), "--epochs must be an integer >= 1"),
+                            (dict(classifiers=["dense"], dropout=1.5), "--dropout must be a finite number >= 0 and < 1"),
+                            (dict(classifiers=["dense"], lr=float("inf")), "--lr must be a finite number > 0"),
+                            (dict(classifiers=["dense"], seed=-1), "--seed must be an integer >= 0"),
+                            (dict(classifiers=["logreg"], folds=1), "--folds must be an integer >= 2"),
+                            (dict(classifiers=["logreg"], pca=-3), "--pca must be a finite number > 0"),
+                            (dict(classifiers=["dense"], colour="red"), "unknown train option")):
         names = kwargs.pop("classifiers")
         with pytest.raises(ConfigError, match=message):
             train(features_dir, names, tmp_path / "m", verbose=False, **kwargs)

@@ -6,7 +6,7 @@ import csv
 import pytest
 
 from pipeline.cli import main
-from pipeline.train_cmd import parse_size
+from pipeline.train_options import parse_size
 from features import ConfigError
 
 
@@ -26,13 +26,17 @@ def test_train_prints_leaderboard_and_evaluate_and_predict_work(features_dir, im
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     out_csv = tmp_path / "pred.csv"
     assert main(["predict", str(models / "logreg"), *map(str, images), str(tmp_path / "bad.png"),
-                 "--csv", str(out_csv)]) == 0
+                 "--csv", str(out_csv)]) == 1  # 1: an input could not be classified
     captured = capsys.readouterr()
     assert captured.out.count("cats=") == 3 and "bad.png: error:" in captured.err
+    assert "1 of 4 input(s) could not be classified" in captured.err
     rows = list(csv.DictReader(open(out_csv)))
     assert [r["path"] for r in rows] == [*map(str, images), str(tmp_path / "bad.png")]
     assert abs(float(rows[0]["cats"]) + float(rows[0]["dogs"]) - 1) < 1e-6
     assert rows[3]["error"] and rows[3]["class"] == ""
+    assert main(["predict", str(models / "logreg"), str(tmp_path / "bad.png"), "--csv", str(out_csv)]) == 1
+    assert list(csv.DictReader(open(out_csv)))[0].keys() >= {"cats", "dogs", "seen_in"}  # columns kept
+    assert main(["predict", str(models / "logreg"), *map(str, images)]) == 0
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -1,0 +1,52 @@
+"""Stage 1's options: one table for ``extract()``, ``bneck extract`` and ``[extract]`` in a run's config."""
+from __future__ import annotations
+
+from .backbones import BACKBONES
+from .dataset import SPLITS, parse_fractions
+from .key import DTYPES, POOLS
+from .options import Option, OptionTable
+from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS
+
+RUNTIMES = ("tensorflow", "openvino")
+ENGINES = ("local", "ray")
+DEFAULT_SHARD_SIZE = 256
+
+
+def _fractions(value) -> list:
+    return list(parse_fractions(value))
+
+
+EXTRACT = OptionTable("extract", [
+    Option("backbone", str, "vgg16", "the convolutional base", choices=tuple(sorted(BACKBONES))),
+    Option("weights", str, "imagenet", "`imagenet` (from $KERAS_HOME), `none` (seeded random init) or a .h5 "
+                                       "weights file", metavar="imagenet|none|PATH"),
+    Option("alpha", float, None, "width multiplier of mobilenet/mobilenetv2", low=0, open_low=True),
+    Option("size", int, None, "input size in pixels (default: the backbone's)", low=1),
+    Option("layer", str, None, "take the output of this layer (default: the backbone's)"),
+    Option("pool", str, "none", "spatial pooling of the layer's output", choices=POOLS),
+    Option("dtype", str, "float32", "stored precision", choices=DTYPES),
+    Option("runtime", str, "tensorflow", "inference runtime; openvino is checked against TensorFlow on this "
+                                          "CPU before it makes a row", choices=RUNTIMES),
+    Option("precision", str, "fp32", "fp32, or int8 (OpenVINO + NNCF, calibrated on training images, its own "
+                                     "cache key)", choices=PRECISIONS),
+    Option("calibration_images", int, DEFAULT_CALIBRATION_IMAGES, "int8: training images that calibrate it",
+           low=1),
+    Option("min_cosine", float, DEFAULT_MIN_COSINE, "int8: refuse below this cosine to fp32 on held-back "
+                                                    "training images", low=-1, high=1),
+    Option("force", bool, False, "int8: accept the quantised model below --min-cosine"),
+    Option("batch_size", int, 32, "images per forward pass (not in the key)", low=1),
+    Option("splits", list, None, "which splits to extract (default: all present)", item=str, choices=SPLITS,
+           nullable=True, metavar="SPLIT"),
+    Option("split", list, None, "train,validation,test fractions for a single-root layout (default "
+                                "0.7,0.15,0.15)", nullable=True, check_value=_fractions,
+           coerce=lambda v: v.split(",") if isinstance(v, str) else v, metavar="FRACTIONS"),
+    Option("seed", int, 0, "seed of the single-root split (and of int8 calibration)", low=0),
+    Option("exclude", list, [], "classes to leave out", item=str, metavar="CLASS"),
+    Option("cache_dir", str, None, "the shared feature cache (default $BNECK_CACHE or ~/.cache/bneck)",
+           metavar="DIR"),
+    Option("workers", int, 0, "local: decoding threads (0: all cores); ray: actors (0: one per node)", low=0),
+    Option("engine", str, "local", "local, or ray (actors write shard files)", choices=ENGINES),
+    Option("address", str, None, "ray: the cluster to join, auto or HOST:PORT (default: start a local one)"),
+    Option("shard_size", int, DEFAULT_SHARD_SIZE, "ray: images per shard file", low=1),
+    Option("num_gpus_per_worker", float, 0.0, "ray: GPUs each actor asks for", low=0),
+])

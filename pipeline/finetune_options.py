@@ -1,0 +1,43 @@
+"""Stage 3's options: one table for ``finetune()``, ``bneck finetune`` and ``[finetune]`` in a run's config."""
+from __future__ import annotations
+
+from features.options import Option, OptionTable
+
+from .heads import OPTIMIZERS
+
+AUGMENTATIONS = ("rotation", "shift", "shear", "zoom", "flip")
+
+FINETUNE = OptionTable("finetune", [
+    Option("unfreeze_from", str, "default", "first trainable layer: `default` (the backbone's last block), "
+                                            "`none` (frozen base) or a layer name", metavar="LAYER"),
+    Option("epochs", int, 10, "epochs", low=1),
+    Option("lr", float, 1e-4, "learning rate", low=0, open_low=True),
+    Option("momentum", float, 0.9, "SGD momentum", low=0, high=1, open_high=True),
+    Option("optimizer", str, "sgd", "optimizer (SGD with momentum is the reference recipe)", choices=OPTIMIZERS),
+    Option("batch_size", int, 16, "batch size", low=1),
+    Option("early_stopping", int, 0, "stop after this many epochs without a better validation accuracy "
+                                     "(0: off)", low=0, metavar="PATIENCE"),
+    Option("seed", int, 0, "seed of augmentation, views, shuffling and dropout", low=0),
+    Option("rotation", float, 40.0, "augmentation: rotation range in degrees (0: off)", low=0, metavar="DEGREES"),
+    Option("shift", float, 0.2, "augmentation: shift range, a fraction of the size (0: off)", low=0),
+    Option("shear", float, 0.2, "augmentation: shear range (0: off)", low=0),
+    Option("zoom", float, 0.2, "augmentation: zoom range (0: off)", low=0),
+    Option("flip", bool, True, "augmentation: horizontal flips"),
+    Option("cache_frozen", bool, True, "compute the frozen part once per image and view into the feature "
+                                       "cache and train only the unfrozen top (--no-cache-frozen: the "
+                                       "whole model on every epoch)"),
+    Option("views", int, 4, "with --cache-frozen: views per training image; view 0 is the image itself",
+           low=1, metavar="K"),
+    Option("cache_dir", str, None, "the feature cache (default $BNECK_CACHE or ~/.cache/bneck)", metavar="DIR"),
+    Option("weights", str, None, "backbone weights file, if not where it was at extraction (checked by "
+                                 "sha256)", metavar="PATH"),
+    Option("allow_untrained_head", bool, False, "fine-tune a head that was never trained (not advised)"),
+])
+
+
+def fingerprint(opts: dict) -> dict:
+    """Return what decides a fine-tuned model among checked options (``FINETUNE.check``'s output):
+    everything but where things are (cache folder, weights path); the augmentation as one table."""
+    out = {k: v for k, v in opts.items() if k not in AUGMENTATIONS + ("cache_dir", "weights")}
+    out["augment"] = {k: opts[k] for k in AUGMENTATIONS}
+    return out

@@ -1,0 +1,79 @@
+"""Which images a model was made from: the exact lists its feature files recorded, by sha256.
+
+Every model folder holds ``splits.json``: for train, validation and test, the image
+paths (relative to the data root), their sha256 and labels, plus how the split was
+made (layout, fractions, seed, excluded classes). Stage 3 fine-tunes on exactly those
+images, found under the data folder and checked byte for byte; ``evaluate`` and
+``predict`` say when an image was one the model was trained on. Nothing re-derives a
+split, so a non-default ``--split``/``--seed``/``--exclude`` can never leak training
+images into validation or test.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+from features.dataset import ImageRecord
+from features.errors import DatasetError
+from features.hashing import sha256_files
+
+SPLITS_FILE = "splits.json"
+
+
+def splits_record(attrs: dict) -> dict:
+    """Return the record of a FeatureSet's splits (``attrs``: split -> its read_summary)."""
+    first = next(iter(attrs.values()))
+    return {"data_root": first.get("data_root"), "layout": first.get("layout"),
+            "split_spec": first.get("split_spec"), "excluded_classes": first.get("excluded_classes"),
+            "class_names": first["class_names"],
+            "splits": {split: {"paths": a["paths"], "sha256": a["sha256"], "labels": [int(v) for v in a["labels"]]}
+                       for split, a in attrs.items()}}
+
+
+def write_splits(folder: str, record: dict) -> None:
+    """Write ``record`` as the folder's ``splits.json``."""
+    with open(os.path.join(folder, SPLITS_FILE), "w") as handle:
+        json.dump(record, handle)
+
+
+def read_splits(files: dict, folder: str) -> dict:
+    """Return the ``splits.json`` of a verified model folder (its bytes in ``files``)."""
+    from .artifacts import ArtifactError
+
+    try:
+        return json.loads(files[SPLITS_FILE])
+    except (KeyError, ValueError) as exc:
+        raise ArtifactError(f"{folder} has no readable {SPLITS_FILE} ({exc}): it does not say which images "
+                            "it was made from. Retrain it with `bneck train`.") from None
+
+
+def seen_in(record: dict) -> dict[str, str]:
+    """Return {image sha256: split} for every image the model's splits hold."""
+    return {sha: split for split, part in record["splits"].items() for sha in part["sha256"]}
+
+
+def recorded_images(record: dict, data_dir: Optional[str], workers: int = 0) -> tuple[str, dict]:
+    """Return (data root, {split: [(ImageRecord, sha256)]}) of the recorded images under ``data_dir``.
+
+    ``data_dir`` defaults to the recorded data root. Every image must be there with its
+    recorded bytes; raises DatasetError naming how many differ and the first few.
+    """
+    root = os.path.abspath(os.path.expanduser(str(data_dir or record["data_root"])))
+    if not os.path.isdir(root):
+        raise DatasetError(f"data folder not found: {root}. Give --data, the folder the features were "
+                           f"extracted from (recorded: {record['data_root']}).")
+    out, wrong = {}, []
+    for split, part in record["splits"].items():
+        records = [ImageRecord(p, os.path.join(root, p), int(label)) for p, label in zip(part["paths"], part["labels"])]
+        for rec, want, (got, problem) in zip(records, part["sha256"], sha256_files([r.abspath for r in records], workers)):
+            if got != want:
+                wrong.append(f"{rec.path}: {problem or 'different bytes'}")
+        out[split] = list(zip(records, part["sha256"]))
+    if wrong:
+        raise DatasetError(
+            f"{root} does not hold the images the model was made from: {len(wrong)} of "
+            f"{sum(len(v) for v in out.values())} differ (first: {'; '.join(wrong[:3])}). Give --data, the "
+            f"folder the features were extracted from (recorded: {record['data_root']}); bneck never "
+            "re-derives a split, so that no training image can reach validation or test.")
+    return root, out
