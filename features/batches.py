@@ -16,19 +16,21 @@ import numpy as np
 from .decode import UnusableImage, decode_image
 
 
-def _decode_one(path: str, size: int):
+def _decode_one(path: str, size: int, sha256=None):
     try:
-        return decode_image(path, size), None
+        return decode_image(path, size, sha256), None
     except UnusableImage as exc:
         return None, str(exc)
 
 
 def decoded_batches(items: Sequence[tuple[str, str]], size: int, batch_size: int,
-                    workers: int = 0) -> Iterator[tuple[list[str], np.ndarray, list[tuple[str, str]]]]:
+                    workers: int = 0, keys_are_sha256: bool = False
+                    ) -> Iterator[tuple[list[str], np.ndarray, list[tuple[str, str]]]]:
     """Yield (keys, uint8 batch, failures) for ``items`` = [(key, path), ...] in order.
 
     ``failures`` lists (key, reason) for files that could not be decoded; they are
-    left out of the batch. The last batch may be short.
+    left out of the batch. The last batch may be short. With ``keys_are_sha256`` the
+    bytes decoded must hash to their key (else a failure: the file changed).
     """
     workers = workers or os.cpu_count() or 1
     window = max(2 * batch_size, 4 * workers)
@@ -44,7 +46,8 @@ def decoded_batches(items: Sequence[tuple[str, str]], size: int, batch_size: int
                 nxt = next(it, None)
                 if nxt is None:
                     return
-                pending.append((nxt[0], pool.submit(_decode_one, nxt[1], size)))
+                pending.append((nxt[0], pool.submit(_decode_one, nxt[1], size,
+                                                    nxt[0] if keys_are_sha256 else None)))
 
         top_up()
         while pending:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -35,6 +36,7 @@ except ImportError:  # Windows: no protection of entries in use from `gc --older
 from .atomic import atomic_target
 from .errors import ConfigError
 from .key import SCHEMA_VERSION, ExtractorSpec
+from .outputs import MARKER, folder_kind, write_marker
 
 CHUNK_PREFIX = "rows-"
 IN_USE = ".inuse"
@@ -52,10 +54,7 @@ def resolve_cache_dir(cache_dir: Optional[str], inputs: Iterable[str] = ()) -> s
     Raises ConfigError when it exists and is not a folder, or lies inside an input or
     output folder (the cache would become part of the data), or holds one.
     """
-    path = os.path.abspath(os.path.expanduser(str(cache_dir))) if cache_dir else default_cache_dir()
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ConfigError(f"--cache-dir {path} exists and is not a folder. Give a folder for the "
-                          f"shared feature cache (default $BNECK_CACHE or ~/.cache/bneck).")
+    path = check_cache_dir(os.path.abspath(os.path.expanduser(str(cache_dir))) if cache_dir else default_cache_dir())
     real = os.path.realpath(path)
     for item in inputs:
         other = os.path.realpath(os.path.abspath(os.path.expanduser(str(item))))
@@ -65,6 +64,34 @@ def resolve_cache_dir(cache_dir: Optional[str], inputs: Iterable[str] = ()) -> s
                               f"cache would become part of what bneck reads or writes. Give a separate "
                               f"--cache-dir (default $BNECK_CACHE or ~/.cache/bneck).")
     return path
+
+
+# What a cache folder holds: bneck writes these names and nothing else at its top.
+CACHE_NAMES = frozenset({"features", "openvino", "datasets", MARKER})
+KEY_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_cache_dir(path: str) -> str:
+    """Return ``path`` if bneck may use it as its cache: new, empty, marked as a bneck cache, or a
+    cache of an older bneck (only the names a cache holds); raises ConfigError otherwise."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--cache-dir {path} exists and is not a folder. Give a folder for the "
+                          f"shared feature cache (default $BNECK_CACHE or ~/.cache/bneck).")
+    kind = folder_kind(path)
+    if kind not in (None, "cache"):
+        raise ConfigError(f"--cache-dir {path} is a bneck {kind} folder, not a feature cache. Give another folder.")
+    if kind is None and os.path.isdir(path):
+        foreign = sorted(set(os.listdir(path)) - CACHE_NAMES)
+        if foreign:
+            raise ConfigError(f"--cache-dir {path} is not a bneck feature cache: it holds {', '.join(foreign[:3])}"
+                              f"{' ...' if len(foreign) > 3 else ''}, and bneck only ever writes (or tidies) "
+                              f"folders it made. Give a new or empty folder, or your cache.")
+    return path
+
+
+def _mark_cache(path: str) -> None:
+    if folder_kind(path) != "cache":
+        write_marker(path, "cache")
 
 
 def _digest(array: np.ndarray) -> str:
@@ -171,6 +198,7 @@ class RowCache:
         self.spec, self.cache_dir = spec, cache_dir
         self.folder = os.path.join(cache_dir, "features", spec.key)
         os.makedirs(self.folder, exist_ok=True)
+        _mark_cache(cache_dir)
         self._lock = FileLock(os.path.join(self.folder, ".lock"), timeout=LOCK_TIMEOUT_S)
         self._in_use = _hold_in_use(self.folder)  # `gc --older-than` never removes an entry in use
         self._index: dict[str, tuple[str, int]] = {}

@@ -21,8 +21,8 @@ import numpy as np
 from filelock import FileLock
 
 from .atomic import atomic_target, stale_temporaries
-from .cache import (CHUNK_PREFIX, IN_USE, LOCK_TIMEOUT_S, RowCache, _chunk_files, _chunk_shas, _fill_chunk,
-                    fcntl, read_rows_file)
+from .cache import (CHUNK_PREFIX, IN_USE, KEY_NAME, LOCK_TIMEOUT_S, RowCache, _chunk_files, _chunk_shas,
+                    _fill_chunk, check_cache_dir, fcntl, read_rows_file)
 
 
 @contextmanager
@@ -62,6 +62,8 @@ def list_entries(cache_dir: str) -> list[CacheEntry]:
     for key in sorted(os.listdir(root)):
         folder = os.path.join(root, key)
         meta_path = os.path.join(folder, "meta.json")
+        if not KEY_NAME.match(key) or os.path.islink(folder):  # not a folder the cache made
+            continue
         try:
             with open(meta_path) as handle:
                 meta = json.load(handle)
@@ -96,17 +98,22 @@ def collect_garbage(cache_dir: str, older_than_days: Optional[float] = None) -> 
 
     Removes temporaries of dead processes and unreadable or corrupt chunks, merges
     each entry's chunks into one (dropping duplicate rows), and with
-    ``older_than_days`` deletes entries not used for that long.
+    ``older_than_days`` deletes entries not used for that long. Only in a folder that
+    is a bneck cache (``check_cache_dir``), and only in entries whose ``meta.json``
+    names their own key; raises ConfigError for any other folder.
     """
+    check_cache_dir(cache_dir)
     stats = {"temporaries": 0, "bad_chunks": 0, "merged_chunks": 0, "entries_removed": 0,
              "entries_in_use": 0, "bytes_before": 0, "bytes_after": 0}
     entries = list_entries(cache_dir)
     stats["bytes_before"] = sum(e.bytes for e in entries)
     now = time.time()
     for entry in entries:
+        if entry.meta.get("extractor_key") != entry.key:
+            continue  # not an entry the cache wrote (or its meta.json is damaged): left alone
         with FileLock(os.path.join(entry.folder, ".lock"), timeout=LOCK_TIMEOUT_S):
             meta = os.path.join(entry.folder, "meta.json")
-            if not os.path.exists(meta):  # another gc removed it meanwhile
+            if not os.path.exists(meta):  # removed meanwhile by another gc
                 continue
             if older_than_days is not None and now - os.path.getmtime(meta) > older_than_days * 86400:
                 with _unused(entry.folder) as unused:

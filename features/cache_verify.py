@@ -51,14 +51,17 @@ def images_under(folders: Sequence[str], workers: int = 0) -> dict[str, str]:
     return {sha: path for path, (sha, _) in zip(paths, sha256_files(paths, workers)) if sha}
 
 
-def _reference(spec, cache_dir: str):
+def _reference(spec, cache_dir: str, sample):
     """Return rows(uint8 batch, shas) -> features, computed the reference way for ``spec``."""
     backbone = get_backbone(spec.backbone)
     if spec.quantization is not None:
         from .runtime_openvino import OpenVINOFeatureModel, converted_path
         if not os.path.isfile(converted_path(cache_dir, spec, "int8")):
             raise LookupError("its int8 model is not in the cache (CACHE/openvino)")
-        model = OpenVINOFeatureModel(backbone, spec, cache_dir)
+        try:
+            model = OpenVINOFeatureModel(backbone, spec, cache_dir, sample=sample)
+        except BneckError as exc:  # never checked by this user here: cannot serve as a reference
+            raise LookupError(f"its int8 model cannot be used here ({str(exc)[:160]})") from None
         return lambda batch, shas: model(batch)
     if spec.augmentation is not None:
         from .model import build_base, cut_model
@@ -96,16 +99,17 @@ def _check_entry(entry: CacheEntry, images: dict, n: int, seed: int, tolerance: 
     sample = sorted(np.random.default_rng(seed).choice(present, min(n, len(present)), replace=False))
     stored = []
     cache.read_rows(sample, lambda _, block: stored.append(block))
+    batches = [(shas, batch) for shas, batch, _ in decoded_batches([(sha, images[sha]) for sha in sample],
+                                                                     spec.input_size, 32) if shas]
     try:
-        compute = _reference(spec, cache_dir)
+        compute = _reference(spec, cache_dir, lambda: np.concatenate([b for _, b in batches])[:8])
     except LookupError as exc:
         check.skipped = str(exc)
         return check
     fresh, kept = [], []
-    for shas, batch, _ in decoded_batches([(sha, images[sha]) for sha in sample], spec.input_size, 32):
-        if shas:
-            fresh.append(compute(batch, shas))
-            kept += shas
+    for shas, batch in batches:
+        fresh.append(compute(batch, shas))
+        kept += shas
     stored = np.concatenate(stored)[[sample.index(s) for s in kept]]
     diffs = relative_differences(np.concatenate(fresh), stored) if kept else np.zeros(0)
     check.checked, check.worst = len(kept), float(diffs.max(initial=0.0))

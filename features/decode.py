@@ -7,7 +7,8 @@ bilinear filter, the single method recorded as ``interpolation`` in every file.
 
 What a hostile file can do is bounded here:
 
-* only regular files are opened (``files.open_regular``), and Pillow may only
+* only regular files are opened (``files.open_regular``), of at most
+  ``MAX_IMAGE_FILE_BYTES``, read once into memory and decoded from there; Pillow may only
   identify them as one of ``FORMATS``: an EPS, PSD or any other format named
   ``.jpg`` never reaches a decoder outside that list (EPS would run Ghostscript);
 * an image declaring more than ``MAX_PIXELS`` pixels, or more than
@@ -19,15 +20,18 @@ What a hostile file can do is bounded here:
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import threading
 import warnings
 from contextlib import contextmanager
+from typing import Optional
 
 import numpy as np
 from PIL import Image
 
-from .files import open_regular
+from .files import MAX_IMAGE_FILE_BYTES, open_regular, read_whole
 
 # Pillow's own default; an image that declares more pixels is treated as a
 # decompression bomb before any pixel is decoded.
@@ -139,17 +143,23 @@ def _check_size(img: Image.Image) -> int:
     return peak
 
 
-def decode_image(path: str, size: int) -> np.ndarray:
+def decode_image(path: str, size: int, sha256: Optional[str] = None) -> np.ndarray:
     """Return the image at ``path`` as a (size, size, 3) uint8 array.
 
+    With ``sha256``, the bytes decoded must be the bytes that were hashed before (a file
+    changed in between is refused, so a row is never stored under another image's hash).
     Raises UnusableImage with a short reason for empty, truncated, undecodable,
-    oversized or non-regular files and formats outside ``FORMATS``.
+    oversized, changed or non-regular files and formats outside ``FORMATS``.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with open_regular(path) as handle, Image.open(handle, formats=FORMATS) as img:
-                peak = _check_size(img)
+            with open_regular(path) as handle:
+                data = read_whole(handle, path, MAX_IMAGE_FILE_BYTES)
+            if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+                raise UnusableImage("its bytes changed after it was hashed; rerun")
+            with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+                peak = _check_size(img) + len(data)  # some decoders copy the whole file first
                 with BUDGET.hold(peak):
                     img.seek(0)  # first frame of animated GIF/WebP
                     img.load()
@@ -165,7 +175,7 @@ def decode_image(path: str, size: int) -> np.ndarray:
     except Image.UnidentifiedImageError:
         raise UnusableImage(f"not a recognised image (empty, or not one of {', '.join(FORMATS)})") from None
     except OSError as exc:
-        if exc.strerror and exc.strerror.startswith("not a regular file"):
+        if exc.strerror and exc.strerror.startswith(("not a regular file", "not a real file", "too large")):
             raise UnusableImage(exc.strerror) from None
         raise UnusableImage(f"cannot decode: {exc}") from None
     except (SyntaxError, ValueError, EOFError, MemoryError) as exc:

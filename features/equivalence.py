@@ -20,14 +20,21 @@ TOLERANCE = 1e-3
 
 
 def relative_differences(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Return, per row, max |candidate - reference| / max |reference| (rows flattened)."""
+    """Return, per row, max |candidate - reference| / max |reference| (rows flattened).
+
+    A row with NaN or infinity on either side differs infinitely: it never hides among
+    the others, and never makes the others look equal.
+    """
     a = np.asarray(candidate, np.float64).reshape(len(candidate), -1)
     b = np.asarray(reference, np.float64).reshape(len(reference), -1)
     if a.shape != b.shape:
         raise ValueError(f"rows of shape {a.shape} and {b.shape} cannot be compared")
-    scale = np.abs(b).max(axis=1)
+    finite = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    a, b = np.where(finite[:, None], a, 0.0), np.where(finite[:, None], b, 0.0)
+    scale = np.abs(b).max(axis=1, initial=0.0)
     floor = max(float(scale.max(initial=0.0)) * 1e-6, 1e-30)  # an all-zero reference row
-    return np.abs(a - b).max(axis=1) / np.maximum(scale, floor)
+    diffs = np.abs(a - b).max(axis=1, initial=0.0) / np.maximum(scale, floor)
+    return np.where(finite, diffs, np.inf)
 
 
 def max_relative_difference(candidate: np.ndarray, reference: np.ndarray) -> float:

@@ -11,7 +11,6 @@ import dataclasses
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
@@ -20,14 +19,15 @@ from .backbones import get_backbone
 from .batches import decoded_batches
 from .cache import CorruptChunk, MissingRows, RowCache, missing_shas, resolve_cache_dir
 from .dataset import Dataset, discover
-from .errors import BneckError, ConfigError, DatasetError, FeatureFileError
-from .hashing import sha256_files
+from .errors import ConfigError, DatasetError, FeatureFileError
+from .extract_options import DEFAULT_SHARD_SIZE, EXTRACT
+from .extract_report import ExtractionReport, SplitReport
 from .key import DTYPES, POOLS, ExtractorSpec
 from .outputs import check_folder, claim_folder
-from .progress import format_table, progress_bar
-from .extract_options import DEFAULT_SHARD_SIZE, EXTRACT
+from .progress import progress_bar
 from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, gate, plan_calibration
 from .ray_engine import ray_options
+from .split_inputs import check_sample, cross_split_duplicates, hash_split, training_records
 from .store import SplitContent, holds, write_split_file
 from .weights import resolve_weights
 
@@ -58,52 +58,6 @@ def resolve_spec(backbone: str = "vgg16", weights: Optional[str] = "imagenet",
                          dtype=dtype, weights_path=resolved.path)
 
 
-@dataclass
-class SplitReport:
-    """What happened to one split."""
-
-    split: str
-    images: int
-    classes: int
-    quarantined: int
-    reused: int
-    computed: int
-    seconds: float
-    file: str
-    quarantine: list = field(default_factory=list)
-    file_unchanged: bool = False  # the existing file already held exactly these rows
-    shards: Optional[dict] = None  # --engine ray: shards in all, run now, reused from earlier runs
-
-
-@dataclass
-class ExtractionReport:
-    """What ``extract`` did: per-split counts and how often the network ran."""
-
-    spec: ExtractorSpec
-    out_dir: str
-    cache_dir: str
-    splits: list[SplitReport] = field(default_factory=list)
-    forward_images: int = 0
-    forward_calls: int = 0
-    model_built: bool = False
-    runtime: str = "tensorflow"
-    engine: str = "local"
-    retries: int = 0  # --engine ray: shard attempts that failed and were retried
-    worker_peak_rss_mb: float = 0.0  # --engine ray: the largest actor's peak resident memory
-    precision: str = "fp32"
-    converted: Optional[bool] = None  # openvino: whether the model had to be converted
-    quantized: Optional[bool] = None  # int8: whether the model had to be quantised
-    quantization: Optional[dict] = None  # int8: the cosine check against fp32, and the gate
-    duplicates: list = field(default_factory=list)  # images whose bytes appear in more than one split
-
-    def table(self) -> str:
-        """Return the summary table a person reads at the end of a run."""
-        rows = [[s.split, s.images, s.classes, s.quarantined, s.reused, s.computed,
-                 round(s.seconds, 2), s.file] for s in self.splits]
-        return format_table(["split", "images", "classes", "quarantined", "reused", "computed",
-                             "seconds", "file"], rows)
-
-
 class _Extractor:
     """Holds the cache and the lazily built network across the splits of one run."""
 
@@ -126,10 +80,9 @@ class _Extractor:
         if self.model is None:
             if self.runtime == "openvino":
                 from .runtime_openvino import OpenVINOFeatureModel
-                model = OpenVINOFeatureModel(get_backbone(self.spec.backbone), self.spec,
-                                             self.cache.cache_dir, self.plan, self.workers)
-                if self.spec.quantization is None:
-                    self.file_attrs["equivalence"] = model.check_against_tensorflow(self._sample())
+                model = OpenVINOFeatureModel(get_backbone(self.spec.backbone), self.spec, self.cache.cache_dir,
+                                             self.plan, self.workers, sample=self._sample)
+                self.file_attrs["equivalence"] = model.equivalence
             else:
                 from .model import FeatureModel
                 model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
@@ -150,10 +103,11 @@ class _Extractor:
         failed: dict[str, str] = {}
         if not todo:
             return failed
-        # Build and trace the network while the first images are being decoded.
+        # Build and trace the network while the first images are being decoded. The build is always
+        # waited for before returning (below), even when no image decoded: a build left running
+        # would draw from the process's random state while the next stage seeds and draws from it.
         builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bneck-build")
         building = builder.submit(self.network)
-        builder.shutdown(wait=False)
         model = None
         pending_shas, pending_rows = [], []
         last_commit = time.monotonic()
@@ -166,8 +120,8 @@ class _Extractor:
 
         bar = progress_bar(len(todo), f"{split}: computing", self.verbose)
         try:
-            for shas, batch, failures in decoded_batches(todo, self.spec.input_size,
-                                                         self.batch_size, self.workers):
+            for shas, batch, failures in decoded_batches(todo, self.spec.input_size, self.batch_size,
+                                                         self.workers, keys_are_sha256=True):
                 failed.update(failures)
                 if shas:
                     model = model or building.result()
@@ -180,6 +134,7 @@ class _Extractor:
         finally:
             commit()  # also on Ctrl-C: nothing computed is thrown away
             bar.close()
+            builder.shutdown(wait=True)  # nothing of this stage keeps running behind the next one
         return failed
 
 
@@ -192,31 +147,6 @@ def split_attrs(ex: _Extractor, dataset: Dataset) -> dict:
                  class_names=dataset.class_names, data_root=dataset.root, layout=dataset.layout,
                  split_spec=dataset.split_spec, excluded_classes=dataset.excluded_classes)
     return attrs
-
-
-def _hash_split(dataset: Dataset, split: str, workers: int) -> tuple[list, list]:
-    """Return (usable (record, sha256) pairs, quarantine) of a split; unreadable files are quarantined."""
-    records = dataset.splits[split]
-    quarantine = list(dataset.quarantine.get(split, []))
-    usable = []
-    for record, (sha, problem) in zip(records, sha256_files([r.abspath for r in records], workers)):
-        if sha is None:
-            quarantine.append((record.path, problem))
-        else:
-            usable.append((record, sha))
-    return usable, quarantine
-
-
-def cross_split_duplicates(usable: dict[str, list]) -> list[dict]:
-    """Return the images whose bytes appear in more than one split: [{sha256, paths: {split: [...]}}].
-
-    They make validation and test accuracy look better than they are.
-    """
-    where: dict[str, dict[str, list[str]]] = {}
-    for split, pairs in usable.items():
-        for record, sha in pairs:
-            where.setdefault(sha, {}).setdefault(split, []).append(record.path)
-    return [{"sha256": sha, "paths": paths} for sha, paths in sorted(where.items()) if len(paths) > 1]
 
 
 def _extract_split(ex: _Extractor, dataset: Dataset, split: str, out_dir: str, usable: list,
@@ -282,7 +212,8 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
             weights: Optional[str] = "imagenet", size: Optional[int] = None,
             layer: Optional[str] = None, pool: str = "none", dtype: str = "float32",
             alpha: Optional[float] = None, splits: Optional[Sequence[str]] = None,
-            split=None, seed: int = 0, exclude: Sequence[str] = (), batch_size: int = 32,
+            split=None, seed: int = 0, exclude: Sequence[str] = (), follow_links: bool = False,
+            batch_size: int = 32,
             cache_dir: Optional[str] = None, workers: int = 0, commit_rows: int = 1024,
             commit_seconds: float = 20.0, runtime: str = "tensorflow", precision: str = "fp32",
             calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
@@ -313,21 +244,24 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     # Folders first: a typo in DATA_DIR should not wait for a weights download.
     out_dir = check_folder(out_dir, "features", inputs=[data_dir])
     cache_dir = resolve_cache_dir(cache_dir, inputs=[data_dir, out_dir])
-    dataset = discover(data_dir, splits=splits, split=split, seed=seed, exclude=exclude)
+    dataset = discover(data_dir, splits=splits, split=split, seed=seed, exclude=exclude,
+                       follow_links=opts["follow_links"])
     if options is not None:
         for name in dataset.splits:
             check_folder(os.path.join(out_dir, f"{name}.shards"), "shards", option="the shards folder")
     spec = resolve_spec(backbone, weights, size, layer, pool, dtype, alpha)
     plan = None
     if precision == "int8":
-        plan = plan_calibration([r.abspath for r in _training_records(dataset, data_dir, split, seed, exclude)],
+        plan = plan_calibration([r.abspath for r in training_records(dataset, data_dir, split, seed, exclude,
+                                                                      opts["follow_links"])],
                                 calibration_images, seed, workers)
         spec = dataclasses.replace(spec, quantization=plan.key_json())
     claim_folder(out_dir, "features", inputs=[data_dir])
+    training = training_records(dataset, data_dir, split, seed, exclude, opts["follow_links"], required=False)
     ex = _Extractor(spec, RowCache(cache_dir, spec), batch_size, workers, commit_rows,
-                    commit_seconds, verbose, runtime, plan, check_sample(dataset, seed))
+                    commit_seconds, verbose, runtime, plan, check_sample(training, seed))
     report = ExtractionReport(spec, out_dir, cache_dir, runtime=runtime, precision=precision, engine=engine)
-    ex.file_attrs = dict(runtime=runtime, precision=precision, engine=engine)
+    ex.file_attrs = dict(runtime=runtime, precision=precision, engine=engine, follow_links=opts["follow_links"])
     if options is not None:
         from .ray_engine import RayPool
         ex.pool = RayPool(options, spec, cache_dir, batch_size)
@@ -336,7 +270,7 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
         model = ex.network()
         report.quantization = gate(model.quantization_stats, min_cosine, force, spec.backbone)
         ex.file_attrs["quantization_check"] = report.quantization
-    hashed = {name: _hash_split(dataset, name, ex.workers) for name in dataset.splits}
+    hashed = {name: hash_split(dataset, name, ex.workers) for name in dataset.splits}
     report.duplicates = cross_split_duplicates({name: usable for name, (usable, _) in hashed.items()})
     ex.file_attrs["cross_split_duplicates"] = report.duplicates
     try:
@@ -356,17 +290,6 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     return report
 
 
-CHECK_IMAGES = 8
-
-
-def check_sample(dataset: Dataset, seed: int) -> list[str]:
-    """Return up to ``CHECK_IMAGES`` image paths, a seeded sample of the first split (train when
-    there is one), on which a runtime is compared with the reference before it makes rows."""
-    records = sorted(dataset.splits.get("train") or next(iter(dataset.splits.values())), key=lambda r: r.path)
-    order = np.random.default_rng(seed).permutation(len(records))[:CHECK_IMAGES]
-    return [records[i].abspath for i in sorted(order)]
-
-
 def _check_combinations(runtime: str, precision: str) -> None:
     """Refuse options that do not go together, and say how to install a missing runtime, before any work."""
     if precision == "int8" and runtime != "openvino":
@@ -378,16 +301,3 @@ def _check_combinations(runtime: str, precision: str) -> None:
         if precision == "int8":
             from .quantize import import_nncf
             import_nncf()
-
-
-def _training_records(dataset: Dataset, data_dir, split, seed, exclude):
-    """Return the training split's records (found even when --splits leaves train out)."""
-    if "train" not in dataset.splits:
-        try:
-            dataset = discover(data_dir, splits=["train"], split=split, seed=seed, exclude=exclude)
-        except BneckError:
-            dataset = None
-    if dataset is None or "train" not in dataset.splits:
-        raise ConfigError(f"--precision int8 calibrates on the training split, but {data_dir} has "
-                          f"none. Add a train/ folder, or use --precision fp32.")
-    return dataset.splits["train"]

@@ -18,15 +18,20 @@ def _fractions(value) -> list:
 
 EXTRACT = OptionTable("extract", [
     Option("backbone", str, "vgg16", "the convolutional base", choices=tuple(sorted(BACKBONES))),
-    Option("weights", str, "imagenet", "`imagenet` (from $KERAS_HOME), `none` (seeded random init) or a .h5 "
-                                       "weights file", metavar="imagenet|none|PATH"),
-    Option("alpha", float, None, "width multiplier of mobilenet/mobilenetv2", low=0, open_low=True),
-    Option("size", int, None, "input size in pixels (default: the backbone's)", low=1),
-    Option("layer", str, None, "take the output of this layer (default: the backbone's)"),
+    Option("weights", str, "imagenet", "`imagenet` (the official file in `$KERAS_HOME/models`, downloaded if "
+                                       "missing), `none` (seeded random init) or a `.h5` weights file",
+           metavar="imagenet|none|PATH"),
+    Option("alpha", float, None, "width multiplier: mobilenet 0.25, 0.5, 0.75, 1.0; mobilenetv2 0.35 to 1.4 "
+                                 "(default 1.0)", low=0, open_low=True),
+    Option("size", int, None, "input size in pixels (default: 150 for VGG, the ImageNet size for the others)",
+           low=1),
+    Option("layer", str, None, "take this layer's output (default: the backbone's last convolutional output, "
+                               "e.g. `block5_pool`; `bneck cache info` shows what a file used)"),
     Option("pool", str, "none", "spatial pooling of the layer's output", choices=POOLS),
     Option("dtype", str, "float32", "stored precision", choices=DTYPES),
-    Option("runtime", str, "tensorflow", "inference runtime; openvino is checked against TensorFlow on this "
-                                          "CPU before it makes a row", choices=RUNTIMES),
+    Option("runtime", str, "tensorflow", "`openvino` (`pip install -e \".[openvino]\"`): converted once, "
+                                          "checked against TensorFlow on this CPU before its first row, then "
+                                          "sharing TensorFlow's key", choices=RUNTIMES),
     Option("precision", str, "fp32", "fp32, or int8 (OpenVINO + NNCF, calibrated on training images, its own "
                                      "cache key)", choices=PRECISIONS),
     Option("calibration_images", int, DEFAULT_CALIBRATION_IMAGES, "int8: training images that calibrate it",
@@ -37,11 +42,14 @@ EXTRACT = OptionTable("extract", [
     Option("batch_size", int, 32, "images per forward pass (not in the key)", low=1),
     Option("splits", list, None, "which splits to extract (default: all present)", item=str, choices=SPLITS,
            nullable=True, metavar="SPLIT"),
-    Option("split", list, None, "train,validation,test fractions for a single-root layout (default "
+    Option("split", list, None, "single-root layout: the train, validation and test fractions (default "
                                 "0.7,0.15,0.15)", nullable=True, check_value=_fractions,
+           allowed_text="three fractions summing to 1, e.g. 0.7,0.15,0.15",
            coerce=lambda v: v.split(",") if isinstance(v, str) else v, metavar="FRACTIONS"),
     Option("seed", int, 0, "seed of the single-root split (and of int8 calibration)", low=0),
     Option("exclude", list, [], "classes to leave out", item=str, metavar="CLASS"),
+    Option("follow_links", bool, False, "follow symbolic links that lead out of DATA_DIR (folders and files); "
+                                        "only for data folders you built yourself"),
     Option("cache_dir", str, None, "the shared feature cache (default $BNECK_CACHE or ~/.cache/bneck)",
            metavar="DIR"),
     Option("workers", int, 0, "local: decoding threads (0: all cores); ray: actors (0: one per node)", low=0),

@@ -10,15 +10,34 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import BinaryIO
+from typing import BinaryIO, Optional
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISSOCK, "a socket"))
 
 
+# The largest image file bneck reads: an RGB bitmap at Pillow's pixel limit (268 MB) and
+# room for its headers. Larger files are refused from their size, before a byte is read.
+MAX_IMAGE_FILE_BYTES = 270 << 20
+
+
 class NotRegularFile(OSError):
-    """The path exists but is not a regular file; ``strerror`` says what it is."""
+    """The path exists but is not a regular file (or not one bneck reads); ``strerror`` says why."""
+
+
+def read_whole(handle: BinaryIO, path: str, max_bytes: Optional[int] = None) -> bytes:
+    """Return all bytes of an open regular file, refusing one larger than ``max_bytes`` from its
+    size, and one that yields more bytes than its size says (growing, or a pseudo-file like
+    ``/proc/self/pagemap``, which claims 0 bytes and yields gigabytes)."""
+    size = os.fstat(handle.fileno()).st_size
+    if max_bytes is not None and size > max_bytes:
+        raise NotRegularFile(errno.EFBIG, f"too large: {size / 2**20:.0f} MB (limit {max_bytes / 2**20:.0f} MB)", path)
+    data = handle.read(size + 1)
+    if len(data) > size:
+        raise NotRegularFile(errno.EIO, "not a real file: it yields more bytes than its size "
+                                        "(a pseudo-file, or it grew while it was read)", path)
+    return data
 
 
 def kind_of(mode: int) -> str:

@@ -1,27 +1,39 @@
 """Content hashes: images and weights enter cache keys by sha256, never by path."""
+import errno
 import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Sequence
 
-from .files import open_regular
+from .files import MAX_IMAGE_FILE_BYTES, NotRegularFile, open_regular
 
 _BLOCK = 1 << 20
 
 
-def sha256_file(path: str) -> str:
+def sha256_file(path: str, max_bytes: Optional[int] = None) -> str:
     """Return the hex sha256 of a regular file's bytes.
 
     Raises OSError if unreadable, NotRegularFile (an OSError) for a FIFO, device,
-    socket or folder: those are never read, so a hostile path cannot hang or flood.
+    socket or folder, a file larger than ``max_bytes``, or one yielding more bytes than
+    its size (a pseudo-file): none of them is read further, so a hostile path cannot
+    hang or flood.
     """
     digest = hashlib.sha256()
     with open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if max_bytes is not None and size > max_bytes:
+            raise NotRegularFile(errno.EFBIG, f"too large: {size / 2**20:.0f} MB (limit "
+                                              f"{max_bytes / 2**20:.0f} MB)", path)
+        total = 0
         while True:
             block = handle.read(_BLOCK)
             if not block:
                 break
+            total += len(block)
+            if total > size:
+                raise NotRegularFile(errno.EIO, "not a real file: it yields more bytes than its size "
+                                                "(a pseudo-file, or it grew while it was read)", path)
             digest.update(block)
     return digest.hexdigest()
 
@@ -37,14 +49,16 @@ def sha256_json(obj) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def sha256_files(paths: Sequence[str], workers: int = 0) -> list[tuple[Optional[str], Optional[str]]]:
-    """Return [(sha256, None) or (None, reason)] per path, reading files on all cores.
+def sha256_files(paths: Sequence[str], workers: int = 0,
+                 max_bytes: Optional[int] = MAX_IMAGE_FILE_BYTES) -> list[tuple[Optional[str], Optional[str]]]:
+    """Return [(sha256, None) or (None, reason)] per path (images: at most ``max_bytes`` each),
+    reading files on all cores.
 
     Ctrl-C cancels every file not started yet, so it stops within one group of files.
     """
     def one(path):
         try:
-            return sha256_file(path), None
+            return sha256_file(path, max_bytes), None
         except OSError as exc:
             return None, f"unreadable: {exc.strerror or exc}"
 

@@ -7,6 +7,7 @@ any work, in one paragraph naming the option, what is allowed and what was recei
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from .errors import ConfigError
 
 _KIND_WORDS = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
                list: "a list"}
+_PLURALS = {int: "integers", float: "numbers", str: "strings"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Option:
     metavar: Optional[str] = None
     check_value: Optional[Callable[[Any], Any]] = None  # extra check/normalisation (raises ConfigError)
     coerce: Optional[Callable[[Any], Any]] = None  # applied before the type check (e.g. "a,b" -> list)
+    allowed_text: Optional[str] = None  # what it takes, in words, when the kind does not say it
 
     @property
     def flag(self) -> str:
@@ -44,10 +47,13 @@ class Option:
 
     def allowed(self) -> str:
         """Return what this option takes, in words."""
-        if self.choices:
+        if self.allowed_text:
+            return self.allowed_text
+        if self.kind is list:
+            items = ", ".join(repr(c) for c in self.choices) if self.choices else _PLURALS.get(self.item, "values")
+            text = f"a list of {items}"
+        elif self.choices:
             text = "one of " + ", ".join(repr(c) for c in self.choices)
-        elif self.kind is list:
-            text = "a list" + (f" of {_KIND_WORDS[self.item]}s" if self.item in _KIND_WORDS else "")
         else:
             text = _KIND_WORDS[self.kind]
             bounds = []
@@ -92,7 +98,9 @@ class Option:
 
     def markdown(self) -> str:
         """Return this option's row of the README's option table."""
-        default = "unset" if self.default is None else repr(self.default).replace("'", "`")
+        default = "unset" if self.default is None else \
+            self.default if isinstance(self.default, str) else json.dumps(self.default)
+        default = default if default == "unset" else f"`{default}`"
         return f"| `{self.flag}` | {self.allowed()} | {default} | {self.help} |"
 
 

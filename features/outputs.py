@@ -25,13 +25,13 @@ import stat
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from .atomic import atomic_open, refused_writes_as_errors
 from .errors import ConfigError
 
 MARKER = ".bneck-folder.json"
-KINDS = ("features", "models", "classifier", "finetuned", "run", "shards")
+KINDS = ("features", "models", "classifier", "finetuned", "run", "shards", "cache")
 _MARKER_MAX_BYTES = 4096
 
 
@@ -132,9 +132,10 @@ def check_folder(path: str, kind: str, inputs: Iterable[str] = (), option: str =
     return path
 
 
-def check_file(path: str, first_line: str, what: str, inputs: Iterable[str] = (), option: str = "--csv") -> str:
-    """Refuse ``path`` as an output file unless it is new or a ``what`` bneck wrote (its first line
-    starts with ``first_line``), and not inside an input folder; returns its absolute path."""
+def check_file(path: str, is_ours: Callable[[str], bool], what: str, inputs: Iterable[str] = (),
+               option: str = "--csv") -> str:
+    """Refuse ``path`` as an output file unless it is new or a ``what`` bneck wrote (``is_ours`` of
+    its first line is True), and not inside an input folder; returns its absolute path."""
     path = os.path.abspath(os.path.expanduser(str(path)))
     for item in inputs:
         if _inside(_real(path), _real(item)):
@@ -148,10 +149,10 @@ def check_file(path: str, first_line: str, what: str, inputs: Iterable[str] = ()
                           f"bneck replaces only its own files. Choose a new file name.")
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            head = handle.read(len(first_line))
+            head = handle.readline(1 << 16).rstrip("\r\n")
     except OSError as exc:
         raise OutputError(f"{option} {path} cannot be read ({exc.strerror or exc}).") from None
-    if head != first_line:
+    if not is_ours(head):
         raise OutputError(f"{option} {path} already exists and is not a {what} bneck wrote, so bneck "
                           f"will not overwrite it. Choose a new file name, or delete it yourself.")
     return path

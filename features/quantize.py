@@ -110,25 +110,29 @@ def cosine_per_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def quantize(ov, fp32_graph, plan: CalibrationPlan, size: int, workers: int = 0):
-    """Return (int8 graph, stats): NNCF on the calibration images, then the cosine check.
+    """Return the int8 graph: NNCF post-training quantisation on the plan's calibration images."""
+    nncf = import_nncf()
+    calibration = _decode(plan.calibration, size, workers)
+    return nncf.quantize(fp32_graph, nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))]),
+                         preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
+                         fast_bias_correction=METHOD["fast_bias_correction"])
 
-    ``stats`` holds cosine_min/cosine_mean over the check images and the counts and
+
+def cosine_check(ov, fp32_graph, int8_graph, plan: CalibrationPlan, size: int, workers: int = 0) -> dict:
+    """Return how far int8 features are from fp32 on the plan's held-back images.
+
+    The stats hold cosine_min/cosine_mean over the check images and the counts and
     versions, for the feature files' attributes.
     """
     nncf = import_nncf()
-    calibration = _decode(plan.calibration, size, workers)
-    int8_graph = nncf.quantize(fp32_graph, nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))]),
-                               preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
-                               fast_bias_correction=METHOD["fast_bias_correction"])
     check = _decode(plan.check, size, workers)
     fp32 = compile_cpu(ov, fp32_graph)(check)[0]
     int8 = compile_cpu(ov, int8_graph)(check)[0]
     cosine = cosine_per_row(np.asarray(fp32), np.asarray(int8))
-    stats = dict(cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()),
-                 check_images=int(len(check)), calibration_images=int(len(calibration)),
-                 calibration_seed=plan.seed, nncf_version=nncf.__version__,
-                 openvino_version=ov.get_version())
-    return int8_graph, stats
+    return dict(cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()),
+                check_images=int(len(check)), calibration_images=len(plan.calibration),
+                calibration_seed=plan.seed, nncf_version=nncf.__version__,
+                openvino_version=ov.get_version())
 
 
 def gate(stats: dict, min_cosine: float, force: bool, backbone: str) -> dict:

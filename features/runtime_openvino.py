@@ -3,38 +3,45 @@
 The TensorFlow feature function (uint8 -> the backbone's preprocessing -> the cut
 model -> cast) is converted once with ``openvino.convert_model`` and saved under
 ``CACHE/openvino/<extractor key>-fp32.xml``; later runs read the saved model and
-never build the Keras network. fp32 features equal TensorFlow's within 1e-3
-relative (tested), so they share TensorFlow's cache key.
+never build the Keras network. fp32 features equal TensorFlow's within
+``equivalence.TOLERANCE``, so they share TensorFlow's cache key. int8 (``spec.quantization``
+set) quantises the fp32 model with NNCF on the calibration plan and saves it as
+``<int8 key>-int8.xml``.
 
-int8 (``spec.quantization`` set) quantises the saved fp32 model with NNCF on the
-calibration plan (``quantize.py``) and saves it as ``<int8 key>-int8.xml`` with its
-cosine check in ``<int8 key>-int8.json``; later runs read both back.
+Numbers are pinned and checked, not assumed:
 
-Numbers are pinned, not left to the machine: models are compiled with an explicit
-f32 inference precision (OpenVINO's CPU plugin otherwise picks bf16 on CPUs with
-native bf16, silently), and before an fp32 model makes its first row on a CPU class
-(``cpu.signature()``), its output on a sample of the run's images is compared with
-TensorFlow's (``check_against_tensorflow``). The measured difference is kept beside
-the model and written into every feature file; above ``equivalence.TOLERANCE`` the
-runtime is refused, so it never shares TensorFlow's key with other numbers.
+* models are compiled with an explicit f32 inference precision (OpenVINO's CPU plugin
+  otherwise picks bf16 on CPUs with native bf16, silently);
+* a model is read once into memory, hashed, and compiled from those bytes;
+* before a model makes its first row, this user must have checked exactly those bytes
+  on this CPU class (``checks_store``, outside the shared cache, which anyone who may
+  write to the cache could fill): an fp32 model against TensorFlow on a sample of the
+  run's images (refused beyond the tolerance), an int8 model against the checked fp32
+  one on held-back training images (its cosine, for the gate). A model found in the
+  cache without such a check is checked first.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from .backbones import Backbone
 from .key import ExtractorSpec
+from .errors import ConfigError
+from .files import open_regular
+from .hashing import sha256_bytes
 from .openvino_core import compile_cpu, import_openvino
-from .quantize import CalibrationPlan, quantize
+from .quantize import CalibrationPlan, cosine_check, quantize
 
 
+
+
+FP32_CHECK, INT8_CHECK = "fp32 vs tensorflow", "int8 vs fp32"
 
 
 def converted_path(cache_dir: str, spec: ExtractorSpec, precision: str = "fp32") -> str:
@@ -42,21 +49,32 @@ def converted_path(cache_dir: str, spec: ExtractorSpec, precision: str = "fp32")
     return os.path.join(cache_dir, "openvino", f"{spec.key}-{precision}.xml")
 
 
-def _save(ov, graph, path: str, stats: Optional[dict] = None) -> None:
-    """Save ``graph`` as ``path`` (.xml), its .bin and ``stats`` (.json); the .xml last: it means complete."""
+def _save(ov, graph, path: str) -> None:
+    """Save ``graph`` as ``path`` (.xml) and its .bin; the .xml last: it means complete."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".convert-", dir=folder)
     try:
         ov.save_model(graph, os.path.join(staging, "model.xml"), compress_to_fp16=False)
         os.replace(os.path.join(staging, "model.bin"), path[:-4] + ".bin")
-        if stats is not None:
-            with open(os.path.join(staging, "stats.json"), "w") as handle:
-                json.dump(stats, handle, indent=1, sort_keys=True)
-            os.replace(os.path.join(staging, "stats.json"), path[:-4] + ".json")
         os.replace(os.path.join(staging, "model.xml"), path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+class _ModelBytes:
+    """A saved OpenVINO model read once: its .xml and .bin bytes, their sha256, and the model from them."""
+
+    def __init__(self, path: str):
+        with open_regular(path) as handle:
+            self.xml = handle.read()
+        with open_regular(path[:-4] + ".bin") as handle:
+            self.weights = handle.read()
+        self.sha256 = sha256_bytes(self.xml + b"\0" + self.weights)
+
+    def read(self, ov):
+        return ov.Core().read_model(model=self.xml.decode("utf-8"),
+                                    weights=ov.Tensor(np.frombuffer(self.weights, dtype=np.uint8)))
 
 
 def _fp32_graph(ov, backbone: Backbone, spec: ExtractorSpec, cache_dir: str):
@@ -74,41 +92,88 @@ def _fp32_graph(ov, backbone: Backbone, spec: ExtractorSpec, cache_dir: str):
 class OpenVINOFeatureModel:
     """Callable uint8 batch -> features, like ``model.FeatureModel``, on OpenVINO's CPU plugin.
 
-    ``converted`` is True when this instance had to build the Keras network and
-    convert it (False when the saved model was read from the cache); for int8,
-    ``quantized`` says the same of quantisation and ``quantization_stats`` holds the
-    cosine check. An int8 spec needs ``plan`` unless its model is already cached.
+    ``sample()`` (uint8 images of this run) is what an fp32 model not yet checked by this
+    user on this machine is compared with TensorFlow on; ``plan`` calibrates an int8
+    model and holds the images it is checked on. ``converted`` and ``quantized`` say
+    whether this instance had to convert or quantise; ``equivalence`` is the fp32 check
+    and ``quantization_stats`` the int8 one. Raises RuntimeMismatch for an fp32 model
+    whose features differ from TensorFlow's beyond the tolerance.
     """
 
     def __init__(self, backbone: Backbone, spec: ExtractorSpec, cache_dir: str,
-                 plan: Optional[CalibrationPlan] = None, workers: int = 0):
+                 plan: Optional[CalibrationPlan] = None, workers: int = 0,
+                 sample: Optional[Callable[[], np.ndarray]] = None):
         from . import openvino_core
 
         ov = import_openvino()
         self.spec, self.backbone, self.cache_dir = spec, backbone, cache_dir
-        self.inference_precision = inference_precision = openvino_core.INFERENCE_PRECISION
-        self.quantized, self.quantization_stats, self.equivalence = False, None, None
+        self.inference_precision = openvino_core.INFERENCE_PRECISION
+        self.quantized, self.quantization_stats = False, None
         fp32_spec = dataclasses.replace(spec, quantization=None)
-        self._reference = None  # the Keras model, when this instance had to build it
-        if spec.quantization is None:
-            path, self._reference = _fp32_graph(ov, backbone, fp32_spec, cache_dir)
-        else:
+        fp32_path, self._reference = _fp32_graph(ov, backbone, fp32_spec, cache_dir)
+        self.converted = self._reference is not None
+        fp32 = _ModelBytes(fp32_path)
+        self.equivalence = self._checked_fp32(ov, fp32, fp32_spec, sample)
+        model = fp32
+        if spec.quantization is not None:
             path = converted_path(cache_dir, spec, "int8")
             if not os.path.isfile(path):
-                fp32_path, self._reference = _fp32_graph(ov, backbone, fp32_spec, cache_dir)
-                graph, stats = quantize(ov, ov.Core().read_model(fp32_path), plan,
-                                        spec.input_size, workers)
-                _save(ov, graph, path, stats)
+                _save(ov, quantize(ov, fp32.read(ov), plan, spec.input_size, workers), path)
                 self.quantized = True
-            with open(path[:-4] + ".json") as handle:
-                self.quantization_stats = json.load(handle)
-        self.converted = self._reference is not None
-        self._compiled = compile_cpu(ov, ov.Core().read_model(path), inference_precision)
+            model = _ModelBytes(path)
+            self.quantization_stats = self._checked_int8(ov, fp32, model, plan, workers)
+        self._compiled = compile_cpu(ov, model.read(ov), self.inference_precision)
         self.output_shape = tuple(int(d) for d in self._compiled.output(0).get_partial_shape()[1:].to_shape())
         self.version = ov.get_version()
         self.calls = 0
         self.images = 0
 
+    def _where(self) -> str:
+        from . import cpu
+
+        return f"{cpu.signature()} | openvino {import_openvino().get_version()} | {self.inference_precision}"
+
+    def _checked_fp32(self, ov, fp32: _ModelBytes, spec: ExtractorSpec, sample) -> dict:
+        """Return this user's check of these fp32 bytes here, making it against TensorFlow if needed."""
+        from . import checks_store
+        from .equivalence import TOLERANCE, RuntimeMismatch, max_relative_difference
+
+        check = checks_store.recorded(FP32_CHECK, fp32.sha256, self._where())
+        if check is None:
+            sample = sample() if sample is not None else None
+            if sample is None or not len(sample):
+                raise RuntimeMismatch(f"the OpenVINO model of extractor {spec.key[:12]} has not been checked against "
+                                      "TensorFlow on this machine, and no images were given to check it on.")
+            if self._reference is None:
+                from .model import FeatureModel
+                self._reference = FeatureModel(self.backbone, spec)
+            got = np.asarray(compile_cpu(ov, fp32.read(ov), self.inference_precision)(np.ascontiguousarray(sample))[0],
+                             dtype=spec.dtype)
+            diff = max_relative_difference(got, self._reference(sample))
+            check = {"runtime": "openvino", "reference": "tensorflow", "max_rel_diff": diff,
+                     "images": int(len(sample)), "tolerance": TOLERANCE, "passed": diff <= TOLERANCE,
+                     "where": self._where(), "model_sha256": fp32.sha256}
+            checks_store.record(FP32_CHECK, fp32.sha256, self._where(), check)
+        if not check["passed"]:
+            raise RuntimeMismatch(
+                f"OpenVINO on this machine ({check['where']}) gives features that differ from TensorFlow's by "
+                f"{check['max_rel_diff']:.2e} relative on {check['images']} of this run's images, more than the "
+                f"{TOLERANCE:g} that rows sharing one cache key may differ by. Nothing was computed with it. "
+                f"Use --runtime tensorflow (the converted model is {converted_path(self.cache_dir, spec)}).")
+        return check
+
+    def _checked_int8(self, ov, fp32: _ModelBytes, int8: _ModelBytes, plan, workers: int) -> dict:
+        """Return this user's cosine check of these int8 bytes against the checked fp32 ones, making it if needed."""
+        from . import checks_store
+
+        stats = checks_store.recorded(INT8_CHECK, int8.sha256, self._where())
+        if stats is None:
+            if plan is None:
+                raise ConfigError(f"the int8 model of extractor {self.spec.key[:12]} has not been checked on this "
+                                  "machine, and no calibration plan was given to check it on.")
+            stats = cosine_check(ov, fp32.read(ov), int8.read(ov), plan, self.spec.input_size, workers)
+            checks_store.record(INT8_CHECK, int8.sha256, self._where(), stats)
+        return stats
     def warm_up(self) -> None:
         """Run one blank image (not counted), so the first batch does not pay for set-up."""
         size = self.spec.input_size
@@ -120,53 +185,3 @@ class OpenVINOFeatureModel:
         self.images += len(images)
         out = self._compiled(np.ascontiguousarray(images))[0]
         return np.asarray(out, dtype=self.spec.dtype)
-
-    def check_against_tensorflow(self, sample: np.ndarray) -> dict:
-        """Compare this model with TensorFlow on ``sample`` (uint8 images), once per CPU class.
-
-        Returns the check (kept in ``CACHE/openvino/<key>-fp32.checks.json`` by CPU
-        signature, OpenVINO version and precision) and sets ``equivalence``. Raises
-        RuntimeMismatch when the features differ beyond ``equivalence.TOLERANCE``.
-        """
-        from . import cpu
-        from .equivalence import TOLERANCE, RuntimeMismatch, max_relative_difference
-
-        record = converted_path(self.cache_dir, self.spec)[:-4] + ".checks.json"
-        where = f"{cpu.signature()} | openvino {import_openvino().get_version()} | {self.inference_precision}"
-        checks = _read_json(record)
-        if where not in checks:
-            if self._reference is None:
-                from .model import FeatureModel
-                self._reference = FeatureModel(self.backbone, self.spec)
-            want = self._reference(sample)
-            got = np.asarray(self._compiled(np.ascontiguousarray(sample))[0], dtype=self.spec.dtype)
-            diff = max_relative_difference(got, want)
-            checks[where] = {"runtime": "openvino", "reference": "tensorflow", "max_rel_diff": diff,
-                             "images": int(len(sample)), "tolerance": TOLERANCE, "passed": diff <= TOLERANCE,
-                             "cpu": cpu.signature(), "inference_precision": self.inference_precision,
-                             "openvino_version": import_openvino().get_version()}
-            _write_json(record, checks)
-        self.equivalence = checks[where]
-        if not self.equivalence["passed"]:
-            raise RuntimeMismatch(
-                f"OpenVINO on this CPU ({self.equivalence['cpu']}, inference precision "
-                f"{self.inference_precision}) gives features that differ from TensorFlow's by "
-                f"{self.equivalence['max_rel_diff']:.2e} relative on {self.equivalence['images']} of this "
-                f"run's images, more than the {TOLERANCE:g} that rows sharing one cache key may differ by. "
-                f"Nothing was computed with it. Use --runtime tensorflow (the check is kept in {record}).")
-        return self.equivalence
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_json(path: str, obj: dict) -> None:
-    from .atomic import atomic_open
-
-    with atomic_open(path) as handle:
-        json.dump(obj, handle, indent=1, sort_keys=True)

@@ -155,6 +155,9 @@ class FeatureFile:
 
 
 def _open(path: str) -> h5py.File:
+    if os.path.isdir(path):
+        raise FeatureFileError(f"{path} is a folder, not a feature file: give one of its split files, e.g. "
+                               f"{os.path.join(path, 'test.h5')}.")
     if not os.path.isfile(path):
         raise FeatureFileError(f"feature file not found: {path}. Create it with "
                                "`bneck extract DATA_DIR --out FOLDER`.")

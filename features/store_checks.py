@@ -36,6 +36,14 @@ FEATURE_DTYPES = ("float32", "float16")
 JSON_ATTRS = ("class_names", "split_spec", "excluded_classes", "extractor", "quantization_check",
               "shards", "cross_split_duplicates", "equivalence")
 _NOT_IN_CONTENT = ("content_sha256", "complete")
+# Every attribute a split file may hold (``extract.split_attrs`` and ``store._write_rest``); a
+# file with any other is not bneck's.
+KNOWN_ATTRS = frozenset(KEY_FIELDS) | {
+    "weights", "extractor", "extractor_key", "weights_path", "class_names", "data_root", "layout", "split_spec",
+    "excluded_classes", "runtime", "precision", "engine", "follow_links", "quantization_check", "equivalence",
+    "cross_split_duplicates", "shards", "split", "n_images", "features_sha256", "file_format", "created_utc",
+    "python", "bneck_version", "tensorflow_version", "keras_version", "h5py_version", "numpy_version",
+    "pillow_version", "content_sha256", "complete"}
 
 
 def rebuild_hint(path: str) -> str:
@@ -78,10 +86,19 @@ def _refuse(path: str, problem: str) -> FeatureFileError:
 
 
 def _check_datasets(path: str, f: h5py.File) -> int:
-    """Check dtypes, shapes, filters and stored sizes; returns the row count."""
+    """Check that the file holds exactly bneck's datasets: names, dtypes, shapes, no filters, no
+    attributes of their own, every byte stored; returns the row count."""
     missing = [d for d in REQUIRED_DATASETS if not isinstance(f.get(d), h5py.Dataset)]
     if missing:
         raise _refuse(path, f"lacks the dataset(s) {', '.join(missing)}")
+    extra = sorted(set(f) - set(REQUIRED_DATASETS))
+    if extra:
+        raise _refuse(path, f"holds {', '.join(extra[:5])} besides bneck's datasets")
+    if f.userblock_size:
+        raise _refuse(path, f"starts with a {f.userblock_size}-byte user block that no checksum covers")
+    with_attrs = [d for d in REQUIRED_DATASETS if len(f[d].attrs)]
+    if with_attrs:
+        raise _refuse(path, f"has attributes on its dataset(s) {', '.join(with_attrs)}, which bneck never writes")
     feats, labels, paths, shas, quarantine = (f[d] for d in REQUIRED_DATASETS)
     n = feats.shape[0] if feats.ndim else -1
     wanted = [(feats.dtype.name in FEATURE_DTYPES and feats.ndim >= 2, "features: float32/float16, (N, ...)"),
@@ -184,6 +201,9 @@ def validate(path: str, f: h5py.File) -> dict:
                if a not in attrs]
     if missing:
         raise _refuse(path, f"lacks the attribute(s) {', '.join(missing)}")
+    unknown = sorted(set(attrs) - KNOWN_ATTRS)
+    if unknown:
+        raise _refuse(path, f"has attribute(s) bneck never writes: {', '.join(unknown[:5])}")
     if attrs.get("n_images") != n:
         raise _refuse(path, f"has {n} rows but says n_images={attrs.get('n_images')!r}")
     spec = attrs["extractor"]

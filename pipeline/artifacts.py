@@ -204,16 +204,16 @@ def _model_bytes(verified: VerifiedFolder) -> tuple[str, bytes, str]:
 
 
 def check_model(folder: str) -> dict:
-    """Return the manifest of a model folder that would load safely, without building the model.
+    """Return the manifest of a model folder that loads safely (a Keras model is checked, not built).
 
     Raises ArtifactError for what ``load_classifier`` would refuse (Keras' own safe_mode aside).
     """
-    from .model_io import UnsafeModel, check_keras, check_sklearn
+    from .model_io import UnsafeModel, check_keras, load_sklearn
 
     verified = read_verified(folder)
     kind, data, path = _model_bytes(verified)
     try:
-        (check_sklearn if kind == "sklearn" else check_keras)(data, path)
+        (load_sklearn if kind == "sklearn" else check_keras)(data, path)
     except UnsafeModel as exc:
         raise ArtifactError(str(exc)) from None
     return verified.manifest

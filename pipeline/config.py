@@ -30,9 +30,16 @@ TOP = OptionTable("run", [
     Option("out", str, "runs/run", "the run folder"),
     Option("seed", int, 0, "one seed for training and fine-tuning", low=0),
 ])
+def _once_each(names: list) -> list:
+    if len(set(names)) != len(names) or not names:
+        raise ConfigError(f"config key train.classifiers must list one or more classifiers, each once. "
+                          f"Received: classifiers={names!r}.")
+    return names
+
+
 RUN_TRAIN = OptionTable("train", [
     Option("classifiers", list, ["dense", "logreg", "svm", "knn"], "the classifiers to train", item=str,
-           choices=CLASSIFIERS),
+           choices=CLASSIFIERS, check_value=_once_each),
     *[o for n, o in TRAIN.options.items() if n != "seed"],
 ])
 RUN_FINETUNE = OptionTable("finetune", [

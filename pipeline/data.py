@@ -105,6 +105,9 @@ def open_feature_set(folder: str, require_test: bool = False) -> FeatureSet:
     files do not share one extractor key and one class list (naming the odd file).
     """
     folder = os.path.abspath(os.path.expanduser(str(folder)))
+    if os.path.isfile(folder):
+        raise FeatureFileError(f"{folder} is a file, not a features folder: give the folder `bneck extract` "
+                               f"wrote (holding train.h5, validation.h5 and test.h5).")
     if not os.path.isdir(folder):
         raise FeatureFileError(f"features folder not found: {folder}. Create it with "
                                "`bneck extract DATA_DIR --out FOLDER`.")

@@ -37,21 +37,7 @@ def run(args: argparse.Namespace) -> int:
               f"{'; below it, accepted with --force' if q['forced'] else ''}); calibrated on "
               f"{q['calibration_images']} training images"
               f"{' (quantised now)' if report.quantized else ' (quantised model from the cache)'}")
-    print(report.table())
-    quarantined = [(s.split, p, why) for s in report.splits for p, why in s.quarantine]
-    if quarantined:
-        print(f"\nquarantined ({len(quarantined)}):")
-        for split, path, why in quarantined[:20]:
-            print(f"  {split}: {path}: {why}")
-        if len(quarantined) > 20:
-            print(f"  ... and {len(quarantined) - 20} more (listed in each file's 'quarantine' dataset)")
-    if report.duplicates:
-        print(f"\n{len(report.duplicates)} image(s) appear in more than one split (the same bytes), which makes "
-              f"validation and test accuracy look better than it is; remove one copy of each:")
-        for dup in report.duplicates[:10]:
-            print("  " + " = ".join(p for paths in dup["paths"].values() for p in paths))
-        if len(report.duplicates) > 10:
-            print(f"  ... and {len(report.duplicates) - 10} more (listed in each file's cross_split_duplicates)")
+    print(report.summary())
     sharded = [s for s in report.splits if s.shards]
     if sharded:
         print("ray shards: " + ", ".join(f"{s.split} {s.shards['run']} run / {s.shards['reused']} kept "

@@ -94,14 +94,23 @@ def load_sklearn(data: bytes, where: str):
     import skops.io as sio
     from skops.io.exceptions import UntrustedTypesFoundException
 
+    from .model_checks import check_fitted
+
     check_sklearn(data, where)
     try:
-        return sio.loads(data, trusted=list(TRUSTED_SKLEARN_TYPES))
+        model = sio.loads(data, trusted=list(TRUSTED_SKLEARN_TYPES))
     except UntrustedTypesFoundException as exc:
         raise UnsafeModel(f"{where} names types bneck does not load ({exc}).") from None
     except Exception as exc:  # noqa: BLE001 - any malformed file is one clear refusal
         raise UnsafeModel(f"{where} is not a readable skops file ({type(exc).__name__}: "
                           f"{str(exc)[:200]}).") from None
+    try:
+        check_fitted(model)
+    except (ValueError, AttributeError, KeyError, TypeError, IndexError) as exc:
+        raise UnsafeModel(f"{where} holds a model whose fitted arrays do not fit together ({exc}); "
+                          "scikit-learn's compiled code would read outside them, so it is refused. "
+                          "Retrain with `bneck train`.") from None
+    return model
 
 
 def _objects(node):

@@ -46,6 +46,7 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
     Raises ConfigError (and the stages' BneckErrors).
     """
     cfg = absolute_paths(load_config(config, overrides, base, **flags))
+    _check_before_work(cfg)
     out = claim_folder(cfg["out"], "run", inputs=[cfg["data"]])
     with atomic_open(os.path.join(out, "config.toml")) as handle:
         handle.write("# bneck run: the resolved configuration of this run (rerun with `bneck run THIS_FILE`)\n")
@@ -66,7 +67,7 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
         "classes": _class_names(report), "extractor": report.spec.describe(),
         "extractor_key": report.spec.key}
     if verbose:
-        print(report.table(), file=sys.stderr)
+        print(report.summary(), file=sys.stderr)
 
     say("== train")
     features_dir = os.path.join(out, "features")
@@ -112,6 +113,30 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
     with atomic_open(os.path.join(out, "run.json")) as handle:
         json.dump({"config": cfg, "stages": _jsonable(result.stages), "leaderboard": rows}, handle, indent=1)
     return result
+
+
+def _check_before_work(cfg: dict) -> None:
+    """Refuse, before a byte is written, what the data cannot support: look at the images the run would
+    read (discovery only) and check the classifiers' options against their counts."""
+    from features.dataset import discover
+    from features.errors import DatasetError
+
+    from .train import check_counts
+
+    from features.cache import resolve_cache_dir
+
+    ex = cfg["extract"]
+    resolve_cache_dir(ex["cache_dir"], inputs=[cfg["data"], cfg["out"]])
+    dataset = discover(cfg["data"], splits=ex["splits"], split=ex["split"], seed=ex["seed"], exclude=ex["exclude"],
+                       follow_links=ex["follow_links"])
+    if "train" not in dataset.splits or "validation" not in dataset.splits:
+        raise DatasetError(f"bneck run trains on the train split and ranks on validation, but {dataset.root} gives "
+                           f"{', '.join(dataset.splits)}. Add the missing split(s), or use --split for one folder "
+                           "per class.")
+    for name in cfg["train"]["classifiers"]:
+        opts = {**classifier_options(cfg["train"], name), "seed": cfg["seed"]}
+        check_counts([name], opts, dataset.class_names, [r.label for r in dataset.splits["train"]],
+                     [r.label for r in dataset.splits["validation"]], dataset.root)
 
 
 def _class_names(report) -> list[str]:

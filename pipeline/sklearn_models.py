@@ -8,6 +8,8 @@ HDF5 blocks; the others need their data in memory and say so.
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
@@ -47,20 +49,30 @@ class SpatialReshape(BaseEstimator, TransformerMixin):
         return grid.mean(axis=1) if self.mode == "avg" else grid.max(axis=1)
 
 
-def _estimator(name: str, seed: int):
+def _estimator(name: str, seed: int, counts: Optional[Sequence[int]] = None):
+    """Return classifier ``name``; ``counts`` (training images per class) scales its internal
+    cross-validation, neighbours and early-stopping split down for very small sets."""
+    smallest = int(min(counts)) if counts is not None else 5
+    n, classes = (int(sum(counts)), len(counts)) if counts is not None else (1000, 2)
     return {
         # C=0.1 on standardised features: on the reference validation split C in 0.01-0.1
         # scored 93.5-94.4%, C=1 92.9% (more regularisation helps 256-d features of 2,000 images).
         "logreg": lambda: LogisticRegression(max_iter=3000, C=LOGREG_C),
-        "linear-svm": lambda: CalibratedClassifierCV(LinearSVC(C=0.01, max_iter=5000, random_state=seed), cv=3),
+        "linear-svm": lambda: CalibratedClassifierCV(LinearSVC(C=0.01, max_iter=5000, random_state=seed),
+                                                     cv=min(3, smallest)),
         "svm": lambda: CalibratedClassifierCV(SVC(kernel="rbf", C=10.0, random_state=seed),
-                                              ensemble=False),
-        "knn": lambda: KNeighborsClassifier(n_neighbors=11, n_jobs=-1),
+                                              cv=min(5, smallest), ensemble=False),
+        "knn": lambda: KNeighborsClassifier(n_neighbors=min(11, n), n_jobs=-1),
         "random-forest": lambda: RandomForestClassifier(n_estimators=200, n_jobs=-1, random_state=seed),
         "hist-gradient-boosting": lambda: HistGradientBoostingClassifier(random_state=seed),
-        "mlp": lambda: MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3, early_stopping=True,
+        # early stopping holds out 10%; it needs at least one image per class there
+        "mlp": lambda: MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3, early_stopping=n // 10 >= classes,
                                      max_iter=300, random_state=seed),
     }[name]()
+
+
+# Training images each class needs, per classifier (internal cross-validation).
+MIN_PER_CLASS = {"linear-svm": 2, "svm": 2}
 
 
 SKLEARN = ("logreg", "linear-svm", "svm", "knn", "random-forest", "hist-gradient-boosting", "mlp")
@@ -77,12 +89,12 @@ GRIDS = {
 }
 
 
-def make_pipeline(name: str, reshape: str, pca, seed: int) -> Pipeline:
-    """Return the unfitted Pipeline for classifier ``name``."""
+def make_pipeline(name: str, reshape: str, pca, seed: int, counts: Optional[Sequence[int]] = None) -> Pipeline:
+    """Return the unfitted Pipeline for classifier ``name`` (``counts``: training images per class)."""
     steps = [("reshape", SpatialReshape(reshape)), ("scale", StandardScaler())]
     if pca:
         steps.append(("pca", PCA(n_components=pca, random_state=seed)))
-    steps.append(("clf", _estimator(name, seed)))
+    steps.append(("clf", _estimator(name, seed, counts)))
     return Pipeline(steps)
 
 

@@ -26,7 +26,7 @@ from .data import FeatureSet, check_budget, open_feature_set
 from .heads import HEADS
 from .image_splits import splits_record, write_splits
 from .metrics import scores
-from .sklearn_models import GRIDS
+from .sklearn_models import GRIDS, MIN_PER_CLASS
 from .train_options import CLASSIFIERS, HEAD_OPTIONS, SKLEARN_OPTIONS, TRAIN  # noqa: F401  (re-exported)
 
 
@@ -79,30 +79,42 @@ def validate_classifiers(classifiers: Sequence[str]) -> list[str]:
 
 
 def check_data(fs: FeatureSet, names: Sequence[str], opts: dict) -> None:
-    """Refuse, before any fit, what these features cannot support: one class, a class without training
-    images, more PCA components than samples or features, more folds than a class has images."""
-    train_labels = fs.labels("train")
-    counts = np.bincount(train_labels, minlength=len(fs.class_names))
-    if len(fs.class_names) < 2:
-        raise DatasetError(f"{fs.folder} holds one class ({fs.class_names[0]!r}); a classifier needs at "
-                           f"least two. Add a class folder and extract again.")
+    """Refuse, before any fit, what these features cannot support (see ``check_counts``)."""
+    shape = fs.feature_shape
+    width = shape[-1] if opts["reshape"] != "flatten" else int(np.prod(shape))
+    check_counts(names, opts, fs.class_names, fs.labels("train"), fs.labels("validation"), fs.folder, width)
+
+
+def check_counts(names: Sequence[str], opts: dict, class_names: Sequence[str], train_labels, validation_labels,
+                 where: str, width: Optional[int] = None) -> None:
+    """Refuse what the data cannot support: one class, a class without training images, too few images
+    per class for a classifier's internal cross-validation, more PCA components than training images
+    (or features, given ``width``), more folds than the smallest class has images. Raises
+    DatasetError or ConfigError."""
+    counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=len(class_names))
+    if len(class_names) < 2:
+        raise DatasetError(f"{where} holds one class ({class_names[0]!r}); a classifier needs at "
+                           f"least two. Add a class folder.")
     if (counts == 0).any():
-        missing = [c for c, n in zip(fs.class_names, counts) if n == 0]
-        raise DatasetError(f"the training split of {fs.folder} has no image of class(es) {', '.join(missing)}; "
+        missing = [c for c, n in zip(class_names, counts) if n == 0]
+        raise DatasetError(f"the training split of {where} has no image of class(es) {', '.join(missing)}; "
                            "every class needs training images.")
     sklearn = [n for n in names if n not in HEADS]
+    for name in sklearn:
+        if counts.min() < MIN_PER_CLASS.get(name, 1):
+            raise DatasetError(f"{name} calibrates its scores by cross-validation and needs at least "
+                               f"{MIN_PER_CLASS[name]} training images of every class; the smallest class of "
+                               f"{where} has {counts.min()}. Add images or choose another classifier.")
     pca = opts["pca"]
     if sklearn and isinstance(pca, int):
-        shape = fs.feature_shape
-        width = shape[-1] if opts["reshape"] != "flatten" else int(np.prod(shape))
-        limit = min(len(train_labels), width)
+        limit = min(len(train_labels), width) if width else len(train_labels)
         if pca > limit:
             raise ConfigError(f"--pca {pca} asks for more components than the {len(train_labels)} training "
-                              f"images and {width} features (reshape {opts['reshape']!r}) allow: at most {limit}. "
+                              f"images{f' and {width} features' if width else ''} allow: at most {limit}. "
                               f"Give a smaller --pca, or a fraction of the variance such as 0.95.")
     if sklearn and opts["search"] == "kfold":
-        both = np.concatenate([train_labels, fs.labels("validation")])
-        smallest = int(np.bincount(both, minlength=len(fs.class_names)).min())
+        both = np.concatenate([train_labels, validation_labels]).astype(np.int64)
+        smallest = int(np.bincount(both, minlength=len(class_names)).min())
         if opts["folds"] > smallest:
             raise ConfigError(f"--folds {opts['folds']} is more than the {smallest} image(s) of the smallest "
                               f"class in train+validation; use --folds {max(2, smallest)} or fewer.")
@@ -190,7 +202,8 @@ def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
         model = StreamedLinear(name, cfg["reshape"], seed=cfg["seed"])
         model.fit_blocks(lambda rng: fs.blocks("train", rows, rng), range(len(fs.class_names)))
     else:
-        pipe = make_pipeline(name, cfg["reshape"], cfg["pca"], cfg["seed"])
+        counts = np.bincount(fs.labels("train"), minlength=len(fs.class_names))
+        pipe = make_pipeline(name, cfg["reshape"], cfg["pca"], cfg["seed"], counts)
         if cfg["search"]:
             model, extra = _search(name, pipe, cfg, fs)
         else:

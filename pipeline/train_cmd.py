@@ -88,7 +88,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .predict import classify
 
     if args.csv:
-        check_file(args.csv, "path,class,", "predictions CSV", inputs=[args.model_dir])
+        check_file(args.csv, _is_predictions_header, "predictions CSV", inputs=[args.model_dir])
     classes, rows = classify(args.model_dir, args.inputs, args.weights, args.batch_size)
     for r in rows:
         if "error" in r:
@@ -109,6 +109,12 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"{failed} of {len(rows)} input(s) could not be classified (listed above"
               f"{' and in the CSV' if args.csv else ''}).", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _is_predictions_header(line: str) -> bool:
+    """True for the header ``bneck predict --csv`` writes: path, class, the classes, seen_in, error."""
+    cells = next(csv.reader([line]), [])
+    return len(cells) >= 5 and cells[:2] == ["path", "class"] and cells[-2:] == ["seen_in", "error"]
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -65,7 +65,7 @@ def main() -> None:
         head = str(work / "models" / "dense")
         common = dict(unfreeze_from=a.unfreeze_from, epochs=a.epochs, batch_size=a.batch_size,
                       seed=0, verbose=True)
-        plain = finetune(head, data, work / "plain", **common)
+        plain = finetune(head, data, work / "plain", cache_frozen=False, **common)
         fast = finetune(head, data, work / "fast", cache_frozen=True, views=a.views,
                         cache_dir=str(work / "cache"), **common)
         again = finetune(head, data, work / "again", cache_frozen=True, views=a.views,

@@ -45,9 +45,11 @@ def keras_home(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
-    """Every test gets its own default cache folder, so no test sees another's rows."""
+    """Every test gets its own default cache folder and its own record of checked models
+    ($BNECK_STATE), so no test sees another's rows or checks."""
     cache = tmp_path / "bneck-cache"
     monkeypatch.setenv("BNECK_CACHE", str(cache))
+    monkeypatch.setenv("BNECK_STATE", str(tmp_path / "bneck-state"))
     return cache
 
 

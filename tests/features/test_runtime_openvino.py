@@ -29,7 +29,7 @@ def test_openvino_fp32_features_equal_tensorflow_and_share_the_key(tmp_path):
     assert os.path.isfile(converted_path(str(tmp_path / "ov_cache"), ov_report.spec))
     check = b.attrs["equivalence"]  # measured on this CPU before the first row, and recorded
     assert check["passed"] and check["max_rel_diff"] < TOLERANCE and check["images"] == 8
-    assert check["cpu"] == cpu.signature() and check["inference_precision"] == "f32"
+    assert check["where"].startswith(cpu.signature()) and check["where"].endswith("| f32")
 
 
 def _round_to_bf16(weights):
@@ -38,28 +38,59 @@ def _round_to_bf16(weights):
             for w in weights]
 
 
-def test_a_converted_model_whose_numbers_are_off_is_refused_before_any_row(tmp_path):
-    """On any CPU: a converted model with bf16-rounded weights stands for any runtime that drifts."""
+def _plant_converted(cache, spec, weights_change):
+    """Save, as the cached converted model of ``spec``, the network with its weights changed."""
     import openvino as ov
 
     from features.backbones import get_backbone
-    from features.extract import resolve_spec
     from features.model import FeatureModel
     from features.runtime_openvino import _save
 
-    spec = resolve_spec(**{k: v for k, v in MOBILENET.items()})
-    reference = FeatureModel(get_backbone("mobilenet"), spec)
-    reference.model.set_weights(_round_to_bf16(reference.model.get_weights()))
-    _save(ov, ov.convert_model(reference.forward_function()), converted_path(str(tmp_path / "cache"), spec))
+    reference = FeatureModel(get_backbone(spec.backbone), spec)
+    reference.model.set_weights(weights_change(reference.model.get_weights()))
+    _save(ov, ov.convert_model(reference.forward_function()), converted_path(str(cache), spec))
+
+
+def _checks():
+    from features import checks_store
+
+    path = os.path.join(checks_store.state_dir(), checks_store.RECORD)
+    return json.loads(open(path).read()) if os.path.exists(path) else {}
+
+
+def test_a_converted_model_whose_numbers_are_off_is_refused_before_any_row(tmp_path):
+    """On any CPU: a converted model with bf16-rounded weights stands for any runtime that drifts."""
+    from features.extract import resolve_spec
+
+    spec = resolve_spec(**MOBILENET)
+    _plant_converted(tmp_path / "cache", spec, _round_to_bf16)
     data = copy_subset(tmp_path / "data", 4, splits=("train",))
     with pytest.raises(RuntimeMismatch, match="differ from TensorFlow's by .* more than the 0.001") as err:
         extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
     assert "--runtime tensorflow" in str(err.value)
     assert not (tmp_path / "out" / "train.h5").exists()
     assert list_entries(str(tmp_path / "cache"))[0].rows == 0  # not one row under the shared key
-    checks = json.loads(open(converted_path(str(tmp_path / "cache"), spec)[:-4] + ".checks.json").read())
-    (check,) = checks.values()
+    (check,) = _checks().values()
     assert not check["passed"] and check["max_rel_diff"] > TOLERANCE
+
+
+def test_a_model_planted_in_a_shared_cache_is_checked_by_whoever_uses_it(tmp_path, monkeypatch):
+    """A verdict kept in the cache could be forged with the model; each user's own record is what counts."""
+    from features.extract import resolve_spec
+
+    data = copy_subset(tmp_path / "data", 2, splits=("train",))
+    extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
+    assert len(_checks()) == 1  # this user checked the model it converted
+    spec = resolve_spec(**MOBILENET)  # another writer of the cache swaps in random weights
+    _plant_converted(tmp_path / "cache", spec, lambda ws: [np.random.default_rng(0).normal(size=w.shape) * 0.1
+                                                           for w in ws])
+    more = copy_subset(tmp_path / "more", 2, splits=("train",), offset=30)
+    for state in ("bneck-state", "other-user-state"):  # the user who checked the old bytes, and a new one
+        monkeypatch.setenv("BNECK_STATE", str(tmp_path / state))
+        with pytest.raises(RuntimeMismatch):
+            extract(more, tmp_path / f"o-{state}", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False,
+                    **MOBILENET)
+    assert list_entries(str(tmp_path / "cache"))[0].rows == 4  # only the honest run's rows
 
 
 def test_forcing_openvinos_bf16_hint_is_caught_exactly_when_it_changes_the_numbers(tmp_path, monkeypatch):
@@ -74,41 +105,24 @@ def test_forcing_openvinos_bf16_hint_is_caught_exactly_when_it_changes_the_numbe
         refused = False
     except RuntimeMismatch:
         refused = True
-    spec = next(iter([e for e in list_entries(str(tmp_path / "cache"))])).meta
-    record = os.path.join(tmp_path / "cache", "openvino", f"{spec['extractor_key']}-fp32.checks.json")
-    (check,) = json.loads(open(record).read()).values()
-    assert check["inference_precision"] == "bf16"
+    (check,) = _checks().values()
+    assert check["where"].endswith("| bf16")
     assert refused == (check["max_rel_diff"] > TOLERANCE) == (not check["passed"])
     assert refused == (not (tmp_path / "out" / "train.h5").exists())
 
 
 def test_the_check_runs_again_on_another_cpu_class(tmp_path):
+    from features import checks_store
+
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
-    first = extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False,
-                    **MOBILENET)
-    record = converted_path(str(tmp_path / "cache"), first.spec)[:-4] + ".checks.json"
-    checks = json.loads(open(record).read())
-    mine = next(iter(checks))
-    # as if the cache had only ever been used on another machine
-    os.replace(record, record + ".x")
-    with open(record, "w") as handle:
-        json.dump({"x86_64:avx,avx2,fma | openvino 0 | f32": checks[mine]}, handle)
+    extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
+    ((key, check),) = _checks().items()
+    kind, sha = key.split(" | ")[:2]
+    os.remove(os.path.join(checks_store.state_dir(), checks_store.RECORD))  # as if checked only elsewhere
+    checks_store.record(kind, sha, "x86_64:avx,avx2,fma | openvino 0 | f32", check)
     more = copy_subset(tmp_path / "more", 2, splits=("train",), offset=20)
     extract(more, tmp_path / "o2", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
-    assert set(json.loads(open(record).read())) == {"x86_64:avx,avx2,fma | openvino 0 | f32", mine}
-
-
-def test_converted_model_is_reused_not_converted_again(tmp_path):
-    cache = tmp_path / "cache"
-    first = extract(copy_subset(tmp_path / "a", 2, splits=("train",)), tmp_path / "fa", cache_dir=cache,
-                    runtime="openvino", verbose=False, **MOBILENET)
-    assert first.converted is True and first.forward_images == 4
-    # other images, same extractor: the network runs again, from the saved conversion
-    second = extract(copy_subset(tmp_path / "b", 2, splits=("train",), offset=10), tmp_path / "fb",
-                     cache_dir=cache, runtime="openvino", verbose=False, **MOBILENET)
-    assert second.converted is False and second.forward_images == 4
-    xml = converted_path(str(cache), second.spec)
-    assert os.path.isfile(xml) and os.path.isfile(xml[:-4] + ".bin")
+    assert set(_checks()) == {f"{kind} | {sha} | x86_64:avx,avx2,fma | openvino 0 | f32", key}
 
 
 @pytest.mark.parametrize("package, options, extra", [

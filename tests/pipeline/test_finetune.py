@@ -173,3 +173,37 @@ def test_finetune_user_errors(head_dir, image_root, tmp_path, capsys):
     assert "--unfreeze-from must be" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown augmentation"):
         finetune(str(head_dir / "dense"), str(image_root), str(tmp_path / "y"), augment={"blur": 1})
+
+
+def test_finetune_uses_the_recorded_split_of_single_root_data(tmp_path):
+    """Extracted with a non-default --split, --seed and --exclude, the fine-tune sees exactly the images
+    the head's features came from: no training image in its validation or test, and the frozen head's
+    validation accuracy before fine-tuning equals stage 2's."""
+    import hashlib
+    import shutil
+
+    from features import extract, read_features
+    from features.errors import DatasetError
+    from pipeline import finetune, train
+    from pipeline.artifacts import read_predictions
+    from tests.conftest import DATA, MOBILENET
+
+    root = tmp_path / "flat"
+    for cls, src in (("cats", "cats"), ("dogs", "dogs"), ("extra", "cats")):
+        (root / cls).mkdir(parents=True)
+        for name in sorted(os.listdir(DATA / "train" / src))[(0 if cls != "extra" else 40):][:12]:
+            shutil.copy(DATA / "train" / src / name, root / cls / name)
+    extract(root, tmp_path / "f", split="0.5,0.25,0.25", seed=3, exclude=["extra"], verbose=False, **MOBILENET)
+    board = train(tmp_path / "f", ["dense"], tmp_path / "m", epochs=3, verbose=False)
+    result = finetune(str(tmp_path / "m" / "dense"), None, str(tmp_path / "ft"), epochs=1, views=2, verbose=False)
+    train_shas = set(read_features(str(tmp_path / "f" / "train.h5")).sha256)
+    rows = [r for r in read_predictions((tmp_path / "ft" / "predictions.csv").read_text()) if r["split"] != "train"]
+    held_out = {hashlib.sha256((root / r["path"]).read_bytes()).hexdigest() for r in rows}
+    assert {r["split"] for r in rows} == {"validation", "test"} and len(rows) == 12
+    assert not held_out & train_shas and not any(r["path"].startswith("extra/") for r in rows)
+    assert result.metrics["before_finetuning"]["validation"]["accuracy"] == board.best.accuracy("validation")
+    # the data folder no longer holding those bytes: refused, naming what differs
+    victim = next(p for p in (root / "cats").iterdir())
+    victim.write_bytes(victim.read_bytes()[:-10])
+    with pytest.raises(DatasetError, match="does not hold the images the model was made from: 1 of"):
+        finetune(str(tmp_path / "m" / "dense"), str(root), str(tmp_path / "ft2"), epochs=1, verbose=False)

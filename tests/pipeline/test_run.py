@@ -159,3 +159,64 @@ def test_demo_on_local_data_runs_the_reference_pipeline(image_root, tmp_path, ca
     assert "fine-tuned dense" in printed and "report.html" in printed
     cfg = load_config(str(tmp_path / "demo" / "config.toml"))
     assert cfg["extract"]["backbone"] == "mobilenet" and cfg["extract"]["alpha"] == 0.25
+
+
+def test_same_inputs_same_seed_same_results_with_unreadable_files(image_root, tmp_path):
+    """Two `bneck run` processes on a folder holding broken images give identical numbers, and the
+    terminal shows the extraction table and what was quarantined (a network built in the background
+    for images that never decoded used to race the next stage's seeded initialisation)."""
+    import shutil
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    shutil.copytree(image_root, data)
+    (data / "train" / "cats" / "empty.jpg").write_bytes(b"")
+    (data / "train" / "dogs" / "cut.jpg").write_bytes(next((image_root / "train" / "dogs").glob("*.jpg")).read_bytes()[:900])
+    (data / "test" / "cats" / "junk.png").write_bytes(b"not an image")
+    runs = []
+    for i in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", "run", "--data", str(data), "--out", str(tmp_path / f"run{i}"),
+             "--set", 'extract.backbone="mobilenet"', "--set", "extract.alpha=0.25", "--set", "extract.size=224",
+             "--set", 'train.classifiers=["dense", "logreg"]', "--set", "train.epochs=4", "--set", "finetune.epochs=1",
+             "--set", "finetune.views=2", "--set", f'extract.cache_dir="{tmp_path / "cache"}"'],
+            cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(done)
+        for line in ("split       images  classes  quarantined", "quarantined (3):", "train/cats/empty.jpg",
+                     "train/dogs/cut.jpg", "test/cats/junk.png", "== train", "== fine-tune", "== report"):
+            assert line in done.stderr, (line, done.stderr[-2000:])
+    boards = [[(r["model"], r["val_accuracy"], r["test_accuracy"])
+               for r in json.loads((tmp_path / f"run{i}" / "run.json").read_text())["leaderboard"]] for i in range(2)]
+    assert boards[0] == boards[1]
+    for name in ("models/dense/metrics.json", "models/logreg/metrics.json", "finetuned/predictions.csv"):
+        a, b = (tmp_path / f"run{i}" / name for i in range(2))
+        if name.endswith(".json"):
+            drop = ("fit_seconds", "epoch_seconds")
+            assert {k: v for k, v in json.loads(a.read_text()).items() if k not in drop} == \
+                {k: v for k, v in json.loads(b.read_text()).items() if k not in drop}, name
+        else:
+            assert a.read_text() == b.read_text(), name
+
+
+def test_config_paths_are_relative_to_the_file_and_the_saved_config_runs_from_anywhere(image_root, tmp_path,
+                                                                                         monkeypatch, capsys):
+    import shutil
+
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    shutil.copytree(image_root, project / "data")
+    (project / "configs" / "exp.toml").write_text(
+        'data = "../data"\nout = "../runs/exp"\n[extract]\nbackbone = "mobilenet"\nalpha = 0.25\nsize = 224\n'
+        'cache_dir = "../cache"\n[train]\nclassifiers = ["logreg"]\n[finetune]\nenabled = false\n')
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["run", str(project / "configs" / "exp.toml"), "--quiet"]) == 0
+    saved = load_config(str(project / "runs" / "exp" / "config.toml"))
+    assert saved["data"] == str(project / "data") and saved["extract"]["cache_dir"] == str(project / "cache")
+    assert (project / "runs" / "exp" / "report.html").is_file() and (project / "cache").is_dir()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["run", "project/runs/exp/config.toml"]) == 0  # a relative path to it, from another folder
+    assert "every row from cache" in capsys.readouterr().out

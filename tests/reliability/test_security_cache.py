@@ -92,11 +92,34 @@ def test_a_forged_row_with_good_checksums_is_found_by_recomputing(tmp_path, caps
         feats = f["features"][()]
     forged = feats.copy()
     forged[3] = np.roll(forged[3], 1)  # plausible numbers, wrong ones
+    forged[5] = np.nan  # and a row of NaN, which must not hide the other
     os.remove(chunk)
     write_rows_file(os.path.join(folder, f"rows-{time.time_ns()}-forged.h5"), os.path.basename(folder), shas, forged)
     assert main(["cache", "verify", "--cache-dir", str(cache)]) == 0  # checksums cannot see it
     capsys.readouterr()
     assert main(["cache", "verify", "--cache-dir", str(cache), "--recompute", "8", "--data", str(data)]) == 1
     said = capsys.readouterr().out
-    assert f"image sha256 {shas[3]}" in said and said.count("differs:") == 1
+    assert f"image sha256 {shas[3]}" in said and f"image sha256 {shas[5]}" in said and said.count("differs:") == 2
     assert main(["cache", "verify", "--cache-dir", str(cache), "--recompute", "3"]) == 2  # needs --data
+
+
+def test_gc_never_touches_a_folder_that_is_not_a_bneck_cache(tmp_path):
+    """`bneck cache gc --cache-dir WRONG` (or a wrong $BNECK_CACHE) deletes nothing bneck did not make."""
+    from pipeline.cli import main
+    from tests.reliability.test_security_outputs import tree
+
+    project = tmp_path / "project"  # someone's folder that happens to hold features/*/meta.json and rows-*.h5
+    for name in ("exp1", "exp2", "0" * 64):
+        entry = project / "features" / name
+        entry.mkdir(parents=True)
+        (entry / "meta.json").write_text('{"my": "notes"}')
+        (entry / "rows-2023-results.h5").write_text("precious")
+        (entry / ".notes.tmp-999999-deadbeef").write_text("t")
+    looks_like_a_cache = tree(project)
+    for args in (["--older-than", "0"], []):
+        assert main(["cache", "gc", "--cache-dir", str(project), *args]) == 0
+    assert tree(project) == looks_like_a_cache  # no entry names its own key: nothing was the cache's
+    (project / "thesis.tex").write_text("years of work")
+    before = tree(project)
+    assert main(["cache", "gc", "--cache-dir", str(project)]) == 2  # now plainly not a cache: refused
+    assert tree(project) == before

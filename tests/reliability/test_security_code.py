@@ -35,7 +35,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("code")
     data = copy_subset(root / "data", 3)
     extract(data, root / "features", cache_dir=root / "cache", verbose=False, **MOBILENET)
-    train(root / "features", ["dense", "logreg"], root / "models", epochs=2, verbose=False)
+    train(root / "features", ["dense", "logreg", "random-forest", "hist-gradient-boosting", "svm"], root / "models",
+          epochs=2, verbose=False)
     return root
 
 
@@ -88,6 +89,56 @@ def skops_file_with_a_function(folder: Path, marker: str) -> None:
 
     (folder / "model.skops").write_bytes(sio.dumps({"clf": os.system, "arg": f"touch {marker}"}))
     resign(folder)
+
+
+def _edit_skops_arrays(folder: Path, cls: str, field: str, change) -> None:
+    """Change one array of every ``cls`` object inside the skops file (in place, re-signed)."""
+    path = folder / "model.skops"
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    schema, files = json.loads(members["schema.json"]), []
+
+    def walk(node):
+        if isinstance(node, dict):
+            content = node.get("content", {})
+            state = content.get("content") if isinstance(content, dict) else None
+            if node.get("__class__") == cls and isinstance(state, dict) and field in state:  # fitted ones
+                files.append(state[field]["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(schema)
+    assert files, (cls, field)
+    for name in files:
+        array = np.load(io.BytesIO(members[name]), allow_pickle=False)
+        change(array)
+        out = io.BytesIO()
+        np.save(out, array, allow_pickle=False)
+        members[name] = out.getvalue()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    resign(folder)
+
+
+def forest_tree_child_pointing_outside(folder: Path, marker: str) -> None:
+    """A random forest's tree whose root's children point 2^40 nodes away (an out-of-bounds read)."""
+    def change(nodes):
+        nodes["left_child"][0] = nodes["right_child"][0] = nodes["feature"][0] = 2 ** 40
+    _edit_skops_arrays(folder, "Tree", "nodes", change)
+
+
+def boosted_tree_child_pointing_outside(folder: Path, marker: str) -> None:
+    def change(nodes):
+        nodes["is_leaf"][0] = 0
+        nodes["left"][0] = nodes["right"][0] = nodes["feature_idx"][0] = 2 ** 31 - 5
+    _edit_skops_arrays(folder, "TreePredictor", "nodes", change)
+
+
+def svm_support_counts_that_disagree(folder: Path, marker: str) -> None:
+    _edit_skops_arrays(folder, "SVC", "_n_support", lambda counts: counts.__setitem__(0, counts[0] + 10 ** 6))
 
 
 # --- attacks on Keras folders -----------------------------------------------------------------
@@ -161,14 +212,18 @@ def keras_weights_with_an_external_link(folder: Path, marker: str) -> None:
 
 
 SKLEARN_ATTACKS = [pickle_in_an_old_format_folder, pickle_named_model_skops, pickle_named_by_the_manifest,
-                   skops_file_with_an_untrusted_type, skops_file_with_a_function]
+                   skops_file_with_an_untrusted_type, skops_file_with_a_function,
+                   forest_tree_child_pointing_outside, boosted_tree_child_pointing_outside,
+                   svm_support_counts_that_disagree]
+SOURCES = {forest_tree_child_pointing_outside: "random-forest", boosted_tree_child_pointing_outside:
+           "hist-gradient-boosting", svm_support_counts_that_disagree: "svm"}
 KERAS_ATTACKS = [keras_lambda_with_bytecode, keras_lambda_with_an_importable_function,
                  keras_archive_with_an_extra_member, keras_config_naming_load_model,
                  keras_weights_with_an_external_link]
 
 
 def _hostile(trained: Path, tmp_path: Path, attack) -> tuple[Path, Path]:
-    source = "logreg" if attack in SKLEARN_ATTACKS else "dense"
+    source = SOURCES.get(attack, "logreg" if attack in SKLEARN_ATTACKS else "dense")
     folder = tmp_path / f"hostile-{source}"
     shutil.copytree(trained / "models" / source, folder)
     marker = tmp_path / "pwned"
@@ -226,15 +281,16 @@ def test_convert_with_trust_pickle_rewrites_a_real_old_folder_without_pickles(tr
                                               ["artifacts"]])  # the old folder is left as it was
 
 
-@pytest.mark.parametrize("attack", [pickle_named_model_skops, keras_lambda_with_an_importable_function],
-                         ids=lambda a: a.__name__)
+@pytest.mark.parametrize("attack", [pickle_named_model_skops, keras_lambda_with_an_importable_function,
+                                    boosted_tree_child_pointing_outside], ids=lambda a: a.__name__)
 def test_a_run_folder_holding_a_hostile_model_retrains_it_and_runs_nothing(trained, tmp_path, bneck, attack):
+    name = SOURCES.get(attack, "logreg" if attack in SKLEARN_ATTACKS else "dense")
     config = tmp_path / "run.toml"
     config.write_text(f'data = "{trained / "data"}"\nout = "{tmp_path / "run"}"\n'
                       f'[extract]\nbackbone = "mobilenet"\nalpha = 0.25\nsize = 224\n'
-                      f'[train]\nclassifiers = ["dense", "logreg"]\nepochs = 2\n[finetune]\nenabled = false\n')
+                      f'[train]\nclassifiers = {json.dumps(sorted({"dense", name}))}\nepochs = 2\n'
+                      f'[finetune]\nenabled = false\n')
     assert bneck(tmp_path, ["run", config, "--quiet"]).returncode == 0
-    name = "logreg" if attack in SKLEARN_ATTACKS else "dense"
     folder = tmp_path / "run" / "models" / name
     marker = tmp_path / "pwned"
     attack(folder, str(marker))

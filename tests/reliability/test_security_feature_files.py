@@ -147,7 +147,24 @@ def a_split_name_that_leaves_the_folder(f, tmp_path):
     f.attrs["split"] = "../x"
 
 
-FORGERIES = [labels_outside_the_classes, nan_features, infinite_features, declared_rows_not_stored,
+def an_extra_dataset_smuggled_in(f, tmp_path):
+    f.create_dataset("smuggled", data=np.frombuffer(b"SECRET PAYLOAD " * 100, "u1"))
+
+
+def an_extra_group(f, tmp_path):
+    f.create_group("hidden").create_dataset("x", data=np.arange(10))
+
+
+def an_attribute_on_a_dataset(f, tmp_path):
+    f["features"].attrs["note"] = "attacker controlled"
+
+
+def an_attribute_bneck_never_writes(f, tmp_path):
+    f.attrs["note"] = "attacker controlled"
+
+
+FORGERIES = [an_extra_dataset_smuggled_in, an_extra_group, an_attribute_on_a_dataset,
+             an_attribute_bneck_never_writes, labels_outside_the_classes, nan_features, infinite_features, declared_rows_not_stored,
              object_dtype_features, float64_features, compressed_features, features_as_a_soft_link,
              features_as_an_external_link, features_in_external_raw_storage, virtual_features_from_an_absolute_path,
              virtual_features_from_another_folder, virtual_features_from_another_dataset,
@@ -255,3 +272,17 @@ def test_rerunning_extract_replaces_a_re_signed_forgery_with_the_cache_rows(tmp_
     report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)
     assert report.forward_images == 0 and not report.splits[0].file_unchanged
     np.testing.assert_array_equal(read_features(str(path)).features, good)
+
+
+def test_a_user_block_in_front_of_a_feature_file_is_refused(split_file, tmp_path):
+    """A user block makes the file also a shell script; no checksum covers it."""
+    path = tmp_path / "train.h5"
+    with h5py.File(split_file, "r") as src, h5py.File(path, "w", userblock_size=4096) as dst:
+        for name in src:
+            src.copy(name, dst)
+        for name, value in src.attrs.items():
+            dst.attrs[name] = value
+    with open(path, "r+b") as handle:
+        handle.write(b"#!/bin/sh\necho this feature file is also a shell script\n")
+    with pytest.raises(FeatureFileError, match="user block"):
+        read_features(str(path))

@@ -48,15 +48,20 @@ def _plant_non_regular(folder) -> dict:
             "socket.webp": "socket"}
 
 
-def test_devices_fifos_and_sockets_are_quarantined_never_read(tmp_path):
+@pytest.mark.parametrize("follow_links", [False, True])
+def test_devices_fifos_and_sockets_are_quarantined_never_read(tmp_path, follow_links):
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     planted = _plant_non_regular(data / "train" / "cats")
-    done = subprocess.run([*BNECK, "extract", data, "--out", tmp_path / "out", *MOBILENET_ARGS, "--quiet"],
+    done = subprocess.run([*BNECK, "extract", data, "--out", tmp_path / "out", *MOBILENET_ARGS, "--quiet",
+                           *(["--follow-links"] if follow_links else [])],
                           env=_env(tmp_path), capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     for name, what in planted.items():
         line = next(line for line in done.stdout.splitlines() if f"train/cats/{name}:" in line)
-        assert "not a regular file" in line and what in line, line
+        if name in ("zero.jpg", "random.png") and not follow_links:  # links out of the data folder
+            assert "a symbolic link to a file outside the data folder" in line, line
+        else:
+            assert "not a regular file" in line and what in line, line
     assert "network ran on 4 image(s)" in done.stdout  # the good ones went through
 
 
@@ -74,6 +79,31 @@ def test_predict_reports_a_fifo_instead_of_waiting_for_it(tmp_path):
                           timeout=240, cwd=ROOT)
     assert "fifo.jpg: error: not a regular file: a FIFO" in done.stderr
     assert done.stdout.count(": cats") + done.stdout.count(": dogs") == 2  # the real images still classified
+
+
+def test_huge_or_endless_files_are_refused_from_their_size_in_seconds(tmp_path):
+    """A sparse 3 GB WebP (Pillow reads WebP whole), a sparse 16 GB JPEG and a link to /proc/self/pagemap
+    (a 'regular' file of size 0 that yields hundreds of GB) cost neither memory nor minutes."""
+    import resource
+
+    data = copy_subset(tmp_path / "data", 2, splits=("train",))
+    cats = data / "train" / "cats"
+    Image.new("RGB", (64, 64)).save(cats / "big.webp")
+    os.truncate(cats / "big.webp", 3 << 30)
+    (cats / "huge.jpg").write_bytes((DATA / "train" / "cats" / "cat.0.jpg").read_bytes())
+    os.truncate(cats / "huge.jpg", 16 << 30)
+    os.symlink("/proc/self/pagemap", cats / "cute_kitten.jpg")
+    start = time.perf_counter()
+    done = subprocess.run([*BNECK, "extract", data, "--out", tmp_path / "out", *MOBILENET_ARGS, "--quiet",
+                           "--follow-links"],  # even when links are followed (else the link is not even read)
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=240, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    said = {name: next(line for line in done.stdout.splitlines() if f"train/cats/{name}:" in line)
+            for name in ("big.webp", "huge.jpg", "cute_kitten.jpg")}
+    assert "too large: 3072 MB" in said["big.webp"] and "too large: 16384 MB" in said["huge.jpg"]
+    assert "not a real file" in said["cute_kitten.jpg"]
+    assert seconds < 120 and resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 3 << 20  # KB: < 3 GB
 
 
 def _save(image: Image.Image, fmt: str) -> bytes:
@@ -147,6 +177,7 @@ def test_large_decodes_wait_for_each_other_within_the_memory_budget(tmp_path):
 def test_ctrl_c_stops_a_run_within_seconds(tmp_path):
     data = copy_subset(tmp_path / "data", 1000, splits=("train",))  # about 30 s of work
     os.mkfifo(data / "train" / "cats" / "fifo.jpg")  # would have hung the hashing
+    os.symlink("/proc/self/pagemap", data / "train" / "cats" / "endless.jpg")  # would have read for minutes
     proc = subprocess.Popen([*BNECK, "extract", data, "--out", tmp_path / "out", *MOBILENET_ARGS],
                             env=_env(tmp_path), stderr=subprocess.PIPE, cwd=ROOT)
     said = []

@@ -96,3 +96,43 @@ def test_the_mistakes_grid_opens_only_images_inside_the_data_folder(tmp_path, se
     assert any(p.endswith(inside.split("/")[-1]) for p in opened)  # the inside image was drawn
     assert not any(os.path.realpath(p) == str(secret.resolve()) for p in opened if p)
     assert image_inside(str(data), inside) and not any(image_inside(str(data), p) for p in escapes)
+
+
+def test_links_out_of_the_data_folder_are_not_followed(tmp_path, secret):
+    """A handed image folder cannot pull this machine's files into feature files: linked split, class and
+    sub-folders are not entered, linked files that resolve outside are quarantined; --follow-links
+    (for folders you built yourself) follows them."""
+    from features import extract, read_features
+    from features.errors import DatasetError
+    from tests.conftest import MOBILENET
+
+    private = tmp_path / "private"
+    (private / "deep").mkdir(parents=True)
+    shutil.copy(DATA / "train" / "cats" / "cat.500.jpg", private / "photo.jpg")
+    shutil.copy(DATA / "train" / "dogs" / "dog.500.jpg", private / "deep" / "other.jpg")
+    data = copy_subset(tmp_path / "data", 2, splits=("train", "validation"))
+    for split in ("train", "validation"):
+        os.symlink(private, data / split / "private")  # a class folder that is a link
+    os.symlink(private / "deep", data / "train" / "cats" / "more")  # a linked sub-folder
+    os.symlink(private / "photo.jpg", data / "train" / "dogs" / "innocent.jpg")  # a linked file, outside
+    os.symlink(data / "train" / "cats" / sorted(os.listdir(data / "train" / "cats"))[0],
+               data / "train" / "dogs" / "inside.jpg")  # a link inside the data folder: fine
+    report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)
+    f = read_features(str(tmp_path / "out" / "train.h5"))
+    assert f.class_names == ["cats", "dogs"] and "train/dogs/inside.jpg" in f.paths
+    assert not any(p.startswith("train/private") or "more/" in p or p.endswith("innocent.jpg") for p in f.paths)
+    private_shas = {hashlib.sha256(p.read_bytes()).hexdigest() for p in private.rglob("*.jpg")}
+    assert not private_shas & set(f.sha256)
+    reasons = dict(report.splits[0].quarantine)
+    assert "not followed" in reasons["train/private"] and "not followed" in reasons["train/cats/more"]
+    assert "outside the data folder" in reasons["train/dogs/innocent.jpg"]
+    followed = extract(data, tmp_path / "followed", cache_dir=tmp_path / "cache", follow_links=True, verbose=False,
+                       **MOBILENET)
+    g = read_features(str(tmp_path / "followed" / "train.h5"))
+    assert g.class_names == ["cats", "dogs", "private"] and private_shas <= set(g.sha256)
+    assert followed.splits[0].quarantined == 0
+    linked_split = tmp_path / "data2"
+    linked_split.mkdir()
+    os.symlink(data / "train", linked_split / "train")
+    with pytest.raises(DatasetError, match="symbolic link to a folder.*--follow-links"):
+        extract(linked_split, tmp_path / "o3", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)

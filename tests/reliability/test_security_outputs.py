@@ -147,13 +147,16 @@ def test_a_foreign_folder_where_a_classifier_goes_survives(made, tmp_path, bneck
     assert tree(models) == before  # not even dense was retrained: refused before any work
 
 
-@pytest.mark.parametrize("kind", ["someone's file", "a symlink to someone's file", "inside the model folder"])
+@pytest.mark.parametrize("kind", ["someone's file", "a symlink to someone's file", "inside the model folder",
+                                  "someone's labels.csv with a path,class header"])
 def test_predict_never_overwrites_a_file_it_did_not_write(made, tmp_path, bneck, kind):
     victims = plant_victims(tmp_path / "victims")
+    (victims / "labels.csv").write_text("path,class,annotator,notes\ncat.1.jpg,cats,alice,hand-labelled\n")
     model = tmp_path / "logreg"
     shutil.copytree(made / "models" / "logreg", model)
     csv = {"someone's file": victims / "thesis.tex", "a symlink to someone's file": tmp_path / "p.csv",
-           "inside the model folder": model / "predictions.csv"}[kind]
+           "inside the model folder": model / "predictions.csv",
+           "someone's labels.csv with a path,class header": victims / "labels.csv"}[kind]
     if kind == "a symlink to someone's file":
         os.symlink(victims / "thesis.tex", csv)
     before = tree(victims), tree(model)

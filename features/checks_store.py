@@ -1,0 +1,57 @@
+"""What this user has checked: a small record outside the shared cache.
+
+A converted OpenVINO model in a shared cache could have been put there by anyone who
+can write to the cache, and so could any verdict stored beside it. The outcome of a
+check (an fp32 model against TensorFlow, an int8 model against fp32) is therefore
+recorded per user, in ``$BNECK_STATE`` (default ``$XDG_STATE_HOME/bneck`` or
+``~/.local/state/bneck``), keyed by the sha256 of the exact model bytes and the
+machine it was checked on. A model is trusted only when this user checked those
+bytes on this CPU class; any other model is checked again before it makes a row.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+from filelock import FileLock
+
+from .atomic import atomic_open
+
+RECORD = "checked_models.json"
+
+
+def state_dir() -> str:
+    """Return this user's state folder for bneck."""
+    base = os.environ.get("BNECK_STATE") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "bneck")
+    return os.path.abspath(os.path.expanduser(base))
+
+
+def _path() -> str:
+    return os.path.join(state_dir(), RECORD)
+
+
+def _read() -> dict:
+    try:
+        with open(_path()) as handle:
+            record = json.load(handle)
+        return record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def recorded(kind: str, model_sha256: str, where: str) -> Optional[dict]:
+    """Return this user's check of ``kind`` ('fp32 vs tensorflow', 'int8 vs fp32') of the model with
+    these bytes on this machine, or None."""
+    return _read().get(f"{kind} | {model_sha256} | {where}")
+
+
+def record(kind: str, model_sha256: str, where: str, check: dict) -> None:
+    """Keep this user's check of ``kind`` of the model with these bytes on this machine."""
+    os.makedirs(state_dir(), exist_ok=True)
+    with FileLock(_path() + ".lock", timeout=60):
+        checks = _read()
+        checks[f"{kind} | {model_sha256} | {where}"] = check
+        with atomic_open(_path()) as handle:
+            json.dump(checks, handle, indent=1, sort_keys=True)

@@ -1,0 +1,106 @@
+"""Every mistake is refused before any work, in one paragraph naming the thing, exit 2.
+
+Each case runs the real command line on real images; "before any work" is checked by
+what does not exist afterwards: no run folder, no cache.
+"""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pipeline.cli import main
+from tests.conftest import DATA, copy_subset
+
+RUN = ["--set", 'extract.backbone="mobilenet"', "--set", "extract.alpha=0.25", "--set", "extract.size=224",
+       "--set", 'train.classifiers=["dense", "logreg"]', "--quiet"]
+
+
+def _one_class(tmp_path):
+    data = copy_subset(tmp_path / "d1", 3)
+    for split in ("train", "validation", "test"):
+        shutil.rmtree(data / split / "dogs")
+    return data
+
+
+def _images_in_the_root(tmp_path):
+    data = tmp_path / "flat"
+    data.mkdir()
+    for name in ("cat.0.jpg", "cat.1.jpg"):
+        shutil.copy(DATA / "train" / "cats" / name, data / name)
+    return data
+
+
+CASES = {  # name: (extra arguments, what the message must say)
+    "--out is a file": (lambda t, d: ["--out", str(t / "afile")], "is a regular file, not a folder"),
+    "cache_dir is a file": (lambda t, d: ["--set", f'extract.cache_dir="{t / "afile"}"'],
+                            "exists and is not a folder"),
+    "one class": (lambda t, d: ["--data", str(_one_class(t))], "holds one class ('cats')"),
+    "pca above the training images": (lambda t, d: ["--set", "train.logreg.pca=500"],
+                                      "--pca 500 asks for more components than the 6 training images"),
+    "pca negative": (lambda t, d: ["--set", "train.logreg.pca=-3"], "pca must be a finite number > 0"),
+    "one fold": (lambda t, d: ["--set", "train.folds=1"], "train.folds must be an integer >= 2"),
+    "more folds than images": (lambda t, d: ["--set", 'train.search="kfold"', "--set", "train.folds=7"],
+                               "--folds 7 is more than the 6 image(s) of the smallest class"),
+    "negative seed": (lambda t, d: ["--seed", "-1"], "seed must be an integer >= 0"),
+    "negative split seed": (lambda t, d: ["--set", "extract.seed=-2"], "extract.seed must be an integer >= 0"),
+    "lr infinite": (lambda t, d: ["--set", "finetune.lr=inf"], "finetune.lr must be a finite number > 0"),
+    "lr not a number": (lambda t, d: ["--set", "train.lr=nan"], "train.lr must be a finite number > 0"),
+    "epochs -1": (lambda t, d: ["--set", "train.epochs=-1"], "train.epochs must be an integer >= 1"),
+    "an unknown runtime": (lambda t, d: ["--set", 'extract.runtime="cuda"'], "extract.runtime must be one of"),
+    "a split that does not sum to 1": (lambda t, d: ["--set", "extract.split=[0.5, 0.5, 0.5]"],
+                                       "--split must be three"),
+    "images directly in the data folder": (lambda t, d: ["--data", str(_images_in_the_root(t))],
+                                           "holds 2 image(s) directly"),
+    "a file as the data folder": (lambda t, d: ["--data", str(t / "afile")], "is a file, not a data folder"),
+    "a classifier twice": (lambda t, d: ["--set", 'train.classifiers=["dense", "dense"]'], "each once"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_run_refuses_each_mistake_before_any_work(tmp_path, capsys, case, isolated_cache):
+    data = copy_subset(tmp_path / "data", 3)
+    (tmp_path / "afile").write_text("not a folder")
+    extra, message = CASES[case]
+    argv = ["run", "--data", str(data), "--out", str(tmp_path / "run"), *RUN, *extra(tmp_path, data)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists() and not isolated_cache.exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "{t}/afile", "--classifier", "logreg", "--out", "{t}/m"], "is a file, not a features folder"),
+    (["evaluate", "{t}/nomodel", "{t}/afile"], "model folder not found"),
+    (["evaluate", "{t}/afile", "{t}/afile"], "is a file, not a model folder"),
+    (["predict", "{t}", "x.jpg"], "has no manifest.json"),
+    (["extract", "{t}/afile", "--out", "{t}/o"], "is a file, not a data folder"),
+])
+def test_a_file_for_a_folder_and_a_folder_for_a_file_say_so(tmp_path, capsys, argv, message):
+    (tmp_path / "afile").write_text("x")
+    assert main([a.format(t=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_evaluate_given_a_folder_for_the_feature_file_says_so(tmp_path, capsys):
+    from features import FeatureFileError, read_features
+
+    with pytest.raises(FeatureFileError, match="is a folder, not a feature file"):
+        read_features(str(tmp_path))
+
+
+def test_cross_split_duplicates_are_reported_and_recorded(tmp_path, capsys):
+    from features import read_features
+
+    data = copy_subset(tmp_path / "data", 2)
+    twin = sorted((data / "train" / "cats").iterdir())[0]
+    shutil.copy(twin, data / "test" / "cats" / "same_bytes.jpg")
+    assert main(["extract", str(data), "--out", str(tmp_path / "f"), "--backbone", "mobilenet", "--alpha", "0.25",
+                 "--size", "224", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "1 image(s) appear in more than one split" in out
+    assert f"train/cats/{twin.name} = test/cats/same_bytes.jpg" in out
+    recorded = read_features(str(tmp_path / "f" / "test.h5")).attrs["cross_split_duplicates"]
+    assert recorded == [{"sha256": recorded[0]["sha256"],
+                         "paths": {"train": [f"train/cats/{twin.name}"], "test": ["test/cats/same_bytes.jpg"]}}]
