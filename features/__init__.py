@@ -9,7 +9,9 @@ Public API::
 """
 from .backbones import BACKBONES, get_backbone
 from .errors import BneckError, ConfigError, DatasetError, FeatureFileError, WeightsError
-from .extract import ExtractionReport, SplitReport, extract, resolve_spec
+from .extract_report import ExtractionReport, SplitReport
+from .specs import resolve_spec
+from .stage import extract
 from .key import SCHEMA_VERSION, ExtractorSpec
 from .store import FeatureFile, read_features, read_summary
 

@@ -9,7 +9,7 @@ of images for a fraction of the time.
 
 It lives in ``features`` because stage 3's cached augmented views are keyed and
 stored like features (``view_transforms`` makes a view a pure function of the
-image's content); the Keras training layer is ``pipeline.augment.RandomAffine``.
+image's content); the Keras training layer is ``pipeline.finetuning.augment.RandomAffine``.
 """
 from __future__ import annotations
 

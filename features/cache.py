@@ -15,14 +15,13 @@ images and other projects with overlapping images reuse them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import sys
 import time
 import uuid
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import h5py
 import numpy as np
@@ -35,6 +34,7 @@ except ImportError:  # Windows: no protection of entries in use from `gc --older
 
 from .atomic import atomic_target
 from .errors import ConfigError
+from .hashing import RowsDigest, sha256_array
 from .key import SCHEMA_VERSION, ExtractorSpec
 from .outputs import MARKER, folder_kind, write_marker
 
@@ -94,10 +94,6 @@ def _mark_cache(path: str) -> None:
         write_marker(path, "cache")
 
 
-def _digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-
-
 def _chunk_files(folder: str) -> list[str]:
     return sorted(os.path.join(folder, n) for n in os.listdir(folder)
                   if n.startswith(CHUNK_PREFIX) and n.endswith(".h5"))
@@ -123,7 +119,7 @@ def _chunk_shas(path: str, key: str) -> tuple[Optional[list[str]], Optional[str]
             expected = f.attrs.get("sha256_sha256")
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         return None, f"unreadable ({str(exc)[:80] or type(exc).__name__}); truncated?"
-    if expected is not None and _digest(raw) != expected:
+    if expected is not None and sha256_array(raw) != expected:
         return None, "its list of image hashes fails its checksum (damaged bytes)"
     return [s.decode("ascii") for s in raw], None
 
@@ -134,7 +130,7 @@ def write_rows_file(path: str, key: str, shas: list[str], feats: np.ndarray, att
         with h5py.File(tmp, "w") as f:
             _fill_chunk(f, key, np.array(shas, dtype="S64"))
             f.create_dataset("features", data=feats)
-            f.attrs["features_sha256"] = _digest(feats)
+            f.attrs["features_sha256"] = sha256_array(feats)
             for name, value in (attrs or {}).items():
                 f.attrs[name] = value
             f.attrs["complete"] = True  # written last
@@ -160,7 +156,7 @@ def read_rows_file(path: str, key: str) -> tuple[Optional[list[str]], Optional[s
 
 def _fill_chunk(f: h5py.File, key: str, shas: np.ndarray) -> None:
     f.create_dataset("sha256", data=shas)
-    f.attrs["sha256_sha256"] = _digest(shas)
+    f.attrs["sha256_sha256"] = sha256_array(shas)
     f.attrs["extractor_key"] = key
     f.attrs["schema_version"] = SCHEMA_VERSION
 
@@ -286,8 +282,8 @@ class RowCache:
 
     def digest(self, shas: list[str]) -> str:
         """Return the sha256 of the rows for ``shas``, in order, as a split file stores them."""
-        digest = hashlib.sha256()
-        self.read_rows(shas, lambda _, rows: digest.update(np.ascontiguousarray(rows).tobytes()))
+        digest = RowsDigest()
+        self.read_rows(shas, lambda _, rows: digest.update(rows))
         return digest.hexdigest()
 
     def row_layout(self, sha: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -322,7 +318,7 @@ class RowCache:
                 expected = f.attrs.get("features_sha256")
         except (OSError, KeyError, RuntimeError):
             raise CorruptChunk(path) from None
-        if expected != _digest(feats):
+        if expected != sha256_array(feats):
             raise CorruptChunk(path)
         return feats
 
@@ -335,3 +331,43 @@ def missing_shas(cache: RowCache, shas: Iterable[str]) -> list[str]:
             seen.add(sha)
             out.append(sha)
     return out
+
+
+class RowWriter:
+    """Commits rows to a RowCache as they are made: every ``rows`` rows or ``seconds`` seconds,
+    and whatever is pending when closed, also on Ctrl-C, so nothing computed is thrown away."""
+
+    def __init__(self, cache: RowCache, rows: int = 1024, seconds: float = 20.0):
+        self.cache, self.rows, self.seconds = cache, rows, seconds
+        self._shas: list[str] = []
+        self._rows: list[np.ndarray] = []
+        self._last = time.monotonic()
+
+    def add(self, shas: Sequence[str], rows: np.ndarray) -> None:
+        self._shas.extend(shas)
+        self._rows.append(rows)
+        if len(self._shas) >= self.rows or time.monotonic() - self._last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._shas:
+            self.cache.commit(self._shas, np.concatenate(self._rows))
+        self._shas, self._rows, self._last = [], [], time.monotonic()
+
+    def __enter__(self) -> "RowWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+
+
+def remaking_missing(action, remake, attempts: int = 3):
+    """Return ``action()``; when rows left the cache meanwhile (``cache gc``), ``remake(shas)`` them
+    and try again, ``attempts`` times at most (then MissingRows propagates)."""
+    for attempt in range(attempts + 1):
+        try:
+            return action()
+        except MissingRows as exc:
+            if attempt == attempts:
+                raise
+            remake(exc.shas)

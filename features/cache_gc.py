@@ -8,7 +8,6 @@ Any number of gcs may run at once, and alongside any number of extractions.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -21,6 +20,7 @@ import numpy as np
 from filelock import FileLock
 
 from .atomic import atomic_target, stale_temporaries
+from .hashing import RowsDigest
 from .cache import (CHUNK_PREFIX, IN_USE, KEY_NAME, LOCK_TIMEOUT_S, RowCache, _chunk_files, _chunk_shas,
                     _fill_chunk, check_cache_dir, fcntl, read_rows_file)
 
@@ -150,11 +150,11 @@ def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
     with atomic_target(os.path.join(entry.folder, name)) as tmp:
         with h5py.File(tmp, "w") as out:
             feats = out.create_dataset("features", shape=(total,) + row_shape, dtype=dtype)
-            digest, start = hashlib.sha256(), 0
+            digest, start = RowsDigest(), 0
             for path, keep, _ in plan:
                 rows = np.ascontiguousarray(RowCache._load_chunk(path)[keep])
                 feats[start:start + len(rows)] = rows
-                digest.update(rows.tobytes())
+                digest.update(rows)
                 start += len(rows)
             _fill_chunk(out, entry.key, np.array([s for *_, shas in plan for s in shas], dtype="S64"))
             out.attrs["features_sha256"] = digest.hexdigest()

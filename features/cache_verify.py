@@ -26,7 +26,7 @@ from .dataset import is_image_name, is_visible
 from .equivalence import TOLERANCE, relative_differences
 from .errors import BneckError
 from .hashing import sha256_files
-from .records import spec_from_record
+from .specs import spec_from_record
 
 
 @dataclass
@@ -65,7 +65,7 @@ def _reference(spec, cache_dir: str, sample):
         return lambda batch, shas: model(batch)
     if spec.augmentation is not None:
         from .model import build_base, cut_model
-        from .views import TrunkViews
+        from .view_rows import TrunkViews
 
         recorded = json.loads(spec.augmentation)
         base = dataclasses.replace(spec, augmentation=None)

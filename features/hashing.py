@@ -43,6 +43,27 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_array(array) -> str:
+    """Return the hex sha256 of an array's bytes in C order (how feature checksums are defined)."""
+    return RowsDigest().update(array).hexdigest()
+
+
+class RowsDigest:
+    """The sha256 of rows fed block by block, equal to ``sha256_array`` of all of them at once."""
+
+    def __init__(self):
+        self._digest = hashlib.sha256()
+
+    def update(self, rows, dtype=None) -> "RowsDigest":
+        import numpy as np
+
+        self._digest.update(np.ascontiguousarray(rows, dtype=dtype).tobytes())
+        return self
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 def sha256_json(obj) -> str:
     """Return the hex sha256 of ``obj`` as sorted-key compact JSON."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"))

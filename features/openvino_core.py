@@ -6,21 +6,15 @@ another machine. Every bneck model is compiled with an explicit inference precis
 """
 from __future__ import annotations
 
-from .errors import ConfigError
+from .optional import import_optional
 
-INSTALL_HINT = 'pip install -e ".[openvino]"  (or: pip install openvino)'
 # fp32 and int8 models run their float parts in f32 on every CPU.
 INFERENCE_PRECISION = "f32"
 
 
 def import_openvino():
     """Return the ``openvino`` module; raises ConfigError saying how to install it."""
-    try:
-        import openvino
-    except ImportError:
-        raise ConfigError(f"--runtime openvino needs the openvino package, which is not installed. "
-                          f"Install it with: {INSTALL_HINT}. Or use --runtime tensorflow.") from None
-    return openvino
+    return import_optional("openvino", "--runtime openvino", "openvino", "openvino", "--runtime tensorflow")
 
 
 def compile_cpu(ov, model, inference_precision: str = INFERENCE_PRECISION):

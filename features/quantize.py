@@ -22,12 +22,12 @@ from .batches import decoded_batches
 from .errors import ConfigError
 from .hashing import sha256_files, sha256_json
 from .openvino_core import compile_cpu
+from .optional import import_optional
 
 PRECISIONS = ("fp32", "int8")
 DEFAULT_CALIBRATION_IMAGES = 300
 DEFAULT_MIN_COSINE = 0.98
 CHECK_IMAGES = 64
-NNCF_HINT = 'pip install -e ".[openvino]"  (or: pip install nncf)'
 # What the quantisation does, recorded in the key (changing any of it changes the numbers).
 METHOD = {"precision": "int8", "method": "nncf.quantize", "preset": "performance",
           "fast_bias_correction": True}
@@ -39,13 +39,8 @@ class QuantizationRefused(ConfigError):
 
 def import_nncf():
     """Return the ``nncf`` module; raises ConfigError saying how to install it."""
-    try:
-        import nncf
-    except ImportError:
-        raise ConfigError(f"--precision int8 needs the nncf package (post-training quantisation), "
-                          f"which is not installed. Install it with: {NNCF_HINT}. "
-                          f"Or use --precision fp32.") from None
-    return nncf
+    return import_optional("nncf", "--precision int8 (post-training quantisation)", "openvino", "nncf",
+                           "--precision fp32")
 
 
 @dataclass(frozen=True)

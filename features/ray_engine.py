@@ -29,17 +29,20 @@ import numpy as np
 
 from .backbones import get_backbone
 from .cache import RowCache, missing_shas, read_rows_file, write_rows_file
+from .dataset import Dataset
 from .errors import BneckError, ConfigError
+from .extract_report import SplitReport
+from .extractor import Extractor, split_content
 from .extract_options import DEFAULT_SHARD_SIZE
 from .hashing import sha256_json
 from .key import ExtractorSpec
+from .optional import import_optional
 from .outputs import claim_folder, folder_kind
 from .progress import progress_bar
 from .store import holds, write_sharded_split_file
 
 MAX_ATTEMPTS = 3
 PLACEMENT_TIMEOUT_S = 120
-RAY_HINT = 'pip install -e ".[ray]"  (or: pip install "ray>=2.9")'
 
 
 class ShardError(BneckError):
@@ -48,28 +51,21 @@ class ShardError(BneckError):
 
 def import_ray():
     """Return the ``ray`` module; raises ConfigError saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(f"--engine ray needs the ray package, which is not installed. Install it "
-                          f"with: {RAY_HINT}. Or use --engine local.") from None
-    return ray
+    return import_optional("ray", "--engine ray", "ray", '"ray>=2.9"', "--engine local")
 
 
 class ShardExtractor:
     """A Ray actor: builds the network once, then extracts shard after shard.
 
-    Computing rows is stage 1's own loop (``extract._Extractor.compute``: decoding on
-    the actor's cores, committing to the cache as it goes); the actor adds the shard file.
+    Computing rows is stage 1's own loop (``Extractor.compute``: decoding on the
+    actor's cores, committing to the cache as it goes); the actor adds the shard file.
     """
 
     def __init__(self, spec_fields: dict, cache_dir: str, batch_size: int, threads: int):
-        from .extract import _Extractor  # extract imports this module
-
         spec = ExtractorSpec(**spec_fields)
         self.threads = threads
-        self.extractor = _Extractor(spec, RowCache(cache_dir, spec), batch_size, threads,
-                                    commit_rows=1024, commit_seconds=20.0, verbose=False)
+        self.extractor = Extractor(spec, RowCache(cache_dir, spec), batch_size=batch_size, workers=threads,
+                                   verbose=False)
         self.equivalence = None  # this worker's check against the driver's reference rows
 
     def check(self, reference: dict) -> dict:
@@ -278,10 +274,10 @@ def finished(shard: dict, key: str) -> Optional[dict]:
     return {"index": shard["index"], "computed": 0, "rows": len(shas), "failed": failed, "reused": True}
 
 
-def driver_reference(ex) -> dict:
+def driver_reference(ex: Extractor, pool: RayPool) -> dict:
     """Return the reference rows workers are checked against: TensorFlow fp32, here on the driver,
     for the extraction's check sample (built once per extraction)."""
-    if ex.pool.reference is None:
+    if pool.reference is None:
         from .batches import decoded_batches
         from .model import FeatureModel
 
@@ -290,8 +286,8 @@ def driver_reference(ex) -> dict:
         for keys, batch, _ in decoded_batches([(p, p) for p in ex.check_sample], ex.spec.input_size, 8):
             paths += keys
             rows.append(model(batch))
-        ex.pool.reference = {"paths": paths, "rows": np.concatenate(rows)}
-    return ex.pool.reference
+        pool.reference = {"paths": paths, "rows": np.concatenate(rows)}
+    return pool.reference
 
 
 SHARD_NAME = re.compile(r"^\d{5}-[0-9a-f]{16}\.h5$")
@@ -318,23 +314,23 @@ def ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_work
     return options
 
 
-def extract_split_sharded(ex, dataset, split: str, out_dir: str, usable: list,
-                          quarantine: list, start: float):
+def extract_split_sharded(ex: Extractor, pool: RayPool, dataset: Dataset, split: str, out_dir: str,
+                          usable: list, quarantine: list) -> SplitReport:
     """--engine ray: shards done by Ray actors (or found finished), stitched by a virtual dataset.
 
-    Returns the split's SplitReport; ``ex`` is the extraction's ``extract._Extractor``.
+    Returns the split's SplitReport; ``ex`` is the extraction's Extractor (its cache and
+    the attributes of its files), ``pool`` the actors.
     """
-    from .extract import SplitReport, split_attrs, split_content
-
+    start = time.perf_counter()
     folder = claim_folder(os.path.join(out_dir, f"{split}.shards"), "shards", option="the shards folder")
-    shards = plan_shards(ex.spec, [(sha, r.abspath) for r, sha in usable], folder, ex.pool.options.shard_size)
+    shards = plan_shards(ex.spec, [(sha, r.abspath) for r, sha in usable], folder, pool.options.shard_size)
     results = {s["index"]: r for s in shards if (r := finished(s, ex.spec.key)) is not None}
     todo = [s for s in shards if s["index"] not in results]
     if todo:
-        results.update(ex.pool.run(todo, f"{split}: computing on Ray", ex.verbose, driver_reference(ex)))
+        results.update(pool.run(todo, f"{split}: computing on Ray", ex.verbose, driver_reference(ex, pool)))
         checks = [r["equivalence"] for r in results.values() if r.get("equivalence")]
         if checks:
-            ex.file_attrs["equivalence"] = max(checks, key=lambda c: c["max_rel_diff"])
+            ex.record_check("equivalence", max(checks, key=lambda c: c["max_rel_diff"]))
     failed = {sha: why for r in results.values() for sha, why in r["failed"].items()}
     content = split_content(dataset, split, usable, failed, quarantine)
     sources = [(os.path.relpath(s["path"], out_dir), results[s["index"]]["rows"]) for s in shards
@@ -342,7 +338,7 @@ def extract_split_sharded(ex, dataset, split: str, out_dir: str, usable: list,
     with h5py.File(os.path.join(out_dir, sources[0][0]), "r") as f:
         shape, dtype = f["features"].shape[1:], str(f["features"].dtype)
     path = os.path.join(out_dir, f"{split}.h5")
-    attrs = split_attrs(ex, dataset)
+    attrs = ex.split_attrs(dataset)
     unchanged = holds(path, attrs, content)
     if not unchanged:
         write_sharded_split_file(path, content, attrs, sources, shape, dtype)

@@ -11,7 +11,6 @@ last, so a file that has it was written whole. What reading checks is in
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 
 from .atomic import atomic_target
 from .errors import FeatureFileError
+from .hashing import RowsDigest, sha256_array
 from .key import SCHEMA_VERSION
 from .store_checks import (FILE_FORMAT, check_finite, content_digest, decode_attrs, rebuild_hint,
                            strings, validate)
@@ -59,7 +59,7 @@ def write_split_file(path: str, content: SplitContent, attrs: dict, row_shape: t
                      dtype: str, fill: Callable[[Callable[[int, np.ndarray], None]], None]) -> None:
     """Write a split file atomically. ``fill(sink)`` must call ``sink(start, rows)`` for all rows."""
     n = len(content.paths)
-    digest = hashlib.sha256()
+    digest = RowsDigest()
     written = [0]
 
     with atomic_target(path) as tmp:
@@ -73,7 +73,7 @@ def write_split_file(path: str, content: SplitContent, attrs: dict, row_shape: t
                     raise RuntimeError("rows must arrive in order")
                 rows = np.ascontiguousarray(rows, dtype=dtype)
                 features[start:start + len(rows)] = rows
-                digest.update(rows.tobytes())
+                digest.update(rows)
                 written[0] += len(rows)
 
             fill(sink)
@@ -94,10 +94,10 @@ def write_sharded_split_file(path: str, content: SplitContent, attrs: dict, shar
         raise RuntimeError("the shards do not hold exactly the split's rows")
     folder = os.path.dirname(os.path.abspath(path))
     layout = h5py.VirtualLayout(shape=(n,) + tuple(row_shape), dtype=dtype)
-    digest, start = hashlib.sha256(), 0
+    digest, start = RowsDigest(), 0
     for name, rows in shards:
         with h5py.File(os.path.join(folder, name), "r") as shard:
-            digest.update(np.ascontiguousarray(shard["features"][()], dtype=dtype).tobytes())
+            digest.update(shard["features"][()], dtype=dtype)
         layout[start:start + rows] = h5py.VirtualSource(name, "features", shape=(rows,) + tuple(row_shape))
         start += rows
     with atomic_target(path) as tmp:
@@ -192,7 +192,7 @@ def read_features(path: str, verify: bool = True) -> FeatureFile:
     except _READ_ERRORS as exc:
         raise _unreadable(path, exc) from None
     if verify:
-        if hashlib.sha256(np.ascontiguousarray(features).tobytes()).hexdigest() != attrs["features_sha256"]:
+        if sha256_array(features) != attrs["features_sha256"]:
             raise FeatureFileError(f"{path}: the features do not match their stored checksum "
                                    f"(features_sha256); the file is damaged or was edited. "
                                    f"{rebuild_hint(path)}")
@@ -228,15 +228,15 @@ class RowReader:
 
     def __init__(self, path: str, rows: int):
         self.path, self.rows = path, max(1, int(rows))
-        whole, self._digests = hashlib.sha256(), []
+        whole, self._digests = RowsDigest(), []
         try:
             with _open(path) as f:
                 attrs = validate(path, f)
                 self.n = f["features"].shape[0]
                 for start in range(0, self.n, self.rows):
-                    block = np.ascontiguousarray(f["features"][start:start + self.rows]).tobytes()
+                    block = f["features"][start:start + self.rows]
                     whole.update(block)
-                    self._digests.append(hashlib.sha256(block).hexdigest())
+                    self._digests.append(sha256_array(block))
         except FeatureFileError:
             raise
         except _READ_ERRORS as exc:
@@ -255,7 +255,7 @@ class RowReader:
             for i in (range(len(self)) if order is None else order):
                 start = int(i) * self.rows
                 block = np.ascontiguousarray(feats[start:start + self.rows])
-                if hashlib.sha256(block.tobytes()).hexdigest() != self._digests[int(i)]:
+                if sha256_array(block) != self._digests[int(i)]:
                     raise FeatureFileError(f"{self.path} changed while it was being read (rows "
                                            f"{start}-{start + len(block) - 1} no longer match). "
                                            f"{rebuild_hint(self.path)}")
@@ -285,11 +285,11 @@ def holds(path: str, attrs: dict, content: SplitContent, features_sha256: Option
                     and [tuple(strings(r)) for r in f["quarantine"][()]] == list(content.quarantine))
             if not same or features_sha256 not in (None, found["features_sha256"]):
                 return False
-            digest = hashlib.sha256()
+            digest = RowsDigest()
             ds = f["features"]
             step = max(1, ds.chunks[0] if ds.chunks else len(ds))
             for start in range(0, ds.shape[0], step):
-                digest.update(np.ascontiguousarray(ds[start:start + step]).tobytes())
+                digest.update(ds[start:start + step])
             return digest.hexdigest() == found["features_sha256"]
     except (FeatureFileError, *_READ_ERRORS):
         return False

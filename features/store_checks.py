@@ -36,7 +36,7 @@ FEATURE_DTYPES = ("float32", "float16")
 JSON_ATTRS = ("class_names", "split_spec", "excluded_classes", "extractor", "quantization_check",
               "shards", "cross_split_duplicates", "equivalence")
 _NOT_IN_CONTENT = ("content_sha256", "complete")
-# Every attribute a split file may hold (``extract.split_attrs`` and ``store._write_rest``); a
+# Every attribute a split file may hold (``Extractor.split_attrs`` and ``store._write_rest``); a
 # file with any other is not bneck's.
 KNOWN_ATTRS = frozenset(KEY_FIELDS) | {
     "weights", "extractor", "extractor_key", "weights_path", "class_names", "data_root", "layout", "split_spec",

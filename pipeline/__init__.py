@@ -5,8 +5,8 @@ Public API (the command line is a thin layer over it)::
     from features import extract
     from pipeline import train, finetune, run
 """
-from .finetune import FinetuneResult, finetune
-from .run import RunResult, run
-from .train import Leaderboard, train
+from .finetuning.stage import FinetuneResult, finetune
+from .runner.compose import RunResult, run
+from .training.stage import Leaderboard, train
 
 __all__ = ["FinetuneResult", "Leaderboard", "RunResult", "finetune", "run", "train"]

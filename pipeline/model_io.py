@@ -26,8 +26,8 @@ from features.errors import BneckError
 # ones; found with ``skops.io.get_untrusted_types`` on every classifier bneck trains
 # (tests/pipeline/test_model_io.py keeps this list honest).
 TRUSTED_SKLEARN_TYPES = (
-    "pipeline.sklearn_models.SpatialReshape",
-    "pipeline.sklearn_models.StreamedLinear",
+    "pipeline.training.sklearn_models.SpatialReshape",
+    "pipeline.training.sklearn_models.StreamedLinear",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",

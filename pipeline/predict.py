@@ -12,7 +12,7 @@ import numpy as np
 
 from features import ExtractorSpec, FeatureFileError, get_backbone, read_features
 from features.dataset import is_image_name, is_visible
-from features.records import spec_from_record
+from features.specs import spec_from_record
 
 from .artifacts import LoadedClassifier, load_classifier
 from .image_splits import read_splits, seen_in
@@ -22,7 +22,7 @@ from .metrics import class_probabilities, scores
 def classifier_proba(clf: LoadedClassifier, x: np.ndarray) -> np.ndarray:
     """Return (N, C) probabilities of a loaded classifier on features ``x``."""
     if clf.kind == "keras":
-        from .heads import proba
+        from .training.heads import proba
 
         return proba(clf.model, np.asarray(x, dtype=np.float32))
     return clf.model.predict_proba(x)

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from features import extract  # noqa: E402
 from features.progress import format_table  # noqa: E402
-from pipeline.finetune import finetune  # noqa: E402
-from pipeline.train import train  # noqa: E402
+from pipeline.finetuning.stage import finetune  # noqa: E402
+from pipeline.training.stage import train  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cats_and_dogs_small"
 

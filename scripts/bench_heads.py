@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from features.progress import format_table  # noqa: E402
 from features.tfimport import import_tensorflow  # noqa: E402
 from pipeline.data import open_feature_set  # noqa: E402
-from pipeline.heads import build_head, fit_head, proba  # noqa: E402
+from pipeline.training.heads import build_head, fit_head, proba  # noqa: E402
 
 
 def main() -> None:

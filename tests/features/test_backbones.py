@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from features import BACKBONES, ConfigError, get_backbone
-from features.extract import resolve_spec
+from features.specs import resolve_spec
 from features.model import cut_model
 from features.weights import imagenet_candidates
 

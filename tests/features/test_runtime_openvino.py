@@ -60,7 +60,7 @@ def _checks():
 
 def test_a_converted_model_whose_numbers_are_off_is_refused_before_any_row(tmp_path):
     """On any CPU: a converted model with bf16-rounded weights stands for any runtime that drifts."""
-    from features.extract import resolve_spec
+    from features.specs import resolve_spec
 
     spec = resolve_spec(**MOBILENET)
     _plant_converted(tmp_path / "cache", spec, _round_to_bf16)
@@ -76,7 +76,7 @@ def test_a_converted_model_whose_numbers_are_off_is_refused_before_any_row(tmp_p
 
 def test_a_model_planted_in_a_shared_cache_is_checked_by_whoever_uses_it(tmp_path, monkeypatch):
     """A verdict kept in the cache could be forged with the model; each user's own record is what counts."""
-    from features.extract import resolve_spec
+    from features.specs import resolve_spec
 
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)

@@ -5,7 +5,7 @@ import numpy as np
 
 from features.tfimport import import_tensorflow
 from features.augment import affine_transforms, warp
-from pipeline.augment import RandomAffine
+from pipeline.finetuning.augment import RandomAffine
 
 OFF = dict(rotation=0.0, shift=0.0, shear=0.0, zoom=0.0, flip=False)
 

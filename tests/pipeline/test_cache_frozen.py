@@ -13,13 +13,13 @@ from features.dataset import discover
 from features.decode import decode_image
 from features.model import build_base, cut_model
 from features.tfimport import import_tensorflow
-from features.views import TrunkViews, view_spec
+from features.view_rows import TrunkViews, view_spec
 from pipeline.artifacts import load_classifier
 from pipeline.cli import main
-from pipeline.finetune import finetune
-from pipeline.finetune_model import FinetuneModel, build_finetune_model, frozen_split
-from pipeline.heads import build_head
-from pipeline.train import train
+from pipeline.finetuning.stage import finetune
+from pipeline.finetuning.model import FinetuneModel, build_finetune_model, frozen_split
+from pipeline.training.heads import build_head
+from pipeline.training.stage import train
 from tests.conftest import MOBILENET
 
 NO_AUGMENT = {"rotation": 0, "shift": 0, "shear": 0, "zoom": 0, "flip": False}

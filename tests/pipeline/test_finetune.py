@@ -11,11 +11,11 @@ from features import ConfigError, get_backbone
 from pipeline.artifacts import load_classifier, write_manifest
 from pipeline.cli import main
 from features.tfimport import import_tensorflow
-from pipeline.fastfit import fast_fit
-from pipeline.finetune import finetune
-from pipeline.finetune_model import HeadError, build_finetune_model, unfreeze_index
-from pipeline.heads import build_head
-from pipeline.train import train
+from pipeline.training.fastfit import fast_fit
+from pipeline.finetuning.stage import finetune
+from pipeline.finetuning.model import HeadError, build_finetune_model, unfreeze_index
+from pipeline.training.heads import build_head
+from pipeline.training.stage import train
 
 NO_AUGMENT = {"rotation": 0, "shift": 0, "shear": 0, "zoom": 0, "flip": False}
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.model_io import (KERAS_OBJECTS, UnsafeModel, check_keras, check_keras_config, load_keras,
                                load_sklearn, save_sklearn)
-from pipeline.sklearn_models import SKLEARN, StreamedLinear, make_pipeline
+from pipeline.training.sklearn_models import SKLEARN, StreamedLinear, make_pipeline
 
 
 def _data(classes=3):
@@ -56,7 +56,7 @@ def test_every_backbone_with_every_head_passes_the_keras_check():
     import_tensorflow()
     import keras
 
-    from pipeline.heads import build_head
+    from pipeline.training.heads import build_head
 
     for kind in ("dense", "gap-dense"):
         for classes in (2, 5):

@@ -11,9 +11,9 @@ import pytest
 
 import pipeline
 from features import DatasetError
-from pipeline import demo as demo_module
+from pipeline.runner import demo as demo_module
 from pipeline.cli import main
-from pipeline.config import load_config
+from pipeline.runner.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = """

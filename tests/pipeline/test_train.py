@@ -15,7 +15,7 @@ from features.hashing import sha256_file
 from pipeline.artifacts import ArtifactError, load_classifier
 from pipeline.data import FeatureSet, open_feature_set
 from pipeline.predict import classifier_proba, evaluate, predict_images
-from pipeline.train import CLASSIFIERS, train
+from pipeline.training.stage import CLASSIFIERS, train
 from tests.conftest import MOBILENET
 
 FAST = dict(epochs=8)
@@ -159,7 +159,7 @@ def test_mismatched_extractor_is_refused(features_dir, tmp_path, image_root):
 
 
 def test_out_of_core_training_matches_in_memory(features_dir, tmp_path, monkeypatch):
-    import pipeline.heads as heads
+    import pipeline.training.heads as heads
 
     in_memory = train(features_dir, ["logreg", "dense"], tmp_path / "mem", verbose=False, epochs=10)
     fs = open_feature_set(features_dir)

@@ -6,7 +6,7 @@ import csv
 import pytest
 
 from pipeline.cli import main
-from pipeline.train_options import parse_size
+from pipeline.training.options import parse_size
 from features import ConfigError
 
 

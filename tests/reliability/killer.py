@@ -118,8 +118,8 @@ def serve() -> None:
     import_tensorflow()
     import keras  # noqa: F401
     import pipeline.cli  # noqa: F401
-    import pipeline.finetune  # noqa: F401
-    import pipeline.train  # noqa: F401
+    import pipeline.finetuning.stage  # noqa: F401
+    import pipeline.training.stage  # noqa: F401
 
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

@@ -18,7 +18,7 @@ import numpy as np
 from features import extract, read_features
 from features.cache import RowCache, _chunk_files, write_rows_file
 from features.cache_gc import collect_garbage, verify_cache
-from features.extract import resolve_spec
+from features.specs import resolve_spec
 from tests.conftest import MOBILENET, ROOT, copy_subset
 
 EXTRACT = """

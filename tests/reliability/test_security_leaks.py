@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.report import image_inside, worst_grid
+from pipeline.runner.report import image_inside, worst_grid
 from tests.conftest import DATA, copy_subset
 from tests.reliability.test_security_code import resign
 

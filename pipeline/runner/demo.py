@@ -97,7 +97,7 @@ def demo(data: Optional[str] = None, out: Optional[str] = None, backbone: Option
          alpha: Optional[float] = None, size: Optional[int] = None, weights: Optional[str] = None,
          overrides: Sequence[str] = (), seed: Optional[int] = None, verbose: bool = True):
     """Run the reference experiment; returns the RunResult (see ``pipeline.run``)."""
-    from .run import run
+    from .compose import run
 
     base = copy.deepcopy(REFERENCE)
     if backbone is not None:  # another backbone: its own default size unless given

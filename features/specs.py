@@ -1,4 +1,5 @@
-"""Rebuilding an extractor from what a file, manifest or cache entry recorded about it.
+"""Extractor specs: made from options (``resolve_spec``) or rebuilt from what a file, manifest
+or cache entry recorded (``spec_from_record``).
 
 Files record the extractor's key fields and, as a hint, where its weights were read
 from. The weights are found again by content: the recorded path, the Keras cache or
@@ -10,9 +11,32 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from .backbones import get_backbone
-from .errors import WeightsError
-from .key import KEY_FIELDS, ExtractorSpec
+from .errors import ConfigError, WeightsError
+from .key import DTYPES, KEY_FIELDS, POOLS, ExtractorSpec
 from .weights import resolve_weights
+
+
+def resolve_spec(backbone: str = "vgg16", weights: Optional[str] = "imagenet",
+                 size: Optional[int] = None, layer: Optional[str] = None, pool: str = "none",
+                 dtype: str = "float32", alpha: Optional[float] = None) -> ExtractorSpec:
+    """Return the spec for these extractor options (weights hashed, defaults filled in).
+
+    Raises ConfigError for a bad option and WeightsError for unavailable weights.
+    """
+    entry = get_backbone(backbone)
+    alpha = entry.resolve_alpha(alpha)
+    size = entry.validate_size(entry.default_size if size is None else size)
+    if pool not in POOLS:
+        raise ConfigError(f"--pool must be one of {', '.join(POOLS)}. Received: pool={pool!r}.")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}. Received: dtype={dtype!r}.")
+    resolved = resolve_weights(entry, alpha, size, weights)
+    return ExtractorSpec(backbone=entry.name, alpha=alpha, weights=resolved.label,
+                         weights_sha256=resolved.sha256, layer=layer or entry.default_layer,
+                         pool=pool, input_size=size,
+                         preprocessing=f"keras.applications.{entry.module}.preprocess_input "
+                                       f"({entry.preprocessing})",
+                         dtype=dtype, weights_path=resolved.path)
 
 
 def spec_from_record(recorded: dict, key: str, hints: Sequence[Optional[str]] = (),

@@ -20,9 +20,9 @@ from typing import Optional
 from features import ConfigError, get_backbone
 from features.errors import BneckError
 
-from .artifacts import LoadedClassifier
-from .finetune_options import AUGMENTATIONS, FINETUNE
-from .predict import extractor_for
+from ..artifacts import LoadedClassifier
+from .options import AUGMENTATIONS, FINETUNE
+from ..predict import extractor_for
 
 NO_AUGMENT = {"rotation": 0.0, "shift": 0.0, "shear": 0.0, "zoom": 0.0, "flip": False}
 

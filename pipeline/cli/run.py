@@ -57,7 +57,7 @@ def _print(result) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .run import run
+    from ..runner.compose import run
 
     result = run(args.config, overrides=args.set, verbose=not args.quiet, data=args.data,
                  out=args.out, seed=args.seed)
@@ -66,7 +66,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from .demo import demo
+    from ..runner.demo import demo
 
     result = demo(data=args.data, out=args.out, backbone=args.backbone, alpha=args.alpha,
                   size=args.size, weights=args.weights, overrides=args.set, seed=args.seed,

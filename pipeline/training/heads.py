@@ -12,8 +12,8 @@ import numpy as np
 
 from features.tfimport import import_tensorflow
 
-from .data import FeatureSet
-from .metrics import class_probabilities
+from ..data import FeatureSet
+from ..metrics import class_probabilities
 
 HEADS = ("dense", "gap-dense")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")

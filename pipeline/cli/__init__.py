@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from features import BneckError
 from features.atomic import storage_error, write_failure
 
-from . import cache_cmd, extract_cmd, finetune_cmd, run_cmd, train_cmd
+from . import cache, extract, finetune, run, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,11 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
                                   "features once, train classifiers on them in seconds.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    extract_cmd.add_parser(sub)
-    train_cmd.add_parsers(sub)
-    finetune_cmd.add_parser(sub)
-    run_cmd.add_parsers(sub)
-    cache_cmd.add_parser(sub)
+    extract.add_parser(sub)
+    train.add_parsers(sub)
+    finetune.add_parser(sub)
+    run.add_parsers(sub)
+    cache.add_parser(sub)
     return parser
 
 

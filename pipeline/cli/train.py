@@ -9,7 +9,7 @@ import sys
 from features.atomic import atomic_open
 from features.options import namespace_values
 
-from .train_options import CLASSIFIERS, TRAIN
+from ..training.options import CLASSIFIERS, TRAIN
 
 
 def add_parsers(sub) -> None:
@@ -53,7 +53,7 @@ def add_parsers(sub) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train, print the leaderboard; returns 0."""
-    from .train import train
+    from ..training.stage import train
 
     board = train(args.features_dir, args.classifier.split(","), args.out, verbose=not args.quiet,
                   **namespace_values(args, TRAIN))
@@ -64,7 +64,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Print accuracy, loss, macro F1 and per-class metrics; returns 0."""
-    from .predict import evaluate
+    from ..predict import evaluate
 
     m = evaluate(args.model_dir, args.feature_file)
     print(f"{args.feature_file}: accuracy {100 * m['accuracy']:.2f}%  loss {m['loss']:.4f}  "
@@ -85,7 +85,7 @@ def run_predict(args: argparse.Namespace) -> int:
     """Print one line per image; returns 0 when every image was classified, 1 when any input failed."""
     from features.outputs import check_file
 
-    from .predict import classify
+    from ..predict import classify
 
     if args.csv:
         check_file(args.csv, _is_predictions_header, "predictions CSV", inputs=[args.model_dir])
@@ -119,7 +119,7 @@ def _is_predictions_header(line: str) -> bool:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Convert an older model folder; returns 0."""
-    from .legacy import convert
+    from ..legacy import convert
 
     out = convert(args.model_dir, args.out, args.trust_pickle)
     print(f"converted {args.model_dir} -> {out}")

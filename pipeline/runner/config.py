@@ -22,8 +22,8 @@ from features.errors import ConfigError
 from features.extract_options import EXTRACT
 from features.options import Option, OptionTable
 
-from .finetune_options import FINETUNE
-from .train_options import CLASSIFIERS, HEAD_OPTIONS, SKLEARN_OPTIONS, TRAIN
+from ..finetuning.options import FINETUNE
+from ..training.options import CLASSIFIERS, HEAD_OPTIONS, SKLEARN_OPTIONS, TRAIN
 
 TOP = OptionTable("run", [
     Option("data", str, None, "the image folder (required)"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from features.options import Option, OptionTable
 
-from .heads import OPTIMIZERS
+from ..training.heads import OPTIMIZERS
 
 AUGMENTATIONS = ("rotation", "shift", "shear", "zoom", "flip")
 

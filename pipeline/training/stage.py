@@ -21,13 +21,13 @@ from features.errors import ConfigError, DatasetError, choice_error
 from features.outputs import check_folder, claim_folder, remove_owned
 from features.progress import format_table, progress_bar
 
-from .artifacts import staged_folder, write_history, write_json, write_manifest
-from .data import FeatureSet, check_budget, open_feature_set
+from ..artifacts import staged_folder, write_history, write_json, write_manifest
+from ..data import FeatureSet, check_budget, open_feature_set
 from .heads import HEADS
-from .image_splits import splits_record, write_splits
-from .metrics import scores
+from ..image_splits import splits_record, write_splits
+from ..metrics import scores
 from .sklearn_models import GRIDS, MIN_PER_CLASS
-from .train_options import CLASSIFIERS, HEAD_OPTIONS, SKLEARN_OPTIONS, TRAIN  # noqa: F401  (re-exported)
+from .options import CLASSIFIERS, HEAD_OPTIONS, SKLEARN_OPTIONS, TRAIN  # noqa: F401  (re-exported)
 
 
 
@@ -139,7 +139,7 @@ def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
     import keras
 
     from .heads import build_head, fit_head, proba
-    from .plots import training_curves
+    from ..plots import training_curves
 
     keras.utils.set_random_seed(cfg["seed"])
     n_classes = len(fs.class_names)
@@ -192,7 +192,7 @@ def _search(name, pipe, cfg, fs):
 
 
 def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
-    from .model_io import save_sklearn
+    from ..model_io import save_sklearn
     from .sklearn_models import StreamedLinear, check_out_of_core, make_pipeline
 
     start = time.perf_counter()
@@ -215,7 +215,7 @@ def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
 
 
 def _train_one(name, opts, fs: FeatureSet, out_dir, streamed, rows, verbose) -> Result:
-    from .plots import confusion_plots
+    from ..plots import confusion_plots
 
     keras_head = name in HEADS
     cfg = {k: opts[k] for k in (HEAD_OPTIONS if keras_head else SKLEARN_OPTIONS)}

@@ -4,7 +4,7 @@ Images are decoded once (Pillow bilinear, exactly as in stage 1) into memory. Th
 plain path feeds them per epoch through the backbone's own preprocessing, the
 augmentation (training batches only) and the whole model. The fast path
 (``cache_frozen``) runs the frozen part once per image and view into the feature
-cache (``features.views``) and trains only the unfrozen top on those tensors. Both
+cache (``features.view_rows``) and trains only the unfrozen top on those tensors. Both
 train with the same compiled loop (``fastfit``), so for the same seed and no
 augmentation they give the same losses. The best epoch by validation accuracy is
 kept, then scored on test. The folder is written like a stage-2 classifier: model,
@@ -23,13 +23,13 @@ from features import DatasetError, get_backbone
 from features.batches import decoded_batches
 from features.outputs import check_folder
 
-from .artifacts import (load_classifier, staged_folder, write_history, write_json, write_manifest,
+from ..artifacts import (load_classifier, staged_folder, write_history, write_json, write_manifest,
                         write_predictions)
-from .fastfit import fast_fit
-from .finetune_model import NO_AUGMENT, augmentation_params, build_finetune_model
-from .finetune_options import AUGMENTATIONS, FINETUNE, fingerprint
-from .image_splits import read_splits, recorded_images, write_splits
-from .metrics import class_probabilities, scores
+from ..training.fastfit import fast_fit
+from .model import NO_AUGMENT, augmentation_params, build_finetune_model
+from .options import AUGMENTATIONS, FINETUNE, fingerprint
+from ..image_splits import read_splits, recorded_images, write_splits
+from ..metrics import class_probabilities, scores
 
 @dataclass
 class FinetuneResult:
@@ -92,9 +92,9 @@ def _plain_inputs(tf, ft, data, preprocess) -> _Inputs:
 
 
 def _cached_inputs(tf, ft, data, records, preprocess, augment, views, seed, cache_dir, verbose) -> _Inputs:
-    from features.views import TrunkViews
+    from features.view_rows import TrunkViews
 
-    from .finetune_model import frozen_split
+    from .model import frozen_split
 
     split = frozen_split(ft)
     trunk = TrunkViews(split.trunk, preprocess, ft.spec, split.layer, split.pool, augment, seed,
@@ -215,7 +215,7 @@ def finetune(head_dir: str, data_dir: Optional[str], out_dir: str, *, augment: O
 
 
 def _save(folder, ft, head, history, metrics, config, data, inputs: dict) -> None:
-    from .plots import confusion_plots, training_curves
+    from ..plots import confusion_plots, training_curves
 
     ft.model.save(os.path.join(folder, "model.keras"))
     write_history(folder, history)

@@ -5,7 +5,7 @@ import argparse
 
 from features.options import namespace_values
 
-from .finetune_options import AUGMENTATIONS, FINETUNE
+from ..finetuning.options import AUGMENTATIONS, FINETUNE
 
 
 def add_parser(sub) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fine-tune and print validation/test accuracy before and after; returns 0."""
-    from .finetune import finetune
+    from ..finetuning.stage import finetune
 
     options = namespace_values(args, FINETUNE)
     if args.no_augment:

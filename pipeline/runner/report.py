@@ -18,8 +18,8 @@ import os
 import numpy as np
 
 from features.atomic import atomic_open
-from .artifacts import ArtifactError, load_classifier, read_predictions, read_verified
-from .plots import plt
+from ..artifacts import ArtifactError, load_classifier, read_predictions, read_verified
+from ..plots import plt
 
 
 def worst_misclassified(result, limit: int) -> tuple[str, list[dict]]:
@@ -48,7 +48,7 @@ def worst_misclassified(result, limit: int) -> tuple[str, list[dict]]:
 def _classifier_predictions(folder: str, test_file: str) -> list[dict]:
     from features import read_features
 
-    from .predict import classifier_proba
+    from ..predict import classifier_proba
 
     clf = load_classifier(folder)
     f = read_features(test_file)

@@ -20,10 +20,10 @@ from features.outputs import claim_folder
 from features import extract
 from features.hashing import sha256_file
 
-from .artifacts import ArtifactError, check_model
+from ..artifacts import ArtifactError, check_model
 from .config import absolute_paths, classifier_options, load_config, to_toml
-from .heads import HEADS
-from .train import HEAD_OPTIONS, SKLEARN_OPTIONS, train
+from ..training.heads import HEADS
+from ..training.stage import HEAD_OPTIONS, SKLEARN_OPTIONS, train
 
 
 @dataclass
@@ -121,7 +121,7 @@ def _check_before_work(cfg: dict) -> None:
     from features.dataset import discover
     from features.errors import DatasetError
 
-    from .train import check_counts
+    from ..training.stage import check_counts
 
     from features.cache import resolve_cache_dir
 
@@ -179,7 +179,7 @@ def _classifier_is_current(folder: str, name: str, opts: dict, feature_shas: dic
 
 
 def _finetune_stage(cfg: dict, head_dir: str, out: str, verbose: bool) -> dict:
-    from .finetune import finetune
+    from ..finetuning.stage import finetune
 
     folder = os.path.join(out, "finetuned")
     settings = {k: v for k, v in cfg["finetune"].items() if k != "enabled"}
@@ -198,7 +198,7 @@ def _finetuned_is_current(folder: str, head_dir: str, data: str, settings: dict)
     manifest = _intact_manifest(folder)
     if manifest is None:
         return False
-    from .finetune_options import FINETUNE, fingerprint
+    from ..finetuning.options import FINETUNE, fingerprint
 
     head = sha256_file(os.path.join(head_dir, "manifest.json"))
     return (manifest.get("head", {}).get("manifest_sha256") == head

@@ -1,4 +1,7 @@
-"""Stage 3's cached frozen part: the last frozen layer's output for K views of each image.
+"""Rows of augmented views: a cut base's output for K views of each image, cached like features.
+
+Stage 3 uses them for its frozen part (``--cache-frozen``), and ``cache verify``
+recomputes them like any other rows, which is why they live in stage 1's package.
 
 View 0 is the image itself, and its rows are exactly stage 1's rows for the base cut
 at that layer (same key): ``bneck extract --layer block4_pool --pool none`` and
@@ -17,7 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .augment import view_transforms, warp
-from .cache import MissingRows, RowCache, missing_shas
+from .cache import RowCache, RowWriter, missing_shas, remaking_missing
 from .key import ExtractorSpec
 from .progress import progress_bar
 from .tfimport import import_tensorflow
@@ -83,24 +86,18 @@ class TrunkViews:
                                                        self.params, self.seed, view))
             cache.refresh()
             todo = missing_shas(cache, dict.fromkeys(shas))
-            self._compute(cache, images, shas, todo, view, f"{label} view {view}".strip())
+            name = f"{label} view {view}".strip()
+            self._compute(cache, images, shas, todo, view, name)
             self.stats.reused += n - len(todo)
-            for attempt in range(4):
-                try:
-                    if out is None:
-                        shape, _ = cache.row_layout(shas[0])
-                        out = np.empty((len(views) * n,) + shape, np.float32)
-                    block = out[j * n:(j + 1) * n]
 
-                    def sink(first, part, block=block):
-                        block[first:first + len(part)] = part
+            # `bneck cache gc` may remove rows meanwhile: they are made again, and read again.
+            def remake(missing, cache=cache, view=view, name=name):
+                self._compute(cache, images, shas, missing, view, name)
 
-                    cache.read_rows(list(shas), sink)
-                    break
-                except MissingRows as exc:  # `bneck cache gc` removed them meanwhile: make them again
-                    if attempt == 3:
-                        raise
-                    self._compute(cache, images, shas, exc.shas, view, f"{label} view {view}".strip())
+            if out is None:
+                shape = remaking_missing(lambda: cache.row_layout(shas[0])[0], remake)
+                out = np.empty((len(views) * n,) + shape, np.float32)
+            remaking_missing(lambda: cache.read_rows(list(shas), _into(out[j * n:(j + 1) * n])), remake)
         self.stats.seconds += time.perf_counter() - start
         return out
 
@@ -117,18 +114,19 @@ class TrunkViews:
         for i, sha in enumerate(shas):
             first.setdefault(sha, i)
         bar = progress_bar(len(todo), f"{label}: computing", self.verbose)
-        pending_shas, pending_rows = [], []
         try:
-            for lo in range(0, len(todo), self.batch_size):
-                part = todo[lo:lo + self.batch_size]
-                pending_rows.append(self.compute(images[[first[s] for s in part]], part, view))
-                pending_shas.extend(part)
-                self.stats.computed += len(part)
-                if len(pending_shas) >= 1024:
-                    cache.commit(pending_shas, np.concatenate(pending_rows))
-                    pending_shas, pending_rows = [], []
-                bar.update(len(part))
+            with RowWriter(cache, rows=1024, seconds=float("inf")) as rows:
+                for lo in range(0, len(todo), self.batch_size):
+                    part = todo[lo:lo + self.batch_size]
+                    rows.add(part, self.compute(images[[first[s] for s in part]], part, view))
+                    self.stats.computed += len(part)
+                    bar.update(len(part))
         finally:
-            if pending_shas:  # also on Ctrl-C: nothing computed is thrown away
-                cache.commit(pending_shas, np.concatenate(pending_rows))
             bar.close()
+
+
+def _into(block: np.ndarray):
+    """Return a ``read_rows`` sink that fills ``block``."""
+    def sink(first: int, rows: np.ndarray) -> None:
+        block[first:first + len(rows)] = rows
+    return sink

@@ -1,0 +1,19 @@
+"""Optional packages (OpenVINO, NNCF, Ray): imported on demand, with one message saying how to install them."""
+from __future__ import annotations
+
+import importlib
+
+from .errors import ConfigError
+
+# extra -> what `pip install` adds it
+EXTRAS = {"openvino": 'pip install -e ".[openvino]"', "ray": 'pip install -e ".[ray]"'}
+
+
+def import_optional(module: str, needed_by: str, extra: str, package: str, instead: str):
+    """Return ``module`` imported; raises ConfigError naming the option that needs it, how to
+    install it (the project's ``extra``, or ``package`` alone) and the option to use ``instead``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"{needed_by} needs the {module} package, which is not installed. Install it "
+                          f"with: {EXTRAS[extra]}  (or: pip install {package}). Or use {instead}.") from None

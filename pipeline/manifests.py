@@ -1,0 +1,161 @@
+"""What a model folder's ``manifest.json`` says, typed: one dataclass per kind, written and read here.
+
+A manifest carries everything a consumer needs to rebuild and check the model without
+asking the user again (as nanoGPT rebuilds its model from ``checkpoint['model_args']``):
+the resolved options it was trained with, the class names, the extractor (key and full
+spec, so the base can be rebuilt and its weights found by sha256), where its inputs
+came from, its scores, and the sha256 of every other file of the folder.
+
+Reading is strict: the JSON must hold exactly the fields of its kind, each of its
+type, or the folder is refused (``ManifestError``) before anything in it is used.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from features.errors import BneckError
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 2
+MODEL_FILES = {"keras": "model.keras", "finetuned": "model.keras", "sklearn": "model.skops"}
+
+
+class ManifestError(BneckError):
+    """A manifest is not one bneck writes: a field missing, unknown, or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class FeatureFileRef:
+    """A feature file a classifier was trained or scored on, pinned by content."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class HeadRef:
+    """The stage-2 head a fine-tuned model started from, pinned by its manifest's sha256."""
+
+    folder: str
+    classifier: str
+    manifest_sha256: str
+
+
+@dataclass(kw_only=True)
+class ModelManifest:
+    """What every model folder's manifest holds."""
+
+    kind: str
+    classifier: str
+    model_file: str
+    config: dict  # the resolved options it was made with
+    class_names: list[str]
+    extractor_key: str
+    extractor: dict  # the extractor's key fields (``ExtractorSpec.describe()``)
+    weights_path: str  # where the backbone weights were read from: a hint; they are found by sha256
+    metrics: dict  # split -> accuracy, loss (and macro F1 for classifiers)
+    converted_from: Optional[dict] = None  # set by `bneck convert`
+    # Written by ``write_manifest`` when the folder is complete:
+    manifest_version: int = MANIFEST_VERSION
+    versions: dict = field(default_factory=dict)
+    created_utc: str = ""
+    artifacts: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+
+    def extractor_spec(self, weights: Optional[str] = None):
+        """Return the ExtractorSpec the model's inputs come from, its weights found by sha256
+        (``weights``: a path to try instead). Raises WeightsError when none matches."""
+        from features.specs import spec_from_record
+
+        return spec_from_record(self.extractor, self.extractor_key, [self.weights_path], weights)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(kw_only=True)
+class ClassifierManifest(ModelManifest):
+    """A stage-2 classifier: a Keras head (kind 'keras') or a scikit-learn model (kind 'sklearn')."""
+
+    streamed: bool  # trained on blocks read from disk (--max-memory)
+    feature_shape: list[int]
+    feature_files: dict[str, FeatureFileRef]  # split -> the file it was trained or scored on
+    head_weights_file: Optional[str] = None  # Keras heads
+    epochs_run: Optional[int] = None  # Keras heads
+    trained: bool = False  # Keras heads: fitted (stage 3 refuses an untrained head)
+    search: dict = field(default_factory=dict)  # scikit-learn with --search: the grid's choice
+
+
+@dataclass(kw_only=True)
+class FinetunedManifest(ModelManifest):
+    """A stage-3 model: base and head in one Keras model, fed preprocessed images."""
+
+    head: HeadRef
+    data: str  # the data root its images were read from
+    requested: dict  # the options that decide the model (``finetuning.options.fingerprint``)
+    input: str
+    trainable_layers: list[str]
+    frozen_layers: int
+    images: dict[str, int]
+    skipped_images: dict[str, list]
+
+
+KINDS: dict[str, type] = {"keras": ClassifierManifest, "sklearn": ClassifierManifest,
+                          "finetuned": FinetunedManifest}
+AnyManifest = Union[ClassifierManifest, FinetunedManifest]
+
+
+def parse_manifest(raw, where: str) -> AnyManifest:
+    """Return the typed manifest of ``raw`` (the parsed JSON). Raises ManifestError naming the field."""
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where} is not a manifest: it holds {type(raw).__name__}, not a table.")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise ManifestError(f"{where} names kind {kind!r}; bneck's model folders are "
+                            f"{', '.join(map(repr, KINDS))}.")
+    return _build(KINDS[kind], raw, where)
+
+
+def _build(cls: type, raw: dict, where: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ManifestError(f"{where} holds field(s) {', '.join(map(repr, unknown[:5]))} that a {cls.__name__} "
+                            "never has; bneck writes no such manifest, so the folder is refused.")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ManifestError(f"{where} lacks the field {name!r} that every {cls.__name__} has.")
+            continue
+        values[name] = _value(hints[name], raw[name], f"{where}: field {name!r}")
+    return cls(**values)
+
+
+def _value(hint, value, where: str):
+    """Return ``value`` checked against the type ``hint`` (nested dataclasses built)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ManifestError(f"{where} must be a table. Received: {value!r:.80}.")
+        return _build(hint, value, where)
+    base = origin or hint
+    ok = isinstance(value, base) and not (base in (int, float) and isinstance(value, bool))
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ManifestError(f"{where} must be {getattr(base, '__name__', base)}. "
+                            f"Received: {value!r:.80} ({type(value).__name__}).")
+    if base is list and args:
+        return [_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if base is dict and args:
+        return {_value(args[0], k, f"{where} key"): _value(args[1], v, f"{where}[{k!r}]") for k, v in value.items()}
+    return value

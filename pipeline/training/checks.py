@@ -1,0 +1,71 @@
+"""What stage 2 refuses before any fit: unknown classifiers, and data a classifier cannot learn from."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from features.errors import ConfigError, DatasetError, choice_error
+
+from ..data import FeatureSet
+from .heads import HEADS
+from .options import CLASSIFIERS
+from .sklearn_models import MIN_PER_CLASS
+
+
+def validate_classifiers(classifiers: Sequence[str]) -> list[str]:
+    """Check classifier names; returns them. Raises ConfigError."""
+    if isinstance(classifiers, str):
+        classifiers = classifiers.split(",")
+    names = [c.strip() for c in classifiers if c.strip()]
+    if not names:
+        raise ConfigError(f"--classifier needs at least one of {', '.join(CLASSIFIERS)}. Received: none.")
+    for name in names:
+        if name not in CLASSIFIERS:
+            raise choice_error("classifier", CLASSIFIERS, name)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--classifier names each classifier once. Received: {','.join(names)}.")
+    return names
+
+
+def check_data(fs: FeatureSet, per_classifier: dict[str, dict]) -> None:
+    """Refuse, before any fit, what these features cannot support (see ``check_counts``)."""
+    shape = fs.feature_shape
+    for name, cfg in per_classifier.items():
+        width = shape[-1] if cfg.get("reshape", "avg") != "flatten" else int(np.prod(shape))
+        check_counts(name, cfg, fs.class_names, fs.labels("train"), fs.labels("validation"), fs.folder, width)
+
+
+def check_counts(name: str, cfg: dict, class_names: Sequence[str], train_labels, validation_labels,
+                 where: str, width: Optional[int] = None) -> None:
+    """Refuse what the data cannot support for classifier ``name`` with options ``cfg``: one class,
+    a class without training images, too few images per class for its internal cross-validation,
+    more PCA components than training images (or features, given ``width``), more folds than the
+    smallest class has images. Raises DatasetError or ConfigError."""
+    counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=len(class_names))
+    if len(class_names) < 2:
+        raise DatasetError(f"{where} holds one class ({class_names[0]!r}); a classifier needs at "
+                           f"least two. Add a class folder.")
+    if (counts == 0).any():
+        missing = [c for c, n in zip(class_names, counts) if n == 0]
+        raise DatasetError(f"the training split of {where} has no image of class(es) {', '.join(missing)}; "
+                           "every class needs training images.")
+    if name in HEADS:
+        return
+    if counts.min() < MIN_PER_CLASS.get(name, 1):
+        raise DatasetError(f"{name} calibrates its scores by cross-validation and needs at least "
+                           f"{MIN_PER_CLASS[name]} training images of every class; the smallest class of "
+                           f"{where} has {counts.min()}. Add images or choose another classifier.")
+    pca = cfg["pca"]
+    if isinstance(pca, int):
+        limit = min(len(train_labels), width) if width else len(train_labels)
+        if pca > limit:
+            raise ConfigError(f"--pca {pca} asks for more components than the {len(train_labels)} training "
+                              f"images{f' and {width} features' if width else ''} allow: at most {limit}. "
+                              f"Give a smaller --pca, or a fraction of the variance such as 0.95.")
+    if cfg["search"] == "kfold":
+        both = np.concatenate([train_labels, validation_labels]).astype(np.int64)
+        smallest = int(np.bincount(both, minlength=len(class_names)).min())
+        if cfg["folds"] > smallest:
+            raise ConfigError(f"--folds {cfg['folds']} is more than the {smallest} image(s) of the smallest "
+                              f"class in train+validation; use --folds {max(2, smallest)} or fewer.")

@@ -1,0 +1,144 @@
+"""Fitting one classifier on a feature set and writing its folder: model, scores, plots, manifest.
+
+The folder is written under a temporary name and moved into place (``staged_folder``),
+so a crash never leaves a half-written classifier that looks complete.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from features.progress import progress_bar
+
+from ..artifacts import staged_folder, write_history, write_json, write_manifest
+from ..data import FeatureSet
+from ..image_splits import splits_record, write_splits
+from ..manifests import ClassifierManifest, FeatureFileRef
+from ..metrics import scores
+from .heads import HEADS
+from .leaderboard import Result
+from .sklearn_models import GRIDS
+
+
+def fit_classifier(name: str, cfg: dict, fs: FeatureSet, out_dir: str, streamed: bool, rows: int,
+                   verbose: bool, why: str = "") -> Result:
+    """Fit classifier ``name`` with its options ``cfg`` on ``fs`` into ``out_dir/name``; returns its Result.
+
+    ``streamed``: read the features from disk in blocks of ``rows`` rows.
+    """
+    from ..plots import confusion_plots
+
+    keras_head = name in HEADS
+    final = os.path.join(out_dir, name)
+    with staged_folder(final, "classifier") as folder:
+        trainer = _train_keras if keras_head else _train_sklearn
+        probs, fit_s, extra = trainer(name, cfg, fs, streamed, rows, folder, verbose)
+        metrics = {split: scores(y, p, fs.class_names) for split, (p, y) in probs.items()}
+        metrics["fit_seconds"] = fit_s
+        write_json(os.path.join(folder, "metrics.json"), metrics)
+        write_splits(folder, splits_record(fs.attrs))
+        confusion_plots(metrics, fs.class_names, folder, name)
+        write_manifest(folder, ClassifierManifest(
+            kind="keras" if keras_head else "sklearn", classifier=name, config=cfg, streamed=streamed,
+            class_names=fs.class_names, extractor_key=fs.extractor_key, extractor=fs.extractor,
+            feature_shape=list(fs.feature_shape), weights_path=fs.attrs["train"].get("weights_path", ""),
+            feature_files={s: FeatureFileRef(p, fs.sha256[s]) for s, p in fs.files.items()},
+            metrics={s: {"accuracy": m["accuracy"], "loss": m["loss"], "macro_f1": m["macro_f1"]}
+                     for s, m in metrics.items() if isinstance(m, dict)},
+            **extra))
+    return Result(name, final, metrics, fit_s, streamed, reused=False, why=why)
+
+
+def _proba_all(predict, fs: FeatureSet, streamed: bool, rows: int) -> dict:
+    out = {}
+    for split in fs.files:
+        if streamed:
+            parts = [(predict(x), y) for x, y in fs.blocks(split, rows)]
+            out[split] = (np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts]))
+        else:
+            x, y = fs.load(split)
+            out[split] = (predict(x), y)
+    return out
+
+
+def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
+    from features.tfimport import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    from ..plots import training_curves
+    from .heads import build_head, fit_head, proba
+
+    keras.utils.set_random_seed(cfg["seed"])
+    n_classes = len(fs.class_names)
+    model = build_head(name, fs.feature_shape, n_classes, cfg["units"], cfg["dropout"])
+    data = None if streamed else (fs.load("train"), fs.load("validation"))
+    bar = progress_bar(cfg["epochs"], f"{name}", verbose, unit="epoch")
+
+    def on_epoch(logs):
+        bar.set_postfix(loss=f"{logs['loss']:.3f}", val_acc=f"{logs['val_accuracy']:.3f}", refresh=False)
+        bar.update(1)
+
+    start = time.perf_counter()
+    try:
+        history = fit_head(model, n_classes, cfg, *(data or (None, None)), streamed=streamed, fs=fs,
+                           block_rows=rows, on_epoch=on_epoch)
+    finally:
+        bar.close()
+    fit_s = time.perf_counter() - start
+    model.save(os.path.join(folder, "model.keras"))
+    model.save_weights(os.path.join(folder, "head.weights.h5"))
+    write_history(folder, history)
+    training_curves(history, os.path.join(folder, "curves.png"), f"{name} head")
+    probs = _proba_all(lambda x: proba(model, x), fs, streamed, rows)
+    return probs, fit_s, {"model_file": "model.keras", "head_weights_file": "head.weights.h5",
+                          "epochs_run": len(history["loss"]), "trained": True}
+
+
+def _search(name, pipe, cfg, fs):
+    from joblib import Parallel, delayed
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, ParameterGrid
+
+    x, y = fs.load("train")
+    xv, yv = fs.load("validation")
+    if cfg["search"] == "kfold":
+        grid = GridSearchCV(pipe, GRIDS[name], cv=cfg["folds"], n_jobs=-1, scoring="accuracy")
+        grid.fit(np.concatenate([x, xv]), np.concatenate([y, yv]))
+        return grid.best_estimator_, {"best_params": grid.best_params_, "cv_accuracy": grid.best_score_}
+
+    def score(params):
+        model = clone(pipe).set_params(**params).fit(x, y)
+        return model.score(xv, yv)
+
+    candidates = list(ParameterGrid(GRIDS[name]))
+    accs = Parallel(n_jobs=-1)(delayed(score)(p) for p in candidates)
+    best = candidates[int(np.argmax(accs))]
+    return clone(pipe).set_params(**best).fit(x, y), {"best_params": best,
+                                                      "validation_accuracy": max(accs)}
+
+
+def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
+    from ..model_io import save_sklearn
+    from .sklearn_models import StreamedLinear, build_sklearn, check_out_of_core
+
+    start = time.perf_counter()
+    extra = {}
+    if streamed:
+        check_out_of_core(name)
+        model = StreamedLinear(name, cfg["reshape"], seed=cfg["seed"])
+        model.fit_blocks(lambda rng: fs.blocks("train", rows, rng), range(len(fs.class_names)))
+    else:
+        counts = np.bincount(fs.labels("train"), minlength=len(fs.class_names))
+        pipe = build_sklearn(name, cfg["reshape"], cfg["pca"], cfg["seed"], counts)
+        if cfg["search"]:
+            model, extra = _search(name, pipe, cfg, fs)
+        else:
+            model = pipe.fit(*fs.load("train"))
+    fit_s = time.perf_counter() - start
+    save_sklearn(model, os.path.join(folder, "model.skops"))
+    probs = _proba_all(model.predict_proba, fs, streamed, rows)
+    return probs, fit_s, {"model_file": "model.skops", "search": extra}

@@ -1,0 +1,30 @@
+"""When stage 2 reuses a classifier folder instead of training again, and why it trains.
+
+Cheapest first: the recorded classifier and options, then the feature files by sha256,
+then the whole folder verified and its model checked for safe loading.
+"""
+from __future__ import annotations
+
+import os
+
+from ..artifacts import check_model
+from ..reuse import Reuse, decide, options_changed
+
+
+def classifier_reuse(out_dir: str, name: str, cfg: dict, feature_shas: dict[str, str]) -> Reuse:
+    """Return whether ``out_dir/name`` holds ``name`` trained with ``cfg`` on feature files with these
+    sha256s (``feature_shas``: split -> sha256), and if not, why it must be trained."""
+    def same_classifier(m):
+        return None if m.classifier == name else f"the folder holds {m.classifier!r}"
+
+    def same_options(m):
+        return options_changed(m.config, cfg)
+
+    def same_features(m):
+        recorded = {split: ref.sha256 for split, ref in m.feature_files.items()}
+        if set(recorded) != set(feature_shas):
+            return f"feature files changed: {', '.join(sorted(recorded))} \u2192 {', '.join(sorted(feature_shas))}"
+        changed = [f"{split}.h5" for split in recorded if recorded[split] != feature_shas[split]]
+        return f"feature file changed: {', '.join(changed)}" if changed else None
+
+    return decide(os.path.join(out_dir, name), [same_classifier, same_options, same_features], check_model)
