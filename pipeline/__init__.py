@@ -7,6 +7,7 @@ Public API (the command line is a thin layer over it)::
 """
 from .finetuning.stage import FinetuneResult, finetune
 from .runner.compose import RunResult, run
-from .training.stage import Leaderboard, train
+from .training.leaderboard import Leaderboard
+from .training.stage import train
 
 __all__ = ["FinetuneResult", "Leaderboard", "RunResult", "finetune", "run", "train"]

@@ -24,20 +24,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from features.atomic import atomic_open
-from features.errors import BneckError
 from features.files import open_regular
 from features.hashing import sha256_bytes, sha256_file
-from features.outputs import staged_folder  # noqa: F401  (re-exported for the stages)
 from features.store import versions
 
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 2
-MODEL_FILES = {"keras": "model.keras", "finetuned": "model.keras", "sklearn": "model.skops"}
+from .manifests import (MANIFEST, MANIFEST_VERSION, MODEL_FILES, AnyManifest, ArtifactError, ManifestError,
+                        ModelManifest, parse_manifest)
+
 _MAX_MANIFEST_BYTES = 16 << 20
-
-
-class ArtifactError(BneckError):
-    """A model folder is missing, incomplete, does not match its manifest, or holds code."""
 
 
 def write_json(path: str, obj) -> None:
@@ -66,18 +60,25 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def write_manifest(folder: str, body: dict) -> dict:
-    """Hash every file in ``folder`` (its marker included) and write the manifest last; returns it."""
+def write_manifest(folder: str, manifest: ModelManifest) -> ModelManifest:
+    """Hash every file in ``folder`` (its marker included) and write ``manifest`` last; returns it."""
     files = sorted(n for n in os.listdir(folder) if n != MANIFEST)
     for name in files:
         if not stat.S_ISREG(os.lstat(os.path.join(folder, name)).st_mode):
             raise RuntimeError(f"{folder}/{name} is not a regular file; model folders hold only files")
-    manifest = {"manifest_version": MANIFEST_VERSION, **body,
-                "versions": versions(),
-                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "artifacts": {n: sha256_file(os.path.join(folder, n)) for n in files}}
-    write_json(os.path.join(folder, MANIFEST), manifest)
+    manifest.manifest_version = MANIFEST_VERSION
+    manifest.versions = versions()
+    manifest.created_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest.artifacts = {n: sha256_file(os.path.join(folder, n)) for n in files}
+    write_json(os.path.join(folder, MANIFEST), manifest.to_json())
     return manifest
+
+
+def read_history(data: bytes) -> dict:
+    """Parse ``write_history``'s ``history.csv`` (its bytes) back into a history dict."""
+    rows = list(csv.DictReader(data.decode("utf-8").splitlines()))
+    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
+    return {k: [float(r[k]) for r in rows] for k in keys}
 
 
 @dataclass
@@ -85,7 +86,7 @@ class VerifiedFolder:
     """A model folder whose files all matched its manifest: their bytes, as they were hashed."""
 
     folder: str
-    manifest: dict
+    manifest: AnyManifest
     files: dict[str, bytes]
     manifest_sha256: str
 
@@ -95,18 +96,18 @@ class LoadedClassifier:
     """A verified model: ``kind`` is 'keras', 'sklearn' or 'finetuned'; ``model`` is ready to predict."""
 
     folder: str
-    manifest: dict
+    manifest: AnyManifest
     model: object
     manifest_sha256: str = ""
     files: dict = None  # the verified bytes of every file, by name
 
     @property
     def kind(self) -> str:
-        return self.manifest["kind"]
+        return self.manifest.kind
 
     @property
     def class_names(self) -> list[str]:
-        return self.manifest["class_names"]
+        return self.manifest.class_names
 
 
 def _read_bytes(path: str, limit=None) -> bytes:
@@ -183,10 +184,14 @@ def read_verified(folder: str) -> VerifiedFolder:
                 f"instead of {str(expected)[:12]}...): it was changed after training, so it is "
                 "refused. Retrain with `bneck train` or restore the original file.")
         files[name] = data
-    return VerifiedFolder(folder, manifest, files, sha256_bytes(raw))
+    try:
+        typed = parse_manifest(manifest, f"{folder}/{MANIFEST}")
+    except ManifestError as exc:
+        raise ArtifactError(str(exc)) from None
+    return VerifiedFolder(folder, typed, files, sha256_bytes(raw))
 
 
-def read_manifest(folder: str) -> dict:
+def read_manifest(folder: str) -> AnyManifest:
     """Return the folder's manifest after ``read_verified``'s checks. Raises ArtifactError."""
     return read_verified(folder).manifest
 
@@ -194,16 +199,16 @@ def read_manifest(folder: str) -> dict:
 def _model_bytes(verified: VerifiedFolder) -> tuple[str, bytes, str]:
     """Return (kind, model file bytes, its path) of a verified folder; raises ArtifactError."""
     manifest, folder = verified.manifest, verified.folder
-    kind = manifest.get("kind")
-    if kind not in MODEL_FILES or manifest.get("model_file") != MODEL_FILES[kind]:
+    kind = manifest.kind
+    if kind not in MODEL_FILES or manifest.model_file != MODEL_FILES[kind]:
         raise ArtifactError(
-            f"{folder}: its manifest names the model file {manifest.get('model_file')!r} for kind {kind!r}, "
+            f"{folder}: its manifest names the model file {manifest.model_file!r} for kind {kind!r}, "
             f"but bneck's models are {', '.join(f'{v} ({k})' for k, v in MODEL_FILES.items())}; nothing "
             f"else is loaded (a pickle never is). {_legacy_hint(folder)}")
     return kind, verified.files[MODEL_FILES[kind]], os.path.join(folder, MODEL_FILES[kind])
 
 
-def check_model(folder: str) -> dict:
+def check_model(folder: str) -> AnyManifest:
     """Return the manifest of a model folder that loads safely (a Keras model is checked, not built).
 
     Raises ArtifactError for what ``load_classifier`` would refuse (Keras' own safe_mode aside).

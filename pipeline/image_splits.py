@@ -39,7 +39,7 @@ def write_splits(folder: str, record: dict) -> None:
 
 def read_splits(files: dict, folder: str) -> dict:
     """Return the ``splits.json`` of a verified model folder (its bytes in ``files``)."""
-    from .artifacts import ArtifactError
+    from .manifests import ArtifactError
 
     try:
         return json.loads(files[SPLITS_FILE])
@@ -53,13 +53,18 @@ def seen_in(record: dict) -> dict[str, str]:
     return {sha: split for split, part in record["splits"].items() for sha in part["sha256"]}
 
 
+def data_root_of(record: dict, data_dir: Optional[str]) -> str:
+    """Return the absolute data folder: ``data_dir``, else the one ``record`` names."""
+    return os.path.abspath(os.path.expanduser(str(data_dir or record["data_root"])))
+
+
 def recorded_images(record: dict, data_dir: Optional[str], workers: int = 0) -> tuple[str, dict]:
     """Return (data root, {split: [(ImageRecord, sha256)]}) of the recorded images under ``data_dir``.
 
     ``data_dir`` defaults to the recorded data root. Every image must be there with its
     recorded bytes; raises DatasetError naming how many differ and the first few.
     """
-    root = os.path.abspath(os.path.expanduser(str(data_dir or record["data_root"])))
+    root = data_root_of(record, data_dir)
     if not os.path.isdir(root):
         raise DatasetError(f"data folder not found: {root}. Give --data, the folder the features were "
                            f"extracted from (recorded: {record['data_root']}).")

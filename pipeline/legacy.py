@@ -13,9 +13,11 @@ import json
 import os
 from typing import Optional
 
-from .artifacts import MANIFEST, MANIFEST_VERSION, MODEL_FILES, ArtifactError, write_manifest
 from features.files import open_regular
 from features.hashing import sha256_bytes
+
+from .artifacts import write_manifest
+from .manifests import MANIFEST, MANIFEST_VERSION, MODEL_FILES, ArtifactError, parse_manifest
 
 _COPIED = ("metrics.json", "history.csv", "curves.png", "confusion_validation.png", "confusion_test.png",
            "head.weights.h5", "predictions.csv", "model.keras")
@@ -70,6 +72,12 @@ def convert(folder: str, out: Optional[str] = None, trust_pickle: bool = False) 
             f"{folder} holds a pickled scikit-learn model (model.joblib). Loading a pickle runs any code "
             f"it carries, so bneck converts it only when you say you trust whoever made the folder: "
             f"`bneck convert {folder} --trust-pickle`. Otherwise retrain it with `bneck train`.")
+    body = {k: v for k, v in manifest.items()
+            if k not in ("artifacts", "versions", "created_utc", "manifest_version")}
+    body.update(model_file=MODEL_FILES[kind],
+                converted_from={"folder": folder, "manifest_version": manifest.get("manifest_version"),
+                                "trusted_pickle": kind == "sklearn"})
+    typed = parse_manifest(body, f"{folder}/{MANIFEST}")  # before anything is loaded
     with staged_folder(out, "classifier" if kind != "finetuned" else "finetuned",
                        inputs=[folder], option="--out") as staging:
         for name in _COPIED:
@@ -88,10 +96,5 @@ def convert(folder: str, out: Optional[str] = None, trust_pickle: bool = False) 
                 load_keras(files["model.keras"], os.path.join(folder, "model.keras"))  # refuses code
             except UnsafeModel as exc:
                 raise ArtifactError(str(exc)) from None
-        body = {k: v for k, v in manifest.items()
-                if k not in ("artifacts", "versions", "created_utc", "manifest_version")}
-        body.update(model_file=MODEL_FILES[kind],
-                    converted_from={"folder": folder, "manifest_version": manifest.get("manifest_version"),
-                                    "trusted_pickle": kind == "sklearn"})
-        write_manifest(staging, body)
+        write_manifest(staging, typed)
     return out

@@ -23,7 +23,11 @@ MANIFEST_VERSION = 2
 MODEL_FILES = {"keras": "model.keras", "finetuned": "model.keras", "sklearn": "model.skops"}
 
 
-class ManifestError(BneckError):
+class ArtifactError(BneckError):
+    """A model folder is missing, incomplete, does not match its manifest, or holds code."""
+
+
+class ManifestError(ArtifactError):
     """A manifest is not one bneck writes: a field missing, unknown, or of the wrong type."""
 
 

@@ -1,7 +1,8 @@
 """Using a trained classifier: re-score it on a feature file, or classify new images.
 
 ``predict`` never asks for the extractor again: backbone, weights (checked by
-sha256), input size, preprocessing, layer and pool all come from the manifest.
+sha256), input size, preprocessing, layer and pool all come from the manifest
+(``ModelManifest.extractor_spec``).
 """
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from features import ExtractorSpec, FeatureFileError, get_backbone, read_features
+from features import FeatureFileError, get_backbone, read_features
 from features.dataset import is_image_name, is_visible
-from features.specs import spec_from_record
 
 from .artifacts import LoadedClassifier, load_classifier
 from .image_splits import read_splits, seen_in
@@ -40,8 +40,8 @@ def evaluate(model_dir: str, feature_file: str) -> dict:
                                "files. Use `bneck predict MODEL_DIR IMAGES...`, or read its "
                                "metrics.json for the validation and test scores.")
     f = read_features(feature_file)
-    if f.extractor_key != clf.manifest["extractor_key"]:
-        theirs, ours = f.attrs["extractor"], clf.manifest["extractor"]
+    if f.extractor_key != clf.manifest.extractor_key:
+        theirs, ours = f.attrs["extractor"], clf.manifest.extractor
         diff = "; ".join(f"{k}: {theirs.get(k)!r} vs {ours.get(k)!r}" for k in ours if theirs.get(k) != ours.get(k))
         raise FeatureFileError(f"{feature_file} was made by another extractor than the one "
                                f"{model_dir} was trained on ({diff}). Extract it with the "
@@ -53,15 +53,6 @@ def evaluate(model_dir: str, feature_file: str) -> dict:
     metrics = scores(f.labels, classifier_proba(clf, f.features), clf.class_names)
     metrics["training_images"] = sum(sha in trained_on for sha in f.sha256)  # not held out when > 0
     return metrics
-
-
-def extractor_for(manifest: dict, weights: Optional[str] = None) -> ExtractorSpec:
-    """Rebuild the extractor spec recorded in a manifest, locating its weights by content.
-
-    Raises WeightsError when no candidate file has the recorded sha256.
-    """
-    return spec_from_record(manifest["extractor"], manifest["extractor_key"],
-                            [manifest.get("weights_path")], weights)
 
 
 def _expand(inputs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
@@ -99,7 +90,7 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
     from features.model import FeatureModel
 
     clf = load_classifier(model_dir)
-    spec = extractor_for(clf.manifest, weights)
+    spec = clf.manifest.extractor_spec(weights)
     seen = seen_in(read_splits(clf.files, clf.folder))
     items = _expand(inputs)
     rows = {path: {"path": path, "error": err} for path, err in items if err}

@@ -76,5 +76,7 @@ def _json(value):
 
 
 def _short(value) -> str:
+    if value is None:
+        return "unset"
     text = json.dumps(_json(value))
     return text if len(text) <= 40 else text[:37] + "..."

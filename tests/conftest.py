@@ -3,9 +3,16 @@
 ``KERAS_HOME`` points at a folder where the shared weights file is linked under its
 official name, so ``weights="imagenet"`` resolves offline exactly as on a user's
 machine with a warm Keras cache.
+
+Modules marked ``pure`` need neither ../shared nor an optional extra; without
+../shared only they run (the others are skipped, saying why). Tests of an optional
+extra are marked ``extra("openvino")`` / ``extra("ray")``; without it they are
+skipped, saying how to install it. In CI (``CI=true``) nothing may be skipped: a
+missing ../shared or extra stops the run at once.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -22,18 +29,43 @@ MOBILENET_WEIGHTS = SHARED / "data" / "weights" / MOBILENET_FILE
 MOBILENET = dict(backbone="mobilenet", alpha=0.25, size=224, weights="imagenet")
 
 
+SHARED_PRESENT = DATA.is_dir() and MOBILENET_WEIGHTS.is_file()
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+EXTRAS = {"openvino": ("openvino", "nncf"), "ray": ("ray",)}  # extra -> the modules it installs
+
+
+def _missing(extra: str) -> list[str]:
+    return [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+
+
 def pytest_configure(config):
-    if not DATA.is_dir() or not MOBILENET_WEIGHTS.is_file():
-        raise pytest.UsageError(f"the shared test data is missing: expected {DATA} and "
-                                f"{MOBILENET_WEIGHTS} (set BNECK_SHARED to the shared/ folder)")
+    config.addinivalue_line("markers", "pure: needs neither ../shared nor an optional extra")
+    config.addinivalue_line("markers", "extra(name): needs the optional extra NAME (pip install -e '.[NAME]')")
+    if IN_CI:
+        problems = [] if SHARED_PRESENT else [f"the shared test data ({DATA} and {MOBILENET_WEIGHTS})"]
+        problems += [f"the [{e}] extra ({', '.join(_missing(e))})" for e in EXTRAS if _missing(e)]
+        if problems:
+            raise pytest.UsageError(f"CI runs every test, but {' and '.join(problems)} is missing "
+                                    "(set BNECK_SHARED to the shared/ folder; scripts/setup.sh installs the extras).")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not SHARED_PRESENT and item.get_closest_marker("pure") is None:
+            item.add_marker(pytest.mark.skip(reason=f"needs ../shared ({DATA}); set BNECK_SHARED"))
+        for mark in item.iter_markers("extra"):
+            if _missing(mark.args[0]):
+                item.add_marker(pytest.mark.skip(reason=f"needs the [{mark.args[0]}] extra: "
+                                                        f"pip install -e '.[{mark.args[0]}]'"))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def keras_home(tmp_path_factory):
-    """A Keras home whose models/ holds the shared weights under their official name."""
+    """A Keras home whose models/ holds the shared weights under their official name (when present)."""
     home = tmp_path_factory.mktemp("keras_home")
     (home / "models").mkdir()
-    os.symlink(MOBILENET_WEIGHTS, home / "models" / MOBILENET_FILE)
+    if SHARED_PRESENT:
+        os.symlink(MOBILENET_WEIGHTS, home / "models" / MOBILENET_FILE)
     old = os.environ.get("KERAS_HOME")
     os.environ["KERAS_HOME"] = str(home)
     yield home

@@ -1,9 +1,12 @@
 """The README's option tables are the option tables: written from them, and checked here."""
 from __future__ import annotations
+import pytest
 
 import importlib.util
 
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.pure
 
 
 def test_the_readme_option_tables_match_the_stages_tables():

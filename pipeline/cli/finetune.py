@@ -33,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     if args.no_augment:
         options.update({k: (False if k == "flip" else 0.0) for k in AUGMENTATIONS})
     result = finetune(args.head_dir, args.data, args.out, verbose=not args.quiet, **options)
+    if result.reused:
+        print(f"{result.folder} already holds this head fine-tuned on the same data with the same options: "
+              "reused (--retrain to fine-tune again).")
     m = result.metrics
     before = m["before_finetuning"]["validation"]["accuracy"]
     if m["kept_epoch"]:

@@ -41,18 +41,21 @@ def _print(result) -> None:
 
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}%"
-    rows = [[r["model"], pct(r["val_accuracy"]), pct(r["test_accuracy"])] for r in result.leaderboard]
-    print(format_table(["model", "val acc", "test acc"], rows))
+    rows = [[r.name, pct(r.accuracy("validation")), pct(r.accuracy("test")), "reused" if r.reused else "made"]
+            for r in result.leaderboard]
+    print(format_table(["model", "val acc", "test acc", "this run"], rows))
     stages = result.stages
-    ex = stages["extract"]
-    print(f"extract: {ex['seconds']:.1f} s, "
-          + ("every row from cache" if not ex["model_built"] else f"{ex['forward_images']} images through the network"))
-    reused = [n for n, t in stages["train"].items() if t["reused"]]
-    print(f"train: {sum(t['seconds'] for t in stages['train'].values()):.1f} s"
-          + (f" (reused: {', '.join(reused)})" if reused else ""))
-    ft = stages["finetune"]
-    print(f"fine-tune: {ft['seconds']:.1f} s{' (reused)' if ft['reused'] else ''}" if "folder" in ft
-          else f"fine-tune: skipped ({ft['skipped']})")
+    ex = stages.extract
+    print(f"extract: {ex.seconds:.1f} s, "
+          + ("every row from cache" if not ex.model_built else f"{ex.forward_images} images through the network"))
+    for r in stages.train + ([stages.finetune] if stages.finetune else []):
+        if not r.reused:
+            print(f"{r.name}: made because {r.why}")
+    reused = [r.name for r in stages.train if r.reused]
+    print(f"train: {stages.train_seconds:.1f} s" + (f" (reused: {', '.join(reused)})" if reused else ""))
+    ft = stages.finetune
+    print(f"fine-tune: {ft.fit_seconds:.1f} s{' (reused)' if ft.reused else ''}" if ft
+          else f"fine-tune: skipped ({stages.finetune_skipped})")
     print(f"report: {result.report}")
 
 

@@ -58,6 +58,8 @@ def run_train(args: argparse.Namespace) -> int:
     board = train(args.features_dir, args.classifier.split(","), args.out, verbose=not args.quiet,
                   **namespace_values(args, TRAIN))
     print(board.table())
+    for r in board.results:
+        print(f"{r.name}: {'reused, unchanged (--retrain to train it again)' if r.reused else 'trained: ' + r.why}")
     print(f"\nbest: {board.best.name} -> {board.best.folder}\nleaderboard: {board.out_dir}/leaderboard.csv")
     return 0
 

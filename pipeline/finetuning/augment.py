@@ -1,4 +1,9 @@
-"""The training-time augmentation layer: one random affine warp per image (see features.augment)."""
+"""Stage 3's augmentation: one random affine warp per image, applied to training batches only.
+
+The warp itself (and the seeded per-image views the frozen-trunk cache stores) is
+``features.augment``, because cached view rows are keyed by it; the options and their
+checks are ``options.augmentation_params``; this is the Keras layer.
+"""
 from __future__ import annotations
 
 import keras
@@ -34,3 +39,13 @@ class RandomAffine(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), **self.params, "seed": self.seed}
+
+
+def augmentation_layer(augment: dict, seed: int):
+    """Return one seeded RandomAffine warp (fill 'nearest'), or None when all are off."""
+    from .options import augmentation_params
+
+    params = augmentation_params(augment)
+    if not any(params.values()):
+        return None
+    return RandomAffine(**params, seed=seed, name="aug_affine")

@@ -21,10 +21,6 @@ from features import ConfigError, get_backbone
 from features.errors import BneckError
 
 from ..artifacts import LoadedClassifier
-from .options import AUGMENTATIONS, FINETUNE
-from ..predict import extractor_for
-
-NO_AUGMENT = {"rotation": 0.0, "shift": 0.0, "shear": 0.0, "zoom": 0.0, "flip": False}
 
 
 class HeadError(BneckError):
@@ -46,29 +42,6 @@ class FinetuneModel:
     # saved model never see it (and Keras' RandomShear could not be reloaded from its
     # own saved config anyway: it writes a negative factor its constructor rejects).
     augmentation: Optional[object] = None
-
-
-def augmentation_params(augment: dict, defaults: bool = True) -> dict:
-    """Return the augmentation settings of ``augment``, the others at their defaults (unless not ``defaults``).
-
-    ``augment`` keys: rotation (degrees), shift, shear, zoom (fractions), flip (bool);
-    0/False switches one off. Raises ConfigError for unknown keys or bad values.
-    """
-    unknown = sorted(set(augment) - set(AUGMENTATIONS))
-    if unknown:
-        raise ConfigError(f"unknown augmentation(s) {', '.join(unknown)}; allowed: {', '.join(AUGMENTATIONS)}.")
-    checked = {k: FINETUNE[k].check(v, f"augmentation {k}") for k, v in augment.items()}
-    return {**({k: FINETUNE[k].default for k in AUGMENTATIONS} if defaults else {}), **checked}
-
-
-def augmentation_layer(augment: dict, seed: int):
-    """Return one seeded RandomAffine warp (fill 'nearest'), or None when all are off."""
-    from .augment import RandomAffine
-
-    params = augmentation_params(augment)
-    if not any(params.values()):
-        return None
-    return RandomAffine(**params, seed=seed, name="aug_affine")
 
 
 def unfreeze_index(layers, backbone, unfreeze_from: Optional[str]) -> Optional[int]:
@@ -105,16 +78,19 @@ def build_finetune_model(head: LoadedClassifier, unfreeze_from: Optional[str], a
     import_tensorflow()
     import keras
 
+    from .augment import augmentation_layer
+
     manifest = head.manifest
     if head.kind != "keras":
-        raise HeadError(f"{head.folder} holds a {manifest['classifier']!r} scikit-learn model; "
+        what = "scikit-learn" if head.kind == "sklearn" else "fine-tuned"
+        raise HeadError(f"{head.folder} holds a {manifest.classifier!r} {what} model; "
                         "fine-tuning needs a Keras head (dense or gap-dense) from `bneck train`.")
-    if not manifest.get("trained", False) and not allow_untrained_head:
+    if not manifest.trained and not allow_untrained_head:
         raise HeadError(f"{head.folder} holds a head that was never trained. A random head on a "
                         "base being fine-tuned sends large gradients into the pretrained weights "
                         "and wrecks them; train it first with `bneck train`, or pass "
                         "--allow-untrained-head if you really mean it.")
-    spec = extractor_for(manifest, weights)
+    spec = manifest.extractor_spec(weights)
     backbone = get_backbone(spec.backbone)
     feature_model = cut_model(build_base(backbone, spec), backbone, spec.layer, spec.pool)
     produced = tuple(feature_model.output.shape[1:])

@@ -1,6 +1,7 @@
 """Stage 3's options: one table for ``finetune()``, ``bneck finetune`` and ``[finetune]`` in a run's config."""
 from __future__ import annotations
 
+from features.errors import ConfigError
 from features.options import Option, OptionTable
 
 from ..training.heads import OPTIMIZERS
@@ -32,12 +33,29 @@ FINETUNE = OptionTable("finetune", [
     Option("weights", str, None, "backbone weights file, if not where it was at extraction (checked by "
                                  "sha256)", metavar="PATH"),
     Option("allow_untrained_head", bool, False, "fine-tune a head that was never trained (not advised)"),
+    Option("retrain", bool, False, "fine-tune even when the output folder already holds this head fine-tuned "
+                                   "on the same data with the same options (by default it is reused)"),
 ])
+NO_AUGMENT = {"rotation": 0.0, "shift": 0.0, "shear": 0.0, "zoom": 0.0, "flip": False}
+
+
+def augmentation_params(augment: dict, defaults: bool = True) -> dict:
+    """Return the augmentation settings of ``augment``, the others at their defaults (unless not ``defaults``).
+
+    ``augment`` keys: rotation (degrees), shift, shear, zoom (fractions), flip (bool);
+    0/False switches one off. Raises ConfigError for unknown keys or bad values.
+    """
+    unknown = sorted(set(augment) - set(AUGMENTATIONS))
+    if unknown:
+        raise ConfigError(f"unknown augmentation(s) {', '.join(unknown)}; allowed: {', '.join(AUGMENTATIONS)}.")
+    checked = {k: FINETUNE[k].check(v, f"augmentation {k}") for k, v in augment.items()}
+    return {**({k: FINETUNE[k].default for k in AUGMENTATIONS} if defaults else {}), **checked}
 
 
 def fingerprint(opts: dict) -> dict:
     """Return what decides a fine-tuned model among checked options (``FINETUNE.check``'s output):
-    everything but where things are (cache folder, weights path); the augmentation as one table."""
-    out = {k: v for k, v in opts.items() if k not in AUGMENTATIONS + ("cache_dir", "weights")}
+    everything but where things are (cache folder, weights path) and ``retrain``; the augmentation as
+    one table."""
+    out = {k: v for k, v in opts.items() if k not in AUGMENTATIONS + ("cache_dir", "weights", "retrain")}
     out["augment"] = {k: opts[k] for k in AUGMENTATIONS}
     return out

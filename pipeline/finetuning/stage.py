@@ -1,18 +1,20 @@
 """Stage 3: fine-tune the top of the base together with the trained head.
 
-Images are decoded once (Pillow bilinear, exactly as in stage 1) into memory. The
-plain path feeds them per epoch through the backbone's own preprocessing, the
-augmentation (training batches only) and the whole model. The fast path
-(``cache_frozen``) runs the frozen part once per image and view into the feature
-cache (``features.view_rows``) and trains only the unfrozen top on those tensors. Both
-train with the same compiled loop (``fastfit``), so for the same seed and no
-augmentation they give the same losses. The best epoch by validation accuracy is
-kept, then scored on test. The folder is written like a stage-2 classifier: model,
-metrics, history, curves and a manifest hashing every file.
+The images are exactly those the head's features were made from (its ``splits.json``),
+checked by sha256 (``image_splits``). Both paths (``inputs``: the whole model per epoch,
+or the unfrozen top on the cached frozen trunk) train with the same compiled loop
+(``training.fastfit``), so for the same seed and no augmentation they give the same
+losses. The best epoch by validation accuracy is kept (the frozen head's own score
+is the first candidate), then scored on test. The folder is written like a stage-2
+classifier: model, metrics, history, curves, splits and a typed manifest. A folder
+fine-tuned from the same head (by its manifest's sha256), data and options is reused
+(``reuse``), and a run that does fine-tune says why.
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -20,91 +22,31 @@ from typing import Optional
 import numpy as np
 
 from features import DatasetError, get_backbone
-from features.batches import decoded_batches
-from features.outputs import check_folder
+from features.outputs import check_folder, staged_folder
 
-from ..artifacts import (load_classifier, staged_folder, write_history, write_json, write_manifest,
-                        write_predictions)
-from ..training.fastfit import fast_fit
-from .model import NO_AUGMENT, augmentation_params, build_finetune_model
-from .options import AUGMENTATIONS, FINETUNE, fingerprint
-from ..image_splits import read_splits, recorded_images, write_splits
+from ..artifacts import (load_classifier, read_verified, write_history, write_json, write_manifest,
+                         write_predictions)
+from ..image_splits import data_root_of, read_splits, recorded_images, write_splits
+from ..manifests import FinetunedManifest, HeadRef
 from ..metrics import class_probabilities, scores
+from ..training.fastfit import fast_fit
+from .inputs import TrainInputs, cached_inputs, decode_split, plain_inputs, predictor
+from .model import build_finetune_model
+from .options import AUGMENTATIONS, FINETUNE, NO_AUGMENT, augmentation_params, fingerprint
+from .reuse import finetuned_reuse
+
 
 @dataclass
 class FinetuneResult:
-    """Where the fine-tuned model is and how it scored (metrics per split)."""
+    """Where the fine-tuned model is, how it scored (metrics per split), and whether this call made it."""
 
     folder: str
     metrics: dict
     history: dict
     seconds: float
     config: dict = None  # the options it ran with
-
-
-def _decode_split(records, size: int) -> tuple[np.ndarray, np.ndarray, list, list]:
-    """Return (uint8 images, labels, [(path, reason)] skipped, (record, sha) kept) for a split.
-
-    ``records`` are (ImageRecord, sha256) pairs. Decoded once, the whole split held in
-    memory (2,000 images at 224 px: 300 MB).
-    """
-    images = np.empty((len(records), size, size, 3), np.uint8)
-    skipped, n, kept = [], 0, []
-    by_path = {r.path: (r, sha) for r, sha in records}
-    for paths, batch, failures in decoded_batches([(r.path, r.abspath) for r, _ in records], size, 64):
-        skipped.extend(failures)
-        images[n:n + len(paths)] = batch
-        kept.extend(by_path[p] for p in paths)
-        n += len(paths)
-    return images[:n], np.asarray([r.label for r, _ in kept], np.int64), skipped, kept
-
-
-def _predictor(tf, model, prepare, batch_size: int):
-    """Return x -> the model's outputs, batch by batch (bounded activations), traced once."""
-    call = tf.function(lambda b: model(prepare(b), training=False), reduce_retracing=True)
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([call(tf.constant(x[i:i + batch_size])).numpy()
-                               for i in range(0, len(x), batch_size)])
-    return predict
-
-
-@dataclass
-class _Inputs:
-    """What one path trains on: a model and per-split inputs it takes, and how to prepare them."""
-
-    model: object
-    x: dict          # split -> rows (train: views * n rows, view-major)
-    prepare: object  # in-graph batch -> model input
-    views: int
-    eval_batch: int
-    augment: object = None  # training batches only
-    cache: Optional[dict] = None  # trunk rows computed / reused, seconds
-
-
-def _plain_inputs(tf, ft, data, preprocess) -> _Inputs:
-    augment = None
-    if ft.augmentation is not None:
-        def augment(batch):
-            return ft.augmentation(batch, training=True)
-    return _Inputs(ft.model, {s: d[0] for s, d in data.items()},
-                   lambda b: preprocess(tf.cast(b, tf.float32)), 1, 32, augment)
-
-
-def _cached_inputs(tf, ft, data, records, preprocess, augment, views, seed, cache_dir, verbose) -> _Inputs:
-    from features.view_rows import TrunkViews
-
-    from .model import frozen_split
-
-    split = frozen_split(ft)
-    trunk = TrunkViews(split.trunk, preprocess, ft.spec, split.layer, split.pool, augment, seed,
-                       cache_dir, verbose=verbose)
-    x = {s: trunk.rows(d[0], [sha for _, sha in records[s]], range(views) if s == "train" else [0], s)
-         for s, d in data.items()}
-    stats = trunk.stats
-    return _Inputs(split.top, x, lambda b: tf.cast(b, tf.float32), views, 256,
-                   cache={"layer": split.layer, "views": views, "rows_computed": stats.computed,
-                          "rows_reused": stats.reused, "seconds": stats.seconds})
+    reused: bool = False
+    why: str = ""  # why it was fine-tuned (or "unchanged" when reused)
 
 
 def finetune(head_dir: str, data_dir: Optional[str], out_dir: str, *, augment: Optional[dict] = None,
@@ -113,29 +55,39 @@ def finetune(head_dir: str, data_dir: Optional[str], out_dir: str, *, augment: O
 
     The images are exactly those the head's features were made from (its ``splits.json``),
     found under ``data_dir`` (default: the recorded data root) and checked by sha256.
-    ``options`` are ``finetune_options.FINETUNE``'s (unfreeze_from, epochs, lr, momentum,
+    ``options`` are ``finetuning.options.FINETUNE``'s (unfreeze_from, epochs, lr, momentum,
     optimizer, batch_size, early_stopping, seed, the augmentation, cache_frozen, views,
-    cache_dir, weights, allow_untrained_head); ``augment`` may give the augmentation as
-    one dict. With ``cache_frozen`` (the default), the output of the last frozen layer
-    is computed once per image and view (``views`` per training image, view 0
-    un-augmented) into the feature cache, and only the unfrozen top trains, on those
-    tensors. Raises HeadError, WeightsError, ConfigError or DatasetError (all BneckError).
+    cache_dir, weights, allow_untrained_head, retrain); ``augment`` may give the
+    augmentation as one dict. With ``cache_frozen`` (the default), the output of the last
+    frozen layer is computed once per image and view (``views`` per training image,
+    view 0 un-augmented) into the feature cache, and only the unfrozen top trains, on
+    those tensors. ``out_dir`` already fine-tuned from this head, data and options is
+    reused unless ``retrain``. Raises HeadError, WeightsError, ConfigError or
+    DatasetError (all BneckError).
     """
+    opts = FINETUNE.check({**options, **augmentation_params(augment or {}, defaults=False)})
+    requested = fingerprint(opts)
+    out_dir = check_folder(out_dir, "finetuned", inputs=[head_dir, data_dir])
+    head_files = read_verified(head_dir)
+    decision = finetuned_reuse(out_dir, head_files.manifest_sha256,
+                               data_root_of(read_splits(head_files.files, head_files.folder), data_dir), requested)
+    if decision.reused and not opts["retrain"]:
+        return _reused(out_dir, opts)
+    why = "--retrain" if decision.reused else decision.why
+    if verbose:
+        print(f"fine-tuning ({why})", file=sys.stderr, flush=True)
+    return _finetune(head_dir, data_dir, out_dir, opts, requested, why, verbose)
+
+
+def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str, verbose: bool) -> FinetuneResult:
     from features.cache import resolve_cache_dir
-    from features.progress import progress_bar
     from features.tfimport import import_tensorflow
 
-    opts = FINETUNE.check({**options, **augmentation_params(augment or {}, defaults=False)})
-    (unfreeze_from, epochs, lr, momentum, optimizer, batch_size, early_stopping, seed, cache_frozen, views,
-     cache_dir, weights, allow_untrained_head) = (opts[k] for k in (
-        "unfreeze_from", "epochs", "lr", "momentum", "optimizer", "batch_size", "early_stopping", "seed",
-        "cache_frozen", "views", "cache_dir", "weights", "allow_untrained_head"))
-    augment = {k: opts[k] for k in AUGMENTATIONS}
-    requested = fingerprint(opts)
     tf = import_tensorflow()
     import keras
 
-    out_dir = check_folder(out_dir, "finetuned", inputs=[head_dir, data_dir])
+    seed, cache_frozen = opts["seed"], opts["cache_frozen"]
+    augment = {k: opts[k] for k in AUGMENTATIONS}
     keras.utils.set_random_seed(seed)  # before the head is loaded: its dropout seeds follow
     head = load_classifier(head_dir)
     record = read_splits(head.files, head.folder)
@@ -145,76 +97,81 @@ def finetune(head_dir: str, data_dir: Optional[str], out_dir: str, *, augment: O
         raise DatasetError(f"fine-tuning needs the train and validation splits, but the head in {head_dir} "
                            f"was trained on features of {', '.join(splits)} only.")
     # With --cache-frozen the cached views carry the augmentation.
-    ft = build_finetune_model(head, unfreeze_from, NO_AUGMENT if cache_frozen else augment, seed,
-                              allow_untrained_head, weights)
-    if cache_frozen and not any(augment.values()):
-        views = 1  # every view would be the image itself
+    ft = build_finetune_model(head, opts["unfreeze_from"], NO_AUGMENT if cache_frozen else augment, seed,
+                              opts["allow_untrained_head"], opts["weights"])
+    views = 1 if cache_frozen and not any(augment.values()) else opts["views"]  # else every view is the image
     preprocess = get_backbone(ft.spec.backbone).preprocess_fn()
-    data, kept = {}, {}
-    for split, records in splits.items():
-        images, labels, skipped, kept[split] = _decode_split(records, ft.spec.input_size)
-        data[split] = (images, labels, skipped)
+    data = {split: decode_split(records, ft.spec.input_size) for split, records in splits.items()}
     if cache_frozen:
-        cache_dir = resolve_cache_dir(cache_dir, inputs=[data_root, out_dir])
-        inputs = _cached_inputs(tf, ft, data, kept, preprocess, augment, views, seed, cache_dir, verbose)
+        cache_dir = resolve_cache_dir(opts["cache_dir"], inputs=[data_root, out_dir])
+        inputs = cached_inputs(tf, ft, data, preprocess, augment, views, seed, cache_dir, verbose)
     else:
-        inputs = _plain_inputs(tf, ft, data, preprocess)
+        inputs = plain_inputs(tf, ft, data, preprocess)
     with staged_folder(out_dir, "finetuned", inputs=[head_dir, data_root]) as folder:
-        probabilities = {}
-        predict = _predictor(tf, inputs.model, inputs.prepare, inputs.eval_batch)
-
-        def evaluate(split):
-            out = predict(inputs.x[split][:len(data[split][1])])
-            probabilities[split] = class_probabilities(out)
-            return scores(data[split][1], probabilities[split], head.class_names)
-
-        # The frozen-head starting point is the first candidate: an epoch is kept only if it
-        # beats it, so a run that goes wrong (too high a learning rate) never returns a
-        # model worse than the head it started from.
-        before = evaluate("validation")
-        bar = progress_bar(epochs, "fine-tune", verbose, unit="epoch")
-        epoch_seconds, tick = [], [time.perf_counter()]
-
-        def on_epoch(logs):
-            now = time.perf_counter()
-            epoch_seconds.append(now - tick[0])
-            tick[0] = now
-            bar.set_postfix(loss=f"{logs['loss']:.3f}", val_acc=f"{logs['val_accuracy']:.3f}", refresh=False)
-            bar.update(1)
-
-        start = time.perf_counter()
-        try:
-            history = fast_fit(inputs.model, inputs.x["train"], data["train"][1], inputs.x["validation"],
-                               data["validation"][1], epochs=epochs, batch_size=batch_size,
-                               optimizer=optimizer, lr=lr, momentum=momentum, seed=seed,
-                               on_epoch=on_epoch, prepare=inputs.prepare, views=inputs.views,
-                               monitor="val_accuracy", patience=early_stopping, keep_best=True,
-                               baseline=before["accuracy"], eval_batch=inputs.eval_batch,
-                               jit=get_backbone(ft.spec.backbone).xla, augment=inputs.augment)
-        finally:
-            bar.close()
-        seconds = time.perf_counter() - start
-        metrics = {split: evaluate(split) for split in data}
+        history, metrics, probabilities = _train(tf, inputs, data, head.class_names, opts,
+                                                 get_backbone(ft.spec.backbone).xla, verbose)
         write_predictions(os.path.join(folder, "predictions.csv"), head.class_names,
-                          {s: ([r.path for r, _ in kept[s]], data[s][1], probabilities[s]) for s in data})
+                          {s: (d.paths, d.labels, probabilities[s]) for s, d in data.items()})
         write_splits(folder, {**record, "data_root": data_root, "splits": {
-            s: {"paths": [r.path for r, _ in kept[s]], "sha256": [sha for _, sha in kept[s]],
-                "labels": [r.label for r, _ in kept[s]]} for s in kept}})
-        accs = history["val_accuracy"]
-        metrics.update(fit_seconds=seconds, epoch_seconds=epoch_seconds,
-                       before_finetuning={"validation": {"loss": before["loss"], "accuracy": before["accuracy"]}},
-                       kept_epoch=int(np.argmax(accs)) + 1 if max(accs) > before["accuracy"] else 0)
-        if inputs.cache:
-            metrics["cache_frozen"] = inputs.cache
-        _save(folder, ft, head, history, metrics, dict(
-            unfreeze_from=ft.unfreeze_from, epochs=epochs, lr=lr, momentum=momentum,
-            optimizer=optimizer, batch_size=batch_size, augment=augment, seed=seed,
-            early_stopping=early_stopping, cache_frozen=cache_frozen,
-            views=inputs.views if cache_frozen else None), data, dict(data=data_root, requested=requested))
-    return FinetuneResult(out_dir, metrics, history, seconds, opts)
+            s: {"paths": d.paths, "sha256": d.shas, "labels": d.labels.tolist()} for s, d in data.items()}})
+        config = {k: opts[k] for k in ("epochs", "lr", "momentum", "optimizer", "batch_size", "seed",
+                                       "early_stopping", "cache_frozen")}
+        config.update(unfreeze_from=ft.unfreeze_from, augment=augment, views=inputs.views if cache_frozen else None)
+        _save(folder, ft, head, history, metrics, config, data, data_root, requested)
+    return FinetuneResult(out_dir, metrics, history, metrics["fit_seconds"], opts, reused=False, why=why)
 
 
-def _save(folder, ft, head, history, metrics, config, data, inputs: dict) -> None:
+def _train(tf, inputs: TrainInputs, data: dict, class_names: list, opts: dict, jit: bool,
+           verbose: bool) -> tuple[dict, dict, dict]:
+    """Fine-tune ``inputs.model``, keeping the best epoch (or the start); returns (history, metrics,
+    probabilities per split)."""
+    from features.progress import progress_bar
+
+    probabilities = {}
+    predict = predictor(tf, inputs)
+
+    def evaluate(split):
+        out = predict(inputs.x[split][:len(data[split].labels)])
+        probabilities[split] = class_probabilities(out)
+        return scores(data[split].labels, probabilities[split], class_names)
+
+    # The frozen-head starting point is the first candidate: an epoch is kept only if it
+    # beats it, so a run that goes wrong (too high a learning rate) never returns a
+    # model worse than the head it started from.
+    before = evaluate("validation")
+    bar = progress_bar(opts["epochs"], "fine-tune", verbose, unit="epoch")
+    epoch_seconds, tick = [], [time.perf_counter()]
+
+    def on_epoch(logs):
+        now = time.perf_counter()
+        epoch_seconds.append(now - tick[0])
+        tick[0] = now
+        bar.set_postfix(loss=f"{logs['loss']:.3f}", val_acc=f"{logs['val_accuracy']:.3f}", refresh=False)
+        bar.update(1)
+
+    start = time.perf_counter()
+    try:
+        history = fast_fit(inputs.model, inputs.x["train"], data["train"].labels, inputs.x["validation"],
+                           data["validation"].labels, epochs=opts["epochs"], batch_size=opts["batch_size"],
+                           optimizer=opts["optimizer"], lr=opts["lr"], momentum=opts["momentum"], seed=opts["seed"],
+                           on_epoch=on_epoch, prepare=inputs.prepare, views=inputs.views,
+                           monitor="val_accuracy", patience=opts["early_stopping"], keep_best=True,
+                           baseline=before["accuracy"], eval_batch=inputs.eval_batch, jit=jit,
+                           augment=inputs.augment)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    metrics = {split: evaluate(split) for split in data}
+    accs = history["val_accuracy"]
+    metrics.update(fit_seconds=seconds, epoch_seconds=epoch_seconds,
+                   before_finetuning={"validation": {"loss": before["loss"], "accuracy": before["accuracy"]}},
+                   kept_epoch=int(np.argmax(accs)) + 1 if max(accs) > before["accuracy"] else 0)
+    if inputs.cache:
+        metrics["cache_frozen"] = inputs.cache
+    return history, metrics, probabilities
+
+
+def _save(folder, ft, head, history, metrics, config, data, data_root: str, requested: dict) -> None:
     from ..plots import confusion_plots, training_curves
 
     ft.model.save(os.path.join(folder, "model.keras"))
@@ -222,17 +179,27 @@ def _save(folder, ft, head, history, metrics, config, data, inputs: dict) -> Non
     training_curves(history, os.path.join(folder, "curves.png"), "fine-tuning")
     confusion_plots(metrics, head.class_names, folder, "fine-tuned")
     write_json(os.path.join(folder, "metrics.json"), metrics)
-    write_manifest(folder, {
-        "kind": "finetuned", "classifier": "finetuned", "model_file": "model.keras",
-        "config": config, "class_names": head.class_names,
-        "head": {"folder": head.folder, "classifier": head.manifest["classifier"],
-                 "manifest_sha256": head.manifest_sha256},
-        **inputs, "extractor_key": head.manifest["extractor_key"], "extractor": head.manifest["extractor"],
-        "weights_path": ft.spec.weights_path or "", "input": "preprocessed image "
-        f"{ft.spec.input_size}x{ft.spec.input_size}x3 ({ft.spec.preprocessing})",
-        "trainable_layers": ft.trainable_layers, "frozen_layers": len(ft.frozen_layers),
-        "images": {s: int(len(d[1])) for s, d in data.items()},
-        "skipped_images": {s: d[2] for s, d in data.items() if d[2]},
-        "metrics": {s: {"accuracy": m["accuracy"], "loss": m["loss"]} for s, m in metrics.items()
-                    if isinstance(m, dict) and "accuracy" in m},
-    })
+    spec = ft.spec
+    write_manifest(folder, FinetunedManifest(
+        kind="finetuned", classifier="finetuned", model_file="model.keras", config=config,
+        class_names=head.class_names,
+        head=HeadRef(head.folder, head.manifest.classifier, head.manifest_sha256),
+        data=data_root, requested=requested,
+        extractor_key=head.manifest.extractor_key, extractor=head.manifest.extractor,
+        weights_path=spec.weights_path or "",
+        input=f"preprocessed image {spec.input_size}x{spec.input_size}x3 ({spec.preprocessing})",
+        trainable_layers=ft.trainable_layers, frozen_layers=len(ft.frozen_layers),
+        images={s: int(len(d.labels)) for s, d in data.items()},
+        skipped_images={s: d.skipped for s, d in data.items() if d.skipped},
+        metrics={s: {"accuracy": m["accuracy"], "loss": m["loss"]} for s, m in metrics.items()
+                 if isinstance(m, dict) and "accuracy" in m}))
+
+
+def _reused(folder: str, opts: dict) -> FinetuneResult:
+    """The result of a current fine-tuned folder, from its verified files."""
+    from ..artifacts import read_history
+
+    verified = read_verified(folder)
+    metrics = json.loads(verified.files["metrics.json"])
+    return FinetuneResult(verified.folder, metrics, read_history(verified.files["history.csv"]),
+                          metrics.get("fit_seconds", 0.0), opts, reused=True, why="unchanged")

@@ -23,7 +23,7 @@ from features.extract_options import EXTRACT
 from features.options import Option, OptionTable
 
 from ..finetuning.options import FINETUNE
-from ..training.options import CLASSIFIERS, HEAD_OPTIONS, SKLEARN_OPTIONS, TRAIN
+from ..training.options import CLASSIFIERS, TRAIN, check_override
 
 TOP = OptionTable("run", [
     Option("data", str, None, "the image folder (required)"),
@@ -162,22 +162,10 @@ def _check(user: dict) -> dict:
 
 def _classifier_table(name: str, options, listed: list) -> dict:
     """Check a ``[train.NAME]`` table: options that classifier takes, and it must be listed."""
-    if not isinstance(options, dict):
-        raise ConfigError(f"config key train.{name} must be a table of options for {name}. Received: {options!r}.")
     if name not in listed:
         raise ConfigError(f"config table [train.{name}] configures {name}, which is not in "
                           f"train.classifiers ({', '.join(listed)}).")
-    allowed = [k for k in (HEAD_OPTIONS if name in ("dense", "gap-dense") else SKLEARN_OPTIONS) if k != "seed"]
-    for key in options:
-        if key not in allowed:
-            raise ConfigError(f"unknown config key 'train.{name}.{key}'; {name} takes: {', '.join(allowed)}.")
-    return {k: TRAIN[k].check(v, f"config key train.{name}.{k}") for k, v in options.items()}
-
-
-def classifier_options(train: dict, name: str) -> dict:
-    """Return the training options for classifier ``name``: common keys, then [train.NAME]."""
-    common = {k: v for k, v in train.items() if k != "classifiers" and k not in CLASSIFIERS}
-    return {**common, **train.get(name, {})}
+    return check_override(name, options, f"train.{name}", "config key")
 
 
 def to_toml(config: dict) -> str:

@@ -29,17 +29,17 @@ def worst_misclassified(result, limit: int) -> tuple[str, list[dict]]:
     best classifier on the cached test features. Rows: path, true, predicted,
     probabilities; most confident mistake first.
     """
-    ft = result.stages.get("finetune", {})
-    if "folder" in ft:
-        text = read_verified(ft["folder"]).files["predictions.csv"].decode("utf-8")
+    ft = result.stages.finetune
+    if ft is not None:
+        text = read_verified(ft.folder).files["predictions.csv"].decode("utf-8")
         rows = [r for r in read_predictions(text) if r["split"] == "test"]
-        label = f"fine-tuned {ft['head']}"
+        label = ft.name
     else:
-        best = next((r for r in result.leaderboard if r["kind"] == "classifier"), None)
+        best = next((r for r in result.leaderboard if r.kind == "classifier"), None)
         test_file = os.path.join(result.folder, "features", "test.h5")
         if best is None or not os.path.isfile(test_file):
             return "", []
-        rows, label = _classifier_predictions(best["folder"], test_file), best["model"]
+        rows, label = _classifier_predictions(best.folder, test_file), best.name
     wrong = [r for r in rows if r["true"] != r["predicted"]]
     wrong.sort(key=lambda r: -r["probabilities"][r["predicted"]])
     return label, wrong[:limit]
@@ -125,53 +125,52 @@ class _Figures:
 def _sections(result, worst_label: str, worst_png) -> list[tuple[str, list]]:
     """Return (title, blocks): ('table', headers, rows), ('text', str) or ('img', path, alt, png bytes)."""
     figures_of = _Figures()
-    ex, tr, ft = result.stages["extract"], result.stages["train"], result.stages["finetune"]
+    stages = result.stages
+    ex, tr, ft = stages.extract, stages.train, stages.finetune
     data_rows = [[s, v["images"], len(v["quarantined"]), v["computed"], v["reused"]]
-                 for s, v in ex["splits"].items()]
-    quarantined = [f"{s}: {p} ({why})" for s, v in ex["splits"].items() for p, why in v["quarantined"]]
+                 for s, v in ex.splits.items()]
+    quarantined = [f"{s}: {p} ({why})" for s, v in ex.splits.items() for p, why in v["quarantined"]]
     top = result.leaderboard[0] if result.leaderboard else None
-    summary = (f"Best by validation accuracy: {top['model']}, {_pct(top['val_accuracy'])} validation, "
-               f"{_pct(top['test_accuracy'])} test." if top else "No model trained.")
-    out = [("Summary", [("text", summary)]), ("Dataset", [("text", f"{result.config['data']}: {len(ex['classes'])} classes "
-                                 f"({', '.join(ex['classes'])})."),
+    summary = (f"Best by validation accuracy: {top.name}, {_pct(top.accuracy('validation'))} validation, "
+               f"{_pct(top.accuracy('test'))} test." if top else "No model trained.")
+    out = [("Summary", [("text", summary)]), ("Dataset", [("text", f"{result.config['data']}: {len(ex.classes)} classes "
+                                 f"({', '.join(ex.classes)})."),
                         ("table", ["split", "images", "quarantined", "features computed", "from cache"], data_rows)]
             + ([("text", "Quarantined: " + "; ".join(quarantined[:20]))] if quarantined else [])),
            ("Extractor", [("table", ["field", "value"],
-                           [[k, str(v)] for k, v in ex["extractor"].items() if v is not None]),
-                          ("text", f"extractor key {ex['extractor_key']}")])]
-    board = [[i + 1, r["model"], _pct(r["val_accuracy"]), _pct(r["test_accuracy"]),
-              "-" if r["fit_seconds"] is None else f"{r['fit_seconds']:.1f}"]
+                           [[k, str(v)] for k, v in ex.extractor.items() if v is not None]),
+                          ("text", f"extractor key {ex.extractor_key}")])]
+    board = [[i + 1, r.name, _pct(r.accuracy("validation")), _pct(r.accuracy("test")), f"{r.fit_seconds:.1f}"]
              for i, r in enumerate(result.leaderboard)]
     out.append(("Leaderboard", [("table", ["rank", "model", "val acc", "test acc", "fit s"], board)]))
-    figures = [figures_of.block(t["folder"], "curves.png", f"{name}: training curves") for name, t in tr.items()]
-    if "folder" in ft:
-        figures.append(figures_of.block(ft["folder"], "curves.png", "fine-tuning curves"))
+    figures = [figures_of.block(r.folder, "curves.png", f"{r.name}: training curves") for r in tr]
+    if ft is not None:
+        figures.append(figures_of.block(ft.folder, "curves.png", "fine-tuning curves"))
     figures = [f for f in figures if f]
     out.append(("Training curves (faint: raw, solid: smoothed)", figures or [("text", "no Keras model trained")]))
-    best = next((r for r in result.leaderboard if r["kind"] == "classifier"), None)
-    confusions = [figures_of.block(folder, "confusion_test.png", f"{label}: test confusion matrix")
-                  for label, folder in ((best and best["model"], best and best["folder"]),
-                                        ("fine-tuned", ft.get("folder"))) if folder]
+    best = next((r for r in result.leaderboard if r.kind == "classifier"), None)
+    confusions = [figures_of.block(r.folder, "confusion_test.png", f"{r.name}: test confusion matrix")
+                  for r in (best, ft) if r is not None]
     confusions = [c for c in confusions if c]
     out.append(("Confusion matrices (test)", confusions or [("text", "no test split")]))
     if worst_png:
         out.append((f"Most confident mistakes on test ({worst_label})",
                     [("img", os.path.join(result.folder, "worst_test.png"), "worst misclassified", worst_png)]))
-    timing = [["extract", f"{ex['seconds']:.1f}",
-               "network never built: every row from cache" if not ex["model_built"]
-               else f"{ex['forward_images']} images through the network"]]
-    for name, t in tr.items():
-        timing.append([f"train {name}", f"{t['seconds']:.1f}", "reused (same options, same features)"
-                       if t["reused"] else "trained"])
-    if "folder" in ft:
-        cache = ft["metrics"].get("cache_frozen")
-        how = "reused (same head, same settings)" if ft["reused"] else "fine-tuned"
-        if cache and not ft["reused"]:
+    timing = [["extract", f"{ex.seconds:.1f}",
+               "network never built: every row from cache" if not ex.model_built
+               else f"{ex.forward_images} images through the network"]]
+    for r in tr:
+        timing.append([f"train {r.name}", f"{r.fit_seconds:.1f}",
+                       "reused (same options, same features)" if r.reused else f"trained: {r.why}"])
+    if ft is not None:
+        cache = ft.metrics.get("cache_frozen")
+        how = "reused (same head, same settings)" if ft.reused else f"fine-tuned: {ft.why}"
+        if cache and not ft.reused:
             how += f"; frozen part: {cache['rows_computed']} rows computed, {cache['rows_reused']} from cache"
-        timing.append(["fine-tune", f"{ft['seconds']:.1f}", how])
+        timing.append(["fine-tune", f"{ft.fit_seconds:.1f}", how])
     else:
-        timing.append(["fine-tune", "-", f"skipped: {ft['skipped']}"])
-    out.append(("Time per stage", [("table", ["stage", "seconds", "cache"], timing)]))
+        timing.append(["fine-tune", "-", f"skipped: {stages.finetune_skipped}"])
+    out.append(("Time per stage", [("table", ["stage", "seconds", "why"], timing)]))
     return out
 
 

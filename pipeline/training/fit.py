@@ -10,9 +10,10 @@ import time
 
 import numpy as np
 
+from features.outputs import staged_folder
 from features.progress import progress_bar
 
-from ..artifacts import staged_folder, write_history, write_json, write_manifest
+from ..artifacts import write_history, write_json, write_manifest
 from ..data import FeatureSet
 from ..image_splits import splits_record, write_splits
 from ..manifests import ClassifierManifest, FeatureFileRef

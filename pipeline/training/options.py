@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Optional, Sequence
 
 from features.errors import ConfigError
 from features.options import Option, OptionTable
@@ -60,4 +61,37 @@ TRAIN = OptionTable("train", [
     Option("max_memory", str, None, "stream features from disk when they are larger than this (e.g. 512M)",
            check_value=parse_size, metavar="SIZE",
            coerce=lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v),
+    Option("retrain", bool, False, "train even a classifier whose folder already holds it, trained with the "
+                                   "same options on the same features (by default it is reused)"),
 ])
+
+
+def options_of(name: str) -> tuple[str, ...]:
+    """Return the options that decide classifier ``name`` (the Keras heads' or scikit-learn's)."""
+    return HEAD_OPTIONS if name in HEADS else SKLEARN_OPTIONS
+
+
+def check_override(name: str, options, prefix: str, noun: str = "option") -> dict:
+    """Return ``options`` for classifier ``name`` alone, checked: only keys it takes (``seed`` aside:
+    one per call), each against ``TRAIN``. Raises ConfigError naming ``noun`` ``prefix.key``."""
+    if not isinstance(options, dict):
+        raise ConfigError(f"{noun} {prefix} must be a table of options for {name}. Received: {options!r}.")
+    allowed = [k for k in options_of(name) if k != "seed"]
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(f"unknown {noun} '{prefix}.{key}'; {name} takes: {', '.join(allowed)}.")
+    return {k: TRAIN[k].check(v, f"{noun} {prefix}.{k}") for k, v in options.items()}
+
+
+def classifier_config(name: str, opts: dict, overrides: Optional[dict], names: Sequence[str]) -> dict:
+    """Return the options that decide classifier ``name``: ``opts`` (checked by ``TRAIN``), then its
+    ``overrides`` (``{name: {option: value}}``, checked here; every name must be among ``names``)."""
+    overrides = overrides or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"overrides must map a classifier to a table of its options. Received: {overrides!r}.")
+    for other in overrides:
+        if other not in names:
+            raise ConfigError(f"overrides configure {other!r}, which is not among the classifiers of this call "
+                              f"({', '.join(names)}).")
+    own = check_override(name, overrides.get(name, {}), f"overrides.{name}")
+    return {k: {**opts, **own}[k] for k in options_of(name)}

@@ -89,7 +89,7 @@ GRIDS = {
 }
 
 
-def make_pipeline(name: str, reshape: str, pca, seed: int, counts: Optional[Sequence[int]] = None) -> Pipeline:
+def build_sklearn(name: str, reshape: str, pca, seed: int, counts: Optional[Sequence[int]] = None) -> Pipeline:
     """Return the unfitted Pipeline for classifier ``name`` (``counts``: training images per class)."""
     steps = [("reshape", SpatialReshape(reshape)), ("scale", StandardScaler())]
     if pca:

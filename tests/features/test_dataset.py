@@ -11,6 +11,7 @@ from features.errors import ConfigError, DatasetError
 from tests.conftest import DATA
 
 
+
 def _touch_images(folder, names, src=DATA / "train" / "cats" / "cat.0.jpg"):
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:

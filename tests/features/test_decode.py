@@ -12,6 +12,7 @@ from PIL import Image
 from features.decode import MAX_PIXELS, UnusableImage, decode_image
 from tests.conftest import DATA
 
+
 REAL = DATA / "train" / "dogs" / "dog.3.jpg"
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from features.equivalence import TOLERANCE, RuntimeMismatch, compare, relative_differences
 
+pytestmark = pytest.mark.pure
+
 
 def test_differences_are_per_row_and_relative():
     ref = np.array([[1.0, 2.0], [100.0, 0.0], [0.0, 0.0]])

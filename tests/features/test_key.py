@@ -7,6 +7,8 @@ import pytest
 
 from features.key import KEY_FIELDS, NOT_IN_KEY, ExtractorSpec, extractor_key
 
+pytestmark = pytest.mark.pure
+
 BASE = ExtractorSpec(backbone="vgg16", alpha=None, weights="imagenet", weights_sha256="ab" * 32,
                      layer="block5_pool", pool="none", input_size=150,
                      preprocessing="keras.applications.vgg16.preprocess_input (caffe)")

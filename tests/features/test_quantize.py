@@ -17,6 +17,8 @@ from features.quantize import QuantizationRefused, cosine_per_row, plan_calibrat
 from features.runtime_openvino import converted_path
 from tests.conftest import MOBILENET, copy_subset
 
+pytestmark = pytest.mark.extra("openvino")
+
 INT8 = dict(MOBILENET, runtime="openvino", precision="int8", calibration_images=8)
 _OPENED: list = []  # (kind, path) events while a test listens; the hook stays installed, idle
 _LISTENING = [False]

@@ -16,13 +16,15 @@ from features.errors import FeatureFileError
 from features.ray_engine import MAX_ATTEMPTS, ShardError, ShardExtractor
 from tests.conftest import MOBILENET, ROOT, copy_subset
 
-import ray  # noqa: E402  (the [ray] extra; scripts/setup.sh installs it)
+pytestmark = pytest.mark.extra("ray")
 SPLITS = ("train", "validation", "test")
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """A real Ray cluster on this machine; its workers import bneck and these tests."""
+    import ray  # the [ray] extra
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "KERAS_HOME": os.environ["KERAS_HOME"]}})
     yield ray.get_runtime_context().gcs_address

@@ -15,6 +15,8 @@ from features.equivalence import TOLERANCE, RuntimeMismatch, max_relative_differ
 from features.runtime_openvino import converted_path
 from tests.conftest import MOBILENET, ROOT, copy_subset
 
+pytestmark = pytest.mark.extra("openvino")
+
 
 def test_openvino_fp32_features_equal_tensorflow_and_share_the_key(tmp_path):
     data = copy_subset(tmp_path / "data", 6, splits=("train",))

@@ -11,6 +11,7 @@ from features import FeatureFileError, extract, read_features, read_summary
 from tests.conftest import MOBILENET
 
 
+
 @pytest.fixture
 def feature_file(small_data, tmp_path):
     extract(small_data, tmp_path / "out", splits=["test"], verbose=False, **MOBILENET)

@@ -10,7 +10,9 @@ import pytest
 
 from pipeline.model_io import (KERAS_OBJECTS, UnsafeModel, check_keras, check_keras_config, load_keras,
                                load_sklearn, save_sklearn)
-from pipeline.training.sklearn_models import SKLEARN, StreamedLinear, make_pipeline
+from pipeline.training.sklearn_models import SKLEARN, StreamedLinear, build_sklearn
+
+pytestmark = pytest.mark.pure
 
 
 def _data(classes=3):
@@ -22,7 +24,7 @@ def _data(classes=3):
 @pytest.mark.parametrize("reshape,pca", [("avg", None), ("flatten", 8)])
 def test_every_sklearn_classifier_round_trips_through_skops(tmp_path, name, reshape, pca):
     x, y = _data()
-    model = make_pipeline(name, reshape, pca, 0).fit(x, y)
+    model = build_sklearn(name, reshape, pca, 0).fit(x, y)
     save_sklearn(model, str(tmp_path / "m.skops"))  # raises if it holds a type loading would refuse
     loaded = load_sklearn((tmp_path / "m.skops").read_bytes(), "m.skops")
     np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))

@@ -27,7 +27,17 @@ from tests.reliability.conftest import MOBILENET_ARGS
 
 EXAMPLES = int(os.environ.get("BNECK_FUZZ_EXAMPLES", 25))
 EXAMPLE_NUMBERS = itertools.count()
-JPEG = (DATA / "train" / "cats" / "cat.0.jpg").read_bytes()
+def _jpeg() -> bytes:
+    """A real photo (a synthetic one without ../shared, where these tests are skipped anyway)."""
+    real = DATA / "train" / "cats" / "cat.0.jpg"
+    if real.is_file():
+        return real.read_bytes()
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 80, 40)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+JPEG = _jpeg()
 EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".JPG"]
 
 

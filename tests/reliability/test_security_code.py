@@ -274,7 +274,7 @@ def test_convert_with_trust_pickle_rewrites_a_real_old_folder_without_pickles(tr
     done = bneck(tmp_path, ["convert", old, "--trust-pickle", "--out", tmp_path / "new"])
     assert done.returncode == 0, done.output
     new = load_classifier(str(tmp_path / "new"))
-    assert "model.joblib" not in os.listdir(tmp_path / "new") and new.manifest["converted_from"]["trusted_pickle"]
+    assert "model.joblib" not in os.listdir(tmp_path / "new") and new.manifest.converted_from["trusted_pickle"]
     x = np.random.default_rng(0).normal(size=(5, 7, 7, 256)).astype(np.float32)
     np.testing.assert_array_equal(new.model.predict_proba(x), model.predict_proba(x))
     assert sorted(os.listdir(old)) == sorted(["manifest.json", *json.loads((old / "manifest.json").read_text())

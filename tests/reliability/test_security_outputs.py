@@ -168,6 +168,7 @@ def test_predict_never_overwrites_a_file_it_did_not_write(made, tmp_path, bneck,
         tmp_path, ["predict", model, made / "data" / "test" / "cats", "--csv", tmp_path / "ok.csv"]).returncode == 0
 
 
+@pytest.mark.extra("ray")
 def test_a_symlinked_shards_folder_is_refused_before_ray_starts(made, tmp_path, bneck):
     out = tmp_path / "out"
     out.mkdir()

@@ -1,11 +1,14 @@
 """The fused affine augmentation: exact geometry on simple cases, identity outside training."""
 from __future__ import annotations
+import pytest
 
 import numpy as np
 
 from features.tfimport import import_tensorflow
 from features.augment import affine_transforms, warp
 from pipeline.finetuning.augment import RandomAffine
+
+pytestmark = pytest.mark.pure
 
 OFF = dict(rotation=0.0, shift=0.0, shear=0.0, zoom=0.0, flip=False)
 

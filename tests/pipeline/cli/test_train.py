@@ -15,7 +15,7 @@ def test_train_prints_leaderboard_and_evaluate_and_predict_work(features_dir, im
     assert main(["train", str(features_dir), "--classifier", "logreg,knn", "--out", str(models),
                  "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "classifier" in out and "val acc" in out and "test acc" in out and "fit s" in out
+    assert "model" in out and "val acc" in out and "test acc" in out and "fit s" in out and "this call" in out
     assert "logreg" in out and "knn" in out and "leaderboard.csv" in out
 
     assert main(["evaluate", str(models / "logreg"), str(features_dir / "test.h5")]) == 0

@@ -9,6 +9,7 @@ import pytest
 
 from features import ConfigError, get_backbone
 from pipeline.artifacts import load_classifier, write_manifest
+from pipeline.manifests import parse_manifest
 from pipeline.cli import main
 from features.tfimport import import_tensorflow
 from pipeline.training.fastfit import fast_fit
@@ -98,7 +99,7 @@ def _crafted_head(head_dir, folder, input_shape, **manifest_changes):
     manifest = json.loads((head_dir / "dense" / "manifest.json").read_text())
     body = {k: v for k, v in manifest.items() if k not in ("artifacts", "versions", "created_utc",
                                                             "manifest_version")}
-    write_manifest(str(folder), {**body, **manifest_changes})
+    write_manifest(str(folder), parse_manifest({**body, **manifest_changes}, "crafted"))
     return folder
 
 

@@ -15,7 +15,8 @@ from features.hashing import sha256_file
 from pipeline.artifacts import ArtifactError, load_classifier
 from pipeline.data import FeatureSet, open_feature_set
 from pipeline.predict import classifier_proba, evaluate, predict_images
-from pipeline.training.stage import CLASSIFIERS, train
+from pipeline.training.options import CLASSIFIERS
+from pipeline.training.stage import train
 from tests.conftest import MOBILENET
 
 FAST = dict(epochs=8)
@@ -28,7 +29,7 @@ def test_every_classifier_trains_saves_and_ranks(features_dir, tmp_path):
     assert vals == sorted(vals, reverse=True)
     with open(tmp_path / "models" / "leaderboard.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["classifier"] for r in rows] == [r.name for r in board.results]
+    assert [r["model"] for r in rows] == [r.name for r in board.results]
     assert all(float(r["test_accuracy"]) > 0.6 for r in rows)  # real features separate cats from dogs
     for result in board.results:
         folder = tmp_path / "models" / result.name

@@ -1,0 +1,62 @@
+"""Stage 3 decides its own reuse: the same head, data and options fine-tune nothing, from the API and
+the command line; another option, another head or a damaged folder fine-tunes again and says why."""
+from __future__ import annotations
+
+import pytest
+
+import pipeline.finetuning.stage as stage
+from pipeline.cli import main
+from pipeline.finetuning.stage import finetune
+from pipeline.training.stage import train
+
+QUICK = dict(epochs=1, views=1, rotation=0, shift=0, shear=0, zoom=0, flip=False)
+
+
+@pytest.fixture(scope="module")
+def heads(features_dir, tmp_path_factory):
+    models = tmp_path_factory.mktemp("heads_reuse")
+    train(features_dir, ["dense", "gap-dense"], models, verbose=False, epochs=5)
+    return models
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    """Count the real fine-tunings (the spy calls the real one)."""
+    calls = []
+    real = stage._finetune
+
+    def spy(head_dir, *args, **kwargs):
+        calls.append(str(head_dir))
+        return real(head_dir, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "_finetune", spy)
+    return calls
+
+
+def test_same_head_data_and_options_fine_tune_nothing(heads, image_root, tmp_path, runs):
+    out = tmp_path / "ft"
+    first = finetune(heads / "dense", image_root, out, verbose=False, **QUICK)
+    assert len(runs) == 1 and not first.reused and first.why == "no earlier output"
+    again = finetune(heads / "dense", image_root, out, verbose=False, **QUICK)
+    assert len(runs) == 1 and again.reused and again.why == "unchanged"
+    assert again.metrics == first.metrics and again.history["val_accuracy"] == pytest.approx(
+        first.history["val_accuracy"])
+    changed = finetune(heads / "dense", image_root, out, verbose=False, **{**QUICK, "lr": 1e-3})
+    assert len(runs) == 2 and changed.why == "options changed: lr 0.0001 \u2192 0.001"
+    other = finetune(heads / "gap-dense", image_root, out, verbose=False, **{**QUICK, "lr": 1e-3})
+    assert len(runs) == 3 and other.why == "the head changed (its manifest differs)"
+    forced = finetune(heads / "gap-dense", image_root, out, verbose=False, retrain=True, **{**QUICK, "lr": 1e-3})
+    assert len(runs) == 4 and forced.why == "--retrain"
+    with open(out / "history.csv", "a") as handle:
+        handle.write("\n")
+    damaged = finetune(heads / "gap-dense", image_root, out, verbose=False, **{**QUICK, "lr": 1e-3})
+    assert len(runs) == 5 and damaged.why.startswith("the earlier output does not verify")
+
+
+def test_the_command_line_says_it_reused(heads, image_root, tmp_path, capsys, runs):
+    argv = ["finetune", str(heads / "dense"), "--data", str(image_root), "--out", str(tmp_path / "ft"),
+            "--epochs", "1", "--views", "1", "--no-augment", "--quiet"]
+    assert main(argv) == 0 and len(runs) == 1
+    capsys.readouterr()
+    assert main(argv) == 0 and len(runs) == 1
+    assert "reused (--retrain to fine-tune again)" in capsys.readouterr().out

@@ -1,0 +1,86 @@
+"""Stage 2 decides its own reuse: a second ``train`` with unchanged inputs fits nothing, from the API
+and the command line alike, and every classifier it does fit says why (fits counted, not timed)."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+import pipeline.training.stage as stage
+from pipeline.cli import main
+from pipeline.training.stage import train
+
+FAST = dict(epochs=2, seed=0)
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    """Count the real fits (the real fit runs; the spy only records which classifier)."""
+    names = []
+    real = stage.fit_classifier
+
+    def spy(name, *args, **kwargs):
+        names.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "fit_classifier", spy)
+    return names
+
+
+def _inode(folder):
+    return os.stat(folder).st_ino, os.stat(os.path.join(folder, "manifest.json")).st_mtime_ns
+
+
+def test_a_second_train_with_unchanged_inputs_fits_nothing(features_dir, tmp_path, fits):
+    out = tmp_path / "models"
+    first = train(features_dir, ["dense", "logreg"], out, verbose=False, **FAST)
+    assert sorted(fits) == ["dense", "logreg"] and not any(r.reused for r in first.results)
+    assert {r.why for r in first.results} == {"no earlier output"}
+    before = {r.name: _inode(r.folder) for r in first.results}
+    second = train(features_dir, ["dense", "logreg"], out, verbose=False, **FAST)
+    assert sorted(fits) == ["dense", "logreg"]  # no new fit
+    assert all(r.reused and r.why == "unchanged" for r in second.results)
+    assert {r.name: _inode(r.folder) for r in second.results} == before  # the folders were not rewritten
+    assert {r.name: r.accuracy("test") for r in second.results} == {r.name: r.accuracy("test") for r in first.results}
+    assert "reused" in (out / "leaderboard.csv").read_text()
+
+
+def test_each_change_retrains_only_what_it_touches_and_says_why(features_dir, tmp_path, fits):
+    out = tmp_path / "models"
+    train(features_dir, ["dense", "logreg", "knn"], out, verbose=False, **FAST)
+    fits.clear()
+    board = train(features_dir, ["dense", "logreg", "knn"], out, verbose=False, pca=8, **FAST)
+    assert sorted(fits) == ["knn", "logreg"]  # pca is not an option of a Keras head
+    why = {r.name: r.why for r in board.results}
+    assert why["logreg"] == why["knn"] == "options changed: pca unset \u2192 8" and why["dense"] == "unchanged"
+    fits.clear()
+    board = train(features_dir, ["logreg"], out, verbose=False, overrides={"logreg": {"pca": 4}}, **FAST)
+    assert fits == ["logreg"] and board.results[0].why == "options changed: pca 8 \u2192 4"
+    fits.clear()
+    board = train(features_dir, ["logreg"], out, verbose=False, overrides={"logreg": {"pca": 4}}, retrain=True,
+                  **FAST)
+    assert fits == ["logreg"] and board.results[0].why == "--retrain"
+
+
+def test_changed_features_or_a_damaged_folder_are_trained_again(features_dir, tmp_path, fits):
+    out, copy = tmp_path / "models", tmp_path / "features"
+    shutil.copytree(features_dir, copy)
+    train(copy, ["logreg"], out, verbose=False, **FAST)
+    fits.clear()
+    shutil.copy(copy / "validation.h5", copy / "test.h5")  # another (valid) test file
+    board = train(copy, ["logreg"], out, verbose=False, **FAST)
+    assert fits == ["logreg"] and board.results[0].why == "feature file changed: test.h5"
+    fits.clear()
+    with open(out / "logreg" / "metrics.json", "a") as handle:
+        handle.write(" ")
+    board = train(copy, ["logreg"], out, verbose=False, **FAST)
+    assert fits == ["logreg"] and board.results[0].why.startswith("the earlier output does not verify")
+
+
+def test_the_command_line_reuses_and_says_so(features_dir, tmp_path, capsys, fits):
+    argv = ["train", str(features_dir), "--classifier", "logreg", "--out", str(tmp_path / "m"), "--quiet"]
+    assert main(argv) == 0 and fits == ["logreg"]
+    assert "logreg: trained: no earlier output" in capsys.readouterr().out
+    assert main(argv) == 0 and fits == ["logreg"]
+    assert "logreg: reused, unchanged" in capsys.readouterr().out
