@@ -12,6 +12,7 @@ import uuid
 from contextlib import contextmanager
 
 from .errors import StorageError
+from .files import is_regular
 
 _TMP_PATTERN = re.compile(r"^\..+\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$")
 
@@ -52,6 +53,9 @@ def atomic_target(path: str):
     becomes a StorageError naming ``path``; the previous ``path`` is left as it was.
     """
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise StorageError(f"could not write {path}: a folder of that name is there, where bneck writes a file. "
+                           "Remove or rename it, then rerun (everything written before is intact).")
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         with refused_writes_as_errors(path):
@@ -83,12 +87,14 @@ def atomic_open(path: str, mode: str = "w", **kwargs):
 
 
 def stale_temporaries(folder: str) -> list[str]:
-    """Return temporary files in ``folder`` whose writing process no longer runs."""
+    """Return temporary files in ``folder`` whose writing process no longer runs (files and links
+    only: a folder or FIFO under such a name was not written by bneck and is left alone)."""
     out = []
     for name in os.listdir(folder):
         match = _TMP_PATTERN.match(name)
-        if match and not _pid_alive(int(match.group(1))):
-            out.append(os.path.join(folder, name))
+        path = os.path.join(folder, name)
+        if match and not _pid_alive(int(match.group(1))) and (is_regular(path) or os.path.islink(path)):
+            out.append(path)
     return out
 
 

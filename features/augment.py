@@ -20,6 +20,10 @@ import numpy as np
 
 from .tfimport import import_tensorflow
 
+# The view index of the horizontally flipped image (test-time augmentation): the same
+# for every seed and augmentation setting.
+FLIP_VIEW = -1
+
 # The order in which affine_transforms draws its uniforms; view_transforms feeds it
 # per-image draws in this order.
 N_DRAWS = 8
@@ -67,12 +71,15 @@ def view_transforms(shas, view: int, seed: int, params: dict, height: int, width
 
     Deterministic per (seed, view, image content): the same image gets the same view in
     any run, batch or order, so augmented views can be cached like features. View 0
-    is the un-augmented image (identity transforms).
+    is the un-augmented image (identity transforms), view ``FLIP_VIEW`` its exact mirror
+    image (output column x reads input column width - 1 - x).
     """
     tf = import_tensorflow()
     n = len(shas)
     if view == 0:
         return tf.constant(np.tile(np.array([1, 0, 0, 0, 1, 0, 0, 0], np.float32), (n, 1)))
+    if view == FLIP_VIEW:
+        return tf.constant(np.tile(np.array([-1, 0, width - 1, 0, 1, 0, 0, 0], np.float32), (n, 1)))
     draws = np.empty((n, N_DRAWS), np.float32)
     for i, sha in enumerate(shas):
         digest = hashlib.sha256(f"{seed}:{view}:{sha}".encode()).digest()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import sys
 import time
 import uuid
@@ -34,6 +35,7 @@ except ImportError:  # Windows: no protection of entries in use from `gc --older
 
 from .atomic import atomic_target
 from .errors import ConfigError
+from .files import is_regular
 from .hashing import RowsDigest, sha256_array
 from .key import SCHEMA_VERSION, ExtractorSpec
 from .outputs import MARKER, folder_kind, write_marker
@@ -95,8 +97,10 @@ def _mark_cache(path: str) -> None:
 
 
 def _chunk_files(folder: str) -> list[str]:
+    """Return the entry's chunk files: regular files named like a chunk. Anything else under such a
+    name (a FIFO, a folder, a device, a link someone planted) is never opened, read or removed."""
     return sorted(os.path.join(folder, n) for n in os.listdir(folder)
-                  if n.startswith(CHUNK_PREFIX) and n.endswith(".h5"))
+                  if n.startswith(CHUNK_PREFIX) and n.endswith(".h5") and is_regular(os.path.join(folder, n)))
 
 
 def _chunk_shas(path: str, key: str) -> tuple[Optional[list[str]], Optional[str]]:
@@ -178,11 +182,30 @@ class MissingRows(Exception):
         self.shas = shas
 
 
+def open_in_use_file(folder: str):
+    """Open (creating) the entry's ``.inuse`` lock file; None when it is not a regular file.
+
+    Never blocks: a FIFO planted under this name would wait for a reader for ever, so it
+    is opened non-blocking, without following links, and anything but a regular file is
+    refused."""
+    path = os.path.join(folder, IN_USE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW, 0o666)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "ab")
+
+
 def _hold_in_use(folder: str):
     """Hold a shared lock on the entry's ``.inuse`` file while this process uses it (None without fcntl)."""
     if fcntl is None:
         return None
-    handle = open(os.path.join(folder, IN_USE), "ab")
+    handle = open_in_use_file(folder)
+    if handle is None:
+        return None  # not a file the cache made: the entry is simply not protected from `gc --older-than`
     fcntl.flock(handle, fcntl.LOCK_SH)  # waits only while a gc is removing the entry
     return handle
 

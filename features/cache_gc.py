@@ -20,18 +20,24 @@ import numpy as np
 from filelock import FileLock
 
 from .atomic import atomic_target, stale_temporaries
+from .files import is_regular, open_regular, read_whole
 from .hashing import RowsDigest
-from .cache import (CHUNK_PREFIX, IN_USE, KEY_NAME, LOCK_TIMEOUT_S, RowCache, _chunk_files, _chunk_shas,
-                    _fill_chunk, check_cache_dir, fcntl, read_rows_file)
+from .cache import (CHUNK_PREFIX, KEY_NAME, LOCK_TIMEOUT_S, RowCache, _chunk_files, _chunk_shas,
+                    _fill_chunk, check_cache_dir, fcntl, open_in_use_file, read_rows_file)
 
 
 @contextmanager
 def _unused(folder: str):
-    """Yield True while holding the entry's ``.inuse`` lock exclusively, False when a process uses it."""
+    """Yield True while holding the entry's ``.inuse`` lock exclusively, False when a process uses it
+    (or its ``.inuse`` is not a regular file: then nothing can tell, and the entry is kept)."""
     if fcntl is None:
         yield True
         return
-    with open(os.path.join(folder, IN_USE), "ab") as handle:
+    handle = open_in_use_file(folder)
+    if handle is None:
+        yield False
+        return
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -65,12 +71,12 @@ def list_entries(cache_dir: str) -> list[CacheEntry]:
         if not KEY_NAME.match(key) or os.path.islink(folder):  # not a folder the cache made
             continue
         try:
-            with open(meta_path) as handle:
-                meta = json.load(handle)
+            with open_regular(meta_path, follow_symlinks=False) as handle:
+                meta = json.loads(read_whole(handle, meta_path, 1 << 20))
         except (FileNotFoundError, NotADirectoryError):
             continue
-        except ValueError:
-            meta = {}  # damaged: `verify_cache` reports it
+        except (ValueError, OSError):
+            meta = {}  # damaged, or not a file the cache made: `verify_cache` reports it
         try:
             chunks = _chunk_files(folder)
             shas = set()
@@ -193,8 +199,11 @@ def _remove_entry(folder: str) -> None:
     the cache did not write.
     """
     for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if not (is_regular(path) or os.path.islink(path)):  # a folder or FIFO under a cache name: not ours
+            continue
         if name == "meta.json" or (name.startswith(CHUNK_PREFIX) and name.endswith(".h5")) \
                 or name in (os.path.basename(p) for p in stale_temporaries(folder)):
-            _remove_if_there(os.path.join(folder, name))
+            _remove_if_there(path)
 
 

@@ -11,7 +11,6 @@ with the stored rows within ``equivalence.TOLERANCE``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -65,14 +64,14 @@ def _reference(spec, cache_dir: str, sample):
         return lambda batch, shas: model(batch)
     if spec.augmentation is not None:
         from .model import build_base, cut_model
-        from .view_rows import TrunkViews
+        from .view_rows import TrunkViews, parse_view
 
-        recorded = json.loads(spec.augmentation)
+        params, view_seed, view = parse_view(spec.augmentation)
         base = dataclasses.replace(spec, augmentation=None)
         trunk = cut_model(build_base(backbone, base), backbone, spec.layer, spec.pool)
         views = TrunkViews(trunk, backbone.preprocess_fn(), base, spec.layer, spec.pool,
-                           recorded["params"], recorded["seed"], cache_dir, verbose=False)
-        return lambda batch, shas: views.compute(batch, shas, recorded["view"])
+                           params, view_seed, cache_dir, verbose=False)
+        return lambda batch, shas: views.compute(batch, shas, view)
     from .model import FeatureModel
 
     model = FeatureModel(backbone, spec)
@@ -86,7 +85,7 @@ def _check_entry(entry: CacheEntry, images: dict, n: int, seed: int, tolerance: 
                                       f"{' augmented view' if meta.get('augmentation') else ''}"
                                       f"{' int8' if meta.get('quantization') else ''}")
     try:
-        spec = spec_from_record(meta, entry.key, [meta.get("weights_path")])
+        spec = spec_from_record(meta, entry.key, [meta.get("weights_path")], where=f"{entry.folder}/meta.json")
     except (BneckError, KeyError, TypeError) as exc:
         check.skipped = f"its extractor cannot be rebuilt ({str(exc)[:160]})"
         return check

@@ -46,7 +46,7 @@ EXTRACT = OptionTable("extract", [
                                 "0.7,0.15,0.15)", nullable=True, check_value=_fractions,
            allowed_text="three fractions summing to 1, e.g. 0.7,0.15,0.15",
            coerce=lambda v: v.split(",") if isinstance(v, str) else v, metavar="FRACTIONS"),
-    Option("seed", int, 0, "seed of the single-root split (and of int8 calibration)", low=0),
+    Option("seed", int, 0, "seed of the single-root split (and of int8 calibration)", low=0, high=2**32 - 1),
     Option("exclude", list, [], "classes to leave out", item=str, metavar="CLASS"),
     Option("follow_links", bool, False, "follow symbolic links that lead out of DATA_DIR (folders and files); "
                                         "only for data folders you built yourself"),

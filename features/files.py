@@ -64,14 +64,59 @@ def open_regular(path: str, follow_symlinks: bool = True) -> BinaryIO:
             raise NotRegularFile(errno.ELOOP, "not a regular file: a symbolic link", path) from None
         raise
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile(errno.EINVAL, f"not a regular file: {kind_of(mode)}", path)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EINVAL, f"not a regular file: {kind_of(st.st_mode)}", path)
+        if st.st_size == 0:
+            _refuse_pseudo_file(fd, path)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _refuse_pseudo_file(fd: int, path: str) -> None:
+    """A regular file of size 0 is empty, or a kernel pseudo-file (``/proc/kmsg`` blocks a reader
+    for ever, ``/proc/self/pagemap`` yields gigabytes): one byte read without blocking tells."""
+    try:
+        first = os.read(fd, 1)
+    except BlockingIOError:
+        raise NotRegularFile(errno.EAGAIN, "not a real file: reading it would wait (a kernel pseudo-file)",
+                             path) from None
+    except OSError as exc:  # /proc/self/pagemap: EINVAL for a read that is not 8 bytes, aligned
+        raise NotRegularFile(exc.errno or errno.EIO, f"not a real file: a plain read of it fails ({exc.strerror}; "
+                             "a kernel pseudo-file)", path) from None
+    if first:
+        raise NotRegularFile(errno.EIO, "not a real file: it yields bytes while its size is 0 (a pseudo-file)",
+                             path)
+
+
+def path_inside(root: str, relative: str, follow_links: bool = False) -> Optional[str]:
+    """Return ``root/relative`` when it stays inside ``root``, else None.
+
+    ``relative`` must be a relative path without '..' components; unless
+    ``follow_links``, the real path (symbolic links resolved) must lie inside the real
+    ``root`` too. A recorded or handed path can then never reach ``/etc`` or ``/proc``.
+    """
+    if not isinstance(relative, str) or not relative or os.path.isabs(relative) or "\0" in relative:
+        return None
+    if any(part == ".." for part in relative.replace("\\", "/").split("/")):
+        return None
+    path = os.path.join(root, relative)
+    if follow_links:
+        return path
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return path if real.startswith(real_root.rstrip(os.sep) + os.sep) else None
+
+
+def is_regular(path: str) -> bool:
+    """Return True when ``path`` itself is a regular file (not a link, folder, FIFO, device or socket)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def is_symlink(path: str) -> bool:

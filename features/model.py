@@ -53,6 +53,16 @@ def cut_model(base, backbone: Backbone, layer: str, pool: str):
     return keras.Model(base.input, out, name=f"{backbone.name}_{layer}_{pool}")
 
 
+def check_cut(backbone: Backbone, alpha, size: int, layer: str, pool: str):
+    """Return the base's architecture (random weights) cut at ``layer`` and pooled by ``pool``.
+
+    Raises ConfigError for a layer the backbone does not have or a pool its output
+    cannot take: called before any folder or cache entry is made for a new extractor.
+    """
+    import_tensorflow()
+    return cut_model(backbone.build(None, size, alpha), backbone, layer, pool)
+
+
 class FeatureModel:
     """Callable uint8 batch -> features, built from a backbone entry and a spec."""
 

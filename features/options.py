@@ -57,10 +57,11 @@ class Option:
         else:
             text = _KIND_WORDS[self.kind]
             bounds = []
+            number = (lambda v: str(int(v))) if self.kind is int else (lambda v: f"{v:g}")
             if self.low is not None:
-                bounds.append(f"{'>' if self.open_low else '>='} {self.low:g}")
+                bounds.append(f"{'>' if self.open_low else '>='} {number(self.low)}")
             if self.high is not None:
-                bounds.append(f"{'<' if self.open_high else '<='} {self.high:g}")
+                bounds.append(f"{'<' if self.open_high else '<='} {number(self.high)}")
             if bounds:
                 text += " " + " and ".join(bounds)
         return text + (" (or unset)" if self.nullable else "")

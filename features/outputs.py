@@ -32,6 +32,10 @@ from .errors import ConfigError
 
 MARKER = ".bneck-folder.json"
 KINDS = ("features", "models", "classifier", "finetuned", "run", "shards", "cache")
+# Files bneck (re)writes in a folder of each kind, found before any work when something else
+# holds their name (a folder called report.html would fail only after all the work).
+FILES_OF = {"features": ("train.h5", "validation.h5", "test.h5"), "models": ("leaderboard.csv",),
+            "run": ("config.toml", "run.json", "leaderboard.csv", "report.md", "report.html", "worst_test.png")}
 _MARKER_MAX_BYTES = 4096
 
 
@@ -114,6 +118,7 @@ def check_folder(path: str, kind: str, inputs: Iterable[str] = (), option: str =
                           f"empty, or a bneck {kind} folder).")
     found = folder_kind(path)
     if found == kind:
+        _check_own_files(path, kind, option)
         return path
     if found is not None:
         raise OutputError(f"{option} {path} is a bneck {found} folder, not a {kind} folder. "
@@ -130,6 +135,15 @@ def check_folder(path: str, kind: str, inputs: Iterable[str] = (), option: str =
             f"empty one. (Folders made by bneck before 0.2 carry no marker: delete such a folder "
             f"yourself and rerun; cached features make that quick.)")
     return path
+
+
+def _check_own_files(path: str, kind: str, option: str) -> None:
+    for name in FILES_OF.get(kind, ()):
+        st = _lstat(os.path.join(path, name))
+        if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            raise OutputError(f"{option} {path} holds {name}, which is {_describe(os.path.join(path, name), st)}, "
+                              f"where bneck writes a file: it was not made by bneck. Remove it, or choose "
+                              f"another {option}.")
 
 
 def check_file(path: str, is_ours: Callable[[str], bool], what: str, inputs: Iterable[str] = (),

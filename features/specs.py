@@ -8,10 +8,12 @@ renamed weights file still works and a different one never does.
 """
 from __future__ import annotations
 
+import os
+import stat
 from typing import Optional, Sequence
 
-from .backbones import get_backbone
-from .errors import ConfigError, WeightsError
+from .backbones import BACKBONES, get_backbone
+from .errors import ConfigError, FeatureFileError, WeightsError
 from .key import DTYPES, KEY_FIELDS, POOLS, ExtractorSpec
 from .weights import resolve_weights
 
@@ -39,27 +41,76 @@ def resolve_spec(backbone: str = "vgg16", weights: Optional[str] = "imagenet",
                          dtype=dtype, weights_path=resolved.path)
 
 
+# What a recorded extractor may hold, field by field (``ExtractorSpec.describe()`` writes it).
+_RECORD_TYPES = {"backbone": str, "alpha": (float, type(None)), "weights": str, "weights_sha256": str,
+                 "layer": str, "pool": str, "input_size": int, "preprocessing": str, "interpolation": str,
+                 "dtype": str, "augmentation": (str, type(None)), "quantization": (str, type(None)),
+                 "schema_version": int}
+WEIGHTS_SUFFIXES = (".h5", ".keras")
+
+
+def check_record(recorded, where: str) -> dict:
+    """Return ``recorded`` (an extractor as a file, manifest or cache entry records it) after checking
+    every field's type and range. Raises FeatureFileError naming ``where`` and the field."""
+    def bad(field, allowed):
+        value = recorded.get(field) if isinstance(recorded, dict) else recorded
+        return FeatureFileError(f"{where} records an extractor bneck never writes: {field} must be {allowed}. "
+                                f"Received: {str(value)[:80]!r}. Extract the features again.")
+
+    if not isinstance(recorded, dict):
+        raise bad("the extractor", "a table")
+    for field, kind in _RECORD_TYPES.items():
+        value = recorded.get(field)
+        if field in ("alpha", "augmentation", "quantization") and field not in recorded:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise bad(field, f"of type {getattr(kind, '__name__', 'str or unset')}")
+    if recorded["backbone"] not in BACKBONES:
+        raise bad("backbone", f"one of {', '.join(BACKBONES)}")
+    if recorded["pool"] not in POOLS or recorded["dtype"] not in DTYPES:
+        raise bad("pool" if recorded["pool"] not in POOLS else "dtype", f"one of {', '.join(POOLS + DTYPES)}")
+    try:
+        get_backbone(recorded["backbone"]).validate_size(recorded["input_size"])
+    except ConfigError as exc:
+        raise bad("input_size", str(exc).split(" must be ", 1)[-1].split(". Received")[0]) from None
+    return recorded
+
+
+def _usable_hint(path) -> bool:
+    """A recorded weights path is only a hint, tried when it names a weights file (.h5 or .keras) that
+    is a non-empty regular file: a handed folder cannot make bneck read ``/etc/shadow`` or ``/proc/kmsg``."""
+    if not isinstance(path, str) or not path.endswith(WEIGHTS_SUFFIXES):
+        return False
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
 def spec_from_record(recorded: dict, key: str, hints: Sequence[Optional[str]] = (),
-                     weights: Optional[str] = None) -> ExtractorSpec:
+                     weights: Optional[str] = None, where: str = "the record") -> ExtractorSpec:
     """Return the ExtractorSpec ``recorded`` (key fields and ``weights`` label) describes.
 
     ``weights`` (a path) is the only candidate when given; otherwise the ``hints``
-    (recorded paths), then the Keras cache ('imagenet') or the random init ('none').
-    Raises WeightsError when no candidate has the recorded ``weights_sha256``, or
-    when the rebuilt spec's key is not ``key``.
+    (recorded paths of weights files), then the Keras cache ('imagenet') or the random
+    init ('none'). Raises FeatureFileError for a record bneck never writes, WeightsError
+    when no candidate has the recorded ``weights_sha256``, or when the rebuilt spec's key
+    is not ``key``.
     """
+    recorded = check_record(recorded, where)
     entry = get_backbone(recorded["backbone"])
     want = recorded["weights_sha256"]
-    candidates = [weights] if weights else [h for h in hints if h]
+    candidates = [weights] if weights else [h for h in hints if _usable_hint(h)]
     if not weights:
         candidates.append("none" if recorded.get("weights") == "none" else "imagenet")
-    seen = []
+    tried = []
     for candidate in candidates:
+        tried.append(str(candidate))
         try:
-            resolved = resolve_weights(entry, recorded["alpha"], recorded["input_size"], candidate)
+            resolved = resolve_weights(entry, recorded.get("alpha"), recorded["input_size"], candidate)
         except WeightsError:
             continue
-        seen.append(f"{candidate} (sha256 {resolved.sha256[:12]}...)")
         if resolved.sha256 == want:
             spec = ExtractorSpec(**{k: recorded.get(k) for k in KEY_FIELDS}, weights=recorded["weights"],
                                  weights_path=resolved.path)
@@ -68,5 +119,5 @@ def spec_from_record(recorded: dict, key: str, hints: Sequence[Optional[str]] = 
             break
     raise WeightsError(
         f"the features were made with {recorded['backbone']} weights with sha256 {want[:12]}... "
-        f"({recorded.get('weights')!r}), and no such file was found (tried: "
-        f"{', '.join(seen) or ', '.join(map(str, candidates))}). Pass --weights PATH to that file.")
+        f"({recorded.get('weights')!r}), and no such file was found (tried: {', '.join(tried)}). "
+        "Pass --weights PATH to that file.")

@@ -12,6 +12,7 @@ import os
 import time
 from typing import Optional, Sequence
 
+from .backbones import get_backbone
 from .cache import CorruptChunk, MissingRows, RowCache, missing_shas, remaking_missing, resolve_cache_dir
 from .dataset import Dataset, discover
 from .errors import ConfigError, FeatureFileError
@@ -124,6 +125,9 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
                                                                       opts["follow_links"])],
                                 calibration_images, seed, workers)
         spec = dataclasses.replace(spec, quantization=plan.key_json())
+    if not _entry_exists(cache_dir, spec):  # a new extractor: its layer and pool are checked before any folder
+        from .model import check_cut
+        check_cut(get_backbone(spec.backbone), spec.alpha, spec.input_size, spec.layer, spec.pool)
     claim_folder(out_dir, "features", inputs=[data_dir])
     training = training_records(dataset, data_dir, split, seed, exclude, opts["follow_links"], required=False)
     pool = RayPool(options, spec, cache_dir, batch_size) if options is not None else None
@@ -160,6 +164,13 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
         report.converted = getattr(ex.model, "converted", None)
         report.quantized = getattr(ex.model, "quantized", None) if plan else None
     return report
+
+
+def _entry_exists(cache_dir: str, spec) -> bool:
+    """True when the cache holds rows of this extractor (so its layer and pool are known to work)."""
+    folder = os.path.join(cache_dir, "features", spec.key)
+    return os.path.isfile(os.path.join(folder, "meta.json")) and any(
+        n.startswith("rows-") for n in (os.listdir(folder) if os.path.isdir(folder) else ()))
 
 
 def _check_combinations(runtime: str, precision: str) -> None:

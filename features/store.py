@@ -23,6 +23,7 @@ import numpy as np
 
 from .atomic import atomic_target
 from .errors import FeatureFileError
+from .files import kind_of
 from .hashing import RowsDigest, sha256_array
 from .key import SCHEMA_VERSION
 from .store_checks import (FILE_FORMAT, check_finite, content_digest, decode_attrs, rebuild_hint,
@@ -158,6 +159,9 @@ def _open(path: str) -> h5py.File:
     if os.path.isdir(path):
         raise FeatureFileError(f"{path} is a folder, not a feature file: give one of its split files, e.g. "
                                f"{os.path.join(path, 'test.h5')}.")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise FeatureFileError(f"{path} is {kind_of(os.stat(path).st_mode)}, not a feature file; bneck reads "
+                               "only regular files.")
     if not os.path.isfile(path):
         raise FeatureFileError(f"feature file not found: {path}. Create it with "
                                "`bneck extract DATA_DIR --out FOLDER`.")

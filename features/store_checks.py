@@ -27,6 +27,7 @@ from .errors import FeatureFileError
 from .h5check import H5Refused, check_self_contained
 from .hashing import sha256_json
 from .key import KEY_FIELDS, OPTIONAL_KEY_FIELDS, SCHEMA_VERSION, extractor_key
+from .specs import check_record
 
 FILE_FORMAT = 2  # bumped when the file layout or its checksums change (not the rows: see SCHEMA_VERSION)
 REQUIRED_DATASETS = ("features", "labels", "paths", "sha256", "quarantine")
@@ -211,14 +212,21 @@ def validate(path: str, f: h5py.File) -> dict:
             or extractor_key(spec) != attrs["extractor_key"] \
             or any(attrs.get(k, spec.get(k)) != spec.get(k) for k in KEY_FIELDS if spec.get(k) is not None):
         raise _refuse(path, "has attributes that do not match its extractor_key")
+    check_record(spec, path)
     if content_digest(f, attrs) != attrs["content_sha256"]:
         raise _refuse(path, "does not match its content checksum (labels, paths, image hashes, "
                             "quarantine or attributes were changed)")
+    bad_path = next((p for p in strings(f["paths"][()]) if os.path.isabs(p) or ".." in p.split("/") or not p), None)
+    if bad_path is not None:
+        raise _refuse(path, f"records the image path {bad_path[:120]!r}, which is not a path inside the data "
+                            "folder (absolute, empty, or climbing out with '..')")
     names = attrs["class_names"]
     labels = f["labels"][()]
-    if not isinstance(names, list) or len(set(map(str, names))) != len(names) \
+    if not isinstance(names, list) or not names or not all(isinstance(c, str) and c for c in names):
+        raise _refuse(path, "has class names that are not a list of names")
+    if len(set(names)) != len(names) \
             or (n and (labels.min() < 0 or labels.max() >= len(names))):
-        raise _refuse(path, f"has labels outside its {len(names) if isinstance(names, list) else '?'} classes")
+        raise _refuse(path, f"has labels outside its {len(names)} classes")
     return attrs
 
 

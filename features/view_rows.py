@@ -12,14 +12,15 @@ so a view computed once is reused by any later run, in any order or batch size.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .augment import view_transforms, warp
+from .augment import FLIP_VIEW, view_transforms, warp
 from .cache import RowCache, RowWriter, missing_shas, remaking_missing
 from .key import ExtractorSpec
 from .progress import progress_bar
@@ -31,13 +32,25 @@ WARP = "affine:bilinear:fill-nearest:after-preprocessing"
 
 def view_spec(spec: ExtractorSpec, layer: str, pool: str, params: dict, seed: int,
               view: int) -> ExtractorSpec:
-    """Return the spec of view ``view`` of ``spec``'s base cut at ``layer`` (pooled by ``pool``)."""
+    """Return the spec of view ``view`` of ``spec``'s base cut at ``layer`` (pooled by ``pool``).
+
+    The mirror view (``FLIP_VIEW``) depends on neither the augmentation nor the seed."""
     augmentation = None
-    if view:
+    if view == FLIP_VIEW:
+        augmentation = json.dumps({"view": "horizontal-flip", "warp": WARP}, sort_keys=True)
+    elif view:
         augmentation = json.dumps({"params": params, "seed": seed, "view": view, "warp": WARP},
                                   sort_keys=True)
     return dataclasses.replace(spec, layer=layer, pool=pool, dtype="float32",
                                augmentation=augmentation)
+
+
+def parse_view(augmentation: str) -> tuple[dict, int, int]:
+    """Return (params, seed, view) of a view's recorded ``augmentation`` (``view_spec``'s JSON)."""
+    recorded = json.loads(augmentation)
+    if recorded.get("view") == "horizontal-flip":
+        return {}, 0, FLIP_VIEW
+    return recorded["params"], recorded["seed"], recorded["view"]
 
 
 @dataclasses.dataclass
@@ -50,7 +63,8 @@ class ViewStats:
 
 
 class TrunkViews:
-    """Computes and caches trunk outputs of (augmented) views of in-memory uint8 images."""
+    """Computes and caches trunk outputs of (augmented) views of uint8 images, decoding only the
+    images whose rows the cache lacks."""
 
     def __init__(self, trunk, preprocess, spec: ExtractorSpec, layer: str, pool: str,
                  params: dict, seed: int, cache_dir: str, batch_size: int = 32,
@@ -73,33 +87,55 @@ class TrunkViews:
 
     def rows(self, images: np.ndarray, shas: Sequence[str], views: Sequence[int],
              label: str = "") -> np.ndarray:
-        """Return float32 rows for every view in ``views`` of ``images``, view-major.
+        """Return float32 rows for every view in ``views`` of in-memory ``images``, view-major.
 
         Row ``j * len(images) + i`` is view ``views[j]`` of image ``i``. Rows already in
-        the cache are read, the others computed and committed first.
+        the cache are read, the others computed and committed first. (Stage 3 uses
+        ``ensure`` and ``read`` instead, which never hold the images.)
         """
-        start = time.perf_counter()
-        n = len(images)
-        out: Optional[np.ndarray] = None
+        def decode(indices):
+            return images[list(indices)]
+        n, out = len(images), None
+        self.ensure(decode, shas, views, label)
         for j, view in enumerate(views):
-            cache = RowCache(self.cache_dir, view_spec(self.spec, self.layer, self.pool,
-                                                       self.params, self.seed, view))
-            cache.refresh()
-            todo = missing_shas(cache, dict.fromkeys(shas))
-            name = f"{label} view {view}".strip()
-            self._compute(cache, images, shas, todo, view, name)
-            self.stats.reused += n - len(todo)
-
-            # `bneck cache gc` may remove rows meanwhile: they are made again, and read again.
-            def remake(missing, cache=cache, view=view, name=name):
-                self._compute(cache, images, shas, missing, view, name)
-
             if out is None:
-                shape = remaking_missing(lambda: cache.row_layout(shas[0])[0], remake)
-                out = np.empty((len(views) * n,) + shape, np.float32)
-            remaking_missing(lambda: cache.read_rows(list(shas), _into(out[j * n:(j + 1) * n])), remake)
-        self.stats.seconds += time.perf_counter() - start
+                out = np.empty((len(views) * n,) + self.row_shape(decode, shas, view), np.float32)
+            self.read(decode, shas, view, _into(out[j * n:(j + 1) * n]))
         return out
+
+    def ensure(self, decode, shas: Sequence[str], views: Sequence[int], label: str = "") -> None:
+        """Compute and commit the rows of ``views`` that the cache lacks; ``decode(indices)`` returns
+        the uint8 images at those positions of ``shas``. Only images that lack a row are decoded,
+        each once for all its missing views."""
+        start = time.perf_counter()
+        caches = {view: self._cache(view) for view in views}
+        todo = {view: missing_shas(cache, dict.fromkeys(shas)) for view, cache in caches.items()}
+        self._compute(caches, decode, shas, todo, label)
+        self.stats.reused += sum(len(shas) - len(t) for t in todo.values())
+        self.stats.seconds += time.perf_counter() - start
+
+    def row_shape(self, decode, shas: Sequence[str], view: int) -> tuple:
+        """Return the shape of one row of view ``view`` (computing it again if it was removed)."""
+        cache = self._cache(view)
+        return remaking_missing(lambda: cache.row_layout(shas[0])[0], self._remake(cache, decode, shas, view))
+
+    def read(self, decode, shas: Sequence[str], view: int, sink) -> None:
+        """Call ``sink(start, rows)`` with the rows of view ``view`` of ``shas``, in order, a block at a
+        time. `bneck cache gc` may remove rows meanwhile: they are made again, and read again."""
+        start = time.perf_counter()
+        cache = self._cache(view)
+        remaking_missing(lambda: cache.read_rows(list(shas), sink), self._remake(cache, decode, shas, view))
+        self.stats.seconds += time.perf_counter() - start
+
+    def _cache(self, view: int) -> RowCache:
+        cache = RowCache(self.cache_dir, view_spec(self.spec, self.layer, self.pool, self.params, self.seed, view))
+        cache.refresh()
+        return cache
+
+    def _remake(self, cache, decode, shas, view):
+        def remake(missing):
+            self._compute({view: cache}, decode, shas, {view: missing}, f"view {view}")
+        return remake
 
     def compute(self, batch: np.ndarray, shas: Sequence[str], view: int) -> np.ndarray:
         """Return the trunk's rows for view ``view`` of a uint8 ``batch`` of images with these ``shas``."""
@@ -107,20 +143,30 @@ class TrunkViews:
         transforms = view_transforms(list(shas), view, self.seed, self.params, size, size)
         return self._forward(batch, transforms, view != 0).numpy()
 
-    def _compute(self, cache: RowCache, images, shas, todo, view: int, label: str) -> None:
-        if not todo:
+    def _compute(self, caches: dict, decode, shas, todo: dict, label: str) -> None:
+        """Compute the rows ``todo`` lists per view, decoding each image once for all its views."""
+        wanted = list(dict.fromkeys(sha for missing in todo.values() for sha in missing))
+        if not wanted:
             return
         first = {}
         for i, sha in enumerate(shas):
             first.setdefault(sha, i)
-        bar = progress_bar(len(todo), f"{label}: computing", self.verbose)
+        lacking = {view: set(missing) for view, missing in todo.items() if missing}
+        bar = progress_bar(sum(map(len, lacking.values())), f"{label} views: computing".strip(), self.verbose)
         try:
-            with RowWriter(cache, rows=1024, seconds=float("inf")) as rows:
-                for lo in range(0, len(todo), self.batch_size):
-                    part = todo[lo:lo + self.batch_size]
-                    rows.add(part, self.compute(images[[first[s] for s in part]], part, view))
-                    self.stats.computed += len(part)
-                    bar.update(len(part))
+            with contextlib.ExitStack() as stack:
+                writers = {view: stack.enter_context(RowWriter(caches[view], rows=1024, seconds=float("inf")))
+                           for view in lacking}
+                for lo in range(0, len(wanted), self.batch_size):
+                    part = wanted[lo:lo + self.batch_size]
+                    images = decode([first[s] for s in part])
+                    for view, writer in writers.items():
+                        pick = [i for i, sha in enumerate(part) if sha in lacking[view]]
+                        if pick:
+                            some = [part[i] for i in pick]
+                            writer.add(some, self.compute(images[pick], some, view))
+                            self.stats.computed += len(pick)
+                            bar.update(len(pick))
         finally:
             bar.close()
 

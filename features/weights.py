@@ -104,11 +104,18 @@ def resolve_weights(backbone: Backbone, alpha: Optional[float], size: int,
         file_name = backbone.weights_file(alpha, size)
         found = next((p for p in imagenet_candidates(file_name) if os.path.isfile(p)), None)
         path = found or _download_imagenet(backbone, file_name)
-        _check_published_hash(backbone, path)
-        return ResolvedWeights("imagenet", sha256_file(path), path)
+        try:
+            _check_published_hash(backbone, path)
+            return ResolvedWeights("imagenet", sha256_file(path), path)
+        except OSError as exc:
+            raise WeightsError(f"the ImageNet weights file {path} cannot be read: {exc.strerror or exc}.") from None
     path = os.path.abspath(os.path.expanduser(str(weights)))
     if not os.path.isfile(path):
         raise WeightsError(
             f"--weights must be 'imagenet', 'none' or the path of an existing weights file. "
             f"Received: weights={weights!r}, and no file exists at {path}.")
-    return ResolvedWeights(os.path.basename(path), sha256_file(path), path)
+    try:
+        return ResolvedWeights(os.path.basename(path), sha256_file(path), path)
+    except OSError as exc:
+        raise WeightsError(f"--weights {path} cannot be read as a weights file: "
+                           f"{exc.strerror or exc}.") from None

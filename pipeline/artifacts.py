@@ -209,32 +209,61 @@ def _model_bytes(verified: VerifiedFolder) -> tuple[str, bytes, str]:
 
 
 def check_model(folder: str) -> AnyManifest:
-    """Return the manifest of a model folder that loads safely (a Keras model is checked, not built).
+    """Return the manifest of a model folder that loads safely (a Keras model is checked, not built;
+    a scikit-learn model is loaded and probed).
 
     Raises ArtifactError for what ``load_classifier`` would refuse (Keras' own safe_mode aside).
     """
-    from .model_io import UnsafeModel, check_keras, load_sklearn
-
-    verified = read_verified(folder)
-    kind, data, path = _model_bytes(verified)
-    try:
-        (load_sklearn if kind == "sklearn" else check_keras)(data, path)
-    except UnsafeModel as exc:
-        raise ArtifactError(str(exc)) from None
-    return verified.manifest
+    return _load(folder, build_keras=False).manifest
 
 
 def load_classifier(folder: str) -> LoadedClassifier:
     """Verify and load a trained model. Raises ArtifactError if anything does not match or is unsafe."""
-    from .model_io import UnsafeModel, load_keras, load_sklearn
+    return _load(folder, build_keras=True)
+
+
+def _load(folder: str, build_keras: bool) -> LoadedClassifier:
+    """Verify ``folder``, load its model from the verified bytes (a Keras one only checked unless
+    ``build_keras``) and probe what was loaded."""
+    from .model_io import UnsafeModel, check_keras, load_keras, load_sklearn
 
     verified = read_verified(folder)
     kind, data, path = _model_bytes(verified)
+    loader = load_sklearn if kind == "sklearn" else load_keras if build_keras else check_keras
     try:
-        model = (load_sklearn if kind == "sklearn" else load_keras)(data, path)
+        model = loader(data, path)
     except UnsafeModel as exc:
         raise ArtifactError(str(exc)) from None
-    return LoadedClassifier(verified.folder, verified.manifest, model, verified.manifest_sha256, verified.files)
+    loaded = LoadedClassifier(verified.folder, verified.manifest, model, verified.manifest_sha256, verified.files)
+    if model is not None:
+        _probe(loaded, path)
+    return loaded
+
+
+def _probe(clf: LoadedClassifier, where: str) -> None:
+    """Refuse a loaded model that does not predict probabilities over its manifest's classes."""
+    from .metrics import class_probabilities
+    from .model_checks import probe
+
+    if clf.kind == "sklearn":
+        predict, shape = clf.model.predict_proba, clf.manifest.feature_shape
+        classes = getattr(clf.model, "classes_", None)  # bneck trains on labels 0..C-1, in the manifest's order
+        if classes is not None and list(map(str, classes)) != list(map(str, range(len(clf.class_names)))):
+            raise ArtifactError(f"{where} does not work as a bneck model: its classes are {list(classes)[:8]!r:.80}, "
+                                f"not the labels 0..{len(clf.class_names) - 1} of the {len(clf.class_names)} class "
+                                "names of its manifest; refused.")
+    else:
+        shape = clf.model.input_shape[1:]
+        if clf.kind == "keras" and tuple(shape) != tuple(clf.manifest.feature_shape):
+            raise ArtifactError(f"{where} takes inputs of shape {tuple(shape)}, but its manifest says its "
+                                f"features have shape {tuple(clf.manifest.feature_shape)}; refused.")
+
+        def predict(x):
+            return class_probabilities(clf.model(x, training=False))
+    try:
+        probe(predict, shape, len(clf.class_names), where)
+    except ValueError as exc:
+        raise ArtifactError(f"{where} does not work as a bneck model: {exc}; refused.") from None
 
 
 def write_predictions(path: str, class_names: list[str], splits: dict) -> None:

@@ -12,6 +12,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from features import FeatureFileError, read_features, read_summary
+from features.files import kind_of
 from features.store import RowReader
 from features.hashing import sha256_file
 
@@ -114,6 +115,9 @@ def open_feature_set(folder: str, require_test: bool = False) -> FeatureSet:
     files, attrs = {}, {}
     for split in SPLITS:
         path = os.path.join(folder, f"{split}.h5")
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise FeatureFileError(f"{path} is {kind_of(os.stat(path).st_mode)}, not a feature file; bneck "
+                                   "reads only regular files.")
         if not os.path.isfile(path):
             if split != "test" or require_test:
                 raise FeatureFileError(f"{path} not found: training needs train.h5 and "

@@ -16,6 +16,7 @@ from typing import Optional
 
 from features.dataset import ImageRecord
 from features.errors import DatasetError
+from features.files import path_inside
 from features.hashing import sha256_files
 
 SPLITS_FILE = "splits.json"
@@ -26,6 +27,7 @@ def splits_record(attrs: dict) -> dict:
     first = next(iter(attrs.values()))
     return {"data_root": first.get("data_root"), "layout": first.get("layout"),
             "split_spec": first.get("split_spec"), "excluded_classes": first.get("excluded_classes"),
+            "follow_links": bool(first.get("follow_links", False)),
             "class_names": first["class_names"],
             "splits": {split: {"paths": a["paths"], "sha256": a["sha256"], "labels": [int(v) for v in a["labels"]]}
                        for split, a in attrs.items()}}
@@ -38,14 +40,35 @@ def write_splits(folder: str, record: dict) -> None:
 
 
 def read_splits(files: dict, folder: str) -> dict:
-    """Return the ``splits.json`` of a verified model folder (its bytes in ``files``)."""
+    """Return the ``splits.json`` of a verified model folder (its bytes in ``files``), checked: a data
+    root, and per split equally long lists of relative paths, sha256 hex digests and integer labels.
+    Raises ArtifactError."""
     from .manifests import ArtifactError
 
     try:
-        return json.loads(files[SPLITS_FILE])
-    except (KeyError, ValueError) as exc:
-        raise ArtifactError(f"{folder} has no readable {SPLITS_FILE} ({exc}): it does not say which images "
-                            "it was made from. Retrain it with `bneck train`.") from None
+        record = json.loads(files[SPLITS_FILE])
+        _check_record(record)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ArtifactError(f"{folder} has no readable {SPLITS_FILE} ({str(exc)[:200]}): it does not say which "
+                            "images it was made from. Retrain it with `bneck train`.") from None
+    return record
+
+
+def _check_record(record) -> None:
+    """Raise TypeError/ValueError unless ``record`` has the shape ``splits_record`` writes."""
+    if not isinstance(record, dict) or not isinstance(record.get("data_root"), str) \
+            or not isinstance(record.get("splits"), dict) or not isinstance(record.get("class_names"), list):
+        raise TypeError("not a record of splits")
+    classes = len(record["class_names"])
+    for split, part in record["splits"].items():
+        lists = [part.get(k) if isinstance(part, dict) else None for k in ("paths", "sha256", "labels")]
+        if not all(isinstance(v, list) for v in lists) or len({len(v) for v in lists}) != 1:
+            raise TypeError(f"split {split!r} lacks equally long paths, sha256 and labels")
+        paths, shas, labels = lists
+        if not all(isinstance(p, str) for p in paths) or not all(
+                isinstance(h, str) and len(h) == 64 for h in shas) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < classes for v in labels):
+            raise TypeError(f"split {split!r} holds a path, sha256 or label of the wrong type")
 
 
 def seen_in(record: dict) -> dict[str, str]:
@@ -69,7 +92,14 @@ def recorded_images(record: dict, data_dir: Optional[str], workers: int = 0) -> 
         raise DatasetError(f"data folder not found: {root}. Give --data, the folder the features were "
                            f"extracted from (recorded: {record['data_root']}).")
     out, wrong = {}, []
+    follow = bool(record.get("follow_links", False))
     for split, part in record["splits"].items():
+        escaping = [p for p in part["paths"] if path_inside(root, p, follow) is None]
+        if escaping:
+            raise DatasetError(
+                f"the model's record of its {split} images names {len(escaping)} path(s) that leave the data "
+                f"folder {root} (first: {str(escaping[0])[:200]!r}); bneck reads images only inside the data "
+                "folder, so it refuses the record. Retrain the model from features you extracted yourself.")
         records = [ImageRecord(p, os.path.join(root, p), int(label)) for p, label in zip(part["paths"], part["labels"])]
         for rec, want, (got, problem) in zip(records, part["sha256"], sha256_files([r.abspath for r in records], workers)):
             if got != want:

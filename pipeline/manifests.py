@@ -73,7 +73,8 @@ class ModelManifest:
         (``weights``: a path to try instead). Raises WeightsError when none matches."""
         from features.specs import spec_from_record
 
-        return spec_from_record(self.extractor, self.extractor_key, [self.weights_path], weights)
+        return spec_from_record(self.extractor, self.extractor_key, [self.weights_path], weights,
+                                where="the model folder's manifest")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -116,10 +117,38 @@ def parse_manifest(raw, where: str) -> AnyManifest:
     if not isinstance(raw, dict):
         raise ManifestError(f"{where} is not a manifest: it holds {type(raw).__name__}, not a table.")
     kind = raw.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ManifestError(f"{where} names kind {kind!r}; bneck's model folders are "
                             f"{', '.join(map(repr, KINDS))}.")
-    return _build(KINDS[kind], raw, where)
+    manifest = _build(KINDS[kind], raw, where)
+    names = manifest.class_names
+    if len(names) < 2 or len(set(names)) != len(names) or not all(names):
+        raise ManifestError(f"{where}: field 'class_names' must name two or more different classes. "
+                            f"Received: {names!r:.120}.")
+    if isinstance(manifest, ClassifierManifest) and not all(d > 0 for d in manifest.feature_shape):
+        raise ManifestError(f"{where}: field 'feature_shape' must hold positive sizes. "
+                            f"Received: {manifest.feature_shape!r:.120}.")
+    _check_extractor(manifest, where)
+    return manifest
+
+
+def _check_extractor(manifest, where: str) -> None:
+    """The recorded extractor must be one bneck writes, and its key fields must hash to the recorded key
+    (so no field can be dropped or changed without the key saying so)."""
+    from features.errors import BneckError
+    from features.key import KEY_FIELDS, OPTIONAL_KEY_FIELDS, extractor_key
+    from features.specs import check_record
+
+    try:
+        check_record(manifest.extractor, where)
+    except BneckError as exc:
+        raise ManifestError(str(exc)) from None
+    missing = [f for f in KEY_FIELDS if f not in manifest.extractor and f not in OPTIONAL_KEY_FIELDS + ("alpha",)]
+    if missing or extractor_key(manifest.extractor) != manifest.extractor_key:
+        raise ManifestError(f"{where}: its extractor record does not hash to its extractor_key "
+                            f"({'missing ' + ', '.join(missing) if missing else 'a field was changed'}); "
+                            "bneck writes both from one extractor, so the folder is refused. Train the model "
+                            "again from features you extracted yourself.")
 
 
 def _build(cls: type, raw: dict, where: str):

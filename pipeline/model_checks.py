@@ -138,3 +138,30 @@ def check_fitted(model) -> None:
             walk(value, f"{where}.{key}")
 
     walk(model, type(model).__name__)
+
+
+# The largest model input bneck probes: 64 M numbers (a VGG16 block4 grid is 100 K).
+_MAX_PROBE_VALUES = 1 << 26
+
+
+def probe(predict, input_shape, n_classes: int, where: str) -> None:
+    """Run ``predict`` (inputs -> (N, C) probabilities) on two inputs of ``input_shape`` (zeros and a
+    seeded normal sample) and refuse anything but finite probabilities over ``n_classes`` classes.
+
+    A model whose arrays disagree with each other (a scaler of another width, three classes
+    for two names, NaN weights) fails here, once, instead of in every later prediction.
+    Raises ValueError naming what is wrong.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    _require(all(d > 0 for d in shape) and int(np.prod(shape)) <= _MAX_PROBE_VALUES,
+             f"its input shape {shape} is not one bneck writes")
+    x = np.stack([np.zeros(shape, np.float32), np.random.default_rng(0).normal(size=shape).astype(np.float32)])
+    try:
+        out = np.asarray(predict(x), dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - whatever inconsistent arrays make the model raise
+        raise ValueError(f"it cannot predict on inputs of shape {shape} ({type(exc).__name__}: "
+                         f"{str(exc)[:160]})") from None
+    _require(out.shape == (2, n_classes), f"it predicts {out.shape[-1] if out.ndim == 2 else out.shape} "
+                                          f"classes, but its manifest names {n_classes}")
+    _require(np.isfinite(out).all() and (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3),
+             "it predicts values that are not probabilities (NaN, negative, or not summing to 1)")

@@ -152,6 +152,21 @@ def _check_weights_file(data: bytes, where: str) -> None:
         raise UnsafeModel(f"{where}: its weights file cannot be read ({exc}).") from None
 
 
+# Weights are float arrays: they barely compress. A member that inflates far beyond its stored
+# bytes (a zip bomb: 56 MB that inflate to 12 GB) is refused before it is decompressed.
+_MAX_INFLATION = 20
+_MAX_MEMBER_BYTES = 4 << 30
+
+
+def _check_inflation(members, archive_bytes: int, where: str) -> None:
+    for info in members:
+        limit = min(_MAX_MEMBER_BYTES, _MAX_INFLATION * max(info.compress_size, 1) + (1 << 20))
+        if info.file_size > limit:
+            raise UnsafeModel(f"{where}: its member {info.filename} declares {info.file_size} bytes from "
+                              f"{info.compress_size} stored ({archive_bytes} in the archive); a model's "
+                              "weights never inflate that much, so it is refused (a zip bomb).")
+
+
 def check_keras(data: bytes, where: str) -> None:
     """Refuse a ``.keras`` archive with other members, objects outside ``KERAS_OBJECTS``, or a
     weights file that links outside itself (UnsafeModel)."""
@@ -163,6 +178,7 @@ def check_keras(data: bytes, where: str) -> None:
                               f"{sorted(KERAS_MEMBERS)}. Refused.")
         if members["config.json"].file_size > _MAX_CONFIG_BYTES:
             raise UnsafeModel(f"{where}: its config.json declares {members['config.json'].file_size} bytes.")
+        _check_inflation(members.values(), len(data), where)
         config = json.loads(archive.read("config.json"))
         weights = archive.read("model.weights.h5")
     except UnsafeModel:

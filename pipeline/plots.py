@@ -4,6 +4,9 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+# Class names and file names come from folders anyone may name: a name like $\foo{$ is text, not a formula.
+matplotlib.rcParams["text.parse_math"] = False
+matplotlib.rcParams["text.usetex"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 

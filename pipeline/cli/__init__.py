@@ -15,6 +15,19 @@ from features.atomic import storage_error, write_failure
 from . import cache, extract, finetune, run, train
 
 
+# What Ctrl-C keeps, per command: said as it is, so nobody waits for a resume that does not come.
+INTERRUPTED = {
+    "extract": "Every finished batch is saved in the cache; run the same command again to continue where "
+               "it stopped.",
+    "run": "Every finished batch of features is in the cache and every finished classifier in its folder; "
+           "run the same command again: they are reused, and the stage that was stopped starts again.",
+    "train": "Classifiers that had finished are kept in their folders and reused by the same command; the "
+             "one being trained was not saved and is trained again.",
+    "finetune": "Nothing was saved (the output folder is as it was); frozen-part rows already cached are "
+                "reused when you run the same command again.",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -45,8 +58,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"bneck {args.command}: error: {storage_error(exc, path)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nbneck {args.command}: interrupted. Every finished batch is saved in the cache; "
-              "run the same command again to continue where it stopped.", file=sys.stderr)
+        print(f"\nbneck {args.command}: interrupted. {INTERRUPTED.get(args.command, INTERRUPTED['extract'])}",
+              file=sys.stderr)
         return 130
 
 

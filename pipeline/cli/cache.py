@@ -33,7 +33,9 @@ def add_parser(sub) -> None:
                         help="recompute N rows per entry (needs --data) and compare")
     verify.add_argument("--data", nargs="+", default=(), metavar="DIR",
                         help="folders holding the images the rows were made from")
-    verify.add_argument("--seed", type=int, default=0, help="which rows are sampled (default 0)")
+    verify.add_argument("--seed", type=int, default=None,
+                        help="which rows are sampled (default: a fresh random sample each time, its seed printed; "
+                             "a forger cannot know which rows will be looked at)")
     for q in (ls, info, gc, verify):
         q.add_argument("--cache-dir", default=None, help="default $BNECK_CACHE or ~/.cache/bneck")
     ls.set_defaults(run=run_ls)
@@ -87,6 +89,13 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_gc(args: argparse.Namespace) -> int:
     """Tidy the cache and say what was done."""
+    import math
+
+    from features.errors import ConfigError
+
+    if args.older_than is not None and not (math.isfinite(args.older_than) and args.older_than >= 0):
+        raise ConfigError(f"--older-than takes a number of days >= 0 (entries unused that long are removed). "
+                          f"Received: older_than={args.older_than!r}.")
     stats = collect_garbage(_cache_dir(args), args.older_than)
     print(f"removed {stats['temporaries']} stale temporary file(s), {stats['bad_chunks']} damaged "
           f"chunk(s) and {stats['entries_removed']} unused entr(ies)"
@@ -103,6 +112,12 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.recompute < 0 or (args.recompute and not args.data):
         raise ConfigError(f"--recompute N takes a positive N and --data DIR [DIR ...] (the images the rows "
                           f"were made from). Received: recompute={args.recompute!r}, data={list(args.data)!r}.")
+    missing = [d for d in args.data if not os.path.isdir(d)]
+    if missing:
+        raise ConfigError(f"--data must name folders of images; {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not a folder.")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed must be an integer from 0 to {2**32 - 1}. Received: seed={args.seed!r}.")
     checked, problems = verify_cache(_cache_dir(args))
     for path, problem in problems:
         print(f"damaged: {path}: {problem}")
@@ -120,7 +135,9 @@ def _recompute(args) -> int:
     from features.cache_verify import recompute_sample
     from features.equivalence import TOLERANCE
 
-    checks = recompute_sample(_cache_dir(args), args.data, args.recompute, args.seed)
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    print(f"recomputing {args.recompute} row(s) per entry, sample seed {seed} (--seed {seed} repeats it)")
+    checks = recompute_sample(_cache_dir(args), args.data, args.recompute, seed)
     rows = [[c.key[:12], c.description, c.checked, f"{c.worst:.1e}" if c.checked else "-",
              len(c.differing) if not c.skipped else "-", c.skipped or ""] for c in checks]
     print(format_table(["key", "extractor", "recomputed", "worst rel diff", "differing", "skipped"], rows))

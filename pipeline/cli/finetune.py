@@ -12,8 +12,9 @@ def add_parser(sub) -> None:
     """Register ``finetune`` and its options."""
     p = sub.add_parser("finetune", help="fine-tune the top of the base with a trained head",
                        description="Rebuild the base recorded in the head's manifest, put the "
-                                   "trained head on top, unfreeze the top block and fine-tune "
-                                   "on augmented images (SGD with momentum by default).")
+                                   "trained head on top, unfreeze the top of the base and fine-tune "
+                                   "on augmented images (Adam with warm-up and cosine decay by default; "
+                                   "SGD with momentum is the reference recipe: --optimizer sgd).")
     p.add_argument("head_dir", metavar="HEAD_DIR", help="a Keras head folder from `bneck train`, e.g. models/dense")
     p.add_argument("--data", default=None, metavar="DATA_DIR",
                    help="the images the head's features were extracted from (default: the folder they "
@@ -47,5 +48,8 @@ def run(args: argparse.Namespace) -> int:
               "--unfreeze-from.")
     if "test" in m:
         print(f"test accuracy: {100 * m['test']['accuracy']:.1f}%")
+    if "tta" in m:
+        scored = ", ".join(f"{split} {100 * v['accuracy']:.1f}%" for split, v in m["tta"].items())
+        print(f"with mirror test-time augmentation: {scored}")
     print(f"fine-tuned model: {result.folder} ({result.seconds:.0f} s)")
     return 0

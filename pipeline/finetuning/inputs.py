@@ -1,10 +1,13 @@
-"""What stage 3 trains on: the decoded images of each split, and the model and tensors a path feeds.
+"""What stage 3 trains on: the recorded images of each split, and the model and tensors a path feeds.
 
-Images are decoded once (Pillow bilinear, exactly as in stage 1) into memory. The
-plain path feeds them per epoch through the backbone's own preprocessing, the
-augmentation (training batches only) and the whole model. The fast path
-(``cache_frozen``) runs the frozen part once per image and view into the feature
-cache (``features.view_rows``) and trains only the unfrozen top on those tensors.
+Images are decoded exactly as in stage 1 (Pillow bilinear). The fast path
+(``cache_frozen``, the default) runs the frozen part once per image and view into the
+feature cache (``features.view_rows``), decoding only images whose rows the cache
+lacks, a batch at a time, and trains only the unfrozen top on those rows, read from a
+file a block at a time (``rowfile``): its memory does not grow with the number of
+images. The plain path holds every decoded image in memory and feeds them per epoch
+through the backbone's own preprocessing, the augmentation (training batches only)
+and the whole model.
 """
 from __future__ import annotations
 
@@ -17,21 +20,62 @@ from features.batches import decoded_batches
 
 
 @dataclass
-class DecodedSplit:
-    """One split in memory: uint8 images, labels, the (record, sha256) pairs kept, the files skipped."""
+class RecordedImages:
+    """One split's recorded images as (ImageRecord, sha256) pairs: labels, paths and hashes."""
 
-    images: np.ndarray
-    labels: np.ndarray
-    kept: list
-    skipped: list  # (path, reason)
+    records: list
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray([r.label for r, _ in self.records], np.int64)
 
     @property
     def paths(self) -> list[str]:
-        return [r.path for r, _ in self.kept]
+        return [r.path for r, _ in self.records]
 
     @property
     def shas(self) -> list[str]:
-        return [sha for _, sha in self.kept]
+        return [sha for _, sha in self.records]
+
+
+@dataclass
+class SplitImages(RecordedImages):
+    """A split decoded on demand, never all at once (the cached path)."""
+
+    size: int = 224
+
+    @property
+    def skipped(self) -> list:
+        return []  # a recorded image that does not decode is an error (``decode``), never skipped
+
+    def decode(self, indices) -> np.ndarray:
+        """Return the images at ``indices`` as a uint8 batch, decoded in parallel.
+
+        Raises DatasetError when one no longer decodes to its recorded bytes (it was
+        checked by sha256 moments before: the file changed during the fine-tune).
+        """
+        from features.errors import DatasetError
+
+        picked = [self.records[i] for i in indices]
+        out = np.empty((len(picked), self.size, self.size, 3), np.uint8)
+        n = 0
+        for keys, batch, failures in decoded_batches([(sha, r.abspath) for r, sha in picked], self.size,
+                                                     max(1, len(picked)), keys_are_sha256=True):
+            if failures:
+                path = next(r.path for r, sha in picked if sha == failures[0][0])
+                raise DatasetError(f"{path} changed or became unreadable during the fine-tune "
+                                   f"({failures[0][1]}); nothing was saved. Run the fine-tune again.")
+            out[n:n + len(keys)] = batch
+            n += len(keys)
+        return out
+
+
+@dataclass
+class DecodedSplit(RecordedImages):
+    """A split decoded into memory (the plain path): the images kept and the files skipped."""
+
+    images: np.ndarray = None
+    skipped: list = None  # (path, reason)
 
 
 def decode_split(records, size: int) -> DecodedSplit:
@@ -45,7 +89,7 @@ def decode_split(records, size: int) -> DecodedSplit:
         images[n:n + len(paths)] = batch
         kept.extend(by_path[p] for p in paths)
         n += len(paths)
-    return DecodedSplit(images[:n], np.asarray([r.label for r, _ in kept], np.int64), kept, skipped)
+    return DecodedSplit(kept, images=images[:n], skipped=skipped)
 
 
 @dataclass
@@ -59,19 +103,25 @@ class TrainInputs:
     eval_batch: int
     augment: object = None  # training batches only
     cache: Optional[dict] = None  # trunk rows computed / reused, seconds
+    mirrored: Optional[dict] = None  # split -> inputs of the mirrored images (test-time augmentation)
 
 
-def plain_inputs(tf, ft, data: dict[str, DecodedSplit], preprocess) -> TrainInputs:
-    """The whole model on preprocessed images, augmented per training batch."""
+def plain_inputs(tf, ft, data: dict[str, DecodedSplit], preprocess, tta: bool = False) -> TrainInputs:
+    """The whole model on preprocessed images, augmented per training batch; with ``tta`` the
+    mirrored validation and test images too (views of the same memory, not copies)."""
     layer = ft.augmentation
     augment = None if layer is None else (lambda batch: layer(batch, training=True))
+    mirrored = {s: d.images[:, :, ::-1] for s, d in data.items() if s != "train"} if tta else None
     return TrainInputs(ft.model, {s: d.images for s, d in data.items()},
-                       lambda b: preprocess(tf.cast(b, tf.float32)), 1, 32, augment)
+                       lambda b: preprocess(tf.cast(b, tf.float32)), 1, 32, augment, mirrored=mirrored)
 
 
-def cached_inputs(tf, ft, data: dict[str, DecodedSplit], preprocess, augment: dict, views: int, seed: int,
-                  cache_dir: str, verbose: bool) -> TrainInputs:
-    """The unfrozen top on the cached output of the frozen trunk, ``views`` views per training image."""
+def cached_inputs(tf, ft, data: dict[str, SplitImages], preprocess, augment: dict, views: int, seed: int,
+                  cache_dir: str, rows_folder, verbose: bool, tta: bool = False) -> TrainInputs:
+    """The unfrozen top on the cached output of the frozen trunk, ``views`` views per training image;
+    with ``tta`` the cached mirror view of validation and test images too. The rows go to
+    RowFiles in ``rows_folder`` (``rowfile.RowFolder``), a block at a time."""
+    from features.augment import FLIP_VIEW
     from features.view_rows import TrunkViews
 
     from .model import frozen_split
@@ -79,11 +129,26 @@ def cached_inputs(tf, ft, data: dict[str, DecodedSplit], preprocess, augment: di
     split = frozen_split(ft)
     trunk = TrunkViews(split.trunk, preprocess, ft.spec, split.layer, split.pool, augment, seed,
                        cache_dir, verbose=verbose)
-    x = {s: trunk.rows(d.images, d.shas, range(views) if s == "train" else [0], s) for s, d in data.items()}
+
+    def row_file(name: str, images: SplitImages, which: list):
+        n = len(images.shas)
+        rows = rows_folder.new(name.replace(" ", "-"), n * len(which),
+                               trunk.row_shape(images.decode, images.shas, which[0]))
+        for j, view in enumerate(which):
+            trunk.read(images.decode, images.shas, view, lambda first, block, j=j: rows.write(j * n + first, block))
+        return rows
+
+    x, mirrored = {}, ({} if tta else None)
+    for s, d in data.items():
+        which = list(range(views)) if s == "train" else [0]
+        trunk.ensure(d.decode, d.shas, which + ([FLIP_VIEW] if tta and s != "train" else []), s)
+        x[s] = row_file(s, d, which)
+        if tta and s != "train":
+            mirrored[s] = row_file(f"{s} mirrored", d, [FLIP_VIEW])
     stats = trunk.stats
     return TrainInputs(split.top, x, lambda b: tf.cast(b, tf.float32), views, 256,
                        cache={"layer": split.layer, "views": views, "rows_computed": stats.computed,
-                              "rows_reused": stats.reused, "seconds": stats.seconds})
+                              "rows_reused": stats.reused, "seconds": stats.seconds}, mirrored=mirrored)
 
 
 def predictor(tf, inputs: TrainInputs):
@@ -92,6 +157,6 @@ def predictor(tf, inputs: TrainInputs):
     call = tf.function(lambda b: model(prepare(b), training=False), reduce_retracing=True)
 
     def predict(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([call(tf.constant(x[i:i + batch_size])).numpy()
+        return np.concatenate([call(tf.constant(np.ascontiguousarray(x[i:i + batch_size]))).numpy()
                                for i in range(0, len(x), batch_size)])
     return predict

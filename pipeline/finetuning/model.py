@@ -47,19 +47,20 @@ class FinetuneModel:
 def unfreeze_index(layers, backbone, unfreeze_from: Optional[str]) -> Optional[int]:
     """Return the index of the first trainable layer, or None for a fully frozen base.
 
-    ``unfreeze_from`` is a layer name, 'none', or None/'default' for the backbone's
-    default. Raises ConfigError naming the allowed values.
+    ``unfreeze_from`` is a layer name, 'none', 'last-block' (the reference recipe's point) or
+    None/'default' for the backbone's default. Raises ConfigError naming the allowed values.
     """
     if unfreeze_from == "none":
         return None
-    point = backbone.unfreeze_from if unfreeze_from in (None, "default") else unfreeze_from
+    named = {None: backbone.unfreeze_from, "default": backbone.unfreeze_from, "last-block": backbone.last_block}
+    point = named.get(unfreeze_from, unfreeze_from)
     names = [layer.name for layer in layers]
     if point.startswith("after:") and point[6:] in names:
         return names.index(point[6:]) + 1
     if point not in names:
         raise ConfigError(
-            f"--unfreeze-from must be 'none', 'default' ({backbone.unfreeze_from} for "
-            f"{backbone.name}) or a layer of the feature model, e.g. {', '.join(names[-6:])}. "
+            f"--unfreeze-from must be 'none', 'default' ({backbone.unfreeze_from} for {backbone.name}), "
+            f"'last-block' ({backbone.last_block}) or a layer of the feature model, e.g. {', '.join(names[-6:])}. "
             f"Received: unfreeze_from={unfreeze_from!r}.")
     return names.index(point)
 

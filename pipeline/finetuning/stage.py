@@ -12,6 +12,7 @@ fine-tuned from the same head (by its manifest's sha256), data and options is re
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ from ..image_splits import data_root_of, read_splits, recorded_images, write_spl
 from ..manifests import FinetunedManifest, HeadRef
 from ..metrics import class_probabilities, scores
 from ..training.fastfit import fast_fit
-from .inputs import TrainInputs, cached_inputs, decode_split, plain_inputs, predictor
+from .inputs import SplitImages, TrainInputs, cached_inputs, decode_split, plain_inputs, predictor
 from .model import build_finetune_model
 from .options import AUGMENTATIONS, FINETUNE, NO_AUGMENT, augmentation_params, fingerprint
 from .reuse import finetuned_reuse
@@ -99,26 +100,43 @@ def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str
     # With --cache-frozen the cached views carry the augmentation.
     ft = build_finetune_model(head, opts["unfreeze_from"], NO_AUGMENT if cache_frozen else augment, seed,
                               opts["allow_untrained_head"], opts["weights"])
-    views = 1 if cache_frozen and not any(augment.values()) else opts["views"]  # else every view is the image
-    preprocess = get_backbone(ft.spec.backbone).preprocess_fn()
-    data = {split: decode_split(records, ft.spec.input_size) for split, records in splits.items()}
-    if cache_frozen:
-        cache_dir = resolve_cache_dir(opts["cache_dir"], inputs=[data_root, out_dir])
-        inputs = cached_inputs(tf, ft, data, preprocess, augment, views, seed, cache_dir, verbose)
-    else:
-        inputs = plain_inputs(tf, ft, data, preprocess)
-    with staged_folder(out_dir, "finetuned", inputs=[head_dir, data_root]) as folder:
+    cache_dir = resolve_cache_dir(opts["cache_dir"], inputs=[data_root, out_dir]) if cache_frozen else None
+    with contextlib.ExitStack() as cleanup:
+        inputs, data = _inputs(tf, ft, splits, augment, opts, cache_dir, cleanup, verbose)
+        folder = cleanup.enter_context(staged_folder(out_dir, "finetuned", inputs=[head_dir, data_root]))
         history, metrics, probabilities = _train(tf, inputs, data, head.class_names, opts,
                                                  get_backbone(ft.spec.backbone).xla, verbose)
-        write_predictions(os.path.join(folder, "predictions.csv"), head.class_names,
-                          {s: (d.paths, d.labels, probabilities[s]) for s, d in data.items()})
+        mirrored = _test_time_augmented(tf, inputs, data, probabilities, head.class_names, metrics)
+        for name, probs in (("predictions.csv", probabilities), ("predictions_tta.csv", mirrored)):
+            if probs:
+                write_predictions(os.path.join(folder, name), head.class_names,
+                                  {s: (data[s].paths, data[s].labels, p) for s, p in probs.items()})
         write_splits(folder, {**record, "data_root": data_root, "splits": {
             s: {"paths": d.paths, "sha256": d.shas, "labels": d.labels.tolist()} for s, d in data.items()}})
-        config = {k: opts[k] for k in ("epochs", "lr", "momentum", "optimizer", "batch_size", "seed",
-                                       "early_stopping", "cache_frozen")}
+        config = {k: opts[k] for k in ("epochs", "lr", "momentum", "optimizer", "schedule", "warmup",
+                                       "label_smoothing", "batch_size", "seed", "early_stopping", "cache_frozen", "tta")}
         config.update(unfreeze_from=ft.unfreeze_from, augment=augment, views=inputs.views if cache_frozen else None)
         _save(folder, ft, head, history, metrics, config, data, data_root, requested)
     return FinetuneResult(out_dir, metrics, history, metrics["fit_seconds"], opts, reused=False, why=why)
+
+
+def _inputs(tf, ft, splits: dict, augment: dict, opts: dict, cache_dir: Optional[str], cleanup,
+            verbose: bool) -> tuple[TrainInputs, dict]:
+    """Return (what the path trains on, the images per split). With ``cache_dir`` (--cache-frozen) the
+    images are decoded only where the cache lacks rows, and the rows stream from files that
+    ``cleanup`` removes; otherwise every image is decoded into memory."""
+    from .rowfile import RowFolder
+
+    preprocess = get_backbone(ft.spec.backbone).preprocess_fn()
+    size = ft.spec.input_size
+    if cache_dir is None:
+        data = {split: decode_split(records, size) for split, records in splits.items()}
+        return plain_inputs(tf, ft, data, preprocess, opts["tta"]), data
+    data = {split: SplitImages(records, size) for split, records in splits.items()}
+    views = opts["views"] if any(augment.values()) else 1  # without augmentation every view is the image
+    rows = cleanup.enter_context(RowFolder(os.path.join(cache_dir, "tmp")))
+    return cached_inputs(tf, ft, data, preprocess, augment, views, opts["seed"], cache_dir, rows, verbose,
+                         opts["tta"]), data
 
 
 def _train(tf, inputs: TrainInputs, data: dict, class_names: list, opts: dict, jit: bool,
@@ -154,6 +172,7 @@ def _train(tf, inputs: TrainInputs, data: dict, class_names: list, opts: dict, j
         history = fast_fit(inputs.model, inputs.x["train"], data["train"].labels, inputs.x["validation"],
                            data["validation"].labels, epochs=opts["epochs"], batch_size=opts["batch_size"],
                            optimizer=opts["optimizer"], lr=opts["lr"], momentum=opts["momentum"], seed=opts["seed"],
+                           schedule=opts["schedule"], warmup=opts["warmup"], label_smoothing=opts["label_smoothing"],
                            on_epoch=on_epoch, prepare=inputs.prepare, views=inputs.views,
                            monitor="val_accuracy", patience=opts["early_stopping"], keep_best=True,
                            baseline=before["accuracy"], eval_batch=inputs.eval_batch, jit=jit,
@@ -169,6 +188,18 @@ def _train(tf, inputs: TrainInputs, data: dict, class_names: list, opts: dict, j
     if inputs.cache:
         metrics["cache_frozen"] = inputs.cache
     return history, metrics, probabilities
+
+
+def _test_time_augmented(tf, inputs: TrainInputs, data: dict, probabilities: dict, class_names: list,
+                         metrics: dict) -> dict:
+    """With test-time augmentation, score the mean of each image's and its mirror's probabilities
+    on validation and test into ``metrics["tta"]``; returns those probabilities per split."""
+    if not inputs.mirrored:
+        return {}
+    predict = predictor(tf, inputs)
+    mean = {s: (probabilities[s] + class_probabilities(predict(x))) / 2.0 for s, x in inputs.mirrored.items()}
+    metrics["tta"] = {s: scores(data[s].labels, p, class_names) for s, p in mean.items()}
+    return mean
 
 
 def _save(folder, ft, head, history, metrics, config, data, data_root: str, requested: dict) -> None:

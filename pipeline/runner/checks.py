@@ -2,6 +2,8 @@
 cannot read, and classifier options the data's counts cannot support."""
 from __future__ import annotations
 
+import os
+
 from features.cache import resolve_cache_dir
 from features.dataset import discover
 from features.errors import DatasetError
@@ -21,6 +23,7 @@ def check_before_work(cfg: dict) -> None:
         raise DatasetError(f"bneck run trains on the train split and ranks on validation, but {dataset.root} gives "
                            f"{', '.join(dataset.splits)}. Add the missing split(s), or use --split for one folder "
                            "per class.")
+    _check_finetune_plan(cfg)
     common = {k: v for k, v in train.items() if k != "classifiers" and not isinstance(v, dict)}
     names = train["classifiers"]
     for name in names:
@@ -28,3 +31,49 @@ def check_before_work(cfg: dict) -> None:
                                     names)
         check_counts(name, cfg_one, dataset.class_names, [r.label for r in dataset.splits["train"]],
                      [r.label for r in dataset.splits["validation"]], dataset.root)
+
+
+def _known_extractor(cfg: dict, backbone, alpha, size) -> bool:
+    """True when the cache already holds rows of the run's extractor."""
+    from features.cache import resolve_cache_dir
+    from features.specs import resolve_spec
+
+    ex = cfg["extract"]
+    spec = resolve_spec(backbone.name, ex["weights"], size, ex["layer"], ex["pool"], ex["dtype"], alpha)
+    folder = os.path.join(resolve_cache_dir(ex["cache_dir"]), "features", spec.key)
+    return os.path.isdir(folder) and any(n.startswith("rows-") for n in os.listdir(folder))
+
+
+def _check_finetune_plan(cfg: dict) -> None:
+    """Check, before any work, that the base can be cut at extract.layer (unless its rows are cached)
+    and, when the run will fine-tune, that the cut base has the unfreeze point (the base's
+    architecture only, random weights). Raises ConfigError naming the config keys."""
+    from features.backbones import get_backbone
+    from features.errors import ConfigError
+    from features.model import check_cut
+
+    from ..finetuning.model import unfreeze_index
+    from ..training.heads import HEADS
+
+    ex, ft = cfg["extract"], cfg["finetune"]
+    heads = [n for n in cfg["train"]["classifiers"] if n in HEADS]
+    if ft["enabled"] and ft["head"] != "auto" and ft["head"] not in heads:
+        raise ConfigError(f"config key finetune.head = {ft['head']!r} names a head this run does not train: "
+                          f"train.classifiers is {cfg['train']['classifiers']!r}. Add {ft['head']!r} to "
+                          "train.classifiers, or set finetune.head to 'auto' (or one of the run's heads: "
+                          f"{', '.join(heads) or 'none'}).")
+    finetuning = ft["enabled"] and bool(heads)
+    backbone = get_backbone(ex["backbone"])
+    alpha = backbone.resolve_alpha(ex["alpha"])
+    size = backbone.validate_size(backbone.default_size if ex["size"] is None else ex["size"])
+    if not finetuning and _known_extractor(cfg, backbone, alpha, size):
+        return  # its rows are cached: layer and pool worked, and nothing else needs the base
+    cut = check_cut(backbone, alpha, size, ex["layer"] or backbone.default_layer, ex["pool"])
+    if not finetuning:
+        return
+    try:
+        unfreeze_index(cut.layers, backbone, ft["unfreeze_from"])
+    except ConfigError as exc:
+        raise ConfigError(f"config key finetune.unfreeze_from = {ft['unfreeze_from']!r} does not work with "
+                          f"extract.layer = {ex['layer'] or backbone.default_layer!r}: {exc} (Set finetune."
+                          "unfreeze_from to a layer at or below extract.layer, or finetune.enabled = false.)") from None

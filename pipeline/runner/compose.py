@@ -25,6 +25,7 @@ from ..training.leaderboard import Result, write_leaderboard
 from ..training.stage import train
 from .checks import check_before_work
 from .config import absolute_paths, load_config, to_toml
+from .gain import paired_gain
 
 
 @dataclass
@@ -48,6 +49,7 @@ class RunStages:
     train: list[Result] = field(default_factory=list)
     train_seconds: float = 0.0
     finetune: Optional[Result] = None  # the fine-tuned model, when there is one
+    finetune_tta: Optional[Result] = None  # the same scored with test-time augmentation (--tta)
     finetune_head: str = ""
     finetune_skipped: str = ""  # why there is none
     report_seconds: float = 0.0
@@ -55,10 +57,15 @@ class RunStages:
     def to_json(self) -> dict:
         """Return the stages as ``run.json`` records them."""
         def model(r: Result) -> dict:
-            return {"folder": r.folder, "reused": r.reused, "why": r.why, "seconds": r.fit_seconds,
-                    "metrics": r.metrics}
+            out = {"folder": r.folder, "reused": r.reused, "why": r.why, "seconds": r.fit_seconds,
+                   "metrics": r.metrics}
+            if r.gain:
+                out["versus"] = {"model": r.versus, "test": r.gain.to_json()}
+            return out
         finetuned = ({**model(self.finetune), "head": self.finetune_head} if self.finetune
                      else {"skipped": self.finetune_skipped})
+        if self.finetune_tta:
+            finetuned["tta"] = model(self.finetune_tta)
         return json.loads(json.dumps({
             "extract": asdict(self.extract), "train": {r.name: model(r) for r in self.train},
             "train_seconds": self.train_seconds, "finetune": finetuned,
@@ -88,7 +95,7 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
     cfg = absolute_paths(load_config(config, overrides, base, **flags))
     check_before_work(cfg)
     out = claim_folder(cfg["out"], "run", inputs=[cfg["data"]])
-    with atomic_open(os.path.join(out, "config.toml")) as handle:
+    with atomic_open(os.path.join(out, "config.toml"), encoding="utf-8") as handle:
         handle.write("# bneck run: the resolved configuration of this run (rerun with `bneck run THIS_FILE`)\n")
         handle.write(to_toml(cfg))
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if verbose else (lambda text: None)
@@ -104,8 +111,8 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
                   **{k: v for k, v in train_cfg.items() if k != "classifiers" and not isinstance(v, dict)})
     stages.train, stages.train_seconds = list(board.results), time.perf_counter() - start
     _finetune_best(cfg, out, stages, say, verbose)
-    leaderboard = sorted(stages.train + ([stages.finetune] if stages.finetune else []),
-                         key=lambda r: -(r.accuracy("validation") or 0.0))
+    finetuned = [r for r in (stages.finetune, stages.finetune_tta) if r]
+    leaderboard = sorted(stages.train + finetuned, key=lambda r: -(r.accuracy("validation") or 0.0))
     write_leaderboard(os.path.join(out, "leaderboard.csv"), leaderboard)
     result = RunResult(out, cfg, stages, leaderboard)
 
@@ -137,18 +144,38 @@ def _extract(cfg: dict, out: str, verbose: bool) -> ExtractStage:
         list(read_summary(report.splits[0].file)["class_names"]), report.spec.describe(), report.spec.key)
 
 
+def _head_to_finetune(heads: list[Result], choice: str) -> Result:
+    """The head ``choice`` names; for ``auto``, gap-dense (made for fine-tuning: a pooled input and few
+    weights, so the unfrozen top does the learning), else the best Keras head on validation."""
+    by_name = {r.name: r for r in heads}
+    if choice != "auto":
+        return by_name[choice]
+    return by_name.get("gap-dense") or max(heads, key=lambda r: r.accuracy("validation") or 0.0)
+
+
 def _finetune_best(cfg: dict, out: str, stages: RunStages, say, verbose: bool) -> None:
-    """Fine-tune the Keras head with the best validation accuracy, or record why not."""
+    """Fine-tune the configured head (``finetune.head``), or record why not."""
     heads = [r for r in stages.train if r.name in HEADS]
     if not cfg["finetune"]["enabled"] or not heads:
         stages.finetune_skipped = ("disabled in the config" if not cfg["finetune"]["enabled"]
                                    else "no Keras head (dense, gap-dense) among the classifiers")
         return
-    best = max(heads, key=lambda r: r.accuracy("validation") or 0.0)
+    best = _head_to_finetune(heads, cfg["finetune"]["head"])
     say(f"== fine-tune ({best.name} head)")
-    settings = {k: v for k, v in cfg["finetune"].items() if k != "enabled"}
+    settings = {k: v for k, v in cfg["finetune"].items() if k not in ("enabled", "head")}
     done = finetune(best.folder, cfg["data"], os.path.join(out, "finetuned"), verbose=verbose,
                     seed=cfg["seed"], cache_dir=cfg["extract"]["cache_dir"], **settings)
-    stages.finetune = Result(f"fine-tuned {best.name}", done.folder, done.metrics, done.seconds,
-                             reused=done.reused, why=done.why, kind="fine-tuned")
+    frozen = max(stages.train, key=lambda r: r.accuracy("validation") or 0.0)  # what you would pick unfine-tuned
     stages.finetune_head = best.name
+    rows = [(f"fine-tuned {best.name}", done.metrics, "predictions.csv")]
+    if "tta" in done.metrics:
+        rows.append((f"fine-tuned {best.name} + mirror TTA", done.metrics["tta"], "predictions_tta.csv"))
+    results = []
+    for name, metrics, predictions in rows:
+        gain = paired_gain(done.folder, frozen.folder, predictions)
+        results.append(Result(name, done.folder, metrics, done.seconds, reused=done.reused, why=done.why,
+                              kind="fine-tuned", versus=frozen.name if gain else "", gain=gain))
+        if gain:
+            say(f"{name} against {frozen.name} (the best frozen model on validation), test: {gain.describe()}")
+    stages.finetune = results[0]
+    stages.finetune_tta = results[1] if len(results) > 1 else None

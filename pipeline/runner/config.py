@@ -28,7 +28,7 @@ from ..training.options import CLASSIFIERS, TRAIN, check_override
 TOP = OptionTable("run", [
     Option("data", str, None, "the image folder (required)"),
     Option("out", str, "runs/run", "the run folder"),
-    Option("seed", int, 0, "one seed for training and fine-tuning", low=0),
+    Option("seed", int, 0, "one seed for training and fine-tuning", low=0, high=2**32 - 1),
 ])
 def _once_each(names: list) -> list:
     if len(set(names)) != len(names) or not names:
@@ -38,12 +38,15 @@ def _once_each(names: list) -> list:
 
 
 RUN_TRAIN = OptionTable("train", [
-    Option("classifiers", list, ["dense", "logreg", "svm", "knn"], "the classifiers to train", item=str,
+    Option("classifiers", list, ["gap-dense", "logreg", "svm", "knn"], "the classifiers to train", item=str,
            choices=CLASSIFIERS, check_value=_once_each),
     *[o for n, o in TRAIN.options.items() if n != "seed"],
 ])
 RUN_FINETUNE = OptionTable("finetune", [
-    Option("enabled", bool, True, "fine-tune the best Keras head"),
+    Option("enabled", bool, True, "fine-tune a Keras head trained in this run"),
+    Option("head", str, "auto", "the head to fine-tune: `auto` (gap-dense when trained: the head made for "
+                                "fine-tuning, else the best Keras head on validation), `dense` or `gap-dense`",
+           choices=("auto", "dense", "gap-dense")),
     *[o for n, o in FINETUNE.options.items() if n not in ("seed", "cache_dir")],
 ])
 REPORT = OptionTable("report", [Option("worst", int, 16, "misclassified test images shown", low=0)])
@@ -78,6 +81,7 @@ def load_config(path: Optional[str], overrides: Sequence[str] = (), base: Option
         if value is not None:
             user[key] = value
     resolved = _check(user)
+    _check_encodable(resolved)
     if not resolved["data"]:
         raise ConfigError("the config needs `data = \"DATA_DIR\"` (or --data DATA_DIR): the image "
                           "folder with train/ and validation/ (test/ optional), or one folder per class.")
@@ -168,6 +172,35 @@ def _classifier_table(name: str, options, listed: list) -> dict:
     return check_override(name, options, f"train.{name}", "config key")
 
 
+def toml_value(value) -> str:
+    """Return ``value`` (a string, number, bool or list of them) as a TOML value: strings as basic
+    strings, every control character escaped, other characters as they are (the file is UTF-8)."""
+    if isinstance(value, str):
+        body = "".join(f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else
+                       "\\\\" if c == "\\" else '\\"' if c == '"' else c for c in value)
+        return f'"{body}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _check_encodable(value, key: str = "") -> None:
+    """Refuse strings a UTF-8 TOML file cannot hold (a path with bytes that are not UTF-8)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_encodable(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_encodable(v, key)
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"config key {key} holds {value.encode('utf-8', 'backslashreplace').decode()!r}, "
+                              "whose bytes are not UTF-8 text; a run's config.toml cannot record it. Rename "
+                              "the folder or file.") from None
+
+
 def to_toml(config: dict) -> str:
     """Return ``config`` as TOML (keys with value None are written as comments)."""
     lines: list[str] = []
@@ -175,7 +208,7 @@ def to_toml(config: dict) -> str:
     def emit(table: dict, prefix: str) -> None:
         for key, value in table.items():
             if not isinstance(value, dict):
-                lines.append(f"# {key} = (default)" if value is None else f"{key} = {json.dumps(value)}")
+                lines.append(f"# {key} = (default)" if value is None else f"{key} = {toml_value(value)}")
         for key, value in table.items():
             if isinstance(value, dict):
                 lines.extend(["", f"[{prefix}{key}]"])

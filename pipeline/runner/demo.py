@@ -28,8 +28,8 @@ ARCHIVE_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filte
 ARCHIVE_BYTES = 68_606_236
 
 # The reference experiment (../shared/REFERENCE.md): VGG16 at 150 px, the dense head
-# (RMSprop, 50 epochs, batch 16), then the top block fine-tuned with SGD 1e-4 and the
-# reference augmentation. Kept in step with scripts/configs/reference.toml.
+# (RMSprop, 50 epochs, batch 16), then fine-tuned with bneck's measured recipe (README
+# "Stage 3"; the reference's SGD 1e-4 on the top block is scripts/configs/reference.toml).
 REFERENCE = {
     "out": "runs/demo",
     "extract": {"backbone": "vgg16", "size": 150, "weights": "imagenet"},

@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from features.atomic import atomic_open
+from features.files import path_inside
 from ..artifacts import ArtifactError, load_classifier, read_predictions, read_verified
 from ..plots import plt
 
@@ -59,13 +60,6 @@ def _classifier_predictions(folder: str, test_file: str) -> list[dict]:
             for p, y, row in zip(f.paths, f.labels, probs)]
 
 
-def image_inside(data_root: str, relative: str):
-    """Return the real path of ``relative`` under ``data_root``, or None when it resolves outside."""
-    root = os.path.realpath(data_root)
-    path = os.path.realpath(os.path.join(root, relative))
-    return path if path.startswith(root.rstrip(os.sep) + os.sep) else None
-
-
 def worst_grid(rows: list[dict], data_root: str, size: int = 160):
     """Return PNG bytes of the misclassified images with true class and probabilities; None if none.
 
@@ -81,7 +75,7 @@ def worst_grid(rows: list[dict], data_root: str, size: int = 160):
     for ax in axes.flat:
         ax.axis("off")
     for ax, row in zip(axes.flat, rows):
-        path = image_inside(data_root, row["path"])
+        path = path_inside(data_root, row["path"])
         try:
             if path is None:
                 raise ValueError("outside the data folder")
@@ -122,6 +116,18 @@ class _Figures:
         return ("img", os.path.join(folder, name), alt, data) if data else None
 
 
+def _finetuning_verdict(ft, skipped: str) -> str:
+    """One sentence: what fine-tuning gained over the best frozen model on test, and whether it counts."""
+    if ft is None:
+        return f"Fine-tuning: skipped ({skipped})."
+    kept = ft.metrics.get("kept_epoch")
+    start = ("no fine-tuned epoch beat the head on validation, so the model is the head itself; "
+             if kept == 0 else "")
+    if ft.gain is None:
+        return f"Fine-tuning: {start}no paired comparison on test (a model folder without test predictions)."
+    return f"Fine-tuning: {start}{ft.name} against {ft.versus} on the same test images: {ft.gain.describe()}."
+
+
 def _sections(result, worst_label: str, worst_png) -> list[tuple[str, list]]:
     """Return (title, blocks): ('table', headers, rows), ('text', str) or ('img', path, alt, png bytes)."""
     figures_of = _Figures()
@@ -142,7 +148,8 @@ def _sections(result, worst_label: str, worst_png) -> list[tuple[str, list]]:
                           ("text", f"extractor key {ex.extractor_key}")])]
     board = [[i + 1, r.name, _pct(r.accuracy("validation")), _pct(r.accuracy("test")), f"{r.fit_seconds:.1f}"]
              for i, r in enumerate(result.leaderboard)]
-    out.append(("Leaderboard", [("table", ["rank", "model", "val acc", "test acc", "fit s"], board)]))
+    out.append(("Leaderboard", [("table", ["rank", "model", "val acc", "test acc", "fit s"], board),
+                                ("text", _finetuning_verdict(ft, stages.finetune_skipped))]))
     figures = [figures_of.block(r.folder, "curves.png", f"{r.name}: training curves") for r in tr]
     if ft is not None:
         figures.append(figures_of.block(ft.folder, "curves.png", "fine-tuning curves"))

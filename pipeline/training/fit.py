@@ -10,10 +10,11 @@ import time
 
 import numpy as np
 
+from features.errors import BneckError
 from features.outputs import staged_folder
 from features.progress import progress_bar
 
-from ..artifacts import write_history, write_json, write_manifest
+from ..artifacts import write_history, write_json, write_manifest, write_predictions
 from ..data import FeatureSet
 from ..image_splits import splits_record, write_splits
 from ..manifests import ClassifierManifest, FeatureFileRef
@@ -21,6 +22,10 @@ from ..metrics import scores
 from .heads import HEADS
 from .leaderboard import Result
 from .sklearn_models import GRIDS
+
+
+class TrainingDiverged(BneckError):
+    """Training produced NaN or infinite predictions (a learning rate too high for the data)."""
 
 
 def fit_classifier(name: str, cfg: dict, fs: FeatureSet, out_dir: str, streamed: bool, rows: int,
@@ -36,9 +41,16 @@ def fit_classifier(name: str, cfg: dict, fs: FeatureSet, out_dir: str, streamed:
     with staged_folder(final, "classifier") as folder:
         trainer = _train_keras if keras_head else _train_sklearn
         probs, fit_s, extra = trainer(name, cfg, fs, streamed, rows, folder, verbose)
+        if not all(np.isfinite(p).all() for p, _ in probs.values()):
+            raise TrainingDiverged(
+                f"{name} diverged: its predictions are NaN or infinite (learning rate {cfg.get('lr', '-')}, "
+                f"optimizer {cfg.get('optimizer', '-')}). Nothing was saved for {name}; train it again with a "
+                "smaller --lr (or another optimizer). Classifiers finished before it are kept.")
         metrics = {split: scores(y, p, fs.class_names) for split, (p, y) in probs.items()}
         metrics["fit_seconds"] = fit_s
         write_json(os.path.join(folder, "metrics.json"), metrics)
+        write_predictions(os.path.join(folder, "predictions.csv"), fs.class_names,
+                          {s: (fs.attrs[s]["paths"], y, p) for s, (p, y) in probs.items()})
         write_splits(folder, splits_record(fs.attrs))
         confusion_plots(metrics, fs.class_names, folder, name)
         write_manifest(folder, ClassifierManifest(

@@ -13,7 +13,10 @@ from typing import Optional
 from features.atomic import atomic_open
 from features.progress import format_table
 
-COLUMNS = ["rank", "model", "kind", "val_accuracy", "test_accuracy", "fit_seconds", "reused", "folder"]
+from ..paired import PairedComparison
+
+COLUMNS = ["rank", "model", "kind", "val_accuracy", "test_accuracy", "test_gain", "gain_low", "gain_high",
+           "p_value", "versus", "fit_seconds", "reused", "folder"]
 
 
 @dataclass
@@ -28,6 +31,8 @@ class Result:
     reused: bool = False
     why: str = ""  # why it was trained (or "unchanged" when reused)
     kind: str = "classifier"  # or "fine-tuned"
+    versus: str = ""  # the model ``gain`` compares this one with
+    gain: Optional[PairedComparison] = None  # paired on the same test images
 
     def accuracy(self, split: str) -> Optional[float]:
         value = self.metrics.get(split, {})
@@ -64,7 +69,10 @@ def write_leaderboard(path: str, results: list[Result]) -> None:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for rank, r in enumerate(results, 1):
+            g = r.gain
             writer.writerow([rank, r.name, r.kind, _fmt(r.accuracy("validation")), _fmt(r.accuracy("test")),
+                             *([_fmt(g.gain), _fmt(g.low), _fmt(g.high), f"{g.p_value:.3g}", r.versus] if g
+                               else [""] * 5),
                              _fmt(r.fit_seconds, 2), str(r.reused).lower(), r.folder])
 
 

@@ -42,7 +42,7 @@ SKLEARN_OPTIONS = ("reshape", "pca", "search", "folds", "seed")
 TRAIN = OptionTable("train", [
     Option("epochs", int, 50, "Keras heads: epochs", low=1),
     Option("batch_size", int, 16, "Keras heads: batch size", low=1),
-    Option("lr", float, 1e-3, "Keras heads: learning rate", low=0, open_low=True),
+    Option("lr", float, 1e-3, "Keras heads: learning rate", low=0, open_low=True, high=10),
     Option("optimizer", str, "rmsprop", "Keras heads: optimizer", choices=OPTIMIZERS),
     Option("units", int, 256, "Keras heads: units of the hidden Dense layer", low=1),
     Option("dropout", float, 0.5, "Keras heads: dropout rate", low=0, high=1, open_high=True),
@@ -50,7 +50,7 @@ TRAIN = OptionTable("train", [
                                      "restoring the best weights (0: off)", low=0, metavar="PATIENCE"),
     Option("class_weight", str, None, "Keras heads: weigh classes by inverse frequency",
            choices=("balanced",), nullable=True),
-    Option("seed", int, 0, "seed of initialisation, shuffling and models", low=0),
+    Option("seed", int, 0, "seed of initialisation, shuffling and models", low=0, high=2**32 - 1),
     Option("reshape", str, "avg", "scikit-learn: turn the spatial grid into a vector", choices=RESHAPES),
     Option("pca", float, None, "scikit-learn: PCA to N components (an integer) or to a fraction of the "
                                "variance (in (0, 1)) first", low=0, open_low=True, check_value=_pca, metavar="N"),

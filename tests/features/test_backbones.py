@@ -48,7 +48,8 @@ def test_official_weights_file_names():
     (dict(backbone="vgg61"), "backbone must be one of"),
     (dict(backbone="mobilenet", alpha=0.3), "alpha for mobilenet must be one of"),
     (dict(backbone="vgg16", alpha=0.5), "--alpha applies only"),
-    (dict(backbone="vgg16", size=16), "at least 32"),
+    (dict(backbone="vgg16", size=16), "from 32 to 1024"),
+    (dict(backbone="vgg16", size=40000), "from 32 to 1024"),
     (dict(backbone="vgg16", pool="sum"), "--pool must be one of"),
     (dict(backbone="vgg16", dtype="int8"), "--dtype must be one of"),
     (dict(backbone="vgg16", weights="/no/such/file.h5"), "no file exists at /no/such/file.h5"),
@@ -85,3 +86,13 @@ def test_wrong_weights_file_for_backbone_is_a_clear_error(small_data, tmp_path):
     with pytest.raises(WeightsError, match="cannot load weights"):
         extract(small_data, tmp_path / "o", backbone="vgg16", weights=str(MOBILENET_WEIGHTS),
                 verbose=False)
+
+
+def test_the_input_layer_has_one_name_however_many_models_the_process_built():
+    """Left to Keras, the second model a process builds names its input 'input_layer_1'; `--layer
+    input_layer` (and cache verify rebuilding several entries) would then depend on build order."""
+    from features.model import check_cut
+
+    for name, alpha in (("mobilenet", 0.25), ("mobilenetv2", 0.35), ("mobilenet", 0.25)):
+        cut = check_cut(get_backbone(name), alpha, 96, "input_layer", "none")
+        assert cut.layers[0].name == "input_layer" and tuple(cut.output.shape[1:]) == (96, 96, 3)

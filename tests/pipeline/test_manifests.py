@@ -6,16 +6,20 @@ import json
 
 import pytest
 
+from features.key import ExtractorSpec
 from pipeline.manifests import (ClassifierManifest, FeatureFileRef, FinetunedManifest, HeadRef, ManifestError,
                                 parse_manifest)
 
 pytestmark = pytest.mark.pure
 
+SPEC = ExtractorSpec("mobilenet", 0.25, "imagenet", "aa" * 32, "conv_pw_13_relu", "none", 224,
+                     "tf: scaled to [-1, 1]")
+
 CLASSIFIER = {
     "kind": "sklearn", "classifier": "logreg", "model_file": "model.skops",
     "config": {"reshape": "avg", "pca": None, "search": None, "folds": 5, "seed": 0},
-    "class_names": ["cats", "dogs"], "extractor_key": "ab" * 32,
-    "extractor": {"backbone": "mobilenet", "alpha": 0.25}, "weights_path": "/w.h5",
+    "class_names": ["cats", "dogs"], "extractor_key": SPEC.key,
+    "extractor": SPEC.describe(), "weights_path": "/w.h5",
     "metrics": {"validation": {"accuracy": 0.9, "loss": 0.3, "macro_f1": 0.9}},
     "streamed": False, "feature_shape": [7, 7, 256],
     "feature_files": {"train": {"path": "/f/train.h5", "sha256": "cd" * 32}},
@@ -24,7 +28,7 @@ CLASSIFIER = {
 }
 FINETUNED = {
     "kind": "finetuned", "classifier": "finetuned", "model_file": "model.keras", "config": {"epochs": 2},
-    "class_names": ["cats", "dogs"], "extractor_key": "ab" * 32, "extractor": {"backbone": "mobilenet"},
+    "class_names": ["cats", "dogs"], "extractor_key": SPEC.key, "extractor": SPEC.describe(),
     "weights_path": "", "metrics": {}, "head": {"folder": "/m/dense", "classifier": "dense",
                                                 "manifest_sha256": "12" * 32},
     "data": "/data", "requested": {"epochs": 2}, "input": "preprocessed image 224x224x3",
@@ -63,10 +67,24 @@ def test_an_unknown_field_a_missing_field_and_an_unknown_kind_are_refused():
         parse_manifest({**CLASSIFIER, "kind": "pickle"}, "here")
     with pytest.raises(ManifestError, match="not a table"):
         parse_manifest(["kind", "sklearn"], "here")
+    with pytest.raises(ManifestError, match=r"kind \['sklearn'\]"):  # not a name at all
+        parse_manifest({**CLASSIFIER, "kind": ["sklearn"]}, "here")
     with pytest.raises(ManifestError, match="'head'"):  # a nested record is typed too
         parse_manifest({**FINETUNED, "head": {**FINETUNED["head"], "manifest_sha256": 1}}, "here")
     with pytest.raises(ManifestError, match="'feature_files'"):  # each kind has only its own fields
         parse_manifest({**FINETUNED, "feature_files": {}}, "here")
+
+
+@pytest.mark.parametrize("change", [
+    lambda e: e.pop("weights_sha256"), lambda e: e.pop("layer"), lambda e: e.update(layer="conv_pw_12_relu"),
+    lambda e: e.update(input_size=40000), lambda e: e.update(backbone="mobilenetv9"),
+])
+def test_an_extractor_record_that_does_not_hash_to_its_key_or_is_not_bnecks_is_refused(change):
+    for raw in (CLASSIFIER, FINETUNED):
+        hostile = copy.deepcopy(raw)
+        change(hostile["extractor"])
+        with pytest.raises(ManifestError, match="extractor"):
+            parse_manifest(hostile, "here")
 
 
 def test_every_field_of_every_kind_is_checked():

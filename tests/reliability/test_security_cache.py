@@ -123,3 +123,69 @@ def test_gc_never_touches_a_folder_that_is_not_a_bneck_cache(tmp_path):
     before = tree(project)
     assert main(["cache", "gc", "--cache-dir", str(project)]) == 2  # now plainly not a cache: refused
     assert tree(project) == before
+
+
+def _bneck_in_time(args, timeout=180):
+    """Run the command line in a real process with a deadline: a hang fails the test, it does not stall it."""
+    done = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_a_fifo_or_folder_planted_under_cache_names_never_hangs_or_breaks_a_command(tmp_path):
+    data = copy_subset(tmp_path / "data", 2, splits=("train",))
+    cache = tmp_path / "cache"
+    extract(data, tmp_path / "out", cache_dir=cache, verbose=False, **MOBILENET)
+    folder = RowCache(str(cache), resolve_spec(**MOBILENET)).folder
+    os.mkfifo(os.path.join(folder, "rows-0000-evil.h5"))
+    os.mkdir(os.path.join(folder, "rows-0001-dir.h5"))
+    os.mkfifo(os.path.join(folder, ".tmp-evil"))
+    os.remove(os.path.join(folder, ".inuse"))
+    os.mkfifo(os.path.join(folder, ".inuse"))
+    planted = sorted(n for n in os.listdir(folder) if n.startswith(("rows-0", ".tmp-evil", ".inuse")))
+    for args in (["cache", "ls", "--cache-dir", cache], ["cache", "verify", "--cache-dir", cache],
+                 ["cache", "gc", "--cache-dir", cache], ["cache", "gc", "--older-than", "0", "--cache-dir", cache],
+                 ["extract", data, "--out", tmp_path / "again", "--cache-dir", cache, "--backbone", "mobilenet",
+                  "--alpha", "0.25", "--size", "224", "--quiet"]):
+        code, output = _bneck_in_time(args)
+        assert code == 0 and "Traceback" not in output, (args[:2], output[-2000:])
+    assert read_features(str(tmp_path / "again" / "train.h5")).paths == read_features(
+        str(tmp_path / "out" / "train.h5")).paths
+    # what bneck did not make is left where it was
+    assert sorted(n for n in os.listdir(folder) if n.startswith(("rows-0", ".tmp-evil", ".inuse"))) == planted
+
+
+def test_a_recorded_weights_path_in_the_cache_never_makes_verify_read_a_pseudo_file(tmp_path):
+    import json
+
+    data = copy_subset(tmp_path / "data", 2, splits=("train",))
+    cache = tmp_path / "cache"
+    extract(data, tmp_path / "out", cache_dir=cache, verbose=False, **MOBILENET)
+    meta_path = os.path.join(RowCache(str(cache), resolve_spec(**MOBILENET)).folder, "meta.json")
+    meta = json.load(open(meta_path))
+    meta.update(weights_path="/proc/kmsg", weights_sha256="0" * 64)
+    with open(meta_path, "w") as handle:
+        json.dump(meta, handle)
+    code, output = _bneck_in_time(["cache", "verify", "--cache-dir", cache, "--recompute", "2", "--data", data])
+    assert code in (0, 1) and "Traceback" not in output, output[-2000:]
+
+
+def test_verify_samples_afresh_each_time_and_refuses_what_would_check_nothing(tmp_path, capsys):
+    from pipeline.cli import main
+
+    data = copy_subset(tmp_path / "data", 2, splits=("train",))
+    cache = tmp_path / "cache"
+    extract(data, tmp_path / "out", cache_dir=cache, verbose=False, **MOBILENET)
+    seeds = set()
+    for _ in range(3):
+        assert main(["cache", "verify", "--cache-dir", str(cache), "--recompute", "1", "--data", str(data)]) == 0
+        seeds.add(capsys.readouterr().out.split("sample seed ")[1].split()[0])
+    assert len(seeds) == 3  # a forger cannot know which rows will be looked at
+    assert main(["cache", "verify", "--cache-dir", str(cache), "--recompute", "1", "--data", str(data),
+                 "--seed", "7"]) == 0 and "sample seed 7 " in capsys.readouterr().out
+    for args, message in ((["verify", "--recompute", "1", "--data", str(tmp_path / "nowhere")], "is not a folder"),
+                          (["gc", "--older-than", "-5"], "--older-than takes a number of days >= 0"),
+                          (["gc", "--older-than", "nan"], "--older-than takes a number of days >= 0")):
+        assert main(["cache", *args, "--cache-dir", str(cache)]) == 2
+        assert message in capsys.readouterr().err
+    assert read_features(str(tmp_path / "out" / "train.h5"))  # nothing was removed

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.runner.report import image_inside, worst_grid
+from features.files import path_inside
+from pipeline.runner.report import worst_grid
 from tests.conftest import DATA, copy_subset
 from tests.reliability.test_security_code import resign
 
@@ -95,7 +96,7 @@ def test_the_mistakes_grid_opens_only_images_inside_the_data_folder(tmp_path, se
     assert png and png.startswith(b"\x89PNG")
     assert any(p.endswith(inside.split("/")[-1]) for p in opened)  # the inside image was drawn
     assert not any(os.path.realpath(p) == str(secret.resolve()) for p in opened if p)
-    assert image_inside(str(data), inside) and not any(image_inside(str(data), p) for p in escapes)
+    assert path_inside(str(data), inside) and not any(path_inside(str(data), p) for p in escapes)
 
 
 def test_links_out_of_the_data_folder_are_not_followed(tmp_path, secret):

@@ -54,6 +54,27 @@ CASES = {  # name: (extra arguments, what the message must say)
                                            "holds 2 image(s) directly"),
     "a file as the data folder": (lambda t, d: ["--data", str(t / "afile")], "is a file, not a data folder"),
     "a classifier twice": (lambda t, d: ["--set", 'train.classifiers=["dense", "dense"]'], "each once"),
+    # round 2 of the outside attack: values accepted at load that failed after the work
+    "a seed numpy cannot take": (lambda t, d: ["--seed", "4294967296"],
+                                 "seed must be an integer >= 0 and <= 4294967295"),
+    "a learning rate of 1e300": (lambda t, d: ["--set", "train.lr=1e300"],
+                                 "train.lr must be a finite number > 0 and <= 10"),
+    "an image size of 40000": (lambda t, d: ["--set", "extract.size=40000"], "from 32 to 1024 pixels"),
+    "an unfreeze point the base lacks": (lambda t, d: ["--set", 'finetune.unfreeze_from="nope"'],
+                                         "config key finetune.unfreeze_from = 'nope' does not work"),
+    "a cut below the unfreeze point": (lambda t, d: ["--set", 'extract.layer="input_layer"'],
+                                       "does not work with extract.layer = 'input_layer'"),
+    "a layer the backbone lacks": (lambda t, d: ["--set", 'extract.layer="nope"', "--set", "finetune.enabled=false"],
+                                   "--layer must name a layer of mobilenet"),
+    # issue 16: the head to fine-tune must be one the run trains; the new recipe options are bounded
+    "a fine-tune head the run does not train": (
+        lambda t, d: ["--set", 'train.classifiers=["gap-dense", "logreg"]', "--set", 'finetune.head="dense"'],
+        "config key finetune.head = 'dense' names a head this run does not train"),
+    "an unknown fine-tune head": (lambda t, d: ["--set", 'finetune.head="svm"'], "finetune.head must be one of"),
+    "an unknown schedule": (lambda t, d: ["--set", 'finetune.schedule="step"'], "finetune.schedule must be one of"),
+    "label smoothing of 1": (lambda t, d: ["--set", "finetune.label_smoothing=1"],
+                             "finetune.label_smoothing must be a finite number >= 0 and < 1"),
+    "a warm-up over 1": (lambda t, d: ["--set", "finetune.warmup=1.5"], "finetune.warmup must be"),
 }
 
 
@@ -104,3 +125,56 @@ def test_cross_split_duplicates_are_reported_and_recorded(tmp_path, capsys):
     recorded = read_features(str(tmp_path / "f" / "test.h5")).attrs["cross_split_duplicates"]
     assert recorded == [{"sha256": recorded[0]["sha256"],
                          "paths": {"train": [f"train/cats/{twin.name}"], "test": ["test/cats/same_bytes.jpg"]}}]
+
+
+def test_a_refused_layer_leaves_no_cache_entry_and_no_marked_folder(tmp_path, capsys, isolated_cache):
+    data = copy_subset(tmp_path / "data", 1)
+    assert main(["extract", str(data), "--out", str(tmp_path / "f"), "--backbone", "mobilenet", "--alpha", "0.25",
+                 "--size", "224", "--layer", "nope", "--quiet"]) == 2
+    assert "--layer must name a layer" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists() and not isolated_cache.exists()
+
+
+def test_something_else_under_a_file_name_of_a_run_folder_is_refused_before_work(tmp_path, capsys, isolated_cache):
+    from features.outputs import write_marker
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_marker(str(run), "run")
+    (run / "report.html").mkdir()
+    data = copy_subset(tmp_path / "data", 3)
+    assert main(["run", "--data", str(data), "--out", str(run), *RUN]) == 2
+    err = capsys.readouterr().err
+    assert "holds report.html, which is a folder" in err and "Traceback" not in err
+    assert not isolated_cache.exists() and sorted(p.name for p in run.iterdir()) == [".bneck-folder.json",
+                                                                                     "report.html"]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "train"])
+def test_a_fifo_named_like_a_feature_file_is_called_what_it_is(tmp_path, capsys, command):
+    import os
+
+    folder = tmp_path / "features"
+    folder.mkdir()
+    for split in ("train", "validation", "test"):
+        os.mkfifo(folder / f"{split}.h5")
+    (tmp_path / "model").mkdir()
+    argv = {"evaluate": ["evaluate", str(tmp_path / "model"), str(folder / "test.h5")],
+            "train": ["train", str(folder), "--classifier", "logreg", "--out", str(tmp_path / "m")]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert ("a FIFO" in err or "has no manifest.json" in err) and "not found" not in err, err
+
+
+def test_names_that_break_formats_do_not_break_a_run(tmp_path, capsys):
+    """A class named like a formula, a data folder named with an emoji and a DEL: the run works, and
+    its saved config.toml runs again from another folder."""
+    data = copy_subset(tmp_path / "data \U0001F600\x7f", 3)
+    for split in ("train", "validation", "test"):
+        (data / split / "dogs").rename(data / split / "$\\foo{$")
+    run = tmp_path / "run"
+    argv = ["run", "--data", str(data), "--out", str(run), *RUN[:-3], "--set", 'train.classifiers=["logreg"]',
+            "--set", "finetune.enabled=false", "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert main(["run", str(run / "config.toml"), "--quiet"]) == 0, capsys.readouterr().err
+    assert "every row from cache" in capsys.readouterr().out

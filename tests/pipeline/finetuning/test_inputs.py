@@ -41,7 +41,7 @@ def test_fast_and_plain_paths_give_the_same_first_epoch_loss(head_dir, image_roo
     assert abs(plain.history["loss"][0] - fast.history["loss"][0]) < 1e-4
     assert abs(plain.history["val_loss"][0] - fast.history["val_loss"][0]) < 1e-4
     assert fast.metrics["cache_frozen"]["views"] == 1  # no augmentation: one view is all there is
-    assert fast.metrics["cache_frozen"]["layer"] == "conv_pw_12_relu"
+    assert fast.metrics["cache_frozen"]["layer"] == "conv_pw_5_relu"  # just below the default, conv_pad_6
     # the saved fine-tuned models agree on test images
     for split in ("validation", "test"):
         assert plain.metrics[split]["accuracy"] == pytest.approx(fast.metrics[split]["accuracy"], abs=1e-6)
@@ -67,9 +67,9 @@ def test_views_are_cached_by_content_and_view_zero_is_stage_one(head_dir, image_
                for e in list_entries(str(cache))}
     assert sorted(k or 0 for k in entries) == [0, 1, 2]
     assert entries[None].rows == n["train"] + n["validation"] + n["test"]
-    # view 0 is exactly what `bneck extract --layer conv_pw_12_relu --pool none` keys and stores
+    # view 0 is exactly what `bneck extract --layer conv_pw_5_relu --pool none` keys and stores
     report = extract(image_root, tmp_path / "trunk_features", cache_dir=cache, verbose=False,
-                     layer="conv_pw_12_relu", **MOBILENET)
+                     layer="conv_pw_5_relu", **MOBILENET)
     assert report.forward_images == 0 and report.spec.key == entries[None].key
     # a different augmentation is a different key: nothing reused for views 1 and 2
     assert main(args[:-1] + ["--rotation", "10", "--quiet", "--out", str(tmp_path / "c")]) == 0
@@ -91,7 +91,7 @@ def test_trunk_rows_equal_the_base_run_directly_and_views_augment_only_training(
                        str(tmp_path / "cache"), verbose=False)
     rows = views.rows(images, shas, [0, 1])
     base = build_base(get_backbone("mobilenet"), ft.spec)
-    direct = cut_model(base, get_backbone("mobilenet"), "conv_pw_12_relu", "none").predict(
+    direct = cut_model(base, get_backbone("mobilenet"), split.layer, "none").predict(
         preprocess(tf.constant(images, tf.float32)), verbose=0)
     np.testing.assert_allclose(rows[:12], direct, rtol=1e-4, atol=1e-4)  # view 0: the image itself
     assert np.abs(rows[12:] - direct).mean() > 0.1 * np.abs(direct).mean()  # view 1: augmented
@@ -137,3 +137,71 @@ def test_views_must_be_positive(head_dir, image_root, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--views must be an integer >= 1" in err and "views=0" in err
     assert not os.path.exists(tmp_path / "x")
+
+
+def _mirror_mean(folder, image_root, split):
+    """The TTA probabilities of a saved fine-tuned model, computed independently: the model on each
+    decoded image and on its numpy mirror image, averaged."""
+    from pipeline.artifacts import read_predictions, read_verified
+
+    tf = import_tensorflow()
+    model = load_classifier(str(folder)).model
+    preprocess = get_backbone("mobilenet").preprocess_fn()
+    rows = [r for r in read_predictions(read_verified(str(folder)).files["predictions.csv"].decode())
+            if r["split"] == split]
+    images = np.stack([decode_image(os.path.join(image_root, r["path"]), 224) for r in rows])
+
+    def probs(x):
+        out = model(preprocess(tf.constant(x, tf.float32)), training=False).numpy()
+        return np.concatenate([1 - out, out], 1) if out.shape[1] == 1 else out
+    return rows, (probs(images) + probs(np.ascontiguousarray(images[:, :, ::-1]))) / 2
+
+
+@pytest.mark.parametrize("cache_frozen", [True, False])
+def test_tta_scores_the_mean_over_each_image_and_its_mirror(head_dir, image_root, tmp_path, cache_frozen):
+    from pipeline.artifacts import read_predictions, read_verified
+
+    out = tmp_path / "tta"
+    done = finetune(str(head_dir), str(image_root), str(out), epochs=1, lr=1e-3, augment=NO_AUGMENT, seed=3,
+                    verbose=False, tta=True, cache_frozen=cache_frozen, cache_dir=str(tmp_path / "cache"))
+    assert set(done.metrics["tta"]) == {"validation", "test"}
+    saved = read_predictions(read_verified(str(out)).files["predictions_tta.csv"].decode())
+    for split in ("validation", "test"):
+        rows, expected = _mirror_mean(out, image_root, split)
+        got = np.array([[r["probabilities"][c] for c in ("cats", "dogs")] for r in saved if r["split"] == split])
+        assert [r["path"] for r in saved if r["split"] == split] == [r["path"] for r in rows]
+        np.testing.assert_allclose(got, expected, atol=2e-4)
+        right = np.mean([["cats", "dogs"][int(np.argmax(p))] == r["true"] for p, r in zip(expected, rows)])
+        assert done.metrics["tta"][split]["accuracy"] == pytest.approx(right)
+    if cache_frozen:  # the mirror view is cached like any view, independent of the seed
+        mirrored = [e for e in list_entries(str(tmp_path / "cache")) if "horizontal-flip" in
+                    str(e.meta.get("augmentation"))]
+        assert len(mirrored) == 1
+
+
+def test_without_tta_there_is_no_tta_score(head_dir, image_root, tmp_path):
+    done = finetune(str(head_dir), str(image_root), str(tmp_path / "plain"), epochs=1, augment=NO_AUGMENT,
+                    verbose=False, cache_dir=str(tmp_path / "cache"))
+    assert "tta" not in done.metrics and not (tmp_path / "plain" / "predictions_tta.csv").exists()
+
+
+def test_the_cached_path_decodes_each_image_once_and_none_whose_rows_are_cached(head_dir, image_root, tmp_path,
+                                                                                  monkeypatch):
+    import pipeline.finetuning.inputs as inputs
+
+    decoded, real = [], inputs.decoded_batches
+
+    def counting(items, *args, **kwargs):
+        decoded.extend(key for key, _ in items)
+        return real(items, *args, **kwargs)
+    monkeypatch.setattr(inputs, "decoded_batches", counting)
+    kwargs = dict(epochs=1, augment=AUGMENT, views=3, tta=True, cache_dir=str(tmp_path / "cache"), verbose=False)
+    first = finetune(str(head_dir), str(image_root), str(tmp_path / "a"), **kwargs)
+    n = {s: len(r) for s, r in discover(str(image_root)).splits.items()}
+    # 3 views of each training image and 2 (itself, its mirror) of the others, each image decoded once
+    assert first.metrics["cache_frozen"]["rows_computed"] == 3 * n["train"] + 2 * (n["validation"] + n["test"])
+    assert len(decoded) == len(set(decoded)) == sum(n.values())
+    decoded.clear()
+    again = finetune(str(head_dir), str(image_root), str(tmp_path / "b"), **kwargs)
+    assert again.metrics["cache_frozen"]["rows_computed"] == 0 and decoded == []  # no image decoded at all
+    assert again.metrics["validation"] == first.metrics["validation"]

@@ -42,7 +42,7 @@ def test_same_head_data_and_options_fine_tune_nothing(heads, image_root, tmp_pat
     assert again.metrics == first.metrics and again.history["val_accuracy"] == pytest.approx(
         first.history["val_accuracy"])
     changed = finetune(heads / "dense", image_root, out, verbose=False, **{**QUICK, "lr": 1e-3})
-    assert len(runs) == 2 and changed.why == "options changed: lr 0.0001 \u2192 0.001"
+    assert len(runs) == 2 and changed.why == "options changed: lr 0.0003 \u2192 0.001"
     other = finetune(heads / "gap-dense", image_root, out, verbose=False, **{**QUICK, "lr": 1e-3})
     assert len(runs) == 3 and other.why == "the head changed (its manifest differs)"
     forced = finetune(heads / "gap-dense", image_root, out, verbose=False, retrain=True, **{**QUICK, "lr": 1e-3})

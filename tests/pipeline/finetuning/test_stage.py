@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from features import ConfigError, get_backbone
-from pipeline.artifacts import load_classifier, write_manifest
+from pipeline.artifacts import ArtifactError, load_classifier, write_manifest
 from pipeline.manifests import parse_manifest
 from pipeline.cli import main
 from features.tfimport import import_tensorflow
@@ -34,10 +34,10 @@ def head_dir(features_dir, tmp_path_factory):
     ("resnet50", None), ("inceptionv3", None), ("xception", None), ("mobilenetv2", None),
     ("efficientnetb0", None), ("vgg19", ["block5_conv1", "block5_conv2", "block5_conv3", "block5_conv4"]),
 ])
-def test_default_unfreeze_point_is_the_last_block(name, expected):
+def test_the_last_block_point_is_the_last_block(name, expected):
     entry = get_backbone(name)
     base = entry.build(None, max(entry.min_size, 75), entry.default_alpha)
-    start = unfreeze_index(base.layers, entry, None)
+    start = unfreeze_index(base.layers, entry, "last-block")
     trainable = [layer.name for layer in base.layers[start:] if layer.weights]
     if expected is not None:
         assert trainable == expected
@@ -46,11 +46,27 @@ def test_default_unfreeze_point_is_the_last_block(name, expected):
     assert unfreeze_index(base.layers, entry, "none") is None
     with pytest.raises(ConfigError, match="--unfreeze-from must be"):
         unfreeze_index(base.layers, entry, "no_such_layer")
+    # the default is the measured point where there is one, else the last block
+    default = unfreeze_index(base.layers, entry, None)
+    assert default == unfreeze_index(base.layers, entry, "default")
+    assert (default < start) if name in ("mobilenet", "mobilenetv2") else (default == start)
+
+
+@pytest.mark.parametrize("name,point,stage", [("mobilenet", "conv_pad_6", "conv_dw_6"),
+                                              ("mobilenetv2", "block_6_expand", "block_6_depthwise")])
+def test_the_measured_default_starts_the_14x14_stage(name, point, stage):
+    entry = get_backbone(name)
+    base = entry.build(None, 224, entry.default_alpha)
+    start = unfreeze_index(base.layers, entry, None)
+    assert base.layers[start].name == point
+    # the first layer that halves 28x28 to 14x14 is inside the trained top, nothing trained before it
+    assert tuple(base.get_layer(stage).output.shape[1:3]) == (14, 14)
+    assert tuple(base.layers[start].input.shape[1:3]) == (28, 28)
 
 
 def test_assembled_model_freezes_below_the_point_and_keeps_bn_in_inference(head_dir, image_root):
     head = load_classifier(str(head_dir / "dense"))
-    ft = build_finetune_model(head, None, NO_AUGMENT, seed=0)
+    ft = build_finetune_model(head, "last-block", NO_AUGMENT, seed=0)
     assert ft.unfreeze_from == "conv_dw_13"
     assert ft.trainable_layers == ["conv_dw_13", "conv_pw_13"]  # the block's BN layers stay frozen
     assert all(not layer.trainable for layer in ft.feature_model.layers[:ft.feature_model.layers.index(
@@ -114,9 +130,12 @@ def test_untrained_and_sklearn_heads_are_refused(head_dir, features_dir, tmp_pat
 
 
 def test_head_that_does_not_fit_the_base_is_refused(head_dir, tmp_path):
-    folder = _crafted_head(head_dir, tmp_path / "mismatch", (4, 4, 512))
+    folder = _crafted_head(head_dir, tmp_path / "mismatch", (4, 4, 512), feature_shape=[4, 4, 512])
     with pytest.raises(HeadError, match=r"takes inputs of shape \(4, 4, 512\).*produces \(7, 7, 256\)"):
         build_finetune_model(load_classifier(str(folder)), None, NO_AUGMENT, 0)
+    lying = _crafted_head(head_dir, tmp_path / "lying", (4, 4, 512))  # its manifest says (7, 7, 256)
+    with pytest.raises(ArtifactError, match=r"takes inputs of shape \(4, 4, 512\), but its manifest says"):
+        load_classifier(str(lying))
 
 
 def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifacts(
@@ -131,8 +150,10 @@ def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifa
             "confusion_validation.png", "confusion_test.png"} <= files
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["artifacts"]) == files - {"manifest.json"}
-    assert manifest["config"]["optimizer"] == "sgd" and manifest["config"]["lr"] == 1e-4
-    assert manifest["config"]["momentum"] == 0.9 and manifest["config"]["unfreeze_from"] == "conv_dw_13"
+    config = manifest["config"]  # the defaults: Adam 3e-4, warm-up, cosine, label smoothing, the measured point
+    assert (config["optimizer"], config["lr"], config["schedule"], config["warmup"], config["label_smoothing"]) == (
+        "adam", 3e-4, "cosine", 0.1, 0.1)
+    assert config["unfreeze_from"] == "conv_pad_6"
     metrics = json.loads((out / "metrics.json").read_text())
     before = metrics["before_finetuning"]["validation"]["loss"]
     # the kept weights are never worse on validation than the frozen head

@@ -70,6 +70,35 @@ def test_run_writes_every_stage_and_a_report_holding_the_leaderboard(first_run):
     assert load_config(str(out / "config.toml")) == result.config
 
 
+def test_the_fine_tuned_row_says_what_it_gained_over_the_best_frozen_model_on_the_same_images(first_run):
+    from scipy.stats import binomtest
+
+    _, result = first_run
+    out = Path(result.folder)
+    frozen = max(result.stages.train, key=lambda r: r.accuracy("validation"))
+
+    def right(folder):
+        rows = csv.DictReader(open(Path(folder) / "predictions.csv"))
+        return {r["path"]: r["true"] == r["predicted"] for r in rows if r["split"] == "test"}
+    ft, fr = right(out / "finetuned"), right(frozen.folder)
+    assert set(ft) == set(fr) and len(ft) == 80  # every test image, paired by path
+    b = sum(ft[p] and not fr[p] for p in ft)
+    c = sum(fr[p] and not ft[p] for p in ft)
+    row = next(r for r in csv.DictReader(open(out / "leaderboard.csv")) if r["kind"] == "fine-tuned")
+    assert row["versus"] == frozen.name
+    assert float(row["test_gain"]) == pytest.approx((b - c) / 80, abs=1e-4)
+    assert float(row["gain_low"]) <= float(row["test_gain"]) <= float(row["gain_high"])
+    expected_p = 1.0 if b + c == 0 else binomtest(b, b + c).pvalue
+    assert float(row["p_value"]) == pytest.approx(expected_p, rel=1e-2)
+    assert float(row["test_gain"]) == pytest.approx(result.stages.finetune.accuracy("test") - frozen.accuracy("test"),
+                                                    abs=1e-4)
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    assert stages["finetune"]["versus"]["model"] == frozen.name
+    assert "McNemar p = " in (out / "report.md").read_text()
+    # frozen classifiers carry no gain
+    assert all(r["test_gain"] == "" for r in csv.DictReader(open(out / "leaderboard.csv")) if r["kind"] != "fine-tuned")
+
+
 def test_second_run_changing_one_classifier_retrains_only_it_and_extracts_nothing(first_run, capsys):
     config, result = first_run
     assert main(["run", str(config), "--set", "train.logreg.pca=8", "--quiet"]) == 0

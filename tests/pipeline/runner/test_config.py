@@ -27,8 +27,8 @@ def test_every_option_of_every_stage_is_a_config_key():
 @pytest.mark.parametrize("overrides,message", [
     (["extract.backbon=\"vgg16\""], "unknown config key 'extract.backbon'; allowed here: backbone"),
     (["finetune.epochs=\"ten\""], "config key finetune.epochs must be an integer >= 1. Received: epochs='ten' (str)"),
-    (["finetune.lr=true"], "config key finetune.lr must be a finite number > 0. Received: lr=True (bool)"),
-    (["finetune.lr=inf"], "config key finetune.lr must be a finite number > 0. Received: lr=inf"),
+    (["finetune.lr=true"], "config key finetune.lr must be a finite number > 0 and <= 10. Received: lr=True (bool)"),
+    (["finetune.lr=inf"], "config key finetune.lr must be a finite number > 0 and <= 10. Received: lr=inf"),
     (["train.classifiers=[\"dense\", \"tree\"]"], "'tree' is not allowed"),
     (["train.mlp.pca=4"], "[train.mlp] configures mlp, which is not in train.classifiers"),
     (["train.classifiers=[\"svm\"]", "train.svm.epochs=4"], "unknown config key 'train.svm.epochs'; svm takes: "),
@@ -82,4 +82,5 @@ def test_documented_example_config_is_valid_and_matches_the_demo():
     for key in ("backbone", "size", "weights"):
         assert cfg["extract"][key] == demo_cfg["extract"][key]
     assert cfg["train"]["classifiers"] == demo_cfg["train"]["classifiers"]
-    assert cfg["finetune"]["lr"] == 1e-4 and cfg["finetune"]["momentum"] == 0.9
+    assert cfg["finetune"]["lr"] == 1e-4 and cfg["finetune"]["momentum"] == 0.9  # the reference recipe
+    assert (cfg["finetune"]["optimizer"], cfg["finetune"]["unfreeze_from"]) == ("sgd", "last-block")

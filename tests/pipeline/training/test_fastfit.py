@@ -2,6 +2,8 @@
 from __future__ import annotations
 import pytest
 
+import os
+
 import numpy as np
 
 from features.tfimport import import_tensorflow
@@ -52,3 +54,81 @@ def test_patience_stops_early_and_views_pick_one_version_per_example():
     history = fast_fit(_model(), np.concatenate([x, x]), y, x, y, epochs=50, batch_size=16, optimizer="sgd",
                        lr=1e-9, seed=0, patience=2, views=2, on_epoch=seen.append)
     assert len(history["loss"]) == len(seen) == 3  # no improvement after the first: stops after 2 more
+
+
+def _weights_per_epoch(**options):
+    x, y = _problem()
+    model, seen = _model(), []
+    start = [w.copy() for w in model.get_weights()]
+    fast_fit(model, x, y, x, y, batch_size=len(y), optimizer="sgd", seed=0,
+             on_epoch=lambda logs: seen.append([w.copy() for w in model.get_weights()]), **options)
+    return [start] + seen
+
+
+def test_cosine_schedule_ends_at_zero_and_warmup_scales_the_first_steps():
+    # one step per epoch: the cosine factor at the last of 4 steps is 0, so it changes nothing
+    cosine = _weights_per_epoch(epochs=4, lr=0.5, schedule="cosine")
+    assert all(np.array_equal(a, b) for a, b in zip(cosine[3], cosine[4]))
+    assert not all(np.array_equal(a, b) for a, b in zip(cosine[2], cosine[3]))
+    constant = _weights_per_epoch(epochs=4, lr=0.5)
+    assert not all(np.array_equal(a, b) for a, b in zip(constant[3], constant[4]))
+    # warm-up over half the steps: the first update is half the plain one (same weights, same gradient)
+    warm = _weights_per_epoch(epochs=4, lr=0.5, warmup=0.5)
+    for w0, plain, warmed in zip(constant[0], constant[1], warm[1]):
+        np.testing.assert_allclose(warmed - w0, 0.5 * (plain - w0), rtol=1e-5, atol=1e-7)
+
+
+def test_label_smoothing_changes_the_training_loss_only():
+    x, y = _problem()
+    model = _model(classes=2)
+    probs = model.predict(x, verbose=0).astype(np.float64)
+    history = fast_fit(model, x, y, x, y, epochs=1, batch_size=len(y), optimizer="sgd", lr=1e-12, seed=0,
+                       label_smoothing=0.2)
+    onehot = np.eye(2)[y]
+    smoothed = onehot * 0.8 + 0.2 / 2
+    expected_train = float(np.mean(-(smoothed * np.log(probs)).sum(1)))
+    expected_val = float(np.mean(-(onehot * np.log(probs)).sum(1)))
+    assert history["loss"][0] == pytest.approx(expected_train, rel=1e-4)
+    assert history["val_loss"][0] == pytest.approx(expected_val, rel=1e-4)
+
+
+def test_an_unknown_schedule_is_refused():
+    x, y = _problem()
+    with pytest.raises(ValueError, match="schedule must be one of constant, cosine"):
+        fast_fit(_model(), x, y, x, y, epochs=1, batch_size=8, optimizer="sgd", lr=0.1, seed=0, schedule="step")
+
+
+def test_rows_streamed_from_disk_give_the_same_history_as_rows_in_memory(tmp_path):
+    from pipeline.finetuning.rowfile import RowFolder
+
+    x, y = _problem(200)
+    xv, yv = _problem(70, 1)
+    x2 = np.concatenate([x, x + 0.1])  # two views, view-major
+    options = dict(epochs=4, batch_size=8, optimizer="adam", lr=0.01, seed=5, views=2, eval_batch=32,
+                   schedule="cosine", warmup=0.1)
+    in_memory = fast_fit(_model(), x2, y, xv, yv, **options)
+    with RowFolder(str(tmp_path)) as folder:
+        rows, val = folder.new("train", len(x2), (8,)), folder.new("validation", len(xv), (8,))
+        rows.write(0, x2[:150])
+        rows.write(150, x2[150:])
+        val.write(0, xv)
+        streamed = fast_fit(_model(), rows, y, val, yv, **options)
+        path = folder.path
+    for key in in_memory:
+        np.testing.assert_allclose(streamed[key], in_memory[key], rtol=1e-5, atol=1e-6)
+    assert not os.path.exists(path)  # the row files are removed with their folder
+
+
+def test_a_row_file_reads_back_what_was_written_in_any_order(tmp_path):
+    from pipeline.finetuning.rowfile import RowFolder
+
+    data = np.random.default_rng(0).normal(size=(50, 3, 4)).astype(np.float32)
+    with RowFolder(str(tmp_path)) as folder:
+        rows = folder.new("x", 50, (3, 4))
+        rows.write(0, data)
+        picked = [7, 0, 49, 7, 13]
+        np.testing.assert_array_equal(rows.take(picked), data[picked])
+        np.testing.assert_array_equal(rows[10:20], data[10:20])
+        assert len(rows) == 50 and os.stat(rows.path).st_mode & 0o077 == 0  # private to this user
+        with pytest.raises(ValueError, match="do not fit"):
+            rows.write(45, data[:10])

@@ -1,0 +1,89 @@
+"""Rows on disk: stage 3's cached trunk outputs for one split, read back a block at a time.
+
+With ``--cache-frozen``, stage 3 trains on the trunk's output for every view of every
+training image. Held in memory, that grows with the data (MobileNetV2-0.5 cut at
+``block_13_expand``, 4 views: 150 kB per training image, 3 GB for 20,000 images).
+A ``RowFile`` is one flat float32 file, written once in order from the feature cache's
+verified rows and then read with ``pread`` a block at a time, so resident memory stays
+a few blocks whatever the number of images. The file lives in a private temporary
+folder and is removed when the fine-tune ends.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Sequence
+
+import numpy as np
+
+
+class RowFile:
+    """``rows`` float32 rows of ``shape`` in one file: filled once in order, then read by index."""
+
+    def __init__(self, folder: str, name: str, rows: int, shape: Sequence[int]):
+        self.path = os.path.join(folder, f"{name}.f32")
+        self.rows, self.shape = int(rows), tuple(int(d) for d in shape)
+        self.row_bytes = int(np.prod(self.shape, dtype=np.int64)) * 4
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        os.ftruncate(self._fd, self.rows * self.row_bytes)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def write(self, first: int, block: np.ndarray) -> None:
+        """Store ``block`` as rows ``first``, ``first + 1``, ..."""
+        block = np.ascontiguousarray(block, np.float32)
+        if block.shape[1:] != self.shape or first < 0 or first + len(block) > self.rows:
+            raise ValueError(f"rows {first}..{first + len(block)} of shape {block.shape[1:]} do not fit "
+                             f"{self.rows} rows of shape {self.shape}")
+        os.pwrite(self._fd, block.tobytes(), first * self.row_bytes)
+
+    def take(self, indices: Sequence[int]) -> np.ndarray:
+        """Return the rows at ``indices`` (any order, repeats allowed) as a new array."""
+        out = np.empty((len(indices),) + self.shape, np.float32)
+        flat = out.reshape(len(indices), -1).view(np.uint8)
+        for i, index in enumerate(indices):
+            flat[i] = np.frombuffer(self._read(int(index) * self.row_bytes, self.row_bytes), np.uint8)
+        return out
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        """Return consecutive rows (``rows[a:b]``) in one read."""
+        start, stop, step = item.indices(self.rows)
+        if step != 1:
+            raise ValueError("RowFile slices take consecutive rows")
+        count = max(0, stop - start)
+        data = self._read(start * self.row_bytes, count * self.row_bytes)
+        return np.frombuffer(data, np.float32).reshape((count,) + self.shape).copy()
+
+    def _read(self, offset: int, size: int) -> bytes:
+        data = os.pread(self._fd, size, offset)
+        if len(data) != size:
+            raise OSError(f"{self.path}: read {len(data)} of {size} bytes at {offset} (file truncated?)")
+        return data
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class RowFolder:
+    """A private temporary folder for RowFiles (mode 0700), removed with everything in it on exit."""
+
+    def __init__(self, parent: str):
+        os.makedirs(parent, exist_ok=True)
+        self.path = tempfile.mkdtemp(prefix="bneck-rows-", dir=parent)
+        self.files: list[RowFile] = []
+
+    def new(self, name: str, rows: int, shape: Sequence[int]) -> RowFile:
+        self.files.append(RowFile(self.path, name, rows, shape))
+        return self.files[-1]
+
+    def __enter__(self) -> "RowFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self.files:
+            f.close()
+        shutil.rmtree(self.path, ignore_errors=True)
