@@ -9,7 +9,9 @@ and is measured at N for contrast.
 Volume comes from the reference images repeated: copy k of an image is the same JPEG
 with a few bytes appended after its end marker (decoders ignore them), so every copy
 has its own sha256 and its own rows, and the same pixels. Each fine-tune runs in a
-fresh process; its peak RSS is ``ru_maxrss`` of that process.
+fresh process; its peak RSS is that process's ``VmHWM`` (not ``ru_maxrss``: on Linux
+a child started by fork and exec reports its parent's peak there, here the peak of the
+extraction that made the data).
 
   python scripts/bench_finetune_memory.py [--small 2000] [--factor 10] [--views 2] [--epochs 1]
 Uses MobileNet-0.25 with the ImageNet weights in ../shared/data/weights.
@@ -36,13 +38,14 @@ WEIGHTS = ROOT.parent / "shared" / "data" / "weights" / "mobilenet_2_5_224_tf_no
 BACKBONE = dict(backbone="mobilenet", alpha=0.25, size=224)
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
 from pipeline.finetuning.stage import finetune
 start = time.perf_counter()
 r = finetune({head!r}, {data!r}, {out!r}, verbose=False, cache_dir={cache!r}, epochs={epochs}, views={views},
              rotation=0, shift=0, shear=0, zoom=0, flip=True, cache_frozen={cache_frozen})
-print(json.dumps({{"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+peak_kb = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+print(json.dumps({{"peak_rss_mb": peak_kb / 1024,
                   "seconds": time.perf_counter() - start, "rows": r.metrics.get("cache_frozen", {{}})}}))
 """
 

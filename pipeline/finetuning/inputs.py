@@ -152,11 +152,13 @@ def cached_inputs(tf, ft, data: dict[str, SplitImages], preprocess, augment: dic
 
 
 def predictor(tf, inputs: TrainInputs):
-    """Return x -> the model's outputs, batch by batch (bounded activations), traced once."""
+    """Return (x, rows=None) -> the model's outputs on the first ``rows`` rows of ``x`` (all by default),
+    read and run batch by batch (bounded memory and activations; ``x`` may be a RowFile), traced once."""
     model, prepare, batch_size = inputs.model, inputs.prepare, inputs.eval_batch
     call = tf.function(lambda b: model(prepare(b), training=False), reduce_retracing=True)
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([call(tf.constant(np.ascontiguousarray(x[i:i + batch_size]))).numpy()
-                               for i in range(0, len(x), batch_size)])
+    def predict(x, rows=None) -> np.ndarray:
+        n = len(x) if rows is None else rows
+        return np.concatenate([call(tf.constant(np.ascontiguousarray(x[i:min(i + batch_size, n)]))).numpy()
+                               for i in range(0, n, batch_size)])
     return predict

@@ -17,6 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
+# The most one pread asks for: Linux returns at most about 2 GB per call.
+READ_CHUNK = 1 << 30
+
 
 class RowFile:
     """``rows`` float32 rows of ``shape`` in one file: filled once in order, then read by index."""
@@ -57,10 +60,14 @@ class RowFile:
         return np.frombuffer(data, np.float32).reshape((count,) + self.shape).copy()
 
     def _read(self, offset: int, size: int) -> bytes:
-        data = os.pread(self._fd, size, offset)
-        if len(data) != size:
-            raise OSError(f"{self.path}: read {len(data)} of {size} bytes at {offset} (file truncated?)")
-        return data
+        parts, done = [], 0
+        while done < size:
+            part = os.pread(self._fd, min(size - done, READ_CHUNK), offset + done)
+            if not part:
+                raise OSError(f"{self.path}: read {done} of {size} bytes at {offset} (file truncated?)")
+            parts.append(part)
+            done += len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -149,7 +149,7 @@ def _train(tf, inputs: TrainInputs, data: dict, class_names: list, opts: dict, j
     predict = predictor(tf, inputs)
 
     def evaluate(split):
-        out = predict(inputs.x[split][:len(data[split].labels)])
+        out = predict(inputs.x[split], len(data[split].labels))  # view 0 of each image
         probabilities[split] = class_probabilities(out)
         return scores(data[split].labels, probabilities[split], class_names)
 

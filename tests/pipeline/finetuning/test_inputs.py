@@ -205,3 +205,32 @@ def test_the_cached_path_decodes_each_image_once_and_none_whose_rows_are_cached(
     again = finetune(str(head_dir), str(image_root), str(tmp_path / "b"), **kwargs)
     assert again.metrics["cache_frozen"]["rows_computed"] == 0 and decoded == []  # no image decoded at all
     assert again.metrics["validation"] == first.metrics["validation"]
+
+
+def test_scoring_reads_rows_from_disk_one_batch_at_a_time(tmp_path):
+    """Scoring a split never reads its row file whole (a 20,000-image split is gigabytes)."""
+    import keras
+
+    from pipeline.finetuning.inputs import TrainInputs, predictor
+    from pipeline.finetuning.rowfile import RowFolder
+
+    tf = import_tensorflow()
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    rows = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    reads = []
+    with RowFolder(str(tmp_path)) as folder:
+        source = folder.new("validation", 10, (3,))
+        source.write(0, rows)
+
+        class Watched:  # the row file, with the size of every read noted
+            def __len__(self):
+                return len(source)
+
+            def __getitem__(self, item):
+                reads.append(item.stop - item.start)
+                return source[item]
+        predict = predictor(tf, TrainInputs(model, {}, lambda b: tf.cast(b, tf.float32), 1, eval_batch=4))
+        got = predict(Watched(), 9)
+    np.testing.assert_allclose(got, model.predict(rows[:9], verbose=0), atol=1e-6)
+    assert reads == [4, 4, 1]

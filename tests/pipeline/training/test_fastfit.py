@@ -119,9 +119,11 @@ def test_rows_streamed_from_disk_give_the_same_history_as_rows_in_memory(tmp_pat
     assert not os.path.exists(path)  # the row files are removed with their folder
 
 
-def test_a_row_file_reads_back_what_was_written_in_any_order(tmp_path):
+def test_a_row_file_reads_back_what_was_written_in_any_order(tmp_path, monkeypatch):
+    from pipeline.finetuning import rowfile
     from pipeline.finetuning.rowfile import RowFolder
 
+    monkeypatch.setattr(rowfile, "READ_CHUNK", 100)  # a long read takes several preads (Linux: 2 GB each)
     data = np.random.default_rng(0).normal(size=(50, 3, 4)).astype(np.float32)
     with RowFolder(str(tmp_path)) as folder:
         rows = folder.new("x", 50, (3, 4))
