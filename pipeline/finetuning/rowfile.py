@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from typing import Sequence
 
 import numpy as np
+
+from features.files import kind_of
 
 # The most one pread asks for: Linux returns at most about 2 GB per call.
 READ_CHUNK = 1 << 30
@@ -79,7 +82,17 @@ class RowFolder:
     """A private temporary folder for RowFiles (mode 0700), removed with everything in it on exit."""
 
     def __init__(self, parent: str):
-        os.makedirs(parent, exist_ok=True)
+        from features.errors import ConfigError
+
+        try:
+            os.mkdir(parent, 0o700)
+        except FileExistsError:
+            pass
+        mode = os.lstat(parent).st_mode
+        if not stat.S_ISDIR(mode):  # a link or a file planted there: never followed
+            what = ("a symbolic link" if stat.S_ISLNK(mode) else "a file" if stat.S_ISREG(mode) else kind_of(mode))
+            raise ConfigError(f"{parent} must be a folder (bneck keeps a fine-tune's temporary row files there), "
+                              f"but it is {what}. Remove it, or give another --cache-dir.")
         self.path = tempfile.mkdtemp(prefix="bneck-rows-", dir=parent)
         self.files: list[RowFile] = []
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..artifacts import read_predictions, read_verified
+from ..artifacts import ArtifactError, read_predictions, read_verified
 from ..paired import PairedComparison, compare
 
 
@@ -13,7 +13,10 @@ def test_correctness(folder: str, name: str = "predictions.csv") -> Optional[dic
     files = read_verified(folder).files
     if name not in files:
         return None
-    rows = read_predictions(files[name].decode("utf-8"))
+    try:
+        rows = read_predictions(files[name].decode("utf-8", errors="replace"), f"{folder}/{name}")
+    except ArtifactError:
+        return None  # nothing to pair with: the leaderboard leaves the gain empty
     return {r["path"]: r["true"] == r["predicted"] for r in rows if r["split"] == "test"}
 
 

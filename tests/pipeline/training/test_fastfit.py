@@ -134,3 +134,21 @@ def test_a_row_file_reads_back_what_was_written_in_any_order(tmp_path, monkeypat
         assert len(rows) == 50 and os.stat(rows.path).st_mode & 0o077 == 0  # private to this user
         with pytest.raises(ValueError, match="do not fit"):
             rows.write(45, data[:10])
+
+
+@pytest.mark.parametrize("plant", ["link", "file"])
+def test_a_link_or_file_planted_as_the_row_folder_is_refused_and_never_followed(tmp_path, plant):
+    from features.errors import ConfigError
+    from pipeline.finetuning.rowfile import RowFolder
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    parent = tmp_path / "cache" / "tmp"
+    parent.parent.mkdir()
+    if plant == "link":
+        parent.symlink_to(elsewhere)
+    else:
+        parent.write_text("mine")
+    with pytest.raises(ConfigError, match="must be a folder"):
+        RowFolder(str(parent))
+    assert list(elsewhere.iterdir()) == [] and (parent.is_symlink() or parent.read_text() == "mine")
