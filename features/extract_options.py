@@ -39,7 +39,7 @@ EXTRACT = OptionTable("extract", [
     Option("min_cosine", float, DEFAULT_MIN_COSINE, "int8: refuse below this cosine to fp32 on held-back "
                                                     "training images", low=-1, high=1),
     Option("force", bool, False, "int8: accept the quantised model below --min-cosine"),
-    Option("batch_size", int, 32, "images per forward pass (not in the key)", low=1),
+    Option("batch_size", int, 32, "images per forward pass (not in the key)", low=1, high=4096),
     Option("splits", list, None, "which splits to extract (default: all present)", item=str, choices=SPLITS,
            nullable=True, metavar="SPLIT"),
     Option("split", list, None, "single-root layout: the train, validation and test fractions (default "

@@ -300,6 +300,8 @@ def read_predictions(text: str, where: str = "predictions.csv") -> list[dict]:
             probabilities = {k: float(v) for k, v in r.items() if k not in fixed}
             if not all(math.isfinite(v) for v in probabilities.values()):
                 raise ValueError("a probability that is not a finite number")
+            if r["true"] not in probabilities or r["predicted"] not in probabilities:
+                raise ValueError("a true or predicted class that is not one of its columns")
             out.append({**{k: r[k] for k in fixed}, "probabilities": probabilities})
         return out
     except (ValueError, csv.Error) as exc:

@@ -51,7 +51,8 @@ def compare(first_right: Sequence[bool], second_right: Sequence[bool]) -> Paired
     c = sum(1 for f, s in zip(first_right, second_right) if s and not f)
     gain = (b - c) / n
     spread = Z95 * math.sqrt(max((b + c) / n - gain ** 2, 0.0) / n)
-    return PairedComparison(n, b, c, gain, gain - spread, gain + spread, mcnemar_exact(b, c))
+    low, high = max(-1.0, gain - spread), min(1.0, gain + spread)  # a difference of proportions stays in [-1, 1]
+    return PairedComparison(n, b, c, gain, low, high, mcnemar_exact(b, c))
 
 
 def mcnemar_exact(b: int, c: int) -> float:

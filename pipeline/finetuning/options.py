@@ -25,7 +25,7 @@ FINETUNE = OptionTable("finetune", [
            metavar="FRACTION"),
     Option("label_smoothing", float, 0.1, "label smoothing of the training targets", low=0, high=1,
            open_high=True),
-    Option("batch_size", int, 16, "batch size", low=1),
+    Option("batch_size", int, 16, "batch size", low=1, high=4096),
     Option("early_stopping", int, 0, "stop after this many epochs without a better validation accuracy "
                                      "(0: off)", low=0, metavar="PATIENCE"),
     Option("seed", int, 0, "seed of augmentation, views, shuffling and dropout", low=0, high=2**32 - 1),
@@ -37,7 +37,8 @@ FINETUNE = OptionTable("finetune", [
     Option("cache_frozen", bool, True, "compute the frozen part once per image and view into the feature "
                                        "cache and train only the unfrozen top (--no-cache-frozen: the "
                                        "whole model on every epoch)"),
-    Option("views", int, 4, "with --cache-frozen: views per training image; view 0 is the image itself",
+    Option("views", int, 4, "with --cache-frozen: views per training image; view 0 is the image itself "
+                            "(so 1 means no augmentation)", high=64,
            low=1, metavar="K"),
     Option("tta", bool, False, "test-time augmentation: also score the mean of each validation and test "
                                "image's probabilities and its mirror image's (a separate leaderboard row)"),

@@ -78,12 +78,37 @@ class RowFile:
             self._fd = -1
 
 
+PREFIX = "bneck-rows-"
+
+
+def remove_abandoned(parent: str) -> int:
+    """Remove row folders in ``parent`` whose process is gone (killed before it could clean up);
+    returns how many. A folder of a live process, or one not named and made like ours, is kept."""
+    removed = 0
+    for name in os.listdir(parent):
+        pid = name[len(PREFIX):].split("-", 1)[0]
+        path = os.path.join(parent, name)
+        if not name.startswith(PREFIX) or not pid.isdigit() or not stat.S_ISDIR(os.lstat(path).st_mode):
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or another user's: not ours to judge)
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 class RowFolder:
     """A private temporary folder for RowFiles (mode 0700), removed with everything in it on exit."""
 
     def __init__(self, parent: str):
         from features.errors import ConfigError
 
+        os.makedirs(os.path.dirname(os.path.abspath(parent)), exist_ok=True)  # the cache folder itself
         try:
             os.mkdir(parent, 0o700)
         except FileExistsError:
@@ -93,7 +118,8 @@ class RowFolder:
             what = ("a symbolic link" if stat.S_ISLNK(mode) else "a file" if stat.S_ISREG(mode) else kind_of(mode))
             raise ConfigError(f"{parent} must be a folder (bneck keeps a fine-tune's temporary row files there), "
                               f"but it is {what}. Remove it, or give another --cache-dir.")
-        self.path = tempfile.mkdtemp(prefix="bneck-rows-", dir=parent)
+        remove_abandoned(parent)
+        self.path = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
         self.files: list[RowFile] = []
 
     def new(self, name: str, rows: int, shape: Sequence[int]) -> RowFile:

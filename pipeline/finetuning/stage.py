@@ -73,6 +73,9 @@ def finetune(head_dir: str, data_dir: Optional[str], out_dir: str, *, augment: O
     decision = finetuned_reuse(out_dir, head_files.manifest_sha256,
                                data_root_of(read_splits(head_files.files, head_files.folder), data_dir), requested)
     if decision.reused and not opts["retrain"]:
+        # Reused only while the data still holds the recorded images, byte for byte (else DatasetError,
+        # exactly as a new fine-tune would say): "the same data" means the same bytes, not the same folder.
+        recorded_images(read_splits(head_files.files, head_files.folder), data_dir)
         return _reused(out_dir, opts)
     why = "--retrain" if decision.reused else decision.why
     if verbose:
@@ -89,6 +92,12 @@ def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str
 
     seed, cache_frozen = opts["seed"], opts["cache_frozen"]
     augment = {k: opts[k] for k in AUGMENTATIONS}
+    if cache_frozen and opts["views"] == 1 and any(augment.values()):
+        # View 0 is the image itself: one view means no augmented image at all, so say so and record that.
+        augment = dict(NO_AUGMENT)
+        if verbose:
+            print("note: --views 1 keeps only each image itself, so no augmentation is applied; give --views K "
+                  "(K > 1) for K - 1 augmented views per image.", file=sys.stderr, flush=True)
     keras.utils.set_random_seed(seed)  # before the head is loaded: its dropout seeds follow
     head = load_classifier(head_dir)
     record = read_splits(head.files, head.folder)

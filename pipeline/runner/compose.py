@@ -25,7 +25,7 @@ from ..training.leaderboard import Result, write_leaderboard
 from ..training.stage import train
 from .checks import check_before_work
 from .config import absolute_paths, load_config, to_toml
-from .gain import paired_gain
+from .gain import paired_gain, run_test_truth
 
 
 @dataclass
@@ -61,6 +61,8 @@ class RunStages:
                    "metrics": r.metrics}
             if r.gain:
                 out["versus"] = {"model": r.versus, "test": r.gain.to_json()}
+            elif r.gain_note:
+                out["versus"] = {"none": r.gain_note}
             return out
         finetuned = ({**model(self.finetune), "head": self.finetune_head} if self.finetune
                      else {"skipped": self.finetune_skipped})
@@ -170,12 +172,18 @@ def _finetune_best(cfg: dict, out: str, stages: RunStages, say, verbose: bool) -
     rows = [(f"fine-tuned {best.name}", done.metrics, "predictions.csv")]
     if "tta" in done.metrics:
         rows.append((f"fine-tuned {best.name} + mirror TTA", done.metrics["tta"], "predictions_tta.csv"))
+    truth = run_test_truth(out)
     results = []
     for name, metrics, predictions in rows:
-        gain = paired_gain(done.folder, frozen.folder, predictions)
-        results.append(Result(name, done.folder, metrics, done.seconds, reused=done.reused, why=done.why,
-                              kind="fine-tuned", versus=frozen.name if gain else "", gain=gain))
-        if gain:
-            say(f"{name} against {frozen.name} (the best frozen model on validation), test: {gain.describe()}")
+        result = Result(name, done.folder, metrics, done.seconds, reused=done.reused, why=done.why,
+                        kind="fine-tuned")
+        result.gain, result.gain_note = paired_gain(result, frozen, truth, predictions)
+        result.versus = frozen.name if result.gain else ""
+        results.append(result)
+        if result.gain:
+            say(f"{name} against {frozen.name} (the best frozen model on validation), test: "
+                f"{result.gain.describe()}")
+        else:
+            say(f"{name}: no paired comparison with {frozen.name}: {result.gain_note}")
     stages.finetune = results[0]
     stages.finetune_tta = results[1] if len(results) > 1 else None

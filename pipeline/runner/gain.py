@@ -1,33 +1,62 @@
-"""What fine-tuning gained over the best frozen classifier, paired on the same test images."""
+"""What fine-tuning gained over the best frozen classifier, paired on the run's own test images.
+
+The pairing trusts nothing a model folder says about the data: the images and their
+true classes are the run's (its test feature file), each model's predictions file must
+score exactly those images, and the accuracy it implies must equal the one its metrics
+report (the leaderboard's). Anything else leaves the gain empty and says why.
+"""
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from ..artifacts import ArtifactError, read_predictions, read_verified
 from ..paired import PairedComparison, compare
 
 
-def test_correctness(folder: str, name: str = "predictions.csv") -> Optional[dict]:
-    """Return {test image path: predicted right} from a verified model folder's predictions file
-    ``name`` (None when the folder has none: made before bneck wrote one for every model)."""
+def run_test_truth(out: str) -> dict:
+    """{path: true class name} of a run's test images, from its own test feature file (empty without)."""
+    from features import read_summary
+
+    path = os.path.join(out, "features", "test.h5")
+    if not os.path.isfile(path):
+        return {}
+    summary = read_summary(path)
+    names = summary["class_names"]
+    return {p: names[int(label)] for p, label in zip(summary["paths"], summary["labels"])}
+
+
+def test_correctness(folder: str, name: str, truth: dict, accuracy: Optional[float]) -> tuple[Optional[dict], str]:
+    """Return ({test image path: predicted right}, "") from the verified folder's predictions file
+    ``name``, judged against ``truth`` (path -> true class); or (None, why it cannot be used)."""
     files = read_verified(folder).files
     if name not in files:
-        return None
+        return None, f"{folder} holds no {name} (made before bneck wrote one for every model)"
     try:
         rows = read_predictions(files[name].decode("utf-8", errors="replace"), f"{folder}/{name}")
-    except ArtifactError:
-        return None  # nothing to pair with: the leaderboard leaves the gain empty
-    return {r["path"]: r["true"] == r["predicted"] for r in rows if r["split"] == "test"}
+    except ArtifactError as exc:
+        return None, str(exc)
+    test = {r["path"]: r["predicted"] for r in rows if r["split"] == "test"}
+    if set(test) != set(truth):
+        return None, f"{folder}/{name} does not score exactly the run's {len(truth)} test images"
+    right = {path: test[path] == truth[path] for path in truth}
+    if accuracy is None or abs(sum(right.values()) / len(right) - accuracy) > 1e-9:
+        return None, f"{folder}/{name} disagrees with the test accuracy in its own metrics"
+    return right, ""
 
 
-def paired_gain(finetuned: str, frozen: str, predictions: str = "predictions.csv") -> Optional[PairedComparison]:
-    """Compare the fine-tuned model in ``finetuned`` (its ``predictions`` file) with the classifier in
-    ``frozen`` on the test images both scored (by path); None when either has no test predictions
-    or they share none."""
-    first, second = test_correctness(finetuned, predictions), test_correctness(frozen)
-    if not first or not second:
-        return None
-    shared = sorted(set(first) & set(second))
-    if not shared:
-        return None
-    return compare([first[p] for p in shared], [second[p] for p in shared])
+def paired_gain(finetuned, frozen, truth: dict, predictions: str = "predictions.csv"
+                ) -> tuple[Optional[PairedComparison], str]:
+    """Compare the fine-tuned model (a leaderboard Result; its ``predictions`` file) with the frozen
+    one (its ``predictions.csv``) on the run's test images ``truth`` (path -> true class).
+    Returns (the comparison, "") or (None, why there is none)."""
+    if not truth:
+        return None, "the run has no test split"
+    first, why = test_correctness(finetuned.folder, predictions, truth, finetuned.accuracy("test"))
+    if first is None:
+        return None, why
+    second, why = test_correctness(frozen.folder, "predictions.csv", truth, frozen.accuracy("test"))
+    if second is None:
+        return None, why
+    paths = sorted(truth)
+    return compare([first[p] for p in paths], [second[p] for p in paths]), ""

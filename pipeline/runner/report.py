@@ -21,6 +21,7 @@ from features.atomic import atomic_open
 from features.files import path_inside
 from ..artifacts import ArtifactError, load_classifier, read_predictions, read_verified
 from ..plots import plt
+from .gain import run_test_truth
 
 
 def worst_misclassified(result, limit: int) -> tuple[str, list[dict]]:
@@ -32,9 +33,11 @@ def worst_misclassified(result, limit: int) -> tuple[str, list[dict]]:
     """
     ft = result.stages.finetune
     if ft is not None:
-        text = read_verified(ft.folder).files["predictions.csv"].decode("utf-8", errors="replace")
+        text = read_verified(ft.folder).files.get("predictions.csv", b"").decode("utf-8", errors="replace")
         try:
-            rows = [r for r in read_predictions(text, f"{ft.folder}/predictions.csv") if r["split"] == "test"]
+            truth = run_test_truth(result.folder)  # only the run's own test images, with their true classes
+            rows = [r for r in read_predictions(text, f"{ft.folder}/predictions.csv")
+                    if r["split"] == "test" and truth.get(r["path"]) == r["true"]]
         except ArtifactError:
             return "", []  # the report shows no mistakes grid rather than fail after the work is done
         label = ft.name
@@ -127,7 +130,7 @@ def _finetuning_verdict(ft, skipped: str) -> str:
     start = ("no fine-tuned epoch beat the head on validation, so the model is the head itself; "
              if kept == 0 else "")
     if ft.gain is None:
-        return f"Fine-tuning: {start}no paired comparison on test (a model folder without test predictions)."
+        return f"Fine-tuning: {start}no paired comparison on test ({ft.gain_note or 'no test split'})."
     return f"Fine-tuning: {start}{ft.name} against {ft.versus} on the same test images: {ft.gain.describe()}."
 
 

@@ -33,6 +33,7 @@ class Result:
     kind: str = "classifier"  # or "fine-tuned"
     versus: str = ""  # the model ``gain`` compares this one with
     gain: Optional[PairedComparison] = None  # paired on the same test images
+    gain_note: str = ""  # why there is no gain, when there is none
 
     def accuracy(self, split: str) -> Optional[float]:
         value = self.metrics.get(split, {})

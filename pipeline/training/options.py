@@ -41,7 +41,7 @@ SKLEARN_OPTIONS = ("reshape", "pca", "search", "folds", "seed")
 
 TRAIN = OptionTable("train", [
     Option("epochs", int, 50, "Keras heads: epochs", low=1),
-    Option("batch_size", int, 16, "Keras heads: batch size", low=1),
+    Option("batch_size", int, 16, "Keras heads: batch size", low=1, high=65536),
     Option("lr", float, 1e-3, "Keras heads: learning rate", low=0, open_low=True, high=10),
     Option("optimizer", str, "rmsprop", "Keras heads: optimizer", choices=OPTIMIZERS),
     Option("units", int, 256, "Keras heads: units of the hidden Dense layer", low=1),

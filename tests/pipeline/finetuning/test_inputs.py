@@ -234,3 +234,12 @@ def test_scoring_reads_rows_from_disk_one_batch_at_a_time(tmp_path):
         got = predict(Watched(), 9)
     np.testing.assert_allclose(got, model.predict(rows[:9], verbose=0), atol=1e-6)
     assert reads == [4, 4, 1]
+
+
+def test_one_view_means_no_augmentation_and_the_record_says_so(head_dir, image_root, tmp_path, capsys):
+    done = finetune(str(head_dir), str(image_root), str(tmp_path / "one"), epochs=1, views=1, augment=AUGMENT,
+                    cache_dir=str(tmp_path / "cache"))
+    manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    assert manifest["config"]["augment"] == NO_AUGMENT and manifest["config"]["views"] == 1
+    assert done.metrics["cache_frozen"]["views"] == 1
+    assert "--views 1 keeps only each image itself" in capsys.readouterr().err

@@ -60,3 +60,20 @@ def test_the_command_line_says_it_reused(heads, image_root, tmp_path, capsys, ru
     capsys.readouterr()
     assert main(argv) == 0 and len(runs) == 1
     assert "reused (--retrain to fine-tune again)" in capsys.readouterr().out
+
+
+def test_a_folder_whose_images_changed_is_never_reused(heads, features_dir, tmp_path, runs):
+    """'The same data' means the recorded images' bytes, not the same folder name."""
+    import shutil
+
+    from features import DatasetError
+
+    data = tmp_path / "data"
+    shutil.copytree(features_dir.parent / "data", data)
+    out = tmp_path / "ft"
+    finetune(heads / "dense", data, out, verbose=False, **QUICK)
+    victim = sorted((data / "train" / "cats").iterdir())[0]
+    victim.write_bytes(victim.read_bytes() + b"changed")
+    with pytest.raises(DatasetError, match="does not hold the images the model was made from"):
+        finetune(heads / "dense", data, out, verbose=False, **QUICK)
+    assert len(runs) == 1

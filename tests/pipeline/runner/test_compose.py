@@ -227,3 +227,42 @@ def test_config_paths_are_relative_to_the_file_and_the_saved_config_runs_from_an
     capsys.readouterr()
     assert main(["run", "project/runs/exp/config.toml"]) == 0  # a relative path to it, from another folder
     assert "every row from cache" in capsys.readouterr().out
+
+
+def test_a_forged_predictions_file_changes_no_gain(first_run, tmp_path):
+    """A re-signed predictions.csv cannot move the gain: the run's own test images and labels are the truth,
+    and the predictions must agree with the model's own test accuracy (else no gain, and why)."""
+    import dataclasses
+    import io
+    import shutil
+
+    from pipeline.runner.gain import paired_gain, run_test_truth
+    from tests.reliability.test_security_code import resign
+
+    _, result = first_run
+    truth = run_test_truth(result.folder)
+
+    def now(r):  # the folder as it is now (other tests in this module run the same folder again)
+        return dataclasses.replace(r, metrics=json.loads((Path(r.folder) / "metrics.json").read_text()))
+    ft = now(result.stages.finetune)
+    frozen = now(max(result.stages.train, key=lambda r: r.accuracy("validation")))
+    honest, why = paired_gain(ft, frozen, truth)
+    assert honest is not None and why == ""
+
+    def forged(name, change):
+        folder = tmp_path / name
+        shutil.copytree(frozen.folder, folder)
+        rows = list(csv.reader(io.StringIO((folder / "predictions.csv").read_text(), newline="")))
+        out = io.StringIO()
+        csv.writer(out).writerows([rows[0]] + [change(r) if r[0] == "test" else r for r in rows[1:]])
+        (folder / "predictions.csv").write_text(out.getvalue())
+        resign(folder)
+        return paired_gain(ft, dataclasses.replace(frozen, folder=str(folder)), truth)
+
+    other = {"cats": "dogs", "dogs": "cats"}
+    gain, why = forged("all-wrong", lambda r: [r[0], r[1], r[2], other[r[2]], *r[4:]])
+    assert gain is None and "disagrees with the test accuracy in its own metrics" in why
+    gain, why = forged("made-up", lambda r: [r[0], "../../etc/" + r[1], *r[2:]])
+    assert gain is None and f"does not score exactly the run's {len(truth)} test images" in why
+    gain, why = forged("true-column", lambda r: [r[0], r[1], other[r[2]], *r[3:]])  # the file's truth is ignored
+    assert gain == honest and why == ""

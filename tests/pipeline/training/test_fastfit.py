@@ -152,3 +152,22 @@ def test_a_link_or_file_planted_as_the_row_folder_is_refused_and_never_followed(
     with pytest.raises(ConfigError, match="must be a folder"):
         RowFolder(str(parent))
     assert list(elsewhere.iterdir()) == [] and (parent.is_symlink() or parent.read_text() == "mine")
+
+
+def test_row_folders_of_killed_processes_are_removed_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline.finetuning.rowfile import RowFolder
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a process that has ended
+    (tmp_path / f"bneck-rows-{gone}-abc").mkdir()
+    (tmp_path / f"bneck-rows-{gone}-abc" / "train.f32").write_bytes(b"0" * 64)
+    (tmp_path / f"bneck-rows-{os.getppid()}-def").mkdir()  # a live process's
+    (tmp_path / "bneck-rows-notapid").mkdir()
+    (tmp_path / "mine").mkdir()
+    with RowFolder(str(tmp_path)) as folder:
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([f"bneck-rows-{os.getppid()}-def", "bneck-rows-notapid", "mine",
+                               os.path.basename(folder.path)])
