@@ -56,7 +56,7 @@ def test_argparse_mistakes_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["extract", "x", "--out", "y", "--batch-size", "two"])
     assert exit_info.value.code == 2
-    assert "--batch-size: must be an integer >= 1; received 'two'" in capsys.readouterr().err
+    assert "--batch-size: must be an integer >= 1 and <= 4096; received 'two'" in capsys.readouterr().err
 
 
 def test_cache_ls_info_gc(small_data, tmp_path, capsys, isolated_cache):
