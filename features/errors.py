@@ -30,7 +30,28 @@ class ConfigError(BneckError):
     """An option has a value outside its allowed set."""
 
 
+def did_you_mean(received, allowed) -> str:
+    """Return " Did you mean 'x'?" for the allowed value closest to ``received`` (spelling,
+    case, '_' or '-' aside), or "" when none is close."""
+    import difflib
+    import os
+
+    def plain(value) -> str:
+        return str(value).lower().replace("_", "").replace("-", "").replace(" ", "")
+
+    by_plain = {plain(a): a for a in allowed}
+    if plain(received) in by_plain:
+        return f" Did you mean {by_plain[plain(received)]!r}?"
+    close = difflib.get_close_matches(plain(received), list(by_plain), n=1, cutoff=0.6)
+    if not close:  # 'logistic' -> 'logreg': the longest shared start of three letters or more
+        shared = {p: len(os.path.commonprefix([p, plain(received)])) for p in by_plain}
+        best = max(shared.values(), default=0)
+        close = [p for p, n in shared.items() if n == best] if best >= 3 else []
+    return f" Did you mean {by_plain[close[0]]!r}?" if len(close) == 1 and plain(received) else ""
+
+
 def choice_error(what: str, allowed, received) -> ConfigError:
-    """Return a ConfigError for an option whose value is not one of ``allowed``."""
+    """Return a ConfigError for an option whose value is not one of ``allowed`` (with the closest one)."""
     allowed_text = ", ".join(repr(a) for a in allowed)
-    return ConfigError(f"{what} must be one of {allowed_text}. Received: {what}={received!r}.")
+    return ConfigError(f"{what} must be one of {allowed_text}. Received: {what}={received!r}."
+                       f"{did_you_mean(received, allowed)}")

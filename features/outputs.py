@@ -31,7 +31,7 @@ from .atomic import atomic_open, refused_writes_as_errors
 from .errors import ConfigError
 
 MARKER = ".bneck-folder.json"
-KINDS = ("features", "models", "classifier", "finetuned", "run", "shards", "cache")
+KINDS = ("features", "models", "classifier", "finetuned", "run", "shards", "cache", "export")
 # Files bneck (re)writes in a folder of each kind, found before any work when something else
 # holds their name (a folder called report.html would fail only after all the work).
 FILES_OF = {"features": ("train.h5", "validation.h5", "test.h5"), "models": ("leaderboard.csv",),

@@ -71,6 +71,19 @@ def _expand(inputs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
     return out
 
 
+def probability_function(clf: LoadedClassifier, spec):
+    """Return ``run(uint8 images (N, S, S, 3)) -> (N, C) probabilities``: bneck's own path, the reference
+    every export is compared with."""
+    from features.model import FeatureModel
+
+    backbone = get_backbone(spec.backbone)
+    if clf.kind == "finetuned":  # base and head in one model, fed preprocessed images
+        preprocess = backbone.preprocess_fn()
+        return lambda batch: class_probabilities(clf.model.predict(preprocess(batch.astype(np.float32)), verbose=0))
+    model = FeatureModel(backbone, spec)
+    return lambda batch: classifier_proba(clf, model(batch))
+
+
 def predict_images(model_dir: str, inputs: Sequence[str], weights: Optional[str] = None,
                    batch_size: int = 32) -> list[dict]:
     """Classify images (files or folders); returns one dict per file (see ``classify``)."""
@@ -87,7 +100,6 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
     """
     from features.batches import decoded_batches
     from features.hashing import sha256_files
-    from features.model import FeatureModel
 
     clf = load_classifier(model_dir)
     spec = clf.manifest.extractor_spec(weights)
@@ -97,17 +109,7 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
     todo = [(path, path) for path, err in items if not err]
     shas = dict(zip([p for p, _ in todo], (sha for sha, _ in sha256_files([p for p, _ in todo]))))
     if todo:
-        backbone = get_backbone(spec.backbone)
-        if clf.kind == "finetuned":  # base and head in one model, fed preprocessed images
-            preprocess = backbone.preprocess_fn()
-
-            def run(batch):
-                return class_probabilities(clf.model.predict(preprocess(batch.astype(np.float32)), verbose=0))
-        else:
-            model = FeatureModel(backbone, spec)
-
-            def run(batch):
-                return classifier_proba(clf, model(batch))
+        run = probability_function(clf, spec)
         for paths, batch, failures in decoded_batches(todo, spec.input_size, batch_size):
             for path, reason in failures:
                 rows[path] = {"path": path, "error": reason}

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from features import BneckError
 from features.atomic import storage_error, write_failure
 
-from . import cache, extract, finetune, run, train
+from . import cache, export, extract, finetune, run, train
 
 
 # What Ctrl-C keeps, per command: said as it is, so nobody waits for a resume that does not come.
@@ -23,6 +23,7 @@ INTERRUPTED = {
            "run the same command again: they are reused, and the stage that was stopped starts again.",
     "train": "Classifiers that had finished are kept in their folders and reused by the same command; the "
              "one being trained was not saved and is trained again.",
+    "export": "Nothing was written (the --out folder is as it was).",
     "finetune": "Nothing was saved (the output folder is as it was); frozen-part rows already cached are "
                 "reused when you run the same command again.",
 }
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_parser(sub)
     run.add_parsers(sub)
     cache.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 

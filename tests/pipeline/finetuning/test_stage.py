@@ -173,6 +173,16 @@ def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifa
     names = reloaded.class_names
     acc = np.mean([names.index(row["class"]) == r.label for row, r in zip(rows, test)])
     assert acc == pytest.approx(metrics["test"]["accuracy"], abs=0.02)
+    # exported (raw uint8 images in, probabilities out), it reproduces predict
+    import keras
+    from PIL import Image
+
+    assert main(["export", str(out), "--out", str(tmp_path / "deploy"), "--quiet"]) == 0
+    exported = keras.saving.load_model(str(tmp_path / "deploy" / "model.keras"))
+    images = np.stack([np.asarray(Image.open(r.abspath).convert("RGB").resize((224, 224), Image.BILINEAR))
+                       for r in test[:6]])
+    expected = np.array([list(row["probabilities"].values()) for row in rows[:6]])
+    assert np.abs(np.asarray(exported(images)) - expected).max() <= 1e-4
 
 
 def test_a_run_that_goes_wrong_keeps_the_starting_weights(head_dir, image_root, tmp_path, capsys):

@@ -1,0 +1,140 @@
+"""``bneck export``: one model a service can load without bneck.
+
+The export takes raw uint8 RGB images of the recorded input size and returns class
+probabilities; preprocessing, the base, pooling and the head are inside (``graph``).
+Nothing is trusted on faith: before the folder is kept, the written file is loaded
+by its format's own runtime and run on up to eight of the model's recorded test
+images (seeded noise images when those are not on this machine), and its
+probabilities must equal ``bneck predict``'s within ``TOLERANCE``; the figure
+measured is recorded in ``bneck-export.json`` beside the model and ``labels.json``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from datetime import datetime, timezone
+from typing import Optional
+
+import numpy as np
+
+from features.errors import BneckError, ConfigError, choice_error
+from features.outputs import check_folder, staged_folder
+
+from ..artifacts import LoadedClassifier, load_classifier, write_json
+from .formats import FORMATS, MODEL_PATH, NEEDS, OPENVINO_CONFIG, runner, write
+
+TOLERANCE = 1e-4  # largest |probability difference| from `bneck predict` an export may show
+CHECK_IMAGES = 8
+METADATA = "bneck-export.json"
+RESIZE = ("PIL: the image converted to RGB (the first frame; grayscale replicated), resized to "
+          "SIZE x SIZE with Image.BILINEAR, no crop (the aspect ratio is not kept), as uint8")
+
+__all__ = ["FORMATS", "ExportError", "export_model"]
+
+
+class ExportError(BneckError):
+    """An export that does not reproduce bneck's probabilities within the tolerance."""
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise choice_error("--format", FORMATS, fmt)
+    missing = [m for m in NEEDS.get(fmt, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"--format {fmt} needs the Python package(s) {', '.join(missing)}, which are not "
+                          f"installed here. Install them with `pip install 'bneck[export]'` (or "
+                          f"`pip install {' '.join(missing)}`), or choose another format: "
+                          f"{', '.join(f for f in FORMATS if f != fmt)}.")
+    return fmt
+
+
+def _check_images(clf: LoadedClassifier, size: int) -> tuple[np.ndarray, str]:
+    """Return up to CHECK_IMAGES of the model's recorded test images (decoded as bneck does) and
+    where they came from; seeded noise images where those are not readable here."""
+    from features.decode import UnusableImage, decode_image
+
+    from ..image_splits import data_root_of, read_splits
+
+    try:
+        record = read_splits(clf.files, clf.folder)
+        part = record["splits"].get("test") or next(iter(record["splits"].values()))
+        root = data_root_of(record, None)
+        images = [decode_image(os.path.join(root, p), size, sha)
+                  for p, sha in list(zip(part["paths"], part["sha256"]))[:CHECK_IMAGES]]
+        if images:
+            return np.stack(images), f"{len(images)} of the model's recorded images"
+    except (BneckError, UnusableImage, OSError, StopIteration):
+        pass
+    noise = np.random.default_rng(0).integers(0, 256, (CHECK_IMAGES, size, size, 3), dtype=np.uint8)
+    return noise, f"{CHECK_IMAGES} seeded noise images (the recorded images are not readable here)"
+
+
+def export_model(model_dir: str, out: str, fmt: str = "keras", weights: Optional[str] = None,
+                 verbose: bool = True) -> dict:
+    """Export the model in ``model_dir`` as ``fmt`` into the folder ``out``; returns its metadata.
+
+    Raises ConfigError for a bad format or --out, ArtifactError for a model folder
+    that does not verify, FoldError for a scikit-learn model that is not layers,
+    ExportError when the written model does not reproduce ``bneck predict``.
+    """
+    from ..predict import probability_function
+    from .graph import deployable
+
+    fmt = _check_format(fmt)
+    check_folder(out, "export", inputs=[model_dir])
+    clf = load_classifier(model_dir)
+    spec = clf.manifest.extractor_spec(weights)
+    model = deployable(clf, spec)  # FoldError here, before any folder is made
+    images, source = _check_images(clf, spec.input_size)
+    reference = probability_function(clf, spec)(images)
+    with staged_folder(out, "export", inputs=[model_dir]) as folder:
+        files = write(model, fmt, folder)
+        got = runner(fmt, folder)(images)
+        diff = float(np.max(np.abs(np.asarray(got, np.float64) - reference))) if got.shape == reference.shape \
+            else float("inf")
+        if not diff <= TOLERANCE:
+            raise ExportError(f"the {fmt} export of {model_dir} does not reproduce `bneck predict`: on {source} "
+                              f"its probabilities differ by up to {diff:.3g} (allowed {TOLERANCE:g}, output shape "
+                              f"{got.shape} vs {reference.shape}). Nothing was written; try --format keras.")
+        metadata = _metadata(clf, spec, fmt, files, {"images": source, "max_abs_difference": diff,
+                                                     "tolerance": TOLERANCE})
+        write_json(os.path.join(folder, METADATA), metadata)
+        write_json(os.path.join(folder, "labels.json"), list(clf.class_names))
+    if verbose:
+        print(f"exported {model_dir} as {fmt}: {os.path.join(out, MODEL_PATH[fmt])} (+ labels.json, {METADATA}); "
+              f"checked on {source}: max |difference| from bneck predict {diff:.2g}")
+    return metadata
+
+
+def _metadata(clf: LoadedClassifier, spec, fmt: str, files: list[str], check: dict) -> dict:
+    from features.store import versions
+
+    size, names = spec.input_size, list(clf.class_names)
+    return {
+        "format": fmt, "model": MODEL_PATH[fmt], "files": files,
+        "class_names": names,
+        "input": {"name": "image", "shape": [None, size, size, 3], "dtype": "uint8", "channels": "RGB",
+                  "resize": RESIZE.replace("SIZE", str(size)),
+                  "preprocessing": f"inside the model ({spec.backbone}: {clf.manifest.extractor.get('preprocessing')})"},
+        "output": {"shape": [None, len(names)], "meaning": "class probabilities, in the order of class_names"},
+        "runtime_settings": {"openvino_compile_config": OPENVINO_CONFIG} if fmt == "openvino" else {},
+        "check": {**check, "against": "bneck predict on the same images"},
+        "source": {"model_dir": os.path.abspath(clf.folder), "classifier": clf.manifest.classifier,
+                   "kind": clf.kind, "manifest_sha256": clf.manifest_sha256,
+                   "test_accuracy": _test_accuracy(clf.manifest.metrics)},
+        "extractor": clf.manifest.extractor,
+        "bneck_version": versions()["bneck_version"],
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def read_metadata(folder: str) -> dict:
+    """Return an export folder's metadata (what a service reads; no bneck needed for it)."""
+    with open(os.path.join(folder, METADATA), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _test_accuracy(metrics) -> Optional[float]:
+    test = metrics.get("test") if isinstance(metrics, dict) else None
+    return test.get("accuracy") if isinstance(test, dict) else None

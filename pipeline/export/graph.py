@@ -1,0 +1,65 @@
+"""The deployable model: raw uint8 RGB images in, class probabilities out, one Keras graph.
+
+Inside, in order: the backbone's preprocessing written as built-in layers (so the
+model loads without bneck or a Lambda), the recorded conv base cut at the recorded
+layer and pooled as recorded, then the head: a Keras head, a fine-tuned model's
+own, or a scikit-learn model folded into layers (``fold``). A single sigmoid output
+becomes the two probabilities ``[1 - p, p]``, as ``bneck predict`` reports them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from features import get_backbone
+from features.model import build_base, cut_model
+
+from ..artifacts import LoadedClassifier
+from .fold import sklearn_layers
+
+# keras.applications' caffe-style preprocess_input: RGB -> BGR, then minus these BGR means
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def preprocessing(keras, backbone, x):
+    """Return ``backbone.preprocess_input`` applied to the float tensor ``x``, as built-in layers."""
+    mode = backbone.preprocessing.split(":")[0]
+    if mode == "tf":  # x / 127.5 - 1
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess_tf")(x)
+    if mode == "caffe":  # a 1x1 convolution that swaps R and B (weights 0 and 1) and adds -mean: exact
+        layer = keras.layers.Conv2D(3, 1, name="preprocess_caffe")
+        layer.build((None, None, None, 3))
+        swap = np.zeros((1, 1, 3, 3), np.float32)
+        for out_channel, in_channel in enumerate((2, 1, 0)):
+            swap[0, 0, in_channel, out_channel] = 1.0
+        layer.set_weights([swap, -np.asarray(_CAFFE_MEAN_BGR, np.float32)])
+        return layer(x)
+    if mode == "none outside the model":  # EfficientNet: its rescaling is a layer of the base
+        return x
+    raise ValueError(f"no exported preprocessing for {backbone.name} ({backbone.preprocessing})")
+
+
+def _as_probabilities(keras, y):
+    if y.shape[-1] == 1:  # sigmoid p -> [1 - p, p]
+        return keras.layers.Concatenate(name="probabilities")(
+            [keras.layers.Rescaling(-1.0, offset=1.0, name="one_minus_p")(y), y])
+    return y
+
+
+def deployable(clf: LoadedClassifier, spec):
+    """Return the Keras model uint8 (N, S, S, 3) RGB -> (N, C) probabilities for a loaded model."""
+    import keras
+
+    backbone = get_backbone(spec.backbone)
+    size = spec.input_size
+    images = keras.Input((size, size, 3), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1.0, name="to_float")(images)  # uint8 -> float32, values unchanged
+    x = preprocessing(keras, backbone, x)
+    if clf.kind == "finetuned":
+        y = _as_probabilities(keras, clf.model(x, training=False))
+    else:
+        features = cut_model(build_base(backbone, spec), backbone, spec.layer, spec.pool)(x)
+        if clf.kind == "keras":
+            y = _as_probabilities(keras, clf.model(features, training=False))
+        else:
+            y = sklearn_layers(clf.model, features, len(clf.class_names))
+    return keras.Model(images, y, name="bneck_model")

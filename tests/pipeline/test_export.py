@@ -1,0 +1,171 @@
+"""``bneck export``: one model that takes raw images and reproduces ``bneck predict``.
+
+Every format is loaded by its own runtime in a fresh interpreter that never imports
+bneck, fed images decoded as ``bneck-export.json`` describes (PIL, bilinear), and
+compared with ``bneck predict``. scikit-learn models are folded into layers exactly:
+checked against ``predict_proba`` on the feature files for every model that folds,
+with and without PCA, pooled and flattened, two and three classes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from features import read_features
+from pipeline.cli import main
+from pipeline.export import ExportError, export_model
+from pipeline.export.fold import FoldError, sklearn_layers
+from pipeline.export.formats import FORMATS
+from pipeline.predict import predict_images
+from pipeline.training.sklearn_models import StreamedLinear, build_sklearn
+from pipeline.training.stage import train
+
+SERVE = r"""
+import json, sys
+import numpy as np
+from PIL import Image
+
+folder, *paths = sys.argv[1:]
+meta = json.load(open(f"{folder}/bneck-export.json"))
+size, fmt, model = meta["input"]["shape"][1], meta["format"], f"{folder}/{meta['model']}"
+x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)
+              for p in paths])
+if fmt == "keras":
+    import keras
+    out = keras.saving.load_model(model)(x)
+elif fmt == "savedmodel":
+    import tensorflow as tf
+    loaded = tf.saved_model.load(model)
+    out = loaded.serve(tf.constant(x))
+elif fmt == "tflite":
+    import tensorflow as tf
+    it = tf.lite.Interpreter(model_path=model)
+    inp = it.get_input_details()[0]
+    it.resize_tensor_input(inp["index"], x.shape)
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], x)
+    it.invoke()
+    out = it.get_tensor(it.get_output_details()[0]["index"])
+elif fmt == "onnx":
+    import onnxruntime as ort
+    session = ort.InferenceSession(model)
+    out = session.run(None, {session.get_inputs()[0].name: x})[0]
+else:
+    import openvino as ov
+    out = ov.Core().compile_model(model, "CPU", meta["runtime_settings"]["openvino_compile_config"])(x)[0]
+ours = sorted(n for n in sys.modules if n.split(".")[0] in ("pipeline", "features"))
+print(json.dumps({"probabilities": np.asarray(out).tolist(), "labels": json.load(open(f"{folder}/labels.json")),
+                  "bneck_modules": ours}))
+"""
+
+
+@pytest.fixture(scope="module")
+def models(features_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export_models")
+    train(features_dir, ["gap-dense", "logreg", "linear-svm", "mlp", "svm"], out, verbose=False, epochs=5)
+    return out
+
+
+def _serve(folder, images, tmp_path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", SERVE, str(folder), *map(str, images)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# Each format once, spread over the kinds of model (a Keras head and three folded scikit-learn models).
+@pytest.mark.parametrize("name,fmt", [("gap-dense", "keras"), ("linear-svm", "savedmodel"), ("logreg", "tflite"),
+                                      ("mlp", "onnx"), ("gap-dense", "openvino")])
+def test_every_format_reproduces_predict_without_bneck(models, image_root, tmp_path, name, fmt):
+    images = sorted((image_root / "test").glob("*/*.jpg"))[::8]
+    out = tmp_path / f"{name}-{fmt}"
+    assert main(["export", str(models / name), "--out", str(out), "--format", fmt, "--quiet"]) == 0
+    meta = json.loads((out / "bneck-export.json").read_text())
+    assert meta["format"] == fmt and meta["check"]["max_abs_difference"] <= 1e-4
+    assert "recorded images" in meta["check"]["images"]  # checked on real images, not noise
+    served = _serve(out, images, tmp_path)
+    assert served["bneck_modules"] == []
+    ours = predict_images(str(models / name), [str(p) for p in images])
+    assert served["labels"] == list(ours[0]["probabilities"])
+    expected = np.array([list(r["probabilities"].values()) for r in ours])
+    got = np.array(served["probabilities"])
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-4
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def _folds(est, x, y):
+    import keras
+
+    inp = keras.Input(x.shape[1:])
+    model = keras.Model(inp, sklearn_layers(est, inp, int(y.max()) + 1))
+    return np.asarray(model(x.astype(np.float32))), est.predict_proba(x)
+
+
+@pytest.mark.parametrize("name", ["logreg", "linear-svm", "mlp"])
+@pytest.mark.parametrize("reshape,pca", [("avg", None), ("flatten", 12), ("max", None)])
+def test_folded_models_equal_predict_proba_on_two_classes(features_dir, name, reshape, pca):
+    train_, test = read_features(features_dir / "train.h5"), read_features(features_dir / "test.h5")
+    est = build_sklearn(name, reshape, pca, seed=0, counts=np.bincount(train_.labels)).fit(
+        train_.features, train_.labels)
+    if pca:
+        est.named_steps["pca"].whiten = True  # a whitened PCA folds too (set after fit: a harder map)
+    got, expected = _folds(est, test.features, test.labels)
+    assert np.abs(got - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["logreg", "linear-svm", "mlp"])
+def test_folded_models_equal_predict_proba_on_three_classes(multiclass_features_dir, name):
+    train_, test = (read_features(multiclass_features_dir / f"{s}.h5") for s in ("train", "test"))
+    est = build_sklearn(name, "avg", 8 if name == "linear-svm" else None, seed=0,
+                        counts=np.bincount(train_.labels)).fit(train_.features, train_.labels)
+    got, expected = _folds(est, test.features, test.labels)
+    assert got.shape == (len(test.labels), 3) and np.abs(got - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["logreg", "linear-svm"])
+def test_streamed_models_fold_or_are_refused(multiclass_features_dir, features_dir, name):
+    for folder in (features_dir, multiclass_features_dir):
+        train_, test = (read_features(folder / f"{s}.h5") for s in ("train", "test"))
+        est = StreamedLinear(name, "avg", passes=3).fit_blocks(
+            lambda rng: iter([(train_.features, train_.labels)]), np.unique(train_.labels))
+        if name == "logreg":  # SGD log loss: sigmoid, normalised one-vs-rest
+            got, expected = _folds(est, test.features, test.labels)
+            assert np.abs(got - expected).max() <= 1e-5
+        else:  # modified Huber's clipped probabilities are not layers
+            with pytest.raises(FoldError, match="SGDClassifier with 'modified_huber' loss"):
+                _folds(est, test.features, test.labels)
+
+
+def test_models_that_are_not_layers_are_refused_before_any_folder(models, tmp_path, capsys):
+    out = tmp_path / "svm-export"
+    assert main(["export", str(models / "svm"), "--out", str(out)]) == 2
+    said = capsys.readouterr().err
+    assert "calibrated SVC" in said and "logreg, linear-svm and mlp" in said and "Traceback" not in said
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_format_mistakes_are_one_paragraph(models, tmp_path, capsys):
+    assert main(["export", str(models / "logreg"), "--out", str(tmp_path / "x"), "--format", "ONX"]) == 2
+    said = capsys.readouterr().err
+    assert "--format must be one of" in said and all(f in said for f in FORMATS) and "Did you mean 'onnx'?" in said
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_export_that_does_not_reproduce_predict_is_not_kept(models, tmp_path, monkeypatch):
+    import pipeline.export as export
+
+    real = export.runner
+
+    def off_by_a_little(fmt, folder):  # the written model, read back by Keras, then nudged past the tolerance
+        run = real(fmt, folder)
+        return lambda x: run(x) + np.array([3e-4, -3e-4])
+    monkeypatch.setattr(export, "runner", off_by_a_little)
+    with pytest.raises(ExportError, match="differ by up to 0.0003"):
+        export_model(str(models / "logreg"), str(tmp_path / "bad"), "keras", verbose=False)
+    assert not (tmp_path / "bad").exists() and os.listdir(tmp_path) == []
