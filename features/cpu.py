@@ -41,3 +41,17 @@ def signature() -> str:
 def has_native_bf16() -> bool:
     """Return True when the CPU computes bf16 natively (AVX512_BF16 or AMX)."""
     return bool({"avx512_bf16", "amx_bf16"} & flags())
+
+
+def capabilities() -> list[tuple[str, str]]:
+    """Return (what, this CPU) lines a user picks a runtime and precision by."""
+    have = flags()
+    vnni = sorted({"avx512_vnni", "avx_vnni", "amx_int8"} & have)
+    bf16 = sorted({"avx512_bf16", "amx_bf16"} & have)
+    return [
+        ("CPU class", signature()),
+        ("fp32 (any runtime)", "yes" + (" (AVX-512)" if "avx512f" in have else " (AVX2)" if "avx2" in have else "")),
+        ("int8 dot products", f"yes ({', '.join(vnni)}): --runtime openvino --precision int8 runs fast (its cosine gate decides per backbone)"
+         if vnni else "no VNNI/AMX: int8 is emulated, expect little gain"),
+        ("native bf16", f"yes ({', '.join(bf16)})" if bf16 else "no: bf16 would be emulated"),
+    ]

@@ -108,13 +108,23 @@ def _to_gray(img: Image.Image) -> Image.Image:
     return Image.fromarray(gray, mode="L")
 
 
-def _to_rgb_resized(img: Image.Image, size: int) -> np.ndarray:
+def _fit(img: Image.Image, size: int, keep_aspect: bool) -> tuple[int, int]:
+    """The (width, height) to resize to: size x size, or the longer side ``size`` keeping the aspect ratio."""
+    if not keep_aspect:
+        return size, size
+    w, h = img.size
+    scale = size / max(w, h, 1)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _to_rgb_resized(img: Image.Image, size: int, keep_aspect: bool = False) -> np.ndarray:
+    target = _fit(img, size, keep_aspect)
     if img.mode in _SINGLE_BAND:
         # Resize the one band, then copy it into three: the same pixels as resizing an
         # RGB image of three equal bands, for a third of the memory.
         gray = _to_gray(img)
-        if gray.size != (size, size):
-            gray = gray.resize((size, size), Image.BILINEAR)
+        if gray.size != target:
+            gray = gray.resize(target, Image.BILINEAR)
         return np.asarray(gray.convert("RGB"), dtype=np.uint8)
     if img.mode == "P":
         rgb = img.convert("RGBA").convert("RGB")
@@ -122,8 +132,8 @@ def _to_rgb_resized(img: Image.Image, size: int) -> np.ndarray:
         rgb = img.convert("RGB")
     else:
         rgb = img
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.BILINEAR)
+    if rgb.size != target:
+        rgb = rgb.resize(target, Image.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
 
 
@@ -143,8 +153,9 @@ def _check_size(img: Image.Image) -> int:
     return peak
 
 
-def decode_image(path: str, size: int, sha256: Optional[str] = None) -> np.ndarray:
-    """Return the image at ``path`` as a (size, size, 3) uint8 array.
+def decode_image(path: str, size: int, sha256: Optional[str] = None, keep_aspect: bool = False) -> np.ndarray:
+    """Return the image at ``path`` as a (size, size, 3) uint8 array (``keep_aspect``: its longer
+    side ``size``, for thumbnails a person looks at).
 
     With ``sha256``, the bytes decoded must be the bytes that were hashed before (a file
     changed in between is refused, so a row is never stored under another image's hash).
@@ -163,7 +174,7 @@ def decode_image(path: str, size: int, sha256: Optional[str] = None) -> np.ndarr
                 with BUDGET.hold(peak):
                     img.seek(0)  # first frame of animated GIF/WebP
                     img.load()
-                    return _to_rgb_resized(img, size)
+                    return _to_rgb_resized(img, size, keep_aspect)
     except UnusableImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

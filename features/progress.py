@@ -7,11 +7,32 @@ from typing import Sequence
 from tqdm import tqdm
 
 
+class _Lines:
+    """A stream that is not a terminal (a log file, CI): each refresh of a bar becomes one whole line
+    instead of carriage-return redraws that pile up into one unreadable line."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").replace("\x1b[A", "")
+        if text.strip():
+            self.stream.write(text.rstrip("\n") + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "img") -> tqdm:
-    """Return a bar counting ``unit`` with its rate (img/s); quiet and cheap when not ``enabled``."""
+    """Return a bar counting ``unit`` with its rate (img/s); quiet and cheap when not ``enabled``.
+
+    On a terminal it redraws in place (5 times a second at most); elsewhere it writes one
+    line every 5 seconds at most, plus the final one.
+    """
     interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True,
-                mininterval=0.2 if interactive else 5.0, file=sys.stderr, leave=True)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=interactive,
+                ncols=None if interactive else 100, mininterval=0.2 if interactive else 5.0,
+                file=sys.stderr if interactive else _Lines(sys.stderr), leave=True)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:

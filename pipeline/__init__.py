@@ -5,9 +5,16 @@ Public API (the command line is a thin layer over it)::
     from features import extract
     from pipeline import train, finetune, run
 """
+from importlib import metadata as _metadata
+
+try:
+    __version__ = _metadata.version("bneck")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "unknown"
+
 from .finetuning.stage import FinetuneResult, finetune
 from .runner.compose import RunResult, run
 from .training.leaderboard import Leaderboard
 from .training.stage import train
 
-__all__ = ["FinetuneResult", "Leaderboard", "RunResult", "finetune", "run", "train"]
+__all__ = ["__version__", "FinetuneResult", "Leaderboard", "RunResult", "finetune", "run", "train"]

@@ -3,8 +3,10 @@
 Two models scored on the same images disagree only on some of them: ``b`` images the
 first gets right and the second wrong, ``c`` the other way round. McNemar's exact
 test asks whether b and c differ more than chance would make them (a two-sided
-binomial test on the b + c discordant images); the gain is (b - c) / n with a 95 %
-interval for a difference of paired proportions (Wald, with the paired variance).
+binomial test on the b + c discordant images); the gain is (b - c) / n with the 95 %
+Agresti-Min interval for a difference of paired proportions (the paired Wald interval
+after adding half an image to each cell: it never collapses to [0, 0] when the models
+happen not to disagree, Agresti & Min 2005). One model's accuracy gets Wilson's interval.
 """
 from __future__ import annotations
 
@@ -50,9 +52,21 @@ def compare(first_right: Sequence[bool], second_right: Sequence[bool]) -> Paired
     b = sum(1 for f, s in zip(first_right, second_right) if f and not s)
     c = sum(1 for f, s in zip(first_right, second_right) if s and not f)
     gain = (b - c) / n
-    spread = Z95 * math.sqrt(max((b + c) / n - gain ** 2, 0.0) / n)
-    low, high = max(-1.0, gain - spread), min(1.0, gain + spread)  # a difference of proportions stays in [-1, 1]
+    bs, cs, ns = b + 0.5, c + 0.5, n + 2.0  # Agresti-Min: half an image added to each cell
+    centre = (bs - cs) / ns
+    spread = Z95 * math.sqrt(max((bs + cs) - (bs - cs) ** 2 / ns, 0.0)) / ns
+    low, high = max(-1.0, centre - spread), min(1.0, centre + spread)  # a difference of proportions stays in [-1, 1]
     return PairedComparison(n, b, c, gain, low, high, mcnemar_exact(b, c))
+
+
+def wilson(right: int, n: int) -> tuple[float, float]:
+    """Wilson's 95 % interval for an accuracy of ``right`` out of ``n`` (``(0, 1)`` for n = 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p, z2 = right / n, Z95 ** 2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # rounding never excludes p
 
 
 def mcnemar_exact(b: int, c: int) -> float:

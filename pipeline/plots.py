@@ -67,3 +67,39 @@ def confusion_plots(metrics: dict, class_names: list[str], folder: str, label: s
             confusion(metrics[split]["confusion_matrix"], class_names,
                       os.path.join(folder, f"confusion_{split}.png"),
                       f"{label}: {split} ({100 * metrics[split]['accuracy']:.1f}%)")
+
+
+def confusion_grid(models: list[tuple[str, list]], class_names: list[str]) -> bytes:
+    """Return PNG bytes of one small confusion matrix per (model name, matrix), side by side, one colour scale
+    per panel (rows: true class, columns: predicted)."""
+    import io
+
+    n, k = len(models), len(class_names)
+    cols = min(4, n)
+    lines = (n + cols - 1) // cols
+    side = min(4.2, 1.6 + 0.3 * k)
+    fig, axes = plt.subplots(lines, cols, figsize=(side * cols, (side + 0.5) * lines), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, matrix) in zip(axes.flat, models):
+        matrix = np.asarray(matrix)
+        ax.axis("on")
+        ax.imshow(matrix, cmap="Blues")
+        right = int(np.trace(matrix)) if matrix.size else 0
+        ax.set_title(f"{name}\n{right}/{int(matrix.sum())} right", fontsize=9)
+        labels = class_names if k <= 12 else [""] * k
+        ax.set_xticks(range(k), labels, rotation=45 if k > 2 else 0, ha="right" if k > 2 else "center", fontsize=8)
+        ax.set_yticks(range(k), labels, fontsize=8)
+        if k <= 12:
+            top = matrix.max() if matrix.size else 0
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if matrix[i, j] > top / 2 else "black")
+    fig.supxlabel("predicted", fontsize=9)
+    fig.supylabel("true", fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()

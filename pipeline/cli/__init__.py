@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from features import BneckError
 from features.atomic import storage_error, write_failure
 
-from . import cache, export, extract, finetune, run, train
+from . import cache, export, extract, finetune, info, run, train
 
 
 # What Ctrl-C keeps, per command: said as it is, so nobody waits for a resume that does not come.
@@ -33,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
         prog="bneck", description="Bottleneck-feature transfer learning on a CPU: extract "
-                                  "features once, train classifiers on them in seconds.")
+                                  "features once, train classifiers on them in seconds.",
+        epilog="start with: bneck demo --data DATA_DIR --out runs/demo   (then open runs/demo/report.html)")
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"bneck {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     extract.add_parser(sub)
@@ -42,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parsers(sub)
     cache.add_parser(sub)
     export.add_parser(sub)
+    info.add_parsers(sub)
     return parser
 
 

@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     ls = actions.add_parser("ls", help="one line per extractor in the cache")
+    ls.add_argument("--all", action="store_true", help="also list empty entries (runs that stopped early)")
     info = actions.add_parser("info", help="everything a feature file or cache entry records")
     info.add_argument("target", metavar="FILE|KEY", help="a <split>.h5 file or an extractor key (prefix)")
     gc = actions.add_parser("gc", help="drop temporaries and damaged chunks, merge chunks, "
@@ -58,13 +59,34 @@ def run_ls(args: argparse.Namespace) -> int:
     if not entries:
         print(f"no cached features in {_cache_dir(args)}")
         return 0
-    rows = [[e.key[:12], e.meta.get("backbone"), e.meta.get("weights"), e.meta.get("layer"),
+    shown = [e for e in entries if e.rows or args.all]
+    rows = [[e.key[:12], _entry_kind(e), e.meta.get("backbone"), e.meta.get("weights"), e.meta.get("layer"),
              e.meta.get("pool"), e.meta.get("input_size"), e.meta.get("dtype"), e.rows, e.chunks,
              _mb(e.bytes), datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")]
-            for e in entries]
-    print(format_table(["key", "backbone", "weights", "layer", "pool", "size", "dtype", "rows",
+            for e in shown]
+    print(format_table(["key", "holds", "backbone", "weights", "layer", "pool", "size", "dtype", "rows",
                         "chunks", "MB", "last used"], rows))
+    hidden = len(entries) - len(shown)
+    if hidden:
+        print(f"\n{hidden} empty entr{'y' if hidden == 1 else 'ies'} (no rows: runs that stopped before their first "
+              "batch) not shown; --all lists them, `bneck cache gc` removes them.")
     return 0
+
+
+def _entry_kind(entry) -> str:
+    """What an entry holds: 'features', a fine-tuning view ('view 3', 'mirror view') or 'empty'."""
+    from features.view_rows import FLIP_VIEW, parse_view
+
+    if not entry.rows:
+        return "empty"
+    augmentation = entry.meta.get("augmentation")
+    if not augmentation:
+        return "features"
+    try:
+        view = parse_view(augmentation)[2]
+    except (ValueError, KeyError, TypeError):
+        return "augmented rows"
+    return "mirror view (TTA)" if view == FLIP_VIEW else f"augmented view {view}"
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import json
 import sys
 
 from features.atomic import atomic_open
+from features.errors import ConfigError
 from features.options import namespace_values
 
 from ..training.options import CLASSIFIERS, TRAIN
@@ -30,10 +31,19 @@ def add_parsers(sub) -> None:
     e.add_argument("feature_file", metavar="FEATURE_FILE")
     e.set_defaults(run=run_evaluate)
 
-    q = sub.add_parser("predict", help="classify images with a saved classifier")
+    q = sub.add_parser("predict", help="classify images with a saved classifier",
+                       description="Classify images (files, or folders read recursively) with a model folder "
+                                   "from `bneck train`, `bneck finetune` or `bneck run`. One line per image, in "
+                                   "the order given, then a summary; a bad image is reported in its line.",
+                       epilog="examples:\n  bneck predict runs/demo/finetuned photos/ --top-k 1\n"
+                              "  bneck predict runs/demo/models/logreg cat.jpg --json > out.json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("model_dir", metavar="MODEL_DIR")
     q.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     q.add_argument("--csv", default=None, metavar="FILE", help="also write the results here")
+    q.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help="show only the K most probable classes per image (default: all)")
+    q.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     q.add_argument("--weights", default=None, metavar="PATH",
                    help="backbone weights file, if not where it was at extraction (checked by sha256)")
     q.add_argument("--batch-size", type=int, default=32)
@@ -89,16 +99,16 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from ..predict import classify
 
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigError(f"--top-k must be a whole number of classes, 1 or more. Received: top_k={args.top_k!r}.")
     if args.csv:
         check_file(args.csv, _is_predictions_header, "predictions CSV", inputs=[args.model_dir])
     classes, rows = classify(args.model_dir, args.inputs, args.weights, args.batch_size)
-    for r in rows:
-        if "error" in r:
-            print(f"{r['path']}: error: {r['error']}", file=sys.stderr)
-        else:
-            probs = "  ".join(f"{c}={p:.4f}" for c, p in r["probabilities"].items())
-            seen = f"  (one of the model's {r['seen_in']} images)" if r["seen_in"] else ""
-            print(f"{r['path']}: {r['class']}  {probs}{seen}")
+    if args.json:
+        print(json.dumps({"model": args.model_dir, "classes": classes,
+                          "predictions": [_top(r, args.top_k) for r in rows], "summary": _summary(rows)}, indent=1))
+    else:
+        _print_rows(rows, args.top_k)
     if args.csv:
         with atomic_open(args.csv, newline="") as handle:
             writer = csv.writer(handle)
@@ -111,6 +121,38 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"{failed} of {len(rows)} input(s) could not be classified (listed above"
               f"{' and in the CSV' if args.csv else ''}).", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _top(row: dict, k) -> dict:
+    """The row with only its ``k`` most probable classes (all when ``k`` is None), most probable first."""
+    if "probabilities" not in row:
+        return row
+    ranked = sorted(row["probabilities"].items(), key=lambda kv: -kv[1])
+    return {**row, "probabilities": dict(ranked[:k] if k else ranked)}
+
+
+def _summary(rows: list[dict]) -> dict:
+    counts: dict = {}
+    for r in rows:
+        if "class" in r:
+            counts[r["class"]] = counts.get(r["class"], 0) + 1
+    return {"images": len(rows), "classified": sum(counts.values()), "failed": sum("error" in r for r in rows),
+            "per_class": counts, "seen_in_training_data": sum(bool(r.get("seen_in")) for r in rows)}
+
+
+def _print_rows(rows: list[dict], k) -> None:
+    for r in rows:
+        if "error" in r:
+            print(f"{r['path']}: error: {r['error']}", file=sys.stderr)
+        else:
+            probs = "  ".join(f"{c}={p:.4f}" for c, p in _top(r, k)["probabilities"].items())
+            seen = f"  (one of the model's {r['seen_in']} images)" if r["seen_in"] else ""
+            print(f"{r['path']}: {r['class']}  {probs}{seen}")
+    s = _summary(rows)
+    per_class = ", ".join(f"{c} {n}" for c, n in sorted(s["per_class"].items(), key=lambda kv: -kv[1]))
+    print(f"{s['classified']} of {s['images']} image(s) classified" + (f": {per_class}" if per_class else "")
+          + (f"; {s['failed']} failed" if s["failed"] else "")
+          + (f"; {s['seen_in_training_data']} were the model's own images" if s["seen_in_training_data"] else ""))
 
 
 def _is_predictions_header(line: str) -> bool:

@@ -23,6 +23,7 @@ import numpy as np
 
 from features.errors import BneckError
 
+FOLDED = ("logreg", "linear-svm", "mlp")  # the scikit-learn classifiers bneck trains that fold into layers
 EXACT = "logreg, linear-svm and mlp (in memory or streamed with --max-memory, logreg's log loss), and every Keras head"
 
 

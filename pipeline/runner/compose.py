@@ -25,7 +25,7 @@ from ..training.leaderboard import Result, write_leaderboard
 from ..training.stage import train
 from .checks import check_before_work
 from .config import absolute_paths, load_config, to_toml
-from .gain import paired_gain, run_test_truth
+from .gain import paired_gain, run_test_truth, winner_versus_runner_up
 
 
 @dataclass
@@ -83,6 +83,7 @@ class RunResult:
     stages: RunStages
     leaderboard: list[Result] = field(default_factory=list)
     report: Optional[str] = None
+    winner: str = ""  # the first model against the runner-up, paired on the test images
 
 
 def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose: bool = True,
@@ -112,11 +113,14 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
                                                                  if n in train_cfg},
                   **{k: v for k, v in train_cfg.items() if k != "classifiers" and not isinstance(v, dict)})
     stages.train, stages.train_seconds = list(board.results), time.perf_counter() - start
-    _finetune_best(cfg, out, stages, say, verbose)
+    truth, verified = run_test_truth(out), {}  # the run's test images, and each model folder verified once
+    _finetune_best(cfg, out, stages, say, verbose, truth, verified)
     finetuned = [r for r in (stages.finetune, stages.finetune_tta) if r]
     leaderboard = sorted(stages.train + finetuned, key=lambda r: -(r.accuracy("validation") or 0.0))
     write_leaderboard(os.path.join(out, "leaderboard.csv"), leaderboard)
-    result = RunResult(out, cfg, stages, leaderboard)
+    result = RunResult(out, cfg, stages, leaderboard, winner=winner_versus_runner_up(leaderboard, truth, verified))
+    if result.winner:
+        say(result.winner)
 
     say("== report")
     from .report import write_report
@@ -155,7 +159,8 @@ def _head_to_finetune(heads: list[Result], choice: str) -> Result:
     return by_name.get("gap-dense") or max(heads, key=lambda r: r.accuracy("validation") or 0.0)
 
 
-def _finetune_best(cfg: dict, out: str, stages: RunStages, say, verbose: bool) -> None:
+def _finetune_best(cfg: dict, out: str, stages: RunStages, say, verbose: bool, truth: dict,
+                   verified: dict) -> None:
     """Fine-tune the configured head (``finetune.head``), or record why not."""
     heads = [r for r in stages.train if r.name in HEADS]
     if not cfg["finetune"]["enabled"] or not heads:
@@ -172,12 +177,11 @@ def _finetune_best(cfg: dict, out: str, stages: RunStages, say, verbose: bool) -
     rows = [(f"fine-tuned {best.name}", done.metrics, "predictions.csv")]
     if "tta" in done.metrics:
         rows.append((f"fine-tuned {best.name} + mirror TTA", done.metrics["tta"], "predictions_tta.csv"))
-    truth = run_test_truth(out)
     results = []
     for name, metrics, predictions in rows:
         result = Result(name, done.folder, metrics, done.seconds, reused=done.reused, why=done.why,
                         kind="fine-tuned")
-        result.gain, result.gain_note = paired_gain(result, frozen, truth, predictions)
+        result.gain, result.gain_note = paired_gain(result, frozen, truth, predictions, verified)
         result.versus = frozen.name if result.gain else ""
         results.append(result)
         if result.gain:

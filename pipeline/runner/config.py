@@ -216,3 +216,24 @@ def to_toml(config: dict) -> str:
 
     emit(config, "")
     return "\n".join(lines) + "\n"
+
+
+def config_template(data: Optional[str] = None, out: Optional[str] = None) -> str:
+    """Return a commented config: every key of every table with its default and what it does, the
+    defaults active, the keys without a default commented out. ``load_config`` reads it back."""
+    lines = ["# bneck run configuration (written by `bneck init`). Run it with: bneck run THIS_FILE",
+             "# Every key is shown with its default; delete what you do not change. Relative paths are",
+             "# relative to this file. Per-classifier settings go in [train.NAME] tables, e.g. [train.svm].", ""]
+
+    def emit(table: OptionTable, values: dict) -> None:
+        for name, option in table.options.items():
+            if not option.cli and name not in values:
+                continue
+            lines.append(f"# {option.help} ({option.allowed()})")
+            value = values.get(name, option.default)
+            lines.append(f"# {name} =" if value is None else f"{name} = {toml_value(value)}")
+    emit(TOP, {"data": data, "out": out or TOP.options["out"].default})
+    for stage, table in TABLES.items():
+        lines.extend(["", f"[{stage}]"])
+        emit(table, {})
+    return "\n".join(lines) + "\n"

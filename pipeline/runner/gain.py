@@ -26,10 +26,16 @@ def run_test_truth(out: str) -> dict:
     return {p: names[int(label)] for p, label in zip(summary["paths"], summary["labels"])}
 
 
-def test_correctness(folder: str, name: str, truth: dict, accuracy: Optional[float]) -> tuple[Optional[dict], str]:
+def test_correctness(folder: str, name: str, truth: dict, accuracy: Optional[float],
+                     verified: Optional[dict] = None) -> tuple[Optional[dict], str]:
     """Return ({test image path: predicted right}, "") from the verified folder's predictions file
-    ``name``, judged against ``truth`` (path -> true class); or (None, why it cannot be used)."""
-    files = read_verified(folder).files
+    ``name``, judged against ``truth`` (path -> true class); or (None, why it cannot be used).
+    ``verified`` (folder -> its files) keeps each folder verified once across calls."""
+    if verified is None:
+        verified = {}
+    if folder not in verified:
+        verified[folder] = read_verified(folder).files
+    files = verified[folder]
     if name not in files:
         return None, f"{folder} holds no {name} (made before bneck wrote one for every model)"
     try:
@@ -45,18 +51,39 @@ def test_correctness(folder: str, name: str, truth: dict, accuracy: Optional[flo
     return right, ""
 
 
-def paired_gain(finetuned, frozen, truth: dict, predictions: str = "predictions.csv"
-                ) -> tuple[Optional[PairedComparison], str]:
-    """Compare the fine-tuned model (a leaderboard Result; its ``predictions`` file) with the frozen
-    one (its ``predictions.csv``) on the run's test images ``truth`` (path -> true class).
+def predictions_file(result) -> str:
+    """The predictions file a leaderboard row scores with (its TTA file for a TTA row)."""
+    return "predictions_tta.csv" if result.name.endswith("+ mirror TTA") else "predictions.csv"
+
+
+def paired_gain(finetuned, frozen, truth: dict, predictions: str = "predictions.csv",
+                verified: Optional[dict] = None) -> tuple[Optional[PairedComparison], str]:
+    """Compare the first model (a leaderboard Result; its ``predictions`` file) with the second
+    (its ``predictions.csv``) on the run's test images ``truth`` (path -> true class).
     Returns (the comparison, "") or (None, why there is none)."""
     if not truth:
         return None, "the run has no test split"
-    first, why = test_correctness(finetuned.folder, predictions, truth, finetuned.accuracy("test"))
+    first, why = test_correctness(finetuned.folder, predictions, truth, finetuned.accuracy("test"), verified)
     if first is None:
         return None, why
-    second, why = test_correctness(frozen.folder, "predictions.csv", truth, frozen.accuracy("test"))
+    second, why = test_correctness(frozen.folder, predictions_file(frozen), truth, frozen.accuracy("test"),
+                                   verified)
     if second is None:
         return None, why
     paths = sorted(truth)
     return compare([first[p] for p in paths], [second[p] for p in paths]), ""
+
+
+def winner_versus_runner_up(leaderboard: list, truth: dict, verified: Optional[dict] = None) -> str:
+    """One sentence: is the model ranked first (by validation) better on test than the second, paired
+    on the same images? Said plainly when the difference is within noise."""
+    if len(leaderboard) < 2:
+        return ""
+    first, second = leaderboard[0], leaderboard[1]
+    found, why = paired_gain(first, second, truth, predictions_file(first), verified)
+    if found is None:
+        return f"{first.name} against the runner-up {second.name}: no paired comparison ({why})."
+    verdict = ("better on test, and the difference is significant" if found.significant and found.gain > 0
+               else "worse on test, significantly" if found.significant
+               else "not distinguishable on test: the difference is within noise")
+    return f"{first.name} (first on validation) against the runner-up {second.name}: {found.describe()}; {verdict}."

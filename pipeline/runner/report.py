@@ -1,8 +1,10 @@
 """The run report: ``report.md`` and a self-contained ``report.html`` (images inlined).
 
-Dataset summary, extractor, leaderboard, training curves (raw and smoothed),
-confusion matrices, the worst misclassified test images with their probabilities,
-and the time each stage took with what came from cache.
+Summary (the winner against the runner-up, paired), next steps (the exact predict and
+export commands), dataset, extractor, the leaderboard with 95 % intervals, per-class
+scores, training curves with over-fitting notes, every model's confusion matrix, data
+health (quarantine, duplicates, near duplicates, likely label errors: ``health``), the
+worst misclassified test images, and the time each stage took.
 
 Nothing from outside reaches the report: a figure is inlined only from the bytes of
 a model folder that passed its manifest check (``artifacts.read_verified``), and a
@@ -12,94 +14,19 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import os
-
-import numpy as np
+from typing import Optional
 
 from features.atomic import atomic_open
-from features.files import path_inside
-from ..artifacts import ArtifactError, load_classifier, read_predictions, read_verified
-from ..plots import plt
-from .gain import run_test_truth
 
+from ..artifacts import ArtifactError, read_verified
+from ..training.heads import HEADS
+from ..training.leaderboard import describe_accuracy
+from .health import data_health
+from .insight import confusion_block, health_blocks, overfit_notes, per_class_rows
+from .thumbnails import thumbnail_grid, worst_grid, worst_misclassified
 
-def worst_misclassified(result, limit: int) -> tuple[str, list[dict]]:
-    """Return (model label, rows) of the most confidently wrong test predictions.
-
-    From the fine-tuned model when there is one (its ``predictions.csv``), else from the
-    best classifier on the cached test features. Rows: path, true, predicted,
-    probabilities; most confident mistake first.
-    """
-    ft = result.stages.finetune
-    if ft is not None:
-        text = read_verified(ft.folder).files.get("predictions.csv", b"").decode("utf-8", errors="replace")
-        try:
-            truth = run_test_truth(result.folder)  # only the run's own test images, with their true classes
-            rows = [r for r in read_predictions(text, f"{ft.folder}/predictions.csv")
-                    if r["split"] == "test" and truth.get(r["path"]) == r["true"]]
-        except ArtifactError:
-            return "", []  # the report shows no mistakes grid rather than fail after the work is done
-        label = ft.name
-    else:
-        best = next((r for r in result.leaderboard if r.kind == "classifier"), None)
-        test_file = os.path.join(result.folder, "features", "test.h5")
-        if best is None or not os.path.isfile(test_file):
-            return "", []
-        rows, label = _classifier_predictions(best.folder, test_file), best.name
-    wrong = [r for r in rows if r["true"] != r["predicted"]]
-    wrong.sort(key=lambda r: -r["probabilities"][r["predicted"]])
-    return label, wrong[:limit]
-
-
-def _classifier_predictions(folder: str, test_file: str) -> list[dict]:
-    from features import read_features
-
-    from ..predict import classifier_proba
-
-    clf = load_classifier(folder)
-    f = read_features(test_file)
-    probs = classifier_proba(clf, f.features)
-    names = clf.class_names
-    return [{"split": "test", "path": p, "true": names[int(y)], "predicted": names[int(np.argmax(row))],
-             "probabilities": dict(zip(names, map(float, row)))}
-            for p, y, row in zip(f.paths, f.labels, probs)]
-
-
-def worst_grid(rows: list[dict], data_root: str, size: int = 160):
-    """Return PNG bytes of the misclassified images with true class and probabilities; None if none.
-
-    An image whose path leads outside ``data_root`` is not opened ("outside the data folder").
-    """
-    from features.decode import decode_image
-
-    if not rows:
-        return None
-    cols = min(4, len(rows))
-    lines = (len(rows) + cols - 1) // cols
-    fig, axes = plt.subplots(lines, cols, figsize=(3.0 * cols, 3.3 * lines), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, row in zip(axes.flat, rows):
-        path = path_inside(data_root, row["path"])
-        try:
-            if path is None:
-                raise ValueError("outside the data folder")
-            ax.imshow(decode_image(path, size))
-        except Exception:  # noqa: BLE001 - a vanished or refused file still gets its caption
-            ax.text(0.5, 0.5, "image unavailable", ha="center", va="center")
-        p = row["probabilities"][row["predicted"]]
-        ax.set_title(f"{os.path.basename(row['path'])}\ntrue {row['true']}, "
-                     f"said {row['predicted']} ({100 * p:.0f}%)", fontsize=9, color="firebrick")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
+__all__ = ["thumbnail_grid", "worst_grid", "worst_misclassified", "write_report"]
 
 
 class _Figures:
@@ -121,6 +48,36 @@ class _Figures:
         data = verified.files.get(name)
         return ("img", os.path.join(folder, name), alt, data) if data else None
 
+    def files(self, folder) -> Optional[dict]:
+        """The verified files of ``folder`` (name -> bytes), None when it fails its check."""
+        self.block(folder, "", "")
+        verified = self._folders[folder]
+        return None if isinstance(verified, ArtifactError) else verified.files
+
+
+def _exportable(r) -> bool:
+    """Whether ``bneck export`` takes this model (Keras heads, fine-tuned models, folded linear ones)."""
+    from ..export.fold import FOLDED
+
+    return r.kind == "fine-tuned" or r.name in HEADS or r.name in FOLDED
+
+
+def _next_steps(result) -> list:
+    """Where the best model is, and the exact commands to use it and to deploy it."""
+    if not result.leaderboard:
+        return [("text", "No model to use: see the stages below for what went wrong.")]
+    best = result.leaderboard[0]
+    steps = [("text", f"The best model on validation is {best.name}: {best.folder}"),
+             ("text", f"Classify new images: bneck predict {best.folder} IMAGE_OR_FOLDER... [--csv predictions.csv]")]
+    deployable = best if _exportable(best) else next((r for r in result.leaderboard if _exportable(r)), None)
+    if deployable is not None:
+        note = "" if deployable is best else (f" ({best.name} is not expressible as layers; {deployable.name} is "
+                                              "the best model that is)")
+        steps.append(("text", f"Deploy without bneck: bneck export {deployable.folder} --out "
+                              f"{os.path.join(result.folder, 'export')} --format onnx (or keras, savedmodel, tflite, "
+                              f"openvino){note}"))
+    return steps
+
 
 def _finetuning_verdict(ft, skipped: str) -> str:
     """One sentence: what fine-tuning gained over the best frozen model on test, and whether it counts."""
@@ -141,31 +98,37 @@ def _sections(result, worst_label: str, worst_png) -> list[tuple[str, list]]:
     ex, tr, ft = stages.extract, stages.train, stages.finetune
     data_rows = [[s, v["images"], len(v["quarantined"]), v["computed"], v["reused"]]
                  for s, v in ex.splits.items()]
-    quarantined = [f"{s}: {p} ({why})" for s, v in ex.splits.items() for p, why in v["quarantined"]]
+    quarantined = [[s, p, why] for s, v in ex.splits.items() for p, why in v["quarantined"]]
     top = result.leaderboard[0] if result.leaderboard else None
-    summary = (f"Best by validation accuracy: {top.name}, {_pct(top.accuracy('validation'))} validation, "
-               f"{_pct(top.accuracy('test'))} test." if top else "No model trained.")
-    out = [("Summary", [("text", summary)]), ("Dataset", [("text", f"{result.config['data']}: {len(ex.classes)} classes "
+    summary = (f"Best by validation accuracy: {top.name}, {describe_accuracy(top, 'validation')} validation, "
+               f"{describe_accuracy(top, 'test')} test (95 % Wilson intervals)." if top else "No model trained.")
+    out = [("Summary", [("text", summary)] + ([("text", result.winner)] if result.winner else [])),
+           ("Next steps", _next_steps(result)), ("Dataset", [("text", f"{result.config['data']}: {len(ex.classes)} classes "
                                  f"({', '.join(ex.classes)})."),
-                        ("table", ["split", "images", "quarantined", "features computed", "from cache"], data_rows)]
-            + ([("text", "Quarantined: " + "; ".join(quarantined[:20]))] if quarantined else [])),
+                        ("table", ["split", "images", "quarantined", "features computed", "from cache"], data_rows)]),
            ("Extractor", [("table", ["field", "value"],
                            [[k, str(v)] for k, v in ex.extractor.items() if v is not None]),
                           ("text", f"extractor key {ex.extractor_key}")])]
-    board = [[i + 1, r.name, _pct(r.accuracy("validation")), _pct(r.accuracy("test")), f"{r.fit_seconds:.1f}"]
+    board = [[i + 1, r.name, describe_accuracy(r, "validation"), describe_accuracy(r, "test"), f"{r.fit_seconds:.1f}"]
              for i, r in enumerate(result.leaderboard)]
-    out.append(("Leaderboard", [("table", ["rank", "model", "val acc", "test acc", "fit s"], board),
+    out.append(("Leaderboard", [("table", ["rank", "model", "val acc [95% CI]", "test acc [95% CI]", "fit s"], board),
                                 ("text", _finetuning_verdict(ft, stages.finetune_skipped))]))
+    per_class = per_class_rows(result.leaderboard)
+    if per_class:
+        out.append(("Per class (test)", [("table", ["model", "class", "precision", "recall", "F1", "support"],
+                                          per_class)]))
     figures = [figures_of.block(r.folder, "curves.png", f"{r.name}: training curves") for r in tr]
     if ft is not None:
         figures.append(figures_of.block(ft.folder, "curves.png", "fine-tuning curves"))
     figures = [f for f in figures if f]
-    out.append(("Training curves (faint: raw, solid: smoothed)", figures or [("text", "no Keras model trained")]))
-    best = next((r for r in result.leaderboard if r.kind == "classifier"), None)
-    confusions = [figures_of.block(r.folder, "confusion_test.png", f"{r.name}: test confusion matrix")
-                  for r in (best, ft) if r is not None]
-    confusions = [c for c in confusions if c]
-    out.append(("Confusion matrices (test)", confusions or [("text", "no test split")]))
+    notes = [("text", f"Over-fitting: {note}") for note in overfit_notes(tr + ([ft] if ft else []), figures_of.files)]
+    out.append(("Training curves (faint: raw, solid: smoothed)", (figures or [("text", "no Keras model trained")])
+                + notes))
+    confusions = confusion_block(result.leaderboard, ex.classes, result.folder)
+    out.append(("Confusion matrices (test, every model)", [confusions] if confusions else [("text", "no test split")]))
+    data_root = os.path.abspath(result.config["data"])
+    out.append(("Data health", health_blocks(data_health(os.path.join(result.folder, "features")), quarantined,
+                                             lambda entries: thumbnail_grid(entries, data_root), result.folder)))
     if worst_png:
         out.append((f"Most confident mistakes on test ({worst_label})",
                     [("img", os.path.join(result.folder, "worst_test.png"), "worst misclassified", worst_png)]))
@@ -187,7 +150,8 @@ def _sections(result, worst_label: str, worst_png) -> list[tuple[str, list]]:
     return out
 
 
-def _md(sections) -> str:
+def _md(sections, folder: str) -> str:
+    """The report as Markdown; images linked relative to the run ``folder`` (where report.md is)."""
     lines = ["# bneck run report", ""]
     for title, blocks in sections:
         lines += [f"## {title}", ""]
@@ -195,7 +159,7 @@ def _md(sections) -> str:
             if block[0] == "text":
                 lines += [block[1], ""]
             elif block[0] == "img":
-                lines += [f"![{block[2]}]({block[1]})", ""]
+                lines += [f"![{block[2]}]({os.path.relpath(block[1], folder)})", ""]
             else:
                 _, headers, rows = block
                 lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -213,28 +177,41 @@ margin-top:1.6em}table{border-collapse:collapse;margin:.6em 0}td,th{border:1px s
 padding:.3em .7em;text-align:left}th{background:#f4f4f4}
 img{max-width:100%;border:1px solid #eee;margin:.4em 0}p{line-height:1.45}
 .row{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}figure{margin:0}
-figcaption{color:#666;font-size:.9em}.summary{font-size:1.1em;background:#f6f8fa;padding:.6em 1em}"""
+figcaption{color:#666;font-size:.9em}.summary{font-size:1.1em;background:#f6f8fa;padding:.6em 1em}
+.next{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em;background:#f3f7ee;padding:.4em .8em;
+overflow-wrap:anywhere}.wide{overflow-x:auto;max-width:100%}
+@media (max-width:900px){body{margin:1em auto}td,th{padding:.25em .45em}}"""
+
+
+def _html_block(block, title: str) -> str:
+    if block[0] == "text":
+        css = " class='summary'" if title == "Summary" else " class='next'" if title == "Next steps" else ""
+        return f"<p{css}>{html.escape(block[1])}</p>"
+    _, headers, rows = block
+    return ("<div class='wide'><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+            + "</table></div>")
 
 
 def _html(sections) -> str:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>bneck run report</title>",
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>"
+             "<meta name='viewport' content='width=device-width, initial-scale=1'><title>bneck run report</title>",
              f"<style>{STYLE}</style></head><body><h1>bneck run report</h1>"]
     for title, blocks in sections:
         parts.append(f"<h2>{html.escape(title)}</h2>")
-        images = [b for b in blocks if b[0] == "img"]
-        if images:  # side by side when they fit
-            parts.append("<div class='row'>" + "".join(
-                f"<figure><img src='{_inline(b[3])}' alt='{html.escape(b[2])}'>"
-                f"<figcaption>{html.escape(b[2])}</figcaption></figure>" for b in images) + "</div>")
-        for block in blocks:
-            if block[0] == "text":
-                css = " class='summary'" if title == "Summary" else ""
-                parts.append(f"<p{css}>{html.escape(block[1])}</p>")
-            elif block[0] == "table":
-                _, headers, rows = block
-                parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>")
-                parts += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows]
-                parts.append("</table>")
+        i = 0
+        while i < len(blocks):  # blocks in order; consecutive images side by side when they fit
+            if blocks[i][0] == "img":
+                images = []
+                while i < len(blocks) and blocks[i][0] == "img":
+                    images.append(blocks[i])
+                    i += 1
+                parts.append("<div class='row'>" + "".join(
+                    f"<figure><img src='{_inline(b[3])}' alt='{html.escape(b[2])}'>"
+                    f"<figcaption>{html.escape(b[2])}</figcaption></figure>" for b in images) + "</div>")
+            else:
+                parts.append(_html_block(blocks[i], title))
+                i += 1
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -247,7 +224,7 @@ def write_report(result, worst: int = 16) -> str:
         with atomic_open(os.path.join(result.folder, "worst_test.png"), "wb") as handle:
             handle.write(png)
     sections = _sections(result, label, png)
-    md = _md(sections).replace(result.folder + os.sep, "")  # relative image links
+    md = _md(sections, result.folder)
     with atomic_open(os.path.join(result.folder, "report.md")) as handle:
         handle.write(md)
     path = os.path.join(result.folder, "report.html")

@@ -13,10 +13,10 @@ from typing import Optional
 from features.atomic import atomic_open
 from features.progress import format_table
 
-from ..paired import PairedComparison
+from ..paired import PairedComparison, wilson
 
-COLUMNS = ["rank", "model", "kind", "val_accuracy", "test_accuracy", "test_gain", "gain_low", "gain_high",
-           "p_value", "versus", "fit_seconds", "reused", "folder"]
+COLUMNS = ["rank", "model", "kind", "val_accuracy", "test_accuracy", "test_low", "test_high", "test_gain",
+           "gain_low", "gain_high", "p_value", "versus", "fit_seconds", "reused", "folder"]
 
 
 @dataclass
@@ -39,6 +39,22 @@ class Result:
         value = self.metrics.get(split, {})
         return value.get("accuracy") if isinstance(value, dict) else None
 
+    def interval(self, split: str) -> Optional[tuple[float, float]]:
+        """Wilson's 95 % interval of the split's accuracy (None without the accuracy or its image count)."""
+        value, accuracy = self.metrics.get(split, {}), self.accuracy(split)
+        n = value.get("n") if isinstance(value, dict) else None
+        if accuracy is None or not isinstance(n, int) or n <= 0:
+            return None
+        return wilson(round(accuracy * n), n)
+
+
+def describe_accuracy(result: Result, split: str) -> str:
+    """``97.8% [96.7, 98.5]``: the accuracy and its 95 % interval, in percent ('-' without one)."""
+    accuracy, interval = result.accuracy(split), result.interval(split)
+    if accuracy is None:
+        return "-"
+    return f"{100 * accuracy:.1f}%" + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else "")
+
 
 @dataclass
 class Leaderboard:
@@ -53,11 +69,9 @@ class Leaderboard:
 
     def table(self) -> str:
         """Return the ranked table: model, validation/test accuracy, fit seconds, trained or reused."""
-        def pct(v):
-            return "-" if v is None else f"{100 * v:.1f}%"
-        rows = [[r.name, pct(r.accuracy("validation")), pct(r.accuracy("test")), round(r.fit_seconds, 2),
+        rows = [[r.name, describe_accuracy(r, "validation"), describe_accuracy(r, "test"), round(r.fit_seconds, 2),
                  "reused" if r.reused else "trained"] for r in self.results]
-        return format_table(["model", "val acc", "test acc", "fit s", "this call"], rows)
+        return format_table(["model", "val acc [95% CI]", "test acc [95% CI]", "fit s", "this call"], rows)
 
     @property
     def best(self) -> Result:
@@ -71,7 +85,9 @@ def write_leaderboard(path: str, results: list[Result]) -> None:
         writer.writerow(COLUMNS)
         for rank, r in enumerate(results, 1):
             g = r.gain
+            interval = r.interval("test") or (None, None)
             writer.writerow([rank, r.name, r.kind, _fmt(r.accuracy("validation")), _fmt(r.accuracy("test")),
+                             _fmt(interval[0]), _fmt(interval[1]),
                              *([_fmt(g.gain), _fmt(g.low), _fmt(g.high), f"{g.p_value:.3g}", r.versus] if g
                                else [""] * 5),
                              _fmt(r.fit_seconds, 2), str(r.reused).lower(), r.folder])

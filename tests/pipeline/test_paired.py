@@ -28,18 +28,37 @@ def test_gain_counts_and_interval_follow_from_the_discordant_pairs():
     b, c = int((first & ~second).sum()), int((second & ~first).sum())
     assert (got.first_only, got.second_only, got.n) == (b, c, 500)
     assert math.isclose(got.gain, first.mean() - second.mean())
-    # the paired (Wald) interval: sd of the per-image difference d in {-1, 0, 1}
+    # Agresti-Min: the paired Wald interval (sd of the per-image difference d in {-1, 0, 1}) on the
+    # table with half an image added to each of its four cells
     d = first.astype(int) - second.astype(int)
-    half = 1.959963984540054 * d.std() / math.sqrt(len(d))
-    assert math.isclose(got.low, d.mean() - half) and math.isclose(got.high, d.mean() + half)
+    weights = np.r_[np.ones(len(d)), [0.5] * 4]
+    d = np.r_[d, [1, -1, 0, 0]]  # the four added half images: b, c and the two concordant cells
+    mean = np.average(d, weights=weights)
+    sd = math.sqrt(np.average((d - mean) ** 2, weights=weights))
+    half = 1.959963984540054 * sd / math.sqrt(weights.sum())
+    assert math.isclose(got.low, mean - half) and math.isclose(got.high, mean + half)
     assert got.low < got.gain < got.high
     assert got.significant == (got.p_value < 0.05)
 
 
 def test_identical_models_gain_nothing_and_are_not_significant():
     got = compare([True, False, True], [True, False, True])
-    assert (got.gain, got.low, got.high, got.p_value, got.significant) == (0.0, 0.0, 0.0, 1.0, False)
+    assert (got.gain, got.p_value, got.significant) == (0.0, 1.0, False)
+    # no disagreement on 3 images is not proof of equality: the interval stays wide, around 0
+    assert got.low < -0.2 and got.high > 0.2 and math.isclose(got.low, -got.high)
     assert "+0.0 points" in got.describe() and "not significant" in got.describe()
+
+
+@pytest.mark.parametrize("right,n", [(0, 10), (3, 10), (10, 10), (978, 1000), (500, 1000), (1, 1)])
+def test_wilson_interval_is_the_score_interval_and_holds_the_estimate(right, n):
+    from pipeline.paired import wilson
+
+    low, high = wilson(right, n)
+    # the Wilson score interval solved directly: the p with |right/n - p| = z sqrt(p (1 - p) / n)
+    z, phat = 1.959963984540054, right / n
+    roots = np.roots([1 + z * z / n, -(2 * phat + z * z / n), phat * phat])
+    assert np.allclose(sorted(np.real(roots)), [low, high], atol=1e-9)
+    assert low <= phat <= high and 0.0 <= low and high <= 1.0
 
 
 def test_a_clear_gain_is_significant_and_said_so():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -66,6 +67,19 @@ def test_cache_ls_info_gc(small_data, tmp_path, capsys, isolated_cache):
     assert main(["cache", "ls"]) == 0
     listing = capsys.readouterr().out
     assert "mobilenet" in listing and "conv_pw_13_relu" in listing and " 36 " in listing
+    assert listing.splitlines()[2].split()[1] == "features"  # what the entry holds
+    # an entry a failed run left without rows is hidden, and said so; --all shows it as empty
+    first = next((isolated_cache / "features").iterdir())
+    empty = first.parent / ("0" * len(first.name))
+    empty.mkdir()
+    (empty / "meta.json").write_bytes((first / "meta.json").read_bytes())
+    assert main(["cache", "ls"]) == 0
+    said = capsys.readouterr().out
+    assert "0" * 12 not in said and "1 empty entry" in said and "--all lists them" in said
+    assert main(["cache", "ls", "--all"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("0" * 12))
+    assert row.split()[1] == "empty"
+    shutil.rmtree(empty)
     assert main(["cache", "info", str(out / "train.h5")]) == 0
     assert '"extractor_key"' in capsys.readouterr().out
     key_dir = next((isolated_cache / "features").iterdir())

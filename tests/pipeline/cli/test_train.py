@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -36,7 +37,21 @@ def test_train_prints_leaderboard_and_evaluate_and_predict_work(features_dir, im
     assert rows[3]["error"] and rows[3]["class"] == ""
     assert main(["predict", str(models / "logreg"), str(tmp_path / "bad.png"), "--csv", str(out_csv)]) == 1
     assert list(csv.DictReader(open(out_csv)))[0].keys() >= {"cats", "dogs", "seen_in"}  # columns kept
+    capsys.readouterr()
     assert main(["predict", str(models / "logreg"), *map(str, images)]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in said[:3]] == list(map(str, images))  # in the order given
+    assert said[-1].startswith("3 of 3 image(s) classified: ")
+    # --top-k 1 --json: one document, the most probable class only, same order, a summary that adds up
+    assert main(["predict", str(models / "logreg"), *map(str, reversed(images)), str(tmp_path / "bad.png"),
+                 "--top-k", "1", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in doc["predictions"]] == [*map(str, reversed(images)), str(tmp_path / "bad.png")]
+    assert all(list(r["probabilities"]) == [r["class"]] for r in doc["predictions"][:3])
+    assert "error" in doc["predictions"][3] and doc["summary"]["failed"] == 1
+    assert sum(doc["summary"]["per_class"].values()) == doc["summary"]["classified"] == 3
+    assert main(["predict", str(models / "logreg"), str(images[0]), "--top-k", "0"]) == 2
+    assert "--top-k must be" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,message", [

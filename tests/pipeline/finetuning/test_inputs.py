@@ -67,6 +67,11 @@ def test_views_are_cached_by_content_and_view_zero_is_stage_one(head_dir, image_
                for e in list_entries(str(cache))}
     assert sorted(k or 0 for k in entries) == [0, 1, 2]
     assert entries[None].rows == n["train"] + n["validation"] + n["test"]
+    capsys.readouterr()
+    assert main(["cache", "ls", "--cache-dir", str(cache)]) == 0  # says which entry holds what
+    holds = {line.split()[0]: " ".join(line.split()[1:3]) for line in capsys.readouterr().out.splitlines()[2:]
+             if line.strip()}
+    assert sorted(holds.values()) == ["augmented view", "augmented view", "features mobilenet"]
     # view 0 is exactly what `bneck extract --layer conv_pw_5_relu --pool none` keys and stores
     report = extract(image_root, tmp_path / "trunk_features", cache_dir=cache, verbose=False,
                      layer="conv_pw_5_relu", **MOBILENET)

@@ -62,10 +62,18 @@ def test_run_writes_every_stage_and_a_report_holding_the_leaderboard(first_run):
         assert row.name in page
         assert f"{100 * row.accuracy('test'):.1f}%" in page
     inlined = re.findall(r"<img src='data:image/png;base64,[A-Za-z0-9+/=]{100,}'", page)
-    assert len(inlined) >= 5  # curves x2, confusion x2, worst mistakes: all inside the file
+    assert len(inlined) >= 4  # curves x2, every model's confusion matrix, worst mistakes: all inside the file
+    assert "test confusion matrix of every model" in page and "Data health" in page and "Per class (test)" in page
     assert "src='/" not in page and "src='http" not in page
     md = (out / "report.md").read_text()
-    assert "| rank | model | val acc | test acc | fit s |" in md and "](worst_test.png)" in md
+    assert "| rank | model | val acc [95% CI] | test acc [95% CI] | fit s |" in md and "](worst_test.png)" in md
+    # every accuracy with its Wilson interval; the first model against the runner-up, paired; what to do next
+    for row in result.leaderboard:
+        low, high = row.interval("test")
+        assert f"{100 * row.accuracy('test'):.1f}% [{100 * low:.1f}, {100 * high:.1f}]" in md
+    first, second = result.leaderboard[:2]
+    assert f"{first.name} (first on validation) against the runner-up {second.name}: " in md and "McNemar p" in md
+    assert f"bneck predict {first.folder}" in md and "bneck export " in md
     # the resolved config reloads to the same settings
     assert load_config(str(out / "config.toml")) == result.config
 

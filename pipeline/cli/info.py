@@ -1,0 +1,110 @@
+"""``bneck backbones``, ``bneck layers`` and ``bneck init``: what is available, before any work."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from features.backbones import BACKBONES, get_backbone
+from features.progress import format_table
+
+LAYERS_EPILOG = """example:
+  bneck layers mobilenetv2 --alpha 0.5      # then: bneck extract ... --layer block_13_expand_relu"""
+
+
+def add_parsers(sub) -> None:
+    """Register backbones, layers and init."""
+    i = sub.add_parser("init", help="write a commented config template for `bneck run`",
+                       description="Write CONFIG.toml: every key of every stage with its default and what it "
+                                   "does. Edit it, then `bneck run CONFIG.toml`. An existing file is never "
+                                   "overwritten.",
+                       epilog="example:\n  bneck init my_run.toml --data data/flowers && bneck run my_run.toml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    i.add_argument("path", nargs="?", default="bneck.toml", metavar="CONFIG.toml", help="default: bneck.toml")
+    i.add_argument("--data", default=None, metavar="DATA_DIR", help="the image folder to put in the template")
+    i.add_argument("--out", default=None, metavar="RUN_DIR", help="the run folder to put in the template")
+    i.set_defaults(run=run_init)
+    b = sub.add_parser("backbones", help="list the backbones, their cut points and local weights",
+                       description="List every backbone: default input size and layer, named cut points, "
+                                   "the stage-3 unfreeze points, the ImageNet weights file it needs and whether "
+                                   "it is present here ($KERAS_HOME/models), and what this CPU supports.",
+                       epilog="example:\n  bneck backbones", formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.set_defaults(run=run_backbones)
+    p = sub.add_parser("layers", help="list a backbone's layer names (for --layer and --unfreeze-from)",
+                       description="Build BACKBONE's architecture (random weights: nothing is read or "
+                                   "downloaded) and list every layer with its output shape; the cut points, "
+                                   "the default layer and the unfreeze points are marked.",
+                       epilog=LAYERS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("backbone", metavar="BACKBONE", help=f"one of: {', '.join(BACKBONES)}")
+    p.add_argument("--alpha", type=float, default=None, help="width multiplier (MobileNet, MobileNetV2)")
+    p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the backbone's)")
+    p.set_defaults(run=run_layers)
+
+
+def _weights_here(backbone) -> str:
+    from features.weights import keras_home
+
+    alphas = backbone.alphas or (None,)
+    found = [a for a in alphas if os.path.isfile(os.path.join(keras_home(), "models",
+                                                              backbone.weights_file(a, backbone.default_size)))]
+    if backbone.alphas:
+        return f"alpha {', '.join(map(str, found))}" if found else "none"
+    return "yes" if found else "no"
+
+
+def run_backbones(args: argparse.Namespace) -> int:
+    """Print the registry and this CPU's capabilities; returns 0."""
+    from features.cpu import capabilities
+
+    rows = [[b.name, b.default_size, b.default_layer, ", ".join(b.cut_points), b.unfreeze_from,
+             ", ".join(map(str, b.alphas)) or "-", _weights_here(b)] for b in BACKBONES.values()]
+    print(format_table(["backbone", "size", "default layer", "cut points", "unfreeze from", "alphas",
+                        "ImageNet weights here"], rows))
+    from features.weights import keras_home
+
+    print(f"\nweights are looked up in {os.path.join(keras_home(), 'models')} (official Keras file names); "
+          "missing ones are downloaded on first use.")
+    print(format_table(["", "this CPU"], [list(line) for line in capabilities()]))
+    return 0
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    """Print the backbone's layers with output shapes and marks; returns 0."""
+    from features.tfimport import import_tensorflow
+
+    backbone = get_backbone(args.backbone)
+    alpha = backbone.resolve_alpha(args.alpha)
+    size = backbone.validate_size(args.size if args.size is not None else backbone.default_size)
+    import_tensorflow()
+    base = backbone.build(None, size, alpha)
+    marks = {name: "cut point" for name in backbone.cut_points}
+    marks[backbone.default_layer] = "default --layer"
+    last = backbone.last_block[6:] if backbone.last_block.startswith("after:") else backbone.last_block
+    marks[last] = ("after this: " if backbone.last_block.startswith("after:") else "") + "--unfreeze-from last-block"
+    if backbone.measured_unfreeze_from:
+        marks[backbone.measured_unfreeze_from] = "default --unfreeze-from"
+    rows = [[i, layer.name, type(layer).__name__, str(tuple(layer.output.shape[1:])), marks.get(layer.name, "")]
+            for i, layer in enumerate(base.layers)]
+    print(format_table(["#", "layer", "type", "output shape", ""], rows))
+    print(f"\n{len(rows)} layers in {backbone.name}{f' alpha {alpha}' if alpha else ''} at {size} px.")
+    return 0
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """Write the template; returns 0."""
+    from features.atomic import atomic_open
+    from features.errors import ConfigError
+
+    from ..runner.config import config_template, load_config
+
+    if os.path.lexists(args.path):
+        raise ConfigError(f"{args.path} already exists; `bneck init` never overwrites a file. Give another "
+                          f"path (`bneck init NEW.toml`) or delete it first. Received: path={args.path!r}.")
+    if not args.path.endswith(".toml"):
+        raise ConfigError(f"the config path must end in .toml. Received: path={args.path!r}.")
+    text = config_template(args.data, args.out)
+    with atomic_open(args.path, encoding="utf-8") as handle:
+        handle.write(text)
+    load_config(args.path, data=args.data or ".")  # what it wrote reads back (data may still be unset)
+    print(f"wrote {args.path}: edit it{'' if args.data else ' (set data = your image folder)'}, then "
+          f"`bneck run {args.path}`")
+    return 0

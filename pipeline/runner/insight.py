@@ -1,0 +1,100 @@
+"""What the report says beyond the leaderboard: per-class scores, confusion matrices of every model,
+over-fitting notes and data health, each as report blocks ('text', 'table' or 'img')."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from ..artifacts import read_history
+from ..plots import confusion_grid
+from .health import SHOWN, Health
+
+RISING_EPOCHS = 5  # validation loss rising this many epochs after its best is worth a note
+
+
+def per_class_rows(leaderboard) -> list[list]:
+    """model, class, precision, recall, F1, support on test, for every model that has them."""
+    rows = []
+    for r in leaderboard:
+        per_class = (r.metrics.get("test") or {}).get("per_class") if isinstance(r.metrics, dict) else None
+        for name, v in (per_class or {}).items():
+            rows.append([r.name, name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]])
+    return rows
+
+
+def confusion_block(leaderboard, class_names: list[str], folder: str):
+    """One figure: every model's test confusion matrix (small multiples); None without test scores."""
+    models = [(r.name, r.metrics["test"]["confusion_matrix"]) for r in leaderboard
+              if isinstance(r.metrics.get("test"), dict) and "confusion_matrix" in r.metrics["test"]]
+    if not models:
+        return None
+    return ("img", os.path.join(folder, "confusion_all.png"), "test confusion matrix of every model",
+            confusion_grid(models, class_names))
+
+
+def overfitting(history: dict) -> Optional[str]:
+    """A sentence when validation loss kept rising after its best epoch, else None."""
+    loss = history.get("val_loss") or []
+    if len(loss) < RISING_EPOCHS + 1:
+        return None
+    best = min(range(len(loss)), key=loss.__getitem__)
+    after = len(loss) - 1 - best
+    if after < RISING_EPOCHS or loss[-1] <= loss[best] * 1.05:
+        return None
+    return (f"validation loss was lowest at epoch {best + 1} ({loss[best]:.3f}) and rose for the {after} epochs "
+            f"after it (to {loss[-1]:.3f}): the head over-fits")
+
+
+def overfit_notes(results, verified_files) -> list[str]:
+    """One note per trained Keras model whose history shows over-fitting, with the option that helps."""
+    notes = []
+    for r in results:
+        files = verified_files(r.folder)
+        if not files or "history.csv" not in files:
+            continue
+        said = overfitting(read_history(files["history.csv"]))
+        if said:
+            helps = ("[finetune] epochs = fewer, or a lower lr" if r.kind == "fine-tuned"
+                     else f"[train.{r.name}] early_stopping = 5 (stops at the best epoch and keeps it), or a higher "
+                          "dropout")
+            notes.append(f"{r.name}: {said}. What helps: {helps}.")
+    return notes
+
+
+def _entries(found: list[dict]) -> list[tuple[str, str]]:
+    out = []
+    for group in found[:SHOWN]:
+        for split, path in group["items"][:2]:
+            out.append((path, f"{os.path.basename(path)} ({split})\n{group['caption']}"))
+    return out
+
+
+def health_blocks(health: Health, quarantined: list[list], grid, folder: str) -> list:
+    """Blocks of the data-health section; ``grid(entries)`` draws thumbnails (PNG bytes or None)."""
+    blocks = []
+    if quarantined:
+        blocks.append(("table", ["split", "file", "why it was left out"], quarantined))
+    else:
+        blocks.append(("text", "Quarantined files: none (every image decoded)."))
+    if health.note:
+        return blocks + [("text", health.note)]
+    across = [g for g in health.exact if g["across"]]
+    blocks.append(("text", f"Exact duplicates (same bytes): {len(health.exact)} group(s), {len(across)} across splits"
+                           + (" - an image in two splits makes the held-out score optimistic." if across else ".")))
+    if health.exact:
+        blocks.append(("table", ["files", "splits"], [[", ".join(p for _, p in g["items"][:4]),
+                                                       ", ".join(sorted({s for s, _ in g["items"]}))]
+                                                      for g in health.exact[:SHOWN]]))
+    blocks.append(("text", f"Near duplicates (different files, feature cosine >= 0.98): {len(health.near)} pair(s), "
+                           f"{sum(p['across'] for p in health.near)} across splits."))
+    picture = grid(_entries(health.near))
+    if picture:
+        blocks.append(("img", os.path.join(folder, "near_duplicates.png"), "near-duplicate pairs, side by side",
+                       picture))
+    blocks.append(("text", f"Likely label errors (training images whose cross-validated prediction confidently "
+                           f"names another class): {len(health.label_errors)}" + (", the most confident first."
+                                                                                 if health.label_errors else ".")))
+    picture = grid(_entries(health.label_errors))
+    if picture:
+        blocks.append(("img", os.path.join(folder, "label_errors.png"), "likely label errors", picture))
+    return blocks

@@ -1,0 +1,82 @@
+"""What bneck tells before any work: --version, backbones, layers, init, and 'did you mean'."""
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+
+from features.backbones import BACKBONES
+from features.cpu import signature
+from pipeline.cli import main
+from pipeline.runner.config import DEFAULTS, load_config
+
+
+def test_version_is_the_installed_distributions(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"bneck {metadata.version('bneck')}"
+
+
+def test_backbones_lists_every_entry_the_weights_found_here_and_this_cpu(capsys, keras_home):
+    assert main(["backbones"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in BACKBONES}
+    assert set(rows) == set(BACKBONES)
+    for name, backbone in BACKBONES.items():
+        assert backbone.default_layer in rows[name] and backbone.unfreeze_from in rows[name]
+    present = sorted(p.name for p in (keras_home / "models").iterdir())
+    # the session's Keras home holds exactly MobileNet 0.25's file: that alpha, and only it, is present
+    assert rows["mobilenet"].rstrip().endswith("alpha 0.25") == (present == ["mobilenet_2_5_224_tf_no_top.h5"])
+    assert rows["vgg16"].rstrip().endswith("no")
+    assert signature() in out and "native bf16" in out
+
+
+def test_layers_lists_the_architecture_with_its_marks(capsys):
+    import keras
+
+    assert main(["layers", "mobilenet", "--alpha", "0.25", "--size", "128"]) == 0
+    out = capsys.readouterr().out
+    expected = keras.applications.MobileNet(include_top=False, weights=None, alpha=0.25, input_shape=(128, 128, 3))
+    names = [layer.name for layer in expected.layers]
+    table = [line for line in out.splitlines() if line.split() and line.split()[0].isdigit() and " layers in " not in line]
+    listed = [line.split()[1] for line in table]
+    assert listed == [n if i else "input_layer" for i, n in enumerate(names)]
+    line = {row.split()[1]: row for row in table}
+    assert line["conv_pw_13_relu"].rstrip().endswith("default --layer") and "(4, 4, 256)" in line["conv_pw_13_relu"]
+    assert line["conv_pad_6"].rstrip().endswith("default --unfreeze-from")
+    assert line["conv_dw_13"].rstrip().endswith("--unfreeze-from last-block")
+    assert f"{len(names)} layers in mobilenet alpha 0.25 at 128 px" in out
+
+
+@pytest.mark.parametrize("argv,said", [
+    (["layers", "mobilenet_v2"], "Did you mean 'mobilenetv2'?"),
+    (["layers", "MobileNet", "--alpha", "0.3"], "alpha for mobilenet must be one of"),
+    (["layers", "vgg16", "--size", "9"], "input size for vgg16 must be an integer from 32"),
+    (["train", "F", "--classifier", "logistic", "--out", "M"], "Did you mean 'logreg'?"),
+    (["train", "F", "--classifier", "gap_dense", "--out", "M"], "Did you mean 'gap-dense'?"),
+])
+def test_mistyped_names_are_refused_with_the_closest_allowed_one(argv, said, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_writes_a_template_that_loads_to_the_defaults_and_never_overwrites(tmp_path, capsys):
+    path = tmp_path / "exp.toml"
+    assert main(["init", str(path), "--data", str(tmp_path / "images")]) == 0
+    text = path.read_text()
+    config = load_config(str(path))
+    expected = {**DEFAULTS, "data": str(tmp_path / "images"), "out": str(tmp_path / "runs" / "run")}
+    assert {k: v for k, v in config.items() if k not in ("data", "out")} == \
+        {k: v for k, v in expected.items() if k not in ("data", "out")}
+    assert config["data"] == expected["data"] and config["out"] == expected["out"]
+    for stage, table in DEFAULTS.items():  # every key is there, with a comment saying what it does
+        if isinstance(table, dict):
+            assert f"[{stage}]" in text
+    assert text.count("\n# ") >= sum(len(t) for t in DEFAULTS.values() if isinstance(t, dict))
+    before = path.read_bytes()
+    assert main(["init", str(path)]) == 2
+    assert "never overwrites" in capsys.readouterr().err and path.read_bytes() == before
