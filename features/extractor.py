@@ -52,7 +52,8 @@ class Extractor:
             if self.runtime == "openvino":
                 from .runtime_openvino import OpenVINOFeatureModel
                 model = OpenVINOFeatureModel(get_backbone(self.spec.backbone), self.spec, self.cache.cache_dir,
-                                             self.plan, self.workers, sample=self.decoded_sample)
+                                             self.plan, self.workers, sample=self.decoded_sample,
+                                             verbose=self.verbose)
                 self.record_check("equivalence", model.equivalence)
             else:
                 from .model import FeatureModel

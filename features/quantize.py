@@ -13,6 +13,7 @@ the same images with the same seed give the same key on any machine.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -104,13 +105,35 @@ def cosine_per_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)
 
 
-def quantize(ov, fp32_graph, plan: CalibrationPlan, size: int, workers: int = 0):
-    """Return the int8 graph: NNCF post-training quantisation on the plan's calibration images."""
+def quantize(ov, fp32_graph, plan: CalibrationPlan, size: int, workers: int = 0, verbose: bool = True):
+    """Return the int8 graph: NNCF post-training quantisation on the plan's calibration images
+    (NNCF's own progress bars and log lines only when ``verbose``)."""
     nncf = import_nncf()
     calibration = _decode(plan.calibration, size, workers)
-    return nncf.quantize(fp32_graph, nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))]),
-                         preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
-                         fast_bias_correction=METHOD["fast_bias_correction"])
+    with _quiet_nncf(not verbose):
+        return nncf.quantize(fp32_graph, nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))]),
+                             preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
+                             fast_bias_correction=METHOD["fast_bias_correction"])
+
+
+@contextmanager
+def _quiet_nncf(quiet: bool):
+    """Silence NNCF while ``quiet``: its progress bars draw on rich's shared console, its notes go to the
+    'nncf' logger. Both are restored afterwards (nothing is redirected: other threads keep printing)."""
+    import logging
+
+    import rich
+
+    console, logger = rich.get_console(), logging.getLogger("nncf")
+    before = console.quiet, logger.level
+    if quiet:
+        console.quiet = True
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        console.quiet, _ = before
+        logger.setLevel(before[1])
 
 
 def cosine_check(ov, fp32_graph, int8_graph, plan: CalibrationPlan, size: int, workers: int = 0) -> dict:

@@ -102,7 +102,7 @@ class OpenVINOFeatureModel:
 
     def __init__(self, backbone: Backbone, spec: ExtractorSpec, cache_dir: str,
                  plan: Optional[CalibrationPlan] = None, workers: int = 0,
-                 sample: Optional[Callable[[], np.ndarray]] = None):
+                 sample: Optional[Callable[[], np.ndarray]] = None, verbose: bool = True):
         from . import openvino_core
 
         ov = import_openvino()
@@ -118,7 +118,7 @@ class OpenVINOFeatureModel:
         if spec.quantization is not None:
             path = converted_path(cache_dir, spec, "int8")
             if not os.path.isfile(path):
-                _save(ov, quantize(ov, fp32.read(ov), plan, spec.input_size, workers), path)
+                _save(ov, quantize(ov, fp32.read(ov), plan, spec.input_size, workers, verbose), path)
                 self.quantized = True
             model = _ModelBytes(path)
             self.quantization_stats = self._checked_int8(ov, fp32, model, plan, workers)

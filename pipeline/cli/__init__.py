@@ -13,6 +13,7 @@ from features import BneckError
 from features.atomic import storage_error, write_failure
 
 from . import cache, export, extract, finetune, info, run, train
+from .polish import polish
 
 
 # What Ctrl-C keeps, per command: said as it is, so nobody waits for a resume that does not come.
@@ -47,12 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_parser(sub)
     export.add_parser(sub)
     info.add_parsers(sub)
+    polish(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:  # shell completion: `eval "$(register-python-argcomplete bneck)"` (README)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)  # returns at once unless the shell is asking for completions
+    except ImportError:
+        pass
+    args = parser.parse_args(argv)
     try:
         return args.run(args)
     except BneckError as exc:

@@ -25,8 +25,9 @@ def add_parser(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a classifier or fine-tuned model folder")
     p.add_argument("--out", required=True, metavar="EXPORT_DIR", help="the folder to write (new, or an earlier export)")
-    p.add_argument("--format", default="keras", metavar="FORMAT",
-                   help=f"one of: {', '.join(FORMATS)} (default: keras)")
+    fmt = p.add_argument("--format", default="keras", metavar="FORMAT",
+                         help=f"one of: {', '.join(FORMATS)} (default: keras)")
+    fmt.completer = lambda **_: FORMATS  # argcomplete: the formats, not file names
     p.add_argument("--weights", default=None, metavar="PATH",
                    help="backbone weights file, if not where it was at extraction (checked by sha256)")
     p.add_argument("--quiet", action="store_true")

@@ -39,11 +39,13 @@ def _common(p) -> None:
 def _print(result) -> None:
     from features.progress import format_table
 
-    def pct(v):
-        return "-" if v is None else f"{100 * v:.1f}%"
-    rows = [[r.name, pct(r.accuracy("validation")), pct(r.accuracy("test")), "reused" if r.reused else "made"]
+    from ..training.leaderboard import describe_accuracy
+
+    rows = [[r.name, describe_accuracy(r, "validation"), describe_accuracy(r, "test"), "reused" if r.reused else "made"]
             for r in result.leaderboard]
-    print(format_table(["model", "val acc", "test acc", "this run"], rows))
+    print(format_table(["model", "val acc [95% CI]", "test acc [95% CI]", "this run"], rows))
+    if result.winner:
+        print(result.winner)
     stages = result.stages
     ex = stages.extract
     print(f"extract: {ex.seconds:.1f} s, "
@@ -57,6 +59,15 @@ def _print(result) -> None:
     print(f"fine-tune: {ft.fit_seconds:.1f} s{' (reused)' if ft.reused else ''}" if ft
           else f"fine-tune: skipped ({stages.finetune_skipped})")
     print(f"report: {result.report}")
+    if result.leaderboard:
+        from ..runner.insight import best_exportable
+
+        best, deployable = result.leaderboard[0], best_exportable(result.leaderboard)
+        print(f"next: bneck predict {best.folder} IMAGES...")
+        if deployable is not None:
+            print(f"      bneck export {deployable.folder} --out {result.folder}/export --format onnx"
+                  + ("" if deployable is best else f"   ({best.name} does not export; {deployable.name} is the "
+                                                    "best model that does)"))
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -119,8 +119,6 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
     leaderboard = sorted(stages.train + finetuned, key=lambda r: -(r.accuracy("validation") or 0.0))
     write_leaderboard(os.path.join(out, "leaderboard.csv"), leaderboard)
     result = RunResult(out, cfg, stages, leaderboard, winner=winner_versus_runner_up(leaderboard, truth, verified))
-    if result.winner:
-        say(result.winner)
 
     say("== report")
     from .report import write_report

@@ -12,6 +12,19 @@ from .health import SHOWN, Health
 RISING_EPOCHS = 5  # validation loss rising this many epochs after its best is worth a note
 
 
+def exportable(result) -> bool:
+    """Whether ``bneck export`` takes this leaderboard row (Keras heads, fine-tuned models, folded linear ones)."""
+    from ..export.fold import FOLDED
+    from ..training.heads import HEADS
+
+    return result.kind == "fine-tuned" or result.name in HEADS or result.name in FOLDED
+
+
+def best_exportable(leaderboard):
+    """The first row ``bneck export`` takes, or None."""
+    return next((r for r in leaderboard if exportable(r)), None)
+
+
 def per_class_rows(leaderboard) -> list[list]:
     """model, class, precision, recall, F1, support on test, for every model that has them."""
     rows = []

@@ -20,10 +20,9 @@ from typing import Optional
 from features.atomic import atomic_open
 
 from ..artifacts import ArtifactError, read_verified
-from ..training.heads import HEADS
 from ..training.leaderboard import describe_accuracy
 from .health import data_health
-from .insight import confusion_block, health_blocks, overfit_notes, per_class_rows
+from .insight import best_exportable, confusion_block, health_blocks, overfit_notes, per_class_rows
 from .thumbnails import thumbnail_grid, worst_grid, worst_misclassified
 
 __all__ = ["thumbnail_grid", "worst_grid", "worst_misclassified", "write_report"]
@@ -55,13 +54,6 @@ class _Figures:
         return None if isinstance(verified, ArtifactError) else verified.files
 
 
-def _exportable(r) -> bool:
-    """Whether ``bneck export`` takes this model (Keras heads, fine-tuned models, folded linear ones)."""
-    from ..export.fold import FOLDED
-
-    return r.kind == "fine-tuned" or r.name in HEADS or r.name in FOLDED
-
-
 def _next_steps(result) -> list:
     """Where the best model is, and the exact commands to use it and to deploy it."""
     if not result.leaderboard:
@@ -69,7 +61,7 @@ def _next_steps(result) -> list:
     best = result.leaderboard[0]
     steps = [("text", f"The best model on validation is {best.name}: {best.folder}"),
              ("text", f"Classify new images: bneck predict {best.folder} IMAGE_OR_FOLDER... [--csv predictions.csv]")]
-    deployable = best if _exportable(best) else next((r for r in result.leaderboard if _exportable(r)), None)
+    deployable = best_exportable(result.leaderboard)
     if deployable is not None:
         note = "" if deployable is best else (f" ({best.name} is not expressible as layers; {deployable.name} is "
                                               "the best model that is)")
@@ -174,7 +166,7 @@ def _inline(png: bytes) -> str:
 STYLE = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222}h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;
 margin-top:1.6em}table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ddd;
-padding:.3em .7em;text-align:left}th{background:#f4f4f4}
+padding:.3em .7em;text-align:left;overflow-wrap:anywhere}th{background:#f4f4f4}
 img{max-width:100%;border:1px solid #eee;margin:.4em 0}p{line-height:1.45}
 .row{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}figure{margin:0}
 figcaption{color:#666;font-size:.9em}.summary{font-size:1.1em;background:#f6f8fa;padding:.6em 1em}

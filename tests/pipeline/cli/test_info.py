@@ -80,3 +80,47 @@ def test_init_writes_a_template_that_loads_to_the_defaults_and_never_overwrites(
     before = path.read_bytes()
     assert main(["init", str(path)]) == 2
     assert "never overwrites" in capsys.readouterr().err and path.read_bytes() == before
+
+
+@pytest.mark.parametrize("line,expected", [("bneck exp", {"export"}), ("bneck ba", {"backbones"}),
+                                           ("bneck export m --format o", {"onnx", "openvino"})])
+def test_shell_completion_offers_commands_and_choices(tmp_path, line, expected):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "completions"
+    env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_STDOUT_FILENAME": str(out), "COMP_LINE": line,
+           "COMP_POINT": str(len(line)), "_ARGCOMPLETE_IFS": "\n"}
+    done = subprocess.run([str(Path(sys.executable).parent / "bneck")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {w.strip() for w in out.read_text().split("\n") if w.strip()} == expected
+
+
+def _commands(parser, path=""):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{path} {name}".strip(), sub
+                yield from _commands(sub, f"{path} {name}")
+
+
+def test_every_command_has_a_description_an_example_and_help_for_every_argument():
+    import argparse
+
+    from pipeline.cli import build_parser
+
+    commands = dict(_commands(build_parser()))
+    assert {"extract", "train", "predict", "finetune", "run", "export", "backbones", "layers", "init",
+            "cache ls"} <= set(commands)
+    for name, sub in commands.items():
+        assert sub.description, name
+        assert "example" in (sub.epilog or "") and "bneck " in sub.epilog, name
+        for action in sub._actions:
+            if not isinstance(action, argparse._SubParsersAction):  # its commands are checked themselves
+                assert action.help, (name, action.dest)
+        sub.format_help()  # renders (a %-placeholder in a help line would raise here)
