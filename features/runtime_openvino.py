@@ -32,16 +32,20 @@ import numpy as np
 
 from .backbones import Backbone
 from .key import ExtractorSpec
-from .errors import ConfigError
+from .errors import BneckError, ConfigError
 from .files import open_regular
 from .hashing import sha256_bytes
-from .openvino_core import compile_cpu, import_openvino
+from .openvino_core import INFERENCE_PRECISION, compile_cpu, import_openvino
 from .quantize import CalibrationPlan, cosine_check, quantize
 
-
-
-
 FP32_CHECK, INT8_CHECK = "fp32 vs tensorflow", "int8 vs fp32"
+
+
+def where_checked(inference_precision: str = INFERENCE_PRECISION) -> str:
+    """The CPU class, OpenVINO version and precision a check holds for."""
+    from . import cpu
+
+    return f"{cpu.signature()} | openvino {import_openvino().get_version()} | {inference_precision}"
 
 
 def converted_path(cache_dir: str, spec: ExtractorSpec, precision: str = "fp32") -> str:
@@ -129,9 +133,7 @@ class OpenVINOFeatureModel:
         self.images = 0
 
     def _where(self) -> str:
-        from . import cpu
-
-        return f"{cpu.signature()} | openvino {import_openvino().get_version()} | {self.inference_precision}"
+        return where_checked(self.inference_precision)
 
     def _checked_fp32(self, ov, fp32: _ModelBytes, spec: ExtractorSpec, sample) -> dict:
         """Return this user's check of these fp32 bytes here, making it against TensorFlow if needed."""
@@ -185,3 +187,22 @@ class OpenVINOFeatureModel:
         self.images += len(images)
         out = self._compiled(np.ascontiguousarray(images))[0]
         return np.asarray(out, dtype=self.spec.dtype)
+
+
+def checked_here(spec: ExtractorSpec, cache_dir: str) -> bool:
+    """Whether ``spec``'s converted fp32 model is in the cache and this user checked exactly those bytes
+    against TensorFlow on this CPU class (and it passed): then it runs without building TensorFlow."""
+    from . import checks_store
+
+    path = converted_path(cache_dir, spec)
+    if not os.path.isfile(path) or not os.path.isfile(path[:-4] + ".bin"):
+        return False
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is None:
+            return False
+        check = checks_store.recorded(FP32_CHECK, _ModelBytes(path).sha256, where_checked())
+    except (OSError, ValueError, BneckError):
+        return False
+    return bool(check and check.get("passed"))

@@ -71,36 +71,76 @@ def _expand(inputs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
     return out
 
 
-def probability_function(clf: LoadedClassifier, spec):
-    """Return ``run(uint8 images (N, S, S, 3)) -> (N, C) probabilities``: bneck's own path, the reference
-    every export is compared with."""
-    from features.model import FeatureModel
+RUNTIMES = ("auto", "tensorflow", "openvino")
 
+
+def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: Optional[str] = None) -> tuple[str, str]:
+    """Return (the runtime that computes the features, why). ``auto`` takes OpenVINO only when it costs
+    nothing to trust: its converted model of this extractor is cached and was checked against TensorFlow
+    by this user on this CPU class (a handful of images never pays for a conversion); else TensorFlow."""
+    from features.cache import default_cache_dir
+    from features.errors import choice_error
+
+    if runtime not in RUNTIMES:
+        raise choice_error("--runtime", RUNTIMES, runtime)
+    if clf.kind == "finetuned":
+        return "tensorflow", "a fine-tuned model is one Keras graph"
+    if spec.quantization is not None:
+        return "tensorflow", "int8 features are made only by `bneck extract`"
+    if runtime == "tensorflow":
+        return runtime, "asked for"
+    if runtime == "openvino":
+        return runtime, "asked for (converted and checked against TensorFlow on first use)"
+    from features.runtime_openvino import checked_here
+
+    if checked_here(spec, cache_dir or default_cache_dir()):
+        return "openvino", "its converted model is cached and was checked against TensorFlow on this CPU"
+    return "tensorflow", "no converted model checked on this CPU in the cache (`bneck extract --runtime openvino` makes one)"
+
+
+def probability_function(clf: LoadedClassifier, spec, runtime: str = "tensorflow", cache_dir: Optional[str] = None,
+                         sample=None):
+    """Return ``run(uint8 images (N, S, S, 3)) -> (N, C) probabilities``. With TensorFlow it is bneck's
+    reference path, the one every export is compared with; ``openvino`` (features only) runs the cached
+    converted model, checked against TensorFlow first on ``sample()`` images if it never was here."""
     backbone = get_backbone(spec.backbone)
     if clf.kind == "finetuned":  # base and head in one model, fed preprocessed images
         preprocess = backbone.preprocess_fn()
         return lambda batch: class_probabilities(clf.model.predict(preprocess(batch.astype(np.float32)), verbose=0))
-    model = FeatureModel(backbone, spec)
+    if runtime == "openvino":
+        from features.cache import default_cache_dir
+        from features.runtime_openvino import OpenVINOFeatureModel
+
+        model = OpenVINOFeatureModel(backbone, spec, cache_dir or default_cache_dir(), sample=sample)
+    else:
+        from features.model import FeatureModel
+
+        model = FeatureModel(backbone, spec)
     return lambda batch: classifier_proba(clf, model(batch))
 
 
 def predict_images(model_dir: str, inputs: Sequence[str], weights: Optional[str] = None,
-                   batch_size: int = 32) -> list[dict]:
+                   batch_size: int = 32, runtime: str = "auto") -> list[dict]:
     """Classify images (files or folders); returns one dict per file (see ``classify``)."""
-    return classify(model_dir, inputs, weights, batch_size)[1]
+    return classify(model_dir, inputs, weights, batch_size, runtime)[1]
 
 
-def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = None,
-             batch_size: int = 32) -> tuple[list[str], list[dict]]:
+def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = None, batch_size: int = 32,
+             runtime: str = "auto", info: Optional[dict] = None) -> tuple[list[str], list[dict]]:
     """Classify images (files or folders); returns (the model's class names, one dict per file).
 
     Each dict has ``path`` and either ``class``, ``probabilities`` and ``seen_in`` (the
     split of the model's own images it is one of, by sha256, else None) or ``error``:
     a bad or missing image is reported in its row, never fatal for the others.
+    ``info`` (a dict, if given) receives the runtime that ran and why.
     """
     from features.batches import decoded_batches
     from features.hashing import sha256_files
 
+    if runtime not in RUNTIMES:
+        from features.errors import choice_error
+
+        raise choice_error("--runtime", RUNTIMES, runtime)
     clf = load_classifier(model_dir)
     spec = clf.manifest.extractor_spec(weights)
     seen = seen_in(read_splits(clf.files, clf.folder))
@@ -109,7 +149,11 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
     todo = [(path, path) for path, err in items if not err]
     shas = dict(zip([p for p, _ in todo], (sha for sha, _ in sha256_files([p for p, _ in todo]))))
     if todo:
-        run = probability_function(clf, spec)
+        chosen, why = choose_runtime(clf, spec, runtime)
+        if info is not None:
+            info.update(runtime=chosen, why=why)
+        sample = (lambda: _sample(todo, spec.input_size)) if chosen == "openvino" else None
+        run = probability_function(clf, spec, chosen, sample=sample)
         for paths, batch, failures in decoded_batches(todo, spec.input_size, batch_size):
             for path, reason in failures:
                 rows[path] = {"path": path, "error": reason}
@@ -120,3 +164,18 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
                                   "probabilities": dict(zip(clf.class_names, map(float, p))),
                                   "seen_in": seen.get(shas.get(path))}
     return list(clf.class_names), [rows[path] for path, _ in items]
+
+
+def _sample(todo, size: int, count: int = 8) -> np.ndarray:
+    """Up to ``count`` of the images to classify, decoded: what a never-checked OpenVINO model is checked on."""
+    from features.decode import UnusableImage, decode_image
+
+    images = []
+    for path, _ in todo:
+        try:
+            images.append(decode_image(path, size))
+        except UnusableImage:
+            continue
+        if len(images) == count:
+            break
+    return np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)

@@ -47,6 +47,9 @@ def add_parsers(sub) -> None:
     q.add_argument("--weights", default=None, metavar="PATH",
                    help="backbone weights file, if not where it was at extraction (checked by sha256)")
     q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--runtime", default="auto", metavar="auto|tensorflow|openvino",
+                   help="what computes the features: auto (default) takes OpenVINO when this extractor's converted "
+                        "model is cached and was checked against TensorFlow on this CPU, else TensorFlow")
     q.set_defaults(run=run_predict)
 
     c = sub.add_parser("convert", help="rewrite a model folder of an older bneck in today's format",
@@ -103,7 +106,10 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be a whole number of classes, 1 or more. Received: top_k={args.top_k!r}.")
     if args.csv:
         check_file(args.csv, _is_predictions_header, "predictions CSV", inputs=[args.model_dir])
-    classes, rows = classify(args.model_dir, args.inputs, args.weights, args.batch_size)
+    info: dict = {}
+    classes, rows = classify(args.model_dir, args.inputs, args.weights, args.batch_size, args.runtime, info)
+    if info:
+        print(f"runtime: {info['runtime']} ({info['why']})", file=sys.stderr)
     if args.json:
         print(json.dumps({"model": args.model_dir, "classes": classes,
                           "predictions": [_top(r, args.top_k) for r in rows], "summary": _summary(rows)}, indent=1))
