@@ -7,7 +7,7 @@ from .key import DTYPES, POOLS
 from .options import Option, OptionTable
 from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS
 
-RUNTIMES = ("tensorflow", "openvino")
+RUNTIMES = ("auto", "tensorflow", "openvino")
 ENGINES = ("local", "ray")
 DEFAULT_SHARD_SIZE = 256
 
@@ -29,9 +29,11 @@ EXTRACT = OptionTable("extract", [
                                "e.g. `block5_pool`; `bneck cache info` shows what a file used)"),
     Option("pool", str, "none", "spatial pooling of the layer's output", choices=POOLS),
     Option("dtype", str, "float32", "stored precision", choices=DTYPES),
-    Option("runtime", str, "tensorflow", "`openvino` (`pip install -e \".[openvino]\"`): converted once, "
-                                          "checked against TensorFlow on this CPU before its first row, then "
-                                          "sharing TensorFlow's key", choices=RUNTIMES),
+    Option("runtime", str, "auto", "`auto`: OpenVINO when installed and its converted model is already checked "
+                                    "on this CPU, or when 2,000+ images make converting pay; TensorFlow otherwise "
+                                    "(and whenever OpenVINO's numbers differ). `openvino` (`pip install -e "
+                                    "\".[openvino]\"`): converted once, checked against TensorFlow on this CPU "
+                                    "before its first row, then sharing TensorFlow's key", choices=RUNTIMES),
     Option("precision", str, "fp32", "fp32, or int8 (OpenVINO + NNCF, calibrated on training images, its own "
                                      "cache key)", choices=PRECISIONS),
     Option("calibration_images", int, DEFAULT_CALIBRATION_IMAGES, "int8: training images that calibrate it",

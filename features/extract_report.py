@@ -37,6 +37,7 @@ class ExtractionReport:
     forward_calls: int = 0
     model_built: bool = False
     runtime: str = "tensorflow"
+    runtime_why: str = ""  # how --runtime auto decided, or 'asked for'
     engine: str = "local"
     retries: int = 0  # --engine ray: shard attempts that failed and were retried
     worker_peak_rss_mb: float = 0.0  # --engine ray: the largest actor's peak resident memory

@@ -34,8 +34,11 @@ class Extractor:
     def __init__(self, spec: ExtractorSpec, cache: RowCache, *, batch_size: int = 32, workers: int = 0,
                  commit_rows: int = 1024, commit_seconds: float = 20.0, verbose: bool = True,
                  runtime: str = "tensorflow", plan=None, check_sample: Sequence[str] = (),
-                 file_attrs: Optional[dict] = None):
+                 file_attrs: Optional[dict] = None, fallback: bool = False, runtime_why: str = ""):
         self.spec, self.cache, self.runtime, self.plan = spec, cache, runtime, plan
+        # fallback (--runtime auto): an OpenVINO model whose numbers differ from TensorFlow's here is
+        # not an error; TensorFlow computes the rows instead, and the report says why.
+        self.fallback, self.runtime_why = fallback, runtime_why
         self.batch_size, self.workers, self.verbose = batch_size, workers, verbose
         self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
         self.check_sample = list(check_sample)
@@ -49,18 +52,30 @@ class Extractor:
         features differ from TensorFlow's on ``check_sample`` beyond the tolerance.
         """
         if self.model is None:
-            if self.runtime == "openvino":
-                from .runtime_openvino import OpenVINOFeatureModel
-                model = OpenVINOFeatureModel(get_backbone(self.spec.backbone), self.spec, self.cache.cache_dir,
-                                             self.plan, self.workers, sample=self.decoded_sample,
-                                             verbose=self.verbose)
-                self.record_check("equivalence", model.equivalence)
-            else:
+            model = self._openvino() if self.runtime == "openvino" else None
+            if model is None:
                 from .model import FeatureModel
                 model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
             model.warm_up()
             self.model = model
         return self.model
+
+    def _openvino(self):
+        """The checked OpenVINO model; None (TensorFlow instead) when ``fallback`` and its numbers differ."""
+        from .equivalence import RuntimeMismatch
+        from .runtime_openvino import OpenVINOFeatureModel
+
+        try:
+            model = OpenVINOFeatureModel(get_backbone(self.spec.backbone), self.spec, self.cache.cache_dir,
+                                         self.plan, self.workers, sample=self.decoded_sample, verbose=self.verbose)
+        except RuntimeMismatch as exc:
+            if not self.fallback:
+                raise
+            self.runtime, self.file_attrs["runtime"] = "tensorflow", "tensorflow"
+            self.runtime_why = f"auto: OpenVINO was refused on this CPU ({str(exc)[:160]}...), so TensorFlow ran"
+            return None
+        self.record_check("equivalence", model.equivalence)
+        return model
 
     def record_check(self, name: str, result: dict) -> None:
         """Record a check of the rows (``equivalence``, ``quantization_check``) in every split file."""

@@ -84,7 +84,7 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
             split=None, seed: int = 0, exclude: Sequence[str] = (), follow_links: bool = False,
             batch_size: int = 32,
             cache_dir: Optional[str] = None, workers: int = 0, commit_rows: int = 1024,
-            commit_seconds: float = 20.0, runtime: str = "tensorflow", precision: str = "fp32",
+            commit_seconds: float = 20.0, runtime: str = "auto", precision: str = "fp32",
             calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
             min_cosine: float = DEFAULT_MIN_COSINE, force: bool = False,
             engine: str = "local", address: Optional[str] = None, shard_size: int = DEFAULT_SHARD_SIZE,
@@ -108,6 +108,8 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     opts = EXTRACT.check({name: value for name, value in locals().items() if name in EXTRACT})
     (batch_size, runtime, precision, splits, split, exclude, workers) = (
         opts[k] for k in ("batch_size", "runtime", "precision", "splits", "split", "exclude", "workers"))
+    auto = runtime == "auto"
+    runtime, runtime_why = _early_runtime(runtime, precision, engine)
     _check_combinations(runtime, precision)
     options = ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_worker, actor_class)
     # Folders first: a typo in DATA_DIR should not wait for a weights download.
@@ -128,13 +130,16 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     if not _entry_exists(cache_dir, spec):  # a new extractor: its layer and pool are checked before any folder
         from .model import check_cut
         check_cut(get_backbone(spec.backbone), spec.alpha, spec.input_size, spec.layer, spec.pool)
+    if runtime == "auto":
+        runtime, runtime_why = _auto_runtime(spec, cache_dir, sum(len(r) for r in dataset.splits.values()))
     claim_folder(out_dir, "features", inputs=[data_dir])
     training = training_records(dataset, data_dir, split, seed, exclude, opts["follow_links"], required=False)
     pool = RayPool(options, spec, cache_dir, batch_size) if options is not None else None
     ex = Extractor(spec, RowCache(cache_dir, spec), batch_size=batch_size,
                    workers=0 if pool else workers,  # with Ray, the driver's threads only hash: all cores
                    commit_rows=commit_rows, commit_seconds=commit_seconds, verbose=verbose, runtime=runtime,
-                   plan=plan, check_sample=check_sample(training, seed),
+                   plan=plan, check_sample=check_sample(training, seed), fallback=auto and precision == "fp32",
+                   runtime_why=runtime_why,
                    file_attrs=dict(runtime=runtime, precision=precision, engine=engine,
                                    follow_links=opts["follow_links"]))
     report = ExtractionReport(spec, out_dir, cache_dir, runtime=runtime, precision=precision, engine=engine)
@@ -158,6 +163,7 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
             report.retries, report.worker_peak_rss_mb = pool.retries, pool.peak_rss_mb
             report.forward_images = sum(s.computed for s in report.splits)  # in the actors
             pool.close()
+    report.runtime, report.runtime_why = ex.runtime, ex.runtime_why
     if ex.model is not None:  # never with Ray: the network runs in the actors
         report.model_built = True
         report.forward_images, report.forward_calls = ex.model.images, ex.model.calls
@@ -171,6 +177,39 @@ def _entry_exists(cache_dir: str, spec) -> bool:
     folder = os.path.join(cache_dir, "features", spec.key)
     return os.path.isfile(os.path.join(folder, "meta.json")) and any(
         n.startswith("rows-") for n in (os.listdir(folder) if os.path.isdir(folder) else ()))
+
+
+# From this many images in a data set, `--runtime auto` converts to OpenVINO (about 5 s once for
+# MobileNet, repaid at about 2 ms an image; README "Which runtime").
+AUTO_CONVERT_IMAGES = 2000
+
+
+def _early_runtime(runtime: str, precision: str, engine: str) -> tuple[str, str]:
+    """Decide ``--runtime auto`` where the options alone decide it; ('auto', '') when the data must."""
+    if runtime != "auto":
+        return runtime, "asked for"
+    if precision == "int8":
+        return "openvino", "auto: int8 runs on OpenVINO"
+    if engine == "ray":
+        return "tensorflow", "auto: the Ray engine runs TensorFlow"
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return "tensorflow", "auto: OpenVINO is not installed (pip install -e \".[openvino]\")"
+    return "auto", ""
+
+
+def _auto_runtime(spec, cache_dir: str, images: int) -> tuple[str, str]:
+    """OpenVINO when its converted model is already checked here, or when the set is large enough to pay
+    for converting it; TensorFlow otherwise."""
+    from .runtime_openvino import checked_here
+
+    if checked_here(spec, cache_dir):
+        return "openvino", "auto: its converted model is cached and was checked against TensorFlow on this CPU"
+    if images >= AUTO_CONVERT_IMAGES:
+        return "openvino", f"auto: {images} images, enough to pay for converting once (checked before its first row)"
+    return "tensorflow", (f"auto: {images} images, too few to pay for converting to OpenVINO (from "
+                          f"{AUTO_CONVERT_IMAGES}; --runtime openvino converts anyway)")
 
 
 def _check_combinations(runtime: str, precision: str) -> None:

@@ -6,8 +6,10 @@ Three ways to get features for the same N images, timed in this one process:
   preprocessed tensors (best of a compiled call and ``predict``), build excluded;
 * peer: ``../shared/peers/keras_idiom.py``'s own ``extract`` (image_dataset_from_directory
   + ``base.predict``), including building its model;
-* bneck: ``features.extract`` from the folder, including building its model, on a
-  fresh cache; then the same call again (the rerun, everything cached).
+* bneck: ``features.extract`` from the folder with its defaults (``--runtime auto``:
+  OpenVINO from 2,000 images when installed, converting included), on a fresh cache;
+  then the same call again (the rerun, everything cached); then ``--runtime tensorflow``
+  on another fresh cache.
 
 With ``--openvino``: ``--runtime openvino`` fp32 end to end (converting, then with the
 converted model cached); with ``--int8`` also int8 (quantising, then cached; with
@@ -168,6 +170,10 @@ def main() -> None:
         again = extract(work / "images", work / "out", **kwargs)
         rerun_s = time.perf_counter() - t
         assert again.forward_images == 0
+        t = time.perf_counter()
+        extract(work / "images", work / "out_tf", **dict(kwargs, cache_dir=str(work / "tf_cache"),
+                                                         runtime="tensorflow"))
+        tf_s = time.perf_counter() - t
         ov, parts = {}, []
         if precisions:  # cold (converting/quantising), then the model cached, features not
             ov, reports = openvino_runs(work, kwargs, n, precisions)
@@ -187,10 +193,13 @@ def main() -> None:
 
     figures = {"backbone": a.backbone, "size": size, "images": n,
                "ceiling_img_s": top, "peer_img_s": n / peer_s, "bneck_img_s": n / ours_s,
-               "bneck_rerun_s": rerun_s, "bneck_first_s": ours_s}
+               "bneck_rerun_s": rerun_s, "bneck_first_s": ours_s, "bneck_default_runtime": first.runtime,
+               "bneck_tensorflow_img_s": n / tf_s}
     rows = [["ceiling (forward only, in memory)", round(top, 1), 1.0, round(top * peer_s / n, 2)],
             ["peer idiom (dataset + predict)", round(n / peer_s, 1), round(n / peer_s / top, 2), 1.0],
-            ["bneck extract", round(n / ours_s, 1), round(n / ours_s / top, 2), round(peer_s / ours_s, 2)]]
+            [f"bneck extract, defaults (auto -> {first.runtime})", round(n / ours_s, 1), round(n / ours_s / top, 2),
+             round(peer_s / ours_s, 2)],
+            ["bneck extract --runtime tensorflow", round(n / tf_s, 1), round(n / tf_s / top, 2), round(peer_s / tf_s, 2)]]
     for (precision, label), seconds in ov.items():
         what = {"cold": "incl. conversion" if precision == "fp32" else "incl. quantisation",
                 "warm": "model cached"}[label]
@@ -198,6 +207,7 @@ def main() -> None:
                      round(n / seconds / top, 2), round(peer_s / seconds, 2)])
         figures[f"openvino_{precision}_{label}_img_s"] = n / seconds
     print(format_table(["method", "img/s", "x ceiling", "x peer"], rows))
+    print(f"default runtime: {first.runtime} ({first.runtime_why})")
     if parts:
         print("\nwhere the time goes (same images, in memory where it says so):")
         print(format_table(["part", "img/s"], parts))

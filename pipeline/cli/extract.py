@@ -44,4 +44,5 @@ def run(args: argparse.Namespace) -> int:
                                          f"of {s.shards['total']}" for s in sharded)
               + (f"; {report.retries} failed attempt(s) retried" if report.retries else ""))
     print(f"\nnetwork ran on {report.forward_images} image(s); cache: {report.cache_dir}")
+    print(f"runtime: {report.runtime} ({report.runtime_why})")
     return 0

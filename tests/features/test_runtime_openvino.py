@@ -141,3 +141,38 @@ def test_missing_optional_package_says_how_to_install(tmp_path, package, options
     assert done.returncode == 2
     assert f"needs the {package} package" in done.stderr and f'pip install -e ".[{extra}]"' in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_auto_runs_tensorflow_for_a_few_images_then_the_model_this_user_checked(tmp_path):
+    cache = tmp_path / "cache"
+    data = copy_subset(tmp_path / "data", 3, splits=("train",))
+    first = extract(data, tmp_path / "o1", cache_dir=cache, verbose=False, **MOBILENET)  # auto is the default
+    assert first.runtime == "tensorflow" and "too few to pay for converting" in first.runtime_why
+    extract(copy_subset(tmp_path / "more", 2, splits=("train",), offset=40), tmp_path / "o2", cache_dir=cache,
+            runtime="openvino", verbose=False, **MOBILENET)  # converts and checks it here
+    other = copy_subset(tmp_path / "other", 3, splits=("train",), offset=80)
+    third = extract(other, tmp_path / "o3", cache_dir=cache, verbose=False, **MOBILENET)
+    assert third.runtime == "openvino" and "checked against TensorFlow on this CPU" in third.runtime_why
+    assert third.forward_images == 6 and third.spec.key == first.spec.key
+    reference = extract(other, tmp_path / "o4", cache_dir=tmp_path / "tf_cache", runtime="tensorflow",
+                        verbose=False, **MOBILENET)
+    assert reference.runtime_why == "asked for"
+    a, b = (read_features(str(tmp_path / o / "train.h5")) for o in ("o4", "o3"))
+    assert b.attrs["runtime"] == "openvino" and max_relative_difference(b.features, a.features) < TOLERANCE
+
+
+def test_auto_falls_back_to_tensorflow_when_openvino_differs_here(tmp_path, monkeypatch):
+    """Where --runtime openvino refuses (numbers off on this CPU), auto computes with TensorFlow and says so."""
+    import features.stage
+    from features.specs import resolve_spec
+
+    monkeypatch.setattr(features.stage, "AUTO_CONVERT_IMAGES", 4)  # a set this small counts as large here
+    _plant_converted(tmp_path / "cache", resolve_spec(**MOBILENET), _round_to_bf16)
+    data = copy_subset(tmp_path / "data", 2, splits=("train",))
+    report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)
+    assert report.runtime == "tensorflow" and "OpenVINO was refused on this CPU" in report.runtime_why
+    reference = extract(data, tmp_path / "tf", cache_dir=tmp_path / "tf_cache", runtime="tensorflow",
+                        verbose=False, **MOBILENET)
+    got, expected = (read_features(str(tmp_path / o / "train.h5")) for o in ("out", "tf"))
+    assert got.attrs["runtime"] == "tensorflow" and "equivalence" not in got.attrs
+    np.testing.assert_array_equal(got.features, expected.features)  # TensorFlow's rows, not OpenVINO's
