@@ -93,16 +93,17 @@ def stale_temporaries(folder: str) -> list[str]:
     for name in os.listdir(folder):
         match = _TMP_PATTERN.match(name)
         path = os.path.join(folder, name)
-        if match and not _pid_alive(int(match.group(1))) and (is_regular(path) or os.path.islink(path)):
+        if match and not pid_alive(int(match.group(1))) and (is_regular(path) or os.path.islink(path)):
             out.append(path)
     return out
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return True
     return True

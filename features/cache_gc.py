@@ -75,7 +75,7 @@ def list_entries(cache_dir: str) -> list[CacheEntry]:
                 meta = json.loads(read_whole(handle, meta_path, 1 << 20))
         except (FileNotFoundError, NotADirectoryError):
             continue
-        except (ValueError, OSError):
+        except (ValueError, OSError, RecursionError):
             meta = {}  # damaged, or not a file the cache made: `verify_cache` reports it
         try:
             chunks = _chunk_files(folder)

@@ -54,13 +54,17 @@ def _reference(spec, cache_dir: str, sample):
     """Return rows(uint8 batch, shas) -> features, computed the reference way for ``spec``."""
     backbone = get_backbone(spec.backbone)
     if spec.quantization is not None:
+        from .quantize import reduced_precision
         from .runtime_openvino import OpenVINOFeatureModel, converted_path
-        if not os.path.isfile(converted_path(cache_dir, spec, "int8")):
-            raise LookupError("its int8 model is not in the cache (CACHE/openvino)")
+        precision = reduced_precision(spec)
+        needed = (converted_path(cache_dir, spec, "int8") if precision == "int8" else
+                  converted_path(cache_dir, dataclasses.replace(spec, quantization=None)))
+        if not os.path.isfile(needed):
+            raise LookupError(f"its {precision} model is not in the cache (CACHE/openvino)")
         try:
             model = OpenVINOFeatureModel(backbone, spec, cache_dir, sample=sample)
         except BneckError as exc:  # never checked by this user here: cannot serve as a reference
-            raise LookupError(f"its int8 model cannot be used here ({str(exc)[:160]})") from None
+            raise LookupError(f"its {precision} model cannot be used here ({str(exc)[:160]})") from None
         return lambda batch, shas: model(batch)
     if spec.augmentation is not None:
         from .model import build_base, cut_model

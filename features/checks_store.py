@@ -37,7 +37,7 @@ def _read() -> dict:
         with open(_path()) as handle:
             record = json.load(handle)
         return record if isinstance(record, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
 
 

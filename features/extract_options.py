@@ -34,11 +34,13 @@ EXTRACT = OptionTable("extract", [
                                     "(and whenever OpenVINO's numbers differ). `openvino` (`pip install -e "
                                     "\".[openvino]\"`): converted once, checked against TensorFlow on this CPU "
                                     "before its first row, then sharing TensorFlow's key", choices=RUNTIMES),
-    Option("precision", str, "fp32", "fp32, or int8 (OpenVINO + NNCF, calibrated on training images, its own "
-                                     "cache key)", choices=PRECISIONS),
+    Option("precision", str, "fp32", "fp32; int8 (OpenVINO + NNCF, calibrated on training images, its own "
+                                     "cache key); bf16 (OpenVINO computing in bf16, CPUs with AVX512_BF16 or AMX "
+                                     "only, its own cache key); int8 and bf16 pass a cosine gate against fp32",
+           choices=PRECISIONS),
     Option("calibration_images", int, DEFAULT_CALIBRATION_IMAGES, "int8: training images that calibrate it",
            low=1),
-    Option("min_cosine", float, DEFAULT_MIN_COSINE, "int8: refuse below this cosine to fp32 on held-back "
+    Option("min_cosine", float, DEFAULT_MIN_COSINE, "int8, bf16: refuse below this cosine to fp32 on held-back "
                                                     "training images", low=-1, high=1),
     Option("force", bool, False, "int8: accept the quantised model below --min-cosine"),
     Option("batch_size", int, 32, "images per forward pass (not in the key)", low=1, high=4096),

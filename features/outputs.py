@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Optional
 
-from .atomic import atomic_open, refused_writes_as_errors
+from .atomic import atomic_open, pid_alive, refused_writes_as_errors
 from .errors import ConfigError
 
 MARKER = ".bneck-folder.json"
@@ -46,8 +46,46 @@ class OutputError(ConfigError):
 def _lstat(path: str):
     try:
         return os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not there (or a file on the way: ``_check_parent``)
         return None
+
+
+def _check_parent(path: str, option: str) -> None:
+    """Refuse a new ``path`` whose nearest existing ancestor is not a folder (``afile/sub``)."""
+    parent = os.path.dirname(path)
+    while parent and parent != os.path.dirname(parent) and not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    try:
+        st = os.stat(parent)
+    except OSError as exc:
+        raise OutputError(f"{option} {path} cannot be created: {parent} cannot be read "
+                          f"({exc.strerror or exc}).") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{option} {path} cannot be created: {parent} is {_describe(parent, st)}, not a "
+                          f"folder. Give a path under a folder.")
+
+
+# Kinds whose folder is replaced whole on a rerun, and the file in it that lists what bneck wrote.
+LISTED_IN = {"export": ("bneck-export.json", "files")}
+
+
+def _check_nothing_unlisted(path: str, kind: str, option: str) -> None:
+    """Refuse to replace a ``kind`` folder that holds files its own listing does not name (a user's notes
+    put beside an export would be deleted with it)."""
+    if kind not in LISTED_IN:
+        return
+    listing, field = LISTED_IN[kind]
+    try:
+        with open(os.path.join(path, listing), encoding="utf-8") as handle:
+            listed = set(json.load(handle).get(field) or ())
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError):
+        listed = set()
+    tops = {name.split("/", 1)[0] for name in listed if isinstance(name, str)} | {listing, MARKER}
+    extra = sorted(set(os.listdir(path)) - tops)
+    if extra:
+        raise OutputError(f"{option} {path} is a bneck {kind} folder, but it also holds {', '.join(extra[:5])}"
+                          f"{' ...' if len(extra) > 5 else ''}, which bneck did not write there; replacing the "
+                          f"folder would delete them. Move them out, or choose another {option}.")
 
 
 def folder_kind(path: str) -> Optional[str]:
@@ -63,7 +101,7 @@ def folder_kind(path: str) -> Optional[str]:
     try:
         with open(marker, encoding="utf-8") as handle:
             kind = json.load(handle).get("kind")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return kind if kind in KINDS else None
 
@@ -108,6 +146,7 @@ def check_folder(path: str, kind: str, inputs: Iterable[str] = (), option: str =
                 f"or around, what it reads. Choose an {option} that neither holds nor lies inside {item}.")
     st = _lstat(path)
     if st is None:
+        _check_parent(path, option)
         return path
     what = _describe(path, st)
     if stat.S_ISLNK(st.st_mode):
@@ -119,9 +158,11 @@ def check_folder(path: str, kind: str, inputs: Iterable[str] = (), option: str =
     found = folder_kind(path)
     if found == kind:
         _check_own_files(path, kind, option)
+        _check_nothing_unlisted(path, kind, option)
         return path
     if found is not None:
-        raise OutputError(f"{option} {path} is a bneck {found} folder, not a {kind} folder. "
+        raise OutputError(f"{option} {path} is a bneck {found} folder, not {'an' if kind[0] in 'aeiou' else 'a'} "
+                          f"{kind} folder. "
                           f"Choose another {option}: bneck never overwrites one kind of output "
                           f"with another.")
     try:
@@ -157,6 +198,7 @@ def check_file(path: str, is_ours: Callable[[str], bool], what: str, inputs: Ite
                               f"(a file added to a model folder makes it fail its manifest check).")
     st = _lstat(path)
     if st is None:
+        _check_parent(path, option)
         return path
     if not stat.S_ISREG(st.st_mode):
         raise OutputError(f"{option} {path} is {_describe(path, st)}, not a {what} bneck wrote; "
@@ -175,10 +217,42 @@ def check_file(path: str, is_ours: Callable[[str], bool], what: str, inputs: Ite
 def claim_folder(path: str, kind: str, inputs: Iterable[str] = (), option: str = "--out") -> str:
     """``check_folder``, then create the folder if needed and write its marker; returns its path."""
     path = check_folder(path, kind, inputs, option)
-    os.makedirs(path, exist_ok=True)
+    _make_folder(path, option)
     if folder_kind(path) != kind:
         write_marker(path, kind)
     return path
+
+
+def _make_folder(path: str, option: str) -> None:
+    """``os.makedirs``, a failure said as one paragraph (a read-only place, /proc, no permission)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{option} {path} cannot be created ({exc.strerror or exc}). Choose a folder you "
+                          "can write to.") from None
+
+
+def remove_abandoned(final: str, kind: str) -> list[str]:
+    """Remove the staging folders (``.NAME.tmp-PID-*``, ``.NAME.old-PID-*``) that a killed process
+    left beside ``final``: only those whose process is gone and that carry the marker of ``kind``.
+    Returns what was removed."""
+    parent, stem = os.path.dirname(final), f".{os.path.basename(final)}."
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        rest = name[len(stem):] if name.startswith(stem) else ""
+        part, _, tag = rest.partition("-")
+        pid = tag.split("-", 1)[0]
+        if part not in ("tmp", "old") or not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        leftover = os.path.join(parent, name)
+        if folder_kind(leftover) == kind:
+            remove_owned(leftover, kind)
+            removed.append(leftover)
+    return removed
 
 
 def remove_owned(path: str, kind: str) -> None:
@@ -216,9 +290,15 @@ def staged_folder(final: str, kind: str, inputs: Iterable[str] = (), option: str
     stem = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}")
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     folder, old = f"{stem}.tmp-{tag}", f"{stem}.old-{tag}"
+    _make_folder(os.path.dirname(final), option)
+    remove_abandoned(final, kind)
     try:
         with refused_writes_as_errors(final):
-            os.makedirs(folder)
+            try:
+                os.makedirs(folder)
+            except OSError as exc:
+                raise OutputError(f"{option} {final} cannot be created ({exc.strerror or exc}). Choose a "
+                                  "folder you can write to.") from None
             write_marker(folder, kind)
             yield folder
             check_folder(final, kind, inputs, option)  # again: it may have changed meanwhile

@@ -25,7 +25,7 @@ from .hashing import sha256_files, sha256_json
 from .openvino_core import compile_cpu
 from .optional import import_optional
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "bf16")
 DEFAULT_CALIBRATION_IMAGES = 300
 DEFAULT_MIN_COSINE = 0.98
 CHECK_IMAGES = 64
@@ -34,8 +34,20 @@ METHOD = {"precision": "int8", "method": "nncf.quantize", "preset": "performance
           "fast_bias_correction": True}
 
 
+# bf16: the fp32 model compiled with OpenVINO's bf16 inference precision (native on AVX512_BF16 and
+# AMX CPUs). No calibration; its own key; the same cosine gate as int8.
+BF16_METHOD = {"precision": "bf16", "method": "openvino INFERENCE_PRECISION_HINT=bf16 on the fp32 model"}
+
+
+def reduced_precision(spec) -> str:
+    """'int8', 'bf16' or 'fp32': what a spec's ``quantization`` key field asks for."""
+    if spec.quantization is None:
+        return "fp32"
+    return json.loads(spec.quantization).get("precision", "int8")
+
+
 class QuantizationRefused(ConfigError):
-    """int8 features are too far from fp32 on the check sample, and --force was not given."""
+    """int8 or bf16 features are too far from fp32 on the check sample, and --force was not given."""
 
 
 def import_nncf():
@@ -153,14 +165,26 @@ def cosine_check(ov, fp32_graph, int8_graph, plan: CalibrationPlan, size: int, w
                 openvino_version=ov.get_version())
 
 
-def gate(stats: dict, min_cosine: float, force: bool, backbone: str) -> dict:
+def bf16_cosine_check(ov, fp32_graph, plan: CalibrationPlan, size: int, workers: int = 0) -> dict:
+    """Return how far the fp32 model computed in bf16 is from it computed in f32, on the plan's held-back
+    training images (the same statistics as ``cosine_check``)."""
+    check = _decode(plan.check, size, workers)
+    fp32 = compile_cpu(ov, fp32_graph)(check)[0]
+    bf16 = compile_cpu(ov, fp32_graph, "bf16")(check)[0]
+    cosine = cosine_per_row(np.asarray(fp32), np.asarray(bf16))
+    return dict(cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()), check_images=int(len(check)),
+                calibration_images=0, calibration_seed=plan.seed, openvino_version=ov.get_version())
+
+
+def gate(stats: dict, min_cosine: float, force: bool, backbone: str, precision: str = "int8") -> dict:
     """Return ``stats`` with the gate's outcome; raises QuantizationRefused below ``min_cosine``."""
     passed = stats["cosine_min"] >= min_cosine
     if not passed and not force:
         raise QuantizationRefused(
-            f"int8 features of {backbone} are too far from fp32: per-image cosine similarity "
+            f"{precision} features of {backbone} are too far from fp32: per-image cosine similarity "
             f"min {stats['cosine_min']:.4f} (mean {stats['cosine_mean']:.4f}) over "
             f"{stats['check_images']} held-back training images, below --min-cosine {min_cosine}. "
             f"Use --precision fp32 (or another backbone), or pass --force to accept the loss; "
-            f"the quantised model is kept in the cache, so a rerun does not quantise again.")
+            + ("the quantised model is kept in the cache, so a rerun does not quantise again." if precision == "int8"
+               else "this check is kept, so a rerun does not check again."))
     return dict(stats, min_cosine=min_cosine, passed=passed, forced=bool(force and not passed))

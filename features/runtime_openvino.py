@@ -36,9 +36,9 @@ from .errors import BneckError, ConfigError
 from .files import open_regular
 from .hashing import sha256_bytes
 from .openvino_core import INFERENCE_PRECISION, compile_cpu, import_openvino
-from .quantize import CalibrationPlan, cosine_check, quantize
+from .quantize import CalibrationPlan, bf16_cosine_check, cosine_check, quantize, reduced_precision
 
-FP32_CHECK, INT8_CHECK = "fp32 vs tensorflow", "int8 vs fp32"
+FP32_CHECK, INT8_CHECK, BF16_CHECK = "fp32 vs tensorflow", "int8 vs fp32", "bf16 vs fp32"
 
 
 def where_checked(inference_precision: str = INFERENCE_PRECISION) -> str:
@@ -119,13 +119,16 @@ class OpenVINOFeatureModel:
         fp32 = _ModelBytes(fp32_path)
         self.equivalence = self._checked_fp32(ov, fp32, fp32_spec, sample)
         model = fp32
-        if spec.quantization is not None:
+        if reduced_precision(spec) == "bf16":  # the fp32 model, computed in bf16
+            self.inference_precision = "bf16"
+            self.quantization_stats = self._checked_reduced(BF16_CHECK, ov, fp32, fp32, plan, workers)
+        elif spec.quantization is not None:
             path = converted_path(cache_dir, spec, "int8")
             if not os.path.isfile(path):
                 _save(ov, quantize(ov, fp32.read(ov), plan, spec.input_size, workers, verbose), path)
                 self.quantized = True
             model = _ModelBytes(path)
-            self.quantization_stats = self._checked_int8(ov, fp32, model, plan, workers)
+            self.quantization_stats = self._checked_reduced(INT8_CHECK, ov, fp32, model, plan, workers)
         self._compiled = compile_cpu(ov, model.read(ov), self.inference_precision)
         self.output_shape = tuple(int(d) for d in self._compiled.output(0).get_partial_shape()[1:].to_shape())
         self.version = ov.get_version()
@@ -164,18 +167,22 @@ class OpenVINOFeatureModel:
                 f"Use --runtime tensorflow (the converted model is {converted_path(self.cache_dir, spec)}).")
         return check
 
-    def _checked_int8(self, ov, fp32: _ModelBytes, int8: _ModelBytes, plan, workers: int) -> dict:
-        """Return this user's cosine check of these int8 bytes against the checked fp32 ones, making it if needed."""
+    def _checked_reduced(self, kind: str, ov, fp32: _ModelBytes, reduced: _ModelBytes, plan, workers: int) -> dict:
+        """Return this user's cosine check of an int8 model (or of the fp32 one computed in bf16) against
+        the checked fp32 one, making it if needed."""
         from . import checks_store
 
-        stats = checks_store.recorded(INT8_CHECK, int8.sha256, self._where())
+        where = where_checked("bf16" if kind == BF16_CHECK else INFERENCE_PRECISION)
+        stats = checks_store.recorded(kind, reduced.sha256, where)
         if stats is None:
             if plan is None:
-                raise ConfigError(f"the int8 model of extractor {self.spec.key[:12]} has not been checked on this "
-                                  "machine, and no calibration plan was given to check it on.")
-            stats = cosine_check(ov, fp32.read(ov), int8.read(ov), plan, self.spec.input_size, workers)
-            checks_store.record(INT8_CHECK, int8.sha256, self._where(), stats)
+                raise ConfigError(f"the {kind.split()[0]} model of extractor {self.spec.key[:12]} has not been checked "
+                                  "on this machine, and no held-back images were given to check it on.")
+            stats = (bf16_cosine_check(ov, fp32.read(ov), plan, self.spec.input_size, workers) if kind == BF16_CHECK
+                     else cosine_check(ov, fp32.read(ov), reduced.read(ov), plan, self.spec.input_size, workers))
+            checks_store.record(kind, reduced.sha256, where, stats)
         return stats
+
     def warm_up(self) -> None:
         """Run one blank image (not counted), so the first batch does not pay for set-up."""
         size = self.spec.input_size

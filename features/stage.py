@@ -8,6 +8,7 @@ from the cache. A rerun on unchanged images never builds the network.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Optional, Sequence
@@ -20,7 +21,7 @@ from .extract_options import DEFAULT_SHARD_SIZE, EXTRACT
 from .extract_report import ExtractionReport, SplitReport
 from .extractor import Extractor, split_content
 from .outputs import check_folder, claim_folder
-from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, gate, plan_calibration
+from .quantize import BF16_METHOD, DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, gate, plan_calibration
 from .ray_engine import RayPool, extract_split_sharded, ray_options
 from .specs import resolve_spec
 from .split_inputs import check_sample, cross_split_duplicates, hash_split, training_records
@@ -122,11 +123,12 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
             check_folder(os.path.join(out_dir, f"{name}.shards"), "shards", option="the shards folder")
     spec = resolve_spec(backbone, weights, size, layer, pool, dtype, alpha)
     plan = None
-    if precision == "int8":
+    if precision in ("int8", "bf16"):  # bf16 calibrates nothing: the plan only gives its check images
         plan = plan_calibration([r.abspath for r in training_records(dataset, data_dir, split, seed, exclude,
                                                                       opts["follow_links"])],
-                                calibration_images, seed, workers)
-        spec = dataclasses.replace(spec, quantization=plan.key_json())
+                                calibration_images if precision == "int8" else 1, seed, workers)
+        spec = dataclasses.replace(spec, quantization=plan.key_json() if precision == "int8"
+                                   else json.dumps(BF16_METHOD, sort_keys=True))
     if not _entry_exists(cache_dir, spec):  # a new extractor: its layer and pool are checked before any folder
         from .model import check_cut
         check_cut(get_backbone(spec.backbone), spec.alpha, spec.input_size, spec.layer, spec.pool)
@@ -145,7 +147,7 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     report = ExtractionReport(spec, out_dir, cache_dir, runtime=runtime, precision=precision, engine=engine)
     if plan is not None:  # quantise (or load) and check before any row is made
         model = ex.network()
-        report.quantization = gate(model.quantization_stats, min_cosine, force, spec.backbone)
+        report.quantization = gate(model.quantization_stats, min_cosine, force, spec.backbone, precision)
         ex.record_check("quantization_check", report.quantization)
     hashed = {name: hash_split(dataset, name, ex.workers) for name in dataset.splits}
     report.duplicates = cross_split_duplicates({name: usable for name, (usable, _) in hashed.items()})
@@ -188,8 +190,8 @@ def _early_runtime(runtime: str, precision: str, engine: str) -> tuple[str, str]
     """Decide ``--runtime auto`` where the options alone decide it; ('auto', '') when the data must."""
     if runtime != "auto":
         return runtime, "asked for"
-    if precision == "int8":
-        return "openvino", "auto: int8 runs on OpenVINO"
+    if precision != "fp32":
+        return "openvino", f"auto: {precision} runs on OpenVINO"
     if engine == "ray":
         return "tensorflow", "auto: the Ray engine runs TensorFlow"
     import importlib.util
@@ -214,9 +216,18 @@ def _auto_runtime(spec, cache_dir: str, images: int) -> tuple[str, str]:
 
 def _check_combinations(runtime: str, precision: str) -> None:
     """Refuse options that do not go together, and say how to install a missing runtime, before any work."""
-    if precision == "int8" and runtime != "openvino":
-        raise ConfigError(f"--precision int8 runs on OpenVINO: add --runtime openvino. "
-                          f"Received: runtime={runtime!r}, precision='int8'.")
+    if precision != "fp32" and runtime != "openvino":
+        raise ConfigError(f"--precision {precision} runs on OpenVINO: add --runtime openvino (or leave --runtime "
+                          f"auto). Received: runtime={runtime!r}, precision={precision!r}.")
+    if precision == "bf16":
+        from . import cpu
+
+        if not cpu.has_native_bf16():
+            raise ConfigError(
+                "--precision bf16 needs a CPU that computes bf16 natively (flag avx512_bf16 or amx_bf16 in "
+                f"/proc/cpuinfo); this one has {', '.join(cpu.relevant()) or 'none of the relevant flags'}. Use "
+                "--precision fp32 (the default), or int8 on CPUs with VNNI (`bneck backbones` shows what this CPU "
+                f"supports). Received: precision='bf16'.")
     if runtime == "openvino":
         from .openvino_core import import_openvino
         import_openvino()

@@ -164,7 +164,7 @@ def read_verified(folder: str) -> VerifiedFolder:
         version = manifest.get("manifest_version")
         if not isinstance(listed, dict):
             raise TypeError("artifacts is not a table")
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise ArtifactError(f"{folder}/{MANIFEST} is not a valid manifest ({exc}).") from None
     if version != MANIFEST_VERSION:
         raise ArtifactError(f"{folder} was made by an older bneck (manifest version {version!r}; "
@@ -190,6 +190,16 @@ def read_verified(folder: str) -> VerifiedFolder:
     except ManifestError as exc:
         raise ArtifactError(str(exc)) from None
     return VerifiedFolder(folder, typed, files, sha256_bytes(raw))
+
+
+def verified_json(verified: VerifiedFolder, name: str):
+    """Parse the verified JSON file ``name`` of a folder; raises ArtifactError for one that is not JSON
+    (malformed, or nested past what a parser can follow)."""
+    try:
+        return json.loads(verified.files[name])
+    except (KeyError, ValueError, RecursionError) as exc:
+        raise ArtifactError(f"{verified.folder}/{name} is not a JSON file bneck wrote ({type(exc).__name__}); "
+                            "delete the folder or rerun with --retrain.") from None
 
 
 def read_manifest(folder: str) -> AnyManifest:

@@ -48,7 +48,7 @@ def read_splits(files: dict, folder: str) -> dict:
     try:
         record = json.loads(files[SPLITS_FILE])
         _check_record(record)
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise ArtifactError(f"{folder} has no readable {SPLITS_FILE} ({str(exc)[:200]}): it does not say which "
                             "images it was made from. Retrain it with `bneck train`.") from None
     return record

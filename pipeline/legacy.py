@@ -29,7 +29,7 @@ def _old_files(folder: str) -> tuple[dict, dict[str, bytes]]:
         with open_regular(os.path.join(folder, MANIFEST), follow_symlinks=False) as handle:
             manifest = json.load(handle)
         listed = dict(manifest["artifacts"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ArtifactError(f"{folder} has no readable {MANIFEST} ({exc}); there is nothing to convert.") from None
     files = {}
     for name, expected in listed.items():

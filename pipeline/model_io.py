@@ -183,7 +183,7 @@ def check_keras(data: bytes, where: str) -> None:
         weights = archive.read("model.weights.h5")
     except UnsafeModel:
         raise
-    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, RecursionError) as exc:
         raise UnsafeModel(f"{where} is not a readable .keras archive ({type(exc).__name__}: {exc}).") from None
     check_keras_config(config, where)
     _check_weights_file(weights, where)

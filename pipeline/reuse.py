@@ -47,7 +47,7 @@ def recorded_manifest(folder: str) -> tuple[Optional[AnyManifest], str]:
             return None, "its manifest is not one bneck writes"
         with open(path) as handle:
             return parse_manifest(json.load(handle), path), ""
-    except (OSError, ValueError, ManifestError) as exc:
+    except (OSError, ValueError, ManifestError, RecursionError) as exc:
         return None, f"the earlier output has no usable manifest ({str(exc)[:120]})"
 
 

@@ -22,7 +22,7 @@ ratios within one run are what count.
   python scripts/bench_extract.py --backbone vgg16 --weights none --images 400
   python scripts/bench_extract.py --backbone mobilenet --alpha 0.25 --size 224 \
       --weights ../shared/data/weights/mobilenet_2_5_224_tf_no_top.h5 --images 2000 --openvino
-  python scripts/bench_extract.py --backbone vgg16 --size 150 --weights none --images 600 --int8
+  python scripts/bench_extract.py --backbone vgg16 --size 150 --weights none --images 600 --int8 --bf16
 """
 from __future__ import annotations
 
@@ -113,6 +113,8 @@ def openvino_runs(work, kwargs, n, precisions):
         extra = dict(runtime="openvino", precision=precision)
         if precision == "int8":
             extra.update(force=True, calibration_images=min(300, n * 3 // 4))
+        if precision == "bf16":
+            extra.update(force=True)
         for label in ("cold", "warm"):
             shutil.rmtree(work / "ov_cache" / "features", ignore_errors=True)
             t = time.perf_counter()
@@ -136,8 +138,9 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--openvino", action="store_true", help="also time --runtime openvino (fp32)")
     p.add_argument("--int8", action="store_true", help="also time --runtime openvino --precision int8")
+    p.add_argument("--bf16", action="store_true", help="also time --precision bf16 (CPUs with native bf16)")
     a = p.parse_args()
-    precisions = ["fp32"] * (a.openvino or a.int8) + ["int8"] * a.int8
+    precisions = ["fp32"] * (a.openvino or a.int8 or a.bf16) + ["int8"] * a.int8 + ["bf16"] * a.bf16
 
     import_tensorflow()  # quietly, before the peer module imports keras
     entry = get_backbone(a.backbone)
@@ -184,10 +187,11 @@ def main() -> None:
                 model = OpenVINOFeatureModel(entry, report.spec, str(work / "ov_cache"))
                 parts.append([f"openvino {precision} forward only", round(forward_only(model, files, size,
                                                                                        a.batch_size), 1)])
-            if "int8" in reports:
-                q = reports["int8"].quantization
-                print(f"int8 vs fp32 (held-back training images): cosine min {q['cosine_min']:.4f}, "
-                      f"mean {q['cosine_mean']:.4f}, over {q['check_images']} images", flush=True)
+            for precision in ("int8", "bf16"):
+                if precision in reports:
+                    q = reports[precision].quantization
+                    print(f"{precision} vs fp32 (held-back training images): cosine min {q['cosine_min']:.4f}, "
+                          f"mean {q['cosine_mean']:.4f}, over {q['check_images']} images", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -201,7 +205,7 @@ def main() -> None:
              round(peer_s / ours_s, 2)],
             ["bneck extract --runtime tensorflow", round(n / tf_s, 1), round(n / tf_s / top, 2), round(peer_s / tf_s, 2)]]
     for (precision, label), seconds in ov.items():
-        what = {"cold": "incl. conversion" if precision == "fp32" else "incl. quantisation",
+        what = {"cold": {"fp32": "incl. conversion", "int8": "incl. quantisation", "bf16": "incl. its check"}[precision],
                 "warm": "model cached"}[label]
         rows.append([f"bneck --runtime openvino {precision} ({what})", round(n / seconds, 1),
                      round(n / seconds / top, 2), round(peer_s / seconds, 2)])

@@ -96,14 +96,23 @@ def run_init(args: argparse.Namespace) -> int:
 
     from ..runner.config import config_template, load_config
 
+    parent = os.path.dirname(os.path.abspath(args.path))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"the folder of {args.path} does not exist or is not a folder ({parent}); create it "
+                          f"first or give another path. Received: path={args.path!r}.")
     if os.path.lexists(args.path):
         raise ConfigError(f"{args.path} already exists; `bneck init` never overwrites a file. Give another "
                           f"path (`bneck init NEW.toml`) or delete it first. Received: path={args.path!r}.")
     if not args.path.endswith(".toml"):
         raise ConfigError(f"the config path must end in .toml. Received: path={args.path!r}.")
-    text = config_template(args.data, args.out)
-    with atomic_open(args.path, encoding="utf-8") as handle:
-        handle.write(text)
+    # paths in a config are relative to the config file: what was typed here is relative to here
+    text = config_template(*(os.path.abspath(p) if p else None for p in (args.data, args.out)))
+    try:
+        with atomic_open(args.path, encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise ConfigError(f"{args.path} cannot be written ({exc.strerror or exc}); give a path in a folder you "
+                          "can write to.") from None
     load_config(args.path, data=args.data or ".")  # what it wrote reads back (data may still be unset)
     print(f"wrote {args.path}: edit it{'' if args.data else ' (set data = your image folder)'}, then "
           f"`bneck run {args.path}`")

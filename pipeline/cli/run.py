@@ -62,10 +62,13 @@ def _print(result) -> None:
     if result.leaderboard:
         from ..runner.insight import best_exportable
 
+        import shlex
+
         best, deployable = result.leaderboard[0], best_exportable(result.leaderboard)
-        print(f"next: bneck predict {best.folder} IMAGES...")
+        print(f"next: bneck predict {shlex.quote(best.folder)} IMAGES...")
         if deployable is not None:
-            print(f"      bneck export {deployable.folder} --out {result.folder}/export --format onnx"
+            print(f"      bneck export {shlex.quote(deployable.folder)} --out "
+                  f"{shlex.quote(result.folder + '/export')} --format onnx"
                   + ("" if deployable is best else f"   ({best.name} does not export; {deployable.name} is the "
                                                     "best model that does)"))
 

@@ -143,7 +143,7 @@ def _summary(rows: list[dict]) -> dict:
         if "class" in r:
             counts[r["class"]] = counts.get(r["class"], 0) + 1
     return {"images": len(rows), "classified": sum(counts.values()), "failed": sum("error" in r for r in rows),
-            "per_class": counts, "seen_in_training_data": sum(bool(r.get("seen_in")) for r in rows)}
+            "per_class": counts, "seen_in_model_splits": sum(bool(r.get("seen_in")) for r in rows)}
 
 
 def _print_rows(rows: list[dict], k) -> None:
@@ -158,7 +158,7 @@ def _print_rows(rows: list[dict], k) -> None:
     per_class = ", ".join(f"{c} {n}" for c, n in sorted(s["per_class"].items(), key=lambda kv: -kv[1]))
     print(f"{s['classified']} of {s['images']} image(s) classified" + (f": {per_class}" if per_class else "")
           + (f"; {s['failed']} failed" if s["failed"] else "")
-          + (f"; {s['seen_in_training_data']} were the model's own images" if s["seen_in_training_data"] else ""))
+          + (f"; {s['seen_in_model_splits']} were the model's own images" if s["seen_in_model_splits"] else ""))
 
 
 def _is_predictions_header(line: str) -> bool:

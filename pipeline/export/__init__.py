@@ -86,10 +86,10 @@ def export_model(model_dir: str, out: str, fmt: str = "keras", weights: Optional
     clf = load_classifier(model_dir)
     spec = clf.manifest.extractor_spec(weights)
     model = deployable(clf, spec)  # FoldError here, before any folder is made
-    images, source = _check_images(clf, spec.input_size)
-    reference = probability_function(clf, spec)(images)
-    with staged_folder(out, "export", inputs=[model_dir]) as folder:
-        files = write(model, fmt, folder)
+    with staged_folder(out, "export", inputs=[model_dir]) as folder:  # a place we cannot write: said now
+        images, source = _check_images(clf, spec.input_size)
+        reference = probability_function(clf, spec)(images)
+        write(model, fmt, folder)
         got = runner(fmt, folder)(images)
         diff = float(np.max(np.abs(np.asarray(got, np.float64) - reference))) if got.shape == reference.shape \
             else float("inf")
@@ -97,22 +97,37 @@ def export_model(model_dir: str, out: str, fmt: str = "keras", weights: Optional
             raise ExportError(f"the {fmt} export of {model_dir} does not reproduce `bneck predict`: on {source} "
                               f"its probabilities differ by up to {diff:.3g} (allowed {TOLERANCE:g}, output shape "
                               f"{got.shape} vs {reference.shape}). Nothing was written; try --format keras.")
-        metadata = _metadata(clf, spec, fmt, files, {"images": source, "max_abs_difference": diff,
-                                                     "tolerance": TOLERANCE})
-        write_json(os.path.join(folder, METADATA), metadata)
         write_json(os.path.join(folder, "labels.json"), list(clf.class_names))
+        metadata = _metadata(clf, spec, fmt, _hashes(folder), {"images": source, "max_abs_difference": diff,
+                                                               "tolerance": TOLERANCE})
+        write_json(os.path.join(folder, METADATA), metadata)
     if verbose:
         print(f"exported {model_dir} as {fmt}: {os.path.join(out, MODEL_PATH[fmt])} (+ labels.json, {METADATA}); "
               f"checked on {source}: max |difference| from bneck predict {diff:.2g}")
     return metadata
 
 
-def _metadata(clf: LoadedClassifier, spec, fmt: str, files: list[str], check: dict) -> dict:
+def _hashes(folder: str) -> dict:
+    """{relative path: sha256} of every file written so far (the marker aside)."""
+    from features.hashing import sha256_file
+    from features.outputs import MARKER
+
+    found = {}
+    for current, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(current, name)
+            relative = os.path.relpath(path, folder)
+            if relative != MARKER:
+                found[relative] = sha256_file(path)
+    return dict(sorted(found.items()))
+
+
+def _metadata(clf: LoadedClassifier, spec, fmt: str, files: dict, check: dict) -> dict:
     from features.store import versions
 
     size, names = spec.input_size, list(clf.class_names)
     return {
-        "format": fmt, "model": MODEL_PATH[fmt], "files": files,
+        "format": fmt, "model": MODEL_PATH[fmt], "files": [*files, METADATA], "sha256": files,
         "class_names": names,
         "input": {"name": "image", "shape": [None, size, size, 3], "dtype": "uint8", "channels": "RGB",
                   "resize": RESIZE.replace("SIZE", str(size)),

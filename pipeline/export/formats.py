@@ -21,8 +21,8 @@ NEEDS = {"onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",)}
 OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
-def write(model, fmt: str, folder: str) -> list[str]:
-    """Write ``model`` in format ``fmt`` into ``folder``; returns the paths written (relative)."""
+def write(model, fmt: str, folder: str) -> None:
+    """Write ``model`` in format ``fmt`` into ``folder``."""
     path = os.path.join(folder, MODEL_PATH[fmt])
     if fmt == "keras":
         model.save(path)
@@ -40,8 +40,6 @@ def write(model, fmt: str, folder: str) -> list[str]:
             saved = os.path.join(tmp, "saved_model")
             model.export(saved, format="tf_saved_model", verbose=False)
             _from_saved_model(saved, fmt, path)
-    return sorted(os.path.relpath(os.path.join(cur, n), folder)
-                  for cur, _, names in os.walk(folder) for n in names)
 
 
 def _from_saved_model(saved: str, fmt: str, path: str) -> None:

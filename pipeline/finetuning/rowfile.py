@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from features.atomic import pid_alive
+
 from features.files import kind_of
 
 # The most one pread asks for: Linux returns at most about 2 GB per call.
@@ -90,12 +92,7 @@ def remove_abandoned(parent: str) -> int:
         path = os.path.join(parent, name)
         if not name.startswith(PREFIX) or not pid.isdigit() or not stat.S_ISDIR(os.lstat(path).st_mode):
             continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # alive (or another user's: not ours to judge)
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OverflowError):
+        if pid_alive(int(pid)):  # alive (or another user's: not ours to judge)
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed += 1

@@ -13,7 +13,6 @@ fine-tuned from the same head (by its manifest's sha256), data and options is re
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ import numpy as np
 from features import DatasetError, get_backbone
 from features.outputs import check_folder, staged_folder
 
-from ..artifacts import (load_classifier, read_verified, write_history, write_json, write_manifest,
+from ..artifacts import (load_classifier, read_verified, verified_json, write_history, write_json, write_manifest,
                          write_predictions)
 from ..image_splits import data_root_of, read_splits, recorded_images, write_splits
 from ..manifests import FinetunedManifest, HeadRef
@@ -240,6 +239,6 @@ def _reused(folder: str, opts: dict) -> FinetuneResult:
     from ..artifacts import read_history
 
     verified = read_verified(folder)
-    metrics = json.loads(verified.files["metrics.json"])
+    metrics = verified_json(verified, "metrics.json")
     return FinetuneResult(verified.folder, metrics, read_history(verified.files["history.csv"]),
                           metrics.get("fit_seconds", 0.0), opts, reused=True, why="unchanged")

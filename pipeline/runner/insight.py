@@ -74,11 +74,17 @@ def overfit_notes(results, verified_files) -> list[str]:
     return notes
 
 
+def short_name(path: str) -> str:
+    """``class/file.jpg``: the file and its folder (the same file name may be in several classes)."""
+    parent = os.path.basename(os.path.dirname(path))
+    return f"{parent}/{os.path.basename(path)}" if parent else os.path.basename(path)
+
+
 def _entries(found: list[dict]) -> list[tuple[str, str]]:
     out = []
     for group in found[:SHOWN]:
         for split, path in group["items"][:2]:
-            out.append((path, f"{os.path.basename(path)} ({split})\n{group['caption']}"))
+            out.append((path, f"{short_name(path)} ({split})\n{group['caption']}"))
     return out
 
 

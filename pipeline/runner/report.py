@@ -15,7 +15,9 @@ from __future__ import annotations
 import base64
 import html
 import os
+import shlex
 from typing import Optional
+from urllib.parse import quote
 
 from features.atomic import atomic_open
 
@@ -60,14 +62,15 @@ def _next_steps(result) -> list:
         return [("text", "No model to use: see the stages below for what went wrong.")]
     best = result.leaderboard[0]
     steps = [("text", f"The best model on validation is {best.name}: {best.folder}"),
-             ("text", f"Classify new images: bneck predict {best.folder} IMAGE_OR_FOLDER... [--csv predictions.csv]")]
+             ("text", f"Classify new images: bneck predict {shlex.quote(best.folder)} IMAGE_OR_FOLDER... "
+                      "[--csv predictions.csv]")]
     deployable = best_exportable(result.leaderboard)
     if deployable is not None:
         note = "" if deployable is best else (f" ({best.name} is not expressible as layers; {deployable.name} is "
                                               "the best model that is)")
-        steps.append(("text", f"Deploy without bneck: bneck export {deployable.folder} --out "
-                              f"{os.path.join(result.folder, 'export')} --format onnx (or keras, savedmodel, tflite, "
-                              f"openvino){note}"))
+        steps.append(("text", f"Deploy without bneck: bneck export {shlex.quote(deployable.folder)} --out "
+                              f"{shlex.quote(os.path.join(result.folder, 'export'))} --format onnx (or keras, "
+                              f"savedmodel, tflite, openvino){note}"))
     return steps
 
 
@@ -142,20 +145,29 @@ def _sections(result, worst_label: str, worst_png) -> list[tuple[str, list]]:
     return out
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|!#"} | {"\n": " ", "\r": " "})
+
+
+def _md_text(value) -> str:
+    """Text as Markdown shows it literally: no table cell split by '|', no link, image or HTML tag made
+    from a class or file name (``report.html`` escapes the same text as HTML)."""
+    return str(value).translate(_MD_SPECIAL)
+
+
 def _md(sections, folder: str) -> str:
     """The report as Markdown; images linked relative to the run ``folder`` (where report.md is)."""
     lines = ["# bneck run report", ""]
     for title, blocks in sections:
-        lines += [f"## {title}", ""]
+        lines += [f"## {_md_text(title)}", ""]
         for block in blocks:
             if block[0] == "text":
-                lines += [block[1], ""]
+                lines += [_md_text(block[1]), ""]
             elif block[0] == "img":
-                lines += [f"![{block[2]}]({os.path.relpath(block[1], folder)})", ""]
+                lines += [f"![{_md_text(block[2])}](<{quote(os.path.relpath(block[1], folder))}>)", ""]
             else:
                 _, headers, rows = block
-                lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-                lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
+                lines += ["| " + " | ".join(map(_md_text, headers)) + " |", "|" + "---|" * len(headers)]
+                lines += ["| " + " | ".join(_md_text(c) for c in row) + " |" for row in rows] + [""]
     return "\n".join(lines)
 
 

@@ -92,6 +92,8 @@ def thumbnail_grid(entries: list[tuple[str, str]], data_root: str, size: int = 1
 
 def worst_grid(rows: list[dict], data_root: str, size: int = 160):
     """Return PNG bytes of the misclassified images with true class and probabilities; None if none."""
-    entries = [(row["path"], f"{os.path.basename(row['path'])}\ntrue {row['true']}, said {row['predicted']} "
+    from .insight import short_name
+
+    entries = [(row["path"], f"{short_name(row['path'])}\ntrue {row['true']}, said {row['predicted']} "
                              f"({100 * row['probabilities'][row['predicted']]:.0f}%)") for row in rows]
     return thumbnail_grid(entries, data_root, size, color="firebrick")

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from features.outputs import check_folder, claim_folder, remove_owned
 
-from ..artifacts import read_verified
+from ..artifacts import read_verified, verified_json
 from ..data import check_budget, open_feature_set
 from .checks import check_data, validate_classifiers
 from .fit import fit_classifier
@@ -74,9 +74,7 @@ def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, verbos
 
 def _reused(name: str, folder: str) -> Result:
     """The Result of a current classifier folder, from its verified metrics."""
-    import json
-
     verified = read_verified(folder)
-    metrics = json.loads(verified.files["metrics.json"])
+    metrics = verified_json(verified, "metrics.json")
     return Result(name, verified.folder, metrics, metrics.get("fit_seconds", 0.0),
                   verified.manifest.streamed, reused=True, why="unchanged")

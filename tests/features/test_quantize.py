@@ -110,7 +110,7 @@ def test_calibration_plan_is_seeded_by_content_and_disjoint_from_the_check(tmp_p
 
 @pytest.mark.parametrize("options, expected", [
     (dict(precision="int16", runtime="openvino"), "--precision must be one of 'fp32', 'int8'"),
-    (dict(precision="int8"), "--precision int8 runs on OpenVINO: add --runtime openvino"),
+    (dict(precision="int8", runtime="tensorflow"), "--precision int8 runs on OpenVINO: add --runtime openvino"),
     (dict(precision="int8", runtime="openvino", calibration_images=0), "--calibration-images must be"),
     (dict(precision="int8", runtime="openvino", min_cosine=2.0), "--min-cosine must be a finite number >= -1"),
 ])
@@ -137,3 +137,29 @@ def test_an_int8_model_planted_in_the_shared_cache_is_checked_against_fp32_befor
     shutil.copy(source[:-4] + ".bin", planted[:-4] + ".bin")
     with pytest.raises(QuantizationRefused, match="too far from fp32"):
         extract(data, tmp_path / "o3", cache_dir=tmp_path / "cache", min_cosine=0.5, verbose=False, **INT8)
+
+
+def test_bf16_is_refused_without_native_bf16_and_otherwise_has_its_own_key_and_check(tmp_path, monkeypatch):
+    from features import cpu
+
+    data = copy_subset(tmp_path / "data", 8, splits=("train", "test"))
+    bf16 = dict(MOBILENET, precision="bf16", min_cosine=0.5)
+    monkeypatch.setattr(cpu, "has_native_bf16", lambda: False)  # an AVX2-only CPU, whatever runs the test
+    with pytest.raises(ConfigError, match="needs a CPU that computes bf16 natively") as err:
+        extract(data, tmp_path / "refused", verbose=False, **bf16)
+    assert "Received: precision='bf16'" in str(err.value) and not (tmp_path / "refused").exists()
+    monkeypatch.setattr(cpu, "has_native_bf16", lambda: True)  # and a CPU with it
+    fp32 = extract(data, tmp_path / "fp32", runtime="openvino", verbose=False, **MOBILENET)
+    report = extract(data, tmp_path / "bf16", verbose=False, **bf16)
+    assert report.runtime == "openvino" and report.spec.key != fp32.spec.key  # its own key
+    assert json.loads(report.spec.quantization)["precision"] == "bf16" and report.forward_images == 32
+    with h5py.File(tmp_path / "bf16" / "test.h5") as f:
+        assert f.attrs["precision"] == "bf16"
+        check = json.loads(f.attrs["quantization_check"])
+    assert check["passed"] and check["min_cosine"] == 0.5 and check["check_images"] == 4
+    # the recorded cosine is what the features themselves show (on other images here)
+    a = read_features(str(tmp_path / "fp32" / "test.h5")).features
+    b = read_features(str(tmp_path / "bf16" / "test.h5")).features
+    assert abs(cosine_per_row(a, b).mean() - check["cosine_mean"]) < 0.1
+    again = extract(data, tmp_path / "bf16", verbose=False, **bf16)
+    assert again.forward_images == 0 and again.quantization["cosine_min"] == check["cosine_min"]  # kept

@@ -169,3 +169,58 @@ def test_an_export_that_does_not_reproduce_predict_is_not_kept(models, tmp_path,
     with pytest.raises(ExportError, match="differ by up to 0.0003"):
         export_model(str(models / "logreg"), str(tmp_path / "bad"), "keras", verbose=False)
     assert not (tmp_path / "bad").exists() and os.listdir(tmp_path) == []
+
+
+def test_reexport_replaces_only_its_own_files_and_refuses_a_folder_holding_the_users(models, tmp_path, capsys):
+    out = tmp_path / "deploy"
+    assert main(["export", str(models / "logreg"), "--out", str(out), "--quiet"]) == 0
+    meta = json.loads((out / "bneck-export.json").read_text())
+    assert set(meta["files"]) == {"model.keras", "labels.json", "bneck-export.json"}
+    assert set(meta["sha256"]) == {"model.keras", "labels.json"}  # every file but the listing itself, hashed
+    # an export again into its own folder replaces it
+    assert main(["export", str(models / "mlp"), "--out", str(out), "--format", "onnx", "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".bneck-folder.json", "bneck-export.json", "labels.json",
+                                                      "model.onnx"]
+    # a user's notes beside it are never deleted: the export is refused instead, before any work
+    (out / "NOTES.md").write_text("mine")
+    (out / "conf").mkdir()
+    assert main(["export", str(models / "logreg"), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "also holds NOTES.md, conf" in err and "Traceback" not in err
+    assert (out / "NOTES.md").read_text() == "mine" and (out / "model.onnx").exists()
+
+
+def test_staging_folders_a_killed_export_left_are_removed_by_the_next_one(models, tmp_path):
+    from features.outputs import write_marker
+
+    out = tmp_path / "deploy"
+    dead, alive, foreign = (tmp_path / f".deploy.tmp-{pid}-0123abcd" for pid in (999999999, os.getpid(), 999999998))
+    for folder in (dead, alive, foreign):
+        folder.mkdir()
+        (folder / "model.keras").write_bytes(b"half written")
+    write_marker(str(dead), "export")
+    write_marker(str(alive), "export")  # a live process's: not ours to judge
+    export_model(str(models / "logreg"), str(out), "keras", verbose=False)
+    assert not dead.exists() and alive.exists() and foreign.exists()  # foreign: no marker, never deleted
+
+
+@pytest.mark.parametrize("where,said", [("afile/sub", "is a regular file, not a folder"),
+                                        ("/proc/bneck-export-test", "cannot be created")])
+def test_an_out_that_cannot_be_made_is_one_paragraph_before_any_work(models, tmp_path, capsys, where, said):
+    (tmp_path / "afile").write_text("x")
+    out = where if where.startswith("/") else str(tmp_path / where)
+    assert main(["export", str(models / "logreg"), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_manifest_nested_past_any_parser_is_refused_not_a_traceback(models, tmp_path, capsys):
+    import shutil
+
+    evil = tmp_path / "evil"
+    shutil.copytree(models / "logreg", evil)
+    (evil / "manifest.json").write_text("[" * 100000 + "]" * 100000)
+    for argv in (["export", str(evil), "--out", str(tmp_path / "o")], ["predict", str(evil), str(evil)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "manifest" in err

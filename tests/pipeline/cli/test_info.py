@@ -124,3 +124,17 @@ def test_every_command_has_a_description_an_example_and_help_for_every_argument(
             if not isinstance(action, argparse._SubParsersAction):  # its commands are checked themselves
                 assert action.help, (name, action.dest)
         sub.format_help()  # renders (a %-placeholder in a help line would raise here)
+
+
+def test_init_records_paths_as_given_from_here_whatever_folder_the_config_lands_in(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    assert main(["init", "deep/er/c.toml", "--data", "images", "--out", "runs/x"]) == 0
+    config = load_config(str(tmp_path / "deep" / "er" / "c.toml"))
+    assert config["data"] == str(tmp_path / "images") and config["out"] == str(tmp_path / "runs" / "x")
+    for bad, said in (("/proc/c.toml", "cannot be written"), ("afile/c.toml", "is not a folder")):
+        (tmp_path / "afile").write_text("x")
+        assert main(["init", bad]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err
