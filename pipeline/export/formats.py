@@ -49,8 +49,9 @@ def _from_saved_model(saved: str, fmt: str, path: str) -> None:
         with open(path, "wb") as handle:
             handle.write(tf.lite.TFLiteConverter.from_saved_model(saved).convert())
     else:
-        import openvino as ov
+        from features.openvino_core import import_openvino
 
+        ov = import_openvino()
         ov.save_model(ov.convert_model(saved), path, compress_to_fp16=False)
 
 
@@ -75,9 +76,9 @@ def runner(fmt: str, folder: str):
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
-    import openvino as ov
+    from features.openvino_core import import_openvino
 
-    compiled = ov.Core().compile_model(path, "CPU", OPENVINO_CONFIG)
+    compiled = import_openvino().Core().compile_model(path, "CPU", OPENVINO_CONFIG)
     return lambda x: np.asarray(compiled(x)[0])
 
 
