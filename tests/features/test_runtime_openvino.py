@@ -171,8 +171,7 @@ def test_auto_falls_back_to_tensorflow_when_openvino_differs_here(tmp_path, monk
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)
     assert report.runtime == "tensorflow" and "OpenVINO was refused on this CPU" in report.runtime_why
-    extract(data, tmp_path / "tf", cache_dir=tmp_path / "tf_cache", runtime="tensorflow",
-                        verbose=False, **MOBILENET)
+    extract(data, tmp_path / "tf", cache_dir=tmp_path / "tf_cache", runtime="tensorflow", verbose=False, **MOBILENET)
     got, expected = (read_features(str(tmp_path / o / "train.h5")) for o in ("out", "tf"))
     assert got.attrs["runtime"] == "tensorflow" and "equivalence" not in got.attrs
     np.testing.assert_array_equal(got.features, expected.features)  # TensorFlow's rows, not OpenVINO's
