@@ -30,38 +30,46 @@ import json, sys
 import numpy as np
 from PIL import Image
 
-folder, *paths = sys.argv[1:]
-meta = json.load(open(f"{folder}/bneck-export.json"))
-size, fmt, model = meta["input"]["shape"][1], meta["format"], f"{folder}/{meta['model']}"
-x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)
-              for p in paths])
-if fmt == "keras":
-    import keras
-    out = keras.saving.load_model(model)(x)
-elif fmt == "savedmodel":
-    import tensorflow as tf
-    loaded = tf.saved_model.load(model)
-    out = loaded.serve(tf.constant(x))
-elif fmt == "tflite":
-    import tensorflow as tf
-    it = tf.lite.Interpreter(model_path=model)
-    inp = it.get_input_details()[0]
-    it.resize_tensor_input(inp["index"], x.shape)
-    it.allocate_tensors()
-    it.set_tensor(inp["index"], x)
-    it.invoke()
-    out = it.get_tensor(it.get_output_details()[0]["index"])
-elif fmt == "onnx":
-    import onnxruntime as ort
-    session = ort.InferenceSession(model)
-    out = session.run(None, {session.get_inputs()[0].name: x})[0]
-else:
-    import openvino as ov
-    out = ov.Core().compile_model(model, "CPU", meta["runtime_settings"]["openvino_compile_config"])(x)[0]
+
+def serve(folder, paths):
+    meta = json.load(open(f"{folder}/bneck-export.json"))
+    size, fmt, model = meta["input"]["shape"][1], meta["format"], f"{folder}/{meta['model']}"
+    x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)
+                  for p in paths])
+    if fmt == "keras":
+        import keras
+        out = keras.saving.load_model(model)(x)
+    elif fmt == "savedmodel":
+        import tensorflow as tf
+        loaded = tf.saved_model.load(model)
+        out = loaded.serve(tf.constant(x))
+    elif fmt == "tflite":
+        import tensorflow as tf
+        it = tf.lite.Interpreter(model_path=model)
+        inp = it.get_input_details()[0]
+        it.resize_tensor_input(inp["index"], x.shape)
+        it.allocate_tensors()
+        it.set_tensor(inp["index"], x)
+        it.invoke()
+        out = it.get_tensor(it.get_output_details()[0]["index"])
+    elif fmt == "onnx":
+        import onnxruntime as ort
+        session = ort.InferenceSession(model)
+        out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    else:
+        import openvino as ov
+        out = ov.Core().compile_model(model, "CPU", meta["runtime_settings"]["openvino_compile_config"])(x)[0]
+    return {"probabilities": np.asarray(out).tolist(), "labels": json.load(open(f"{folder}/labels.json"))}
+
+
+folders, paths = json.loads(sys.argv[1]), sys.argv[2:]
+served = {folder: serve(folder, paths) for folder in folders}
 ours = sorted(n for n in sys.modules if n.split(".")[0] in ("pipeline", "features"))
-print(json.dumps({"probabilities": np.asarray(out).tolist(), "labels": json.load(open(f"{folder}/labels.json")),
-                  "bneck_modules": ours}))
+print(json.dumps({"served": served, "bneck_modules": ours}))
 """
+# Each format once, spread over the kinds of model (a Keras head and three folded scikit-learn models).
+CASES = [("gap-dense", "keras"), ("linear-svm", "savedmodel"), ("logreg", "tflite"), ("mlp", "onnx"),
+         ("gap-dense", "openvino")]
 
 
 @pytest.fixture(scope="module")
@@ -71,26 +79,35 @@ def models(features_dir, tmp_path_factory):
     return out
 
 
-def _serve(folder, images, tmp_path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", SERVE, str(folder), *map(str, images)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-# Each format once, spread over the kinds of model (a Keras head and three folded scikit-learn models).
-@pytest.mark.parametrize("name,fmt", [("gap-dense", "keras"), ("linear-svm", "savedmodel"), ("logreg", "tflite"),
-                                      ("mlp", "onnx"), ("gap-dense", "openvino")])
-def test_every_format_reproduces_predict_without_bneck(models, image_root, tmp_path, name, fmt):
+@pytest.fixture(scope="module")
+def exported(models, image_root, tmp_path_factory):
+    """Every case exported with the CLI, then served by each format's own runtime in ONE fresh interpreter
+    that never imports bneck (one TensorFlow start-up for all five)."""
+    out = tmp_path_factory.mktemp("exports")
     images = sorted((image_root / "test").glob("*/*.jpg"))[::8]
-    out = tmp_path / f"{name}-{fmt}"
-    assert main(["export", str(models / name), "--out", str(out), "--format", fmt, "--quiet"]) == 0
+    folders = {}
+    for name, fmt in CASES:
+        folders[(name, fmt)] = out / f"{name}-{fmt}"
+        assert main(["export", str(models / name), "--out", str(folders[(name, fmt)]), "--format", fmt,
+                     "--quiet"]) == 0
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cwd = out / "cwd"
+    cwd.mkdir()
+    done = subprocess.run([sys.executable, "-c", SERVE, json.dumps([str(f) for f in folders.values()]),
+                           *map(str, images)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folders, images, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name,fmt", CASES)
+def test_every_format_reproduces_predict_without_bneck(exported, models, name, fmt):
+    folders, images, result = exported
+    out = folders[(name, fmt)]
     meta = json.loads((out / "bneck-export.json").read_text())
     assert meta["format"] == fmt and meta["check"]["max_abs_difference"] <= 1e-4
     assert "recorded images" in meta["check"]["images"]  # checked on real images, not noise
-    served = _serve(out, images, tmp_path)
-    assert served["bneck_modules"] == []
+    assert result["bneck_modules"] == []
+    served = result["served"][str(out)]
     ours = predict_images(str(models / name), [str(p) for p in images])
     assert served["labels"] == list(ours[0]["probabilities"])
     expected = np.array([list(r["probabilities"].values()) for r in ours])
