@@ -156,8 +156,8 @@ def cosine_check(ov, fp32_graph, int8_graph, plan: CalibrationPlan, size: int, w
     """
     nncf = import_nncf()
     check = _decode(plan.check, size, workers)
-    fp32 = compile_cpu(ov, fp32_graph)(check)[0]
-    int8 = compile_cpu(ov, int8_graph)(check)[0]
+    fp32 = compile_cpu(ov, fp32_graph)(check)
+    int8 = compile_cpu(ov, int8_graph)(check)
     cosine = cosine_per_row(np.asarray(fp32), np.asarray(int8))
     return dict(cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()),
                 check_images=int(len(check)), calibration_images=len(plan.calibration),
@@ -169,8 +169,8 @@ def bf16_cosine_check(ov, fp32_graph, plan: CalibrationPlan, size: int, workers:
     """Return how far the fp32 model computed in bf16 is from it computed in f32, on the plan's held-back
     training images (the same statistics as ``cosine_check``)."""
     check = _decode(plan.check, size, workers)
-    fp32 = compile_cpu(ov, fp32_graph)(check)[0]
-    bf16 = compile_cpu(ov, fp32_graph, "bf16")(check)[0]
+    fp32 = compile_cpu(ov, fp32_graph)(check)
+    bf16 = compile_cpu(ov, fp32_graph, "bf16")(check)
     cosine = cosine_per_row(np.asarray(fp32), np.asarray(bf16))
     return dict(cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()), check_images=int(len(check)),
                 calibration_images=0, calibration_seed=plan.seed, openvino_version=ov.get_version())

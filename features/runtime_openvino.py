@@ -35,7 +35,7 @@ from .key import ExtractorSpec
 from .errors import BneckError, ConfigError
 from .files import open_regular
 from .hashing import sha256_bytes
-from .openvino_core import INFERENCE_PRECISION, compile_cpu, import_openvino
+from .openvino_core import INFERENCE_PRECISION, MODE, compile_cpu, import_openvino
 from .quantize import CalibrationPlan, bf16_cosine_check, cosine_check, quantize, reduced_precision
 
 FP32_CHECK, INT8_CHECK, BF16_CHECK = "fp32 vs tensorflow", "int8 vs fp32", "bf16 vs fp32"
@@ -45,7 +45,7 @@ def where_checked(inference_precision: str = INFERENCE_PRECISION) -> str:
     """The CPU class, OpenVINO version and precision a check holds for."""
     from . import cpu
 
-    return f"{cpu.signature()} | openvino {import_openvino().get_version()} | {inference_precision}"
+    return f"{cpu.signature()} | openvino {import_openvino().get_version()} | {inference_precision} | {MODE}"
 
 
 def converted_path(cache_dir: str, spec: ExtractorSpec, precision: str = "fp32") -> str:
@@ -152,8 +152,7 @@ class OpenVINOFeatureModel:
             if self._reference is None:
                 from .model import FeatureModel
                 self._reference = FeatureModel(self.backbone, spec)
-            got = np.asarray(compile_cpu(ov, fp32.read(ov), self.inference_precision)(np.ascontiguousarray(sample))[0],
-                             dtype=spec.dtype)
+            got = np.asarray(compile_cpu(ov, fp32.read(ov), self.inference_precision)(sample), dtype=spec.dtype)
             diff = max_relative_difference(got, self._reference(sample))
             check = {"runtime": "openvino", "reference": "tensorflow", "max_rel_diff": diff,
                      "images": int(len(sample)), "tolerance": TOLERANCE, "passed": diff <= TOLERANCE,
@@ -192,8 +191,7 @@ class OpenVINOFeatureModel:
         """Return features for a (n, size, size, 3) uint8 batch."""
         self.calls += 1
         self.images += len(images)
-        out = self._compiled(np.ascontiguousarray(images))[0]
-        return np.asarray(out, dtype=self.spec.dtype)
+        return np.asarray(self._compiled(images), dtype=self.spec.dtype)
 
 
 def checked_here(spec: ExtractorSpec, cache_dir: str) -> bool:

@@ -23,6 +23,7 @@ from .extractor import Extractor, split_content
 from .outputs import check_folder, claim_folder
 from .quantize import BF16_METHOD, DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, gate, plan_calibration
 from .ray_engine import RayPool, extract_split_sharded, ray_options
+from .runtime_openvino import checked_here
 from .specs import resolve_spec
 from .split_inputs import check_sample, cross_split_duplicates, hash_split, training_records
 from .store import holds, write_split_file
@@ -49,7 +50,8 @@ def _extract_split(ex: Extractor, dataset: Dataset, split: str, out_dir: str, us
         shape, dtype = ex.cache.row_layout(content.shas[0])
         # An existing file is kept only if it holds the cache's own rows, bit for bit: a file
         # someone handed over (re-signed or not) is never taken as this extraction's output.
-        unchanged = holds(path, attrs, content, ex.cache.digest(content.shas))
+        # (no file there: nothing to compare, and no reason to read every row twice)
+        unchanged = os.path.isfile(path) and holds(path, attrs, content, ex.cache.digest(content.shas))
         if not unchanged:
             write_split_file(path, content, attrs, shape, str(dtype),
                              lambda sink: ex.cache.read_rows(content.shas, sink))
@@ -129,11 +131,14 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
                                 calibration_images if precision == "int8" else 1, seed, workers)
         spec = dataclasses.replace(spec, quantization=plan.key_json() if precision == "int8"
                                    else json.dumps(BF16_METHOD, sort_keys=True))
-    if not _entry_exists(cache_dir, spec):  # a new extractor: its layer and pool are checked before any folder
+    converted = runtime in ("auto", "openvino") and checked_here(spec, cache_dir)
+    # A new extractor: its layer and pool are checked before any folder (a converted model that was
+    # checked against TensorFlow here was made from them: no need to build the network for that).
+    if not _entry_exists(cache_dir, spec) and not converted:
         from .model import check_cut
         check_cut(get_backbone(spec.backbone), spec.alpha, spec.input_size, spec.layer, spec.pool)
     if runtime == "auto":
-        runtime, runtime_why = _auto_runtime(spec, cache_dir, sum(len(r) for r in dataset.splits.values()))
+        runtime, runtime_why = _auto_runtime(converted, sum(len(r) for r in dataset.splits.values()))
     claim_folder(out_dir, "features", inputs=[data_dir])
     training = training_records(dataset, data_dir, split, seed, exclude, opts["follow_links"], required=False)
     pool = RayPool(options, spec, cache_dir, batch_size) if options is not None else None
@@ -201,12 +206,10 @@ def _early_runtime(runtime: str, precision: str, engine: str) -> tuple[str, str]
     return "auto", ""
 
 
-def _auto_runtime(spec, cache_dir: str, images: int) -> tuple[str, str]:
-    """OpenVINO when its converted model is already checked here, or when the set is large enough to pay
-    for converting it; TensorFlow otherwise."""
-    from .runtime_openvino import checked_here
-
-    if checked_here(spec, cache_dir):
+def _auto_runtime(converted: bool, images: int) -> tuple[str, str]:
+    """OpenVINO when its converted model is already checked here (``converted``), or when the set is large
+    enough to pay for converting it; TensorFlow otherwise."""
+    if converted:
         return "openvino", "auto: its converted model is cached and was checked against TensorFlow on this CPU"
     if images >= AUTO_CONVERT_IMAGES:
         return "openvino", f"auto: {images} images, enough to pay for converting once (checked before its first row)"

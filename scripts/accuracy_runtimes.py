@@ -4,12 +4,13 @@ Extracts the same images three ways, each into its own cache (fp32 OpenVINO
 shares TensorFlow's key, so one cache would simply hand back TensorFlow's rows):
 
   tensorflow fp32 | openvino fp32 | openvino int8 (calibrated on training images, --force)
+  | openvino bf16 (with --bf16, on CPUs with AVX512_BF16 or AMX; --force)
 
 then trains the same classifiers (default logreg and dense, same seed) on each and
 prints validation/test accuracy with the change against TensorFlow.
 
   python scripts/accuracy_runtimes.py --backbone mobilenet --alpha 0.25 --size 224 \
-      --weights imagenet [--data ../shared/data/cats_and_dogs_small] [--out runs/runtimes]
+      --weights imagenet [--data ../shared/data/cats_and_dogs_small] [--out runs/runtimes] [--bf16]
 """
 from __future__ import annotations
 
@@ -39,11 +40,12 @@ def main() -> None:
     p.add_argument("--weights", default="imagenet")
     p.add_argument("--classifiers", default="logreg,dense")
     p.add_argument("--calibration-images", type=int, default=300)
+    p.add_argument("--bf16", action="store_true", help="also bf16 (CPUs with native bf16 only)")
     a = p.parse_args()
     out = Path(a.out)
     names = a.classifiers.split(",")
     rows, baseline, figures = [], {}, {}
-    for runtime, precision in VARIANTS:
+    for runtime, precision in VARIANTS + (("openvino", "bf16"),) * a.bf16:
         label = f"{runtime} {precision}"
         folder = out / f"{runtime}-{precision}"
         start = time.perf_counter()
@@ -63,7 +65,7 @@ def main() -> None:
                          round(seconds, 1)])
             figures[f"{label} {result.name}"] = {"validation": val, "test": test}
     print(format_table(["features", "classifier", "val %", "test %", "test vs tensorflow (pt)",
-                        "int8 cosine min/mean", "extract s"], rows))
+                        "cosine to fp32 min/mean", "extract s"], rows))
     (out / "accuracy.json").write_text(json.dumps(figures, indent=1))
 
 

@@ -100,3 +100,22 @@ def test_cache_folders_bneck_may_not_use_are_refused(tmp_path, make):
         path = data / "cache"
     with pytest.raises(ConfigError, match="--cache-dir"):
         resolve_cache_dir(str(path), inputs=[str(data)])
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+    np.asfortranarray(np.arange(24, dtype=np.float32).reshape(4, 6)),  # Fortran order: hashed in C order
+    np.arange(24, dtype=np.float32).reshape(4, 6).T,  # a transposed view
+    np.arange(40, dtype=np.float64)[::3],  # strided
+    np.zeros((0, 5), np.float32),  # empty
+    np.float16([1.5, -2.25]),
+    np.float32(3.0),  # 0-d
+], ids=["c", "fortran", "transposed", "strided", "empty", "float16", "scalar"])
+def test_row_checksums_are_the_sha256_of_the_c_order_bytes(array):
+    """The checksum definition other tools reproduce: sha256 of the array's bytes in C order, whatever
+    the array's layout in memory (hashed from its buffer, never a stale or partial view)."""
+    import hashlib
+
+    assert sha256_array(array) == hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    halves = RowsDigest().update(array.reshape(-1)[: array.size // 2]).update(array.reshape(-1)[array.size // 2:])
+    assert halves.hexdigest() == sha256_array(array)

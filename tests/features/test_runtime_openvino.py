@@ -31,7 +31,7 @@ def test_openvino_fp32_features_equal_tensorflow_and_share_the_key(tmp_path):
     assert os.path.isfile(converted_path(str(tmp_path / "ov_cache"), ov_report.spec))
     check = b.attrs["equivalence"]  # measured on this CPU before the first row, and recorded
     assert check["passed"] and check["max_rel_diff"] < TOLERANCE and check["images"] == 8
-    assert check["where"].startswith(cpu.signature()) and check["where"].endswith("| f32")
+    assert check["where"].startswith(cpu.signature()) and check["where"].endswith("| f32 | latency")
 
 
 def _round_to_bf16(weights):
@@ -108,23 +108,29 @@ def test_forcing_openvinos_bf16_hint_is_caught_exactly_when_it_changes_the_numbe
     except RuntimeMismatch:
         refused = True
     (check,) = _checks().values()
-    assert check["where"].endswith("| bf16")
+    assert check["where"].endswith("| bf16 | latency")
     assert refused == (check["max_rel_diff"] > TOLERANCE) == (not check["passed"])
     assert refused == (not (tmp_path / "out" / "train.h5").exists())
 
 
-def test_the_check_runs_again_on_another_cpu_class(tmp_path):
+@pytest.mark.parametrize("elsewhere", ["another CPU class", "this CPU, run another way"])
+def test_a_check_vouches_only_where_and_how_it_was_made(tmp_path, elsewhere):
+    """A check made on another CPU class, or on this one with the model compiled another way (the
+    performance mode is part of what was checked), is not taken: the model is checked again here."""
     from features import checks_store
 
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
     ((key, check),) = _checks().items()
-    kind, sha = key.split(" | ")[:2]
-    os.remove(os.path.join(checks_store.state_dir(), checks_store.RECORD))  # as if checked only elsewhere
-    checks_store.record(kind, sha, "x86_64:avx,avx2,fma | openvino 0 | f32", check)
+    kind, sha, signature, version, precision, mode = key.split(" | ")
+    assert mode == "latency"
+    where = {"another CPU class": f"x86_64:avx,avx2,fma | {version} | {precision} | {mode}",
+             "this CPU, run another way": f"{signature} | {version} | {precision}"}[elsewhere]
+    os.remove(os.path.join(checks_store.state_dir(), checks_store.RECORD))  # as if checked only there
+    checks_store.record(kind, sha, where, check)
     more = copy_subset(tmp_path / "more", 2, splits=("train",), offset=20)
     extract(more, tmp_path / "o2", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
-    assert set(_checks()) == {f"{kind} | {sha} | x86_64:avx,avx2,fma | openvino 0 | f32", key}
+    assert set(_checks()) == {f"{kind} | {sha} | {where}", key}
 
 
 @pytest.mark.parametrize("package, options, extra", [
@@ -175,3 +181,23 @@ def test_auto_falls_back_to_tensorflow_when_openvino_differs_here(tmp_path, monk
     got, expected = (read_features(str(tmp_path / o / "train.h5")) for o in ("out", "tf"))
     assert got.attrs["runtime"] == "tensorflow" and "equivalence" not in got.attrs
     np.testing.assert_array_equal(got.features, expected.features)  # TensorFlow's rows, not OpenVINO's
+
+
+def test_a_converted_model_checked_here_extracts_new_images_without_tensorflow(tmp_path):
+    """With its converted model cached and checked on this CPU, `--runtime auto` makes the rows of an
+    extractor whose rows were all removed (`bneck cache gc`) without importing TensorFlow: no network is
+    built, neither to check the cut nor to compute."""
+    import shutil
+
+    data = copy_subset(tmp_path / "data", 2, splits=("train",))
+    extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
+    shutil.rmtree(tmp_path / "cache" / "features")
+    code = ("import json, sys; from features import extract; "
+            f"r = extract({str(data)!r}, {str(tmp_path / 'o2')!r}, cache_dir={str(tmp_path / 'cache')!r}, "
+            f"verbose=False, **{MOBILENET!r}); "
+            "print(json.dumps([r.runtime, r.forward_images, 'tensorflow' in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["openvino", 4, False]
+    a, b = read_features(str(tmp_path / "o1" / "train.h5")), read_features(str(tmp_path / "o2" / "train.h5"))
+    assert a.paths == b.paths and np.array_equal(a.features, b.features)
