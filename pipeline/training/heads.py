@@ -39,6 +39,25 @@ def build_head(kind: str, input_shape: tuple, n_classes: int, units: int, dropou
     return keras.Model(inputs, out, name=f"bneck_{kind.replace('-', '_')}_head")
 
 
+# From this many flattened inputs, `dense` is told to be the slow choice (MobileNet-0.25's 7x7x256 grid
+# is 12,544: 30 s for 50 epochs on 2,000 images here, against seconds for gap-dense).
+LARGE_DENSE_INPUTS = 10_000
+
+
+def large_dense_note(shape: tuple, units: int, n_classes: int) -> str:
+    """A note when ``dense`` flattens a large grid (empty otherwise): how many weights it trains, and the
+    pooled head that trains in seconds."""
+    inputs = int(np.prod(shape, dtype=np.int64))
+    if len(shape) != 3 or inputs < LARGE_DENSE_INPUTS:
+        return ""
+    weights = inputs * units + units + (units + 1) * (1 if n_classes == 2 else n_classes)
+    pooled = shape[-1] + 1
+    return (f"note: dense flattens the {'x'.join(map(str, shape))} grid into {inputs:,} inputs, so it trains "
+            f"{weights / 1e6:.1f} M weights (minutes on a CPU for a few thousand images). gap-dense averages the grid first "
+            f"({shape[-1]:,} inputs, {pooled * (1 if n_classes == 2 else n_classes):,} weights) and trains in "
+            "seconds; it is `bneck run`'s default head.")
+
+
 def _optimizer(name: str, lr: float, momentum: float = 0.0):
     import keras
 

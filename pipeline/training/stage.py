@@ -19,7 +19,7 @@ from ..artifacts import read_verified, verified_json
 from ..data import check_budget, open_feature_set
 from .checks import check_data, validate_classifiers
 from .fit import fit_classifier
-from .heads import HEADS
+from .heads import HEADS, large_dense_note
 from .leaderboard import Leaderboard, Result, write_leaderboard
 from .options import TRAIN, classifier_config
 from .reuse import classifier_reuse
@@ -62,6 +62,8 @@ def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, verbos
         why = "--retrain" if decision.reused else decision.why
         if verbose:
             print(f"training {name} ({why})" + (" ..." if name not in HEADS else ""), file=sys.stderr, flush=True)
+            if name == "dense" and (note := large_dense_note(fs.feature_shape, cfg["units"], len(fs.class_names))):
+                print(note, file=sys.stderr, flush=True)
         board.results.append(fit_classifier(name, cfg, fs, out_dir, streamed, rows, verbose, why))
     board.rank()
     if opts["keep"] == "best":

@@ -247,3 +247,25 @@ def test_bad_options_are_clear(features_dir, tmp_path):
         train(only_train, ["logreg"], tmp_path / "m", verbose=False)
     with h5py.File(features_dir / "train.h5", "r") as h:
         assert h.attrs["complete"]
+
+
+@pytest.mark.parametrize("shape, n_classes", [((7, 7, 1280), 2), ((7, 7, 256), 8), ((4, 4, 512), 2), ((2048,), 3)])
+def test_dense_on_a_large_grid_is_told_its_weights_and_the_pooled_head(shape, n_classes):
+    """The note's weight counts are the heads' own (counted by Keras), and it appears exactly from
+    LARGE_DENSE_INPUTS flattened inputs on a grid."""
+    from pipeline.training.heads import LARGE_DENSE_INPUTS, build_head, large_dense_note
+
+    note = large_dense_note(shape, 256, n_classes)
+    large = len(shape) == 3 and int(np.prod(shape)) >= LARGE_DENSE_INPUTS
+    assert bool(note) == large
+    if large:
+        dense = build_head("dense", shape, n_classes, 256, 0.5).count_params()
+        pooled = build_head("gap-dense", shape, n_classes, 256, 0.5).count_params()
+        assert f"{dense / 1e6:.1f} M weights" in note and f"{pooled:,} weights" in note
+        assert f"{int(np.prod(shape)):,} inputs" in note and "gap-dense" in note
+
+
+def test_training_dense_on_a_large_grid_says_so_before_it_starts(features_dir, tmp_path, capsys):
+    train(features_dir, ["dense"], tmp_path / "models", epochs=1, verbose=True)
+    err = capsys.readouterr().err
+    assert err.index("training dense") < err.index("note: dense flattens the 7x7x256 grid into 12,544 inputs")
