@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import platform
+from typing import Optional
 
 # The flags that decide kernels and precisions in oneDNN and OpenVINO's CPU plugin.
 RELEVANT = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
@@ -33,9 +34,10 @@ def relevant() -> list[str]:
     return [f for f in RELEVANT if f in have]
 
 
-def signature() -> str:
-    """Return a short name for this CPU class: machine plus its relevant flags."""
-    return f"{platform.machine()}:" + ",".join(relevant())
+def signature(have: Optional[frozenset] = None) -> str:
+    """Return a short name for this CPU class (or one with flags ``have``): machine plus its relevant flags."""
+    have = flags() if have is None else have
+    return f"{platform.machine()}:" + ",".join(f for f in RELEVANT if f in have)
 
 
 def has_native_bf16() -> bool:
@@ -43,15 +45,37 @@ def has_native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & flags())
 
 
-def capabilities() -> list[tuple[str, str]]:
-    """Return (what, this CPU) lines a user picks a runtime and precision by."""
-    have = flags()
-    vnni = sorted({"avx512_vnni", "avx_vnni", "amx_int8"} & have)
-    bf16 = sorted({"avx512_bf16", "amx_bf16"} & have)
+def _int8_flags(have: frozenset) -> list[str]:
+    return sorted({"avx512_vnni", "avx_vnni", "amx_int8"} & have)
+
+
+def _bf16_flags(have: frozenset) -> list[str]:
+    return sorted({"avx512_bf16", "amx_bf16"} & have)
+
+
+def capabilities(have: Optional[frozenset] = None) -> list[tuple[str, str]]:
+    """Return (what, this CPU) lines a user picks a runtime and precision by (``have``: other flags)."""
+    have = flags() if have is None else have
+    vnni, bf16 = _int8_flags(have), _bf16_flags(have)
     return [
-        ("CPU class", signature()),
+        ("CPU class", signature(have)),
         ("fp32 (any runtime)", "yes" + (" (AVX-512)" if "avx512f" in have else " (AVX2)" if "avx2" in have else "")),
-        ("int8 dot products", f"yes ({', '.join(vnni)}): --runtime openvino --precision int8 runs fast (its cosine gate decides per backbone)"
-         if vnni else "no VNNI/AMX: int8 is emulated, expect little gain"),
-        ("native bf16", f"yes ({', '.join(bf16)})" if bf16 else "no: bf16 would be emulated"),
+        ("int8 dot products", f"yes ({', '.join(vnni)}): --precision int8 runs fast (its cosine gate decides per backbone)"
+         if vnni else "no VNNI/AMX: --precision int8 runs without int8 dot products (measured about 1.9x on "
+                      "VGG16 on an AVX2-only CPU, against 3.6x with VNNI)"),
+        ("native bf16", f"yes ({', '.join(bf16)}): --precision bf16 is available (its cosine gate decides per backbone)"
+         if bf16 else "no: --precision bf16 is refused on this CPU"),
     ]
+
+
+def precision_hint(have: Optional[frozenset] = None) -> str:
+    """One line for an fp32 extraction on a CPU that also computes int8 or bf16 natively (else empty)."""
+    have = flags() if have is None else have
+    vnni, bf16 = _int8_flags(have), _bf16_flags(have)
+    if not vnni and not bf16:
+        return ""
+    what = " and ".join(part for part in (f"int8 ({', '.join(vnni)})" if vnni else "",
+                                          f"bf16 ({', '.join(bf16)})" if bf16 else "") if part)
+    options = " or ".join(p for p in ("int8" if vnni else "", "bf16" if bf16 else "") if p)
+    return (f"this CPU also computes {what} natively: --precision {options} can be 2-4x faster on large backbones "
+            "(own cache key, checked by a cosine gate; README: Which runtime and precision)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 import features
+from features import cpu
 from features.extract_options import EXTRACT
 from features.options import namespace_values
 
@@ -32,11 +33,12 @@ def run(args: argparse.Namespace) -> int:
           f"runtime={report.runtime} precision={report.precision}")
     q = report.quantization
     if q:
-        print(f"int8 vs fp32 on {q['check_images']} held-back training images: cosine min "
+        made = (f"; calibrated on {q['calibration_images']} training images"
+                f"{' (quantised now)' if report.quantized else ' (quantised model from the cache)'}"
+                if report.precision == "int8" else "")
+        print(f"{report.precision} vs fp32 on {q['check_images']} held-back training images: cosine min "
               f"{q['cosine_min']:.4f}, mean {q['cosine_mean']:.4f} (--min-cosine {q['min_cosine']}"
-              f"{'; below it, accepted with --force' if q['forced'] else ''}); calibrated on "
-              f"{q['calibration_images']} training images"
-              f"{' (quantised now)' if report.quantized else ' (quantised model from the cache)'}")
+              f"{'; below it, accepted with --force' if q['forced'] else ''}){made}")
     print(report.summary())
     sharded = [s for s in report.splits if s.shards]
     if sharded:
@@ -45,4 +47,6 @@ def run(args: argparse.Namespace) -> int:
               + (f"; {report.retries} failed attempt(s) retried" if report.retries else ""))
     print(f"\nnetwork ran on {report.forward_images} image(s); cache: {report.cache_dir}")
     print(f"runtime: {report.runtime} ({report.runtime_why})")
+    if report.precision == "fp32" and (hint := cpu.precision_hint()):
+        print(hint)
     return 0

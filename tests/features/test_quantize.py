@@ -139,8 +139,10 @@ def test_an_int8_model_planted_in_the_shared_cache_is_checked_against_fp32_befor
         extract(data, tmp_path / "o3", cache_dir=tmp_path / "cache", min_cosine=0.5, verbose=False, **INT8)
 
 
-def test_bf16_is_refused_without_native_bf16_and_otherwise_has_its_own_key_and_check(tmp_path, monkeypatch):
+def test_bf16_is_refused_without_native_bf16_and_otherwise_has_its_own_key_and_check(tmp_path, monkeypatch,
+                                                                                     capsys):
     from features import cpu
+    from pipeline.cli import main
 
     data = copy_subset(tmp_path / "data", 8, splits=("train", "test"))
     bf16 = dict(MOBILENET, precision="bf16", min_cosine=0.5)
@@ -163,3 +165,9 @@ def test_bf16_is_refused_without_native_bf16_and_otherwise_has_its_own_key_and_c
     assert abs(cosine_per_row(a, b).mean() - check["cosine_mean"]) < 0.1
     again = extract(data, tmp_path / "bf16", verbose=False, **bf16)
     assert again.forward_images == 0 and again.quantization["cosine_min"] == check["cosine_min"]  # kept
+    # the command line names the precision it checked, and calibrates nothing for bf16
+    assert main(["extract", str(data), "--out", str(tmp_path / "bf16"), "--quiet", "--precision", "bf16",
+                 "--min-cosine", "0.5", "--backbone", "mobilenet", "--alpha", "0.25", "--size", "224"]) == 0
+    out = capsys.readouterr().out
+    assert f"bf16 vs fp32 on 4 held-back training images: cosine min {check['cosine_min']:.4f}" in out
+    assert "int8" not in out and "calibrated" not in out

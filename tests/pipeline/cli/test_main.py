@@ -22,6 +22,11 @@ def test_extract_prints_the_summary_and_reruns_from_cache(small_data, tmp_path, 
     for column in ("split", "images", "classes", "quarantined", "reused", "computed", "seconds", "file"):
         assert column in text
     assert "network ran on 36 image(s)" in text
+    # what else this CPU computes natively, said after an fp32 run exactly when there is something to say
+    from features.cpu import precision_hint
+
+    hint = precision_hint()
+    assert (hint in text.splitlines()) if hint else ("this CPU also computes" not in text)
     assert main(["extract", str(small_data), "--out", out, "--quiet", *MOBILENET_ARGS]) == 0
     assert "network ran on 0 image(s)" in capsys.readouterr().out
 
