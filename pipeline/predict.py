@@ -86,7 +86,10 @@ def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: Optiona
     if clf.kind == "finetuned":
         return "tensorflow", "a fine-tuned model is one Keras graph"
     if spec.quantization is not None:
-        return "tensorflow", "int8 features are made only by `bneck extract`"
+        from features.quantize import reduced_precision
+
+        return "tensorflow", (f"{reduced_precision(spec)} features are made only by `bneck extract`; here the fp32 "
+                              "network computes them (what an export holds too)")
     if runtime == "tensorflow":
         return runtime, "asked for"
     if runtime == "openvino":

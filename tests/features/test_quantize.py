@@ -171,3 +171,10 @@ def test_bf16_is_refused_without_native_bf16_and_otherwise_has_its_own_key_and_c
     out = capsys.readouterr().out
     assert f"bf16 vs fp32 on 4 held-back training images: cosine min {check['cosine_min']:.4f}" in out
     assert "int8" not in out and "calibrated" not in out
+    # predict computes bf16-trained models' features with the fp32 network, and says so by name
+    from types import SimpleNamespace
+
+    from pipeline.predict import choose_runtime
+
+    runtime, why = choose_runtime(SimpleNamespace(kind="classifier"), report.spec, "auto")
+    assert runtime == "tensorflow" and why.startswith("bf16 features are made only by `bneck extract`")
