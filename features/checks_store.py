@@ -11,12 +11,15 @@ bytes on this CPU class; any other model is checked again before it makes a row.
 from __future__ import annotations
 
 import json
+import math
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 from filelock import FileLock
 
 from .atomic import atomic_open
+from .errors import ConfigError
+from .files import open_regular
 
 RECORD = "checked_models.json"
 
@@ -33,25 +36,40 @@ def _path() -> str:
 
 
 def _read() -> dict:
-    try:
-        with open(_path()) as handle:
+    try:  # a regular file only: a FIFO or device planted there is no record (and never blocks)
+        with open_regular(_path()) as handle:
             record = json.load(handle)
         return record if isinstance(record, dict) else {}
     except (OSError, ValueError, RecursionError):
         return {}
 
 
-def recorded(kind: str, model_sha256: str, where: str) -> Optional[dict]:
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def recorded(kind: str, model_sha256: str, where: str, numbers: Sequence[str]) -> Optional[dict]:
     """Return this user's check of ``kind`` ('fp32 vs tensorflow', 'int8 vs fp32') of the model with
-    these bytes on this machine, or None."""
-    return _read().get(f"{kind} | {model_sha256} | {where}")
+    these bytes on this machine, or None. A record that is not a table holding every field of
+    ``numbers`` as a finite number is no record (the model is checked again): verdicts are
+    decided from the measured numbers, never from a stored flag."""
+    check = _read().get(f"{kind} | {model_sha256} | {where}")
+    if not isinstance(check, dict) or not all(_number(check.get(name)) for name in numbers):
+        return None
+    return check
 
 
 def record(kind: str, model_sha256: str, where: str, check: dict) -> None:
     """Keep this user's check of ``kind`` of the model with these bytes on this machine."""
-    os.makedirs(state_dir(), exist_ok=True)
-    with FileLock(_path() + ".lock", timeout=60):
-        checks = _read()
-        checks[f"{kind} | {model_sha256} | {where}"] = check
-        with atomic_open(_path()) as handle:
-            json.dump(checks, handle, indent=1, sort_keys=True)
+    try:
+        os.makedirs(state_dir(), exist_ok=True)
+        with FileLock(_path() + ".lock", timeout=60):
+            checks = _read()
+            checks[f"{kind} | {model_sha256} | {where}"] = check
+            with atomic_open(_path()) as handle:
+                json.dump(checks, handle, indent=1, sort_keys=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"bneck keeps the record of the models you checked in {state_dir()} ($BNECK_STATE), and could not "
+            f"write it there: {exc.strerror or exc}. Point BNECK_STATE at a folder you can write (or remove "
+            f"what is in the way), or use --runtime tensorflow. Nothing computed so far is lost.") from None

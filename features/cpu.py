@@ -34,10 +34,17 @@ def relevant() -> list[str]:
     return [f for f in RELEVANT if f in have]
 
 
+X86 = ("x86_64", "amd64", "i386", "i686")
+
+
 def signature(have: Optional[frozenset] = None) -> str:
-    """Return a short name for this CPU class (or one with flags ``have``): machine plus its relevant flags."""
+    """Return a short name for this CPU class (or one with flags ``have``): the machine plus, on x86, the
+    flags that decide kernels there; elsewhere (ARM's asimd, sve, bf16, i8mm ...) every flag reported,
+    so two different CPUs never share a class by knowing none of their flags."""
     have = flags() if have is None else have
-    return f"{platform.machine()}:" + ",".join(f for f in RELEVANT if f in have)
+    machine = platform.machine()
+    names = [f for f in RELEVANT if f in have] if machine.lower() in X86 else sorted(have)
+    return f"{machine}:" + ",".join(names)
 
 
 def has_native_bf16() -> bool:

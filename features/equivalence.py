@@ -12,11 +12,22 @@ import numpy as np
 
 from .errors import ConfigError
 
-# Measured here (MobileNet-0.25, 8 images, per-row max): OpenVINO fp32 with the f32 hint
-# differs from TensorFlow by 3.3e-5, other batch compositions by about 1e-5, OpenVINO
-# with its bf16 hint by 1.0 (an activation of 6 read as 0). 1e-3 tells them apart with
-# room on both sides.
-TOLERANCE = 1e-3
+# Two thresholds, because a runtime is checked on a sample and then runs on every image:
+#
+# * TOLERANCE: rows under one cache key may differ by this much, on any image (what
+#   `bneck cache verify --recompute` allows);
+# * CHECK_TOLERANCE: a runtime is trusted to share a key only if, on its check sample, it
+#   stays this far inside TOLERANCE. A sample's worst row is a typical row; over thousands
+#   of images the worst is some 25 times larger.
+#
+# Measured here (MobileNet-0.25, per-row max): OpenVINO fp32 with the f32 hint against
+# TensorFlow, 3.3e-5 to 4.5e-5 on 8-image samples, but over 4,000 real images 4.8e-4 at the
+# 99.9th percentile and 1.1e-3 at the worst (test/cats/cat.1976.jpg); other batch
+# compositions about 1e-5; Ray workers 4.2e-5; OpenVINO with its bf16 hint 1.0 (an
+# activation of 6 read as 0). A runtime passing at 1e-4 on its sample leaves 50x room to
+# the key's 5e-3; bf16-like drift is refused by both.
+TOLERANCE = 5e-3
+CHECK_TOLERANCE = 1e-4
 
 
 def relative_differences(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -51,14 +62,15 @@ def compare(candidate: np.ndarray, reference: np.ndarray, what: str, where: str)
     """Return the check of ``candidate`` rows against ``reference`` rows of the same images.
 
     Raises RuntimeMismatch naming ``what`` (the runtime) and ``where`` (the machine)
-    when they differ beyond ``TOLERANCE``.
+    when they differ beyond ``CHECK_TOLERANCE``.
     """
     diff = max_relative_difference(candidate, reference)
     check = {"runtime": what, "where": where, "max_rel_diff": diff, "images": int(len(reference)),
-             "tolerance": TOLERANCE, "passed": diff <= TOLERANCE}
+             "tolerance": CHECK_TOLERANCE, "key_tolerance": TOLERANCE, "passed": diff <= CHECK_TOLERANCE}
     if not check["passed"]:
         raise RuntimeMismatch(
             f"{what} on {where} gives features that differ from the reference's by {diff:.2e} relative on "
-            f"{len(reference)} of this run's images, more than the {TOLERANCE:g} that rows sharing one "
-            f"cache key may differ by. Nothing it computed was kept.")
+            f"{len(reference)} of this run's images, more than the {CHECK_TOLERANCE:g} a runtime may show on "
+            f"its check sample to share one cache key (rows under a key may differ by {TOLERANCE:g} on any "
+            "image). Nothing it computed was kept.")
     return check

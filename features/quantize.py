@@ -84,8 +84,8 @@ def plan_calibration(train_paths: Sequence[str], images: int, seed: int, workers
     paths = sorted(train_paths)
     check_count = min(CHECK_IMAGES, len(paths) // 4)
     if check_count < 1:
-        raise ConfigError(f"--precision int8 calibrates on the training split and checks the result "
-                          f"on held-back training images, so it needs at least 4 training images. "
+        raise ConfigError(f"--precision int8 and bf16 are checked against fp32 on held-back training images "
+                          f"(and int8 calibrates on the training split), so they need at least 4 training images. "
                           f"Received: {len(paths)} training image(s).")
     order = [paths[i] for i in np.random.default_rng(seed).permutation(len(paths))]
     wanted = min(images, len(paths) - check_count) + check_count
@@ -113,8 +113,10 @@ def cosine_per_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Return the cosine similarity of each row of ``a`` with the same row of ``b`` (flattened)."""
     a = a.reshape(len(a), -1).astype(np.float64)
     b = b.reshape(len(b), -1).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    norms = na * nb
+    # two all-zero rows are the same row (1); an all-zero row against any other is nothing like it (0)
+    return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-300), np.where((na == 0) & (nb == 0), 1.0, 0.0))
 
 
 def quantize(ov, fp32_graph, plan: CalibrationPlan, size: int, workers: int = 0, verbose: bool = True):

@@ -39,6 +39,14 @@ from .openvino_core import INFERENCE_PRECISION, MODE, compile_cpu, import_openvi
 from .quantize import CalibrationPlan, bf16_cosine_check, cosine_check, quantize, reduced_precision
 
 FP32_CHECK, INT8_CHECK, BF16_CHECK = "fp32 vs tensorflow", "int8 vs fp32", "bf16 vs fp32"
+FP32_NUMBERS = ("max_rel_diff",)  # what a recorded fp32 check must hold, as a finite number
+
+
+def fp32_trusted(check: dict) -> bool:
+    """Whether an fp32 check's measured difference lets the model share TensorFlow's key."""
+    from .equivalence import CHECK_TOLERANCE
+
+    return check["max_rel_diff"] <= CHECK_TOLERANCE
 
 
 def where_checked(inference_precision: str = INFERENCE_PRECISION) -> str:
@@ -56,12 +64,21 @@ def converted_path(cache_dir: str, spec: ExtractorSpec, precision: str = "fp32")
 def _save(ov, graph, path: str) -> None:
     """Save ``graph`` as ``path`` (.xml) and its .bin; the .xml last: it means complete."""
     folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".convert-", dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".convert-", dir=folder)
+    except OSError as exc:
+        raise ConfigError(f"the converted model belongs in {folder}, and that folder cannot be made or written: "
+                          f"{exc.strerror or exc}. Remove what is in the way in the cache, or use "
+                          "--runtime tensorflow.") from None
     try:
         ov.save_model(graph, os.path.join(staging, "model.xml"), compress_to_fp16=False)
         os.replace(os.path.join(staging, "model.bin"), path[:-4] + ".bin")
         os.replace(os.path.join(staging, "model.xml"), path)
+    except OSError as exc:
+        raise ConfigError(f"the converted model could not be saved as {path}: {exc.strerror or exc} (is something "
+                          "else, such as a folder, in its place?). Remove it from the cache, or use "
+                          "--runtime tensorflow.") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -81,10 +98,25 @@ class _ModelBytes:
                                     weights=ov.Tensor(np.frombuffer(self.weights, dtype=np.uint8)))
 
 
+def _usable(ov, path: str, int8: bool = False) -> Optional[_ModelBytes]:
+    """The saved model at ``path`` read and parsed, or None when there is none or it is damaged (cut,
+    missing its .bin, not a model; for ``int8``, a model without quantised layers): made again then."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        saved = _ModelBytes(path)
+        graph = saved.read(ov)
+    except (OSError, RuntimeError, ValueError, UnicodeDecodeError):
+        return None
+    if int8 and not any(op.get_type_name() == "FakeQuantize" for op in graph.get_ops()):
+        return None
+    return saved
+
+
 def _fp32_graph(ov, backbone: Backbone, spec: ExtractorSpec, cache_dir: str):
     """Return (path of the saved fp32 model, the Keras FeatureModel if it was converted now, else None)."""
     path = converted_path(cache_dir, spec)
-    if os.path.isfile(path):
+    if _usable(ov, path) is not None:
         return path, None
     from .model import FeatureModel
 
@@ -124,7 +156,7 @@ class OpenVINOFeatureModel:
             self.quantization_stats = self._checked_reduced(BF16_CHECK, ov, fp32, fp32, plan, workers)
         elif spec.quantization is not None:
             path = converted_path(cache_dir, spec, "int8")
-            if not os.path.isfile(path):
+            if _usable(ov, path, int8=True) is None:  # none, damaged, or not quantised at all
                 _save(ov, quantize(ov, fp32.read(ov), plan, spec.input_size, workers, verbose), path)
                 self.quantized = True
             model = _ModelBytes(path)
@@ -141,9 +173,9 @@ class OpenVINOFeatureModel:
     def _checked_fp32(self, ov, fp32: _ModelBytes, spec: ExtractorSpec, sample) -> dict:
         """Return this user's check of these fp32 bytes here, making it against TensorFlow if needed."""
         from . import checks_store
-        from .equivalence import TOLERANCE, RuntimeMismatch, max_relative_difference
+        from .equivalence import CHECK_TOLERANCE, TOLERANCE, RuntimeMismatch, max_relative_difference
 
-        check = checks_store.recorded(FP32_CHECK, fp32.sha256, self._where())
+        check = checks_store.recorded(FP32_CHECK, fp32.sha256, self._where(), FP32_NUMBERS)
         if check is None:
             sample = sample() if sample is not None else None
             if sample is None or not len(sample):
@@ -155,14 +187,17 @@ class OpenVINOFeatureModel:
             got = np.asarray(compile_cpu(ov, fp32.read(ov), self.inference_precision)(sample), dtype=spec.dtype)
             diff = max_relative_difference(got, self._reference(sample))
             check = {"runtime": "openvino", "reference": "tensorflow", "max_rel_diff": diff,
-                     "images": int(len(sample)), "tolerance": TOLERANCE, "passed": diff <= TOLERANCE,
+                     "images": int(len(sample)), "tolerance": CHECK_TOLERANCE, "key_tolerance": TOLERANCE,
+                     "passed": diff <= CHECK_TOLERANCE,
                      "where": self._where(), "model_sha256": fp32.sha256}
             checks_store.record(FP32_CHECK, fp32.sha256, self._where(), check)
+        check = dict(check, passed=fp32_trusted(check))  # decided from the number, never a stored flag
         if not check["passed"]:
             raise RuntimeMismatch(
-                f"OpenVINO on this machine ({check['where']}) gives features that differ from TensorFlow's by "
-                f"{check['max_rel_diff']:.2e} relative on {check['images']} of this run's images, more than the "
-                f"{TOLERANCE:g} that rows sharing one cache key may differ by. Nothing was computed with it. "
+                f"OpenVINO on this machine ({self._where()}) gives features that differ from TensorFlow's by "
+                f"{check['max_rel_diff']:.2e} relative on the images it was checked on, more than the "
+                f"{CHECK_TOLERANCE:g} a runtime may show on its check sample to share TensorFlow's cache key (rows "
+                f"under one key may differ by {TOLERANCE:g} on any image). Nothing was computed with it. "
                 f"Use --runtime tensorflow (the converted model is {converted_path(self.cache_dir, spec)}).")
         return check
 
@@ -172,14 +207,17 @@ class OpenVINOFeatureModel:
         from . import checks_store
 
         where = where_checked("bf16" if kind == BF16_CHECK else INFERENCE_PRECISION)
-        stats = checks_store.recorded(kind, reduced.sha256, where)
+        # a verdict on these bytes against THIS fp32 model: the same int8 file measured against another
+        # extractor's fp32 model (another key) says nothing about this one
+        compared = f"{reduced.sha256} against {fp32.sha256}"
+        stats = checks_store.recorded(kind, compared, where, ("cosine_min", "cosine_mean", "check_images"))
         if stats is None:
             if plan is None:
                 raise ConfigError(f"the {kind.split()[0]} model of extractor {self.spec.key[:12]} has not been checked "
                                   "on this machine, and no held-back images were given to check it on.")
             stats = (bf16_cosine_check(ov, fp32.read(ov), plan, self.spec.input_size, workers) if kind == BF16_CHECK
                      else cosine_check(ov, fp32.read(ov), reduced.read(ov), plan, self.spec.input_size, workers))
-            checks_store.record(kind, reduced.sha256, where, stats)
+            checks_store.record(kind, compared, where, stats)
         return stats
 
     def warm_up(self) -> None:
@@ -207,7 +245,7 @@ def checked_here(spec: ExtractorSpec, cache_dir: str) -> bool:
 
         if importlib.util.find_spec("openvino") is None:
             return False
-        check = checks_store.recorded(FP32_CHECK, _ModelBytes(path).sha256, where_checked())
+        check = checks_store.recorded(FP32_CHECK, _ModelBytes(path).sha256, where_checked(), FP32_NUMBERS)
     except (OSError, ValueError, BneckError):
         return False
-    return bool(check and check.get("passed"))
+    return check is not None and fp32_trusted(check)

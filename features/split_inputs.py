@@ -59,6 +59,6 @@ def training_records(dataset: Dataset, data_dir, split, seed, exclude, follow_li
     if (dataset is None or "train" not in dataset.splits) and not required:
         return next(iter(original.splits.values()))
     if dataset is None or "train" not in dataset.splits:
-        raise ConfigError(f"--precision int8 calibrates on the training split, but {data_dir} has "
-                          f"none. Add a train/ folder, or use --precision fp32.")
+        raise ConfigError(f"--precision int8 and bf16 are checked (and int8 calibrated) on the training split, "
+                          f"but {data_dir} has none. Add a train/ folder, or use --precision fp32.")
     return dataset.splits["train"]

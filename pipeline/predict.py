@@ -128,6 +128,9 @@ def predict_images(model_dir: str, inputs: Sequence[str], weights: Optional[str]
     return classify(model_dir, inputs, weights, batch_size, runtime)[1]
 
 
+MAX_BATCH = 4096  # as extract's --batch-size
+
+
 def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = None, batch_size: int = 32,
              runtime: str = "auto", info: Optional[dict] = None) -> tuple[list[str], list[dict]]:
     """Classify images (files or folders); returns (the model's class names, one dict per file).
@@ -144,6 +147,11 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
         from features.errors import choice_error
 
         raise choice_error("--runtime", RUNTIMES, runtime)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+        from features.errors import ConfigError
+
+        raise ConfigError(f"--batch-size must be an integer from 1 to {MAX_BATCH} (images classified at once). "
+                          f"Received: {batch_size!r}.")
     clf = load_classifier(model_dir)
     spec = clf.manifest.extractor_spec(weights)
     seen = seen_in(read_splits(clf.files, clf.folder))

@@ -39,3 +39,13 @@ def test_each_cpu_class_is_told_exactly_the_precisions_it_computes_natively(name
 def test_this_machine_is_one_of_the_classes_it_is_told_about():
     assert cpu.capabilities() == cpu.capabilities(cpu.flags())
     assert cpu.precision_hint() == cpu.precision_hint(cpu.flags())
+
+
+def test_cpus_of_other_architectures_are_told_apart_by_every_flag(monkeypatch):
+    monkeypatch.setattr(cpu.platform, "machine", lambda: "aarch64")
+    neoverse = frozenset({"fp", "asimd", "sve", "bf16", "i8mm"})
+    older = frozenset({"fp", "asimd"})
+    assert cpu.signature(neoverse) != cpu.signature(older)
+    assert all(f in cpu.signature(neoverse) for f in neoverse)
+    monkeypatch.setattr(cpu.platform, "machine", lambda: "x86_64")
+    assert cpu.signature(frozenset({"avx2", "sse2", "avx512_vnni"})) == "x86_64:avx2,avx512_vnni"

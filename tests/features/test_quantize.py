@@ -128,11 +128,11 @@ def test_an_int8_model_planted_in_the_shared_cache_is_checked_against_fp32_befor
     data = copy_subset(tmp_path / "data", 8, splits=("train",))
     first = extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", min_cosine=0.5, verbose=False, **INT8)
     assert first.quantized and first.quantization["passed"]
-    # planted: the fp32 model of random weights, where the int8 model was
-    other = extract(data, tmp_path / "o2", cache_dir=tmp_path / "other", runtime="openvino", verbose=False,
-                    **{**MOBILENET, "weights": "none"})
+    # planted: a real int8 model, of random weights, where this key's int8 model was
+    other = extract(data, tmp_path / "o2", cache_dir=tmp_path / "other", min_cosine=-1, verbose=False,
+                    **{**INT8, "weights": "none"})
     planted = converted_path(str(tmp_path / "cache"), first.spec, "int8")
-    source = converted_path(str(tmp_path / "other"), other.spec)
+    source = converted_path(str(tmp_path / "other"), other.spec, "int8")
     shutil.copy(source, planted)
     shutil.copy(source[:-4] + ".bin", planted[:-4] + ".bin")
     with pytest.raises(QuantizationRefused, match="too far from fp32"):
@@ -178,3 +178,32 @@ def test_bf16_is_refused_without_native_bf16_and_otherwise_has_its_own_key_and_c
 
     runtime, why = choose_runtime(SimpleNamespace(kind="classifier"), report.spec, "auto")
     assert runtime == "tensorflow" and why.startswith("bf16 features are made only by `bneck extract`")
+
+
+def test_an_fp32_model_planted_as_the_int8_one_is_quantised_again(tmp_path):
+    """An fp32 model passes the cosine gate against itself; planted where the int8 model of a key lives
+    it would make fp32 rows under the int8 key. A model without quantised layers is no int8 model: it is
+    quantised again, and the rows are the int8 rows of the first run."""
+    import dataclasses
+    import shutil
+
+    data = copy_subset(tmp_path / "data", 8, splits=("train",))
+    first = extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", min_cosine=0.5, verbose=False, **INT8)
+    int8_path = converted_path(str(tmp_path / "cache"), first.spec, "int8")
+    fp32_path = converted_path(str(tmp_path / "cache"), dataclasses.replace(first.spec, quantization=None))
+    shutil.copy(fp32_path, int8_path)
+    shutil.copy(fp32_path[:-4] + ".bin", int8_path[:-4] + ".bin")
+    shutil.rmtree(tmp_path / "cache" / "features")
+    again = extract(data, tmp_path / "o2", cache_dir=tmp_path / "cache", min_cosine=0.5, verbose=False, **INT8)
+    assert again.quantized and b'type="FakeQuantize"' in open(int8_path, "rb").read()
+    a = read_features(str(tmp_path / "o1" / "train.h5")).features
+    b = read_features(str(tmp_path / "o2" / "train.h5")).features
+    assert cosine_per_row(a, b).min() > 0.999  # the int8 rows again, not fp32 ones
+
+
+def test_cosine_of_rows_treats_an_all_zero_row_as_unlike_anything_but_another_zero_row():
+    """A model whose features are all zero must not pass the gate: its cosine to real features is 0."""
+    real = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    other = np.array([[2.0, 4.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    np.testing.assert_allclose(cosine_per_row(real, other), [1.0, 0.0, 1.0, 0.0])
+    np.testing.assert_allclose(cosine_per_row(other, real), [1.0, 0.0, 1.0, 0.0])

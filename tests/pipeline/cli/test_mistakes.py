@@ -178,3 +178,11 @@ def test_names_that_break_formats_do_not_break_a_run(tmp_path, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     assert main(["run", str(run / "config.toml"), "--quiet"]) == 0, capsys.readouterr().err
     assert "every row from cache" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "5000"])
+def test_predict_batch_size_out_of_range_is_one_paragraph_before_any_work(tmp_path, capsys, value):
+    assert main(["predict", str(tmp_path / "no-model"), "x.jpg", "--batch-size", value]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-size must be an integer from 1 to 4096" in err and f"Received: {int(value)}." in err
+    assert "Traceback" not in err and "no manifest" not in err  # refused before the model is even looked at
