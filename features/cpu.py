@@ -49,7 +49,7 @@ def signature(have: Optional[frozenset] = None) -> str:
 
 def has_native_bf16() -> bool:
     """Return True when the CPU computes bf16 natively (AVX512_BF16 or AMX)."""
-    return bool({"avx512_bf16", "amx_bf16"} & flags())
+    return bool(_bf16_flags(flags()))
 
 
 def _int8_flags(have: frozenset) -> list[str]:
@@ -81,8 +81,8 @@ def precision_hint(have: Optional[frozenset] = None) -> str:
     vnni, bf16 = _int8_flags(have), _bf16_flags(have)
     if not vnni and not bf16:
         return ""
-    what = " and ".join(part for part in (f"int8 ({', '.join(vnni)})" if vnni else "",
-                                          f"bf16 ({', '.join(bf16)})" if bf16 else "") if part)
-    options = " or ".join(p for p in ("int8" if vnni else "", "bf16" if bf16 else "") if p)
+    native = [(name, found) for name, found in (("int8", vnni), ("bf16", bf16)) if found]
+    what = " and ".join(f"{name} ({', '.join(found)})" for name, found in native)
+    options = " or ".join(name for name, _ in native)
     return (f"this CPU also computes {what} natively: --precision {options} can be 2-4x faster on large backbones "
             "(own cache key, checked by a cosine gate; README: Which runtime and precision)")

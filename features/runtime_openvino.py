@@ -114,15 +114,16 @@ def _usable(ov, path: str, int8: bool = False) -> Optional[_ModelBytes]:
 
 
 def _fp32_graph(ov, backbone: Backbone, spec: ExtractorSpec, cache_dir: str):
-    """Return (path of the saved fp32 model, the Keras FeatureModel if it was converted now, else None)."""
+    """Return (the saved fp32 model, read once; the Keras FeatureModel if it was converted now, else None)."""
     path = converted_path(cache_dir, spec)
-    if _usable(ov, path) is not None:
-        return path, None
+    saved = _usable(ov, path)
+    if saved is not None:
+        return saved, None
     from .model import FeatureModel
 
     reference = FeatureModel(backbone, spec)
     _save(ov, ov.convert_model(reference.forward_function()), path)
-    return path, reference
+    return _ModelBytes(path), reference
 
 
 class OpenVINOFeatureModel:
@@ -146,9 +147,8 @@ class OpenVINOFeatureModel:
         self.inference_precision = openvino_core.INFERENCE_PRECISION
         self.quantized, self.quantization_stats = False, None
         fp32_spec = dataclasses.replace(spec, quantization=None)
-        fp32_path, self._reference = _fp32_graph(ov, backbone, fp32_spec, cache_dir)
+        fp32, self._reference = _fp32_graph(ov, backbone, fp32_spec, cache_dir)
         self.converted = self._reference is not None
-        fp32 = _ModelBytes(fp32_path)
         self.equivalence = self._checked_fp32(ov, fp32, fp32_spec, sample)
         model = fp32
         if reduced_precision(spec) == "bf16":  # the fp32 model, computed in bf16
@@ -156,10 +156,11 @@ class OpenVINOFeatureModel:
             self.quantization_stats = self._checked_reduced(BF16_CHECK, ov, fp32, fp32, plan, workers)
         elif spec.quantization is not None:
             path = converted_path(cache_dir, spec, "int8")
-            if _usable(ov, path, int8=True) is None:  # none, damaged, or not quantised at all
+            model = _usable(ov, path, int8=True)
+            if model is None:  # none, damaged, or not quantised at all
                 _save(ov, quantize(ov, fp32.read(ov), plan, spec.input_size, workers, verbose), path)
                 self.quantized = True
-            model = _ModelBytes(path)
+                model = _ModelBytes(path)
             self.quantization_stats = self._checked_reduced(INT8_CHECK, ov, fp32, model, plan, workers)
         self._compiled = compile_cpu(ov, model.read(ov), self.inference_precision)
         self.output_shape = tuple(int(d) for d in self._compiled.output(0).get_partial_shape()[1:].to_shape())
@@ -188,10 +189,10 @@ class OpenVINOFeatureModel:
             diff = max_relative_difference(got, self._reference(sample))
             check = {"runtime": "openvino", "reference": "tensorflow", "max_rel_diff": diff,
                      "images": int(len(sample)), "tolerance": CHECK_TOLERANCE, "key_tolerance": TOLERANCE,
-                     "passed": diff <= CHECK_TOLERANCE,
                      "where": self._where(), "model_sha256": fp32.sha256}
+            check["passed"] = fp32_trusted(check)
             checks_store.record(FP32_CHECK, fp32.sha256, self._where(), check)
-        check = dict(check, passed=fp32_trusted(check))  # decided from the number, never a stored flag
+        check = dict(check, passed=fp32_trusted(check))  # a recorded one too: from the number, never its flag
         if not check["passed"]:
             raise RuntimeMismatch(
                 f"OpenVINO on this machine ({self._where()}) gives features that differ from TensorFlow's by "

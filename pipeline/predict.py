@@ -128,7 +128,11 @@ def predict_images(model_dir: str, inputs: Sequence[str], weights: Optional[str]
     return classify(model_dir, inputs, weights, batch_size, runtime)[1]
 
 
-MAX_BATCH = 4096  # as extract's --batch-size
+def _max_batch() -> int:
+    """The largest --batch-size: extract's own bound."""
+    from features.extract_options import EXTRACT
+
+    return int(EXTRACT["batch_size"].high)
 
 
 def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = None, batch_size: int = 32,
@@ -147,10 +151,10 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
         from features.errors import choice_error
 
         raise choice_error("--runtime", RUNTIMES, runtime)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= _max_batch():
         from features.errors import ConfigError
 
-        raise ConfigError(f"--batch-size must be an integer from 1 to {MAX_BATCH} (images classified at once). "
+        raise ConfigError(f"--batch-size must be an integer from 1 to {_max_batch()} (images classified at once). "
                           f"Received: {batch_size!r}.")
     clf = load_classifier(model_dir)
     spec = clf.manifest.extractor_spec(weights)

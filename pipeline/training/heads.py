@@ -50,11 +50,12 @@ def large_dense_note(shape: tuple, units: int, n_classes: int) -> str:
     inputs = int(np.prod(shape, dtype=np.int64))
     if len(shape) != 3 or inputs < LARGE_DENSE_INPUTS:
         return ""
-    weights = inputs * units + units + (units + 1) * (1 if n_classes == 2 else n_classes)
-    pooled = shape[-1] + 1
+    outputs = 1 if n_classes == 2 else n_classes  # build_head's output layer
+    weights = (inputs + 1) * units + (units + 1) * outputs
+    pooled = (shape[-1] + 1) * outputs
     return (f"note: dense flattens the {'x'.join(map(str, shape))} grid into {inputs:,} inputs, so it trains "
             f"{weights / 1e6:.1f} M weights (minutes on a CPU for a few thousand images). gap-dense averages the grid first "
-            f"({shape[-1]:,} inputs, {pooled * (1 if n_classes == 2 else n_classes):,} weights) and trains in "
+            f"({shape[-1]:,} inputs, {pooled:,} weights) and trains in "
             "seconds; it is `bneck run`'s default head.")
 
 
