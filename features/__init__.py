@@ -2,18 +2,18 @@
 
 Public API::
 
-    from features import extract, read_features
+    from bneck import extract, read_features
     report = extract("data/cats_and_dogs_small", "features_out", backbone="mobilenet",
                      alpha=0.25, size=224, weights="imagenet")
     train = read_features("features_out/train.h5")
 """
-from .backbones import BACKBONES, get_backbone
-from .errors import BneckError, ConfigError, DatasetError, FeatureFileError, WeightsError
-from .extract_report import ExtractionReport, SplitReport
-from .specs import resolve_spec
-from .stage import extract
-from .key import SCHEMA_VERSION, ExtractorSpec
-from .store import FeatureFile, read_features, read_summary
+from bneck.features.backbones import BACKBONES, get_backbone
+from bneck.features.errors import BneckError, ConfigError, DatasetError, FeatureFileError, WeightsError
+from bneck.features.extract_report import ExtractionReport, SplitReport
+from bneck.features.specs import resolve_spec
+from bneck.features.stage import extract
+from bneck.features.key import SCHEMA_VERSION, ExtractorSpec
+from bneck.features.store import FeatureFile, read_features, read_summary
 
 __all__ = [
     "BACKBONES", "BneckError", "ConfigError", "DatasetError", "ExtractionReport", "ExtractorSpec",

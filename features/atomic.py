@@ -11,8 +11,8 @@ import re
 import uuid
 from contextlib import contextmanager
 
-from .errors import StorageError
-from .files import is_regular
+from bneck.features.errors import StorageError
+from bneck.features.files import is_regular
 
 _TMP_PATTERN = re.compile(r"^\..+\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$")
 

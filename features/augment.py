@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .tfimport import import_tensorflow
+from bneck.features.tfimport import import_tensorflow
 
 # The view index of the horizontally flipped image (test-time augmentation): the same
 # for every seed and augmentation setting.

@@ -14,7 +14,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .errors import ConfigError, choice_error
+from bneck.features.errors import ConfigError, choice_error
 
 _ORIGIN = "https://storage.googleapis.com/tensorflow/keras-applications/"
 

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .decode import UnusableImage, decode_image
+from bneck.features.decode import UnusableImage, decode_image
 
 
 def _decode_one(path: str, size: int, sha256=None):

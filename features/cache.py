@@ -33,12 +33,12 @@ try:
 except ImportError:  # Windows: no protection of entries in use from `gc --older-than`
     fcntl = None
 
-from .atomic import atomic_target
-from .errors import ConfigError
-from .files import is_regular
-from .hashing import RowsDigest, sha256_array
-from .key import SCHEMA_VERSION, ExtractorSpec
-from .outputs import MARKER, folder_kind, write_marker
+from bneck.features.atomic import atomic_target
+from bneck.features.errors import ConfigError
+from bneck.features.files import is_regular
+from bneck.features.hashing import RowsDigest, sha256_array
+from bneck.features.key import SCHEMA_VERSION, ExtractorSpec
+from bneck.features.outputs import MARKER, folder_kind, write_marker
 
 CHUNK_PREFIX = "rows-"
 IN_USE = ".inuse"

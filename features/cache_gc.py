@@ -19,10 +19,10 @@ import h5py
 import numpy as np
 from filelock import FileLock
 
-from .atomic import atomic_target, stale_temporaries
-from .files import is_regular, open_regular, read_whole
-from .hashing import RowsDigest
-from .cache import (CHUNK_PREFIX, KEY_NAME, LOCK_TIMEOUT_S, RowCache, _chunk_files, _chunk_shas,
+from bneck.features.atomic import atomic_target, stale_temporaries
+from bneck.features.files import is_regular, open_regular, read_whole
+from bneck.features.hashing import RowsDigest
+from bneck.features.cache import (CHUNK_PREFIX, KEY_NAME, LOCK_TIMEOUT_S, RowCache, _chunk_files, _chunk_shas,
                     _fill_chunk, check_cache_dir, fcntl, open_in_use_file, read_rows_file)
 
 

@@ -17,15 +17,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .backbones import get_backbone
-from .batches import decoded_batches
-from .cache import RowCache
-from .cache_gc import CacheEntry, list_entries
-from .dataset import is_image_name, is_visible
-from .equivalence import TOLERANCE, relative_differences
-from .errors import BneckError
-from .hashing import sha256_files
-from .specs import spec_from_record
+from bneck.features.backbones import get_backbone
+from bneck.features.batches import decoded_batches
+from bneck.features.cache import RowCache
+from bneck.features.cache_gc import CacheEntry, list_entries
+from bneck.features.dataset import is_image_name, is_visible
+from bneck.features.equivalence import TOLERANCE, relative_differences
+from bneck.features.errors import BneckError
+from bneck.features.hashing import sha256_files
+from bneck.features.specs import spec_from_record
 
 
 @dataclass
@@ -54,8 +54,8 @@ def _reference(spec, cache_dir: str, sample):
     """Return rows(uint8 batch, shas) -> features, computed the reference way for ``spec``."""
     backbone = get_backbone(spec.backbone)
     if spec.quantization is not None:
-        from .quantize import reduced_precision
-        from .runtime_openvino import OpenVINOFeatureModel, converted_path
+        from bneck.features.quantize import reduced_precision
+        from bneck.features.runtime_openvino import OpenVINOFeatureModel, converted_path
         precision = reduced_precision(spec)
         needed = (converted_path(cache_dir, spec, "int8") if precision == "int8" else
                   converted_path(cache_dir, dataclasses.replace(spec, quantization=None)))
@@ -67,8 +67,8 @@ def _reference(spec, cache_dir: str, sample):
             raise LookupError(f"its {precision} model cannot be used here ({str(exc)[:160]})") from None
         return lambda batch, shas: model(batch)
     if spec.augmentation is not None:
-        from .model import build_base, cut_model
-        from .view_rows import TrunkViews, parse_view
+        from bneck.features.model import build_base, cut_model
+        from bneck.features.view_rows import TrunkViews, parse_view
 
         params, view_seed, view = parse_view(spec.augmentation)
         base = dataclasses.replace(spec, augmentation=None)
@@ -76,7 +76,7 @@ def _reference(spec, cache_dir: str, sample):
         views = TrunkViews(trunk, backbone.preprocess_fn(), base, spec.layer, spec.pool,
                            params, view_seed, cache_dir, verbose=False)
         return lambda batch, shas: views.compute(batch, shas, view)
-    from .model import FeatureModel
+    from bneck.features.model import FeatureModel
 
     model = FeatureModel(backbone, spec)
     return lambda batch, shas: model(batch)

@@ -17,9 +17,9 @@ from typing import Optional, Sequence
 
 from filelock import FileLock
 
-from .atomic import atomic_open
-from .errors import ConfigError
-from .files import open_regular
+from bneck.features.atomic import atomic_open
+from bneck.features.errors import ConfigError
+from bneck.features.files import open_regular
 
 RECORD = "checked_models.json"
 

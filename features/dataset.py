@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from .errors import ConfigError, DatasetError
+from bneck.features.errors import ConfigError, DatasetError
 
 SPLITS = ("train", "validation", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")

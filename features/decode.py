@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from .files import MAX_IMAGE_FILE_BYTES, open_regular, read_whole
+from bneck.features.files import MAX_IMAGE_FILE_BYTES, open_regular, read_whole
 
 # Pillow's own default; an image that declares more pixels is treated as a
 # decompression bomb before any pixel is decoded.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ConfigError
+from bneck.features.errors import ConfigError
 
 # Two thresholds, because a runtime is checked on a sample and then runs on every image:
 #

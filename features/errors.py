@@ -26,7 +26,7 @@ class StorageError(BneckError):
     """The disk refused a write: full, file too large, read-only or no permission."""
 
 
-class ConfigError(BneckError):
+class ConfigError(BneckError, ValueError):
     """An option has a value outside its allowed set."""
 
 

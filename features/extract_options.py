@@ -1,11 +1,11 @@
 """Stage 1's options: one table for ``extract()``, ``bneck extract`` and ``[extract]`` in a run's config."""
 from __future__ import annotations
 
-from .backbones import BACKBONES
-from .dataset import SPLITS, parse_fractions
-from .key import DTYPES, POOLS
-from .options import Option, OptionTable
-from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS
+from bneck.features.backbones import BACKBONES
+from bneck.features.dataset import SPLITS, parse_fractions
+from bneck.features.key import DTYPES, POOLS
+from bneck.features.options import Option, OptionTable
+from bneck.features.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS
 
 RUNTIMES = ("auto", "tensorflow", "openvino")
 ENGINES = ("local", "ray")

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .key import ExtractorSpec
-from .progress import format_table
+from bneck.features.key import ExtractorSpec
+from bneck.features.progress import format_table
 
 
 @dataclass

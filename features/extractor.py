@@ -12,14 +12,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .backbones import get_backbone
-from .batches import decoded_batches
-from .cache import RowCache, RowWriter
-from .dataset import Dataset
-from .errors import DatasetError
-from .key import ExtractorSpec
-from .progress import progress_bar
-from .store import SplitContent
+from bneck.features.backbones import get_backbone
+from bneck.features.batches import decoded_batches
+from bneck.features.cache import RowCache, RowWriter
+from bneck.features.dataset import Dataset
+from bneck.features.errors import DatasetError
+from bneck.features.key import ExtractorSpec
+from bneck.features.progress import progress_bar
+from bneck.features.store import SplitContent
 
 
 class Extractor:
@@ -54,7 +54,7 @@ class Extractor:
         if self.model is None:
             model = self._openvino() if self.runtime == "openvino" else None
             if model is None:
-                from .model import FeatureModel
+                from bneck.features.model import FeatureModel
                 model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
             model.warm_up()
             self.model = model
@@ -62,8 +62,8 @@ class Extractor:
 
     def _openvino(self):
         """The checked OpenVINO model; None (TensorFlow instead) when ``fallback`` and its numbers differ."""
-        from .equivalence import RuntimeMismatch
-        from .runtime_openvino import OpenVINOFeatureModel
+        from bneck.features.equivalence import RuntimeMismatch
+        from bneck.features.runtime_openvino import OpenVINOFeatureModel
 
         try:
             model = OpenVINOFeatureModel(get_backbone(self.spec.backbone), self.spec, self.cache.cache_dir,

@@ -6,7 +6,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Sequence
 
-from .files import MAX_IMAGE_FILE_BYTES, NotRegularFile, open_regular
+from bneck.features.files import MAX_IMAGE_FILE_BYTES, NotRegularFile, open_regular
 
 _BLOCK = 1 << 20
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from .hashing import sha256_json
+from bneck.features.hashing import sha256_json
 
 SCHEMA_VERSION = 1
 

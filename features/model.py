@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backbones import Backbone
-from .errors import ConfigError, WeightsError
-from .key import ExtractorSpec
-from .tfimport import import_tensorflow
-from .weights import RANDOM_INIT_SEED
+from bneck.features.backbones import Backbone
+from bneck.features.errors import ConfigError, WeightsError
+from bneck.features.key import ExtractorSpec
+from bneck.features.tfimport import import_tensorflow
+from bneck.features.weights import RANDOM_INIT_SEED
 
 
 def build_base(backbone: Backbone, spec: ExtractorSpec):

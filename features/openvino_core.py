@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .optional import import_optional
+from bneck.features.optional import import_optional
 
 # fp32 and int8 models run their float parts in f32 on every CPU.
 INFERENCE_PRECISION = "f32"

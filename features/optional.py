@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import ConfigError
+from bneck.features.errors import ConfigError
 
 # extra -> what `pip install` adds it
 EXTRAS = {"openvino": 'pip install -e ".[openvino]"', "ray": 'pip install -e ".[ray]"'}

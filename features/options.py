@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from .errors import ConfigError
+from bneck.features.errors import ConfigError
 
 _KIND_WORDS = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
                list: "a list"}

@@ -27,8 +27,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Optional
 
-from .atomic import atomic_open, pid_alive, refused_writes_as_errors
-from .errors import ConfigError
+from bneck.features.atomic import atomic_open, pid_alive, refused_writes_as_errors
+from bneck.features.errors import ConfigError
 
 MARKER = ".bneck-folder.json"
 KINDS = ("features", "models", "classifier", "finetuned", "run", "shards", "cache", "export")
@@ -108,7 +108,7 @@ def folder_kind(path: str) -> Optional[str]:
 
 def marker_body(kind: str) -> dict:
     """Return what a marker of ``kind`` says (JSON-ready)."""
-    from .store import versions
+    from bneck.features.store import versions
 
     return {"kind": kind, "made_by": "bneck", "bneck_version": versions()["bneck_version"],
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -267,7 +267,7 @@ def remove_owned(path: str, kind: str) -> None:
 
 
 def _describe(path: str, st) -> str:
-    from .files import kind_of
+    from bneck.features.files import kind_of
 
     if stat.S_ISREG(st.st_mode):
         return "a regular file"

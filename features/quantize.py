@@ -19,11 +19,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .batches import decoded_batches
-from .errors import ConfigError
-from .hashing import sha256_files, sha256_json
-from .openvino_core import compile_cpu
-from .optional import import_optional
+from bneck.features.batches import decoded_batches
+from bneck.features.errors import ConfigError
+from bneck.features.hashing import sha256_files, sha256_json
+from bneck.features.openvino_core import compile_cpu
+from bneck.features.optional import import_optional
 
 PRECISIONS = ("fp32", "int8", "bf16")
 DEFAULT_CALIBRATION_IMAGES = 300

@@ -27,19 +27,19 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from .backbones import get_backbone
-from .cache import RowCache, missing_shas, read_rows_file, write_rows_file
-from .dataset import Dataset
-from .errors import BneckError, ConfigError
-from .extract_report import SplitReport
-from .extractor import Extractor, split_content
-from .extract_options import DEFAULT_SHARD_SIZE
-from .hashing import sha256_json
-from .key import ExtractorSpec
-from .optional import import_optional
-from .outputs import claim_folder, folder_kind
-from .progress import progress_bar
-from .store import holds, write_sharded_split_file
+from bneck.features.backbones import get_backbone
+from bneck.features.cache import RowCache, missing_shas, read_rows_file, write_rows_file
+from bneck.features.dataset import Dataset
+from bneck.features.errors import BneckError, ConfigError
+from bneck.features.extract_report import SplitReport
+from bneck.features.extractor import Extractor, split_content
+from bneck.features.extract_options import DEFAULT_SHARD_SIZE
+from bneck.features.hashing import sha256_json
+from bneck.features.key import ExtractorSpec
+from bneck.features.optional import import_optional
+from bneck.features.outputs import claim_folder, folder_kind
+from bneck.features.progress import progress_bar
+from bneck.features.store import holds, write_sharded_split_file
 
 MAX_ATTEMPTS = 3
 PLACEMENT_TIMEOUT_S = 120
@@ -76,8 +76,8 @@ class ShardExtractor:
         if self.equivalence is None:
             import socket
 
-            from .batches import decoded_batches
-            from .equivalence import compare
+            from bneck.features.batches import decoded_batches
+            from bneck.features.equivalence import compare
 
             model = self.extractor.network()
             rows = [model(batch) for _, batch, _ in decoded_batches(
@@ -92,7 +92,7 @@ class ShardExtractor:
 
     def _limit_threads(self) -> None:
         """Give TensorFlow as many threads as the cores this actor was given (before it starts)."""
-        from .tfimport import import_tensorflow
+        from bneck.features.tfimport import import_tensorflow
 
         try:
             import_tensorflow().config.threading.set_intra_op_parallelism_threads(self.threads)
@@ -278,8 +278,8 @@ def driver_reference(ex: Extractor, pool: RayPool) -> dict:
     """Return the reference rows workers are checked against: TensorFlow fp32, here on the driver,
     for the extraction's check sample (built once per extraction)."""
     if pool.reference is None:
-        from .batches import decoded_batches
-        from .model import FeatureModel
+        from bneck.features.batches import decoded_batches
+        from bneck.features.model import FeatureModel
 
         model = FeatureModel(get_backbone(ex.spec.backbone), ex.spec)
         paths, rows = [], []

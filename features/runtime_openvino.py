@@ -30,13 +30,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .backbones import Backbone
-from .key import ExtractorSpec
-from .errors import BneckError, ConfigError
-from .files import open_regular
-from .hashing import sha256_bytes
-from .openvino_core import INFERENCE_PRECISION, MODE, compile_cpu, import_openvino
-from .quantize import CalibrationPlan, bf16_cosine_check, cosine_check, quantize, reduced_precision
+from bneck.features.backbones import Backbone
+from bneck.features.key import ExtractorSpec
+from bneck.features.errors import BneckError, ConfigError
+from bneck.features.files import open_regular
+from bneck.features.hashing import sha256_bytes
+from bneck.features.openvino_core import INFERENCE_PRECISION, MODE, compile_cpu, import_openvino
+from bneck.features.quantize import CalibrationPlan, bf16_cosine_check, cosine_check, quantize, reduced_precision
 
 FP32_CHECK, INT8_CHECK, BF16_CHECK = "fp32 vs tensorflow", "int8 vs fp32", "bf16 vs fp32"
 FP32_NUMBERS = ("max_rel_diff",)  # what a recorded fp32 check must hold, as a finite number
@@ -44,14 +44,14 @@ FP32_NUMBERS = ("max_rel_diff",)  # what a recorded fp32 check must hold, as a f
 
 def fp32_trusted(check: dict) -> bool:
     """Whether an fp32 check's measured difference lets the model share TensorFlow's key."""
-    from .equivalence import CHECK_TOLERANCE
+    from bneck.features.equivalence import CHECK_TOLERANCE
 
     return check["max_rel_diff"] <= CHECK_TOLERANCE
 
 
 def where_checked(inference_precision: str = INFERENCE_PRECISION) -> str:
     """The CPU class, OpenVINO version and precision a check holds for."""
-    from . import cpu
+    from bneck.features import cpu
 
     return f"{cpu.signature()} | openvino {import_openvino().get_version()} | {inference_precision} | {MODE}"
 
@@ -119,7 +119,7 @@ def _fp32_graph(ov, backbone: Backbone, spec: ExtractorSpec, cache_dir: str):
     saved = _usable(ov, path)
     if saved is not None:
         return saved, None
-    from .model import FeatureModel
+    from bneck.features.model import FeatureModel
 
     reference = FeatureModel(backbone, spec)
     _save(ov, ov.convert_model(reference.forward_function()), path)
@@ -140,7 +140,7 @@ class OpenVINOFeatureModel:
     def __init__(self, backbone: Backbone, spec: ExtractorSpec, cache_dir: str,
                  plan: Optional[CalibrationPlan] = None, workers: int = 0,
                  sample: Optional[Callable[[], np.ndarray]] = None, verbose: bool = True):
-        from . import openvino_core
+        from bneck.features import openvino_core
 
         ov = import_openvino()
         self.spec, self.backbone, self.cache_dir = spec, backbone, cache_dir
@@ -173,8 +173,8 @@ class OpenVINOFeatureModel:
 
     def _checked_fp32(self, ov, fp32: _ModelBytes, spec: ExtractorSpec, sample) -> dict:
         """Return this user's check of these fp32 bytes here, making it against TensorFlow if needed."""
-        from . import checks_store
-        from .equivalence import CHECK_TOLERANCE, TOLERANCE, RuntimeMismatch, max_relative_difference
+        from bneck.features import checks_store
+        from bneck.features.equivalence import CHECK_TOLERANCE, TOLERANCE, RuntimeMismatch, max_relative_difference
 
         check = checks_store.recorded(FP32_CHECK, fp32.sha256, self._where(), FP32_NUMBERS)
         if check is None:
@@ -183,7 +183,7 @@ class OpenVINOFeatureModel:
                 raise RuntimeMismatch(f"the OpenVINO model of extractor {spec.key[:12]} has not been checked against "
                                       "TensorFlow on this machine, and no images were given to check it on.")
             if self._reference is None:
-                from .model import FeatureModel
+                from bneck.features.model import FeatureModel
                 self._reference = FeatureModel(self.backbone, spec)
             got = np.asarray(compile_cpu(ov, fp32.read(ov), self.inference_precision)(sample), dtype=spec.dtype)
             diff = max_relative_difference(got, self._reference(sample))
@@ -205,7 +205,7 @@ class OpenVINOFeatureModel:
     def _checked_reduced(self, kind: str, ov, fp32: _ModelBytes, reduced: _ModelBytes, plan, workers: int) -> dict:
         """Return this user's cosine check of an int8 model (or of the fp32 one computed in bf16) against
         the checked fp32 one, making it if needed."""
-        from . import checks_store
+        from bneck.features import checks_store
 
         where = where_checked("bf16" if kind == BF16_CHECK else INFERENCE_PRECISION)
         # a verdict on these bytes against THIS fp32 model: the same int8 file measured against another
@@ -236,7 +236,7 @@ class OpenVINOFeatureModel:
 def checked_here(spec: ExtractorSpec, cache_dir: str) -> bool:
     """Whether ``spec``'s converted fp32 model is in the cache and this user checked exactly those bytes
     against TensorFlow on this CPU class (and it passed): then it runs without building TensorFlow."""
-    from . import checks_store
+    from bneck.features import checks_store
 
     path = converted_path(cache_dir, spec)
     if not os.path.isfile(path) or not os.path.isfile(path[:-4] + ".bin"):

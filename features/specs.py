@@ -12,10 +12,10 @@ import os
 import stat
 from typing import Optional, Sequence
 
-from .backbones import BACKBONES, get_backbone
-from .errors import ConfigError, FeatureFileError, WeightsError
-from .key import DTYPES, KEY_FIELDS, POOLS, ExtractorSpec
-from .weights import resolve_weights
+from bneck.features.backbones import BACKBONES, get_backbone
+from bneck.features.errors import ConfigError, FeatureFileError, WeightsError
+from bneck.features.key import DTYPES, KEY_FIELDS, POOLS, ExtractorSpec
+from bneck.features.weights import resolve_weights
 
 
 def resolve_spec(backbone: str = "vgg16", weights: Optional[str] = "imagenet",

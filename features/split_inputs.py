@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dataset import Dataset, discover
-from .errors import BneckError, ConfigError
-from .hashing import sha256_files
+from bneck.features.dataset import Dataset, discover
+from bneck.features.errors import BneckError, ConfigError
+from bneck.features.hashing import sha256_files
 
 
 def hash_split(dataset: Dataset, split: str, workers: int) -> tuple[list, list]:

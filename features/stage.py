@@ -13,20 +13,20 @@ import os
 import time
 from typing import Optional, Sequence
 
-from .backbones import get_backbone
-from .cache import CorruptChunk, MissingRows, RowCache, missing_shas, remaking_missing, resolve_cache_dir
-from .dataset import Dataset, discover
-from .errors import ConfigError, FeatureFileError
-from .extract_options import DEFAULT_SHARD_SIZE, EXTRACT
-from .extract_report import ExtractionReport, SplitReport
-from .extractor import Extractor, split_content
-from .outputs import check_folder, claim_folder
-from .quantize import BF16_METHOD, DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, gate, plan_calibration
-from .ray_engine import RayPool, extract_split_sharded, ray_options
-from .runtime_openvino import checked_here
-from .specs import resolve_spec
-from .split_inputs import check_sample, cross_split_duplicates, hash_split, training_records
-from .store import holds, write_split_file
+from bneck.features.backbones import get_backbone
+from bneck.features.cache import CorruptChunk, MissingRows, RowCache, missing_shas, remaking_missing, resolve_cache_dir
+from bneck.features.dataset import Dataset, discover
+from bneck.features.errors import ConfigError, FeatureFileError
+from bneck.features.extract_options import DEFAULT_SHARD_SIZE, EXTRACT
+from bneck.features.extract_report import ExtractionReport, SplitReport
+from bneck.features.extractor import Extractor, split_content
+from bneck.features.outputs import check_folder, claim_folder
+from bneck.features.quantize import BF16_METHOD, DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, gate, plan_calibration
+from bneck.features.ray_engine import RayPool, extract_split_sharded, ray_options
+from bneck.features.runtime_openvino import checked_here
+from bneck.features.specs import resolve_spec
+from bneck.features.split_inputs import check_sample, cross_split_duplicates, hash_split, training_records
+from bneck.features.store import holds, write_split_file
 
 
 MAX_MISSING_ROW_RETRIES = 3
@@ -135,7 +135,7 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     # A new extractor: its layer and pool are checked before any folder (a converted model that was
     # checked against TensorFlow here was made from them: no need to build the network for that).
     if not _entry_exists(cache_dir, spec) and not converted:
-        from .model import check_cut
+        from bneck.features.model import check_cut
         check_cut(get_backbone(spec.backbone), spec.alpha, spec.input_size, spec.layer, spec.pool)
     if runtime == "auto":
         runtime, runtime_why = _auto_runtime(converted, sum(len(r) for r in dataset.splits.values()))
@@ -223,7 +223,7 @@ def _check_combinations(runtime: str, precision: str) -> None:
         raise ConfigError(f"--precision {precision} runs on OpenVINO: add --runtime openvino (or leave --runtime "
                           f"auto). Received: runtime={runtime!r}, precision={precision!r}.")
     if precision == "bf16":
-        from . import cpu
+        from bneck.features import cpu
 
         if not cpu.has_native_bf16():
             raise ConfigError(
@@ -232,8 +232,8 @@ def _check_combinations(runtime: str, precision: str) -> None:
                 "--precision fp32 (the default), or int8 on CPUs with VNNI (`bneck backbones` shows what this CPU "
                 f"supports). Received: precision='bf16'.")
     if runtime == "openvino":
-        from .openvino_core import import_openvino
+        from bneck.features.openvino_core import import_openvino
         import_openvino()
         if precision == "int8":
-            from .quantize import import_nncf
+            from bneck.features.quantize import import_nncf
             import_nncf()

@@ -21,12 +21,12 @@ from typing import Callable, Iterator, Optional
 import h5py
 import numpy as np
 
-from .atomic import atomic_target
-from .errors import FeatureFileError
-from .files import kind_of
-from .hashing import RowsDigest, sha256_array
-from .key import SCHEMA_VERSION
-from .store_checks import (FILE_FORMAT, check_finite, content_digest, decode_attrs, rebuild_hint,
+from bneck.features.atomic import atomic_target
+from bneck.features.errors import FeatureFileError
+from bneck.features.files import kind_of
+from bneck.features.hashing import RowsDigest, sha256_array
+from bneck.features.key import SCHEMA_VERSION
+from bneck.features.store_checks import (FILE_FORMAT, check_finite, content_digest, decode_attrs, rebuild_hint,
                            strings, validate)
 
 _STR = h5py.string_dtype("utf-8")

@@ -23,11 +23,11 @@ import stat
 import h5py
 import numpy as np
 
-from .errors import FeatureFileError
-from .h5check import H5Refused, check_self_contained
-from .hashing import sha256_json
-from .key import KEY_FIELDS, OPTIONAL_KEY_FIELDS, SCHEMA_VERSION, extractor_key
-from .specs import check_record
+from bneck.features.errors import FeatureFileError
+from bneck.features.h5check import H5Refused, check_self_contained
+from bneck.features.hashing import sha256_json
+from bneck.features.key import KEY_FIELDS, OPTIONAL_KEY_FIELDS, SCHEMA_VERSION, extractor_key
+from bneck.features.specs import check_record
 
 FILE_FORMAT = 2  # bumped when the file layout or its checksums change (not the rows: see SCHEMA_VERSION)
 REQUIRED_DATASETS = ("features", "labels", "paths", "sha256", "quarantine")

@@ -20,11 +20,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .augment import FLIP_VIEW, view_transforms, warp
-from .cache import RowCache, RowWriter, missing_shas, remaking_missing
-from .key import ExtractorSpec
-from .progress import progress_bar
-from .tfimport import import_tensorflow
+from bneck.features.augment import FLIP_VIEW, view_transforms, warp
+from bneck.features.cache import RowCache, RowWriter, missing_shas, remaking_missing
+from bneck.features.key import ExtractorSpec
+from bneck.features.progress import progress_bar
+from bneck.features.tfimport import import_tensorflow
 
 # How a view is made from its transform; enters the key of augmented views.
 WARP = "affine:bilinear:fill-nearest:after-preprocessing"

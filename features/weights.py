@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Optional
 
-from .backbones import Backbone
-from .errors import WeightsError
-from .files import open_regular
-from .hashing import sha256_file
+from bneck.features.backbones import Backbone
+from bneck.features.errors import WeightsError
+from bneck.features.files import open_regular
+from bneck.features.hashing import sha256_file
 
 RANDOM_INIT_SEED = 0
 
@@ -58,7 +58,7 @@ def _check_published_hash(backbone: Backbone, path: str) -> None:
 
 
 def _download_imagenet(backbone: Backbone, file_name: str) -> str:
-    from .tfimport import import_tensorflow
+    from bneck.features.tfimport import import_tensorflow
 
     import_tensorflow()
     import keras

@@ -24,12 +24,12 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from features.atomic import atomic_open
-from features.files import open_regular
-from features.hashing import sha256_bytes, sha256_file
-from features.store import versions
+from bneck.features.atomic import atomic_open
+from bneck.features.files import open_regular
+from bneck.features.hashing import sha256_bytes, sha256_file
+from bneck.features.store import versions
 
-from .manifests import (MANIFEST, MANIFEST_VERSION, MODEL_FILES, AnyManifest, ArtifactError, ManifestError,
+from bneck.pipeline.manifests import (MANIFEST, MANIFEST_VERSION, MODEL_FILES, AnyManifest, ArtifactError, ManifestError,
                         ModelManifest, parse_manifest)
 
 _MAX_MANIFEST_BYTES = 16 << 20
@@ -236,7 +236,7 @@ def load_classifier(folder: str) -> LoadedClassifier:
 def _load(folder: str, build_keras: bool) -> LoadedClassifier:
     """Verify ``folder``, load its model from the verified bytes (a Keras one only checked unless
     ``build_keras``) and probe what was loaded."""
-    from .model_io import UnsafeModel, check_keras, load_keras, load_sklearn
+    from bneck.pipeline.model_io import UnsafeModel, check_keras, load_keras, load_sklearn
 
     verified = read_verified(folder)
     kind, data, path = _model_bytes(verified)
@@ -253,8 +253,8 @@ def _load(folder: str, build_keras: bool) -> LoadedClassifier:
 
 def _probe(clf: LoadedClassifier, where: str) -> None:
     """Refuse a loaded model that does not predict probabilities over its manifest's classes."""
-    from .metrics import class_probabilities
-    from .model_checks import probe
+    from bneck.pipeline.metrics import class_probabilities
+    from bneck.pipeline.model_checks import probe
 
     if clf.kind == "sklearn":
         predict, shape = clf.model.predict_proba, clf.manifest.feature_shape

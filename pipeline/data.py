@@ -11,10 +11,10 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from features import FeatureFileError, read_features, read_summary
-from features.files import kind_of
-from features.store import RowReader
-from features.hashing import sha256_file
+from bneck.features import FeatureFileError, read_features, read_summary
+from bneck.features.files import kind_of
+from bneck.features.store import RowReader
+from bneck.features.hashing import sha256_file
 
 SPLITS = ("train", "validation", "test")
 

@@ -14,10 +14,10 @@ import json
 import os
 from typing import Optional
 
-from features.dataset import ImageRecord
-from features.errors import DatasetError
-from features.files import path_inside
-from features.hashing import sha256_files
+from bneck.features.dataset import ImageRecord
+from bneck.features.errors import DatasetError
+from bneck.features.files import path_inside
+from bneck.features.hashing import sha256_files
 
 SPLITS_FILE = "splits.json"
 
@@ -43,7 +43,7 @@ def read_splits(files: dict, folder: str) -> dict:
     """Return the ``splits.json`` of a verified model folder (its bytes in ``files``), checked: a data
     root, and per split equally long lists of relative paths, sha256 hex digests and integer labels.
     Raises ArtifactError."""
-    from .manifests import ArtifactError
+    from bneck.pipeline.manifests import ArtifactError
 
     try:
         record = json.loads(files[SPLITS_FILE])

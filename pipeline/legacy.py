@@ -13,11 +13,11 @@ import json
 import os
 from typing import Optional
 
-from features.files import open_regular
-from features.hashing import sha256_bytes
+from bneck.features.files import open_regular
+from bneck.features.hashing import sha256_bytes
 
-from .artifacts import write_manifest
-from .manifests import MANIFEST, MANIFEST_VERSION, MODEL_FILES, ArtifactError, parse_manifest
+from bneck.pipeline.artifacts import write_manifest
+from bneck.pipeline.manifests import MANIFEST, MANIFEST_VERSION, MODEL_FILES, ArtifactError, parse_manifest
 
 _COPIED = ("metrics.json", "history.csv", "curves.png", "confusion_validation.png", "confusion_test.png",
            "head.weights.h5", "predictions.csv", "model.keras")
@@ -52,8 +52,8 @@ def convert(folder: str, out: Optional[str] = None, trust_pickle: bool = False) 
     Raises ArtifactError when it holds a pickle and ``trust_pickle`` is False, or
     does not match its own manifest; OutputError for an ``out`` bneck may not write.
     """
-    from .model_io import UnsafeModel, load_keras, save_sklearn
-    from features.outputs import staged_folder
+    from bneck.pipeline.model_io import UnsafeModel, load_keras, save_sklearn
+    from bneck.features.outputs import staged_folder
 
     folder = os.path.abspath(os.path.expanduser(str(folder)))
     out = os.path.abspath(os.path.expanduser(str(out))) if out else folder.rstrip(os.sep) + "-converted"

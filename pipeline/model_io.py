@@ -20,14 +20,14 @@ import io
 import json
 import zipfile
 
-from features.errors import BneckError
+from bneck.features.errors import BneckError
 
 # Types skops must find in a bneck scikit-learn model besides its own default-trusted
 # ones; found with ``skops.io.get_untrusted_types`` on every classifier bneck trains
 # (tests/pipeline/test_model_io.py keeps this list honest).
 TRUSTED_SKLEARN_TYPES = (
-    "pipeline.training.sklearn_models.SpatialReshape",
-    "pipeline.training.sklearn_models.StreamedLinear",
+    "bneck.pipeline.training.sklearn_models.SpatialReshape",
+    "bneck.pipeline.training.sklearn_models.StreamedLinear",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
@@ -57,8 +57,54 @@ KERAS_MEMBERS = frozenset({"config.json", "metadata.json", "model.weights.h5"})
 _MAX_CONFIG_BYTES = 64 << 20
 
 
+# Where bneck's own types lived before everything moved under one import name: a model
+# saved by bneck 0.2 names ``pipeline.training.sklearn_models.SpatialReshape``. Such a
+# path is read as today's (``bneck.`` in front); the trusted list then decides as always.
+# Never imported as written: that would import whatever ``pipeline`` package is on sys.path.
+LEGACY_MODULE_PREFIXES = ("features.", "pipeline.")
+_MAX_SCHEMA_BYTES = 64 << 20
+
+
 class UnsafeModel(BneckError):
     """A model file holds something bneck does not load (code, an unknown type, a link out)."""
+
+
+def current_type_paths(data: bytes, where: str) -> bytes:
+    """Return skops ``data`` with type paths of an earlier release (``LEGACY_MODULE_PREFIXES``) moved
+    under ``bneck.``; ``data`` itself when it names none. Raises UnsafeModel for an unreadable archive."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            info = archive.getinfo("schema.json")
+            if info.file_size > _MAX_SCHEMA_BYTES:
+                raise UnsafeModel(f"{where}: its schema.json would inflate to {info.file_size} bytes "
+                                  f"(a bneck model's is far below {_MAX_SCHEMA_BYTES}); refused.")
+            schema = archive.read(info)
+            if not any(f'"{prefix}'.encode() in schema for prefix in LEGACY_MODULE_PREFIXES):
+                return data
+            members = {i.filename: archive.read(i) for i in archive.infolist() if i.filename != "schema.json"}
+        renamed = json.dumps(_renamed(json.loads(schema))).encode()
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, RecursionError) as exc:
+        raise UnsafeModel(f"{where} is not a readable skops file ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}).") from None
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("schema.json", renamed)
+        for name, member in members.items():
+            archive.writestr(name, member)
+    return out.getvalue()
+
+
+def _renamed(node):
+    """Return a skops schema node with every legacy ``__module__`` moved under ``bneck.``."""
+    if isinstance(node, dict):
+        out = {key: _renamed(value) for key, value in node.items()}
+        module = out.get("__module__")
+        if isinstance(module, str) and module.startswith(LEGACY_MODULE_PREFIXES):
+            out["__module__"] = "bneck." + module
+        return out
+    if isinstance(node, list):
+        return [_renamed(value) for value in node]
+    return node
 
 
 def save_sklearn(model, path: str) -> None:
@@ -94,8 +140,9 @@ def load_sklearn(data: bytes, where: str):
     import skops.io as sio
     from skops.io.exceptions import UntrustedTypesFoundException
 
-    from .model_checks import check_fitted
+    from bneck.pipeline.model_checks import check_fitted
 
+    data = current_type_paths(data, where)
     check_sklearn(data, where)
     try:
         model = sio.loads(data, trusted=list(TRUSTED_SKLEARN_TYPES))
@@ -141,7 +188,7 @@ def check_keras_config(config: dict, where: str) -> None:
 def _check_weights_file(data: bytes, where: str) -> None:
     import h5py
 
-    from features.h5check import H5Refused, check_self_contained
+    from bneck.features.h5check import H5Refused, check_self_contained
 
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
@@ -195,7 +242,7 @@ def load_keras(data: bytes, where: str):
     Raises UnsafeModel for what ``check_keras`` refuses or Keras' safe_mode refuses.
     """
     check_keras(data, where)
-    from features.tfimport import import_tensorflow
+    from bneck.features.tfimport import import_tensorflow
 
     import_tensorflow()
     from keras.src.saving import saving_lib  # the public load_model takes paths only

@@ -10,7 +10,7 @@ matplotlib.rcParams["text.usetex"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .metrics import ema  # noqa: E402
+from bneck.pipeline.metrics import ema  # noqa: E402
 
 
 def training_curves(history: dict, path: str, title: str) -> None:

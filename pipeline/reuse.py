@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .manifests import MANIFEST, AnyManifest, ManifestError, parse_manifest
+from bneck.pipeline.manifests import MANIFEST, AnyManifest, ManifestError, parse_manifest
 
 _MAX_MANIFEST_BYTES = 16 << 20
 
@@ -55,7 +55,7 @@ def decide(folder: str, checks: list[Callable[[AnyManifest], Optional[str]]],
            verify: Callable[[str], object]) -> Reuse:
     """Run ``checks`` (each returns why the recorded manifest no longer fits, or None) in order, then
     ``verify(folder)`` (raises BneckError when the folder is damaged or unsafe); returns the Reuse."""
-    from features.errors import BneckError
+    from bneck.features.errors import BneckError
 
     manifest, why = recorded_manifest(folder)
     if manifest is None:

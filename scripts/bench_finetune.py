@@ -22,10 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from features import extract  # noqa: E402
-from features.progress import format_table  # noqa: E402
-from pipeline.finetuning.stage import finetune  # noqa: E402
-from pipeline.training.stage import train  # noqa: E402
+from bneck.features import extract  # noqa: E402
+from bneck.features.progress import format_table  # noqa: E402
+from bneck.pipeline.finetuning.stage import finetune  # noqa: E402
+from bneck.pipeline.training.stage import train  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cats_and_dogs_small"
 

@@ -45,7 +45,7 @@ def keras_home(work: Path) -> str:
 
 
 def one(name: str, out: Path, cache: Path) -> list:
-    import pipeline
+    from bneck import pipeline
 
     data, extract = CASES[name]
     start = time.perf_counter()
@@ -70,7 +70,7 @@ def one(name: str, out: Path, cache: Path) -> list:
 
 
 def main() -> None:
-    from features.progress import format_table
+    from bneck.features.progress import format_table
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default=",".join(CASES), help=f"comma-separated, of: {', '.join(CASES)}")

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from features.progress import format_table  # noqa: E402
+from bneck.features.progress import format_table  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cats_and_dogs_small"
 WEIGHTS = ROOT.parent / "shared" / "data" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
@@ -40,7 +40,7 @@ BACKBONE = dict(backbone="mobilenet", alpha=0.25, size=224)
 CHILD = """
 import json, sys, time
 sys.path.insert(0, {root!r})
-from pipeline.finetuning.stage import finetune
+from bneck.pipeline.finetuning.stage import finetune
 start = time.perf_counter()
 r = finetune({head!r}, {data!r}, {out!r}, verbose=False, cache_dir={cache!r}, epochs={epochs}, views={views},
              rotation=0, shift=0, shear=0, zoom=0, flip=True, cache_frozen={cache_frozen})
@@ -66,8 +66,8 @@ def grow(dest: Path, train_images: int, other_per_class: int) -> Path:
 
 
 def measure(work: Path, train_images: int, a, cache_frozen: bool) -> dict:
-    from features import extract
-    from pipeline.training.stage import train
+    from bneck.features import extract
+    from bneck.pipeline.training.stage import train
 
     folder = work / f"n{train_images}"
     data, cache = folder / "data", str(work / "cache")

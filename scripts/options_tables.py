@@ -12,9 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from features.extract_options import EXTRACT  # noqa: E402
-from pipeline.finetuning.options import FINETUNE  # noqa: E402
-from pipeline.training.options import TRAIN  # noqa: E402
+from bneck.features.extract_options import EXTRACT  # noqa: E402
+from bneck.pipeline.finetuning.options import FINETUNE  # noqa: E402
+from bneck.pipeline.training.options import TRAIN  # noqa: E402
 
 TABLES = {"extract": EXTRACT, "train": TRAIN, "finetune": FINETUNE}
 BLOCK = re.compile(r"(<!-- options:(\w+) -->\n)(?:.*?\n)?(<!-- /options -->)", re.S)

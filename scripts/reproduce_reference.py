@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from features import extract  # noqa: E402
-from features.progress import format_table  # noqa: E402
-from pipeline import finetune, train  # noqa: E402
+from bneck.features import extract  # noqa: E402
+from bneck.features.progress import format_table  # noqa: E402
+from bneck.pipeline import finetune, train  # noqa: E402
 
 PUBLISHED = {
     "bottleneck features + dense head": "0.90-0.91 val (Keras blog); ~0.90 (DLwP)",

@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,openvino,ray,export]" 2>&1 \
   | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import features, pipeline, tensorflow" >/dev/null 2>&1 \
+.venv/bin/python -c "import bneck.features, bneck.pipeline, tensorflow" >/dev/null 2>&1 \
   || { echo "setup: the installation in .venv is not importable" >&2; exit 1; }
 mkdir -p .keras_home/models
 shopt -s nullglob

@@ -10,15 +10,17 @@ import pytest
 pytestmark = pytest.mark.pure
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("features", "pipeline")
+# repository folder -> the installed package it becomes (pyproject.toml's package-dir)
+FOLDERS = {"bneck": "bneck", "features": "bneck.features", "pipeline": "bneck.pipeline"}
+PACKAGES = tuple(FOLDERS.values())
 
 
 def _modules() -> dict[str, Path]:
-    """Return {dotted module name: path} of every module of the two packages."""
+    """Return {dotted module name: path} of every module of the installed packages."""
     out = {}
-    for pkg in PACKAGES:
-        for path in (ROOT / pkg).rglob("*.py"):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for folder, package in FOLDERS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = [package, *path.relative_to(ROOT / folder).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             out[".".join(parts)] = path
@@ -89,19 +91,19 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def _package_free(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     """The graph without edges into a package's ``__init__`` from inside it (re-exports of the public
     API sit there and import the package's own modules by design)."""
-    return {name: {t for t in targets if not (name.startswith(t + ".") and t in PACKAGES + ("pipeline.cli",))}
+    return {name: {t for t in targets if not (name.startswith(t + ".") and t in PACKAGES + ("bneck.pipeline.cli",))}
             for name, targets in graph.items()}
 
 
 def test_the_import_graph_is_read_from_real_modules():
     graph = _graph()
-    assert "features.extractor" in graph["features.ray_engine"]
-    assert "pipeline.training.stage" in graph["pipeline.runner.compose"]
+    assert "bneck.features.extractor" in graph["bneck.features.ray_engine"]
+    assert "bneck.pipeline.training.stage" in graph["bneck.pipeline.runner.compose"]
 
 
 def test_features_never_imports_pipeline():
-    offenders = {name: sorted(t for t in targets if t.startswith("pipeline"))
-                 for name, targets in _graph().items() if name.startswith("features")}
+    offenders = {name: sorted(t for t in targets if t.startswith("bneck.pipeline"))
+                 for name, targets in _graph().items() if name.startswith("bneck.features")}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

@@ -9,11 +9,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from features import BneckError
-from features.atomic import storage_error, write_failure
+from bneck.features import BneckError
+from bneck.features.atomic import storage_error, write_failure
 
-from . import cache, export, extract, finetune, info, run, train
-from .polish import polish
+from bneck.pipeline.cli import cache, export, extract, finetune, info, run, train
+from bneck.pipeline.cli.polish import polish
 
 
 # What Ctrl-C keeps, per command: said as it is, so nobody waits for a resume that does not come.
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bneck", description="Bottleneck-feature transfer learning on a CPU: extract "
                                   "features once, train classifiers on them in seconds.",
         epilog="start with: bneck demo --data DATA_DIR --out runs/demo   (then open runs/demo/report.html)")
-    from .. import __version__
+    from bneck.pipeline import __version__
 
     parser.add_argument("--version", action="version", version=f"bneck {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..export.formats import FORMATS
+from bneck.pipeline.export.formats import FORMATS
 
 EPILOG = """examples:
   bneck export runs/demo/models/logreg --out deploy/cats-logreg --format keras
@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export; returns 0."""
-    from ..export import export_model
+    from bneck.pipeline.export import export_model
 
     export_model(args.model_dir, args.out, args.format, args.weights, verbose=not args.quiet)
     return 0

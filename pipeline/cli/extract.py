@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-import features
-from features import cpu
-from features.extract_options import EXTRACT
-from features.options import namespace_values
+from bneck import features
+from bneck.features import cpu
+from bneck.features.extract_options import EXTRACT
+from bneck.features.options import namespace_values
 
 
 def add_parser(sub) -> None:

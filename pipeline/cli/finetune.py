@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from features.options import namespace_values
+from bneck.features.options import namespace_values
 
-from ..finetuning.options import AUGMENTATIONS, FINETUNE
+from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE
 
 
 def add_parser(sub) -> None:
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fine-tune and print validation/test accuracy before and after; returns 0."""
-    from ..finetuning.stage import finetune
+    from bneck.pipeline.finetuning.stage import finetune
 
     options = namespace_values(args, FINETUNE)
     if args.no_augment:

@@ -37,9 +37,9 @@ def _common(p) -> None:
 
 
 def _print(result) -> None:
-    from features.progress import format_table
+    from bneck.features.progress import format_table
 
-    from ..training.leaderboard import describe_accuracy
+    from bneck.pipeline.training.leaderboard import describe_accuracy
 
     rows = [[r.name, describe_accuracy(r, "validation"), describe_accuracy(r, "test"), "reused" if r.reused else "made"]
             for r in result.leaderboard]
@@ -60,7 +60,7 @@ def _print(result) -> None:
           else f"fine-tune: skipped ({stages.finetune_skipped})")
     print(f"report: {result.report}")
     if result.leaderboard:
-        from ..runner.insight import best_exportable
+        from bneck.pipeline.runner.insight import best_exportable
 
         import shlex
 
@@ -74,7 +74,7 @@ def _print(result) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from ..runner.compose import run
+    from bneck.pipeline.runner.compose import run
 
     result = run(args.config, overrides=args.set, verbose=not args.quiet, data=args.data,
                  out=args.out, seed=args.seed)
@@ -83,7 +83,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from ..runner.demo import demo
+    from bneck.pipeline.runner.demo import demo
 
     result = demo(data=args.data, out=args.out, backbone=args.backbone, alpha=args.alpha,
                   size=args.size, weights=args.weights, overrides=args.set, seed=args.seed,

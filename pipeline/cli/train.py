@@ -6,11 +6,11 @@ import csv
 import json
 import sys
 
-from features.atomic import atomic_open
-from features.errors import ConfigError
-from features.options import namespace_values
+from bneck.features.atomic import atomic_open
+from bneck.features.errors import ConfigError
+from bneck.features.options import namespace_values
 
-from ..training.options import CLASSIFIERS, TRAIN
+from bneck.pipeline.training.options import CLASSIFIERS, TRAIN
 
 
 def add_parsers(sub) -> None:
@@ -66,7 +66,7 @@ def add_parsers(sub) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train, print the leaderboard; returns 0."""
-    from ..training.stage import train
+    from bneck.pipeline.training.stage import train
 
     board = train(args.features_dir, args.classifier.split(","), args.out, verbose=not args.quiet,
                   **namespace_values(args, TRAIN))
@@ -79,7 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Print accuracy, loss, macro F1 and per-class metrics; returns 0."""
-    from ..predict import evaluate
+    from bneck.pipeline.predict import evaluate
 
     m = evaluate(args.model_dir, args.feature_file)
     print(f"{args.feature_file}: accuracy {100 * m['accuracy']:.2f}%  loss {m['loss']:.4f}  "
@@ -89,7 +89,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
               "so this is not a held-out score.")
     rows = [[c, round(v["precision"], 3), round(v["recall"], 3), round(v["f1"], 3), v["support"]]
             for c, v in m["per_class"].items()]
-    from features.progress import format_table
+    from bneck.features.progress import format_table
 
     print(format_table(["class", "precision", "recall", "f1", "support"], rows))
     print("confusion matrix (rows: true):", json.dumps(m["confusion_matrix"]))
@@ -98,9 +98,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print one line per image; returns 0 when every image was classified, 1 when any input failed."""
-    from features.outputs import check_file
+    from bneck.features.outputs import check_file
 
-    from ..predict import classify
+    from bneck.pipeline.predict import classify
 
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"--top-k must be a whole number of classes, 1 or more. Received: top_k={args.top_k!r}.")
@@ -169,7 +169,7 @@ def _is_predictions_header(line: str) -> bool:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Convert an older model folder; returns 0."""
-    from ..legacy import convert
+    from bneck.pipeline.legacy import convert
 
     out = convert(args.model_dir, args.out, args.trust_pickle)
     print(f"converted {args.model_dir} -> {out}")

@@ -18,11 +18,11 @@ from typing import Optional
 
 import numpy as np
 
-from features.errors import BneckError, ConfigError, choice_error
-from features.outputs import check_folder, staged_folder
+from bneck.features.errors import BneckError, ConfigError, choice_error
+from bneck.features.outputs import check_folder, staged_folder
 
-from ..artifacts import LoadedClassifier, load_classifier, write_json
-from .formats import FORMATS, MODEL_PATH, NEEDS, OPENVINO_CONFIG, runner, write
+from bneck.pipeline.artifacts import LoadedClassifier, load_classifier, write_json
+from bneck.pipeline.export.formats import FORMATS, MODEL_PATH, NEEDS, OPENVINO_CONFIG, runner, write
 
 TOLERANCE = 1e-4  # largest |probability difference| from `bneck predict` an export may show
 CHECK_IMAGES = 8
@@ -52,9 +52,9 @@ def _check_format(fmt: str) -> str:
 def _check_images(clf: LoadedClassifier, size: int) -> tuple[np.ndarray, str]:
     """Return up to CHECK_IMAGES of the model's recorded test images (decoded as bneck does) and
     where they came from; seeded noise images where those are not readable here."""
-    from features.decode import UnusableImage, decode_image
+    from bneck.features.decode import UnusableImage, decode_image
 
-    from ..image_splits import data_root_of, read_splits
+    from bneck.pipeline.image_splits import data_root_of, read_splits
 
     try:
         record = read_splits(clf.files, clf.folder)
@@ -78,8 +78,8 @@ def export_model(model_dir: str, out: str, fmt: str = "keras", weights: Optional
     that does not verify, FoldError for a scikit-learn model that is not layers,
     ExportError when the written model does not reproduce ``bneck predict``.
     """
-    from ..predict import probability_function
-    from .graph import deployable
+    from bneck.pipeline.predict import probability_function
+    from bneck.pipeline.export.graph import deployable
 
     fmt = _check_format(fmt)
     check_folder(out, "export", inputs=[model_dir])
@@ -109,8 +109,8 @@ def export_model(model_dir: str, out: str, fmt: str = "keras", weights: Optional
 
 def _hashes(folder: str) -> dict:
     """{relative path: sha256} of every file written so far (the marker aside)."""
-    from features.hashing import sha256_file
-    from features.outputs import MARKER
+    from bneck.features.hashing import sha256_file
+    from bneck.features.outputs import MARKER
 
     found = {}
     for current, _, names in os.walk(folder):
@@ -123,7 +123,7 @@ def _hashes(folder: str) -> dict:
 
 
 def _metadata(clf: LoadedClassifier, spec, fmt: str, files: dict, check: dict) -> dict:
-    from features.store import versions
+    from bneck.features.store import versions
 
     size, names = spec.input_size, list(clf.class_names)
     return {

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from features import get_backbone
-from features.model import build_base, cut_model
+from bneck.features import get_backbone
+from bneck.features.model import build_base, cut_model
 
-from ..artifacts import LoadedClassifier
-from .fold import sklearn_layers
+from bneck.pipeline.artifacts import LoadedClassifier
+from bneck.pipeline.export.fold import sklearn_layers
 
 # keras.applications' caffe-style preprocess_input: RGB -> BGR, then minus these BGR means
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import keras
 
-from features.augment import affine_transforms, warp
-from features.tfimport import import_tensorflow
+from bneck.features.augment import affine_transforms, warp
+from bneck.features.tfimport import import_tensorflow
 
 
 class RandomAffine(keras.layers.Layer):
@@ -43,7 +43,7 @@ class RandomAffine(keras.layers.Layer):
 
 def augmentation_layer(augment: dict, seed: int):
     """Return one seeded RandomAffine warp (fill 'nearest'), or None when all are off."""
-    from .options import augmentation_params
+    from bneck.pipeline.finetuning.options import augmentation_params
 
     params = augmentation_params(augment)
     if not any(params.values()):

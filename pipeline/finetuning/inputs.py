@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from features.batches import decoded_batches
+from bneck.features.batches import decoded_batches
 
 
 @dataclass
@@ -54,7 +54,7 @@ class SplitImages(RecordedImages):
         Raises DatasetError when one no longer decodes to its recorded bytes (it was
         checked by sha256 moments before: the file changed during the fine-tune).
         """
-        from features.errors import DatasetError
+        from bneck.features.errors import DatasetError
 
         picked = [self.records[i] for i in indices]
         out = np.empty((len(picked), self.size, self.size, 3), np.uint8)
@@ -121,10 +121,10 @@ def cached_inputs(tf, ft, data: dict[str, SplitImages], preprocess, augment: dic
     """The unfrozen top on the cached output of the frozen trunk, ``views`` views per training image;
     with ``tta`` the cached mirror view of validation and test images too. The rows go to
     RowFiles in ``rows_folder`` (``rowfile.RowFolder``), a block at a time."""
-    from features.augment import FLIP_VIEW
-    from features.view_rows import TrunkViews
+    from bneck.features.augment import FLIP_VIEW
+    from bneck.features.view_rows import TrunkViews
 
-    from .model import frozen_split
+    from bneck.pipeline.finetuning.model import frozen_split
 
     split = frozen_split(ft)
     trunk = TrunkViews(split.trunk, preprocess, ft.spec, split.layer, split.pool, augment, seed,

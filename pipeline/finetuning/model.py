@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from features import ConfigError, get_backbone
-from features.errors import BneckError
+from bneck.features import ConfigError, get_backbone
+from bneck.features.errors import BneckError
 
-from ..artifacts import LoadedClassifier
+from bneck.pipeline.artifacts import LoadedClassifier
 
 
 class HeadError(BneckError):
@@ -73,13 +73,13 @@ def build_finetune_model(head: LoadedClassifier, unfreeze_from: Optional[str], a
     Raises HeadError for a non-Keras, untrained or mismatched head, WeightsError when
     the recorded weights cannot be found, ConfigError for a bad unfreeze point.
     """
-    from features.model import build_base, cut_model
-    from features.tfimport import import_tensorflow
+    from bneck.features.model import build_base, cut_model
+    from bneck.features.tfimport import import_tensorflow
 
     import_tensorflow()
     import keras
 
-    from .augment import augmentation_layer
+    from bneck.pipeline.finetuning.augment import augmentation_layer
 
     manifest = head.manifest
     if head.kind != "keras":

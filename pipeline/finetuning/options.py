@@ -1,11 +1,11 @@
 """Stage 3's options: one table for ``finetune()``, ``bneck finetune`` and ``[finetune]`` in a run's config."""
 from __future__ import annotations
 
-from features.errors import ConfigError
-from features.options import Option, OptionTable
+from bneck.features.errors import ConfigError
+from bneck.features.options import Option, OptionTable
 
-from ..training.fastfit import SCHEDULES
-from ..training.heads import OPTIMIZERS
+from bneck.pipeline.training.fastfit import SCHEDULES
+from bneck.pipeline.training.heads import OPTIMIZERS
 
 AUGMENTATIONS = ("rotation", "shift", "shear", "zoom", "flip")
 

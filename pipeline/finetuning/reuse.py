@@ -5,8 +5,8 @@ the options that decide the model; then the whole folder verified and its model 
 """
 from __future__ import annotations
 
-from ..artifacts import check_model
-from ..reuse import Reuse, decide, options_changed
+from bneck.pipeline.artifacts import check_model
+from bneck.pipeline.reuse import Reuse, decide, options_changed
 
 
 def finetuned_reuse(folder: str, head_manifest_sha256: str, data_root: str, requested: dict) -> Reuse:

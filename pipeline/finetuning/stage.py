@@ -21,19 +21,19 @@ from typing import Optional
 
 import numpy as np
 
-from features import DatasetError, get_backbone
-from features.outputs import check_folder, staged_folder
+from bneck.features import DatasetError, get_backbone
+from bneck.features.outputs import check_folder, staged_folder
 
-from ..artifacts import (load_classifier, read_verified, verified_json, write_history, write_json, write_manifest,
+from bneck.pipeline.artifacts import (load_classifier, read_verified, verified_json, write_history, write_json, write_manifest,
                          write_predictions)
-from ..image_splits import data_root_of, read_splits, recorded_images, write_splits
-from ..manifests import FinetunedManifest, HeadRef
-from ..metrics import class_probabilities, scores
-from ..training.fastfit import fast_fit
-from .inputs import SplitImages, TrainInputs, cached_inputs, decode_split, plain_inputs, predictor
-from .model import build_finetune_model
-from .options import AUGMENTATIONS, FINETUNE, NO_AUGMENT, augmentation_params, fingerprint
-from .reuse import finetuned_reuse
+from bneck.pipeline.image_splits import data_root_of, read_splits, recorded_images, write_splits
+from bneck.pipeline.manifests import FinetunedManifest, HeadRef
+from bneck.pipeline.metrics import class_probabilities, scores
+from bneck.pipeline.training.fastfit import fast_fit
+from bneck.pipeline.finetuning.inputs import SplitImages, TrainInputs, cached_inputs, decode_split, plain_inputs, predictor
+from bneck.pipeline.finetuning.model import build_finetune_model
+from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE, NO_AUGMENT, augmentation_params, fingerprint
+from bneck.pipeline.finetuning.reuse import finetuned_reuse
 
 
 @dataclass
@@ -83,8 +83,8 @@ def finetune(head_dir: str, data_dir: Optional[str], out_dir: str, *, augment: O
 
 
 def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str, verbose: bool) -> FinetuneResult:
-    from features.cache import resolve_cache_dir
-    from features.tfimport import import_tensorflow
+    from bneck.features.cache import resolve_cache_dir
+    from bneck.features.tfimport import import_tensorflow
 
     tf = import_tensorflow()
     import keras
@@ -133,7 +133,7 @@ def _inputs(tf, ft, splits: dict, augment: dict, opts: dict, cache_dir: Optional
     """Return (what the path trains on, the images per split). With ``cache_dir`` (--cache-frozen) the
     images are decoded only where the cache lacks rows, and the rows stream from files that
     ``cleanup`` removes; otherwise every image is decoded into memory."""
-    from .rowfile import RowFolder
+    from bneck.pipeline.finetuning.rowfile import RowFolder
 
     preprocess = get_backbone(ft.spec.backbone).preprocess_fn()
     size = ft.spec.input_size
@@ -151,7 +151,7 @@ def _train(tf, inputs: TrainInputs, data: dict, class_names: list, opts: dict, j
            verbose: bool) -> tuple[dict, dict, dict]:
     """Fine-tune ``inputs.model``, keeping the best epoch (or the start); returns (history, metrics,
     probabilities per split)."""
-    from features.progress import progress_bar
+    from bneck.features.progress import progress_bar
 
     probabilities = {}
     predict = predictor(tf, inputs)
@@ -211,7 +211,7 @@ def _test_time_augmented(tf, inputs: TrainInputs, data: dict, probabilities: dic
 
 
 def _save(folder, ft, head, history, metrics, config, data, data_root: str, requested: dict) -> None:
-    from ..plots import confusion_plots, training_curves
+    from bneck.pipeline.plots import confusion_plots, training_curves
 
     ft.model.save(os.path.join(folder, "model.keras"))
     write_history(folder, history)
@@ -236,7 +236,7 @@ def _save(folder, ft, head, history, metrics, config, data, data_root: str, requ
 
 def _reused(folder: str, opts: dict) -> FinetuneResult:
     """The result of a current fine-tuned folder, from its verified files."""
-    from ..artifacts import read_history
+    from bneck.pipeline.artifacts import read_history
 
     verified = read_verified(folder)
     metrics = verified_json(verified, "metrics.json")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from features.cache import resolve_cache_dir
-from features.dataset import discover
-from features.errors import DatasetError
+from bneck.features.cache import resolve_cache_dir
+from bneck.features.dataset import discover
+from bneck.features.errors import DatasetError
 
-from ..training.checks import check_counts
-from ..training.options import classifier_config
+from bneck.pipeline.training.checks import check_counts
+from bneck.pipeline.training.options import classifier_config
 
 
 def check_before_work(cfg: dict) -> None:
@@ -35,8 +35,8 @@ def check_before_work(cfg: dict) -> None:
 
 def _known_extractor(cfg: dict, backbone, alpha, size) -> bool:
     """True when the cache already holds rows of the run's extractor."""
-    from features.cache import resolve_cache_dir
-    from features.specs import resolve_spec
+    from bneck.features.cache import resolve_cache_dir
+    from bneck.features.specs import resolve_spec
 
     ex = cfg["extract"]
     spec = resolve_spec(backbone.name, ex["weights"], size, ex["layer"], ex["pool"], ex["dtype"], alpha)
@@ -48,12 +48,12 @@ def _check_finetune_plan(cfg: dict) -> None:
     """Check, before any work, that the base can be cut at extract.layer (unless its rows are cached)
     and, when the run will fine-tune, that the cut base has the unfreeze point (the base's
     architecture only, random weights). Raises ConfigError naming the config keys."""
-    from features.backbones import get_backbone
-    from features.errors import ConfigError
-    from features.model import check_cut
+    from bneck.features.backbones import get_backbone
+    from bneck.features.errors import ConfigError
+    from bneck.features.model import check_cut
 
-    from ..finetuning.model import unfreeze_index
-    from ..training.heads import HEADS
+    from bneck.pipeline.finetuning.model import unfreeze_index
+    from bneck.pipeline.training.heads import HEADS
 
     ex, ft = cfg["extract"], cfg["finetune"]
     heads = [n for n in cfg["train"]["classifiers"] if n in HEADS]

@@ -15,17 +15,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
-from features import extract
-from features.atomic import atomic_open
-from features.outputs import claim_folder
+from bneck.features import extract
+from bneck.features.atomic import atomic_open
+from bneck.features.outputs import claim_folder
 
-from ..finetuning.stage import finetune
-from ..training.heads import HEADS
-from ..training.leaderboard import Result, write_leaderboard
-from ..training.stage import train
-from .checks import check_before_work
-from .config import absolute_paths, load_config, to_toml
-from .gain import paired_gain, run_test_truth, winner_versus_runner_up
+from bneck.pipeline.finetuning.stage import finetune
+from bneck.pipeline.training.heads import HEADS
+from bneck.pipeline.training.leaderboard import Result, write_leaderboard
+from bneck.pipeline.training.stage import train
+from bneck.pipeline.runner.checks import check_before_work
+from bneck.pipeline.runner.config import absolute_paths, load_config, to_toml
+from bneck.pipeline.runner.gain import paired_gain, run_test_truth, winner_versus_runner_up
 
 
 @dataclass
@@ -121,7 +121,7 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
     result = RunResult(out, cfg, stages, leaderboard, winner=winner_versus_runner_up(leaderboard, truth, verified))
 
     say("== report")
-    from .report import write_report
+    from bneck.pipeline.runner.report import write_report
 
     start = time.perf_counter()
     result.report = write_report(result, cfg["report"]["worst"])
@@ -135,7 +135,7 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
 
 
 def _extract(cfg: dict, out: str, verbose: bool) -> ExtractStage:
-    from features import read_summary
+    from bneck.features import read_summary
 
     start = time.perf_counter()
     report = extract(cfg["data"], os.path.join(out, "features"), verbose=verbose, **cfg["extract"])

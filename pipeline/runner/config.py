@@ -18,12 +18,12 @@ import os
 import tomllib
 from typing import Optional, Sequence
 
-from features.errors import ConfigError
-from features.extract_options import EXTRACT
-from features.options import Option, OptionTable
+from bneck.features.errors import ConfigError
+from bneck.features.extract_options import EXTRACT
+from bneck.features.options import Option, OptionTable
 
-from ..finetuning.options import FINETUNE
-from ..training.options import CLASSIFIERS, TRAIN, check_override
+from bneck.pipeline.finetuning.options import FINETUNE
+from bneck.pipeline.training.options import CLASSIFIERS, TRAIN, check_override
 
 TOP = OptionTable("run", [
     Option("data", str, None, "the image folder (required)"),

@@ -19,10 +19,10 @@ import urllib.request
 import zipfile
 from typing import Optional, Sequence
 
-from features.atomic import atomic_open
-from features.cache import default_cache_dir
-from features.errors import DatasetError
-from features.hashing import sha256_file
+from bneck.features.atomic import atomic_open
+from bneck.features.cache import default_cache_dir
+from bneck.features.errors import DatasetError
+from bneck.features.hashing import sha256_file
 
 ARCHIVE_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 ARCHIVE_BYTES = 68_606_236
@@ -97,7 +97,7 @@ def demo(data: Optional[str] = None, out: Optional[str] = None, backbone: Option
          alpha: Optional[float] = None, size: Optional[int] = None, weights: Optional[str] = None,
          overrides: Sequence[str] = (), seed: Optional[int] = None, verbose: bool = True):
     """Run the reference experiment; returns the RunResult (see ``pipeline.run``)."""
-    from .compose import run
+    from bneck.pipeline.runner.compose import run
 
     base = copy.deepcopy(REFERENCE)
     if backbone is not None:  # another backbone: its own default size unless given

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from ..artifacts import ArtifactError, read_predictions, read_verified
-from ..paired import PairedComparison, compare
+from bneck.pipeline.artifacts import ArtifactError, read_predictions, read_verified
+from bneck.pipeline.paired import PairedComparison, compare
 
 
 def run_test_truth(out: str) -> dict:
     """{path: true class name} of a run's test images, from its own test feature file (empty without)."""
-    from features import read_summary
+    from bneck.features import read_summary
 
     path = os.path.join(out, "features", "test.h5")
     if not os.path.isfile(path):

@@ -97,7 +97,7 @@ def label_errors(vectors: np.ndarray, labels: np.ndarray, names: list[tuple[str,
 
 def data_health(features_dir: str) -> Health:
     """Look at a run's feature files; never fails the report (a problem becomes ``note``)."""
-    from ..data import open_feature_set
+    from bneck.pipeline.data import open_feature_set
 
     health = Health()
     try:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from ..artifacts import read_history
-from ..plots import confusion_grid
-from .health import SHOWN, Health
+from bneck.pipeline.artifacts import read_history
+from bneck.pipeline.plots import confusion_grid
+from bneck.pipeline.runner.health import SHOWN, Health
 
 RISING_EPOCHS = 5  # validation loss rising this many epochs after its best is worth a note
 
 
 def exportable(result) -> bool:
     """Whether ``bneck export`` takes this leaderboard row (Keras heads, fine-tuned models, folded linear ones)."""
-    from ..export.fold import FOLDED
-    from ..training.heads import HEADS
+    from bneck.pipeline.export.fold import FOLDED
+    from bneck.pipeline.training.heads import HEADS
 
     return result.kind == "fine-tuned" or result.name in HEADS or result.name in FOLDED
 

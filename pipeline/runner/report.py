@@ -19,13 +19,13 @@ import shlex
 from typing import Optional
 from urllib.parse import quote
 
-from features.atomic import atomic_open
+from bneck.features.atomic import atomic_open
 
-from ..artifacts import ArtifactError, read_verified
-from ..training.leaderboard import describe_accuracy
-from .health import data_health
-from .insight import best_exportable, confusion_block, health_blocks, overfit_notes, per_class_rows
-from .thumbnails import thumbnail_grid, worst_grid, worst_misclassified
+from bneck.pipeline.artifacts import ArtifactError, read_verified
+from bneck.pipeline.training.leaderboard import describe_accuracy
+from bneck.pipeline.runner.health import data_health
+from bneck.pipeline.runner.insight import best_exportable, confusion_block, health_blocks, overfit_notes, per_class_rows
+from bneck.pipeline.runner.thumbnails import thumbnail_grid, worst_grid, worst_misclassified
 
 __all__ = ["thumbnail_grid", "worst_grid", "worst_misclassified", "write_report"]
 

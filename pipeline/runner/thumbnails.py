@@ -10,11 +10,11 @@ import os
 
 import numpy as np
 
-from features.files import path_inside
+from bneck.features.files import path_inside
 
-from ..artifacts import ArtifactError, load_classifier, read_predictions, read_verified
-from ..plots import plt
-from .gain import run_test_truth
+from bneck.pipeline.artifacts import ArtifactError, load_classifier, read_predictions, read_verified
+from bneck.pipeline.plots import plt
+from bneck.pipeline.runner.gain import run_test_truth
 
 
 def worst_misclassified(result, limit: int) -> tuple[str, list[dict]]:
@@ -46,9 +46,9 @@ def worst_misclassified(result, limit: int) -> tuple[str, list[dict]]:
 
 
 def _classifier_predictions(folder: str, test_file: str) -> list[dict]:
-    from features import read_features
+    from bneck.features import read_features
 
-    from ..predict import classifier_proba
+    from bneck.pipeline.predict import classifier_proba
 
     clf = load_classifier(folder)
     f = read_features(test_file)
@@ -65,7 +65,7 @@ def thumbnail_grid(entries: list[tuple[str, str]], data_root: str, size: int = 1
 
     An image whose path leads outside ``data_root`` is not opened ("outside the data folder").
     """
-    from features.decode import decode_image
+    from bneck.features.decode import decode_image
 
     if not entries:
         return None
@@ -92,7 +92,7 @@ def thumbnail_grid(entries: list[tuple[str, str]], data_root: str, size: int = 1
 
 def worst_grid(rows: list[dict], data_root: str, size: int = 160):
     """Return PNG bytes of the misclassified images with true class and probabilities; None if none."""
-    from .insight import short_name
+    from bneck.pipeline.runner.insight import short_name
 
     entries = [(row["path"], f"{short_name(row['path'])}\ntrue {row['true']}, said {row['predicted']} "
                              f"({100 * row['probabilities'][row['predicted']]:.0f}%)") for row in rows]

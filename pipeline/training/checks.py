@@ -5,12 +5,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from features.errors import ConfigError, DatasetError, choice_error
+from bneck.features.errors import ConfigError, DatasetError, choice_error
 
-from ..data import FeatureSet
-from .heads import HEADS
-from .options import CLASSIFIERS
-from .sklearn_models import MIN_PER_CLASS
+from bneck.pipeline.data import FeatureSet
+from bneck.pipeline.training.heads import HEADS
+from bneck.pipeline.training.options import CLASSIFIERS
+from bneck.pipeline.training.sklearn_models import MIN_PER_CLASS
 
 
 def validate_classifiers(classifiers: Sequence[str]) -> list[str]:

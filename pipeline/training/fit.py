@@ -10,18 +10,18 @@ import time
 
 import numpy as np
 
-from features.errors import BneckError
-from features.outputs import staged_folder
-from features.progress import progress_bar
+from bneck.features.errors import BneckError
+from bneck.features.outputs import staged_folder
+from bneck.features.progress import progress_bar
 
-from ..artifacts import write_history, write_json, write_manifest, write_predictions
-from ..data import FeatureSet
-from ..image_splits import splits_record, write_splits
-from ..manifests import ClassifierManifest, FeatureFileRef
-from ..metrics import scores
-from .heads import HEADS
-from .leaderboard import Result
-from .sklearn_models import GRIDS
+from bneck.pipeline.artifacts import write_history, write_json, write_manifest, write_predictions
+from bneck.pipeline.data import FeatureSet
+from bneck.pipeline.image_splits import splits_record, write_splits
+from bneck.pipeline.manifests import ClassifierManifest, FeatureFileRef
+from bneck.pipeline.metrics import scores
+from bneck.pipeline.training.heads import HEADS
+from bneck.pipeline.training.leaderboard import Result
+from bneck.pipeline.training.sklearn_models import GRIDS
 
 
 class TrainingDiverged(BneckError):
@@ -34,7 +34,7 @@ def fit_classifier(name: str, cfg: dict, fs: FeatureSet, out_dir: str, streamed:
 
     ``streamed``: read the features from disk in blocks of ``rows`` rows.
     """
-    from ..plots import confusion_plots
+    from bneck.pipeline.plots import confusion_plots
 
     keras_head = name in HEADS
     final = os.path.join(out_dir, name)
@@ -77,13 +77,13 @@ def _proba_all(predict, fs: FeatureSet, streamed: bool, rows: int) -> dict:
 
 
 def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
-    from features.tfimport import import_tensorflow
+    from bneck.features.tfimport import import_tensorflow
 
     import_tensorflow()
     import keras
 
-    from ..plots import training_curves
-    from .heads import build_head, fit_head, proba
+    from bneck.pipeline.plots import training_curves
+    from bneck.pipeline.training.heads import build_head, fit_head, proba
 
     keras.utils.set_random_seed(cfg["seed"])
     n_classes = len(fs.class_names)
@@ -135,8 +135,8 @@ def _search(name, pipe, cfg, fs):
 
 
 def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
-    from ..model_io import save_sklearn
-    from .sklearn_models import StreamedLinear, build_sklearn, check_out_of_core
+    from bneck.pipeline.model_io import save_sklearn
+    from bneck.pipeline.training.sklearn_models import StreamedLinear, build_sklearn, check_out_of_core
 
     start = time.perf_counter()
     extra = {}

@@ -10,10 +10,10 @@ from typing import Optional
 
 import numpy as np
 
-from features.tfimport import import_tensorflow
+from bneck.features.tfimport import import_tensorflow
 
-from ..data import FeatureSet
-from ..metrics import class_probabilities
+from bneck.pipeline.data import FeatureSet
+from bneck.pipeline.metrics import class_probabilities
 
 HEADS = ("dense", "gap-dense")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -148,7 +148,7 @@ def fit_head(model, n_classes: int, cfg: dict, train, validation, streamed: bool
                             epochs=cfg["epochs"], class_weight=weights, callbacks=callbacks,
                             verbose=0)
         return history.history
-    from .fastfit import fast_fit
+    from bneck.pipeline.training.fastfit import fast_fit
 
     (x, y), (xv, yv) = train, validation
     return fast_fit(model, x, y, xv, yv, epochs=cfg["epochs"], batch_size=cfg["batch_size"],

@@ -10,10 +10,10 @@ import csv
 from dataclasses import dataclass, field
 from typing import Optional
 
-from features.atomic import atomic_open
-from features.progress import format_table
+from bneck.features.atomic import atomic_open
+from bneck.features.progress import format_table
 
-from ..paired import PairedComparison, wilson
+from bneck.pipeline.paired import PairedComparison, wilson
 
 COLUMNS = ["rank", "model", "kind", "val_accuracy", "test_accuracy", "test_low", "test_high", "test_gain",
            "gain_low", "gain_high", "p_value", "versus", "fit_seconds", "reused", "folder"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 import re
 from typing import Optional, Sequence
 
-from features.errors import ConfigError
-from features.options import Option, OptionTable
+from bneck.features.errors import ConfigError
+from bneck.features.options import Option, OptionTable
 
-from .heads import HEADS, OPTIMIZERS
-from .sklearn_models import RESHAPES, SKLEARN
+from bneck.pipeline.training.heads import HEADS, OPTIMIZERS
+from bneck.pipeline.training.sklearn_models import RESHAPES, SKLEARN
 
 CLASSIFIERS = HEADS + SKLEARN
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
-from ..artifacts import check_model
-from ..reuse import Reuse, decide, options_changed
+from bneck.pipeline.artifacts import check_model
+from bneck.pipeline.reuse import Reuse, decide, options_changed
 
 
 def classifier_reuse(out_dir: str, name: str, cfg: dict, feature_shas: dict[str, str]) -> Reuse:

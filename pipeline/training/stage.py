@@ -13,16 +13,16 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from features.outputs import check_folder, claim_folder, remove_owned
+from bneck.features.outputs import check_folder, claim_folder, remove_owned
 
-from ..artifacts import read_verified, verified_json
-from ..data import check_budget, open_feature_set
-from .checks import check_data, validate_classifiers
-from .fit import fit_classifier
-from .heads import HEADS, large_dense_note
-from .leaderboard import Leaderboard, Result, write_leaderboard
-from .options import TRAIN, classifier_config
-from .reuse import classifier_reuse
+from bneck.pipeline.artifacts import read_verified, verified_json
+from bneck.pipeline.data import check_budget, open_feature_set
+from bneck.pipeline.training.checks import check_data, validate_classifiers
+from bneck.pipeline.training.fit import fit_classifier
+from bneck.pipeline.training.heads import HEADS, large_dense_note
+from bneck.pipeline.training.leaderboard import Leaderboard, Result, write_leaderboard
+from bneck.pipeline.training.options import TRAIN, classifier_config
+from bneck.pipeline.training.reuse import classifier_reuse
 
 __all__ = ["Leaderboard", "Result", "train"]
 

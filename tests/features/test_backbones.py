@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features import BACKBONES, ConfigError, get_backbone
-from features.specs import resolve_spec
-from features.model import cut_model
-from features.weights import imagenet_candidates
+from bneck.features import BACKBONES, ConfigError, get_backbone
+from bneck.features.specs import resolve_spec
+from bneck.features.model import cut_model
+from bneck.features.weights import imagenet_candidates
 
 REQUIRED = {"vgg16", "vgg19", "resnet50", "inceptionv3", "xception", "mobilenet", "mobilenetv2",
             "efficientnetb0"}
@@ -63,7 +63,7 @@ def test_bad_options_name_the_option_and_the_allowed_values(kwargs, message):
 
 
 def test_unknown_layer_lists_cut_points(small_data, tmp_path):
-    from features import extract
+    from bneck.features import extract
 
     with pytest.raises(ConfigError, match="block4_pool"):
         extract(small_data, tmp_path / "o", backbone="vgg16", weights="none", layer="block9_pool",
@@ -71,7 +71,7 @@ def test_unknown_layer_lists_cut_points(small_data, tmp_path):
 
 
 def test_missing_imagenet_file_offline_says_where_to_put_it(small_data, tmp_path):
-    from features import WeightsError, extract
+    from bneck.features import WeightsError, extract
 
     with pytest.raises(WeightsError) as err:
         extract(small_data, tmp_path / "o", backbone="resnet50", weights="imagenet", verbose=False)
@@ -80,7 +80,7 @@ def test_missing_imagenet_file_offline_says_where_to_put_it(small_data, tmp_path
 
 
 def test_wrong_weights_file_for_backbone_is_a_clear_error(small_data, tmp_path):
-    from features import WeightsError, extract
+    from bneck.features import WeightsError, extract
     from tests.conftest import MOBILENET_WEIGHTS
 
     with pytest.raises(WeightsError, match="cannot load weights"):
@@ -91,7 +91,7 @@ def test_wrong_weights_file_for_backbone_is_a_clear_error(small_data, tmp_path):
 def test_the_input_layer_has_one_name_however_many_models_the_process_built():
     """Left to Keras, the second model a process builds names its input 'input_layer_1'; `--layer
     input_layer` (and cache verify rebuilding several entries) would then depend on build order."""
-    from features.model import check_cut
+    from bneck.features.model import check_cut
 
     for name, alpha in (("mobilenet", 0.25), ("mobilenetv2", 0.35), ("mobilenet", 0.25)):
         cut = check_cut(get_backbone(name), alpha, 96, "input_layer", "none")

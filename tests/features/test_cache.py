@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from features.cache import MissingRows, RowCache, RowWriter, remaking_missing, resolve_cache_dir
-from features.errors import ConfigError
-from features.hashing import RowsDigest, sha256_array
-from features.key import ExtractorSpec
+from bneck.features.cache import MissingRows, RowCache, RowWriter, remaking_missing, resolve_cache_dir
+from bneck.features.errors import ConfigError
+from bneck.features.hashing import RowsDigest, sha256_array
+from bneck.features.key import ExtractorSpec
 
 pytestmark = pytest.mark.pure
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from features import cpu
+from bneck.features import cpu
 
 pytestmark = pytest.mark.pure
 

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from features.dataset import discover
-from features.errors import ConfigError, DatasetError
+from bneck.features.dataset import discover
+from bneck.features.errors import ConfigError, DatasetError
 from tests.conftest import DATA
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from features.decode import MAX_PIXELS, UnusableImage, decode_image
+from bneck.features.decode import MAX_PIXELS, UnusableImage, decode_image
 from tests.conftest import DATA
 
 

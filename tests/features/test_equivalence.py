@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.equivalence import CHECK_TOLERANCE, TOLERANCE, RuntimeMismatch, compare, relative_differences
+from bneck.features.equivalence import CHECK_TOLERANCE, TOLERANCE, RuntimeMismatch, compare, relative_differences
 
 pytestmark = pytest.mark.pure
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from features import extract, read_features
+from bneck.features import extract, read_features
 from tests.conftest import MOBILENET, ROOT, copy_subset
 
 SCRIPT = """
 import sys
-from features import extract
+from bneck.features import extract
 extract(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3], batch_size=8, commit_rows=8,
         commit_seconds=1e9, verbose=False, backbone="mobilenet", alpha=0.25, size=224,
         weights="imagenet")

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from features.key import KEY_FIELDS, NOT_IN_KEY, ExtractorSpec, extractor_key
+from bneck.features.key import KEY_FIELDS, NOT_IN_KEY, ExtractorSpec, extractor_key
 
 pytestmark = pytest.mark.pure
 

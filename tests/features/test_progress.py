@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from features.progress import progress_bar
+from bneck.features.progress import progress_bar
 
 pytestmark = pytest.mark.pure
 

@@ -11,10 +11,10 @@ import h5py
 import numpy as np
 import pytest
 
-from features import extract, read_features
-from features.errors import ConfigError
-from features.quantize import QuantizationRefused, cosine_per_row, plan_calibration
-from features.runtime_openvino import converted_path
+from bneck.features import extract, read_features
+from bneck.features.errors import ConfigError
+from bneck.features.quantize import QuantizationRefused, cosine_per_row, plan_calibration
+from bneck.features.runtime_openvino import converted_path
 from tests.conftest import MOBILENET, copy_subset
 
 pytestmark = pytest.mark.extra("openvino")
@@ -141,8 +141,8 @@ def test_an_int8_model_planted_in_the_shared_cache_is_checked_against_fp32_befor
 
 def test_bf16_is_refused_without_native_bf16_and_otherwise_has_its_own_key_and_check(tmp_path, monkeypatch,
                                                                                      capsys):
-    from features import cpu
-    from pipeline.cli import main
+    from bneck.features import cpu
+    from bneck.pipeline.cli import main
 
     data = copy_subset(tmp_path / "data", 8, splits=("train", "test"))
     bf16 = dict(MOBILENET, precision="bf16", min_cosine=0.5)
@@ -174,7 +174,7 @@ def test_bf16_is_refused_without_native_bf16_and_otherwise_has_its_own_key_and_c
     # predict computes bf16-trained models' features with the fp32 network, and says so by name
     from types import SimpleNamespace
 
-    from pipeline.predict import choose_runtime
+    from bneck.pipeline.predict import choose_runtime
 
     runtime, why = choose_runtime(SimpleNamespace(kind="classifier"), report.spec, "auto")
     assert runtime == "tensorflow" and why.startswith("bf16 features are made only by `bneck extract`")

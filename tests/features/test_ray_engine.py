@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from features import extract, read_features
-from features.errors import FeatureFileError
-from features.ray_engine import MAX_ATTEMPTS, ShardError, ShardExtractor
+from bneck.features import extract, read_features
+from bneck.features.errors import FeatureFileError
+from bneck.features.ray_engine import MAX_ATTEMPTS, ShardError, ShardExtractor
 from tests.conftest import MOBILENET, ROOT, copy_subset
 
 pytestmark = pytest.mark.extra("ray")
@@ -57,7 +57,7 @@ def _same_rows(a_dir, b_dir, splits=SPLITS):
 
 
 def test_ray_equals_local_row_for_row_and_stage_two_reads_it(cluster, tmp_path):
-    from pipeline import train
+    from bneck.pipeline import train
 
     data = copy_subset(tmp_path / "data", 5)
     # Same batches on both engines (shard size = batch size), so the same float sums.
@@ -108,7 +108,7 @@ def test_rerun_after_a_killed_driver_does_only_the_missing_shards(cluster, tmp_p
     data = copy_subset(tmp_path / "data", 12, splits=("train",))
     shards = tmp_path / "out" / "train.shards"
     driver = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "extract", str(data), "--out", str(tmp_path / "out"),
+        [sys.executable, "-m", "bneck", "extract", str(data), "--out", str(tmp_path / "out"),
          "--cache-dir", str(tmp_path / "cache"), "--engine", "ray", "--address", cluster,
          "--shard-size", "2", "--workers", "1", "--quiet", "--backbone", "mobilenet", "--alpha", "0.25",
          "--weights", "imagenet"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
@@ -150,7 +150,7 @@ def test_a_missing_or_truncated_shard_is_detected_on_read_and_redone(cluster, tm
 
 
 def test_asking_for_more_gpus_than_the_cluster_has_is_a_clear_error(cluster, tmp_path):
-    from features.errors import ConfigError
+    from bneck.features.errors import ConfigError
 
     data = copy_subset(tmp_path / "data", 1, splits=("train",))
     with pytest.raises(ConfigError, match=r"--workers 2 x --num-gpus-per-worker 1 asks for more GPUs than the "
@@ -198,7 +198,7 @@ class RoundsToBf16(ShardExtractor):
 
 
 def test_a_worker_whose_numbers_drift_is_refused_before_it_makes_a_row(cluster, tmp_path):
-    from features.equivalence import RuntimeMismatch
+    from bneck.features.equivalence import RuntimeMismatch
 
     data = copy_subset(tmp_path / "data", 3, splits=("train",))
     with pytest.raises(RuntimeMismatch, match="a Ray worker's TensorFlow on node .* differ from the reference"):

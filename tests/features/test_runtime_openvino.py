@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from features import cpu, extract, read_features
-from features.cache_gc import list_entries
-from features.equivalence import CHECK_TOLERANCE, TOLERANCE, RuntimeMismatch, max_relative_difference
-from features.runtime_openvino import converted_path
+from bneck.features import cpu, extract, read_features
+from bneck.features.cache_gc import list_entries
+from bneck.features.equivalence import CHECK_TOLERANCE, TOLERANCE, RuntimeMismatch, max_relative_difference
+from bneck.features.runtime_openvino import converted_path
 from tests.conftest import MOBILENET, ROOT, copy_subset
 
 pytestmark = pytest.mark.extra("openvino")
@@ -44,9 +44,9 @@ def _plant_converted(cache, spec, weights_change):
     """Save, as the cached converted model of ``spec``, the network with its weights changed."""
     import openvino as ov
 
-    from features.backbones import get_backbone
-    from features.model import FeatureModel
-    from features.runtime_openvino import _save
+    from bneck.features.backbones import get_backbone
+    from bneck.features.model import FeatureModel
+    from bneck.features.runtime_openvino import _save
 
     reference = FeatureModel(get_backbone(spec.backbone), spec)
     reference.model.set_weights(weights_change(reference.model.get_weights()))
@@ -54,7 +54,7 @@ def _plant_converted(cache, spec, weights_change):
 
 
 def _checks():
-    from features import checks_store
+    from bneck.features import checks_store
 
     path = os.path.join(checks_store.state_dir(), checks_store.RECORD)
     return json.loads(open(path).read()) if os.path.exists(path) else {}
@@ -62,7 +62,7 @@ def _checks():
 
 def test_a_converted_model_whose_numbers_are_off_is_refused_before_any_row(tmp_path):
     """On any CPU: a converted model with bf16-rounded weights stands for any runtime that drifts."""
-    from features.specs import resolve_spec
+    from bneck.features.specs import resolve_spec
 
     spec = resolve_spec(**MOBILENET)
     _plant_converted(tmp_path / "cache", spec, _round_to_bf16)
@@ -78,7 +78,7 @@ def test_a_converted_model_whose_numbers_are_off_is_refused_before_any_row(tmp_p
 
 def test_a_model_planted_in_a_shared_cache_is_checked_by_whoever_uses_it(tmp_path, monkeypatch):
     """A verdict kept in the cache could be forged with the model; each user's own record is what counts."""
-    from features.specs import resolve_spec
+    from bneck.features.specs import resolve_spec
 
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
@@ -98,7 +98,7 @@ def test_a_model_planted_in_a_shared_cache_is_checked_by_whoever_uses_it(tmp_pat
 def test_forcing_openvinos_bf16_hint_is_caught_exactly_when_it_changes_the_numbers(tmp_path, monkeypatch):
     """The bug this guards against: the hint left to the CPU. Refused iff the measured drift exceeds the
     tolerance (on a CPU with native bf16 it does; elsewhere OpenVINO ignores the hint and it passes)."""
-    import features.openvino_core as openvino_core
+    import bneck.features.openvino_core as openvino_core
 
     monkeypatch.setattr(openvino_core, "INFERENCE_PRECISION", "bf16")
     data = copy_subset(tmp_path / "data", 4, splits=("train",))
@@ -117,7 +117,7 @@ def test_forcing_openvinos_bf16_hint_is_caught_exactly_when_it_changes_the_numbe
 def test_a_check_vouches_only_where_and_how_it_was_made(tmp_path, elsewhere):
     """A check made on another CPU class, or on this one with the model compiled another way (the
     performance mode is part of what was checked), is not taken: the model is checked again here."""
-    from features import checks_store
+    from bneck.features import checks_store
 
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
@@ -141,7 +141,7 @@ def test_a_check_vouches_only_where_and_how_it_was_made(tmp_path, elsewhere):
 def test_missing_optional_package_says_how_to_install(tmp_path, package, options, extra):
     # A real interpreter in which the import fails, as on a machine without the package.
     code = (f"import sys; sys.modules[{package!r}] = None\n"
-            "from pipeline.cli import main\n"
+            "from bneck.pipeline.cli import main\n"
             f"sys.exit(main(['extract', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, *{options!r}]))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
@@ -169,10 +169,10 @@ def test_auto_runs_tensorflow_for_a_few_images_then_the_model_this_user_checked(
 
 def test_auto_falls_back_to_tensorflow_when_openvino_differs_here(tmp_path, monkeypatch):
     """Where --runtime openvino refuses (numbers off on this CPU), auto computes with TensorFlow and says so."""
-    import features.stage
-    from features.specs import resolve_spec
+    import bneck.features.stage as extraction_stage
+    from bneck.features.specs import resolve_spec
 
-    monkeypatch.setattr(features.stage, "AUTO_CONVERT_IMAGES", 4)  # a set this small counts as large here
+    monkeypatch.setattr(extraction_stage, "AUTO_CONVERT_IMAGES", 4)  # a set this small counts as large here
     _plant_converted(tmp_path / "cache", resolve_spec(**MOBILENET), _round_to_bf16)
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)
@@ -192,7 +192,7 @@ def test_a_converted_model_checked_here_extracts_new_images_without_tensorflow(t
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
     shutil.rmtree(tmp_path / "cache" / "features")
-    code = ("import json, sys; from features import extract; "
+    code = ("import json, sys; from bneck.features import extract; "
             f"r = extract({str(data)!r}, {str(tmp_path / 'o2')!r}, cache_dir={str(tmp_path / 'cache')!r}, "
             f"verbose=False, **{MOBILENET!r}); "
             "print(json.dumps([r.runtime, r.forward_images, 'tensorflow' in sys.modules]))")

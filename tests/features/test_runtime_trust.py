@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from features import extract, read_features
-from features.equivalence import CHECK_TOLERANCE, TOLERANCE, relative_differences
-from features.errors import ConfigError
-from features.runtime_openvino import checked_here, converted_path
+from bneck.features import extract, read_features
+from bneck.features.equivalence import CHECK_TOLERANCE, TOLERANCE, relative_differences
+from bneck.features.errors import ConfigError
+from bneck.features.runtime_openvino import checked_here, converted_path
 from tests.conftest import DATA, MOBILENET, copy_subset
 
 pytestmark = pytest.mark.extra("openvino")
@@ -40,7 +40,7 @@ def test_a_sampled_check_leaves_room_for_the_worst_real_image(tmp_path):
 
 def _checked_cache(tmp_path):
     """A cache holding a converted model this user checked; returns (data, cache, spec, record path, key)."""
-    from features import checks_store
+    from bneck.features import checks_store
 
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     report = extract(data, tmp_path / "o0", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False,
@@ -71,7 +71,7 @@ def test_a_record_is_judged_by_its_measured_number_never_by_a_flag(tmp_path, for
 
 
 def test_a_fifo_where_the_record_lives_is_no_record_and_never_blocks(tmp_path):
-    from features import checks_store
+    from bneck.features import checks_store
 
     os.makedirs(checks_store.state_dir(), exist_ok=True)
     os.mkfifo(os.path.join(checks_store.state_dir(), checks_store.RECORD))

@@ -7,7 +7,7 @@ import shutil
 import h5py
 import numpy as np
 
-from features import extract, read_features
+from bneck.features import extract, read_features
 from tests.conftest import DATA, MOBILENET, MOBILENET_WEIGHTS, copy_subset
 
 

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from features import FeatureFileError, extract, read_features, read_summary
+from bneck.features import FeatureFileError, extract, read_features, read_summary
 from tests.conftest import MOBILENET
 
 

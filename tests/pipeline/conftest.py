@@ -6,7 +6,7 @@ import shutil
 import pytest
 from PIL import Image, ImageOps
 
-from features import extract
+from bneck.features import extract
 from tests.conftest import MOBILENET, copy_subset
 
 

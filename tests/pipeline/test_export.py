@@ -16,14 +16,14 @@ import sys
 import numpy as np
 import pytest
 
-from features import read_features
-from pipeline.cli import main
-from pipeline.export import ExportError, export_model
-from pipeline.export.fold import FoldError, sklearn_layers
-from pipeline.export.formats import FORMATS
-from pipeline.predict import predict_images
-from pipeline.training.sklearn_models import StreamedLinear, build_sklearn
-from pipeline.training.stage import train
+from bneck.features import read_features
+from bneck.pipeline.cli import main
+from bneck.pipeline.export import ExportError, export_model
+from bneck.pipeline.export.fold import FoldError, sklearn_layers
+from bneck.pipeline.export.formats import FORMATS
+from bneck.pipeline.predict import predict_images
+from bneck.pipeline.training.sklearn_models import StreamedLinear, build_sklearn
+from bneck.pipeline.training.stage import train
 
 SERVE = r"""
 import json, sys
@@ -64,7 +64,7 @@ def serve(folder, paths):
 
 folders, paths = json.loads(sys.argv[1]), sys.argv[2:]
 served = {folder: serve(folder, paths) for folder in folders}
-ours = sorted(n for n in sys.modules if n.split(".")[0] in ("pipeline", "features"))
+ours = sorted(n for n in sys.modules if n.split(".")[0] in ("bneck", "pipeline", "features"))
 print(json.dumps({"served": served, "bneck_modules": ours}))
 """
 # Each format once, spread over the kinds of model (a Keras head and three folded scikit-learn models).
@@ -175,7 +175,7 @@ def test_format_mistakes_are_one_paragraph(models, tmp_path, capsys):
 
 
 def test_an_export_that_does_not_reproduce_predict_is_not_kept(models, tmp_path, monkeypatch):
-    import pipeline.export as export
+    import bneck.pipeline.export as export
 
     real = export.runner
 
@@ -208,7 +208,7 @@ def test_reexport_replaces_only_its_own_files_and_refuses_a_folder_holding_the_u
 
 
 def test_staging_folders_a_killed_export_left_are_removed_by_the_next_one(models, tmp_path):
-    from features.outputs import write_marker
+    from bneck.features.outputs import write_marker
 
     out = tmp_path / "deploy"
     dead, alive, foreign = (tmp_path / f".deploy.tmp-{pid}-0123abcd" for pid in (999999999, os.getpid(), 999999998))

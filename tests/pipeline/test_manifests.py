@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from features.key import ExtractorSpec
-from pipeline.manifests import (ClassifierManifest, FeatureFileRef, FinetunedManifest, HeadRef, ManifestError,
+from bneck.features.key import ExtractorSpec
+from bneck.pipeline.manifests import (ClassifierManifest, FeatureFileRef, FinetunedManifest, HeadRef, ManifestError,
                                 parse_manifest)
 
 pytestmark = pytest.mark.pure

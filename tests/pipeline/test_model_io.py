@@ -8,9 +8,9 @@ import tempfile
 import numpy as np
 import pytest
 
-from pipeline.model_io import (KERAS_OBJECTS, UnsafeModel, check_keras, check_keras_config, load_keras,
+from bneck.pipeline.model_io import (KERAS_OBJECTS, UnsafeModel, check_keras, check_keras_config, load_keras,
                                load_sklearn, save_sklearn)
-from pipeline.training.sklearn_models import SKLEARN, StreamedLinear, build_sklearn
+from bneck.pipeline.training.sklearn_models import SKLEARN, StreamedLinear, build_sklearn
 
 pytestmark = pytest.mark.pure
 
@@ -40,6 +40,54 @@ def test_out_of_core_models_round_trip_through_skops(tmp_path, name):
     np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
 
 
+def _as_saved_by_0_2(data: bytes, module: str = "pipeline.training.sklearn_models") -> bytes:
+    """Return skops ``data`` with bneck's own types named as bneck 0.2 wrote them (``module.Class``)."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    schema = members["schema.json"].decode()
+    assert '"bneck.pipeline.training.sklearn_models"' in schema  # the model holds one of bneck's own types
+    members["schema.json"] = schema.replace('"bneck.pipeline.training.sklearn_models"', json.dumps(module)).encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, member in members.items():
+            archive.writestr(name, member)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name", ["logreg", "svm"])
+def test_a_model_saved_by_the_previous_release_loads_without_importing_a_pipeline_package(tmp_path, name,
+                                                                                        monkeypatch):
+    """bneck 0.2 wrote ``pipeline.training.sklearn_models.*`` into every skops file. Such a file loads as
+    today's types, and a ``pipeline`` package a user keeps on sys.path is never imported for it."""
+    import sys
+
+    x, y = _data()
+    model = build_sklearn(name, "flatten", 8, 0).fit(x, y)
+    save_sklearn(model, str(tmp_path / "m.skops"))
+    old = _as_saved_by_0_2((tmp_path / "m.skops").read_bytes())
+    decoy = tmp_path / "user" / "pipeline" / "training"
+    decoy.mkdir(parents=True)
+    for folder in (decoy.parent, decoy):
+        (folder / "__init__.py").write_text("raise SystemExit('the user pipeline package was imported')\n")
+    (decoy / "sklearn_models.py").write_text("raise SystemExit('the user module was imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "user"))
+    loaded = load_sklearn(old, "old.skops")
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    assert "pipeline" not in sys.modules
+
+
+def test_an_old_type_path_is_still_checked_against_the_trusted_list(tmp_path):
+    """The alias moves a 0.2 path under ``bneck.``; it does not trust it: a type bneck never had is refused."""
+    x, y = _data()
+    save_sklearn(build_sklearn("logreg", "flatten", 8, 0).fit(x, y), str(tmp_path / "m.skops"))
+    forged = _as_saved_by_0_2((tmp_path / "m.skops").read_bytes(), module="pipeline.training.evil")
+    with pytest.raises(UnsafeModel, match="bneck.pipeline.training.evil"):
+        load_sklearn(forged, "forged.skops")
+
+
 def _archive(model) -> bytes:
     """Return the bytes of ``model`` saved as a .keras archive."""
     with tempfile.TemporaryDirectory() as folder:
@@ -51,14 +99,14 @@ def _archive(model) -> bytes:
 
 def test_every_backbone_with_every_head_passes_the_keras_check():
     """What bneck saves (heads; backbone + head as stage 3 assembles it) is all inside KERAS_OBJECTS."""
-    from features.backbones import BACKBONES
-    from features.model import cut_model
-    from features.tfimport import import_tensorflow
+    from bneck.features.backbones import BACKBONES
+    from bneck.features.model import cut_model
+    from bneck.features.tfimport import import_tensorflow
 
     import_tensorflow()
     import keras
 
-    from pipeline.training.heads import build_head
+    from bneck.pipeline.training.heads import build_head
 
     for kind in ("dense", "gap-dense"):
         for classes in (2, 5):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from pipeline.paired import compare, mcnemar_exact
+from bneck.pipeline.paired import compare, mcnemar_exact
 
 pytestmark = pytest.mark.pure
 
@@ -51,7 +51,7 @@ def test_identical_models_gain_nothing_and_are_not_significant():
 
 @pytest.mark.parametrize("right,n", [(0, 10), (3, 10), (10, 10), (978, 1000), (500, 1000), (1, 1)])
 def test_wilson_interval_is_the_score_interval_and_holds_the_estimate(right, n):
-    from pipeline.paired import wilson
+    from bneck.pipeline.paired import wilson
 
     low, high = wilson(right, n)
     # the Wilson score interval solved directly: the p with |right/n - p| = z sqrt(p (1 - p) / n)

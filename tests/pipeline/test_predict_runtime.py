@@ -7,15 +7,15 @@ import sys
 
 import numpy as np
 
-from features import extract
-from pipeline.cli import main
-from pipeline.predict import classify
-from pipeline.training.stage import train
+from bneck.features import extract
+from bneck.pipeline.cli import main
+from bneck.pipeline.predict import classify
+from bneck.pipeline.training.stage import train
 from tests.conftest import MOBILENET, copy_subset
 
 PROBE = r"""
 import json, sys
-from pipeline.predict import classify
+from bneck.pipeline.predict import classify
 info = {}
 _, rows = classify(sys.argv[1], sys.argv[2:], runtime="auto", info=info)
 print(json.dumps({"info": info, "tensorflow_imported": "tensorflow" in sys.modules,
@@ -54,8 +54,8 @@ def test_auto_takes_the_checked_openvino_model_without_tensorflow_and_agrees(tmp
 
 
 def test_a_converted_model_never_checked_here_is_not_taken_by_auto(tmp_path):
-    from features.cache import default_cache_dir
-    from features.runtime_openvino import converted_path
+    from bneck.features.cache import default_cache_dir
+    from bneck.features.runtime_openvino import converted_path
 
     data = copy_subset(tmp_path / "data", 2)
     report = extract(data, tmp_path / "f", runtime="openvino", verbose=False, **MOBILENET)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.artifacts import ArtifactError, read_predictions, write_predictions
+from bneck.pipeline.artifacts import ArtifactError, read_predictions, write_predictions
 
 pytestmark = pytest.mark.pure
 

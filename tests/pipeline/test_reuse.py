@@ -4,8 +4,8 @@ import pytest
 
 import json
 
-from features.errors import BneckError
-from pipeline.reuse import decide, options_changed, recorded_manifest
+from bneck.features.errors import BneckError
+from bneck.pipeline.reuse import decide, options_changed, recorded_manifest
 from tests.pipeline.test_manifests import CLASSIFIER
 
 pytestmark = pytest.mark.pure

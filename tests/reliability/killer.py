@@ -43,7 +43,7 @@ def run(root: str, target: int, count_file: str, args: list) -> int:
             os.kill(os.getpid(), signal.SIGKILL)
 
     sys.addaudithook(hook)
-    from pipeline.cli import main as bneck
+    from bneck.pipeline.cli import main as bneck
 
     code = bneck(args)
     if target == 0:
@@ -113,13 +113,13 @@ def _child(request: dict) -> None:
 
 
 def serve() -> None:
-    from features.tfimport import import_tensorflow
+    from bneck.features.tfimport import import_tensorflow
 
     import_tensorflow()
     import keras  # noqa: F401
-    import pipeline.cli  # noqa: F401
-    import pipeline.finetuning.stage  # noqa: F401
-    import pipeline.training.stage  # noqa: F401
+    import bneck.pipeline.cli  # noqa: F401
+    import bneck.pipeline.finetuning.stage  # noqa: F401
+    import bneck.pipeline.training.stage  # noqa: F401
 
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features import extract, read_features
-from features.cache_gc import collect_garbage, verify_cache
-from features.errors import FeatureFileError
+from bneck.features import extract, read_features
+from bneck.features.cache_gc import collect_garbage, verify_cache
+from bneck.features.errors import FeatureFileError
 from tests.conftest import MOBILENET, copy_subset
 
 DAMAGES = ["truncated", "flipped_feature_byte", "flipped_hash_byte", "no_complete_flag", "old_schema_version"]

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features import read_features
-from pipeline.cli import main as bneck_in_process
+from bneck.features import read_features
+from bneck.pipeline.cli import main as bneck_in_process
 from tests.conftest import copy_subset
 from tests.reliability.conftest import MOBILENET_ARGS, assert_nothing_complete_is_corrupt
 

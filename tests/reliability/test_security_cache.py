@@ -15,15 +15,15 @@ import time
 import h5py
 import numpy as np
 
-from features import extract, read_features
-from features.cache import RowCache, _chunk_files, write_rows_file
-from features.cache_gc import collect_garbage, verify_cache
-from features.specs import resolve_spec
+from bneck.features import extract, read_features
+from bneck.features.cache import RowCache, _chunk_files, write_rows_file
+from bneck.features.cache_gc import collect_garbage, verify_cache
+from bneck.features.specs import resolve_spec
 from tests.conftest import MOBILENET, ROOT, copy_subset
 
 EXTRACT = """
 import sys
-from features import extract
+from bneck.features import extract
 extract(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3], commit_rows=8, batch_size=8, verbose=False,
         backbone="mobilenet", alpha=0.25, size=224, weights="imagenet")
 print("extracted")
@@ -63,7 +63,7 @@ def test_two_gcs_at_once_both_succeed_and_keep_every_row(tmp_path):
     spec = resolve_spec(**{k: v for k, v in MOBILENET.items()})
     folder = RowCache(str(cache), spec).folder
     assert len(_chunk_files(folder)) >= 6
-    cmd = [sys.executable, "-m", "pipeline", "cache", "gc", "--cache-dir", cache]
+    cmd = [sys.executable, "-m", "bneck", "cache", "gc", "--cache-dir", cache]
     procs = [subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     results = [p.communicate() + (p.returncode,) for p in procs]
@@ -80,7 +80,7 @@ def test_two_gcs_at_once_both_succeed_and_keep_every_row(tmp_path):
 
 
 def test_a_forged_row_with_good_checksums_is_found_by_recomputing(tmp_path, capsys):
-    from pipeline.cli import main
+    from bneck.pipeline.cli import main
 
     data = copy_subset(tmp_path / "data", 4, splits=("train",))
     cache = tmp_path / "cache"
@@ -105,7 +105,7 @@ def test_a_forged_row_with_good_checksums_is_found_by_recomputing(tmp_path, caps
 
 def test_gc_never_touches_a_folder_that_is_not_a_bneck_cache(tmp_path):
     """`bneck cache gc --cache-dir WRONG` (or a wrong $BNECK_CACHE) deletes nothing bneck did not make."""
-    from pipeline.cli import main
+    from bneck.pipeline.cli import main
     from tests.reliability.test_security_outputs import tree
 
     project = tmp_path / "project"  # someone's folder that happens to hold features/*/meta.json and rows-*.h5
@@ -127,7 +127,7 @@ def test_gc_never_touches_a_folder_that_is_not_a_bneck_cache(tmp_path):
 
 def _bneck_in_time(args, timeout=180):
     """Run the command line in a real process with a deadline: a hang fails the test, it does not stall it."""
-    done = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=ROOT, env=_env(),
+    done = subprocess.run([sys.executable, "-m", "bneck", *map(str, args)], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=timeout)
     return done.returncode, done.stdout + done.stderr
 
@@ -171,7 +171,7 @@ def test_a_recorded_weights_path_in_the_cache_never_makes_verify_read_a_pseudo_f
 
 
 def test_verify_samples_afresh_each_time_and_refuses_what_would_check_nothing(tmp_path, capsys):
-    from pipeline.cli import main
+    from bneck.pipeline.cli import main
 
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     cache = tmp_path / "cache"

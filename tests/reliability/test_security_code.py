@@ -21,11 +21,11 @@ import h5py
 import numpy as np
 import pytest
 
-from features import extract
-from features.hashing import sha256_file
-from features.outputs import MARKER
-from pipeline import train
-from pipeline.artifacts import load_classifier
+from bneck.features import extract
+from bneck.features.hashing import sha256_file
+from bneck.features.outputs import MARKER
+from bneck.pipeline import train
+from bneck.pipeline.artifacts import load_classifier
 from tests.conftest import MOBILENET, copy_subset
 from tests.reliability.payloads import Payload, Planted
 

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features import FeatureFileError, extract, read_features
-from features.store import RowReader
-from features.store_checks import content_digest, decode_attrs
+from bneck.features import FeatureFileError, extract, read_features
+from bneck.features.store import RowReader
+from bneck.features.store_checks import content_digest, decode_attrs
 from tests.conftest import MOBILENET, copy_subset
 
 EXAMPLES = int(os.environ.get("BNECK_FUZZ_EXAMPLES", 25))
@@ -245,7 +245,7 @@ def test_streaming_reads_check_every_block(split_file, tmp_path):
 
 
 def test_out_of_core_training_refuses_a_damaged_file(split_file, tmp_path):
-    from pipeline import train
+    from bneck.pipeline import train
 
     features = tmp_path / "features"
     features.mkdir()

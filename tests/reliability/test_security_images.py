@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from features.decode import FORMATS, UnusableImage, decode_image
+from bneck.features.decode import FORMATS, UnusableImage, decode_image
 from tests.conftest import DATA, ROOT, copy_subset
 from tests.reliability.conftest import MOBILENET_ARGS
 
-BNECK = [sys.executable, "-m", "pipeline"]
+BNECK = [sys.executable, "-m", "bneck"]
 
 
 def _env(tmp_path):
@@ -66,8 +66,8 @@ def test_devices_fifos_and_sockets_are_quarantined_never_read(tmp_path, follow_l
 
 
 def test_predict_reports_a_fifo_instead_of_waiting_for_it(tmp_path):
-    from features import extract
-    from pipeline import train
+    from bneck.features import extract
+    from bneck.pipeline import train
     from tests.conftest import MOBILENET
 
     data = copy_subset(tmp_path / "data", 2)
@@ -154,8 +154,8 @@ def test_too_many_pixel_bytes_are_refused_from_the_header(tmp_path):
 MEMORY_PROBE = """
 import json, resource, sys, numpy as np
 from PIL import Image
-from features.batches import decoded_batches
-from features.decode import decode_cost
+from bneck.features.batches import decoded_batches
+from bneck.features.decode import decode_cost
 paths = sys.argv[1:]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = [len(keys) for keys, _, _ in decoded_batches([(p, p) for p in paths], 224, 4, workers=4)]

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from features.files import path_inside
-from pipeline.runner.report import worst_grid
+from bneck.features.files import path_inside
+from bneck.pipeline.runner.report import worst_grid
 from tests.conftest import DATA, copy_subset
 from tests.reliability.test_security_code import resign
 
@@ -103,8 +103,8 @@ def test_links_out_of_the_data_folder_are_not_followed(tmp_path, secret):
     """A handed image folder cannot pull this machine's files into feature files: linked split, class and
     sub-folders are not entered, linked files that resolve outside are quarantined; --follow-links
     (for folders you built yourself) follows them."""
-    from features import extract, read_features
-    from features.errors import DatasetError
+    from bneck.features import extract, read_features
+    from bneck.features.errors import DatasetError
     from tests.conftest import MOBILENET
 
     private = tmp_path / "private"

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from features import extract
-from features.files import NotRegularFile, open_regular
-from pipeline import train
+from bneck.features import extract
+from bneck.features.files import NotRegularFile, open_regular
+from bneck.pipeline import train
 from tests.conftest import MOBILENET, ROOT, copy_subset
 from tests.reliability.test_security_code import _edit_skops_arrays, _set, resign
 
@@ -102,7 +102,7 @@ def test_a_scaler_of_another_width_and_three_classes_for_two_names_are_refused(t
     import numpy as np
     import skops.io as sio
 
-    from pipeline.model_io import TRUSTED_SKLEARN_TYPES
+    from bneck.pipeline.model_io import TRUSTED_SKLEARN_TYPES
 
     for name, change in (("narrow", lambda m: setattr(m.steps[1][1], "scale_", np.ones(3))),
                          ("three", lambda m: setattr(m.steps[-1][1], "classes_", np.arange(3)))):
@@ -170,7 +170,7 @@ def test_a_record_of_images_that_leaves_the_data_folder_is_refused_before_readin
 def _bneck_with_timeout(args, cwd, timeout=120):
     """A real process with a deadline: what must never hang is run where a hang fails the test."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "bneck", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from features import extract
-from features.outputs import MARKER, write_marker
-from pipeline import train
+from bneck.features import extract
+from bneck.features.outputs import MARKER, write_marker
+from bneck.pipeline import train
 from tests.conftest import MOBILENET, copy_subset
 from tests.reliability.conftest import MOBILENET_ARGS
 
@@ -54,7 +54,7 @@ def made(tmp_path_factory):
     """Real inputs for every command: images, features, classifier folders, an old-format folder."""
     import joblib
 
-    from pipeline.artifacts import load_classifier
+    from bneck.pipeline.artifacts import load_classifier
     from tests.reliability.test_security_code import _set, resign
 
     root = tmp_path_factory.mktemp("outputs")
@@ -184,7 +184,7 @@ def test_a_symlinked_shards_folder_is_refused_before_ray_starts(made, tmp_path, 
 
 
 def test_staged_replacement_removes_only_marked_folders(tmp_path):
-    from features.outputs import OutputError, remove_owned, staged_folder
+    from bneck.features.outputs import OutputError, remove_owned, staged_folder
 
     victims = plant_victims(tmp_path / "victims")
     before = tree(victims)

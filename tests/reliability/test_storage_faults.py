@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from features import extract
-from pipeline import train
+from bneck.features import extract
+from bneck.pipeline import train
 from tests.conftest import MOBILENET, copy_subset
 from tests.reliability.conftest import MOBILENET_ARGS, snapshot, temporaries
 

@@ -5,10 +5,10 @@ from importlib import metadata
 
 import pytest
 
-from features.backbones import BACKBONES
-from features.cpu import signature
-from pipeline.cli import main
-from pipeline.runner.config import DEFAULTS, load_config
+from bneck.features.backbones import BACKBONES
+from bneck.features.cpu import signature
+from bneck.pipeline.cli import main
+from bneck.pipeline.runner.config import DEFAULTS, load_config
 
 
 def test_version_is_the_installed_distributions(capsys):
@@ -112,7 +112,7 @@ def _commands(parser, path=""):
 def test_every_command_has_a_description_an_example_and_help_for_every_argument():
     import argparse
 
-    from pipeline.cli import build_parser
+    from bneck.pipeline.cli import build_parser
 
     commands = dict(_commands(build_parser()))
     assert {"extract", "train", "predict", "finetune", "run", "export", "backbones", "layers", "init",

@@ -9,7 +9,7 @@ import sys
 import h5py
 import pytest
 
-from pipeline.cli import main
+from bneck.pipeline.cli import main
 from tests.conftest import ROOT
 
 MOBILENET_ARGS = ["--backbone", "mobilenet", "--alpha", "0.25", "--size", "224"]
@@ -23,7 +23,7 @@ def test_extract_prints_the_summary_and_reruns_from_cache(small_data, tmp_path, 
         assert column in text
     assert "network ran on 36 image(s)" in text
     # what else this CPU computes natively, said after an fp32 run exactly when there is something to say
-    from features.cpu import precision_hint
+    from bneck.features.cpu import precision_hint
 
     hint = precision_hint()
     assert (hint in text.splitlines()) if hint else ("this CPU also computes" not in text)
@@ -119,7 +119,7 @@ def test_gc_older_than_removes_unused_entries(small_data, tmp_path, capsys, isol
 
 
 def test_python_dash_m_pipeline_and_console_script_exist(tmp_path):
-    for cmd in ([sys.executable, "-m", "pipeline"], [os.path.join(os.path.dirname(sys.executable), "bneck")]):
+    for cmd in ([sys.executable, "-m", "bneck"], [os.path.join(os.path.dirname(sys.executable), "bneck")]):
         result = subprocess.run([*cmd, "extract", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
                                 cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 2

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from pipeline.cli import main
+from bneck.pipeline.cli import main
 from tests.conftest import DATA, copy_subset
 
 RUN = ["--set", 'extract.backbone="mobilenet"', "--set", "extract.alpha=0.25", "--set", "extract.size=224",
@@ -105,14 +105,14 @@ def test_a_file_for_a_folder_and_a_folder_for_a_file_say_so(tmp_path, capsys, ar
 
 
 def test_evaluate_given_a_folder_for_the_feature_file_says_so(tmp_path, capsys):
-    from features import FeatureFileError, read_features
+    from bneck.features import FeatureFileError, read_features
 
     with pytest.raises(FeatureFileError, match="is a folder, not a feature file"):
         read_features(str(tmp_path))
 
 
 def test_cross_split_duplicates_are_reported_and_recorded(tmp_path, capsys):
-    from features import read_features
+    from bneck.features import read_features
 
     data = copy_subset(tmp_path / "data", 2)
     twin = sorted((data / "train" / "cats").iterdir())[0]
@@ -136,7 +136,7 @@ def test_a_refused_layer_leaves_no_cache_entry_and_no_marked_folder(tmp_path, ca
 
 
 def test_something_else_under_a_file_name_of_a_run_folder_is_refused_before_work(tmp_path, capsys, isolated_cache):
-    from features.outputs import write_marker
+    from bneck.features.outputs import write_marker
 
     run = tmp_path / "run"
     run.mkdir()

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.training.options import parse_size
-from features import ConfigError
+from bneck.pipeline.cli import main
+from bneck.pipeline.training.options import parse_size
+from bneck.features import ConfigError
 
 
 def test_train_prints_leaderboard_and_evaluate_and_predict_work(features_dir, image_root, tmp_path, capsys):

@@ -7,19 +7,19 @@ import os
 import numpy as np
 import pytest
 
-from features import ConfigError, extract, get_backbone
-from features.cache_gc import list_entries
-from features.dataset import discover
-from features.decode import decode_image
-from features.model import build_base, cut_model
-from features.tfimport import import_tensorflow
-from features.view_rows import TrunkViews, view_spec
-from pipeline.artifacts import load_classifier
-from pipeline.cli import main
-from pipeline.finetuning.stage import finetune
-from pipeline.finetuning.model import FinetuneModel, build_finetune_model, frozen_split
-from pipeline.training.heads import build_head
-from pipeline.training.stage import train
+from bneck.features import ConfigError, extract, get_backbone
+from bneck.features.cache_gc import list_entries
+from bneck.features.dataset import discover
+from bneck.features.decode import decode_image
+from bneck.features.model import build_base, cut_model
+from bneck.features.tfimport import import_tensorflow
+from bneck.features.view_rows import TrunkViews, view_spec
+from bneck.pipeline.artifacts import load_classifier
+from bneck.pipeline.cli import main
+from bneck.pipeline.finetuning.stage import finetune
+from bneck.pipeline.finetuning.model import FinetuneModel, build_finetune_model, frozen_split
+from bneck.pipeline.training.heads import build_head
+from bneck.pipeline.training.stage import train
 from tests.conftest import MOBILENET
 
 NO_AUGMENT = {"rotation": 0, "shift": 0, "shear": 0, "zoom": 0, "flip": False}
@@ -147,7 +147,7 @@ def test_views_must_be_positive(head_dir, image_root, tmp_path, capsys):
 def _mirror_mean(folder, image_root, split):
     """The TTA probabilities of a saved fine-tuned model, computed independently: the model on each
     decoded image and on its numpy mirror image, averaged."""
-    from pipeline.artifacts import read_predictions, read_verified
+    from bneck.pipeline.artifacts import read_predictions, read_verified
 
     tf = import_tensorflow()
     model = load_classifier(str(folder)).model
@@ -164,7 +164,7 @@ def _mirror_mean(folder, image_root, split):
 
 @pytest.mark.parametrize("cache_frozen", [True, False])
 def test_tta_scores_the_mean_over_each_image_and_its_mirror(head_dir, image_root, tmp_path, cache_frozen):
-    from pipeline.artifacts import read_predictions, read_verified
+    from bneck.pipeline.artifacts import read_predictions, read_verified
 
     out = tmp_path / "tta"
     done = finetune(str(head_dir), str(image_root), str(out), epochs=1, lr=1e-3, augment=NO_AUGMENT, seed=3,
@@ -192,7 +192,7 @@ def test_without_tta_there_is_no_tta_score(head_dir, image_root, tmp_path):
 
 def test_the_cached_path_decodes_each_image_once_and_none_whose_rows_are_cached(head_dir, image_root, tmp_path,
                                                                                   monkeypatch):
-    import pipeline.finetuning.inputs as inputs
+    import bneck.pipeline.finetuning.inputs as inputs
 
     decoded, real = [], inputs.decoded_batches
 
@@ -216,8 +216,8 @@ def test_scoring_reads_rows_from_disk_one_batch_at_a_time(tmp_path):
     """Scoring a split never reads its row file whole (a 20,000-image split is gigabytes)."""
     import keras
 
-    from pipeline.finetuning.inputs import TrainInputs, predictor
-    from pipeline.finetuning.rowfile import RowFolder
+    from bneck.pipeline.finetuning.inputs import TrainInputs, predictor
+    from bneck.pipeline.finetuning.rowfile import RowFolder
 
     tf = import_tensorflow()
     inputs = keras.Input((3,))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import pipeline.finetuning.stage as stage
-from pipeline.cli import main
-from pipeline.finetuning.stage import finetune
-from pipeline.training.stage import train
+import bneck.pipeline.finetuning.stage as stage
+from bneck.pipeline.cli import main
+from bneck.pipeline.finetuning.stage import finetune
+from bneck.pipeline.training.stage import train
 
 QUICK = dict(epochs=1, views=1, rotation=0, shift=0, shear=0, zoom=0, flip=False)
 
@@ -66,7 +66,7 @@ def test_a_folder_whose_images_changed_is_never_reused(heads, features_dir, tmp_
     """'The same data' means the recorded images' bytes, not the same folder name."""
     import shutil
 
-    from features import DatasetError
+    from bneck.features import DatasetError
 
     data = tmp_path / "data"
     shutil.copytree(features_dir.parent / "data", data)

@@ -7,16 +7,16 @@ import os
 import numpy as np
 import pytest
 
-from features import ConfigError, get_backbone
-from pipeline.artifacts import ArtifactError, load_classifier, write_manifest
-from pipeline.manifests import parse_manifest
-from pipeline.cli import main
-from features.tfimport import import_tensorflow
-from pipeline.training.fastfit import fast_fit
-from pipeline.finetuning.stage import finetune
-from pipeline.finetuning.model import HeadError, build_finetune_model, unfreeze_index
-from pipeline.training.heads import build_head
-from pipeline.training.stage import train
+from bneck.features import ConfigError, get_backbone
+from bneck.pipeline.artifacts import ArtifactError, load_classifier, write_manifest
+from bneck.pipeline.manifests import parse_manifest
+from bneck.pipeline.cli import main
+from bneck.features.tfimport import import_tensorflow
+from bneck.pipeline.training.fastfit import fast_fit
+from bneck.pipeline.finetuning.stage import finetune
+from bneck.pipeline.finetuning.model import HeadError, build_finetune_model, unfreeze_index
+from bneck.pipeline.training.heads import build_head
+from bneck.pipeline.training.stage import train
 
 NO_AUGMENT = {"rotation": 0, "shift": 0, "shear": 0, "zoom": 0, "flip": False}
 
@@ -165,8 +165,8 @@ def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifa
     assert reloaded.model.name == "bneck_finetuned"
     assert not [layer for layer in reloaded.model.layers if layer.name.startswith("aug_")]
     # predict on the test images reproduces the recorded test accuracy
-    from pipeline.predict import predict_images
-    from features.dataset import discover
+    from bneck.pipeline.predict import predict_images
+    from bneck.features.dataset import discover
 
     test = discover(image_root).splits["test"]
     rows = predict_images(str(out), [r.abspath for r in test])
@@ -214,10 +214,10 @@ def test_finetune_uses_the_recorded_split_of_single_root_data(tmp_path):
     import hashlib
     import shutil
 
-    from features import extract, read_features
-    from features.errors import DatasetError
-    from pipeline import finetune, train
-    from pipeline.artifacts import read_predictions
+    from bneck.features import extract, read_features
+    from bneck.features.errors import DatasetError
+    from bneck.pipeline import finetune, train
+    from bneck.pipeline.artifacts import read_predictions
     from tests.conftest import DATA, MOBILENET
 
     root = tmp_path / "flat"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import pipeline
-from features import DatasetError
-from pipeline.runner import demo as demo_module
-from pipeline.cli import main
-from pipeline.runner.config import load_config
+from bneck import pipeline
+from bneck.features import DatasetError
+from bneck.pipeline.runner import demo as demo_module
+from bneck.pipeline.cli import main
+from bneck.pipeline.runner.config import load_config
 from tests.conftest import ROOT, copy_subset
 
 CONFIG = """
@@ -192,7 +192,7 @@ def test_same_inputs_same_seed_same_results_with_unreadable_files(image_root, tm
     runs = []
     for i in range(2):
         done = subprocess.run(
-            [sys.executable, "-m", "pipeline", "run", "--data", str(data), "--out", str(tmp_path / f"run{i}"),
+            [sys.executable, "-m", "bneck", "run", "--data", str(data), "--out", str(tmp_path / f"run{i}"),
              "--set", 'extract.backbone="mobilenet"', "--set", "extract.alpha=0.25", "--set", "extract.size=224",
              "--set", 'train.classifiers=["dense", "logreg"]', "--set", "train.epochs=4", "--set", "finetune.epochs=1",
              "--set", "finetune.views=2", "--set", f'extract.cache_dir="{tmp_path / "cache"}"'],
@@ -244,7 +244,7 @@ def test_a_forged_predictions_file_changes_no_gain(first_run, tmp_path):
     import io
     import shutil
 
-    from pipeline.runner.gain import paired_gain, run_test_truth
+    from bneck.pipeline.runner.gain import paired_gain, run_test_truth
     from tests.reliability.test_security_code import resign
 
     _, result = first_run

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from features.errors import ConfigError
-from features.extract_options import EXTRACT
-from pipeline.finetuning.options import FINETUNE
-from pipeline.runner import demo as demo_module
-from pipeline.runner.config import DEFAULTS, load_config, to_toml
-from pipeline.training.options import TRAIN
+from bneck.features.errors import ConfigError
+from bneck.features.extract_options import EXTRACT
+from bneck.pipeline.finetuning.options import FINETUNE
+from bneck.pipeline.runner import demo as demo_module
+from bneck.pipeline.runner.config import DEFAULTS, load_config, to_toml
+from bneck.pipeline.training.options import TRAIN
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.pure

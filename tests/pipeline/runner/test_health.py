@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from features import extract
-from pipeline.runner.health import exact_duplicates, label_errors, near_duplicates
-from pipeline.runner.health import data_health
+from bneck.features import extract
+from bneck.pipeline.runner.health import exact_duplicates, label_errors, near_duplicates
+from bneck.pipeline.runner.health import data_health
 from tests.conftest import DATA, MOBILENET, copy_subset
 
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.runner.report import _md, _next_steps
+from bneck.pipeline.runner.report import _md, _next_steps
 
 pytestmark = pytest.mark.pure
 

@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from features.tfimport import import_tensorflow
-from pipeline.training.fastfit import fast_fit
+from bneck.features.tfimport import import_tensorflow
+from bneck.pipeline.training.fastfit import fast_fit
 
 pytestmark = pytest.mark.pure
 
@@ -99,7 +99,7 @@ def test_an_unknown_schedule_is_refused():
 
 
 def test_rows_streamed_from_disk_give_the_same_history_as_rows_in_memory(tmp_path):
-    from pipeline.finetuning.rowfile import RowFolder
+    from bneck.pipeline.finetuning.rowfile import RowFolder
 
     x, y = _problem(200)
     xv, yv = _problem(70, 1)
@@ -120,8 +120,8 @@ def test_rows_streamed_from_disk_give_the_same_history_as_rows_in_memory(tmp_pat
 
 
 def test_a_row_file_reads_back_what_was_written_in_any_order(tmp_path, monkeypatch):
-    from pipeline.finetuning import rowfile
-    from pipeline.finetuning.rowfile import RowFolder
+    from bneck.pipeline.finetuning import rowfile
+    from bneck.pipeline.finetuning.rowfile import RowFolder
 
     monkeypatch.setattr(rowfile, "READ_CHUNK", 100)  # a long read takes several preads (Linux: 2 GB each)
     data = np.random.default_rng(0).normal(size=(50, 3, 4)).astype(np.float32)
@@ -138,8 +138,8 @@ def test_a_row_file_reads_back_what_was_written_in_any_order(tmp_path, monkeypat
 
 @pytest.mark.parametrize("plant", ["link", "file"])
 def test_a_link_or_file_planted_as_the_row_folder_is_refused_and_never_followed(tmp_path, plant):
-    from features.errors import ConfigError
-    from pipeline.finetuning.rowfile import RowFolder
+    from bneck.features.errors import ConfigError
+    from bneck.pipeline.finetuning.rowfile import RowFolder
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -158,7 +158,7 @@ def test_row_folders_of_killed_processes_are_removed_and_live_ones_kept(tmp_path
     import subprocess
     import sys
 
-    from pipeline.finetuning.rowfile import RowFolder
+    from bneck.pipeline.finetuning.rowfile import RowFolder
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()  # a process that has ended

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-import pipeline.training.stage as stage
-from pipeline.cli import main
-from pipeline.training.stage import train
+import bneck.pipeline.training.stage as stage
+from bneck.pipeline.cli import main
+from bneck.pipeline.training.stage import train
 
 FAST = dict(epochs=2, seed=0)
 

@@ -10,13 +10,13 @@ import h5py
 import numpy as np
 import pytest
 
-from features import FeatureFileError, extract, read_features
-from features.hashing import sha256_file
-from pipeline.artifacts import ArtifactError, load_classifier
-from pipeline.data import FeatureSet, open_feature_set
-from pipeline.predict import classifier_proba, evaluate, predict_images
-from pipeline.training.options import CLASSIFIERS
-from pipeline.training.stage import train
+from bneck.features import FeatureFileError, extract, read_features
+from bneck.features.hashing import sha256_file
+from bneck.pipeline.artifacts import ArtifactError, load_classifier
+from bneck.pipeline.data import FeatureSet, open_feature_set
+from bneck.pipeline.predict import classifier_proba, evaluate, predict_images
+from bneck.pipeline.training.options import CLASSIFIERS
+from bneck.pipeline.training.stage import train
 from tests.conftest import MOBILENET
 
 FAST = dict(epochs=8)
@@ -160,7 +160,7 @@ def test_mismatched_extractor_is_refused(features_dir, tmp_path, image_root):
 
 
 def test_out_of_core_training_matches_in_memory(features_dir, tmp_path, monkeypatch):
-    import pipeline.training.heads as heads
+    import bneck.pipeline.training.heads as heads
 
     in_memory = train(features_dir, ["logreg", "dense"], tmp_path / "mem", verbose=False, epochs=10)
     fs = open_feature_set(features_dir)
@@ -200,7 +200,7 @@ def test_out_of_core_training_matches_in_memory(features_dir, tmp_path, monkeypa
 
 
 def test_out_of_core_refuses_in_memory_only_classifiers(features_dir, tmp_path):
-    from features import ConfigError
+    from bneck.features import ConfigError
 
     with pytest.raises(ConfigError, match="needs its features in memory"):
         train(features_dir, ["svm"], tmp_path / "m", verbose=False, max_memory=1000)
@@ -226,7 +226,7 @@ def test_predict_on_images_equals_evaluate_on_their_features(features_dir, image
 
 
 def test_bad_options_are_clear(features_dir, tmp_path):
-    from features import ConfigError
+    from bneck.features import ConfigError
 
     for kwargs, message in ((dict(classifiers=["xgboost"]), "classifier must be one of"),
                             (dict(classifiers=["dense"], optimizer="lbfgs"), "optimizer must be one of"),
@@ -253,7 +253,7 @@ def test_bad_options_are_clear(features_dir, tmp_path):
 def test_dense_on_a_large_grid_is_told_its_weights_and_the_pooled_head(shape, n_classes):
     """The note's weight counts are the heads' own (counted by Keras), and it appears exactly from
     LARGE_DENSE_INPUTS flattened inputs on a grid."""
-    from pipeline.training.heads import LARGE_DENSE_INPUTS, build_head, large_dense_note
+    from bneck.pipeline.training.heads import LARGE_DENSE_INPUTS, build_head, large_dense_note
 
     note = large_dense_note(shape, 256, n_classes)
     large = len(shape) == 3 and int(np.prod(shape)) >= LARGE_DENSE_INPUTS

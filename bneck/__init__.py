@@ -1,0 +1,82 @@
+"""bneck: transfer learning with bottleneck features on an ordinary CPU.
+
+The whole public API lives under this one name::
+
+    import bneck
+
+    report = bneck.extract("data/photos", "feats", backbone="mobilenetv2", alpha=0.5, size=224,
+                           weights="imagenet")
+    board = bneck.train("feats", ["logreg", "gap-dense"], "models")
+    names, rows = bneck.predict("models/logreg", ["new_photo.jpg"])
+
+Stage 1 (``extract``, ``read_features``) lives in :mod:`bneck.features`; stages 2 and 3,
+the whole run, export and the command line in :mod:`bneck.pipeline`. Names are imported
+on first use, so ``import bneck`` is quick and imports neither TensorFlow nor scikit-learn.
+
+Every error a user can meet is a :class:`BneckError`; :class:`ConfigError` (a value
+outside its allowed set) is also a :class:`ValueError`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from bneck.features.errors import (
+    BneckError,
+    ConfigError,
+    DatasetError,
+    FeatureFileError,
+    StorageError,
+    WeightsError,
+)
+
+# Public name -> "module:attribute", imported on first use (PEP 562).
+_LAZY = {
+    "__version__": "bneck.pipeline:__version__",
+    # stage 1
+    "extract": "bneck.features.stage:extract",
+    "read_features": "bneck.features.store:read_features",
+    "read_summary": "bneck.features.store:read_summary",
+    "FeatureFile": "bneck.features.store:FeatureFile",
+    "ExtractionReport": "bneck.features.extract_report:ExtractionReport",
+    "BACKBONES": "bneck.features.backbones:BACKBONES",
+    # stages 2 and 3, the run, using and exporting models
+    "train": "bneck.pipeline.training.stage:train",
+    "Leaderboard": "bneck.pipeline.training.leaderboard:Leaderboard",
+    "finetune": "bneck.pipeline.finetuning.stage:finetune",
+    "FinetuneResult": "bneck.pipeline.finetuning.stage:FinetuneResult",
+    "run": "bneck.pipeline.runner.compose:run",
+    "RunResult": "bneck.pipeline.runner.compose:RunResult",
+    "predict": "bneck.pipeline.predict:classify",
+    "evaluate": "bneck.pipeline.predict:evaluate",
+    "export": "bneck.pipeline.export:export_model",
+    # the rest of the error tree (all BneckError subclasses)
+    "OutputError": "bneck.features.outputs:OutputError",
+    "RuntimeMismatch": "bneck.features.equivalence:RuntimeMismatch",
+    "QuantizationRefused": "bneck.features.quantize:QuantizationRefused",
+    "ShardError": "bneck.features.ray_engine:ShardError",
+    "ArtifactError": "bneck.pipeline.manifests:ArtifactError",
+    "ManifestError": "bneck.pipeline.manifests:ManifestError",
+    "UnsafeModel": "bneck.pipeline.model_io:UnsafeModel",
+    "TrainingDiverged": "bneck.pipeline.training.fit:TrainingDiverged",
+    "HeadError": "bneck.pipeline.finetuning.model:HeadError",
+    "FoldError": "bneck.pipeline.export.fold:FoldError",
+    "ExportError": "bneck.pipeline.export:ExportError",
+}
+
+__all__ = sorted(["BneckError", "ConfigError", "DatasetError", "FeatureFileError", "StorageError",
+                  "WeightsError", *_LAZY])
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use; raises AttributeError for any other name."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'bneck' has no attribute {name!r}")
+    module, _, attribute = _LAZY[name].partition(":")
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)
