@@ -1,7 +1,10 @@
-"""Write the README's option tables from the stages' option tables (the one place options are declared).
+"""Write the docs' option tables from the stages' option tables (the one place options are declared).
 
-    python scripts/options_tables.py          # rewrite README.md's tables
-    python scripts/options_tables.py --check  # exit 1 if README.md differs (tests/test_readme.py runs this)
+The tables sit between `<!-- options:NAME -->` and `<!-- /options -->` markers, in the pages
+under docs/ (extract.md, train.md, finetune.md) and wherever else a marker is put (README.md too).
+
+    python scripts/options_tables.py          # rewrite every marked table
+    python scripts/options_tables.py --check  # exit 1 if any file differs (tests/test_readme.py checks the same)
 """
 from __future__ import annotations
 
@@ -25,16 +28,28 @@ def render(text: str) -> str:
     return BLOCK.sub(lambda m: m.group(1) + TABLES[m.group(2)].markdown() + "\n" + m.group(3), text)
 
 
+def marked_files() -> list[Path]:
+    """The Markdown files holding at least one marked table: README.md and the pages under docs/."""
+    candidates = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+    return [path for path in candidates if path.is_file() and "<!-- options:" in path.read_text()]
+
+
 def main(argv: list[str]) -> int:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    new = render(text)
-    if "--check" in argv:
-        if new != text:
-            print("README.md's option tables differ from the option tables; run scripts/options_tables.py")
-            return 1
-        return 0
-    readme.write_text(new)
+    stale = []
+    for path in marked_files():
+        text = path.read_text()
+        new = render(text)
+        if new == text:
+            continue
+        if "--check" in argv:
+            stale.append(path.relative_to(ROOT).as_posix())
+        else:
+            path.write_text(new)
+            print(f"rewrote the option tables in {path.relative_to(ROOT).as_posix()}")
+    if stale:
+        print(f"the option tables in {', '.join(stale)} differ from the stages' option tables; "
+              "run scripts/options_tables.py")
+        return 1
     return 0
 
 

@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,openvino,ray,export]" 2>&1 \
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,docs,openvino,ray,export]" 2>&1 \
   | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import bneck.features, bneck.pipeline, tensorflow" >/dev/null 2>&1 \
   || { echo "setup: the installation in .venv is not importable" >&2; exit 1; }

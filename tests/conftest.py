@@ -31,7 +31,7 @@ MOBILENET = dict(backbone="mobilenet", alpha=0.25, size=224, weights="imagenet")
 
 SHARED_PRESENT = DATA.is_dir() and MOBILENET_WEIGHTS.is_file()
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-EXTRAS = {"openvino": ("openvino", "nncf"), "ray": ("ray",)}  # extra -> the modules it installs
+EXTRAS = {"openvino": ("openvino", "nncf"), "ray": ("ray",), "docs": ("mkdocs",)}  # extra -> the modules it installs
 
 
 def _missing(extra: str) -> list[str]:
