@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from bneck.features.errors import (
+from bneck.core.errors import (
     BneckError,
     ConfigError,
     DatasetError,
@@ -34,12 +34,12 @@ from bneck.features.errors import (
 _LAZY = {
     "__version__": "bneck.pipeline:__version__",
     # stage 1
-    "extract": "bneck.features.stage:extract",
-    "read_features": "bneck.features.store:read_features",
-    "read_summary": "bneck.features.store:read_summary",
-    "FeatureFile": "bneck.features.store:FeatureFile",
-    "ExtractionReport": "bneck.features.extract_report:ExtractionReport",
-    "BACKBONES": "bneck.features.backbones:BACKBONES",
+    "extract": "bneck.features.extraction.stage:extract",
+    "read_features": "bneck.features.featurefile.format:read_features",
+    "read_summary": "bneck.features.featurefile.format:read_summary",
+    "FeatureFile": "bneck.features.featurefile.format:FeatureFile",
+    "ExtractionReport": "bneck.features.extraction.report:ExtractionReport",
+    "BACKBONES": "bneck.features.backbones.registry:BACKBONES",
     # stages 2 and 3, the run, using and exporting models
     "train": "bneck.pipeline.training.stage:train",
     "Leaderboard": "bneck.pipeline.training.leaderboard:Leaderboard",
@@ -51,10 +51,10 @@ _LAZY = {
     "evaluate": "bneck.pipeline.predict:evaluate",
     "export": "bneck.pipeline.export:export_model",
     # the rest of the error tree (all BneckError subclasses)
-    "OutputError": "bneck.features.outputs:OutputError",
-    "RuntimeMismatch": "bneck.features.equivalence:RuntimeMismatch",
-    "QuantizationRefused": "bneck.features.quantize:QuantizationRefused",
-    "ShardError": "bneck.features.ray_engine:ShardError",
+    "OutputError": "bneck.core.folders:OutputError",
+    "RuntimeMismatch": "bneck.features.runtimes.equivalence:RuntimeMismatch",
+    "QuantizationRefused": "bneck.features.runtimes.quantize:QuantizationRefused",
+    "ShardError": "bneck.features.extraction.ray_engine:ShardError",
     "ArtifactError": "bneck.pipeline.manifests:ArtifactError",
     "ManifestError": "bneck.pipeline.manifests:ManifestError",
     "UnsafeModel": "bneck.pipeline.model_io:UnsafeModel",
@@ -64,8 +64,13 @@ _LAZY = {
     "ExportError": "bneck.pipeline.export:ExportError",
 }
 
-__all__ = sorted(["BneckError", "ConfigError", "DatasetError", "FeatureFileError", "StorageError",
-                  "WeightsError", *_LAZY])
+__all__ = [
+    "ArtifactError", "BACKBONES", "BneckError", "ConfigError", "DatasetError", "ExportError",
+    "ExtractionReport", "FeatureFile", "FeatureFileError", "FinetuneResult", "FoldError", "HeadError",
+    "Leaderboard", "ManifestError", "OutputError", "QuantizationRefused", "RunResult", "RuntimeMismatch",
+    "ShardError", "StorageError", "TrainingDiverged", "UnsafeModel", "WeightsError", "__version__",
+    "evaluate", "export", "extract", "finetune", "predict", "read_features", "read_summary", "run", "train",
+]
 
 
 def __getattr__(name: str) -> Any:

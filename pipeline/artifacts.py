@@ -24,10 +24,10 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from bneck.features.atomic import atomic_open
-from bneck.features.files import open_regular
-from bneck.features.hashing import sha256_bytes, sha256_file
-from bneck.features.store import versions
+from bneck.core.atomic import atomic_open
+from bneck.core.files import open_regular
+from bneck.core.hashing import sha256_bytes, sha256_file
+from bneck.core.versions import versions
 
 from bneck.pipeline.manifests import (MANIFEST, MANIFEST_VERSION, MODEL_FILES, AnyManifest, ArtifactError, ManifestError,
                         ModelManifest, parse_manifest)

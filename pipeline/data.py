@@ -12,9 +12,9 @@ from typing import Iterator, Optional
 import numpy as np
 
 from bneck.features import FeatureFileError, read_features, read_summary
-from bneck.features.files import kind_of
-from bneck.features.store import RowReader
-from bneck.features.hashing import sha256_file
+from bneck.core.files import kind_of
+from bneck.features.featurefile.format import RowReader
+from bneck.core.hashing import sha256_file
 
 SPLITS = ("train", "validation", "test")
 

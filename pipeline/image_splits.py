@@ -14,10 +14,10 @@ import json
 import os
 from typing import Optional
 
-from bneck.features.dataset import ImageRecord
-from bneck.features.errors import DatasetError
-from bneck.features.files import path_inside
-from bneck.features.hashing import sha256_files
+from bneck.features.images.dataset import ImageRecord
+from bneck.core.errors import DatasetError
+from bneck.core.files import path_inside
+from bneck.core.hashing import sha256_files
 
 SPLITS_FILE = "splits.json"
 

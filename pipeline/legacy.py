@@ -13,8 +13,8 @@ import json
 import os
 from typing import Optional
 
-from bneck.features.files import open_regular
-from bneck.features.hashing import sha256_bytes
+from bneck.core.files import open_regular
+from bneck.core.hashing import sha256_bytes
 
 from bneck.pipeline.artifacts import write_manifest
 from bneck.pipeline.manifests import MANIFEST, MANIFEST_VERSION, MODEL_FILES, ArtifactError, parse_manifest
@@ -53,7 +53,7 @@ def convert(folder: str, out: Optional[str] = None, trust_pickle: bool = False) 
     does not match its own manifest; OutputError for an ``out`` bneck may not write.
     """
     from bneck.pipeline.model_io import UnsafeModel, load_keras, save_sklearn
-    from bneck.features.outputs import staged_folder
+    from bneck.core.folders import staged_folder
 
     folder = os.path.abspath(os.path.expanduser(str(folder)))
     out = os.path.abspath(os.path.expanduser(str(out))) if out else folder.rstrip(os.sep) + "-converted"

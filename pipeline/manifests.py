@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from bneck.features.errors import BneckError
+from bneck.core.errors import BneckError
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 2
@@ -71,7 +71,7 @@ class ModelManifest:
     def extractor_spec(self, weights: Optional[str] = None):
         """Return the ExtractorSpec the model's inputs come from, its weights found by sha256
         (``weights``: a path to try instead). Raises WeightsError when none matches."""
-        from bneck.features.specs import spec_from_record
+        from bneck.features.backbones.resolve import spec_from_record
 
         return spec_from_record(self.extractor, self.extractor_key, [self.weights_path], weights,
                                 where="the model folder's manifest")
@@ -135,9 +135,9 @@ def parse_manifest(raw, where: str) -> AnyManifest:
 def _check_extractor(manifest, where: str) -> None:
     """The recorded extractor must be one bneck writes, and its key fields must hash to the recorded key
     (so no field can be dropped or changed without the key saying so)."""
-    from bneck.features.errors import BneckError
-    from bneck.features.key import KEY_FIELDS, OPTIONAL_KEY_FIELDS, extractor_key
-    from bneck.features.specs import check_record
+    from bneck.core.errors import BneckError
+    from bneck.features.backbones.spec import KEY_FIELDS, OPTIONAL_KEY_FIELDS, extractor_key
+    from bneck.features.backbones.resolve import check_record
 
     try:
         check_record(manifest.extractor, where)

@@ -20,7 +20,7 @@ import io
 import json
 import zipfile
 
-from bneck.features.errors import BneckError
+from bneck.core.errors import BneckError
 
 # Types skops must find in a bneck scikit-learn model besides its own default-trusted
 # ones; found with ``skops.io.get_untrusted_types`` on every classifier bneck trains
@@ -188,7 +188,7 @@ def check_keras_config(config: dict, where: str) -> None:
 def _check_weights_file(data: bytes, where: str) -> None:
     import h5py
 
-    from bneck.features.h5check import H5Refused, check_self_contained
+    from bneck.features.featurefile.reach import H5Refused, check_self_contained
 
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
@@ -242,7 +242,7 @@ def load_keras(data: bytes, where: str):
     Raises UnsafeModel for what ``check_keras`` refuses or Keras' safe_mode refuses.
     """
     check_keras(data, where)
-    from bneck.features.tfimport import import_tensorflow
+    from bneck.core.tfimport import import_tensorflow
 
     import_tensorflow()
     from keras.src.saving import saving_lib  # the public load_model takes paths only

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from bneck.features import FeatureFileError, get_backbone, read_features
-from bneck.features.dataset import is_image_name, is_visible
+from bneck.features.images.dataset import is_image_name, is_visible
 
 from bneck.pipeline.artifacts import LoadedClassifier, load_classifier
 from bneck.pipeline.image_splits import read_splits, seen_in
@@ -78,15 +78,15 @@ def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: Optiona
     """Return (the runtime that computes the features, why). ``auto`` takes OpenVINO only when it costs
     nothing to trust: its converted model of this extractor is cached and was checked against TensorFlow
     by this user on this CPU class (a handful of images never pays for a conversion); else TensorFlow."""
-    from bneck.features.cache import default_cache_dir
-    from bneck.features.errors import choice_error
+    from bneck.features.cache.rows import default_cache_dir
+    from bneck.core.errors import choice_error
 
     if runtime not in RUNTIMES:
         raise choice_error("--runtime", RUNTIMES, runtime)
     if clf.kind == "finetuned":
         return "tensorflow", "a fine-tuned model is one Keras graph"
     if spec.quantization is not None:
-        from bneck.features.quantize import reduced_precision
+        from bneck.features.runtimes.quantize import reduced_precision
 
         return "tensorflow", (f"{reduced_precision(spec)} features are made only by `bneck extract`; here the fp32 "
                               "network computes them (what an export holds too)")
@@ -94,7 +94,7 @@ def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: Optiona
         return runtime, "asked for"
     if runtime == "openvino":
         return runtime, "asked for (converted and checked against TensorFlow on first use)"
-    from bneck.features.runtime_openvino import checked_here
+    from bneck.features.runtimes.openvino import checked_here
 
     if checked_here(spec, cache_dir or default_cache_dir()):
         return "openvino", "its converted model is cached and was checked against TensorFlow on this CPU"
@@ -111,12 +111,12 @@ def probability_function(clf: LoadedClassifier, spec, runtime: str = "tensorflow
         preprocess = backbone.preprocess_fn()
         return lambda batch: class_probabilities(clf.model.predict(preprocess(batch.astype(np.float32)), verbose=0))
     if runtime == "openvino":
-        from bneck.features.cache import default_cache_dir
-        from bneck.features.runtime_openvino import OpenVINOFeatureModel
+        from bneck.features.cache.rows import default_cache_dir
+        from bneck.features.runtimes.openvino import OpenVINOFeatureModel
 
         model = OpenVINOFeatureModel(backbone, spec, cache_dir or default_cache_dir(), sample=sample)
     else:
-        from bneck.features.model import FeatureModel
+        from bneck.features.backbones.feature_model import FeatureModel
 
         model = FeatureModel(backbone, spec)
     return lambda batch: classifier_proba(clf, model(batch))
@@ -130,7 +130,7 @@ def predict_images(model_dir: str, inputs: Sequence[str], weights: Optional[str]
 
 def _max_batch() -> int:
     """The largest --batch-size: extract's own bound."""
-    from bneck.features.extract_options import EXTRACT
+    from bneck.features.extraction.options import EXTRACT
 
     return int(EXTRACT["batch_size"].high)
 
@@ -144,15 +144,15 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
     a bad or missing image is reported in its row, never fatal for the others.
     ``info`` (a dict, if given) receives the runtime that ran and why.
     """
-    from bneck.features.batches import decoded_batches
-    from bneck.features.hashing import sha256_files
+    from bneck.features.images.batches import decoded_batches
+    from bneck.core.hashing import sha256_files
 
     if runtime not in RUNTIMES:
-        from bneck.features.errors import choice_error
+        from bneck.core.errors import choice_error
 
         raise choice_error("--runtime", RUNTIMES, runtime)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= _max_batch():
-        from bneck.features.errors import ConfigError
+        from bneck.core.errors import ConfigError
 
         raise ConfigError(f"--batch-size must be an integer from 1 to {_max_batch()} (images classified at once). "
                           f"Received: {batch_size!r}.")
@@ -183,7 +183,7 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
 
 def _sample(todo, size: int, count: int = 8) -> np.ndarray:
     """Up to ``count`` of the images to classify, decoded: what a never-checked OpenVINO model is checked on."""
-    from bneck.features.decode import UnusableImage, decode_image
+    from bneck.features.images.decode import UnusableImage, decode_image
 
     images = []
     for path, _ in todo:

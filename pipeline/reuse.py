@@ -55,7 +55,7 @@ def decide(folder: str, checks: list[Callable[[AnyManifest], Optional[str]]],
            verify: Callable[[str], object]) -> Reuse:
     """Run ``checks`` (each returns why the recorded manifest no longer fits, or None) in order, then
     ``verify(folder)`` (raises BneckError when the folder is damaged or unsafe); returns the Reuse."""
-    from bneck.features.errors import BneckError
+    from bneck.core.errors import BneckError
 
     manifest, why = recorded_manifest(folder)
     if manifest is None:

@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bneck.features import extract, get_backbone  # noqa: E402
-from bneck.features.batches import decoded_batches  # noqa: E402
-from bneck.features.decode import decode_image  # noqa: E402
-from bneck.features.progress import format_table  # noqa: E402
-from bneck.features.tfimport import import_tensorflow  # noqa: E402
+from bneck.features.images.batches import decoded_batches  # noqa: E402
+from bneck.features.images.decode import decode_image  # noqa: E402
+from bneck.core.progress import format_table  # noqa: E402
+from bneck.core.tfimport import import_tensorflow  # noqa: E402
 
 SHARED = Path(os.environ.get("BNECK_SHARED", ROOT.parent / "shared"))
 
@@ -180,7 +180,7 @@ def main() -> None:
         ov, parts = {}, []
         if precisions:  # cold (converting/quantising), then the model cached, features not
             ov, reports = openvino_runs(work, kwargs, n, precisions)
-            from bneck.features.runtime_openvino import OpenVINOFeatureModel
+            from bneck.features.runtimes.openvino import OpenVINOFeatureModel
 
             parts.append(["decode + resize only, all cores", round(decode_only(files, size, a.batch_size), 1)])
             for precision, report in reports.items():

@@ -70,7 +70,7 @@ def one(name: str, out: Path, cache: Path) -> list:
 
 
 def main() -> None:
-    from bneck.features.progress import format_table
+    from bneck.core.progress import format_table
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default=",".join(CASES), help=f"comma-separated, of: {', '.join(CASES)}")

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bneck.features.progress import format_table  # noqa: E402
+from bneck.core.progress import format_table  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cats_and_dogs_small"
 WEIGHTS = ROOT.parent / "shared" / "data" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"

@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bneck.features.progress import format_table  # noqa: E402
-from bneck.features.tfimport import import_tensorflow  # noqa: E402
+from bneck.core.progress import format_table  # noqa: E402
+from bneck.core.tfimport import import_tensorflow  # noqa: E402
 from bneck.pipeline.data import open_feature_set  # noqa: E402
 from bneck.pipeline.training.heads import build_head, fit_head, proba  # noqa: E402
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bneck.features import extract, read_features  # noqa: E402
-from bneck.features.progress import format_table  # noqa: E402
+from bneck.core.progress import format_table  # noqa: E402
 
 SHARED = Path(os.environ.get("BNECK_SHARED", ROOT.parent / "shared"))
 
@@ -54,7 +54,7 @@ def main() -> None:
         n = 2 * (a.images // 2)
         common = dict(backbone=a.backbone, alpha=a.alpha, size=a.size, weights=a.weights, verbose=False)
         print(f"{a.backbone} @{a.size}, {n} images, shard size {a.shard_size}, {os.cpu_count()} cores", flush=True)
-        from bneck.features.tfimport import import_tensorflow
+        from bneck.core.tfimport import import_tensorflow
 
         import_tensorflow()  # not in local's time: the actors import it in their own processes, timed
         t = time.perf_counter()

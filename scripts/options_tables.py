@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bneck.features.extract_options import EXTRACT  # noqa: E402
+from bneck.features.extraction.options import EXTRACT  # noqa: E402
 from bneck.pipeline.finetuning.options import FINETUNE  # noqa: E402
 from bneck.pipeline.training.options import TRAIN  # noqa: E402
 

@@ -48,7 +48,7 @@ def test_the_wheel_holds_only_bneck_and_its_dist_info(wheel):
         tops = {name.split("/", 1)[0] for name in archive.namelist()}
         names = set(archive.namelist())
     assert tops == {"bneck", next(t for t in tops if t.endswith(".dist-info"))}
-    assert {"bneck/__init__.py", "bneck/features/stage.py", "bneck/pipeline/cli/__init__.py",
+    assert {"bneck/__init__.py", "bneck/core/errors.py", "bneck/features/extraction/stage.py", "bneck/pipeline/cli/__init__.py",
             "bneck/pipeline/training/stage.py"} <= names
     # every module of the repository's code folders is in it, under bneck/
     for folder in ("features", "pipeline"):
@@ -80,7 +80,7 @@ def _env(installed: Path) -> dict:
 
 
 def test_import_bneck_from_a_folder_with_a_users_features_and_pipeline(installed, notebook_folder):
-    code = ("import sys, bneck, bneck.pipeline.cli, bneck.features.stage, bneck.pipeline.runner.compose;"
+    code = ("import sys, bneck, bneck.pipeline.cli, bneck.features.extraction.stage, bneck.pipeline.runner.compose;"
             "assert bneck.__file__.startswith(sys.argv[1]), bneck.__file__;"
             "assert callable(bneck.extract) and callable(bneck.train) and callable(bneck.export);"
             "assert not {'features', 'pipeline'} & set(sys.modules), sorted(sys.modules);"
@@ -104,6 +104,8 @@ def test_the_public_api_is_one_name_and_its_errors_are_one_tree():
     for name in ("extract", "read_features", "train", "finetune", "run", "predict", "evaluate", "export"):
         assert callable(getattr(bneck, name)), name
     assert isinstance(bneck.__version__, str)
+    for name in bneck.__all__:  # every public name resolves (the lazy table has no stale path)
+        assert getattr(bneck, name) is not None, name
     errors = [getattr(bneck, n) for n in bneck.__all__ if n.endswith(("Error", "Mismatch", "Refused", "Model",
                                                                       "Diverged"))]
     assert len(errors) >= 15 and all(issubclass(e, bneck.BneckError) for e in errors)

@@ -10,7 +10,7 @@ import sys
 from typing import Optional, Sequence
 
 from bneck.features import BneckError
-from bneck.features.atomic import storage_error, write_failure
+from bneck.core.atomic import storage_error, write_failure
 
 from bneck.pipeline.cli import cache, export, extract, finetune, info, run, train
 from bneck.pipeline.cli.polish import polish

@@ -7,9 +7,10 @@ import json
 import os
 
 from bneck.features import read_summary
-from bneck.features.cache import default_cache_dir
-from bneck.features.cache_gc import collect_garbage, list_entries, verify_cache
-from bneck.features.progress import format_table
+from bneck.features.cache.rows import default_cache_dir
+from bneck.features.cache.maintenance import collect_garbage, list_entries
+from bneck.features.cache.verify import verify_cache
+from bneck.core.progress import format_table
 
 
 def add_parser(sub) -> None:
@@ -75,7 +76,7 @@ def run_ls(args: argparse.Namespace) -> int:
 
 def _entry_kind(entry) -> str:
     """What an entry holds: 'features', a fine-tuning view ('view 3', 'mirror view') or 'empty'."""
-    from bneck.features.view_rows import FLIP_VIEW, parse_view
+    from bneck.features.views.rows import FLIP_VIEW, parse_view
 
     if not entry.rows:
         return "empty"
@@ -99,7 +100,7 @@ def run_info(args: argparse.Namespace) -> int:
         return 0
     matches = [e for e in list_entries(_cache_dir(args)) if e.key.startswith(args.target)]
     if len(matches) != 1:
-        from bneck.features.errors import ConfigError
+        from bneck.core.errors import ConfigError
         raise ConfigError(f"`bneck cache info` takes a feature file or one extractor key (or a "
                           f"unique prefix) from `bneck cache ls`. Received: {args.target!r}, "
                           f"which matches {len(matches)} cache entries and is not a file.")
@@ -113,7 +114,7 @@ def run_gc(args: argparse.Namespace) -> int:
     """Tidy the cache and say what was done."""
     import math
 
-    from bneck.features.errors import ConfigError
+    from bneck.core.errors import ConfigError
 
     if args.older_than is not None and not (math.isfinite(args.older_than) and args.older_than >= 0):
         raise ConfigError(f"--older-than takes a number of days >= 0 (entries unused that long are removed). "
@@ -129,7 +130,7 @@ def run_gc(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Check every chunk (and recompute a sample); print what is wrong. Returns 1 if anything is, else 0."""
-    from bneck.features.errors import ConfigError
+    from bneck.core.errors import ConfigError
 
     if args.recompute < 0 or (args.recompute and not args.data):
         raise ConfigError(f"--recompute N takes a positive N and --data DIR [DIR ...] (the images the rows "
@@ -154,8 +155,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def _recompute(args) -> int:
     """Recompute a sample of every entry, print a table; returns how many rows differ."""
-    from bneck.features.cache_verify import recompute_sample
-    from bneck.features.equivalence import TOLERANCE
+    from bneck.features.cache.verify import recompute_sample
+    from bneck.features.runtimes.equivalence import TOLERANCE
 
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     print(f"recomputing {args.recompute} row(s) per entry, sample seed {seed} (--seed {seed} repeats it)")

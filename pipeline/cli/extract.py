@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 
 from bneck import features
-from bneck.features import cpu
-from bneck.features.extract_options import EXTRACT
-from bneck.features.options import namespace_values
+from bneck.features.runtimes import cpu
+from bneck.features.extraction.options import EXTRACT
+from bneck.core.options import namespace_values
 
 
 def add_parser(sub) -> None:
-    """Register ``extract``; its options come from the stage's table (``features.extract_options``)."""
+    """Register ``extract``; its options come from the stage's table (``bneck.features.extraction.options``)."""
     p = sub.add_parser("extract", help="extract bottleneck features into one HDF5 file per split",
                        description="Run a pretrained conv base over DATA_DIR once and write "
                                    "OUT/<split>.h5. Images already in the cache (same content, "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from bneck.features.options import namespace_values
+from bneck.core.options import namespace_values
 
 from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from bneck.features.backbones import BACKBONES, get_backbone
-from bneck.features.progress import format_table
+from bneck.features.backbones.registry import BACKBONES, get_backbone
+from bneck.core.progress import format_table
 
 LAYERS_EPILOG = """example:
   bneck layers mobilenetv2 --alpha 0.5      # then: bneck extract ... --layer block_13_expand_relu"""
@@ -41,7 +41,7 @@ def add_parsers(sub) -> None:
 
 
 def _weights_here(backbone) -> str:
-    from bneck.features.weights import keras_home
+    from bneck.features.backbones.weights import keras_home
 
     alphas = backbone.alphas or (None,)
     found = [a for a in alphas if os.path.isfile(os.path.join(keras_home(), "models",
@@ -53,13 +53,13 @@ def _weights_here(backbone) -> str:
 
 def run_backbones(args: argparse.Namespace) -> int:
     """Print the registry and this CPU's capabilities; returns 0."""
-    from bneck.features.cpu import capabilities
+    from bneck.features.runtimes.cpu import capabilities
 
     rows = [[b.name, b.default_size, b.default_layer, ", ".join(b.cut_points), b.unfreeze_from,
              ", ".join(map(str, b.alphas)) or "-", _weights_here(b)] for b in BACKBONES.values()]
     print(format_table(["backbone", "size", "default layer", "cut points", "unfreeze from", "alphas",
                         "ImageNet weights here"], rows))
-    from bneck.features.weights import keras_home
+    from bneck.features.backbones.weights import keras_home
 
     print(f"\nweights are looked up in {os.path.join(keras_home(), 'models')} (official Keras file names); "
           "missing ones are downloaded on first use.")
@@ -69,7 +69,7 @@ def run_backbones(args: argparse.Namespace) -> int:
 
 def run_layers(args: argparse.Namespace) -> int:
     """Print the backbone's layers with output shapes and marks; returns 0."""
-    from bneck.features.tfimport import import_tensorflow
+    from bneck.core.tfimport import import_tensorflow
 
     backbone = get_backbone(args.backbone)
     alpha = backbone.resolve_alpha(args.alpha)
@@ -91,8 +91,8 @@ def run_layers(args: argparse.Namespace) -> int:
 
 def run_init(args: argparse.Namespace) -> int:
     """Write the template; returns 0."""
-    from bneck.features.atomic import atomic_open
-    from bneck.features.errors import ConfigError
+    from bneck.core.atomic import atomic_open
+    from bneck.core.errors import ConfigError
 
     from bneck.pipeline.runner.config import config_template, load_config
 

@@ -37,7 +37,7 @@ def _common(p) -> None:
 
 
 def _print(result) -> None:
-    from bneck.features.progress import format_table
+    from bneck.core.progress import format_table
 
     from bneck.pipeline.training.leaderboard import describe_accuracy
 

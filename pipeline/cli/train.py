@@ -6,9 +6,9 @@ import csv
 import json
 import sys
 
-from bneck.features.atomic import atomic_open
-from bneck.features.errors import ConfigError
-from bneck.features.options import namespace_values
+from bneck.core.atomic import atomic_open
+from bneck.core.errors import ConfigError
+from bneck.core.options import namespace_values
 
 from bneck.pipeline.training.options import CLASSIFIERS, TRAIN
 
@@ -89,7 +89,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
               "so this is not a held-out score.")
     rows = [[c, round(v["precision"], 3), round(v["recall"], 3), round(v["f1"], 3), v["support"]]
             for c, v in m["per_class"].items()]
-    from bneck.features.progress import format_table
+    from bneck.core.progress import format_table
 
     print(format_table(["class", "precision", "recall", "f1", "support"], rows))
     print("confusion matrix (rows: true):", json.dumps(m["confusion_matrix"]))
@@ -98,7 +98,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print one line per image; returns 0 when every image was classified, 1 when any input failed."""
-    from bneck.features.outputs import check_file
+    from bneck.core.folders import check_file
 
     from bneck.pipeline.predict import classify
 

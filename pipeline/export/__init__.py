@@ -18,8 +18,8 @@ from typing import Optional
 
 import numpy as np
 
-from bneck.features.errors import BneckError, ConfigError, choice_error
-from bneck.features.outputs import check_folder, staged_folder
+from bneck.core.errors import BneckError, ConfigError, choice_error
+from bneck.core.folders import check_folder, staged_folder
 
 from bneck.pipeline.artifacts import LoadedClassifier, load_classifier, write_json
 from bneck.pipeline.export.formats import FORMATS, MODEL_PATH, NEEDS, OPENVINO_CONFIG, runner, write
@@ -52,7 +52,7 @@ def _check_format(fmt: str) -> str:
 def _check_images(clf: LoadedClassifier, size: int) -> tuple[np.ndarray, str]:
     """Return up to CHECK_IMAGES of the model's recorded test images (decoded as bneck does) and
     where they came from; seeded noise images where those are not readable here."""
-    from bneck.features.decode import UnusableImage, decode_image
+    from bneck.features.images.decode import UnusableImage, decode_image
 
     from bneck.pipeline.image_splits import data_root_of, read_splits
 
@@ -109,8 +109,8 @@ def export_model(model_dir: str, out: str, fmt: str = "keras", weights: Optional
 
 def _hashes(folder: str) -> dict:
     """{relative path: sha256} of every file written so far (the marker aside)."""
-    from bneck.features.hashing import sha256_file
-    from bneck.features.outputs import MARKER
+    from bneck.core.hashing import sha256_file
+    from bneck.core.folders import MARKER
 
     found = {}
     for current, _, names in os.walk(folder):
@@ -123,7 +123,7 @@ def _hashes(folder: str) -> dict:
 
 
 def _metadata(clf: LoadedClassifier, spec, fmt: str, files: dict, check: dict) -> dict:
-    from bneck.features.store import versions
+    from bneck.core.versions import versions
 
     size, names = spec.input_size, list(clf.class_names)
     return {

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bneck.features.errors import BneckError
+from bneck.core.errors import BneckError
 
 FOLDED = ("logreg", "linear-svm", "mlp")  # the scikit-learn classifiers bneck trains that fold into layers
 EXACT = "logreg, linear-svm and mlp (in memory or streamed with --max-memory, logreg's log loss), and every Keras head"

@@ -49,7 +49,7 @@ def _from_saved_model(saved: str, fmt: str, path: str) -> None:
         with open(path, "wb") as handle:
             handle.write(tf.lite.TFLiteConverter.from_saved_model(saved).convert())
     else:
-        from bneck.features.openvino_core import import_openvino
+        from bneck.features.runtimes.openvino_compile import import_openvino
 
         ov = import_openvino()
         ov.save_model(ov.convert_model(saved), path, compress_to_fp16=False)
@@ -76,7 +76,7 @@ def runner(fmt: str, folder: str):
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
-    from bneck.features.openvino_core import import_openvino
+    from bneck.features.runtimes.openvino_compile import import_openvino
 
     compiled = import_openvino().Core().compile_model(path, "CPU", OPENVINO_CONFIG)
     return lambda x: np.asarray(compiled(x)[0])

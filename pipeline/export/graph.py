@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from bneck.features import get_backbone
-from bneck.features.model import build_base, cut_model
+from bneck.features.backbones.feature_model import build_base, cut_model
 
 from bneck.pipeline.artifacts import LoadedClassifier
 from bneck.pipeline.export.fold import sklearn_layers

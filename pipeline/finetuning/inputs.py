@@ -2,7 +2,7 @@
 
 Images are decoded exactly as in stage 1 (Pillow bilinear). The fast path
 (``cache_frozen``, the default) runs the frozen part once per image and view into the
-feature cache (``features.view_rows``), decoding only images whose rows the cache
+feature cache (``bneck.features.views.rows``), decoding only images whose rows the cache
 lacks, a batch at a time, and trains only the unfrozen top on those rows, read from a
 file a block at a time (``rowfile``): its memory does not grow with the number of
 images. The plain path holds every decoded image in memory and feeds them per epoch
@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from bneck.features.batches import decoded_batches
+from bneck.features.images.batches import decoded_batches
 
 
 @dataclass
@@ -54,7 +54,7 @@ class SplitImages(RecordedImages):
         Raises DatasetError when one no longer decodes to its recorded bytes (it was
         checked by sha256 moments before: the file changed during the fine-tune).
         """
-        from bneck.features.errors import DatasetError
+        from bneck.core.errors import DatasetError
 
         picked = [self.records[i] for i in indices]
         out = np.empty((len(picked), self.size, self.size, 3), np.uint8)
@@ -121,8 +121,8 @@ def cached_inputs(tf, ft, data: dict[str, SplitImages], preprocess, augment: dic
     """The unfrozen top on the cached output of the frozen trunk, ``views`` views per training image;
     with ``tta`` the cached mirror view of validation and test images too. The rows go to
     RowFiles in ``rows_folder`` (``rowfile.RowFolder``), a block at a time."""
-    from bneck.features.augment import FLIP_VIEW
-    from bneck.features.view_rows import TrunkViews
+    from bneck.features.views.warp import FLIP_VIEW
+    from bneck.features.views.rows import TrunkViews
 
     from bneck.pipeline.finetuning.model import frozen_split
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from bneck.features import ConfigError, get_backbone
-from bneck.features.errors import BneckError
+from bneck.core.errors import BneckError
 
 from bneck.pipeline.artifacts import LoadedClassifier
 
@@ -73,8 +73,8 @@ def build_finetune_model(head: LoadedClassifier, unfreeze_from: Optional[str], a
     Raises HeadError for a non-Keras, untrained or mismatched head, WeightsError when
     the recorded weights cannot be found, ConfigError for a bad unfreeze point.
     """
-    from bneck.features.model import build_base, cut_model
-    from bneck.features.tfimport import import_tensorflow
+    from bneck.features.backbones.feature_model import build_base, cut_model
+    from bneck.core.tfimport import import_tensorflow
 
     import_tensorflow()
     import keras

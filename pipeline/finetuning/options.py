@@ -1,8 +1,8 @@
 """Stage 3's options: one table for ``finetune()``, ``bneck finetune`` and ``[finetune]`` in a run's config."""
 from __future__ import annotations
 
-from bneck.features.errors import ConfigError
-from bneck.features.options import Option, OptionTable
+from bneck.core.errors import ConfigError
+from bneck.core.options import Option, OptionTable
 
 from bneck.pipeline.training.fastfit import SCHEDULES
 from bneck.pipeline.training.heads import OPTIMIZERS

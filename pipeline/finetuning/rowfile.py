@@ -18,9 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
-from bneck.features.atomic import pid_alive
+from bneck.core.atomic import pid_alive
 
-from bneck.features.files import kind_of
+from bneck.core.files import kind_of
 
 # The most one pread asks for: Linux returns at most about 2 GB per call.
 READ_CHUNK = 1 << 30
@@ -103,7 +103,7 @@ class RowFolder:
     """A private temporary folder for RowFiles (mode 0700), removed with everything in it on exit."""
 
     def __init__(self, parent: str):
-        from bneck.features.errors import ConfigError
+        from bneck.core.errors import ConfigError
 
         os.makedirs(os.path.dirname(os.path.abspath(parent)), exist_ok=True)  # the cache folder itself
         try:

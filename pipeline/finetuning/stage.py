@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from bneck.features import DatasetError, get_backbone
-from bneck.features.outputs import check_folder, staged_folder
+from bneck.core.folders import check_folder, staged_folder
 
 from bneck.pipeline.artifacts import (load_classifier, read_verified, verified_json, write_history, write_json, write_manifest,
                          write_predictions)
@@ -83,8 +83,8 @@ def finetune(head_dir: str, data_dir: Optional[str], out_dir: str, *, augment: O
 
 
 def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str, verbose: bool) -> FinetuneResult:
-    from bneck.features.cache import resolve_cache_dir
-    from bneck.features.tfimport import import_tensorflow
+    from bneck.features.cache.rows import resolve_cache_dir
+    from bneck.core.tfimport import import_tensorflow
 
     tf = import_tensorflow()
     import keras
@@ -151,7 +151,7 @@ def _train(tf, inputs: TrainInputs, data: dict, class_names: list, opts: dict, j
            verbose: bool) -> tuple[dict, dict, dict]:
     """Fine-tune ``inputs.model``, keeping the best epoch (or the start); returns (history, metrics,
     probabilities per split)."""
-    from bneck.features.progress import progress_bar
+    from bneck.core.progress import progress_bar
 
     probabilities = {}
     predict = predictor(tf, inputs)

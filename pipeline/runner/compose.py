@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
 from bneck.features import extract
-from bneck.features.atomic import atomic_open
-from bneck.features.outputs import claim_folder
+from bneck.core.atomic import atomic_open
+from bneck.core.folders import claim_folder
 
 from bneck.pipeline.finetuning.stage import finetune
 from bneck.pipeline.training.heads import HEADS

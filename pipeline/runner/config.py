@@ -1,7 +1,7 @@
 """``bneck run``'s configuration: TOML in, every key checked against the stages' tables, written back.
 
 A config names the data and the run folder at the top level and has one table per
-stage: ``[extract]`` takes every option of ``bneck extract`` (``features.extract_options``),
+stage: ``[extract]`` takes every option of ``bneck extract`` (``bneck.features.extraction.options``),
 ``[train]`` every option of ``bneck train`` plus ``classifiers`` (``[train.NAME]``
 overrides them for one classifier), ``[finetune]`` every option of ``bneck finetune``
 plus ``enabled``, ``[report]`` its own. An unknown key, a value of the wrong type or
@@ -18,9 +18,9 @@ import os
 import tomllib
 from typing import Optional, Sequence
 
-from bneck.features.errors import ConfigError
-from bneck.features.extract_options import EXTRACT
-from bneck.features.options import Option, OptionTable
+from bneck.core.errors import ConfigError
+from bneck.features.extraction.options import EXTRACT
+from bneck.core.options import Option, OptionTable
 
 from bneck.pipeline.finetuning.options import FINETUNE
 from bneck.pipeline.training.options import CLASSIFIERS, TRAIN, check_override

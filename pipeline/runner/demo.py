@@ -19,10 +19,10 @@ import urllib.request
 import zipfile
 from typing import Optional, Sequence
 
-from bneck.features.atomic import atomic_open
-from bneck.features.cache import default_cache_dir
-from bneck.features.errors import DatasetError
-from bneck.features.hashing import sha256_file
+from bneck.core.atomic import atomic_open
+from bneck.features.cache.rows import default_cache_dir
+from bneck.core.errors import DatasetError
+from bneck.core.hashing import sha256_file
 
 ARCHIVE_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 ARCHIVE_BYTES = 68_606_236

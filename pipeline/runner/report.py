@@ -19,7 +19,7 @@ import shlex
 from typing import Optional
 from urllib.parse import quote
 
-from bneck.features.atomic import atomic_open
+from bneck.core.atomic import atomic_open
 
 from bneck.pipeline.artifacts import ArtifactError, read_verified
 from bneck.pipeline.training.leaderboard import describe_accuracy

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from bneck.features.files import path_inside
+from bneck.core.files import path_inside
 
 from bneck.pipeline.artifacts import ArtifactError, load_classifier, read_predictions, read_verified
 from bneck.pipeline.plots import plt
@@ -65,7 +65,7 @@ def thumbnail_grid(entries: list[tuple[str, str]], data_root: str, size: int = 1
 
     An image whose path leads outside ``data_root`` is not opened ("outside the data folder").
     """
-    from bneck.features.decode import decode_image
+    from bneck.features.images.decode import decode_image
 
     if not entries:
         return None

@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from bneck.features.errors import ConfigError, DatasetError, choice_error
+from bneck.core.errors import ConfigError, DatasetError, choice_error
 
 from bneck.pipeline.data import FeatureSet
 from bneck.pipeline.training.heads import HEADS

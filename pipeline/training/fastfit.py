@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from bneck.features.tfimport import import_tensorflow
+from bneck.core.tfimport import import_tensorflow
 
 EPSILON = 1e-7
 

@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 
-from bneck.features.errors import BneckError
-from bneck.features.outputs import staged_folder
-from bneck.features.progress import progress_bar
+from bneck.core.errors import BneckError
+from bneck.core.folders import staged_folder
+from bneck.core.progress import progress_bar
 
 from bneck.pipeline.artifacts import write_history, write_json, write_manifest, write_predictions
 from bneck.pipeline.data import FeatureSet
@@ -77,7 +77,7 @@ def _proba_all(predict, fs: FeatureSet, streamed: bool, rows: int) -> dict:
 
 
 def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
-    from bneck.features.tfimport import import_tensorflow
+    from bneck.core.tfimport import import_tensorflow
 
     import_tensorflow()
     import keras

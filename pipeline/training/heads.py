@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from bneck.features.tfimport import import_tensorflow
+from bneck.core.tfimport import import_tensorflow
 
 from bneck.pipeline.data import FeatureSet
 from bneck.pipeline.metrics import class_probabilities

@@ -10,8 +10,8 @@ import csv
 from dataclasses import dataclass, field
 from typing import Optional
 
-from bneck.features.atomic import atomic_open
-from bneck.features.progress import format_table
+from bneck.core.atomic import atomic_open
+from bneck.core.progress import format_table
 
 from bneck.pipeline.paired import PairedComparison, wilson
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from typing import Optional, Sequence
 
-from bneck.features.errors import ConfigError
-from bneck.features.options import Option, OptionTable
+from bneck.core.errors import ConfigError
+from bneck.core.options import Option, OptionTable
 
 from bneck.pipeline.training.heads import HEADS, OPTIMIZERS
 from bneck.pipeline.training.sklearn_models import RESHAPES, SKLEARN

@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from bneck.features.errors import ConfigError
+from bneck.core.errors import ConfigError
 
 RESHAPES = ("flatten", "avg", "max")
 LOGREG_C = 0.1

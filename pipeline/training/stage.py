@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from bneck.features.outputs import check_folder, claim_folder, remove_owned
+from bneck.core.folders import check_folder, claim_folder, remove_owned
 
 from bneck.pipeline.artifacts import read_verified, verified_json
 from bneck.pipeline.data import check_budget, open_feature_set

@@ -208,7 +208,7 @@ def test_reexport_replaces_only_its_own_files_and_refuses_a_folder_holding_the_u
 
 
 def test_staging_folders_a_killed_export_left_are_removed_by_the_next_one(models, tmp_path):
-    from bneck.features.outputs import write_marker
+    from bneck.core.folders import write_marker
 
     out = tmp_path / "deploy"
     dead, alive, foreign = (tmp_path / f".deploy.tmp-{pid}-0123abcd" for pid in (999999999, os.getpid(), 999999998))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bneck.features.key import ExtractorSpec
+from bneck.features.backbones.spec import ExtractorSpec
 from bneck.pipeline.manifests import (ClassifierManifest, FeatureFileRef, FinetunedManifest, HeadRef, ManifestError,
                                 parse_manifest)
 

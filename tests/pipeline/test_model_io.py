@@ -99,9 +99,9 @@ def _archive(model) -> bytes:
 
 def test_every_backbone_with_every_head_passes_the_keras_check():
     """What bneck saves (heads; backbone + head as stage 3 assembles it) is all inside KERAS_OBJECTS."""
-    from bneck.features.backbones import BACKBONES
-    from bneck.features.model import cut_model
-    from bneck.features.tfimport import import_tensorflow
+    from bneck.features.backbones.registry import BACKBONES
+    from bneck.features.backbones.feature_model import cut_model
+    from bneck.core.tfimport import import_tensorflow
 
     import_tensorflow()
     import keras

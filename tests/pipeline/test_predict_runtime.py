@@ -54,8 +54,8 @@ def test_auto_takes_the_checked_openvino_model_without_tensorflow_and_agrees(tmp
 
 
 def test_a_converted_model_never_checked_here_is_not_taken_by_auto(tmp_path):
-    from bneck.features.cache import default_cache_dir
-    from bneck.features.runtime_openvino import converted_path
+    from bneck.features.cache.rows import default_cache_dir
+    from bneck.features.runtimes.openvino import converted_path
 
     data = copy_subset(tmp_path / "data", 2)
     report = extract(data, tmp_path / "f", runtime="openvino", verbose=False, **MOBILENET)

@@ -4,7 +4,7 @@ import pytest
 
 import json
 
-from bneck.features.errors import BneckError
+from bneck.core.errors import BneckError
 from bneck.pipeline.reuse import decide, options_changed, recorded_manifest
 from tests.pipeline.test_manifests import CLASSIFIER
 

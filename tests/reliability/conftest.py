@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bneck.features import read_features
-from bneck.features.cache_gc import verify_cache
+from bneck.features.cache.verify import verify_cache
 from bneck.pipeline.artifacts import read_manifest
 from tests.conftest import ROOT
 
@@ -104,7 +104,7 @@ def assert_nothing_complete_is_corrupt(work: Path) -> int:
 
 def snapshot(*folders: Path) -> dict:
     """Return {path: sha256} of every visible file under ``folders`` (what must stay intact)."""
-    from bneck.features.hashing import sha256_file
+    from bneck.core.hashing import sha256_file
 
     return {str(p): sha256_file(str(p)) for folder in folders if folder.exists()
             for p in visible(folder) if p.is_file()}

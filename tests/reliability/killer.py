@@ -113,7 +113,7 @@ def _child(request: dict) -> None:
 
 
 def serve() -> None:
-    from bneck.features.tfimport import import_tensorflow
+    from bneck.core.tfimport import import_tensorflow
 
     import_tensorflow()
     import keras  # noqa: F401

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 
 from bneck.features import extract, read_features
-from bneck.features.cache_gc import collect_garbage, list_entries, verify_cache
+from bneck.features.cache.maintenance import collect_garbage, list_entries
+from bneck.features.cache.verify import verify_cache
 from tests.conftest import DATA, MOBILENET, ROOT
 from tests.reliability.conftest import KILLER, MOBILENET_ARGS
 

@@ -1,6 +1,6 @@
 """Damaged cache chunks and feature files: detected on read, reported, rebuilt; never silently wrong.
 
-``tests/features/test_store.py`` covers split files damaged through h5py (edited
+``tests/features/featurefile/test_format.py`` covers split files damaged through h5py (edited
 values and attributes, dropped rows, truncation, a missing file). Here: the shared
 cache's chunks, and raw byte flips anywhere in a file, as a disk would make them.
 """
@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bneck.features import extract, read_features
-from bneck.features.cache_gc import collect_garbage, verify_cache
-from bneck.features.errors import FeatureFileError
+from bneck.features.cache.maintenance import collect_garbage
+from bneck.features.cache.verify import verify_cache
+from bneck.core.errors import FeatureFileError
 from tests.conftest import MOBILENET, copy_subset
 
 DAMAGES = ["truncated", "flipped_feature_byte", "flipped_hash_byte", "no_complete_flag", "old_schema_version"]

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bneck.features import extract
-from bneck.features.errors import DatasetError
+from bneck.core.errors import DatasetError
 from tests.conftest import DATA, MOBILENET, copy_subset
 from tests.reliability.conftest import MOBILENET_ARGS
 

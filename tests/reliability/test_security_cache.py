@@ -16,9 +16,10 @@ import h5py
 import numpy as np
 
 from bneck.features import extract, read_features
-from bneck.features.cache import RowCache, _chunk_files, write_rows_file
-from bneck.features.cache_gc import collect_garbage, verify_cache
-from bneck.features.specs import resolve_spec
+from bneck.features.cache.rows import RowCache, chunk_files, write_rows_file
+from bneck.features.cache.maintenance import collect_garbage
+from bneck.features.cache.verify import verify_cache
+from bneck.features.backbones.resolve import resolve_spec
 from tests.conftest import MOBILENET, ROOT, copy_subset
 
 EXTRACT = """
@@ -62,7 +63,7 @@ def test_two_gcs_at_once_both_succeed_and_keep_every_row(tmp_path):
     extract(data, tmp_path / "out", cache_dir=cache, commit_rows=4, batch_size=4, verbose=False, **MOBILENET)
     spec = resolve_spec(**{k: v for k, v in MOBILENET.items()})
     folder = RowCache(str(cache), spec).folder
-    assert len(_chunk_files(folder)) >= 6
+    assert len(chunk_files(folder)) >= 6
     cmd = [sys.executable, "-m", "bneck", "cache", "gc", "--cache-dir", cache]
     procs = [subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -86,7 +87,7 @@ def test_a_forged_row_with_good_checksums_is_found_by_recomputing(tmp_path, caps
     cache = tmp_path / "cache"
     extract(data, tmp_path / "out", cache_dir=cache, verbose=False, **MOBILENET)
     folder = RowCache(str(cache), resolve_spec(**MOBILENET)).folder
-    (chunk,) = _chunk_files(folder)
+    (chunk,) = chunk_files(folder)
     with h5py.File(chunk, "r") as f:
         shas = [s.decode() for s in f["sha256"][()]]
         feats = f["features"][()]

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bneck.features import FeatureFileError, extract, read_features
-from bneck.features.store import RowReader
-from bneck.features.store_checks import content_digest, decode_attrs
+from bneck.features.featurefile.format import RowReader
+from bneck.features.featurefile.validate import content_digest, decode_attrs
 from tests.conftest import MOBILENET, copy_subset
 
 EXAMPLES = int(os.environ.get("BNECK_FUZZ_EXAMPLES", 25))

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bneck.features.decode import FORMATS, UnusableImage, decode_image
+from bneck.features.images.decode import FORMATS, UnusableImage, decode_image
 from tests.conftest import DATA, ROOT, copy_subset
 from tests.reliability.conftest import MOBILENET_ARGS
 
@@ -154,8 +154,8 @@ def test_too_many_pixel_bytes_are_refused_from_the_header(tmp_path):
 MEMORY_PROBE = """
 import json, resource, sys, numpy as np
 from PIL import Image
-from bneck.features.batches import decoded_batches
-from bneck.features.decode import decode_cost
+from bneck.features.images.batches import decoded_batches
+from bneck.features.images.decode import decode_cost
 paths = sys.argv[1:]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = [len(keys) for keys, _, _ in decoded_batches([(p, p) for p in paths], 224, 4, workers=4)]

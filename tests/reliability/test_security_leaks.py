@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bneck.features.files import path_inside
+from bneck.core.files import path_inside
 from bneck.pipeline.runner.report import worst_grid
 from tests.conftest import DATA, copy_subset
 from tests.reliability.test_security_code import resign
@@ -104,7 +104,7 @@ def test_links_out_of_the_data_folder_are_not_followed(tmp_path, secret):
     sub-folders are not entered, linked files that resolve outside are quarantined; --follow-links
     (for folders you built yourself) follows them."""
     from bneck.features import extract, read_features
-    from bneck.features.errors import DatasetError
+    from bneck.core.errors import DatasetError
     from tests.conftest import MOBILENET
 
     private = tmp_path / "private"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bneck.features import extract
-from bneck.features.files import NotRegularFile, open_regular
+from bneck.core.files import NotRegularFile, open_regular
 from bneck.pipeline import train
 from tests.conftest import MOBILENET, ROOT, copy_subset
 from tests.reliability.test_security_code import _edit_skops_arrays, _set, resign

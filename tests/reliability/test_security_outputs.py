@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bneck.features import extract
-from bneck.features.outputs import MARKER, write_marker
+from bneck.core.folders import MARKER, write_marker
 from bneck.pipeline import train
 from tests.conftest import MOBILENET, copy_subset
 from tests.reliability.conftest import MOBILENET_ARGS
@@ -184,7 +184,7 @@ def test_a_symlinked_shards_folder_is_refused_before_ray_starts(made, tmp_path, 
 
 
 def test_staged_replacement_removes_only_marked_folders(tmp_path):
-    from bneck.features.outputs import OutputError, remove_owned, staged_folder
+    from bneck.core.folders import OutputError, remove_owned, staged_folder
 
     victims = plant_victims(tmp_path / "victims")
     before = tree(victims)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bneck.features.backbones import get_backbone
-from bneck.features.errors import WeightsError
-from bneck.features.weights import imagenet_candidates, resolve_weights
+from bneck.features.backbones.registry import get_backbone
+from bneck.core.errors import WeightsError
+from bneck.features.backbones.weights import imagenet_candidates, resolve_weights
 from tests.conftest import MOBILENET_FILE, MOBILENET_WEIGHTS, copy_subset
 from tests.reliability.conftest import MOBILENET_ARGS
 
@@ -52,7 +52,7 @@ def test_weights_planted_in_tmp_keras_are_never_used(planted_in_tmp, tmp_path, b
 
 
 def test_a_file_that_does_not_match_the_published_hash_is_refused(tmp_path, monkeypatch):
-    import bneck.features.backbones as backbones
+    import bneck.features.backbones.registry as backbones
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     (tmp_path / "models").mkdir()

@@ -5,8 +5,8 @@ from importlib import metadata
 
 import pytest
 
-from bneck.features.backbones import BACKBONES
-from bneck.features.cpu import signature
+from bneck.features.backbones.registry import BACKBONES
+from bneck.features.runtimes.cpu import signature
 from bneck.pipeline.cli import main
 from bneck.pipeline.runner.config import DEFAULTS, load_config
 

@@ -23,7 +23,7 @@ def test_extract_prints_the_summary_and_reruns_from_cache(small_data, tmp_path, 
         assert column in text
     assert "network ran on 36 image(s)" in text
     # what else this CPU computes natively, said after an fp32 run exactly when there is something to say
-    from bneck.features.cpu import precision_hint
+    from bneck.features.runtimes.cpu import precision_hint
 
     hint = precision_hint()
     assert (hint in text.splitlines()) if hint else ("this CPU also computes" not in text)

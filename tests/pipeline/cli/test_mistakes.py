@@ -136,7 +136,7 @@ def test_a_refused_layer_leaves_no_cache_entry_and_no_marked_folder(tmp_path, ca
 
 
 def test_something_else_under_a_file_name_of_a_run_folder_is_refused_before_work(tmp_path, capsys, isolated_cache):
-    from bneck.features.outputs import write_marker
+    from bneck.core.folders import write_marker
 
     run = tmp_path / "run"
     run.mkdir()

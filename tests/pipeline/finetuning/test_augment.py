@@ -4,8 +4,8 @@ import pytest
 
 import numpy as np
 
-from bneck.features.tfimport import import_tensorflow
-from bneck.features.augment import affine_transforms, warp
+from bneck.core.tfimport import import_tensorflow
+from bneck.features.views.warp import affine_transforms, warp
 from bneck.pipeline.finetuning.augment import RandomAffine
 
 pytestmark = pytest.mark.pure
@@ -52,7 +52,7 @@ def test_same_seed_same_views_and_training_changes_images():
 
 
 def test_views_are_a_pure_function_of_content_seed_and_view():
-    from bneck.features.augment import view_transforms
+    from bneck.features.views.warp import view_transforms
 
     params = dict(rotation=40.0, shift=0.2, shear=0.2, zoom=0.2, flip=True)
     shas = ["a" * 64, "b" * 64, "c" * 64]

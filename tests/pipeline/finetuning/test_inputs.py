@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from bneck.features import ConfigError, extract, get_backbone
-from bneck.features.cache_gc import list_entries
-from bneck.features.dataset import discover
-from bneck.features.decode import decode_image
-from bneck.features.model import build_base, cut_model
-from bneck.features.tfimport import import_tensorflow
-from bneck.features.view_rows import TrunkViews, view_spec
+from bneck.features.cache.maintenance import list_entries
+from bneck.features.images.dataset import discover
+from bneck.features.images.decode import decode_image
+from bneck.features.backbones.feature_model import build_base, cut_model
+from bneck.core.tfimport import import_tensorflow
+from bneck.features.views.rows import TrunkViews, view_spec
 from bneck.pipeline.artifacts import load_classifier
 from bneck.pipeline.cli import main
 from bneck.pipeline.finetuning.stage import finetune

@@ -11,7 +11,7 @@ from bneck.features import ConfigError, get_backbone
 from bneck.pipeline.artifacts import ArtifactError, load_classifier, write_manifest
 from bneck.pipeline.manifests import parse_manifest
 from bneck.pipeline.cli import main
-from bneck.features.tfimport import import_tensorflow
+from bneck.core.tfimport import import_tensorflow
 from bneck.pipeline.training.fastfit import fast_fit
 from bneck.pipeline.finetuning.stage import finetune
 from bneck.pipeline.finetuning.model import HeadError, build_finetune_model, unfreeze_index
@@ -166,7 +166,7 @@ def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifa
     assert not [layer for layer in reloaded.model.layers if layer.name.startswith("aug_")]
     # predict on the test images reproduces the recorded test accuracy
     from bneck.pipeline.predict import predict_images
-    from bneck.features.dataset import discover
+    from bneck.features.images.dataset import discover
 
     test = discover(image_root).splits["test"]
     rows = predict_images(str(out), [r.abspath for r in test])
@@ -215,7 +215,7 @@ def test_finetune_uses_the_recorded_split_of_single_root_data(tmp_path):
     import shutil
 
     from bneck.features import extract, read_features
-    from bneck.features.errors import DatasetError
+    from bneck.core.errors import DatasetError
     from bneck.pipeline import finetune, train
     from bneck.pipeline.artifacts import read_predictions
     from tests.conftest import DATA, MOBILENET

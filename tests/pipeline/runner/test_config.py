@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from bneck.features.errors import ConfigError
-from bneck.features.extract_options import EXTRACT
+from bneck.core.errors import ConfigError
+from bneck.features.extraction.options import EXTRACT
 from bneck.pipeline.finetuning.options import FINETUNE
 from bneck.pipeline.runner import demo as demo_module
 from bneck.pipeline.runner.config import DEFAULTS, load_config, to_toml

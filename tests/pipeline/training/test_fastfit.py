@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from bneck.features.tfimport import import_tensorflow
+from bneck.core.tfimport import import_tensorflow
 from bneck.pipeline.training.fastfit import fast_fit
 
 pytestmark = pytest.mark.pure
@@ -138,7 +138,7 @@ def test_a_row_file_reads_back_what_was_written_in_any_order(tmp_path, monkeypat
 
 @pytest.mark.parametrize("plant", ["link", "file"])
 def test_a_link_or_file_planted_as_the_row_folder_is_refused_and_never_followed(tmp_path, plant):
-    from bneck.features.errors import ConfigError
+    from bneck.core.errors import ConfigError
     from bneck.pipeline.finetuning.rowfile import RowFolder
 
     elsewhere = tmp_path / "elsewhere"

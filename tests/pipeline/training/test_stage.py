@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bneck.features import FeatureFileError, extract, read_features
-from bneck.features.hashing import sha256_file
+from bneck.core.hashing import sha256_file
 from bneck.pipeline.artifacts import ArtifactError, load_classifier
 from bneck.pipeline.data import FeatureSet, open_feature_set
 from bneck.pipeline.predict import classifier_proba, evaluate, predict_images

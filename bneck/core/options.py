@@ -1,0 +1,206 @@
+"""Option tables: each stage declares its options once (name, type, default, allowed values or
+range, help), and the command line, the TOML config, the Python API's checks and the
+README's tables all come from that declaration (as scikit-learn derives its validation
+from ``_parameter_constraints``). A value outside its type or range is refused before
+any work, in one paragraph naming the option, what is allowed and what was received.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from bneck.core.errors import ConfigError
+
+_KIND_WORDS = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
+               list: "a list"}
+_PLURALS = {int: "integers", float: "numbers", str: "strings"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a stage. ``low``/``high`` bound numbers (inclusive unless ``open_low``/``open_high``)."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple = ()
+    low: Optional[float] = None
+    high: Optional[float] = None
+    open_low: bool = False
+    open_high: bool = False
+    nullable: bool = False
+    item: Optional[type] = None  # list items' type
+    cli: bool = True  # offered on the command line
+    metavar: Optional[str] = None
+    check_value: Optional[Callable[[Any], Any]] = None  # extra check/normalisation (raises ConfigError)
+    coerce: Optional[Callable[[Any], Any]] = None  # applied before the type check (e.g. "a,b" -> list)
+    allowed_text: Optional[str] = None  # what it takes, in words, when the kind does not say it
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def allowed(self) -> str:
+        """Return what this option takes, in words."""
+        if self.allowed_text:
+            return self.allowed_text
+        if self.kind is list:
+            items = ", ".join(repr(c) for c in self.choices) if self.choices else _PLURALS.get(self.item, "values")
+            text = f"a list of {items}"
+        elif self.choices:
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        else:
+            text = _KIND_WORDS[self.kind]
+            bounds = []
+            number = (lambda v: str(int(v))) if self.kind is int else (lambda v: f"{v:g}")
+            if self.low is not None:
+                bounds.append(f"{'>' if self.open_low else '>='} {number(self.low)}")
+            if self.high is not None:
+                bounds.append(f"{'<' if self.open_high else '<='} {number(self.high)}")
+            if bounds:
+                text += " " + " and ".join(bounds)
+        return text + (" (or unset)" if self.nullable else "")
+
+    def check(self, value, where: str = ""):
+        """Return ``value`` checked (ints become floats for float options); raises ConfigError."""
+        where = where or self.flag
+        if value is None and (self.nullable or self.default is None):
+            return None
+        if self.kind is str and isinstance(value, os.PathLike):  # paths: pathlib too
+            value = os.fspath(value)
+        if self.coerce is not None:
+            value = self.coerce(value)
+        ok = _is_kind(value, self.kind)
+        if ok and self.kind is list and self.item is not None:
+            ok = all(_is_kind(v, self.item) for v in value)
+        if ok and self.kind is float:
+            value = float(value)
+            ok = math.isfinite(value)
+        if ok and self.choices:
+            items = value if self.kind is list else [value]
+            ok = all(v in self.choices for v in items)
+        if ok and self.low is not None:
+            ok = value > self.low if self.open_low else value >= self.low
+        if ok and self.high is not None:
+            ok = value < self.high if self.open_high else value <= self.high
+        if not ok:
+            bad = ""
+            if self.kind is list and self.choices and isinstance(value, (list, tuple)):
+                wrong = [v for v in value if v not in self.choices]
+                bad = f"; {', '.join(map(repr, wrong))} {'is' if len(wrong) == 1 else 'are'} not allowed" if wrong else ""
+            raise ConfigError(f"{where} must be {self.allowed()}. Received: {self.name}={value!r}"
+                              f"{'' if value is None else f' ({type(value).__name__})'}{bad}.")
+        return self.check_value(value) if self.check_value else value
+
+    def markdown(self) -> str:
+        """Return this option's row of the README's option table."""
+        default = "unset" if self.default is None else \
+            self.default if isinstance(self.default, str) else json.dumps(self.default)
+        default = default if default == "unset" else f"`{default}`"
+        return f"| `{self.flag}` | {self.allowed()} | {default} | {self.help} |"
+
+
+def _is_kind(value, kind) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is list:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, kind)
+
+
+class OptionTable:
+    """The options of one stage, by name, in order."""
+
+    def __init__(self, stage: str, options: Sequence[Option]):
+        self.stage = stage
+        self.options = {o.name: o for o in options}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.options
+
+    def __getitem__(self, name: str) -> Option:
+        return self.options[name]
+
+    def defaults(self) -> dict:
+        """Return {name: default} (lists copied)."""
+        return {n: list(o.default) if isinstance(o.default, list) else o.default for n, o in self.options.items()}
+
+    def check(self, values: dict, prefix: str = "--", names: Optional[Iterable[str]] = None) -> dict:
+        """Return ``values`` with defaults filled in and every value checked; raises ConfigError.
+
+        ``prefix`` names options in messages ('--' for flags, 'extract.' for config keys).
+        Unknown names are refused, listing the allowed ones.
+        """
+        allowed = list(names) if names is not None else list(self.options)
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise ConfigError(f"unknown {self.stage} option(s) {', '.join(map(repr, unknown))}; allowed: "
+                              f"{', '.join(allowed)}.")
+        out = {n: v for n, v in self.defaults().items() if n in allowed}
+        for name, value in values.items():
+            option = self.options[name]
+            label = option.flag if prefix == "--" else f"{prefix}{name}"
+            out[name] = option.check(value, label)
+        return out
+
+    def add_arguments(self, parser: argparse.ArgumentParser, names: Optional[Iterable[str]] = None,
+                      defaults: Optional[dict] = None) -> None:
+        """Add each option (or ``names``) to ``parser``; values are checked later by ``check``."""
+        for name in (names if names is not None else self.options):
+            option = self.options[name]
+            if not option.cli:
+                continue
+            default = (defaults or {}).get(name, option.default)
+            shown = "" if default in (None, [], ()) or option.kind is bool else f" (default {default})"
+            kwargs = dict(dest=name, default=argparse.SUPPRESS, help=option.help + shown)
+            if option.kind is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif option.kind is list:  # --exclude a b and --exclude a,b alike
+                kwargs.update(nargs="+", metavar=option.metavar or "|".join(option.choices) or "VALUE")
+            else:
+                kwargs.update(type=_parser_for(option),
+                              metavar=option.metavar or "|".join(map(str, option.choices)) or option.name.upper())
+            parser.add_argument(option.flag, **kwargs)
+
+    def markdown(self, names: Optional[Iterable[str]] = None) -> str:
+        """Return the README's table of these options."""
+        rows = [self.options[n].markdown() for n in (names if names is not None else self.options)
+                if self.options[n].cli]
+        return "\n".join(["| option | allowed | default | meaning |", "|---|---|---|---|", *rows])
+
+
+def _parser_for(option: Option):
+    """Return the argparse ``type`` for an option: numbers parsed, 'none' allowed when nullable."""
+    def parse(text: str):
+        if option.nullable and text.lower() == "none" and option.kind is not str:
+            return None
+        if option.kind in (int, float):
+            try:
+                return int(text) if option.kind is int else float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"must be {option.allowed()}; received {text!r}") from None
+        return text
+    parse.__name__ = option.name
+    return parse
+
+
+def namespace_values(args: argparse.Namespace, table: OptionTable) -> dict:
+    """Return the options of ``table`` the command line set (argparse.SUPPRESS keeps the others out).
+
+    List options may be given as several values, comma-separated values, or both.
+    """
+    out = {}
+    for name, option in table.options.items():
+        if hasattr(args, name):
+            value = getattr(args, name)
+            if option.kind is list and value is not None:
+                value = [p.strip() for v in value for p in str(v).split(",") if p.strip()]
+            out[name] = value
+    return out

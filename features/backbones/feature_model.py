@@ -1,0 +1,105 @@
+"""The feature model: a backbone cut at a layer, optionally pooled, run as one compiled graph.
+
+Preprocessing, inference and the output cast run inside one ``tf.function`` on uint8
+batches (``model(x, training=False)``, not ``predict`` per batch, whose per-call
+set-up dominates for small models). Counters record every image that went through
+the network, which is how tests prove a cache hit costs zero forward passes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bneck.features.backbones.registry import Backbone
+from bneck.core.errors import ConfigError, WeightsError
+from bneck.features.backbones.spec import ExtractorSpec
+from bneck.core.tfimport import import_tensorflow
+from bneck.features.backbones.weights import RANDOM_INIT_SEED
+
+
+def build_base(backbone: Backbone, spec: ExtractorSpec):
+    """Return the Keras conv base with the spec's weights; raises WeightsError if they do not fit."""
+    import_tensorflow()
+    import keras
+
+    if spec.weights_path is None:
+        keras.utils.set_random_seed(RANDOM_INIT_SEED)  # 'none' is a reproducible random init
+    try:
+        return backbone.build(spec.weights_path, spec.input_size, spec.alpha)
+    except (ValueError, OSError, KeyError) as exc:
+        raise WeightsError(
+            f"cannot load weights {spec.weights!r} ({spec.weights_path}) into backbone "
+            f"{backbone.name!r}{f' alpha={spec.alpha}' if spec.alpha else ''} at size "
+            f"{spec.input_size}: {str(exc).splitlines()[0]}. --weights must be 'imagenet', 'none' "
+            f"or a no-top weights file made for this backbone.") from None
+
+
+def cut_model(base, backbone: Backbone, layer: str, pool: str):
+    """Return a Keras model from the base's input to ``layer``'s output, pooled if asked."""
+    import keras
+
+    names = [lay.name for lay in base.layers]
+    if layer not in names:
+        raise ConfigError(
+            f"--layer must name a layer of {backbone.name}; its named cut points are "
+            f"{', '.join(backbone.cut_points)} (default {backbone.default_layer}), and any of its "
+            f"{len(names)} layer names works (e.g. {', '.join(names[-4:])}). Received: layer={layer!r}.")
+    out = base.get_layer(layer).output
+    if pool != "none":
+        if len(out.shape) != 4:
+            raise ConfigError(f"--pool {pool} needs a spatial (4-D) layer output, but {layer} "
+                              f"gives shape {tuple(out.shape)}. Use --pool none.")
+        pooling = keras.layers.GlobalAveragePooling2D if pool == "avg" else keras.layers.GlobalMaxPooling2D
+        out = pooling(name=f"bneck_{pool}_pool")(out)
+    return keras.Model(base.input, out, name=f"{backbone.name}_{layer}_{pool}")
+
+
+def check_cut(backbone: Backbone, alpha, size: int, layer: str, pool: str):
+    """Return the base's architecture (random weights) cut at ``layer`` and pooled by ``pool``.
+
+    Raises ConfigError for a layer the backbone does not have or a pool its output
+    cannot take: called before any folder or cache entry is made for a new extractor.
+    """
+    import_tensorflow()
+    return cut_model(backbone.build(None, size, alpha), backbone, layer, pool)
+
+
+class FeatureModel:
+    """Callable uint8 batch -> features, built from a backbone entry and a spec."""
+
+    def __init__(self, backbone: Backbone, spec: ExtractorSpec):
+        tf = import_tensorflow()
+
+        self.spec = spec
+        self.model = cut_model(build_base(backbone, spec), backbone, spec.layer, spec.pool)
+        self.output_shape = tuple(int(d) for d in self.model.output.shape[1:])
+        preprocess = backbone.preprocess_fn()
+        model, out_dtype = self.model, tf.as_dtype(spec.dtype)
+        size = spec.input_size
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
+        def forward(images):
+            x = preprocess(tf.cast(images, tf.float32))
+            return tf.cast(model(x, training=False), out_dtype)
+
+        self._forward = forward
+        self.calls = 0
+        self.images = 0
+
+    def forward_function(self):
+        """Return the traced uint8 -> features graph (what OpenVINO converts)."""
+        return self._forward.get_concrete_function()
+
+    def warm_up(self) -> None:
+        """Trace the compiled graph now, on one blank image (not counted as a forward pass).
+
+        One image, not a batch: the batch dimension is symbolic, so this traces the
+        same graph for a small fraction of a batch's compute.
+        """
+        size = self.spec.input_size
+        self._forward(np.zeros((1, size, size, 3), np.uint8))
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Return features for a (n, size, size, 3) uint8 batch."""
+        self.calls += 1
+        self.images += len(images)
+        return self._forward(images).numpy()

@@ -1,0 +1,123 @@
+"""Extractor specs: made from options (``resolve_spec``) or rebuilt from what a file, manifest
+or cache entry recorded (``spec_from_record``).
+
+Files record the extractor's key fields and, as a hint, where its weights were read
+from. The weights are found again by content: the recorded path, the Keras cache or
+a path the user gives, whichever holds bytes with the recorded sha256, so a moved or
+renamed weights file still works and a different one never does.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from typing import Optional, Sequence
+
+from bneck.features.backbones.registry import BACKBONES, get_backbone
+from bneck.core.errors import ConfigError, FeatureFileError, WeightsError
+from bneck.features.backbones.spec import DTYPES, KEY_FIELDS, POOLS, ExtractorSpec
+from bneck.features.backbones.weights import resolve_weights
+
+
+def resolve_spec(backbone: str = "vgg16", weights: Optional[str] = "imagenet",
+                 size: Optional[int] = None, layer: Optional[str] = None, pool: str = "none",
+                 dtype: str = "float32", alpha: Optional[float] = None) -> ExtractorSpec:
+    """Return the spec for these extractor options (weights hashed, defaults filled in).
+
+    Raises ConfigError for a bad option and WeightsError for unavailable weights.
+    """
+    entry = get_backbone(backbone)
+    alpha = entry.resolve_alpha(alpha)
+    size = entry.validate_size(entry.default_size if size is None else size)
+    if pool not in POOLS:
+        raise ConfigError(f"--pool must be one of {', '.join(POOLS)}. Received: pool={pool!r}.")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}. Received: dtype={dtype!r}.")
+    resolved = resolve_weights(entry, alpha, size, weights)
+    return ExtractorSpec(backbone=entry.name, alpha=alpha, weights=resolved.label,
+                         weights_sha256=resolved.sha256, layer=layer or entry.default_layer,
+                         pool=pool, input_size=size,
+                         preprocessing=f"keras.applications.{entry.module}.preprocess_input "
+                                       f"({entry.preprocessing})",
+                         dtype=dtype, weights_path=resolved.path)
+
+
+# What a recorded extractor may hold, field by field (``ExtractorSpec.describe()`` writes it).
+_RECORD_TYPES = {"backbone": str, "alpha": (float, type(None)), "weights": str, "weights_sha256": str,
+                 "layer": str, "pool": str, "input_size": int, "preprocessing": str, "interpolation": str,
+                 "dtype": str, "augmentation": (str, type(None)), "quantization": (str, type(None)),
+                 "schema_version": int}
+WEIGHTS_SUFFIXES = (".h5", ".keras")
+
+
+def check_record(recorded, where: str) -> dict:
+    """Return ``recorded`` (an extractor as a file, manifest or cache entry records it) after checking
+    every field's type and range. Raises FeatureFileError naming ``where`` and the field."""
+    def bad(field, allowed):
+        value = recorded.get(field) if isinstance(recorded, dict) else recorded
+        return FeatureFileError(f"{where} records an extractor bneck never writes: {field} must be {allowed}. "
+                                f"Received: {str(value)[:80]!r}. Extract the features again.")
+
+    if not isinstance(recorded, dict):
+        raise bad("the extractor", "a table")
+    for field, kind in _RECORD_TYPES.items():
+        value = recorded.get(field)
+        if field in ("alpha", "augmentation", "quantization") and field not in recorded:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise bad(field, f"of type {getattr(kind, '__name__', 'str or unset')}")
+    if recorded["backbone"] not in BACKBONES:
+        raise bad("backbone", f"one of {', '.join(BACKBONES)}")
+    if recorded["pool"] not in POOLS or recorded["dtype"] not in DTYPES:
+        raise bad("pool" if recorded["pool"] not in POOLS else "dtype", f"one of {', '.join(POOLS + DTYPES)}")
+    try:
+        get_backbone(recorded["backbone"]).validate_size(recorded["input_size"])
+    except ConfigError as exc:
+        raise bad("input_size", str(exc).split(" must be ", 1)[-1].split(". Received")[0]) from None
+    return recorded
+
+
+def _usable_hint(path) -> bool:
+    """A recorded weights path is only a hint, tried when it names a weights file (.h5 or .keras) that
+    is a non-empty regular file: a handed folder cannot make bneck read ``/etc/shadow`` or ``/proc/kmsg``."""
+    if not isinstance(path, str) or not path.endswith(WEIGHTS_SUFFIXES):
+        return False
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
+def spec_from_record(recorded: dict, key: str, hints: Sequence[Optional[str]] = (),
+                     weights: Optional[str] = None, where: str = "the record") -> ExtractorSpec:
+    """Return the ExtractorSpec ``recorded`` (key fields and ``weights`` label) describes.
+
+    ``weights`` (a path) is the only candidate when given; otherwise the ``hints``
+    (recorded paths of weights files), then the Keras cache ('imagenet') or the random
+    init ('none'). Raises FeatureFileError for a record bneck never writes, WeightsError
+    when no candidate has the recorded ``weights_sha256``, or when the rebuilt spec's key
+    is not ``key``.
+    """
+    recorded = check_record(recorded, where)
+    entry = get_backbone(recorded["backbone"])
+    want = recorded["weights_sha256"]
+    candidates = [weights] if weights else [h for h in hints if _usable_hint(h)]
+    if not weights:
+        candidates.append("none" if recorded.get("weights") == "none" else "imagenet")
+    tried = []
+    for candidate in candidates:
+        tried.append(str(candidate))
+        try:
+            resolved = resolve_weights(entry, recorded.get("alpha"), recorded["input_size"], candidate)
+        except WeightsError:
+            continue
+        if resolved.sha256 == want:
+            spec = ExtractorSpec(**{k: recorded.get(k) for k in KEY_FIELDS}, weights=recorded["weights"],
+                                 weights_path=resolved.path)
+            if spec.key == key:
+                return spec
+            break
+    raise WeightsError(
+        f"the features were made with {recorded['backbone']} weights with sha256 {want[:12]}... "
+        f"({recorded.get('weights')!r}), and no such file was found (tried: {', '.join(tried)}). "
+        "Pass --weights PATH to that file.")

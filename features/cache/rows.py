@@ -1,0 +1,396 @@
+"""The shared feature cache: rows stored by (extractor key, image sha256).
+
+Layout under the cache folder::
+
+    features/<extractor key>/meta.json        what the key stands for
+    features/<extractor key>/rows-*.h5         committed chunks: sha256 (n,), features (n, ...)
+    features/<extractor key>/.lock            taken while reading rows and while gc rewrites
+    features/<extractor key>/.inuse           shared-locked by every process using the entry:
+                                              ``gc --older-than`` removes only entries nobody holds
+
+Every chunk is written atomically by the process that computed it, so any number of
+processes can add rows at once without coordination; an interrupted run keeps all
+chunks it committed. Because rows are found by image content, renamed or moved
+images and other projects with overlapping images reuse them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import sys
+import time
+import uuid
+from typing import Iterable, Optional, Sequence
+
+import h5py
+import numpy as np
+from filelock import FileLock
+
+try:
+    import fcntl
+except ImportError:  # Windows: no protection of entries in use from `gc --older-than`
+    fcntl = None
+
+from bneck.core.atomic import atomic_target
+from bneck.core.errors import ConfigError
+from bneck.core.files import is_regular
+from bneck.core.hashing import RowsDigest, sha256_array
+from bneck.features.backbones.spec import SCHEMA_VERSION, ExtractorSpec
+from bneck.core.folders import MARKER, folder_kind, write_marker
+
+CHUNK_PREFIX = "rows-"
+IN_USE = ".inuse"
+LOCK_TIMEOUT_S = 600
+
+
+def default_cache_dir() -> str:
+    """Return ``$BNECK_CACHE`` or ``~/.cache/bneck``."""
+    return os.path.abspath(os.path.expanduser(os.environ.get("BNECK_CACHE") or "~/.cache/bneck"))
+
+
+def resolve_cache_dir(cache_dir: Optional[str], inputs: Iterable[str] = ()) -> str:
+    """Return the absolute cache folder (``cache_dir``, else the default), refusing bad ones.
+
+    Raises ConfigError when it exists and is not a folder, or lies inside an input or
+    output folder (the cache would become part of the data), or holds one.
+    """
+    path = check_cache_dir(os.path.abspath(os.path.expanduser(str(cache_dir))) if cache_dir else default_cache_dir())
+    real = os.path.realpath(path)
+    for item in inputs:
+        other = os.path.realpath(os.path.abspath(os.path.expanduser(str(item))))
+        if real == other or real.startswith(other.rstrip(os.sep) + os.sep) \
+                or other.startswith(real.rstrip(os.sep) + os.sep):
+            raise ConfigError(f"--cache-dir {path} and {item} overlap (one is inside the other): the "
+                              f"cache would become part of what bneck reads or writes. Give a separate "
+                              f"--cache-dir (default $BNECK_CACHE or ~/.cache/bneck).")
+    return path
+
+
+# What a cache folder holds: bneck writes these names and nothing else at its top.
+CACHE_NAMES = frozenset({"features", "openvino", "datasets", MARKER})
+KEY_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_cache_dir(path: str) -> str:
+    """Return ``path`` if bneck may use it as its cache: new, empty, marked as a bneck cache, or a
+    cache of an older bneck (only the names a cache holds); raises ConfigError otherwise."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--cache-dir {path} exists and is not a folder. Give a folder for the "
+                          f"shared feature cache (default $BNECK_CACHE or ~/.cache/bneck).")
+    kind = folder_kind(path)
+    if kind not in (None, "cache"):
+        raise ConfigError(f"--cache-dir {path} is a bneck {kind} folder, not a feature cache. Give another folder.")
+    if kind is None and os.path.isdir(path):
+        foreign = sorted(set(os.listdir(path)) - CACHE_NAMES)
+        if foreign:
+            raise ConfigError(f"--cache-dir {path} is not a bneck feature cache: it holds {', '.join(foreign[:3])}"
+                              f"{' ...' if len(foreign) > 3 else ''}, and bneck only ever writes (or tidies) "
+                              f"folders it made. Give a new or empty folder, or your cache.")
+    return path
+
+
+def _mark_cache(path: str) -> None:
+    if folder_kind(path) != "cache":
+        write_marker(path, "cache")
+
+
+def chunk_files(folder: str) -> list[str]:
+    """Return the entry's chunk files: regular files named like a chunk. Anything else under such a
+    name (a FIFO, a folder, a device, a link someone planted) is never opened, read or removed."""
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                  if n.startswith(CHUNK_PREFIX) and n.endswith(".h5") and is_regular(os.path.join(folder, n)))
+
+
+def _chunk_shas(path: str, key: str) -> tuple[Optional[list[str]], Optional[str]]:
+    """Return (the chunk's sha256 list, None), or (None, what is wrong with the chunk).
+
+    Checks the ``complete`` flag, the extractor key and schema version it was written
+    for, and the checksum of its sha256 list; the features' own checksum is checked
+    when they are read (``RowCache._load_chunk``).
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            if not f.attrs.get("complete", False):
+                return None, "no 'complete' flag (an interrupted or damaged write)"
+            if f.attrs.get("extractor_key") != key:
+                return None, f"written for extractor {str(f.attrs.get('extractor_key'))[:12]}, not {key[:12]}"
+            if f.attrs.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+                return None, (f"schema_version {f.attrs.get('schema_version')!r}, this bneck "
+                              f"writes {SCHEMA_VERSION}")
+            raw = f["sha256"][()]
+            expected = f.attrs.get("sha256_sha256")
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        return None, f"unreadable ({str(exc)[:80] or type(exc).__name__}); truncated?"
+    if expected is not None and sha256_array(raw) != expected:
+        return None, "its list of image hashes fails its checksum (damaged bytes)"
+    return [s.decode("ascii") for s in raw], None
+
+
+def write_rows_file(path: str, key: str, shas: list[str], feats: np.ndarray, attrs: Optional[dict] = None) -> None:
+    """Write rows (a cache chunk, or a Ray shard) atomically, with their checksums and ``attrs``."""
+    with atomic_target(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            _fill_chunk(f, key, np.array(shas, dtype="S64"))
+            f.create_dataset("features", data=feats)
+            f.attrs["features_sha256"] = sha256_array(feats)
+            for name, value in (attrs or {}).items():
+                f.attrs[name] = value
+            f.attrs["complete"] = True  # written last
+
+
+def read_rows_file(path: str, key: str) -> tuple[Optional[list[str]], Optional[str]]:
+    """Return (the image hashes of a rows file, None) after reading it in full, or (None, problem).
+
+    Checks the flags and the hash list (``_chunk_shas``), the features' checksum, and
+    that there are as many rows as hashes.
+    """
+    shas, problem = _chunk_shas(path, key)
+    if shas is None:
+        return None, problem
+    try:
+        rows = len(RowCache._load_chunk(path))
+    except CorruptChunk:
+        return None, "its features are unreadable or fail their checksum (damaged bytes)"
+    if rows != len(shas):
+        return None, "holds a different number of rows and hashes"
+    return shas, None
+
+
+def _fill_chunk(f: h5py.File, key: str, shas: np.ndarray) -> None:
+    f.create_dataset("sha256", data=shas)
+    f.attrs["sha256_sha256"] = sha256_array(shas)
+    f.attrs["extractor_key"] = key
+    f.attrs["schema_version"] = SCHEMA_VERSION
+
+
+def _warn_damaged(path: str, problem: str) -> None:
+    print(f"bneck: warning: ignoring damaged cache chunk {path}: {problem}. Its rows will be "
+          "recomputed; `bneck cache gc` removes it.", file=sys.stderr, flush=True)
+
+
+class CorruptChunk(Exception):
+    """A committed chunk no longer matches its own checksum."""
+
+
+class MissingRows(Exception):
+    """Rows this cache held a moment ago are gone (``cache gc`` removed their entry); ``shas`` lists them."""
+
+    def __init__(self, shas: list[str]):
+        super().__init__(f"{len(shas)} row(s) left the cache")
+        self.shas = shas
+
+
+def open_in_use_file(folder: str):
+    """Open (creating) the entry's ``.inuse`` lock file; None when it is not a regular file.
+
+    Never blocks: a FIFO planted under this name would wait for a reader for ever, so it
+    is opened non-blocking, without following links, and anything but a regular file is
+    refused."""
+    path = os.path.join(folder, IN_USE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW, 0o666)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "ab")
+
+
+def _hold_in_use(folder: str):
+    """Hold a shared lock on the entry's ``.inuse`` file while this process uses it (None without fcntl)."""
+    if fcntl is None:
+        return None
+    handle = open_in_use_file(folder)
+    if handle is None:
+        return None  # not a file the cache made: the entry is simply not protected from `gc --older-than`
+    fcntl.flock(handle, fcntl.LOCK_SH)  # waits only while a gc is removing the entry
+    return handle
+
+
+class RowCache:
+    """Feature rows of one extractor, addressed by image sha256."""
+
+    def __init__(self, cache_dir: str, spec: ExtractorSpec):
+        self.spec, self.cache_dir = spec, cache_dir
+        self.folder = os.path.join(cache_dir, "features", spec.key)
+        os.makedirs(self.folder, exist_ok=True)
+        _mark_cache(cache_dir)
+        self._lock = FileLock(os.path.join(self.folder, ".lock"), timeout=LOCK_TIMEOUT_S)
+        self._in_use = _hold_in_use(self.folder)  # `gc --older-than` never removes an entry in use
+        self._index: dict[str, tuple[str, int]] = {}
+        self._scanned: set[str] = set()
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        """Write ``meta.json`` if missing (also after ``gc --older-than`` removed the entry), else touch it."""
+        meta = os.path.join(self.folder, "meta.json")
+        try:
+            os.utime(meta)  # "last used", for `bneck cache gc --older-than`
+            return
+        except FileNotFoundError:
+            pass
+        os.makedirs(self.folder, exist_ok=True)
+        with atomic_target(meta) as tmp:
+            with open(tmp, "w") as handle:
+                json.dump({"extractor_key": self.spec.key, **self.spec.describe(),
+                           "weights_path": self.spec.weights_path}, handle, indent=1)
+
+    def close(self) -> None:
+        """Stop holding the entry in use (``gc --older-than`` may remove it from now on)."""
+        if self._in_use is not None:
+            self._in_use.close()
+            self._in_use = None
+
+    def _rescan(self) -> None:
+        """Forget the index and look again: chunks were merged or removed meanwhile."""
+        self._index.clear()
+        self._scanned.clear()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Index chunks committed since the last look (by this or any other process)."""
+        if not os.path.isdir(self.folder):
+            return
+        for path in chunk_files(self.folder):
+            if path in self._scanned:
+                continue
+            shas, problem = _chunk_shas(path, self.spec.key)
+            self._scanned.add(path)
+            if shas is None:
+                if os.path.exists(path):  # else gc merged or removed it meanwhile: not damage
+                    _warn_damaged(path, problem)
+                continue
+            for row, sha in enumerate(shas):
+                self._index.setdefault(sha, (path, row))
+
+    def __contains__(self, sha: str) -> bool:
+        return sha in self._index
+
+    def commit(self, shas: list[str], feats: np.ndarray) -> None:
+        """Store rows for ``shas`` as a new chunk, atomically."""
+        name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
+        path = os.path.join(self.folder, name)
+        self._write_meta()
+        write_rows_file(path, self.spec.key, list(shas), feats)
+        self._scanned.add(path)
+        for row, sha in enumerate(shas):
+            self._index.setdefault(sha, (path, row))
+
+    def read_rows(self, shas: list[str], sink) -> None:
+        """Call ``sink(start, rows)`` with consecutive blocks of features for ``shas``.
+
+        Memory stays bounded by one block plus one chunk. Raises CorruptChunk when a
+        chunk fails its checksum, and MissingRows when rows are no longer in the cache.
+        """
+        with self._locked():
+            self._check_present(shas)
+            loaded_path, loaded = None, None
+            shape, dtype = self._layout(shas[0]) if shas else ((), np.float32)
+            row_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            block_rows = max(1, (64 << 20) // max(1, row_bytes))
+            for start in range(0, len(shas), block_rows):
+                part = shas[start:start + block_rows]
+                out = None
+                for i, sha in enumerate(part):
+                    path, row = self._index[sha]
+                    if path != loaded_path:
+                        loaded_path, loaded = path, self._load_chunk(path)
+                    if out is None:
+                        out = np.empty((len(part),) + loaded.shape[1:], loaded.dtype)
+                    out[i] = loaded[row]
+                sink(start, out)
+
+    def digest(self, shas: list[str]) -> str:
+        """Return the sha256 of the rows for ``shas``, in order, as a split file stores them."""
+        digest = RowsDigest()
+        self.read_rows(shas, lambda _, rows: digest.update(rows))
+        return digest.hexdigest()
+
+    def row_layout(self, sha: str) -> tuple[tuple[int, ...], np.dtype]:
+        """Return (row shape, dtype) of the stored rows; raises MissingRows if ``sha``'s row is gone."""
+        with self._locked():
+            self._check_present([sha])
+            return self._layout(sha)
+
+    def _layout(self, sha: str) -> tuple[tuple[int, ...], np.dtype]:
+        with h5py.File(self._index[sha][0], "r") as f:
+            ds = f["features"]
+            return tuple(ds.shape[1:]), ds.dtype
+
+    def _locked(self):
+        os.makedirs(self.folder, exist_ok=True)  # gc may have emptied the entry
+        return self._lock
+
+    def _check_present(self, shas) -> None:
+        """Rescan when a row is unknown or its chunk is gone; raises MissingRows for rows still absent."""
+        wanted = set(shas)
+        if any(s not in self._index or not os.path.exists(self._index[s][0]) for s in wanted):
+            self._rescan()
+        missing = [s for s in dict.fromkeys(shas) if s not in self._index]
+        if missing:
+            raise MissingRows(missing)
+
+    @staticmethod
+    def _load_chunk(path: str) -> np.ndarray:
+        try:
+            with h5py.File(path, "r") as f:
+                feats = f["features"][()]
+                expected = f.attrs.get("features_sha256")
+        except (OSError, KeyError, RuntimeError):
+            raise CorruptChunk(path) from None
+        if expected != sha256_array(feats):
+            raise CorruptChunk(path)
+        return feats
+
+
+def missing_shas(cache: RowCache, shas: Iterable[str]) -> list[str]:
+    """Return the distinct shas not yet in ``cache``, in first-seen order."""
+    out, seen = [], set()
+    for sha in shas:
+        if sha not in cache and sha not in seen:
+            seen.add(sha)
+            out.append(sha)
+    return out
+
+
+class RowWriter:
+    """Commits rows to a RowCache as they are made: every ``rows`` rows or ``seconds`` seconds,
+    and whatever is pending when closed, also on Ctrl-C, so nothing computed is thrown away."""
+
+    def __init__(self, cache: RowCache, rows: int = 1024, seconds: float = 20.0):
+        self.cache, self.rows, self.seconds = cache, rows, seconds
+        self._shas: list[str] = []
+        self._rows: list[np.ndarray] = []
+        self._last = time.monotonic()
+
+    def add(self, shas: Sequence[str], rows: np.ndarray) -> None:
+        self._shas.extend(shas)
+        self._rows.append(rows)
+        if len(self._shas) >= self.rows or time.monotonic() - self._last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._shas:
+            self.cache.commit(self._shas, np.concatenate(self._rows))
+        self._shas, self._rows, self._last = [], [], time.monotonic()
+
+    def __enter__(self) -> "RowWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+
+
+def remaking_missing(action, remake, attempts: int = 3):
+    """Return ``action()``; when rows left the cache meanwhile (``cache gc``), ``remake(shas)`` them
+    and try again, ``attempts`` times at most (then MissingRows propagates)."""
+    for attempt in range(attempts + 1):
+        try:
+            return action()
+        except MissingRows as exc:
+            if attempt == attempts:
+                raise
+            remake(exc.shas)

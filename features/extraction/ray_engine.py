@@ -1,0 +1,350 @@
+"""``--engine ray``: extraction by Ray actors into shard files, stitched by a virtual dataset.
+
+A split's images (in output order) are cut into shards of ``--shard-size``. Each
+shard is done by an actor (``ShardExtractor``: one model load per actor): rows
+already in the shared cache are read, the others computed and committed to the
+cache, and the shard's rows are written atomically as ``OUT/<split>.shards/
+NNNNN-<id>.h5`` (the id hashes the extractor key and the shard's image hashes).
+The driver then writes ``OUT/<split>.h5`` whose ``features`` is an h5py virtual
+dataset over the shard files, so stages 2 and 3 read it unchanged.
+
+A shard whose file is already complete is not sent anywhere, so a rerun after a
+crash only does the missing shards, and a rerun on unchanged images never starts
+Ray. A worker that dies or fails has its shard retried on a fresh actor, up to
+``MAX_ATTEMPTS`` times, then the run stops with an error naming the shard.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import resource
+import time
+from collections import deque
+from typing import Optional
+
+import h5py
+import numpy as np
+
+from bneck.features.backbones.registry import get_backbone
+from bneck.features.cache.rows import RowCache, missing_shas, read_rows_file, write_rows_file
+from bneck.features.images.dataset import Dataset
+from bneck.core.errors import BneckError, ConfigError
+from bneck.features.extraction.report import SplitReport
+from bneck.features.runtimes.extractor import Extractor, split_content
+from bneck.features.extraction.options import DEFAULT_SHARD_SIZE
+from bneck.core.hashing import sha256_json
+from bneck.features.backbones.spec import ExtractorSpec
+from bneck.core.extras import import_optional
+from bneck.core.folders import claim_folder, folder_kind
+from bneck.core.progress import progress_bar
+from bneck.features.featurefile.format import holds, write_sharded_split_file
+
+MAX_ATTEMPTS = 3
+PLACEMENT_TIMEOUT_S = 120
+
+
+class ShardError(BneckError):
+    """A shard failed on every attempt."""
+
+
+def import_ray():
+    """Return the ``ray`` module; raises ConfigError saying how to install it."""
+    return import_optional("ray", "--engine ray", "ray", '"ray>=2.9"', "--engine local")
+
+
+class ShardExtractor:
+    """A Ray actor: builds the network once, then extracts shard after shard.
+
+    Computing rows is stage 1's own loop (``Extractor.compute``: decoding on the
+    actor's cores, committing to the cache as it goes); the actor adds the shard file.
+    """
+
+    def __init__(self, spec_fields: dict, cache_dir: str, batch_size: int, threads: int):
+        spec = ExtractorSpec(**spec_fields)
+        self.threads = threads
+        self.extractor = Extractor(spec, RowCache(cache_dir, spec), batch_size=batch_size, workers=threads,
+                                   verbose=False)
+        self.equivalence = None  # this worker's check against the driver's reference rows
+
+    def check(self, reference: dict) -> dict:
+        """Compare this worker's rows for the reference images with the driver's; once per actor.
+
+        Raises RuntimeMismatch (never retried) when they differ beyond the tolerance.
+        """
+        if self.equivalence is None:
+            import socket
+
+            from bneck.features.images.batches import decoded_batches
+            from bneck.features.runtimes.equivalence import compare
+
+            model = self.extractor.network()
+            rows = [model(batch) for _, batch, _ in decoded_batches(
+                [(p, p) for p in reference["paths"]], self.extractor.spec.input_size, len(reference["paths"]))]
+            self.equivalence = compare(np.concatenate(rows), reference["rows"], "a Ray worker's TensorFlow",
+                                       f"node {socket.gethostname()} (pid {os.getpid()})")
+        return self.equivalence
+
+    def ready(self) -> int:
+        """Return this actor's process id once it runs (the driver checks every actor was placed)."""
+        return os.getpid()
+
+    def _limit_threads(self) -> None:
+        """Give TensorFlow as many threads as the cores this actor was given (before it starts)."""
+        from bneck.core.tfimport import import_tensorflow
+
+        try:
+            import_tensorflow().config.threading.set_intra_op_parallelism_threads(self.threads)
+        except RuntimeError:
+            pass  # TensorFlow already running in this process
+
+    def run(self, shard: dict, reference: Optional[dict] = None) -> dict:
+        """Extract one shard ({index, path, items: [(sha, image path)]}) into its file; returns counts.
+
+        Before its first row, the worker checks its rows for ``reference`` images.
+        """
+        start = time.perf_counter()
+        ex, items = self.extractor, [tuple(item) for item in shard["items"]]
+        ex.cache.refresh()
+        todo = missing_shas(ex.cache, (sha for sha, _ in items))
+        first = {}
+        for sha, path in items:
+            first.setdefault(sha, path)
+        failed = {}
+        if todo:
+            if ex.model is None:
+                self._limit_threads()
+            if reference is not None:
+                self.check(reference)
+            failed = ex.compute(f"shard {shard['index']}", [(sha, first[sha]) for sha in todo])
+        kept = [sha for sha, _ in items if sha not in failed]
+        if kept:
+            out = []
+            ex.cache.read_rows(kept, lambda _, block: out.append(block))
+            write_rows_file(shard["path"], ex.spec.key, kept, np.concatenate(out),
+                            attrs={"failed": json.dumps(failed), "shard_index": shard["index"]})
+        return {"index": shard["index"], "computed": len(todo) - len(failed), "rows": len(kept),
+                "failed": failed, "seconds": time.perf_counter() - start, "pid": os.getpid(),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "equivalence": self.equivalence}
+
+
+@dataclasses.dataclass
+class RayOptions:
+    """How to run on Ray; ``actor_class`` may be a ShardExtractor subclass (e.g. per-node set-up)."""
+
+    address: Optional[str] = None
+    workers: int = 0
+    shard_size: int = DEFAULT_SHARD_SIZE
+    num_gpus_per_worker: float = 0.0
+    actor_class: type = ShardExtractor
+
+
+class RayPool:
+    """Actors on a Ray cluster (joined or started here), created when the first shard needs one."""
+
+    def __init__(self, options: RayOptions, spec: ExtractorSpec, cache_dir: str, batch_size: int):
+        self.options, self.spec, self.cache_dir, self.batch_size = options, spec, cache_dir, batch_size
+        self.ray, self.started_here, self.actors, self.cpus = None, False, [], 1
+        self.retries, self.peak_rss_mb = 0, 0.0
+        self.reference = None  # the driver's reference rows, made when the first shard needs computing
+
+    def _connect(self):
+        ray = import_ray()
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ConfigError(f"cannot join the Ray cluster at --address {self.options.address!r}: "
+                                  f"{str(exc).splitlines()[0]}. Start one with `ray start --head`, pass "
+                                  f"its HOST:PORT, or leave --address out to start a local one.") from None
+            self.started_here = True
+        self.ray = ray
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        resources = ray.cluster_resources()
+        workers = self.options.workers or max(1, len(nodes))
+        self.cpus = resources.get("CPU", 1) / workers  # a share of the cluster's CPUs, maybe fractional
+        if self.options.num_gpus_per_worker * workers > resources.get("GPU", 0):
+            raise ConfigError(
+                f"--workers {workers} x --num-gpus-per-worker {self.options.num_gpus_per_worker:g} asks for "
+                f"more GPUs than the Ray cluster has ({resources.get('GPU', 0):g}). Ask for fewer, or use "
+                f"--num-gpus-per-worker 0 on a CPU cluster.")
+        self.actors = [self._actor() for _ in range(workers)]
+        placed, _ = ray.wait([a.ready.remote() for a in self.actors], num_returns=workers,
+                             timeout=PLACEMENT_TIMEOUT_S)
+        if len(placed) < workers:
+            raise ConfigError(
+                f"only {len(placed)} of --workers {workers} Ray actors could be placed within "
+                f"{PLACEMENT_TIMEOUT_S} s: the cluster has {resources.get('CPU', 0):g} CPUs and "
+                f"{resources.get('GPU', 0):g} GPUs, and each actor asks for {self.cpus:g} CPUs and "
+                f"--num-gpus-per-worker {self.options.num_gpus_per_worker:g} GPUs. Ask for fewer "
+                f"workers or GPUs, or add nodes.")
+
+    def _actor(self):
+        remote = self.ray.remote(self.options.actor_class).options(
+            num_cpus=self.cpus, num_gpus=self.options.num_gpus_per_worker)
+        fields = {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec)}
+        return remote.remote(fields, self.cache_dir, self.batch_size, max(1, int(self.cpus)))
+
+    def run(self, shards: list[dict], desc: str, verbose: bool, reference: Optional[dict] = None) -> dict:
+        """Run ``shards`` on the actors with at most one in flight per actor; returns {index: result}.
+
+        Each actor checks its rows for the ``reference`` images before computing any.
+        """
+        if self.ray is None:
+            self._connect()
+        ray = self.ray
+        reference_ref = ray.put(reference)
+        queue, idle, pending = deque(shards), list(self.actors), {}
+        attempts, results, given_up = {s["index"]: 0 for s in shards}, {}, []
+        bar = progress_bar(sum(len(s["items"]) for s in shards), desc, verbose)
+        try:
+            while queue or pending:
+                while queue and idle:
+                    shard, actor = queue.popleft(), idle.pop()
+                    pending[actor.run.remote(shard, reference_ref)] = (shard, actor)
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                shard, actor = pending.pop(ref)
+                try:
+                    results[shard["index"]] = ray.get(ref)
+                    self.peak_rss_mb = max(self.peak_rss_mb, results[shard["index"]]["peak_rss_mb"])
+                    idle.append(actor)
+                    bar.update(len(shard["items"]))
+                    continue
+                except ray.exceptions.RayActorError as exc:  # the worker died: a fresh one takes over
+                    error = exc
+                    self.actors.remove(actor)
+                    actor = self._actor()
+                    self.actors.append(actor)
+                except ray.exceptions.RayTaskError as exc:
+                    if isinstance(exc.cause, BneckError):  # a user-facing problem: retrying cannot help
+                        raise exc.cause from None
+                    error = exc
+                idle.append(actor)
+                attempts[shard["index"]] += 1
+                self.retries += 1
+                if attempts[shard["index"]] < MAX_ATTEMPTS:
+                    queue.append(shard)  # behind the others: they go on meanwhile
+                else:
+                    given_up.append((shard, error))
+        finally:
+            bar.close()
+        if given_up:
+            shard, error = given_up[0]
+            raise ShardError(
+                f"shard {shard['index']} ({len(shard['items'])} images, first {shard['items'][0][1]}) "
+                f"failed {MAX_ATTEMPTS} times; last error: {str(error).strip().splitlines()[-1][:300]}"
+                f"{f' (and {len(given_up) - 1} more shard(s) failed likewise)' if len(given_up) > 1 else ''}. "
+                f"The {len(results)} shard(s) finished in this run are kept in "
+                f"{os.path.dirname(shard['path'])}; rerun the same command to compute only the missing ones.")
+        return results
+
+    def close(self) -> None:
+        if self.ray is None:
+            return
+        for actor in self.actors:
+            self.ray.kill(actor)
+        if self.started_here:
+            self.ray.shutdown()
+
+
+def plan_shards(spec: ExtractorSpec, items: list[tuple[str, str]], folder: str, size: int) -> list[dict]:
+    """Cut (sha, image path) items into shards, named by index and content."""
+    shards = []
+    for index, start in enumerate(range(0, len(items), size)):
+        part = items[start:start + size]
+        name = f"{index:05d}-{sha256_json([spec.key, [sha for sha, _ in part]])[:16]}.h5"
+        shards.append({"index": index, "path": os.path.join(folder, name), "items": part})
+    return shards
+
+
+def finished(shard: dict, key: str) -> Optional[dict]:
+    """Return the result recorded by a complete, intact shard file for ``shard``, or None."""
+    if not os.path.isfile(shard["path"]):
+        return None
+    shas, _ = read_rows_file(shard["path"], key)
+    if shas is None:
+        return None
+    with h5py.File(shard["path"], "r") as f:
+        failed = json.loads(f.attrs.get("failed", "{}"))
+    if shas != [sha for sha, _ in shard["items"] if sha not in failed]:
+        return None
+    return {"index": shard["index"], "computed": 0, "rows": len(shas), "failed": failed, "reused": True}
+
+
+def driver_reference(ex: Extractor, pool: RayPool) -> dict:
+    """Return the reference rows workers are checked against: TensorFlow fp32, here on the driver,
+    for the extraction's check sample (built once per extraction)."""
+    if pool.reference is None:
+        from bneck.features.images.batches import decoded_batches
+        from bneck.features.backbones.feature_model import FeatureModel
+
+        model = FeatureModel(get_backbone(ex.spec.backbone), ex.spec)
+        paths, rows = [], []
+        for keys, batch, _ in decoded_batches([(p, p) for p in ex.check_sample], ex.spec.input_size, 8):
+            paths += keys
+            rows.append(model(batch))
+        pool.reference = {"paths": paths, "rows": np.concatenate(rows)}
+    return pool.reference
+
+
+SHARD_NAME = re.compile(r"^\d{5}-[0-9a-f]{16}\.h5$")
+
+
+def _remove_stale_shards(folder: str, current: set[str]) -> None:
+    """Delete shard files of earlier, different image sets: only regular files named like a shard,
+    in a real shards folder bneck made (``claim_folder`` checked it: marker, no symlink)."""
+    if folder_kind(folder) != "shards":
+        return
+    for entry in os.scandir(folder):
+        if SHARD_NAME.match(entry.name) and entry.name not in current and entry.is_file(follow_symlinks=False):
+            os.remove(entry.path)
+
+
+def ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_worker, actor_class):
+    """Return the RayOptions for ``engine="ray"`` (None for local; values checked by ``EXTRACT``)."""
+    if engine == "local":
+        return None
+    if runtime != "tensorflow":
+        raise ConfigError(f"--engine ray runs the TensorFlow runtime only for now. Received: runtime={runtime!r}.")
+    options = RayOptions(address, workers, shard_size, num_gpus_per_worker, actor_class or ShardExtractor)
+    import_ray()  # say how to install it before any work
+    return options
+
+
+def extract_split_sharded(ex: Extractor, pool: RayPool, dataset: Dataset, split: str, out_dir: str,
+                          usable: list, quarantine: list) -> SplitReport:
+    """--engine ray: shards done by Ray actors (or found finished), stitched by a virtual dataset.
+
+    Returns the split's SplitReport; ``ex`` is the extraction's Extractor (its cache and
+    the attributes of its files), ``pool`` the actors.
+    """
+    start = time.perf_counter()
+    folder = claim_folder(os.path.join(out_dir, f"{split}.shards"), "shards", option="the shards folder")
+    shards = plan_shards(ex.spec, [(sha, r.abspath) for r, sha in usable], folder, pool.options.shard_size)
+    results = {s["index"]: r for s in shards if (r := finished(s, ex.spec.key)) is not None}
+    todo = [s for s in shards if s["index"] not in results]
+    if todo:
+        results.update(pool.run(todo, f"{split}: computing on Ray", ex.verbose, driver_reference(ex, pool)))
+        checks = [r["equivalence"] for r in results.values() if r.get("equivalence")]
+        if checks:
+            ex.record_check("equivalence", max(checks, key=lambda c: c["max_rel_diff"]))
+    failed = {sha: why for r in results.values() for sha, why in r["failed"].items()}
+    content = split_content(dataset, split, usable, failed, quarantine)
+    sources = [(os.path.relpath(s["path"], out_dir), results[s["index"]]["rows"]) for s in shards
+               if results[s["index"]]["rows"]]
+    with h5py.File(os.path.join(out_dir, sources[0][0]), "r") as f:
+        shape, dtype = f["features"].shape[1:], str(f["features"].dtype)
+    path = os.path.join(out_dir, f"{split}.h5")
+    attrs = ex.split_attrs(dataset)
+    unchanged = holds(path, attrs, content)
+    if not unchanged:
+        write_sharded_split_file(path, content, attrs, sources, shape, dtype)
+        _remove_stale_shards(folder, {os.path.basename(name) for name, _ in sources})
+    computed = sum(r["computed"] for r in results.values())
+    return SplitReport(split, len(content.shas), len(dataset.class_names), len(content.quarantine),
+                       len(content.shas) - computed, computed, time.perf_counter() - start, path, content.quarantine,
+                       file_unchanged=unchanged,
+                       shards={"total": len(shards), "run": len(todo), "reused": len(shards) - len(todo)})

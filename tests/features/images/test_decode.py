@@ -1,0 +1,75 @@
+"""Every image mode becomes RGB at the requested size; unusable files say why."""
+from __future__ import annotations
+
+import io
+import os
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bneck.features.images.decode import MAX_PIXELS, UnusableImage, decode_image
+from tests.conftest import DATA
+
+
+REAL = DATA / "train" / "dogs" / "dog.3.jpg"
+
+
+@pytest.mark.parametrize("mode,ext", [("L", "png"), ("RGBA", "png"), ("P", "gif"), ("CMYK", "jpg"),
+                                      ("I;16", "png"), ("LA", "png"), ("RGB", "webp"), ("RGB", "bmp")])
+def test_modes_become_rgb(tmp_path, mode, ext):
+    img = Image.open(REAL).convert("RGB")
+    if mode == "I;16":
+        img = Image.fromarray((np.asarray(img.convert("L"), dtype=np.uint16) * 257).astype("<u2"))
+        assert img.mode == "I;16"
+    else:
+        img = img.convert(mode)
+    path = tmp_path / f"x.{ext}"
+    img.save(path)
+    out = decode_image(str(path), 64)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert out.std() > 5  # real content, not a blank or saturated image
+    if mode == "I;16":  # scaled to 8 bits, not clipped to 255
+        expected = np.asarray(Image.open(REAL).convert("L").resize((64, 64), Image.BILINEAR))
+        assert np.abs(out[..., 0].astype(int) - expected).mean() < 2
+
+
+def test_resize_matches_keras_load_img(tmp_path):
+    import keras
+
+    ours = decode_image(str(REAL), 224)
+    theirs = keras.utils.img_to_array(keras.utils.load_img(REAL, target_size=(224, 224),
+                                                           interpolation="bilinear"))
+    np.testing.assert_array_equal(ours, theirs.astype(np.uint8))
+
+
+def _bomb(path):
+    # A PNG header that declares 20000x20000 pixels: rejected before decoding.
+    img = Image.new("L", (1, 1))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = (20000).to_bytes(4, "big") + (20000).to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # keep the IHDR CRC valid
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("case,reason", [("empty", "not a recognised image"),
+                                         ("random", "not a recognised image"),
+                                         ("truncated", "truncated"),
+                                         ("bomb", "decompression bomb"),
+                                         ("missing", "disappeared")])
+def test_unusable_files_give_a_reason(tmp_path, case, reason):
+    path = tmp_path / "x.jpg"
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "random":
+        path.write_bytes(os.urandom(5000))
+    elif case == "truncated":
+        path.write_bytes(REAL.read_bytes()[:2000])
+    elif case == "bomb":
+        _bomb(path)
+    with pytest.raises(UnusableImage, match=reason):
+        decode_image(str(path), 32)
+    assert MAX_PIXELS < 20000 * 20000
