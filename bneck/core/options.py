@@ -7,6 +7,8 @@ any work, in one paragraph naming the option, what is allowed and what was recei
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import math
 import os
@@ -174,6 +176,55 @@ class OptionTable:
         rows = [self.options[n].markdown() for n in (names if names is not None else self.options)
                 if self.options[n].cli]
         return "\n".join(["| option | allowed | default | meaning |", "|---|---|---|---|", *rows])
+
+
+def takes_options(table: OptionTable):
+    """Decorate a stage function so that its ``table`` options are checked once, at its boundary.
+
+    The function declares every option of ``table`` as a keyword-only parameter with the
+    table's default (``signature_matches`` holds the two together, and the tests check it
+    for every stage). Each call is bound to that signature, the table's options are checked
+    (ConfigError, naming the option, what it allows and what was received, before any
+    work), and the function runs with the checked values (ints given for float options
+    become floats, lists are normalised). The pattern is scikit-learn's ``validate_params``.
+    """
+    def decorate(function):
+        signature = inspect.signature(function)
+        names = [name for name in signature.parameters if name in table]
+
+        @functools.wraps(function)
+        def checked(*args, **kwargs):
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as exc:  # an unknown or doubled keyword: the allowed ones, in one paragraph
+                raise ConfigError(f"{function.__name__}() {exc}; its {table.stage} options are "
+                                  f"{', '.join(names)}.") from None
+            values = {name: bound.arguments[name] for name in names if name in bound.arguments}
+            bound.arguments.update(table.check(values, names=names))
+            return function(*bound.args, **bound.kwargs)
+
+        checked.__signature__ = signature  # what help() and editors show: the real parameters
+        return checked
+    return decorate
+
+
+def signature_matches(function, table: OptionTable, names: Optional[Iterable[str]] = None) -> list[str]:
+    """Return the differences between ``function``'s keyword-only parameters and ``table`` (or its
+    ``names``): an option missing from the signature, or declared with another default. Empty: they match."""
+    parameters = inspect.signature(function).parameters
+    problems = []
+    for name in (names if names is not None else table.options):
+        parameter = parameters.get(name)
+        if parameter is None or parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+            problems.append(f"{name}: not a keyword-only parameter")
+        elif _as_declared(parameter.default, table[name].default) != table[name].default:
+            problems.append(f"{name}: default {parameter.default!r}, the table says {table[name].default!r}")
+    return problems
+
+
+def _as_declared(value, declared):
+    """A tuple default stands for a list option's list default (a signature should not hold a list)."""
+    return list(value) if isinstance(declared, list) and isinstance(value, tuple) else value
 
 
 def _parser_for(option: Option):
