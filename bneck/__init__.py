@@ -19,16 +19,22 @@ outside its allowed set) is also a :class:`ValueError`.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from bneck.core.errors import (
     BneckError,
+    BneckWarning,
     ConfigError,
     DatasetError,
     FeatureFileError,
     StorageError,
     WeightsError,
 )
+
+# bneck reports through logging (loggers named bneck.*): silent until an application, or the
+# command line, gives the "bneck" logger a handler.
+logging.getLogger("bneck").addHandler(logging.NullHandler())
 
 # Public name -> "module:attribute", imported on first use (PEP 562).
 _LAZY = {
@@ -65,7 +71,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "ArtifactError", "BACKBONES", "BneckError", "ConfigError", "DatasetError", "ExportError",
+    "ArtifactError", "BACKBONES", "BneckError", "BneckWarning", "ConfigError", "DatasetError", "ExportError",
     "ExtractionReport", "FeatureFile", "FeatureFileError", "FinetuneResult", "FoldError", "HeadError",
     "Leaderboard", "ManifestError", "OutputError", "QuantizationRefused", "RunResult", "RuntimeMismatch",
     "ShardError", "StorageError", "TrainingDiverged", "UnsafeModel", "WeightsError", "__version__",

@@ -55,3 +55,12 @@ def choice_error(what: str, allowed, received) -> ConfigError:
     allowed_text = ", ".join(repr(a) for a in allowed)
     return ConfigError(f"{what} must be one of {allowed_text}. Received: {what}={received!r}."
                        f"{did_you_mean(received, allowed)}")
+
+
+class BneckWarning(UserWarning):
+    """Something bneck worked around and a user should know of (a damaged cache chunk skipped, ...).
+
+    Library code warns with ``warnings.warn(message, BneckWarning)`` and reports progress through
+    ``logging.getLogger(__name__)``; it never prints. The command line decides what reaches the
+    terminal (``warnings.simplefilter("ignore", bneck.BneckWarning)`` silences them in a script).
+    """
