@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from bneck.pipeline.export.formats import FORMATS
+from bneck.pipeline.export.formats import list_formats
 
 EPILOG = """examples:
   bneck export runs/demo/models/logreg --out deploy/cats-logreg --format keras
@@ -25,9 +25,11 @@ def add_parser(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a classifier or fine-tuned model folder")
     p.add_argument("--out", required=True, metavar="EXPORT_DIR", help="the folder to write (new, or an earlier export)")
+    # No argparse `choices`: export_model's ConfigError names the closest format and the install
+    # command of one whose runtime is missing; help and completion list the registry as it is now.
     fmt = p.add_argument("--format", default="keras", metavar="FORMAT",
-                         help=f"one of: {', '.join(FORMATS)} (default: keras)")
-    fmt.completer = lambda **_: FORMATS  # argcomplete: the formats, not file names
+                         help=f"one of: {', '.join(list_formats())} (default: keras)")
+    fmt.completer = lambda **_: list_formats()  # argcomplete: the formats, not file names
     p.add_argument("--weights", default=None, metavar="PATH",
                    help="backbone weights file, if not where it was at extraction (checked by sha256)")
     p.add_argument("--quiet", action="store_true")

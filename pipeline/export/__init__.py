@@ -10,19 +10,17 @@ measured is recorded in ``bneck-export.json`` beside the model and ``labels.json
 """
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 from datetime import datetime, timezone
 from typing import Optional
 
 import numpy as np
 
-from bneck.core.errors import BneckError, ConfigError, choice_error
+from bneck.core.errors import BneckError
 from bneck.core.folders import check_folder, staged_folder
 
 from bneck.pipeline.artifacts import LoadedClassifier, load_classifier, write_json
-from bneck.pipeline.export.formats import FORMATS, MODEL_PATH, NEEDS, OPENVINO_CONFIG, runner, write
+from bneck.pipeline.export.formats import ExportFormat, get_format
 
 TOLERANCE = 1e-4  # largest |probability difference| from `bneck predict` an export may show
 CHECK_IMAGES = 8
@@ -30,23 +28,11 @@ METADATA = "bneck-export.json"
 RESIZE = ("PIL: the image converted to RGB (the first frame; grayscale replicated), resized to "
           "SIZE x SIZE with Image.BILINEAR, no crop (the aspect ratio is not kept), as uint8")
 
-__all__ = ["FORMATS", "ExportError", "export_model"]
+__all__ = ["ExportError", "export_model"]
 
 
 class ExportError(BneckError):
     """An export that does not reproduce bneck's probabilities within the tolerance."""
-
-
-def _check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise choice_error("--format", FORMATS, fmt)
-    missing = [m for m in NEEDS.get(fmt, ()) if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(f"--format {fmt} needs the Python package(s) {', '.join(missing)}, which are not "
-                          f"installed here. Install them with `pip install 'bneck[export]'` (or "
-                          f"`pip install {' '.join(missing)}`), or choose another format: "
-                          f"{', '.join(f for f in FORMATS if f != fmt)}.")
-    return fmt
 
 
 def _check_images(clf: LoadedClassifier, size: int) -> tuple[np.ndarray, str]:
@@ -74,14 +60,16 @@ def export_model(model_dir: str, out: str, fmt: str = "keras", weights: Optional
                  verbose: bool = True) -> dict:
     """Export the model in ``model_dir`` as ``fmt`` into the folder ``out``; returns its metadata.
 
-    Raises ConfigError for a bad format or --out, ArtifactError for a model folder
-    that does not verify, FoldError for a scikit-learn model that is not layers,
-    ExportError when the written model does not reproduce ``bneck predict``.
+    ``fmt`` is any registered format (``bneck.pipeline.export.formats.list_formats()``).
+    Raises ConfigError for an unknown format, a format whose packages are not installed
+    or a bad --out, ArtifactError for a model folder that does not verify, FoldError for
+    a scikit-learn model that is not layers, ExportError when the written model does not
+    reproduce ``bneck predict``.
     """
     from bneck.pipeline.predict import probability_function
     from bneck.pipeline.export.graph import deployable
 
-    fmt = _check_format(fmt)
+    form = get_format(fmt)  # ConfigError before any work: unknown, or its runtime not installed
     check_folder(out, "export", inputs=[model_dir])
     clf = load_classifier(model_dir)
     spec = clf.manifest.extractor_spec(weights)
@@ -89,8 +77,9 @@ def export_model(model_dir: str, out: str, fmt: str = "keras", weights: Optional
     with staged_folder(out, "export", inputs=[model_dir]) as folder:  # a place we cannot write: said now
         images, source = _check_images(clf, spec.input_size)
         reference = probability_function(clf, spec)(images)
-        write(model, fmt, folder)
-        got = runner(fmt, folder)(images)
+        path = os.path.join(folder, form.path)
+        form.write(model, path)
+        got = form.runner(path)(images)  # the written file, read back by the format's own runtime
         diff = float(np.max(np.abs(np.asarray(got, np.float64) - reference))) if got.shape == reference.shape \
             else float("inf")
         if not diff <= TOLERANCE:
@@ -98,11 +87,11 @@ def export_model(model_dir: str, out: str, fmt: str = "keras", weights: Optional
                               f"its probabilities differ by up to {diff:.3g} (allowed {TOLERANCE:g}, output shape "
                               f"{got.shape} vs {reference.shape}). Nothing was written; try --format keras.")
         write_json(os.path.join(folder, "labels.json"), list(clf.class_names))
-        metadata = _metadata(clf, spec, fmt, _hashes(folder), {"images": source, "max_abs_difference": diff,
+        metadata = _metadata(clf, spec, form, _hashes(folder), {"images": source, "max_abs_difference": diff,
                                                                "tolerance": TOLERANCE})
         write_json(os.path.join(folder, METADATA), metadata)
     if verbose:
-        print(f"exported {model_dir} as {fmt}: {os.path.join(out, MODEL_PATH[fmt])} (+ labels.json, {METADATA}); "
+        print(f"exported {model_dir} as {fmt}: {os.path.join(out, form.path)} (+ labels.json, {METADATA}); "
               f"checked on {source}: max |difference| from bneck predict {diff:.2g}")
     return metadata
 
@@ -122,18 +111,18 @@ def _hashes(folder: str) -> dict:
     return dict(sorted(found.items()))
 
 
-def _metadata(clf: LoadedClassifier, spec, fmt: str, files: dict, check: dict) -> dict:
+def _metadata(clf: LoadedClassifier, spec, form: ExportFormat, files: dict, check: dict) -> dict:
     from bneck.core.versions import versions
 
     size, names = spec.input_size, list(clf.class_names)
     return {
-        "format": fmt, "model": MODEL_PATH[fmt], "files": [*files, METADATA], "sha256": files,
+        "format": form.name, "model": form.path, "files": [*files, METADATA], "sha256": files,
         "class_names": names,
         "input": {"name": "image", "shape": [None, size, size, 3], "dtype": "uint8", "channels": "RGB",
                   "resize": RESIZE.replace("SIZE", str(size)),
                   "preprocessing": f"inside the model ({spec.backbone}: {clf.manifest.extractor.get('preprocessing')})"},
         "output": {"shape": [None, len(names)], "meaning": "class probabilities, in the order of class_names"},
-        "runtime_settings": {"openvino_compile_config": OPENVINO_CONFIG} if fmt == "openvino" else {},
+        "runtime_settings": dict(form.runtime_settings),
         "check": {**check, "against": "bneck predict on the same images"},
         "source": {"model_dir": os.path.abspath(clf.folder), "classifier": clf.manifest.classifier,
                    "kind": clf.kind, "manifest_sha256": clf.manifest_sha256,
@@ -142,12 +131,6 @@ def _metadata(clf: LoadedClassifier, spec, fmt: str, files: dict, check: dict) -
         "bneck_version": versions()["bneck_version"],
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def read_metadata(folder: str) -> dict:
-    """Return an export folder's metadata (what a service reads; no bneck needed for it)."""
-    with open(os.path.join(folder, METADATA), encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def _test_accuracy(metrics) -> Optional[float]:
