@@ -117,11 +117,3 @@ def is_regular(path: str) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
-
-
-def is_symlink(path: str) -> bool:
-    """Return True when ``path`` itself is a symbolic link (whatever it points to)."""
-    try:
-        return stat.S_ISLNK(os.lstat(path).st_mode)
-    except OSError:
-        return False

@@ -237,7 +237,7 @@ def remove_abandoned(final: str, kind: str) -> list[str]:
     left beside ``final``: only those whose process is gone and that carry the marker of ``kind``.
     Returns what was removed."""
     parent, stem = os.path.dirname(final), f".{os.path.basename(final)}."
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(parent)
     except OSError:

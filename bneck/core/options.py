@@ -52,7 +52,8 @@ class Option:
         if self.allowed_text:
             return self.allowed_text
         if self.kind is list:
-            items = ", ".join(repr(c) for c in self.choices) if self.choices else _PLURALS.get(self.item, "values")
+            items = ", ".join(repr(c) for c in self.choices) if self.choices else \
+                _PLURALS.get(self.item, "values") if self.item is not None else "values"
             text = f"a list of {items}"
         elif self.choices:
             text = "one of " + ", ".join(repr(c) for c in self.choices)
@@ -161,7 +162,7 @@ class OptionTable:
                 continue
             default = (defaults or {}).get(name, option.default)
             shown = "" if default in (None, [], ()) or option.kind is bool else f" (default {default})"
-            kwargs = dict(dest=name, default=argparse.SUPPRESS, help=option.help + shown)
+            kwargs: dict[str, Any] = dict(dest=name, default=argparse.SUPPRESS, help=option.help + shown)
             if option.kind is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif option.kind is list:  # --exclude a b and --exclude a,b alike

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import stat
-import sys
+import warnings
 import time
 import uuid
 from typing import Iterable, Optional, Sequence
@@ -34,7 +34,7 @@ except ImportError:  # Windows: no protection of entries in use from `gc --older
     fcntl = None
 
 from bneck.core.atomic import atomic_target
-from bneck.core.errors import ConfigError
+from bneck.core.errors import BneckWarning, ConfigError
 from bneck.core.files import is_regular
 from bneck.core.hashing import RowsDigest, sha256_array
 from bneck.features.backbones.spec import SCHEMA_VERSION, ExtractorSpec
@@ -166,8 +166,8 @@ def _fill_chunk(f: h5py.File, key: str, shas: np.ndarray) -> None:
 
 
 def _warn_damaged(path: str, problem: str) -> None:
-    print(f"bneck: warning: ignoring damaged cache chunk {path}: {problem}. Its rows will be "
-          "recomputed; `bneck cache gc` removes it.", file=sys.stderr, flush=True)
+    warnings.warn(f"ignoring damaged cache chunk {path}: {problem}. Its rows will be recomputed; "
+                  "`bneck cache gc` removes it.", BneckWarning, stacklevel=3)
 
 
 class CorruptChunk(Exception):

@@ -14,6 +14,7 @@ from bneck.core.atomic import storage_error, write_failure
 
 from bneck.pipeline.cli import cache, export, extract, finetune, info, run, train
 from bneck.pipeline.cli.polish import polish
+from bneck.pipeline.cli.reporting import terminal_reports
 
 
 # What Ctrl-C keeps, per command: said as it is, so nobody waits for a resume that does not come.
@@ -63,7 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pass
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        with terminal_reports(quiet=bool(getattr(args, "quiet", False))):
+            return args.run(args)
     except BneckError as exc:
         print(f"bneck {args.command}: error: {exc}", file=sys.stderr)
         return 2

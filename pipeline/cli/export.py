@@ -38,7 +38,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export; returns 0."""
-    from bneck.pipeline.export import export_model
+    from bneck.pipeline.export import export_model, summary
 
-    export_model(args.model_dir, args.out, args.format, args.weights, verbose=not args.quiet)
+    metadata = export_model(args.model_dir, args.out, args.format, args.weights, verbose=False)
+    if not args.quiet:
+        print(summary(args.model_dir, args.out, metadata))
     return 0

@@ -10,6 +10,7 @@ measured is recorded in ``bneck-export.json`` beside the model and ``labels.json
 """
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime, timezone
 from typing import Optional
@@ -21,6 +22,8 @@ from bneck.core.folders import check_folder, staged_folder
 
 from bneck.pipeline.artifacts import LoadedClassifier, load_classifier, write_json
 from bneck.pipeline.export.formats import ExportFormat, get_format
+
+log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4  # largest |probability difference| from `bneck predict` an export may show
 CHECK_IMAGES = 8
@@ -91,9 +94,16 @@ def export_model(model_dir: str, out: str, fmt: str = "keras", weights: Optional
                                                                "tolerance": TOLERANCE})
         write_json(os.path.join(folder, METADATA), metadata)
     if verbose:
-        print(f"exported {model_dir} as {fmt}: {os.path.join(out, form.path)} (+ labels.json, {METADATA}); "
-              f"checked on {source}: max |difference| from bneck predict {diff:.2g}")
+        log.info(summary(model_dir, out, metadata))
     return metadata
+
+
+def summary(model_dir: str, out: str, metadata: dict) -> str:
+    """Return the line that says what an export wrote and how it was checked."""
+    check = metadata["check"]
+    return (f"exported {model_dir} as {metadata['format']}: {os.path.join(out, metadata['model'])} (+ labels.json, "
+            f"{METADATA}); checked on {check['images']}: max |difference| from bneck predict "
+            f"{check['max_abs_difference']:.2g}")
 
 
 def _hashes(folder: str) -> dict:

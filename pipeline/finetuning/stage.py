@@ -12,15 +12,17 @@ fine-tuned from the same head (by its manifest's sha256), data and options is re
 """
 from __future__ import annotations
 
+import warnings
+import logging
 import contextlib
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
+from bneck.core.errors import BneckWarning
 from bneck.features import DatasetError, get_backbone
 from bneck.core.folders import check_folder, staged_folder
 
@@ -34,6 +36,8 @@ from bneck.pipeline.finetuning.inputs import SplitImages, TrainInputs, cached_in
 from bneck.pipeline.finetuning.model import build_finetune_model
 from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE, NO_AUGMENT, augmentation_params, fingerprint
 from bneck.pipeline.finetuning.reuse import finetuned_reuse
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,7 +82,7 @@ def finetune(head_dir: str, data_dir: Optional[str], out_dir: str, *, augment: O
         return _reused(out_dir, opts)
     why = "--retrain" if decision.reused else decision.why
     if verbose:
-        print(f"fine-tuning ({why})", file=sys.stderr, flush=True)
+        log.info(f"fine-tuning ({why})")
     return _finetune(head_dir, data_dir, out_dir, opts, requested, why, verbose)
 
 
@@ -94,9 +98,8 @@ def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str
     if cache_frozen and opts["views"] == 1 and any(augment.values()):
         # View 0 is the image itself: one view means no augmented image at all, so say so and record that.
         augment = dict(NO_AUGMENT)
-        if verbose:
-            print("note: --views 1 keeps only each image itself, so no augmentation is applied; give --views K "
-                  "(K > 1) for K - 1 augmented views per image.", file=sys.stderr, flush=True)
+        warnings.warn("--views 1 keeps only each image itself, so no augmentation is applied; give --views K "
+                      "(K > 1) for K - 1 augmented views per image.", BneckWarning, stacklevel=3)
     keras.utils.set_random_seed(seed)  # before the head is loaded: its dropout seeds follow
     head = load_classifier(head_dir)
     record = read_splits(head.files, head.folder)

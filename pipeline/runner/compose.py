@@ -8,9 +8,9 @@ classifier and runs no extraction.
 """
 from __future__ import annotations
 
+import logging
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
@@ -20,12 +20,14 @@ from bneck.core.atomic import atomic_open
 from bneck.core.folders import claim_folder
 
 from bneck.pipeline.finetuning.stage import finetune
-from bneck.pipeline.training.heads import HEADS
+from bneck.pipeline.training.classifiers import is_keras
 from bneck.pipeline.training.leaderboard import Result, write_leaderboard
 from bneck.pipeline.training.stage import train
 from bneck.pipeline.runner.checks import check_before_work
 from bneck.pipeline.runner.config import absolute_paths, load_config, to_toml
 from bneck.pipeline.runner.gain import paired_gain, run_test_truth, winner_versus_runner_up
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,7 +103,7 @@ def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose:
     with atomic_open(os.path.join(out, "config.toml"), encoding="utf-8") as handle:
         handle.write("# bneck run: the resolved configuration of this run (rerun with `bneck run THIS_FILE`)\n")
         handle.write(to_toml(cfg))
-    say = (lambda text: print(text, file=sys.stderr, flush=True)) if verbose else (lambda text: None)
+    say = log.info if verbose else (lambda text: None)
 
     say("== extract")
     stages = RunStages(_extract(cfg, out, verbose))
@@ -140,7 +142,7 @@ def _extract(cfg: dict, out: str, verbose: bool) -> ExtractStage:
     start = time.perf_counter()
     report = extract(cfg["data"], os.path.join(out, "features"), verbose=verbose, **cfg["extract"])
     if verbose:
-        print(report.summary(), file=sys.stderr)
+        log.info(report.summary())
     return ExtractStage(
         time.perf_counter() - start, report.forward_images, report.model_built,
         {s.split: {"images": s.images, "reused": s.reused, "computed": s.computed, "quarantined": s.quarantine}
@@ -160,7 +162,7 @@ def _head_to_finetune(heads: list[Result], choice: str) -> Result:
 def _finetune_best(cfg: dict, out: str, stages: RunStages, say, verbose: bool, truth: dict,
                    verified: dict) -> None:
     """Fine-tune the configured head (``finetune.head``), or record why not."""
-    heads = [r for r in stages.train if r.name in HEADS]
+    heads = [r for r in stages.train if is_keras(r.name)]
     if not cfg["finetune"]["enabled"] or not heads:
         stages.finetune_skipped = ("disabled in the config" if not cfg["finetune"]["enabled"]
                                    else "no Keras head (dense, gap-dense) among the classifiers")

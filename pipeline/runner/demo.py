@@ -11,10 +11,10 @@ match it (``BNECK_DEMO_SHA256`` pins a value of your own).
 """
 from __future__ import annotations
 
+import logging
 import copy
 import os
 import shutil
-import sys
 import urllib.request
 import zipfile
 from typing import Optional, Sequence
@@ -23,6 +23,8 @@ from bneck.core.atomic import atomic_open
 from bneck.features.cache.rows import default_cache_dir
 from bneck.core.errors import DatasetError
 from bneck.core.hashing import sha256_file
+
+log = logging.getLogger(__name__)
 
 ARCHIVE_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 ARCHIVE_BYTES = 68_606_236
@@ -50,7 +52,7 @@ def download_reference(cache_dir: Optional[str] = None, verbose: bool = True) ->
     os.makedirs(root, exist_ok=True)
     archive = os.path.join(root, "cats_and_dogs_filtered.zip")
     if verbose:
-        print(f"downloading {ARCHIVE_URL} ({ARCHIVE_BYTES / 1e6:.0f} MB)", file=sys.stderr)
+        log.info(f"downloading {ARCHIVE_URL} ({ARCHIVE_BYTES / 1e6:.0f} MB)")
     try:
         urllib.request.urlretrieve(ARCHIVE_URL, archive + ".part")
     except OSError as exc:

@@ -7,6 +7,8 @@ import os
 import numpy as np
 import pytest
 
+from bneck.core.errors import BneckWarning
+
 from bneck.features import ConfigError, extract, get_backbone
 from bneck.features.cache.maintenance import list_entries
 from bneck.features.images.dataset import discover
@@ -241,10 +243,10 @@ def test_scoring_reads_rows_from_disk_one_batch_at_a_time(tmp_path):
     assert reads == [4, 4, 1]
 
 
-def test_one_view_means_no_augmentation_and_the_record_says_so(head_dir, image_root, tmp_path, capsys):
-    done = finetune(str(head_dir), str(image_root), str(tmp_path / "one"), epochs=1, views=1, augment=AUGMENT,
-                    cache_dir=str(tmp_path / "cache"))
+def test_one_view_means_no_augmentation_and_the_record_says_so(head_dir, image_root, tmp_path):
+    with pytest.warns(BneckWarning, match="--views 1 keeps only each image itself"):
+        done = finetune(str(head_dir), str(image_root), str(tmp_path / "one"), epochs=1, views=1, augment=AUGMENT,
+                        cache_dir=str(tmp_path / "cache"))
     manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
     assert manifest["config"]["augment"] == NO_AUGMENT and manifest["config"]["views"] == 1
     assert done.metrics["cache_frozen"]["views"] == 1
-    assert "--views 1 keeps only each image itself" in capsys.readouterr().err
