@@ -71,54 +71,42 @@ def _expand(inputs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
     return out
 
 
-RUNTIMES = ("auto", "tensorflow", "openvino")
-
-
 def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: Optional[str] = None) -> tuple[str, str]:
-    """Return (the runtime that computes the features, why). ``auto`` takes OpenVINO only when it costs
-    nothing to trust: its converted model of this extractor is cached and was checked against TensorFlow
-    by this user on this CPU class (a handful of images never pays for a conversion); else TensorFlow."""
+    """Return (the runtime that computes the features, why). ``auto`` is extract's own choice
+    (``runtimes.choice``) for a few images: another runtime only when it costs nothing to trust (its model
+    of this extractor is cached and was checked against TensorFlow by this user on this CPU class; a
+    handful of images never pays for a conversion); else TensorFlow. Raises ConfigError for an unknown
+    runtime (with the closest name)."""
     from bneck.features.cache.rows import default_cache_dir
-    from bneck.core.errors import choice_error
+    from bneck.features.runtimes.choice import choose_runtime as choose
+    from bneck.features.runtimes.registry import known_runtime, reference_runtime
 
-    if runtime not in RUNTIMES:
-        raise choice_error("--runtime", RUNTIMES, runtime)
+    known_runtime(runtime)
+    reference = reference_runtime().name
     if clf.kind == "finetuned":
-        return "tensorflow", "a fine-tuned model is one Keras graph"
+        return reference, "a fine-tuned model is one Keras graph"
     if spec.quantization is not None:
         from bneck.features.runtimes.quantize import reduced_precision
 
-        return "tensorflow", (f"{reduced_precision(spec)} features are made only by `bneck extract`; here the fp32 "
-                              "network computes them (what an export holds too)")
-    if runtime == "tensorflow":
-        return runtime, "asked for"
-    if runtime == "openvino":
-        return runtime, "asked for (converted and checked against TensorFlow on first use)"
-    from bneck.features.runtimes.openvino import checked_here
-
-    if checked_here(spec, cache_dir or default_cache_dir()):
-        return "openvino", "its converted model is cached and was checked against TensorFlow on this CPU"
-    return "tensorflow", "no converted model checked on this CPU in the cache (`bneck extract --runtime openvino` makes one)"
+        return reference, (f"{reduced_precision(spec)} features are made only by `bneck extract`; here the fp32 "
+                           "network computes them (what an export holds too)")
+    chosen, why = choose(runtime, spec=spec, cache_dir=cache_dir or default_cache_dir(), converts=False)
+    return chosen, why.removeprefix("auto: ")
 
 
 def probability_function(clf: LoadedClassifier, spec, runtime: str = "tensorflow", cache_dir: Optional[str] = None,
                          sample=None):
     """Return ``run(uint8 images (N, S, S, 3)) -> (N, C) probabilities``. With TensorFlow it is bneck's
-    reference path, the one every export is compared with; ``openvino`` (features only) runs the cached
-    converted model, checked against TensorFlow first on ``sample()`` images if it never was here."""
-    backbone = get_backbone(spec.backbone)
+    reference path, the one every export is compared with; another runtime (features only) is built by
+    the registry and checked against TensorFlow first on ``sample()`` images if it never was here.
+    Raises ConfigError for a runtime that cannot run here, RuntimeMismatch for one whose numbers differ."""
     if clf.kind == "finetuned":  # base and head in one model, fed preprocessed images
-        preprocess = backbone.preprocess_fn()
+        preprocess = get_backbone(spec.backbone).preprocess_fn()
         return lambda batch: class_probabilities(clf.model.predict(preprocess(batch.astype(np.float32)), verbose=0))
-    if runtime == "openvino":
-        from bneck.features.cache.rows import default_cache_dir
-        from bneck.features.runtimes.openvino import OpenVINOFeatureModel
+    from bneck.features.cache.rows import default_cache_dir
+    from bneck.features.runtimes.registry import BuildContext, build_model
 
-        model = OpenVINOFeatureModel(backbone, spec, cache_dir or default_cache_dir(), sample=sample)
-    else:
-        from bneck.features.backbones.feature_model import FeatureModel
-
-        model = FeatureModel(backbone, spec)
+    model = build_model(runtime, spec, BuildContext(cache_dir or default_cache_dir(), sample=sample))
     return lambda batch: classifier_proba(clf, model(batch))
 
 
@@ -147,10 +135,9 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
     from bneck.features.images.batches import decoded_batches
     from bneck.core.hashing import sha256_files
 
-    if runtime not in RUNTIMES:
-        from bneck.core.errors import choice_error
+    from bneck.features.runtimes.registry import known_runtime, reference_runtime
 
-        raise choice_error("--runtime", RUNTIMES, runtime)
+    known_runtime(runtime)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= _max_batch():
         from bneck.core.errors import ConfigError
 
@@ -167,7 +154,7 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
         chosen, why = choose_runtime(clf, spec, runtime)
         if info is not None:
             info.update(runtime=chosen, why=why)
-        sample = (lambda: _sample(todo, spec.input_size)) if chosen == "openvino" else None
+        sample = (lambda: _sample(todo, spec.input_size)) if chosen != reference_runtime().name else None
         run = probability_function(clf, spec, chosen, sample=sample)
         for paths, batch, failures in decoded_batches(todo, spec.input_size, batch_size):
             for path, reason in failures:
@@ -182,7 +169,7 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
 
 
 def _sample(todo, size: int, count: int = 8) -> np.ndarray:
-    """Up to ``count`` of the images to classify, decoded: what a never-checked OpenVINO model is checked on."""
+    """Up to ``count`` of the images to classify, decoded: what a runtime not checked here is checked on."""
     from bneck.features.images.decode import UnusableImage, decode_image
 
     images = []

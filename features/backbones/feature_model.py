@@ -64,7 +64,13 @@ def check_cut(backbone: Backbone, alpha, size: int, layer: str, pool: str):
 
 
 class FeatureModel:
-    """Callable uint8 batch -> features, built from a backbone entry and a spec."""
+    """Callable uint8 batch -> features, built from a backbone entry and a spec: the reference runtime's
+    model (``runtimes.tensorflow``). It converts and quantises nothing and is checked against nothing."""
+
+    converted = None
+    quantized = None
+    equivalence = None
+    quantization_stats = None
 
     def __init__(self, backbone: Backbone, spec: ExtractorSpec):
         tf = import_tensorflow()

@@ -5,11 +5,22 @@ from bneck.features.backbones.registry import BACKBONES
 from bneck.features.images.dataset import SPLITS, parse_fractions
 from bneck.features.backbones.spec import DTYPES, POOLS
 from bneck.core.options import Option, OptionTable
+from bneck.features.runtimes.registry import known_runtime, runtime_names
 from bneck.features.runtimes.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS
 
-RUNTIMES = ("auto", "tensorflow", "openvino")
+# The runtimes come from the registry (a runtime registered later, e.g. by a plugin or a test, is
+# accepted too: the check asks the registry at call time); these are the ones shown in help and docs.
+RUNTIMES = ("auto",) + runtime_names()
 ENGINES = ("local", "ray")
 DEFAULT_SHARD_SIZE = 256
+
+
+class RuntimeOption(Option):
+    """``--runtime``: ``auto`` or a runtime registered when the value is checked (a plugin's or a test's
+    too), refused with the closest registered name."""
+
+    def check(self, value, where: str = ""):
+        return known_runtime(super().check(value, where), what=where or self.flag)
 
 
 def _fractions(value) -> list:
@@ -29,11 +40,13 @@ EXTRACT = OptionTable("extract", [
                                "e.g. `block5_pool`; `bneck cache info` shows what a file used)"),
     Option("pool", str, "none", "spatial pooling of the layer's output", choices=POOLS),
     Option("dtype", str, "float32", "stored precision", choices=DTYPES),
-    Option("runtime", str, "auto", "`auto`: OpenVINO when installed and its converted model is already checked "
-                                    "on this CPU, or when 2,000+ images make converting pay; TensorFlow otherwise "
-                                    "(and whenever OpenVINO's numbers differ). `openvino` (`pip install -e "
-                                    "\".[openvino]\"`): converted once, checked against TensorFlow on this CPU "
-                                    "before its first row, then sharing TensorFlow's key", choices=RUNTIMES),
+    RuntimeOption("runtime", str, "auto", "`auto`: OpenVINO when installed and its converted model is already checked "
+                                           "on this CPU, or when 2,000+ images make converting pay; TensorFlow otherwise "
+                                           "(and whenever OpenVINO's numbers differ). `openvino` (`pip install -e "
+                                           "\".[openvino]\"`): converted once, checked against TensorFlow on this CPU "
+                                           "before its first row, then sharing TensorFlow's key",
+                  allowed_text="one of " + ", ".join(map(repr, RUNTIMES)),
+                  metavar="|".join(RUNTIMES)),
     Option("precision", str, "fp32", "fp32; int8 (OpenVINO + NNCF, calibrated on training images, its own "
                                      "cache key); bf16 (OpenVINO computing in bf16, CPUs with AVX512_BF16 or AMX "
                                      "only, its own cache key); int8 and bf16 pass a cosine gate against fp32",

@@ -27,7 +27,6 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from bneck.features.backbones.registry import get_backbone
 from bneck.features.cache.rows import RowCache, missing_shas, read_rows_file, write_rows_file
 from bneck.features.images.dataset import Dataset
 from bneck.core.errors import BneckError, ConfigError
@@ -279,9 +278,9 @@ def driver_reference(ex: Extractor, pool: RayPool) -> dict:
     for the extraction's check sample (built once per extraction)."""
     if pool.reference is None:
         from bneck.features.images.batches import decoded_batches
-        from bneck.features.backbones.feature_model import FeatureModel
+        from bneck.features.runtimes.registry import BuildContext, reference_runtime
 
-        model = FeatureModel(get_backbone(ex.spec.backbone), ex.spec)
+        model = reference_runtime().build(ex.spec, BuildContext(ex.cache.cache_dir))
         paths, rows = [], []
         for keys, batch, _ in decoded_batches([(p, p) for p in ex.check_sample], ex.spec.input_size, 8):
             paths += keys
@@ -307,8 +306,11 @@ def ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_work
     """Return the RayOptions for ``engine="ray"`` (None for local; values checked by ``EXTRACT``)."""
     if engine == "local":
         return None
-    if runtime != "tensorflow":
-        raise ConfigError(f"--engine ray runs the TensorFlow runtime only for now. Received: runtime={runtime!r}.")
+    from bneck.features.runtimes.registry import reference_runtime
+
+    if runtime != reference_runtime().name:
+        raise ConfigError(f"--engine ray runs the {reference_runtime().label} runtime only for now. "
+                          f"Received: runtime={runtime!r}.")
     options = RayOptions(address, workers, shard_size, num_gpus_per_worker, actor_class or ShardExtractor)
     import_ray()  # say how to install it before any work
     return options

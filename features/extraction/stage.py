@@ -16,14 +16,16 @@ from typing import Optional, Sequence
 from bneck.features.backbones.registry import get_backbone
 from bneck.features.cache.rows import CorruptChunk, MissingRows, RowCache, missing_shas, remaking_missing, resolve_cache_dir
 from bneck.features.images.dataset import Dataset, discover
-from bneck.core.errors import ConfigError, FeatureFileError
+from bneck.core.errors import FeatureFileError
+from bneck.core.options import takes_options
 from bneck.features.extraction.options import DEFAULT_SHARD_SIZE, EXTRACT
 from bneck.features.extraction.report import ExtractionReport, SplitReport
 from bneck.features.runtimes.extractor import Extractor, split_content
 from bneck.core.folders import check_folder, claim_folder
 from bneck.features.runtimes.quantize import BF16_METHOD, DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, gate, plan_calibration
 from bneck.features.extraction.ray_engine import RayPool, extract_split_sharded, ray_options
-from bneck.features.runtimes.openvino import checked_here
+from bneck.features.runtimes.choice import choose_runtime
+from bneck.features.runtimes.registry import get_runtime, ready_here
 from bneck.features.backbones.resolve import resolve_spec
 from bneck.features.images.selection import check_sample, cross_split_duplicates, hash_split, training_records
 from bneck.features.featurefile.format import holds, write_split_file
@@ -80,6 +82,7 @@ def _extract_split(ex: Extractor, dataset: Dataset, split: str, out_dir: str, us
                        file_unchanged=unchanged)
 
 
+@takes_options(EXTRACT)
 def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
             weights: Optional[str] = "imagenet", size: Optional[int] = None,
             layer: Optional[str] = None, pool: str = "none", dtype: str = "float32",
@@ -95,6 +98,7 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
             verbose: bool = True) -> ExtractionReport:
     """Extract bottleneck features for every split of ``data_dir`` into ``out_dir/<split>.h5``.
 
+    ``runtime`` is a registered runtime (``runtimes.registry``) or ``auto`` (``runtimes.choice``).
     ``precision="int8"`` (OpenVINO only) quantises on ``calibration_images`` training
     images and refuses if the features' cosine to fp32 falls below ``min_cosine``
     on held-back training images, unless ``force``.
@@ -102,58 +106,108 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     ``engine="ray"`` runs the network in Ray actors (``workers`` of them; 0: one per
     node) on the cluster at ``address`` (None: start a local one), ``shard_size``
     images per shard file; see ``ray_engine``. With the local engine ``workers`` is the
-    number of decoding threads.
+    number of decoding threads. The options are checked by ``EXTRACT`` before the body runs.
 
     Returns an ExtractionReport. Raises ConfigError, DatasetError, WeightsError or
     FeatureFileError (all BneckError) for user mistakes; rows computed before an
     error or Ctrl-C stay in the cache.
     """
-    opts = EXTRACT.check({name: value for name, value in locals().items() if name in EXTRACT})
-    (batch_size, runtime, precision, splits, split, exclude, workers) = (
-        opts[k] for k in ("batch_size", "runtime", "precision", "splits", "split", "exclude", "workers"))
     auto = runtime == "auto"
-    runtime, runtime_why = _early_runtime(runtime, precision, engine)
-    _check_combinations(runtime, precision)
-    options = ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_worker, actor_class)
-    # Folders first: a typo in DATA_DIR should not wait for a weights download.
-    out_dir = check_folder(out_dir, "features", inputs=[data_dir])
-    cache_dir = resolve_cache_dir(cache_dir, inputs=[data_dir, out_dir])
-    dataset = discover(data_dir, splits=splits, split=split, seed=seed, exclude=exclude,
-                       follow_links=opts["follow_links"])
-    if options is not None:
-        for name in dataset.splits:
-            check_folder(os.path.join(out_dir, f"{name}.shards"), "shards", option="the shards folder")
-    spec = resolve_spec(backbone, weights, size, layer, pool, dtype, alpha)
-    plan = None
-    if precision in ("int8", "bf16"):  # bf16 calibrates nothing: the plan only gives its check images
-        plan = plan_calibration([r.abspath for r in training_records(dataset, data_dir, split, seed, exclude,
-                                                                      opts["follow_links"])],
-                                calibration_images if precision == "int8" else 1, seed, workers)
-        spec = dataclasses.replace(spec, quantization=plan.key_json() if precision == "int8"
-                                   else json.dumps(BF16_METHOD, sort_keys=True))
-    converted = runtime in ("auto", "openvino") and checked_here(spec, cache_dir)
-    # A new extractor: its layer and pool are checked before any folder (a converted model that was
-    # checked against TensorFlow here was made from them: no need to build the network for that).
-    if not _entry_exists(cache_dir, spec) and not converted:
-        from bneck.features.backbones.feature_model import check_cut
-        check_cut(get_backbone(spec.backbone), spec.alpha, spec.input_size, spec.layer, spec.pool)
-    if runtime == "auto":
-        runtime, runtime_why = _auto_runtime(converted, sum(len(r) for r in dataset.splits.values()))
+    runtime, runtime_why = _runtime_from_options(runtime, precision, engine)
+    ray = ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_worker, actor_class)
+    source = _Source(data_dir, splits, split, seed, list(exclude), follow_links)
+    out_dir, cache_dir, dataset = _open_folders(source, out_dir, cache_dir, sharded=ray is not None)
+    spec, plan = _spec_and_plan(resolve_spec(backbone, weights, size, layer, pool, dtype, alpha), source, dataset,
+                                precision, calibration_images, workers)
+    runtime, runtime_why = _runtime_for_data(runtime, runtime_why, spec, cache_dir, dataset, precision, engine)
     claim_folder(out_dir, "features", inputs=[data_dir])
-    training = training_records(dataset, data_dir, split, seed, exclude, opts["follow_links"], required=False)
-    pool = RayPool(options, spec, cache_dir, batch_size) if options is not None else None
+    pool = RayPool(ray, spec, cache_dir, batch_size) if ray is not None else None
     ex = Extractor(spec, RowCache(cache_dir, spec), batch_size=batch_size,
                    workers=0 if pool else workers,  # with Ray, the driver's threads only hash: all cores
                    commit_rows=commit_rows, commit_seconds=commit_seconds, verbose=verbose, runtime=runtime,
-                   plan=plan, check_sample=check_sample(training, seed), fallback=auto and precision == "fp32",
-                   runtime_why=runtime_why,
-                   file_attrs=dict(runtime=runtime, precision=precision, engine=engine,
-                                   follow_links=opts["follow_links"]))
+                   plan=plan, check_sample=check_sample(_training(source, dataset, required=False), seed),
+                   fallback=auto and precision == "fp32", runtime_why=runtime_why,
+                   file_attrs=dict(runtime=runtime, precision=precision, engine=engine, follow_links=follow_links))
     report = ExtractionReport(spec, out_dir, cache_dir, runtime=runtime, precision=precision, engine=engine)
     if plan is not None:  # quantise (or load) and check before any row is made
-        model = ex.network()
-        report.quantization = gate(model.quantization_stats, min_cosine, force, spec.backbone, precision)
+        report.quantization = gate(ex.network().quantization_stats, min_cosine, force, spec.backbone, precision)
         ex.record_check("quantization_check", report.quantization)
+    _extract_splits(ex, pool, dataset, out_dir, report)
+    return _finish(report, ex, plan)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """Where the images come from and how they are split (the options ``discover`` takes)."""
+
+    data_dir: str
+    splits: Optional[Sequence[str]]
+    split: Optional[list]
+    seed: int
+    exclude: list
+    follow_links: bool
+
+
+def _runtime_from_options(runtime: str, precision: str, engine: str) -> tuple[str, str]:
+    """Decide ``--runtime`` where the options alone decide it (``('auto', '')`` when the data must), and
+    refuse, before any work, a runtime that cannot compute ``precision`` here or is not installed."""
+    runtime, why = choose_runtime(runtime, precision=precision, engine=engine)
+    if runtime != "auto":
+        get_runtime(runtime, precision)
+    return runtime, why
+
+
+def _open_folders(source: _Source, out_dir: str, cache_dir: Optional[str], sharded: bool) -> tuple:
+    """Return (the output folder, the cache folder, the Dataset), each checked before any work.
+
+    Folders first: a typo in DATA_DIR should not wait for a weights download.
+    """
+    out_dir = check_folder(out_dir, "features", inputs=[source.data_dir])
+    cache_dir = resolve_cache_dir(cache_dir, inputs=[source.data_dir, out_dir])
+    dataset = discover(source.data_dir, splits=source.splits, split=source.split, seed=source.seed,
+                       exclude=source.exclude, follow_links=source.follow_links)
+    if sharded:
+        for name in dataset.splits:
+            check_folder(os.path.join(out_dir, f"{name}.shards"), "shards", option="the shards folder")
+    return out_dir, cache_dir, dataset
+
+
+def _training(source: _Source, dataset: Dataset, required: bool = True) -> list:
+    return training_records(dataset, source.data_dir, source.split, source.seed, source.exclude,
+                            source.follow_links, required=required)
+
+
+def _spec_and_plan(spec, source: _Source, dataset: Dataset, precision: str, calibration_images: int,
+                   workers: int) -> tuple:
+    """Return (the spec, the calibration plan): int8 and bf16 get their own key and their check images
+    (bf16 calibrates nothing: its plan only gives the check images); fp32 has no plan."""
+    if precision not in ("int8", "bf16"):
+        return spec, None
+    plan = plan_calibration([r.abspath for r in _training(source, dataset)],
+                            calibration_images if precision == "int8" else 1, source.seed, workers)
+    return dataclasses.replace(spec, quantization=plan.key_json() if precision == "int8"
+                               else json.dumps(BF16_METHOD, sort_keys=True)), plan
+
+
+def _runtime_for_data(runtime: str, why: str, spec, cache_dir: str, dataset: Dataset, precision: str,
+                      engine: str) -> tuple[str, str]:
+    """Check a new extractor's layer and pool, then finish ``auto``'s choice from the cache and the data.
+
+    A new extractor's cut is checked before any folder; a runtime whose model for it is already
+    checked here was made from that cut: no need to build the network for that.
+    """
+    if not _entry_exists(cache_dir, spec) and not ready_here(runtime, spec, cache_dir):
+        from bneck.features.backbones.feature_model import check_cut
+        check_cut(get_backbone(spec.backbone), spec.alpha, spec.input_size, spec.layer, spec.pool)
+    if runtime != "auto":
+        return runtime, why
+    return choose_runtime("auto", precision=precision, engine=engine, spec=spec, cache_dir=cache_dir,
+                          images=sum(len(r) for r in dataset.splits.values()))
+
+
+def _extract_splits(ex: Extractor, pool: Optional[RayPool], dataset: Dataset, out_dir: str,
+                    report: ExtractionReport) -> None:
+    """Hash every split, record images shared across splits, then extract each split into its file."""
     hashed = {name: hash_split(dataset, name, ex.workers) for name in dataset.splits}
     report.duplicates = cross_split_duplicates({name: usable for name, (usable, _) in hashed.items()})
     ex.record_check("cross_split_duplicates", report.duplicates)
@@ -170,12 +224,16 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
             report.retries, report.worker_peak_rss_mb = pool.retries, pool.peak_rss_mb
             report.forward_images = sum(s.computed for s in report.splits)  # in the actors
             pool.close()
+
+
+def _finish(report: ExtractionReport, ex: Extractor, plan) -> ExtractionReport:
+    """Return ``report`` with the runtime that ran (auto may have fallen back) and what the model did."""
     report.runtime, report.runtime_why = ex.runtime, ex.runtime_why
     if ex.model is not None:  # never with Ray: the network runs in the actors
         report.model_built = True
         report.forward_images, report.forward_calls = ex.model.images, ex.model.calls
-        report.converted = getattr(ex.model, "converted", None)
-        report.quantized = getattr(ex.model, "quantized", None) if plan else None
+        report.converted = ex.model.converted
+        report.quantized = ex.model.quantized if plan else None
     return report
 
 
@@ -184,56 +242,3 @@ def _entry_exists(cache_dir: str, spec) -> bool:
     folder = os.path.join(cache_dir, "features", spec.key)
     return os.path.isfile(os.path.join(folder, "meta.json")) and any(
         n.startswith("rows-") for n in (os.listdir(folder) if os.path.isdir(folder) else ()))
-
-
-# From this many images in a data set, `--runtime auto` converts to OpenVINO (about 5 s once for
-# MobileNet, repaid at about 2 ms an image; README "Which runtime").
-AUTO_CONVERT_IMAGES = 2000
-
-
-def _early_runtime(runtime: str, precision: str, engine: str) -> tuple[str, str]:
-    """Decide ``--runtime auto`` where the options alone decide it; ('auto', '') when the data must."""
-    if runtime != "auto":
-        return runtime, "asked for"
-    if precision != "fp32":
-        return "openvino", f"auto: {precision} runs on OpenVINO"
-    if engine == "ray":
-        return "tensorflow", "auto: the Ray engine runs TensorFlow"
-    import importlib.util
-
-    if importlib.util.find_spec("openvino") is None:
-        return "tensorflow", "auto: OpenVINO is not installed (pip install -e \".[openvino]\")"
-    return "auto", ""
-
-
-def _auto_runtime(converted: bool, images: int) -> tuple[str, str]:
-    """OpenVINO when its converted model is already checked here (``converted``), or when the set is large
-    enough to pay for converting it; TensorFlow otherwise."""
-    if converted:
-        return "openvino", "auto: its converted model is cached and was checked against TensorFlow on this CPU"
-    if images >= AUTO_CONVERT_IMAGES:
-        return "openvino", f"auto: {images} images, enough to pay for converting once (checked before its first row)"
-    return "tensorflow", (f"auto: {images} images, too few to pay for converting to OpenVINO (from "
-                          f"{AUTO_CONVERT_IMAGES}; --runtime openvino converts anyway)")
-
-
-def _check_combinations(runtime: str, precision: str) -> None:
-    """Refuse options that do not go together, and say how to install a missing runtime, before any work."""
-    if precision != "fp32" and runtime != "openvino":
-        raise ConfigError(f"--precision {precision} runs on OpenVINO: add --runtime openvino (or leave --runtime "
-                          f"auto). Received: runtime={runtime!r}, precision={precision!r}.")
-    if precision == "bf16":
-        from bneck.features.runtimes import cpu
-
-        if not cpu.has_native_bf16():
-            raise ConfigError(
-                "--precision bf16 needs a CPU that computes bf16 natively (flag avx512_bf16 or amx_bf16 in "
-                f"/proc/cpuinfo); this one has {', '.join(cpu.relevant()) or 'none of the relevant flags'}. Use "
-                "--precision fp32 (the default), or int8 on CPUs with VNNI (`bneck backbones` shows what this CPU "
-                f"supports). Received: precision='bf16'.")
-    if runtime == "openvino":
-        from bneck.features.runtimes.openvino_compile import import_openvino
-        import_openvino()
-        if precision == "int8":
-            from bneck.features.runtimes.quantize import import_nncf
-            import_nncf()

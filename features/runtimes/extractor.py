@@ -12,7 +12,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from bneck.features.backbones.registry import get_backbone
 from bneck.features.images.batches import decoded_batches
 from bneck.features.cache.rows import RowCache, RowWriter
 from bneck.features.images.dataset import Dataset
@@ -46,36 +45,32 @@ class Extractor:
         self.model = None
 
     def network(self):
-        """Return the feature model, built, checked against the reference and traced on first use.
+        """Return the feature model, built by its runtime (``runtimes.registry``), checked against the
+        reference and traced on first use.
 
-        Raises RuntimeMismatch (before any row is made) when an OpenVINO fp32 model's
-        features differ from TensorFlow's on ``check_sample`` beyond the tolerance.
+        Raises RuntimeMismatch (before any row is made) when a runtime's features differ from the
+        reference's on ``check_sample`` beyond the tolerance; with ``fallback`` (``--runtime auto``)
+        the reference computes the rows instead, and ``runtime_why`` says why.
         """
         if self.model is None:
-            model = self._openvino() if self.runtime == "openvino" else None
-            if model is None:
-                from bneck.features.backbones.feature_model import FeatureModel
-                model = FeatureModel(get_backbone(self.spec.backbone), self.spec)
-            model.warm_up()
+            from bneck.features.runtimes.equivalence import RuntimeMismatch
+            from bneck.features.runtimes.registry import BuildContext, build_model, get_registered, reference_runtime
+
+            context = BuildContext(self.cache.cache_dir, self.plan, self.workers, self.decoded_sample, self.verbose)
+            try:
+                model = build_model(self.runtime, self.spec, context)
+            except RuntimeMismatch as exc:
+                if not self.fallback:
+                    raise
+                refused, reference = get_registered(self.runtime).label, reference_runtime()
+                self.runtime = self.file_attrs["runtime"] = reference.name
+                self.runtime_why = (f"auto: {refused} was refused on this CPU ({str(exc)[:160]}...), so "
+                                    f"{reference.label} ran")
+                model = build_model(self.runtime, self.spec, context)
+            if model.equivalence is not None:
+                self.record_check("equivalence", model.equivalence)
             self.model = model
         return self.model
-
-    def _openvino(self):
-        """The checked OpenVINO model; None (TensorFlow instead) when ``fallback`` and its numbers differ."""
-        from bneck.features.runtimes.equivalence import RuntimeMismatch
-        from bneck.features.runtimes.openvino import OpenVINOFeatureModel
-
-        try:
-            model = OpenVINOFeatureModel(get_backbone(self.spec.backbone), self.spec, self.cache.cache_dir,
-                                         self.plan, self.workers, sample=self.decoded_sample, verbose=self.verbose)
-        except RuntimeMismatch as exc:
-            if not self.fallback:
-                raise
-            self.runtime, self.file_attrs["runtime"] = "tensorflow", "tensorflow"
-            self.runtime_why = f"auto: OpenVINO was refused on this CPU ({str(exc)[:160]}...), so TensorFlow ran"
-            return None
-        self.record_check("equivalence", model.equivalence)
-        return model
 
     def record_check(self, name: str, result: dict) -> None:
         """Record a check of the rows (``equivalence``, ``quantization_check``) in every split file."""

@@ -36,6 +36,7 @@ from bneck.core.errors import BneckError, ConfigError
 from bneck.core.files import open_regular
 from bneck.core.hashing import sha256_bytes
 from bneck.features.runtimes.openvino_compile import INFERENCE_PRECISION, MODE, compile_cpu, import_openvino
+from bneck.features.runtimes.registry import Runtime, register_runtime
 from bneck.features.runtimes.quantize import CalibrationPlan, bf16_cosine_check, cosine_check, quantize, reduced_precision
 
 FP32_CHECK, INT8_CHECK, BF16_CHECK = "fp32 vs tensorflow", "int8 vs fp32", "bf16 vs fp32"
@@ -250,3 +251,36 @@ def checked_here(spec: ExtractorSpec, cache_dir: str) -> bool:
     except (OSError, ValueError, BneckError):
         return False
     return check is not None and fp32_trusted(check)
+
+
+# From this many images in a data set, `--runtime auto` converts to OpenVINO (about 5 s once for
+# MobileNet, repaid at about 2 ms an image; docs "Which runtime").
+AUTO_CONVERT_IMAGES = 2000
+
+
+def _build(spec: ExtractorSpec, context) -> OpenVINOFeatureModel:
+    from bneck.features.backbones.registry import get_backbone
+
+    return OpenVINOFeatureModel(get_backbone(spec.backbone), spec, context.cache_dir, context.plan, context.workers,
+                                sample=context.sample, verbose=context.verbose)
+
+
+def _check_precision(precision: str) -> None:
+    """Refuse bf16 on a CPU without native bf16 (emulated, it is slower than fp32 and no cheaper)."""
+    from bneck.features.runtimes import cpu
+
+    if precision == "bf16" and not cpu.has_native_bf16():
+        raise ConfigError(
+            "--precision bf16 needs a CPU that computes bf16 natively (flag avx512_bf16 or amx_bf16 in "
+            f"/proc/cpuinfo); this one has {', '.join(cpu.relevant()) or 'none of the relevant flags'}. Use "
+            "--precision fp32 (the default), or int8 on CPUs with VNNI (`bneck backbones` shows what this CPU "
+            "supports). Received: precision='bf16'.")
+
+
+OPENVINO = register_runtime(Runtime(
+    name="openvino", label="OpenVINO", build=_build, precisions=("fp32", "int8", "bf16"), checks_itself=True,
+    modules=("openvino",), precision_modules={"int8": ("nncf",)}, install='pip install -e ".[openvino]"',
+    package="openvino", check_precision=_check_precision, ready_here=checked_here,
+    ready_why="its converted model is cached and was checked against TensorFlow on this CPU",
+    not_ready_why="no converted model checked on this CPU in the cache (`bneck extract --runtime openvino` makes one)",
+    auto_from_images=AUTO_CONVERT_IMAGES, first_use="converted and checked against TensorFlow on first use"))

@@ -153,3 +153,10 @@ def test_bad_images_are_quarantined_and_the_run_completes(small_data, tmp_path):
     assert set(reasons) == {"train/cats/empty.jpg", "train/cats/noise.png", "train/cats/truncated.jpg"}
     assert "truncated" in reasons["train/cats/truncated.jpg"]
     assert len(f.paths) == 12 and report.splits[0].quarantined == 3
+
+
+def test_extract_declares_every_option_of_its_table():
+    from bneck.core.options import signature_matches
+    from bneck.features.extraction.options import EXTRACT
+
+    assert signature_matches(extract, EXTRACT) == []

@@ -168,12 +168,16 @@ def test_auto_runs_tensorflow_for_a_few_images_then_the_model_this_user_checked(
     assert b.attrs["runtime"] == "openvino" and max_relative_difference(b.features, a.features) < TOLERANCE
 
 
-def test_auto_falls_back_to_tensorflow_when_openvino_differs_here(tmp_path, monkeypatch):
+def test_auto_falls_back_to_tensorflow_when_openvino_differs_here(tmp_path, request):
     """Where --runtime openvino refuses (numbers off on this CPU), auto computes with TensorFlow and says so."""
-    import bneck.features.extraction.stage as extraction_stage
-    from bneck.features.backbones.resolve import resolve_spec
+    import dataclasses
 
-    monkeypatch.setattr(extraction_stage, "AUTO_CONVERT_IMAGES", 4)  # a set this small counts as large here
+    from bneck.features.backbones.resolve import resolve_spec
+    from bneck.features.runtimes.registry import get_registered, register_runtime
+
+    openvino = get_registered("openvino")  # a set this small counts as large here
+    register_runtime(dataclasses.replace(openvino, auto_from_images=4))
+    request.addfinalizer(lambda: register_runtime(openvino))
     _plant_converted(tmp_path / "cache", resolve_spec(**MOBILENET), _round_to_bf16)
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)
