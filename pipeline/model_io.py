@@ -1,9 +1,9 @@
 """Saving and loading models in formats that cannot run code, from bytes already verified.
 
 * scikit-learn models are saved with ``skops.io`` and loaded with an explicit list of
-  trusted types (``TRUSTED_SKLEARN_TYPES``, on top of skops' own defaults: builtins,
-  NumPy and scikit-learn's estimators). A file naming any other type, a function
-  included, is refused before anything in it is built. Nothing is ever unpickled.
+  trusted types (``trusted_sklearn_types()``: bneck's own and the registered classifiers',
+  on top of skops' own defaults: builtins, NumPy and scikit-learn's estimators). A file
+  naming any other type, a function included, is refused before anything in it is built. Nothing is ever unpickled.
 * Keras models (``.keras`` zip archives) are checked before Keras reads them: the
   archive holds exactly ``config.json``, ``metadata.json`` and ``model.weights.h5``;
   every object in the config is one of ``KERAS_OBJECTS`` (the layers, initializers
@@ -19,25 +19,45 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Sequence
 
 from bneck.core.errors import BneckError
 
 # Types skops must find in a bneck scikit-learn model besides its own default-trusted
-# ones; found with ``skops.io.get_untrusted_types`` on every classifier bneck trains
-# (tests/pipeline/test_model_io.py keeps this list honest).
-TRUSTED_SKLEARN_TYPES = (
+# ones: bneck's own, and those each registered classifier's model holds (its registry
+# entry's ``skops_types``, found with ``skops.io.get_untrusted_types``;
+# tests/pipeline/test_model_io.py keeps the lists honest). Nothing else is trusted.
+BNECK_SKLEARN_TYPES = (
     "bneck.pipeline.training.sklearn_models.SpatialReshape",
     "bneck.pipeline.training.sklearn_models.StreamedLinear",
-    "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.metrics._dist_metrics.EuclideanDistance64",
-    "sklearn.neighbors._ball_tree.BallTree",
-    "sklearn.neighbors._kd_tree.KDTree",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-    "sklearn.tree._tree.Tree",
 )
+
+
+def trusted_sklearn_types() -> tuple[str, ...]:
+    """Return the types a skops file may name beyond skops' defaults: ``BNECK_SKLEARN_TYPES`` and the
+    union of the registered classifiers' ``skops_types``, sorted."""
+    from bneck.pipeline.training.classifiers import registered_skops_types
+
+    return tuple(sorted(set(BNECK_SKLEARN_TYPES) | registered_skops_types()))
+
+
+class _TrustedTypes(Sequence):
+    """``trusted_sklearn_types()`` read at each use: a classifier registered later is trusted too."""
+
+    def __getitem__(self, index):
+        return trusted_sklearn_types()[index]
+
+    def __len__(self) -> int:
+        return len(trusted_sklearn_types())
+
+    def __iter__(self):
+        return iter(trusted_sklearn_types())
+
+    def __repr__(self) -> str:
+        return repr(trusted_sklearn_types())
+
+
+TRUSTED_SKLEARN_TYPES = _TrustedTypes()
 
 # (module, class_name) of every object a bneck Keras model's config may hold: the
 # layers of the eight backbones, the heads and the fine-tuned assembly (found by
@@ -112,27 +132,30 @@ def save_sklearn(model, path: str) -> None:
     import skops.io as sio
 
     data = sio.dumps(model)
-    strange = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_SKLEARN_TYPES))
+    strange = sorted(set(sio.get_untrusted_types(data=data)) - set(trusted_sklearn_types()))
     if strange:  # a bneck bug, not a user's mistake: the model could not be loaded back
         raise RuntimeError(f"cannot save {type(model).__name__}: it holds types that loading does not "
-                           f"trust: {', '.join(strange)} (add them to TRUSTED_SKLEARN_TYPES if safe)")
+                           f"trust: {', '.join(strange)} (add them to its classifier's registry entry, "
+                           "skops_types, if safe)")
     with open(path, "wb") as handle:
         handle.write(data)
 
 
 def check_sklearn(data: bytes, where: str) -> None:
-    """Refuse skops ``data`` naming a type outside skops' defaults and ``TRUSTED_SKLEARN_TYPES``."""
+    """Refuse skops ``data`` naming a type outside skops' defaults and ``trusted_sklearn_types()``
+    (UnsafeModel), before anything in it is built."""
     import skops.io as sio
 
     try:
-        strange = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_SKLEARN_TYPES))
+        strange = sorted(set(sio.get_untrusted_types(data=data)) - set(trusted_sklearn_types()))
     except Exception as exc:  # noqa: BLE001 - any malformed file is one clear refusal
         raise UnsafeModel(f"{where} is not a readable skops file ({type(exc).__name__}: "
                           f"{str(exc)[:200]}).") from None
     if strange:
         raise UnsafeModel(f"{where} names types bneck does not load: {', '.join(strange)}. A bneck "
-                          "scikit-learn model holds only scikit-learn, NumPy and bneck's own types; "
-                          "this file was made elsewhere or altered. Retrain with `bneck train`.")
+                          "scikit-learn model holds only scikit-learn, NumPy and bneck's own types, and those "
+                          "its registered classifier declares; this file was made elsewhere or altered. "
+                          "Retrain with `bneck train`.")
 
 
 def load_sklearn(data: bytes, where: str):
@@ -143,9 +166,10 @@ def load_sklearn(data: bytes, where: str):
     from bneck.pipeline.model_checks import check_fitted
 
     data = current_type_paths(data, where)
+    trusted = list(trusted_sklearn_types())  # one reading for the check and the load
     check_sklearn(data, where)
     try:
-        model = sio.loads(data, trusted=list(TRUSTED_SKLEARN_TYPES))
+        model = sio.loads(data, trusted=trusted)
     except UntrustedTypesFoundException as exc:
         raise UnsafeModel(f"{where} names types bneck does not load ({exc}).") from None
     except Exception as exc:  # noqa: BLE001 - any malformed file is one clear refusal

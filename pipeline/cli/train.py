@@ -20,7 +20,7 @@ def add_parsers(sub) -> None:
                                    "save each in MODELS_DIR/NAME and rank them.")
     p.add_argument("features_dir", metavar="FEATURES_DIR")
     p.add_argument("--classifier", required=True, metavar="NAME[,NAME...]",
-                   help=f"any of: {', '.join(CLASSIFIERS)}")
+                   help=f"any of: {', '.join(CLASSIFIERS)} (the registered classifiers)")
     p.add_argument("--out", required=True, metavar="MODELS_DIR")
     TRAIN.add_arguments(p)
     p.add_argument("--quiet", action="store_true")

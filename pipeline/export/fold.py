@@ -15,7 +15,9 @@ loads anywhere Keras does:
   ``1 / (1 + exp(a d + b))`` is affine inside, the folds are averaged;
 * ``MLPClassifier`` with ReLU: its layers are Dense layers.
 
-Kernel SVMs, neighbours and tree ensembles are not layers: ``FoldError`` names what is.
+Which classifier folds, and how, is its registry entry's ``fold`` (one of ``fold_linear`` and
+``fold_mlp`` for the built-in ones; ``bneck.pipeline.training.classifiers``). Kernel SVMs,
+neighbours and tree ensembles are not layers: ``FoldError`` names what is.
 """
 from __future__ import annotations
 
@@ -23,19 +25,36 @@ import numpy as np
 
 from bneck.core.errors import BneckError
 
-FOLDED = ("logreg", "linear-svm", "mlp")  # the scikit-learn classifiers bneck trains that fold into layers
-EXACT = "logreg, linear-svm and mlp (in memory or streamed with --max-memory, logreg's log loss), and every Keras head"
 
 
 class FoldError(BneckError):
-    """A scikit-learn model that is not a composition of affine maps and standard activations."""
+    """A scikit-learn model that is not a composition of affine maps and standard activations
+    (``what`` names the part that is not)."""
+
+    def __init__(self, message: str, what: str = ""):
+        super().__init__(message)
+        self.what = what
 
 
-def _refuse(what: str) -> FoldError:
+def refusal(what: str, exact: str = "") -> FoldError:
+    """Return the FoldError for ``what`` (e.g. 'a calibrated SVC'); ``exact`` names the models that export
+    (``sklearn_layers`` fills it in from the classifier registry)."""
     return FoldError(f"this model cannot be exported: {what} is not expressible as neural-network layers "
-                     f"without approximating it. Models that export exactly: {EXACT}. Train one of those "
-                     "(e.g. `bneck train FEATURES --classifier logreg`) and export it, or keep this one "
-                     "inside bneck (`bneck predict`).")
+                     f"without approximating it. Models that export exactly: {exact or 'see docs/export.md'}. "
+                     "Train one of those (e.g. `bneck train FEATURES --classifier logreg`) and export it, or "
+                     "keep this one inside bneck (`bneck predict`).", what)
+
+
+_refuse = refusal
+
+
+def describe(est) -> str:
+    """Return what a final estimator is, in words ('a calibrated SVC', 'a KNeighborsClassifier')."""
+    name = type(est).__name__
+    if name == "CalibratedClassifierCV":
+        inner = getattr(est, "estimator", None)
+        return f"a calibrated {type(inner).__name__}" if inner is not None else "a calibrated classifier"
+    return f"a {name}" + (f" with {est.loss!r} loss" if isinstance(getattr(est, "loss", None), str) else "")
 
 
 def _parts(model):
@@ -44,7 +63,7 @@ def _parts(model):
         named = dict(model.steps)
         maps = [_scaler(named["scale"])] + ([_pca(named["pca"])] if "pca" in named else [])
         return named["reshape"].mode, maps, named["clf"]
-    if type(model).__name__ == "StreamedLinear":
+    if all(hasattr(model, a) for a in ("reshape_", "scaler_", "model_")):  # StreamedLinear or alike
         return model.reshape_.mode, [_scaler(model.scaler_)], model.model_
     raise _refuse(type(model).__name__)
 
@@ -100,7 +119,7 @@ def _logits(est, n_classes: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
         return [(*_linear(est), "binary" if n_classes == 2 else "ovr")]
     if name == "CalibratedClassifierCV":
         return [_calibrated(member, n_classes) for member in est.calibrated_classifiers_]
-    raise _refuse(f"a {name}" + (f" with {est.loss!r} loss" if hasattr(est, "loss") else ""))
+    raise _refuse(describe(est))
 
 
 def _calibrated(member, n_classes: int):
@@ -143,6 +162,27 @@ def _probabilities(keras, x, members, maps, n_classes: int):
     return keras.layers.GlobalAveragePooling1D(name="probabilities")(p)
 
 
+def fold_linear(keras, x, est, maps, n_classes: int):
+    """Fold a linear classifier (logistic regression, SGD log loss, sigmoid-calibrated linear models)
+    after the affine ``maps``; returns the probabilities tensor. Raises FoldError."""
+    return _probabilities(keras, x, _logits(est, n_classes), maps, n_classes)
+
+
+def fold_mlp(keras, x, est, maps, n_classes: int):
+    """Fold a ReLU ``MLPClassifier`` after the affine ``maps``; returns the probabilities tensor.
+    Raises FoldError for other activations or labels."""
+    if type(est).__name__ != "MLPClassifier":
+        raise _refuse(describe(est))
+    return _mlp(keras, x, est, maps, n_classes)
+
+
+def fold_any(keras, x, est, maps, n_classes: int):
+    """Fold by the estimator's type (an MLP, else a linear model); returns the probabilities tensor."""
+    if type(est).__name__ == "MLPClassifier":
+        return _mlp(keras, x, est, maps, n_classes)
+    return fold_linear(keras, x, est, maps, n_classes)
+
+
 def _mlp(keras, x, est, maps, n_classes: int):
     _check_classes(est, n_classes, "MLPClassifier")
     if est.activation != "relu" or est.out_activation_ not in ("logistic", "softmax"):
@@ -156,9 +196,11 @@ def _mlp(keras, x, est, maps, n_classes: int):
     return _probabilities(keras, x, [(weights[-1], biases[-1], rule)], [], n_classes)
 
 
-def sklearn_layers(model, features, n_classes: int):
+def sklearn_layers(model, features, n_classes: int, fold=None, exact: str = ""):
     """Return the probabilities tensor of ``model`` (a bneck scikit-learn model) applied to the
-    Keras tensor ``features``. Raises FoldError for models that are not layers."""
+    Keras tensor ``features``, its final estimator folded by ``fold`` (a registry entry's; by
+    default ``fold_any``, by type). Raises FoldError for models that are not layers, naming
+    ``exact`` (the models that export) as the way out."""
     import keras
 
     mode, maps, est = _parts(model)
@@ -170,6 +212,7 @@ def sklearn_layers(model, features, n_classes: int):
             pool = {(4, "avg"): keras.layers.GlobalAveragePooling2D, (4, "max"): keras.layers.GlobalMaxPooling2D,
                     (3, "avg"): keras.layers.GlobalAveragePooling1D, (3, "max"): keras.layers.GlobalMaxPooling1D}
             x = pool[(len(x.shape), mode)](name=f"{mode}_pool")(x)
-    if type(est).__name__ == "MLPClassifier":
-        return _mlp(keras, x, est, maps, n_classes)
-    return _probabilities(keras, x, _logits(est, n_classes), maps, n_classes)
+    try:
+        return (fold or fold_any)(keras, x, est, maps, n_classes)
+    except FoldError as exc:
+        raise refusal(exc.what, exact) if exc.what and exact else exc from None

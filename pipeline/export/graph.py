@@ -14,7 +14,7 @@ from bneck.features import get_backbone
 from bneck.features.backbones.feature_model import build_base, cut_model
 
 from bneck.pipeline.artifacts import LoadedClassifier
-from bneck.pipeline.export.fold import sklearn_layers
+from bneck.pipeline.export.fold import describe, refusal, sklearn_layers
 
 # keras.applications' caffe-style preprocess_input: RGB -> BGR, then minus these BGR means
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -45,6 +45,19 @@ def _as_probabilities(keras, y):
     return y
 
 
+def _folded(clf: LoadedClassifier, features):
+    """Return the probabilities of a scikit-learn model folded by its classifier's registry entry.
+    Raises FoldError for a classifier that does not fold (or is not registered here)."""
+    from bneck.pipeline.training.classifiers import exact_exports, list_classifiers
+
+    entry = {e.name: e for e in list_classifiers("sklearn")}.get(clf.manifest.classifier)
+    if entry is None or entry.fold is None:
+        model = clf.model
+        final = model.steps[-1][1] if hasattr(model, "steps") else getattr(model, "model_", model)
+        raise refusal(f"{clf.manifest.classifier} ({describe(final)})", exact_exports())
+    return sklearn_layers(clf.model, features, len(clf.class_names), entry.fold, exact_exports())
+
+
 def deployable(clf: LoadedClassifier, spec):
     """Return the Keras model uint8 (N, S, S, 3) RGB -> (N, C) probabilities for a loaded model."""
     import keras
@@ -61,5 +74,5 @@ def deployable(clf: LoadedClassifier, spec):
         if clf.kind == "keras":
             y = _as_probabilities(keras, clf.model(features, training=False))
         else:
-            y = sklearn_layers(clf.model, features, len(clf.class_names))
+            y = _folded(clf, features)
     return keras.Model(images, y, name="bneck_model")

@@ -53,10 +53,10 @@ def _check_finetune_plan(cfg: dict) -> None:
     from bneck.features.backbones.feature_model import check_cut
 
     from bneck.pipeline.finetuning.model import unfreeze_index
-    from bneck.pipeline.training.heads import HEADS
+    from bneck.pipeline.training.classifiers import is_keras
 
     ex, ft = cfg["extract"], cfg["finetune"]
-    heads = [n for n in cfg["train"]["classifiers"] if n in HEADS]
+    heads = [n for n in cfg["train"]["classifiers"] if is_keras(n)]
     if ft["enabled"] and ft["head"] != "auto" and ft["head"] not in heads:
         raise ConfigError(f"config key finetune.head = {ft['head']!r} names a head this run does not train: "
                           f"train.classifiers is {cfg['train']['classifiers']!r}. Add {ft['head']!r} to "

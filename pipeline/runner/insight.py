@@ -14,10 +14,10 @@ RISING_EPOCHS = 5  # validation loss rising this many epochs after its best is w
 
 def exportable(result) -> bool:
     """Whether ``bneck export`` takes this leaderboard row (Keras heads, fine-tuned models, folded linear ones)."""
-    from bneck.pipeline.export.fold import FOLDED
-    from bneck.pipeline.training.heads import HEADS
+    from bneck.pipeline.training.classifiers import list_classifiers
 
-    return result.kind == "fine-tuned" or result.name in HEADS or result.name in FOLDED
+    exports = {e.name for e in list_classifiers() if e.kind == "keras" or e.fold is not None}
+    return result.kind == "fine-tuned" or result.name in exports
 
 
 def best_exportable(leaderboard):

@@ -5,12 +5,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from bneck.core.errors import ConfigError, DatasetError, choice_error
+from bneck.core.errors import ConfigError, DatasetError
 
 from bneck.pipeline.data import FeatureSet
-from bneck.pipeline.training.heads import HEADS
+from bneck.pipeline.training.classifiers import get_classifier
 from bneck.pipeline.training.options import CLASSIFIERS
-from bneck.pipeline.training.sklearn_models import MIN_PER_CLASS
 
 
 def validate_classifiers(classifiers: Sequence[str]) -> list[str]:
@@ -21,8 +20,7 @@ def validate_classifiers(classifiers: Sequence[str]) -> list[str]:
     if not names:
         raise ConfigError(f"--classifier needs at least one of {', '.join(CLASSIFIERS)}. Received: none.")
     for name in names:
-        if name not in CLASSIFIERS:
-            raise choice_error("classifier", CLASSIFIERS, name)
+        get_classifier(name)  # ConfigError, with the closest registered name
     if len(set(names)) != len(names):
         raise ConfigError(f"--classifier names each classifier once. Received: {','.join(names)}.")
     return names
@@ -41,7 +39,7 @@ def check_counts(name: str, cfg: dict, class_names: Sequence[str], train_labels,
     """Refuse what the data cannot support for classifier ``name`` with options ``cfg``: one class,
     a class without training images, too few images per class for its internal cross-validation,
     more PCA components than training images (or features, given ``width``), more folds than the
-    smallest class has images. Raises DatasetError or ConfigError."""
+    smallest class has images, a --search of a classifier without a grid. Raises DatasetError or ConfigError."""
     counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=len(class_names))
     if len(class_names) < 2:
         raise DatasetError(f"{where} holds one class ({class_names[0]!r}); a classifier needs at "
@@ -50,12 +48,16 @@ def check_counts(name: str, cfg: dict, class_names: Sequence[str], train_labels,
         missing = [c for c, n in zip(class_names, counts) if n == 0]
         raise DatasetError(f"the training split of {where} has no image of class(es) {', '.join(missing)}; "
                            "every class needs training images.")
-    if name in HEADS:
+    entry = get_classifier(name)
+    if entry.kind == "keras":
         return
-    if counts.min() < MIN_PER_CLASS.get(name, 1):
+    if counts.min() < entry.min_per_class:
         raise DatasetError(f"{name} calibrates its scores by cross-validation and needs at least "
-                           f"{MIN_PER_CLASS[name]} training images of every class; the smallest class of "
+                           f"{entry.min_per_class} training images of every class; the smallest class of "
                            f"{where} has {counts.min()}. Add images or choose another classifier.")
+    if cfg["search"] and not entry.grid:
+        raise ConfigError(f"--search tunes a classifier's grid of candidates, and {name} registers none. "
+                          f"Received: search={cfg['search']!r} for {name}; train it without --search.")
     pca = cfg["pca"]
     if isinstance(pca, int):
         limit = min(len(train_labels), width) if width else len(train_labels)

@@ -19,9 +19,8 @@ from bneck.pipeline.data import FeatureSet
 from bneck.pipeline.image_splits import splits_record, write_splits
 from bneck.pipeline.manifests import ClassifierManifest, FeatureFileRef
 from bneck.pipeline.metrics import scores
-from bneck.pipeline.training.heads import HEADS
+from bneck.pipeline.training.classifiers import build_sklearn, build_streamed, get_classifier
 from bneck.pipeline.training.leaderboard import Result
-from bneck.pipeline.training.sklearn_models import GRIDS
 
 
 class TrainingDiverged(BneckError):
@@ -36,7 +35,7 @@ def fit_classifier(name: str, cfg: dict, fs: FeatureSet, out_dir: str, streamed:
     """
     from bneck.pipeline.plots import confusion_plots
 
-    keras_head = name in HEADS
+    keras_head = get_classifier(name).kind == "keras"
     final = os.path.join(out_dir, name)
     with staged_folder(final, "classifier") as folder:
         trainer = _train_keras if keras_head else _train_sklearn
@@ -118,8 +117,9 @@ def _search(name, pipe, cfg, fs):
 
     x, y = fs.load("train")
     xv, yv = fs.load("validation")
+    grid_of = get_classifier(name).grid  # checks.check_counts refused a --search without one
     if cfg["search"] == "kfold":
-        grid = GridSearchCV(pipe, GRIDS[name], cv=cfg["folds"], n_jobs=-1, scoring="accuracy")
+        grid = GridSearchCV(pipe, grid_of, cv=cfg["folds"], n_jobs=-1, scoring="accuracy")
         grid.fit(np.concatenate([x, xv]), np.concatenate([y, yv]))
         return grid.best_estimator_, {"best_params": grid.best_params_, "cv_accuracy": grid.best_score_}
 
@@ -127,7 +127,7 @@ def _search(name, pipe, cfg, fs):
         model = clone(pipe).set_params(**params).fit(x, y)
         return model.score(xv, yv)
 
-    candidates = list(ParameterGrid(GRIDS[name]))
+    candidates = list(ParameterGrid(grid_of))
     accs = Parallel(n_jobs=-1)(delayed(score)(p) for p in candidates)
     best = candidates[int(np.argmax(accs))]
     return clone(pipe).set_params(**best).fit(x, y), {"best_params": best,
@@ -136,13 +136,11 @@ def _search(name, pipe, cfg, fs):
 
 def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
     from bneck.pipeline.model_io import save_sklearn
-    from bneck.pipeline.training.sklearn_models import StreamedLinear, build_sklearn, check_out_of_core
 
     start = time.perf_counter()
     extra = {}
     if streamed:
-        check_out_of_core(name)
-        model = StreamedLinear(name, cfg["reshape"], seed=cfg["seed"])
+        model = build_streamed(name, cfg["reshape"], cfg["seed"])
         model.fit_blocks(lambda rng: fs.blocks("train", rows, rng), range(len(fs.class_names)))
     else:
         counts = np.bincount(fs.labels("train"), minlength=len(fs.class_names))

@@ -1,4 +1,5 @@
-"""Keras heads on cached features: the reference ``dense`` head and ``gap-dense``.
+"""Keras heads on cached features: the reference ``dense`` head and ``gap-dense`` (registered, as every
+classifier is, in ``bneck.pipeline.training.classifiers``).
 
 In memory, heads train with ``fastfit.fast_fit``: one compiled call per epoch and
 fused optimizer kernels (see there why). Features larger than the memory budget are
@@ -15,7 +16,6 @@ from bneck.core.tfimport import import_tensorflow
 from bneck.pipeline.data import FeatureSet
 from bneck.pipeline.metrics import class_probabilities
 
-HEADS = ("dense", "gap-dense")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 
 

@@ -7,10 +7,12 @@ from typing import Optional, Sequence
 from bneck.core.errors import ConfigError
 from bneck.core.options import Option, OptionTable
 
-from bneck.pipeline.training.heads import HEADS, OPTIMIZERS
-from bneck.pipeline.training.sklearn_models import RESHAPES, SKLEARN
+from bneck.pipeline.training.classifiers import ClassifierNames, is_keras
+from bneck.pipeline.training.heads import OPTIMIZERS
+from bneck.pipeline.training.sklearn_models import RESHAPES
 
-CLASSIFIERS = HEADS + SKLEARN
+# Every registered classifier's name, read from the registry at each use (help texts, config choices).
+CLASSIFIERS = ClassifierNames()
 
 
 def parse_size(text) -> int:
@@ -68,7 +70,7 @@ TRAIN = OptionTable("train", [
 
 def options_of(name: str) -> tuple[str, ...]:
     """Return the options that decide classifier ``name`` (the Keras heads' or scikit-learn's)."""
-    return HEAD_OPTIONS if name in HEADS else SKLEARN_OPTIONS
+    return HEAD_OPTIONS if is_keras(name) else SKLEARN_OPTIONS
 
 
 def check_override(name: str, options, prefix: str, noun: str = "option") -> dict:

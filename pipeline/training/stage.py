@@ -9,38 +9,47 @@ call by validation accuracy.
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from typing import Optional, Sequence
 
 from bneck.core.folders import check_folder, claim_folder, remove_owned
+from bneck.core.options import takes_options
 
 from bneck.pipeline.artifacts import read_verified, verified_json
 from bneck.pipeline.data import check_budget, open_feature_set
 from bneck.pipeline.training.checks import check_data, validate_classifiers
 from bneck.pipeline.training.fit import fit_classifier
-from bneck.pipeline.training.heads import HEADS, large_dense_note
+from bneck.pipeline.training.classifiers import is_keras
+from bneck.pipeline.training.heads import large_dense_note
 from bneck.pipeline.training.leaderboard import Leaderboard, Result, write_leaderboard
 from bneck.pipeline.training.options import TRAIN, classifier_config
 from bneck.pipeline.training.reuse import classifier_reuse
 
 __all__ = ["Leaderboard", "Result", "train"]
 
+log = logging.getLogger(__name__)
 
-def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, verbose: bool = True,
-          overrides: Optional[dict] = None, **options) -> Leaderboard:
+
+@takes_options(TRAIN)
+def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, epochs: int = 50, batch_size: int = 16,
+          lr: float = 1e-3, optimizer: str = "rmsprop", units: int = 256, dropout: float = 0.5,
+          early_stopping: int = 0, class_weight: Optional[str] = None, seed: int = 0, reshape: str = "avg",
+          pca: Optional[float] = None, search: Optional[str] = None, folds: int = 5, keep: str = "all",
+          max_memory: Optional[str] = None, retrain: bool = False, overrides: Optional[dict] = None,
+          verbose: bool = True) -> Leaderboard:
     """Train each classifier on ``features_dir``'s split files into ``out_dir``; returns the Leaderboard.
 
-    ``options`` are ``training.options.TRAIN``'s (epochs, batch_size, lr, optimizer, units,
-    dropout, early_stopping, class_weight, seed, reshape, pca, search, folds, keep,
-    max_memory, retrain); ``overrides`` maps a classifier to options for it alone
-    (``{"svm": {"pca": 8}}``). A classifier whose folder is current is reused unless
+    The keyword options are ``training.options.TRAIN``'s, checked against it before any work
+    (``takes_options``: the Keras heads take epochs to class_weight, scikit-learn models reshape
+    to folds, both seed); ``classifiers`` are registered names (``bneck.pipeline.training.classifiers``);
+    ``overrides`` maps a classifier to options for it alone (``{"svm": {"pca": 8}}``). A classifier whose folder is current is reused unless
     ``retrain``. Everything is checked, and so is what the features can support, before
     any fit. Raises ConfigError for unknown options or bad values, DatasetError for
     data a classifier cannot learn from, FeatureFileError for missing or mismatched
     feature files.
     """
-    opts = TRAIN.check(options)
+    opts = {name: value for name, value in locals().items() if name in TRAIN}  # the checked options, by name
     names = validate_classifiers(classifiers)
     configs = {name: classifier_config(name, opts, overrides, names) for name in names}
     out_dir = check_folder(out_dir, "models", inputs=[features_dir])
@@ -61,9 +70,9 @@ def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, verbos
             continue
         why = "--retrain" if decision.reused else decision.why
         if verbose:
-            print(f"training {name} ({why})" + (" ..." if name not in HEADS else ""), file=sys.stderr, flush=True)
+            log.info(f"training {name} ({why})" + (" ..." if not is_keras(name) else ""))
             if name == "dense" and (note := large_dense_note(fs.feature_shape, cfg["units"], len(fs.class_names))):
-                print(note, file=sys.stderr, flush=True)
+                log.info(note)
         board.results.append(fit_classifier(name, cfg, fs, out_dir, streamed, rows, verbose, why))
     board.rank()
     if opts["keep"] == "best":

@@ -10,7 +10,8 @@ import pytest
 
 from bneck.pipeline.model_io import (KERAS_OBJECTS, UnsafeModel, check_keras, check_keras_config, load_keras,
                                load_sklearn, save_sklearn)
-from bneck.pipeline.training.sklearn_models import SKLEARN, StreamedLinear, build_sklearn
+from bneck.pipeline.training.classifiers import ClassifierNames
+from bneck.pipeline.training.sklearn_models import StreamedLinear, build_sklearn
 
 pytestmark = pytest.mark.pure
 
@@ -20,7 +21,7 @@ def _data(classes=3):
     return rng.normal(size=(120, 3, 3, 20)).astype(np.float32), rng.integers(0, classes, 120)
 
 
-@pytest.mark.parametrize("name", SKLEARN)
+@pytest.mark.parametrize("name", list(ClassifierNames("sklearn")))
 @pytest.mark.parametrize("reshape,pca", [("avg", None), ("flatten", 8)])
 def test_every_sklearn_classifier_round_trips_through_skops(tmp_path, name, reshape, pca):
     x, y = _data()
