@@ -7,12 +7,12 @@ Public API::
                      alpha=0.25, size=224, weights="imagenet")
     train = read_features("features_out/train.h5")
 """
-from bneck.features.backbones.registry import BACKBONES, get_backbone
 from bneck.core.errors import BneckError, ConfigError, DatasetError, FeatureFileError, WeightsError
-from bneck.features.extraction.report import ExtractionReport, SplitReport
+from bneck.features.backbones.registry import BACKBONES, get_backbone
 from bneck.features.backbones.resolve import resolve_spec
-from bneck.features.extraction.stage import extract
 from bneck.features.backbones.spec import SCHEMA_VERSION, ExtractorSpec
+from bneck.features.extraction.report import ExtractionReport, SplitReport
+from bneck.features.extraction.stage import extract
 from bneck.features.featurefile.format import FeatureFile, read_features, read_summary
 
 __all__ = [

@@ -1,4 +1,6 @@
-"""bneck stages 2 and 3, the whole run, and the command line (``bneck.pipeline``). Imports ``bneck.features``; never the reverse.
+"""bneck stages 2 and 3, the whole run, and the command line (``bneck.pipeline``).
+
+Imports ``bneck.features``; never the reverse.
 
 Public API (the command line is a thin layer over it)::
 

@@ -28,9 +28,16 @@ from bneck.core.atomic import atomic_open
 from bneck.core.files import open_regular
 from bneck.core.hashing import sha256_bytes, sha256_file
 from bneck.core.versions import versions
-
-from bneck.pipeline.manifests import (MANIFEST, MANIFEST_VERSION, MODEL_FILES, AnyManifest, ArtifactError, ManifestError,
-                        ModelManifest, parse_manifest)
+from bneck.pipeline.manifests import (
+    MANIFEST,
+    MANIFEST_VERSION,
+    MODEL_FILES,
+    AnyManifest,
+    ArtifactError,
+    ManifestError,
+    ModelManifest,
+    parse_manifest,
+)
 
 _MAX_MANIFEST_BYTES = 16 << 20
 

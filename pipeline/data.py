@@ -6,15 +6,15 @@ from HDF5 in contiguous blocks, never holding the whole array.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
 
 import numpy as np
 
-from bneck.features import FeatureFileError, read_features, read_summary
 from bneck.core.files import kind_of
-from bneck.features.featurefile.format import RowReader
 from bneck.core.hashing import sha256_file
+from bneck.features import FeatureFileError, read_features, read_summary
+from bneck.features.featurefile.format import RowReader
 
 SPLITS = ("train", "validation", "test")
 
@@ -77,7 +77,7 @@ class FeatureSet:
         return self._readers[key]
 
     def blocks(self, split: str, rows: int,
-               rng: Optional[np.random.Generator] = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+               rng: np.random.Generator | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (features float32, labels) in contiguous blocks of ``rows`` rows, every byte checked.
 
         With ``rng`` the blocks come in random order (rows are sorted by path, hence
@@ -135,7 +135,7 @@ def open_feature_set(folder: str, require_test: bool = False) -> FeatureSet:
     return FeatureSet(folder, files, attrs, {s: sha256_file(p) for s, p in files.items()})
 
 
-def check_budget(fs: FeatureSet, max_memory: Optional[int]) -> bool:
+def check_budget(fs: FeatureSet, max_memory: int | None) -> bool:
     """Return True when the features must be streamed (their size exceeds ``max_memory``)."""
     if max_memory is None:
         return False

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
-from bneck.features.images.dataset import ImageRecord
 from bneck.core.errors import DatasetError
 from bneck.core.files import path_inside
 from bneck.core.hashing import sha256_files
+from bneck.features.images.dataset import ImageRecord
 
 SPLITS_FILE = "splits.json"
 
@@ -76,12 +75,12 @@ def seen_in(record: dict) -> dict[str, str]:
     return {sha: split for split, part in record["splits"].items() for sha in part["sha256"]}
 
 
-def data_root_of(record: dict, data_dir: Optional[str]) -> str:
+def data_root_of(record: dict, data_dir: str | None) -> str:
     """Return the absolute data folder: ``data_dir``, else the one ``record`` names."""
     return os.path.abspath(os.path.expanduser(str(data_dir or record["data_root"])))
 
 
-def recorded_images(record: dict, data_dir: Optional[str], workers: int = 0) -> tuple[str, dict]:
+def recorded_images(record: dict, data_dir: str | None, workers: int = 0) -> tuple[str, dict]:
     """Return (data root, {split: [(ImageRecord, sha256)]}) of the recorded images under ``data_dir``.
 
     ``data_dir`` defaults to the recorded data root. Every image must be there with its
@@ -101,7 +100,8 @@ def recorded_images(record: dict, data_dir: Optional[str], workers: int = 0) -> 
                 f"folder {root} (first: {str(escaping[0])[:200]!r}); bneck reads images only inside the data "
                 "folder, so it refuses the record. Retrain the model from features you extracted yourself.")
         records = [ImageRecord(p, os.path.join(root, p), int(label)) for p, label in zip(part["paths"], part["labels"])]
-        for rec, want, (got, problem) in zip(records, part["sha256"], sha256_files([r.abspath for r in records], workers)):
+        hashed = sha256_files([r.abspath for r in records], workers)
+        for rec, want, (got, problem) in zip(records, part["sha256"], hashed):
             if got != want:
                 wrong.append(f"{rec.path}: {problem or 'different bytes'}")
         out[split] = list(zip(records, part["sha256"]))

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 from bneck.core.files import open_regular
 from bneck.core.hashing import sha256_bytes
-
 from bneck.pipeline.artifacts import write_manifest
 from bneck.pipeline.manifests import MANIFEST, MANIFEST_VERSION, MODEL_FILES, ArtifactError, parse_manifest
 
@@ -46,14 +44,14 @@ def _old_files(folder: str) -> tuple[dict, dict[str, bytes]]:
     return manifest, files
 
 
-def convert(folder: str, out: Optional[str] = None, trust_pickle: bool = False) -> str:
+def convert(folder: str, out: str | None = None, trust_pickle: bool = False) -> str:
     """Write ``folder`` (an older bneck model folder) in today's format to ``out``; returns ``out``.
 
     Raises ArtifactError when it holds a pickle and ``trust_pickle`` is False, or
     does not match its own manifest; OutputError for an ``out`` bneck may not write.
     """
-    from bneck.pipeline.model_io import UnsafeModel, load_keras, save_sklearn
     from bneck.core.folders import staged_folder
+    from bneck.pipeline.model_io import UnsafeModel, load_keras, save_sklearn
 
     folder = os.path.abspath(os.path.expanduser(str(folder)))
     out = os.path.abspath(os.path.expanduser(str(out))) if out else folder.rstrip(os.sep) + "-converted"

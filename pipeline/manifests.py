@@ -12,9 +12,10 @@ type, or the folder is refused (``ManifestError``) before anything in it is used
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Union
 
 from bneck.core.errors import BneckError
 
@@ -61,14 +62,14 @@ class ModelManifest:
     extractor: dict  # the extractor's key fields (``ExtractorSpec.describe()``)
     weights_path: str  # where the backbone weights were read from: a hint; they are found by sha256
     metrics: dict  # split -> accuracy, loss (and macro F1 for classifiers)
-    converted_from: Optional[dict] = None  # set by `bneck convert`
+    converted_from: dict | None = None  # set by `bneck convert`
     # Written by ``write_manifest`` when the folder is complete:
     manifest_version: int = MANIFEST_VERSION
     versions: dict = field(default_factory=dict)
     created_utc: str = ""
     artifacts: dict[str, str] = field(default_factory=dict)  # file name -> sha256
 
-    def extractor_spec(self, weights: Optional[str] = None):
+    def extractor_spec(self, weights: str | None = None):
         """Return the ExtractorSpec the model's inputs come from, its weights found by sha256
         (``weights``: a path to try instead). Raises WeightsError when none matches."""
         from bneck.features.backbones.resolve import spec_from_record
@@ -87,8 +88,8 @@ class ClassifierManifest(ModelManifest):
     streamed: bool  # trained on blocks read from disk (--max-memory)
     feature_shape: list[int]
     feature_files: dict[str, FeatureFileRef]  # split -> the file it was trained or scored on
-    head_weights_file: Optional[str] = None  # Keras heads
-    epochs_run: Optional[int] = None  # Keras heads
+    head_weights_file: str | None = None  # Keras heads
+    epochs_run: int | None = None  # Keras heads
     trained: bool = False  # Keras heads: fitted (stage 3 refuses an untrained head)
     search: dict = field(default_factory=dict)  # scikit-learn with --search: the grid's choice
 
@@ -109,7 +110,7 @@ class FinetunedManifest(ModelManifest):
 
 KINDS: dict[str, type] = {"keras": ClassifierManifest, "sklearn": ClassifierManifest,
                           "finetuned": FinetunedManifest}
-AnyManifest = Union[ClassifierManifest, FinetunedManifest]
+AnyManifest = ClassifierManifest | FinetunedManifest
 
 
 def parse_manifest(raw, where: str) -> AnyManifest:
@@ -136,8 +137,8 @@ def _check_extractor(manifest, where: str) -> None:
     """The recorded extractor must be one bneck writes, and its key fields must hash to the recorded key
     (so no field can be dropped or changed without the key saying so)."""
     from bneck.core.errors import BneckError
-    from bneck.features.backbones.spec import KEY_FIELDS, OPTIONAL_KEY_FIELDS, extractor_key
     from bneck.features.backbones.resolve import check_record
+    from bneck.features.backbones.spec import KEY_FIELDS, OPTIONAL_KEY_FIELDS, extractor_key
 
     try:
         check_record(manifest.extractor, where)
@@ -171,7 +172,7 @@ def _build(cls: type, raw: dict, where: str):
 def _value(hint, value, where: str):
     """Return ``value`` checked against the type ``hint`` (nested dataclasses built)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Union:
+    if origin in (Union, types.UnionType):  # Optional[X] and X | None alike
         if value is None and type(None) in args:
             return None
         hint = next(a for a in args if a is not type(None))

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss,
-                             precision_recall_fscore_support)
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
 
 
 def scores(y_true: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dict:

@@ -36,7 +36,8 @@ def check_tree(tree, n_features: int, where: str) -> None:
     left, right = np.asarray(tree.children_left), np.asarray(tree.children_right)
     feature = np.asarray(tree.feature)
     _require(n >= 1 and left.shape == right.shape == feature.shape == (n,), f"{where}: node arrays of the wrong size")
-    _require(int(tree.n_features) == n_features, f"{where}: the tree expects {tree.n_features} features, the model {n_features}")
+    _require(int(tree.n_features) == n_features,
+             f"{where}: the tree expects {tree.n_features} features, the model {n_features}")
     leaf = left == -1
     _require((leaf == (right == -1)).all(), f"{where}: a node with one child")
     nodes = np.arange(n)

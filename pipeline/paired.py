@@ -11,8 +11,8 @@ happen not to disagree, Agresti & Min 2005). One model's accuracy gets Wilson's 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 Z95 = 1.959963984540054
 

@@ -7,13 +7,12 @@ sha256), input size, preprocessing, layer and pool all come from the manifest
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from bneck.features import FeatureFileError, get_backbone, read_features
 from bneck.features.images.dataset import is_image_name, is_visible
-
 from bneck.pipeline.artifacts import LoadedClassifier, load_classifier
 from bneck.pipeline.image_splits import read_splits, seen_in
 from bneck.pipeline.metrics import class_probabilities, scores
@@ -55,7 +54,7 @@ def evaluate(model_dir: str, feature_file: str) -> dict:
     return metrics
 
 
-def _expand(inputs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
+def _expand(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
     out = []
     for item in inputs:
         if os.path.isdir(item):
@@ -71,7 +70,7 @@ def _expand(inputs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
     return out
 
 
-def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: Optional[str] = None) -> tuple[str, str]:
+def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: str | None = None) -> tuple[str, str]:
     """Return (the runtime that computes the features, why). ``auto`` is extract's own choice
     (``runtimes.choice``) for a few images: another runtime only when it costs nothing to trust (its model
     of this extractor is cached and was checked against TensorFlow by this user on this CPU class; a
@@ -94,7 +93,7 @@ def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: Optiona
     return chosen, why.removeprefix("auto: ")
 
 
-def probability_function(clf: LoadedClassifier, spec, runtime: str = "tensorflow", cache_dir: Optional[str] = None,
+def probability_function(clf: LoadedClassifier, spec, runtime: str = "tensorflow", cache_dir: str | None = None,
                          sample=None):
     """Return ``run(uint8 images (N, S, S, 3)) -> (N, C) probabilities``. With TensorFlow it is bneck's
     reference path, the one every export is compared with; another runtime (features only) is built by
@@ -110,7 +109,7 @@ def probability_function(clf: LoadedClassifier, spec, runtime: str = "tensorflow
     return lambda batch: classifier_proba(clf, model(batch))
 
 
-def predict_images(model_dir: str, inputs: Sequence[str], weights: Optional[str] = None,
+def predict_images(model_dir: str, inputs: Sequence[str], weights: str | None = None,
                    batch_size: int = 32, runtime: str = "auto") -> list[dict]:
     """Classify images (files or folders); returns one dict per file (see ``classify``)."""
     return classify(model_dir, inputs, weights, batch_size, runtime)[1]
@@ -123,8 +122,8 @@ def _max_batch() -> int:
     return int(EXTRACT["batch_size"].high)
 
 
-def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = None, batch_size: int = 32,
-             runtime: str = "auto", info: Optional[dict] = None) -> tuple[list[str], list[dict]]:
+def classify(model_dir: str, inputs: Sequence[str], weights: str | None = None, batch_size: int = 32,
+             runtime: str = "auto", info: dict | None = None) -> tuple[list[str], list[dict]]:
     """Classify images (files or folders); returns (the model's class names, one dict per file).
 
     Each dict has ``path`` and either ``class``, ``probabilities`` and ``seen_in`` (the
@@ -132,9 +131,8 @@ def classify(model_dir: str, inputs: Sequence[str], weights: Optional[str] = Non
     a bad or missing image is reported in its row, never fatal for the others.
     ``info`` (a dict, if given) receives the runtime that ran and why.
     """
-    from bneck.features.images.batches import decoded_batches
     from bneck.core.hashing import sha256_files
-
+    from bneck.features.images.batches import decoded_batches
     from bneck.features.runtimes.registry import known_runtime, reference_runtime
 
     known_runtime(runtime)

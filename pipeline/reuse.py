@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from bneck.pipeline.manifests import MANIFEST, AnyManifest, ManifestError, parse_manifest
 
@@ -26,7 +26,7 @@ class Reuse:
     why: str
 
 
-def options_changed(old: dict, new: dict) -> Optional[str]:
+def options_changed(old: dict, new: dict) -> str | None:
     """Return "options changed: pca 64 -> 8, epochs 50 -> 10" for the keys that differ, or None."""
     keys = [k for k in dict.fromkeys([*new, *old]) if _json(old.get(k)) != _json(new.get(k))]
     if not keys:
@@ -34,7 +34,7 @@ def options_changed(old: dict, new: dict) -> Optional[str]:
     return "options changed: " + ", ".join(f"{k} {_short(old.get(k))} \u2192 {_short(new.get(k))}" for k in keys)
 
 
-def recorded_manifest(folder: str) -> tuple[Optional[AnyManifest], str]:
+def recorded_manifest(folder: str) -> tuple[AnyManifest | None, str]:
     """Return (the folder's manifest as recorded, "") or (None, why there is none usable).
 
     Cheap and unverified: the decision to reuse is final only after ``decide``'s last check.
@@ -51,7 +51,7 @@ def recorded_manifest(folder: str) -> tuple[Optional[AnyManifest], str]:
         return None, f"the earlier output has no usable manifest ({str(exc)[:120]})"
 
 
-def decide(folder: str, checks: list[Callable[[AnyManifest], Optional[str]]],
+def decide(folder: str, checks: list[Callable[[AnyManifest], str | None]],
            verify: Callable[[str], object]) -> Reuse:
     """Run ``checks`` (each returns why the recorded manifest no longer fits, or None) in order, then
     ``verify(folder)`` (raises BneckError when the folder is damaged or unsafe); returns the Reuse."""

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bneck.features import extract  # noqa: E402
 from bneck.core.progress import format_table  # noqa: E402
+from bneck.features import extract  # noqa: E402
 from bneck.pipeline import train  # noqa: E402
 
 VARIANTS = (("tensorflow", "fp32"), ("openvino", "fp32"), ("openvino", "int8"))

@@ -39,11 +39,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bneck.core.progress import format_table  # noqa: E402
+from bneck.core.tfimport import import_tensorflow  # noqa: E402
 from bneck.features import extract, get_backbone  # noqa: E402
 from bneck.features.images.batches import decoded_batches  # noqa: E402
 from bneck.features.images.decode import decode_image  # noqa: E402
-from bneck.core.progress import format_table  # noqa: E402
-from bneck.core.tfimport import import_tensorflow  # noqa: E402
 
 SHARED = Path(os.environ.get("BNECK_SHARED", ROOT.parent / "shared"))
 
@@ -203,9 +203,11 @@ def main() -> None:
             ["peer idiom (dataset + predict)", round(n / peer_s, 1), round(n / peer_s / top, 2), 1.0],
             [f"bneck extract, defaults (auto -> {first.runtime})", round(n / ours_s, 1), round(n / ours_s / top, 2),
              round(peer_s / ours_s, 2)],
-            ["bneck extract --runtime tensorflow", round(n / tf_s, 1), round(n / tf_s / top, 2), round(peer_s / tf_s, 2)]]
+            ["bneck extract --runtime tensorflow", round(n / tf_s, 1), round(n / tf_s / top, 2),
+             round(peer_s / tf_s, 2)]]
     for (precision, label), seconds in ov.items():
-        what = {"cold": {"fp32": "incl. conversion", "int8": "incl. quantisation", "bf16": "incl. its check"}[precision],
+        cold = {"fp32": "incl. conversion", "int8": "incl. quantisation", "bf16": "incl. its check"}
+        what = {"cold": cold[precision],
                 "warm": "model cached"}[label]
         rows.append([f"bneck --runtime openvino {precision} ({what})", round(n / seconds, 1),
                      round(n / seconds / top, 2), round(peer_s / seconds, 2)])

@@ -115,7 +115,7 @@ def _flags() -> set:
     wanted = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "fma"}
     try:
         with open("/proc/cpuinfo") as handle:
-            return wanted & set(next(l for l in handle if l.startswith("flags")).split())
+            return wanted & set(next(line for line in handle if line.startswith("flags")).split())
     except (OSError, StopIteration):
         return set()
 

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bneck.features import extract, read_features  # noqa: E402
 from bneck.core.progress import format_table  # noqa: E402
+from bneck.features import extract, read_features  # noqa: E402
 
 SHARED = Path(os.environ.get("BNECK_SHARED", ROOT.parent / "shared"))
 

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bneck.features import extract  # noqa: E402
 from bneck.core.progress import format_table  # noqa: E402
+from bneck.features import extract  # noqa: E402
 from bneck.pipeline import finetune, train  # noqa: E402
 
 PUBLISHED = {

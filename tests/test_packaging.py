@@ -20,11 +20,12 @@ DECOY = "raise SystemExit('bneck imported the user\\'s own {name}')\n"
 
 def _tracked_files() -> list[str]:
     """The files a clean checkout holds: git's list where there is one, else the three code folders."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True)
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True)
     if listed.returncode == 0 and listed.stdout:
         return [name for name in listed.stdout.decode().split("\0") if name and (ROOT / name).is_file()]
-    return [str(p.relative_to(ROOT)) for folder in ("bneck", "features", "pipeline") for p in (ROOT / folder).rglob("*.py")] \
-        + ["pyproject.toml", "setup.py", "README.md"]
+    code = [p for folder in ("bneck", "features", "pipeline") for p in (ROOT / folder).rglob("*.py")]
+    return [str(p.relative_to(ROOT)) for p in code] + ["pyproject.toml", "setup.py", "README.md"]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,8 @@ def test_the_wheel_holds_only_bneck_and_its_dist_info(wheel):
         tops = {name.split("/", 1)[0] for name in archive.namelist()}
         names = set(archive.namelist())
     assert tops == {"bneck", next(t for t in tops if t.endswith(".dist-info"))}
-    assert {"bneck/__init__.py", "bneck/core/errors.py", "bneck/features/extraction/stage.py", "bneck/pipeline/cli/__init__.py",
-            "bneck/pipeline/training/stage.py"} <= names
+    assert {"bneck/__init__.py", "bneck/core/errors.py", "bneck/features/extraction/stage.py",
+            "bneck/pipeline/cli/__init__.py", "bneck/pipeline/training/stage.py"} <= names
     # every module of the repository's code folders is in it, under bneck/
     for folder in ("features", "pipeline"):
         for path in (ROOT / folder).rglob("*.py"):

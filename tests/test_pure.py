@@ -12,7 +12,8 @@ def test_pure_tests_pass_without_the_shared_data_and_the_rest_say_why_they_skip(
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "BNECK_SHARED")}
     env["BNECK_SHARED"] = str(tmp_path / "no-shared")
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                           "tests/core", "tests/features", "tests/pipeline/test_manifests.py", "tests/pipeline/test_reuse.py",
+                           "tests/core", "tests/features", "tests/pipeline/test_manifests.py",
+                           "tests/pipeline/test_reuse.py",
                            "tests/pipeline/runner/test_config.py", "tests/test_layering.py"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     out = done.stdout + done.stderr

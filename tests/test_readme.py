@@ -1,8 +1,9 @@
 """The docs' option tables are the option tables: written from them, and checked here."""
 from __future__ import annotations
-import pytest
 
 import importlib.util
+
+import pytest
 
 from tests.conftest import ROOT
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import BinaryIO, Optional
+from typing import BinaryIO
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -26,7 +26,7 @@ class NotRegularFile(OSError):
     """The path exists but is not a regular file (or not one bneck reads); ``strerror`` says why."""
 
 
-def read_whole(handle: BinaryIO, path: str, max_bytes: Optional[int] = None) -> bytes:
+def read_whole(handle: BinaryIO, path: str, max_bytes: int | None = None) -> bytes:
     """Return all bytes of an open regular file, refusing one larger than ``max_bytes`` from its
     size, and one that yields more bytes than its size says (growing, or a pseudo-file like
     ``/proc/self/pagemap``, which claims 0 bytes and yields gigabytes)."""
@@ -92,7 +92,7 @@ def _refuse_pseudo_file(fd: int, path: str) -> None:
                              path)
 
 
-def path_inside(root: str, relative: str, follow_links: bool = False) -> Optional[str]:
+def path_inside(root: str, relative: str, follow_links: bool = False) -> str | None:
     """Return ``root/relative`` when it stays inside ``root``, else None.
 
     ``relative`` must be a relative path without '..' components; unless

@@ -23,9 +23,9 @@ import os
 import shutil
 import stat
 import uuid
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Optional
 
 from bneck.core.atomic import atomic_open, pid_alive, refused_writes_as_errors
 from bneck.core.errors import ConfigError
@@ -88,7 +88,7 @@ def _check_nothing_unlisted(path: str, kind: str, option: str) -> None:
                           f"folder would delete them. Move them out, or choose another {option}.")
 
 
-def folder_kind(path: str) -> Optional[str]:
+def folder_kind(path: str) -> str | None:
     """Return the kind named by ``path``'s marker, or None when it has no valid marker.
 
     Neither the folder nor its marker may be a symbolic link.

@@ -3,15 +3,15 @@ import errno
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Sequence
 
 from bneck.core.files import MAX_IMAGE_FILE_BYTES, NotRegularFile, open_regular
 
 _BLOCK = 1 << 20
 
 
-def sha256_file(path: str, max_bytes: Optional[int] = None) -> str:
+def sha256_file(path: str, max_bytes: int | None = None) -> str:
     """Return the hex sha256 of a regular file's bytes.
 
     Raises OSError if unreadable, NotRegularFile (an OSError) for a FIFO, device,
@@ -72,7 +72,7 @@ def sha256_json(obj) -> str:
 
 
 def sha256_files(paths: Sequence[str], workers: int = 0,
-                 max_bytes: Optional[int] = MAX_IMAGE_FILE_BYTES) -> list[tuple[Optional[str], Optional[str]]]:
+                 max_bytes: int | None = MAX_IMAGE_FILE_BYTES) -> list[tuple[str | None, str | None]]:
     """Return [(sha256, None) or (None, reason)] per path (images: at most ``max_bytes`` each),
     reading files on all cores.
 

@@ -12,8 +12,9 @@ import inspect
 import json
 import math
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any
 
 from bneck.core.errors import ConfigError
 
@@ -31,17 +32,17 @@ class Option:
     default: Any
     help: str
     choices: tuple = ()
-    low: Optional[float] = None
-    high: Optional[float] = None
+    low: float | None = None
+    high: float | None = None
     open_low: bool = False
     open_high: bool = False
     nullable: bool = False
-    item: Optional[type] = None  # list items' type
+    item: type | None = None  # list items' type
     cli: bool = True  # offered on the command line
-    metavar: Optional[str] = None
-    check_value: Optional[Callable[[Any], Any]] = None  # extra check/normalisation (raises ConfigError)
-    coerce: Optional[Callable[[Any], Any]] = None  # applied before the type check (e.g. "a,b" -> list)
-    allowed_text: Optional[str] = None  # what it takes, in words, when the kind does not say it
+    metavar: str | None = None
+    check_value: Callable[[Any], Any] | None = None  # extra check/normalisation (raises ConfigError)
+    coerce: Callable[[Any], Any] | None = None  # applied before the type check (e.g. "a,b" -> list)
+    allowed_text: str | None = None  # what it takes, in words, when the kind does not say it
 
     @property
     def flag(self) -> str:
@@ -95,7 +96,8 @@ class Option:
             bad = ""
             if self.kind is list and self.choices and isinstance(value, (list, tuple)):
                 wrong = [v for v in value if v not in self.choices]
-                bad = f"; {', '.join(map(repr, wrong))} {'is' if len(wrong) == 1 else 'are'} not allowed" if wrong else ""
+                verb = "is" if len(wrong) == 1 else "are"
+                bad = f"; {', '.join(map(repr, wrong))} {verb} not allowed" if wrong else ""
             raise ConfigError(f"{where} must be {self.allowed()}. Received: {self.name}={value!r}"
                               f"{'' if value is None else f' ({type(value).__name__})'}{bad}.")
         return self.check_value(value) if self.check_value else value
@@ -135,7 +137,7 @@ class OptionTable:
         """Return {name: default} (lists copied)."""
         return {n: list(o.default) if isinstance(o.default, list) else o.default for n, o in self.options.items()}
 
-    def check(self, values: dict, prefix: str = "--", names: Optional[Iterable[str]] = None) -> dict:
+    def check(self, values: dict, prefix: str = "--", names: Iterable[str] | None = None) -> dict:
         """Return ``values`` with defaults filled in and every value checked; raises ConfigError.
 
         ``prefix`` names options in messages ('--' for flags, 'extract.' for config keys).
@@ -153,8 +155,8 @@ class OptionTable:
             out[name] = option.check(value, label)
         return out
 
-    def add_arguments(self, parser: argparse.ArgumentParser, names: Optional[Iterable[str]] = None,
-                      defaults: Optional[dict] = None) -> None:
+    def add_arguments(self, parser: argparse.ArgumentParser, names: Iterable[str] | None = None,
+                      defaults: dict | None = None) -> None:
         """Add each option (or ``names``) to ``parser``; values are checked later by ``check``."""
         for name in (names if names is not None else self.options):
             option = self.options[name]
@@ -172,7 +174,7 @@ class OptionTable:
                               metavar=option.metavar or "|".join(map(str, option.choices)) or option.name.upper())
             parser.add_argument(option.flag, **kwargs)
 
-    def markdown(self, names: Optional[Iterable[str]] = None) -> str:
+    def markdown(self, names: Iterable[str] | None = None) -> str:
         """Return the README's table of these options."""
         rows = [self.options[n].markdown() for n in (names if names is not None else self.options)
                 if self.options[n].cli]
@@ -209,7 +211,7 @@ def takes_options(table: OptionTable):
     return decorate
 
 
-def signature_matches(function, table: OptionTable, names: Optional[Iterable[str]] = None) -> list[str]:
+def signature_matches(function, table: OptionTable, names: Iterable[str] | None = None) -> list[str]:
     """Return the differences between ``function``'s keyword-only parameters and ``table`` (or its
     ``names``): an option missing from the signature, or declared with another default. Empty: they match."""
     parameters = inspect.signature(function).parameters

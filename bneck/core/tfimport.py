@@ -58,8 +58,8 @@ def import_tensorflow():
         os.dup2(write_fd, 2)
         os.close(write_fd)
         try:
-            import tensorflow
             import keras  # noqa: F401  (its first import also talks to the C++ runtime)
+            import tensorflow
             # Device discovery (cuInit) prints its own error on GPU-less machines.
             tensorflow.config.list_physical_devices()
         finally:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from bneck.features.backbones.registry import Backbone
 from bneck.core.errors import ConfigError, WeightsError
-from bneck.features.backbones.spec import ExtractorSpec
 from bneck.core.tfimport import import_tensorflow
+from bneck.features.backbones.registry import Backbone
+from bneck.features.backbones.spec import ExtractorSpec
 from bneck.features.backbones.weights import RANDOM_INIT_SEED
 
 

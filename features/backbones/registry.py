@@ -11,8 +11,8 @@ This module imports no TensorFlow: a cache hit never pays for it.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from bneck.core.errors import ConfigError, choice_error
 
@@ -48,7 +48,7 @@ class Backbone:
     min_size: int
     default_layer: str
     cut_points: tuple[str, ...]
-    weights_file: Callable[[Optional[float], int], str]
+    weights_file: Callable[[float | None, int], str]
     weights_origin: str
     # The first layer of the last block: the reference recipe's unfreeze point
     # ("after:NAME" = the layer that follows NAME, for auto-named layers).
@@ -62,17 +62,17 @@ class Backbone:
     # Off unless measured to help.
     xla: bool = False
     alphas: tuple[float, ...] = ()
-    default_alpha: Optional[float] = None
+    default_alpha: float | None = None
     # The md5 Keras publishes for the no-top ImageNet file (keras/src/applications/*.py,
     # ``file_hash``); MobileNet v1/v2 files have none. Keras publishes no sha256.
-    weights_md5: Optional[str] = None
+    weights_md5: str | None = None
 
     @property
     def unfreeze_from(self) -> str:
         """Stage 3's default unfreeze point."""
         return self.measured_unfreeze_from or self.last_block
 
-    def resolve_alpha(self, alpha: Optional[float]) -> Optional[float]:
+    def resolve_alpha(self, alpha: float | None) -> float | None:
         """Return the width multiplier to use; raises ConfigError for a bad one."""
         if not self.alphas:
             if alpha is not None:
@@ -99,7 +99,7 @@ class Backbone:
         """Return the backbone's own ``keras.applications.<module>.preprocess_input``."""
         return importlib.import_module(f"keras.applications.{self.module}").preprocess_input
 
-    def build(self, weights, size: int, alpha: Optional[float]):
+    def build(self, weights, size: int, alpha: float | None):
         """Build the conv base (include_top=False) with ``weights`` (None, 'imagenet' or a path)."""
         import keras
 
@@ -113,49 +113,57 @@ class Backbone:
 
 
 BACKBONES: dict[str, Backbone] = {b.name: b for b in [
-    Backbone(name="vgg16", weights_md5="6d6bbae143d832006294945121d1f1fc", last_block="block5_conv1", xla=True, constructor="VGG16", module="vgg16",
+    Backbone(name="vgg16", weights_md5="6d6bbae143d832006294945121d1f1fc", last_block="block5_conv1", xla=True,
+           constructor="VGG16", module="vgg16",
            preprocessing="caffe: RGB->BGR, ImageNet mean subtracted",
            default_size=150, min_size=32, default_layer="block5_pool",
            cut_points=("block3_pool", "block4_pool", "block5_pool"),
            weights_file=lambda a, s: "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
            weights_origin=_ORIGIN + "vgg16/"),
-    Backbone(name="vgg19", weights_md5="253f8cb515780f3b799900260a226db6", last_block="block5_conv1", xla=True, constructor="VGG19", module="vgg19",
+    Backbone(name="vgg19", weights_md5="253f8cb515780f3b799900260a226db6", last_block="block5_conv1", xla=True,
+           constructor="VGG19", module="vgg19",
            preprocessing="caffe: RGB->BGR, ImageNet mean subtracted",
            default_size=150, min_size=32, default_layer="block5_pool",
            cut_points=("block3_pool", "block4_pool", "block5_pool"),
            weights_file=lambda a, s: "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
            weights_origin=_ORIGIN + "vgg19/"),
-    Backbone(name="resnet50", weights_md5="4d473c1dd8becc155b73f8504c6f6626", last_block="conv5_block3_1_conv", constructor="ResNet50", module="resnet50",
+    Backbone(name="resnet50", weights_md5="4d473c1dd8becc155b73f8504c6f6626", last_block="conv5_block3_1_conv",
+           constructor="ResNet50", module="resnet50",
            preprocessing="caffe: RGB->BGR, ImageNet mean subtracted",
            default_size=224, min_size=32, default_layer="conv5_block3_out",
            cut_points=("conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
            weights_file=lambda a, s: "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
            weights_origin=_ORIGIN + "resnet/"),
-    Backbone(name="inceptionv3", weights_md5="bcbd6486424b2319ff4ef7d526e38f63", last_block="after:mixed8", constructor="InceptionV3", module="inception_v3",
+    Backbone(name="inceptionv3", weights_md5="bcbd6486424b2319ff4ef7d526e38f63", last_block="after:mixed8",
+           constructor="InceptionV3", module="inception_v3",
            preprocessing="tf: scaled to [-1, 1]",
            default_size=299, min_size=75, default_layer="mixed10",
            cut_points=("mixed7", "mixed9", "mixed10"),
            weights_file=lambda a, s: "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
            weights_origin=_ORIGIN + "inception_v3/"),
-    Backbone(name="xception", weights_md5="b0042744bf5b25fce3cb969f33bebb97", last_block="block14_sepconv1", constructor="Xception", module="xception",
+    Backbone(name="xception", weights_md5="b0042744bf5b25fce3cb969f33bebb97", last_block="block14_sepconv1",
+           constructor="Xception", module="xception",
            preprocessing="tf: scaled to [-1, 1]",
            default_size=299, min_size=71, default_layer="block14_sepconv2_act",
            cut_points=("block13_pool", "block14_sepconv2_act"),
            weights_file=lambda a, s: "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
            weights_origin=_ORIGIN + "xception/"),
-    Backbone(name="mobilenet", last_block="conv_dw_13", measured_unfreeze_from="conv_pad_6", constructor="MobileNet", module="mobilenet",
+    Backbone(name="mobilenet", last_block="conv_dw_13", measured_unfreeze_from="conv_pad_6",
+           constructor="MobileNet", module="mobilenet",
            preprocessing="tf: scaled to [-1, 1]",
            default_size=224, min_size=32, default_layer="conv_pw_13_relu",
            cut_points=("conv_pw_11_relu", "conv_pw_12_relu", "conv_pw_13_relu"),
            weights_file=_mobilenet_file, weights_origin=_ORIGIN + "mobilenet/",
            alphas=(0.25, 0.5, 0.75, 1.0), default_alpha=1.0),
-    Backbone(name="mobilenetv2", last_block="block_16_expand", measured_unfreeze_from="block_6_expand", constructor="MobileNetV2", module="mobilenet_v2",
+    Backbone(name="mobilenetv2", last_block="block_16_expand", measured_unfreeze_from="block_6_expand",
+           constructor="MobileNetV2", module="mobilenet_v2",
            preprocessing="tf: scaled to [-1, 1]",
            default_size=224, min_size=32, default_layer="out_relu",
            cut_points=("block_13_expand_relu", "block_16_project_BN", "out_relu"),
            weights_file=_mobilenetv2_file, weights_origin=_ORIGIN + "mobilenet_v2/",
            alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), default_alpha=1.0),
-    Backbone(name="efficientnetb0", weights_md5="50bc09e76180e00e4465e1a485ddc09d", last_block="block7a_expand_conv", constructor="EfficientNetB0", module="efficientnet",
+    Backbone(name="efficientnetb0", weights_md5="50bc09e76180e00e4465e1a485ddc09d", last_block="block7a_expand_conv",
+           constructor="EfficientNetB0", module="efficientnet",
            preprocessing="none outside the model: rescaling and normalisation are layers of the model",
            default_size=224, min_size=32, default_layer="top_activation",
            cut_points=("block6a_expand_activation", "top_activation"),

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-from bneck.features.backbones.registry import BACKBONES, get_backbone
 from bneck.core.errors import ConfigError, FeatureFileError, WeightsError
+from bneck.features.backbones.registry import BACKBONES, get_backbone
 from bneck.features.backbones.spec import DTYPES, KEY_FIELDS, POOLS, ExtractorSpec
 from bneck.features.backbones.weights import resolve_weights
 
 
-def resolve_spec(backbone: str = "vgg16", weights: Optional[str] = "imagenet",
-                 size: Optional[int] = None, layer: Optional[str] = None, pool: str = "none",
-                 dtype: str = "float32", alpha: Optional[float] = None) -> ExtractorSpec:
+def resolve_spec(backbone: str = "vgg16", weights: str | None = "imagenet",
+                 size: int | None = None, layer: str | None = None, pool: str = "none",
+                 dtype: str = "float32", alpha: float | None = None) -> ExtractorSpec:
     """Return the spec for these extractor options (weights hashed, defaults filled in).
 
     Raises ConfigError for a bad option and WeightsError for unavailable weights.
@@ -88,8 +88,8 @@ def _usable_hint(path) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_size > 0
 
 
-def spec_from_record(recorded: dict, key: str, hints: Sequence[Optional[str]] = (),
-                     weights: Optional[str] = None, where: str = "the record") -> ExtractorSpec:
+def spec_from_record(recorded: dict, key: str, hints: Sequence[str | None] = (),
+                     weights: str | None = None, where: str = "the record") -> ExtractorSpec:
     """Return the ExtractorSpec ``recorded`` (key fields and ``weights`` label) describes.
 
     ``weights`` (a path) is the only candidate when given; otherwise the ``hints``

@@ -7,7 +7,6 @@ fingerprints). Bump ``SCHEMA_VERSION`` whenever extraction output would change.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Optional
 
 from bneck.core.hashing import sha256_json
 
@@ -36,7 +35,7 @@ class ExtractorSpec:
     """Everything that determines the features of one image."""
 
     backbone: str
-    alpha: Optional[float]
+    alpha: float | None
     weights: str
     weights_sha256: str
     layer: str
@@ -45,10 +44,10 @@ class ExtractorSpec:
     preprocessing: str
     interpolation: str = INTERPOLATION
     dtype: str = "float32"
-    augmentation: Optional[str] = None  # JSON of the augmentation, its seed and view index
-    quantization: Optional[str] = None  # JSON of the int8 method and calibration images' content
+    augmentation: str | None = None  # JSON of the augmentation, its seed and view index
+    quantization: str | None = None  # JSON of the int8 method and calibration images' content
     schema_version: int = SCHEMA_VERSION
-    weights_path: Optional[str] = field(default=None, compare=False, repr=False)
+    weights_path: str | None = field(default=None, compare=False, repr=False)
 
     def key_fields(self) -> dict:
         """Return the fields that enter the key, by name."""

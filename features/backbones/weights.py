@@ -13,12 +13,11 @@ import hashlib
 import os
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Optional
 
-from bneck.features.backbones.registry import Backbone
 from bneck.core.errors import WeightsError
 from bneck.core.files import open_regular
 from bneck.core.hashing import sha256_file
+from bneck.features.backbones.registry import Backbone
 
 RANDOM_INIT_SEED = 0
 
@@ -29,7 +28,7 @@ class ResolvedWeights:
 
     label: str
     sha256: str
-    path: Optional[str]
+    path: str | None
 
 
 def keras_home() -> str:
@@ -91,8 +90,8 @@ def _download_imagenet(backbone: Backbone, file_name: str) -> str:
     return path
 
 
-def resolve_weights(backbone: Backbone, alpha: Optional[float], size: int,
-                    weights: Optional[str]) -> ResolvedWeights:
+def resolve_weights(backbone: Backbone, alpha: float | None, size: int,
+                    weights: str | None) -> ResolvedWeights:
     """Return the weights to load and their content hash.
 
     Raises WeightsError when the file is missing and cannot be downloaded.

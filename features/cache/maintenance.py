@@ -13,7 +13,6 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
 
 import h5py
 import numpy as np
@@ -22,8 +21,19 @@ from filelock import FileLock
 from bneck.core.atomic import atomic_target, stale_temporaries
 from bneck.core.files import is_regular, open_regular, read_whole
 from bneck.core.hashing import RowsDigest
-from bneck.features.cache.rows import (CHUNK_PREFIX, KEY_NAME, LOCK_TIMEOUT_S, RowCache, chunk_files, _chunk_shas,
-                    _fill_chunk, check_cache_dir, fcntl, open_in_use_file, read_rows_file)
+from bneck.features.cache.rows import (
+    CHUNK_PREFIX,
+    KEY_NAME,
+    LOCK_TIMEOUT_S,
+    RowCache,
+    _chunk_shas,
+    _fill_chunk,
+    check_cache_dir,
+    chunk_files,
+    fcntl,
+    open_in_use_file,
+    read_rows_file,
+)
 
 
 @contextmanager
@@ -99,7 +109,7 @@ def _folder_bytes(folder: str) -> int:
     return total
 
 
-def collect_garbage(cache_dir: str, older_than_days: Optional[float] = None) -> dict:
+def collect_garbage(cache_dir: str, older_than_days: float | None = None) -> dict:
     """Tidy the cache; returns counts of what was removed and merged.
 
     Removes temporaries of dead processes and unreadable or corrupt chunks, merges

@@ -19,10 +19,10 @@ import json
 import os
 import re
 import stat
-import warnings
 import time
 import uuid
-from typing import Iterable, Optional, Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 
 import h5py
 import numpy as np
@@ -36,9 +36,9 @@ except ImportError:  # Windows: no protection of entries in use from `gc --older
 from bneck.core.atomic import atomic_target
 from bneck.core.errors import BneckWarning, ConfigError
 from bneck.core.files import is_regular
+from bneck.core.folders import MARKER, folder_kind, write_marker
 from bneck.core.hashing import RowsDigest, sha256_array
 from bneck.features.backbones.spec import SCHEMA_VERSION, ExtractorSpec
-from bneck.core.folders import MARKER, folder_kind, write_marker
 
 CHUNK_PREFIX = "rows-"
 IN_USE = ".inuse"
@@ -50,7 +50,7 @@ def default_cache_dir() -> str:
     return os.path.abspath(os.path.expanduser(os.environ.get("BNECK_CACHE") or "~/.cache/bneck"))
 
 
-def resolve_cache_dir(cache_dir: Optional[str], inputs: Iterable[str] = ()) -> str:
+def resolve_cache_dir(cache_dir: str | None, inputs: Iterable[str] = ()) -> str:
     """Return the absolute cache folder (``cache_dir``, else the default), refusing bad ones.
 
     Raises ConfigError when it exists and is not a folder, or lies inside an input or
@@ -103,7 +103,7 @@ def chunk_files(folder: str) -> list[str]:
                   if n.startswith(CHUNK_PREFIX) and n.endswith(".h5") and is_regular(os.path.join(folder, n)))
 
 
-def _chunk_shas(path: str, key: str) -> tuple[Optional[list[str]], Optional[str]]:
+def _chunk_shas(path: str, key: str) -> tuple[list[str] | None, str | None]:
     """Return (the chunk's sha256 list, None), or (None, what is wrong with the chunk).
 
     Checks the ``complete`` flag, the extractor key and schema version it was written
@@ -128,7 +128,7 @@ def _chunk_shas(path: str, key: str) -> tuple[Optional[list[str]], Optional[str]
     return [s.decode("ascii") for s in raw], None
 
 
-def write_rows_file(path: str, key: str, shas: list[str], feats: np.ndarray, attrs: Optional[dict] = None) -> None:
+def write_rows_file(path: str, key: str, shas: list[str], feats: np.ndarray, attrs: dict | None = None) -> None:
     """Write rows (a cache chunk, or a Ray shard) atomically, with their checksums and ``attrs``."""
     with atomic_target(path) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -140,7 +140,7 @@ def write_rows_file(path: str, key: str, shas: list[str], feats: np.ndarray, att
             f.attrs["complete"] = True  # written last
 
 
-def read_rows_file(path: str, key: str) -> tuple[Optional[list[str]], Optional[str]]:
+def read_rows_file(path: str, key: str) -> tuple[list[str] | None, str | None]:
     """Return (the image hashes of a rows file, None) after reading it in full, or (None, problem).
 
     Checks the flags and the hash list (``_chunk_shas``), the features' checksum, and
@@ -377,7 +377,7 @@ class RowWriter:
             self.cache.commit(self._shas, np.concatenate(self._rows))
         self._shas, self._rows, self._last = [], [], time.monotonic()
 
-    def __enter__(self) -> "RowWriter":
+    def __enter__(self) -> RowWriter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 
-from bneck.features.backbones.registry import get_backbone
-from bneck.features.images.batches import decoded_batches
-from bneck.features.cache.rows import RowCache, chunk_files, read_rows_file
-from bneck.features.cache.maintenance import CacheEntry, list_entries
-from bneck.features.images.dataset import is_image_name, is_visible
-from bneck.features.runtimes.equivalence import TOLERANCE, relative_differences
 from bneck.core.errors import BneckError
 from bneck.core.hashing import sha256_files
+from bneck.features.backbones.registry import get_backbone
 from bneck.features.backbones.resolve import spec_from_record
+from bneck.features.cache.maintenance import CacheEntry, list_entries
+from bneck.features.cache.rows import RowCache, chunk_files, read_rows_file
+from bneck.features.images.batches import decoded_batches
+from bneck.features.images.dataset import is_image_name, is_visible
+from bneck.features.runtimes.equivalence import TOLERANCE, relative_differences
 
 
 def verify_cache(cache_dir: str) -> tuple[int, list[tuple[str, str]]]:
@@ -53,7 +53,7 @@ class RecomputeCheck:
     checked: int = 0
     worst: float = 0.0
     differing: list[str] = field(default_factory=list)  # image sha256s whose stored row is wrong
-    skipped: Optional[str] = None  # why the entry could not be checked
+    skipped: str | None = None  # why the entry could not be checked
 
 
 def images_under(folders: Sequence[str], workers: int = 0) -> dict[str, str]:
@@ -70,8 +70,8 @@ def _reference(spec, cache_dir: str, sample):
     """Return rows(uint8 batch, shas) -> features, computed the reference way for ``spec``."""
     backbone = get_backbone(spec.backbone)
     if spec.quantization is not None:
-        from bneck.features.runtimes.quantize import reduced_precision
         from bneck.features.runtimes.openvino import OpenVINOFeatureModel, converted_path
+        from bneck.features.runtimes.quantize import reduced_precision
         precision = reduced_precision(spec)
         needed = (converted_path(cache_dir, spec, "int8") if precision == "int8" else
                   converted_path(cache_dir, dataclasses.replace(spec, quantization=None)))

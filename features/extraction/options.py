@@ -1,12 +1,12 @@
 """Stage 1's options: one table for ``extract()``, ``bneck extract`` and ``[extract]`` in a run's config."""
 from __future__ import annotations
 
-from bneck.features.backbones.registry import BACKBONES
-from bneck.features.images.dataset import SPLITS, parse_fractions
-from bneck.features.backbones.spec import DTYPES, POOLS
 from bneck.core.options import Option, OptionTable
-from bneck.features.runtimes.registry import known_runtime, runtime_names
+from bneck.features.backbones.registry import BACKBONES
+from bneck.features.backbones.spec import DTYPES, POOLS
+from bneck.features.images.dataset import SPLITS, parse_fractions
 from bneck.features.runtimes.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS
+from bneck.features.runtimes.registry import known_runtime, runtime_names
 
 # The runtimes come from the registry (a runtime registered later, e.g. by a plugin or a test, is
 # accepted too: the check asks the registry at call time); these are the ones shown in help and docs.
@@ -40,8 +40,9 @@ EXTRACT = OptionTable("extract", [
                                "e.g. `block5_pool`; `bneck cache info` shows what a file used)"),
     Option("pool", str, "none", "spatial pooling of the layer's output", choices=POOLS),
     Option("dtype", str, "float32", "stored precision", choices=DTYPES),
-    RuntimeOption("runtime", str, "auto", "`auto`: OpenVINO when installed and its converted model is already checked "
-                                           "on this CPU, or when 2,000+ images make converting pay; TensorFlow otherwise "
+    RuntimeOption("runtime", str, "auto", "`auto`: OpenVINO when installed and its converted model is already "
+                                           "checked on this CPU, or when 2,000+ images make converting pay; "
+                                           "TensorFlow otherwise "
                                            "(and whenever OpenVINO's numbers differ). `openvino` (`pip install -e "
                                            "\".[openvino]\"`): converted once, checked against TensorFlow on this CPU "
                                            "before its first row, then sharing TensorFlow's key",

@@ -22,23 +22,22 @@ import re
 import resource
 import time
 from collections import deque
-from typing import Optional
 
 import h5py
 import numpy as np
 
-from bneck.features.cache.rows import RowCache, missing_shas, read_rows_file, write_rows_file
-from bneck.features.images.dataset import Dataset
 from bneck.core.errors import BneckError, ConfigError
-from bneck.features.extraction.report import SplitReport
-from bneck.features.runtimes.extractor import Extractor, split_content
-from bneck.features.extraction.options import DEFAULT_SHARD_SIZE
-from bneck.core.hashing import sha256_json
-from bneck.features.backbones.spec import ExtractorSpec
 from bneck.core.extras import import_optional
 from bneck.core.folders import claim_folder, folder_kind
+from bneck.core.hashing import sha256_json
 from bneck.core.progress import progress_bar
+from bneck.features.backbones.spec import ExtractorSpec
+from bneck.features.cache.rows import RowCache, missing_shas, read_rows_file, write_rows_file
+from bneck.features.extraction.options import DEFAULT_SHARD_SIZE
+from bneck.features.extraction.report import SplitReport
 from bneck.features.featurefile.format import holds, write_sharded_split_file
+from bneck.features.images.dataset import Dataset
+from bneck.features.runtimes.extractor import Extractor, split_content
 
 MAX_ATTEMPTS = 3
 PLACEMENT_TIMEOUT_S = 120
@@ -98,7 +97,7 @@ class ShardExtractor:
         except RuntimeError:
             pass  # TensorFlow already running in this process
 
-    def run(self, shard: dict, reference: Optional[dict] = None) -> dict:
+    def run(self, shard: dict, reference: dict | None = None) -> dict:
         """Extract one shard ({index, path, items: [(sha, image path)]}) into its file; returns counts.
 
         Before its first row, the worker checks its rows for ``reference`` images.
@@ -133,7 +132,7 @@ class ShardExtractor:
 class RayOptions:
     """How to run on Ray; ``actor_class`` may be a ShardExtractor subclass (e.g. per-node set-up)."""
 
-    address: Optional[str] = None
+    address: str | None = None
     workers: int = 0
     shard_size: int = DEFAULT_SHARD_SIZE
     num_gpus_per_worker: float = 0.0
@@ -187,7 +186,7 @@ class RayPool:
         fields = {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec)}
         return remote.remote(fields, self.cache_dir, self.batch_size, max(1, int(self.cpus)))
 
-    def run(self, shards: list[dict], desc: str, verbose: bool, reference: Optional[dict] = None) -> dict:
+    def run(self, shards: list[dict], desc: str, verbose: bool, reference: dict | None = None) -> dict:
         """Run ``shards`` on the actors with at most one in flight per actor; returns {index: result}.
 
         Each actor checks its rows for the ``reference`` images before computing any.
@@ -259,7 +258,7 @@ def plan_shards(spec: ExtractorSpec, items: list[tuple[str, str]], folder: str, 
     return shards
 
 
-def finished(shard: dict, key: str) -> Optional[dict]:
+def finished(shard: dict, key: str) -> dict | None:
     """Return the result recorded by a complete, intact shard file for ``shard``, or None."""
     if not os.path.isfile(shard["path"]):
         return None

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
-from bneck.features.backbones.spec import ExtractorSpec
 from bneck.core.progress import format_table
+from bneck.features.backbones.spec import ExtractorSpec
 
 
 @dataclass
@@ -22,7 +21,7 @@ class SplitReport:
     file: str
     quarantine: list = field(default_factory=list)
     file_unchanged: bool = False  # the existing file already held exactly these rows
-    shards: Optional[dict] = None  # --engine ray: shards in all, run now, reused from earlier runs
+    shards: dict | None = None  # --engine ray: shards in all, run now, reused from earlier runs
 
 
 @dataclass
@@ -42,9 +41,9 @@ class ExtractionReport:
     retries: int = 0  # --engine ray: shard attempts that failed and were retried
     worker_peak_rss_mb: float = 0.0  # --engine ray: the largest actor's peak resident memory
     precision: str = "fp32"
-    converted: Optional[bool] = None  # openvino: whether the model had to be converted
-    quantized: Optional[bool] = None  # int8: whether the model had to be quantised
-    quantization: Optional[dict] = None  # int8: the cosine check against fp32, and the gate
+    converted: bool | None = None  # openvino: whether the model had to be converted
+    quantized: bool | None = None  # int8: whether the model had to be quantised
+    quantization: dict | None = None  # int8: the cosine check against fp32, and the gate
     duplicates: list = field(default_factory=list)  # images whose bytes appear in more than one split
 
     def table(self) -> str:

@@ -11,25 +11,37 @@ import dataclasses
 import json
 import os
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-from bneck.features.backbones.registry import get_backbone
-from bneck.features.cache.rows import CorruptChunk, MissingRows, RowCache, missing_shas, remaking_missing, resolve_cache_dir
-from bneck.features.images.dataset import Dataset, discover
 from bneck.core.errors import FeatureFileError
-from bneck.core.options import takes_options
-from bneck.features.extraction.options import DEFAULT_SHARD_SIZE, EXTRACT
-from bneck.features.extraction.report import ExtractionReport, SplitReport
-from bneck.features.runtimes.extractor import Extractor, split_content
 from bneck.core.folders import check_folder, claim_folder
-from bneck.features.runtimes.quantize import BF16_METHOD, DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, gate, plan_calibration
-from bneck.features.extraction.ray_engine import RayPool, extract_split_sharded, ray_options
-from bneck.features.runtimes.choice import choose_runtime
-from bneck.features.runtimes.registry import get_runtime, ready_here
+from bneck.core.options import takes_options
+from bneck.features.backbones.registry import get_backbone
 from bneck.features.backbones.resolve import resolve_spec
-from bneck.features.images.selection import check_sample, cross_split_duplicates, hash_split, training_records
+from bneck.features.cache.rows import (
+    CorruptChunk,
+    MissingRows,
+    RowCache,
+    missing_shas,
+    remaking_missing,
+    resolve_cache_dir,
+)
+from bneck.features.extraction.options import DEFAULT_SHARD_SIZE, EXTRACT
+from bneck.features.extraction.ray_engine import RayPool, extract_split_sharded, ray_options
+from bneck.features.extraction.report import ExtractionReport, SplitReport
 from bneck.features.featurefile.format import holds, write_split_file
-
+from bneck.features.images.dataset import Dataset, discover
+from bneck.features.images.selection import check_sample, cross_split_duplicates, hash_split, training_records
+from bneck.features.runtimes.choice import choose_runtime
+from bneck.features.runtimes.extractor import Extractor, split_content
+from bneck.features.runtimes.quantize import (
+    BF16_METHOD,
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_MIN_COSINE,
+    gate,
+    plan_calibration,
+)
+from bneck.features.runtimes.registry import get_runtime, ready_here
 
 MAX_MISSING_ROW_RETRIES = 3
 
@@ -84,16 +96,16 @@ def _extract_split(ex: Extractor, dataset: Dataset, split: str, out_dir: str, us
 
 @takes_options(EXTRACT)
 def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
-            weights: Optional[str] = "imagenet", size: Optional[int] = None,
-            layer: Optional[str] = None, pool: str = "none", dtype: str = "float32",
-            alpha: Optional[float] = None, splits: Optional[Sequence[str]] = None,
+            weights: str | None = "imagenet", size: int | None = None,
+            layer: str | None = None, pool: str = "none", dtype: str = "float32",
+            alpha: float | None = None, splits: Sequence[str] | None = None,
             split=None, seed: int = 0, exclude: Sequence[str] = (), follow_links: bool = False,
             batch_size: int = 32,
-            cache_dir: Optional[str] = None, workers: int = 0, commit_rows: int = 1024,
+            cache_dir: str | None = None, workers: int = 0, commit_rows: int = 1024,
             commit_seconds: float = 20.0, runtime: str = "auto", precision: str = "fp32",
             calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
             min_cosine: float = DEFAULT_MIN_COSINE, force: bool = False,
-            engine: str = "local", address: Optional[str] = None, shard_size: int = DEFAULT_SHARD_SIZE,
+            engine: str = "local", address: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
             num_gpus_per_worker: float = 0.0, actor_class=None,
             verbose: bool = True) -> ExtractionReport:
     """Extract bottleneck features for every split of ``data_dir`` into ``out_dir/<split>.h5``.
@@ -141,8 +153,8 @@ class _Source:
     """Where the images come from and how they are split (the options ``discover`` takes)."""
 
     data_dir: str
-    splits: Optional[Sequence[str]]
-    split: Optional[list]
+    splits: Sequence[str] | None
+    split: list | None
     seed: int
     exclude: list
     follow_links: bool
@@ -157,7 +169,7 @@ def _runtime_from_options(runtime: str, precision: str, engine: str) -> tuple[st
     return runtime, why
 
 
-def _open_folders(source: _Source, out_dir: str, cache_dir: Optional[str], sharded: bool) -> tuple:
+def _open_folders(source: _Source, out_dir: str, cache_dir: str | None, sharded: bool) -> tuple:
     """Return (the output folder, the cache folder, the Dataset), each checked before any work.
 
     Folders first: a typo in DATA_DIR should not wait for a weights download.
@@ -205,7 +217,7 @@ def _runtime_for_data(runtime: str, why: str, spec, cache_dir: str, dataset: Dat
                           images=sum(len(r) for r in dataset.splits.values()))
 
 
-def _extract_splits(ex: Extractor, pool: Optional[RayPool], dataset: Dataset, out_dir: str,
+def _extract_splits(ex: Extractor, pool: RayPool | None, dataset: Dataset, out_dir: str,
                     report: ExtractionReport) -> None:
     """Hash every split, record images shared across splits, then extract each split into its file."""
     hashed = {name: hash_split(dataset, name, ex.workers) for name in dataset.splits}

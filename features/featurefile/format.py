@@ -12,9 +12,9 @@ last, so a file that has it was written whole. What reading checks is in
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterator, Optional
 
 import h5py
 import numpy as np
@@ -22,11 +22,18 @@ import numpy as np
 from bneck.core.atomic import atomic_target
 from bneck.core.errors import FeatureFileError
 from bneck.core.files import kind_of
-from bneck.core.versions import versions
 from bneck.core.hashing import RowsDigest, sha256_array
+from bneck.core.versions import versions
 from bneck.features.backbones.spec import SCHEMA_VERSION
-from bneck.features.featurefile.validate import (FILE_FORMAT, check_finite, content_digest, decode_attrs, rebuild_hint,
-                           strings, validate)
+from bneck.features.featurefile.validate import (
+    FILE_FORMAT,
+    check_finite,
+    content_digest,
+    decode_attrs,
+    rebuild_hint,
+    strings,
+    validate,
+)
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -238,7 +245,7 @@ class RowReader:
     def __len__(self) -> int:
         return len(self._digests)
 
-    def blocks(self, order: Optional[np.ndarray] = None) -> Iterator[tuple[int, np.ndarray]]:
+    def blocks(self, order: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first row, block) for the block indices in ``order`` (default: in order)."""
         with h5py.File(self.path, "r") as f:
             feats = f["features"]
@@ -253,7 +260,7 @@ class RowReader:
                 yield start, block
 
 
-def holds(path: str, attrs: dict, content: SplitContent, features_sha256: Optional[str] = None) -> bool:
+def holds(path: str, attrs: dict, content: SplitContent, features_sha256: str | None = None) -> bool:
     """Return True when ``path`` is a valid, undamaged file holding exactly ``content`` and ``attrs``
     (and, given ``features_sha256``, exactly those feature bytes: the rows the cache holds).
 

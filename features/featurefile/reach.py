@@ -8,7 +8,7 @@ caller's ``allow_virtual`` accepts (the Ray engine's shard files, checked there)
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import h5py
 
@@ -18,7 +18,7 @@ class H5Refused(Exception):
 
 
 def check_self_contained(group: h5py.Group,
-                         allow_virtual: Optional[Callable[[str, h5py.Dataset], None]] = None,
+                         allow_virtual: Callable[[str, h5py.Dataset], None] | None = None,
                          prefix: str = "") -> None:
     """Raise H5Refused for any non-hard link, external storage or unaccepted virtual dataset.
 

@@ -24,10 +24,10 @@ import h5py
 import numpy as np
 
 from bneck.core.errors import FeatureFileError
-from bneck.features.featurefile.reach import H5Refused, check_self_contained
 from bneck.core.hashing import sha256_json
-from bneck.features.backbones.spec import KEY_FIELDS, OPTIONAL_KEY_FIELDS, SCHEMA_VERSION, extractor_key
 from bneck.features.backbones.resolve import check_record
+from bneck.features.backbones.spec import KEY_FIELDS, OPTIONAL_KEY_FIELDS, SCHEMA_VERSION, extractor_key
+from bneck.features.featurefile.reach import H5Refused, check_self_contained
 
 FILE_FORMAT = 2  # bumped when the file layout or its checksums change (not the rows: see SCHEMA_VERSION)
 REQUIRED_DATASETS = ("features", "labels", "paths", "sha256", "quarantine")

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 from bneck.core.errors import ConfigError, DatasetError
 
@@ -51,7 +51,7 @@ class Dataset:
     layout: str
     class_names: list[str]
     splits: dict[str, list[ImageRecord]]
-    split_spec: Optional[dict] = None
+    split_spec: dict | None = None
     excluded_classes: list[str] = field(default_factory=list)
     quarantine: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
@@ -159,7 +159,7 @@ def _split_class(paths: list[str], fractions, seed: int, class_name: str) -> lis
     # Order by a seeded hash of the path rather than a shuffle, so adding one image
     # moves at most a boundary instead of reshuffling every other image.
     def rank(p: str) -> str:
-        return hashlib.sha256(f"{seed}:{p}".encode("utf-8")).hexdigest()
+        return hashlib.sha256(f"{seed}:{p}".encode()).hexdigest()
 
     ordered = sorted(paths, key=rank)
     wanted = [i for i, f in enumerate(fractions) if f > 0]
@@ -195,7 +195,7 @@ def _records(root, class_names, paths_by_class) -> list[ImageRecord]:
     return sorted(recs, key=lambda r: r.path)
 
 
-def discover(root: str, splits: Optional[Sequence[str]] = None, split=None, seed: int = 0,
+def discover(root: str, splits: Sequence[str] | None = None, split=None, seed: int = 0,
              exclude: Sequence[str] = (), follow_links: bool = False) -> Dataset:
     """Find images and classes under ``root``.
 

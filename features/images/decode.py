@@ -26,7 +26,6 @@ import os
 import threading
 import warnings
 from contextlib import contextmanager
-from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -153,7 +152,7 @@ def _check_size(img: Image.Image) -> int:
     return peak
 
 
-def decode_image(path: str, size: int, sha256: Optional[str] = None, keep_aspect: bool = False) -> np.ndarray:
+def decode_image(path: str, size: int, sha256: str | None = None, keep_aspect: bool = False) -> np.ndarray:
     """Return the image at ``path`` as a (size, size, 3) uint8 array (``keep_aspect``: its longer
     side ``size``, for thumbnails a person looks at).
 

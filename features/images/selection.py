@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bneck.features.images.dataset import Dataset, discover
 from bneck.core.errors import BneckError, ConfigError
 from bneck.core.hashing import sha256_files
+from bneck.features.images.dataset import Dataset, discover
 
 
 def hash_split(dataset: Dataset, split: str, workers: int) -> tuple[list, list]:

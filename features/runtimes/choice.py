@@ -10,8 +10,6 @@ images does not pay for it.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from bneck.features.runtimes.registry import Runtime, get_registered, known_runtime, reference_runtime, runtime_names
 
 UNDECIDED = ("auto", "")
@@ -22,7 +20,7 @@ def _candidates() -> list[Runtime]:
 
 
 def choose_runtime(asked: str, *, precision: str = "fp32", engine: str = "local", spec=None,
-                   cache_dir: Optional[str] = None, images: Optional[int] = None,
+                   cache_dir: str | None = None, images: int | None = None,
                    converts: bool = True) -> tuple[str, str]:
     """Return (the runtime that computes the rows, why).
 
@@ -55,7 +53,7 @@ def choose_runtime(asked: str, *, precision: str = "fp32", engine: str = "local"
     return _by_size(reference, installed, images)
 
 
-def _by_size(reference: Runtime, installed: list[Runtime], images: Optional[int]) -> tuple[str, str]:
+def _by_size(reference: Runtime, installed: list[Runtime], images: int | None) -> tuple[str, str]:
     """The first candidate whose conversion the data set's size pays for; the reference otherwise."""
     sized = [r for r in installed if r.auto_from_images is not None]
     for runtime in sized:

@@ -7,18 +7,18 @@ changed only through its own methods.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Sequence
 
 import numpy as np
 
-from bneck.features.images.batches import decoded_batches
-from bneck.features.cache.rows import RowCache, RowWriter
-from bneck.features.images.dataset import Dataset
 from bneck.core.errors import DatasetError
-from bneck.features.backbones.spec import ExtractorSpec
 from bneck.core.progress import progress_bar
+from bneck.features.backbones.spec import ExtractorSpec
+from bneck.features.cache.rows import RowCache, RowWriter
 from bneck.features.featurefile.format import SplitContent
+from bneck.features.images.batches import decoded_batches
+from bneck.features.images.dataset import Dataset
 
 
 class Extractor:
@@ -33,7 +33,7 @@ class Extractor:
     def __init__(self, spec: ExtractorSpec, cache: RowCache, *, batch_size: int = 32, workers: int = 0,
                  commit_rows: int = 1024, commit_seconds: float = 20.0, verbose: bool = True,
                  runtime: str = "tensorflow", plan=None, check_sample: Sequence[str] = (),
-                 file_attrs: Optional[dict] = None, fallback: bool = False, runtime_why: str = ""):
+                 file_attrs: dict | None = None, fallback: bool = False, runtime_why: str = ""):
         self.spec, self.cache, self.runtime, self.plan = spec, cache, runtime, plan
         # fallback (--runtime auto): an OpenVINO model whose numbers differ from TensorFlow's here is
         # not an error; TensorFlow computes the rows instead, and the report says why.

@@ -26,18 +26,24 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
-from bneck.features.backbones.registry import Backbone
-from bneck.features.backbones.spec import ExtractorSpec
 from bneck.core.errors import BneckError, ConfigError
 from bneck.core.files import open_regular
 from bneck.core.hashing import sha256_bytes
+from bneck.features.backbones.registry import Backbone
+from bneck.features.backbones.spec import ExtractorSpec
 from bneck.features.runtimes.openvino_compile import INFERENCE_PRECISION, MODE, compile_cpu, import_openvino
+from bneck.features.runtimes.quantize import (
+    CalibrationPlan,
+    bf16_cosine_check,
+    cosine_check,
+    quantize,
+    reduced_precision,
+)
 from bneck.features.runtimes.registry import Runtime, register_runtime
-from bneck.features.runtimes.quantize import CalibrationPlan, bf16_cosine_check, cosine_check, quantize, reduced_precision
 
 FP32_CHECK, INT8_CHECK, BF16_CHECK = "fp32 vs tensorflow", "int8 vs fp32", "bf16 vs fp32"
 FP32_NUMBERS = ("max_rel_diff",)  # what a recorded fp32 check must hold, as a finite number
@@ -99,7 +105,7 @@ class _ModelBytes:
                                     weights=ov.Tensor(np.frombuffer(self.weights, dtype=np.uint8)))
 
 
-def _usable(ov, path: str, int8: bool = False) -> Optional[_ModelBytes]:
+def _usable(ov, path: str, int8: bool = False) -> _ModelBytes | None:
     """The saved model at ``path`` read and parsed, or None when there is none or it is damaged (cut,
     missing its .bin, not a model; for ``int8``, a model without quantised layers): made again then."""
     if not os.path.isfile(path):
@@ -139,8 +145,8 @@ class OpenVINOFeatureModel:
     """
 
     def __init__(self, backbone: Backbone, spec: ExtractorSpec, cache_dir: str,
-                 plan: Optional[CalibrationPlan] = None, workers: int = 0,
-                 sample: Optional[Callable[[], np.ndarray]] = None, verbose: bool = True):
+                 plan: CalibrationPlan | None = None, workers: int = 0,
+                 sample: Callable[[], np.ndarray] | None = None, verbose: bool = True):
         from bneck.features.runtimes import openvino_compile
 
         ov = import_openvino()
@@ -175,7 +181,12 @@ class OpenVINOFeatureModel:
     def _checked_fp32(self, ov, fp32: _ModelBytes, spec: ExtractorSpec, sample) -> dict:
         """Return this user's check of these fp32 bytes here, making it against TensorFlow if needed."""
         from bneck.features.runtimes import trust
-        from bneck.features.runtimes.equivalence import CHECK_TOLERANCE, TOLERANCE, RuntimeMismatch, max_relative_difference
+        from bneck.features.runtimes.equivalence import (
+            CHECK_TOLERANCE,
+            TOLERANCE,
+            RuntimeMismatch,
+            max_relative_difference,
+        )
 
         check = trust.recorded(FP32_CHECK, fp32.sha256, self._where(), FP32_NUMBERS)
         if check is None:

@@ -28,7 +28,7 @@ def import_openvino():
     return import_optional("openvino", "--runtime openvino", "openvino", "openvino", "--runtime tensorflow")
 
 
-def compile_cpu(ov, model, inference_precision: str = INFERENCE_PRECISION) -> "PinnedModel":
+def compile_cpu(ov, model, inference_precision: str = INFERENCE_PRECISION) -> PinnedModel:
     """Compile an OpenVINO model for the CPU with a pinned inference precision and performance mode."""
     config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": MODE.upper()}
     return PinnedModel(ov.Core().compile_model(model, "CPU", config))

@@ -13,17 +13,17 @@ the same images with the same seed give the same key on any machine.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from bneck.features.images.batches import decoded_batches
 from bneck.core.errors import ConfigError
-from bneck.core.hashing import sha256_files, sha256_json
-from bneck.features.runtimes.openvino_compile import compile_cpu
 from bneck.core.extras import import_optional
+from bneck.core.hashing import sha256_files, sha256_json
+from bneck.features.images.batches import decoded_batches
+from bneck.features.runtimes.openvino_compile import compile_cpu
 
 PRECISIONS = ("fp32", "int8", "bf16")
 DEFAULT_CALIBRATION_IMAGES = 300
@@ -116,7 +116,8 @@ def cosine_per_row(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     norms = na * nb
     # two all-zero rows are the same row (1); an all-zero row against any other is nothing like it (0)
-    return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-300), np.where((na == 0) & (nb == 0), 1.0, 0.0))
+    both_zero = np.where((na == 0) & (nb == 0), 1.0, 0.0)
+    return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-300), both_zero)
 
 
 def quantize(ov, fp32_graph, plan: CalibrationPlan, size: int, workers: int = 0, verbose: bool = True):

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -42,10 +43,10 @@ class FeatureModelLike(Protocol):
 
     calls: int
     images: int
-    converted: Optional[bool]
-    quantized: Optional[bool]
-    equivalence: Optional[dict]
-    quantization_stats: Optional[dict]
+    converted: bool | None
+    quantized: bool | None
+    equivalence: dict | None
+    quantization_stats: dict | None
 
     def __call__(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -60,7 +61,7 @@ class BuildContext:
     cache_dir: str
     plan: object = None
     workers: int = 0
-    sample: Optional[Callable[[], np.ndarray]] = None
+    sample: Callable[[], np.ndarray] | None = None
     verbose: bool = True
 
 
@@ -89,11 +90,11 @@ class Runtime:
     precision_modules: Mapping[str, tuple] = field(default_factory=dict)
     install: str = ""
     package: str = ""
-    check_precision: Optional[Callable[[str], None]] = None
-    ready_here: Optional[Callable[..., bool]] = None
+    check_precision: Callable[[str], None] | None = None
+    ready_here: Callable[..., bool] | None = None
     ready_why: str = ""
     not_ready_why: str = ""
-    auto_from_images: Optional[int] = None
+    auto_from_images: int | None = None
     first_use: str = ""
 
     def missing(self, precision: str = "fp32") -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from filelock import FileLock
 
@@ -48,7 +48,7 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def recorded(kind: str, model_sha256: str, where: str, numbers: Sequence[str]) -> Optional[dict]:
+def recorded(kind: str, model_sha256: str, where: str, numbers: Sequence[str]) -> dict | None:
     """Return this user's check of ``kind`` ('fp32 vs tensorflow', 'int8 vs fp32') of the model with
     these bytes on this machine, or None. A record that is not a table holding every field of
     ``numbers`` as a finite number is no record (the model is checked again): verdicts are

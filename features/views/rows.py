@@ -16,15 +16,15 @@ import contextlib
 import dataclasses
 import json
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from bneck.features.views.warp import FLIP_VIEW, view_transforms, warp
-from bneck.features.cache.rows import RowCache, RowWriter, missing_shas, remaking_missing
-from bneck.features.backbones.spec import ExtractorSpec
 from bneck.core.progress import progress_bar
 from bneck.core.tfimport import import_tensorflow
+from bneck.features.backbones.spec import ExtractorSpec
+from bneck.features.cache.rows import RowCache, RowWriter, missing_shas, remaking_missing
+from bneck.features.views.warp import FLIP_VIEW, view_transforms, warp
 
 # How a view is made from its transform; enters the key of augmented views.
 WARP = "affine:bilinear:fill-nearest:after-preprocessing"

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-from bneck.features import BneckError
 from bneck.core.atomic import storage_error, write_failure
-
+from bneck.features import BneckError
 from bneck.pipeline.cli import cache, export, extract, finetune, info, run, train
 from bneck.pipeline.cli.polish import polish
 from bneck.pipeline.cli.reporting import terminal_reports
-
 
 # What Ctrl-C keeps, per command: said as it is, so nobody waits for a resume that does not come.
 INTERRUPTED = {
@@ -53,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     try:  # shell completion: `eval "$(register-python-argcomplete bneck)"` (README)

@@ -6,11 +6,11 @@ import datetime
 import json
 import os
 
-from bneck.features import read_summary
-from bneck.features.cache.rows import default_cache_dir
-from bneck.features.cache.maintenance import collect_garbage, list_entries
-from bneck.features.cache.verify import verify_cache
 from bneck.core.progress import format_table
+from bneck.features import read_summary
+from bneck.features.cache.maintenance import collect_garbage, list_entries
+from bneck.features.cache.rows import default_cache_dir
+from bneck.features.cache.verify import verify_cache
 
 
 def add_parser(sub) -> None:

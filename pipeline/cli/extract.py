@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 
 from bneck import features
-from bneck.features.runtimes import cpu
-from bneck.features.extraction.options import EXTRACT
 from bneck.core.options import namespace_values
+from bneck.features.extraction.options import EXTRACT
+from bneck.features.runtimes import cpu
 
 
 def add_parser(sub) -> None:

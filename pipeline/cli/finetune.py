@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 
 from bneck.core.options import namespace_values
-
 from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from bneck.features.backbones.registry import BACKBONES, get_backbone
 from bneck.core.progress import format_table
+from bneck.features.backbones.registry import BACKBONES, get_backbone
 
 LAYERS_EPILOG = """example:
   bneck layers mobilenetv2 --alpha 0.5      # then: bneck extract ... --layer block_13_expand_relu"""
@@ -93,7 +93,6 @@ def run_init(args: argparse.Namespace) -> int:
     """Write the template; returns 0."""
     from bneck.core.atomic import atomic_open
     from bneck.core.errors import ConfigError
-
     from bneck.pipeline.runner.config import config_template, load_config
 
     parent = os.path.dirname(os.path.abspath(args.path))

@@ -38,7 +38,6 @@ def _common(p) -> None:
 
 def _print(result) -> None:
     from bneck.core.progress import format_table
-
     from bneck.pipeline.training.leaderboard import describe_accuracy
 
     rows = [[r.name, describe_accuracy(r, "validation"), describe_accuracy(r, "test"), "reused" if r.reused else "made"]
@@ -60,9 +59,9 @@ def _print(result) -> None:
           else f"fine-tune: skipped ({stages.finetune_skipped})")
     print(f"report: {result.report}")
     if result.leaderboard:
-        from bneck.pipeline.runner.insight import best_exportable
-
         import shlex
+
+        from bneck.pipeline.runner.insight import best_exportable
 
         best, deployable = result.leaderboard[0], best_exportable(result.leaderboard)
         print(f"next: bneck predict {shlex.quote(best.folder)} IMAGES...")

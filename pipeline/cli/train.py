@@ -9,7 +9,6 @@ import sys
 from bneck.core.atomic import atomic_open
 from bneck.core.errors import ConfigError
 from bneck.core.options import namespace_values
-
 from bneck.pipeline.training.options import CLASSIFIERS, TRAIN
 
 
@@ -99,7 +98,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """Print one line per image; returns 0 when every image was classified, 1 when any input failed."""
     from bneck.core.folders import check_file
-
     from bneck.pipeline.predict import classify
 
     if args.top_k is not None and args.top_k < 1:
@@ -120,7 +118,8 @@ def run_predict(args: argparse.Namespace) -> int:
             writer = csv.writer(handle)
             writer.writerow(["path", "class", *classes, "seen_in", "error"])
             for r in rows:
-                probs = [f"{r['probabilities'][c]:.6f}" for c in classes] if "probabilities" in r else [""] * len(classes)
+                probs = [f"{r['probabilities'][c]:.6f}" for c in classes] if "probabilities" in r \
+                    else [""] * len(classes)
                 writer.writerow([r["path"], r.get("class", ""), *probs, r.get("seen_in") or "", r.get("error", "")])
     failed = sum("error" in r for r in rows)
     if failed:

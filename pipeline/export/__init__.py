@@ -13,13 +13,11 @@ from __future__ import annotations
 import logging
 import os
 from datetime import datetime, timezone
-from typing import Optional
 
 import numpy as np
 
 from bneck.core.errors import BneckError
 from bneck.core.folders import check_folder, staged_folder
-
 from bneck.pipeline.artifacts import LoadedClassifier, load_classifier, write_json
 from bneck.pipeline.export.formats import ExportFormat, get_format
 
@@ -42,7 +40,6 @@ def _check_images(clf: LoadedClassifier, size: int) -> tuple[np.ndarray, str]:
     """Return up to CHECK_IMAGES of the model's recorded test images (decoded as bneck does) and
     where they came from; seeded noise images where those are not readable here."""
     from bneck.features.images.decode import UnusableImage, decode_image
-
     from bneck.pipeline.image_splits import data_root_of, read_splits
 
     try:
@@ -59,7 +56,7 @@ def _check_images(clf: LoadedClassifier, size: int) -> tuple[np.ndarray, str]:
     return noise, f"{CHECK_IMAGES} seeded noise images (the recorded images are not readable here)"
 
 
-def export_model(model_dir: str, out: str, fmt: str = "keras", weights: Optional[str] = None,
+def export_model(model_dir: str, out: str, fmt: str = "keras", weights: str | None = None,
                  verbose: bool = True) -> dict:
     """Export the model in ``model_dir`` as ``fmt`` into the folder ``out``; returns its metadata.
 
@@ -69,8 +66,8 @@ def export_model(model_dir: str, out: str, fmt: str = "keras", weights: Optional
     a scikit-learn model that is not layers, ExportError when the written model does not
     reproduce ``bneck predict``.
     """
-    from bneck.pipeline.predict import probability_function
     from bneck.pipeline.export.graph import deployable
+    from bneck.pipeline.predict import probability_function
 
     form = get_format(fmt)  # ConfigError before any work: unknown, or its runtime not installed
     check_folder(out, "export", inputs=[model_dir])
@@ -108,8 +105,8 @@ def summary(model_dir: str, out: str, metadata: dict) -> str:
 
 def _hashes(folder: str) -> dict:
     """{relative path: sha256} of every file written so far (the marker aside)."""
-    from bneck.core.hashing import sha256_file
     from bneck.core.folders import MARKER
+    from bneck.core.hashing import sha256_file
 
     found = {}
     for current, _, names in os.walk(folder):
@@ -130,7 +127,8 @@ def _metadata(clf: LoadedClassifier, spec, form: ExportFormat, files: dict, chec
         "class_names": names,
         "input": {"name": "image", "shape": [None, size, size, 3], "dtype": "uint8", "channels": "RGB",
                   "resize": RESIZE.replace("SIZE", str(size)),
-                  "preprocessing": f"inside the model ({spec.backbone}: {clf.manifest.extractor.get('preprocessing')})"},
+                  "preprocessing": f"inside the model ({spec.backbone}: "
+                                   f"{clf.manifest.extractor.get('preprocessing')})"},
         "output": {"shape": [None, len(names)], "meaning": "class probabilities, in the order of class_names"},
         "runtime_settings": dict(form.runtime_settings),
         "check": {**check, "against": "bneck predict on the same images"},
@@ -143,6 +141,6 @@ def _metadata(clf: LoadedClassifier, spec, form: ExportFormat, files: dict, chec
     }
 
 
-def _test_accuracy(metrics) -> Optional[float]:
+def _test_accuracy(metrics) -> float | None:
     test = metrics.get("test") if isinstance(metrics, dict) else None
     return test.get("accuracy") if isinstance(test, dict) else None

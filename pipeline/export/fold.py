@@ -26,7 +26,6 @@ import numpy as np
 from bneck.core.errors import BneckError
 
 
-
 class FoldError(BneckError):
     """A scikit-learn model that is not a composition of affine maps and standard activations
     (``what`` names the part that is not)."""

@@ -12,7 +12,6 @@ import numpy as np
 
 from bneck.features import get_backbone
 from bneck.features.backbones.feature_model import build_base, cut_model
-
 from bneck.pipeline.artifacts import LoadedClassifier
 from bneck.pipeline.export.fold import describe, refusal, sklearn_layers
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import keras
 
-from bneck.features.views.warp import affine_transforms, warp
 from bneck.core.tfimport import import_tensorflow
+from bneck.features.views.warp import affine_transforms, warp
 
 
 class RandomAffine(keras.layers.Layer):

@@ -12,7 +12,6 @@ and the whole model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -102,8 +101,8 @@ class TrainInputs:
     views: int
     eval_batch: int
     augment: object = None  # training batches only
-    cache: Optional[dict] = None  # trunk rows computed / reused, seconds
-    mirrored: Optional[dict] = None  # split -> inputs of the mirrored images (test-time augmentation)
+    cache: dict | None = None  # trunk rows computed / reused, seconds
+    mirrored: dict | None = None  # split -> inputs of the mirrored images (test-time augmentation)
 
 
 def plain_inputs(tf, ft, data: dict[str, DecodedSplit], preprocess, tta: bool = False) -> TrainInputs:
@@ -121,9 +120,8 @@ def cached_inputs(tf, ft, data: dict[str, SplitImages], preprocess, augment: dic
     """The unfrozen top on the cached output of the frozen trunk, ``views`` views per training image;
     with ``tta`` the cached mirror view of validation and test images too. The rows go to
     RowFiles in ``rows_folder`` (``rowfile.RowFolder``), a block at a time."""
-    from bneck.features.views.warp import FLIP_VIEW
     from bneck.features.views.rows import TrunkViews
-
+    from bneck.features.views.warp import FLIP_VIEW
     from bneck.pipeline.finetuning.model import frozen_split
 
     split = frozen_split(ft)

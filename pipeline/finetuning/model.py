@@ -15,11 +15,9 @@ The rules from the reference, each enforced here:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
-from bneck.features import ConfigError, get_backbone
 from bneck.core.errors import BneckError
-
+from bneck.features import ConfigError, get_backbone
 from bneck.pipeline.artifacts import LoadedClassifier
 
 
@@ -34,17 +32,17 @@ class FinetuneModel:
     model: object
     feature_model: object
     spec: object
-    unfreeze_from: Optional[str]
+    unfreeze_from: str | None
     trainable_layers: list[str]
     frozen_layers: list[str]
     head: object = None
     # Applied to training batches only, outside the model: validation, test and the
     # saved model never see it (and Keras' RandomShear could not be reloaded from its
     # own saved config anyway: it writes a negative factor its constructor rejects).
-    augmentation: Optional[object] = None
+    augmentation: object | None = None
 
 
-def unfreeze_index(layers, backbone, unfreeze_from: Optional[str]) -> Optional[int]:
+def unfreeze_index(layers, backbone, unfreeze_from: str | None) -> int | None:
     """Return the index of the first trainable layer, or None for a fully frozen base.
 
     ``unfreeze_from`` is a layer name, 'none', 'last-block' (the reference recipe's point) or
@@ -65,16 +63,16 @@ def unfreeze_index(layers, backbone, unfreeze_from: Optional[str]) -> Optional[i
     return names.index(point)
 
 
-def build_finetune_model(head: LoadedClassifier, unfreeze_from: Optional[str], augment: dict,
+def build_finetune_model(head: LoadedClassifier, unfreeze_from: str | None, augment: dict,
                          seed: int, allow_untrained_head: bool = False,
-                         weights: Optional[str] = None) -> FinetuneModel:
+                         weights: str | None = None) -> FinetuneModel:
     """Assemble base(training=False) -> trained head and the augmentation; freeze below the point.
 
     Raises HeadError for a non-Keras, untrained or mismatched head, WeightsError when
     the recorded weights cannot be found, ConfigError for a bad unfreeze point.
     """
-    from bneck.features.backbones.feature_model import build_base, cut_model
     from bneck.core.tfimport import import_tensorflow
+    from bneck.features.backbones.feature_model import build_base, cut_model
 
     import_tensorflow()
     import keras

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from bneck.core.errors import ConfigError
 from bneck.core.options import Option, OptionTable
-
 from bneck.pipeline.training.fastfit import SCHEDULES
 from bneck.pipeline.training.heads import OPTIMIZERS
 

@@ -14,12 +14,11 @@ import os
 import shutil
 import stat
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from bneck.core.atomic import pid_alive
-
 from bneck.core.files import kind_of
 
 # The most one pread asks for: Linux returns at most about 2 GB per call.
@@ -123,7 +122,7 @@ class RowFolder:
         self.files.append(RowFile(self.path, name, rows, shape))
         return self.files[-1]
 
-    def __enter__(self) -> "RowFolder":
+    def __enter__(self) -> RowFolder:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,30 +12,42 @@ fine-tuned from the same head (by its manifest's sha256), data and options is re
 """
 from __future__ import annotations
 
-import warnings
-import logging
 import contextlib
+import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
 from bneck.core.errors import BneckWarning
-from bneck.features import DatasetError, get_backbone
 from bneck.core.folders import check_folder, staged_folder
-
-from bneck.pipeline.artifacts import (load_classifier, read_verified, verified_json, write_history, write_json, write_manifest,
-                         write_predictions)
+from bneck.features import DatasetError, get_backbone
+from bneck.pipeline.artifacts import (
+    load_classifier,
+    read_verified,
+    verified_json,
+    write_history,
+    write_json,
+    write_manifest,
+    write_predictions,
+)
+from bneck.pipeline.finetuning.inputs import (
+    SplitImages,
+    TrainInputs,
+    cached_inputs,
+    decode_split,
+    plain_inputs,
+    predictor,
+)
+from bneck.pipeline.finetuning.model import build_finetune_model
+from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE, NO_AUGMENT, augmentation_params, fingerprint
+from bneck.pipeline.finetuning.reuse import finetuned_reuse
 from bneck.pipeline.image_splits import data_root_of, read_splits, recorded_images, write_splits
 from bneck.pipeline.manifests import FinetunedManifest, HeadRef
 from bneck.pipeline.metrics import class_probabilities, scores
 from bneck.pipeline.training.fastfit import fast_fit
-from bneck.pipeline.finetuning.inputs import SplitImages, TrainInputs, cached_inputs, decode_split, plain_inputs, predictor
-from bneck.pipeline.finetuning.model import build_finetune_model
-from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE, NO_AUGMENT, augmentation_params, fingerprint
-from bneck.pipeline.finetuning.reuse import finetuned_reuse
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +65,7 @@ class FinetuneResult:
     why: str = ""  # why it was fine-tuned (or "unchanged" when reused)
 
 
-def finetune(head_dir: str, data_dir: Optional[str], out_dir: str, *, augment: Optional[dict] = None,
+def finetune(head_dir: str, data_dir: str | None, out_dir: str, *, augment: dict | None = None,
              verbose: bool = True, **options) -> FinetuneResult:
     """Fine-tune the head in ``head_dir`` with its base on ``data_dir``; returns the result.
 
@@ -87,8 +99,8 @@ def finetune(head_dir: str, data_dir: Optional[str], out_dir: str, *, augment: O
 
 
 def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str, verbose: bool) -> FinetuneResult:
-    from bneck.features.cache.rows import resolve_cache_dir
     from bneck.core.tfimport import import_tensorflow
+    from bneck.features.cache.rows import resolve_cache_dir
 
     tf = import_tensorflow()
     import keras
@@ -124,14 +136,14 @@ def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str
                                   {s: (data[s].paths, data[s].labels, p) for s, p in probs.items()})
         write_splits(folder, {**record, "data_root": data_root, "splits": {
             s: {"paths": d.paths, "sha256": d.shas, "labels": d.labels.tolist()} for s, d in data.items()}})
-        config = {k: opts[k] for k in ("epochs", "lr", "momentum", "optimizer", "schedule", "warmup",
-                                       "label_smoothing", "batch_size", "seed", "early_stopping", "cache_frozen", "tta")}
+        config = {k: opts[k] for k in ("epochs", "lr", "momentum", "optimizer", "schedule", "warmup", "label_smoothing",
+                                       "batch_size", "seed", "early_stopping", "cache_frozen", "tta")}
         config.update(unfreeze_from=ft.unfreeze_from, augment=augment, views=inputs.views if cache_frozen else None)
         _save(folder, ft, head, history, metrics, config, data, data_root, requested)
     return FinetuneResult(out_dir, metrics, history, metrics["fit_seconds"], opts, reused=False, why=why)
 
 
-def _inputs(tf, ft, splits: dict, augment: dict, opts: dict, cache_dir: Optional[str], cleanup,
+def _inputs(tf, ft, splits: dict, augment: dict, opts: dict, cache_dir: str | None, cleanup,
             verbose: bool) -> tuple[TrainInputs, dict]:
     """Return (what the path trains on, the images per split). With ``cache_dir`` (--cache-frozen) the
     images are decoded only where the cache lacks rows, and the rows stream from files that

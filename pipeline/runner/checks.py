@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 
+from bneck.core.errors import DatasetError
 from bneck.features.cache.rows import resolve_cache_dir
 from bneck.features.images.dataset import discover
-from bneck.core.errors import DatasetError
-
 from bneck.pipeline.training.checks import check_counts
 from bneck.pipeline.training.options import classifier_config
 
@@ -35,8 +34,8 @@ def check_before_work(cfg: dict) -> None:
 
 def _known_extractor(cfg: dict, backbone, alpha, size) -> bool:
     """True when the cache already holds rows of the run's extractor."""
-    from bneck.features.cache.rows import resolve_cache_dir
     from bneck.features.backbones.resolve import resolve_spec
+    from bneck.features.cache.rows import resolve_cache_dir
 
     ex = cfg["extract"]
     spec = resolve_spec(backbone.name, ex["weights"], size, ex["layer"], ex["pool"], ex["dtype"], alpha)
@@ -48,10 +47,9 @@ def _check_finetune_plan(cfg: dict) -> None:
     """Check, before any work, that the base can be cut at extract.layer (unless its rows are cached)
     and, when the run will fine-tune, that the cut base has the unfreeze point (the base's
     architecture only, random weights). Raises ConfigError naming the config keys."""
-    from bneck.features.backbones.registry import get_backbone
     from bneck.core.errors import ConfigError
     from bneck.features.backbones.feature_model import check_cut
-
+    from bneck.features.backbones.registry import get_backbone
     from bneck.pipeline.finetuning.model import unfreeze_index
     from bneck.pipeline.training.classifiers import is_keras
 

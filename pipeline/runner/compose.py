@@ -8,24 +8,23 @@ classifier and runs no extraction.
 """
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
 
-from bneck.features import extract
 from bneck.core.atomic import atomic_open
 from bneck.core.folders import claim_folder
-
+from bneck.features import extract
 from bneck.pipeline.finetuning.stage import finetune
-from bneck.pipeline.training.classifiers import is_keras
-from bneck.pipeline.training.leaderboard import Result, write_leaderboard
-from bneck.pipeline.training.stage import train
 from bneck.pipeline.runner.checks import check_before_work
 from bneck.pipeline.runner.config import absolute_paths, load_config, to_toml
 from bneck.pipeline.runner.gain import paired_gain, run_test_truth, winner_versus_runner_up
+from bneck.pipeline.training.classifiers import is_keras
+from bneck.pipeline.training.leaderboard import Result, write_leaderboard
+from bneck.pipeline.training.stage import train
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +49,8 @@ class RunStages:
     extract: ExtractStage
     train: list[Result] = field(default_factory=list)
     train_seconds: float = 0.0
-    finetune: Optional[Result] = None  # the fine-tuned model, when there is one
-    finetune_tta: Optional[Result] = None  # the same scored with test-time augmentation (--tta)
+    finetune: Result | None = None  # the fine-tuned model, when there is one
+    finetune_tta: Result | None = None  # the same scored with test-time augmentation (--tta)
     finetune_head: str = ""
     finetune_skipped: str = ""  # why there is none
     report_seconds: float = 0.0
@@ -84,12 +83,12 @@ class RunResult:
     config: dict
     stages: RunStages
     leaderboard: list[Result] = field(default_factory=list)
-    report: Optional[str] = None
+    report: str | None = None
     winner: str = ""  # the first model against the runner-up, paired on the test images
 
 
-def run(config: Optional[str] = None, *, overrides: Sequence[str] = (), verbose: bool = True,
-        base: Optional[dict] = None, **flags) -> RunResult:
+def run(config: str | None = None, *, overrides: Sequence[str] = (), verbose: bool = True,
+        base: dict | None = None, **flags) -> RunResult:
     """Run the whole experiment from a TOML config (or only flags); returns the RunResult.
 
     ``flags`` override top-level keys (data, out, seed); ``overrides`` are

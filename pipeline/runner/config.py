@@ -15,13 +15,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Sequence
+
 import tomllib
-from typing import Optional, Sequence
 
 from bneck.core.errors import ConfigError
-from bneck.features.extraction.options import EXTRACT
 from bneck.core.options import Option, OptionTable
-
+from bneck.features.extraction.options import EXTRACT
 from bneck.pipeline.finetuning.options import FINETUNE
 from bneck.pipeline.training.options import CLASSIFIERS, TRAIN, check_override
 
@@ -62,7 +62,7 @@ def _defaults() -> dict:
 DEFAULTS: dict = _defaults()
 
 
-def load_config(path: Optional[str], overrides: Sequence[str] = (), base: Optional[dict] = None,
+def load_config(path: str | None, overrides: Sequence[str] = (), base: dict | None = None,
                 **flags) -> dict:
     """Return the resolved config: defaults <- ``base`` <- file <- ``--set`` overrides <- flags.
 
@@ -218,7 +218,7 @@ def to_toml(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def config_template(data: Optional[str] = None, out: Optional[str] = None) -> str:
+def config_template(data: str | None = None, out: str | None = None) -> str:
     """Return a commented config: every key of every table with its default and what it does, the
     defaults active, the keys without a default commented out. ``load_config`` reads it back."""
     lines = ["# bneck run configuration (written by `bneck init`). Run it with: bneck run THIS_FILE",

@@ -11,18 +11,18 @@ match it (``BNECK_DEMO_SHA256`` pins a value of your own).
 """
 from __future__ import annotations
 
-import logging
 import copy
+import logging
 import os
 import shutil
 import urllib.request
 import zipfile
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from bneck.core.atomic import atomic_open
-from bneck.features.cache.rows import default_cache_dir
 from bneck.core.errors import DatasetError
 from bneck.core.hashing import sha256_file
+from bneck.features.cache.rows import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ REFERENCE = {
 }
 
 
-def download_reference(cache_dir: Optional[str] = None, verbose: bool = True) -> str:
+def download_reference(cache_dir: str | None = None, verbose: bool = True) -> str:
     """Return the extracted ``cats_and_dogs_filtered`` folder, downloading it once.
 
     Raises DatasetError when it cannot be downloaded or does not check out.
@@ -95,9 +95,9 @@ def check_archive(path: str, record: str) -> str:
     return sha
 
 
-def demo(data: Optional[str] = None, out: Optional[str] = None, backbone: Optional[str] = None,
-         alpha: Optional[float] = None, size: Optional[int] = None, weights: Optional[str] = None,
-         overrides: Sequence[str] = (), seed: Optional[int] = None, verbose: bool = True):
+def demo(data: str | None = None, out: str | None = None, backbone: str | None = None,
+         alpha: float | None = None, size: int | None = None, weights: str | None = None,
+         overrides: Sequence[str] = (), seed: int | None = None, verbose: bool = True):
     """Run the reference experiment; returns the RunResult (see ``pipeline.run``)."""
     from bneck.pipeline.runner.compose import run
 

@@ -8,7 +8,6 @@ report (the leaderboard's). Anything else leaves the gain empty and says why.
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 from bneck.pipeline.artifacts import ArtifactError, read_predictions, read_verified
 from bneck.pipeline.paired import PairedComparison, compare
@@ -26,8 +25,8 @@ def run_test_truth(out: str) -> dict:
     return {p: names[int(label)] for p, label in zip(summary["paths"], summary["labels"])}
 
 
-def test_correctness(folder: str, name: str, truth: dict, accuracy: Optional[float],
-                     verified: Optional[dict] = None) -> tuple[Optional[dict], str]:
+def test_correctness(folder: str, name: str, truth: dict, accuracy: float | None,
+                     verified: dict | None = None) -> tuple[dict | None, str]:
     """Return ({test image path: predicted right}, "") from the verified folder's predictions file
     ``name``, judged against ``truth`` (path -> true class); or (None, why it cannot be used).
     ``verified`` (folder -> its files) keeps each folder verified once across calls."""
@@ -57,7 +56,7 @@ def predictions_file(result) -> str:
 
 
 def paired_gain(finetuned, frozen, truth: dict, predictions: str = "predictions.csv",
-                verified: Optional[dict] = None) -> tuple[Optional[PairedComparison], str]:
+                verified: dict | None = None) -> tuple[PairedComparison | None, str]:
     """Compare the first model (a leaderboard Result; its ``predictions`` file) with the second
     (its ``predictions.csv``) on the run's test images ``truth`` (path -> true class).
     Returns (the comparison, "") or (None, why there is none)."""
@@ -74,7 +73,7 @@ def paired_gain(finetuned, frozen, truth: dict, predictions: str = "predictions.
     return compare([first[p] for p in paths], [second[p] for p in paths]), ""
 
 
-def winner_versus_runner_up(leaderboard: list, truth: dict, verified: Optional[dict] = None) -> str:
+def winner_versus_runner_up(leaderboard: list, truth: dict, verified: dict | None = None) -> str:
     """One sentence: is the model ranked first (by validation) better on test than the second, paired
     on the same images? Said plainly when the difference is within noise."""
     if len(leaderboard) < 2:

@@ -3,7 +3,6 @@ over-fitting notes and data health, each as report blocks ('text', 'table' or 'i
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 from bneck.pipeline.artifacts import read_history
 from bneck.pipeline.plots import confusion_grid
@@ -45,7 +44,7 @@ def confusion_block(leaderboard, class_names: list[str], folder: str):
             confusion_grid(models, class_names))
 
 
-def overfitting(history: dict) -> Optional[str]:
+def overfitting(history: dict) -> str | None:
     """A sentence when validation loss kept rising after its best epoch, else None."""
     loss = history.get("val_loss") or []
     if len(loss) < RISING_EPOCHS + 1:

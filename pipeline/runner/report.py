@@ -16,16 +16,14 @@ import base64
 import html
 import os
 import shlex
-from typing import Optional
 from urllib.parse import quote
 
 from bneck.core.atomic import atomic_open
-
 from bneck.pipeline.artifacts import ArtifactError, read_verified
-from bneck.pipeline.training.leaderboard import describe_accuracy
 from bneck.pipeline.runner.health import data_health
 from bneck.pipeline.runner.insight import best_exportable, confusion_block, health_blocks, overfit_notes, per_class_rows
 from bneck.pipeline.runner.thumbnails import thumbnail_grid, worst_grid, worst_misclassified
+from bneck.pipeline.training.leaderboard import describe_accuracy
 
 __all__ = ["thumbnail_grid", "worst_grid", "worst_misclassified", "write_report"]
 
@@ -49,7 +47,7 @@ class _Figures:
         data = verified.files.get(name)
         return ("img", os.path.join(folder, name), alt, data) if data else None
 
-    def files(self, folder) -> Optional[dict]:
+    def files(self, folder) -> dict | None:
         """The verified files of ``folder`` (name -> bytes), None when it fails its check."""
         self.block(folder, "", "")
         verified = self._folders[folder]
@@ -98,7 +96,8 @@ def _sections(result, worst_label: str, worst_png) -> list[tuple[str, list]]:
     summary = (f"Best by validation accuracy: {top.name}, {describe_accuracy(top, 'validation')} validation, "
                f"{describe_accuracy(top, 'test')} test (95 % Wilson intervals)." if top else "No model trained.")
     out = [("Summary", [("text", summary)] + ([("text", result.winner)] if result.winner else [])),
-           ("Next steps", _next_steps(result)), ("Dataset", [("text", f"{result.config['data']}: {len(ex.classes)} classes "
+           ("Next steps", _next_steps(result)),
+           ("Dataset", [("text", f"{result.config['data']}: {len(ex.classes)} classes "
                                  f"({', '.join(ex.classes)})."),
                         ("table", ["split", "images", "quarantined", "features computed", "from cache"], data_rows)]),
            ("Extractor", [("table", ["field", "value"],

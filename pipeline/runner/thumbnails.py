@@ -11,7 +11,6 @@ import os
 import numpy as np
 
 from bneck.core.files import path_inside
-
 from bneck.pipeline.artifacts import ArtifactError, load_classifier, read_predictions, read_verified
 from bneck.pipeline.plots import plt
 from bneck.pipeline.runner.gain import run_test_truth
@@ -47,7 +46,6 @@ def worst_misclassified(result, limit: int) -> tuple[str, list[dict]]:
 
 def _classifier_predictions(folder: str, test_file: str) -> list[dict]:
     from bneck.features import read_features
-
     from bneck.pipeline.predict import classifier_proba
 
     clf = load_classifier(folder)

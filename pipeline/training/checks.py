@@ -1,12 +1,11 @@
 """What stage 2 refuses before any fit: unknown classifiers, and data a classifier cannot learn from."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from bneck.core.errors import ConfigError, DatasetError
-
 from bneck.pipeline.data import FeatureSet
 from bneck.pipeline.training.classifiers import get_classifier
 from bneck.pipeline.training.options import CLASSIFIERS
@@ -35,7 +34,7 @@ def check_data(fs: FeatureSet, per_classifier: dict[str, dict]) -> None:
 
 
 def check_counts(name: str, cfg: dict, class_names: Sequence[str], train_labels, validation_labels,
-                 where: str, width: Optional[int] = None) -> None:
+                 where: str, width: int | None = None) -> None:
     """Refuse what the data cannot support for classifier ``name`` with options ``cfg``: one class,
     a class without training images, too few images per class for its internal cross-validation,
     more PCA components than training images (or features, given ``width``), more folds than the

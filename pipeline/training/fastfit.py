@@ -12,8 +12,8 @@ epsilon 1e-7), so results match ``model.fit`` up to float rounding and shuffling
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -63,14 +63,14 @@ class FitOptions:
     lr: float
     seed: int
     momentum: float = 0.0
-    class_weight: Optional[dict] = None
+    class_weight: dict | None = None
     patience: int = 0
     monitor: str = "val_loss"
     keep_best: bool = False
-    baseline: Optional[float] = None
+    baseline: float | None = None
     views: int = 1
-    prepare: Optional[Callable] = None
-    augment: Optional[Callable] = None
+    prepare: Callable | None = None
+    augment: Callable | None = None
     eval_batch: int = 1024
     jit: bool = False
     schedule: str = "constant"

@@ -13,7 +13,6 @@ import numpy as np
 from bneck.core.errors import BneckError
 from bneck.core.folders import staged_folder
 from bneck.core.progress import progress_bar
-
 from bneck.pipeline.artifacts import write_history, write_json, write_manifest, write_predictions
 from bneck.pipeline.data import FeatureSet
 from bneck.pipeline.image_splits import splits_record, write_splits

@@ -7,12 +7,9 @@ streamed from HDF5 with ``model.fit`` over contiguous batches in shuffled order.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from bneck.core.tfimport import import_tensorflow
-
 from bneck.pipeline.data import FeatureSet
 from bneck.pipeline.metrics import class_probabilities
 
@@ -54,8 +51,8 @@ def large_dense_note(shape: tuple, units: int, n_classes: int) -> str:
     weights = (inputs + 1) * units + (units + 1) * outputs
     pooled = (shape[-1] + 1) * outputs
     return (f"note: dense flattens the {'x'.join(map(str, shape))} grid into {inputs:,} inputs, so it trains "
-            f"{weights / 1e6:.1f} M weights (minutes on a CPU for a few thousand images). gap-dense averages the grid first "
-            f"({shape[-1]:,} inputs, {pooled:,} weights) and trains in "
+            f"{weights / 1e6:.1f} M weights (minutes on a CPU for a few thousand images). gap-dense averages the grid "
+            f"first ({shape[-1]:,} inputs, {pooled:,} weights) and trains in "
             "seconds; it is `bneck run`'s default head.")
 
 
@@ -127,7 +124,7 @@ def h5_batches(fs: FeatureSet, split: str, batch_size: int, shuffle: bool, seed:
 
 
 def fit_head(model, n_classes: int, cfg: dict, train, validation, streamed: bool,
-             fs: Optional[FeatureSet] = None, block_rows: int = 256, on_epoch=None):
+             fs: FeatureSet | None = None, block_rows: int = 256, on_epoch=None):
     """Train ``model`` per ``cfg``; returns the Keras history dict.
 
     ``train``/``validation`` are (x, y) arrays, or ignored when ``streamed`` (then

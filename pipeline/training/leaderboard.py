@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field
-from typing import Optional
 
 from bneck.core.atomic import atomic_open
 from bneck.core.progress import format_table
-
 from bneck.pipeline.paired import PairedComparison, wilson
 
 COLUMNS = ["rank", "model", "kind", "val_accuracy", "test_accuracy", "test_low", "test_high", "test_gain",
@@ -32,14 +30,14 @@ class Result:
     why: str = ""  # why it was trained (or "unchanged" when reused)
     kind: str = "classifier"  # or "fine-tuned"
     versus: str = ""  # the model ``gain`` compares this one with
-    gain: Optional[PairedComparison] = None  # paired on the same test images
+    gain: PairedComparison | None = None  # paired on the same test images
     gain_note: str = ""  # why there is no gain, when there is none
 
-    def accuracy(self, split: str) -> Optional[float]:
+    def accuracy(self, split: str) -> float | None:
         value = self.metrics.get(split, {})
         return value.get("accuracy") if isinstance(value, dict) else None
 
-    def interval(self, split: str) -> Optional[tuple[float, float]]:
+    def interval(self, split: str) -> tuple[float, float] | None:
         """Wilson's 95 % interval of the split's accuracy (None without the accuracy or its image count)."""
         value, accuracy = self.metrics.get(split, {}), self.accuracy(split)
         n = value.get("n") if isinstance(value, dict) else None
@@ -63,7 +61,7 @@ class Leaderboard:
     out_dir: str
     results: list[Result] = field(default_factory=list)
 
-    def rank(self) -> "Leaderboard":
+    def rank(self) -> Leaderboard:
         self.results.sort(key=lambda r: -(r.accuracy("validation") or 0.0))
         return self
 

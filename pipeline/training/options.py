@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from bneck.core.errors import ConfigError
 from bneck.core.options import Option, OptionTable
-
 from bneck.pipeline.training.classifiers import ClassifierNames, is_keras
 from bneck.pipeline.training.heads import OPTIMIZERS
 from bneck.pipeline.training.sklearn_models import RESHAPES
@@ -85,7 +84,7 @@ def check_override(name: str, options, prefix: str, noun: str = "option") -> dic
     return {k: TRAIN[k].check(v, f"{noun} {prefix}.{k}") for k, v in options.items()}
 
 
-def classifier_config(name: str, opts: dict, overrides: Optional[dict], names: Sequence[str]) -> dict:
+def classifier_config(name: str, opts: dict, overrides: dict | None, names: Sequence[str]) -> dict:
     """Return the options that decide classifier ``name``: ``opts`` (checked by ``TRAIN``), then its
     ``overrides`` (``{name: {option: value}}``, checked here; every name must be among ``names``)."""
     overrides = overrides or {}

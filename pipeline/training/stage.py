@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from bneck.core.folders import check_folder, claim_folder, remove_owned
 from bneck.core.options import takes_options
-
 from bneck.pipeline.artifacts import read_verified, verified_json
 from bneck.pipeline.data import check_budget, open_feature_set
 from bneck.pipeline.training.checks import check_data, validate_classifiers
-from bneck.pipeline.training.fit import fit_classifier
 from bneck.pipeline.training.classifiers import is_keras
+from bneck.pipeline.training.fit import fit_classifier
 from bneck.pipeline.training.heads import large_dense_note
 from bneck.pipeline.training.leaderboard import Leaderboard, Result, write_leaderboard
 from bneck.pipeline.training.options import TRAIN, classifier_config
@@ -34,18 +33,18 @@ log = logging.getLogger(__name__)
 @takes_options(TRAIN)
 def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, epochs: int = 50, batch_size: int = 16,
           lr: float = 1e-3, optimizer: str = "rmsprop", units: int = 256, dropout: float = 0.5,
-          early_stopping: int = 0, class_weight: Optional[str] = None, seed: int = 0, reshape: str = "avg",
-          pca: Optional[float] = None, search: Optional[str] = None, folds: int = 5, keep: str = "all",
-          max_memory: Optional[str] = None, retrain: bool = False, overrides: Optional[dict] = None,
+          early_stopping: int = 0, class_weight: str | None = None, seed: int = 0, reshape: str = "avg",
+          pca: float | None = None, search: str | None = None, folds: int = 5, keep: str = "all",
+          max_memory: str | None = None, retrain: bool = False, overrides: dict | None = None,
           verbose: bool = True) -> Leaderboard:
     """Train each classifier on ``features_dir``'s split files into ``out_dir``; returns the Leaderboard.
 
     The keyword options are ``training.options.TRAIN``'s, checked against it before any work
     (``takes_options``: the Keras heads take epochs to class_weight, scikit-learn models reshape
     to folds, both seed); ``classifiers`` are registered names (``bneck.pipeline.training.classifiers``);
-    ``overrides`` maps a classifier to options for it alone (``{"svm": {"pca": 8}}``). A classifier whose folder is current is reused unless
-    ``retrain``. Everything is checked, and so is what the features can support, before
-    any fit. Raises ConfigError for unknown options or bad values, DatasetError for
+    ``overrides`` maps a classifier to options for it alone (``{"svm": {"pca": 8}}``). A classifier
+    whose folder is current is reused unless ``retrain``. Everything is checked, and so is what the
+    features can support, before any fit. Raises ConfigError for unknown options or bad values, DatasetError for
     data a classifier cannot learn from, FeatureFileError for missing or mismatched
     feature files.
     """

@@ -7,8 +7,14 @@ import json
 import pytest
 
 from bneck.features.backbones.spec import ExtractorSpec
-from bneck.pipeline.manifests import (ClassifierManifest, FeatureFileRef, FinetunedManifest, HeadRef, ManifestError,
-                                parse_manifest)
+from bneck.pipeline.manifests import (
+    ClassifierManifest,
+    FeatureFileRef,
+    FinetunedManifest,
+    HeadRef,
+    ManifestError,
+    parse_manifest,
+)
 
 pytestmark = pytest.mark.pure
 

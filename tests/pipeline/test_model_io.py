@@ -8,8 +8,15 @@ import tempfile
 import numpy as np
 import pytest
 
-from bneck.pipeline.model_io import (KERAS_OBJECTS, UnsafeModel, check_keras, check_keras_config, load_keras,
-                               load_sklearn, save_sklearn)
+from bneck.pipeline.model_io import (
+    KERAS_OBJECTS,
+    UnsafeModel,
+    check_keras,
+    check_keras_config,
+    load_keras,
+    load_sklearn,
+    save_sklearn,
+)
 from bneck.pipeline.training.classifiers import ClassifierNames
 from bneck.pipeline.training.sklearn_models import StreamedLinear, build_sklearn
 
@@ -100,9 +107,9 @@ def _archive(model) -> bytes:
 
 def test_every_backbone_with_every_head_passes_the_keras_check():
     """What bneck saves (heads; backbone + head as stage 3 assembles it) is all inside KERAS_OBJECTS."""
-    from bneck.features.backbones.registry import BACKBONES
-    from bneck.features.backbones.feature_model import cut_model
     from bneck.core.tfimport import import_tensorflow
+    from bneck.features.backbones.feature_model import cut_model
+    from bneck.features.backbones.registry import BACKBONES
 
     import_tensorflow()
     import keras

@@ -1,8 +1,9 @@
 """How a stage decides to reuse its output, cheapest check first, and says why it runs (pure)."""
 from __future__ import annotations
-import pytest
 
 import json
+
+import pytest
 
 from bneck.core.errors import BneckError
 from bneck.pipeline.reuse import decide, options_changed, recorded_manifest

@@ -117,6 +117,7 @@ def serve() -> None:
 
     import_tensorflow()
     import keras  # noqa: F401
+
     import bneck.pipeline.cli  # noqa: F401
     import bneck.pipeline.finetuning.stage  # noqa: F401
     import bneck.pipeline.training.stage  # noqa: F401

@@ -7,8 +7,8 @@ cache's chunks, and raw byte flips anywhere in a file, as a disk would make them
 from __future__ import annotations
 
 import os
-import warnings
 import shutil
+import warnings
 
 import h5py
 import numpy as np
@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bneck.core.errors import BneckWarning, FeatureFileError
 from bneck.features import extract, read_features
 from bneck.features.cache.maintenance import collect_garbage
 from bneck.features.cache.verify import verify_cache
-from bneck.core.errors import BneckWarning, FeatureFileError
 from tests.conftest import MOBILENET, copy_subset
 
 DAMAGES = ["truncated", "flipped_feature_byte", "flipped_hash_byte", "no_complete_flag", "old_schema_version"]

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bneck.features import extract
 from bneck.core.errors import DatasetError
+from bneck.features import extract
 from tests.conftest import DATA, MOBILENET, copy_subset
 from tests.reliability.conftest import MOBILENET_ARGS
 

@@ -16,10 +16,10 @@ import h5py
 import numpy as np
 
 from bneck.features import extract, read_features
-from bneck.features.cache.rows import RowCache, chunk_files, write_rows_file
-from bneck.features.cache.maintenance import collect_garbage
-from bneck.features.cache.verify import verify_cache
 from bneck.features.backbones.resolve import resolve_spec
+from bneck.features.cache.maintenance import collect_garbage
+from bneck.features.cache.rows import RowCache, chunk_files, write_rows_file
+from bneck.features.cache.verify import verify_cache
 from tests.conftest import MOBILENET, ROOT, copy_subset
 
 EXTRACT = """

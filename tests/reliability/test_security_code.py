@@ -21,9 +21,9 @@ import h5py
 import numpy as np
 import pytest
 
-from bneck.features import extract
-from bneck.core.hashing import sha256_file
 from bneck.core.folders import MARKER
+from bneck.core.hashing import sha256_file
+from bneck.features import extract
 from bneck.pipeline import train
 from bneck.pipeline.artifacts import load_classifier
 from tests.conftest import MOBILENET, copy_subset

@@ -164,7 +164,8 @@ def an_attribute_bneck_never_writes(f, tmp_path):
 
 
 FORGERIES = [an_extra_dataset_smuggled_in, an_extra_group, an_attribute_on_a_dataset,
-             an_attribute_bneck_never_writes, labels_outside_the_classes, nan_features, infinite_features, declared_rows_not_stored,
+             an_attribute_bneck_never_writes, labels_outside_the_classes, nan_features, infinite_features,
+             declared_rows_not_stored,
              object_dtype_features, float64_features, compressed_features, features_as_a_soft_link,
              features_as_an_external_link, features_in_external_raw_storage, virtual_features_from_an_absolute_path,
              virtual_features_from_another_folder, virtual_features_from_another_dataset,
@@ -211,7 +212,7 @@ def test_a_flipped_bit_in_any_dataset_or_attribute_is_refused(split_file, tmp_pa
     ranges = _data_ranges(split_file)[what]
     total = sum(length for _, length in ranges)
     k = int(where * total)
-    for offset, length in ranges:  # the k-th byte across this dataset's ranges
+    for offset, length in ranges:  # noqa: B007 - offset is read after the loop: the k-th byte's range
         if k < length:
             break
         k -= length

@@ -103,8 +103,8 @@ def test_links_out_of_the_data_folder_are_not_followed(tmp_path, secret):
     """A handed image folder cannot pull this machine's files into feature files: linked split, class and
     sub-folders are not entered, linked files that resolve outside are quarantined; --follow-links
     (for folders you built yourself) follows them."""
-    from bneck.features import extract, read_features
     from bneck.core.errors import DatasetError
+    from bneck.features import extract, read_features
     from tests.conftest import MOBILENET
 
     private = tmp_path / "private"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bneck.features import extract
 from bneck.core.files import NotRegularFile, open_regular
+from bneck.features import extract
 from bneck.pipeline import train
 from tests.conftest import MOBILENET, ROOT, copy_subset
 from tests.reliability.test_security_code import _edit_skops_arrays, _set, resign
@@ -202,7 +202,7 @@ def test_opening_a_pseudo_file_never_waits_and_never_reads_gigabytes():
             continue
         outcome = []
 
-        def attempt():
+        def attempt(path=path, outcome=outcome):  # bound now: the thread runs within this iteration
             try:
                 with open_regular(path) as handle:
                     outcome.append(handle.read(1 << 20))

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bneck.features import extract
 from bneck.core.folders import MARKER, write_marker
+from bneck.features import extract
 from bneck.pipeline import train
 from tests.conftest import MOBILENET, copy_subset
 from tests.reliability.conftest import MOBILENET_ARGS

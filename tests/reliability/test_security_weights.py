@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bneck.features.backbones.registry import get_backbone
 from bneck.core.errors import WeightsError
+from bneck.features.backbones.registry import get_backbone
 from bneck.features.backbones.weights import imagenet_candidates, resolve_weights
 from tests.conftest import MOBILENET_FILE, MOBILENET_WEIGHTS, copy_subset
 from tests.reliability.conftest import MOBILENET_ARGS

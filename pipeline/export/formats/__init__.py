@@ -7,14 +7,20 @@ runtime: each imports its runtime inside ``write`` and ``runner``.
 """
 from __future__ import annotations
 
-from bneck.pipeline.export.formats.registry import (ExportFormat, get_format, list_formats, register_format,
-                                                    unregister_format)
-
 # The built-in formats, each registering itself (one line each).
-from bneck.pipeline.export.formats import keras  # noqa: E402,F401
-from bneck.pipeline.export.formats import savedmodel  # noqa: E402,F401
-from bneck.pipeline.export.formats import tflite  # noqa: E402,F401
-from bneck.pipeline.export.formats import onnx  # noqa: E402,F401
-from bneck.pipeline.export.formats import openvino  # noqa: E402,F401
+from bneck.pipeline.export.formats import (
+                                                    keras,  # noqa: E402,F401
+                                                    onnx,  # noqa: E402,F401
+                                                    openvino,  # noqa: E402,F401
+                                                    savedmodel,  # noqa: E402,F401
+                                                    tflite,  # noqa: E402,F401
+)
+from bneck.pipeline.export.formats.registry import (
+                                                    ExportFormat,
+                                                    get_format,
+                                                    list_formats,
+                                                    register_format,
+                                                    unregister_format,
+)
 
 __all__ = ["ExportFormat", "get_format", "list_formats", "register_format", "unregister_format"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 from bneck.core.errors import ConfigError, choice_error
 from bneck.core.folders import MARKER
@@ -38,7 +39,7 @@ class ExportFormat:
     write: Callable[[Any, str], None]
     runner: Callable[[str], Callable[[Any], Any]]
     needs: tuple[str, ...] = ()
-    extra: Optional[str] = None
+    extra: str | None = None
     runtime_settings: Mapping[str, Any] = field(default_factory=dict)
 
     def missing(self) -> tuple[str, ...]:

@@ -3,7 +3,6 @@ out-of-core variant."""
 from __future__ import annotations
 
 from bneck.core.errors import ConfigError
-
 from bneck.pipeline.training.classifiers.registry import ClassifierNames, get_classifier, list_classifiers
 from bneck.pipeline.training.sklearn_models import build_sklearn
 

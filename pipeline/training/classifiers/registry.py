@@ -11,9 +11,9 @@ classifiers. Each built-in classifier is one module of this package ending with 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from bneck.core.errors import ConfigError, choice_error
 
@@ -29,11 +29,11 @@ class Classifier:
     name: str
     kind: str
     description: str
-    factory: Optional[Callable[[int, Any], Any]] = None
-    grid: Optional[dict] = None  # --search: {Pipeline parameter: candidates}
+    factory: Callable[[int, Any], Any] | None = None
+    grid: dict | None = None  # --search: {Pipeline parameter: candidates}
     min_per_class: int = 1  # training images each class needs (internal cross-validation)
-    streamed: Optional[Callable[[str, int], Any]] = None
-    fold: Optional[Callable[..., Any]] = None
+    streamed: Callable[[str, int], Any] | None = None
+    fold: Callable[..., Any] | None = None
     skops_types: tuple[str, ...] = ()  # "module.Class" paths its saved model holds, to trust on load
 
 
@@ -63,7 +63,7 @@ def unregister_classifier(name: str) -> None:
     del _REGISTRY[name]
 
 
-def get_classifier(name: str, kind: Optional[str] = None) -> Classifier:
+def get_classifier(name: str, kind: str | None = None) -> Classifier:
     """Return the entry of classifier ``name`` (of ``kind``, 'keras' or 'sklearn', when given); raises
     ConfigError, with the closest name, for an unknown one or one of another kind."""
     try:
@@ -75,7 +75,7 @@ def get_classifier(name: str, kind: Optional[str] = None) -> Classifier:
     return entry
 
 
-def list_classifiers(kind: Optional[str] = None) -> list[Classifier]:
+def list_classifiers(kind: str | None = None) -> list[Classifier]:
     """Return the registered entries (of ``kind``, 'keras' or 'sklearn', when given), in registration order."""
     return [e for e in _REGISTRY.values() if kind is None or e.kind == kind]
 
@@ -94,7 +94,7 @@ class ClassifierNames(Sequence):
     """The registered names (of one ``kind``, or all), read from the registry at each use: a table's
     ``choices``, a help text or a membership test sees a classifier registered after import."""
 
-    def __init__(self, kind: Optional[str] = None):
+    def __init__(self, kind: str | None = None):
         self.kind = kind
 
     def _names(self) -> list[str]:

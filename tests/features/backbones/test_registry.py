@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from bneck.features import BACKBONES, ConfigError, get_backbone
-from bneck.features.backbones.resolve import resolve_spec
 from bneck.features.backbones.feature_model import cut_model
+from bneck.features.backbones.resolve import resolve_spec
 from bneck.features.backbones.weights import imagenet_candidates
 
 REQUIRED = {"vgg16", "vgg19", "resnet50", "inceptionv3", "xception", "mobilenet", "mobilenetv2",

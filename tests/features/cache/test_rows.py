@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from bneck.features.cache.rows import MissingRows, RowCache, RowWriter, remaking_missing, resolve_cache_dir
 from bneck.core.errors import ConfigError
 from bneck.core.hashing import RowsDigest, sha256_array
 from bneck.features.backbones.spec import ExtractorSpec
+from bneck.features.cache.rows import MissingRows, RowCache, RowWriter, remaking_missing, resolve_cache_dir
 
 pytestmark = pytest.mark.pure
 

@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from bneck.features import extract, read_features
 from bneck.core.errors import FeatureFileError
+from bneck.features import extract, read_features
 from bneck.features.extraction.ray_engine import MAX_ATTEMPTS, ShardError, ShardExtractor
 from tests.conftest import MOBILENET, ROOT, copy_subset
 

@@ -11,7 +11,6 @@ from bneck.features import FeatureFileError, extract, read_features, read_summar
 from tests.conftest import MOBILENET
 
 
-
 @pytest.fixture
 def feature_file(small_data, tmp_path):
     extract(small_data, tmp_path / "out", splits=["test"], verbose=False, **MOBILENET)

@@ -6,10 +6,9 @@ import shutil
 
 import pytest
 
-from bneck.features.images.dataset import discover
 from bneck.core.errors import ConfigError, DatasetError
+from bneck.features.images.dataset import discover
 from tests.conftest import DATA
-
 
 
 def _touch_images(folder, names, src=DATA / "train" / "cats" / "cat.0.jpg"):

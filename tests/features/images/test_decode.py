@@ -12,7 +12,6 @@ from PIL import Image
 from bneck.features.images.decode import MAX_PIXELS, UnusableImage, decode_image
 from tests.conftest import DATA
 
-
 REAL = DATA / "train" / "dogs" / "dog.3.jpg"
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bneck.features.runtimes.equivalence import CHECK_TOLERANCE, TOLERANCE, RuntimeMismatch, compare, relative_differences
+from bneck.features.runtimes.equivalence import (
+    CHECK_TOLERANCE,
+    TOLERANCE,
+    RuntimeMismatch,
+    compare,
+    relative_differences,
+)
 
 pytestmark = pytest.mark.pure
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bneck.features import extract, read_features
-from bneck.features.runtimes import cpu
 from bneck.features.cache.maintenance import list_entries
+from bneck.features.runtimes import cpu
 from bneck.features.runtimes.equivalence import CHECK_TOLERANCE, TOLERANCE, RuntimeMismatch, max_relative_difference
 from bneck.features.runtimes.openvino import converted_path
 from tests.conftest import MOBILENET, ROOT, copy_subset
@@ -45,8 +45,8 @@ def _plant_converted(cache, spec, weights_change):
     """Save, as the cached converted model of ``spec``, the network with its weights changed."""
     import openvino as ov
 
-    from bneck.features.backbones.registry import get_backbone
     from bneck.features.backbones.feature_model import FeatureModel
+    from bneck.features.backbones.registry import get_backbone
     from bneck.features.runtimes.openvino import _save
 
     reference = FeatureModel(get_backbone(spec.backbone), spec)
@@ -68,7 +68,8 @@ def test_a_converted_model_whose_numbers_are_off_is_refused_before_any_row(tmp_p
     spec = resolve_spec(**MOBILENET)
     _plant_converted(tmp_path / "cache", spec, _round_to_bf16)
     data = copy_subset(tmp_path / "data", 4, splits=("train",))
-    with pytest.raises(RuntimeMismatch, match="differ from TensorFlow's by .* more than the 0.0001 a runtime may show") as err:
+    says = "differ from TensorFlow's by .* more than the 0.0001 a runtime may show"
+    with pytest.raises(RuntimeMismatch, match=says) as err:
         extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
     assert "--runtime tensorflow" in str(err.value)
     assert not (tmp_path / "out" / "train.h5").exists()

@@ -11,10 +11,10 @@ import h5py
 import numpy as np
 import pytest
 
-from bneck.features import extract, read_features
 from bneck.core.errors import ConfigError
-from bneck.features.runtimes.quantize import QuantizationRefused, cosine_per_row, plan_calibration
+from bneck.features import extract, read_features
 from bneck.features.runtimes.openvino import converted_path
+from bneck.features.runtimes.quantize import QuantizationRefused, cosine_per_row, plan_calibration
 from tests.conftest import MOBILENET, copy_subset
 
 pytestmark = pytest.mark.extra("openvino")

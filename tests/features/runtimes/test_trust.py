@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
+from bneck.core.errors import ConfigError
 from bneck.features import extract, read_features
 from bneck.features.runtimes.equivalence import CHECK_TOLERANCE, TOLERANCE, relative_differences
-from bneck.core.errors import ConfigError
 from bneck.features.runtimes.openvino import checked_here, converted_path
 from tests.conftest import DATA, MOBILENET, copy_subset
 

@@ -39,7 +39,8 @@ def test_layers_lists_the_architecture_with_its_marks(capsys):
     out = capsys.readouterr().out
     expected = keras.applications.MobileNet(include_top=False, weights=None, alpha=0.25, input_shape=(128, 128, 3))
     names = [layer.name for layer in expected.layers]
-    table = [line for line in out.splitlines() if line.split() and line.split()[0].isdigit() and " layers in " not in line]
+    table = [line for line in out.splitlines()
+             if line.split() and line.split()[0].isdigit() and " layers in " not in line]
     listed = [line.split()[1] for line in table]
     assert listed == [n if i else "input_layer" for i, n in enumerate(names)]
     line = {row.split()[1]: row for row in table}

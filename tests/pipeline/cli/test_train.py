@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from bneck.features import ConfigError
 from bneck.pipeline.cli import main
 from bneck.pipeline.training.options import parse_size
-from bneck.features import ConfigError
 
 
 def test_train_prints_leaderboard_and_evaluate_and_predict_work(features_dir, image_root, tmp_path, capsys):
@@ -58,7 +58,8 @@ def test_train_prints_leaderboard_and_evaluate_and_predict_work(features_dir, im
     (["train", "{f}", "--classifier", "xgboost", "--out", "{t}/m"], "classifier must be one of"),
     (["train", "{t}/none", "--classifier", "logreg", "--out", "{t}/m"], "features folder not found"),
     (["train", "{f}", "--classifier", "svm", "--out", "{t}/m", "--max-memory", "10K"], "needs its features in memory"),
-    (["train", "{f}", "--classifier", "logreg", "--out", "{t}/m", "--max-memory", "lots"], "--max-memory must be a size"),
+    (["train", "{f}", "--classifier", "logreg", "--out", "{t}/m", "--max-memory", "lots"],
+     "--max-memory must be a size"),
     (["evaluate", "{t}/nomodel", "{f}/test.h5"], "has no manifest.json"),
     (["predict", "{t}/nomodel", "x.jpg"], "has no manifest.json"),
 ])

@@ -18,8 +18,7 @@ from PIL import Image
 import bneck
 from bneck.core.errors import ConfigError
 from bneck.pipeline.cli import main
-from bneck.pipeline.export.formats import ExportFormat, get_format, list_formats, register_format, \
-    unregister_format
+from bneck.pipeline.export.formats import ExportFormat, get_format, list_formats, register_format, unregister_format
 
 BUILT_IN = ("keras", "savedmodel", "tflite", "onnx", "openvino")
 NPZ, FOLDER = "npz-keras", "npz_model"

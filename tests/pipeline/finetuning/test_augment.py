@@ -1,8 +1,8 @@
 """The fused affine augmentation: exact geometry on simple cases, identity outside training."""
 from __future__ import annotations
-import pytest
 
 import numpy as np
+import pytest
 
 from bneck.core.tfimport import import_tensorflow
 from bneck.features.views.warp import affine_transforms, warp

@@ -8,18 +8,17 @@ import numpy as np
 import pytest
 
 from bneck.core.errors import BneckWarning
-
+from bneck.core.tfimport import import_tensorflow
 from bneck.features import ConfigError, extract, get_backbone
+from bneck.features.backbones.feature_model import build_base, cut_model
 from bneck.features.cache.maintenance import list_entries
 from bneck.features.images.dataset import discover
 from bneck.features.images.decode import decode_image
-from bneck.features.backbones.feature_model import build_base, cut_model
-from bneck.core.tfimport import import_tensorflow
 from bneck.features.views.rows import TrunkViews, view_spec
 from bneck.pipeline.artifacts import load_classifier
 from bneck.pipeline.cli import main
-from bneck.pipeline.finetuning.stage import finetune
 from bneck.pipeline.finetuning.model import FinetuneModel, build_finetune_model, frozen_split
+from bneck.pipeline.finetuning.stage import finetune
 from bneck.pipeline.training.heads import build_head
 from bneck.pipeline.training.stage import train
 from tests.conftest import MOBILENET

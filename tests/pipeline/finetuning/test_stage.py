@@ -7,14 +7,14 @@ import os
 import numpy as np
 import pytest
 
+from bneck.core.tfimport import import_tensorflow
 from bneck.features import ConfigError, get_backbone
 from bneck.pipeline.artifacts import ArtifactError, load_classifier, write_manifest
-from bneck.pipeline.manifests import parse_manifest
 from bneck.pipeline.cli import main
-from bneck.core.tfimport import import_tensorflow
-from bneck.pipeline.training.fastfit import fast_fit
-from bneck.pipeline.finetuning.stage import finetune
 from bneck.pipeline.finetuning.model import HeadError, build_finetune_model, unfreeze_index
+from bneck.pipeline.finetuning.stage import finetune
+from bneck.pipeline.manifests import parse_manifest
+from bneck.pipeline.training.fastfit import fast_fit
 from bneck.pipeline.training.heads import build_head
 from bneck.pipeline.training.stage import train
 
@@ -165,8 +165,8 @@ def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifa
     assert reloaded.model.name == "bneck_finetuned"
     assert not [layer for layer in reloaded.model.layers if layer.name.startswith("aug_")]
     # predict on the test images reproduces the recorded test accuracy
-    from bneck.pipeline.predict import predict_images
     from bneck.features.images.dataset import discover
+    from bneck.pipeline.predict import predict_images
 
     test = discover(image_root).splits["test"]
     rows = predict_images(str(out), [r.abspath for r in test])
@@ -214,8 +214,8 @@ def test_finetune_uses_the_recorded_split_of_single_root_data(tmp_path):
     import hashlib
     import shutil
 
-    from bneck.features import extract, read_features
     from bneck.core.errors import DatasetError
+    from bneck.features import extract, read_features
     from bneck.pipeline import finetune, train
     from bneck.pipeline.artifacts import read_predictions
     from tests.conftest import DATA, MOBILENET

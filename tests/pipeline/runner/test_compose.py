@@ -11,8 +11,8 @@ import pytest
 
 from bneck import pipeline
 from bneck.features import DatasetError
-from bneck.pipeline.runner import demo as demo_module
 from bneck.pipeline.cli import main
+from bneck.pipeline.runner import demo as demo_module
 from bneck.pipeline.runner.config import load_config
 from tests.conftest import ROOT, copy_subset
 
@@ -187,7 +187,8 @@ def test_same_inputs_same_seed_same_results_with_unreadable_files(image_root, tm
 
     data = copy_subset(tmp_path / "data", 12)  # small: the claim is about sameness, not accuracy
     (data / "train" / "cats" / "empty.jpg").write_bytes(b"")
-    (data / "train" / "dogs" / "cut.jpg").write_bytes(next((image_root / "train" / "dogs").glob("*.jpg")).read_bytes()[:900])
+    a_dog = next((image_root / "train" / "dogs").glob("*.jpg"))
+    (data / "train" / "dogs" / "cut.jpg").write_bytes(a_dog.read_bytes()[:900])
     (data / "test" / "cats" / "junk.png").write_bytes(b"not an image")
     runs = []
     for i in range(2):

@@ -8,8 +8,7 @@ import pytest
 from PIL import Image
 
 from bneck.features import extract
-from bneck.pipeline.runner.health import exact_duplicates, label_errors, near_duplicates
-from bneck.pipeline.runner.health import data_health
+from bneck.pipeline.runner.health import data_health, exact_duplicates, label_errors, near_duplicates
 from tests.conftest import DATA, MOBILENET, copy_subset
 
 

@@ -12,12 +12,17 @@ from sklearn.neighbors import NearestCentroid
 import bneck
 from bneck.core.errors import ConfigError
 from bneck.core.options import signature_matches
-from bneck.pipeline.cli import main
 from bneck.pipeline.artifacts import ArtifactError
+from bneck.pipeline.cli import main
 from bneck.pipeline.model_io import trusted_sklearn_types
 from bneck.pipeline.runner.config import RUN_TRAIN
-from bneck.pipeline.training.classifiers import (Classifier, get_classifier, list_classifiers, register_classifier,
-                                                 unregister_classifier)
+from bneck.pipeline.training.classifiers import (
+    Classifier,
+    get_classifier,
+    list_classifiers,
+    register_classifier,
+    unregister_classifier,
+)
 from bneck.pipeline.training.options import SKLEARN_OPTIONS, TRAIN, options_of
 from bneck.pipeline.training.stage import train
 

@@ -1,10 +1,10 @@
 """The compiled training loop stages 2 and 3 share, on a synthetic problem (pure: no ../shared)."""
 from __future__ import annotations
-import pytest
 
 import os
 
 import numpy as np
+import pytest
 
 from bneck.core.tfimport import import_tensorflow
 from bneck.pipeline.training.fastfit import fast_fit

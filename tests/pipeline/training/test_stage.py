@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from bneck.features import FeatureFileError, extract, read_features
 from bneck.core.hashing import sha256_file
+from bneck.features import FeatureFileError, extract, read_features
 from bneck.pipeline.artifacts import ArtifactError, load_classifier
 from bneck.pipeline.data import FeatureSet, open_feature_set
 from bneck.pipeline.predict import classifier_proba, evaluate, predict_images
@@ -221,22 +221,24 @@ def test_predict_on_images_equals_evaluate_on_their_features(features_dir, image
         assert rows[6]["error"].startswith("not a recognised image")
         assert rows[7]["error"] == "no such file or folder"
         metrics = evaluate(str(tmp_path / "m" / name), str(features_dir / "test.h5"))
-        assert metrics["accuracy"] == pytest.approx(float((clf_acc := (classifier_proba(clf, f.features).argmax(1) == f.labels).mean())))
+        clf_acc = float((classifier_proba(clf, f.features).argmax(1) == f.labels).mean())
+        assert metrics["accuracy"] == pytest.approx(clf_acc)
         assert clf_acc > 0.6
 
 
 def test_bad_options_are_clear(features_dir, tmp_path):
     from bneck.features import ConfigError
 
-    for kwargs, message in ((dict(classifiers=["xgboost"]), "classifier must be one of"),
-                            (dict(classifiers=["dense"], optimizer="lbfgs"), "optimizer must be one of"),
-                            (dict(classifiers=["dense"], epochs=0), "--epochs must be an integer >= 1"),
-                            (dict(classifiers=["dense"], dropout=1.5), "--dropout must be a finite number >= 0 and < 1"),
-                            (dict(classifiers=["dense"], lr=float("inf")), "--lr must be a finite number > 0"),
-                            (dict(classifiers=["dense"], seed=-1), "--seed must be an integer >= 0"),
-                            (dict(classifiers=["logreg"], folds=1), "--folds must be an integer >= 2"),
-                            (dict(classifiers=["logreg"], pca=-3), "--pca must be a finite number > 0"),
-                            (dict(classifiers=["dense"], colour="red"), "unexpected keyword argument 'colour'; its train options are")):
+    for kwargs, message in (
+            (dict(classifiers=["xgboost"]), "classifier must be one of"),
+            (dict(classifiers=["dense"], optimizer="lbfgs"), "optimizer must be one of"),
+            (dict(classifiers=["dense"], epochs=0), "--epochs must be an integer >= 1"),
+            (dict(classifiers=["dense"], dropout=1.5), "--dropout must be a finite number >= 0 and < 1"),
+            (dict(classifiers=["dense"], lr=float("inf")), "--lr must be a finite number > 0"),
+            (dict(classifiers=["dense"], seed=-1), "--seed must be an integer >= 0"),
+            (dict(classifiers=["logreg"], folds=1), "--folds must be an integer >= 2"),
+            (dict(classifiers=["logreg"], pca=-3), "--pca must be a finite number > 0"),
+            (dict(classifiers=["dense"], colour="red"), "unexpected keyword argument 'colour'; its train options are")):
         names = kwargs.pop("classifiers")
         with pytest.raises(ConfigError, match=message):
             train(features_dir, names, tmp_path / "m", verbose=False, **kwargs)
