@@ -21,8 +21,9 @@ import io
 import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from bneck.core.atomic import atomic_open
 from bneck.core.files import open_regular
@@ -105,9 +106,9 @@ class LoadedClassifier:
 
     folder: str
     manifest: AnyManifest
-    model: object
+    model: Any  # a Keras model or a fitted scikit-learn estimator
     manifest_sha256: str = ""
-    files: dict = None  # the verified bytes of every file, by name
+    files: dict = field(default_factory=dict)  # the verified bytes of every file, by name
 
     @property
     def kind(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def evaluate(model_dir: str, feature_file: str) -> dict:
 
 
 def _expand(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
-    out = []
+    out: list[tuple[str, str | None]] = []
     for item in inputs:
         if os.path.isdir(item):
             for current, dirs, files in os.walk(item):
@@ -119,7 +120,9 @@ def _max_batch() -> int:
     """The largest --batch-size: extract's own bound."""
     from bneck.features.extraction.options import EXTRACT
 
-    return int(EXTRACT["batch_size"].high)
+    high = EXTRACT["batch_size"].high
+    assert high is not None  # the table bounds batch_size
+    return int(high)
 
 
 def classify(model_dir: str, inputs: Sequence[str], weights: str | None = None, batch_size: int = 32,
@@ -145,7 +148,7 @@ def classify(model_dir: str, inputs: Sequence[str], weights: str | None = None, 
     spec = clf.manifest.extractor_spec(weights)
     seen = seen_in(read_splits(clf.files, clf.folder))
     items = _expand(inputs)
-    rows = {path: {"path": path, "error": err} for path, err in items if err}
+    rows: dict[str, dict[str, Any]] = {path: {"path": path, "error": err} for path, err in items if err}
     todo = [(path, path) for path, err in items if not err]
     shas = dict(zip([p for p, _ in todo], (sha for sha, _ in sha256_files([p for p, _ in todo]))))
     if todo:
@@ -162,7 +165,7 @@ def classify(model_dir: str, inputs: Sequence[str], weights: str | None = None, 
                 for path, p in zip(paths, probs):
                     rows[path] = {"path": path, "class": clf.class_names[int(np.argmax(p))],
                                   "probabilities": dict(zip(clf.class_names, map(float, p))),
-                                  "seen_in": seen.get(shas.get(path))}
+                                  "seen_in": seen.get(shas.get(path) or "")}
     return list(clf.class_names), [rows[path] for path, _ in items]
 
 

@@ -138,6 +138,16 @@ def test_modules_stay_small():
     assert big == []
 
 
+def test_functions_stay_short():
+    """A function that passes 60 lines is two steps: name them."""
+    long = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert long == []
+
+
 def test_no_module_sets_attributes_on_another_objects_private_parts():
     """``x._name = ...`` is only ever written by ``x``'s own class (``self``)."""
     offenders = []

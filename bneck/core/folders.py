@@ -128,7 +128,7 @@ def _inside(child: str, parent: str) -> bool:
     return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
 
 
-def check_folder(path: str, kind: str, inputs: Iterable[str] = (), option: str = "--out") -> str:
+def check_folder(path: str, kind: str, inputs: Iterable[str | None] = (), option: str = "--out") -> str:
     """Refuse ``path`` as a ``kind`` output unless bneck may write there; returns its absolute path.
 
     Writes nothing. Raises OutputError naming the path, what it is and what to do.

@@ -52,7 +52,7 @@ def _extract_split(ex: Extractor, dataset: Dataset, split: str, out_dir: str, us
     start = time.perf_counter()
     ex.cache.refresh()
     todo_shas = missing_shas(ex.cache, (sha for _, sha in usable))
-    first_path = {}
+    first_path: dict[str, str] = {}
     for record, sha in usable:
         first_path.setdefault(sha, record.abspath)
     failed = ex.compute(split, [(sha, first_path[sha]) for sha in todo_shas])
@@ -133,9 +133,9 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
                                 precision, calibration_images, workers)
     runtime, runtime_why = _runtime_for_data(runtime, runtime_why, spec, cache_dir, dataset, precision, engine)
     claim_folder(out_dir, "features", inputs=[data_dir])
-    pool = RayPool(ray, spec, cache_dir, batch_size) if ray is not None else None
+    actors = RayPool(ray, spec, cache_dir, batch_size) if ray is not None else None
     ex = Extractor(spec, RowCache(cache_dir, spec), batch_size=batch_size,
-                   workers=0 if pool else workers,  # with Ray, the driver's threads only hash: all cores
+                   workers=0 if actors else workers,  # with Ray, the driver's threads only hash: all cores
                    commit_rows=commit_rows, commit_seconds=commit_seconds, verbose=verbose, runtime=runtime,
                    plan=plan, check_sample=check_sample(_training(source, dataset, required=False), seed),
                    fallback=auto and precision == "fp32", runtime_why=runtime_why,
@@ -144,7 +144,7 @@ def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
     if plan is not None:  # quantise (or load) and check before any row is made
         report.quantization = gate(ex.network().quantization_stats, min_cosine, force, spec.backbone, precision)
         ex.record_check("quantization_check", report.quantization)
-    _extract_splits(ex, pool, dataset, out_dir, report)
+    _extract_splits(ex, actors, dataset, out_dir, report)
     return _finish(report, ex, plan)
 
 

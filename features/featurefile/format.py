@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import cast
 
 import h5py
 import numpy as np
@@ -183,7 +184,8 @@ def read_features(path: str, verify: bool = True) -> FeatureFile:
             labels = f["labels"][()]
             paths = strings(f["paths"][()])
             shas = strings(f["sha256"][()])
-            quarantine = [tuple(strings(row)) for row in f["quarantine"][()]]
+            # (K, 2) rows: validate() checked the shape before anything is read
+            quarantine = [cast("tuple[str, str]", tuple(strings(row))) for row in f["quarantine"][()]]
     except FeatureFileError:
         raise
     except _READ_ERRORS as exc:

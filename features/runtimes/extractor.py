@@ -72,7 +72,7 @@ class Extractor:
             self.model = model
         return self.model
 
-    def record_check(self, name: str, result: dict) -> None:
+    def record_check(self, name: str, result: dict | list) -> None:
         """Record a check of the rows (``equivalence``, ``quantization_check``) in every split file."""
         self.file_attrs[name] = result
 

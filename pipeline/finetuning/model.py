@@ -15,9 +15,10 @@ The rules from the reference, each enforced here:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bneck.core.errors import BneckError
-from bneck.features import ConfigError, get_backbone
+from bneck.features import ConfigError, ExtractorSpec, get_backbone
 from bneck.pipeline.artifacts import LoadedClassifier
 
 
@@ -29,9 +30,9 @@ class HeadError(BneckError):
 class FinetuneModel:
     """The assembled model (preprocessed image -> probabilities), its augmentation, what was unfrozen."""
 
-    model: object
-    feature_model: object
-    spec: object
+    model: Any  # keras.Model
+    feature_model: Any  # keras.Model
+    spec: ExtractorSpec
     unfreeze_from: str | None
     trainable_layers: list[str]
     frozen_layers: list[str]

@@ -60,7 +60,7 @@ class FinetuneResult:
     metrics: dict
     history: dict
     seconds: float
-    config: dict = None  # the options it ran with
+    config: dict | None = None  # the options it ran with
     reused: bool = False
     why: str = ""  # why it was fine-tuned (or "unchanged" when reused)
 
@@ -153,8 +153,8 @@ def _inputs(tf, ft, splits: dict, augment: dict, opts: dict, cache_dir: str | No
     preprocess = get_backbone(ft.spec.backbone).preprocess_fn()
     size = ft.spec.input_size
     if cache_dir is None:
-        data = {split: decode_split(records, size) for split, records in splits.items()}
-        return plain_inputs(tf, ft, data, preprocess, opts["tta"]), data
+        decoded = {split: decode_split(records, size) for split, records in splits.items()}
+        return plain_inputs(tf, ft, decoded, preprocess, opts["tta"]), decoded
     data = {split: SplitImages(records, size) for split, records in splits.items()}
     views = opts["views"] if any(augment.values()) else 1  # without augmentation every view is the image
     rows = cleanup.enter_context(RowFolder(os.path.join(cache_dir, "tmp")))

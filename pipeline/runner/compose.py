@@ -114,7 +114,8 @@ def run(config: str | None = None, *, overrides: Sequence[str] = (), verbose: bo
                                                                  if n in train_cfg},
                   **{k: v for k, v in train_cfg.items() if k != "classifiers" and not isinstance(v, dict)})
     stages.train, stages.train_seconds = list(board.results), time.perf_counter() - start
-    truth, verified = run_test_truth(out), {}  # the run's test images, and each model folder verified once
+    truth = run_test_truth(out)  # the run's test images
+    verified: dict = {}  # each model folder, verified once
     _finetune_best(cfg, out, stages, say, verbose, truth, verified)
     finetuned = [r for r in (stages.finetune, stages.finetune_tta) if r]
     leaderboard = sorted(stages.train + finetuned, key=lambda r: -(r.accuracy("validation") or 0.0))

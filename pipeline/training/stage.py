@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import cast
 
 from bneck.core.folders import check_folder, claim_folder, remove_owned
 from bneck.core.options import takes_options
 from bneck.pipeline.artifacts import read_verified, verified_json
 from bneck.pipeline.data import check_budget, open_feature_set
+from bneck.pipeline.manifests import ClassifierManifest
 from bneck.pipeline.training.checks import check_data, validate_classifiers
 from bneck.pipeline.training.classifiers import is_keras
 from bneck.pipeline.training.fit import fit_classifier
@@ -86,5 +88,6 @@ def _reused(name: str, folder: str) -> Result:
     """The Result of a current classifier folder, from its verified metrics."""
     verified = read_verified(folder)
     metrics = verified_json(verified, "metrics.json")
+    manifest = cast(ClassifierManifest, verified.manifest)  # a classifier folder: read_verified checked its kind
     return Result(name, verified.folder, metrics, metrics.get("fit_seconds", 0.0),
-                  verified.manifest.streamed, reused=True, why="unchanged")
+                  manifest.streamed, reused=True, why="unchanged")

@@ -1,32 +1,33 @@
 """The classifiers stage 2 trains, one module each, registered on import (see ``registry``).
 
 Adding a scikit-learn classifier: a module here ending with ``register_classifier(...)``, and
-its import below (or, from outside bneck, ``register_classifier`` in your own code).
+its name in ``BUILTIN`` below (or, from outside bneck, ``register_classifier`` in your own
+code). ``BUILTIN``'s order is the order help texts and ``bneck train --help`` list them in
+(explicit, so that no import sorter can change it).
 """
+
 from __future__ import annotations
 
-# The built-in classifiers, in the order they are listed (help texts, `bneck train --help`).
-from bneck.pipeline.training.classifiers import (
-                                                          heads,  # noqa: E402,F401  dense, gap-dense
-                                                          hist_gradient_boosting,  # noqa: E402,F401
-                                                          knn,  # noqa: E402,F401
-                                                          linear_svm,  # noqa: E402,F401
-                                                          logreg,  # noqa: E402,F401
-                                                          mlp,  # noqa: E402,F401
-                                                          random_forest,  # noqa: E402,F401
-                                                          svm,  # noqa: E402,F401
-)
-from bneck.pipeline.training.classifiers.build import build_sklearn, build_streamed, exact_exports  # noqa: E402
+import importlib
+
+from bneck.pipeline.training.classifiers.build import build_sklearn, build_streamed, exact_exports
 from bneck.pipeline.training.classifiers.registry import (
-                                                          Classifier,
-                                                          ClassifierNames,
-                                                          get_classifier,
-                                                          is_keras,
-                                                          list_classifiers,
-                                                          register_classifier,
-                                                          registered_skops_types,
-                                                          unregister_classifier,
+    Classifier,
+    ClassifierNames,
+    get_classifier,
+    is_keras,
+    list_classifiers,
+    register_classifier,
+    registered_skops_types,
+    unregister_classifier,
 )
 
-__all__ = ["Classifier", "ClassifierNames", "build_sklearn", "build_streamed", "exact_exports", "get_classifier",
-           "is_keras", "list_classifiers", "register_classifier", "registered_skops_types", "unregister_classifier"]
+# one entry per built-in module ("heads" registers dense and gap-dense)
+BUILTIN = ("heads", "logreg", "linear_svm", "svm", "knn", "random_forest", "hist_gradient_boosting", "mlp")
+
+for _name in BUILTIN:
+    importlib.import_module(f"{__name__}.{_name}")  # each module registers its classifier
+
+__all__ = ["BUILTIN", "Classifier", "ClassifierNames", "build_sklearn", "build_streamed", "exact_exports",
+           "get_classifier", "is_keras", "list_classifiers", "register_classifier", "registered_skops_types",
+           "unregister_classifier"]
