@@ -10,7 +10,9 @@ the run's check sample, or it is refused (``RuntimeMismatch``), so rows under th
 key never come from a runtime that computes other numbers.
 
 Adding a runtime is one module that calls ``register_runtime`` at import, plus its name
-in ``BUILTIN`` (a third-party runtime registers itself when its module is imported). A
+in ``BUILTIN`` (a third-party runtime registers itself when its module is imported, which
+bneck does on the first lookup for a module declared under the ``bneck.runtimes``
+entry-point group, ``bneck.core.plugins``). A
 runtime whose packages are missing stays registered as unavailable: ``list_runtimes``
 shows it with its install hint, and ``get_runtime`` refuses it with that hint, before
 any work (Hugging Face ``datasets`` registers its unavailable formatters the same way).
@@ -26,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from bneck.core.errors import ConfigError, choice_error
+from bneck.core.plugins import RUNTIMES, load_plugins
 
 # The runtimes that come with bneck, by module: imported on the first lookup (by name, so that
 # the registry imports none of them and they may import it).
@@ -142,6 +145,7 @@ def _load_builtins() -> None:
         _loaded[0] = True
         for module in BUILTIN:
             importlib.import_module(module)
+        load_plugins(RUNTIMES)  # then other distributions' runtimes (entry points), sorted by name
 
 
 def runtime_names() -> tuple[str, ...]:

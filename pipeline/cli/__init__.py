@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = build_parser()
+    with terminal_reports(quiet=True):  # a plugin that fails to load, met while the help is built: one line
+        parser = build_parser()
     try:  # shell completion: `eval "$(register-python-argcomplete bneck)"` (README)
         import argcomplete
 

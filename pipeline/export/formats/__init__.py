@@ -2,7 +2,9 @@
 
 Adding a format is one module beside these, ending with ``register_format(ExportFormat(...))``,
 plus its name in ``BUILTIN`` below (docs/export.md, "Adding a format"); a format kept outside
-bneck registers itself when its own module is imported. ``BUILTIN``'s order is the order
+bneck registers itself when its own module is imported, and one declared under the
+``bneck.export_formats`` entry-point group is imported on the first lookup, after these
+(docs/export.md, "From your own package"). ``BUILTIN``'s order is the order
 ``bneck export --help`` lists them in (explicit, so that no import sorter can change it).
 Importing a format module imports no runtime: each imports its runtime inside ``write``
 and ``runner``.
@@ -14,6 +16,7 @@ import importlib
 
 from bneck.pipeline.export.formats.registry import (
     ExportFormat,
+    builtins_registered,
     get_format,
     list_formats,
     register_format,
@@ -24,5 +27,6 @@ BUILTIN = ("keras", "savedmodel", "tflite", "onnx", "openvino")  # one entry per
 
 for _name in BUILTIN:
     importlib.import_module(f"{__name__}.{_name}")  # each module registers its format
+builtins_registered()  # the plugins' formats come after these, on the first lookup
 
 __all__ = ["BUILTIN", "ExportFormat", "get_format", "list_formats", "register_format", "unregister_format"]

@@ -4,6 +4,8 @@ A format is one :class:`ExportFormat` registered once (``register_format``), in 
 module beside this one. Its optional packages are looked up only when it is asked for
 (``importlib.util.find_spec``, nothing imported), so a format whose runtime is missing
 is still listed, and asking for it says which package is missing and how to install it.
+Formats of other distributions (the ``bneck.export_formats`` entry-point group) are imported
+on the first lookup after the built-in ones (``bneck.core.plugins``), so they are listed after them.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from bneck.core.errors import ConfigError, choice_error
 from bneck.core.folders import MARKER
+from bneck.core.plugins import EXPORT_FORMATS, load_plugins
 
 # Beside the model: the files export_model writes itself (bneck.pipeline.export imports this
 # package, so its METADATA name is spelled here) and the folder's marker.
@@ -52,6 +55,18 @@ class ExportFormat:
 
 
 _FORMATS: dict[str, ExportFormat] = {}
+_BUILTINS_DONE = [False]
+
+
+def builtins_registered() -> None:
+    """Called by the package once its built-in formats are registered: from then on, the first lookup
+    also imports the plugins' formats (so none is listed before a built-in one)."""
+    _BUILTINS_DONE[0] = True
+
+
+def _with_plugins() -> None:
+    if _BUILTINS_DONE[0]:
+        load_plugins(EXPORT_FORMATS)
 
 
 def _installed(module: str) -> bool:
@@ -81,13 +96,16 @@ def register_format(fmt: ExportFormat) -> ExportFormat:
 
 def unregister_format(name: str) -> ExportFormat:
     """Remove a registered format (tests, plugins); returns it. Raises ConfigError for an unknown name."""
+    _with_plugins()
     if name not in _FORMATS:
         raise choice_error("export format", list_formats(), name)
     return _FORMATS.pop(name)
 
 
 def list_formats() -> tuple[str, ...]:
-    """Return every registered format's name, in registration order (available or not)."""
+    """Return every registered format's name, in registration order (available or not): the built-in
+    ones, then the plugins' (by entry-point name)."""
+    _with_plugins()
     return tuple(_FORMATS)
 
 
@@ -98,6 +116,7 @@ def get_format(name: str) -> ExportFormat:
     closest one) or for a format whose packages are not installed here (naming them and
     the command that installs them).
     """
+    _with_plugins()
     if name not in _FORMATS:
         raise choice_error("--format", list_formats(), name)
     fmt = _FORMATS[name]

@@ -7,7 +7,8 @@ folds exactly into Keras layers for ``bneck export``, and the types its skops fi
 holds beyond scikit-learn's own (trusted on load, ``model_io``). The option tables, the
 command line, training, loading and export all read this registry; nothing else lists
 classifiers. Each built-in classifier is one module of this package ending with one
-``register_classifier(...)``.
+``register_classifier(...)``; classifiers of other distributions (the ``bneck.classifiers``
+entry-point group, ``bneck.core.plugins``) are imported on the first lookup, after them.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bneck.core.errors import ConfigError, choice_error
+from bneck.core.plugins import CLASSIFIERS, load_plugins
 
 KINDS = ("keras", "sklearn")
 
@@ -38,6 +40,18 @@ class Classifier:
 
 
 _REGISTRY: dict[str, Classifier] = {}
+_BUILTINS_DONE = [False]
+
+
+def builtins_registered() -> None:
+    """Called by the package once its built-in classifiers are registered: from then on, the first lookup
+    also imports the plugins' classifiers (so none is listed before a built-in one)."""
+    _BUILTINS_DONE[0] = True
+
+
+def _with_plugins() -> None:
+    if _BUILTINS_DONE[0]:
+        load_plugins(CLASSIFIERS)
 
 
 def register_classifier(entry: Classifier) -> Classifier:
@@ -66,6 +80,7 @@ def unregister_classifier(name: str) -> None:
 def get_classifier(name: str, kind: str | None = None) -> Classifier:
     """Return the entry of classifier ``name`` (of ``kind``, 'keras' or 'sklearn', when given); raises
     ConfigError, with the closest name, for an unknown one or one of another kind."""
+    _with_plugins()
     try:
         entry = _REGISTRY[name]
     except (KeyError, TypeError):
@@ -76,17 +91,21 @@ def get_classifier(name: str, kind: str | None = None) -> Classifier:
 
 
 def list_classifiers(kind: str | None = None) -> list[Classifier]:
-    """Return the registered entries (of ``kind``, 'keras' or 'sklearn', when given), in registration order."""
+    """Return the registered entries (of ``kind``, 'keras' or 'sklearn', when given), in registration order:
+    the built-in ones, then the plugins' (by entry-point name)."""
+    _with_plugins()
     return [e for e in _REGISTRY.values() if kind is None or e.kind == kind]
 
 
 def is_keras(name: str) -> bool:
     """Whether ``name`` is a registered Keras head."""
+    _with_plugins()
     return name in _REGISTRY and _REGISTRY[name].kind == "keras"
 
 
 def registered_skops_types() -> frozenset[str]:
     """Return the union of the registered entries' ``skops_types``."""
+    _with_plugins()
     return frozenset(t for e in _REGISTRY.values() for t in e.skops_types)
 
 
