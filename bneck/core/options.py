@@ -181,7 +181,7 @@ class OptionTable:
         return "\n".join(["| option | allowed | default | meaning |", "|---|---|---|---|", *rows])
 
 
-def takes_options(table: OptionTable):
+def takes_options(table: OptionTable, fold: Callable[[dict], dict] | None = None):
     """Decorate a stage function so that its ``table`` options are checked once, at its boundary.
 
     The function declares every option of ``table`` as a keyword-only parameter with the
@@ -190,6 +190,9 @@ def takes_options(table: OptionTable):
     (ConfigError, naming the option, what it allows and what was received, before any
     work), and the function runs with the checked values (ints given for float options
     become floats, lists are normalised). The pattern is scikit-learn's ``validate_params``.
+    ``fold``, where a function also takes some options another way (several in one dict),
+    gets the arguments the call gave ({name: value}) and returns those to use; it runs
+    before the check, so what it puts in place is checked like the rest.
     """
     def decorate(function):
         signature = inspect.signature(function)
@@ -202,6 +205,8 @@ def takes_options(table: OptionTable):
             except TypeError as exc:  # an unknown or doubled keyword: the allowed ones, in one paragraph
                 raise ConfigError(f"{function.__name__}() {exc}; its {table.stage} options are "
                                   f"{', '.join(names)}.") from None
+            if fold is not None:
+                bound.arguments.update(fold(dict(bound.arguments)))
             values = {name: bound.arguments[name] for name in names if name in bound.arguments}
             bound.arguments.update(table.check(values, names=names))
             return function(*bound.args, **bound.kwargs)

@@ -10,13 +10,17 @@ measured is recorded in ``bneck-export.json`` beside the model and ``labels.json
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 
-from bneck.core.errors import BneckError
+from bneck.core.errors import BneckError, ConfigError
 from bneck.core.folders import check_folder, staged_folder
 from bneck.pipeline.artifacts import LoadedClassifier, load_classifier, write_json
 from bneck.pipeline.export.formats import ExportFormat, get_format
@@ -56,19 +60,48 @@ def _check_images(clf: LoadedClassifier, size: int) -> tuple[np.ndarray, str]:
     return noise, f"{CHECK_IMAGES} seeded noise images (the recorded images are not readable here)"
 
 
-def export_model(model_dir: str, out: str, fmt: str = "keras", weights: str | None = None,
-                 verbose: bool = True) -> dict:
-    """Export the model in ``model_dir`` as ``fmt`` into the folder ``out``; returns its metadata.
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
-    ``fmt`` is any registered format (``bneck.pipeline.export.formats.list_formats()``).
-    Raises ConfigError for an unknown format, a format whose packages are not installed
-    or a bad --out, ArtifactError for a model folder that does not verify, FoldError for
-    a scikit-learn model that is not layers, ExportError when the written model does not
-    reproduce ``bneck predict``.
+
+def _arguments_checked(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Bind each call to ``function``'s parameters before anything runs: an unknown keyword, a missing
+    or doubled argument, or both ``format`` and ``fmt`` (its old name), is a ConfigError naming the
+    parameters it takes, in one paragraph (as ``takes_options`` says it for the stages), never a TypeError."""
+    signature = inspect.signature(function)
+    accepted = ", ".join(name for name in signature.parameters if name != "fmt")
+
+    @functools.wraps(function)  # help() and inspect.signature follow __wrapped__: the real parameters
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            given = signature.bind(*args, **kwargs).arguments
+        except TypeError as exc:
+            raise ConfigError(f"bneck.export() {exc}; its parameters are {accepted} (and fmt, the old name "
+                              "of format).") from None
+        if "format" in given and "fmt" in given:
+            raise ConfigError(f"bneck.export() takes the format once, as format= (fmt= is its old name), not "
+                              f"both. Received: format={given['format']!r}, fmt={given['fmt']!r}.")
+        return function(*args, **kwargs)
+    return checked
+
+
+@_arguments_checked
+def export_model(model_dir: str, out: str, format: str = "keras", weights: str | None = None,
+                 verbose: bool = True, *, fmt: str | None = None) -> dict:
+    """Export the model in ``model_dir`` as ``format`` into the folder ``out``; returns its metadata.
+
+    ``format`` (the command's --format) is any registered format
+    (``bneck.pipeline.export.formats.list_formats()``); ``fmt`` is its old name, still taken
+    (the third positional argument is the format under either name). Raises ConfigError for
+    an unknown parameter, both ``format`` and ``fmt``, an unknown format, a format whose
+    packages are not installed or a bad --out, all before any model is read; ArtifactError
+    for a model folder that does not verify, FoldError for a scikit-learn model that is
+    not layers, ExportError when the written model does not reproduce ``bneck predict``.
     """
     from bneck.pipeline.export.graph import deployable
     from bneck.pipeline.predict import probability_function
 
+    fmt = format if fmt is None else fmt
     form = get_format(fmt)  # ConfigError before any work: unknown, or its runtime not installed
     check_folder(out, "export", inputs=[model_dir])
     clf = load_classifier(model_dir)

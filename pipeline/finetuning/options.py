@@ -64,6 +64,12 @@ def augmentation_params(augment: dict, defaults: bool = True) -> dict:
     return {**({k: FINETUNE[k].default for k in AUGMENTATIONS} if defaults else {}), **checked}
 
 
+def fold_augment(arguments: dict) -> dict:
+    """Return ``finetune()``'s arguments with its ``augment`` dict folded in: each setting the dict gives,
+    checked by ``augmentation_params`` (its messages), replaces the one given one by one (the dict wins)."""
+    return {**arguments, **augmentation_params(arguments.get("augment") or {}, defaults=False)}
+
+
 def fingerprint(opts: dict) -> dict:
     """Return what decides a fine-tuned model among checked options (``FINETUNE.check``'s output):
     everything but where things are (cache folder, weights path) and ``retrain``; the augmentation as

@@ -23,6 +23,7 @@ import numpy as np
 
 from bneck.core.errors import BneckWarning
 from bneck.core.folders import check_folder, staged_folder
+from bneck.core.options import takes_options
 from bneck.features import DatasetError, get_backbone
 from bneck.pipeline.artifacts import (
     load_classifier,
@@ -42,7 +43,7 @@ from bneck.pipeline.finetuning.inputs import (
     predictor,
 )
 from bneck.pipeline.finetuning.model import build_finetune_model
-from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE, NO_AUGMENT, augmentation_params, fingerprint
+from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE, NO_AUGMENT, fingerprint, fold_augment
 from bneck.pipeline.finetuning.reuse import finetuned_reuse
 from bneck.pipeline.image_splits import data_root_of, read_splits, recorded_images, write_splits
 from bneck.pipeline.manifests import FinetunedManifest, HeadRef
@@ -65,23 +66,30 @@ class FinetuneResult:
     why: str = ""  # why it was fine-tuned (or "unchanged" when reused)
 
 
-def finetune(head_dir: str, data_dir: str | None, out_dir: str, *, augment: dict | None = None,
-             verbose: bool = True, **options) -> FinetuneResult:
+@takes_options(FINETUNE, fold=fold_augment)
+def finetune(head_dir: str, data_dir: str | None, out_dir: str, *, unfreeze_from: str = "default",
+             epochs: int = 12, lr: float = 3e-4, momentum: float = 0.9, optimizer: str = "adam",
+             schedule: str = "cosine", warmup: float = 0.1, label_smoothing: float = 0.1, batch_size: int = 16,
+             early_stopping: int = 0, seed: int = 0, rotation: float = 40.0, shift: float = 0.2,
+             shear: float = 0.2, zoom: float = 0.2, flip: bool = True, cache_frozen: bool = True, views: int = 4,
+             tta: bool = False, cache_dir: str | None = None, weights: str | None = None,
+             allow_untrained_head: bool = False, retrain: bool = False, augment: dict | None = None,
+             verbose: bool = True) -> FinetuneResult:
     """Fine-tune the head in ``head_dir`` with its base on ``data_dir``; returns the result.
 
     The images are exactly those the head's features were made from (its ``splits.json``),
     found under ``data_dir`` (default: the recorded data root) and checked by sha256.
-    ``options`` are ``finetuning.options.FINETUNE``'s (unfreeze_from, epochs, lr, momentum,
-    optimizer, batch_size, early_stopping, seed, the augmentation, cache_frozen, views,
-    cache_dir, weights, allow_untrained_head, retrain); ``augment`` may give the
-    augmentation as one dict. With ``cache_frozen`` (the default), the output of the last
-    frozen layer is computed once per image and view (``views`` per training image,
-    view 0 un-augmented) into the feature cache, and only the unfrozen top trains, on
-    those tensors. ``out_dir`` already fine-tuned from this head, data and options is
-    reused unless ``retrain``. Raises HeadError, WeightsError, ConfigError or
-    DatasetError (all BneckError).
+    The keyword options are ``finetuning.options.FINETUNE``'s, checked against it before any
+    work (``takes_options``); ``augment`` may give the augmentation (rotation, shift, shear,
+    zoom, flip) as one dict, whose settings replace those given one by one. With
+    ``cache_frozen`` (the default), the output of the last frozen layer is computed once per
+    image and view (``views`` per training image, view 0 un-augmented) into the feature
+    cache, and only the unfrozen top trains, on those tensors. ``out_dir`` already
+    fine-tuned from this head, data and options is reused unless ``retrain``. Raises
+    HeadError, WeightsError, ConfigError or DatasetError (all BneckError).
     """
-    opts = FINETUNE.check({**options, **augmentation_params(augment or {}, defaults=False)})
+    arguments = locals()  # the checked options (``augment`` folded in by ``fold_augment``), in the table's order
+    opts = {name: arguments[name] for name in FINETUNE.options}
     requested = fingerprint(opts)
     out_dir = check_folder(out_dir, "finetuned", inputs=[head_dir, data_dir])
     head_files = read_verified(head_dir)
@@ -111,7 +119,8 @@ def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str
         # View 0 is the image itself: one view means no augmented image at all, so say so and record that.
         augment = dict(NO_AUGMENT)
         warnings.warn("--views 1 keeps only each image itself, so no augmentation is applied; give --views K "
-                      "(K > 1) for K - 1 augmented views per image.", BneckWarning, stacklevel=3)
+                      "(K > 1) for K - 1 augmented views per image.", BneckWarning,
+                      stacklevel=4)  # the caller of finetune(), past takes_options' wrapper
     keras.utils.set_random_seed(seed)  # before the head is loaded: its dropout seeds follow
     head = load_classifier(head_dir)
     record = read_splits(head.files, head.folder)

@@ -49,3 +49,16 @@ def test_a_signature_that_drifts_from_its_table_is_found():
     assert signature_matches(stage, TABLE) == []  # a tuple default stands for a list option's list
     assert signature_matches(drifted, TABLE) == ["epochs: default 6, the table says 5",
                                                  "names: not a keyword-only parameter"]
+
+
+def test_options_given_another_way_are_folded_in_before_the_check():
+    def fold(arguments):  # ``both={"epochs": n}`` says epochs too, and wins
+        return {**arguments, **(arguments.get("both") or {})}
+
+    @takes_options(TABLE, fold=fold)
+    def folded(*, epochs: int = 5, lr: float = 0.1, names=("a",), both=None):
+        return epochs, lr
+
+    assert folded(epochs=0, both={"epochs": 2, "lr": 1}) == (2, 1.0)  # checked (1 -> 1.0), and the fold wins
+    with pytest.raises(ConfigError, match="--epochs must be an integer >= 1. Received: epochs=0"):
+        folded(both={"epochs": 0})

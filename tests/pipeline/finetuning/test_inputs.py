@@ -243,9 +243,10 @@ def test_scoring_reads_rows_from_disk_one_batch_at_a_time(tmp_path):
 
 
 def test_one_view_means_no_augmentation_and_the_record_says_so(head_dir, image_root, tmp_path):
-    with pytest.warns(BneckWarning, match="--views 1 keeps only each image itself"):
+    with pytest.warns(BneckWarning, match="--views 1 keeps only each image itself") as caught:
         done = finetune(str(head_dir), str(image_root), str(tmp_path / "one"), epochs=1, views=1, augment=AUGMENT,
                         cache_dir=str(tmp_path / "cache"))
+    assert [w.filename for w in caught if "--views 1" in str(w.message)] == [__file__]  # said at the caller's line
     manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
     assert manifest["config"]["augment"] == NO_AUGMENT and manifest["config"]["views"] == 1
     assert done.metrics["cache_frozen"]["views"] == 1
