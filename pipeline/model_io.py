@@ -101,6 +101,7 @@ def current_type_paths(data: bytes, where: str) -> bytes:
             schema = archive.read(info)
             if not any(f'"{prefix}'.encode() in schema for prefix in LEGACY_MODULE_PREFIXES):
                 return data
+            _check_inflation(archive.infolist(), len(data), where)  # every member is read into memory below
             members = {i.filename: archive.read(i) for i in archive.infolist() if i.filename != "schema.json"}
         renamed = json.dumps(_renamed(json.loads(schema))).encode()
     except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, RecursionError) as exc:

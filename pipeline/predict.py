@@ -56,6 +56,8 @@ def evaluate(model_dir: str, feature_file: str) -> dict:
 
 
 def _expand(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
+    if isinstance(inputs, (str, os.PathLike)):  # one path, not a sequence of one-letter paths
+        inputs = [os.fspath(inputs)]
     out: list[tuple[str, str | None]] = []
     for item in inputs:
         if os.path.isdir(item):

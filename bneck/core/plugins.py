@@ -48,7 +48,7 @@ def load_plugins(group: str) -> tuple[str, ...]:
     for ep in entries:
         try:
             ep.load()
-        except Exception as exc:  # noqa: BLE001 - any plugin's failure is its own, never bneck's
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin's failure (exit too) is its own
             warnings.warn(f"plugin {ep.name!r} (entry point {ep.name} = {ep.value!r} in group {group!r}) of "
                           f"the distribution {_distribution(ep)!r} failed to load and is skipped: "
                           f"{type(exc).__name__}: {exc}", BneckWarning, stacklevel=2)

@@ -64,6 +64,11 @@ def compare(candidate: np.ndarray, reference: np.ndarray, what: str, where: str)
     Raises RuntimeMismatch naming ``what`` (the runtime) and ``where`` (the machine)
     when they differ beyond ``CHECK_TOLERANCE``.
     """
+    candidate, reference = np.asarray(candidate), np.asarray(reference)
+    if candidate.shape != reference.shape:  # flattened rows would compare equal: the shape is part of the numbers
+        raise RuntimeMismatch(
+            f"{what} on {where} gives features of shape {candidate.shape} where the reference gives "
+            f"{reference.shape} for the same {len(reference)} images. Nothing it computed was kept.")
     diff = max_relative_difference(candidate, reference)
     check = {"runtime": what, "where": where, "max_rel_diff": diff, "images": int(len(reference)),
              "tolerance": CHECK_TOLERANCE, "key_tolerance": TOLERANCE, "passed": diff <= CHECK_TOLERANCE}

@@ -119,12 +119,17 @@ _RUNTIMES: dict[str, Runtime] = {}
 _loaded = [False]
 
 
-def register_runtime(runtime: Runtime) -> Runtime:
-    """Add ``runtime`` (replacing one of the same name); returns it.
+def register_runtime(runtime: Runtime, replace: bool = False) -> Runtime:
+    """Add ``runtime``; returns it. A name is registered once: ``replace=True`` swaps an entry on purpose.
 
-    Raises ConfigError for a second reference, or a reduced precision on a runtime that
-    does not check itself (only a self-checking runtime can hold int8/bf16 to its own gate).
+    Raises ConfigError for a name already registered (a plugin named ``tensorflow`` would
+    otherwise become the reference and write its rows under TensorFlow's key), a second
+    reference, or a reduced precision on a runtime that does not check itself (only a
+    self-checking runtime can hold int8/bf16 to its own gate).
     """
+    if runtime.name in _RUNTIMES and not replace:
+        raise ConfigError(f"a runtime named {runtime.name!r} is registered already; choose another name "
+                          "(replace=True swaps it on purpose).")
     if runtime.reference and any(r.reference and r.name != runtime.name for r in _RUNTIMES.values()):
         raise ConfigError(f"runtime {runtime.name!r} is declared the reference, but "
                           f"{reference_runtime().name!r} already is; there is one reference runtime.")

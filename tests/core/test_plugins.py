@@ -175,3 +175,18 @@ def test_load_plugins_imports_a_group_once_by_name_and_skips_a_failing_one(tmp_p
     assert "'mm'" in str(caught[0].message) and "ZeroDivisionError" in str(caught[0].message)
     for module in ("bneck_test_order.first", "bneck_test_order.second", "bneck_test_order.bad", "bneck_test_order"):
         sys.modules.pop(module, None)
+
+
+def test_a_plugin_that_exits_on_import_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    """``raise SystemExit`` in a plugin's module would end the bneck command silently; it is skipped instead."""
+    group = "bneck_test.exits"
+    root = _distribution(tmp_path, "bneck-test-exit", "bneck_test_exit",
+                         {"__init__": "", "quits": "raise SystemExit(3)\n"},
+                         f"[{group}]\nquits = bneck_test_exit.quits\n")
+    monkeypatch.syspath_prepend(str(root))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_plugins(group) == ()
+    assert [w.category for w in caught] == [BneckWarning] and "SystemExit" in str(caught[0].message)
+    for module in ("bneck_test_exit.quits", "bneck_test_exit"):
+        sys.modules.pop(module, None)

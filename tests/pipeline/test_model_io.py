@@ -149,3 +149,29 @@ def test_the_keras_check_refuses_anything_outside_its_list(obj):
         check_keras_config(config, "m.keras")
     check_keras_config(json.loads(json.dumps({**config, "config": {"layers": config["config"]["layers"][:1]}})),
                        "m.keras")
+
+
+def test_a_zip_bomb_in_a_file_of_the_previous_release_is_refused_before_it_is_inflated(tmp_path):
+    """The 0.2 alias reads every member to rewrite the archive: one that inflates a thousandfold is refused."""
+    import io
+    import zipfile
+
+    x, y = _data()
+    save_sklearn(build_sklearn("logreg", "flatten", 8, 0).fit(x, y), str(tmp_path / "m.skops"))
+    old = _as_saved_by_0_2((tmp_path / "m.skops").read_bytes())
+    out = io.BytesIO(old)
+    with zipfile.ZipFile(out, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("padding.npy", bytes(64 << 20))  # 64 MiB of zeros, about 64 KB stored
+    assert len(out.getvalue()) < 1 << 20
+    with pytest.raises(UnsafeModel, match="zip bomb"):
+        load_sklearn(out.getvalue(), "bomb.skops")
+
+
+def test_one_path_given_as_a_string_is_one_path(tmp_path):
+    """``bneck.predict(model, "photos")`` classifies that folder: it never reads "/" as a folder of its own."""
+    from bneck.pipeline.predict import _expand
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"")
+    assert _expand(str(tmp_path / "photos")) == [(str(tmp_path / "photos" / "a.jpg"), None)]
+    assert _expand(tmp_path / "photos" / "a.jpg") == [(str(tmp_path / "photos" / "a.jpg"), None)]

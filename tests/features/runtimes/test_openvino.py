@@ -177,8 +177,8 @@ def test_auto_falls_back_to_tensorflow_when_openvino_differs_here(tmp_path, requ
     from bneck.features.runtimes.registry import get_registered, register_runtime
 
     openvino = get_registered("openvino")  # a set this small counts as large here
-    register_runtime(dataclasses.replace(openvino, auto_from_images=4))
-    request.addfinalizer(lambda: register_runtime(openvino))
+    register_runtime(dataclasses.replace(openvino, auto_from_images=4), replace=True)
+    request.addfinalizer(lambda: register_runtime(openvino, replace=True))
     _plant_converted(tmp_path / "cache", resolve_spec(**MOBILENET), _round_to_bf16)
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)

@@ -119,3 +119,28 @@ def test_only_a_runtime_that_checks_itself_may_compute_other_precisions():
     with pytest.raises(ConfigError, match="checks_itself"):
         register_runtime(Runtime(name="int8-unchecked", label="x", build=None, precisions=("fp32", "int8")))
     assert "int8-unchecked" not in [r["name"] for r in list_runtimes()]
+
+
+@pytest.mark.pure
+def test_a_name_is_registered_once_so_nothing_replaces_the_reference_by_accident():
+    """A plugin named ``tensorflow`` would become the reference and write rows under TensorFlow's key."""
+    from bneck.features.runtimes.registry import get_registered
+
+    tensorflow = get_registered("tensorflow")
+    with pytest.raises(ConfigError, match="registered already"):
+        register_runtime(Runtime(name="tensorflow", label="impostor", build=None,
+                                 reference=True))
+    assert get_registered("tensorflow") is tensorflow
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("got_shape", [(3, 12544), (2, 7, 7, 256), (3, 7, 7, 255)])
+def test_rows_of_another_shape_never_pass_the_check(got_shape):
+    """Flattened rows hold the same numbers; they are still not the reference's rows (nor are fewer rows)."""
+    from bneck.features.runtimes.equivalence import RuntimeMismatch, compare
+
+    reference = np.random.default_rng(0).normal(size=(3, 7, 7, 256)).astype(np.float32)
+    got = reference.reshape(3, -1)[: got_shape[0]].reshape(got_shape) if got_shape[-1] != 255 \
+        else reference[..., :255]
+    with pytest.raises(RuntimeMismatch, match="shape"):
+        compare(got, reference, "candidate", "this CPU")
