@@ -57,6 +57,21 @@ def load_plugins(group: str) -> tuple[str, ...]:
     return tuple(loaded)
 
 
+class PluginGate:
+    """A registry's plugins, loaded on its first lookup once its built-in entries are registered, so that
+    no plugin is listed before a built-in one (the package calls ``builtins_registered`` after them)."""
+
+    def __init__(self, group: str):
+        self.group, self.open = group, False
+
+    def builtins_registered(self) -> None:
+        self.open = True
+
+    def load(self) -> None:
+        if self.open:
+            load_plugins(self.group)
+
+
 def _distribution(ep: metadata.EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
     return str(dist.name) if dist is not None else "(unknown)"

@@ -17,7 +17,7 @@ from typing import Any
 
 from bneck.core.errors import ConfigError, choice_error
 from bneck.core.folders import MARKER
-from bneck.core.plugins import EXPORT_FORMATS, load_plugins
+from bneck.core.plugins import EXPORT_FORMATS, PluginGate
 
 # Beside the model: the files export_model writes itself (bneck.pipeline.export imports this
 # package, so its METADATA name is spelled here) and the folder's marker.
@@ -55,18 +55,9 @@ class ExportFormat:
 
 
 _FORMATS: dict[str, ExportFormat] = {}
-_BUILTINS_DONE = [False]
-
-
-def builtins_registered() -> None:
-    """Called by the package once its built-in formats are registered: from then on, the first lookup
-    also imports the plugins' formats (so none is listed before a built-in one)."""
-    _BUILTINS_DONE[0] = True
-
-
-def _with_plugins() -> None:
-    if _BUILTINS_DONE[0]:
-        load_plugins(EXPORT_FORMATS)
+_PLUGINS = PluginGate(EXPORT_FORMATS)
+builtins_registered = _PLUGINS.builtins_registered  # the package calls it after its built-in formats
+_with_plugins = _PLUGINS.load
 
 
 def _installed(module: str) -> bool:

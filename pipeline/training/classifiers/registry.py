@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bneck.core.errors import ConfigError, choice_error
-from bneck.core.plugins import CLASSIFIERS, load_plugins
+from bneck.core.plugins import CLASSIFIERS, PluginGate
 
 KINDS = ("keras", "sklearn")
 
@@ -40,18 +40,9 @@ class Classifier:
 
 
 _REGISTRY: dict[str, Classifier] = {}
-_BUILTINS_DONE = [False]
-
-
-def builtins_registered() -> None:
-    """Called by the package once its built-in classifiers are registered: from then on, the first lookup
-    also imports the plugins' classifiers (so none is listed before a built-in one)."""
-    _BUILTINS_DONE[0] = True
-
-
-def _with_plugins() -> None:
-    if _BUILTINS_DONE[0]:
-        load_plugins(CLASSIFIERS)
+_PLUGINS = PluginGate(CLASSIFIERS)
+builtins_registered = _PLUGINS.builtins_registered  # the package calls it after its built-in classifiers
+_with_plugins = _PLUGINS.load
 
 
 def register_classifier(entry: Classifier) -> Classifier:
