@@ -7,6 +7,7 @@ site-packages, so a user's own ``features.py`` or ``pipeline/`` can never shadow
 setuptools' ``package_dir`` does the mapping; the package list is computed here, so a new
 sub-package needs no line anywhere. Everything else is declared in pyproject.toml.
 """
+
 from setuptools import find_packages, setup
 
 FOLDERS = {"bneck": "bneck", "features": "bneck.features", "pipeline": "bneck.pipeline"}

@@ -16,6 +16,7 @@ on first use, so ``import bneck`` is quick and imports neither TensorFlow nor sc
 Every error a user can meet is a :class:`BneckError`; :class:`ConfigError` (a value
 outside its allowed set) is also a :class:`ValueError`.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -71,11 +72,40 @@ _LAZY = {
 }
 
 __all__ = [
-    "ArtifactError", "BACKBONES", "BneckError", "BneckWarning", "ConfigError", "DatasetError", "ExportError",
-    "ExtractionReport", "FeatureFile", "FeatureFileError", "FinetuneResult", "FoldError", "HeadError",
-    "Leaderboard", "ManifestError", "OutputError", "QuantizationRefused", "RunResult", "RuntimeMismatch",
-    "ShardError", "StorageError", "TrainingDiverged", "UnsafeModel", "WeightsError", "__version__",
-    "evaluate", "export", "extract", "finetune", "predict", "read_features", "read_summary", "run", "train",
+    "ArtifactError",
+    "BACKBONES",
+    "BneckError",
+    "BneckWarning",
+    "ConfigError",
+    "DatasetError",
+    "ExportError",
+    "ExtractionReport",
+    "FeatureFile",
+    "FeatureFileError",
+    "FinetuneResult",
+    "FoldError",
+    "HeadError",
+    "Leaderboard",
+    "ManifestError",
+    "OutputError",
+    "QuantizationRefused",
+    "RunResult",
+    "RuntimeMismatch",
+    "ShardError",
+    "StorageError",
+    "TrainingDiverged",
+    "UnsafeModel",
+    "WeightsError",
+    "__version__",
+    "evaluate",
+    "export",
+    "extract",
+    "finetune",
+    "predict",
+    "read_features",
+    "read_summary",
+    "run",
+    "train",
 ]
 
 

@@ -1,4 +1,5 @@
 """``python -m bneck`` is the ``bneck`` command."""
+
 import sys
 
 from bneck.pipeline.cli import main

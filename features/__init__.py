@@ -7,6 +7,7 @@ Public API::
                      alpha=0.25, size=224, weights="imagenet")
     train = read_features("features_out/train.h5")
 """
+
 from bneck.core.errors import BneckError, ConfigError, DatasetError, FeatureFileError, WeightsError
 from bneck.features.backbones.registry import BACKBONES, get_backbone
 from bneck.features.backbones.resolve import resolve_spec
@@ -16,7 +17,20 @@ from bneck.features.extraction.stage import extract
 from bneck.features.featurefile.format import FeatureFile, read_features, read_summary
 
 __all__ = [
-    "BACKBONES", "BneckError", "ConfigError", "DatasetError", "ExtractionReport", "ExtractorSpec",
-    "FeatureFile", "FeatureFileError", "SCHEMA_VERSION", "SplitReport", "WeightsError", "extract",
-    "get_backbone", "read_features", "read_summary", "resolve_spec",
+    "BACKBONES",
+    "BneckError",
+    "ConfigError",
+    "DatasetError",
+    "ExtractionReport",
+    "ExtractorSpec",
+    "FeatureFile",
+    "FeatureFileError",
+    "SCHEMA_VERSION",
+    "SplitReport",
+    "WeightsError",
+    "extract",
+    "get_backbone",
+    "read_features",
+    "read_summary",
+    "resolve_spec",
 ]

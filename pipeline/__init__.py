@@ -6,6 +6,7 @@ Public API (the command line is a thin layer over it)::
 
     from bneck import extract, train, finetune, run
 """
+
 from importlib import metadata as _metadata
 
 try:

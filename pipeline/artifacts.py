@@ -14,6 +14,7 @@ symbolic link anywhere) and each file's bytes match their sha256. Those bytes ar
 read once, hashed and handed to the loader from memory, so what was checked is what
 is loaded.
 """
+
 from __future__ import annotations
 
 import csv
@@ -131,19 +132,25 @@ def _entries(folder: str) -> dict[str, int]:
     """Return {name: st_mode} of a folder's entries, not following symlinks."""
     st = os.lstat(folder) if os.path.lexists(folder) else None
     if st is None:
-        raise ArtifactError(f"model folder not found: {folder}. Give a folder written by `bneck train` "
-                            "(MODELS_DIR/NAME) or `bneck finetune`.")
+        raise ArtifactError(
+            f"model folder not found: {folder}. Give a folder written by `bneck train` "
+            "(MODELS_DIR/NAME) or `bneck finetune`."
+        )
     if not stat.S_ISDIR(os.stat(folder).st_mode):
-        raise ArtifactError(f"{folder} is a file, not a model folder. Give the folder written by "
-                            "`bneck train` (MODELS_DIR/NAME) or `bneck finetune`.")
+        raise ArtifactError(
+            f"{folder} is a file, not a model folder. Give the folder written by "
+            "`bneck train` (MODELS_DIR/NAME) or `bneck finetune`."
+        )
     with os.scandir(folder) as it:
         return {e.name: e.stat(follow_symlinks=False).st_mode for e in it}
 
 
 def _legacy_hint(folder: str) -> str:
-    return (f"Retrain it with `bneck train` (or `bneck finetune`), or, if you trust whoever made it, "
-            f"convert it once with `bneck convert {folder}` (a folder holding a pickled model.joblib "
-            f"also needs --trust-pickle, because loading a pickle can run any code it carries).")
+    return (
+        f"Retrain it with `bneck train` (or `bneck finetune`), or, if you trust whoever made it, "
+        f"convert it once with `bneck convert {folder}` (a folder holding a pickled model.joblib "
+        f"also needs --trust-pickle, because loading a pickle can run any code it carries)."
+    )
 
 
 def read_verified(folder: str) -> VerifiedFolder:
@@ -155,16 +162,46 @@ def read_verified(folder: str) -> VerifiedFolder:
     """
     folder = os.path.abspath(os.path.expanduser(str(folder)))
     entries = _entries(folder)
+    _check_only_regular_files(folder, entries)
+    if MANIFEST not in entries:
+        raise ArtifactError(
+            f"{folder} has no {MANIFEST}: it is not a model folder written by "
+            "`bneck train` or `bneck finetune`, so nothing in it is loaded."
+        )
+    raw, manifest, listed = _current_manifest(folder)
+    unlisted = sorted(set(entries) - set(listed) - {MANIFEST})
+    if unlisted:
+        raise ArtifactError(
+            f"{folder} holds {', '.join(unlisted[:5])}, which its manifest does not "
+            "list: the folder was changed after it was written, so it is refused. "
+            "Remove the file(s), or retrain."
+        )
+    files = _listed_files(folder, entries, listed)
+    try:
+        typed = parse_manifest(manifest, f"{folder}/{MANIFEST}")
+    except ManifestError as exc:
+        raise ArtifactError(str(exc)) from None
+    return VerifiedFolder(folder, typed, files, sha256_bytes(raw))
+
+
+def _check_only_regular_files(folder: str, entries: dict[str, int]) -> None:
+    """Refuse a folder holding a symbolic link or anything else that is not a regular file."""
     for name, mode in sorted(entries.items()):
         if stat.S_ISLNK(mode):
-            raise ArtifactError(f"{folder} holds a symbolic link, {name}: model folders hold only "
-                                "regular files, so it is refused (a link could point anywhere).")
+            raise ArtifactError(
+                f"{folder} holds a symbolic link, {name}: model folders hold only "
+                "regular files, so it is refused (a link could point anywhere)."
+            )
         if not stat.S_ISREG(mode):
-            raise ArtifactError(f"{folder} holds {name}, which is not a regular file; model folders "
-                                "hold only regular files, so it is refused.")
-    if MANIFEST not in entries:
-        raise ArtifactError(f"{folder} has no {MANIFEST}: it is not a model folder written by "
-                            "`bneck train` or `bneck finetune`, so nothing in it is loaded.")
+            raise ArtifactError(
+                f"{folder} holds {name}, which is not a regular file; model folders "
+                "hold only regular files, so it is refused."
+            )
+
+
+def _current_manifest(folder: str) -> tuple[bytes, dict, dict]:
+    """Return (the manifest's bytes, its parsed JSON, its table of listed files); raises ArtifactError
+    for a manifest that is not valid JSON with such a table, or one of an older bneck."""
     try:
         raw = _read_bytes(os.path.join(folder, MANIFEST), _MAX_MANIFEST_BYTES)
         manifest = json.loads(raw)
@@ -175,13 +212,15 @@ def read_verified(folder: str) -> VerifiedFolder:
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise ArtifactError(f"{folder}/{MANIFEST} is not a valid manifest ({exc}).") from None
     if version != MANIFEST_VERSION:
-        raise ArtifactError(f"{folder} was made by an older bneck (manifest version {version!r}; "
-                            f"this one reads {MANIFEST_VERSION}). {_legacy_hint(folder)}")
-    unlisted = sorted(set(entries) - set(listed) - {MANIFEST})
-    if unlisted:
-        raise ArtifactError(f"{folder} holds {', '.join(unlisted[:5])}, which its manifest does not "
-                            "list: the folder was changed after it was written, so it is refused. "
-                            "Remove the file(s), or retrain.")
+        raise ArtifactError(
+            f"{folder} was made by an older bneck (manifest version {version!r}; "
+            f"this one reads {MANIFEST_VERSION}). {_legacy_hint(folder)}"
+        )
+    return raw, manifest, listed
+
+
+def _listed_files(folder: str, entries: dict[str, int], listed: dict) -> dict[str, bytes]:
+    """Return {name: bytes} of every file the manifest lists, each read once and matching its sha256."""
     files = {}
     for name, expected in sorted(listed.items()):
         if name not in entries:
@@ -191,13 +230,10 @@ def read_verified(folder: str) -> VerifiedFolder:
             raise ArtifactError(
                 f"{folder}/{name} does not match its manifest (sha256 {sha256_bytes(data)[:12]}... "
                 f"instead of {str(expected)[:12]}...): it was changed after training, so it is "
-                "refused. Retrain with `bneck train` or restore the original file.")
+                "refused. Retrain with `bneck train` or restore the original file."
+            )
         files[name] = data
-    try:
-        typed = parse_manifest(manifest, f"{folder}/{MANIFEST}")
-    except ManifestError as exc:
-        raise ArtifactError(str(exc)) from None
-    return VerifiedFolder(folder, typed, files, sha256_bytes(raw))
+    return files
 
 
 def verified_json(verified: VerifiedFolder, name: str):
@@ -206,8 +242,10 @@ def verified_json(verified: VerifiedFolder, name: str):
     try:
         return json.loads(verified.files[name])
     except (KeyError, ValueError, RecursionError) as exc:
-        raise ArtifactError(f"{verified.folder}/{name} is not a JSON file bneck wrote ({type(exc).__name__}); "
-                            "delete the folder or rerun with --retrain.") from None
+        raise ArtifactError(
+            f"{verified.folder}/{name} is not a JSON file bneck wrote ({type(exc).__name__}); "
+            "delete the folder or rerun with --retrain."
+        ) from None
 
 
 def read_manifest(folder: str) -> AnyManifest:
@@ -223,7 +261,8 @@ def _model_bytes(verified: VerifiedFolder) -> tuple[str, bytes, str]:
         raise ArtifactError(
             f"{folder}: its manifest names the model file {manifest.model_file!r} for kind {kind!r}, "
             f"but bneck's models are {', '.join(f'{v} ({k})' for k, v in MODEL_FILES.items())}; nothing "
-            f"else is loaded (a pickle never is). {_legacy_hint(folder)}")
+            f"else is loaded (a pickle never is). {_legacy_hint(folder)}"
+        )
     return kind, verified.files[MODEL_FILES[kind]], os.path.join(folder, MODEL_FILES[kind])
 
 
@@ -268,17 +307,22 @@ def _probe(clf: LoadedClassifier, where: str) -> None:
         predict, shape = clf.model.predict_proba, clf.manifest.feature_shape
         classes = getattr(clf.model, "classes_", None)  # bneck trains on labels 0..C-1, in the manifest's order
         if classes is not None and list(map(str, classes)) != list(map(str, range(len(clf.class_names)))):
-            raise ArtifactError(f"{where} does not work as a bneck model: its classes are {list(classes)[:8]!r:.80}, "
-                                f"not the labels 0..{len(clf.class_names) - 1} of the {len(clf.class_names)} class "
-                                "names of its manifest; refused.")
+            raise ArtifactError(
+                f"{where} does not work as a bneck model: its classes are {list(classes)[:8]!r:.80}, "
+                f"not the labels 0..{len(clf.class_names) - 1} of the {len(clf.class_names)} class "
+                "names of its manifest; refused."
+            )
     else:
         shape = clf.model.input_shape[1:]
         if clf.kind == "keras" and tuple(shape) != tuple(clf.manifest.feature_shape):
-            raise ArtifactError(f"{where} takes inputs of shape {tuple(shape)}, but its manifest says its "
-                                f"features have shape {tuple(clf.manifest.feature_shape)}; refused.")
+            raise ArtifactError(
+                f"{where} takes inputs of shape {tuple(shape)}, but its manifest says its "
+                f"features have shape {tuple(clf.manifest.feature_shape)}; refused."
+            )
 
         def predict(x):
             return class_probabilities(clf.model(x, training=False))
+
     try:
         probe(predict, shape, len(clf.class_names), where)
     except ValueError as exc:
@@ -297,8 +341,9 @@ def write_predictions(path: str, class_names: list[str], splits: dict) -> None:
         writer.writerow(["split", "path", "true", "predicted", *class_names])
         for split, (paths, labels, probs) in splits.items():
             for p, label, row in zip(paths, labels, probs):
-                writer.writerow([split, p, class_names[int(label)], class_names[int(np.argmax(row))],
-                                 *(f"{v:.6f}" for v in row)])
+                writer.writerow(
+                    [split, p, class_names[int(label)], class_names[int(np.argmax(row))], *(f"{v:.6f}" for v in row)]
+                )
 
 
 def read_predictions(text: str, where: str = "predictions.csv") -> list[dict]:
@@ -323,5 +368,6 @@ def read_predictions(text: str, where: str = "predictions.csv") -> list[dict]:
             out.append({**{k: r[k] for k in fixed}, "probabilities": probabilities})
         return out
     except (ValueError, csv.Error) as exc:
-        raise ArtifactError(f"{where} is not a predictions file bneck writes ({str(exc)[:120]}); it is "
-                            "left unused.") from None
+        raise ArtifactError(
+            f"{where} is not a predictions file bneck writes ({str(exc)[:120]}); it is left unused."
+        ) from None

@@ -3,6 +3,7 @@
 Small feature sets are loaded whole; larger than ``max_memory`` they are streamed
 from HDF5 in contiguous blocks, never holding the whole array.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,8 +77,9 @@ class FeatureSet:
             self._readers[key] = RowReader(self.files[split], rows)
         return self._readers[key]
 
-    def blocks(self, split: str, rows: int,
-               rng: np.random.Generator | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def blocks(
+        self, split: str, rows: int, rng: np.random.Generator | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (features float32, labels) in contiguous blocks of ``rows`` rows, every byte checked.
 
         With ``rng`` the blocks come in random order (rows are sorted by path, hence
@@ -88,13 +90,16 @@ class FeatureSet:
         if rng is not None:
             rng.shuffle(order)
         for start, block in reader.blocks(order):
-            yield block.astype(np.float32), labels[start:start + len(block)]
+            yield block.astype(np.float32), labels[start : start + len(block)]
 
 
 def _describe_difference(name: str, a: dict, b: dict) -> str:
     if a["extractor_key"] != b["extractor_key"]:
-        diffs = [f"{k}: {a['extractor'].get(k)!r} vs {b['extractor'].get(k)!r}"
-                 for k in a["extractor"] if a["extractor"].get(k) != b["extractor"].get(k)]
+        diffs = [
+            f"{k}: {a['extractor'].get(k)!r} vs {b['extractor'].get(k)!r}"
+            for k in a["extractor"]
+            if a["extractor"].get(k) != b["extractor"].get(k)
+        ]
         return f"it was made by another extractor ({'; '.join(diffs) or 'different key'})"
     return f"its classes are {b['class_names']} instead of {a['class_names']}"
 
@@ -107,31 +112,40 @@ def open_feature_set(folder: str, require_test: bool = False) -> FeatureSet:
     """
     folder = os.path.abspath(os.path.expanduser(str(folder)))
     if os.path.isfile(folder):
-        raise FeatureFileError(f"{folder} is a file, not a features folder: give the folder `bneck extract` "
-                               f"wrote (holding train.h5, validation.h5 and test.h5).")
+        raise FeatureFileError(
+            f"{folder} is a file, not a features folder: give the folder `bneck extract` "
+            f"wrote (holding train.h5, validation.h5 and test.h5)."
+        )
     if not os.path.isdir(folder):
-        raise FeatureFileError(f"features folder not found: {folder}. Create it with "
-                               "`bneck extract DATA_DIR --out FOLDER`.")
+        raise FeatureFileError(
+            f"features folder not found: {folder}. Create it with `bneck extract DATA_DIR --out FOLDER`."
+        )
     files, attrs = {}, {}
     for split in SPLITS:
         path = os.path.join(folder, f"{split}.h5")
         if os.path.exists(path) and not os.path.isfile(path):
-            raise FeatureFileError(f"{path} is {kind_of(os.stat(path).st_mode)}, not a feature file; bneck "
-                                   "reads only regular files.")
+            raise FeatureFileError(
+                f"{path} is {kind_of(os.stat(path).st_mode)}, not a feature file; bneck reads only regular files."
+            )
         if not os.path.isfile(path):
             if split != "test" or require_test:
-                raise FeatureFileError(f"{path} not found: training needs train.h5 and "
-                                       f"validation.h5 (test.h5 optional) in {folder}, as "
-                                       "written by `bneck extract`.")
+                raise FeatureFileError(
+                    f"{path} not found: training needs train.h5 and "
+                    f"validation.h5 (test.h5 optional) in {folder}, as "
+                    "written by `bneck extract`."
+                )
             continue
         files[split], attrs[split] = path, read_summary(path)
     for split in files:
-        if split != "train" and (attrs[split]["extractor_key"] != attrs["train"]["extractor_key"]
-                                 or attrs[split]["class_names"] != attrs["train"]["class_names"]):
+        if split != "train" and (
+            attrs[split]["extractor_key"] != attrs["train"]["extractor_key"]
+            or attrs[split]["class_names"] != attrs["train"]["class_names"]
+        ):
             raise FeatureFileError(
                 f"{files[split]} does not match {files['train']}: "
                 f"{_describe_difference(split, attrs['train'], attrs[split])}. All split files "
-                "must come from one `bneck extract` run over one dataset.")
+                "must come from one `bneck extract` run over one dataset."
+            )
     return FeatureSet(folder, files, attrs, {s: sha256_file(p) for s, p in files.items()})
 
 

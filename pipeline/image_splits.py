@@ -8,6 +8,7 @@ images, found under the data folder and checked byte for byte; ``evaluate`` and
 split, so a non-default ``--split``/``--seed``/``--exclude`` can never leak training
 images into validation or test.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,12 +25,18 @@ SPLITS_FILE = "splits.json"
 def splits_record(attrs: dict) -> dict:
     """Return the record of a FeatureSet's splits (``attrs``: split -> its read_summary)."""
     first = next(iter(attrs.values()))
-    return {"data_root": first.get("data_root"), "layout": first.get("layout"),
-            "split_spec": first.get("split_spec"), "excluded_classes": first.get("excluded_classes"),
-            "follow_links": bool(first.get("follow_links", False)),
-            "class_names": first["class_names"],
-            "splits": {split: {"paths": a["paths"], "sha256": a["sha256"], "labels": [int(v) for v in a["labels"]]}
-                       for split, a in attrs.items()}}
+    return {
+        "data_root": first.get("data_root"),
+        "layout": first.get("layout"),
+        "split_spec": first.get("split_spec"),
+        "excluded_classes": first.get("excluded_classes"),
+        "follow_links": bool(first.get("follow_links", False)),
+        "class_names": first["class_names"],
+        "splits": {
+            split: {"paths": a["paths"], "sha256": a["sha256"], "labels": [int(v) for v in a["labels"]]}
+            for split, a in attrs.items()
+        },
+    }
 
 
 def write_splits(folder: str, record: dict) -> None:
@@ -48,15 +55,21 @@ def read_splits(files: dict, folder: str) -> dict:
         record = json.loads(files[SPLITS_FILE])
         _check_record(record)
     except (KeyError, ValueError, TypeError, RecursionError) as exc:
-        raise ArtifactError(f"{folder} has no readable {SPLITS_FILE} ({str(exc)[:200]}): it does not say which "
-                            "images it was made from. Retrain it with `bneck train`.") from None
+        raise ArtifactError(
+            f"{folder} has no readable {SPLITS_FILE} ({str(exc)[:200]}): it does not say which "
+            "images it was made from. Retrain it with `bneck train`."
+        ) from None
     return record
 
 
 def _check_record(record) -> None:
     """Raise TypeError/ValueError unless ``record`` has the shape ``splits_record`` writes."""
-    if not isinstance(record, dict) or not isinstance(record.get("data_root"), str) \
-            or not isinstance(record.get("splits"), dict) or not isinstance(record.get("class_names"), list):
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("data_root"), str)
+        or not isinstance(record.get("splits"), dict)
+        or not isinstance(record.get("class_names"), list)
+    ):
         raise TypeError("not a record of splits")
     classes = len(record["class_names"])
     for split, part in record["splits"].items():
@@ -64,9 +77,11 @@ def _check_record(record) -> None:
         if not all(isinstance(v, list) for v in lists) or len({len(v) for v in lists}) != 1:
             raise TypeError(f"split {split!r} lacks equally long paths, sha256 and labels")
         paths, shas, labels = lists
-        if not all(isinstance(p, str) for p in paths) or not all(
-                isinstance(h, str) and len(h) == 64 for h in shas) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < classes for v in labels):
+        if (
+            not all(isinstance(p, str) for p in paths)
+            or not all(isinstance(h, str) and len(h) == 64 for h in shas)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < classes for v in labels)
+        ):
             raise TypeError(f"split {split!r} holds a path, sha256 or label of the wrong type")
 
 
@@ -88,8 +103,10 @@ def recorded_images(record: dict, data_dir: str | None, workers: int = 0) -> tup
     """
     root = data_root_of(record, data_dir)
     if not os.path.isdir(root):
-        raise DatasetError(f"data folder not found: {root}. Give --data, the folder the features were "
-                           f"extracted from (recorded: {record['data_root']}).")
+        raise DatasetError(
+            f"data folder not found: {root}. Give --data, the folder the features were "
+            f"extracted from (recorded: {record['data_root']})."
+        )
     out, wrong = {}, []
     follow = bool(record.get("follow_links", False))
     for split, part in record["splits"].items():
@@ -98,7 +115,8 @@ def recorded_images(record: dict, data_dir: str | None, workers: int = 0) -> tup
             raise DatasetError(
                 f"the model's record of its {split} images names {len(escaping)} path(s) that leave the data "
                 f"folder {root} (first: {str(escaping[0])[:200]!r}); bneck reads images only inside the data "
-                "folder, so it refuses the record. Retrain the model from features you extracted yourself.")
+                "folder, so it refuses the record. Retrain the model from features you extracted yourself."
+            )
         records = [ImageRecord(p, os.path.join(root, p), int(label)) for p, label in zip(part["paths"], part["labels"])]
         hashed = sha256_files([r.abspath for r in records], workers)
         for rec, want, (got, problem) in zip(records, part["sha256"], hashed):
@@ -110,5 +128,6 @@ def recorded_images(record: dict, data_dir: str | None, workers: int = 0) -> tup
             f"{root} does not hold the images the model was made from: {len(wrong)} of "
             f"{sum(len(v) for v in out.values())} differ (first: {'; '.join(wrong[:3])}). Give --data, the "
             f"folder the features were extracted from (recorded: {record['data_root']}); bneck never "
-            "re-derives a split, so that no training image can reach validation or test.")
+            "re-derives a split, so that no training image can reach validation or test."
+        )
     return root, out

@@ -9,6 +9,7 @@ came from, its scores, and the sha256 of every other file of the folder.
 Reading is strict: the JSON must hold exactly the fields of its kind, each of its
 type, or the folder is refused (``ManifestError``) before anything in it is used.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,8 +75,9 @@ class ModelManifest:
         (``weights``: a path to try instead). Raises WeightsError when none matches."""
         from bneck.features.backbones.resolve import spec_from_record
 
-        return spec_from_record(self.extractor, self.extractor_key, [self.weights_path], weights,
-                                where="the model folder's manifest")
+        return spec_from_record(
+            self.extractor, self.extractor_key, [self.weights_path], weights, where="the model folder's manifest"
+        )
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -108,8 +110,7 @@ class FinetunedManifest(ModelManifest):
     skipped_images: dict[str, list]
 
 
-KINDS: dict[str, type] = {"keras": ClassifierManifest, "sklearn": ClassifierManifest,
-                          "finetuned": FinetunedManifest}
+KINDS: dict[str, type] = {"keras": ClassifierManifest, "sklearn": ClassifierManifest, "finetuned": FinetunedManifest}
 AnyManifest = ClassifierManifest | FinetunedManifest
 
 
@@ -119,16 +120,17 @@ def parse_manifest(raw, where: str) -> AnyManifest:
         raise ManifestError(f"{where} is not a manifest: it holds {type(raw).__name__}, not a table.")
     kind = raw.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
-        raise ManifestError(f"{where} names kind {kind!r}; bneck's model folders are "
-                            f"{', '.join(map(repr, KINDS))}.")
+        raise ManifestError(f"{where} names kind {kind!r}; bneck's model folders are {', '.join(map(repr, KINDS))}.")
     manifest = _build(KINDS[kind], raw, where)
     names = manifest.class_names
     if len(names) < 2 or len(set(names)) != len(names) or not all(names):
-        raise ManifestError(f"{where}: field 'class_names' must name two or more different classes. "
-                            f"Received: {names!r:.120}.")
+        raise ManifestError(
+            f"{where}: field 'class_names' must name two or more different classes. Received: {names!r:.120}."
+        )
     if isinstance(manifest, ClassifierManifest) and not all(d > 0 for d in manifest.feature_shape):
-        raise ManifestError(f"{where}: field 'feature_shape' must hold positive sizes. "
-                            f"Received: {manifest.feature_shape!r:.120}.")
+        raise ManifestError(
+            f"{where}: field 'feature_shape' must hold positive sizes. Received: {manifest.feature_shape!r:.120}."
+        )
     _check_extractor(manifest, where)
     return manifest
 
@@ -146,18 +148,22 @@ def _check_extractor(manifest, where: str) -> None:
         raise ManifestError(str(exc)) from None
     missing = [f for f in KEY_FIELDS if f not in manifest.extractor and f not in OPTIONAL_KEY_FIELDS + ("alpha",)]
     if missing or extractor_key(manifest.extractor) != manifest.extractor_key:
-        raise ManifestError(f"{where}: its extractor record does not hash to its extractor_key "
-                            f"({'missing ' + ', '.join(missing) if missing else 'a field was changed'}); "
-                            "bneck writes both from one extractor, so the folder is refused. Train the model "
-                            "again from features you extracted yourself.")
+        raise ManifestError(
+            f"{where}: its extractor record does not hash to its extractor_key "
+            f"({'missing ' + ', '.join(missing) if missing else 'a field was changed'}); "
+            "bneck writes both from one extractor, so the folder is refused. Train the model "
+            "again from features you extracted yourself."
+        )
 
 
 def _build(cls: type, raw: dict, where: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ManifestError(f"{where} holds field(s) {', '.join(map(repr, unknown[:5]))} that a {cls.__name__} "
-                            "never has; bneck writes no such manifest, so the folder is refused.")
+        raise ManifestError(
+            f"{where} holds field(s) {', '.join(map(repr, unknown[:5]))} that a {cls.__name__} "
+            "never has; bneck writes no such manifest, so the folder is refused."
+        )
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
@@ -186,8 +192,9 @@ def _value(hint, value, where: str):
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        raise ManifestError(f"{where} must be {getattr(base, '__name__', base)}. "
-                            f"Received: {value!r:.80} ({type(value).__name__}).")
+        raise ManifestError(
+            f"{where} must be {getattr(base, '__name__', base)}. Received: {value!r:.80} ({type(value).__name__})."
+        )
     if base is list and args:
         return [_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
     if base is dict and args:

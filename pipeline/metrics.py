@@ -1,4 +1,5 @@
 """Classification metrics that read the same for two classes and for a hundred."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,10 @@ def scores(y_true: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dic
         "accuracy": float(accuracy_score(y_true, pred)),
         "loss": float(log_loss(y_true, clipped, labels=labels)),
         "macro_f1": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)),
-        "per_class": {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                             "support": int(s[i])} for i, name in enumerate(class_names)},
+        "per_class": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, name in enumerate(class_names)
+        },
         "confusion_matrix": confusion_matrix(y_true, pred, labels=labels).tolist(),
     }
 

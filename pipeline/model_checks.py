@@ -9,6 +9,7 @@ indices inside their arrays, children after their parents (so every walk ends),
 features inside the model's input width, numbers finite. ``check_fitted`` raises
 ValueError naming what is wrong; ``model_io`` turns it into a refusal.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,18 +37,27 @@ def check_tree(tree, n_features: int, where: str) -> None:
     left, right = np.asarray(tree.children_left), np.asarray(tree.children_right)
     feature = np.asarray(tree.feature)
     _require(n >= 1 and left.shape == right.shape == feature.shape == (n,), f"{where}: node arrays of the wrong size")
-    _require(int(tree.n_features) == n_features,
-             f"{where}: the tree expects {tree.n_features} features, the model {n_features}")
+    _require(
+        int(tree.n_features) == n_features,
+        f"{where}: the tree expects {tree.n_features} features, the model {n_features}",
+    )
     leaf = left == -1
     _require((leaf == (right == -1)).all(), f"{where}: a node with one child")
     nodes = np.arange(n)
-    _require(((left > nodes) & (left < n) & (right > nodes) & (right < n))[~leaf].all(),
-             f"{where}: child indices outside the tree or before their parent")
+    _require(
+        ((left > nodes) & (left < n) & (right > nodes) & (right < n))[~leaf].all(),
+        f"{where}: child indices outside the tree or before their parent",
+    )
     _require(((feature >= 0) & (feature < n_features))[~leaf].all(), f"{where}: split features outside the input")
     _finite(np.asarray(tree.threshold)[~leaf], f"{where}: thresholds")
     value = np.asarray(tree.value)
-    _require(value.ndim == 3 and value.shape[0] == n and value.shape[1] == int(tree.n_outputs)
-             and value.shape[2] == int(np.max(tree.n_classes)), f"{where}: node values of the wrong shape")
+    _require(
+        value.ndim == 3
+        and value.shape[0] == n
+        and value.shape[1] == int(tree.n_outputs)
+        and value.shape[2] == int(np.max(tree.n_classes)),
+        f"{where}: node values of the wrong shape",
+    )
     _finite(value, f"{where}: node values")
 
 
@@ -74,11 +84,15 @@ def check_binary_tree(tree, n_features: int, where: str) -> None:
     n = len(data)
     _require(np.asarray(data).ndim == 2 and data.shape[1] == n_features, f"{where}: data of the wrong shape")
     _finite(data, f"{where}: data")
-    _require(np.array_equal(np.sort(_index_array(idx_array, n, f"{where}: indices")), np.arange(n)),
-             f"{where}: indices that are not a permutation of the data")
+    _require(
+        np.array_equal(np.sort(_index_array(idx_array, n, f"{where}: indices")), np.arange(n)),
+        f"{where}: indices that are not a permutation of the data",
+    )
     n_nodes = len(node_data)
-    _require(n_nodes >= 1 and np.asarray(node_bounds).shape[1:] == (n_nodes, n_features),
-             f"{where}: node bounds of the wrong shape")
+    _require(
+        n_nodes >= 1 and np.asarray(node_bounds).shape[1:] == (n_nodes, n_features),
+        f"{where}: node bounds of the wrong shape",
+    )
     start, end = node_data["idx_start"], node_data["idx_end"]
     _require(((start >= 0) & (start <= end) & (end <= n)).all(), f"{where}: node ranges outside the data")
     inner = np.flatnonzero(node_data["is_leaf"] == 0)
@@ -99,8 +113,10 @@ def check_libsvm(svm, where: str) -> None:
     _require(np.shape(svm._dual_coef_) == (k - 1, n_sv), f"{where}: dual coefficients of the wrong shape")
     pairs = k * (k - 1) // 2
     _require(np.shape(svm._intercept_) == (pairs,), f"{where}: intercepts of the wrong shape")
-    _require(np.shape(svm._probA) in ((0,), (pairs,)) and np.shape(svm._probA) == np.shape(svm._probB),
-             f"{where}: probability coefficients of the wrong shape")
+    _require(
+        np.shape(svm._probA) in ((0,), (pairs,)) and np.shape(svm._probA) == np.shape(svm._probB),
+        f"{where}: probability coefficients of the wrong shape",
+    )
     _require(svm.kernel in ("linear", "rbf", "poly", "sigmoid") and not svm._sparse, f"{where}: an unknown kernel")
     for name in ("support_vectors_", "_dual_coef_", "_intercept_", "_gamma", "coef0"):
         _finite(getattr(svm, name), f"{where}: {name}")
@@ -133,8 +149,13 @@ def check_fitted(model) -> None:
                 check_binary_tree(obj._tree, int(obj.n_features_in_), where)
         elif isinstance(obj, BaseLibSVM) and hasattr(obj, "support_vectors_"):
             check_libsvm(obj, where)
-        children = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) \
+        children = (
+            obj.items()
+            if isinstance(obj, dict)
+            else enumerate(obj)
+            if isinstance(obj, (list, tuple))
             else getattr(obj, "__dict__", {}).items()
+        )
         for key, value in children:
             walk(value, f"{where}.{key}")
 
@@ -154,15 +175,22 @@ def probe(predict, input_shape, n_classes: int, where: str) -> None:
     Raises ValueError naming what is wrong.
     """
     shape = tuple(int(d) for d in input_shape)
-    _require(all(d > 0 for d in shape) and int(np.prod(shape)) <= _MAX_PROBE_VALUES,
-             f"its input shape {shape} is not one bneck writes")
+    _require(
+        all(d > 0 for d in shape) and int(np.prod(shape)) <= _MAX_PROBE_VALUES,
+        f"its input shape {shape} is not one bneck writes",
+    )
     x = np.stack([np.zeros(shape, np.float32), np.random.default_rng(0).normal(size=shape).astype(np.float32)])
     try:
         out = np.asarray(predict(x), dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 - whatever inconsistent arrays make the model raise
-        raise ValueError(f"it cannot predict on inputs of shape {shape} ({type(exc).__name__}: "
-                         f"{str(exc)[:160]})") from None
-    _require(out.shape == (2, n_classes), f"it predicts {out.shape[-1] if out.ndim == 2 else out.shape} "
-                                          f"classes, but its manifest names {n_classes}")
-    _require(np.isfinite(out).all() and (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3),
-             "it predicts values that are not probabilities (NaN, negative, or not summing to 1)")
+        raise ValueError(
+            f"it cannot predict on inputs of shape {shape} ({type(exc).__name__}: {str(exc)[:160]})"
+        ) from None
+    _require(
+        out.shape == (2, n_classes),
+        f"it predicts {out.shape[-1] if out.ndim == 2 else out.shape} classes, but its manifest names {n_classes}",
+    )
+    _require(
+        np.isfinite(out).all() and (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3),
+        "it predicts values that are not probabilities (NaN, negative, or not summing to 1)",
+    )

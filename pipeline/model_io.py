@@ -14,6 +14,7 @@
 Both loaders take the bytes that were hashed against the manifest (``artifacts``),
 never a path to open again.
 """
+
 from __future__ import annotations
 
 import io
@@ -63,16 +64,55 @@ TRUSTED_SKLEARN_TYPES = _TrustedTypes()
 # layers of the eight backbones, the heads and the fine-tuned assembly (found by
 # saving each; tests/pipeline/test_model_io.py rebuilds them and checks).
 KERAS_OBJECTS = frozenset(
-    [(None, "__keras_tensor__"), (None, "__tuple__"), ("keras", "DTypePolicy"),
-     ("keras.src.models.functional", "Functional")]
-    + [("keras.initializers", name) for name in (
-        "Constant", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "Ones", "RandomNormal",
-        "RandomUniform", "TruncatedNormal", "VarianceScaling", "Zeros")]
-    + [("keras.layers", name) for name in (
-        "Activation", "Add", "AveragePooling2D", "BatchNormalization", "Concatenate", "Conv2D", "Dense",
-        "DepthwiseConv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
-        "InputLayer", "MaxPooling2D", "Multiply", "Normalization", "ReLU", "Rescaling", "Reshape",
-        "SeparableConv2D", "ZeroPadding2D")])
+    [
+        (None, "__keras_tensor__"),
+        (None, "__tuple__"),
+        ("keras", "DTypePolicy"),
+        ("keras.src.models.functional", "Functional"),
+    ]
+    + [
+        ("keras.initializers", name)
+        for name in (
+            "Constant",
+            "GlorotNormal",
+            "GlorotUniform",
+            "HeNormal",
+            "HeUniform",
+            "Ones",
+            "RandomNormal",
+            "RandomUniform",
+            "TruncatedNormal",
+            "VarianceScaling",
+            "Zeros",
+        )
+    ]
+    + [
+        ("keras.layers", name)
+        for name in (
+            "Activation",
+            "Add",
+            "AveragePooling2D",
+            "BatchNormalization",
+            "Concatenate",
+            "Conv2D",
+            "Dense",
+            "DepthwiseConv2D",
+            "Dropout",
+            "Flatten",
+            "GlobalAveragePooling2D",
+            "GlobalMaxPooling2D",
+            "InputLayer",
+            "MaxPooling2D",
+            "Multiply",
+            "Normalization",
+            "ReLU",
+            "Rescaling",
+            "Reshape",
+            "SeparableConv2D",
+            "ZeroPadding2D",
+        )
+    ]
+)
 KERAS_MEMBERS = frozenset({"config.json", "metadata.json", "model.weights.h5"})
 _MAX_CONFIG_BYTES = 64 << 20
 
@@ -96,8 +136,10 @@ def current_type_paths(data: bytes, where: str) -> bytes:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             info = archive.getinfo("schema.json")
             if info.file_size > _MAX_SCHEMA_BYTES:
-                raise UnsafeModel(f"{where}: its schema.json would inflate to {info.file_size} bytes "
-                                  f"(a bneck model's is far below {_MAX_SCHEMA_BYTES}); refused.")
+                raise UnsafeModel(
+                    f"{where}: its schema.json would inflate to {info.file_size} bytes "
+                    f"(a bneck model's is far below {_MAX_SCHEMA_BYTES}); refused."
+                )
             schema = archive.read(info)
             if not any(f'"{prefix}'.encode() in schema for prefix in LEGACY_MODULE_PREFIXES):
                 return data
@@ -105,8 +147,7 @@ def current_type_paths(data: bytes, where: str) -> bytes:
             members = {i.filename: archive.read(i) for i in archive.infolist() if i.filename != "schema.json"}
         renamed = json.dumps(_renamed(json.loads(schema))).encode()
     except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, RecursionError) as exc:
-        raise UnsafeModel(f"{where} is not a readable skops file ({type(exc).__name__}: "
-                          f"{str(exc)[:200]}).") from None
+        raise UnsafeModel(f"{where} is not a readable skops file ({type(exc).__name__}: {str(exc)[:200]}).") from None
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("schema.json", renamed)
@@ -135,9 +176,11 @@ def save_sklearn(model, path: str) -> None:
     data = sio.dumps(model)
     strange = sorted(set(sio.get_untrusted_types(data=data)) - set(trusted_sklearn_types()))
     if strange:  # a bneck bug, not a user's mistake: the model could not be loaded back
-        raise RuntimeError(f"cannot save {type(model).__name__}: it holds types that loading does not "
-                           f"trust: {', '.join(strange)} (add them to its classifier's registry entry, "
-                           "skops_types, if safe)")
+        raise RuntimeError(
+            f"cannot save {type(model).__name__}: it holds types that loading does not "
+            f"trust: {', '.join(strange)} (add them to its classifier's registry entry, "
+            "skops_types, if safe)"
+        )
     with open(path, "wb") as handle:
         handle.write(data)
 
@@ -150,13 +193,14 @@ def check_sklearn(data: bytes, where: str) -> None:
     try:
         strange = sorted(set(sio.get_untrusted_types(data=data)) - set(trusted_sklearn_types()))
     except Exception as exc:  # noqa: BLE001 - any malformed file is one clear refusal
-        raise UnsafeModel(f"{where} is not a readable skops file ({type(exc).__name__}: "
-                          f"{str(exc)[:200]}).") from None
+        raise UnsafeModel(f"{where} is not a readable skops file ({type(exc).__name__}: {str(exc)[:200]}).") from None
     if strange:
-        raise UnsafeModel(f"{where} names types bneck does not load: {', '.join(strange)}. A bneck "
-                          "scikit-learn model holds only scikit-learn, NumPy and bneck's own types, and those "
-                          "its registered classifier declares; this file was made elsewhere or altered. "
-                          "Retrain with `bneck train`.")
+        raise UnsafeModel(
+            f"{where} names types bneck does not load: {', '.join(strange)}. A bneck "
+            "scikit-learn model holds only scikit-learn, NumPy and bneck's own types, and those "
+            "its registered classifier declares; this file was made elsewhere or altered. "
+            "Retrain with `bneck train`."
+        )
 
 
 def load_sklearn(data: bytes, where: str):
@@ -174,14 +218,15 @@ def load_sklearn(data: bytes, where: str):
     except UntrustedTypesFoundException as exc:
         raise UnsafeModel(f"{where} names types bneck does not load ({exc}).") from None
     except Exception as exc:  # noqa: BLE001 - any malformed file is one clear refusal
-        raise UnsafeModel(f"{where} is not a readable skops file ({type(exc).__name__}: "
-                          f"{str(exc)[:200]}).") from None
+        raise UnsafeModel(f"{where} is not a readable skops file ({type(exc).__name__}: {str(exc)[:200]}).") from None
     try:
         check_fitted(model)
     except (ValueError, AttributeError, KeyError, TypeError, IndexError) as exc:
-        raise UnsafeModel(f"{where} holds a model whose fitted arrays do not fit together ({exc}); "
-                          "scikit-learn's compiled code would read outside them, so it is refused. "
-                          "Retrain with `bneck train`.") from None
+        raise UnsafeModel(
+            f"{where} holds a model whose fitted arrays do not fit together ({exc}); "
+            "scikit-learn's compiled code would read outside them, so it is refused. "
+            "Retrain with `bneck train`."
+        ) from None
     return model
 
 
@@ -207,7 +252,8 @@ def check_keras_config(config: dict, where: str) -> None:
                 f"{where} holds a {pair[1]!r} object (module {pair[0]!r}), which bneck models never "
                 f"contain: it may carry code (Lambda layers, functions, custom objects) or read files, "
                 f"so it is not loaded (Keras safe_mode=True is not relied on alone). Retrain with "
-                f"`bneck train` / `bneck finetune`.")
+                f"`bneck train` / `bneck finetune`."
+            )
 
 
 def _check_weights_file(data: bytes, where: str) -> None:
@@ -234,9 +280,11 @@ def _check_inflation(members, archive_bytes: int, where: str) -> None:
     for info in members:
         limit = min(_MAX_MEMBER_BYTES, _MAX_INFLATION * max(info.compress_size, 1) + (1 << 20))
         if info.file_size > limit:
-            raise UnsafeModel(f"{where}: its member {info.filename} declares {info.file_size} bytes from "
-                              f"{info.compress_size} stored ({archive_bytes} in the archive); a model's "
-                              "weights never inflate that much, so it is refused (a zip bomb).")
+            raise UnsafeModel(
+                f"{where}: its member {info.filename} declares {info.file_size} bytes from "
+                f"{info.compress_size} stored ({archive_bytes} in the archive); a model's "
+                "weights never inflate that much, so it is refused (a zip bomb)."
+            )
 
 
 def check_keras(data: bytes, where: str) -> None:
@@ -246,8 +294,9 @@ def check_keras(data: bytes, where: str) -> None:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = {info.filename: info for info in archive.infolist()}
         if set(members) != KERAS_MEMBERS:
-            raise UnsafeModel(f"{where} holds {sorted(members)}; a bneck Keras model holds exactly "
-                              f"{sorted(KERAS_MEMBERS)}. Refused.")
+            raise UnsafeModel(
+                f"{where} holds {sorted(members)}; a bneck Keras model holds exactly {sorted(KERAS_MEMBERS)}. Refused."
+            )
         if members["config.json"].file_size > _MAX_CONFIG_BYTES:
             raise UnsafeModel(f"{where}: its config.json declares {members['config.json'].file_size} bytes.")
         _check_inflation(members.values(), len(data), where)
@@ -275,5 +324,6 @@ def load_keras(data: bytes, where: str):
     try:
         return saving_lib.load_model(io.BytesIO(data), compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - safe_mode refusing code, or a file Keras cannot read
-        raise UnsafeModel(f"{where} was not loaded: Keras (safe_mode=True) refused it: "
-                          f"{str(exc).split('. ')[0][:300]}.") from None
+        raise UnsafeModel(
+            f"{where} was not loaded: Keras (safe_mode=True) refused it: {str(exc).split('. ')[0][:300]}."
+        ) from None

@@ -8,6 +8,7 @@ Agresti-Min interval for a difference of paired proportions (the paired Wald int
 after adding half an image to each cell: it never collapses to [0, 0] when the models
 happen not to disagree, Agresti & Min 2005). One model's accuracy gets Wilson's interval.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,9 +23,9 @@ class PairedComparison:
     """``first`` against ``second`` on ``n`` shared images: the gain in accuracy, its interval, McNemar's p."""
 
     n: int
-    first_only: int   # right by the first model only
+    first_only: int  # right by the first model only
     second_only: int  # right by the second model only
-    gain: float       # accuracy(first) - accuracy(second)
+    gain: float  # accuracy(first) - accuracy(second)
     low: float
     high: float
     p_value: float
@@ -36,8 +37,10 @@ class PairedComparison:
     def describe(self) -> str:
         """One line, in points: ``+4.7 points [+2.9, +6.5], McNemar p = 0.0001 (significant)``."""
         verdict = "significant" if self.significant else "not significant"
-        return (f"{100 * self.gain:+.1f} points [{100 * self.low:+.1f}, {100 * self.high:+.1f}] on {self.n} "
-                f"images, McNemar p = {self.p_value:.2g} ({verdict} at 5 %)")
+        return (
+            f"{100 * self.gain:+.1f} points [{100 * self.low:+.1f}, {100 * self.high:+.1f}] on {self.n} "
+            f"images, McNemar p = {self.p_value:.2g} ({verdict} at 5 %)"
+        )
 
     def to_json(self) -> dict:
         return {**asdict(self), "significant": self.significant}
@@ -46,8 +49,10 @@ class PairedComparison:
 def compare(first_right: Sequence[bool], second_right: Sequence[bool]) -> PairedComparison:
     """Compare two models by whether each got each shared image right (same order, same length)."""
     if len(first_right) != len(second_right) or not len(first_right):
-        raise ValueError(f"a paired comparison needs the same images, at least one: received "
-                         f"{len(first_right)} and {len(second_right)}")
+        raise ValueError(
+            f"a paired comparison needs the same images, at least one: received "
+            f"{len(first_right)} and {len(second_right)}"
+        )
     n = len(first_right)
     b = sum(1 for f, s in zip(first_right, second_right) if f and not s)
     c = sum(1 for f, s in zip(first_right, second_right) if s and not f)
@@ -63,7 +68,7 @@ def wilson(right: int, n: int) -> tuple[float, float]:
     """Wilson's 95 % interval for an accuracy of ``right`` out of ``n`` (``(0, 1)`` for n = 0)."""
     if n <= 0:
         return 0.0, 1.0
-    p, z2 = right / n, Z95 ** 2
+    p, z2 = right / n, Z95**2
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # rounding never excludes p

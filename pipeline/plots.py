@@ -1,4 +1,5 @@
 """PNG plots a person would rather look at than read: curves raw and smoothed, confusion matrices."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -50,8 +51,15 @@ def confusion(matrix, class_names: list[str], path: str, title: str) -> None:
         top = matrix.max() if matrix.size else 0
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
-                        color="white" if matrix[i, j] > top / 2 else "black", fontsize=9)
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if matrix[i, j] > top / 2 else "black",
+                    fontsize=9,
+                )
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -64,9 +72,12 @@ def confusion_plots(metrics: dict, class_names: list[str], folder: str, label: s
 
     for split in ("validation", "test"):
         if split in metrics:
-            confusion(metrics[split]["confusion_matrix"], class_names,
-                      os.path.join(folder, f"confusion_{split}.png"),
-                      f"{label}: {split} ({100 * metrics[split]['accuracy']:.1f}%)")
+            confusion(
+                metrics[split]["confusion_matrix"],
+                class_names,
+                os.path.join(folder, f"confusion_{split}.png"),
+                f"{label}: {split} ({100 * metrics[split]['accuracy']:.1f}%)",
+            )
 
 
 def confusion_grid(models: list[tuple[str, list]], class_names: list[str]) -> bytes:
@@ -94,8 +105,15 @@ def confusion_grid(models: list[tuple[str, list]], class_names: list[str]) -> by
             top = matrix.max() if matrix.size else 0
             for i in range(k):
                 for j in range(k):
-                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if matrix[i, j] > top / 2 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(matrix[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if matrix[i, j] > top / 2 else "black",
+                    )
     fig.supxlabel("predicted", fontsize=9)
     fig.supylabel("true", fontsize=9)
     fig.tight_layout()

@@ -4,6 +4,7 @@
 sha256), input size, preprocessing, layer and pool all come from the manifest
 (``ModelManifest.extractor_spec``).
 """
+
 from __future__ import annotations
 
 import os
@@ -36,19 +37,24 @@ def evaluate(model_dir: str, feature_file: str) -> dict:
     """
     clf = load_classifier(model_dir)
     if clf.kind == "finetuned":
-        raise FeatureFileError(f"{model_dir} is a fine-tuned model: it takes images, not feature "
-                               "files. Use `bneck predict MODEL_DIR IMAGES...`, or read its "
-                               "metrics.json for the validation and test scores.")
+        raise FeatureFileError(
+            f"{model_dir} is a fine-tuned model: it takes images, not feature "
+            "files. Use `bneck predict MODEL_DIR IMAGES...`, or read its "
+            "metrics.json for the validation and test scores."
+        )
     f = read_features(feature_file)
     if f.extractor_key != clf.manifest.extractor_key:
         theirs, ours = f.attrs["extractor"], clf.manifest.extractor
         diff = "; ".join(f"{k}: {theirs.get(k)!r} vs {ours.get(k)!r}" for k in ours if theirs.get(k) != ours.get(k))
-        raise FeatureFileError(f"{feature_file} was made by another extractor than the one "
-                               f"{model_dir} was trained on ({diff}). Extract it with the "
-                               "classifier's settings (see its manifest.json).")
+        raise FeatureFileError(
+            f"{feature_file} was made by another extractor than the one "
+            f"{model_dir} was trained on ({diff}). Extract it with the "
+            "classifier's settings (see its manifest.json)."
+        )
     if f.class_names != clf.class_names:
-        raise FeatureFileError(f"{feature_file} has classes {f.class_names}, but {model_dir} "
-                               f"was trained on {clf.class_names}.")
+        raise FeatureFileError(
+            f"{feature_file} has classes {f.class_names}, but {model_dir} was trained on {clf.class_names}."
+        )
     trained_on = set(read_splits(clf.files, clf.folder)["splits"].get("train", {}).get("sha256", []))
     metrics = scores(f.labels, classifier_proba(clf, f.features), clf.class_names)
     metrics["training_images"] = sum(sha in trained_on for sha in f.sha256)  # not held out when > 0
@@ -90,14 +96,17 @@ def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: str | N
     if spec.quantization is not None:
         from bneck.features.runtimes.quantize import reduced_precision
 
-        return reference, (f"{reduced_precision(spec)} features are made only by `bneck extract`; here the fp32 "
-                           "network computes them (what an export holds too)")
+        return reference, (
+            f"{reduced_precision(spec)} features are made only by `bneck extract`; here the fp32 "
+            "network computes them (what an export holds too)"
+        )
     chosen, why = choose(runtime, spec=spec, cache_dir=cache_dir or default_cache_dir(), converts=False)
     return chosen, why.removeprefix("auto: ")
 
 
-def probability_function(clf: LoadedClassifier, spec, runtime: str = "tensorflow", cache_dir: str | None = None,
-                         sample=None):
+def probability_function(
+    clf: LoadedClassifier, spec, runtime: str = "tensorflow", cache_dir: str | None = None, sample=None
+):
     """Return ``run(uint8 images (N, S, S, 3)) -> (N, C) probabilities``. With TensorFlow it is bneck's
     reference path, the one every export is compared with; another runtime (features only) is built by
     the registry and checked against TensorFlow first on ``sample()`` images if it never was here.
@@ -112,8 +121,9 @@ def probability_function(clf: LoadedClassifier, spec, runtime: str = "tensorflow
     return lambda batch: classifier_proba(clf, model(batch))
 
 
-def predict_images(model_dir: str, inputs: Sequence[str], weights: str | None = None,
-                   batch_size: int = 32, runtime: str = "auto") -> list[dict]:
+def predict_images(
+    model_dir: str, inputs: Sequence[str], weights: str | None = None, batch_size: int = 32, runtime: str = "auto"
+) -> list[dict]:
     """Classify images (files or folders); returns one dict per file (see ``classify``)."""
     return classify(model_dir, inputs, weights, batch_size, runtime)[1]
 
@@ -127,8 +137,14 @@ def _max_batch() -> int:
     return int(high)
 
 
-def classify(model_dir: str, inputs: Sequence[str], weights: str | None = None, batch_size: int = 32,
-             runtime: str = "auto", info: dict | None = None) -> tuple[list[str], list[dict]]:
+def classify(
+    model_dir: str,
+    inputs: Sequence[str],
+    weights: str | None = None,
+    batch_size: int = 32,
+    runtime: str = "auto",
+    info: dict | None = None,
+) -> tuple[list[str], list[dict]]:
     """Classify images (files or folders); returns (the model's class names, one dict per file).
 
     Each dict has ``path`` and either ``class``, ``probabilities`` and ``seen_in`` (the
@@ -144,8 +160,10 @@ def classify(model_dir: str, inputs: Sequence[str], weights: str | None = None, 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= _max_batch():
         from bneck.core.errors import ConfigError
 
-        raise ConfigError(f"--batch-size must be an integer from 1 to {_max_batch()} (images classified at once). "
-                          f"Received: {batch_size!r}.")
+        raise ConfigError(
+            f"--batch-size must be an integer from 1 to {_max_batch()} (images classified at once). "
+            f"Received: {batch_size!r}."
+        )
     clf = load_classifier(model_dir)
     spec = clf.manifest.extractor_spec(weights)
     seen = seen_in(read_splits(clf.files, clf.folder))
@@ -165,9 +183,12 @@ def classify(model_dir: str, inputs: Sequence[str], weights: str | None = None, 
             if paths:
                 probs = run(batch)
                 for path, p in zip(paths, probs):
-                    rows[path] = {"path": path, "class": clf.class_names[int(np.argmax(p))],
-                                  "probabilities": dict(zip(clf.class_names, map(float, p))),
-                                  "seen_in": seen.get(shas.get(path) or "")}
+                    rows[path] = {
+                        "path": path,
+                        "class": clf.class_names[int(np.argmax(p))],
+                        "probabilities": dict(zip(clf.class_names, map(float, p))),
+                        "seen_in": seen.get(shas.get(path) or ""),
+                    }
     return list(clf.class_names), [rows[path] for path, _ in items]
 
 

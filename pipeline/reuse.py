@@ -6,6 +6,7 @@ DVC's ``changed_stage() or changed_deps() or changed_outs()``: the manifest's re
 options, then its inputs by sha256, then the whole folder verified and its model
 checked for safe loading. The first difference found is the reason it runs again.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,7 @@ def recorded_manifest(folder: str) -> tuple[AnyManifest | None, str]:
         return None, f"the earlier output has no usable manifest ({str(exc)[:120]})"
 
 
-def decide(folder: str, checks: list[Callable[[AnyManifest], str | None]],
-           verify: Callable[[str], object]) -> Reuse:
+def decide(folder: str, checks: list[Callable[[AnyManifest], str | None]], verify: Callable[[str], object]) -> Reuse:
     """Run ``checks`` (each returns why the recorded manifest no longer fits, or None) in order, then
     ``verify(folder)`` (raises BneckError when the folder is damaged or unsafe); returns the Reuse."""
     from bneck.core.errors import BneckError

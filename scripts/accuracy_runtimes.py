@@ -12,6 +12,7 @@ prints validation/test accuracy with the change against TensorFlow.
   python scripts/accuracy_runtimes.py --backbone mobilenet --alpha 0.25 --size 224 \
       --weights imagenet [--data ../shared/data/cats_and_dogs_small] [--out runs/runtimes] [--bf16]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,10 +50,20 @@ def main() -> None:
         label = f"{runtime} {precision}"
         folder = out / f"{runtime}-{precision}"
         start = time.perf_counter()
-        report = extract(a.data, folder / "features", backbone=a.backbone, alpha=a.alpha, size=a.size,
-                         weights=a.weights, runtime=runtime, precision=precision,
-                         calibration_images=a.calibration_images, force=True,
-                         cache_dir=str(out / f"cache-{runtime}"), verbose=False)
+        report = extract(
+            a.data,
+            folder / "features",
+            backbone=a.backbone,
+            alpha=a.alpha,
+            size=a.size,
+            weights=a.weights,
+            runtime=runtime,
+            precision=precision,
+            calibration_images=a.calibration_images,
+            force=True,
+            cache_dir=str(out / f"cache-{runtime}"),
+            verbose=False,
+        )
         seconds = time.perf_counter() - start
         board = train(folder / "features", names, folder / "models", verbose=False)
         check = report.quantization
@@ -60,12 +71,32 @@ def main() -> None:
             val, test = result.accuracy("validation"), result.accuracy("test")
             baseline.setdefault(result.name, test)
             delta = 100 * (test - baseline[result.name])
-            rows.append([label, result.name, f"{100 * val:.1f}", f"{100 * test:.1f}", f"{delta:+.1f}",
-                         f"{check['cosine_min']:.3f}/{check['cosine_mean']:.3f}" if check else "",
-                         round(seconds, 1)])
+            rows.append(
+                [
+                    label,
+                    result.name,
+                    f"{100 * val:.1f}",
+                    f"{100 * test:.1f}",
+                    f"{delta:+.1f}",
+                    f"{check['cosine_min']:.3f}/{check['cosine_mean']:.3f}" if check else "",
+                    round(seconds, 1),
+                ]
+            )
             figures[f"{label} {result.name}"] = {"validation": val, "test": test}
-    print(format_table(["features", "classifier", "val %", "test %", "test vs tensorflow (pt)",
-                        "cosine to fp32 min/mean", "extract s"], rows))
+    print(
+        format_table(
+            [
+                "features",
+                "classifier",
+                "val %",
+                "test %",
+                "test vs tensorflow (pt)",
+                "cosine to fp32 min/mean",
+                "extract s",
+            ],
+            rows,
+        )
+    )
     (out / "accuracy.json").write_text(json.dumps(figures, indent=1))
 
 

@@ -24,6 +24,7 @@ ratios within one run are what count.
       --weights ../shared/data/weights/mobilenet_2_5_224_tf_no_top.h5 --images 2000 --openvino
   python scripts/bench_extract.py --backbone vgg16 --size 150 --weights none --images 600 --int8 --bf16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,7 +74,7 @@ def ceiling(build, preprocess, files, size, batch):
     tf = import_tensorflow()
     model = build()
     x = preprocess(np.stack([decode_image(str(f), size) for f in files]).astype("float32"))
-    batches = [tf.constant(x[i:i + batch]) for i in range(0, len(x), batch)]
+    batches = [tf.constant(x[i : i + batch]) for i in range(0, len(x), batch)]
     call = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
     call(batches[0])
     call(batches[-1])
@@ -102,7 +103,7 @@ def forward_only(model, files, size, batch):
     model(x[:batch])
     t = time.perf_counter()
     for i in range(0, len(x), batch):
-        model(x[i:i + batch])
+        model(x[i : i + batch])
     return len(x) / (time.perf_counter() - t)
 
 
@@ -118,8 +119,12 @@ def openvino_runs(work, kwargs, n, precisions):
         for label in ("cold", "warm"):
             shutil.rmtree(work / "ov_cache" / "features", ignore_errors=True)
             t = time.perf_counter()
-            report = extract(work / "images", work / f"ov_out_{precision}_{label}",
-                             **{**kwargs, "cache_dir": str(work / "ov_cache")}, **extra)
+            report = extract(
+                work / "images",
+                work / f"ov_out_{precision}_{label}",
+                **{**kwargs, "cache_dir": str(work / "ov_cache")},
+                **extra,
+            )
             seconds[(precision, label)] = time.perf_counter() - t
             assert report.forward_images == n
             reports[precision] = report
@@ -153,8 +158,10 @@ def main() -> None:
     try:
         files = make_subset(Path(a.data), work / "images" / "train", a.images)
         n = len(files)
-        print(f"{a.backbone} @{size}, weights={a.weights}, {n} images, batch {a.batch_size}, "
-              f"{os.cpu_count()} cores", flush=True)
+        print(
+            f"{a.backbone} @{size}, weights={a.weights}, {n} images, batch {a.batch_size}, {os.cpu_count()} cores",
+            flush=True,
+        )
 
         top = ceiling(lambda: peer_build(weights, size), peer_pre, files, size, a.batch_size)
 
@@ -163,8 +170,15 @@ def main() -> None:
         peer.extract(base, peer_pre, str(work / "images" / "train"), size)
         peer_s = time.perf_counter() - t
 
-        kwargs = dict(backbone=a.backbone, alpha=a.alpha, size=size, weights=a.weights,
-                      batch_size=a.batch_size, cache_dir=str(work / "cache"), verbose=False)
+        kwargs = dict(
+            backbone=a.backbone,
+            alpha=a.alpha,
+            size=size,
+            weights=a.weights,
+            batch_size=a.batch_size,
+            cache_dir=str(work / "cache"),
+            verbose=False,
+        )
         t = time.perf_counter()
         first = extract(work / "images", work / "out", **kwargs)
         ours_s = time.perf_counter() - t
@@ -174,8 +188,9 @@ def main() -> None:
         rerun_s = time.perf_counter() - t
         assert again.forward_images == 0
         t = time.perf_counter()
-        extract(work / "images", work / "out_tf", **dict(kwargs, cache_dir=str(work / "tf_cache"),
-                                                         runtime="tensorflow"))
+        extract(
+            work / "images", work / "out_tf", **dict(kwargs, cache_dir=str(work / "tf_cache"), runtime="tensorflow")
+        )
         tf_s = time.perf_counter() - t
         ov, parts = {}, []
         if precisions:  # cold (converting/quantising), then the model cached, features not
@@ -185,32 +200,54 @@ def main() -> None:
             parts.append(["decode + resize only, all cores", round(decode_only(files, size, a.batch_size), 1)])
             for precision, report in reports.items():
                 model = OpenVINOFeatureModel(entry, report.spec, str(work / "ov_cache"))
-                parts.append([f"openvino {precision} forward only", round(forward_only(model, files, size,
-                                                                                       a.batch_size), 1)])
+                parts.append(
+                    [f"openvino {precision} forward only", round(forward_only(model, files, size, a.batch_size), 1)]
+                )
             for precision in ("int8", "bf16"):
                 if precision in reports:
                     q = reports[precision].quantization
-                    print(f"{precision} vs fp32 (held-back training images): cosine min {q['cosine_min']:.4f}, "
-                          f"mean {q['cosine_mean']:.4f}, over {q['check_images']} images", flush=True)
+                    print(
+                        f"{precision} vs fp32 (held-back training images): cosine min {q['cosine_min']:.4f}, "
+                        f"mean {q['cosine_mean']:.4f}, over {q['check_images']} images",
+                        flush=True,
+                    )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    figures = {"backbone": a.backbone, "size": size, "images": n,
-               "ceiling_img_s": top, "peer_img_s": n / peer_s, "bneck_img_s": n / ours_s,
-               "bneck_rerun_s": rerun_s, "bneck_first_s": ours_s, "bneck_default_runtime": first.runtime,
-               "bneck_tensorflow_img_s": n / tf_s}
-    rows = [["ceiling (forward only, in memory)", round(top, 1), 1.0, round(top * peer_s / n, 2)],
-            ["peer idiom (dataset + predict)", round(n / peer_s, 1), round(n / peer_s / top, 2), 1.0],
-            [f"bneck extract, defaults (auto -> {first.runtime})", round(n / ours_s, 1), round(n / ours_s / top, 2),
-             round(peer_s / ours_s, 2)],
-            ["bneck extract --runtime tensorflow", round(n / tf_s, 1), round(n / tf_s / top, 2),
-             round(peer_s / tf_s, 2)]]
+    figures = {
+        "backbone": a.backbone,
+        "size": size,
+        "images": n,
+        "ceiling_img_s": top,
+        "peer_img_s": n / peer_s,
+        "bneck_img_s": n / ours_s,
+        "bneck_rerun_s": rerun_s,
+        "bneck_first_s": ours_s,
+        "bneck_default_runtime": first.runtime,
+        "bneck_tensorflow_img_s": n / tf_s,
+    }
+    rows = [
+        ["ceiling (forward only, in memory)", round(top, 1), 1.0, round(top * peer_s / n, 2)],
+        ["peer idiom (dataset + predict)", round(n / peer_s, 1), round(n / peer_s / top, 2), 1.0],
+        [
+            f"bneck extract, defaults (auto -> {first.runtime})",
+            round(n / ours_s, 1),
+            round(n / ours_s / top, 2),
+            round(peer_s / ours_s, 2),
+        ],
+        ["bneck extract --runtime tensorflow", round(n / tf_s, 1), round(n / tf_s / top, 2), round(peer_s / tf_s, 2)],
+    ]
     for (precision, label), seconds in ov.items():
         cold = {"fp32": "incl. conversion", "int8": "incl. quantisation", "bf16": "incl. its check"}
-        what = {"cold": cold[precision],
-                "warm": "model cached"}[label]
-        rows.append([f"bneck --runtime openvino {precision} ({what})", round(n / seconds, 1),
-                     round(n / seconds / top, 2), round(peer_s / seconds, 2)])
+        what = {"cold": cold[precision], "warm": "model cached"}[label]
+        rows.append(
+            [
+                f"bneck --runtime openvino {precision} ({what})",
+                round(n / seconds, 1),
+                round(n / seconds / top, 2),
+                round(peer_s / seconds, 2),
+            ]
+        )
         figures[f"openvino_{precision}_{label}_img_s"] = n / seconds
     print(format_table(["method", "img/s", "x ceiling", "x peer"], rows))
     print(f"default runtime: {first.runtime} ({first.runtime_why})")
@@ -218,8 +255,10 @@ def main() -> None:
         print("\nwhere the time goes (same images, in memory where it says so):")
         print(format_table(["part", "img/s"], parts))
         figures["parts_img_s"] = {name: v for name, v in parts}
-    print(f"bneck rerun on unchanged images: {rerun_s:.2f} s = {100 * rerun_s / ours_s:.2f}% of "
-          f"the first run ({ours_s:.1f} s)")
+    print(
+        f"bneck rerun on unchanged images: {rerun_s:.2f} s = {100 * rerun_s / ours_s:.2f}% of "
+        f"the first run ({ours_s:.1f} s)"
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=1))
 

@@ -11,6 +11,7 @@ epochs), the ratio, and the first cached epoch including building the cache.
       [--train-per-class 100] [--epochs 3] [--views 4] [--batch-size 16]
 Random weights (the default, --weights none) time exactly like real ones.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,19 +58,27 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bneck-bench-ft-"))
     try:
-        data = subset(work / "data", Path(a.data), {"train": a.train_per_class,
-                                                    "validation": a.validation_per_class})
-        extract(data, work / "features", backbone=a.backbone, size=a.size, alpha=a.alpha,
-                weights=a.weights, cache_dir=work / "cache", verbose=False)
+        data = subset(work / "data", Path(a.data), {"train": a.train_per_class, "validation": a.validation_per_class})
+        extract(
+            data,
+            work / "features",
+            backbone=a.backbone,
+            size=a.size,
+            alpha=a.alpha,
+            weights=a.weights,
+            cache_dir=work / "cache",
+            verbose=False,
+        )
         train(work / "features", ["dense"], work / "models", epochs=5, verbose=False)
         head = str(work / "models" / "dense")
-        common = dict(unfreeze_from=a.unfreeze_from, epochs=a.epochs, batch_size=a.batch_size,
-                      seed=0, verbose=True)
+        common = dict(unfreeze_from=a.unfreeze_from, epochs=a.epochs, batch_size=a.batch_size, seed=0, verbose=True)
         plain = finetune(head, data, work / "plain", cache_frozen=False, **common)
-        fast = finetune(head, data, work / "fast", cache_frozen=True, views=a.views,
-                        cache_dir=str(work / "cache"), **common)
-        again = finetune(head, data, work / "again", cache_frozen=True, views=a.views,
-                         cache_dir=str(work / "cache"), **common)
+        fast = finetune(
+            head, data, work / "fast", cache_frozen=True, views=a.views, cache_dir=str(work / "cache"), **common
+        )
+        again = finetune(
+            head, data, work / "again", cache_frozen=True, views=a.views, cache_dir=str(work / "cache"), **common
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -81,18 +90,26 @@ def main() -> None:
     first_cached = cache["seconds"] + fast.metrics["epoch_seconds"][0]
     rows = [
         ["plain", round(plain.metrics["epoch_seconds"][0], 2), round(steady(plain), 3), "", 1.0],
-        [f"cache-frozen, {cache['views']} views", round(fast.metrics["epoch_seconds"][0], 2),
-         round(steady(fast), 3), round(first_cached, 1), round(steady(plain) / steady(fast), 1)],
+        [
+            f"cache-frozen, {cache['views']} views",
+            round(fast.metrics["epoch_seconds"][0], 2),
+            round(steady(fast), 3),
+            round(first_cached, 1),
+            round(steady(plain) / steady(fast), 1),
+        ],
     ]
     n = 2 * a.train_per_class
-    print(f"\n{a.backbone}@{a.size} weights={a.weights}, unfreeze from {a.unfreeze_from} "
-          f"(cached layer {cache['layer']}), {n} training images, batch {a.batch_size}, "
-          f"{a.epochs} epochs")
-    print(format_table(["path", "epoch 1 s", "s/epoch (later)", "first epoch incl. cache s",
-                        "speed-up"], rows))
-    print(f"cache: {cache['rows_computed']} trunk rows computed in {cache['seconds']:.1f} s; "
-          f"a second --cache-frozen run computed {again.metrics['cache_frozen']['rows_computed']} "
-          f"and reused {again.metrics['cache_frozen']['rows_reused']}")
+    print(
+        f"\n{a.backbone}@{a.size} weights={a.weights}, unfreeze from {a.unfreeze_from} "
+        f"(cached layer {cache['layer']}), {n} training images, batch {a.batch_size}, "
+        f"{a.epochs} epochs"
+    )
+    print(format_table(["path", "epoch 1 s", "s/epoch (later)", "first epoch incl. cache s", "speed-up"], rows))
+    print(
+        f"cache: {cache['rows_computed']} trunk rows computed in {cache['seconds']:.1f} s; "
+        f"a second --cache-frozen run computed {again.metrics['cache_frozen']['rows_computed']} "
+        f"and reused {again.metrics['cache_frozen']['rows_reused']}"
+    )
 
 
 if __name__ == "__main__":

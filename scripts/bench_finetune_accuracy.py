@@ -11,6 +11,7 @@ read once, after the run chose everything on validation.
   python scripts/bench_finetune_accuracy.py [--only blood-mobilenetv2,...] [--out DIR]
 Uses the real ImageNet weights in ../shared/data/weights (via $KERAS_HOME).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,10 @@ SHARED = ROOT.parent / "shared" / "data"
 CASES = {
     "cats-mobilenetv2": (SHARED / "cats_and_dogs_small", {"backbone": "mobilenetv2", "alpha": 0.5, "size": 224}),
     "cats-mobilenet": (SHARED / "cats_and_dogs_small", {"backbone": "mobilenet", "alpha": 0.25, "size": 224}),
-    "blood-mobilenetv2": (SHARED / "blood_cells_small", {"backbone": "mobilenetv2", "alpha": 0.5, "size": 224,
-                                                         "split": [0.7, 0.15, 0.15], "seed": 0}),
+    "blood-mobilenetv2": (
+        SHARED / "blood_cells_small",
+        {"backbone": "mobilenetv2", "alpha": 0.5, "size": 224, "split": [0.7, 0.15, 0.15], "seed": 0},
+    ),
 }
 
 
@@ -49,9 +52,15 @@ def one(name: str, out: Path, cache: Path) -> list:
 
     data, extract = CASES[name]
     start = time.perf_counter()
-    result = pipeline.run(None, base={"data": str(data), "out": str(out / name),
-                                      "extract": {**extract, "weights": "imagenet", "cache_dir": str(cache)}},
-                          verbose=False)
+    result = pipeline.run(
+        None,
+        base={
+            "data": str(data),
+            "out": str(out / name),
+            "extract": {**extract, "weights": "imagenet", "cache_dir": str(cache)},
+        },
+        verbose=False,
+    )
     wall = time.perf_counter() - start
     frozen = max(result.stages.train, key=lambda r: r.accuracy("validation"))
     rows = []
@@ -59,13 +68,29 @@ def one(name: str, out: Path, cache: Path) -> list:
         if ft is None:
             continue
         g = ft.gain
-        rows.append([name, f"{frozen.name} {100 * frozen.accuracy('test'):.1f}", ft.name,
-                     f"{100 * ft.accuracy('test'):.1f}",
-                     f"{100 * g.gain:+.1f} [{100 * g.low:+.1f}, {100 * g.high:+.1f}]" if g else "-",
-                     f"{g.p_value:.2g}" if g else "-", f"{wall:.0f}"])
+        rows.append(
+            [
+                name,
+                f"{frozen.name} {100 * frozen.accuracy('test'):.1f}",
+                ft.name,
+                f"{100 * ft.accuracy('test'):.1f}",
+                f"{100 * g.gain:+.1f} [{100 * g.low:+.1f}, {100 * g.high:+.1f}]" if g else "-",
+                f"{g.p_value:.2g}" if g else "-",
+                f"{wall:.0f}",
+            ]
+        )
     with open(out / f"{name}.json", "w") as handle:
-        json.dump({"run": str(out / name), "rows": rows, "wall_seconds": wall,
-                   "finetune": result.stages.to_json()["finetune"]}, handle, indent=1, default=str)
+        json.dump(
+            {
+                "run": str(out / name),
+                "rows": rows,
+                "wall_seconds": wall,
+                "finetune": result.stages.to_json()["finetune"],
+            },
+            handle,
+            indent=1,
+            default=str,
+        )
     return rows
 
 
@@ -83,8 +108,15 @@ def main() -> None:
     work = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="bneck-bench-acc-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ["KERAS_HOME"] = keras_home(work)
-    headers = ["data-backbone", "best frozen (val) test %", "fine-tuned", "test %", "gain, points [95 %]",
-               "McNemar p", "run s"]
+    headers = [
+        "data-backbone",
+        "best frozen (val) test %",
+        "fine-tuned",
+        "test %",
+        "gain, points [95 %]",
+        "McNemar p",
+        "run s",
+    ]
     rows = []
     try:
         for name in names:

@@ -16,6 +16,7 @@ extraction that made the data).
   python scripts/bench_finetune_memory.py [--small 2000] [--factor 10] [--views 2] [--epochs 1]
 Uses MobileNet-0.25 with the ImageNet weights in ../shared/data/weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,9 +76,16 @@ def measure(work: Path, train_images: int, a, cache_frozen: bool) -> dict:
         grow(data, train_images, a.other_per_class)
         extract(data, folder / "features", cache_dir=cache, weights=str(WEIGHTS), verbose=False, **BACKBONE)
         train(folder / "features", ["gap-dense"], folder / "models", verbose=False, epochs=5)
-    code = CHILD.format(root=str(ROOT), head=str(folder / "models" / "gap-dense"), data=str(data),
-                        out=str(folder / f"ft-{cache_frozen}"), cache=cache, epochs=a.epochs, views=a.views,
-                        cache_frozen=cache_frozen)
+    code = CHILD.format(
+        root=str(ROOT),
+        head=str(folder / "models" / "gap-dense"),
+        data=str(data),
+        out=str(folder / f"ft-{cache_frozen}"),
+        cache=cache,
+        epochs=a.epochs,
+        views=a.views,
+        cache_frozen=cache_frozen,
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
@@ -98,10 +106,19 @@ def main() -> None:
         for n, cache_frozen in ((a.small, False), (a.small, True), (a.small * a.factor, True)):
             t = time.perf_counter()
             got = measure(work, n, a, cache_frozen)
-            rows.append([n, "cached trunk, streamed rows" if cache_frozen else "plain (images in memory)",
-                         f"{got['peak_rss_mb']:.0f}", f"{got['seconds']:.0f}", f"{time.perf_counter() - t:.0f}"])
-            print(format_table(["train images", "path", "peak RSS MB", "fine-tune s", "with setup s"], rows[-1:]),
-                  flush=True)
+            rows.append(
+                [
+                    n,
+                    "cached trunk, streamed rows" if cache_frozen else "plain (images in memory)",
+                    f"{got['peak_rss_mb']:.0f}",
+                    f"{got['seconds']:.0f}",
+                    f"{time.perf_counter() - t:.0f}",
+                ]
+            )
+            print(
+                format_table(["train images", "path", "peak RSS MB", "fine-tune s", "with setup s"], rows[-1:]),
+                flush=True,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()

@@ -9,6 +9,7 @@ each), sharding, and stitching the virtual split file.
       --weights ../shared/data/weights/mobilenet_2_5_224_tf_no_top.h5 --images 1000 --workers 1,2,4
   python scripts/bench_ray.py --backbone vgg16 --size 150 --weights none --images 300 --workers 1,2 --shard-size 64
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,13 +69,28 @@ def main() -> None:
         reference = read_features(str(work / "local" / "train.h5")).features
         for workers in [int(w) for w in a.workers.split(",")]:
             t = time.perf_counter()
-            report = extract(work / "images", work / f"ray{workers}", cache_dir=str(work / f"c-ray{workers}"),
-                             engine="ray", workers=workers, shard_size=a.shard_size, **common)
+            report = extract(
+                work / "images",
+                work / f"ray{workers}",
+                cache_dir=str(work / f"c-ray{workers}"),
+                engine="ray",
+                workers=workers,
+                shard_size=a.shard_size,
+                **common,
+            )
             seconds = time.perf_counter() - t
             assert report.forward_images == n
             diff = float(np.abs(read_features(str(work / f"ray{workers}" / "train.h5")).features - reference).max())
-            rows.append([f"ray, {workers} worker(s)", report.splits[0].shards["total"], round(n / seconds, 1),
-                         round(local_s / seconds, 2), round(seconds, 1), round(report.worker_peak_rss_mb)])
+            rows.append(
+                [
+                    f"ray, {workers} worker(s)",
+                    report.splits[0].shards["total"],
+                    round(n / seconds, 1),
+                    round(local_s / seconds, 2),
+                    round(seconds, 1),
+                    round(report.worker_peak_rss_mb),
+                ]
+            )
             figures[f"ray_{workers}_s"] = seconds
             figures[f"ray_{workers}_max_abs_diff"] = diff
         ray.shutdown()
@@ -82,8 +98,10 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(format_table(["engine", "shards", "img/s", "x local", "seconds", "worker peak MB"], rows))
     print(f"Ray cluster start-up (ray.init, once, not in the rows above): {start_s:.1f} s")
-    print("largest |ray - local| feature difference: "
-          + ", ".join(f"{k.split('_')[1]} worker(s) {v:.1e}" for k, v in figures.items() if k.endswith("diff")))
+    print(
+        "largest |ray - local| feature difference: "
+        + ", ".join(f"{k.split('_')[1]} worker(s) {v:.1e}" for k, v in figures.items() if k.endswith("diff"))
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=1))
 

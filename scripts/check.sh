@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Lint and type check: the same commands .ci/run runs.
+# Lint, format and type check: the same commands .ci/run runs.
 #   bash scripts/check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check bneck features pipeline tests scripts setup.py
+.venv/bin/ruff format --check bneck features pipeline tests scripts setup.py
 # mypy cannot follow the editable install's mapping: give it the installed layout as links.
 typed=build/typecheck
 rm -rf "$typed" && mkdir -p "$typed/bneck"

@@ -6,6 +6,7 @@ under docs/ (extract.md, train.md, finetune.md) and wherever else a marker is pu
     python scripts/options_tables.py          # rewrite every marked table
     python scripts/options_tables.py --check  # exit 1 if any file differs (tests/test_readme.py checks the same)
 """
+
 from __future__ import annotations
 
 import re
@@ -47,8 +48,10 @@ def main(argv: list[str]) -> int:
             path.write_text(new)
             print(f"rewrote the option tables in {path.relative_to(ROOT).as_posix()}")
     if stale:
-        print(f"the option tables in {', '.join(stale)} differ from the stages' option tables; "
-              "run scripts/options_tables.py")
+        print(
+            f"the option tables in {', '.join(stale)} differ from the stages' option tables; "
+            "run scripts/options_tables.py"
+        )
         return 1
     return 0
 

@@ -11,6 +11,7 @@ Rows 2 and 3 start from row 1's head, with the fine-tuning defaults unless overr
 The published figures are VGG16's at 150 px; other backbones are compared with them
 as the bar to clear, not as like for like.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,23 +51,41 @@ def main() -> None:
     extract(a.data, out / "features", backbone=a.backbone, alpha=a.alpha, size=a.size, weights=a.weights)
     board = train(out / "features", ["dense"], out / "models")
     dense = board.results[0]
-    rows.append(["bottleneck features + dense head", dense.accuracy("validation"),
-                 dense.accuracy("test"), time.perf_counter() - start])
+    rows.append(
+        [
+            "bottleneck features + dense head",
+            dense.accuracy("validation"),
+            dense.accuracy("test"),
+            time.perf_counter() - start,
+        ]
+    )
     extra = {k: v for k, v in (("epochs", a.epochs), ("views", a.views)) if v is not None}
-    for label, point, folder in (("frozen base + augmentation", "none", "frozen_augmented"),
-                                 ("fine-tuned top block", None, "finetuned")):
+    for label, point, folder in (
+        ("frozen base + augmentation", "none", "frozen_augmented"),
+        ("fine-tuned top block", None, "finetuned"),
+    ):
         start = time.perf_counter()
-        result = finetune(dense.folder, a.data, out / folder, unfreeze_from=point, cache_frozen=True,
-                          **extra)
-        rows.append([label, result.metrics["validation"]["accuracy"],
-                     result.metrics.get("test", {}).get("accuracy"), time.perf_counter() - start])
+        result = finetune(dense.folder, a.data, out / folder, unfreeze_from=point, cache_frozen=True, **extra)
+        rows.append(
+            [
+                label,
+                result.metrics["validation"]["accuracy"],
+                result.metrics.get("test", {}).get("accuracy"),
+                time.perf_counter() - start,
+            ]
+        )
 
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}%"
+
     name = f"{a.backbone}{'-' + str(a.alpha) if a.alpha else ''}@{a.size or 'default'}"
     print(f"\nreference table, {name}, weights {a.weights}, data {a.data}")
-    print(format_table(["experiment", "published (VGG16)", "ours val", "ours test", "seconds"],
-                       [[r[0], PUBLISHED[r[0]], pct(r[1]), pct(r[2]), round(r[3])] for r in rows]))
+    print(
+        format_table(
+            ["experiment", "published (VGG16)", "ours val", "ours test", "seconds"],
+            [[r[0], PUBLISHED[r[0]], pct(r[1]), pct(r[2]), round(r[3])] for r in rows],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ extra are marked ``extra("openvino")`` / ``extra("ray")``; without it they are
 skipped, saying how to install it. In CI (``CI=true``) nothing may be skipped: a
 missing ../shared or extra stops the run at once.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -18,6 +19,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.generated import TINY_SIZE, make_images, write_tiny_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BNECK_SHARED", ROOT.parent / "shared")).resolve()
@@ -38,25 +41,40 @@ def _missing(extra: str) -> list[str]:
     return [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--matrix", action="store_true", help="also run the full matrix (every keras.applications constructor)"
+    )
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "pure: needs neither ../shared nor an optional extra")
     config.addinivalue_line("markers", "extra(name): needs the optional extra NAME (pip install -e '.[NAME]')")
+    config.addinivalue_line("markers", "matrix: the full backbone matrix, run with --matrix (deselected otherwise)")
     if IN_CI:
         problems = [] if SHARED_PRESENT else [f"the shared test data ({DATA} and {MOBILENET_WEIGHTS})"]
         problems += [f"the [{e}] extra ({', '.join(_missing(e))})" for e in EXTRAS if _missing(e)]
         if problems:
-            raise pytest.UsageError(f"CI runs every test, but {' and '.join(problems)} is missing "
-                                    "(set BNECK_SHARED to the shared/ folder; scripts/setup.sh installs the extras).")
+            raise pytest.UsageError(
+                f"CI runs every test, but {' and '.join(problems)} is missing "
+                "(set BNECK_SHARED to the shared/ folder; scripts/setup.sh installs the extras)."
+            )
 
 
 def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--matrix"):
+        matrix = [item for item in items if item.get_closest_marker("matrix")]
+        if matrix:
+            config.hook.pytest_deselected(items=matrix)
+            items[:] = [item for item in items if not item.get_closest_marker("matrix")]
     for item in items:
         if not SHARED_PRESENT and item.get_closest_marker("pure") is None:
             item.add_marker(pytest.mark.skip(reason=f"needs ../shared ({DATA}); set BNECK_SHARED"))
         for mark in item.iter_markers("extra"):
             if _missing(mark.args[0]):
-                item.add_marker(pytest.mark.skip(reason=f"needs the [{mark.args[0]}] extra: "
-                                                        f"pip install -e '.[{mark.args[0]}]'"))
+                item.add_marker(
+                    pytest.mark.skip(reason=f"needs the [{mark.args[0]}] extra: pip install -e '.[{mark.args[0]}]'")
+                )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -85,8 +103,7 @@ def isolated_cache(tmp_path, monkeypatch):
     return cache
 
 
-def copy_subset(dest: Path, per_class: int, splits=("train", "validation", "test"),
-                offset: int = 0) -> Path:
+def copy_subset(dest: Path, per_class: int, splits=("train", "validation", "test"), offset: int = 0) -> Path:
     """Copy ``per_class`` real images per class and split into ``dest``; returns ``dest``."""
     for split in splits:
         for cls in ("cats", "dogs"):
@@ -94,9 +111,24 @@ def copy_subset(dest: Path, per_class: int, splits=("train", "validation", "test
             names = sorted(os.listdir(src), key=lambda n: int(n.split(".")[1]))
             out = dest / split / cls
             out.mkdir(parents=True, exist_ok=True)
-            for name in names[offset:offset + per_class]:
+            for name in names[offset : offset + per_class]:
                 shutil.copy(src / name, out / name)
     return dest
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> dict:
+    """The extractor of the pure tests: MobileNet v1 alpha 0.25 at 64 px (12x fewer pixels than
+    MOBILENET) with random weights written to a file in the session (``tests/generated.py``).
+    Everything but accuracy behaves as with MOBILENET, and nothing comes from ../shared."""
+    path = write_tiny_weights(tmp_path_factory.mktemp("tiny") / "tiny_mobilenet.weights.h5")
+    return dict(backbone="mobilenet", alpha=0.25, size=TINY_SIZE, weights=str(path))
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    """train/validation/test with 6 generated images per class (no ../shared needed)."""
+    return make_images(tmp_path / "data", 6)
 
 
 @pytest.fixture

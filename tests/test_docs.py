@@ -4,6 +4,7 @@ README.md stays short; every relative link in it and in docs/ names a file that 
 (and a heading that exists, where it names one); `mkdocs build --strict` passes, and a
 broken link, anchor or unlisted page makes it fail, so the CI check is known to bite.
 """
+
 from __future__ import annotations
 
 import re
@@ -111,8 +112,12 @@ def test_the_slug_matches_mkdocs():
 
 def mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
     # Never pass --quiet: mkdocs then drops the warnings that strict mode counts, and passes.
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @needs_mkdocs
@@ -129,12 +134,15 @@ def sabotaged_copy(tmp_path: Path) -> Path:
 
 
 @needs_mkdocs
-@pytest.mark.parametrize("damage, says", [
-    ("\n[a broken link](no-such-page.md)\n", "no-such-page.md"),
-    ("\n[a broken anchor](train.md#no-such-heading)\n", "no-such-heading"),
-    ("\n[an absolute link](/etc/passwd)\n", "/etc/passwd"),
-    (None, "unlisted.md"),
-])
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        ("\n[a broken link](no-such-page.md)\n", "no-such-page.md"),
+        ("\n[a broken anchor](train.md#no-such-heading)\n", "no-such-heading"),
+        ("\n[an absolute link](/etc/passwd)\n", "/etc/passwd"),
+        (None, "unlisted.md"),
+    ],
+)
 def test_strict_mode_fails_on_a_broken_link(tmp_path, damage, says):
     docs = sabotaged_copy(tmp_path)
     if damage is None:

@@ -1,5 +1,6 @@
 """The house rules: pipeline imports features, never the reverse; no import circle anywhere, inside a
 package or across; modules stay small; no module sets attributes on another module's private object."""
+
 from __future__ import annotations
 
 import ast
@@ -38,7 +39,7 @@ def _imports(name: str, path: Path, modules: dict) -> set[str]:
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")
-                anchor = anchor[:len(anchor) - node.level + 1]
+                anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             targets = [base] + [f"{base}.{a.name}" for a in node.names]
         else:
@@ -91,8 +92,10 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def _package_free(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     """The graph without edges into a package's ``__init__`` from inside it (re-exports of the public
     API sit there and import the package's own modules by design)."""
-    return {name: {t for t in targets if not (name.startswith(t + ".") and t in PACKAGES + ("bneck.pipeline.cli",))}
-            for name, targets in graph.items()}
+    return {
+        name: {t for t in targets if not (name.startswith(t + ".") and t in PACKAGES + ("bneck.pipeline.cli",))}
+        for name, targets in graph.items()
+    }
 
 
 def test_the_import_graph_is_read_from_real_modules():
@@ -102,15 +105,21 @@ def test_the_import_graph_is_read_from_real_modules():
 
 
 def test_features_never_imports_pipeline():
-    offenders = {name: sorted(t for t in targets if t.startswith("bneck.pipeline"))
-                 for name, targets in _graph().items() if name.startswith("bneck.features")}
+    offenders = {
+        name: sorted(t for t in targets if t.startswith("bneck.pipeline"))
+        for name, targets in _graph().items()
+        if name.startswith("bneck.features")
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_shared_plumbing_imports_neither_stage():
     """bneck.core (errors, option tables, atomic writes, hashing, folders, progress) sits under both halves."""
-    offenders = {name: sorted(t for t in targets if t.startswith(("bneck.features", "bneck.pipeline")))
-                 for name, targets in _graph().items() if name.startswith("bneck.core")}
+    offenders = {
+        name: sorted(t for t in targets if t.startswith(("bneck.features", "bneck.pipeline")))
+        for name, targets in _graph().items()
+        if name.startswith("bneck.core")
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
@@ -133,8 +142,7 @@ def test_the_circle_check_finds_a_circle():
 
 
 def test_modules_stay_small():
-    big = [(str(p.relative_to(ROOT)), n) for p in _modules().values()
-           if (n := len(p.read_text().splitlines())) > 400]
+    big = [(str(p.relative_to(ROOT)), n) for p in _modules().values() if (n := len(p.read_text().splitlines())) > 400]
     assert big == []
 
 
@@ -153,11 +161,19 @@ def test_no_module_sets_attributes_on_another_objects_private_parts():
     offenders = []
     for name, path in _modules().items():
         for node in ast.walk(ast.parse(path.read_text())):
-            targets = node.targets if isinstance(node, ast.Assign) else \
-                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, (ast.AugAssign, ast.AnnAssign))
+                else []
+            )
             for target in targets:
-                if isinstance(target, ast.Attribute) and target.attr.startswith("_") \
-                        and not target.attr.startswith("__") \
-                        and not (isinstance(target.value, ast.Name) and target.value.id in ("self", "cls")):
+                if (
+                    isinstance(target, ast.Attribute)
+                    and target.attr.startswith("_")
+                    and not target.attr.startswith("__")
+                    and not (isinstance(target.value, ast.Name) and target.value.id in ("self", "cls"))
+                ):
                     offenders.append(f"{name}:{node.lineno} {ast.unparse(target)}")
     assert offenders == []

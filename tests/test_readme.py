@@ -1,4 +1,5 @@
 """The docs' option tables are the option tables: written from them, and checked here."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -32,8 +33,9 @@ def test_each_stage_table_is_on_its_page_once():
 @pytest.mark.parametrize("page", sorted(PAGES.values()))
 def test_the_docs_option_tables_match_the_stages_tables(page):
     text = (ROOT / page).read_text()
-    assert options_tables().render(text) == text, \
+    assert options_tables().render(text) == text, (
         f"run `python scripts/options_tables.py` to rewrite the option tables in {page}"
+    )
 
 
 def test_a_stale_table_is_caught():

@@ -3,6 +3,7 @@
 A crash or ``kill -9`` leaves at most a hidden ``.NAME.tmp-PID-RANDOM`` file, never a
 half-written file under the real name (``datasets`` cache files, DVC outputs).
 """
+
 from __future__ import annotations
 
 import errno
@@ -36,13 +37,19 @@ def write_failure(exc: BaseException):
 def storage_error(exc: BaseException, path: str) -> StorageError:
     """Return the one-paragraph error for a write to ``path`` that the storage refused."""
     code, reason = write_failure(exc)
-    hint = {errno.ENOSPC: "Free some disk space", errno.EDQUOT: "Free some of your disk quota",
-            errno.EFBIG: "Raise the file size limit (ulimit -f) or free space",
-            errno.EROFS: "Choose a writable folder", errno.EACCES: "Choose a folder you can write to",
-            errno.EPERM: "Choose a folder you can write to"}.get(code, "Check the disk")
-    return StorageError(f"could not write {path}: {reason} (errno {code}). {hint} (or pass another "
-                        "--out / --cache-dir), then rerun: files and cache entries written before "
-                        "are intact, and every row already in the cache is reused.")
+    hint = {
+        errno.ENOSPC: "Free some disk space",
+        errno.EDQUOT: "Free some of your disk quota",
+        errno.EFBIG: "Raise the file size limit (ulimit -f) or free space",
+        errno.EROFS: "Choose a writable folder",
+        errno.EACCES: "Choose a folder you can write to",
+        errno.EPERM: "Choose a folder you can write to",
+    }.get(code, "Check the disk")
+    return StorageError(
+        f"could not write {path}: {reason} (errno {code}). {hint} (or pass another "
+        "--out / --cache-dir), then rerun: files and cache entries written before "
+        "are intact, and every row already in the cache is reused."
+    )
 
 
 @contextmanager
@@ -54,8 +61,10 @@ def atomic_target(path: str):
     """
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path) and not os.path.islink(path):
-        raise StorageError(f"could not write {path}: a folder of that name is there, where bneck writes a file. "
-                           "Remove or rename it, then rerun (everything written before is intact).")
+        raise StorageError(
+            f"could not write {path}: a folder of that name is there, where bneck writes a file. "
+            "Remove or rename it, then rerun (everything written before is intact)."
+        )
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         with refused_writes_as_errors(path):

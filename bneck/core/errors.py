@@ -53,8 +53,9 @@ def did_you_mean(received, allowed) -> str:
 def choice_error(what: str, allowed, received) -> ConfigError:
     """Return a ConfigError for an option whose value is not one of ``allowed`` (with the closest one)."""
     allowed_text = ", ".join(repr(a) for a in allowed)
-    return ConfigError(f"{what} must be one of {allowed_text}. Received: {what}={received!r}."
-                       f"{did_you_mean(received, allowed)}")
+    return ConfigError(
+        f"{what} must be one of {allowed_text}. Received: {what}={received!r}.{did_you_mean(received, allowed)}"
+    )
 
 
 class BneckWarning(UserWarning):

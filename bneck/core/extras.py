@@ -1,4 +1,5 @@
 """Optional packages (OpenVINO, NNCF, Ray): imported on demand, with one message saying how to install them."""
+
 from __future__ import annotations
 
 import importlib
@@ -35,5 +36,7 @@ def import_optional(module: str, needed_by: str, extra: str, package: str, inste
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"{needed_by} needs the {module} package, which is not installed. Install it "
-                          f"with: {EXTRAS[extra]}  (or: pip install {package}). Or use {instead}.") from None
+        raise ConfigError(
+            f"{needed_by} needs the {module} package, which is not installed. Install it "
+            f"with: {EXTRAS[extra]}  (or: pip install {package}). Or use {instead}."
+        ) from None

@@ -5,6 +5,7 @@ A path named ``cat.jpg`` may be a symlink to ``/dev/zero`` (endless bytes), a FI
 checked with ``fstat`` on the open descriptor, so what is checked is what is read:
 there is no window between a ``stat`` and the ``open`` for the path to change.
 """
+
 from __future__ import annotations
 
 import errno
@@ -12,9 +13,13 @@ import os
 import stat
 from typing import BinaryIO
 
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 # The largest image file bneck reads: an RGB bitmap at Pillow's pixel limit (268 MB) and
@@ -35,8 +40,11 @@ def read_whole(handle: BinaryIO, path: str, max_bytes: int | None = None) -> byt
         raise NotRegularFile(errno.EFBIG, f"too large: {size / 2**20:.0f} MB (limit {max_bytes / 2**20:.0f} MB)", path)
     data = handle.read(size + 1)
     if len(data) > size:
-        raise NotRegularFile(errno.EIO, "not a real file: it yields more bytes than its size "
-                                        "(a pseudo-file, or it grew while it was read)", path)
+        raise NotRegularFile(
+            errno.EIO,
+            "not a real file: it yields more bytes than its size (a pseudo-file, or it grew while it was read)",
+            path,
+        )
     return data
 
 
@@ -82,14 +90,17 @@ def _refuse_pseudo_file(fd: int, path: str) -> None:
     try:
         first = os.read(fd, 1)
     except BlockingIOError:
-        raise NotRegularFile(errno.EAGAIN, "not a real file: reading it would wait (a kernel pseudo-file)",
-                             path) from None
+        raise NotRegularFile(
+            errno.EAGAIN, "not a real file: reading it would wait (a kernel pseudo-file)", path
+        ) from None
     except OSError as exc:  # /proc/self/pagemap: EINVAL for a read that is not 8 bytes, aligned
-        raise NotRegularFile(exc.errno or errno.EIO, f"not a real file: a plain read of it fails ({exc.strerror}; "
-                             "a kernel pseudo-file)", path) from None
+        raise NotRegularFile(
+            exc.errno or errno.EIO,
+            f"not a real file: a plain read of it fails ({exc.strerror}; a kernel pseudo-file)",
+            path,
+        ) from None
     if first:
-        raise NotRegularFile(errno.EIO, "not a real file: it yields bytes while its size is 0 (a pseudo-file)",
-                             path)
+        raise NotRegularFile(errno.EIO, "not a real file: it yields bytes while its size is 0 (a pseudo-file)", path)
 
 
 def path_inside(root: str, relative: str, follow_links: bool = False) -> str | None:

@@ -16,6 +16,7 @@ deleted, whatever a run was told. The marker only protects against mistakes: a
 folder someone hands you may carry one too, and all it lets bneck do is replace
 that folder's own contents.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,11 @@ MARKER = ".bneck-folder.json"
 KINDS = ("features", "models", "classifier", "finetuned", "run", "shards", "cache", "export")
 # Files bneck (re)writes in a folder of each kind, found before any work when something else
 # holds their name (a folder called report.html would fail only after all the work).
-FILES_OF = {"features": ("train.h5", "validation.h5", "test.h5"), "models": ("leaderboard.csv",),
-            "run": ("config.toml", "run.json", "leaderboard.csv", "report.md", "report.html", "worst_test.png")}
+FILES_OF = {
+    "features": ("train.h5", "validation.h5", "test.h5"),
+    "models": ("leaderboard.csv",),
+    "run": ("config.toml", "run.json", "leaderboard.csv", "report.md", "report.html", "worst_test.png"),
+}
 _MARKER_MAX_BYTES = 4096
 
 
@@ -58,11 +62,14 @@ def _check_parent(path: str, option: str) -> None:
     try:
         st = os.stat(parent)
     except OSError as exc:
-        raise OutputError(f"{option} {path} cannot be created: {parent} cannot be read "
-                          f"({exc.strerror or exc}).") from None
+        raise OutputError(
+            f"{option} {path} cannot be created: {parent} cannot be read ({exc.strerror or exc})."
+        ) from None
     if not stat.S_ISDIR(st.st_mode):
-        raise OutputError(f"{option} {path} cannot be created: {parent} is {_describe(parent, st)}, not a "
-                          f"folder. Give a path under a folder.")
+        raise OutputError(
+            f"{option} {path} cannot be created: {parent} is {_describe(parent, st)}, not a "
+            f"folder. Give a path under a folder."
+        )
 
 
 # Kinds whose folder is replaced whole on a rerun, and the file in it that lists what bneck wrote.
@@ -83,9 +90,11 @@ def _check_nothing_unlisted(path: str, kind: str, option: str) -> None:
     tops = {name.split("/", 1)[0] for name in listed if isinstance(name, str)} | {listing, MARKER}
     extra = sorted(set(os.listdir(path)) - tops)
     if extra:
-        raise OutputError(f"{option} {path} is a bneck {kind} folder, but it also holds {', '.join(extra[:5])}"
-                          f"{' ...' if len(extra) > 5 else ''}, which bneck did not write there; replacing the "
-                          f"folder would delete them. Move them out, or choose another {option}.")
+        raise OutputError(
+            f"{option} {path} is a bneck {kind} folder, but it also holds {', '.join(extra[:5])}"
+            f"{' ...' if len(extra) > 5 else ''}, which bneck did not write there; replacing the "
+            f"folder would delete them. Move them out, or choose another {option}."
+        )
 
 
 def folder_kind(path: str) -> str | None:
@@ -95,8 +104,13 @@ def folder_kind(path: str) -> str | None:
     """
     st, marker = _lstat(path), os.path.join(path, MARKER)
     mst = _lstat(marker)
-    if st is None or not stat.S_ISDIR(st.st_mode) or mst is None or not stat.S_ISREG(mst.st_mode) \
-            or mst.st_size > _MARKER_MAX_BYTES:
+    if (
+        st is None
+        or not stat.S_ISDIR(st.st_mode)
+        or mst is None
+        or not stat.S_ISREG(mst.st_mode)
+        or mst.st_size > _MARKER_MAX_BYTES
+    ):
         return None
     try:
         with open(marker, encoding="utf-8") as handle:
@@ -110,8 +124,12 @@ def marker_body(kind: str) -> dict:
     """Return what a marker of ``kind`` says (JSON-ready)."""
     from bneck.core.versions import versions
 
-    return {"kind": kind, "made_by": "bneck", "bneck_version": versions()["bneck_version"],
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "kind": kind,
+        "made_by": "bneck",
+        "bneck_version": versions()["bneck_version"],
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def write_marker(folder: str, kind: str) -> None:
@@ -143,28 +161,34 @@ def check_folder(path: str, kind: str, inputs: Iterable[str | None] = (), option
             where = "is" if real == source else ("lies inside" if _inside(real, source) else "holds")
             raise OutputError(
                 f"{option} {path} {where} the input {item}: bneck never writes its outputs into, "
-                f"or around, what it reads. Choose an {option} that neither holds nor lies inside {item}.")
+                f"or around, what it reads. Choose an {option} that neither holds nor lies inside {item}."
+            )
     st = _lstat(path)
     if st is None:
         _check_parent(path, option)
         return path
     what = _describe(path, st)
     if stat.S_ISLNK(st.st_mode):
-        raise OutputError(f"{option} {path} is a symbolic link (to {os.readlink(path)}). bneck "
-                          f"writes only into real folders it made; give the folder itself, or a new path.")
+        raise OutputError(
+            f"{option} {path} is a symbolic link (to {os.readlink(path)}). bneck "
+            f"writes only into real folders it made; give the folder itself, or a new path."
+        )
     if not stat.S_ISDIR(st.st_mode):
-        raise OutputError(f"{option} {path} is {what}, not a folder. Give a folder path (new, "
-                          f"empty, or a bneck {kind} folder).")
+        raise OutputError(
+            f"{option} {path} is {what}, not a folder. Give a folder path (new, empty, or a bneck {kind} folder)."
+        )
     found = folder_kind(path)
     if found == kind:
         _check_own_files(path, kind, option)
         _check_nothing_unlisted(path, kind, option)
         return path
     if found is not None:
-        raise OutputError(f"{option} {path} is a bneck {found} folder, not {'an' if kind[0] in 'aeiou' else 'a'} "
-                          f"{kind} folder. "
-                          f"Choose another {option}: bneck never overwrites one kind of output "
-                          f"with another.")
+        raise OutputError(
+            f"{option} {path} is a bneck {found} folder, not {'an' if kind[0] in 'aeiou' else 'a'} "
+            f"{kind} folder. "
+            f"Choose another {option}: bneck never overwrites one kind of output "
+            f"with another."
+        )
     try:
         empty = not os.listdir(path)
     except OSError as exc:
@@ -174,7 +198,8 @@ def check_folder(path: str, kind: str, inputs: Iterable[str | None] = (), option
             f"{option} {path} already exists, is not empty, and was not made by bneck (it has no "
             f"{MARKER}), so bneck will not write into it or replace it. Choose a new folder, or an "
             f"empty one. (Folders made by bneck before 0.2 carry no marker: delete such a folder "
-            f"yourself and rerun; cached features make that quick.)")
+            f"yourself and rerun; cached features make that quick.)"
+        )
     return path
 
 
@@ -182,35 +207,44 @@ def _check_own_files(path: str, kind: str, option: str) -> None:
     for name in FILES_OF.get(kind, ()):
         st = _lstat(os.path.join(path, name))
         if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-            raise OutputError(f"{option} {path} holds {name}, which is {_describe(os.path.join(path, name), st)}, "
-                              f"where bneck writes a file: it was not made by bneck. Remove it, or choose "
-                              f"another {option}.")
+            raise OutputError(
+                f"{option} {path} holds {name}, which is {_describe(os.path.join(path, name), st)}, "
+                f"where bneck writes a file: it was not made by bneck. Remove it, or choose "
+                f"another {option}."
+            )
 
 
-def check_file(path: str, is_ours: Callable[[str], bool], what: str, inputs: Iterable[str] = (),
-               option: str = "--csv") -> str:
+def check_file(
+    path: str, is_ours: Callable[[str], bool], what: str, inputs: Iterable[str] = (), option: str = "--csv"
+) -> str:
     """Refuse ``path`` as an output file unless it is new or a ``what`` bneck wrote (``is_ours`` of
     its first line is True), and not inside an input folder; returns its absolute path."""
     path = os.path.abspath(os.path.expanduser(str(path)))
     for item in inputs:
         if _inside(_real(path), _real(item)):
-            raise OutputError(f"{option} {path} lies inside the input {item}; write it elsewhere "
-                              f"(a file added to a model folder makes it fail its manifest check).")
+            raise OutputError(
+                f"{option} {path} lies inside the input {item}; write it elsewhere "
+                f"(a file added to a model folder makes it fail its manifest check)."
+            )
     st = _lstat(path)
     if st is None:
         _check_parent(path, option)
         return path
     if not stat.S_ISREG(st.st_mode):
-        raise OutputError(f"{option} {path} is {_describe(path, st)}, not a {what} bneck wrote; "
-                          f"bneck replaces only its own files. Choose a new file name.")
+        raise OutputError(
+            f"{option} {path} is {_describe(path, st)}, not a {what} bneck wrote; "
+            f"bneck replaces only its own files. Choose a new file name."
+        )
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             head = handle.readline(1 << 16).rstrip("\r\n")
     except OSError as exc:
         raise OutputError(f"{option} {path} cannot be read ({exc.strerror or exc}).") from None
     if not is_ours(head):
-        raise OutputError(f"{option} {path} already exists and is not a {what} bneck wrote, so bneck "
-                          f"will not overwrite it. Choose a new file name, or delete it yourself.")
+        raise OutputError(
+            f"{option} {path} already exists and is not a {what} bneck wrote, so bneck "
+            f"will not overwrite it. Choose a new file name, or delete it yourself."
+        )
     return path
 
 
@@ -228,8 +262,9 @@ def _make_folder(path: str, option: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"{option} {path} cannot be created ({exc.strerror or exc}). Choose a folder you "
-                          "can write to.") from None
+        raise OutputError(
+            f"{option} {path} cannot be created ({exc.strerror or exc}). Choose a folder you can write to."
+        ) from None
 
 
 def remove_abandoned(final: str, kind: str) -> list[str]:
@@ -243,7 +278,7 @@ def remove_abandoned(final: str, kind: str) -> list[str]:
     except OSError:
         return removed
     for name in names:
-        rest = name[len(stem):] if name.startswith(stem) else ""
+        rest = name[len(stem) :] if name.startswith(stem) else ""
         part, _, tag = rest.partition("-")
         pid = tag.split("-", 1)[0]
         if part not in ("tmp", "old") or not pid.isdigit() or pid_alive(int(pid)):
@@ -261,8 +296,10 @@ def remove_owned(path: str, kind: str) -> None:
     Raises OutputError otherwise; symlinks inside are removed as links, never followed.
     """
     if folder_kind(path) != kind:
-        raise OutputError(f"refusing to delete {path}: it is not a bneck {kind} folder "
-                          f"(no {MARKER} of that kind, or a symbolic link).")
+        raise OutputError(
+            f"refusing to delete {path}: it is not a bneck {kind} folder "
+            f"(no {MARKER} of that kind, or a symbolic link)."
+        )
     shutil.rmtree(path)
 
 
@@ -297,8 +334,9 @@ def staged_folder(final: str, kind: str, inputs: Iterable[str] = (), option: str
             try:
                 os.makedirs(folder)
             except OSError as exc:
-                raise OutputError(f"{option} {final} cannot be created ({exc.strerror or exc}). Choose a "
-                                  "folder you can write to.") from None
+                raise OutputError(
+                    f"{option} {final} cannot be created ({exc.strerror or exc}). Choose a folder you can write to."
+                ) from None
             write_marker(folder, kind)
             yield folder
             check_folder(final, kind, inputs, option)  # again: it may have changed meanwhile

@@ -1,4 +1,5 @@
 """Content hashes: images and weights enter cache keys by sha256, never by path."""
+
 import errno
 import hashlib
 import json
@@ -23,8 +24,9 @@ def sha256_file(path: str, max_bytes: int | None = None) -> str:
     with open_regular(path) as handle:
         size = os.fstat(handle.fileno()).st_size
         if max_bytes is not None and size > max_bytes:
-            raise NotRegularFile(errno.EFBIG, f"too large: {size / 2**20:.0f} MB (limit "
-                                              f"{max_bytes / 2**20:.0f} MB)", path)
+            raise NotRegularFile(
+                errno.EFBIG, f"too large: {size / 2**20:.0f} MB (limit {max_bytes / 2**20:.0f} MB)", path
+            )
         total = 0
         while True:
             block = handle.read(_BLOCK)
@@ -32,8 +34,11 @@ def sha256_file(path: str, max_bytes: int | None = None) -> str:
                 break
             total += len(block)
             if total > size:
-                raise NotRegularFile(errno.EIO, "not a real file: it yields more bytes than its size "
-                                                "(a pseudo-file, or it grew while it was read)", path)
+                raise NotRegularFile(
+                    errno.EIO,
+                    "not a real file: it yields more bytes than its size (a pseudo-file, or it grew while it was read)",
+                    path,
+                )
             digest.update(block)
     return digest.hexdigest()
 
@@ -71,13 +76,15 @@ def sha256_json(obj) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def sha256_files(paths: Sequence[str], workers: int = 0,
-                 max_bytes: int | None = MAX_IMAGE_FILE_BYTES) -> list[tuple[str | None, str | None]]:
+def sha256_files(
+    paths: Sequence[str], workers: int = 0, max_bytes: int | None = MAX_IMAGE_FILE_BYTES
+) -> list[tuple[str | None, str | None]]:
     """Return [(sha256, None) or (None, reason)] per path (images: at most ``max_bytes`` each),
     reading files on all cores.
 
     Ctrl-C cancels every file not started yet, so it stops within one group of files.
     """
+
     def one(path):
         try:
             return sha256_file(path, max_bytes), None
@@ -85,7 +92,7 @@ def sha256_files(paths: Sequence[str], workers: int = 0,
             return None, f"unreadable: {exc.strerror or exc}"
 
     def group(start):  # one task per 64 files: per-future overhead dwarfs hashing a small JPEG
-        return [one(p) for p in paths[start:start + 64]]
+        return [one(p) for p in paths[start : start + 64]]
 
     pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
     try:

@@ -4,6 +4,7 @@ README's tables all come from that declaration (as scikit-learn derives its vali
 from ``_parameter_constraints``). A value outside its type or range is refused before
 any work, in one paragraph naming the option, what is allowed and what was received.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,7 @@ from typing import Any
 
 from bneck.core.errors import ConfigError
 
-_KIND_WORDS = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
-               list: "a list"}
+_KIND_WORDS = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", list: "a list"}
 _PLURALS = {int: "integers", float: "numbers", str: "strings"}
 
 
@@ -53,8 +53,13 @@ class Option:
         if self.allowed_text:
             return self.allowed_text
         if self.kind is list:
-            items = ", ".join(repr(c) for c in self.choices) if self.choices else \
-                _PLURALS.get(self.item, "values") if self.item is not None else "values"
+            items = (
+                ", ".join(repr(c) for c in self.choices)
+                if self.choices
+                else _PLURALS.get(self.item, "values")
+                if self.item is not None
+                else "values"
+            )
             text = f"a list of {items}"
         elif self.choices:
             text = "one of " + ", ".join(repr(c) for c in self.choices)
@@ -98,14 +103,21 @@ class Option:
                 wrong = [v for v in value if v not in self.choices]
                 verb = "is" if len(wrong) == 1 else "are"
                 bad = f"; {', '.join(map(repr, wrong))} {verb} not allowed" if wrong else ""
-            raise ConfigError(f"{where} must be {self.allowed()}. Received: {self.name}={value!r}"
-                              f"{'' if value is None else f' ({type(value).__name__})'}{bad}.")
+            raise ConfigError(
+                f"{where} must be {self.allowed()}. Received: {self.name}={value!r}"
+                f"{'' if value is None else f' ({type(value).__name__})'}{bad}."
+            )
         return self.check_value(value) if self.check_value else value
 
     def markdown(self) -> str:
         """Return this option's row of the README's option table."""
-        default = "unset" if self.default is None else \
-            self.default if isinstance(self.default, str) else json.dumps(self.default)
+        default = (
+            "unset"
+            if self.default is None
+            else self.default
+            if isinstance(self.default, str)
+            else json.dumps(self.default)
+        )
         default = default if default == "unset" else f"`{default}`"
         return f"| `{self.flag}` | {self.allowed()} | {default} | {self.help} |"
 
@@ -146,8 +158,9 @@ class OptionTable:
         allowed = list(names) if names is not None else list(self.options)
         unknown = sorted(set(values) - set(allowed))
         if unknown:
-            raise ConfigError(f"unknown {self.stage} option(s) {', '.join(map(repr, unknown))}; allowed: "
-                              f"{', '.join(allowed)}.")
+            raise ConfigError(
+                f"unknown {self.stage} option(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}."
+            )
         out = {n: v for n, v in self.defaults().items() if n in allowed}
         for name, value in values.items():
             option = self.options[name]
@@ -155,10 +168,11 @@ class OptionTable:
             out[name] = option.check(value, label)
         return out
 
-    def add_arguments(self, parser: argparse.ArgumentParser, names: Iterable[str] | None = None,
-                      defaults: dict | None = None) -> None:
+    def add_arguments(
+        self, parser: argparse.ArgumentParser, names: Iterable[str] | None = None, defaults: dict | None = None
+    ) -> None:
         """Add each option (or ``names``) to ``parser``; values are checked later by ``check``."""
-        for name in (names if names is not None else self.options):
+        for name in names if names is not None else self.options:
             option = self.options[name]
             if not option.cli:
                 continue
@@ -170,14 +184,17 @@ class OptionTable:
             elif option.kind is list:  # --exclude a b and --exclude a,b alike
                 kwargs.update(nargs="+", metavar=option.metavar or "|".join(option.choices) or "VALUE")
             else:
-                kwargs.update(type=_parser_for(option),
-                              metavar=option.metavar or "|".join(map(str, option.choices)) or option.name.upper())
+                kwargs.update(
+                    type=_parser_for(option),
+                    metavar=option.metavar or "|".join(map(str, option.choices)) or option.name.upper(),
+                )
             parser.add_argument(option.flag, **kwargs)
 
     def markdown(self, names: Iterable[str] | None = None) -> str:
         """Return the README's table of these options."""
-        rows = [self.options[n].markdown() for n in (names if names is not None else self.options)
-                if self.options[n].cli]
+        rows = [
+            self.options[n].markdown() for n in (names if names is not None else self.options) if self.options[n].cli
+        ]
         return "\n".join(["| option | allowed | default | meaning |", "|---|---|---|---|", *rows])
 
 
@@ -194,6 +211,7 @@ def takes_options(table: OptionTable, fold: Callable[[dict], dict] | None = None
     gets the arguments the call gave ({name: value}) and returns those to use; it runs
     before the check, so what it puts in place is checked like the rest.
     """
+
     def decorate(function):
         signature = inspect.signature(function)
         names = [name for name in signature.parameters if name in table]
@@ -203,8 +221,9 @@ def takes_options(table: OptionTable, fold: Callable[[dict], dict] | None = None
             try:
                 bound = signature.bind(*args, **kwargs)
             except TypeError as exc:  # an unknown or doubled keyword: the allowed ones, in one paragraph
-                raise ConfigError(f"{function.__name__}() {exc}; its {table.stage} options are "
-                                  f"{', '.join(names)}.") from None
+                raise ConfigError(
+                    f"{function.__name__}() {exc}; its {table.stage} options are {', '.join(names)}."
+                ) from None
             if fold is not None:
                 bound.arguments.update(fold(dict(bound.arguments)))
             values = {name: bound.arguments[name] for name in names if name in bound.arguments}
@@ -213,6 +232,7 @@ def takes_options(table: OptionTable, fold: Callable[[dict], dict] | None = None
 
         checked.__signature__ = signature  # what help() and editors show: the real parameters
         return checked
+
     return decorate
 
 
@@ -221,7 +241,7 @@ def signature_matches(function, table: OptionTable, names: Iterable[str] | None 
     ``names``): an option missing from the signature, or declared with another default. Empty: they match."""
     parameters = inspect.signature(function).parameters
     problems = []
-    for name in (names if names is not None else table.options):
+    for name in names if names is not None else table.options:
         parameter = parameters.get(name)
         if parameter is None or parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
             problems.append(f"{name}: not a keyword-only parameter")
@@ -237,6 +257,7 @@ def _as_declared(value, declared):
 
 def _parser_for(option: Option):
     """Return the argparse ``type`` for an option: numbers parsed, 'none' allowed when nullable."""
+
     def parse(text: str):
         if option.nullable and text.lower() == "none" and option.kind is not str:
             return None
@@ -246,6 +267,7 @@ def _parser_for(option: Option):
             except ValueError:
                 raise argparse.ArgumentTypeError(f"must be {option.allowed()}; received {text!r}") from None
         return text
+
     parse.__name__ = option.name
     return parse
 

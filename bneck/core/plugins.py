@@ -13,6 +13,7 @@ A plugin that fails to load (its import raises, or its registration is refused) 
 with a ``BneckWarning`` naming its distribution, its entry point and the error; bneck goes on.
 Each group is loaded once per process.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -41,17 +42,24 @@ def load_plugins(group: str) -> tuple[str, ...]:
     try:
         entries = plugin_entry_points(group)
     except Exception as exc:  # noqa: BLE001 - a broken installed metadata file must not break bneck
-        warnings.warn(f"the {group!r} plugins could not be listed and none is loaded "
-                      f"({type(exc).__name__}: {exc}).", BneckWarning, stacklevel=2)
+        warnings.warn(
+            f"the {group!r} plugins could not be listed and none is loaded ({type(exc).__name__}: {exc}).",
+            BneckWarning,
+            stacklevel=2,
+        )
         return ()
     loaded = []
     for ep in entries:
         try:
             ep.load()
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin's failure (exit too) is its own
-            warnings.warn(f"plugin {ep.name!r} (entry point {ep.name} = {ep.value!r} in group {group!r}) of "
-                          f"the distribution {_distribution(ep)!r} failed to load and is skipped: "
-                          f"{type(exc).__name__}: {exc}", BneckWarning, stacklevel=2)
+            warnings.warn(
+                f"plugin {ep.name!r} (entry point {ep.name} = {ep.value!r} in group {group!r}) of "
+                f"the distribution {_distribution(ep)!r} failed to load and is skipped: "
+                f"{type(exc).__name__}: {exc}",
+                BneckWarning,
+                stacklevel=2,
+            )
             continue
         loaded.append(ep.name)
     return tuple(loaded)

@@ -1,4 +1,5 @@
 """What a person watches: a progress bar with throughput, and short aligned tables."""
+
 from __future__ import annotations
 
 import sys
@@ -30,22 +31,27 @@ def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "img")
     line every 5 seconds at most, plus the final one.
     """
     interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=interactive,
-                ncols=None if interactive else 100, mininterval=0.2 if interactive else 5.0,
-                file=sys.stderr if interactive else _Lines(sys.stderr), leave=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not enabled,
+        dynamic_ncols=interactive,
+        ncols=None if interactive else 100,
+        mininterval=0.2 if interactive else 5.0,
+        file=sys.stderr if interactive else _Lines(sys.stderr),
+        leave=True,
+    )
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     """Return a plain-text table, numbers right-aligned, ready to print."""
     cells = [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
-    numeric = [all(isinstance(row[i], (int, float)) for row in rows) if rows else False
-               for i in range(len(headers))]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(row[i], (int, float)) for row in rows) if rows else False for i in range(len(headers))]
 
     def line(values):
-        return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric)).rstrip()
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
 

@@ -8,6 +8,7 @@ may run in a background thread while the main thread prints a progress bar, a
 table or an error, and all of that still reaches the terminal (set
 ``BNECK_TF_LOGS=1`` to see TensorFlow's lines too).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # absl/glog lines ("I0000 00:00:1795.07 17090 port.cc:153] ..."), older timestamped ones
 # ("2026-11-23 13:00:00.123: I tensorflow/..."), and two free-form notices.
-_NOISE = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ [\w./-]+:\d+\]"
-                    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "
-                    rb"|WARNING: All log messages before absl::InitializeLog"
-                    rb"|To enable the following instructions:)")
+_NOISE = re.compile(
+    rb"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ [\w./-]+:\d+\]"
+    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "
+    rb"|WARNING: All log messages before absl::InitializeLog"
+    rb"|To enable the following instructions:)"
+)
 _LOCK = threading.Lock()
 
 
@@ -48,18 +51,19 @@ def import_tensorflow():
     with _LOCK:
         if "tensorflow" in sys.modules or os.environ.get("BNECK_TF_LOGS"):
             import tensorflow
+
             return tensorflow
         sys.stderr.flush()
         saved = os.dup(2)
         read_fd, write_fd = os.pipe()
-        forwarder = threading.Thread(target=_forward, args=(read_fd, saved), daemon=True,
-                                     name="bneck-tf-quiet")
+        forwarder = threading.Thread(target=_forward, args=(read_fd, saved), daemon=True, name="bneck-tf-quiet")
         forwarder.start()
         os.dup2(write_fd, 2)
         os.close(write_fd)
         try:
             import keras  # noqa: F401  (its first import also talks to the C++ runtime)
             import tensorflow
+
             # Device discovery (cuInit) prints its own error on GPU-less machines.
             tensorflow.config.list_physical_devices()
         finally:

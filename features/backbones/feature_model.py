@@ -5,6 +5,7 @@ batches (``model(x, training=False)``, not ``predict`` per batch, whose per-call
 set-up dominates for small models). Counters record every image that went through
 the network, which is how tests prove a cache hit costs zero forward passes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,8 @@ def build_base(backbone: Backbone, spec: ExtractorSpec):
             f"cannot load weights {spec.weights!r} ({spec.weights_path}) into backbone "
             f"{backbone.name!r}{f' alpha={spec.alpha}' if spec.alpha else ''} at size "
             f"{spec.input_size}: {str(exc).splitlines()[0]}. --weights must be 'imagenet', 'none' "
-            f"or a no-top weights file made for this backbone.") from None
+            f"or a no-top weights file made for this backbone."
+        ) from None
 
 
 def cut_model(base, backbone: Backbone, layer: str, pool: str):
@@ -42,12 +44,15 @@ def cut_model(base, backbone: Backbone, layer: str, pool: str):
         raise ConfigError(
             f"--layer must name a layer of {backbone.name}; its named cut points are "
             f"{', '.join(backbone.cut_points)} (default {backbone.default_layer}), and any of its "
-            f"{len(names)} layer names works (e.g. {', '.join(names[-4:])}). Received: layer={layer!r}.")
+            f"{len(names)} layer names works (e.g. {', '.join(names[-4:])}). Received: layer={layer!r}."
+        )
     out = base.get_layer(layer).output
     if pool != "none":
         if len(out.shape) != 4:
-            raise ConfigError(f"--pool {pool} needs a spatial (4-D) layer output, but {layer} "
-                              f"gives shape {tuple(out.shape)}. Use --pool none.")
+            raise ConfigError(
+                f"--pool {pool} needs a spatial (4-D) layer output, but {layer} "
+                f"gives shape {tuple(out.shape)}. Use --pool none."
+            )
         pooling = keras.layers.GlobalAveragePooling2D if pool == "avg" else keras.layers.GlobalMaxPooling2D
         out = pooling(name=f"bneck_{pool}_pool")(out)
     return keras.Model(base.input, out, name=f"{backbone.name}_{layer}_{pool}")

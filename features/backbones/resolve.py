@@ -6,6 +6,7 @@ from. The weights are found again by content: the recorded path, the Keras cache
 a path the user gives, whichever holds bytes with the recorded sha256, so a moved or
 renamed weights file still works and a different one never does.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,9 +19,15 @@ from bneck.features.backbones.spec import DTYPES, KEY_FIELDS, POOLS, ExtractorSp
 from bneck.features.backbones.weights import resolve_weights
 
 
-def resolve_spec(backbone: str = "vgg16", weights: str | None = "imagenet",
-                 size: int | None = None, layer: str | None = None, pool: str = "none",
-                 dtype: str = "float32", alpha: float | None = None) -> ExtractorSpec:
+def resolve_spec(
+    backbone: str = "vgg16",
+    weights: str | None = "imagenet",
+    size: int | None = None,
+    layer: str | None = None,
+    pool: str = "none",
+    dtype: str = "float32",
+    alpha: float | None = None,
+) -> ExtractorSpec:
     """Return the spec for these extractor options (weights hashed, defaults filled in).
 
     Raises ConfigError for a bad option and WeightsError for unavailable weights.
@@ -33,29 +40,49 @@ def resolve_spec(backbone: str = "vgg16", weights: str | None = "imagenet",
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}. Received: dtype={dtype!r}.")
     resolved = resolve_weights(entry, alpha, size, weights)
-    return ExtractorSpec(backbone=entry.name, alpha=alpha, weights=resolved.label,
-                         weights_sha256=resolved.sha256, layer=layer or entry.default_layer,
-                         pool=pool, input_size=size,
-                         preprocessing=f"keras.applications.{entry.module}.preprocess_input "
-                                       f"({entry.preprocessing})",
-                         dtype=dtype, weights_path=resolved.path)
+    return ExtractorSpec(
+        backbone=entry.name,
+        alpha=alpha,
+        weights=resolved.label,
+        weights_sha256=resolved.sha256,
+        layer=layer or entry.default_layer,
+        pool=pool,
+        input_size=size,
+        preprocessing=f"keras.applications.{entry.module}.preprocess_input ({entry.preprocessing})",
+        dtype=dtype,
+        weights_path=resolved.path,
+    )
 
 
 # What a recorded extractor may hold, field by field (``ExtractorSpec.describe()`` writes it).
-_RECORD_TYPES = {"backbone": str, "alpha": (float, type(None)), "weights": str, "weights_sha256": str,
-                 "layer": str, "pool": str, "input_size": int, "preprocessing": str, "interpolation": str,
-                 "dtype": str, "augmentation": (str, type(None)), "quantization": (str, type(None)),
-                 "schema_version": int}
+_RECORD_TYPES = {
+    "backbone": str,
+    "alpha": (float, type(None)),
+    "weights": str,
+    "weights_sha256": str,
+    "layer": str,
+    "pool": str,
+    "input_size": int,
+    "preprocessing": str,
+    "interpolation": str,
+    "dtype": str,
+    "augmentation": (str, type(None)),
+    "quantization": (str, type(None)),
+    "schema_version": int,
+}
 WEIGHTS_SUFFIXES = (".h5", ".keras")
 
 
 def check_record(recorded, where: str) -> dict:
     """Return ``recorded`` (an extractor as a file, manifest or cache entry records it) after checking
     every field's type and range. Raises FeatureFileError naming ``where`` and the field."""
+
     def bad(field, allowed):
         value = recorded.get(field) if isinstance(recorded, dict) else recorded
-        return FeatureFileError(f"{where} records an extractor bneck never writes: {field} must be {allowed}. "
-                                f"Received: {str(value)[:80]!r}. Extract the features again.")
+        return FeatureFileError(
+            f"{where} records an extractor bneck never writes: {field} must be {allowed}. "
+            f"Received: {str(value)[:80]!r}. Extract the features again."
+        )
 
     if not isinstance(recorded, dict):
         raise bad("the extractor", "a table")
@@ -88,8 +115,9 @@ def _usable_hint(path) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_size > 0
 
 
-def spec_from_record(recorded: dict, key: str, hints: Sequence[str | None] = (),
-                     weights: str | None = None, where: str = "the record") -> ExtractorSpec:
+def spec_from_record(
+    recorded: dict, key: str, hints: Sequence[str | None] = (), weights: str | None = None, where: str = "the record"
+) -> ExtractorSpec:
     """Return the ExtractorSpec ``recorded`` (key fields and ``weights`` label) describes.
 
     ``weights`` (a path) is the only candidate when given; otherwise the ``hints``
@@ -112,12 +140,14 @@ def spec_from_record(recorded: dict, key: str, hints: Sequence[str | None] = (),
         except WeightsError:
             continue
         if resolved.sha256 == want:
-            spec = ExtractorSpec(**{k: recorded.get(k) for k in KEY_FIELDS}, weights=recorded["weights"],
-                                 weights_path=resolved.path)
+            spec = ExtractorSpec(
+                **{k: recorded.get(k) for k in KEY_FIELDS}, weights=recorded["weights"], weights_path=resolved.path
+            )
             if spec.key == key:
                 return spec
             break
     raise WeightsError(
         f"the features were made with {recorded['backbone']} weights with sha256 {want[:12]}... "
         f"({recorded.get('weights')!r}), and no such file was found (tried: {', '.join(tried)}). "
-        "Pass --weights PATH to that file.")
+        "Pass --weights PATH to that file."
+    )

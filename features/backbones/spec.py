@@ -4,6 +4,7 @@ The key decides whether stored features can be reused, so it names exactly the
 fields that change the numbers, and no others (Hugging Face ``datasets``
 fingerprints). Bump ``SCHEMA_VERSION`` whenever extraction output would change.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -19,15 +20,37 @@ INTERPOLATION = "pil-bilinear"
 POOLS = ("none", "avg", "max")
 DTYPES = ("float32", "float16")
 
-KEY_FIELDS = ("schema_version", "backbone", "alpha", "weights_sha256", "layer", "pool",
-              "input_size", "preprocessing", "interpolation", "dtype", "augmentation", "quantization")
+KEY_FIELDS = (
+    "schema_version",
+    "backbone",
+    "alpha",
+    "weights_sha256",
+    "layer",
+    "pool",
+    "input_size",
+    "preprocessing",
+    "interpolation",
+    "dtype",
+    "augmentation",
+    "quantization",
+)
 # Enter the key only when set (an augmented view for stage 3's cache; int8 extraction),
 # so plain extractions keep the keys they had before the fields existed.
 OPTIONAL_KEY_FIELDS = ("augmentation", "quantization")
 
 # Deliberately left out: they change where or how fast rows are made, never their values.
-NOT_IN_KEY = ("batch_size", "out_dir", "cache_dir", "workers", "verbose", "labels", "paths",
-              "weights_path", "weights", "runtime")
+NOT_IN_KEY = (
+    "batch_size",
+    "out_dir",
+    "cache_dir",
+    "workers",
+    "verbose",
+    "labels",
+    "paths",
+    "weights_path",
+    "weights",
+    "runtime",
+)
 
 
 @dataclass(frozen=True)
@@ -67,5 +90,10 @@ class ExtractorSpec:
 
 def extractor_key(fields: dict) -> str:
     """Return the key for a dict holding ``KEY_FIELDS`` (optional ones may be absent or None)."""
-    return sha256_json({name: fields.get(name) for name in KEY_FIELDS
-                        if not (name in OPTIONAL_KEY_FIELDS and fields.get(name) is None)})
+    return sha256_json(
+        {
+            name: fields.get(name)
+            for name in KEY_FIELDS
+            if not (name in OPTIONAL_KEY_FIELDS and fields.get(name) is None)
+        }
+    )

@@ -7,6 +7,7 @@ folder. Where Keras publishes a hash for the file (an md5, for VGG, ResNet,
 Inception, Xception and EfficientNet), the file must match it, found or downloaded.
 ``none`` means a seeded random initialisation, recorded as such. Anything else is a path.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,7 +54,8 @@ def _check_published_hash(backbone: Backbone, path: str) -> None:
         raise WeightsError(
             f"{path} is not the official ImageNet weights file for {backbone.name!r}: its md5 is "
             f"{digest.hexdigest()}, and Keras publishes {backbone.weights_md5}. It is damaged or was "
-            f"replaced; delete it (bneck will download it again), or pass --weights PATH to a file you trust.")
+            f"replaced; delete it (bneck will download it again), or pass --weights PATH to a file you trust."
+        )
 
 
 def _download_imagenet(backbone: Backbone, file_name: str) -> str:
@@ -73,10 +75,12 @@ def _download_imagenet(backbone: Backbone, file_name: str) -> str:
             f"ImageNet weights for backbone {backbone.name!r} need the file {file_name!r}, which is not in "
             f"{where}, and that folder cannot be written to, so it cannot be downloaded there (bneck never "
             f"uses Keras' fallback /tmp/.keras, which any local user can write to). Set KERAS_HOME to a folder "
-            f"you own, copy the file to {where}/{file_name}, or pass --weights PATH.")
+            f"you own, copy the file to {where}/{file_name}, or pass --weights PATH."
+        )
     try:
-        path = keras.utils.get_file(file_name, origin, cache_subdir="models", cache_dir=keras_home(),
-                                    file_hash=backbone.weights_md5)
+        path = keras.utils.get_file(
+            file_name, origin, cache_subdir="models", cache_dir=keras_home(), file_hash=backbone.weights_md5
+        )
     except Exception as exc:  # any network or I/O failure becomes one clear message
         raise WeightsError(
             f"ImageNet weights for backbone {backbone.name!r} need the file {file_name!r}, which is "
@@ -84,14 +88,14 @@ def _download_imagenet(backbone: Backbone, file_name: str) -> str:
             f"({str(exc).split(' -- ')[-1].strip() or type(exc).__name__}). "
             f"On a machine without network, copy the file to {where}/{file_name} (or set KERAS_HOME "
             f"to a folder whose models/ holds it), or pass --weights PATH to a local .h5 file, "
-            f"or --weights none for random weights.") from None
+            f"or --weights none for random weights."
+        ) from None
     if os.path.dirname(os.path.abspath(path)) != os.path.abspath(where):
         raise WeightsError(f"Keras placed the downloaded weights at {path}, outside {where}; refused.")
     return path
 
 
-def resolve_weights(backbone: Backbone, alpha: float | None, size: int,
-                    weights: str | None) -> ResolvedWeights:
+def resolve_weights(backbone: Backbone, alpha: float | None, size: int, weights: str | None) -> ResolvedWeights:
     """Return the weights to load and their content hash.
 
     Raises WeightsError when the file is missing and cannot be downloaded.
@@ -112,9 +116,9 @@ def resolve_weights(backbone: Backbone, alpha: float | None, size: int,
     if not os.path.isfile(path):
         raise WeightsError(
             f"--weights must be 'imagenet', 'none' or the path of an existing weights file. "
-            f"Received: weights={weights!r}, and no file exists at {path}.")
+            f"Received: weights={weights!r}, and no file exists at {path}."
+        )
     try:
         return ResolvedWeights(os.path.basename(path), sha256_file(path), path)
     except OSError as exc:
-        raise WeightsError(f"--weights {path} cannot be read as a weights file: "
-                           f"{exc.strerror or exc}.") from None
+        raise WeightsError(f"--weights {path} cannot be read as a weights file: {exc.strerror or exc}.") from None

@@ -6,6 +6,7 @@ reading; it merges chunks (readers look again when theirs are gone) and, with
 lock every ``RowCache`` keeps on ``.inuse``). It removes only names the cache makes.
 Any number of gcs may run at once, and alongside any number of extractions.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ from filelock import FileLock
 from bneck.core.atomic import atomic_target, stale_temporaries
 from bneck.core.files import is_regular, open_regular, read_whole
 from bneck.core.hashing import RowsDigest
+from bneck.features.cache.in_use import fcntl, open_in_use_file
 from bneck.features.cache.rows import (
     CHUNK_PREFIX,
     KEY_NAME,
@@ -30,8 +32,6 @@ from bneck.features.cache.rows import (
     _fill_chunk,
     check_cache_dir,
     chunk_files,
-    fcntl,
-    open_in_use_file,
     read_rows_file,
 )
 
@@ -92,8 +92,11 @@ def list_entries(cache_dir: str) -> list[CacheEntry]:
             shas = set()
             for path in chunks:
                 shas.update(_chunk_shas(path, key)[0] or ())
-            entries.append(CacheEntry(key, folder, meta, len(shas), len(chunks), _folder_bytes(folder),
-                                      os.path.getmtime(meta_path)))
+            entries.append(
+                CacheEntry(
+                    key, folder, meta, len(shas), len(chunks), _folder_bytes(folder), os.path.getmtime(meta_path)
+                )
+            )
         except FileNotFoundError:  # another process (gc) removed it meanwhile
             continue
     return entries
@@ -119,8 +122,15 @@ def collect_garbage(cache_dir: str, older_than_days: float | None = None) -> dic
     names their own key; raises ConfigError for any other folder.
     """
     check_cache_dir(cache_dir)
-    stats = {"temporaries": 0, "bad_chunks": 0, "merged_chunks": 0, "entries_removed": 0,
-             "entries_in_use": 0, "bytes_before": 0, "bytes_after": 0}
+    stats = {
+        "temporaries": 0,
+        "bad_chunks": 0,
+        "merged_chunks": 0,
+        "entries_removed": 0,
+        "entries_in_use": 0,
+        "bytes_before": 0,
+        "bytes_after": 0,
+    }
     entries = list_entries(cache_dir)
     stats["bytes_before"] = sum(e.bytes for e in entries)
     now = time.time()
@@ -169,7 +179,7 @@ def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
             digest, start = RowsDigest(), 0
             for path, keep, _ in plan:
                 rows = np.ascontiguousarray(RowCache._load_chunk(path)[keep])
-                feats[start:start + len(rows)] = rows
+                feats[start : start + len(rows)] = rows
                 digest.update(rows)
                 start += len(rows)
             _fill_chunk(out, entry.key, np.array([s for *_, shas in plan for s in shas], dtype="S64"))
@@ -198,8 +208,9 @@ def _remove_entry(folder: str) -> None:
         path = os.path.join(folder, name)
         if not (is_regular(path) or os.path.islink(path)):  # a folder or FIFO under a cache name: not ours
             continue
-        if name == "meta.json" or (name.startswith(CHUNK_PREFIX) and name.endswith(".h5")) \
-                or name in (os.path.basename(p) for p in stale_temporaries(folder)):
+        if (
+            name == "meta.json"
+            or (name.startswith(CHUNK_PREFIX) and name.endswith(".h5"))
+            or name in (os.path.basename(p) for p in stale_temporaries(folder))
+        ):
             _remove_if_there(path)
-
-

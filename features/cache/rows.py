@@ -13,12 +13,12 @@ processes can add rows at once without coordination; an interrupted run keeps al
 chunks it committed. Because rows are found by image content, renamed or moved
 images and other projects with overlapping images reuse them.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
-import stat
 import time
 import uuid
 import warnings
@@ -28,20 +28,15 @@ import h5py
 import numpy as np
 from filelock import FileLock
 
-try:
-    import fcntl
-except ImportError:  # Windows: no protection of entries in use from `gc --older-than`
-    fcntl = None
-
 from bneck.core.atomic import atomic_target
 from bneck.core.errors import BneckWarning, ConfigError
 from bneck.core.files import is_regular
 from bneck.core.folders import MARKER, folder_kind, write_marker
 from bneck.core.hashing import RowsDigest, sha256_array
 from bneck.features.backbones.spec import SCHEMA_VERSION, ExtractorSpec
+from bneck.features.cache.in_use import hold_in_use
 
 CHUNK_PREFIX = "rows-"
-IN_USE = ".inuse"
 LOCK_TIMEOUT_S = 600
 
 
@@ -60,11 +55,16 @@ def resolve_cache_dir(cache_dir: str | None, inputs: Iterable[str] = ()) -> str:
     real = os.path.realpath(path)
     for item in inputs:
         other = os.path.realpath(os.path.abspath(os.path.expanduser(str(item))))
-        if real == other or real.startswith(other.rstrip(os.sep) + os.sep) \
-                or other.startswith(real.rstrip(os.sep) + os.sep):
-            raise ConfigError(f"--cache-dir {path} and {item} overlap (one is inside the other): the "
-                              f"cache would become part of what bneck reads or writes. Give a separate "
-                              f"--cache-dir (default $BNECK_CACHE or ~/.cache/bneck).")
+        if (
+            real == other
+            or real.startswith(other.rstrip(os.sep) + os.sep)
+            or other.startswith(real.rstrip(os.sep) + os.sep)
+        ):
+            raise ConfigError(
+                f"--cache-dir {path} and {item} overlap (one is inside the other): the "
+                f"cache would become part of what bneck reads or writes. Give a separate "
+                f"--cache-dir (default $BNECK_CACHE or ~/.cache/bneck)."
+            )
     return path
 
 
@@ -77,17 +77,21 @@ def check_cache_dir(path: str) -> str:
     """Return ``path`` if bneck may use it as its cache: new, empty, marked as a bneck cache, or a
     cache of an older bneck (only the names a cache holds); raises ConfigError otherwise."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ConfigError(f"--cache-dir {path} exists and is not a folder. Give a folder for the "
-                          f"shared feature cache (default $BNECK_CACHE or ~/.cache/bneck).")
+        raise ConfigError(
+            f"--cache-dir {path} exists and is not a folder. Give a folder for the "
+            f"shared feature cache (default $BNECK_CACHE or ~/.cache/bneck)."
+        )
     kind = folder_kind(path)
     if kind not in (None, "cache"):
         raise ConfigError(f"--cache-dir {path} is a bneck {kind} folder, not a feature cache. Give another folder.")
     if kind is None and os.path.isdir(path):
         foreign = sorted(set(os.listdir(path)) - CACHE_NAMES)
         if foreign:
-            raise ConfigError(f"--cache-dir {path} is not a bneck feature cache: it holds {', '.join(foreign[:3])}"
-                              f"{' ...' if len(foreign) > 3 else ''}, and bneck only ever writes (or tidies) "
-                              f"folders it made. Give a new or empty folder, or your cache.")
+            raise ConfigError(
+                f"--cache-dir {path} is not a bneck feature cache: it holds {', '.join(foreign[:3])}"
+                f"{' ...' if len(foreign) > 3 else ''}, and bneck only ever writes (or tidies) "
+                f"folders it made. Give a new or empty folder, or your cache."
+            )
     return path
 
 
@@ -99,8 +103,11 @@ def _mark_cache(path: str) -> None:
 def chunk_files(folder: str) -> list[str]:
     """Return the entry's chunk files: regular files named like a chunk. Anything else under such a
     name (a FIFO, a folder, a device, a link someone planted) is never opened, read or removed."""
-    return sorted(os.path.join(folder, n) for n in os.listdir(folder)
-                  if n.startswith(CHUNK_PREFIX) and n.endswith(".h5") and is_regular(os.path.join(folder, n)))
+    return sorted(
+        os.path.join(folder, n)
+        for n in os.listdir(folder)
+        if n.startswith(CHUNK_PREFIX) and n.endswith(".h5") and is_regular(os.path.join(folder, n))
+    )
 
 
 def _chunk_shas(path: str, key: str) -> tuple[list[str] | None, str | None]:
@@ -117,8 +124,7 @@ def _chunk_shas(path: str, key: str) -> tuple[list[str] | None, str | None]:
             if f.attrs.get("extractor_key") != key:
                 return None, f"written for extractor {str(f.attrs.get('extractor_key'))[:12]}, not {key[:12]}"
             if f.attrs.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
-                return None, (f"schema_version {f.attrs.get('schema_version')!r}, this bneck "
-                              f"writes {SCHEMA_VERSION}")
+                return None, (f"schema_version {f.attrs.get('schema_version')!r}, this bneck writes {SCHEMA_VERSION}")
             raw = f["sha256"][()]
             expected = f.attrs.get("sha256_sha256")
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
@@ -166,8 +172,11 @@ def _fill_chunk(f: h5py.File, key: str, shas: np.ndarray) -> None:
 
 
 def _warn_damaged(path: str, problem: str) -> None:
-    warnings.warn(f"ignoring damaged cache chunk {path}: {problem}. Its rows will be recomputed; "
-                  "`bneck cache gc` removes it.", BneckWarning, stacklevel=3)
+    warnings.warn(
+        f"ignoring damaged cache chunk {path}: {problem}. Its rows will be recomputed; `bneck cache gc` removes it.",
+        BneckWarning,
+        stacklevel=3,
+    )
 
 
 class CorruptChunk(Exception):
@@ -182,34 +191,6 @@ class MissingRows(Exception):
         self.shas = shas
 
 
-def open_in_use_file(folder: str):
-    """Open (creating) the entry's ``.inuse`` lock file; None when it is not a regular file.
-
-    Never blocks: a FIFO planted under this name would wait for a reader for ever, so it
-    is opened non-blocking, without following links, and anything but a regular file is
-    refused."""
-    path = os.path.join(folder, IN_USE)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW, 0o666)
-    except OSError:
-        return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None
-    return os.fdopen(fd, "ab")
-
-
-def _hold_in_use(folder: str):
-    """Hold a shared lock on the entry's ``.inuse`` file while this process uses it (None without fcntl)."""
-    if fcntl is None:
-        return None
-    handle = open_in_use_file(folder)
-    if handle is None:
-        return None  # not a file the cache made: the entry is simply not protected from `gc --older-than`
-    fcntl.flock(handle, fcntl.LOCK_SH)  # waits only while a gc is removing the entry
-    return handle
-
-
 class RowCache:
     """Feature rows of one extractor, addressed by image sha256."""
 
@@ -219,7 +200,7 @@ class RowCache:
         os.makedirs(self.folder, exist_ok=True)
         _mark_cache(cache_dir)
         self._lock = FileLock(os.path.join(self.folder, ".lock"), timeout=LOCK_TIMEOUT_S)
-        self._in_use = _hold_in_use(self.folder)  # `gc --older-than` never removes an entry in use
+        self._in_use = hold_in_use(self.folder)  # `gc --older-than` never removes an entry in use
         self._index: dict[str, tuple[str, int]] = {}
         self._scanned: set[str] = set()
         self._write_meta()
@@ -235,8 +216,11 @@ class RowCache:
         os.makedirs(self.folder, exist_ok=True)
         with atomic_target(meta) as tmp:
             with open(tmp, "w") as handle:
-                json.dump({"extractor_key": self.spec.key, **self.spec.describe(),
-                           "weights_path": self.spec.weights_path}, handle, indent=1)
+                json.dump(
+                    {"extractor_key": self.spec.key, **self.spec.describe(), "weights_path": self.spec.weights_path},
+                    handle,
+                    indent=1,
+                )
 
     def close(self) -> None:
         """Stop holding the entry in use (``gc --older-than`` may remove it from now on)."""
@@ -292,7 +276,7 @@ class RowCache:
             row_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             block_rows = max(1, (64 << 20) // max(1, row_bytes))
             for start in range(0, len(shas), block_rows):
-                part = shas[start:start + block_rows]
+                part = shas[start : start + block_rows]
                 out = None
                 for i, sha in enumerate(part):
                     path, row = self._index[sha]

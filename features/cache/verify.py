@@ -9,6 +9,7 @@ computed again with the reference runtime, TensorFlow in fp32 (an augmented view
 with its recorded transform; int8 rows with the cached int8 model), and compared
 with the stored rows within ``equivalence.TOLERANCE``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,7 +44,6 @@ def verify_cache(cache_dir: str) -> tuple[int, list[tuple[str, str]]]:
     return checked, problems
 
 
-
 @dataclass
 class RecomputeCheck:
     """The outcome for one cache entry: rows compared, the worst difference, the rows that differ."""
@@ -72,9 +72,13 @@ def _reference(spec, cache_dir: str, sample):
     if spec.quantization is not None:
         from bneck.features.runtimes.openvino import OpenVINOFeatureModel, converted_path
         from bneck.features.runtimes.quantize import reduced_precision
+
         precision = reduced_precision(spec)
-        needed = (converted_path(cache_dir, spec, "int8") if precision == "int8" else
-                  converted_path(cache_dir, dataclasses.replace(spec, quantization=None)))
+        needed = (
+            converted_path(cache_dir, spec, "int8")
+            if precision == "int8"
+            else converted_path(cache_dir, dataclasses.replace(spec, quantization=None))
+        )
         if not os.path.isfile(needed):
             raise LookupError(f"its {precision} model is not in the cache (CACHE/openvino)")
         try:
@@ -89,8 +93,9 @@ def _reference(spec, cache_dir: str, sample):
         params, view_seed, view = parse_view(spec.augmentation)
         base = dataclasses.replace(spec, augmentation=None)
         trunk = cut_model(build_base(backbone, base), backbone, spec.layer, spec.pool)
-        views = TrunkViews(trunk, backbone.preprocess_fn(), base, spec.layer, spec.pool,
-                           params, view_seed, cache_dir, verbose=False)
+        views = TrunkViews(
+            trunk, backbone.preprocess_fn(), base, spec.layer, spec.pool, params, view_seed, cache_dir, verbose=False
+        )
         return lambda batch, shas: views.compute(batch, shas, view)
     from bneck.features.backbones.feature_model import FeatureModel
 
@@ -98,12 +103,16 @@ def _reference(spec, cache_dir: str, sample):
     return lambda batch, shas: model(batch)
 
 
-def _check_entry(entry: CacheEntry, images: dict, n: int, seed: int, tolerance: float,
-                 cache_dir: str) -> RecomputeCheck:
+def _check_entry(
+    entry: CacheEntry, images: dict, n: int, seed: int, tolerance: float, cache_dir: str
+) -> RecomputeCheck:
     meta = entry.meta
-    check = RecomputeCheck(entry.key, f"{meta.get('backbone')} layer={meta.get('layer')} pool={meta.get('pool')}"
-                                      f"{' augmented view' if meta.get('augmentation') else ''}"
-                                      f"{' int8' if meta.get('quantization') else ''}")
+    check = RecomputeCheck(
+        entry.key,
+        f"{meta.get('backbone')} layer={meta.get('layer')} pool={meta.get('pool')}"
+        f"{' augmented view' if meta.get('augmentation') else ''}"
+        f"{' int8' if meta.get('quantization') else ''}",
+    )
     try:
         spec = spec_from_record(meta, entry.key, [meta.get("weights_path")], where=f"{entry.folder}/meta.json")
     except (BneckError, KeyError, TypeError) as exc:
@@ -118,8 +127,11 @@ def _check_entry(entry: CacheEntry, images: dict, n: int, seed: int, tolerance: 
     sample = sorted(np.random.default_rng(seed).choice(present, min(n, len(present)), replace=False))
     stored = []
     cache.read_rows(sample, lambda _, block: stored.append(block))
-    batches = [(shas, batch) for shas, batch, _ in decoded_batches([(sha, images[sha]) for sha in sample],
-                                                                     spec.input_size, 32) if shas]
+    batches = [
+        (shas, batch)
+        for shas, batch, _ in decoded_batches([(sha, images[sha]) for sha in sample], spec.input_size, 32)
+        if shas
+    ]
     try:
         compute = _reference(spec, cache_dir, lambda: np.concatenate([b for _, b in batches])[:8])
     except LookupError as exc:
@@ -136,8 +148,9 @@ def _check_entry(entry: CacheEntry, images: dict, n: int, seed: int, tolerance: 
     return check
 
 
-def recompute_sample(cache_dir: str, data_dirs: Sequence[str], n: int, seed: int = 0,
-                     tolerance: float = TOLERANCE, workers: int = 0) -> list[RecomputeCheck]:
+def recompute_sample(
+    cache_dir: str, data_dirs: Sequence[str], n: int, seed: int = 0, tolerance: float = TOLERANCE, workers: int = 0
+) -> list[RecomputeCheck]:
     """Recompute up to ``n`` seeded rows of every cache entry whose images are under ``data_dirs``."""
     images = images_under(data_dirs, workers)
     return [_check_entry(entry, images, n, seed, tolerance, cache_dir) for entry in list_entries(cache_dir)]

@@ -13,6 +13,7 @@ crash only does the missing shards, and a rerun on unchanged images never starts
 Ray. A worker that dies or fails has its shard retried on a fresh actor, up to
 ``MAX_ATTEMPTS`` times, then the run stops with an error naming the shard.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,9 @@ class ShardExtractor:
     def __init__(self, spec_fields: dict, cache_dir: str, batch_size: int, threads: int):
         spec = ExtractorSpec(**spec_fields)
         self.threads = threads
-        self.extractor = Extractor(spec, RowCache(cache_dir, spec), batch_size=batch_size, workers=threads,
-                                   verbose=False)
+        self.extractor = Extractor(
+            spec, RowCache(cache_dir, spec), batch_size=batch_size, workers=threads, verbose=False
+        )
         self.equivalence = None  # this worker's check against the driver's reference rows
 
     def check(self, reference: dict) -> dict:
@@ -78,10 +80,18 @@ class ShardExtractor:
             from bneck.features.runtimes.equivalence import compare
 
             model = self.extractor.network()
-            rows = [model(batch) for _, batch, _ in decoded_batches(
-                [(p, p) for p in reference["paths"]], self.extractor.spec.input_size, len(reference["paths"]))]
-            self.equivalence = compare(np.concatenate(rows), reference["rows"], "a Ray worker's TensorFlow",
-                                       f"node {socket.gethostname()} (pid {os.getpid()})")
+            rows = [
+                model(batch)
+                for _, batch, _ in decoded_batches(
+                    [(p, p) for p in reference["paths"]], self.extractor.spec.input_size, len(reference["paths"])
+                )
+            ]
+            self.equivalence = compare(
+                np.concatenate(rows),
+                reference["rows"],
+                "a Ray worker's TensorFlow",
+                f"node {socket.gethostname()} (pid {os.getpid()})",
+            )
         return self.equivalence
 
     def ready(self) -> int:
@@ -120,12 +130,23 @@ class ShardExtractor:
         if kept:
             out = []
             ex.cache.read_rows(kept, lambda _, block: out.append(block))
-            write_rows_file(shard["path"], ex.spec.key, kept, np.concatenate(out),
-                            attrs={"failed": json.dumps(failed), "shard_index": shard["index"]})
-        return {"index": shard["index"], "computed": len(todo) - len(failed), "rows": len(kept),
-                "failed": failed, "seconds": time.perf_counter() - start, "pid": os.getpid(),
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "equivalence": self.equivalence}
+            write_rows_file(
+                shard["path"],
+                ex.spec.key,
+                kept,
+                np.concatenate(out),
+                attrs={"failed": json.dumps(failed), "shard_index": shard["index"]},
+            )
+        return {
+            "index": shard["index"],
+            "computed": len(todo) - len(failed),
+            "rows": len(kept),
+            "failed": failed,
+            "seconds": time.perf_counter() - start,
+            "pid": os.getpid(),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "equivalence": self.equivalence,
+        }
 
 
 @dataclasses.dataclass
@@ -152,12 +173,15 @@ class RayPool:
         ray = import_ray()
         if not ray.is_initialized():
             try:
-                ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                ray.init(
+                    address=self.options.address, include_dashboard=False, log_to_driver=False, configure_logging=False
+                )
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ConfigError(f"cannot join the Ray cluster at --address {self.options.address!r}: "
-                                  f"{str(exc).splitlines()[0]}. Start one with `ray start --head`, pass "
-                                  f"its HOST:PORT, or leave --address out to start a local one.") from None
+                raise ConfigError(
+                    f"cannot join the Ray cluster at --address {self.options.address!r}: "
+                    f"{str(exc).splitlines()[0]}. Start one with `ray start --head`, pass "
+                    f"its HOST:PORT, or leave --address out to start a local one."
+                ) from None
             self.started_here = True
         self.ray = ray
         nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -168,21 +192,23 @@ class RayPool:
             raise ConfigError(
                 f"--workers {workers} x --num-gpus-per-worker {self.options.num_gpus_per_worker:g} asks for "
                 f"more GPUs than the Ray cluster has ({resources.get('GPU', 0):g}). Ask for fewer, or use "
-                f"--num-gpus-per-worker 0 on a CPU cluster.")
+                f"--num-gpus-per-worker 0 on a CPU cluster."
+            )
         self.actors = [self._actor() for _ in range(workers)]
-        placed, _ = ray.wait([a.ready.remote() for a in self.actors], num_returns=workers,
-                             timeout=PLACEMENT_TIMEOUT_S)
+        placed, _ = ray.wait([a.ready.remote() for a in self.actors], num_returns=workers, timeout=PLACEMENT_TIMEOUT_S)
         if len(placed) < workers:
             raise ConfigError(
                 f"only {len(placed)} of --workers {workers} Ray actors could be placed within "
                 f"{PLACEMENT_TIMEOUT_S} s: the cluster has {resources.get('CPU', 0):g} CPUs and "
                 f"{resources.get('GPU', 0):g} GPUs, and each actor asks for {self.cpus:g} CPUs and "
                 f"--num-gpus-per-worker {self.options.num_gpus_per_worker:g} GPUs. Ask for fewer "
-                f"workers or GPUs, or add nodes.")
+                f"workers or GPUs, or add nodes."
+            )
 
     def _actor(self):
         remote = self.ray.remote(self.options.actor_class).options(
-            num_cpus=self.cpus, num_gpus=self.options.num_gpus_per_worker)
+            num_cpus=self.cpus, num_gpus=self.options.num_gpus_per_worker
+        )
         fields = {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec)}
         return remote.remote(fields, self.cache_dir, self.batch_size, max(1, int(self.cpus)))
 
@@ -236,7 +262,8 @@ class RayPool:
                 f"failed {MAX_ATTEMPTS} times; last error: {str(error).strip().splitlines()[-1][:300]}"
                 f"{f' (and {len(given_up) - 1} more shard(s) failed likewise)' if len(given_up) > 1 else ''}. "
                 f"The {len(results)} shard(s) finished in this run are kept in "
-                f"{os.path.dirname(shard['path'])}; rerun the same command to compute only the missing ones.")
+                f"{os.path.dirname(shard['path'])}; rerun the same command to compute only the missing ones."
+            )
         return results
 
     def close(self) -> None:
@@ -252,7 +279,7 @@ def plan_shards(spec: ExtractorSpec, items: list[tuple[str, str]], folder: str, 
     """Cut (sha, image path) items into shards, named by index and content."""
     shards = []
     for index, start in enumerate(range(0, len(items), size)):
-        part = items[start:start + size]
+        part = items[start : start + size]
         name = f"{index:05d}-{sha256_json([spec.key, [sha for sha, _ in part]])[:16]}.h5"
         shards.append({"index": index, "path": os.path.join(folder, name), "items": part})
     return shards
@@ -308,15 +335,17 @@ def ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_work
     from bneck.features.runtimes.registry import reference_runtime
 
     if runtime != reference_runtime().name:
-        raise ConfigError(f"--engine ray runs the {reference_runtime().label} runtime only for now. "
-                          f"Received: runtime={runtime!r}.")
+        raise ConfigError(
+            f"--engine ray runs the {reference_runtime().label} runtime only for now. Received: runtime={runtime!r}."
+        )
     options = RayOptions(address, workers, shard_size, num_gpus_per_worker, actor_class or ShardExtractor)
     import_ray()  # say how to install it before any work
     return options
 
 
-def extract_split_sharded(ex: Extractor, pool: RayPool, dataset: Dataset, split: str, out_dir: str,
-                          usable: list, quarantine: list) -> SplitReport:
+def extract_split_sharded(
+    ex: Extractor, pool: RayPool, dataset: Dataset, split: str, out_dir: str, usable: list, quarantine: list
+) -> SplitReport:
     """--engine ray: shards done by Ray actors (or found finished), stitched by a virtual dataset.
 
     Returns the split's SplitReport; ``ex`` is the extraction's Extractor (its cache and
@@ -334,8 +363,11 @@ def extract_split_sharded(ex: Extractor, pool: RayPool, dataset: Dataset, split:
             ex.record_check("equivalence", max(checks, key=lambda c: c["max_rel_diff"]))
     failed = {sha: why for r in results.values() for sha, why in r["failed"].items()}
     content = split_content(dataset, split, usable, failed, quarantine)
-    sources = [(os.path.relpath(s["path"], out_dir), results[s["index"]]["rows"]) for s in shards
-               if results[s["index"]]["rows"]]
+    sources = [
+        (os.path.relpath(s["path"], out_dir), results[s["index"]]["rows"])
+        for s in shards
+        if results[s["index"]]["rows"]
+    ]
     with h5py.File(os.path.join(out_dir, sources[0][0]), "r") as f:
         shape, dtype = f["features"].shape[1:], str(f["features"].dtype)
     path = os.path.join(out_dir, f"{split}.h5")
@@ -345,7 +377,16 @@ def extract_split_sharded(ex: Extractor, pool: RayPool, dataset: Dataset, split:
         write_sharded_split_file(path, content, attrs, sources, shape, dtype)
         _remove_stale_shards(folder, {os.path.basename(name) for name, _ in sources})
     computed = sum(r["computed"] for r in results.values())
-    return SplitReport(split, len(content.shas), len(dataset.class_names), len(content.quarantine),
-                       len(content.shas) - computed, computed, time.perf_counter() - start, path, content.quarantine,
-                       file_unchanged=unchanged,
-                       shards={"total": len(shards), "run": len(todo), "reused": len(shards) - len(todo)})
+    return SplitReport(
+        split,
+        len(content.shas),
+        len(dataset.class_names),
+        len(content.quarantine),
+        len(content.shas) - computed,
+        computed,
+        time.perf_counter() - start,
+        path,
+        content.quarantine,
+        file_unchanged=unchanged,
+        shards={"total": len(shards), "run": len(todo), "reused": len(shards) - len(todo)},
+    )

@@ -1,4 +1,5 @@
 """What an extraction did, per split and in all: counts, what was left out, and the summary a person reads."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,10 +49,13 @@ class ExtractionReport:
 
     def table(self) -> str:
         """Return the summary table a person reads at the end of a run."""
-        rows = [[s.split, s.images, s.classes, s.quarantined, s.reused, s.computed,
-                 round(s.seconds, 2), s.file] for s in self.splits]
-        return format_table(["split", "images", "classes", "quarantined", "reused", "computed",
-                             "seconds", "file"], rows)
+        rows = [
+            [s.split, s.images, s.classes, s.quarantined, s.reused, s.computed, round(s.seconds, 2), s.file]
+            for s in self.splits
+        ]
+        return format_table(
+            ["split", "images", "classes", "quarantined", "reused", "computed", "seconds", "file"], rows
+        )
 
     def summary(self, limit: int = 20) -> str:
         """Return what a person reads at the end: the table, then every file left out and why
@@ -64,11 +68,16 @@ class ExtractionReport:
             if len(quarantined) > limit:
                 lines.append(f"  ... and {len(quarantined) - limit} more (listed in each file's 'quarantine' dataset)")
         if self.duplicates:
-            lines += ["", f"{len(self.duplicates)} image(s) appear in more than one split (the same bytes), which "
-                          "makes validation and test accuracy look better than it is; remove one copy of each:"]
-            lines += ["  " + " = ".join(p for paths in d["paths"].values() for p in paths)
-                      for d in self.duplicates[:limit]]
+            lines += [
+                "",
+                f"{len(self.duplicates)} image(s) appear in more than one split (the same bytes), which "
+                "makes validation and test accuracy look better than it is; remove one copy of each:",
+            ]
+            lines += [
+                "  " + " = ".join(p for paths in d["paths"].values() for p in paths) for d in self.duplicates[:limit]
+            ]
             if len(self.duplicates) > limit:
-                lines.append(f"  ... and {len(self.duplicates) - limit} more (listed in each file's "
-                             "cross_split_duplicates)")
+                lines.append(
+                    f"  ... and {len(self.duplicates) - limit} more (listed in each file's cross_split_duplicates)"
+                )
         return "\n".join(lines)

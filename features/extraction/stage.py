@@ -5,6 +5,7 @@ network only on images whose content it has never seen with this extractor,
 commit those rows to the cache as they are made, then write ``OUT/<split>.h5``
 from the cache. A rerun on unchanged images never builds the network.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,9 @@ from bneck.features.runtimes.registry import get_runtime, ready_here
 MAX_MISSING_ROW_RETRIES = 3
 
 
-def _extract_split(ex: Extractor, dataset: Dataset, split: str, out_dir: str, usable: list,
-                   quarantine: list) -> SplitReport:
+def _extract_split(
+    ex: Extractor, dataset: Dataset, split: str, out_dir: str, usable: list, quarantine: list
+) -> SplitReport:
     """The local engine: compute the split's missing rows here, then write its file from the cache."""
     start = time.perf_counter()
     ex.cache.refresh()
@@ -67,8 +69,9 @@ def _extract_split(ex: Extractor, dataset: Dataset, split: str, out_dir: str, us
         # (no file there: nothing to compare, and no reason to read every row twice)
         unchanged = os.path.isfile(path) and holds(path, attrs, content, ex.cache.digest(content.shas))
         if not unchanged:
-            write_split_file(path, content, attrs, shape, str(dtype),
-                             lambda sink: ex.cache.read_rows(content.shas, sink))
+            write_split_file(
+                path, content, attrs, shape, str(dtype), lambda sink: ex.cache.read_rows(content.shas, sink)
+            )
         return content, unchanged
 
     def remake(shas: list[str]) -> None:  # `bneck cache gc` removed rows meanwhile: make them again
@@ -76,74 +79,100 @@ def _extract_split(ex: Extractor, dataset: Dataset, split: str, out_dir: str, us
         failed.update(ex.compute(split, [(sha, first_path[sha]) for sha in shas]))
         todo_shas = list(dict.fromkeys(todo_shas + shas))
 
-    try:
-        content, unchanged = remaking_missing(write, remake, MAX_MISSING_ROW_RETRIES)
-    except MissingRows:
-        raise FeatureFileError(f"rows of {split!r} kept leaving the cache {ex.cache.folder} while "
-                               "this run wrote them (is `bneck cache gc --older-than` running "
-                               "in a loop?). Rerun when it has finished.") from None
-    except CorruptChunk as exc:
-        raise FeatureFileError(f"the cache file {exc} is damaged (its features fail their "
-                               "checksum). Run `bneck cache gc` to drop it, then rerun to "
-                               "recompute its rows.") from None
+    content, unchanged = _write_remaking_missing(write, remake, split, ex.cache)
     todo = set(todo_shas)
     computed = len(todo - set(failed))
     reused_rows = sum(1 for sha in content.shas if sha not in todo)
-    return SplitReport(split, len(content.shas), len(dataset.class_names), len(content.quarantine),
-                       reused_rows, computed, time.perf_counter() - start, path, content.quarantine,
-                       file_unchanged=unchanged)
+    return SplitReport(
+        split,
+        len(content.shas),
+        len(dataset.class_names),
+        len(content.quarantine),
+        reused_rows,
+        computed,
+        time.perf_counter() - start,
+        path,
+        content.quarantine,
+        file_unchanged=unchanged,
+    )
+
+
+def _write_remaking_missing(write, remake, split: str, cache: RowCache) -> tuple:
+    """Return ``write()``, remaking rows that left the cache meanwhile; cache trouble becomes FeatureFileError."""
+    try:
+        return remaking_missing(write, remake, MAX_MISSING_ROW_RETRIES)
+    except MissingRows:
+        raise FeatureFileError(
+            f"rows of {split!r} kept leaving the cache {cache.folder} while "
+            "this run wrote them (is `bneck cache gc --older-than` running "
+            "in a loop?). Rerun when it has finished."
+        ) from None
+    except CorruptChunk as exc:
+        raise FeatureFileError(
+            f"the cache file {exc} is damaged (its features fail their "
+            "checksum). Run `bneck cache gc` to drop it, then rerun to "
+            "recompute its rows."
+        ) from None
 
 
 @takes_options(EXTRACT)
-def extract(data_dir: str, out_dir: str, *, backbone: str = "vgg16",
-            weights: str | None = "imagenet", size: int | None = None,
-            layer: str | None = None, pool: str = "none", dtype: str = "float32",
-            alpha: float | None = None, splits: Sequence[str] | None = None,
-            split=None, seed: int = 0, exclude: Sequence[str] = (), follow_links: bool = False,
-            batch_size: int = 32,
-            cache_dir: str | None = None, workers: int = 0, commit_rows: int = 1024,
-            commit_seconds: float = 20.0, runtime: str = "auto", precision: str = "fp32",
-            calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
-            min_cosine: float = DEFAULT_MIN_COSINE, force: bool = False,
-            engine: str = "local", address: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-            num_gpus_per_worker: float = 0.0, actor_class=None,
-            verbose: bool = True) -> ExtractionReport:
+def extract(
+    data_dir: str,
+    out_dir: str,
+    *,
+    backbone: str = "vgg16",
+    weights: str | None = "imagenet",
+    size: int | None = None,
+    layer: str | None = None,
+    pool: str = "none",
+    dtype: str = "float32",
+    alpha: float | None = None,
+    splits: Sequence[str] | None = None,
+    split=None,
+    seed: int = 0,
+    exclude: Sequence[str] = (),
+    follow_links: bool = False,
+    batch_size: int = 32,
+    cache_dir: str | None = None,
+    workers: int = 0,
+    commit_rows: int = 1024,
+    commit_seconds: float = 20.0,
+    runtime: str = "auto",
+    precision: str = "fp32",
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    force: bool = False,
+    engine: str = "local",
+    address: str | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    num_gpus_per_worker: float = 0.0,
+    actor_class=None,
+    verbose: bool = True,
+) -> ExtractionReport:
     """Extract bottleneck features for every split of ``data_dir`` into ``out_dir/<split>.h5``.
 
-    ``runtime`` is a registered runtime (``runtimes.registry``) or ``auto`` (``runtimes.choice``).
-    ``precision="int8"`` (OpenVINO only) quantises on ``calibration_images`` training
-    images and refuses if the features' cosine to fp32 falls below ``min_cosine``
-    on held-back training images, unless ``force``.
+    ``runtime`` is a registered runtime (``runtimes.registry``) or ``auto`` (``runtimes.choice``). ``precision="int8"``
+    (OpenVINO only) quantises on ``calibration_images`` training images and refuses if the features' cosine to fp32
+    falls below ``min_cosine`` on held-back training images, unless ``force``. ``engine="ray"`` runs the network in
+    Ray actors (``workers`` of them; 0: one per node) on the cluster at ``address`` (None: start a local one),
+    ``shard_size`` images per shard file (see ``ray_engine``); the local engine decodes images on ``workers`` threads.
 
-    ``engine="ray"`` runs the network in Ray actors (``workers`` of them; 0: one per
-    node) on the cluster at ``address`` (None: start a local one), ``shard_size``
-    images per shard file; see ``ray_engine``. With the local engine ``workers`` is the
-    number of decoding threads. The options are checked by ``EXTRACT`` before the body runs.
-
-    Returns an ExtractionReport. Raises ConfigError, DatasetError, WeightsError or
-    FeatureFileError (all BneckError) for user mistakes; rows computed before an
-    error or Ctrl-C stay in the cache.
+    Returns an ExtractionReport. Raises ConfigError, DatasetError, WeightsError or FeatureFileError (all
+    BneckError) for user mistakes; rows computed before an error or Ctrl-C stay in the cache.
     """
-    auto = runtime == "auto"
-    runtime, runtime_why = _runtime_from_options(runtime, precision, engine)
-    ray = ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_worker, actor_class)
+    choice = _runtime_from_options(runtime, precision, engine)
+    ray = ray_options(engine, choice.name, address, workers, shard_size, num_gpus_per_worker, actor_class)
     source = _Source(data_dir, splits, split, seed, list(exclude), follow_links)
     out_dir, cache_dir, dataset = _open_folders(source, out_dir, cache_dir, sharded=ray is not None)
-    spec, plan = _spec_and_plan(resolve_spec(backbone, weights, size, layer, pool, dtype, alpha), source, dataset,
-                                precision, calibration_images, workers)
-    runtime, runtime_why = _runtime_for_data(runtime, runtime_why, spec, cache_dir, dataset, precision, engine)
+    spec = resolve_spec(backbone, weights, size, layer, pool, dtype, alpha)
+    spec, plan = _spec_and_plan(spec, source, dataset, precision, calibration_images, workers)
+    choice = _runtime_for_data(choice, spec, cache_dir, dataset)
     claim_folder(out_dir, "features", inputs=[data_dir])
     actors = RayPool(ray, spec, cache_dir, batch_size) if ray is not None else None
-    ex = Extractor(spec, RowCache(cache_dir, spec), batch_size=batch_size,
-                   workers=0 if actors else workers,  # with Ray, the driver's threads only hash: all cores
-                   commit_rows=commit_rows, commit_seconds=commit_seconds, verbose=verbose, runtime=runtime,
-                   plan=plan, check_sample=check_sample(_training(source, dataset, required=False), seed),
-                   fallback=auto and precision == "fp32", runtime_why=runtime_why,
-                   file_attrs=dict(runtime=runtime, precision=precision, engine=engine, follow_links=follow_links))
-    report = ExtractionReport(spec, out_dir, cache_dir, runtime=runtime, precision=precision, engine=engine)
-    if plan is not None:  # quantise (or load) and check before any row is made
-        report.quantization = gate(ex.network().quantization_stats, min_cosine, force, spec.backbone, precision)
-        ex.record_check("quantization_check", report.quantization)
+    ex = _build_extractor(
+        choice, spec, cache_dir, source, dataset, plan, ray, batch_size, workers, commit_rows, commit_seconds, verbose
+    )
+    report = _report_after_quantization_check(ex, spec, choice, plan, out_dir, cache_dir, min_cosine, force)
     _extract_splits(ex, actors, dataset, out_dir, report)
     return _finish(report, ex, plan)
 
@@ -160,13 +189,26 @@ class _Source:
     follow_links: bool
 
 
-def _runtime_from_options(runtime: str, precision: str, engine: str) -> tuple[str, str]:
-    """Decide ``--runtime`` where the options alone decide it (``('auto', '')`` when the data must), and
-    refuse, before any work, a runtime that cannot compute ``precision`` here or is not installed."""
-    runtime, why = choose_runtime(runtime, precision=precision, engine=engine)
-    if runtime != "auto":
-        get_runtime(runtime, precision)
-    return runtime, why
+@dataclasses.dataclass(frozen=True)
+class _RuntimeChoice:
+    """The runtime that computes the rows (``auto`` until the data decides) and why, whether the user asked
+    for ``auto`` (an fp32 run may then fall back to another runtime), and the precision and engine it serves."""
+
+    name: str
+    why: str
+    auto: bool
+    precision: str
+    engine: str
+
+
+def _runtime_from_options(runtime: str, precision: str, engine: str) -> _RuntimeChoice:
+    """Decide ``--runtime`` where the options alone decide it (name ``auto``, why ``''`` when the data must),
+    and refuse, before any work, a runtime that cannot compute ``precision`` here or is not installed."""
+    auto = runtime == "auto"
+    name, why = choose_runtime(runtime, precision=precision, engine=engine)
+    if name != "auto":
+        get_runtime(name, precision)
+    return _RuntimeChoice(name, why, auto, precision, engine)
 
 
 def _open_folders(source: _Source, out_dir: str, cache_dir: str | None, sharded: bool) -> tuple:
@@ -176,8 +218,14 @@ def _open_folders(source: _Source, out_dir: str, cache_dir: str | None, sharded:
     """
     out_dir = check_folder(out_dir, "features", inputs=[source.data_dir])
     cache_dir = resolve_cache_dir(cache_dir, inputs=[source.data_dir, out_dir])
-    dataset = discover(source.data_dir, splits=source.splits, split=source.split, seed=source.seed,
-                       exclude=source.exclude, follow_links=source.follow_links)
+    dataset = discover(
+        source.data_dir,
+        splits=source.splits,
+        split=source.split,
+        seed=source.seed,
+        exclude=source.exclude,
+        follow_links=source.follow_links,
+    )
     if sharded:
         for name in dataset.splits:
             check_folder(os.path.join(out_dir, f"{name}.shards"), "shards", option="the shards folder")
@@ -185,40 +233,103 @@ def _open_folders(source: _Source, out_dir: str, cache_dir: str | None, sharded:
 
 
 def _training(source: _Source, dataset: Dataset, required: bool = True) -> list:
-    return training_records(dataset, source.data_dir, source.split, source.seed, source.exclude,
-                            source.follow_links, required=required)
+    return training_records(
+        dataset, source.data_dir, source.split, source.seed, source.exclude, source.follow_links, required=required
+    )
 
 
-def _spec_and_plan(spec, source: _Source, dataset: Dataset, precision: str, calibration_images: int,
-                   workers: int) -> tuple:
+def _spec_and_plan(
+    spec, source: _Source, dataset: Dataset, precision: str, calibration_images: int, workers: int
+) -> tuple:
     """Return (the spec, the calibration plan): int8 and bf16 get their own key and their check images
     (bf16 calibrates nothing: its plan only gives the check images); fp32 has no plan."""
     if precision not in ("int8", "bf16"):
         return spec, None
-    plan = plan_calibration([r.abspath for r in _training(source, dataset)],
-                            calibration_images if precision == "int8" else 1, source.seed, workers)
-    return dataclasses.replace(spec, quantization=plan.key_json() if precision == "int8"
-                               else json.dumps(BF16_METHOD, sort_keys=True)), plan
+    plan = plan_calibration(
+        [r.abspath for r in _training(source, dataset)],
+        calibration_images if precision == "int8" else 1,
+        source.seed,
+        workers,
+    )
+    return dataclasses.replace(
+        spec, quantization=plan.key_json() if precision == "int8" else json.dumps(BF16_METHOD, sort_keys=True)
+    ), plan
 
 
-def _runtime_for_data(runtime: str, why: str, spec, cache_dir: str, dataset: Dataset, precision: str,
-                      engine: str) -> tuple[str, str]:
+def _runtime_for_data(choice: _RuntimeChoice, spec, cache_dir: str, dataset: Dataset) -> _RuntimeChoice:
     """Check a new extractor's layer and pool, then finish ``auto``'s choice from the cache and the data.
 
     A new extractor's cut is checked before any folder; a runtime whose model for it is already
     checked here was made from that cut: no need to build the network for that.
     """
-    if not _entry_exists(cache_dir, spec) and not ready_here(runtime, spec, cache_dir):
+    if not _entry_exists(cache_dir, spec) and not ready_here(choice.name, spec, cache_dir):
         from bneck.features.backbones.feature_model import check_cut
+
         check_cut(get_backbone(spec.backbone), spec.alpha, spec.input_size, spec.layer, spec.pool)
-    if runtime != "auto":
-        return runtime, why
-    return choose_runtime("auto", precision=precision, engine=engine, spec=spec, cache_dir=cache_dir,
-                          images=sum(len(r) for r in dataset.splits.values()))
+    if choice.name != "auto":
+        return choice
+    name, why = choose_runtime(
+        "auto",
+        precision=choice.precision,
+        engine=choice.engine,
+        spec=spec,
+        cache_dir=cache_dir,
+        images=sum(len(r) for r in dataset.splits.values()),
+    )
+    return dataclasses.replace(choice, name=name, why=why)
 
 
-def _extract_splits(ex: Extractor, pool: RayPool | None, dataset: Dataset, out_dir: str,
-                    report: ExtractionReport) -> None:
+def _build_extractor(
+    choice: _RuntimeChoice,
+    spec,
+    cache_dir: str,
+    source: _Source,
+    dataset: Dataset,
+    plan,
+    ray,
+    batch_size: int,
+    workers: int,
+    commit_rows: int,
+    commit_seconds: float,
+    verbose: bool,
+) -> Extractor:
+    """Return the Extractor over the extractor's cache entry, checking a sample of training images."""
+    return Extractor(
+        spec,
+        RowCache(cache_dir, spec),
+        batch_size=batch_size,
+        workers=0 if ray is not None else workers,  # with Ray, the driver's threads only hash: all cores
+        commit_rows=commit_rows,
+        commit_seconds=commit_seconds,
+        verbose=verbose,
+        runtime=choice.name,
+        plan=plan,
+        check_sample=check_sample(_training(source, dataset, required=False), source.seed),
+        fallback=choice.auto and choice.precision == "fp32",
+        runtime_why=choice.why,
+        file_attrs=dict(
+            runtime=choice.name, precision=choice.precision, engine=choice.engine, follow_links=source.follow_links
+        ),
+    )
+
+
+def _report_after_quantization_check(
+    ex: Extractor, spec, choice: _RuntimeChoice, plan, out_dir: str, cache_dir: str, min_cosine: float, force: bool
+) -> ExtractionReport:
+    """Return the run's ExtractionReport; with a calibration plan, quantise (or load) the network and
+    check it (``gate``) first, before any row is made."""
+    report = ExtractionReport(
+        spec, out_dir, cache_dir, runtime=choice.name, precision=choice.precision, engine=choice.engine
+    )
+    if plan is not None:
+        report.quantization = gate(ex.network().quantization_stats, min_cosine, force, spec.backbone, choice.precision)
+        ex.record_check("quantization_check", report.quantization)
+    return report
+
+
+def _extract_splits(
+    ex: Extractor, pool: RayPool | None, dataset: Dataset, out_dir: str, report: ExtractionReport
+) -> None:
     """Hash every split, record images shared across splits, then extract each split into its file."""
     hashed = {name: hash_split(dataset, name, ex.workers) for name in dataset.splits}
     report.duplicates = cross_split_duplicates({name: usable for name, (usable, _) in hashed.items()})
@@ -228,8 +339,7 @@ def _extract_splits(ex: Extractor, pool: RayPool | None, dataset: Dataset, out_d
             if pool is None:
                 report.splits.append(_extract_split(ex, dataset, split_name, out_dir, usable, quarantine))
             else:
-                report.splits.append(extract_split_sharded(ex, pool, dataset, split_name, out_dir, usable,
-                                                           quarantine))
+                report.splits.append(extract_split_sharded(ex, pool, dataset, split_name, out_dir, usable, quarantine))
     finally:
         ex.cache.close()
         if pool is not None:
@@ -253,4 +363,5 @@ def _entry_exists(cache_dir: str, spec) -> bool:
     """True when the cache holds rows of this extractor (so its layer and pool are known to work)."""
     folder = os.path.join(cache_dir, "features", spec.key)
     return os.path.isfile(os.path.join(folder, "meta.json")) and any(
-        n.startswith("rows-") for n in (os.listdir(folder) if os.path.isdir(folder) else ()))
+        n.startswith("rows-") for n in (os.listdir(folder) if os.path.isdir(folder) else ())
+    )

@@ -9,6 +9,7 @@ is created under a temporary name and moved into place, and ``complete`` is writ
 last, so a file that has it was written whole. What reading checks is in
 ``featurefile.validate``; every reader here goes through it.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,8 +51,14 @@ class SplitContent:
     quarantine: list[tuple[str, str]]
 
 
-def write_split_file(path: str, content: SplitContent, attrs: dict, row_shape: tuple,
-                     dtype: str, fill: Callable[[Callable[[int, np.ndarray], None]], None]) -> None:
+def write_split_file(
+    path: str,
+    content: SplitContent,
+    attrs: dict,
+    row_shape: tuple,
+    dtype: str,
+    fill: Callable[[Callable[[int, np.ndarray], None]], None],
+) -> None:
     """Write a split file atomically. ``fill(sink)`` must call ``sink(start, rows)`` for all rows."""
     n = len(content.paths)
     digest = RowsDigest()
@@ -60,14 +67,18 @@ def write_split_file(path: str, content: SplitContent, attrs: dict, row_shape: t
     with atomic_target(path) as tmp:
         with h5py.File(tmp, "w") as f:
             chunk_rows = max(1, min(n, (1 << 20) // max(1, int(np.prod(row_shape)) * 4))) if n else 1
-            features = f.create_dataset("features", shape=(n,) + tuple(row_shape), dtype=dtype,
-                                        chunks=(chunk_rows,) + tuple(row_shape) if n else None)
+            features = f.create_dataset(
+                "features",
+                shape=(n,) + tuple(row_shape),
+                dtype=dtype,
+                chunks=(chunk_rows,) + tuple(row_shape) if n else None,
+            )
 
             def sink(start: int, rows: np.ndarray) -> None:
                 if start != written[0]:
                     raise RuntimeError("rows must arrive in order")
                 rows = np.ascontiguousarray(rows, dtype=dtype)
-                features[start:start + len(rows)] = rows
+                features[start : start + len(rows)] = rows
                 digest.update(rows)
                 written[0] += len(rows)
 
@@ -77,8 +88,9 @@ def write_split_file(path: str, content: SplitContent, attrs: dict, row_shape: t
             _write_rest(f, content, attrs, digest.hexdigest())
 
 
-def write_sharded_split_file(path: str, content: SplitContent, attrs: dict, shards: list[tuple[str, int]],
-                             row_shape: tuple, dtype: str) -> None:
+def write_sharded_split_file(
+    path: str, content: SplitContent, attrs: dict, shards: list[tuple[str, int]], row_shape: tuple, dtype: str
+) -> None:
     """Write a split file whose features are a virtual dataset over shard files, atomically.
 
     ``shards`` lists (shard file path relative to ``path``'s folder, rows) in row order;
@@ -93,7 +105,7 @@ def write_sharded_split_file(path: str, content: SplitContent, attrs: dict, shar
     for name, rows in shards:
         with h5py.File(os.path.join(folder, name), "r") as shard:
             digest.update(shard["features"][()], dtype=dtype)
-        layout[start:start + rows] = h5py.VirtualSource(name, "features", shape=(rows,) + tuple(row_shape))
+        layout[start : start + rows] = h5py.VirtualSource(name, "features", shape=(rows,) + tuple(row_shape))
         start += rows
     with atomic_target(path) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -151,20 +163,24 @@ class FeatureFile:
 
 def _open(path: str) -> h5py.File:
     if os.path.isdir(path):
-        raise FeatureFileError(f"{path} is a folder, not a feature file: give one of its split files, e.g. "
-                               f"{os.path.join(path, 'test.h5')}.")
+        raise FeatureFileError(
+            f"{path} is a folder, not a feature file: give one of its split files, e.g. "
+            f"{os.path.join(path, 'test.h5')}."
+        )
     if os.path.exists(path) and not os.path.isfile(path):
-        raise FeatureFileError(f"{path} is {kind_of(os.stat(path).st_mode)}, not a feature file; bneck reads "
-                               "only regular files.")
+        raise FeatureFileError(
+            f"{path} is {kind_of(os.stat(path).st_mode)}, not a feature file; bneck reads only regular files."
+        )
     if not os.path.isfile(path):
-        raise FeatureFileError(f"feature file not found: {path}. Create it with "
-                               "`bneck extract DATA_DIR --out FOLDER`.")
+        raise FeatureFileError(f"feature file not found: {path}. Create it with `bneck extract DATA_DIR --out FOLDER`.")
     return h5py.File(path, "r")
 
 
 def _unreadable(path: str, exc: Exception) -> FeatureFileError:
-    return FeatureFileError(f"{path} cannot be read as a feature file ({type(exc).__name__}: {exc}); "
-                            f"it is truncated or damaged. {rebuild_hint(path)}")
+    return FeatureFileError(
+        f"{path} cannot be read as a feature file ({type(exc).__name__}: {exc}); "
+        f"it is truncated or damaged. {rebuild_hint(path)}"
+    )
 
 
 _READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError)
@@ -192,9 +208,11 @@ def read_features(path: str, verify: bool = True) -> FeatureFile:
         raise _unreadable(path, exc) from None
     if verify:
         if sha256_array(features) != attrs["features_sha256"]:
-            raise FeatureFileError(f"{path}: the features do not match their stored checksum "
-                                   f"(features_sha256); the file is damaged or was edited. "
-                                   f"{rebuild_hint(path)}")
+            raise FeatureFileError(
+                f"{path}: the features do not match their stored checksum "
+                f"(features_sha256); the file is damaged or was edited. "
+                f"{rebuild_hint(path)}"
+            )
         check_finite(path, features)
     return FeatureFile(path, attrs, features, labels, paths, shas, quarantine)
 
@@ -233,7 +251,7 @@ class RowReader:
                 attrs = validate(path, f)
                 self.n = f["features"].shape[0]
                 for start in range(0, self.n, self.rows):
-                    block = f["features"][start:start + self.rows]
+                    block = f["features"][start : start + self.rows]
                     whole.update(block)
                     self._digests.append(sha256_array(block))
         except FeatureFileError:
@@ -241,8 +259,9 @@ class RowReader:
         except _READ_ERRORS as exc:
             raise _unreadable(path, exc) from None
         if whole.hexdigest() != attrs["features_sha256"]:
-            raise FeatureFileError(f"{path}: the features do not match their stored checksum "
-                                   f"(features_sha256). {rebuild_hint(path)}")
+            raise FeatureFileError(
+                f"{path}: the features do not match their stored checksum (features_sha256). {rebuild_hint(path)}"
+            )
 
     def __len__(self) -> int:
         return len(self._digests)
@@ -251,13 +270,15 @@ class RowReader:
         """Yield (first row, block) for the block indices in ``order`` (default: in order)."""
         with h5py.File(self.path, "r") as f:
             feats = f["features"]
-            for i in (range(len(self)) if order is None else order):
+            for i in range(len(self)) if order is None else order:
                 start = int(i) * self.rows
-                block = np.ascontiguousarray(feats[start:start + self.rows])
+                block = np.ascontiguousarray(feats[start : start + self.rows])
                 if sha256_array(block) != self._digests[int(i)]:
-                    raise FeatureFileError(f"{self.path} changed while it was being read (rows "
-                                           f"{start}-{start + len(block) - 1} no longer match). "
-                                           f"{rebuild_hint(self.path)}")
+                    raise FeatureFileError(
+                        f"{self.path} changed while it was being read (rows "
+                        f"{start}-{start + len(block) - 1} no longer match). "
+                        f"{rebuild_hint(self.path)}"
+                    )
                 check_finite(self.path, block, start)
                 yield start, block
 
@@ -276,19 +297,21 @@ def holds(path: str, attrs: dict, content: SplitContent, features_sha256: str | 
     try:
         with h5py.File(path, "r") as f:
             found = validate(path, f)
-            same = (all(found.get(k) == v for k, v in wanted.items())
-                    and found.get("split") == content.split
-                    and f["labels"][()].tolist() == list(content.labels)
-                    and strings(f["sha256"][()]) == content.shas
-                    and strings(f["paths"][()]) == content.paths
-                    and [tuple(strings(r)) for r in f["quarantine"][()]] == list(content.quarantine))
+            same = (
+                all(found.get(k) == v for k, v in wanted.items())
+                and found.get("split") == content.split
+                and f["labels"][()].tolist() == list(content.labels)
+                and strings(f["sha256"][()]) == content.shas
+                and strings(f["paths"][()]) == content.paths
+                and [tuple(strings(r)) for r in f["quarantine"][()]] == list(content.quarantine)
+            )
             if not same or features_sha256 not in (None, found["features_sha256"]):
                 return False
             digest = RowsDigest()
             ds = f["features"]
             step = max(1, ds.chunks[0] if ds.chunks else len(ds))
             for start in range(0, ds.shape[0], step):
-                digest.update(ds[start:start + step])
+                digest.update(ds[start : start + step])
             return digest.hexdigest() == found["features_sha256"]
     except (FeatureFileError, *_READ_ERRORS):
         return False

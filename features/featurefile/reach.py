@@ -6,6 +6,7 @@ features), or a virtual dataset over other files. ``check_self_contained`` walks
 every link of a file and refuses all of these, except virtual datasets that the
 caller's ``allow_virtual`` accepts (the Ray engine's shard files, checked there).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -17,9 +18,9 @@ class H5Refused(Exception):
     """The file reaches outside itself; ``str(exc)`` says how (a phrase: 'holds ...')."""
 
 
-def check_self_contained(group: h5py.Group,
-                         allow_virtual: Callable[[str, h5py.Dataset], None] | None = None,
-                         prefix: str = "") -> None:
+def check_self_contained(
+    group: h5py.Group, allow_virtual: Callable[[str, h5py.Dataset], None] | None = None, prefix: str = ""
+) -> None:
     """Raise H5Refused for any non-hard link, external storage or unaccepted virtual dataset.
 
     ``allow_virtual(name, dataset)`` returns to accept a virtual dataset and raises
@@ -37,8 +38,10 @@ def check_self_contained(group: h5py.Group,
             check_self_contained(obj, allow_virtual, path)
         elif isinstance(obj, h5py.Dataset):
             if obj.external:
-                raise H5Refused(f"holds a dataset {path} stored in external raw files "
-                                f"({', '.join(str(e[0]) for e in obj.external)})")
+                raise H5Refused(
+                    f"holds a dataset {path} stored in external raw files "
+                    f"({', '.join(str(e[0]) for e in obj.external)})"
+                )
             if obj.is_virtual:
                 if allow_virtual is None:
                     raise H5Refused(f"holds a virtual dataset {path} reading other files")

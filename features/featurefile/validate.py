@@ -14,6 +14,7 @@ A split file is trusted only if:
   are checked against ``features_sha256`` by whoever reads them (``store``);
 * its labels name its classes.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,22 +35,56 @@ REQUIRED_DATASETS = ("features", "labels", "paths", "sha256", "quarantine")
 FEATURE_DTYPES = ("float32", "float16")
 # Attributes stored as JSON text (lists, dicts, and the full extractor spec, whose
 # ``alpha`` may be None, which HDF5 attributes cannot hold).
-JSON_ATTRS = ("class_names", "split_spec", "excluded_classes", "extractor", "quantization_check",
-              "shards", "cross_split_duplicates", "equivalence")
+JSON_ATTRS = (
+    "class_names",
+    "split_spec",
+    "excluded_classes",
+    "extractor",
+    "quantization_check",
+    "shards",
+    "cross_split_duplicates",
+    "equivalence",
+)
 _NOT_IN_CONTENT = ("content_sha256", "complete")
 # Every attribute a split file may hold (``Extractor.split_attrs`` and ``store._write_rest``); a
 # file with any other is not bneck's.
 KNOWN_ATTRS = frozenset(KEY_FIELDS) | {
-    "weights", "extractor", "extractor_key", "weights_path", "class_names", "data_root", "layout", "split_spec",
-    "excluded_classes", "runtime", "precision", "engine", "follow_links", "quantization_check", "equivalence",
-    "cross_split_duplicates", "shards", "split", "n_images", "features_sha256", "file_format", "created_utc",
-    "python", "bneck_version", "tensorflow_version", "keras_version", "h5py_version", "numpy_version",
-    "pillow_version", "content_sha256", "complete"}
+    "weights",
+    "extractor",
+    "extractor_key",
+    "weights_path",
+    "class_names",
+    "data_root",
+    "layout",
+    "split_spec",
+    "excluded_classes",
+    "runtime",
+    "precision",
+    "engine",
+    "follow_links",
+    "quantization_check",
+    "equivalence",
+    "cross_split_duplicates",
+    "shards",
+    "split",
+    "n_images",
+    "features_sha256",
+    "file_format",
+    "created_utc",
+    "python",
+    "bneck_version",
+    "tensorflow_version",
+    "keras_version",
+    "h5py_version",
+    "numpy_version",
+    "pillow_version",
+    "content_sha256",
+    "complete",
+}
 
 
 def rebuild_hint(path: str) -> str:
-    return (f"Delete {path} and run `bneck extract` again to rebuild it (cached rows are reused, "
-            "so this is quick).")
+    return f"Delete {path} and run `bneck extract` again to rebuild it (cached rows are reused, so this is quick)."
 
 
 def decode_attrs(f: h5py.File) -> dict:
@@ -72,18 +107,21 @@ def strings(values) -> list[str]:
 
 def content_digest(f: h5py.File, attrs: dict) -> str:
     """Return the sha256 of everything in a split file but the features bytes (and the flags)."""
-    return sha256_json({
-        "labels": f["labels"][()].tolist(),
-        "paths": strings(f["paths"][()]),
-        "sha256": strings(f["sha256"][()]),
-        "quarantine": [strings(row) for row in f["quarantine"][()]],
-        "attrs": {k: v for k, v in attrs.items() if k not in _NOT_IN_CONTENT},
-    })
+    return sha256_json(
+        {
+            "labels": f["labels"][()].tolist(),
+            "paths": strings(f["paths"][()]),
+            "sha256": strings(f["sha256"][()]),
+            "quarantine": [strings(row) for row in f["quarantine"][()]],
+            "attrs": {k: v for k, v in attrs.items() if k not in _NOT_IN_CONTENT},
+        }
+    )
 
 
 def _refuse(path: str, problem: str) -> FeatureFileError:
-    return FeatureFileError(f"{path} {problem}. It was not written by this bneck or has been altered; "
-                            f"{rebuild_hint(path)}")
+    return FeatureFileError(
+        f"{path} {problem}. It was not written by this bneck or has been altered; {rebuild_hint(path)}"
+    )
 
 
 def _check_datasets(path: str, f: h5py.File) -> int:
@@ -102,26 +140,36 @@ def _check_datasets(path: str, f: h5py.File) -> int:
         raise _refuse(path, f"has attributes on its dataset(s) {', '.join(with_attrs)}, which bneck never writes")
     feats, labels, paths, shas, quarantine = (f[d] for d in REQUIRED_DATASETS)
     n = feats.shape[0] if feats.ndim else -1
-    wanted = [(feats.dtype.name in FEATURE_DTYPES and feats.ndim >= 2, "features: float32/float16, (N, ...)"),
-              (labels.dtype == np.int64 and labels.shape == (n,), "labels: int64, (N,)"),
-              (h5py.check_string_dtype(paths.dtype) is not None and paths.shape == (n,), "paths: UTF-8 text, (N,)"),
-              (shas.dtype == np.dtype("S64") and shas.shape == (n,), "sha256: 64-byte text, (N,)"),
-              (h5py.check_string_dtype(quarantine.dtype) is not None and quarantine.ndim == 2
-               and quarantine.shape[1] == 2, "quarantine: UTF-8 text, (K, 2)")]
+    wanted = [
+        (feats.dtype.name in FEATURE_DTYPES and feats.ndim >= 2, "features: float32/float16, (N, ...)"),
+        (labels.dtype == np.int64 and labels.shape == (n,), "labels: int64, (N,)"),
+        (h5py.check_string_dtype(paths.dtype) is not None and paths.shape == (n,), "paths: UTF-8 text, (N,)"),
+        (shas.dtype == np.dtype("S64") and shas.shape == (n,), "sha256: 64-byte text, (N,)"),
+        (
+            h5py.check_string_dtype(quarantine.dtype) is not None and quarantine.ndim == 2 and quarantine.shape[1] == 2,
+            "quarantine: UTF-8 text, (K, 2)",
+        ),
+    ]
     for ok, what in wanted:
         if not ok:
-            raise _refuse(path, f"does not hold bneck's datasets (expected {what}; found features "
-                                f"{feats.dtype}{feats.shape}, labels {labels.dtype}{labels.shape}, "
-                                f"paths {paths.dtype}{paths.shape}, sha256 {shas.dtype}{shas.shape}, "
-                                f"quarantine {quarantine.dtype}{quarantine.shape})")
+            raise _refuse(
+                path,
+                f"does not hold bneck's datasets (expected {what}; found features "
+                f"{feats.dtype}{feats.shape}, labels {labels.dtype}{labels.shape}, "
+                f"paths {paths.dtype}{paths.shape}, sha256 {shas.dtype}{shas.shape}, "
+                f"quarantine {quarantine.dtype}{quarantine.shape})",
+            )
     for ds in (feats, labels, paths, shas, quarantine):
         if ds.is_virtual:
             continue
         if ds.id.get_create_plist().get_nfilters():
             raise _refuse(path, f"stores {ds.name} compressed or filtered, which bneck never does")
         if ds.dtype.kind != "O" and ds.id.get_storage_size() < ds.size * ds.dtype.itemsize:
-            raise _refuse(path, f"declares {ds.name} of shape {ds.shape} ({ds.size * ds.dtype.itemsize:,} "
-                                f"bytes) but stores only {ds.id.get_storage_size():,} bytes")
+            raise _refuse(
+                path,
+                f"declares {ds.name} of shape {ds.shape} ({ds.size * ds.dtype.itemsize:,} "
+                f"bytes) but stores only {ds.id.get_storage_size():,} bytes",
+            )
     return n
 
 
@@ -136,12 +184,14 @@ def _shard_checker(path: str, split: str):
         for source in ds.virtual_sources():
             target = os.path.realpath(os.path.join(folder, source.file_name))
             if os.path.isabs(source.file_name) or os.path.dirname(target) != shards:
-                raise H5Refused(f"reads its features from {source.file_name}, outside its own "
-                                f"{split}.shards/ folder")
+                raise H5Refused(f"reads its features from {source.file_name}, outside its own {split}.shards/ folder")
             if source.dset_name != "features":
-                raise H5Refused(f"reads its features from the dataset {source.dset_name!r} of "
-                                f"{source.file_name}, not from its features")
+                raise H5Refused(
+                    f"reads its features from the dataset {source.dset_name!r} of "
+                    f"{source.file_name}, not from its features"
+                )
             _check_shard(path, os.path.join(folder, source.file_name), source)
+
     return allow
 
 
@@ -174,7 +224,8 @@ def _check_shard(path: str, shard: str, source) -> None:
         raise FeatureFileError(
             f"{path} reads its features from the shard file {shard}, which {problem}. Rerun the "
             f"same `bneck extract --engine ray` command: finished shards are kept and only the "
-            f"missing ones are computed.")
+            f"missing ones are computed."
+        )
 
 
 def validate(path: str, f: h5py.File) -> dict:
@@ -183,23 +234,45 @@ def validate(path: str, f: h5py.File) -> dict:
     Raises FeatureFileError naming the file, the problem and how to rebuild it.
     """
     attrs = decode_attrs(f)
-    if not attrs.get("complete", False):
-        raise FeatureFileError(f"{path} is incomplete (no 'complete' flag): it was not written "
-                               f"to the end. {rebuild_hint(path)}")
-    if attrs.get("schema_version") != SCHEMA_VERSION or attrs.get("file_format") != FILE_FORMAT:
-        raise FeatureFileError(
-            f"{path} has schema_version={attrs.get('schema_version')!r} and file_format="
-            f"{attrs.get('file_format')!r}, but this bneck reads schema_version={SCHEMA_VERSION}, "
-            f"file_format={FILE_FORMAT}. {rebuild_hint(path)}")
-    if attrs.get("split") not in ("train", "validation", "test"):
-        raise _refuse(path, f"names the split {attrs.get('split')!r}")
+    _check_flags(path, attrs)
     try:
         check_self_contained(f, _shard_checker(path, attrs["split"]))
     except H5Refused as exc:
         raise _refuse(path, str(exc)) from None
     n = _check_datasets(path, f)
-    missing = [a for a in ("extractor", "extractor_key", "class_names", "features_sha256", "content_sha256")
-               if a not in attrs]
+    _check_attributes(path, attrs, n)
+    if content_digest(f, attrs) != attrs["content_sha256"]:
+        raise _refuse(
+            path,
+            "does not match its content checksum (labels, paths, image hashes, quarantine or attributes were changed)",
+        )
+    _check_paths(path, f)
+    _check_classes(path, f, attrs, n)
+    return attrs
+
+
+def _check_flags(path: str, attrs: dict) -> None:
+    """Refuse a file not written to the end, of another schema or file format, or naming no known split."""
+    if not attrs.get("complete", False):
+        raise FeatureFileError(
+            f"{path} is incomplete (no 'complete' flag): it was not written to the end. {rebuild_hint(path)}"
+        )
+    if attrs.get("schema_version") != SCHEMA_VERSION or attrs.get("file_format") != FILE_FORMAT:
+        raise FeatureFileError(
+            f"{path} has schema_version={attrs.get('schema_version')!r} and file_format="
+            f"{attrs.get('file_format')!r}, but this bneck reads schema_version={SCHEMA_VERSION}, "
+            f"file_format={FILE_FORMAT}. {rebuild_hint(path)}"
+        )
+    if attrs.get("split") not in ("train", "validation", "test"):
+        raise _refuse(path, f"names the split {attrs.get('split')!r}")
+
+
+def _check_attributes(path: str, attrs: dict, n: int) -> None:
+    """Refuse missing or unknown attributes, a wrong ``n_images``, and an extractor record that does not
+    hash to ``extractor_key``, disagrees with the file's own attributes or holds a field bneck never writes."""
+    missing = [
+        a for a in ("extractor", "extractor_key", "class_names", "features_sha256", "content_sha256") if a not in attrs
+    ]
     if missing:
         raise _refuse(path, f"lacks the attribute(s) {', '.join(missing)}")
     unknown = sorted(set(attrs) - KNOWN_ATTRS)
@@ -208,32 +281,43 @@ def validate(path: str, f: h5py.File) -> dict:
     if attrs.get("n_images") != n:
         raise _refuse(path, f"has {n} rows but says n_images={attrs.get('n_images')!r}")
     spec = attrs["extractor"]
-    if not isinstance(spec, dict) or any(k not in spec for k in KEY_FIELDS if k not in OPTIONAL_KEY_FIELDS) \
-            or extractor_key(spec) != attrs["extractor_key"] \
-            or any(attrs.get(k, spec.get(k)) != spec.get(k) for k in KEY_FIELDS if spec.get(k) is not None):
+    if (
+        not isinstance(spec, dict)
+        or any(k not in spec for k in KEY_FIELDS if k not in OPTIONAL_KEY_FIELDS)
+        or extractor_key(spec) != attrs["extractor_key"]
+        or any(attrs.get(k, spec.get(k)) != spec.get(k) for k in KEY_FIELDS if spec.get(k) is not None)
+    ):
         raise _refuse(path, "has attributes that do not match its extractor_key")
     check_record(spec, path)
-    if content_digest(f, attrs) != attrs["content_sha256"]:
-        raise _refuse(path, "does not match its content checksum (labels, paths, image hashes, "
-                            "quarantine or attributes were changed)")
+
+
+def _check_paths(path: str, f: h5py.File) -> None:
+    """Refuse an image path that is absolute, empty or climbs out of the data folder."""
     bad_path = next((p for p in strings(f["paths"][()]) if os.path.isabs(p) or ".." in p.split("/") or not p), None)
     if bad_path is not None:
-        raise _refuse(path, f"records the image path {bad_path[:120]!r}, which is not a path inside the data "
-                            "folder (absolute, empty, or climbing out with '..')")
+        raise _refuse(
+            path,
+            f"records the image path {bad_path[:120]!r}, which is not a path inside the data "
+            "folder (absolute, empty, or climbing out with '..')",
+        )
+
+
+def _check_classes(path: str, f: h5py.File, attrs: dict, n: int) -> None:
+    """Refuse class names that are not a list of distinct names, and labels outside them."""
     names = attrs["class_names"]
     labels = f["labels"][()]
     if not isinstance(names, list) or not names or not all(isinstance(c, str) and c for c in names):
         raise _refuse(path, "has class names that are not a list of names")
-    if len(set(names)) != len(names) \
-            or (n and (labels.min() < 0 or labels.max() >= len(names))):
+    if len(set(names)) != len(names) or (n and (labels.min() < 0 or labels.max() >= len(names))):
         raise _refuse(path, f"has labels outside its {len(names)} classes")
-    return attrs
 
 
 def check_finite(path: str, rows: np.ndarray, first_row: int = 0) -> None:
     """Refuse features holding NaN or infinity (a network that diverged, or an edited file)."""
     bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
     if bad.any():
-        raise FeatureFileError(f"{path}: {int(bad.sum())} feature row(s) hold NaN or infinity (first: row "
-                               f"{first_row + int(np.argmax(bad))}); a classifier trained on them would "
-                               f"be meaningless. {rebuild_hint(path)}")
+        raise FeatureFileError(
+            f"{path}: {int(bad.sum())} feature row(s) hold NaN or infinity (first: row "
+            f"{first_row + int(np.argmax(bad))}); a classifier trained on them would "
+            f"be meaningless. {rebuild_hint(path)}"
+        )

@@ -4,6 +4,7 @@ Pillow releases the GIL while decoding and resizing, and TensorFlow releases it
 while computing, so a thread pool keeps decoding ahead of the forward pass with a
 bounded window: memory stays flat however many images there are.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,9 @@ def _decode_one(path: str, size: int, sha256=None):
         return None, str(exc)
 
 
-def decoded_batches(items: Sequence[tuple[str, str]], size: int, batch_size: int,
-                    workers: int = 0, keys_are_sha256: bool = False
-                    ) -> Iterator[tuple[list[str], np.ndarray, list[tuple[str, str]]]]:
+def decoded_batches(
+    items: Sequence[tuple[str, str]], size: int, batch_size: int, workers: int = 0, keys_are_sha256: bool = False
+) -> Iterator[tuple[list[str], np.ndarray, list[tuple[str, str]]]]:
     """Yield (keys, uint8 batch, failures) for ``items`` = [(key, path), ...] in order.
 
     ``failures`` lists (key, reason) for files that could not be decoded; they are
@@ -46,8 +47,7 @@ def decoded_batches(items: Sequence[tuple[str, str]], size: int, batch_size: int
                 nxt = next(it, None)
                 if nxt is None:
                     return
-                pending.append((nxt[0], pool.submit(_decode_one, nxt[1], size,
-                                                    nxt[0] if keys_are_sha256 else None)))
+                pending.append((nxt[0], pool.submit(_decode_one, nxt[1], size, nxt[0] if keys_are_sha256 else None)))
 
         top_up()
         while pending:
@@ -64,6 +64,6 @@ def decoded_batches(items: Sequence[tuple[str, str]], size: int, batch_size: int
                 keys, failures = [], []
                 batch = np.empty_like(batch)
         if keys or failures:
-            yield keys, batch[:len(keys)], failures
+            yield keys, batch[: len(keys)], failures
     finally:  # also on Ctrl-C or an abandoned generator: queued decodes are dropped, not waited for
         pool.shutdown(wait=True, cancel_futures=True)

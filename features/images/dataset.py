@@ -16,6 +16,7 @@ data folder is quarantined, so a folder someone hands over cannot pull in files 
 elsewhere on this machine. ``follow_links=True`` (``--follow-links``) follows them,
 for data folders you built yourself out of links; loops are still never walked twice.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -102,16 +103,18 @@ def _images_under(root: str, class_dir: str, follow_links: bool = False) -> tupl
         visited.add(real)
         rel_dir = current[prefix:].replace(os.sep, "/")
         if not follow_links:
-            bad += [(f"{rel_dir}/{d}", LINKED_FOLDER) for d in sorted(dirs)
-                    if is_visible(d) and os.path.islink(os.path.join(current, d))]
+            bad += [
+                (f"{rel_dir}/{d}", LINKED_FOLDER)
+                for d in sorted(dirs)
+                if is_visible(d) and os.path.islink(os.path.join(current, d))
+            ]
         dirs[:] = sorted(d for d in dirs if is_visible(d))
         for name in sorted(files):
             if not is_image_name(name):
                 continue
             rel = f"{rel_dir}/{name}"
             if not _utf8_ok(rel):
-                bad.append((rel.encode("utf-8", "backslashreplace").decode("utf-8"),
-                            "file name is not valid UTF-8"))
+                bad.append((rel.encode("utf-8", "backslashreplace").decode("utf-8"), "file name is not valid UTF-8"))
                 continue
             full = os.path.join(current, name)
             if not follow_links and os.path.islink(full) and os.path.exists(full) and not _inside(full, real_root):
@@ -141,7 +144,8 @@ def parse_fractions(text) -> tuple[float, ...]:
     if len(parts) != 3 or any(p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6 or parts[0] == 0:
         raise ConfigError(
             "--split must be three non-negative fractions for train,validation,test that sum "
-            f"to 1 with a non-empty train part, e.g. 0.7,0.15,0.15. Received: split={text!r}.")
+            f"to 1 with a non-empty train part, e.g. 0.7,0.15,0.15. Received: split={text!r}."
+        )
     return parts
 
 
@@ -167,7 +171,8 @@ def _split_class(paths: list[str], fractions, seed: int, class_name: str) -> lis
         raise DatasetError(
             f"class {class_name!r} has {len(ordered)} image(s), too few to put at least one in "
             f"each of the {len(wanted)} non-empty splits of --split {','.join(map(str, fractions))}. "
-            "Add images, use --exclude to drop the class, or set a split fraction to 0.")
+            "Add images, use --exclude to drop the class, or set a split fraction to 0."
+        )
     counts = _largest_remainder(fractions, len(ordered))
     for i in wanted:  # every non-empty split gets at least one image of every class
         if counts[i] == 0:
@@ -176,7 +181,7 @@ def _split_class(paths: list[str], fractions, seed: int, class_name: str) -> lis
             counts[i] = 1
     out, start = [], 0
     for c in counts:
-        out.append(sorted(ordered[start:start + c]))
+        out.append(sorted(ordered[start : start + c]))
         start += c
     return out
 
@@ -186,17 +191,27 @@ def _check_exclude(exclude: Sequence[str], classes: Sequence[str]) -> None:
     if unknown:
         raise ConfigError(
             f"--exclude names classes that do not exist: {', '.join(map(repr, unknown))}. "
-            f"Classes found: {', '.join(classes)}.")
+            f"Classes found: {', '.join(classes)}."
+        )
 
 
 def _records(root, class_names, paths_by_class) -> list[ImageRecord]:
-    recs = [ImageRecord(p, os.path.join(root, p), class_names.index(c))
-            for c, paths in paths_by_class.items() for p in paths]
+    recs = [
+        ImageRecord(p, os.path.join(root, p), class_names.index(c))
+        for c, paths in paths_by_class.items()
+        for p in paths
+    ]
     return sorted(recs, key=lambda r: r.path)
 
 
-def discover(root: str, splits: Sequence[str] | None = None, split=None, seed: int = 0,
-             exclude: Sequence[str] = (), follow_links: bool = False) -> Dataset:
+def discover(
+    root: str,
+    splits: Sequence[str] | None = None,
+    split=None,
+    seed: int = 0,
+    exclude: Sequence[str] = (),
+    follow_links: bool = False,
+) -> Dataset:
     """Find images and classes under ``root``.
 
     Returns a Dataset whose splits hold records sorted by path. Raises DatasetError
@@ -205,27 +220,36 @@ def discover(root: str, splits: Sequence[str] | None = None, split=None, seed: i
     """
     root = os.path.abspath(os.path.expanduser(str(root)))
     if os.path.exists(root) and not os.path.isdir(root):
-        raise DatasetError(f"{root} is a file, not a data folder. Give the folder holding train/, "
-                           "validation/, test/ (each with one folder per class) or one folder per class.")
+        raise DatasetError(
+            f"{root} is a file, not a data folder. Give the folder holding train/, "
+            "validation/, test/ (each with one folder per class) or one folder per class."
+        )
     if not os.path.isdir(root):
-        raise DatasetError(f"data folder not found: {root}. Expected a folder holding "
-                           "train/, validation/, test/ (each with one folder per class) or "
-                           "one folder per class.")
+        raise DatasetError(
+            f"data folder not found: {root}. Expected a folder holding "
+            "train/, validation/, test/ (each with one folder per class) or "
+            "one folder per class."
+        )
     for name in splits or ():
         if name not in SPLITS:
-            raise ConfigError(f"--splits must name splits among {', '.join(SPLITS)}. "
-                              f"Received: splits={list(splits)!r}.")
+            raise ConfigError(
+                f"--splits must name splits among {', '.join(SPLITS)}. Received: splits={list(splits)!r}."
+            )
     linked = [s for s in SPLITS if os.path.islink(os.path.join(root, s)) and os.path.isdir(os.path.join(root, s))]
     if linked and not follow_links:
-        raise DatasetError(f"{os.path.join(root, linked[0])} is a symbolic link to a folder; bneck does not follow "
-                           "links out of the data folder unless you pass --follow-links (for data folders you "
-                           "built yourself).")
+        raise DatasetError(
+            f"{os.path.join(root, linked[0])} is a symbolic link to a folder; bneck does not follow "
+            "links out of the data folder unless you pass --follow-links (for data folders you "
+            "built yourself)."
+        )
     present = [s for s in SPLITS if os.path.isdir(os.path.join(root, s))]
     if present:
         if split is not None:
-            raise ConfigError(f"--split applies to a single-root layout (DATA/CLASS/...), but "
-                              f"{root} already has split folders ({', '.join(present)}). "
-                              f"Received: split={split!r}.")
+            raise ConfigError(
+                f"--split applies to a single-root layout (DATA/CLASS/...), but "
+                f"{root} already has split folders ({', '.join(present)}). "
+                f"Received: split={split!r}."
+            )
         return _discover_split_layout(root, present, splits, exclude, follow_links)
     return _discover_single_root(root, splits, split, seed, exclude, follow_links)
 
@@ -234,17 +258,18 @@ def _discover_split_layout(root, present, splits, exclude, follow_links) -> Data
     chosen = list(splits) if splits else present
     missing = [s for s in chosen if s not in present]
     if missing:
-        raise DatasetError(f"split folder(s) {', '.join(missing)} not found in {root}; "
-                           f"found: {', '.join(present)}.")
+        raise DatasetError(f"split folder(s) {', '.join(missing)} not found in {root}; found: {', '.join(present)}.")
     found = {s: _class_folders(os.path.join(root, s), follow_links) for s in chosen}
     per_split = {s: classes for s, (classes, _) in found.items()}
     all_classes = sorted(set().union(*per_split.values()))
     _check_exclude(exclude, all_classes)
     for s, classes in per_split.items():
         if not classes:
-            raise DatasetError(f"no class folders in {os.path.join(root, s)}: expected one "
-                               "sub-folder per class, e.g. cats/ and dogs/"
-                               f"{_linked_hint(found[s][1])}.")
+            raise DatasetError(
+                f"no class folders in {os.path.join(root, s)}: expected one "
+                "sub-folder per class, e.g. cats/ and dogs/"
+                f"{_linked_hint(found[s][1])}."
+            )
     reference = chosen[0]
     ref_set = set(per_split[reference]) - set(exclude)
     for s in chosen[1:]:
@@ -254,23 +279,29 @@ def _discover_split_layout(root, present, splits, exclude, follow_links) -> Data
                 f"class folders differ between splits: {reference}/ has "
                 f"{sorted(ref_set)} but {s}/ has {sorted(other)} (only in {reference}: "
                 f"{sorted(ref_set - other)}; only in {s}: {sorted(other - ref_set)}). "
-                "Every split must hold the same classes.")
+                "Every split must hold the same classes."
+            )
     class_names = sorted(ref_set)
     out, quarantine = {}, {}
     for s in chosen:
         images, bad, empty = _scan_classes(root, os.path.join(root, s), class_names, follow_links)
         if empty:
-            raise DatasetError(f"empty class folder(s) in {os.path.join(root, s)}: "
-                               f"{', '.join(empty)} hold no images (extensions: "
-                               f"{', '.join(IMAGE_EXTENSIONS)}){_linked_hint([p for p, _ in bad])}.")
+            raise DatasetError(
+                f"empty class folder(s) in {os.path.join(root, s)}: "
+                f"{', '.join(empty)} hold no images (extensions: "
+                f"{', '.join(IMAGE_EXTENSIONS)}){_linked_hint([p for p, _ in bad])}."
+            )
         out[s] = _records(root, class_names, images)
         quarantine[s] = [(f"{s}/{name}", LINKED_FOLDER) for name in found[s][1]] + bad
     return Dataset(root, "splits", class_names, out, None, sorted(exclude), quarantine)
 
 
 def _linked_hint(linked: Sequence[str]) -> str:
-    return (f" ({len(linked)} symbolic link(s) were not followed, e.g. {linked[0]}; --follow-links follows "
-            "them)") if linked else ""
+    return (
+        (f" ({len(linked)} symbolic link(s) were not followed, e.g. {linked[0]}; --follow-links follows them)")
+        if linked
+        else ""
+    )
 
 
 def _discover_single_root(root, splits, split, seed, exclude, follow_links) -> Dataset:
@@ -278,12 +309,16 @@ def _discover_single_root(root, splits, split, seed, exclude, follow_links) -> D
     if not classes:
         direct = [n for n in os.listdir(root) if is_image_name(n)]
         if direct:
-            raise DatasetError(f"{root} holds {len(direct)} image(s) directly (e.g. {sorted(direct)[0]}), but bneck "
-                               "learns classes from folders: put each class's images in a folder named after it "
-                               f"({root}/cats/, {root}/dogs/, ...), or use train/, validation/ and test/ folders "
-                               "that each hold one folder per class.")
-        raise DatasetError(f"no images found: {root} has neither split folders "
-                           f"({', '.join(SPLITS)}) nor class folders{_linked_hint(linked)}.")
+            raise DatasetError(
+                f"{root} holds {len(direct)} image(s) directly (e.g. {sorted(direct)[0]}), but bneck "
+                "learns classes from folders: put each class's images in a folder named after it "
+                f"({root}/cats/, {root}/dogs/, ...), or use train/, validation/ and test/ folders "
+                "that each hold one folder per class."
+            )
+        raise DatasetError(
+            f"no images found: {root} has neither split folders "
+            f"({', '.join(SPLITS)}) nor class folders{_linked_hint(linked)}."
+        )
     _check_exclude(exclude, classes)
     class_names = [c for c in classes if c not in set(exclude)]
     if not class_names:
@@ -291,8 +326,10 @@ def _discover_single_root(root, splits, split, seed, exclude, follow_links) -> D
     fractions = parse_fractions(split) if split is not None else DEFAULT_FRACTIONS
     images, bad, empty = _scan_classes(root, root, class_names, follow_links)
     if empty:
-        raise DatasetError(f"empty class folder(s) in {root}: {', '.join(empty)} hold no images "
-                           f"(extensions: {', '.join(IMAGE_EXTENSIONS)}){_linked_hint([p for p, _ in bad])}.")
+        raise DatasetError(
+            f"empty class folder(s) in {root}: {', '.join(empty)} hold no images "
+            f"(extensions: {', '.join(IMAGE_EXTENSIONS)}){_linked_hint([p for p, _ in bad])}."
+        )
     parts = {s: {} for s in SPLITS}
     for c in class_names:
         for s, chunk in zip(SPLITS, _split_class(images[c], fractions, seed, c)):

@@ -18,6 +18,7 @@ What a hostile file can do is bounded here:
   (``BNECK_DECODE_MEMORY``, default 1 GiB), so however many threads decode, the
   large images among them wait for each other instead of adding up.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -103,7 +104,7 @@ def _to_gray(img: Image.Image) -> Image.Image:
         shift = 8 if arr.max(initial=0) <= 0xFFFF else 24
     gray = np.empty(arr.shape, np.uint8)
     for top in range(0, arr.shape[0], 512):  # in stripes: no full-size temporaries
-        gray[top:top + 512] = arr[top:top + 512] >> shift
+        gray[top : top + 512] = arr[top : top + 512] >> shift
     return Image.fromarray(gray, mode="L")
 
 
@@ -143,12 +144,16 @@ def _check_size(img: Image.Image) -> int:
         raise UnusableImage(f"decompression bomb: declares {width}x{height} pixels (limit {MAX_PIXELS})")
     data, peak = decode_cost(img.mode, width, height)
     if data > MAX_IMAGE_BYTES:
-        raise UnusableImage(f"too large: {width}x{height} {img.mode} pixels hold {data / 2**20:.0f} MB "
-                            f"(limit {MAX_IMAGE_BYTES / 2**20:.0f} MB)")
+        raise UnusableImage(
+            f"too large: {width}x{height} {img.mode} pixels hold {data / 2**20:.0f} MB "
+            f"(limit {MAX_IMAGE_BYTES / 2**20:.0f} MB)"
+        )
     if peak > BUDGET.limit:
-        raise UnusableImage(f"too large: decoding {width}x{height} {img.mode} needs about "
-                            f"{peak / 2**20:.0f} MB, more than the decode memory limit "
-                            f"{BUDGET.limit / 2**20:.0f} MB (BNECK_DECODE_MEMORY)")
+        raise UnusableImage(
+            f"too large: decoding {width}x{height} {img.mode} needs about "
+            f"{peak / 2**20:.0f} MB, more than the decode memory limit "
+            f"{BUDGET.limit / 2**20:.0f} MB (BNECK_DECODE_MEMORY)"
+        )
     return peak
 
 

@@ -1,6 +1,7 @@
 """Which images of a dataset an extraction reads, and for what: every split hashed (unreadable
 files quarantined), images whose bytes appear in two splits, the training images a
 runtime is checked on and int8 calibrates on."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,13 +53,16 @@ def training_records(dataset: Dataset, data_dir, split, seed, exclude, follow_li
     original = dataset
     if "train" not in dataset.splits:
         try:
-            dataset = discover(data_dir, splits=["train"], split=split, seed=seed, exclude=exclude,
-                               follow_links=follow_links)
+            dataset = discover(
+                data_dir, splits=["train"], split=split, seed=seed, exclude=exclude, follow_links=follow_links
+            )
         except BneckError:
             dataset = None
     if (dataset is None or "train" not in dataset.splits) and not required:
         return next(iter(original.splits.values()))
     if dataset is None or "train" not in dataset.splits:
-        raise ConfigError(f"--precision int8 and bf16 are checked (and int8 calibrated) on the training split, "
-                          f"but {data_dir} has none. Add a train/ folder, or use --precision fp32.")
+        raise ConfigError(
+            f"--precision int8 and bf16 are checked (and int8 calibrated) on the training split, "
+            f"but {data_dir} has none. Add a train/ folder, or use --precision fp32."
+        )
     return dataset.splits["train"]

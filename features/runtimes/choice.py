@@ -8,6 +8,7 @@ set's size (``Runtime.auto_from_images``) is converted and checked before its fi
 otherwise the reference (TensorFlow) runs. ``predict`` never converts: a handful of
 images does not pay for it.
 """
+
 from __future__ import annotations
 
 from bneck.features.runtimes.registry import Runtime, get_registered, known_runtime, reference_runtime, runtime_names
@@ -19,9 +20,16 @@ def _candidates() -> list[Runtime]:
     return [r for r in map(get_registered, runtime_names()) if r.auto_candidate]
 
 
-def choose_runtime(asked: str, *, precision: str = "fp32", engine: str = "local", spec=None,
-                   cache_dir: str | None = None, images: int | None = None,
-                   converts: bool = True) -> tuple[str, str]:
+def choose_runtime(
+    asked: str,
+    *,
+    precision: str = "fp32",
+    engine: str = "local",
+    spec=None,
+    cache_dir: str | None = None,
+    images: int | None = None,
+    converts: bool = True,
+) -> tuple[str, str]:
     """Return (the runtime that computes the rows, why).
 
     ``asked`` is a runtime's name or ``auto``. Without ``spec`` only the options decide, and
@@ -48,8 +56,10 @@ def choose_runtime(asked: str, *, precision: str = "fp32", engine: str = "local"
         if runtime.ready_here is not None and runtime.ready_here(spec, cache_dir):
             return runtime.name, f"auto: {runtime.ready_why}"
     if not converts:
-        return reference.name, next((r.not_ready_why for r in installed if r.not_ready_why),
-                                    f"auto: no runtime is checked on this CPU; {reference.label} runs")
+        return reference.name, next(
+            (r.not_ready_why for r in installed if r.not_ready_why),
+            f"auto: no runtime is checked on this CPU; {reference.label} runs",
+        )
     return _by_size(reference, installed, images)
 
 
@@ -58,10 +68,13 @@ def _by_size(reference: Runtime, installed: list[Runtime], images: int | None) -
     sized = [r for r in installed if r.auto_from_images is not None]
     for runtime in sized:
         if images is not None and images >= runtime.auto_from_images:
-            return runtime.name, (f"auto: {images} images, enough to pay for converting once (checked before "
-                                  "its first row)")
+            return runtime.name, (
+                f"auto: {images} images, enough to pay for converting once (checked before its first row)"
+            )
     if not sized:
         return reference.name, f"auto: no other runtime is installed; {reference.label} runs"
     other = sized[0]
-    return reference.name, (f"auto: {images} images, too few to pay for converting to {other.label} (from "
-                            f"{other.auto_from_images}; --runtime {other.name} converts anyway)")
+    return reference.name, (
+        f"auto: {images} images, too few to pay for converting to {other.label} (from "
+        f"{other.auto_from_images}; --runtime {other.name} converts anyway)"
+    )

@@ -4,14 +4,26 @@ Runtimes pick kernels (and, left to themselves, precisions) by these flags, so t
 machines with the same software can compute different numbers. Whatever depends on
 the machine is keyed by ``signature()``, never assumed to carry over.
 """
+
 from __future__ import annotations
 
 import functools
 import platform
 
 # The flags that decide kernels and precisions in oneDNN and OpenVINO's CPU plugin.
-RELEVANT = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
-            "amx_int8", "avx512_fp16", "amx_fp16")
+RELEVANT = (
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "avx512_fp16",
+    "amx_fp16",
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,12 +78,19 @@ def capabilities(have: frozenset | None = None) -> list[tuple[str, str]]:
     return [
         ("CPU class", signature(have)),
         ("fp32 (any runtime)", "yes" + (" (AVX-512)" if "avx512f" in have else " (AVX2)" if "avx2" in have else "")),
-        ("int8 dot products", f"yes ({', '.join(vnni)}): --precision int8 runs fast (its cosine gate decides per "
-                              "backbone)"
-         if vnni else "no VNNI/AMX: --precision int8 runs without int8 dot products (measured about 1.9x on "
-                      "VGG16 on an AVX2-only CPU, against 3.6x with VNNI)"),
-        ("native bf16", f"yes ({', '.join(bf16)}): --precision bf16 is available (its cosine gate decides per backbone)"
-         if bf16 else "no: --precision bf16 is refused on this CPU"),
+        (
+            "int8 dot products",
+            f"yes ({', '.join(vnni)}): --precision int8 runs fast (its cosine gate decides per backbone)"
+            if vnni
+            else "no VNNI/AMX: --precision int8 runs without int8 dot products (measured about 1.9x on "
+            "VGG16 on an AVX2-only CPU, against 3.6x with VNNI)",
+        ),
+        (
+            "native bf16",
+            f"yes ({', '.join(bf16)}): --precision bf16 is available (its cosine gate decides per backbone)"
+            if bf16
+            else "no: --precision bf16 is refused on this CPU",
+        ),
     ]
 
 
@@ -84,5 +103,7 @@ def precision_hint(have: frozenset | None = None) -> str:
     native = [(name, found) for name, found in (("int8", vnni), ("bf16", bf16)) if found]
     what = " and ".join(f"{name} ({', '.join(found)})" for name, found in native)
     options = " or ".join(name for name, _ in native)
-    return (f"this CPU also computes {what} natively: --precision {options} can be 2-4x faster on large backbones "
-            "(own cache key, checked by a cosine gate; README: Which runtime and precision)")
+    return (
+        f"this CPU also computes {what} natively: --precision {options} can be 2-4x faster on large backbones "
+        "(own cache key, checked by a cosine gate; README: Which runtime and precision)"
+    )

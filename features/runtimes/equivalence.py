@@ -6,6 +6,7 @@ are compared per image: the largest absolute difference in a row, relative to th
 largest magnitude in the reference row. Rows within ``TOLERANCE`` of each other may
 share a cache key; rows beyond it may not.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -68,14 +69,23 @@ def compare(candidate: np.ndarray, reference: np.ndarray, what: str, where: str)
     if candidate.shape != reference.shape:  # flattened rows would compare equal: the shape is part of the numbers
         raise RuntimeMismatch(
             f"{what} on {where} gives features of shape {candidate.shape} where the reference gives "
-            f"{reference.shape} for the same {len(reference)} images. Nothing it computed was kept.")
+            f"{reference.shape} for the same {len(reference)} images. Nothing it computed was kept."
+        )
     diff = max_relative_difference(candidate, reference)
-    check = {"runtime": what, "where": where, "max_rel_diff": diff, "images": int(len(reference)),
-             "tolerance": CHECK_TOLERANCE, "key_tolerance": TOLERANCE, "passed": diff <= CHECK_TOLERANCE}
+    check = {
+        "runtime": what,
+        "where": where,
+        "max_rel_diff": diff,
+        "images": int(len(reference)),
+        "tolerance": CHECK_TOLERANCE,
+        "key_tolerance": TOLERANCE,
+        "passed": diff <= CHECK_TOLERANCE,
+    }
     if not check["passed"]:
         raise RuntimeMismatch(
             f"{what} on {where} gives features that differ from the reference's by {diff:.2e} relative on "
             f"{len(reference)} of this run's images, more than the {CHECK_TOLERANCE:g} a runtime may show on "
             f"its check sample to share one cache key (rows under a key may differ by {TOLERANCE:g} on any "
-            "image). Nothing it computed was kept.")
+            "image). Nothing it computed was kept."
+        )
     return check

@@ -5,6 +5,7 @@ The local engine, every Ray actor (``ray_engine.ShardExtractor``) and the split 
 attributes all go through this one class; it is built whole by its constructor and
 changed only through its own methods.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -30,10 +31,23 @@ class Extractor:
     written into every split file (runtime, precision, engine, the checks made).
     """
 
-    def __init__(self, spec: ExtractorSpec, cache: RowCache, *, batch_size: int = 32, workers: int = 0,
-                 commit_rows: int = 1024, commit_seconds: float = 20.0, verbose: bool = True,
-                 runtime: str = "tensorflow", plan=None, check_sample: Sequence[str] = (),
-                 file_attrs: dict | None = None, fallback: bool = False, runtime_why: str = ""):
+    def __init__(
+        self,
+        spec: ExtractorSpec,
+        cache: RowCache,
+        *,
+        batch_size: int = 32,
+        workers: int = 0,
+        commit_rows: int = 1024,
+        commit_seconds: float = 20.0,
+        verbose: bool = True,
+        runtime: str = "tensorflow",
+        plan=None,
+        check_sample: Sequence[str] = (),
+        file_attrs: dict | None = None,
+        fallback: bool = False,
+        runtime_why: str = "",
+    ):
         self.spec, self.cache, self.runtime, self.plan = spec, cache, runtime, plan
         # fallback (--runtime auto): an OpenVINO model whose numbers differ from TensorFlow's here is
         # not an error; TensorFlow computes the rows instead, and the report says why.
@@ -64,8 +78,9 @@ class Extractor:
                     raise
                 refused, reference = get_registered(self.runtime).label, reference_runtime()
                 self.runtime = self.file_attrs["runtime"] = reference.name
-                self.runtime_why = (f"auto: {refused} was refused on this CPU ({str(exc)[:160]}...), so "
-                                    f"{reference.label} ran")
+                self.runtime_why = (
+                    f"auto: {refused} was refused on this CPU ({str(exc)[:160]}...), so {reference.label} ran"
+                )
                 model = build_model(self.runtime, self.spec, context)
             if model.equivalence is not None:
                 self.record_check("equivalence", model.equivalence)
@@ -78,8 +93,13 @@ class Extractor:
 
     def decoded_sample(self) -> np.ndarray:
         """Return the decoded check sample (uint8), skipping images that do not decode."""
-        batches = [b for _, b, _ in decoded_batches([(p, p) for p in self.check_sample], self.spec.input_size,
-                                                    len(self.check_sample) or 1, self.workers) if len(b)]
+        batches = [
+            b
+            for _, b, _ in decoded_batches(
+                [(p, p) for p in self.check_sample], self.spec.input_size, len(self.check_sample) or 1, self.workers
+            )
+            if len(b)
+        ]
         if not batches:
             raise DatasetError("none of the images sampled to check the runtime could be decoded.")
         return np.concatenate(batches)
@@ -98,8 +118,9 @@ class Extractor:
         bar = progress_bar(len(todo), f"{label}: computing", self.verbose)
         try:
             with RowWriter(self.cache, self.commit_rows, self.commit_seconds) as rows:
-                for shas, batch, failures in decoded_batches(todo, self.spec.input_size, self.batch_size,
-                                                             self.workers, keys_are_sha256=True):
+                for shas, batch, failures in decoded_batches(
+                    todo, self.spec.input_size, self.batch_size, self.workers, keys_are_sha256=True
+                ):
                     failed.update(failures)
                     if shas:
                         model = model or building.result()
@@ -116,9 +137,16 @@ class Extractor:
         attrs = dict(spec.describe(), **self.file_attrs)
         # weights_path is where the weights were read from: informative (later stages look
         # there first, and check the bytes by weights_sha256), never part of the key.
-        attrs.update(extractor=spec.describe(), extractor_key=spec.key, weights_path=spec.weights_path or "",
-                     class_names=dataset.class_names, data_root=dataset.root, layout=dataset.layout,
-                     split_spec=dataset.split_spec, excluded_classes=dataset.excluded_classes)
+        attrs.update(
+            extractor=spec.describe(),
+            extractor_key=spec.key,
+            weights_path=spec.weights_path or "",
+            class_names=dataset.class_names,
+            data_root=dataset.root,
+            layout=dataset.layout,
+            split_spec=dataset.split_spec,
+            excluded_classes=dataset.excluded_classes,
+        )
         return attrs
 
 
@@ -131,7 +159,10 @@ def split_content(dataset: Dataset, split: str, usable: list, failed: dict, quar
     kept = [(r, sha) for r, sha in usable if sha not in failed]
     quarantine = quarantine + [(r.path, failed[sha]) for r, sha in usable if sha in failed]
     if not kept:
-        raise DatasetError(f"every image of split {split!r} under {dataset.root} was quarantined "
-                           f"({len(quarantine)} files); first: {quarantine[:1]}.")
-    return SplitContent(split, [r.path for r, _ in kept], [r.label for r, _ in kept],
-                        [sha for _, sha in kept], sorted(quarantine))
+        raise DatasetError(
+            f"every image of split {split!r} under {dataset.root} was quarantined "
+            f"({len(quarantine)} files); first: {quarantine[:1]}."
+        )
+    return SplitContent(
+        split, [r.path for r, _ in kept], [r.label for r, _ in kept], [sha for _, sha in kept], sorted(quarantine)
+    )

@@ -20,6 +20,7 @@ Numbers are pinned and checked, not assumed:
   one on held-back training images (its cosine, for the gate). A model found in the
   cache without such a check is checked first.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,17 +76,21 @@ def _save(ov, graph, path: str) -> None:
         os.makedirs(folder, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".convert-", dir=folder)
     except OSError as exc:
-        raise ConfigError(f"the converted model belongs in {folder}, and that folder cannot be made or written: "
-                          f"{exc.strerror or exc}. Remove what is in the way in the cache, or use "
-                          "--runtime tensorflow.") from None
+        raise ConfigError(
+            f"the converted model belongs in {folder}, and that folder cannot be made or written: "
+            f"{exc.strerror or exc}. Remove what is in the way in the cache, or use "
+            "--runtime tensorflow."
+        ) from None
     try:
         ov.save_model(graph, os.path.join(staging, "model.xml"), compress_to_fp16=False)
         os.replace(os.path.join(staging, "model.bin"), path[:-4] + ".bin")
         os.replace(os.path.join(staging, "model.xml"), path)
     except OSError as exc:
-        raise ConfigError(f"the converted model could not be saved as {path}: {exc.strerror or exc} (is something "
-                          "else, such as a folder, in its place?). Remove it from the cache, or use "
-                          "--runtime tensorflow.") from None
+        raise ConfigError(
+            f"the converted model could not be saved as {path}: {exc.strerror or exc} (is something "
+            "else, such as a folder, in its place?). Remove it from the cache, or use "
+            "--runtime tensorflow."
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -101,8 +106,9 @@ class _ModelBytes:
         self.sha256 = sha256_bytes(self.xml + b"\0" + self.weights)
 
     def read(self, ov):
-        return ov.Core().read_model(model=self.xml.decode("utf-8"),
-                                    weights=ov.Tensor(np.frombuffer(self.weights, dtype=np.uint8)))
+        return ov.Core().read_model(
+            model=self.xml.decode("utf-8"), weights=ov.Tensor(np.frombuffer(self.weights, dtype=np.uint8))
+        )
 
 
 def _usable(ov, path: str, int8: bool = False) -> _ModelBytes | None:
@@ -144,9 +150,16 @@ class OpenVINOFeatureModel:
     whose features differ from TensorFlow's beyond the tolerance.
     """
 
-    def __init__(self, backbone: Backbone, spec: ExtractorSpec, cache_dir: str,
-                 plan: CalibrationPlan | None = None, workers: int = 0,
-                 sample: Callable[[], np.ndarray] | None = None, verbose: bool = True):
+    def __init__(
+        self,
+        backbone: Backbone,
+        spec: ExtractorSpec,
+        cache_dir: str,
+        plan: CalibrationPlan | None = None,
+        workers: int = 0,
+        sample: Callable[[], np.ndarray] | None = None,
+        verbose: bool = True,
+    ):
         from bneck.features.runtimes import openvino_compile
 
         ov = import_openvino()
@@ -192,16 +205,26 @@ class OpenVINOFeatureModel:
         if check is None:
             sample = sample() if sample is not None else None
             if sample is None or not len(sample):
-                raise RuntimeMismatch(f"the OpenVINO model of extractor {spec.key[:12]} has not been checked against "
-                                      "TensorFlow on this machine, and no images were given to check it on.")
+                raise RuntimeMismatch(
+                    f"the OpenVINO model of extractor {spec.key[:12]} has not been checked against "
+                    "TensorFlow on this machine, and no images were given to check it on."
+                )
             if self._reference is None:
                 from bneck.features.backbones.feature_model import FeatureModel
+
                 self._reference = FeatureModel(self.backbone, spec)
             got = np.asarray(compile_cpu(ov, fp32.read(ov), self.inference_precision)(sample), dtype=spec.dtype)
             diff = max_relative_difference(got, self._reference(sample))
-            check = {"runtime": "openvino", "reference": "tensorflow", "max_rel_diff": diff,
-                     "images": int(len(sample)), "tolerance": CHECK_TOLERANCE, "key_tolerance": TOLERANCE,
-                     "where": self._where(), "model_sha256": fp32.sha256}
+            check = {
+                "runtime": "openvino",
+                "reference": "tensorflow",
+                "max_rel_diff": diff,
+                "images": int(len(sample)),
+                "tolerance": CHECK_TOLERANCE,
+                "key_tolerance": TOLERANCE,
+                "where": self._where(),
+                "model_sha256": fp32.sha256,
+            }
             check["passed"] = fp32_trusted(check)
             trust.record(FP32_CHECK, fp32.sha256, self._where(), check)
         check = dict(check, passed=fp32_trusted(check))  # a recorded one too: from the number, never its flag
@@ -211,7 +234,8 @@ class OpenVINOFeatureModel:
                 f"{check['max_rel_diff']:.2e} relative on the images it was checked on, more than the "
                 f"{CHECK_TOLERANCE:g} a runtime may show on its check sample to share TensorFlow's cache key (rows "
                 f"under one key may differ by {TOLERANCE:g} on any image). Nothing was computed with it. "
-                f"Use --runtime tensorflow (the converted model is {converted_path(self.cache_dir, spec)}).")
+                f"Use --runtime tensorflow (the converted model is {converted_path(self.cache_dir, spec)})."
+            )
         return check
 
     def _checked_reduced(self, kind: str, ov, fp32: _ModelBytes, reduced: _ModelBytes, plan, workers: int) -> dict:
@@ -226,10 +250,15 @@ class OpenVINOFeatureModel:
         stats = trust.recorded(kind, compared, where, ("cosine_min", "cosine_mean", "check_images"))
         if stats is None:
             if plan is None:
-                raise ConfigError(f"the {kind.split()[0]} model of extractor {self.spec.key[:12]} has not been checked "
-                                  "on this machine, and no held-back images were given to check it on.")
-            stats = (bf16_cosine_check(ov, fp32.read(ov), plan, self.spec.input_size, workers) if kind == BF16_CHECK
-                     else cosine_check(ov, fp32.read(ov), reduced.read(ov), plan, self.spec.input_size, workers))
+                raise ConfigError(
+                    f"the {kind.split()[0]} model of extractor {self.spec.key[:12]} has not been checked "
+                    "on this machine, and no held-back images were given to check it on."
+                )
+            stats = (
+                bf16_cosine_check(ov, fp32.read(ov), plan, self.spec.input_size, workers)
+                if kind == BF16_CHECK
+                else cosine_check(ov, fp32.read(ov), reduced.read(ov), plan, self.spec.input_size, workers)
+            )
             trust.record(kind, compared, where, stats)
         return stats
 
@@ -272,8 +301,15 @@ AUTO_CONVERT_IMAGES = 2000
 def _build(spec: ExtractorSpec, context) -> OpenVINOFeatureModel:
     from bneck.features.backbones.registry import get_backbone
 
-    return OpenVINOFeatureModel(get_backbone(spec.backbone), spec, context.cache_dir, context.plan, context.workers,
-                                sample=context.sample, verbose=context.verbose)
+    return OpenVINOFeatureModel(
+        get_backbone(spec.backbone),
+        spec,
+        context.cache_dir,
+        context.plan,
+        context.workers,
+        sample=context.sample,
+        verbose=context.verbose,
+    )
 
 
 def _check_precision(precision: str) -> None:
@@ -285,13 +321,28 @@ def _check_precision(precision: str) -> None:
             "--precision bf16 needs a CPU that computes bf16 natively (flag avx512_bf16 or amx_bf16 in "
             f"/proc/cpuinfo); this one has {', '.join(cpu.relevant()) or 'none of the relevant flags'}. Use "
             "--precision fp32 (the default), or int8 on CPUs with VNNI (`bneck backbones` shows what this CPU "
-            "supports). Received: precision='bf16'.")
+            "supports). Received: precision='bf16'."
+        )
 
 
-OPENVINO = register_runtime(Runtime(
-    name="openvino", label="OpenVINO", build=_build, precisions=("fp32", "int8", "bf16"), checks_itself=True,
-    modules=("openvino",), precision_modules={"int8": ("nncf",)}, install='pip install -e ".[openvino]"',
-    package="openvino", check_precision=_check_precision, ready_here=checked_here,
-    ready_why="its converted model is cached and was checked against TensorFlow on this CPU",
-    not_ready_why="no converted model checked on this CPU in the cache (`bneck extract --runtime openvino` makes one)",
-    auto_from_images=AUTO_CONVERT_IMAGES, first_use="converted and checked against TensorFlow on first use"))
+OPENVINO = register_runtime(
+    Runtime(
+        name="openvino",
+        label="OpenVINO",
+        build=_build,
+        precisions=("fp32", "int8", "bf16"),
+        checks_itself=True,
+        modules=("openvino",),
+        precision_modules={"int8": ("nncf",)},
+        install='pip install -e ".[openvino]"',
+        package="openvino",
+        check_precision=_check_precision,
+        ready_here=checked_here,
+        ready_why="its converted model is cached and was checked against TensorFlow on this CPU",
+        not_ready_why=(
+            "no converted model checked on this CPU in the cache (`bneck extract --runtime openvino` makes one)"
+        ),
+        auto_from_images=AUTO_CONVERT_IMAGES,
+        first_use="converted and checked against TensorFlow on first use",
+    )
+)

@@ -11,6 +11,7 @@ split over parallel requests) were measured in the extraction loop, where decodi
 shares the cores, and were not faster: 3.46 s against 3.30 s for 2,000 MobileNet-0.25
 images, mean of three runs each (AMD EPYC Zen 4, 2 cores).
 """
+
 from __future__ import annotations
 
 import numpy as np

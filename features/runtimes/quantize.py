@@ -10,6 +10,7 @@ int8 features have their own cache key: the ``quantization`` key field names the
 method and the calibration images by content (sha256 of their sorted hashes), so
 the same images with the same seed give the same key on any machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,7 @@ DEFAULT_CALIBRATION_IMAGES = 300
 DEFAULT_MIN_COSINE = 0.98
 CHECK_IMAGES = 64
 # What the quantisation does, recorded in the key (changing any of it changes the numbers).
-METHOD = {"precision": "int8", "method": "nncf.quantize", "preset": "performance",
-          "fast_bias_correction": True}
+METHOD = {"precision": "int8", "method": "nncf.quantize", "preset": "performance", "fast_bias_correction": True}
 
 
 # bf16: the fp32 model compiled with OpenVINO's bf16 inference precision (native on AVX512_BF16 and
@@ -52,8 +52,9 @@ class QuantizationRefused(ConfigError):
 
 def import_nncf():
     """Return the ``nncf`` module; raises ConfigError saying how to install it."""
-    return import_optional("nncf", "--precision int8 (post-training quantisation)", "openvino", "nncf",
-                           "--precision fp32")
+    return import_optional(
+        "nncf", "--precision int8 (post-training quantisation)", "openvino", "nncf", "--precision fp32"
+    )
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,12 @@ class CalibrationPlan:
     def key_json(self) -> str:
         """Return the ``quantization`` key field: the method and the calibration content."""
         shas = sorted(sha for sha, _ in self.calibration)
-        return json.dumps(dict(METHOD, calibration_images=len(shas), calibration_seed=self.seed,
-                               calibration_sha256=sha256_json(shas)), sort_keys=True)
+        return json.dumps(
+            dict(
+                METHOD, calibration_images=len(shas), calibration_seed=self.seed, calibration_sha256=sha256_json(shas)
+            ),
+            sort_keys=True,
+        )
 
 
 def plan_calibration(train_paths: Sequence[str], images: int, seed: int, workers: int = 0) -> CalibrationPlan:
@@ -79,33 +84,39 @@ def plan_calibration(train_paths: Sequence[str], images: int, seed: int, workers
     if ``images`` is not a positive integer or the split is too small.
     """
     if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise ConfigError(f"--calibration-images must be a positive integer (default "
-                          f"{DEFAULT_CALIBRATION_IMAGES}). Received: calibration_images={images!r}.")
+        raise ConfigError(
+            f"--calibration-images must be a positive integer (default "
+            f"{DEFAULT_CALIBRATION_IMAGES}). Received: calibration_images={images!r}."
+        )
     paths = sorted(train_paths)
     check_count = min(CHECK_IMAGES, len(paths) // 4)
     if check_count < 1:
-        raise ConfigError(f"--precision int8 and bf16 are checked against fp32 on held-back training images "
-                          f"(and int8 calibrates on the training split), so they need at least 4 training images. "
-                          f"Received: {len(paths)} training image(s).")
+        raise ConfigError(
+            f"--precision int8 and bf16 are checked against fp32 on held-back training images "
+            f"(and int8 calibrates on the training split), so they need at least 4 training images. "
+            f"Received: {len(paths)} training image(s)."
+        )
     order = [paths[i] for i in np.random.default_rng(seed).permutation(len(paths))]
     wanted = min(images, len(paths) - check_count) + check_count
     chosen, seen, start = [], set(), 0
     while len(chosen) < wanted and start < len(order):
-        batch = order[start:start + wanted - len(chosen)]
+        batch = order[start : start + wanted - len(chosen)]
         start += len(batch)
         for path, (sha, _) in zip(batch, sha256_files(batch, workers)):
             if sha is not None and sha not in seen:
                 seen.add(sha)
                 chosen.append((sha, path))
-    calibration = tuple(chosen[:max(1, len(chosen) - check_count)])
-    return CalibrationPlan(calibration, tuple(chosen[len(calibration):]), seed)
+    calibration = tuple(chosen[: max(1, len(chosen) - check_count)])
+    return CalibrationPlan(calibration, tuple(chosen[len(calibration) :]), seed)
 
 
 def _decode(items, size: int, workers: int) -> np.ndarray:
     arrays = [batch for _, batch, _ in decoded_batches(list(items), size, 32, workers) if len(batch)]
     if not arrays:
-        raise ConfigError("no calibration image could be decoded; every sampled training image "
-                          "was unusable. Check the training folder, or use --precision fp32.")
+        raise ConfigError(
+            "no calibration image could be decoded; every sampled training image "
+            "was unusable. Check the training folder, or use --precision fp32."
+        )
     return np.concatenate(arrays)
 
 
@@ -126,9 +137,13 @@ def quantize(ov, fp32_graph, plan: CalibrationPlan, size: int, workers: int = 0,
     nncf = import_nncf()
     calibration = _decode(plan.calibration, size, workers)
     with _quiet_nncf(not verbose):
-        return nncf.quantize(fp32_graph, nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))]),
-                             preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calibration),
-                             fast_bias_correction=METHOD["fast_bias_correction"])
+        return nncf.quantize(
+            fp32_graph,
+            nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))]),
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=len(calibration),
+            fast_bias_correction=METHOD["fast_bias_correction"],
+        )
 
 
 @contextmanager
@@ -162,10 +177,15 @@ def cosine_check(ov, fp32_graph, int8_graph, plan: CalibrationPlan, size: int, w
     fp32 = compile_cpu(ov, fp32_graph)(check)
     int8 = compile_cpu(ov, int8_graph)(check)
     cosine = cosine_per_row(np.asarray(fp32), np.asarray(int8))
-    return dict(cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()),
-                check_images=int(len(check)), calibration_images=len(plan.calibration),
-                calibration_seed=plan.seed, nncf_version=nncf.__version__,
-                openvino_version=ov.get_version())
+    return dict(
+        cosine_min=float(cosine.min()),
+        cosine_mean=float(cosine.mean()),
+        check_images=int(len(check)),
+        calibration_images=len(plan.calibration),
+        calibration_seed=plan.seed,
+        nncf_version=nncf.__version__,
+        openvino_version=ov.get_version(),
+    )
 
 
 def bf16_cosine_check(ov, fp32_graph, plan: CalibrationPlan, size: int, workers: int = 0) -> dict:
@@ -175,8 +195,14 @@ def bf16_cosine_check(ov, fp32_graph, plan: CalibrationPlan, size: int, workers:
     fp32 = compile_cpu(ov, fp32_graph)(check)
     bf16 = compile_cpu(ov, fp32_graph, "bf16")(check)
     cosine = cosine_per_row(np.asarray(fp32), np.asarray(bf16))
-    return dict(cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()), check_images=int(len(check)),
-                calibration_images=0, calibration_seed=plan.seed, openvino_version=ov.get_version())
+    return dict(
+        cosine_min=float(cosine.min()),
+        cosine_mean=float(cosine.mean()),
+        check_images=int(len(check)),
+        calibration_images=0,
+        calibration_seed=plan.seed,
+        openvino_version=ov.get_version(),
+    )
 
 
 def gate(stats: dict, min_cosine: float, force: bool, backbone: str, precision: str = "int8") -> dict:
@@ -188,6 +214,10 @@ def gate(stats: dict, min_cosine: float, force: bool, backbone: str, precision: 
             f"min {stats['cosine_min']:.4f} (mean {stats['cosine_mean']:.4f}) over "
             f"{stats['check_images']} held-back training images, below --min-cosine {min_cosine}. "
             f"Use --precision fp32 (or another backbone), or pass --force to accept the loss; "
-            + ("the quantised model is kept in the cache, so a rerun does not quantise again." if precision == "int8"
-               else "this check is kept, so a rerun does not check again."))
+            + (
+                "the quantised model is kept in the cache, so a rerun does not quantise again."
+                if precision == "int8"
+                else "this check is kept, so a rerun does not check again."
+            )
+        )
     return dict(stats, min_cosine=min_cosine, passed=passed, forced=bool(force and not passed))

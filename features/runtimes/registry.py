@@ -17,6 +17,7 @@ runtime whose packages are missing stays registered as unavailable: ``list_runti
 shows it with its install hint, and ``get_runtime`` refuses it with that hint, before
 any work (Hugging Face ``datasets`` registers its unavailable formatters the same way).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -128,14 +129,20 @@ def register_runtime(runtime: Runtime, replace: bool = False) -> Runtime:
     self-checking runtime can hold int8/bf16 to its own gate).
     """
     if runtime.name in _RUNTIMES and not replace:
-        raise ConfigError(f"a runtime named {runtime.name!r} is registered already; choose another name "
-                          "(replace=True swaps it on purpose).")
+        raise ConfigError(
+            f"a runtime named {runtime.name!r} is registered already; choose another name "
+            "(replace=True swaps it on purpose)."
+        )
     if runtime.reference and any(r.reference and r.name != runtime.name for r in _RUNTIMES.values()):
-        raise ConfigError(f"runtime {runtime.name!r} is declared the reference, but "
-                          f"{reference_runtime().name!r} already is; there is one reference runtime.")
+        raise ConfigError(
+            f"runtime {runtime.name!r} is declared the reference, but "
+            f"{reference_runtime().name!r} already is; there is one reference runtime."
+        )
     if set(runtime.precisions) - {"fp32"} and not runtime.checks_itself:
-        raise ConfigError(f"runtime {runtime.name!r} declares precisions {runtime.precisions}, but only a "
-                          "runtime that checks itself (checks_itself=True) may compute other than fp32.")
+        raise ConfigError(
+            f"runtime {runtime.name!r} declares precisions {runtime.precisions}, but only a "
+            "runtime that checks itself (checks_itself=True) may compute other than fp32."
+        )
     _RUNTIMES[runtime.name] = runtime
     return runtime
 
@@ -165,9 +172,16 @@ def list_runtimes() -> list[dict]:
     rows = []
     for name in runtime_names():
         r = _RUNTIMES[name]
-        rows.append(dict(name=name, label=r.label, reference=r.reference, precisions=tuple(r.precisions),
-                         available=r.available, **({} if r.available else dict(install=r.install,
-                                                                               missing=r.missing()))))
+        rows.append(
+            dict(
+                name=name,
+                label=r.label,
+                reference=r.reference,
+                precisions=tuple(r.precisions),
+                available=r.available,
+                **({} if r.available else dict(install=r.install, missing=r.missing())),
+            )
+        )
     return rows
 
 
@@ -202,17 +216,21 @@ def get_runtime(name: str, precision: str = "fp32") -> Runtime:
     runtime = _RUNTIMES.get(known_runtime(name, allow_auto=False))
     if precision not in runtime.precisions:
         able = [r for r in _RUNTIMES.values() if precision in r.precisions]
-        raise ConfigError(f"--precision {precision} runs on {' or '.join(r.label for r in able) or 'no runtime'}: "
-                          f"add {' or '.join(f'--runtime {r.name}' for r in able)} (or leave --runtime auto). "
-                          f"Received: runtime={name!r}, precision={precision!r}.")
+        raise ConfigError(
+            f"--precision {precision} runs on {' or '.join(r.label for r in able) or 'no runtime'}: "
+            f"add {' or '.join(f'--runtime {r.name}' for r in able)} (or leave --runtime auto). "
+            f"Received: runtime={name!r}, precision={precision!r}."
+        )
     if runtime.check_precision is not None:
         runtime.check_precision(precision)
     missing = runtime.missing(precision)
     if missing:
         what = f"--runtime {name}" + (f" --precision {precision}" if precision != "fp32" else "")
-        raise ConfigError(f"{what} needs the {missing[0]} package, which is not installed. Install it with: "
-                          f"{runtime.install or f'pip install {missing[0]}'}  (or: pip install "
-                          f"{runtime.package or missing[0]}). Or use --runtime {reference_runtime().name}.")
+        raise ConfigError(
+            f"{what} needs the {missing[0]} package, which is not installed. Install it with: "
+            f"{runtime.install or f'pip install {missing[0]}'}  (or: pip install "
+            f"{runtime.package or missing[0]}). Or use --runtime {reference_runtime().name}."
+        )
     return runtime
 
 
@@ -233,8 +251,10 @@ def build_model(name: str, spec, context: BuildContext) -> FeatureModelLike:
         if not runtime.checks_itself:
             model.equivalence = _check_against_reference(runtime, model, spec, context)
         elif not _passed(model.equivalence):  # a self-checking runtime must show its measured number
-            raise RuntimeMismatch(f"runtime {name!r} made no passing check against "
-                                  f"{reference_runtime().label} ({model.equivalence!r}); nothing was computed with it.")
+            raise RuntimeMismatch(
+                f"runtime {name!r} made no passing check against "
+                f"{reference_runtime().label} ({model.equivalence!r}); nothing was computed with it."
+            )
     model.warm_up()
     return model
 
@@ -260,8 +280,10 @@ def _check_against_reference(runtime: Runtime, model, spec, context: BuildContex
 
     sample = context.sample() if context.sample is not None else None
     if sample is None or not len(sample):
-        raise RuntimeMismatch(f"runtime {runtime.name!r} has to be checked against {reference_runtime().label} "
-                              "before its first row, and no images were given to check it on.")
+        raise RuntimeMismatch(
+            f"runtime {runtime.name!r} has to be checked against {reference_runtime().label} "
+            "before its first row, and no images were given to check it on."
+        )
     reference = reference_runtime().build(spec, context)
     calls, images = model.calls, model.images
     got = np.asarray(model(sample))

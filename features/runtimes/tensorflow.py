@@ -3,6 +3,7 @@
 Every other runtime is checked against its numbers before its first row, and every
 export is compared with it.
 """
+
 from __future__ import annotations
 
 from bneck.features.backbones.registry import get_backbone
@@ -16,6 +17,14 @@ def build(spec, context: BuildContext):
     return FeatureModel(get_backbone(spec.backbone), spec)
 
 
-TENSORFLOW = register_runtime(Runtime(name="tensorflow", label="TensorFlow", build=build, reference=True,
-                                      modules=("tensorflow",), install='pip install -e "."',
-                                      package="tensorflow"))
+TENSORFLOW = register_runtime(
+    Runtime(
+        name="tensorflow",
+        label="TensorFlow",
+        build=build,
+        reference=True,
+        modules=("tensorflow",),
+        install='pip install -e "."',
+        package="tensorflow",
+    )
+)

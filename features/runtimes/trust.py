@@ -8,6 +8,7 @@ recorded per user, in ``$BNECK_STATE`` (default ``$XDG_STATE_HOME/bneck`` or
 machine it was checked on. A model is trusted only when this user checked those
 bytes on this CPU class; any other model is checked again before it makes a row.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,8 @@ RECORD = "checked_models.json"
 def state_dir() -> str:
     """Return this user's state folder for bneck."""
     base = os.environ.get("BNECK_STATE") or os.path.join(
-        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "bneck")
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "bneck"
+    )
     return os.path.abspath(os.path.expanduser(base))
 
 
@@ -72,4 +74,5 @@ def record(kind: str, model_sha256: str, where: str, check: dict) -> None:
         raise ConfigError(
             f"bneck keeps the record of the models you checked in {state_dir()} ($BNECK_STATE), and could not "
             f"write it there: {exc.strerror or exc}. Point BNECK_STATE at a folder you can write (or remove "
-            f"what is in the way), or use --runtime tensorflow. Nothing computed so far is lost.") from None
+            f"what is in the way), or use --runtime tensorflow. Nothing computed so far is lost."
+        ) from None

@@ -10,6 +10,7 @@ augmentation, its seed and the view index enter the key (``ExtractorSpec.augment
 and each view is a pure function of the image's content (``augment.view_transforms``),
 so a view computed once is reused by any later run, in any order or batch size.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +31,7 @@ from bneck.features.views.warp import FLIP_VIEW, view_transforms, warp
 WARP = "affine:bilinear:fill-nearest:after-preprocessing"
 
 
-def view_spec(spec: ExtractorSpec, layer: str, pool: str, params: dict, seed: int,
-              view: int) -> ExtractorSpec:
+def view_spec(spec: ExtractorSpec, layer: str, pool: str, params: dict, seed: int, view: int) -> ExtractorSpec:
     """Return the spec of view ``view`` of ``spec``'s base cut at ``layer`` (pooled by ``pool``).
 
     The mirror view (``FLIP_VIEW``) depends on neither the augmentation nor the seed."""
@@ -39,10 +39,8 @@ def view_spec(spec: ExtractorSpec, layer: str, pool: str, params: dict, seed: in
     if view == FLIP_VIEW:
         augmentation = json.dumps({"view": "horizontal-flip", "warp": WARP}, sort_keys=True)
     elif view:
-        augmentation = json.dumps({"params": params, "seed": seed, "view": view, "warp": WARP},
-                                  sort_keys=True)
-    return dataclasses.replace(spec, layer=layer, pool=pool, dtype="float32",
-                               augmentation=augmentation)
+        augmentation = json.dumps({"params": params, "seed": seed, "view": view, "warp": WARP}, sort_keys=True)
+    return dataclasses.replace(spec, layer=layer, pool=pool, dtype="float32", augmentation=augmentation)
 
 
 def parse_view(augmentation: str) -> tuple[dict, int, int]:
@@ -66,9 +64,19 @@ class TrunkViews:
     """Computes and caches trunk outputs of (augmented) views of uint8 images, decoding only the
     images whose rows the cache lacks."""
 
-    def __init__(self, trunk, preprocess, spec: ExtractorSpec, layer: str, pool: str,
-                 params: dict, seed: int, cache_dir: str, batch_size: int = 32,
-                 verbose: bool = True):
+    def __init__(
+        self,
+        trunk,
+        preprocess,
+        spec: ExtractorSpec,
+        layer: str,
+        pool: str,
+        params: dict,
+        seed: int,
+        cache_dir: str,
+        batch_size: int = 32,
+        verbose: bool = True,
+    ):
         tf = import_tensorflow()
         self.spec, self.layer, self.pool = spec, layer, pool
         self.params, self.seed, self.cache_dir = params, seed, cache_dir
@@ -76,8 +84,13 @@ class TrunkViews:
         self.stats = ViewStats()
         size = spec.input_size
 
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8),
-                                      tf.TensorSpec([None, 8], tf.float32), tf.TensorSpec([], tf.bool)])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, size, size, 3], tf.uint8),
+                tf.TensorSpec([None, 8], tf.float32),
+                tf.TensorSpec([], tf.bool),
+            ]
+        )
         def forward(images, transforms, augmented):
             x = preprocess(tf.cast(images, tf.float32))
             x = tf.cond(augmented, lambda: warp(tf, x, transforms), lambda: x)
@@ -85,22 +98,23 @@ class TrunkViews:
 
         self._forward = forward
 
-    def rows(self, images: np.ndarray, shas: Sequence[str], views: Sequence[int],
-             label: str = "") -> np.ndarray:
+    def rows(self, images: np.ndarray, shas: Sequence[str], views: Sequence[int], label: str = "") -> np.ndarray:
         """Return float32 rows for every view in ``views`` of in-memory ``images``, view-major.
 
         Row ``j * len(images) + i`` is view ``views[j]`` of image ``i``. Rows already in
         the cache are read, the others computed and committed first. (Stage 3 uses
         ``ensure`` and ``read`` instead, which never hold the images.)
         """
+
         def decode(indices):
             return images[list(indices)]
+
         n, out = len(images), None
         self.ensure(decode, shas, views, label)
         for j, view in enumerate(views):
             if out is None:
                 out = np.empty((len(views) * n,) + self.row_shape(decode, shas, view), np.float32)
-            self.read(decode, shas, view, _into(out[j * n:(j + 1) * n]))
+            self.read(decode, shas, view, _into(out[j * n : (j + 1) * n]))
         return out
 
     def ensure(self, decode, shas: Sequence[str], views: Sequence[int], label: str = "") -> None:
@@ -135,6 +149,7 @@ class TrunkViews:
     def _remake(self, cache, decode, shas, view):
         def remake(missing):
             self._compute({view: cache}, decode, shas, {view: missing}, f"view {view}")
+
         return remake
 
     def compute(self, batch: np.ndarray, shas: Sequence[str], view: int) -> np.ndarray:
@@ -155,10 +170,12 @@ class TrunkViews:
         bar = progress_bar(sum(map(len, lacking.values())), f"{label} views: computing".strip(), self.verbose)
         try:
             with contextlib.ExitStack() as stack:
-                writers = {view: stack.enter_context(RowWriter(caches[view], rows=1024, seconds=float("inf")))
-                           for view in lacking}
+                writers = {
+                    view: stack.enter_context(RowWriter(caches[view], rows=1024, seconds=float("inf")))
+                    for view in lacking
+                }
                 for lo in range(0, len(wanted), self.batch_size):
-                    part = wanted[lo:lo + self.batch_size]
+                    part = wanted[lo : lo + self.batch_size]
                     images = decode([first[s] for s in part])
                     for view, writer in writers.items():
                         pick = [i for i, sha in enumerate(part) if sha in lacking[view]]
@@ -173,6 +190,8 @@ class TrunkViews:
 
 def _into(block: np.ndarray):
     """Return a ``read_rows`` sink that fills ``block``."""
+
     def sink(first: int, rows: np.ndarray) -> None:
-        block[first:first + len(rows)] = rows
+        block[first : first + len(rows)] = rows
+
     return sink

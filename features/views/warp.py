@@ -11,6 +11,7 @@ It lives in ``features`` because stage 3's cached augmented views are keyed and
 stored like features (``view_transforms`` makes a view a pure function of the
 image's content); the Keras training layer is ``pipeline.finetuning.augment.RandomAffine``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,16 +55,20 @@ def affine_transforms(tf, n, height: int, width: int, params: dict, uniform):
     # input = linear @ (output - centre) + centre + shift
     tx = cx + shift_x - (linear[:, 0, 0] * cx + linear[:, 0, 1] * cy)
     ty = cy + shift_y - (linear[:, 1, 0] * cx + linear[:, 1, 1] * cy)
-    return tf.stack([linear[:, 0, 0], linear[:, 0, 1], tx, linear[:, 1, 0], linear[:, 1, 1], ty,
-                     zeros, zeros], axis=-1)
+    return tf.stack([linear[:, 0, 0], linear[:, 0, 1], tx, linear[:, 1, 0], linear[:, 1, 1], ty, zeros, zeros], axis=-1)
 
 
 def warp(tf, images, transforms):
     """Resample ``images`` (n, h, w, c) float through ``transforms`` (bilinear, fill nearest)."""
     shape = tf.shape(images)
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="NEAREST")
+        images=images,
+        transforms=transforms,
+        output_shape=shape[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",
+    )
 
 
 def view_transforms(shas, view: int, seed: int, params: dict, height: int, width: int):

@@ -3,6 +3,7 @@
 User mistakes print one paragraph and exit with code 2; Ctrl-C exits with 130
 after saying what was kept.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,24 +18,25 @@ from bneck.pipeline.cli.reporting import terminal_reports
 
 # What Ctrl-C keeps, per command: said as it is, so nobody waits for a resume that does not come.
 INTERRUPTED = {
-    "extract": "Every finished batch is saved in the cache; run the same command again to continue where "
-               "it stopped.",
+    "extract": "Every finished batch is saved in the cache; run the same command again to continue where it stopped.",
     "run": "Every finished batch of features is in the cache and every finished classifier in its folder; "
-           "run the same command again: they are reused, and the stage that was stopped starts again.",
+    "run the same command again: they are reused, and the stage that was stopped starts again.",
     "train": "Classifiers that had finished are kept in their folders and reused by the same command; the "
-             "one being trained was not saved and is trained again.",
+    "one being trained was not saved and is trained again.",
     "export": "Nothing was written (the --out folder is as it was).",
     "finetune": "Nothing was saved (the output folder is as it was); frozen-part rows already cached are "
-                "reused when you run the same command again.",
+    "reused when you run the same command again.",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="bneck", description="Bottleneck-feature transfer learning on a CPU: extract "
-                                  "features once, train classifiers on them in seconds.",
-        epilog="start with: bneck demo --data DATA_DIR --out runs/demo   (then open runs/demo/report.html)")
+        prog="bneck",
+        description="Bottleneck-feature transfer learning on a CPU: extract "
+        "features once, train classifiers on them in seconds.",
+        epilog="start with: bneck demo --data DATA_DIR --out runs/demo   (then open runs/demo/report.html)",
+    )
     from bneck.pipeline import __version__
 
     parser.add_argument("--version", action="version", version=f"bneck {__version__}")
@@ -75,8 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bneck {args.command}: error: {storage_error(exc, path)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nbneck {args.command}: interrupted. {INTERRUPTED.get(args.command, INTERRUPTED['extract'])}",
-              file=sys.stderr)
+        print(
+            f"\nbneck {args.command}: interrupted. {INTERRUPTED.get(args.command, INTERRUPTED['extract'])}",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -1,4 +1,5 @@
 """``bneck cache ls|info|gc|verify``: look into, check and tidy the shared feature cache."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,22 +23,31 @@ def add_parser(sub) -> None:
     ls.add_argument("--all", action="store_true", help="also list empty entries (runs that stopped early)")
     info = actions.add_parser("info", help="everything a feature file or cache entry records")
     info.add_argument("target", metavar="FILE|KEY", help="a <split>.h5 file or an extractor key (prefix)")
-    gc = actions.add_parser("gc", help="drop temporaries and damaged chunks, merge chunks, "
-                                       "optionally drop entries unused for DAYS")
+    gc = actions.add_parser(
+        "gc", help="drop temporaries and damaged chunks, merge chunks, optionally drop entries unused for DAYS"
+    )
     gc.add_argument("--older-than", type=float, default=None, metavar="DAYS")
-    verify = actions.add_parser("verify", help="read every cached row and check every checksum; "
-                                               "exit 1 if anything is damaged",
-                                description="Check every chunk's checksums; with --recompute N, also "
-                                            "recompute N seeded rows per cache entry from images found "
-                                            "under --data (by sha256) and compare them with the stored "
-                                            "rows. Exit 1 if anything is damaged or differs.")
-    verify.add_argument("--recompute", type=int, default=0, metavar="N",
-                        help="recompute N rows per entry (needs --data) and compare")
-    verify.add_argument("--data", nargs="+", default=(), metavar="DIR",
-                        help="folders holding the images the rows were made from")
-    verify.add_argument("--seed", type=int, default=None,
-                        help="which rows are sampled (default: a fresh random sample each time, its seed printed; "
-                             "a forger cannot know which rows will be looked at)")
+    verify = actions.add_parser(
+        "verify",
+        help="read every cached row and check every checksum; exit 1 if anything is damaged",
+        description="Check every chunk's checksums; with --recompute N, also "
+        "recompute N seeded rows per cache entry from images found "
+        "under --data (by sha256) and compare them with the stored "
+        "rows. Exit 1 if anything is damaged or differs.",
+    )
+    verify.add_argument(
+        "--recompute", type=int, default=0, metavar="N", help="recompute N rows per entry (needs --data) and compare"
+    )
+    verify.add_argument(
+        "--data", nargs="+", default=(), metavar="DIR", help="folders holding the images the rows were made from"
+    )
+    verify.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="which rows are sampled (default: a fresh random sample each time, its seed printed; "
+        "a forger cannot know which rows will be looked at)",
+    )
     for q in (ls, info, gc, verify):
         q.add_argument("--cache-dir", default=None, help="default $BNECK_CACHE or ~/.cache/bneck")
     ls.set_defaults(run=run_ls)
@@ -61,16 +71,48 @@ def run_ls(args: argparse.Namespace) -> int:
         print(f"no cached features in {_cache_dir(args)}")
         return 0
     shown = [e for e in entries if e.rows or args.all]
-    rows = [[e.key[:12], _entry_kind(e), e.meta.get("backbone"), e.meta.get("weights"), e.meta.get("layer"),
-             e.meta.get("pool"), e.meta.get("input_size"), e.meta.get("dtype"), e.rows, e.chunks,
-             _mb(e.bytes), datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M")]
-            for e in shown]
-    print(format_table(["key", "holds", "backbone", "weights", "layer", "pool", "size", "dtype", "rows",
-                        "chunks", "MB", "last used"], rows))
+    rows = [
+        [
+            e.key[:12],
+            _entry_kind(e),
+            e.meta.get("backbone"),
+            e.meta.get("weights"),
+            e.meta.get("layer"),
+            e.meta.get("pool"),
+            e.meta.get("input_size"),
+            e.meta.get("dtype"),
+            e.rows,
+            e.chunks,
+            _mb(e.bytes),
+            datetime.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M"),
+        ]
+        for e in shown
+    ]
+    print(
+        format_table(
+            [
+                "key",
+                "holds",
+                "backbone",
+                "weights",
+                "layer",
+                "pool",
+                "size",
+                "dtype",
+                "rows",
+                "chunks",
+                "MB",
+                "last used",
+            ],
+            rows,
+        )
+    )
     hidden = len(entries) - len(shown)
     if hidden:
-        print(f"\n{hidden} empty entr{'y' if hidden == 1 else 'ies'} (no rows: runs that stopped before their first "
-              "batch) not shown; --all lists them, `bneck cache gc` removes them.")
+        print(
+            f"\n{hidden} empty entr{'y' if hidden == 1 else 'ies'} (no rows: runs that stopped before their first "
+            "batch) not shown; --all lists them, `bneck cache gc` removes them."
+        )
     return 0
 
 
@@ -101,12 +143,18 @@ def run_info(args: argparse.Namespace) -> int:
     matches = [e for e in list_entries(_cache_dir(args)) if e.key.startswith(args.target)]
     if len(matches) != 1:
         from bneck.core.errors import ConfigError
-        raise ConfigError(f"`bneck cache info` takes a feature file or one extractor key (or a "
-                          f"unique prefix) from `bneck cache ls`. Received: {args.target!r}, "
-                          f"which matches {len(matches)} cache entries and is not a file.")
+
+        raise ConfigError(
+            f"`bneck cache info` takes a feature file or one extractor key (or a "
+            f"unique prefix) from `bneck cache ls`. Received: {args.target!r}, "
+            f"which matches {len(matches)} cache entries and is not a file."
+        )
     e = matches[0]
-    print(json.dumps({"key": e.key, "folder": e.folder, "rows": e.rows, "chunks": e.chunks,
-                      "bytes": e.bytes, **e.meta}, indent=1))
+    print(
+        json.dumps(
+            {"key": e.key, "folder": e.folder, "rows": e.rows, "chunks": e.chunks, "bytes": e.bytes, **e.meta}, indent=1
+        )
+    )
     return 0
 
 
@@ -117,14 +165,18 @@ def run_gc(args: argparse.Namespace) -> int:
     from bneck.core.errors import ConfigError
 
     if args.older_than is not None and not (math.isfinite(args.older_than) and args.older_than >= 0):
-        raise ConfigError(f"--older-than takes a number of days >= 0 (entries unused that long are removed). "
-                          f"Received: older_than={args.older_than!r}.")
+        raise ConfigError(
+            f"--older-than takes a number of days >= 0 (entries unused that long are removed). "
+            f"Received: older_than={args.older_than!r}."
+        )
     stats = collect_garbage(_cache_dir(args), args.older_than)
-    print(f"removed {stats['temporaries']} stale temporary file(s), {stats['bad_chunks']} damaged "
-          f"chunk(s) and {stats['entries_removed']} unused entr(ies)"
-          f"{f' (kept {n} old one(s) a running process uses)' if (n := stats['entries_in_use']) else ''}; merged "
-          f"{stats['merged_chunks']} chunk(s); {_mb(stats['bytes_before'])} MB -> "
-          f"{_mb(stats['bytes_after'])} MB")
+    print(
+        f"removed {stats['temporaries']} stale temporary file(s), {stats['bad_chunks']} damaged "
+        f"chunk(s) and {stats['entries_removed']} unused entr(ies)"
+        f"{f' (kept {n} old one(s) a running process uses)' if (n := stats['entries_in_use']) else ''}; merged "
+        f"{stats['merged_chunks']} chunk(s); {_mb(stats['bytes_before'])} MB -> "
+        f"{_mb(stats['bytes_after'])} MB"
+    )
     return 0
 
 
@@ -133,20 +185,26 @@ def run_verify(args: argparse.Namespace) -> int:
     from bneck.core.errors import ConfigError
 
     if args.recompute < 0 or (args.recompute and not args.data):
-        raise ConfigError(f"--recompute N takes a positive N and --data DIR [DIR ...] (the images the rows "
-                          f"were made from). Received: recompute={args.recompute!r}, data={list(args.data)!r}.")
+        raise ConfigError(
+            f"--recompute N takes a positive N and --data DIR [DIR ...] (the images the rows "
+            f"were made from). Received: recompute={args.recompute!r}, data={list(args.data)!r}."
+        )
     missing = [d for d in args.data if not os.path.isdir(d)]
     if missing:
-        raise ConfigError(f"--data must name folders of images; {', '.join(missing)} "
-                          f"{'is' if len(missing) == 1 else 'are'} not a folder.")
+        raise ConfigError(
+            f"--data must name folders of images; {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not a folder."
+        )
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed must be an integer from 0 to {2**32 - 1}. Received: seed={args.seed!r}.")
     checked, problems = verify_cache(_cache_dir(args))
     for path, problem in problems:
         print(f"damaged: {path}: {problem}")
     if problems:
-        print(f"{len(problems)} of {checked} chunk(s) damaged. `bneck cache gc` removes them; the "
-              "next extraction recomputes their rows.")
+        print(
+            f"{len(problems)} of {checked} chunk(s) damaged. `bneck cache gc` removes them; the "
+            "next extraction recomputes their rows."
+        )
     else:
         print(f"{checked} chunk(s) in {_cache_dir(args)}: all intact")
     differing = _recompute(args) if args.recompute else 0
@@ -161,13 +219,24 @@ def _recompute(args) -> int:
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     print(f"recomputing {args.recompute} row(s) per entry, sample seed {seed} (--seed {seed} repeats it)")
     checks = recompute_sample(_cache_dir(args), args.data, args.recompute, seed)
-    rows = [[c.key[:12], c.description, c.checked, f"{c.worst:.1e}" if c.checked else "-",
-             len(c.differing) if not c.skipped else "-", c.skipped or ""] for c in checks]
+    rows = [
+        [
+            c.key[:12],
+            c.description,
+            c.checked,
+            f"{c.worst:.1e}" if c.checked else "-",
+            len(c.differing) if not c.skipped else "-",
+            c.skipped or "",
+        ]
+        for c in checks
+    ]
     print(format_table(["key", "extractor", "recomputed", "worst rel diff", "differing", "skipped"], rows))
     bad = sum(len(c.differing) for c in checks)
     for c in checks:
         for sha in c.differing[:5]:
-            print(f"differs: entry {c.key[:12]}, image sha256 {sha}: the stored row is not what this "
-                  f"extractor computes (beyond {TOLERANCE:g} relative). Someone wrote a wrong row into "
-                  f"the cache: remove the entry ({c.key}) and re-extract.")
+            print(
+                f"differs: entry {c.key[:12]}, image sha256 {sha}: the stored row is not what this "
+                f"extractor computes (beyond {TOLERANCE:g} relative). Someone wrote a wrong row into "
+                f"the cache: remove the entry ({c.key}) and re-extract."
+            )
     return bad

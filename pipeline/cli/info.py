@@ -1,4 +1,5 @@
 """``bneck backbones``, ``bneck layers`` and ``bneck init``: what is available, before any work."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,27 +14,38 @@ LAYERS_EPILOG = """example:
 
 def add_parsers(sub) -> None:
     """Register backbones, layers and init."""
-    i = sub.add_parser("init", help="write a commented config template for `bneck run`",
-                       description="Write CONFIG.toml: every key of every stage with its default and what it "
-                                   "does. Edit it, then `bneck run CONFIG.toml`. An existing file is never "
-                                   "overwritten.",
-                       epilog="example:\n  bneck init my_run.toml --data data/flowers && bneck run my_run.toml",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    i = sub.add_parser(
+        "init",
+        help="write a commented config template for `bneck run`",
+        description="Write CONFIG.toml: every key of every stage with its default and what it "
+        "does. Edit it, then `bneck run CONFIG.toml`. An existing file is never "
+        "overwritten.",
+        epilog="example:\n  bneck init my_run.toml --data data/flowers && bneck run my_run.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     i.add_argument("path", nargs="?", default="bneck.toml", metavar="CONFIG.toml", help="default: bneck.toml")
     i.add_argument("--data", default=None, metavar="DATA_DIR", help="the image folder to put in the template")
     i.add_argument("--out", default=None, metavar="RUN_DIR", help="the run folder to put in the template")
     i.set_defaults(run=run_init)
-    b = sub.add_parser("backbones", help="list the backbones, their cut points and local weights",
-                       description="List every backbone: default input size and layer, named cut points, "
-                                   "the stage-3 unfreeze points, the ImageNet weights file it needs and whether "
-                                   "it is present here ($KERAS_HOME/models), and what this CPU supports.",
-                       epilog="example:\n  bneck backbones", formatter_class=argparse.RawDescriptionHelpFormatter)
+    b = sub.add_parser(
+        "backbones",
+        help="list the backbones, their cut points and local weights",
+        description="List every backbone: default input size and layer, named cut points, "
+        "the stage-3 unfreeze points, the ImageNet weights file it needs and whether "
+        "it is present here ($KERAS_HOME/models), and what this CPU supports.",
+        epilog="example:\n  bneck backbones",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     b.set_defaults(run=run_backbones)
-    p = sub.add_parser("layers", help="list a backbone's layer names (for --layer and --unfreeze-from)",
-                       description="Build BACKBONE's architecture (random weights: nothing is read or "
-                                   "downloaded) and list every layer with its output shape; the cut points, "
-                                   "the default layer and the unfreeze points are marked.",
-                       epilog=LAYERS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "layers",
+        help="list a backbone's layer names (for --layer and --unfreeze-from)",
+        description="Build BACKBONE's architecture (random weights: nothing is read or "
+        "downloaded) and list every layer with its output shape; the cut points, "
+        "the default layer and the unfreeze points are marked.",
+        epilog=LAYERS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("backbone", metavar="BACKBONE", help=f"one of: {', '.join(BACKBONES)}")
     p.add_argument("--alpha", type=float, default=None, help="width multiplier (MobileNet, MobileNetV2)")
     p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the backbone's)")
@@ -44,8 +56,11 @@ def _weights_here(backbone) -> str:
     from bneck.features.backbones.weights import keras_home
 
     alphas = backbone.alphas or (None,)
-    found = [a for a in alphas if os.path.isfile(os.path.join(keras_home(), "models",
-                                                              backbone.weights_file(a, backbone.default_size)))]
+    found = [
+        a
+        for a in alphas
+        if os.path.isfile(os.path.join(keras_home(), "models", backbone.weights_file(a, backbone.default_size)))
+    ]
     if backbone.alphas:
         return f"alpha {', '.join(map(str, found))}" if found else "none"
     return "yes" if found else "no"
@@ -55,14 +70,30 @@ def run_backbones(args: argparse.Namespace) -> int:
     """Print the registry and this CPU's capabilities; returns 0."""
     from bneck.features.runtimes.cpu import capabilities
 
-    rows = [[b.name, b.default_size, b.default_layer, ", ".join(b.cut_points), b.unfreeze_from,
-             ", ".join(map(str, b.alphas)) or "-", _weights_here(b)] for b in BACKBONES.values()]
-    print(format_table(["backbone", "size", "default layer", "cut points", "unfreeze from", "alphas",
-                        "ImageNet weights here"], rows))
+    rows = [
+        [
+            b.name,
+            b.default_size,
+            b.default_layer,
+            ", ".join(b.cut_points),
+            b.unfreeze_from,
+            ", ".join(map(str, b.alphas)) or "-",
+            _weights_here(b),
+        ]
+        for b in BACKBONES.values()
+    ]
+    print(
+        format_table(
+            ["backbone", "size", "default layer", "cut points", "unfreeze from", "alphas", "ImageNet weights here"],
+            rows,
+        )
+    )
     from bneck.features.backbones.weights import keras_home
 
-    print(f"\nweights are looked up in {os.path.join(keras_home(), 'models')} (official Keras file names); "
-          "missing ones are downloaded on first use.")
+    print(
+        f"\nweights are looked up in {os.path.join(keras_home(), 'models')} (official Keras file names); "
+        "missing ones are downloaded on first use."
+    )
     print(format_table(["", "this CPU"], [list(line) for line in capabilities()]))
     return 0
 
@@ -82,8 +113,10 @@ def run_layers(args: argparse.Namespace) -> int:
     marks[last] = ("after this: " if backbone.last_block.startswith("after:") else "") + "--unfreeze-from last-block"
     if backbone.measured_unfreeze_from:
         marks[backbone.measured_unfreeze_from] = "default --unfreeze-from"
-    rows = [[i, layer.name, type(layer).__name__, str(tuple(layer.output.shape[1:])), marks.get(layer.name, "")]
-            for i, layer in enumerate(base.layers)]
+    rows = [
+        [i, layer.name, type(layer).__name__, str(tuple(layer.output.shape[1:])), marks.get(layer.name, "")]
+        for i, layer in enumerate(base.layers)
+    ]
     print(format_table(["#", "layer", "type", "output shape", ""], rows))
     print(f"\n{len(rows)} layers in {backbone.name}{f' alpha {alpha}' if alpha else ''} at {size} px.")
     return 0
@@ -97,11 +130,15 @@ def run_init(args: argparse.Namespace) -> int:
 
     parent = os.path.dirname(os.path.abspath(args.path))
     if not os.path.isdir(parent):
-        raise ConfigError(f"the folder of {args.path} does not exist or is not a folder ({parent}); create it "
-                          f"first or give another path. Received: path={args.path!r}.")
+        raise ConfigError(
+            f"the folder of {args.path} does not exist or is not a folder ({parent}); create it "
+            f"first or give another path. Received: path={args.path!r}."
+        )
     if os.path.lexists(args.path):
-        raise ConfigError(f"{args.path} already exists; `bneck init` never overwrites a file. Give another "
-                          f"path (`bneck init NEW.toml`) or delete it first. Received: path={args.path!r}.")
+        raise ConfigError(
+            f"{args.path} already exists; `bneck init` never overwrites a file. Give another "
+            f"path (`bneck init NEW.toml`) or delete it first. Received: path={args.path!r}."
+        )
     if not args.path.endswith(".toml"):
         raise ConfigError(f"the config path must end in .toml. Received: path={args.path!r}.")
     # paths in a config are relative to the config file: what was typed here is relative to here
@@ -110,9 +147,12 @@ def run_init(args: argparse.Namespace) -> int:
         with atomic_open(args.path, encoding="utf-8") as handle:
             handle.write(text)
     except OSError as exc:
-        raise ConfigError(f"{args.path} cannot be written ({exc.strerror or exc}); give a path in a folder you "
-                          "can write to.") from None
+        raise ConfigError(
+            f"{args.path} cannot be written ({exc.strerror or exc}); give a path in a folder you can write to."
+        ) from None
     load_config(args.path, data=args.data or ".")  # what it wrote reads back (data may still be unset)
-    print(f"wrote {args.path}: edit it{'' if args.data else ' (set data = your image folder)'}, then "
-          f"`bneck run {args.path}`")
+    print(
+        f"wrote {args.path}: edit it{'' if args.data else ' (set data = your image folder)'}, then "
+        f"`bneck run {args.path}`"
+    )
     return 0

@@ -4,6 +4,7 @@ The commands' own modules say what each option does; this module adds what they
 leave out, in one place, and ``tests/pipeline/cli/test_info.py`` checks nothing is left
 without. A default shown in a table option's help ("(default 16)") is not repeated.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,13 +30,13 @@ EXAMPLES = {
 }
 DESCRIPTIONS = {
     "evaluate": "Score a saved classifier on a feature file made by the same extractor: accuracy, loss, macro F1, "
-                "per-class precision/recall/F1 and the confusion matrix.",
+    "per-class precision/recall/F1 and the confusion matrix.",
     "cache": "Look into, check and tidy the shared feature cache (rows stored by extractor key and image sha256).",
     "cache ls": "One line per cache entry: what it holds (features, an augmented view, empty), the extractor, "
-                "rows, size and when it was last used.",
+    "rows, size and when it was last used.",
     "cache info": "Print the full record of a feature file or of a cache entry (by key or unique key prefix).",
     "cache gc": "Remove stale temporaries and damaged chunks, merge small chunks, and with --older-than remove "
-                "entries unused for that many days.",
+    "entries unused for that many days.",
 }
 HELP = {
     "--quiet": "print only the results: no progress bars, no stage headings",

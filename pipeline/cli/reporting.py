@@ -6,6 +6,7 @@ runs, its progress messages go to stderr as bare lines (none with ``--quiet``) a
 BneckWarning as one ``bneck: warning: ...`` line (shown even with ``--quiet``: a warning
 says something was skipped or changed).
 """
+
 from __future__ import annotations
 
 import logging

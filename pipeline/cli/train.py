@@ -1,4 +1,5 @@
 """``bneck train``, ``bneck evaluate`` and ``bneck predict``: stage 2 from the command line."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,52 +15,98 @@ from bneck.pipeline.training.options import CLASSIFIERS, TRAIN
 
 def add_parsers(sub) -> None:
     """Register train, evaluate and predict."""
-    p = sub.add_parser("train", help="train and compare classifiers on cached features",
-                       description="Train classifiers on FEATURES_DIR/{train,validation,test}.h5, "
-                                   "save each in MODELS_DIR/NAME and rank them.")
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_predict_parser(sub)
+    _add_convert_parser(sub)
+
+
+def _add_train_parser(sub) -> None:
+    """Register ``bneck train``."""
+    p = sub.add_parser(
+        "train",
+        help="train and compare classifiers on cached features",
+        description="Train classifiers on FEATURES_DIR/{train,validation,test}.h5, "
+        "save each in MODELS_DIR/NAME and rank them.",
+    )
     p.add_argument("features_dir", metavar="FEATURES_DIR")
-    p.add_argument("--classifier", required=True, metavar="NAME[,NAME...]",
-                   help=f"any of: {', '.join(CLASSIFIERS)} (the registered classifiers)")
+    p.add_argument(
+        "--classifier",
+        required=True,
+        metavar="NAME[,NAME...]",
+        help=f"any of: {', '.join(CLASSIFIERS)} (the registered classifiers)",
+    )
     p.add_argument("--out", required=True, metavar="MODELS_DIR")
     TRAIN.add_arguments(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=run_train)
 
+
+def _add_evaluate_parser(sub) -> None:
+    """Register ``bneck evaluate``."""
     e = sub.add_parser("evaluate", help="re-score a saved classifier on a feature file")
     e.add_argument("model_dir", metavar="MODEL_DIR")
     e.add_argument("feature_file", metavar="FEATURE_FILE")
     e.set_defaults(run=run_evaluate)
 
-    q = sub.add_parser("predict", help="classify images with a saved classifier",
-                       description="Classify images (files, or folders read recursively) with a model folder "
-                                   "from `bneck train`, `bneck finetune` or `bneck run`. One line per image, in "
-                                   "the order given, then a summary; a bad image is reported in its line.",
-                       epilog="examples:\n  bneck predict runs/demo/finetuned photos/ --top-k 1\n"
-                              "  bneck predict runs/demo/models/logreg cat.jpg --json > out.json",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _add_predict_parser(sub) -> None:
+    """Register ``bneck predict``."""
+    q = sub.add_parser(
+        "predict",
+        help="classify images with a saved classifier",
+        description="Classify images (files, or folders read recursively) with a model folder "
+        "from `bneck train`, `bneck finetune` or `bneck run`. One line per image, in "
+        "the order given, then a summary; a bad image is reported in its line.",
+        epilog="examples:\n  bneck predict runs/demo/finetuned photos/ --top-k 1\n"
+        "  bneck predict runs/demo/models/logreg cat.jpg --json > out.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     q.add_argument("model_dir", metavar="MODEL_DIR")
     q.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     q.add_argument("--csv", default=None, metavar="FILE", help="also write the results here")
-    q.add_argument("--top-k", type=int, default=None, metavar="K",
-                   help="show only the K most probable classes per image (default: all)")
+    q.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        metavar="K",
+        help="show only the K most probable classes per image (default: all)",
+    )
     q.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
-    q.add_argument("--weights", default=None, metavar="PATH",
-                   help="backbone weights file, if not where it was at extraction (checked by sha256)")
+    q.add_argument(
+        "--weights",
+        default=None,
+        metavar="PATH",
+        help="backbone weights file, if not where it was at extraction (checked by sha256)",
+    )
     q.add_argument("--batch-size", type=int, default=32)
-    q.add_argument("--runtime", default="auto", metavar="auto|tensorflow|openvino",
-                   help="what computes the features: auto (default) takes OpenVINO when this extractor's converted "
-                        "model is cached and was checked against TensorFlow on this CPU, else TensorFlow")
+    q.add_argument(
+        "--runtime",
+        default="auto",
+        metavar="auto|tensorflow|openvino",
+        help="what computes the features: auto (default) takes OpenVINO when this extractor's converted "
+        "model is cached and was checked against TensorFlow on this CPU, else TensorFlow",
+    )
     q.set_defaults(run=run_predict)
 
-    c = sub.add_parser("convert", help="rewrite a model folder of an older bneck in today's format",
-                       description="Write MODEL_DIR (made by bneck before 0.2) in today's format, beside "
-                                   "it: scikit-learn pickles become skops files, the manifest lists every "
-                                   "file. The old folder is left as it is.")
+
+def _add_convert_parser(sub) -> None:
+    """Register ``bneck convert``."""
+    c = sub.add_parser(
+        "convert",
+        help="rewrite a model folder of an older bneck in today's format",
+        description="Write MODEL_DIR (made by bneck before 0.2) in today's format, beside "
+        "it: scikit-learn pickles become skops files, the manifest lists every "
+        "file. The old folder is left as it is.",
+    )
     c.add_argument("model_dir", metavar="MODEL_DIR")
     c.add_argument("--out", default=None, metavar="NEW_DIR", help="default: MODEL_DIR-converted")
-    c.add_argument("--trust-pickle", action="store_true",
-                   help="load the folder's pickled model.joblib to convert it. Loading a pickle runs any "
-                        "code it carries: pass this only for a folder from someone you trust")
+    c.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="load the folder's pickled model.joblib to convert it. Loading a pickle runs any "
+        "code it carries: pass this only for a folder from someone you trust",
+    )
     c.set_defaults(run=run_convert)
 
 
@@ -67,8 +114,9 @@ def run_train(args: argparse.Namespace) -> int:
     """Train, print the leaderboard; returns 0."""
     from bneck.pipeline.training.stage import train
 
-    board = train(args.features_dir, args.classifier.split(","), args.out, verbose=not args.quiet,
-                  **namespace_values(args, TRAIN))
+    board = train(
+        args.features_dir, args.classifier.split(","), args.out, verbose=not args.quiet, **namespace_values(args, TRAIN)
+    )
     print(board.table())
     for r in board.results:
         print(f"{r.name}: {'reused, unchanged (--retrain to train it again)' if r.reused else 'trained: ' + r.why}")
@@ -81,13 +129,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from bneck.pipeline.predict import evaluate
 
     m = evaluate(args.model_dir, args.feature_file)
-    print(f"{args.feature_file}: accuracy {100 * m['accuracy']:.2f}%  loss {m['loss']:.4f}  "
-          f"macro F1 {m['macro_f1']:.4f}  ({m['n']} images)")
+    print(
+        f"{args.feature_file}: accuracy {100 * m['accuracy']:.2f}%  loss {m['loss']:.4f}  "
+        f"macro F1 {m['macro_f1']:.4f}  ({m['n']} images)"
+    )
     if m["training_images"]:
-        print(f"note: {m['training_images']} of these {m['n']} images were used to train this model, "
-              "so this is not a held-out score.")
-    rows = [[c, round(v["precision"], 3), round(v["recall"], 3), round(v["f1"], 3), v["support"]]
-            for c, v in m["per_class"].items()]
+        print(
+            f"note: {m['training_images']} of these {m['n']} images were used to train this model, "
+            "so this is not a held-out score."
+        )
+    rows = [
+        [c, round(v["precision"], 3), round(v["recall"], 3), round(v["f1"], 3), v["support"]]
+        for c, v in m["per_class"].items()
+    ]
     from bneck.core.progress import format_table
 
     print(format_table(["class", "precision", "recall", "f1", "support"], rows))
@@ -109,8 +163,17 @@ def run_predict(args: argparse.Namespace) -> int:
     if info:
         print(f"runtime: {info['runtime']} ({info['why']})", file=sys.stderr)
     if args.json:
-        print(json.dumps({"model": args.model_dir, "classes": classes,
-                          "predictions": [_top(r, args.top_k) for r in rows], "summary": _summary(rows)}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "model": args.model_dir,
+                    "classes": classes,
+                    "predictions": [_top(r, args.top_k) for r in rows],
+                    "summary": _summary(rows),
+                },
+                indent=1,
+            )
+        )
     else:
         _print_rows(rows, args.top_k)
     if args.csv:
@@ -118,13 +181,17 @@ def run_predict(args: argparse.Namespace) -> int:
             writer = csv.writer(handle)
             writer.writerow(["path", "class", *classes, "seen_in", "error"])
             for r in rows:
-                probs = [f"{r['probabilities'][c]:.6f}" for c in classes] if "probabilities" in r \
-                    else [""] * len(classes)
+                probs = (
+                    [f"{r['probabilities'][c]:.6f}" for c in classes] if "probabilities" in r else [""] * len(classes)
+                )
                 writer.writerow([r["path"], r.get("class", ""), *probs, r.get("seen_in") or "", r.get("error", "")])
     failed = sum("error" in r for r in rows)
     if failed:
-        print(f"{failed} of {len(rows)} input(s) could not be classified (listed above"
-              f"{' and in the CSV' if args.csv else ''}).", file=sys.stderr)
+        print(
+            f"{failed} of {len(rows)} input(s) could not be classified (listed above"
+            f"{' and in the CSV' if args.csv else ''}).",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 
@@ -141,8 +208,13 @@ def _summary(rows: list[dict]) -> dict:
     for r in rows:
         if "class" in r:
             counts[r["class"]] = counts.get(r["class"], 0) + 1
-    return {"images": len(rows), "classified": sum(counts.values()), "failed": sum("error" in r for r in rows),
-            "per_class": counts, "seen_in_model_splits": sum(bool(r.get("seen_in")) for r in rows)}
+    return {
+        "images": len(rows),
+        "classified": sum(counts.values()),
+        "failed": sum("error" in r for r in rows),
+        "per_class": counts,
+        "seen_in_model_splits": sum(bool(r.get("seen_in")) for r in rows),
+    }
 
 
 def _print_rows(rows: list[dict], k) -> None:
@@ -155,9 +227,12 @@ def _print_rows(rows: list[dict], k) -> None:
             print(f"{r['path']}: {r['class']}  {probs}{seen}")
     s = _summary(rows)
     per_class = ", ".join(f"{c} {n}" for c, n in sorted(s["per_class"].items(), key=lambda kv: -kv[1]))
-    print(f"{s['classified']} of {s['images']} image(s) classified" + (f": {per_class}" if per_class else "")
-          + (f"; {s['failed']} failed" if s["failed"] else "")
-          + (f"; {s['seen_in_model_splits']} were the model's own images" if s["seen_in_model_splits"] else ""))
+    print(
+        f"{s['classified']} of {s['images']} image(s) classified"
+        + (f": {per_class}" if per_class else "")
+        + (f"; {s['failed']} failed" if s["failed"] else "")
+        + (f"; {s['seen_in_model_splits']} were the model's own images" if s["seen_in_model_splits"] else "")
+    )
 
 
 def _is_predictions_header(line: str) -> bool:

@@ -8,6 +8,7 @@ images (seeded noise images when those are not on this machine), and its
 probabilities must equal ``bneck predict``'s within ``TOLERANCE``; the figure
 measured is recorded in ``bneck-export.json`` beside the model and ``labels.json``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,8 +31,10 @@ log = logging.getLogger(__name__)
 TOLERANCE = 1e-4  # largest |probability difference| from `bneck predict` an export may show
 CHECK_IMAGES = 8
 METADATA = "bneck-export.json"
-RESIZE = ("PIL: the image converted to RGB (the first frame; grayscale replicated), resized to "
-          "SIZE x SIZE with Image.BILINEAR, no crop (the aspect ratio is not kept), as uint8")
+RESIZE = (
+    "PIL: the image converted to RGB (the first frame; grayscale replicated), resized to "
+    "SIZE x SIZE with Image.BILINEAR, no crop (the aspect ratio is not kept), as uint8"
+)
 
 __all__ = ["ExportError", "export_model"]
 
@@ -50,8 +53,10 @@ def _check_images(clf: LoadedClassifier, size: int) -> tuple[np.ndarray, str]:
         record = read_splits(clf.files, clf.folder)
         part = record["splits"].get("test") or next(iter(record["splits"].values()))
         root = data_root_of(record, None)
-        images = [decode_image(os.path.join(root, p), size, sha)
-                  for p, sha in list(zip(part["paths"], part["sha256"]))[:CHECK_IMAGES]]
+        images = [
+            decode_image(os.path.join(root, p), size, sha)
+            for p, sha in list(zip(part["paths"], part["sha256"]))[:CHECK_IMAGES]
+        ]
         if images:
             return np.stack(images), f"{len(images)} of the model's recorded images"
     except (BneckError, UnusableImage, OSError, StopIteration):
@@ -76,18 +81,29 @@ def _arguments_checked(function: Callable[_P, _R]) -> Callable[_P, _R]:
         try:
             given = signature.bind(*args, **kwargs).arguments
         except TypeError as exc:
-            raise ConfigError(f"bneck.export() {exc}; its parameters are {accepted} (and fmt, the old name "
-                              "of format).") from None
+            raise ConfigError(
+                f"bneck.export() {exc}; its parameters are {accepted} (and fmt, the old name of format)."
+            ) from None
         if "format" in given and "fmt" in given:
-            raise ConfigError(f"bneck.export() takes the format once, as format= (fmt= is its old name), not "
-                              f"both. Received: format={given['format']!r}, fmt={given['fmt']!r}.")
+            raise ConfigError(
+                f"bneck.export() takes the format once, as format= (fmt= is its old name), not "
+                f"both. Received: format={given['format']!r}, fmt={given['fmt']!r}."
+            )
         return function(*args, **kwargs)
+
     return checked
 
 
 @_arguments_checked
-def export_model(model_dir: str, out: str, format: str = "keras", weights: str | None = None,
-                 verbose: bool = True, *, fmt: str | None = None) -> dict:
+def export_model(
+    model_dir: str,
+    out: str,
+    format: str = "keras",
+    weights: str | None = None,
+    verbose: bool = True,
+    *,
+    fmt: str | None = None,
+) -> dict:
     """Export the model in ``model_dir`` as ``format`` into the folder ``out``; returns its metadata.
 
     ``format`` (the command's --format) is any registered format
@@ -113,15 +129,21 @@ def export_model(model_dir: str, out: str, format: str = "keras", weights: str |
         path = os.path.join(folder, form.path)
         form.write(model, path)
         got = form.runner(path)(images)  # the written file, read back by the format's own runtime
-        diff = float(np.max(np.abs(np.asarray(got, np.float64) - reference))) if got.shape == reference.shape \
+        diff = (
+            float(np.max(np.abs(np.asarray(got, np.float64) - reference)))
+            if got.shape == reference.shape
             else float("inf")
+        )
         if not diff <= TOLERANCE:
-            raise ExportError(f"the {fmt} export of {model_dir} does not reproduce `bneck predict`: on {source} "
-                              f"its probabilities differ by up to {diff:.3g} (allowed {TOLERANCE:g}, output shape "
-                              f"{got.shape} vs {reference.shape}). Nothing was written; try --format keras.")
+            raise ExportError(
+                f"the {fmt} export of {model_dir} does not reproduce `bneck predict`: on {source} "
+                f"its probabilities differ by up to {diff:.3g} (allowed {TOLERANCE:g}, output shape "
+                f"{got.shape} vs {reference.shape}). Nothing was written; try --format keras."
+            )
         write_json(os.path.join(folder, "labels.json"), list(clf.class_names))
-        metadata = _metadata(clf, spec, form, _hashes(folder), {"images": source, "max_abs_difference": diff,
-                                                               "tolerance": TOLERANCE})
+        metadata = _metadata(
+            clf, spec, form, _hashes(folder), {"images": source, "max_abs_difference": diff, "tolerance": TOLERANCE}
+        )
         write_json(os.path.join(folder, METADATA), metadata)
     if verbose:
         log.info(summary(model_dir, out, metadata))
@@ -131,9 +153,11 @@ def export_model(model_dir: str, out: str, format: str = "keras", weights: str |
 def summary(model_dir: str, out: str, metadata: dict) -> str:
     """Return the line that says what an export wrote and how it was checked."""
     check = metadata["check"]
-    return (f"exported {model_dir} as {metadata['format']}: {os.path.join(out, metadata['model'])} (+ labels.json, "
-            f"{METADATA}); checked on {check['images']}: max |difference| from bneck predict "
-            f"{check['max_abs_difference']:.2g}")
+    return (
+        f"exported {model_dir} as {metadata['format']}: {os.path.join(out, metadata['model'])} (+ labels.json, "
+        f"{METADATA}); checked on {check['images']}: max |difference| from bneck predict "
+        f"{check['max_abs_difference']:.2g}"
+    )
 
 
 def _hashes(folder: str) -> dict:
@@ -156,18 +180,29 @@ def _metadata(clf: LoadedClassifier, spec, form: ExportFormat, files: dict, chec
 
     size, names = spec.input_size, list(clf.class_names)
     return {
-        "format": form.name, "model": form.path, "files": [*files, METADATA], "sha256": files,
+        "format": form.name,
+        "model": form.path,
+        "files": [*files, METADATA],
+        "sha256": files,
         "class_names": names,
-        "input": {"name": "image", "shape": [None, size, size, 3], "dtype": "uint8", "channels": "RGB",
-                  "resize": RESIZE.replace("SIZE", str(size)),
-                  "preprocessing": f"inside the model ({spec.backbone}: "
-                                   f"{clf.manifest.extractor.get('preprocessing')})"},
+        "input": {
+            "name": "image",
+            "shape": [None, size, size, 3],
+            "dtype": "uint8",
+            "channels": "RGB",
+            "resize": RESIZE.replace("SIZE", str(size)),
+            "preprocessing": f"inside the model ({spec.backbone}: {clf.manifest.extractor.get('preprocessing')})",
+        },
         "output": {"shape": [None, len(names)], "meaning": "class probabilities, in the order of class_names"},
         "runtime_settings": dict(form.runtime_settings),
         "check": {**check, "against": "bneck predict on the same images"},
-        "source": {"model_dir": os.path.abspath(clf.folder), "classifier": clf.manifest.classifier,
-                   "kind": clf.kind, "manifest_sha256": clf.manifest_sha256,
-                   "test_accuracy": _test_accuracy(clf.manifest.metrics)},
+        "source": {
+            "model_dir": os.path.abspath(clf.folder),
+            "classifier": clf.manifest.classifier,
+            "kind": clf.kind,
+            "manifest_sha256": clf.manifest_sha256,
+            "test_accuracy": _test_accuracy(clf.manifest.metrics),
+        },
         "extractor": clf.manifest.extractor,
         "bneck_version": versions()["bneck_version"],
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

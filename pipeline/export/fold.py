@@ -19,6 +19,7 @@ Which classifier folds, and how, is its registry entry's ``fold`` (one of ``fold
 ``fold_mlp`` for the built-in ones; ``bneck.pipeline.training.classifiers``). Kernel SVMs,
 neighbours and tree ensembles are not layers: ``FoldError`` names what is.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,10 +39,13 @@ class FoldError(BneckError):
 def refusal(what: str, exact: str = "") -> FoldError:
     """Return the FoldError for ``what`` (e.g. 'a calibrated SVC'); ``exact`` names the models that export
     (``sklearn_layers`` fills it in from the classifier registry)."""
-    return FoldError(f"this model cannot be exported: {what} is not expressible as neural-network layers "
-                     f"without approximating it. Models that export exactly: {exact or 'see docs/export.md'}. "
-                     "Train one of those (e.g. `bneck train FEATURES --classifier logreg`) and export it, or "
-                     "keep this one inside bneck (`bneck predict`).", what)
+    return FoldError(
+        f"this model cannot be exported: {what} is not expressible as neural-network layers "
+        f"without approximating it. Models that export exactly: {exact or 'see docs/export.md'}. "
+        "Train one of those (e.g. `bneck train FEATURES --classifier logreg`) and export it, or "
+        "keep this one inside bneck (`bneck predict`).",
+        what,
+    )
 
 
 _refuse = refusal
@@ -102,8 +106,10 @@ def _linear(est) -> tuple[np.ndarray, np.ndarray]:
 def _check_classes(est, n_classes: int, what: str) -> None:
     classes = list(map(int, getattr(est, "classes_", [])))
     if classes != list(range(n_classes)):
-        raise FoldError(f"{what} was fitted on classes {classes[:8]}, not the labels 0..{n_classes - 1} "
-                        "of its manifest; it cannot be exported.")
+        raise FoldError(
+            f"{what} was fitted on classes {classes[:8]}, not the labels 0..{n_classes - 1} "
+            "of its manifest; it cannot be exported."
+        )
 
 
 def _logits(est, n_classes: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
@@ -123,8 +129,7 @@ def _logits(est, n_classes: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
 
 def _calibrated(member, n_classes: int):
     inner = member.estimator
-    if type(inner).__name__ not in ("LinearSVC", "LogisticRegression", "SGDClassifier") \
-            or not hasattr(inner, "coef_"):
+    if type(inner).__name__ not in ("LinearSVC", "LogisticRegression", "SGDClassifier") or not hasattr(inner, "coef_"):
         raise _refuse(f"a calibrated {type(inner).__name__}")
     _check_classes(inner, n_classes, type(inner).__name__)
     if any(type(c).__name__ != "_SigmoidCalibration" for c in member.calibrators):
@@ -154,8 +159,13 @@ def _probabilities(keras, x, members, maps, n_classes: int):
         cols.append(w)
         bias.append(b)
     ovr = members[0][2] == "ovr"
-    z = _dense(keras, np.concatenate(cols, axis=1), np.concatenate(bias), "folded_linear",
-               activation="log_sigmoid" if ovr else None)(x)
+    z = _dense(
+        keras,
+        np.concatenate(cols, axis=1),
+        np.concatenate(bias),
+        "folded_linear",
+        activation="log_sigmoid" if ovr else None,
+    )(x)
     z = keras.layers.Reshape((len(members), n_classes), name="members")(z)
     p = keras.layers.Softmax(axis=-1, name="probabilities_per_member")(z)
     return keras.layers.GlobalAveragePooling1D(name="probabilities")(p)
@@ -208,8 +218,12 @@ def sklearn_layers(model, features, n_classes: int, fold=None, exact: str = ""):
         if mode == "flatten":
             x = keras.layers.Flatten(name="flatten")(x)
         else:
-            pool = {(4, "avg"): keras.layers.GlobalAveragePooling2D, (4, "max"): keras.layers.GlobalMaxPooling2D,
-                    (3, "avg"): keras.layers.GlobalAveragePooling1D, (3, "max"): keras.layers.GlobalMaxPooling1D}
+            pool = {
+                (4, "avg"): keras.layers.GlobalAveragePooling2D,
+                (4, "max"): keras.layers.GlobalMaxPooling2D,
+                (3, "avg"): keras.layers.GlobalAveragePooling1D,
+                (3, "max"): keras.layers.GlobalMaxPooling1D,
+            }
             x = pool[(len(x.shape), mode)](name=f"{mode}_pool")(x)
     try:
         return (fold or fold_any)(keras, x, est, maps, n_classes)

@@ -6,6 +6,7 @@ layer and pooled as recorded, then the head: a Keras head, a fine-tuned model's
 own, or a scikit-learn model folded into layers (``fold``). A single sigmoid output
 becomes the two probabilities ``[1 - p, p]``, as ``bneck predict`` reports them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,8 @@ def preprocessing(keras, backbone, x):
 def _as_probabilities(keras, y):
     if y.shape[-1] == 1:  # sigmoid p -> [1 - p, p]
         return keras.layers.Concatenate(name="probabilities")(
-            [keras.layers.Rescaling(-1.0, offset=1.0, name="one_minus_p")(y), y])
+            [keras.layers.Rescaling(-1.0, offset=1.0, name="one_minus_p")(y), y]
+        )
     return y
 
 

@@ -4,6 +4,7 @@ The warp itself (and the seeded per-image views the frozen-trunk cache stores) i
 ``features.augment``, because cached view rows are keyed by it; the options and their
 checks are ``options.augmentation_params``; this is the Keras layer.
 """
+
 from __future__ import annotations
 
 import keras
@@ -17,8 +18,13 @@ class RandomAffine(keras.layers.Layer):
 
     def __init__(self, rotation=40.0, shift=0.2, shear=0.2, zoom=0.2, flip=True, seed=0, **kwargs):
         super().__init__(**kwargs)
-        self.params = {"rotation": float(rotation), "shift": float(shift), "shear": float(shear),
-                       "zoom": float(zoom), "flip": bool(flip)}
+        self.params = {
+            "rotation": float(rotation),
+            "shift": float(shift),
+            "shear": float(shear),
+            "zoom": float(zoom),
+            "flip": bool(flip),
+        }
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 

@@ -9,6 +9,7 @@ images. The plain path holds every decoded image in memory and feeds them per ep
 through the backbone's own preprocessing, the augmentation (training batches only)
 and the whole model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,13 +59,16 @@ class SplitImages(RecordedImages):
         picked = [self.records[i] for i in indices]
         out = np.empty((len(picked), self.size, self.size, 3), np.uint8)
         n = 0
-        for keys, batch, failures in decoded_batches([(sha, r.abspath) for r, sha in picked], self.size,
-                                                     max(1, len(picked)), keys_are_sha256=True):
+        for keys, batch, failures in decoded_batches(
+            [(sha, r.abspath) for r, sha in picked], self.size, max(1, len(picked)), keys_are_sha256=True
+        ):
             if failures:
                 path = next(r.path for r, sha in picked if sha == failures[0][0])
-                raise DatasetError(f"{path} changed or became unreadable during the fine-tune "
-                                   f"({failures[0][1]}); nothing was saved. Run the fine-tune again.")
-            out[n:n + len(keys)] = batch
+                raise DatasetError(
+                    f"{path} changed or became unreadable during the fine-tune "
+                    f"({failures[0][1]}); nothing was saved. Run the fine-tune again."
+                )
+            out[n : n + len(keys)] = batch
             n += len(keys)
         return out
 
@@ -85,7 +89,7 @@ def decode_split(records, size: int) -> DecodedSplit:
     by_path = {r.path: (r, sha) for r, sha in records}
     for paths, batch, failures in decoded_batches([(r.path, r.abspath) for r, _ in records], size, 64):
         skipped.extend(failures)
-        images[n:n + len(paths)] = batch
+        images[n : n + len(paths)] = batch
         kept.extend(by_path[p] for p in paths)
         n += len(paths)
     return DecodedSplit(kept, images=images[:n], skipped=skipped)
@@ -96,7 +100,7 @@ class TrainInputs:
     """What one path trains on: a model, per-split inputs it takes, and how to prepare them."""
 
     model: object
-    x: dict          # split -> rows (train: views * n rows, view-major)
+    x: dict  # split -> rows (train: views * n rows, view-major)
     prepare: object  # in-graph batch -> model input
     views: int
     eval_batch: int
@@ -111,12 +115,30 @@ def plain_inputs(tf, ft, data: dict[str, DecodedSplit], preprocess, tta: bool = 
     layer = ft.augmentation
     augment = None if layer is None else (lambda batch: layer(batch, training=True))
     mirrored = {s: d.images[:, :, ::-1] for s, d in data.items() if s != "train"} if tta else None
-    return TrainInputs(ft.model, {s: d.images for s, d in data.items()},
-                       lambda b: preprocess(tf.cast(b, tf.float32)), 1, 32, augment, mirrored=mirrored)
+    return TrainInputs(
+        ft.model,
+        {s: d.images for s, d in data.items()},
+        lambda b: preprocess(tf.cast(b, tf.float32)),
+        1,
+        32,
+        augment,
+        mirrored=mirrored,
+    )
 
 
-def cached_inputs(tf, ft, data: dict[str, SplitImages], preprocess, augment: dict, views: int, seed: int,
-                  cache_dir: str, rows_folder, verbose: bool, tta: bool = False) -> TrainInputs:
+def cached_inputs(
+    tf,
+    ft,
+    data: dict[str, SplitImages],
+    preprocess,
+    augment: dict,
+    views: int,
+    seed: int,
+    cache_dir: str,
+    rows_folder,
+    verbose: bool,
+    tta: bool = False,
+) -> TrainInputs:
     """The unfrozen top on the cached output of the frozen trunk, ``views`` views per training image;
     with ``tta`` the cached mirror view of validation and test images too. The rows go to
     RowFiles in ``rows_folder`` (``rowfile.RowFolder``), a block at a time."""
@@ -125,13 +147,15 @@ def cached_inputs(tf, ft, data: dict[str, SplitImages], preprocess, augment: dic
     from bneck.pipeline.finetuning.model import frozen_split
 
     split = frozen_split(ft)
-    trunk = TrunkViews(split.trunk, preprocess, ft.spec, split.layer, split.pool, augment, seed,
-                       cache_dir, verbose=verbose)
+    trunk = TrunkViews(
+        split.trunk, preprocess, ft.spec, split.layer, split.pool, augment, seed, cache_dir, verbose=verbose
+    )
 
     def row_file(name: str, images: SplitImages, which: list):
         n = len(images.shas)
-        rows = rows_folder.new(name.replace(" ", "-"), n * len(which),
-                               trunk.row_shape(images.decode, images.shas, which[0]))
+        rows = rows_folder.new(
+            name.replace(" ", "-"), n * len(which), trunk.row_shape(images.decode, images.shas, which[0])
+        )
         for j, view in enumerate(which):
             trunk.read(images.decode, images.shas, view, lambda first, block, j=j: rows.write(j * n + first, block))
         return rows
@@ -144,9 +168,21 @@ def cached_inputs(tf, ft, data: dict[str, SplitImages], preprocess, augment: dic
         if tta and s != "train":
             mirrored[s] = row_file(f"{s} mirrored", d, [FLIP_VIEW])
     stats = trunk.stats
-    return TrainInputs(split.top, x, lambda b: tf.cast(b, tf.float32), views, 256,
-                       cache={"layer": split.layer, "views": views, "rows_computed": stats.computed,
-                              "rows_reused": stats.reused, "seconds": stats.seconds}, mirrored=mirrored)
+    return TrainInputs(
+        split.top,
+        x,
+        lambda b: tf.cast(b, tf.float32),
+        views,
+        256,
+        cache={
+            "layer": split.layer,
+            "views": views,
+            "rows_computed": stats.computed,
+            "rows_reused": stats.reused,
+            "seconds": stats.seconds,
+        },
+        mirrored=mirrored,
+    )
 
 
 def predictor(tf, inputs: TrainInputs):
@@ -157,6 +193,11 @@ def predictor(tf, inputs: TrainInputs):
 
     def predict(x, rows=None) -> np.ndarray:
         n = len(x) if rows is None else rows
-        return np.concatenate([call(tf.constant(np.ascontiguousarray(x[i:min(i + batch_size, n)]))).numpy()
-                               for i in range(0, n, batch_size)])
+        return np.concatenate(
+            [
+                call(tf.constant(np.ascontiguousarray(x[i : min(i + batch_size, n)]))).numpy()
+                for i in range(0, n, batch_size)
+            ]
+        )
+
     return predict

@@ -12,6 +12,7 @@ The rules from the reference, each enforced here:
 * augmentation is not part of the model: the training loop applies it to training
   batches only, so validation and test images are never augmented.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,13 +61,19 @@ def unfreeze_index(layers, backbone, unfreeze_from: str | None) -> int | None:
         raise ConfigError(
             f"--unfreeze-from must be 'none', 'default' ({backbone.unfreeze_from} for {backbone.name}), "
             f"'last-block' ({backbone.last_block}) or a layer of the feature model, e.g. {', '.join(names[-6:])}. "
-            f"Received: unfreeze_from={unfreeze_from!r}.")
+            f"Received: unfreeze_from={unfreeze_from!r}."
+        )
     return names.index(point)
 
 
-def build_finetune_model(head: LoadedClassifier, unfreeze_from: str | None, augment: dict,
-                         seed: int, allow_untrained_head: bool = False,
-                         weights: str | None = None) -> FinetuneModel:
+def build_finetune_model(
+    head: LoadedClassifier,
+    unfreeze_from: str | None,
+    augment: dict,
+    seed: int,
+    allow_untrained_head: bool = False,
+    weights: str | None = None,
+) -> FinetuneModel:
     """Assemble base(training=False) -> trained head and the augmentation; freeze below the point.
 
     Raises HeadError for a non-Keras, untrained or mismatched head, WeightsError when
@@ -80,36 +87,13 @@ def build_finetune_model(head: LoadedClassifier, unfreeze_from: str | None, augm
 
     from bneck.pipeline.finetuning.augment import augmentation_layer
 
-    manifest = head.manifest
-    if head.kind != "keras":
-        what = "scikit-learn" if head.kind == "sklearn" else "fine-tuned"
-        raise HeadError(f"{head.folder} holds a {manifest.classifier!r} {what} model; "
-                        "fine-tuning needs a Keras head (dense or gap-dense) from `bneck train`.")
-    if not manifest.trained and not allow_untrained_head:
-        raise HeadError(f"{head.folder} holds a head that was never trained. A random head on a "
-                        "base being fine-tuned sends large gradients into the pretrained weights "
-                        "and wrecks them; train it first with `bneck train`, or pass "
-                        "--allow-untrained-head if you really mean it.")
-    spec = manifest.extractor_spec(weights)
+    _check_head_is_trained_keras(head, allow_untrained_head)
+    spec = head.manifest.extractor_spec(weights)
     backbone = get_backbone(spec.backbone)
     feature_model = cut_model(build_base(backbone, spec), backbone, spec.layer, spec.pool)
-    produced = tuple(feature_model.output.shape[1:])
-    expected = tuple(head.model.input_shape[1:])
-    if produced != expected:
-        raise HeadError(f"the head in {head.folder} takes inputs of shape {expected}, but "
-                        f"{spec.backbone} at size {spec.input_size}, layer {spec.layer}, pool "
-                        f"{spec.pool} produces {produced}. Train the head on features from the "
-                        "same extractor.")
+    _check_head_fits_features(head, spec, feature_model)
     start = unfreeze_index(feature_model.layers, backbone, unfreeze_from)
-    trainable, frozen = [], []  # layers that hold weights, by fate
-    for i, layer in enumerate(feature_model.layers):
-        # BatchNormalization stays frozen: in Keras 3 the outer fit's training=True reaches
-        # nested models despite training=False at the call (measured here: the moving
-        # statistics changed), and a frozen BN layer always runs in inference mode.
-        is_bn = isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = start is not None and i >= start and not is_bn
-        if layer.weights:
-            (trainable if layer.trainable else frozen).append(layer.name)
+    trainable, frozen = _freeze_below(feature_model, start)
     augmentation = augmentation_layer(augment, seed)
     image = keras.Input(shape=(spec.input_size, spec.input_size, 3), name="preprocessed_image")
     # training=False: BatchNormalization keeps its moving statistics (inference mode)
@@ -120,13 +104,61 @@ def build_finetune_model(head: LoadedClassifier, unfreeze_from: str | None, augm
     return FinetuneModel(model, feature_model, spec, point, trainable, frozen, head.model, augmentation)
 
 
+def _check_head_is_trained_keras(head: LoadedClassifier, allow_untrained_head: bool) -> None:
+    """Raise HeadError unless ``head`` is a Keras head that was trained (or an untrained one is allowed)."""
+    manifest = head.manifest
+    if head.kind != "keras":
+        what = "scikit-learn" if head.kind == "sklearn" else "fine-tuned"
+        raise HeadError(
+            f"{head.folder} holds a {manifest.classifier!r} {what} model; "
+            "fine-tuning needs a Keras head (dense or gap-dense) from `bneck train`."
+        )
+    if not manifest.trained and not allow_untrained_head:
+        raise HeadError(
+            f"{head.folder} holds a head that was never trained. A random head on a "
+            "base being fine-tuned sends large gradients into the pretrained weights "
+            "and wrecks them; train it first with `bneck train`, or pass "
+            "--allow-untrained-head if you really mean it."
+        )
+
+
+def _check_head_fits_features(head: LoadedClassifier, spec: ExtractorSpec, feature_model) -> None:
+    """Raise HeadError when the head's input shape is not the feature model's output shape."""
+    produced = tuple(feature_model.output.shape[1:])
+    expected = tuple(head.model.input_shape[1:])
+    if produced != expected:
+        raise HeadError(
+            f"the head in {head.folder} takes inputs of shape {expected}, but "
+            f"{spec.backbone} at size {spec.input_size}, layer {spec.layer}, pool "
+            f"{spec.pool} produces {produced}. Train the head on features from the "
+            "same extractor."
+        )
+
+
+def _freeze_below(feature_model, start: int | None) -> tuple[list[str], list[str]]:
+    """Make the layers from ``start`` up trainable (BatchNormalization never), the rest frozen; return
+    the names of the layers that hold weights as (trainable, frozen)."""
+    import keras  # already imported, after import_tensorflow(), by build_finetune_model
+
+    trainable, frozen = [], []  # layers that hold weights, by fate
+    for i, layer in enumerate(feature_model.layers):
+        # BatchNormalization stays frozen: in Keras 3 the outer fit's training=True reaches
+        # nested models despite training=False at the call (measured here: the moving
+        # statistics changed), and a frozen BN layer always runs in inference mode.
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = start is not None and i >= start and not is_bn
+        if layer.weights:
+            (trainable if layer.trainable else frozen).append(layer.name)
+    return trainable, frozen
+
+
 @dataclass
 class FrozenSplit:
     """The model cut at the unfreeze point: trunk (frozen, cached) and top (trained)."""
 
-    trunk: object   # preprocessed image -> output of the last frozen layer
-    top: object     # that output -> class probabilities (unfrozen layers + head)
-    layer: str      # the last frozen layer, as a stage-1 cut point
+    trunk: object  # preprocessed image -> output of the last frozen layer
+    top: object  # that output -> class probabilities (unfrozen layers + head)
+    layer: str  # the last frozen layer, as a stage-1 cut point
     pool: str
 
 
@@ -142,8 +174,7 @@ def frozen_split(ft: FinetuneModel) -> FrozenSplit:
     fm = ft.feature_model
     if ft.unfreeze_from is None:
         cut = keras.Input(shape=fm.output.shape[1:], name="frozen_output")
-        return FrozenSplit(fm, keras.Model(cut, ft.head(cut), name="bneck_top"),
-                           ft.spec.layer, ft.spec.pool)
+        return FrozenSplit(fm, keras.Model(cut, ft.head(cut), name="bneck_top"), ft.spec.layer, ft.spec.pool)
     first = fm.get_layer(ft.unfreeze_from)
     tensor = first.input
     problem = isinstance(tensor, (list, tuple)) or fm.layers.index(first) == 0
@@ -157,7 +188,8 @@ def frozen_split(ft: FinetuneModel) -> FrozenSplit:
             f"--cache-frozen needs the layers from --unfreeze-from {ft.unfreeze_from} up to read "
             "only the output of the layer just below it, but in this backbone they also read "
             "earlier tensors. Choose an unfreeze point at the start of a block (the default "
-            "is one), or fine-tune without --cache-frozen.")
+            "is one), or fine-tune without --cache-frozen."
+        )
     cut = keras.Input(shape=tensor.shape[1:], name="frozen_output")
     top = keras.Model(cut, ft.head(upper(cut, training=False)), name="bneck_top")
     return FrozenSplit(keras.Model(fm.input, tensor), top, tensor._keras_history[0].name, "none")

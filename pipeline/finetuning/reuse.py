@@ -3,6 +3,7 @@
 Cheapest first: the head it started from (by its manifest's sha256), the data root,
 the options that decide the model; then the whole folder verified and its model checked.
 """
+
 from __future__ import annotations
 
 from bneck.pipeline.artifacts import check_model
@@ -12,6 +13,7 @@ from bneck.pipeline.reuse import Reuse, decide, options_changed
 def finetuned_reuse(folder: str, head_manifest_sha256: str, data_root: str, requested: dict) -> Reuse:
     """Return whether ``folder`` was fine-tuned from this head, on this data root, with ``requested``
     (``options.fingerprint`` of the checked options), and if not, why it must run."""
+
     def same_head(m):
         if getattr(m, "head", None) is None:
             return f"the folder holds a {m.kind} model, not a fine-tuned one"

@@ -8,6 +8,7 @@ verified rows and then read with ``pread`` a block at a time, so resident memory
 a few blocks whatever the number of images. The file lives in a private temporary
 folder and is removed when the fine-tune ends.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,10 @@ class RowFile:
         """Store ``block`` as rows ``first``, ``first + 1``, ..."""
         block = np.ascontiguousarray(block, np.float32)
         if block.shape[1:] != self.shape or first < 0 or first + len(block) > self.rows:
-            raise ValueError(f"rows {first}..{first + len(block)} of shape {block.shape[1:]} do not fit "
-                             f"{self.rows} rows of shape {self.shape}")
+            raise ValueError(
+                f"rows {first}..{first + len(block)} of shape {block.shape[1:]} do not fit "
+                f"{self.rows} rows of shape {self.shape}"
+            )
         os.pwrite(self._fd, block.tobytes(), first * self.row_bytes)
 
     def take(self, indices: Sequence[int]) -> np.ndarray:
@@ -87,7 +90,7 @@ def remove_abandoned(parent: str) -> int:
     returns how many. A folder of a live process, or one not named and made like ours, is kept."""
     removed = 0
     for name in os.listdir(parent):
-        pid = name[len(PREFIX):].split("-", 1)[0]
+        pid = name[len(PREFIX) :].split("-", 1)[0]
         path = os.path.join(parent, name)
         if not name.startswith(PREFIX) or not pid.isdigit() or not stat.S_ISDIR(os.lstat(path).st_mode):
             continue
@@ -111,9 +114,11 @@ class RowFolder:
             pass
         mode = os.lstat(parent).st_mode
         if not stat.S_ISDIR(mode):  # a link or a file planted there: never followed
-            what = ("a symbolic link" if stat.S_ISLNK(mode) else "a file" if stat.S_ISREG(mode) else kind_of(mode))
-            raise ConfigError(f"{parent} must be a folder (bneck keeps a fine-tune's temporary row files there), "
-                              f"but it is {what}. Remove it, or give another --cache-dir.")
+            what = "a symbolic link" if stat.S_ISLNK(mode) else "a file" if stat.S_ISREG(mode) else kind_of(mode)
+            raise ConfigError(
+                f"{parent} must be a folder (bneck keeps a fine-tune's temporary row files there), "
+                f"but it is {what}. Remove it, or give another --cache-dir."
+            )
         remove_abandoned(parent)
         self.path = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
         self.files: list[RowFile] = []

@@ -10,6 +10,7 @@ classifier: model, metrics, history, curves, splits and a typed manifest. A fold
 fine-tuned from the same head (by its manifest's sha256), data and options is reused
 (``reuse``), and a run that does fine-tune says why.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,15 +26,7 @@ from bneck.core.errors import BneckWarning
 from bneck.core.folders import check_folder, staged_folder
 from bneck.core.options import takes_options
 from bneck.features import DatasetError, get_backbone
-from bneck.pipeline.artifacts import (
-    load_classifier,
-    read_verified,
-    verified_json,
-    write_history,
-    write_json,
-    write_manifest,
-    write_predictions,
-)
+from bneck.pipeline.artifacts import load_classifier, read_verified, verified_json
 from bneck.pipeline.finetuning.inputs import (
     SplitImages,
     TrainInputs,
@@ -44,9 +37,14 @@ from bneck.pipeline.finetuning.inputs import (
 )
 from bneck.pipeline.finetuning.model import build_finetune_model
 from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE, NO_AUGMENT, fingerprint, fold_augment
+from bneck.pipeline.finetuning.outputs import (
+    recorded_config,
+    save_finetuned,
+    write_image_splits,
+    write_prediction_files,
+)
 from bneck.pipeline.finetuning.reuse import finetuned_reuse
-from bneck.pipeline.image_splits import data_root_of, read_splits, recorded_images, write_splits
-from bneck.pipeline.manifests import FinetunedManifest, HeadRef
+from bneck.pipeline.image_splits import data_root_of, read_splits, recorded_images
 from bneck.pipeline.metrics import class_probabilities, scores
 from bneck.pipeline.training.fastfit import fast_fit
 
@@ -67,14 +65,37 @@ class FinetuneResult:
 
 
 @takes_options(FINETUNE, fold=fold_augment)
-def finetune(head_dir: str, data_dir: str | None, out_dir: str, *, unfreeze_from: str = "default",
-             epochs: int = 12, lr: float = 3e-4, momentum: float = 0.9, optimizer: str = "adam",
-             schedule: str = "cosine", warmup: float = 0.1, label_smoothing: float = 0.1, batch_size: int = 16,
-             early_stopping: int = 0, seed: int = 0, rotation: float = 40.0, shift: float = 0.2,
-             shear: float = 0.2, zoom: float = 0.2, flip: bool = True, cache_frozen: bool = True, views: int = 4,
-             tta: bool = False, cache_dir: str | None = None, weights: str | None = None,
-             allow_untrained_head: bool = False, retrain: bool = False, augment: dict | None = None,
-             verbose: bool = True) -> FinetuneResult:
+def finetune(
+    head_dir: str,
+    data_dir: str | None,
+    out_dir: str,
+    *,
+    unfreeze_from: str = "default",
+    epochs: int = 12,
+    lr: float = 3e-4,
+    momentum: float = 0.9,
+    optimizer: str = "adam",
+    schedule: str = "cosine",
+    warmup: float = 0.1,
+    label_smoothing: float = 0.1,
+    batch_size: int = 16,
+    early_stopping: int = 0,
+    seed: int = 0,
+    rotation: float = 40.0,
+    shift: float = 0.2,
+    shear: float = 0.2,
+    zoom: float = 0.2,
+    flip: bool = True,
+    cache_frozen: bool = True,
+    views: int = 4,
+    tta: bool = False,
+    cache_dir: str | None = None,
+    weights: str | None = None,
+    allow_untrained_head: bool = False,
+    retrain: bool = False,
+    augment: dict | None = None,
+    verbose: bool = True,
+) -> FinetuneResult:
     """Fine-tune the head in ``head_dir`` with its base on ``data_dir``; returns the result.
 
     The images are exactly those the head's features were made from (its ``splits.json``),
@@ -92,18 +113,32 @@ def finetune(head_dir: str, data_dir: str | None, out_dir: str, *, unfreeze_from
     opts = {name: arguments[name] for name in FINETUNE.options}
     requested = fingerprint(opts)
     out_dir = check_folder(out_dir, "finetuned", inputs=[head_dir, data_dir])
+    reused, why = _reused_or_why_not(head_dir, data_dir, out_dir, opts, requested)
+    if reused is not None:
+        return reused
+    if verbose:
+        log.info(f"fine-tuning ({why})")
+    return _finetune(head_dir, data_dir, out_dir, opts, requested, why, verbose)
+
+
+def _reused_or_why_not(
+    head_dir, data_dir, out_dir: str, opts: dict, requested: dict
+) -> tuple[FinetuneResult | None, str]:
+    """Return (the result already in ``out_dir``, "") when it is current and --retrain was not given,
+    else (None, why it must be fine-tuned)."""
     head_files = read_verified(head_dir)
-    decision = finetuned_reuse(out_dir, head_files.manifest_sha256,
-                               data_root_of(read_splits(head_files.files, head_files.folder), data_dir), requested)
+    decision = finetuned_reuse(
+        out_dir,
+        head_files.manifest_sha256,
+        data_root_of(read_splits(head_files.files, head_files.folder), data_dir),
+        requested,
+    )
     if decision.reused and not opts["retrain"]:
         # Reused only while the data still holds the recorded images, byte for byte (else DatasetError,
         # exactly as a new fine-tune would say): "the same data" means the same bytes, not the same folder.
         recorded_images(read_splits(head_files.files, head_files.folder), data_dir)
-        return _reused(out_dir, opts)
-    why = "--retrain" if decision.reused else decision.why
-    if verbose:
-        log.info(f"fine-tuning ({why})")
-    return _finetune(head_dir, data_dir, out_dir, opts, requested, why, verbose)
+        return _reused(out_dir, opts), ""
+    return None, "--retrain" if decision.reused else decision.why
 
 
 def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str, verbose: bool) -> FinetuneResult:
@@ -114,46 +149,67 @@ def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str
     import keras
 
     seed, cache_frozen = opts["seed"], opts["cache_frozen"]
+    augment = _augmentation(opts)
+    keras.utils.set_random_seed(seed)  # before the head is loaded: its dropout seeds follow
+    head, record, data_root, splits = _head_and_its_images(head_dir, data_dir, out_dir)
+    # With --cache-frozen the cached views carry the augmentation.
+    ft = build_finetune_model(
+        head,
+        opts["unfreeze_from"],
+        NO_AUGMENT if cache_frozen else augment,
+        seed,
+        opts["allow_untrained_head"],
+        opts["weights"],
+    )
+    cache_dir = resolve_cache_dir(opts["cache_dir"], inputs=[data_root, out_dir]) if cache_frozen else None
+    with contextlib.ExitStack() as cleanup:
+        inputs, data = _inputs(tf, ft, splits, augment, opts, cache_dir, cleanup, verbose)
+        folder = cleanup.enter_context(staged_folder(out_dir, "finetuned", inputs=[head_dir, data_root]))
+        history, metrics, probabilities = _train(
+            tf, inputs, data, head.class_names, opts, get_backbone(ft.spec.backbone).xla, verbose
+        )
+        mirrored = _test_time_augmented(tf, inputs, data, probabilities, head.class_names, metrics)
+        write_prediction_files(folder, head.class_names, data, probabilities, mirrored)
+        write_image_splits(folder, record, data_root, data)
+        config = recorded_config(opts, ft.unfreeze_from, augment, inputs.views if cache_frozen else None)
+        save_finetuned(folder, ft, head, history, metrics, config, data, data_root, requested)
+    return FinetuneResult(out_dir, metrics, history, metrics["fit_seconds"], opts, reused=False, why=why)
+
+
+def _augmentation(opts: dict) -> dict:
+    """Return the augmentation to apply: the options', or none when --cache-frozen keeps one view only
+    (said in a BneckWarning at the caller of finetune())."""
     augment = {k: opts[k] for k in AUGMENTATIONS}
-    if cache_frozen and opts["views"] == 1 and any(augment.values()):
+    if opts["cache_frozen"] and opts["views"] == 1 and any(augment.values()):
         # View 0 is the image itself: one view means no augmented image at all, so say so and record that.
         augment = dict(NO_AUGMENT)
-        warnings.warn("--views 1 keeps only each image itself, so no augmentation is applied; give --views K "
-                      "(K > 1) for K - 1 augmented views per image.", BneckWarning,
-                      stacklevel=4)  # the caller of finetune(), past takes_options' wrapper
-    keras.utils.set_random_seed(seed)  # before the head is loaded: its dropout seeds follow
+        warnings.warn(
+            "--views 1 keeps only each image itself, so no augmentation is applied; give --views K "
+            "(K > 1) for K - 1 augmented views per image.",
+            BneckWarning,
+            stacklevel=5,
+        )  # the caller of finetune(), past _finetune and takes_options' wrapper
+    return augment
+
+
+def _head_and_its_images(head_dir, data_dir, out_dir: str) -> tuple:
+    """Load the head and find the images its features were made from; return (head, splits record,
+    data root, images per split). Raises DatasetError without train and validation images."""
     head = load_classifier(head_dir)
     record = read_splits(head.files, head.folder)
     data_root, splits = recorded_images(record, data_dir)
     check_folder(out_dir, "finetuned", inputs=[head_dir, data_root])
     if "train" not in splits or "validation" not in splits:
-        raise DatasetError(f"fine-tuning needs the train and validation splits, but the head in {head_dir} "
-                           f"was trained on features of {', '.join(splits)} only.")
-    # With --cache-frozen the cached views carry the augmentation.
-    ft = build_finetune_model(head, opts["unfreeze_from"], NO_AUGMENT if cache_frozen else augment, seed,
-                              opts["allow_untrained_head"], opts["weights"])
-    cache_dir = resolve_cache_dir(opts["cache_dir"], inputs=[data_root, out_dir]) if cache_frozen else None
-    with contextlib.ExitStack() as cleanup:
-        inputs, data = _inputs(tf, ft, splits, augment, opts, cache_dir, cleanup, verbose)
-        folder = cleanup.enter_context(staged_folder(out_dir, "finetuned", inputs=[head_dir, data_root]))
-        history, metrics, probabilities = _train(tf, inputs, data, head.class_names, opts,
-                                                 get_backbone(ft.spec.backbone).xla, verbose)
-        mirrored = _test_time_augmented(tf, inputs, data, probabilities, head.class_names, metrics)
-        for name, probs in (("predictions.csv", probabilities), ("predictions_tta.csv", mirrored)):
-            if probs:
-                write_predictions(os.path.join(folder, name), head.class_names,
-                                  {s: (data[s].paths, data[s].labels, p) for s, p in probs.items()})
-        write_splits(folder, {**record, "data_root": data_root, "splits": {
-            s: {"paths": d.paths, "sha256": d.shas, "labels": d.labels.tolist()} for s, d in data.items()}})
-        config = {k: opts[k] for k in ("epochs", "lr", "momentum", "optimizer", "schedule", "warmup", "label_smoothing",
-                                       "batch_size", "seed", "early_stopping", "cache_frozen", "tta")}
-        config.update(unfreeze_from=ft.unfreeze_from, augment=augment, views=inputs.views if cache_frozen else None)
-        _save(folder, ft, head, history, metrics, config, data, data_root, requested)
-    return FinetuneResult(out_dir, metrics, history, metrics["fit_seconds"], opts, reused=False, why=why)
+        raise DatasetError(
+            f"fine-tuning needs the train and validation splits, but the head in {head_dir} "
+            f"was trained on features of {', '.join(splits)} only."
+        )
+    return head, record, data_root, splits
 
 
-def _inputs(tf, ft, splits: dict, augment: dict, opts: dict, cache_dir: str | None, cleanup,
-            verbose: bool) -> tuple[TrainInputs, dict]:
+def _inputs(
+    tf, ft, splits: dict, augment: dict, opts: dict, cache_dir: str | None, cleanup, verbose: bool
+) -> tuple[TrainInputs, dict]:
     """Return (what the path trains on, the images per split). With ``cache_dir`` (--cache-frozen) the
     images are decoded only where the cache lacks rows, and the rows stream from files that
     ``cleanup`` removes; otherwise every image is decoded into memory."""
@@ -167,12 +223,14 @@ def _inputs(tf, ft, splits: dict, augment: dict, opts: dict, cache_dir: str | No
     data = {split: SplitImages(records, size) for split, records in splits.items()}
     views = opts["views"] if any(augment.values()) else 1  # without augmentation every view is the image
     rows = cleanup.enter_context(RowFolder(os.path.join(cache_dir, "tmp")))
-    return cached_inputs(tf, ft, data, preprocess, augment, views, opts["seed"], cache_dir, rows, verbose,
-                         opts["tta"]), data
+    return cached_inputs(
+        tf, ft, data, preprocess, augment, views, opts["seed"], cache_dir, rows, verbose, opts["tta"]
+    ), data
 
 
-def _train(tf, inputs: TrainInputs, data: dict, class_names: list, opts: dict, jit: bool,
-           verbose: bool) -> tuple[dict, dict, dict]:
+def _train(
+    tf, inputs: TrainInputs, data: dict, class_names: list, opts: dict, jit: bool, verbose: bool
+) -> tuple[dict, dict, dict]:
     """Fine-tune ``inputs.model``, keeping the best epoch (or the start); returns (history, metrics,
     probabilities per split)."""
     from bneck.core.progress import progress_bar
@@ -190,6 +248,29 @@ def _train(tf, inputs: TrainInputs, data: dict, class_names: list, opts: dict, j
     # model worse than the head it started from.
     before = evaluate("validation")
     bar = progress_bar(opts["epochs"], "fine-tune", verbose, unit="epoch")
+    on_epoch, epoch_seconds = _epoch_timer(bar)
+    start = time.perf_counter()
+    try:
+        history = _fit(inputs, data, opts, on_epoch, before["accuracy"], jit)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    metrics = {split: evaluate(split) for split in data}
+    accs = history["val_accuracy"]
+    metrics.update(
+        fit_seconds=seconds,
+        epoch_seconds=epoch_seconds,
+        before_finetuning={"validation": {"loss": before["loss"], "accuracy": before["accuracy"]}},
+        kept_epoch=int(np.argmax(accs)) + 1 if max(accs) > before["accuracy"] else 0,
+    )
+    if inputs.cache:
+        metrics["cache_frozen"] = inputs.cache
+    return history, metrics, probabilities
+
+
+def _epoch_timer(bar) -> tuple:
+    """Return (a per-epoch callback that times the epoch and shows its loss and validation accuracy
+    on ``bar``, the list of epoch times it fills)."""
     epoch_seconds, tick = [], [time.perf_counter()]
 
     def on_epoch(logs):
@@ -199,31 +280,43 @@ def _train(tf, inputs: TrainInputs, data: dict, class_names: list, opts: dict, j
         bar.set_postfix(loss=f"{logs['loss']:.3f}", val_acc=f"{logs['val_accuracy']:.3f}", refresh=False)
         bar.update(1)
 
-    start = time.perf_counter()
-    try:
-        history = fast_fit(inputs.model, inputs.x["train"], data["train"].labels, inputs.x["validation"],
-                           data["validation"].labels, epochs=opts["epochs"], batch_size=opts["batch_size"],
-                           optimizer=opts["optimizer"], lr=opts["lr"], momentum=opts["momentum"], seed=opts["seed"],
-                           schedule=opts["schedule"], warmup=opts["warmup"], label_smoothing=opts["label_smoothing"],
-                           on_epoch=on_epoch, prepare=inputs.prepare, views=inputs.views,
-                           monitor="val_accuracy", patience=opts["early_stopping"], keep_best=True,
-                           baseline=before["accuracy"], eval_batch=inputs.eval_batch, jit=jit,
-                           augment=inputs.augment)
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - start
-    metrics = {split: evaluate(split) for split in data}
-    accs = history["val_accuracy"]
-    metrics.update(fit_seconds=seconds, epoch_seconds=epoch_seconds,
-                   before_finetuning={"validation": {"loss": before["loss"], "accuracy": before["accuracy"]}},
-                   kept_epoch=int(np.argmax(accs)) + 1 if max(accs) > before["accuracy"] else 0)
-    if inputs.cache:
-        metrics["cache_frozen"] = inputs.cache
-    return history, metrics, probabilities
+    return on_epoch, epoch_seconds
 
 
-def _test_time_augmented(tf, inputs: TrainInputs, data: dict, probabilities: dict, class_names: list,
-                         metrics: dict) -> dict:
+def _fit(inputs: TrainInputs, data: dict, opts: dict, on_epoch, baseline: float, jit: bool) -> dict:
+    """Run the compiled loop on ``inputs``, keeping the best epoch by validation accuracy over ``baseline``;
+    returns the history."""
+    return fast_fit(
+        inputs.model,
+        inputs.x["train"],
+        data["train"].labels,
+        inputs.x["validation"],
+        data["validation"].labels,
+        epochs=opts["epochs"],
+        batch_size=opts["batch_size"],
+        optimizer=opts["optimizer"],
+        lr=opts["lr"],
+        momentum=opts["momentum"],
+        seed=opts["seed"],
+        schedule=opts["schedule"],
+        warmup=opts["warmup"],
+        label_smoothing=opts["label_smoothing"],
+        on_epoch=on_epoch,
+        prepare=inputs.prepare,
+        views=inputs.views,
+        monitor="val_accuracy",
+        patience=opts["early_stopping"],
+        keep_best=True,
+        baseline=baseline,
+        eval_batch=inputs.eval_batch,
+        jit=jit,
+        augment=inputs.augment,
+    )
+
+
+def _test_time_augmented(
+    tf, inputs: TrainInputs, data: dict, probabilities: dict, class_names: list, metrics: dict
+) -> dict:
     """With test-time augmentation, score the mean of each image's and its mirror's probabilities
     on validation and test into ``metrics["tta"]``; returns those probabilities per split."""
     if not inputs.mirrored:
@@ -234,35 +327,18 @@ def _test_time_augmented(tf, inputs: TrainInputs, data: dict, probabilities: dic
     return mean
 
 
-def _save(folder, ft, head, history, metrics, config, data, data_root: str, requested: dict) -> None:
-    from bneck.pipeline.plots import confusion_plots, training_curves
-
-    ft.model.save(os.path.join(folder, "model.keras"))
-    write_history(folder, history)
-    training_curves(history, os.path.join(folder, "curves.png"), "fine-tuning")
-    confusion_plots(metrics, head.class_names, folder, "fine-tuned")
-    write_json(os.path.join(folder, "metrics.json"), metrics)
-    spec = ft.spec
-    write_manifest(folder, FinetunedManifest(
-        kind="finetuned", classifier="finetuned", model_file="model.keras", config=config,
-        class_names=head.class_names,
-        head=HeadRef(head.folder, head.manifest.classifier, head.manifest_sha256),
-        data=data_root, requested=requested,
-        extractor_key=head.manifest.extractor_key, extractor=head.manifest.extractor,
-        weights_path=spec.weights_path or "",
-        input=f"preprocessed image {spec.input_size}x{spec.input_size}x3 ({spec.preprocessing})",
-        trainable_layers=ft.trainable_layers, frozen_layers=len(ft.frozen_layers),
-        images={s: int(len(d.labels)) for s, d in data.items()},
-        skipped_images={s: d.skipped for s, d in data.items() if d.skipped},
-        metrics={s: {"accuracy": m["accuracy"], "loss": m["loss"]} for s, m in metrics.items()
-                 if isinstance(m, dict) and "accuracy" in m}))
-
-
 def _reused(folder: str, opts: dict) -> FinetuneResult:
     """The result of a current fine-tuned folder, from its verified files."""
     from bneck.pipeline.artifacts import read_history
 
     verified = read_verified(folder)
     metrics = verified_json(verified, "metrics.json")
-    return FinetuneResult(verified.folder, metrics, read_history(verified.files["history.csv"]),
-                          metrics.get("fit_seconds", 0.0), opts, reused=True, why="unchanged")
+    return FinetuneResult(
+        verified.folder,
+        metrics,
+        read_history(verified.files["history.csv"]),
+        metrics.get("fit_seconds", 0.0),
+        opts,
+        reused=True,
+        why="unchanged",
+    )

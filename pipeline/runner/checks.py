@@ -1,5 +1,6 @@
 """What ``bneck run`` refuses before a byte is written: a cache folder it may not use, data the stages
 cannot read, and classifier options the data's counts cannot support."""
+
 from __future__ import annotations
 
 import os
@@ -16,20 +17,35 @@ def check_before_work(cfg: dict) -> None:
     against their counts. Raises ConfigError or DatasetError."""
     ex, train = cfg["extract"], cfg["train"]
     resolve_cache_dir(ex["cache_dir"], inputs=[cfg["data"], cfg["out"]])
-    dataset = discover(cfg["data"], splits=ex["splits"], split=ex["split"], seed=ex["seed"], exclude=ex["exclude"],
-                       follow_links=ex["follow_links"])
+    dataset = discover(
+        cfg["data"],
+        splits=ex["splits"],
+        split=ex["split"],
+        seed=ex["seed"],
+        exclude=ex["exclude"],
+        follow_links=ex["follow_links"],
+    )
     if "train" not in dataset.splits or "validation" not in dataset.splits:
-        raise DatasetError(f"bneck run trains on the train split and ranks on validation, but {dataset.root} gives "
-                           f"{', '.join(dataset.splits)}. Add the missing split(s), or use --split for one folder "
-                           "per class.")
+        raise DatasetError(
+            f"bneck run trains on the train split and ranks on validation, but {dataset.root} gives "
+            f"{', '.join(dataset.splits)}. Add the missing split(s), or use --split for one folder "
+            "per class."
+        )
     _check_finetune_plan(cfg)
     common = {k: v for k, v in train.items() if k != "classifiers" and not isinstance(v, dict)}
     names = train["classifiers"]
     for name in names:
-        cfg_one = classifier_config(name, {**common, "seed": cfg["seed"]}, {n: train[n] for n in names if n in train},
-                                    names)
-        check_counts(name, cfg_one, dataset.class_names, [r.label for r in dataset.splits["train"]],
-                     [r.label for r in dataset.splits["validation"]], dataset.root)
+        cfg_one = classifier_config(
+            name, {**common, "seed": cfg["seed"]}, {n: train[n] for n in names if n in train}, names
+        )
+        check_counts(
+            name,
+            cfg_one,
+            dataset.class_names,
+            [r.label for r in dataset.splits["train"]],
+            [r.label for r in dataset.splits["validation"]],
+            dataset.root,
+        )
 
 
 def _known_extractor(cfg: dict, backbone, alpha, size) -> bool:
@@ -56,10 +72,12 @@ def _check_finetune_plan(cfg: dict) -> None:
     ex, ft = cfg["extract"], cfg["finetune"]
     heads = [n for n in cfg["train"]["classifiers"] if is_keras(n)]
     if ft["enabled"] and ft["head"] != "auto" and ft["head"] not in heads:
-        raise ConfigError(f"config key finetune.head = {ft['head']!r} names a head this run does not train: "
-                          f"train.classifiers is {cfg['train']['classifiers']!r}. Add {ft['head']!r} to "
-                          "train.classifiers, or set finetune.head to 'auto' (or one of the run's heads: "
-                          f"{', '.join(heads) or 'none'}).")
+        raise ConfigError(
+            f"config key finetune.head = {ft['head']!r} names a head this run does not train: "
+            f"train.classifiers is {cfg['train']['classifiers']!r}. Add {ft['head']!r} to "
+            "train.classifiers, or set finetune.head to 'auto' (or one of the run's heads: "
+            f"{', '.join(heads) or 'none'})."
+        )
     finetuning = ft["enabled"] and bool(heads)
     backbone = get_backbone(ex["backbone"])
     alpha = backbone.resolve_alpha(ex["alpha"])
@@ -72,6 +90,8 @@ def _check_finetune_plan(cfg: dict) -> None:
     try:
         unfreeze_index(cut.layers, backbone, ft["unfreeze_from"])
     except ConfigError as exc:
-        raise ConfigError(f"config key finetune.unfreeze_from = {ft['unfreeze_from']!r} does not work with "
-                          f"extract.layer = {ex['layer'] or backbone.default_layer!r}: {exc} (Set finetune."
-                          "unfreeze_from to a layer at or below extract.layer, or finetune.enabled = false.)") from None
+        raise ConfigError(
+            f"config key finetune.unfreeze_from = {ft['unfreeze_from']!r} does not work with "
+            f"extract.layer = {ex['layer'] or backbone.default_layer!r}: {exc} (Set finetune."
+            "unfreeze_from to a layer at or below extract.layer, or finetune.enabled = false.)"
+        ) from None

@@ -6,6 +6,7 @@ classifier, ``finetuning.reuse`` for the fine-tuned model), exactly as when it i
 called alone. A second run that changes one classifier's option re-trains only that
 classifier and runs no extraction.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ from bneck.pipeline.runner.checks import check_before_work
 from bneck.pipeline.runner.config import absolute_paths, load_config, to_toml
 from bneck.pipeline.runner.gain import paired_gain, run_test_truth, winner_versus_runner_up
 from bneck.pipeline.training.classifiers import is_keras
-from bneck.pipeline.training.leaderboard import Result, write_leaderboard
+from bneck.pipeline.training.leaderboard import Leaderboard, Result, write_leaderboard
 from bneck.pipeline.training.stage import train
 
 log = logging.getLogger(__name__)
@@ -57,22 +58,34 @@ class RunStages:
 
     def to_json(self) -> dict:
         """Return the stages as ``run.json`` records them."""
+
         def model(r: Result) -> dict:
-            out = {"folder": r.folder, "reused": r.reused, "why": r.why, "seconds": r.fit_seconds,
-                   "metrics": r.metrics}
+            out = {"folder": r.folder, "reused": r.reused, "why": r.why, "seconds": r.fit_seconds, "metrics": r.metrics}
             if r.gain:
                 out["versus"] = {"model": r.versus, "test": r.gain.to_json()}
             elif r.gain_note:
                 out["versus"] = {"none": r.gain_note}
             return out
-        finetuned = ({**model(self.finetune), "head": self.finetune_head} if self.finetune
-                     else {"skipped": self.finetune_skipped})
+
+        finetuned = (
+            {**model(self.finetune), "head": self.finetune_head}
+            if self.finetune
+            else {"skipped": self.finetune_skipped}
+        )
         if self.finetune_tta:
             finetuned["tta"] = model(self.finetune_tta)
-        return json.loads(json.dumps({
-            "extract": asdict(self.extract), "train": {r.name: model(r) for r in self.train},
-            "train_seconds": self.train_seconds, "finetune": finetuned,
-            "report": {"seconds": self.report_seconds}}, default=str))
+        return json.loads(
+            json.dumps(
+                {
+                    "extract": asdict(self.extract),
+                    "train": {r.name: model(r) for r in self.train},
+                    "train_seconds": self.train_seconds,
+                    "finetune": finetuned,
+                    "report": {"seconds": self.report_seconds},
+                },
+                default=str,
+            )
+        )
 
 
 @dataclass
@@ -87,8 +100,9 @@ class RunResult:
     winner: str = ""  # the first model against the runner-up, paired on the test images
 
 
-def run(config: str | None = None, *, overrides: Sequence[str] = (), verbose: bool = True,
-        base: dict | None = None, **flags) -> RunResult:
+def run(
+    config: str | None = None, *, overrides: Sequence[str] = (), verbose: bool = True, base: dict | None = None, **flags
+) -> RunResult:
     """Run the whole experiment from a TOML config (or only flags); returns the RunResult.
 
     ``flags`` override top-level keys (data, out, seed); ``overrides`` are
@@ -99,20 +113,14 @@ def run(config: str | None = None, *, overrides: Sequence[str] = (), verbose: bo
     cfg = absolute_paths(load_config(config, overrides, base, **flags))
     check_before_work(cfg)
     out = claim_folder(cfg["out"], "run", inputs=[cfg["data"]])
-    with atomic_open(os.path.join(out, "config.toml"), encoding="utf-8") as handle:
-        handle.write("# bneck run: the resolved configuration of this run (rerun with `bneck run THIS_FILE`)\n")
-        handle.write(to_toml(cfg))
+    _write_resolved_config(out, cfg)
     say = log.info if verbose else (lambda text: None)
 
     say("== extract")
     stages = RunStages(_extract(cfg, out, verbose))
     say("== train")
     start = time.perf_counter()
-    train_cfg = cfg["train"]
-    board = train(os.path.join(out, "features"), train_cfg["classifiers"], os.path.join(out, "models"),
-                  verbose=verbose, seed=cfg["seed"], overrides={n: train_cfg[n] for n in train_cfg["classifiers"]
-                                                                 if n in train_cfg},
-                  **{k: v for k, v in train_cfg.items() if k != "classifiers" and not isinstance(v, dict)})
+    board = _train_classifiers(cfg, out, verbose)
     stages.train, stages.train_seconds = list(board.results), time.perf_counter() - start
     truth = run_test_truth(out)  # the run's test images
     verified: dict = {}  # each model folder, verified once
@@ -128,12 +136,52 @@ def run(config: str | None = None, *, overrides: Sequence[str] = (), verbose: bo
     start = time.perf_counter()
     result.report = write_report(result, cfg["report"]["worst"])
     stages.report_seconds = time.perf_counter() - start
-    with atomic_open(os.path.join(out, "run.json")) as handle:
-        json.dump({"config": cfg, "stages": stages.to_json(),
-                   "leaderboard": [{"model": r.name, "kind": r.kind, "val_accuracy": r.accuracy("validation"),
-                                    "test_accuracy": r.accuracy("test"), "folder": r.folder} for r in leaderboard]},
-                  handle, indent=1)
+    _write_run_json(out, cfg, stages, leaderboard)
     return result
+
+
+def _write_resolved_config(out: str, cfg: dict) -> None:
+    """Write the resolved configuration into the run folder as ``config.toml``."""
+    with atomic_open(os.path.join(out, "config.toml"), encoding="utf-8") as handle:
+        handle.write("# bneck run: the resolved configuration of this run (rerun with `bneck run THIS_FILE`)\n")
+        handle.write(to_toml(cfg))
+
+
+def _train_classifiers(cfg: dict, out: str, verbose: bool) -> Leaderboard:
+    """Train the configured classifiers on the run's features into ``OUT/models``; returns the Leaderboard."""
+    train_cfg = cfg["train"]
+    return train(
+        os.path.join(out, "features"),
+        train_cfg["classifiers"],
+        os.path.join(out, "models"),
+        verbose=verbose,
+        seed=cfg["seed"],
+        overrides={n: train_cfg[n] for n in train_cfg["classifiers"] if n in train_cfg},
+        **{k: v for k, v in train_cfg.items() if k != "classifiers" and not isinstance(v, dict)},
+    )
+
+
+def _write_run_json(out: str, cfg: dict, stages: RunStages, leaderboard: list[Result]) -> None:
+    """Write ``run.json``: the config, every stage and the leaderboard."""
+    with atomic_open(os.path.join(out, "run.json")) as handle:
+        json.dump(
+            {
+                "config": cfg,
+                "stages": stages.to_json(),
+                "leaderboard": [
+                    {
+                        "model": r.name,
+                        "kind": r.kind,
+                        "val_accuracy": r.accuracy("validation"),
+                        "test_accuracy": r.accuracy("test"),
+                        "folder": r.folder,
+                    }
+                    for r in leaderboard
+                ],
+            },
+            handle,
+            indent=1,
+        )
 
 
 def _extract(cfg: dict, out: str, verbose: bool) -> ExtractStage:
@@ -144,10 +192,17 @@ def _extract(cfg: dict, out: str, verbose: bool) -> ExtractStage:
     if verbose:
         log.info(report.summary())
     return ExtractStage(
-        time.perf_counter() - start, report.forward_images, report.model_built,
-        {s.split: {"images": s.images, "reused": s.reused, "computed": s.computed, "quarantined": s.quarantine}
-         for s in report.splits},
-        list(read_summary(report.splits[0].file)["class_names"]), report.spec.describe(), report.spec.key)
+        time.perf_counter() - start,
+        report.forward_images,
+        report.model_built,
+        {
+            s.split: {"images": s.images, "reused": s.reused, "computed": s.computed, "quarantined": s.quarantine}
+            for s in report.splits
+        },
+        list(read_summary(report.splits[0].file)["class_names"]),
+        report.spec.describe(),
+        report.spec.key,
+    )
 
 
 def _head_to_finetune(heads: list[Result], choice: str) -> Result:
@@ -159,19 +214,28 @@ def _head_to_finetune(heads: list[Result], choice: str) -> Result:
     return by_name.get("gap-dense") or max(heads, key=lambda r: r.accuracy("validation") or 0.0)
 
 
-def _finetune_best(cfg: dict, out: str, stages: RunStages, say, verbose: bool, truth: dict,
-                   verified: dict) -> None:
+def _finetune_best(cfg: dict, out: str, stages: RunStages, say, verbose: bool, truth: dict, verified: dict) -> None:
     """Fine-tune the configured head (``finetune.head``), or record why not."""
     heads = [r for r in stages.train if is_keras(r.name)]
     if not cfg["finetune"]["enabled"] or not heads:
-        stages.finetune_skipped = ("disabled in the config" if not cfg["finetune"]["enabled"]
-                                   else "no Keras head (dense, gap-dense) among the classifiers")
+        stages.finetune_skipped = (
+            "disabled in the config"
+            if not cfg["finetune"]["enabled"]
+            else "no Keras head (dense, gap-dense) among the classifiers"
+        )
         return
     best = _head_to_finetune(heads, cfg["finetune"]["head"])
     say(f"== fine-tune ({best.name} head)")
     settings = {k: v for k, v in cfg["finetune"].items() if k not in ("enabled", "head")}
-    done = finetune(best.folder, cfg["data"], os.path.join(out, "finetuned"), verbose=verbose,
-                    seed=cfg["seed"], cache_dir=cfg["extract"]["cache_dir"], **settings)
+    done = finetune(
+        best.folder,
+        cfg["data"],
+        os.path.join(out, "finetuned"),
+        verbose=verbose,
+        seed=cfg["seed"],
+        cache_dir=cfg["extract"]["cache_dir"],
+        **settings,
+    )
     frozen = max(stages.train, key=lambda r: r.accuracy("validation") or 0.0)  # what you would pick unfine-tuned
     stages.finetune_head = best.name
     rows = [(f"fine-tuned {best.name}", done.metrics, "predictions.csv")]
@@ -179,14 +243,12 @@ def _finetune_best(cfg: dict, out: str, stages: RunStages, say, verbose: bool, t
         rows.append((f"fine-tuned {best.name} + mirror TTA", done.metrics["tta"], "predictions_tta.csv"))
     results = []
     for name, metrics, predictions in rows:
-        result = Result(name, done.folder, metrics, done.seconds, reused=done.reused, why=done.why,
-                        kind="fine-tuned")
+        result = Result(name, done.folder, metrics, done.seconds, reused=done.reused, why=done.why, kind="fine-tuned")
         result.gain, result.gain_note = paired_gain(result, frozen, truth, predictions, verified)
         result.versus = frozen.name if result.gain else ""
         results.append(result)
         if result.gain:
-            say(f"{name} against {frozen.name} (the best frozen model on validation), test: "
-                f"{result.gain.describe()}")
+            say(f"{name} against {frozen.name} (the best frozen model on validation), test: {result.gain.describe()}")
         else:
             say(f"{name}: no paired comparison with {frozen.name}: {result.gain_note}")
     stages.finetune = results[0]

@@ -10,6 +10,7 @@ at load time, before anything runs. Relative paths in a file are relative to tha
 file; the resolved config written into the run folder holds absolute ones, so
 ``bneck run RUN/config.toml`` works from any folder.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,30 +26,55 @@ from bneck.features.extraction.options import EXTRACT
 from bneck.pipeline.finetuning.options import FINETUNE
 from bneck.pipeline.training.options import CLASSIFIERS, TRAIN, check_override
 
-TOP = OptionTable("run", [
-    Option("data", str, None, "the image folder (required)"),
-    Option("out", str, "runs/run", "the run folder"),
-    Option("seed", int, 0, "one seed for training and fine-tuning", low=0, high=2**32 - 1),
-])
+TOP = OptionTable(
+    "run",
+    [
+        Option("data", str, None, "the image folder (required)"),
+        Option("out", str, "runs/run", "the run folder"),
+        Option("seed", int, 0, "one seed for training and fine-tuning", low=0, high=2**32 - 1),
+    ],
+)
+
+
 def _once_each(names: list) -> list:
     if len(set(names)) != len(names) or not names:
-        raise ConfigError(f"config key train.classifiers must list one or more classifiers, each once. "
-                          f"Received: classifiers={names!r}.")
+        raise ConfigError(
+            f"config key train.classifiers must list one or more classifiers, each once. "
+            f"Received: classifiers={names!r}."
+        )
     return names
 
 
-RUN_TRAIN = OptionTable("train", [
-    Option("classifiers", list, ["gap-dense", "logreg", "svm", "knn"], "the classifiers to train", item=str,
-           choices=CLASSIFIERS, check_value=_once_each),
-    *[o for n, o in TRAIN.options.items() if n != "seed"],
-])
-RUN_FINETUNE = OptionTable("finetune", [
-    Option("enabled", bool, True, "fine-tune a Keras head trained in this run"),
-    Option("head", str, "auto", "the head to fine-tune: `auto` (gap-dense when trained: the head made for "
-                                "fine-tuning, else the best Keras head on validation), `dense` or `gap-dense`",
-           choices=("auto", "dense", "gap-dense")),
-    *[o for n, o in FINETUNE.options.items() if n not in ("seed", "cache_dir")],
-])
+RUN_TRAIN = OptionTable(
+    "train",
+    [
+        Option(
+            "classifiers",
+            list,
+            ["gap-dense", "logreg", "svm", "knn"],
+            "the classifiers to train",
+            item=str,
+            choices=CLASSIFIERS,
+            check_value=_once_each,
+        ),
+        *[o for n, o in TRAIN.options.items() if n != "seed"],
+    ],
+)
+RUN_FINETUNE = OptionTable(
+    "finetune",
+    [
+        Option("enabled", bool, True, "fine-tune a Keras head trained in this run"),
+        Option(
+            "head",
+            str,
+            "auto",
+            "the head to fine-tune: `auto` (gap-dense when trained: the head made for "
+            "fine-tuning, else the best Keras head on validation), `dense` or `gap-dense`",
+            choices=("auto", "dense", "gap-dense"),
+        ),
+        *[o for n, o in FINETUNE.options.items() if n not in ("seed", "cache_dir")],
+    ],
+)
 REPORT = OptionTable("report", [Option("worst", int, 16, "misclassified test images shown", low=0)])
 TABLES = {"extract": EXTRACT, "train": RUN_TRAIN, "finetune": RUN_FINETUNE, "report": REPORT}
 # Keys holding paths: relative ones in a config file are relative to that file.
@@ -62,8 +88,7 @@ def _defaults() -> dict:
 DEFAULTS: dict = _defaults()
 
 
-def load_config(path: str | None, overrides: Sequence[str] = (), base: dict | None = None,
-                **flags) -> dict:
+def load_config(path: str | None, overrides: Sequence[str] = (), base: dict | None = None, **flags) -> dict:
     """Return the resolved config: defaults <- ``base`` <- file <- ``--set`` overrides <- flags.
 
     Flags that are None are ignored. Raises ConfigError naming the offending key.
@@ -74,8 +99,7 @@ def load_config(path: str | None, overrides: Sequence[str] = (), base: dict | No
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set takes KEY=VALUE with a dotted key, e.g. finetune.epochs=5. "
-                              f"Received: {item!r}.")
+            raise ConfigError(f"--set takes KEY=VALUE with a dotted key, e.g. finetune.epochs=5. Received: {item!r}.")
         _assign(user, key.strip().split("."), _parse_value(text.strip()))
     for key, value in flags.items():
         if value is not None:
@@ -83,8 +107,10 @@ def load_config(path: str | None, overrides: Sequence[str] = (), base: dict | No
     resolved = _check(user)
     _check_encodable(resolved)
     if not resolved["data"]:
-        raise ConfigError("the config needs `data = \"DATA_DIR\"` (or --data DATA_DIR): the image "
-                          "folder with train/ and validation/ (test/ optional), or one folder per class.")
+        raise ConfigError(
+            'the config needs `data = "DATA_DIR"` (or --data DATA_DIR): the image '
+            "folder with train/ and validation/ (test/ optional), or one folder per class."
+        )
     return resolved
 
 
@@ -143,8 +169,9 @@ def _check(user: dict) -> dict:
     top = {k: v for k, v in user.items() if k not in TABLES}
     unknown = sorted(set(top) - set(TOP.options))
     if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]!r}; allowed at the top: "
-                          f"{', '.join([*TOP.options, *TABLES])}.")
+        raise ConfigError(
+            f"unknown config key {unknown[0]!r}; allowed at the top: {', '.join([*TOP.options, *TABLES])}."
+        )
     resolved = {n: TOP[n].check(v, f"config key {n}") for n, v in {**TOP.defaults(), **top}.items()}
     for stage, table in TABLES.items():
         given = user.get(stage, {})
@@ -155,10 +182,13 @@ def _check(user: dict) -> dict:
         for key in plain:
             if key not in table:
                 extra = list(CLASSIFIERS) if stage == "train" else []
-                raise ConfigError(f"unknown config key '{stage}.{key}'; allowed here: "
-                                  f"{', '.join([*table.options, *extra])}.")
-        resolved[stage] = {**table.defaults(),
-                           **{k: table[k].check(v, f"config key {stage}.{k}") for k, v in plain.items()}}
+                raise ConfigError(
+                    f"unknown config key '{stage}.{key}'; allowed here: {', '.join([*table.options, *extra])}."
+                )
+        resolved[stage] = {
+            **table.defaults(),
+            **{k: table[k].check(v, f"config key {stage}.{k}") for k, v in plain.items()},
+        }
         for name, options in per_classifier.items():
             resolved[stage][name] = _classifier_table(name, options, resolved[stage]["classifiers"])
     return resolved
@@ -167,8 +197,9 @@ def _check(user: dict) -> dict:
 def _classifier_table(name: str, options, listed: list) -> dict:
     """Check a ``[train.NAME]`` table: options that classifier takes, and it must be listed."""
     if name not in listed:
-        raise ConfigError(f"config table [train.{name}] configures {name}, which is not in "
-                          f"train.classifiers ({', '.join(listed)}).")
+        raise ConfigError(
+            f"config table [train.{name}] configures {name}, which is not in train.classifiers ({', '.join(listed)})."
+        )
     return check_override(name, options, f"train.{name}", "config key")
 
 
@@ -176,8 +207,10 @@ def toml_value(value) -> str:
     """Return ``value`` (a string, number, bool or list of them) as a TOML value: strings as basic
     strings, every control character escaped, other characters as they are (the file is UTF-8)."""
     if isinstance(value, str):
-        body = "".join(f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else
-                       "\\\\" if c == "\\" else '\\"' if c == '"' else c for c in value)
+        body = "".join(
+            f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else "\\\\" if c == "\\" else '\\"' if c == '"' else c
+            for c in value
+        )
         return f'"{body}"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
@@ -196,9 +229,11 @@ def _check_encodable(value, key: str = "") -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ConfigError(f"config key {key} holds {value.encode('utf-8', 'backslashreplace').decode()!r}, "
-                              "whose bytes are not UTF-8 text; a run's config.toml cannot record it. Rename "
-                              "the folder or file.") from None
+            raise ConfigError(
+                f"config key {key} holds {value.encode('utf-8', 'backslashreplace').decode()!r}, "
+                "whose bytes are not UTF-8 text; a run's config.toml cannot record it. Rename "
+                "the folder or file."
+            ) from None
 
 
 def to_toml(config: dict) -> str:
@@ -221,9 +256,12 @@ def to_toml(config: dict) -> str:
 def config_template(data: str | None = None, out: str | None = None) -> str:
     """Return a commented config: every key of every table with its default and what it does, the
     defaults active, the keys without a default commented out. ``load_config`` reads it back."""
-    lines = ["# bneck run configuration (written by `bneck init`). Run it with: bneck run THIS_FILE",
-             "# Every key is shown with its default; delete what you do not change. Relative paths are",
-             "# relative to this file. Per-classifier settings go in [train.NAME] tables, e.g. [train.svm].", ""]
+    lines = [
+        "# bneck run configuration (written by `bneck init`). Run it with: bneck run THIS_FILE",
+        "# Every key is shown with its default; delete what you do not change. Relative paths are",
+        "# relative to this file. Per-classifier settings go in [train.NAME] tables, e.g. [train.svm].",
+        "",
+    ]
 
     def emit(table: OptionTable, values: dict) -> None:
         for name, option in table.options.items():
@@ -232,6 +270,7 @@ def config_template(data: str | None = None, out: str | None = None) -> str:
             lines.append(f"# {option.help} ({option.allowed()})")
             value = values.get(name, option.default)
             lines.append(f"# {name} =" if value is None else f"{name} = {toml_value(value)}")
+
     emit(TOP, {"data": data, "out": out or TOP.options["out"].default})
     for stage, table in TABLES.items():
         lines.extend(["", f"[{stage}]"])

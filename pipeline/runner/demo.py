@@ -9,6 +9,7 @@ The archive is checked by its published size; Google publishes no checksum for i
 so the first download's sha256 is recorded beside it and every later download must
 match it (``BNECK_DEMO_SHA256`` pins a value of your own).
 """
+
 from __future__ import annotations
 
 import copy
@@ -61,7 +62,8 @@ def download_reference(cache_dir: str | None = None, verbose: bool = True) -> st
             "on a local copy: `bneck demo --data DATA_DIR` with DATA_DIR holding train/ and "
             "validation/ (test/ optional) class folders, plus --weights FILE for the backbone "
             "(e.g. --backbone mobilenet --alpha 0.25 --size 224 --weights "
-            "mobilenet_2_5_224_tf_no_top.h5).") from None
+            "mobilenet_2_5_224_tf_no_top.h5)."
+        ) from None
     check_archive(archive + ".part", os.path.join(root, "cats_and_dogs_filtered.sha256"))
     os.replace(archive + ".part", archive)
     with zipfile.ZipFile(archive) as zf:
@@ -78,8 +80,10 @@ def check_archive(path: str, record: str) -> str:
     size = os.path.getsize(path)
     if size != ARCHIVE_BYTES:
         os.remove(path)
-        raise DatasetError(f"the downloaded demo archive has {size:,} bytes, not the published "
-                           f"{ARCHIVE_BYTES:,}; it was deleted. Try again, or use --data.")
+        raise DatasetError(
+            f"the downloaded demo archive has {size:,} bytes, not the published "
+            f"{ARCHIVE_BYTES:,}; it was deleted. Try again, or use --data."
+        )
     sha = sha256_file(path)
     expected = os.environ.get("BNECK_DEMO_SHA256")
     if expected is None and os.path.isfile(record):
@@ -87,17 +91,27 @@ def check_archive(path: str, record: str) -> str:
             expected = handle.read().strip()
     if expected and sha != expected:
         os.remove(path)
-        raise DatasetError(f"the downloaded demo archive has sha256 {sha}, not the expected "
-                           f"{expected} ({'BNECK_DEMO_SHA256' if 'BNECK_DEMO_SHA256' in os.environ else record}); "
-                           "it was deleted.")
+        raise DatasetError(
+            f"the downloaded demo archive has sha256 {sha}, not the expected "
+            f"{expected} ({'BNECK_DEMO_SHA256' if 'BNECK_DEMO_SHA256' in os.environ else record}); "
+            "it was deleted."
+        )
     with atomic_open(record) as handle:
         handle.write(sha + "\n")
     return sha
 
 
-def demo(data: str | None = None, out: str | None = None, backbone: str | None = None,
-         alpha: float | None = None, size: int | None = None, weights: str | None = None,
-         overrides: Sequence[str] = (), seed: int | None = None, verbose: bool = True):
+def demo(
+    data: str | None = None,
+    out: str | None = None,
+    backbone: str | None = None,
+    alpha: float | None = None,
+    size: int | None = None,
+    weights: str | None = None,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    verbose: bool = True,
+):
     """Run the reference experiment; returns the RunResult (see ``pipeline.run``)."""
     from bneck.pipeline.runner.compose import run
 

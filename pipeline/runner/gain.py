@@ -5,6 +5,7 @@ true classes are the run's (its test feature file), each model's predictions fil
 score exactly those images, and the accuracy it implies must equal the one its metrics
 report (the leaderboard's). Anything else leaves the gain empty and says why.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ def run_test_truth(out: str) -> dict:
     return {p: names[int(label)] for p, label in zip(summary["paths"], summary["labels"])}
 
 
-def test_correctness(folder: str, name: str, truth: dict, accuracy: float | None,
-                     verified: dict | None = None) -> tuple[dict | None, str]:
+def test_correctness(
+    folder: str, name: str, truth: dict, accuracy: float | None, verified: dict | None = None
+) -> tuple[dict | None, str]:
     """Return ({test image path: predicted right}, "") from the verified folder's predictions file
     ``name``, judged against ``truth`` (path -> true class); or (None, why it cannot be used).
     ``verified`` (folder -> its files) keeps each folder verified once across calls."""
@@ -55,8 +57,9 @@ def predictions_file(result) -> str:
     return "predictions_tta.csv" if result.name.endswith("+ mirror TTA") else "predictions.csv"
 
 
-def paired_gain(finetuned, frozen, truth: dict, predictions: str = "predictions.csv",
-                verified: dict | None = None) -> tuple[PairedComparison | None, str]:
+def paired_gain(
+    finetuned, frozen, truth: dict, predictions: str = "predictions.csv", verified: dict | None = None
+) -> tuple[PairedComparison | None, str]:
     """Compare the first model (a leaderboard Result; its ``predictions`` file) with the second
     (its ``predictions.csv``) on the run's test images ``truth`` (path -> true class).
     Returns (the comparison, "") or (None, why there is none)."""
@@ -65,8 +68,7 @@ def paired_gain(finetuned, frozen, truth: dict, predictions: str = "predictions.
     first, why = test_correctness(finetuned.folder, predictions, truth, finetuned.accuracy("test"), verified)
     if first is None:
         return None, why
-    second, why = test_correctness(frozen.folder, predictions_file(frozen), truth, frozen.accuracy("test"),
-                                   verified)
+    second, why = test_correctness(frozen.folder, predictions_file(frozen), truth, frozen.accuracy("test"), verified)
     if second is None:
         return None, why
     paths = sorted(truth)
@@ -82,7 +84,11 @@ def winner_versus_runner_up(leaderboard: list, truth: dict, verified: dict | Non
     found, why = paired_gain(first, second, truth, predictions_file(first), verified)
     if found is None:
         return f"{first.name} against the runner-up {second.name}: no paired comparison ({why})."
-    verdict = ("better on test, and the difference is significant" if found.significant and found.gain > 0
-               else "worse on test, significantly" if found.significant
-               else "not distinguishable on test: the difference is within noise")
+    verdict = (
+        "better on test, and the difference is significant"
+        if found.significant and found.gain > 0
+        else "worse on test, significantly"
+        if found.significant
+        else "not distinguishable on test: the difference is within noise"
+    )
     return f"{first.name} (first on validation) against the runner-up {second.name}: {found.describe()}; {verdict}."

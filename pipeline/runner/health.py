@@ -10,6 +10,7 @@
   probability for another class j reaches class j's own average self-confidence,
   ranked by how far that probability exceeds the one for its own label.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,28 +49,39 @@ def exact_duplicates(items: list[tuple[str, str, str]]) -> list[dict]:
     groups: dict = {}
     for split, path, sha in items:
         groups.setdefault(sha, []).append((split, path))
-    found = [{"items": g, "caption": f"same bytes, {len(g)} files in {' and '.join(sorted({s for s, _ in g}))}",
-              "across": len({s for s, _ in g}) > 1} for g in groups.values() if len(g) > 1]
+    found = [
+        {
+            "items": g,
+            "caption": f"same bytes, {len(g)} files in {' and '.join(sorted({s for s, _ in g}))}",
+            "across": len({s for s, _ in g}) > 1,
+        }
+        for g in groups.values()
+        if len(g) > 1
+    ]
     return sorted(found, key=lambda d: (not d["across"], d["items"]))
 
 
-def near_duplicates(vectors: np.ndarray, names: list[tuple[str, str]], shas: list[str],
-                    threshold: float = NEAR) -> list[dict]:
+def near_duplicates(
+    vectors: np.ndarray, names: list[tuple[str, str]], shas: list[str], threshold: float = NEAR
+) -> list[dict]:
     """Pairs of different files with cosine >= ``threshold``, most similar first (exact copies left out)."""
     pairs = []
     for start in range(0, len(vectors), _BLOCK):
-        sims = vectors[start:start + _BLOCK] @ vectors.T
+        sims = vectors[start : start + _BLOCK] @ vectors.T
         rows, cols = np.nonzero(sims >= threshold)
         for r, c in zip(rows + start, cols):
             if c > r and shas[r] != shas[c]:
                 pairs.append((float(sims[r - start, c]), r, c))
     pairs.sort(reverse=True)
-    return [{"items": [names[r], names[c]], "caption": f"cosine {s:.3f}",
-             "across": names[r][0] != names[c][0]} for s, r, c in pairs]
+    return [
+        {"items": [names[r], names[c]], "caption": f"cosine {s:.3f}", "across": names[r][0] != names[c][0]}
+        for s, r, c in pairs
+    ]
 
 
-def label_errors(vectors: np.ndarray, labels: np.ndarray, names: list[tuple[str, str]], class_names: list[str],
-                 seed: int = 0) -> list[dict]:
+def label_errors(
+    vectors: np.ndarray, labels: np.ndarray, names: list[tuple[str, str]], class_names: list[str], seed: int = 0
+) -> list[dict]:
     """Training images whose out-of-fold prediction confidently disagrees with their folder (see module doc)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -81,8 +93,9 @@ def label_errors(vectors: np.ndarray, labels: np.ndarray, names: list[tuple[str,
     if folds < 2:
         return []
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))  # bneck's logreg
-    proba = cross_val_predict(model, vectors, labels, method="predict_proba",
-                              cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    proba = cross_val_predict(
+        model, vectors, labels, method="predict_proba", cv=StratifiedKFold(folds, shuffle=True, random_state=seed)
+    )
     thresholds = np.array([proba[labels == j, j].mean() for j in range(len(class_names))])
     found = []
     for i, (p, y) in enumerate(zip(proba, labels)):
@@ -91,8 +104,10 @@ def label_errors(vectors: np.ndarray, labels: np.ndarray, names: list[tuple[str,
             j = max(others, key=lambda k: p[k])
             found.append((p[j] - p[y], i, j, p[j]))
     found.sort(reverse=True)
-    return [{"items": [names[i]], "caption": f"in {class_names[labels[i]]}, looks like {class_names[j]} "
-                                            f"({100 * pj:.0f}%)"} for _, i, j, pj in found]
+    return [
+        {"items": [names[i]], "caption": f"in {class_names[labels[i]]}, looks like {class_names[j]} ({100 * pj:.0f}%)"}
+        for _, i, j, pj in found
+    ]
 
 
 def data_health(features_dir: str) -> Health:
@@ -109,8 +124,9 @@ def data_health(features_dir: str) -> Health:
         all_vectors = np.concatenate([vectors[s] for s in splits])
         health.near = near_duplicates(all_vectors, [(s, p) for s, p, _ in items], [sha for *_, sha in items])
         train_names = [("train", p) for p in fs.attrs["train"]["paths"]]
-        health.label_errors = label_errors(vectors["train"], np.asarray(fs.labels("train")), train_names,
-                                           fs.class_names)
+        health.label_errors = label_errors(
+            vectors["train"], np.asarray(fs.labels("train")), train_names, fs.class_names
+        )
         health.checked = len(items)
     except Exception as exc:  # noqa: BLE001 - the report is written after all the work: it never fails here
         health.note = f"data health not computed: {type(exc).__name__}: {str(exc)[:300]}"

@@ -1,5 +1,6 @@
 """What the report says beyond the leaderboard: per-class scores, confusion matrices of every model,
 over-fitting notes and data health, each as report blocks ('text', 'table' or 'img')."""
+
 from __future__ import annotations
 
 import os
@@ -36,12 +37,19 @@ def per_class_rows(leaderboard) -> list[list]:
 
 def confusion_block(leaderboard, class_names: list[str], folder: str):
     """One figure: every model's test confusion matrix (small multiples); None without test scores."""
-    models = [(r.name, r.metrics["test"]["confusion_matrix"]) for r in leaderboard
-              if isinstance(r.metrics.get("test"), dict) and "confusion_matrix" in r.metrics["test"]]
+    models = [
+        (r.name, r.metrics["test"]["confusion_matrix"])
+        for r in leaderboard
+        if isinstance(r.metrics.get("test"), dict) and "confusion_matrix" in r.metrics["test"]
+    ]
     if not models:
         return None
-    return ("img", os.path.join(folder, "confusion_all.png"), "test confusion matrix of every model",
-            confusion_grid(models, class_names))
+    return (
+        "img",
+        os.path.join(folder, "confusion_all.png"),
+        "test confusion matrix of every model",
+        confusion_grid(models, class_names),
+    )
 
 
 def overfitting(history: dict) -> str | None:
@@ -53,8 +61,10 @@ def overfitting(history: dict) -> str | None:
     after = len(loss) - 1 - best
     if after < RISING_EPOCHS or loss[-1] <= loss[best] * 1.05:
         return None
-    return (f"validation loss was lowest at epoch {best + 1} ({loss[best]:.3f}) and rose for the {after} epochs "
-            f"after it (to {loss[-1]:.3f}): the head over-fits")
+    return (
+        f"validation loss was lowest at epoch {best + 1} ({loss[best]:.3f}) and rose for the {after} epochs "
+        f"after it (to {loss[-1]:.3f}): the head over-fits"
+    )
 
 
 def overfit_notes(results, verified_files) -> list[str]:
@@ -66,9 +76,11 @@ def overfit_notes(results, verified_files) -> list[str]:
             continue
         said = overfitting(read_history(files["history.csv"]))
         if said:
-            helps = ("[finetune] epochs = fewer, or a lower lr" if r.kind == "fine-tuned"
-                     else f"[train.{r.name}] early_stopping = 5 (stops at the best epoch and keeps it), or a higher "
-                          "dropout")
+            helps = (
+                "[finetune] epochs = fewer, or a lower lr"
+                if r.kind == "fine-tuned"
+                else f"[train.{r.name}] early_stopping = 5 (stops at the best epoch and keeps it), or a higher dropout"
+            )
             notes.append(f"{r.name}: {said}. What helps: {helps}.")
     return notes
 
@@ -97,21 +109,44 @@ def health_blocks(health: Health, quarantined: list[list], grid, folder: str) ->
     if health.note:
         return blocks + [("text", health.note)]
     across = [g for g in health.exact if g["across"]]
-    blocks.append(("text", f"Exact duplicates (same bytes): {len(health.exact)} group(s), {len(across)} across splits"
-                           + (" - an image in two splits makes the held-out score optimistic." if across else ".")))
+    blocks.append(
+        (
+            "text",
+            f"Exact duplicates (same bytes): {len(health.exact)} group(s), {len(across)} across splits"
+            + (" - an image in two splits makes the held-out score optimistic." if across else "."),
+        )
+    )
     if health.exact:
-        blocks.append(("table", ["files", "splits"], [[", ".join(p for _, p in g["items"][:4]),
-                                                       ", ".join(sorted({s for s, _ in g["items"]}))]
-                                                      for g in health.exact[:SHOWN]]))
-    blocks.append(("text", f"Near duplicates (different files, feature cosine >= 0.98): {len(health.near)} pair(s), "
-                           f"{sum(p['across'] for p in health.near)} across splits."))
+        blocks.append(
+            (
+                "table",
+                ["files", "splits"],
+                [
+                    [", ".join(p for _, p in g["items"][:4]), ", ".join(sorted({s for s, _ in g["items"]}))]
+                    for g in health.exact[:SHOWN]
+                ],
+            )
+        )
+    blocks.append(
+        (
+            "text",
+            f"Near duplicates (different files, feature cosine >= 0.98): {len(health.near)} pair(s), "
+            f"{sum(p['across'] for p in health.near)} across splits.",
+        )
+    )
     picture = grid(_entries(health.near))
     if picture:
-        blocks.append(("img", os.path.join(folder, "near_duplicates.png"), "near-duplicate pairs, side by side",
-                       picture))
-    blocks.append(("text", f"Likely label errors (training images whose cross-validated prediction confidently "
-                           f"names another class): {len(health.label_errors)}" + (", the most confident first."
-                                                                                 if health.label_errors else ".")))
+        blocks.append(
+            ("img", os.path.join(folder, "near_duplicates.png"), "near-duplicate pairs, side by side", picture)
+        )
+    blocks.append(
+        (
+            "text",
+            f"Likely label errors (training images whose cross-validated prediction confidently "
+            f"names another class): {len(health.label_errors)}"
+            + (", the most confident first." if health.label_errors else "."),
+        )
+    )
     picture = grid(_entries(health.label_errors))
     if picture:
         blocks.append(("img", os.path.join(folder, "label_errors.png"), "likely label errors", picture))

@@ -10,6 +10,7 @@ Nothing from outside reaches the report: a figure is inlined only from the bytes
 a model folder that passed its manifest check (``artifacts.read_verified``), and a
 misclassified image is drawn only when its path resolves inside the data folder.
 """
+
 from __future__ import annotations
 
 import base64
@@ -59,16 +60,28 @@ def _next_steps(result) -> list:
     if not result.leaderboard:
         return [("text", "No model to use: see the stages below for what went wrong.")]
     best = result.leaderboard[0]
-    steps = [("text", f"The best model on validation is {best.name}: {best.folder}"),
-             ("text", f"Classify new images: bneck predict {shlex.quote(best.folder)} IMAGE_OR_FOLDER... "
-                      "[--csv predictions.csv]")]
+    steps = [
+        ("text", f"The best model on validation is {best.name}: {best.folder}"),
+        (
+            "text",
+            f"Classify new images: bneck predict {shlex.quote(best.folder)} IMAGE_OR_FOLDER... [--csv predictions.csv]",
+        ),
+    ]
     deployable = best_exportable(result.leaderboard)
     if deployable is not None:
-        note = "" if deployable is best else (f" ({best.name} is not expressible as layers; {deployable.name} is "
-                                              "the best model that is)")
-        steps.append(("text", f"Deploy without bneck: bneck export {shlex.quote(deployable.folder)} --out "
-                              f"{shlex.quote(os.path.join(result.folder, 'export'))} --format onnx (or keras, "
-                              f"savedmodel, tflite, openvino){note}"))
+        note = (
+            ""
+            if deployable is best
+            else (f" ({best.name} is not expressible as layers; {deployable.name} is the best model that is)")
+        )
+        steps.append(
+            (
+                "text",
+                f"Deploy without bneck: bneck export {shlex.quote(deployable.folder)} --out "
+                f"{shlex.quote(os.path.join(result.folder, 'export'))} --format onnx (or keras, "
+                f"savedmodel, tflite, openvino){note}",
+            )
+        )
     return steps
 
 
@@ -77,8 +90,7 @@ def _finetuning_verdict(ft, skipped: str) -> str:
     if ft is None:
         return f"Fine-tuning: skipped ({skipped})."
     kept = ft.metrics.get("kept_epoch")
-    start = ("no fine-tuned epoch beat the head on validation, so the model is the head itself; "
-             if kept == 0 else "")
+    start = "no fine-tuned epoch beat the head on validation, so the model is the head itself; " if kept == 0 else ""
     if ft.gain is None:
         return f"Fine-tuning: {start}no paired comparison on test ({ft.gain_note or 'no test split'})."
     return f"Fine-tuning: {start}{ft.name} against {ft.versus} on the same test images: {ft.gain.describe()}."
@@ -89,49 +101,112 @@ def _sections(result, worst_label: str, worst_png) -> list[tuple[str, list]]:
     figures_of = _Figures()
     stages = result.stages
     ex, tr, ft = stages.extract, stages.train, stages.finetune
-    data_rows = [[s, v["images"], len(v["quarantined"]), v["computed"], v["reused"]]
-                 for s, v in ex.splits.items()]
+    data_rows = [[s, v["images"], len(v["quarantined"]), v["computed"], v["reused"]] for s, v in ex.splits.items()]
     quarantined = [[s, p, why] for s, v in ex.splits.items() for p, why in v["quarantined"]]
-    top = result.leaderboard[0] if result.leaderboard else None
-    summary = (f"Best by validation accuracy: {top.name}, {describe_accuracy(top, 'validation')} validation, "
-               f"{describe_accuracy(top, 'test')} test (95 % Wilson intervals)." if top else "No model trained.")
-    out = [("Summary", [("text", summary)] + ([("text", result.winner)] if result.winner else [])),
-           ("Next steps", _next_steps(result)),
-           ("Dataset", [("text", f"{result.config['data']}: {len(ex.classes)} classes "
-                                 f"({', '.join(ex.classes)})."),
-                        ("table", ["split", "images", "quarantined", "features computed", "from cache"], data_rows)]),
-           ("Extractor", [("table", ["field", "value"],
-                           [[k, str(v)] for k, v in ex.extractor.items() if v is not None]),
-                          ("text", f"extractor key {ex.extractor_key}")])]
-    board = [[i + 1, r.name, describe_accuracy(r, "validation"), describe_accuracy(r, "test"), f"{r.fit_seconds:.1f}"]
-             for i, r in enumerate(result.leaderboard)]
-    out.append(("Leaderboard", [("table", ["rank", "model", "val acc [95% CI]", "test acc [95% CI]", "fit s"], board),
-                                ("text", _finetuning_verdict(ft, stages.finetune_skipped))]))
+    out = [
+        ("Summary", _summary_blocks(result)),
+        ("Next steps", _next_steps(result)),
+        (
+            "Dataset",
+            [
+                ("text", f"{result.config['data']}: {len(ex.classes)} classes ({', '.join(ex.classes)})."),
+                ("table", ["split", "images", "quarantined", "features computed", "from cache"], data_rows),
+            ],
+        ),
+        (
+            "Extractor",
+            [
+                ("table", ["field", "value"], [[k, str(v)] for k, v in ex.extractor.items() if v is not None]),
+                ("text", f"extractor key {ex.extractor_key}"),
+            ],
+        ),
+        ("Leaderboard", _leaderboard_blocks(result)),
+    ]
     per_class = per_class_rows(result.leaderboard)
     if per_class:
-        out.append(("Per class (test)", [("table", ["model", "class", "precision", "recall", "F1", "support"],
-                                          per_class)]))
+        out.append(
+            ("Per class (test)", [("table", ["model", "class", "precision", "recall", "F1", "support"], per_class)])
+        )
+    out.append(("Training curves (faint: raw, solid: smoothed)", _training_curve_blocks(figures_of, tr, ft)))
+    confusions = confusion_block(result.leaderboard, ex.classes, result.folder)
+    out.append(("Confusion matrices (test, every model)", [confusions] if confusions else [("text", "no test split")]))
+    out.append(("Data health", _data_health_blocks(result, quarantined)))
+    if worst_png:
+        out.append(
+            (
+                f"Most confident mistakes on test ({worst_label})",
+                [("img", os.path.join(result.folder, "worst_test.png"), "worst misclassified", worst_png)],
+            )
+        )
+    out.append(("Time per stage", [("table", ["stage", "seconds", "why"], _timing_rows(stages))]))
+    return out
+
+
+def _summary_blocks(result) -> list:
+    """The best model by validation accuracy with its intervals, then the paired verdict when there is one."""
+    top = result.leaderboard[0] if result.leaderboard else None
+    summary = (
+        f"Best by validation accuracy: {top.name}, {describe_accuracy(top, 'validation')} validation, "
+        f"{describe_accuracy(top, 'test')} test (95 % Wilson intervals)."
+        if top
+        else "No model trained."
+    )
+    return [("text", summary)] + ([("text", result.winner)] if result.winner else [])
+
+
+def _leaderboard_blocks(result) -> list:
+    """The leaderboard table with 95 % intervals, then the fine-tuning verdict."""
+    board = [
+        [i + 1, r.name, describe_accuracy(r, "validation"), describe_accuracy(r, "test"), f"{r.fit_seconds:.1f}"]
+        for i, r in enumerate(result.leaderboard)
+    ]
+    return [
+        ("table", ["rank", "model", "val acc [95% CI]", "test acc [95% CI]", "fit s"], board),
+        ("text", _finetuning_verdict(result.stages.finetune, result.stages.finetune_skipped)),
+    ]
+
+
+def _training_curve_blocks(figures_of: _Figures, tr: list, ft) -> list:
+    """The verified training-curve figures (or a note that there are none), then the over-fitting notes."""
     figures = [figures_of.block(r.folder, "curves.png", f"{r.name}: training curves") for r in tr]
     if ft is not None:
         figures.append(figures_of.block(ft.folder, "curves.png", "fine-tuning curves"))
     figures = [f for f in figures if f]
     notes = [("text", f"Over-fitting: {note}") for note in overfit_notes(tr + ([ft] if ft else []), figures_of.files)]
-    out.append(("Training curves (faint: raw, solid: smoothed)", (figures or [("text", "no Keras model trained")])
-                + notes))
-    confusions = confusion_block(result.leaderboard, ex.classes, result.folder)
-    out.append(("Confusion matrices (test, every model)", [confusions] if confusions else [("text", "no test split")]))
+    return (figures or [("text", "no Keras model trained")]) + notes
+
+
+def _data_health_blocks(result, quarantined: list) -> list:
+    """Quarantine, duplicates, near duplicates and likely label errors, thumbnails drawn from the data folder."""
     data_root = os.path.abspath(result.config["data"])
-    out.append(("Data health", health_blocks(data_health(os.path.join(result.folder, "features")), quarantined,
-                                             lambda entries: thumbnail_grid(entries, data_root), result.folder)))
-    if worst_png:
-        out.append((f"Most confident mistakes on test ({worst_label})",
-                    [("img", os.path.join(result.folder, "worst_test.png"), "worst misclassified", worst_png)]))
-    timing = [["extract", f"{ex.seconds:.1f}",
-               "network never built: every row from cache" if not ex.model_built
-               else f"{ex.forward_images} images through the network"]]
-    for r in tr:
-        timing.append([f"train {r.name}", f"{r.fit_seconds:.1f}",
-                       "reused (same options, same features)" if r.reused else f"trained: {r.why}"])
+    return health_blocks(
+        data_health(os.path.join(result.folder, "features")),
+        quarantined,
+        lambda entries: thumbnail_grid(entries, data_root),
+        result.folder,
+    )
+
+
+def _timing_rows(stages) -> list:
+    """One row per stage: its seconds and why it ran (or was reused, or skipped)."""
+    ex, ft = stages.extract, stages.finetune
+    timing = [
+        [
+            "extract",
+            f"{ex.seconds:.1f}",
+            "network never built: every row from cache"
+            if not ex.model_built
+            else f"{ex.forward_images} images through the network",
+        ]
+    ]
+    for r in stages.train:
+        timing.append(
+            [
+                f"train {r.name}",
+                f"{r.fit_seconds:.1f}",
+                "reused (same options, same features)" if r.reused else f"trained: {r.why}",
+            ]
+        )
     if ft is not None:
         cache = ft.metrics.get("cache_frozen")
         how = "reused (same head, same settings)" if ft.reused else f"fine-tuned: {ft.why}"
@@ -140,8 +215,7 @@ def _sections(result, worst_label: str, worst_png) -> list[tuple[str, list]]:
         timing.append(["fine-tune", f"{ft.fit_seconds:.1f}", how])
     else:
         timing.append(["fine-tune", "-", f"skipped: {stages.finetune_skipped}"])
-    out.append(("Time per stage", [("table", ["stage", "seconds", "why"], timing)]))
-    return out
+    return timing
 
 
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|!#"} | {"\n": " ", "\r": " "})
@@ -191,15 +265,21 @@ def _html_block(block, title: str) -> str:
         css = " class='summary'" if title == "Summary" else " class='next'" if title == "Next steps" else ""
         return f"<p{css}>{html.escape(block[1])}</p>"
     _, headers, rows = block
-    return ("<div class='wide'><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-            + "</table></div>")
+    return (
+        "<div class='wide'><table><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+        + "</table></div>"
+    )
 
 
 def _html(sections) -> str:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>"
-             "<meta name='viewport' content='width=device-width, initial-scale=1'><title>bneck run report</title>",
-             f"<style>{STYLE}</style></head><body><h1>bneck run report</h1>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'><title>bneck run report</title>",
+        f"<style>{STYLE}</style></head><body><h1>bneck run report</h1>",
+    ]
     for title, blocks in sections:
         parts.append(f"<h2>{html.escape(title)}</h2>")
         i = 0
@@ -209,9 +289,15 @@ def _html(sections) -> str:
                 while i < len(blocks) and blocks[i][0] == "img":
                     images.append(blocks[i])
                     i += 1
-                parts.append("<div class='row'>" + "".join(
-                    f"<figure><img src='{_inline(b[3])}' alt='{html.escape(b[2])}'>"
-                    f"<figcaption>{html.escape(b[2])}</figcaption></figure>" for b in images) + "</div>")
+                parts.append(
+                    "<div class='row'>"
+                    + "".join(
+                        f"<figure><img src='{_inline(b[3])}' alt='{html.escape(b[2])}'>"
+                        f"<figcaption>{html.escape(b[2])}</figcaption></figure>"
+                        for b in images
+                    )
+                    + "</div>"
+                )
             else:
                 parts.append(_html_block(blocks[i], title))
                 i += 1

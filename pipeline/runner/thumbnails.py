@@ -3,6 +3,7 @@
 A thumbnail is drawn only when its path resolves inside the data folder; mistakes come
 only from verified predictions files scored on the run's own test images.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,8 +29,11 @@ def worst_misclassified(result, limit: int) -> tuple[str, list[dict]]:
         text = read_verified(ft.folder).files.get("predictions.csv", b"").decode("utf-8", errors="replace")
         try:
             truth = run_test_truth(result.folder)  # only the run's own test images, with their true classes
-            rows = [r for r in read_predictions(text, f"{ft.folder}/predictions.csv")
-                    if r["split"] == "test" and truth.get(r["path"]) == r["true"]]
+            rows = [
+                r
+                for r in read_predictions(text, f"{ft.folder}/predictions.csv")
+                if r["split"] == "test" and truth.get(r["path"]) == r["true"]
+            ]
         except ArtifactError:
             return "", []  # the report shows no mistakes grid rather than fail after the work is done
         label = ft.name
@@ -52,13 +56,21 @@ def _classifier_predictions(folder: str, test_file: str) -> list[dict]:
     f = read_features(test_file)
     probs = classifier_proba(clf, f.features)
     names = clf.class_names
-    return [{"split": "test", "path": p, "true": names[int(y)], "predicted": names[int(np.argmax(row))],
-             "probabilities": dict(zip(names, map(float, row)))}
-            for p, y, row in zip(f.paths, f.labels, probs)]
+    return [
+        {
+            "split": "test",
+            "path": p,
+            "true": names[int(y)],
+            "predicted": names[int(np.argmax(row))],
+            "probabilities": dict(zip(names, map(float, row))),
+        }
+        for p, y, row in zip(f.paths, f.labels, probs)
+    ]
 
 
-def thumbnail_grid(entries: list[tuple[str, str]], data_root: str, size: int = 160, color: str = "black",
-                   cols: int = 4):
+def thumbnail_grid(
+    entries: list[tuple[str, str]], data_root: str, size: int = 160, color: str = "black", cols: int = 4
+):
     """Return PNG bytes of images (path under ``data_root``, caption) at their true aspect ratio; None if none.
 
     An image whose path leads outside ``data_root`` is not opened ("outside the data folder").
@@ -92,6 +104,12 @@ def worst_grid(rows: list[dict], data_root: str, size: int = 160):
     """Return PNG bytes of the misclassified images with true class and probabilities; None if none."""
     from bneck.pipeline.runner.insight import short_name
 
-    entries = [(row["path"], f"{short_name(row['path'])}\ntrue {row['true']}, said {row['predicted']} "
-                             f"({100 * row['probabilities'][row['predicted']]:.0f}%)") for row in rows]
+    entries = [
+        (
+            row["path"],
+            f"{short_name(row['path'])}\ntrue {row['true']}, said {row['predicted']} "
+            f"({100 * row['probabilities'][row['predicted']]:.0f}%)",
+        )
+        for row in rows
+    ]
     return thumbnail_grid(entries, data_root, size, color="firebrick")

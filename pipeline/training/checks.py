@@ -1,4 +1,5 @@
 """What stage 2 refuses before any fit: unknown classifiers, and data a classifier cannot learn from."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -33,40 +34,58 @@ def check_data(fs: FeatureSet, per_classifier: dict[str, dict]) -> None:
         check_counts(name, cfg, fs.class_names, fs.labels("train"), fs.labels("validation"), fs.folder, width)
 
 
-def check_counts(name: str, cfg: dict, class_names: Sequence[str], train_labels, validation_labels,
-                 where: str, width: int | None = None) -> None:
+def check_counts(
+    name: str,
+    cfg: dict,
+    class_names: Sequence[str],
+    train_labels,
+    validation_labels,
+    where: str,
+    width: int | None = None,
+) -> None:
     """Refuse what the data cannot support for classifier ``name`` with options ``cfg``: one class,
     a class without training images, too few images per class for its internal cross-validation,
     more PCA components than training images (or features, given ``width``), more folds than the
     smallest class has images, a --search of a classifier without a grid. Raises DatasetError or ConfigError."""
     counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=len(class_names))
     if len(class_names) < 2:
-        raise DatasetError(f"{where} holds one class ({class_names[0]!r}); a classifier needs at "
-                           f"least two. Add a class folder.")
+        raise DatasetError(
+            f"{where} holds one class ({class_names[0]!r}); a classifier needs at least two. Add a class folder."
+        )
     if (counts == 0).any():
         missing = [c for c, n in zip(class_names, counts) if n == 0]
-        raise DatasetError(f"the training split of {where} has no image of class(es) {', '.join(missing)}; "
-                           "every class needs training images.")
+        raise DatasetError(
+            f"the training split of {where} has no image of class(es) {', '.join(missing)}; "
+            "every class needs training images."
+        )
     entry = get_classifier(name)
     if entry.kind == "keras":
         return
     if counts.min() < entry.min_per_class:
-        raise DatasetError(f"{name} calibrates its scores by cross-validation and needs at least "
-                           f"{entry.min_per_class} training images of every class; the smallest class of "
-                           f"{where} has {counts.min()}. Add images or choose another classifier.")
+        raise DatasetError(
+            f"{name} calibrates its scores by cross-validation and needs at least "
+            f"{entry.min_per_class} training images of every class; the smallest class of "
+            f"{where} has {counts.min()}. Add images or choose another classifier."
+        )
     if cfg["search"] and not entry.grid:
-        raise ConfigError(f"--search tunes a classifier's grid of candidates, and {name} registers none. "
-                          f"Received: search={cfg['search']!r} for {name}; train it without --search.")
+        raise ConfigError(
+            f"--search tunes a classifier's grid of candidates, and {name} registers none. "
+            f"Received: search={cfg['search']!r} for {name}; train it without --search."
+        )
     pca = cfg["pca"]
     if isinstance(pca, int):
         limit = min(len(train_labels), width) if width else len(train_labels)
         if pca > limit:
-            raise ConfigError(f"--pca {pca} asks for more components than the {len(train_labels)} training "
-                              f"images{f' and {width} features' if width else ''} allow: at most {limit}. "
-                              f"Give a smaller --pca, or a fraction of the variance such as 0.95.")
+            raise ConfigError(
+                f"--pca {pca} asks for more components than the {len(train_labels)} training "
+                f"images{f' and {width} features' if width else ''} allow: at most {limit}. "
+                f"Give a smaller --pca, or a fraction of the variance such as 0.95."
+            )
     if cfg["search"] == "kfold":
         both = np.concatenate([train_labels, validation_labels]).astype(np.int64)
         smallest = int(np.bincount(both, minlength=len(class_names)).min())
         if cfg["folds"] > smallest:
-            raise ConfigError(f"--folds {cfg['folds']} is more than the {smallest} image(s) of the smallest "
-                              f"class in train+validation; use --folds {max(2, smallest)} or fewer.")
+            raise ConfigError(
+                f"--folds {cfg['folds']} is more than the {smallest} image(s) of the smallest "
+                f"class in train+validation; use --folds {max(2, smallest)} or fewer."
+            )

@@ -9,6 +9,7 @@ update is TensorFlow's fused kernel for the same formula (``ResourceApplyRMSProp
 arithmetic is Keras' own (same defaults: RMSprop rho 0.9, Adam betas 0.9/0.999,
 epsilon 1e-7), so results match ``model.fit`` up to float rounding and shuffling.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,7 @@ class _FusedOptimizer:
         self.tf, self.name, self.momentum = tf, name, float(momentum)
         self.base_lr, self.schedule = float(lr), schedule
         self.vars = variables
-        self.slots = [[tf.Variable(tf.zeros_like(v), trainable=False) for _ in range(2)]
-                      for v in variables]
+        self.slots = [[tf.Variable(tf.zeros_like(v), trainable=False) for _ in range(2)] for v in variables]
         self.step = tf.Variable(0.0, trainable=False, dtype=tf.float32)
 
     def apply(self, grads) -> None:
@@ -39,16 +39,24 @@ class _FusedOptimizer:
         lr = self.base_lr if self.schedule is None else self.base_lr * self.schedule(self.step)
         for var, grad, (a, b) in zip(self.vars, grads, self.slots):
             if self.name == "rmsprop":
-                raw.ResourceApplyRMSProp(var=var.handle, ms=a.handle, mom=b.handle, lr=lr, rho=0.9,
-                                         momentum=0.0, epsilon=EPSILON, grad=grad)
+                raw.ResourceApplyRMSProp(
+                    var=var.handle, ms=a.handle, mom=b.handle, lr=lr, rho=0.9, momentum=0.0, epsilon=EPSILON, grad=grad
+                )
             elif self.name == "adam":
-                raw.ResourceApplyAdam(var=var.handle, m=a.handle, v=b.handle,
-                                      beta1_power=tf.pow(0.9, self.step),
-                                      beta2_power=tf.pow(0.999, self.step), lr=lr, beta1=0.9,
-                                      beta2=0.999, epsilon=EPSILON, grad=grad)
+                raw.ResourceApplyAdam(
+                    var=var.handle,
+                    m=a.handle,
+                    v=b.handle,
+                    beta1_power=tf.pow(0.9, self.step),
+                    beta2_power=tf.pow(0.999, self.step),
+                    lr=lr,
+                    beta1=0.9,
+                    beta2=0.999,
+                    epsilon=EPSILON,
+                    grad=grad,
+                )
             elif self.momentum:
-                raw.ResourceApplyKerasMomentum(var=var.handle, accum=a.handle, lr=lr, grad=grad,
-                                               momentum=self.momentum)
+                raw.ResourceApplyKerasMomentum(var=var.handle, accum=a.handle, lr=lr, grad=grad, momentum=self.momentum)
             else:
                 raw.ResourceApplyGradientDescent(var=var.handle, alpha=lr, delta=grad)
 
@@ -95,8 +103,7 @@ def lr_factor(tf, step, total_steps: int, schedule: str, warmup_steps: int):
     return warm * 0.5 * (1.0 + tf.cos(math.pi * progress))
 
 
-def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, *, on_epoch=None,
-             **options) -> dict:
+def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, *, on_epoch=None, **options) -> dict:
     """Train ``model`` (sigmoid or softmax output); returns a Keras-style history dict.
 
     ``options`` are ``FitOptions``' fields. History keys: loss, accuracy (training mode,
@@ -135,8 +142,8 @@ def fast_fit(model, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray
 class _Steps:
     """The compiled pieces both feeding paths share."""
 
-    train_step: Callable   # (x batch, y batch) -> (mean loss, right)
-    eval_step: Callable    # (x batch, y batch) -> (summed loss, right)
+    train_step: Callable  # (x batch, y batch) -> (mean loss, right)
+    eval_step: Callable  # (x batch, y batch) -> (summed loss, right)
     prepare: Callable
     epoch_order: Callable  # epoch -> (shuffled example order, the view picked per example or None)
     steps: int
@@ -158,18 +165,21 @@ def _steps(model, n: int, opts: FitOptions) -> _Steps:
     steps = math.ceil(n / batch_size)
     total = steps * opts.epochs
     warmup = int(round(opts.warmup * total))
-    schedule = (None if opts.schedule == "constant" and not warmup
-                else (lambda step: lr_factor(tf, step, total, opts.schedule, warmup)))
+    schedule = (
+        None
+        if opts.schedule == "constant" and not warmup
+        else (lambda step: lr_factor(tf, step, total, opts.schedule, warmup))
+    )
     opt = _FusedOptimizer(tf, opts.optimizer, opts.lr, variables, opts.momentum, schedule)
     n_out = model.output_shape[-1]
 
     def losses(labels, probs, smoothing=0.0):
         if binary:
-            return keras.losses.binary_crossentropy(tf.cast(labels[:, None], tf.float32), probs,
-                                                    label_smoothing=smoothing)
+            return keras.losses.binary_crossentropy(
+                tf.cast(labels[:, None], tf.float32), probs, label_smoothing=smoothing
+            )
         if smoothing:
-            return keras.losses.categorical_crossentropy(tf.one_hot(labels, n_out), probs,
-                                                         label_smoothing=smoothing)
+            return keras.losses.categorical_crossentropy(tf.one_hot(labels, n_out), probs, label_smoothing=smoothing)
         return keras.losses.sparse_categorical_crossentropy(labels, probs)
 
     def correct(labels, probs):
@@ -191,8 +201,7 @@ def _steps(model, n: int, opts: FitOptions) -> _Steps:
 
     def epoch_order(epoch):
         order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([seed, epoch]))
-        view = (tf.random.stateless_uniform([n], tf.stack([seed + 1, epoch]), 0, views, tf.int32)
-                if views > 1 else None)
+        view = tf.random.stateless_uniform([n], tf.stack([seed + 1, epoch]), 0, views, tf.int32) if views > 1 else None
         return order, view
 
     return _Steps(train_step, eval_step, prepare, epoch_order, steps)
@@ -212,7 +221,7 @@ def _compiled_epoch(model, x, y, xv, yv, opts: FitOptions):
         order, view = s.epoch_order(epoch)
         total_loss, total_right = tf.constant(0.0), tf.constant(0.0)
         for i in tf.range(s.steps):
-            idx = order[i * batch_size:(i + 1) * batch_size]
+            idx = order[i * batch_size : (i + 1) * batch_size]
             rows = idx + tf.gather(view, idx) * n if views > 1 else idx
             xb = s.prepare(tf.gather(X, rows))
             if augment is not None:  # outside the compiled step: XLA has no image warp kernel
@@ -226,8 +235,9 @@ def _compiled_epoch(model, x, y, xv, yv, opts: FitOptions):
     def evaluate():
         total_loss, total_right = tf.constant(0.0), tf.constant(0.0)
         for start in tf.range(0, n_val, opts.eval_batch):  # bounded activations
-            loss, right = s.eval_step(s.prepare(Xv[start:start + opts.eval_batch]),
-                                      Yv[start:start + opts.eval_batch])
+            loss, right = s.eval_step(
+                s.prepare(Xv[start : start + opts.eval_batch]), Yv[start : start + opts.eval_batch]
+            )
             total_loss += loss
             total_right += right
         return total_loss / n_val, total_right / n_val
@@ -251,10 +261,10 @@ def _streamed_epoch(model, x, y, xv, yv, opts: FitOptions):
     def run_block(xs, ys):
         total_loss, total_right = tf.constant(0.0), tf.constant(0.0)
         for i in tf.range((tf.shape(ys)[0] + batch_size - 1) // batch_size):
-            xb = s.prepare(xs[i * batch_size:(i + 1) * batch_size])
+            xb = s.prepare(xs[i * batch_size : (i + 1) * batch_size])
             if augment is not None:
                 xb = augment(xb)
-            yb = ys[i * batch_size:(i + 1) * batch_size]
+            yb = ys[i * batch_size : (i + 1) * batch_size]
             loss, right = s.train_step(xb, yb)
             total_loss += loss * tf.cast(tf.shape(yb)[0], tf.float32)
             total_right += right
@@ -271,15 +281,17 @@ def _streamed_epoch(model, x, y, xv, yv, opts: FitOptions):
         total_loss = total_right = 0.0
         block = BLOCK_BATCHES * batch_size
         for lo in range(0, n, block):
-            loss, right = run_block(tf.constant(x.take(rows[lo:lo + block])), tf.constant(y[order[lo:lo + block]]))
+            loss, right = run_block(tf.constant(x.take(rows[lo : lo + block])), tf.constant(y[order[lo : lo + block]]))
             total_loss, total_right = total_loss + float(loss), total_right + float(right)
         return total_loss / n, total_right / n
 
     def evaluate():
         total_loss = total_right = 0.0
         for lo in range(0, n_val, opts.eval_batch):
-            loss, right = eval_block(tf.constant(np.ascontiguousarray(xv[lo:lo + opts.eval_batch])),
-                                     tf.constant(np.asarray(yv[lo:lo + opts.eval_batch], np.int32)))
+            loss, right = eval_block(
+                tf.constant(np.ascontiguousarray(xv[lo : lo + opts.eval_batch])),
+                tf.constant(np.asarray(yv[lo : lo + opts.eval_batch], np.int32)),
+            )
             total_loss, total_right = total_loss + float(loss), total_right + float(right)
         return total_loss / n_val, total_right / n_val
 

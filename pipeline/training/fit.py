@@ -3,6 +3,7 @@
 The folder is written under a temporary name and moved into place (``staged_folder``),
 so a crash never leaves a half-written classifier that looks complete.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,9 @@ class TrainingDiverged(BneckError):
     """Training produced NaN or infinite predictions (a learning rate too high for the data)."""
 
 
-def fit_classifier(name: str, cfg: dict, fs: FeatureSet, out_dir: str, streamed: bool, rows: int,
-                   verbose: bool, why: str = "") -> Result:
+def fit_classifier(
+    name: str, cfg: dict, fs: FeatureSet, out_dir: str, streamed: bool, rows: int, verbose: bool, why: str = ""
+) -> Result:
     """Fit classifier ``name`` with its options ``cfg`` on ``fs`` into ``out_dir/name``; returns its Result.
 
     ``streamed``: read the features from disk in blocks of ``rows`` rows.
@@ -43,22 +45,39 @@ def fit_classifier(name: str, cfg: dict, fs: FeatureSet, out_dir: str, streamed:
             raise TrainingDiverged(
                 f"{name} diverged: its predictions are NaN or infinite (learning rate {cfg.get('lr', '-')}, "
                 f"optimizer {cfg.get('optimizer', '-')}). Nothing was saved for {name}; train it again with a "
-                "smaller --lr (or another optimizer). Classifiers finished before it are kept.")
+                "smaller --lr (or another optimizer). Classifiers finished before it are kept."
+            )
         metrics = {split: scores(y, p, fs.class_names) for split, (p, y) in probs.items()}
         metrics["fit_seconds"] = fit_s
         write_json(os.path.join(folder, "metrics.json"), metrics)
-        write_predictions(os.path.join(folder, "predictions.csv"), fs.class_names,
-                          {s: (fs.attrs[s]["paths"], y, p) for s, (p, y) in probs.items()})
+        write_predictions(
+            os.path.join(folder, "predictions.csv"),
+            fs.class_names,
+            {s: (fs.attrs[s]["paths"], y, p) for s, (p, y) in probs.items()},
+        )
         write_splits(folder, splits_record(fs.attrs))
         confusion_plots(metrics, fs.class_names, folder, name)
-        write_manifest(folder, ClassifierManifest(
-            kind="keras" if keras_head else "sklearn", classifier=name, config=cfg, streamed=streamed,
-            class_names=fs.class_names, extractor_key=fs.extractor_key, extractor=fs.extractor,
-            feature_shape=list(fs.feature_shape), weights_path=fs.attrs["train"].get("weights_path", ""),
-            feature_files={s: FeatureFileRef(p, fs.sha256[s]) for s, p in fs.files.items()},
-            metrics={s: {"accuracy": m["accuracy"], "loss": m["loss"], "macro_f1": m["macro_f1"]}
-                     for s, m in metrics.items() if isinstance(m, dict)},
-            **extra))
+        write_manifest(
+            folder,
+            ClassifierManifest(
+                kind="keras" if keras_head else "sklearn",
+                classifier=name,
+                config=cfg,
+                streamed=streamed,
+                class_names=fs.class_names,
+                extractor_key=fs.extractor_key,
+                extractor=fs.extractor,
+                feature_shape=list(fs.feature_shape),
+                weights_path=fs.attrs["train"].get("weights_path", ""),
+                feature_files={s: FeatureFileRef(p, fs.sha256[s]) for s, p in fs.files.items()},
+                metrics={
+                    s: {"accuracy": m["accuracy"], "loss": m["loss"], "macro_f1": m["macro_f1"]}
+                    for s, m in metrics.items()
+                    if isinstance(m, dict)
+                },
+                **extra,
+            ),
+        )
     return Result(name, final, metrics, fit_s, streamed, reused=False, why=why)
 
 
@@ -95,8 +114,9 @@ def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
 
     start = time.perf_counter()
     try:
-        history = fit_head(model, n_classes, cfg, *(data or (None, None)), streamed=streamed, fs=fs,
-                           block_rows=rows, on_epoch=on_epoch)
+        history = fit_head(
+            model, n_classes, cfg, *(data or (None, None)), streamed=streamed, fs=fs, block_rows=rows, on_epoch=on_epoch
+        )
     finally:
         bar.close()
     fit_s = time.perf_counter() - start
@@ -105,8 +125,16 @@ def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
     write_history(folder, history)
     training_curves(history, os.path.join(folder, "curves.png"), f"{name} head")
     probs = _proba_all(lambda x: proba(model, x), fs, streamed, rows)
-    return probs, fit_s, {"model_file": "model.keras", "head_weights_file": "head.weights.h5",
-                          "epochs_run": len(history["loss"]), "trained": True}
+    return (
+        probs,
+        fit_s,
+        {
+            "model_file": "model.keras",
+            "head_weights_file": "head.weights.h5",
+            "epochs_run": len(history["loss"]),
+            "trained": True,
+        },
+    )
 
 
 def _search(name, pipe, cfg, fs):
@@ -129,8 +157,7 @@ def _search(name, pipe, cfg, fs):
     candidates = list(ParameterGrid(grid_of))
     accs = Parallel(n_jobs=-1)(delayed(score)(p) for p in candidates)
     best = candidates[int(np.argmax(accs))]
-    return clone(pipe).set_params(**best).fit(x, y), {"best_params": best,
-                                                      "validation_accuracy": max(accs)}
+    return clone(pipe).set_params(**best).fit(x, y), {"best_params": best, "validation_accuracy": max(accs)}
 
 
 def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):

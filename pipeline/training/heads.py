@@ -5,6 +5,7 @@ In memory, heads train with ``fastfit.fast_fit``: one compiled call per epoch an
 fused optimizer kernels (see there why). Features larger than the memory budget are
 streamed from HDF5 with ``model.fit`` over contiguous batches in shuffled order.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,10 +51,12 @@ def large_dense_note(shape: tuple, units: int, n_classes: int) -> str:
     outputs = 1 if n_classes == 2 else n_classes  # build_head's output layer
     weights = (inputs + 1) * units + (units + 1) * outputs
     pooled = (shape[-1] + 1) * outputs
-    return (f"note: dense flattens the {'x'.join(map(str, shape))} grid into {inputs:,} inputs, so it trains "
-            f"{weights / 1e6:.1f} M weights (minutes on a CPU for a few thousand images). gap-dense averages the grid "
-            f"first ({shape[-1]:,} inputs, {pooled:,} weights) and trains in "
-            "seconds; it is `bneck run`'s default head.")
+    return (
+        f"note: dense flattens the {'x'.join(map(str, shape))} grid into {inputs:,} inputs, so it trains "
+        f"{weights / 1e6:.1f} M weights (minutes on a CPU for a few thousand images). gap-dense averages the grid "
+        f"first ({shape[-1]:,} inputs, {pooled:,} weights) and trains in "
+        "seconds; it is `bneck run`'s default head."
+    )
 
 
 def _optimizer(name: str, lr: float, momentum: float = 0.0):
@@ -72,8 +75,7 @@ def _loss(n_classes: int) -> str:
 
 def compile_head(model, n_classes: int, optimizer: str, lr: float, momentum: float = 0.0) -> None:
     """Compile with the loss that fits the output layer and accuracy as metric."""
-    model.compile(optimizer=_optimizer(optimizer, lr, momentum), loss=_loss(n_classes),
-                  metrics=["accuracy"])
+    model.compile(optimizer=_optimizer(optimizer, lr, momentum), loss=_loss(n_classes), metrics=["accuracy"])
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -113,7 +115,7 @@ def h5_batches(fs: FeatureSet, split: str, batch_size: int, shuffle: bool, seed:
 
         def __getitem__(self, i):
             start, x = next(reader.blocks([self._order[i]]))
-            y = labels[start:start + len(x)].astype(np.float32 if binary else np.int64)
+            y = labels[start : start + len(x)].astype(np.float32 if binary else np.int64)
             return x.astype(np.float32), y
 
         def on_epoch_end(self):
@@ -123,8 +125,17 @@ def h5_batches(fs: FeatureSet, split: str, batch_size: int, shuffle: bool, seed:
     return H5Batches()
 
 
-def fit_head(model, n_classes: int, cfg: dict, train, validation, streamed: bool,
-             fs: FeatureSet | None = None, block_rows: int = 256, on_epoch=None):
+def fit_head(
+    model,
+    n_classes: int,
+    cfg: dict,
+    train,
+    validation,
+    streamed: bool,
+    fs: FeatureSet | None = None,
+    block_rows: int = 256,
+    on_epoch=None,
+):
     """Train ``model`` per ``cfg``; returns the Keras history dict.
 
     ``train``/``validation`` are (x, y) arrays, or ignored when ``streamed`` (then
@@ -134,21 +145,37 @@ def fit_head(model, n_classes: int, cfg: dict, train, validation, streamed: bool
 
     callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(logs))] if on_epoch else []
     if cfg["early_stopping"]:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg["early_stopping"], restore_best_weights=True))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg["early_stopping"], restore_best_weights=True)
+        )
     if streamed:
         y_train = fs.labels("train")
         weights = class_weights(y_train, n_classes) if cfg["class_weight"] == "balanced" else None
         compile_head(model, n_classes, cfg["optimizer"], cfg["lr"])
-        history = model.fit(h5_batches(fs, "train", cfg["batch_size"], True, cfg["seed"]),
-                            validation_data=h5_batches(fs, "validation", block_rows, False, 0),
-                            epochs=cfg["epochs"], class_weight=weights, callbacks=callbacks,
-                            verbose=0)
+        history = model.fit(
+            h5_batches(fs, "train", cfg["batch_size"], True, cfg["seed"]),
+            validation_data=h5_batches(fs, "validation", block_rows, False, 0),
+            epochs=cfg["epochs"],
+            class_weight=weights,
+            callbacks=callbacks,
+            verbose=0,
+        )
         return history.history
     from bneck.pipeline.training.fastfit import fast_fit
 
     (x, y), (xv, yv) = train, validation
-    return fast_fit(model, x, y, xv, yv, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                    optimizer=cfg["optimizer"], lr=cfg["lr"], seed=cfg["seed"],
-                    class_weight=class_weights(y, n_classes) if cfg["class_weight"] == "balanced" else None,
-                    patience=cfg["early_stopping"], on_epoch=on_epoch)
+    return fast_fit(
+        model,
+        x,
+        y,
+        xv,
+        yv,
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        optimizer=cfg["optimizer"],
+        lr=cfg["lr"],
+        seed=cfg["seed"],
+        class_weight=class_weights(y, n_classes) if cfg["class_weight"] == "balanced" else None,
+        patience=cfg["early_stopping"],
+        on_epoch=on_epoch,
+    )

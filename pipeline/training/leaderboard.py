@@ -4,6 +4,7 @@
 ``bneck run`` writes ``RUN/leaderboard.csv`` with the fine-tuned model too. Both come
 from ``write_leaderboard``, so they have the same columns.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,23 @@ from bneck.core.atomic import atomic_open
 from bneck.core.progress import format_table
 from bneck.pipeline.paired import PairedComparison, wilson
 
-COLUMNS = ["rank", "model", "kind", "val_accuracy", "test_accuracy", "test_low", "test_high", "test_gain",
-           "gain_low", "gain_high", "p_value", "versus", "fit_seconds", "reused", "folder"]
+COLUMNS = [
+    "rank",
+    "model",
+    "kind",
+    "val_accuracy",
+    "test_accuracy",
+    "test_low",
+    "test_high",
+    "test_gain",
+    "gain_low",
+    "gain_high",
+    "p_value",
+    "versus",
+    "fit_seconds",
+    "reused",
+    "folder",
+]
 
 
 @dataclass
@@ -67,8 +83,16 @@ class Leaderboard:
 
     def table(self) -> str:
         """Return the ranked table: model, validation/test accuracy, fit seconds, trained or reused."""
-        rows = [[r.name, describe_accuracy(r, "validation"), describe_accuracy(r, "test"), round(r.fit_seconds, 2),
-                 "reused" if r.reused else "trained"] for r in self.results]
+        rows = [
+            [
+                r.name,
+                describe_accuracy(r, "validation"),
+                describe_accuracy(r, "test"),
+                round(r.fit_seconds, 2),
+                "reused" if r.reused else "trained",
+            ]
+            for r in self.results
+        ]
         return format_table(["model", "val acc [95% CI]", "test acc [95% CI]", "fit s", "this call"], rows)
 
     @property
@@ -84,11 +108,21 @@ def write_leaderboard(path: str, results: list[Result]) -> None:
         for rank, r in enumerate(results, 1):
             g = r.gain
             interval = r.interval("test") or (None, None)
-            writer.writerow([rank, r.name, r.kind, _fmt(r.accuracy("validation")), _fmt(r.accuracy("test")),
-                             _fmt(interval[0]), _fmt(interval[1]),
-                             *([_fmt(g.gain), _fmt(g.low), _fmt(g.high), f"{g.p_value:.3g}", r.versus] if g
-                               else [""] * 5),
-                             _fmt(r.fit_seconds, 2), str(r.reused).lower(), r.folder])
+            writer.writerow(
+                [
+                    rank,
+                    r.name,
+                    r.kind,
+                    _fmt(r.accuracy("validation")),
+                    _fmt(r.accuracy("test")),
+                    _fmt(interval[0]),
+                    _fmt(interval[1]),
+                    *([_fmt(g.gain), _fmt(g.low), _fmt(g.high), f"{g.p_value:.3g}", r.versus] if g else [""] * 5),
+                    _fmt(r.fit_seconds, 2),
+                    str(r.reused).lower(),
+                    r.folder,
+                ]
+            )
 
 
 def _fmt(value, digits: int = 4) -> str:

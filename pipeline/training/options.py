@@ -1,4 +1,5 @@
 """Stage 2's options: one table for ``train()``, ``bneck train`` and ``[train]`` in a run's config."""
+
 from __future__ import annotations
 
 import re
@@ -20,51 +21,93 @@ def parse_size(text) -> int:
         return text
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(text), re.IGNORECASE)
     if not match or float(match.group(1)) <= 0:
-        raise ConfigError(f"--max-memory must be a size such as 512M, 2G or a byte count. "
-                          f"Received: max_memory={text!r}.")
+        raise ConfigError(
+            f"--max-memory must be a size such as 512M, 2G or a byte count. Received: max_memory={text!r}."
+        )
     power = " KMGT".index(match.group(2).upper() or " ")
-    return int(float(match.group(1)) * 1024 ** power)
+    return int(float(match.group(1)) * 1024**power)
 
 
 def _pca(value):
     """An int >= 1 keeps that many components; a fraction in (0, 1) keeps that share of the variance."""
     if value >= 1:
         if value != int(value):
-            raise ConfigError(f"--pca must be a whole number of components (>= 1) or a fraction of the variance "
-                              f"in (0, 1). Received: pca={value!r}.")
+            raise ConfigError(
+                f"--pca must be a whole number of components (>= 1) or a fraction of the variance "
+                f"in (0, 1). Received: pca={value!r}."
+            )
         return int(value)
     return float(value)
 
 
-HEAD_OPTIONS = ("epochs", "batch_size", "lr", "optimizer", "units", "dropout", "early_stopping",
-                "class_weight", "seed")
+HEAD_OPTIONS = ("epochs", "batch_size", "lr", "optimizer", "units", "dropout", "early_stopping", "class_weight", "seed")
 SKLEARN_OPTIONS = ("reshape", "pca", "search", "folds", "seed")
 
-TRAIN = OptionTable("train", [
-    Option("epochs", int, 50, "Keras heads: epochs", low=1),
-    Option("batch_size", int, 16, "Keras heads: batch size", low=1, high=65536),
-    Option("lr", float, 1e-3, "Keras heads: learning rate", low=0, open_low=True, high=10),
-    Option("optimizer", str, "rmsprop", "Keras heads: optimizer", choices=OPTIMIZERS),
-    Option("units", int, 256, "Keras heads: units of the hidden Dense layer", low=1),
-    Option("dropout", float, 0.5, "Keras heads: dropout rate", low=0, high=1, open_high=True),
-    Option("early_stopping", int, 0, "Keras heads: stop after this many epochs without a better val_loss, "
-                                     "restoring the best weights (0: off)", low=0, metavar="PATIENCE"),
-    Option("class_weight", str, None, "Keras heads: weigh classes by inverse frequency",
-           choices=("balanced",), nullable=True),
-    Option("seed", int, 0, "seed of initialisation, shuffling and models", low=0, high=2**32 - 1),
-    Option("reshape", str, "avg", "scikit-learn: turn the spatial grid into a vector", choices=RESHAPES),
-    Option("pca", float, None, "scikit-learn: PCA to N components (an integer) or to a fraction of the "
-                               "variance (in (0, 1)) first", low=0, open_low=True, check_value=_pca, metavar="N"),
-    Option("search", str, None, "scikit-learn: tune a small grid on the validation split, or by k-fold "
-                                "on train+validation", choices=("validation", "kfold"), nullable=True),
-    Option("folds", int, 5, "scikit-learn: folds for --search kfold", low=2),
-    Option("keep", str, "all", "keep every classifier's folder, or only the best", choices=("all", "best")),
-    Option("max_memory", str, None, "stream features from disk when they are larger than this (e.g. 512M)",
-           check_value=parse_size, metavar="SIZE",
-           coerce=lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v),
-    Option("retrain", bool, False, "train even a classifier whose folder already holds it, trained with the "
-                                   "same options on the same features (by default it is reused)"),
-])
+TRAIN = OptionTable(
+    "train",
+    [
+        Option("epochs", int, 50, "Keras heads: epochs", low=1),
+        Option("batch_size", int, 16, "Keras heads: batch size", low=1, high=65536),
+        Option("lr", float, 1e-3, "Keras heads: learning rate", low=0, open_low=True, high=10),
+        Option("optimizer", str, "rmsprop", "Keras heads: optimizer", choices=OPTIMIZERS),
+        Option("units", int, 256, "Keras heads: units of the hidden Dense layer", low=1),
+        Option("dropout", float, 0.5, "Keras heads: dropout rate", low=0, high=1, open_high=True),
+        Option(
+            "early_stopping",
+            int,
+            0,
+            "Keras heads: stop after this many epochs without a better val_loss, restoring the best weights (0: off)",
+            low=0,
+            metavar="PATIENCE",
+        ),
+        Option(
+            "class_weight",
+            str,
+            None,
+            "Keras heads: weigh classes by inverse frequency",
+            choices=("balanced",),
+            nullable=True,
+        ),
+        Option("seed", int, 0, "seed of initialisation, shuffling and models", low=0, high=2**32 - 1),
+        Option("reshape", str, "avg", "scikit-learn: turn the spatial grid into a vector", choices=RESHAPES),
+        Option(
+            "pca",
+            float,
+            None,
+            "scikit-learn: PCA to N components (an integer) or to a fraction of the variance (in (0, 1)) first",
+            low=0,
+            open_low=True,
+            check_value=_pca,
+            metavar="N",
+        ),
+        Option(
+            "search",
+            str,
+            None,
+            "scikit-learn: tune a small grid on the validation split, or by k-fold on train+validation",
+            choices=("validation", "kfold"),
+            nullable=True,
+        ),
+        Option("folds", int, 5, "scikit-learn: folds for --search kfold", low=2),
+        Option("keep", str, "all", "keep every classifier's folder, or only the best", choices=("all", "best")),
+        Option(
+            "max_memory",
+            str,
+            None,
+            "stream features from disk when they are larger than this (e.g. 512M)",
+            check_value=parse_size,
+            metavar="SIZE",
+            coerce=lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v,
+        ),
+        Option(
+            "retrain",
+            bool,
+            False,
+            "train even a classifier whose folder already holds it, trained with the "
+            "same options on the same features (by default it is reused)",
+        ),
+    ],
+)
 
 
 def options_of(name: str) -> tuple[str, ...]:
@@ -92,7 +135,8 @@ def classifier_config(name: str, opts: dict, overrides: dict | None, names: Sequ
         raise ConfigError(f"overrides must map a classifier to a table of its options. Received: {overrides!r}.")
     for other in overrides:
         if other not in names:
-            raise ConfigError(f"overrides configure {other!r}, which is not among the classifiers of this call "
-                              f"({', '.join(names)}).")
+            raise ConfigError(
+                f"overrides configure {other!r}, which is not among the classifiers of this call ({', '.join(names)})."
+            )
     own = check_override(name, overrides.get(name, {}), f"overrides.{name}")
     return {k: {**opts, **own}[k] for k in options_of(name)}

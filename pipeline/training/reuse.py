@@ -3,6 +3,7 @@
 Cheapest first: the recorded classifier and options, then the feature files by sha256,
 then the whole folder verified and its model checked for safe loading.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ from bneck.pipeline.reuse import Reuse, decide, options_changed
 def classifier_reuse(out_dir: str, name: str, cfg: dict, feature_shas: dict[str, str]) -> Reuse:
     """Return whether ``out_dir/name`` holds ``name`` trained with ``cfg`` on feature files with these
     sha256s (``feature_shas``: split -> sha256), and if not, why it must be trained."""
+
     def same_classifier(m):
         return None if m.classifier == name else f"the folder holds {m.classifier!r}"
 

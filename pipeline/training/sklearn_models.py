@@ -10,6 +10,7 @@ Which classifiers exist, and how each is made, is the registry's
 stay here: their path, ``bneck.pipeline.training.sklearn_models.X``, is written in
 every saved model file.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -81,8 +82,13 @@ class StreamedLinear(BaseEstimator):
             return MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3, random_state=self.seed)
         loss = "log_loss" if self.name == "logreg" else "modified_huber"
         # alpha = 1 / (C * n): the same L2 strength as the in-memory LogisticRegression.
-        return SGDClassifier(loss=loss, alpha=1.0 / (LOGREG_C * max(1, n_samples)), learning_rate="adaptive",
-                             eta0=0.01, random_state=self.seed)
+        return SGDClassifier(
+            loss=loss,
+            alpha=1.0 / (LOGREG_C * max(1, n_samples)),
+            learning_rate="adaptive",
+            eta0=0.01,
+            random_state=self.seed,
+        )
 
     def fit_blocks(self, blocks, classes):
         """Fit on ``blocks(rng)``, a callable returning a fresh iterator of (X, y) blocks."""
@@ -98,8 +104,9 @@ class StreamedLinear(BaseEstimator):
         for _ in range(self.passes):
             for X, y in blocks(rng):
                 order = rng.permutation(len(y))
-                self.model_.partial_fit(self.scaler_.transform(self.reshape_.transform(X))[order],
-                                        y[order], classes=self.classes_)
+                self.model_.partial_fit(
+                    self.scaler_.transform(self.reshape_.transform(X))[order], y[order], classes=self.classes_
+                )
         return self
 
     def predict_proba(self, X):

@@ -7,6 +7,7 @@ feature files (by sha256) is reused, not trained again, and every classifier tha
 trained says why (``reuse``). ``OUT/leaderboard.csv`` ranks the classifiers of the
 call by validation accuracy.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,12 +34,30 @@ log = logging.getLogger(__name__)
 
 
 @takes_options(TRAIN)
-def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, epochs: int = 50, batch_size: int = 16,
-          lr: float = 1e-3, optimizer: str = "rmsprop", units: int = 256, dropout: float = 0.5,
-          early_stopping: int = 0, class_weight: str | None = None, seed: int = 0, reshape: str = "avg",
-          pca: float | None = None, search: str | None = None, folds: int = 5, keep: str = "all",
-          max_memory: str | None = None, retrain: bool = False, overrides: dict | None = None,
-          verbose: bool = True) -> Leaderboard:
+def train(
+    features_dir: str,
+    classifiers: Sequence[str],
+    out_dir: str,
+    *,
+    epochs: int = 50,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    optimizer: str = "rmsprop",
+    units: int = 256,
+    dropout: float = 0.5,
+    early_stopping: int = 0,
+    class_weight: str | None = None,
+    seed: int = 0,
+    reshape: str = "avg",
+    pca: float | None = None,
+    search: str | None = None,
+    folds: int = 5,
+    keep: str = "all",
+    max_memory: str | None = None,
+    retrain: bool = False,
+    overrides: dict | None = None,
+    verbose: bool = True,
+) -> Leaderboard:
     """Train each classifier on ``features_dir``'s split files into ``out_dir``; returns the Leaderboard.
 
     The keyword options are ``training.options.TRAIN``'s, checked against it before any work
@@ -59,29 +78,44 @@ def train(features_dir: str, classifiers: Sequence[str], out_dir: str, *, epochs
     fs = open_feature_set(features_dir)
     check_data(fs, configs)
     streamed = check_budget(fs, opts["max_memory"])
-    row_bytes = max(1, fs.nbytes("train") // max(1, fs.attrs["train"]["n_images"]))
-    # Blocks read from disk take at most a quarter of the budget (one training batch at least).
-    rows = max(opts["batch_size"], (opts["max_memory"] or 1 << 30) // (4 * row_bytes))
+    rows = _rows_per_block(fs, opts["batch_size"], opts["max_memory"])
     claim_folder(out_dir, "models", inputs=[features_dir])
     board = Leaderboard(out_dir)
     for name, cfg in configs.items():
-        decision = classifier_reuse(out_dir, name, cfg, fs.sha256)
-        if decision.reused and not opts["retrain"]:
-            board.results.append(_reused(name, os.path.join(out_dir, name)))
-            continue
-        why = "--retrain" if decision.reused else decision.why
-        if verbose:
-            log.info(f"training {name} ({why})" + (" ..." if not is_keras(name) else ""))
-            if name == "dense" and (note := large_dense_note(fs.feature_shape, cfg["units"], len(fs.class_names))):
-                log.info(note)
-        board.results.append(fit_classifier(name, cfg, fs, out_dir, streamed, rows, verbose, why))
+        board.results.append(_train_or_reuse(name, cfg, fs, out_dir, streamed, rows, opts["retrain"], verbose))
     board.rank()
     if opts["keep"] == "best":
-        for result in board.results[1:]:
-            remove_owned(result.folder, "classifier")
-        board.results = board.results[:1]
+        _keep_only_best(board)
     write_leaderboard(os.path.join(out_dir, "leaderboard.csv"), board.results)
     return board
+
+
+def _rows_per_block(fs, batch_size: int, max_memory: int | None) -> int:
+    """Rows per block read from disk: at most a quarter of the budget (one training batch at least)."""
+    row_bytes = max(1, fs.nbytes("train") // max(1, fs.attrs["train"]["n_images"]))
+    return max(batch_size, (max_memory or 1 << 30) // (4 * row_bytes))
+
+
+def _train_or_reuse(
+    name: str, cfg: dict, fs, out_dir: str, streamed: bool, rows: int, retrain: bool, verbose: bool
+) -> Result:
+    """The Result of classifier ``name``: its current folder reused (unless ``retrain``), else trained."""
+    decision = classifier_reuse(out_dir, name, cfg, fs.sha256)
+    if decision.reused and not retrain:
+        return _reused(name, os.path.join(out_dir, name))
+    why = "--retrain" if decision.reused else decision.why
+    if verbose:
+        log.info(f"training {name} ({why})" + (" ..." if not is_keras(name) else ""))
+        if name == "dense" and (note := large_dense_note(fs.feature_shape, cfg["units"], len(fs.class_names))):
+            log.info(note)
+    return fit_classifier(name, cfg, fs, out_dir, streamed, rows, verbose, why)
+
+
+def _keep_only_best(board: Leaderboard) -> None:
+    """Remove every ranked classifier's folder but the first, and keep only its Result."""
+    for result in board.results[1:]:
+        remove_owned(result.folder, "classifier")
+    board.results = board.results[:1]
 
 
 def _reused(name: str, folder: str) -> Result:
@@ -89,5 +123,6 @@ def _reused(name: str, folder: str) -> Result:
     verified = read_verified(folder)
     metrics = verified_json(verified, "metrics.json")
     manifest = cast(ClassifierManifest, verified.manifest)  # a classifier folder: read_verified checked its kind
-    return Result(name, verified.folder, metrics, metrics.get("fit_seconds", 0.0),
-                  manifest.streamed, reused=True, why="unchanged")
+    return Result(
+        name, verified.folder, metrics, metrics.get("fit_seconds", 0.0), manifest.streamed, reused=True, why="unchanged"
+    )

@@ -1,4 +1,5 @@
 """Stage options are declared once (an OptionTable) and checked once, at the stage function's boundary."""
+
 from __future__ import annotations
 
 import inspect
@@ -10,9 +11,14 @@ from bneck.core.options import Option, OptionTable, signature_matches, takes_opt
 
 pytestmark = pytest.mark.pure
 
-TABLE = OptionTable("demo", [Option("epochs", int, 5, "passes", low=1),
-                             Option("lr", float, 0.1, "step", low=0, open_low=True),
-                             Option("names", list, ["a"], "which", item=str, choices=("a", "b"))])
+TABLE = OptionTable(
+    "demo",
+    [
+        Option("epochs", int, 5, "passes", low=1),
+        Option("lr", float, 0.1, "step", low=0, open_low=True),
+        Option("names", list, ["a"], "which", item=str, choices=("a", "b")),
+    ],
+)
 
 
 @takes_options(TABLE)
@@ -26,12 +32,15 @@ def test_values_are_checked_and_normalised_before_the_body_runs():
     assert stage("d", names=["b", "a"], verbose=False)[3:] == (["b", "a"], False)
 
 
-@pytest.mark.parametrize("kwargs, says", [
-    ({"epochs": 0}, "--epochs must be an integer >= 1. Received: epochs=0"),
-    ({"lr": 0.0}, "--lr must be a finite number > 0"),
-    ({"names": ["c"]}, "'c'"),
-    ({"epoch": 3}, "unexpected keyword argument 'epoch'; its demo options are epochs, lr, names"),
-])
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        ({"epochs": 0}, "--epochs must be an integer >= 1. Received: epochs=0"),
+        ({"lr": 0.0}, "--lr must be a finite number > 0"),
+        ({"names": ["c"]}, "'c'"),
+        ({"epoch": 3}, "unexpected keyword argument 'epoch'; its demo options are epochs, lr, names"),
+    ],
+)
 def test_a_bad_value_or_an_unknown_name_is_one_config_error(kwargs, says):
     with pytest.raises(ConfigError, match=None) as caught:
         stage("d", **kwargs)
@@ -47,8 +56,10 @@ def test_a_signature_that_drifts_from_its_table_is_found():
         return data
 
     assert signature_matches(stage, TABLE) == []  # a tuple default stands for a list option's list
-    assert signature_matches(drifted, TABLE) == ["epochs: default 6, the table says 5",
-                                                 "names: not a keyword-only parameter"]
+    assert signature_matches(drifted, TABLE) == [
+        "epochs: default 6, the table says 5",
+        "names: not a keyword-only parameter",
+    ]
 
 
 def test_options_given_another_way_are_folded_in_before_the_check():

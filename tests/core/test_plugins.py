@@ -6,6 +6,7 @@ The distributions are real ones, written by hand in ``tmp_path`` (a package besi
 ``*.dist-info`` with METADATA and entry_points.txt), and found through PYTHONPATH by a fresh
 Python process, as an installed plugin would be; nothing is trained.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,27 +26,27 @@ pytestmark = pytest.mark.pure
 BUILT_IN_FORMATS = ("keras", "savedmodel", "tflite", "onnx", "openvino")
 PLUGIN_FORMATS = ("plugin-early", "plugin-keras")  # entry points "early" and "mykeras", by name
 
-FORMATS = '''
+FORMATS = """
 from bneck.pipeline.export.formats import keras
 from bneck.pipeline.export.formats.registry import ExportFormat, register_format
 
 PLUGIN_KERAS = register_format(ExportFormat("plugin-keras", "model.keras", keras.write, keras.runner))
-'''
-EARLY = '''
+"""
+EARLY = """
 from bneck.pipeline.export.formats import keras
 from bneck.pipeline.export.formats.registry import ExportFormat, register_format
 
 register_format(ExportFormat("plugin-early", "early.keras", keras.write, keras.runner))
-'''
-CLASSIFIERS = '''
+"""
+CLASSIFIERS = """
 from sklearn.naive_bayes import GaussianNB
 
 from bneck.pipeline.training.classifiers.registry import Classifier, register_classifier
 
 register_classifier(Classifier(name="plugin-bayes", kind="sklearn", description="Gaussian naive Bayes, a plugin",
                                factory=lambda seed, counts: GaussianNB()))
-'''
-RUNTIMES = '''
+"""
+RUNTIMES = """
 from bneck.features.runtimes.registry import Runtime, register_runtime
 
 
@@ -55,8 +56,8 @@ def build(spec, context):
 
 register_runtime(Runtime(name="plugin-runtime", label="A plugin's runtime", build=build,
                          modules=("bneck_test_no_such_module",), install="pip install nothing"))
-'''
-ENTRY_POINTS = '''[bneck.export_formats]
+"""
+ENTRY_POINTS = """[bneck.export_formats]
 mykeras = bneck_test_plugin.formats
 early = bneck_test_plugin.early
 
@@ -65,9 +66,9 @@ bayes = bneck_test_plugin.classifiers
 
 [bneck.runtimes]
 runtime = bneck_test_plugin.runtimes
-'''
+"""
 # What a command sees: each registry's names, after the first lookup.
-LISTING = '''
+LISTING = """
 import json, warnings
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -81,7 +82,7 @@ with warnings.catch_warnings(record=True) as caught:
 from bneck.core.errors import BneckWarning
 out["warnings"] = [str(w.message) for w in caught if issubclass(w.category, BneckWarning)]
 print(json.dumps(out))
-'''
+"""
 
 
 def _distribution(root: Path, name: str, package: str, modules: dict, entry_points: str) -> Path:
@@ -99,12 +100,20 @@ def _distribution(root: Path, name: str, package: str, modules: dict, entry_poin
 @pytest.fixture(scope="module")
 def plugins(tmp_path_factory) -> dict[str, Path]:
     """Two installs: a working plugin, and a plugin whose module raises on import."""
-    good = _distribution(tmp_path_factory.mktemp("good"), "bneck-test-plugin", "bneck_test_plugin",
-                         {"__init__": "", "formats": FORMATS, "early": EARLY, "classifiers": CLASSIFIERS,
-                          "runtimes": RUNTIMES}, ENTRY_POINTS)
-    broken = _distribution(tmp_path_factory.mktemp("broken"), "bneck-broken-plugin", "bneck_broken_plugin",
-                           {"__init__": 'raise RuntimeError("broken on purpose")\n'},
-                           "[bneck.export_formats]\nbroken = bneck_broken_plugin\n")
+    good = _distribution(
+        tmp_path_factory.mktemp("good"),
+        "bneck-test-plugin",
+        "bneck_test_plugin",
+        {"__init__": "", "formats": FORMATS, "early": EARLY, "classifiers": CLASSIFIERS, "runtimes": RUNTIMES},
+        ENTRY_POINTS,
+    )
+    broken = _distribution(
+        tmp_path_factory.mktemp("broken"),
+        "bneck-broken-plugin",
+        "bneck_broken_plugin",
+        {"__init__": 'raise RuntimeError("broken on purpose")\n'},
+        "[bneck.export_formats]\nbroken = bneck_broken_plugin\n",
+    )
     return dict(good=good, broken=broken)
 
 
@@ -160,11 +169,18 @@ def test_without_the_plugin_only_the_built_in_entries_are_listed(tmp_path):
 def test_load_plugins_imports_a_group_once_by_name_and_skips_a_failing_one(tmp_path, monkeypatch):
     """In this process, under a group of its own: sorted by entry-point name, each imported once."""
     group = "bneck_test.group"
-    root = _distribution(tmp_path, "bneck-test-order", "bneck_test_order",
-                         {"__init__": "", "first": "ORDER = []\n", "second": "import bneck_test_order.first\n"
-                          "bneck_test_order.first.ORDER.append('second')\n", "bad": "1 / 0\n"},
-                         f"[{group}]\nzz = bneck_test_order.second\naa = bneck_test_order.first\nmm = "
-                         "bneck_test_order.bad\n")
+    root = _distribution(
+        tmp_path,
+        "bneck-test-order",
+        "bneck_test_order",
+        {
+            "__init__": "",
+            "first": "ORDER = []\n",
+            "second": "import bneck_test_order.first\nbneck_test_order.first.ORDER.append('second')\n",
+            "bad": "1 / 0\n",
+        },
+        f"[{group}]\nzz = bneck_test_order.second\naa = bneck_test_order.first\nmm = bneck_test_order.bad\n",
+    )
     monkeypatch.syspath_prepend(str(root))
     assert [ep.name for ep in plugin_entry_points(group)] == ["aa", "mm", "zz"]
     with warnings.catch_warnings(record=True) as caught:
@@ -180,9 +196,13 @@ def test_load_plugins_imports_a_group_once_by_name_and_skips_a_failing_one(tmp_p
 def test_a_plugin_that_exits_on_import_is_skipped_with_a_warning(tmp_path, monkeypatch):
     """``raise SystemExit`` in a plugin's module would end the bneck command silently; it is skipped instead."""
     group = "bneck_test.exits"
-    root = _distribution(tmp_path, "bneck-test-exit", "bneck_test_exit",
-                         {"__init__": "", "quits": "raise SystemExit(3)\n"},
-                         f"[{group}]\nquits = bneck_test_exit.quits\n")
+    root = _distribution(
+        tmp_path,
+        "bneck-test-exit",
+        "bneck_test_exit",
+        {"__init__": "", "quits": "raise SystemExit(3)\n"},
+        f"[{group}]\nquits = bneck_test_exit.quits\n",
+    )
     monkeypatch.syspath_prepend(str(root))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

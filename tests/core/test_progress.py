@@ -1,4 +1,5 @@
 """Progress a person can read: redrawn in place on a terminal, whole lines anywhere else."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Real feature files for stage 2 tests, extracted once per session with real MobileNet weights."""
+
 from __future__ import annotations
 
 import shutil

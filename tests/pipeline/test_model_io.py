@@ -1,4 +1,5 @@
 """The fixed type lists of ``model_io`` cover every model bneck makes, and nothing else gets through."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,7 @@ def test_every_sklearn_classifier_round_trips_through_skops(tmp_path, name, resh
 @pytest.mark.parametrize("name", ["logreg", "linear-svm", "mlp"])
 def test_out_of_core_models_round_trip_through_skops(tmp_path, name):
     x, y = _data()
-    model = StreamedLinear(name, passes=2).fit_blocks(lambda rng: iter([(x[:60], y[:60]), (x[60:], y[60:])]),
-                                                      range(3))
+    model = StreamedLinear(name, passes=2).fit_blocks(lambda rng: iter([(x[:60], y[:60]), (x[60:], y[60:])]), range(3))
     save_sklearn(model, str(tmp_path / "m.skops"))
     loaded = load_sklearn((tmp_path / "m.skops").read_bytes(), "m.skops")
     np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
@@ -66,8 +66,7 @@ def _as_saved_by_0_2(data: bytes, module: str = "pipeline.training.sklearn_model
 
 
 @pytest.mark.parametrize("name", ["logreg", "svm"])
-def test_a_model_saved_by_the_previous_release_loads_without_importing_a_pipeline_package(tmp_path, name,
-                                                                                        monkeypatch):
+def test_a_model_saved_by_the_previous_release_loads_without_importing_a_pipeline_package(tmp_path, name, monkeypatch):
     """bneck 0.2 wrote ``pipeline.training.sklearn_models.*`` into every skops file. Such a file loads as
     today's types, and a ``pipeline`` package a user keeps on sys.path is never imported for it."""
     import sys
@@ -133,22 +132,30 @@ def test_every_backbone_with_every_head_passes_the_keras_check():
     assert model.output_shape == (None, 1)
 
 
-@pytest.mark.parametrize("obj", [
-    {"module": "keras.layers", "class_name": "Lambda", "config": {}},
-    {"module": "keras.layers", "class_name": "TFSMLayer", "config": {"filepath": "/"}},
-    {"module": "keras.layers", "class_name": "StringLookup", "config": {"vocabulary": "/etc/passwd"}},
-    {"module": "keras.layers", "class_name": "Dense", "config": {}, "registered_name": "evil>Dense"},
-    {"module": "evil", "class_name": "Dense", "config": {}},
-    {"module": "keras.activations", "class_name": "function", "config": "relu"},
-])
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"module": "keras.layers", "class_name": "Lambda", "config": {}},
+        {"module": "keras.layers", "class_name": "TFSMLayer", "config": {"filepath": "/"}},
+        {"module": "keras.layers", "class_name": "StringLookup", "config": {"vocabulary": "/etc/passwd"}},
+        {"module": "keras.layers", "class_name": "Dense", "config": {}, "registered_name": "evil>Dense"},
+        {"module": "evil", "class_name": "Dense", "config": {}},
+        {"module": "keras.activations", "class_name": "function", "config": "relu"},
+    ],
+)
 def test_the_keras_check_refuses_anything_outside_its_list(obj):
     assert (obj.get("module"), obj["class_name"]) not in KERAS_OBJECTS or obj.get("registered_name")
-    config = {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
-              "config": {"layers": [{"module": "keras.layers", "class_name": "InputLayer", "config": {}}, obj]}}
+    config = {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "registered_name": "Functional",
+        "config": {"layers": [{"module": "keras.layers", "class_name": "InputLayer", "config": {}}, obj]},
+    }
     with pytest.raises(UnsafeModel, match=repr(obj["class_name"])):
         check_keras_config(config, "m.keras")
-    check_keras_config(json.loads(json.dumps({**config, "config": {"layers": config["config"]["layers"][:1]}})),
-                       "m.keras")
+    check_keras_config(
+        json.loads(json.dumps({**config, "config": {"layers": config["config"]["layers"][:1]}})), "m.keras"
+    )
 
 
 def test_a_zip_bomb_in_a_file_of_the_previous_release_is_refused_before_it_is_inflated(tmp_path):

@@ -1,4 +1,5 @@
 """The paired comparison of two models on the same test images, against independent computations."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """`bneck predict --runtime auto`: OpenVINO only when it costs nothing to trust, with the same numbers."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,13 @@ print(json.dumps({"info": info, "tensorflow_imported": "tensorflow" in sys.modul
 def _probe(model, images, tmp_path):
     cwd = tmp_path / "cwd"  # an empty folder: a folder named like a package beside it would shadow it
     cwd.mkdir(exist_ok=True)
-    done = subprocess.run([sys.executable, "-c", PROBE, str(model), *map(str, images)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(model), *map(str, images)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

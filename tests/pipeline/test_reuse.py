@@ -1,4 +1,5 @@
 """How a stage decides to reuse its output, cheapest check first, and says why it runs (pure)."""
+
 from __future__ import annotations
 
 import json
@@ -35,13 +36,17 @@ def test_the_first_failing_check_is_the_reason_and_later_checks_never_run(tmp_pa
         def run(manifest):
             ran.append(name)
             return why
+
         return run
 
     def verify(path):
         ran.append("verify")
 
-    decision = decide(folder, [check("options", None), check("features", "feature file changed: train.h5"),
-                               check("never", "x")], verify)
+    decision = decide(
+        folder,
+        [check("options", None), check("features", "feature file changed: train.h5"), check("never", "x")],
+        verify,
+    )
     assert not decision.reused and decision.why == "feature file changed: train.h5"
     assert ran == ["options", "features"]  # the expensive verification was not reached
     ran.clear()

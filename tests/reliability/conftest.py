@@ -1,4 +1,5 @@
 """Helpers for the reliability suite: real subprocesses running the real command line."""
+
 from __future__ import annotations
 
 import json
@@ -32,13 +33,28 @@ class ForkServer:
 
     def __init__(self, logs: Path):
         self.logs, self.runs = logs, 0
-        self.proc = subprocess.Popen([sys.executable, str(KILLER), "--serve"], cwd=ROOT, text=True,
-                                     env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(KILLER), "--serve"],
+            cwd=ROOT,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert json.loads(self.proc.stdout.readline()) == {"ready": True}
 
-    def __call__(self, root, args, kill_at: int = 0, count_file=None, fsize: int = 0,
-                 honour_permissions: bool = False, offline: bool = False, env=None, cwd=None) -> Done:
+    def __call__(
+        self,
+        root,
+        args,
+        kill_at: int = 0,
+        count_file=None,
+        fsize: int = 0,
+        honour_permissions: bool = False,
+        offline: bool = False,
+        env=None,
+        cwd=None,
+    ) -> Done:
         """Run ``bneck ARGS``; ``kill_at`` > 0 SIGKILLs it at that file event under ``root``.
 
         ``fsize`` limits the size of any file it writes (RLIMIT_FSIZE: a full disk);
@@ -48,10 +64,18 @@ class ForkServer:
         """
         self.runs += 1
         log = self.logs / f"run-{self.runs}.log"
-        request = {"root": str(root), "kill_at": kill_at, "count_file": str(count_file or os.devnull),
-                   "args": [str(a) for a in args], "log": str(log), "fsize": fsize,
-                   "honour_permissions": honour_permissions, "offline": offline, "env": env or {},
-                   "cwd": str(cwd) if cwd else None}
+        request = {
+            "root": str(root),
+            "kill_at": kill_at,
+            "count_file": str(count_file or os.devnull),
+            "args": [str(a) for a in args],
+            "log": str(log),
+            "fsize": fsize,
+            "honour_permissions": honour_permissions,
+            "offline": offline,
+            "env": env or {},
+            "cwd": str(cwd) if cwd else None,
+        }
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         code = json.loads(self.proc.stdout.readline())["returncode"]
@@ -106,8 +130,9 @@ def snapshot(*folders: Path) -> dict:
     """Return {path: sha256} of every visible file under ``folders`` (what must stay intact)."""
     from bneck.core.hashing import sha256_file
 
-    return {str(p): sha256_file(str(p)) for folder in folders if folder.exists()
-            for p in visible(folder) if p.is_file()}
+    return {
+        str(p): sha256_file(str(p)) for folder in folders if folder.exists() for p in visible(folder) if p.is_file()
+    }
 
 
 def temporaries(*folders: Path) -> list:

@@ -18,6 +18,7 @@ reported on stderr as "NETWORK ATTEMPT: ..."). It answers one JSON line with the
 the exit code, or minus the signal that ended it. Only the import time is shared;
 every command runs and dies in its own process.
 """
+
 import ctypes
 import json
 import os
@@ -61,8 +62,7 @@ def _honour_permissions() -> None:
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
     class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
     libc = ctypes.CDLL(None, use_errno=True)
     header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
@@ -75,12 +75,19 @@ def _honour_permissions() -> None:
         raise OSError(ctypes.get_errno(), "capset")
 
 
-NETWORK_EVENTS = ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.create_connection",
-                  "urllib.Request", "http.client.connect")
+NETWORK_EVENTS = (
+    "socket.connect",
+    "socket.getaddrinfo",
+    "socket.gethostbyname",
+    "socket.create_connection",
+    "urllib.Request",
+    "http.client.connect",
+)
 
 
 def _offline() -> None:
     """Make every network attempt fail, and say so on stderr, as on a machine without a network."""
+
     def hook(event, args):
         if event in NETWORK_EVENTS:
             print(f"NETWORK ATTEMPT: {event} {str(args)[:200]}", file=sys.stderr, flush=True)

@@ -3,6 +3,7 @@
 ``MARKER`` names the file; tests set it (environment variable BNECK_TEST_MARKER in
 the fork server's children) before building a payload, and assert it never appears.
 """
+
 from __future__ import annotations
 
 import os

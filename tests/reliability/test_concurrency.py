@@ -1,4 +1,5 @@
 """Four processes extracting overlapping image sets into one cache at the same time."""
+
 from __future__ import annotations
 
 import os
@@ -32,11 +33,28 @@ def test_four_processes_extracting_overlapping_sets_into_one_cache(tmp_path):
     procs = []
     for n, (start, stop) in enumerate(RANGES):
         data = _dataset(tmp_path / f"data{n}", start, stop)
-        args = ["extract", data, "--out", tmp_path / f"out{n}", "--cache-dir", cache, "--batch-size", "4",
-                "--quiet", *MOBILENET_ARGS]
-        procs.append(subprocess.Popen([sys.executable, str(KILLER), str(tmp_path), "0", os.devnull,
-                                       *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
+        args = [
+            "extract",
+            data,
+            "--out",
+            tmp_path / f"out{n}",
+            "--cache-dir",
+            cache,
+            "--batch-size",
+            "4",
+            "--quiet",
+            *MOBILENET_ARGS,
+        ]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(KILLER), str(tmp_path), "0", os.devnull, *map(str, args)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     for p in procs:
         out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, out[-2000:]
@@ -46,8 +64,9 @@ def test_four_processes_extracting_overlapping_sets_into_one_cache(tmp_path):
     (entry,) = list_entries(str(cache))
     assert entry.rows == 48
     # Every process's file equals an extraction of the same images made alone.
-    alone = extract(tmp_path / "data3", tmp_path / "alone", cache_dir=tmp_path / "alone_cache",
-                    verbose=False, **MOBILENET)
+    alone = extract(
+        tmp_path / "data3", tmp_path / "alone", cache_dir=tmp_path / "alone_cache", verbose=False, **MOBILENET
+    )
     assert alone.forward_images == 48
     reference = read_features(str(tmp_path / "alone" / "train.h5"))
     by_sha = dict(zip(reference.sha256, reference.features))

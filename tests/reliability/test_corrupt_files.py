@@ -4,6 +4,7 @@
 values and attributes, dropped rows, truncation, a missing file). Here: the shared
 cache's chunks, and raw byte flips anywhere in a file, as a disk would make them.
 """
+
 from __future__ import annotations
 
 import os
@@ -86,14 +87,21 @@ def test_damaged_cache_chunk_is_detected_reported_and_rebuilt(cached, tmp_path, 
 @pytest.fixture(scope="module")
 def split_file(tmp_path_factory):
     root = tmp_path_factory.mktemp("split-file")
-    extract(copy_subset(root / "data", 2, splits=("test",)), root / "out", cache_dir=root / "cache",
-            verbose=False, **MOBILENET)
+    extract(
+        copy_subset(root / "data", 2, splits=("test",)),
+        root / "out",
+        cache_dir=root / "cache",
+        verbose=False,
+        **MOBILENET,
+    )
     path = root / "out" / "test.h5"
     return path, read_features(str(path))
 
 
-@settings(max_examples=int(os.environ.get("BNECK_FUZZ_EXAMPLES", 60)),  # e.g. 1500 for a deep run deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=int(os.environ.get("BNECK_FUZZ_EXAMPLES", 60)),  # e.g. 1500 for a deep run deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(where=st.floats(0, 1, exclude_max=True))
 def test_a_flipped_byte_anywhere_in_a_feature_file_is_refused_or_harmless(split_file, tmp_path, where):
     path, good = split_file

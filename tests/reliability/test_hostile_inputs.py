@@ -5,6 +5,7 @@ random mix of truncated JPEGs and PNGs, random bytes under image extensions,
 headers declaring huge dimensions, self-referencing symlinks and non-UTF-8 names.
 BNECK_FUZZ_EXAMPLES sets the example count (default 25; 200 takes about 3.5 minutes here).
 """
+
 from __future__ import annotations
 
 import io
@@ -27,6 +28,8 @@ from tests.reliability.conftest import MOBILENET_ARGS
 
 EXAMPLES = int(os.environ.get("BNECK_FUZZ_EXAMPLES", 25))
 EXAMPLE_NUMBERS = itertools.count()
+
+
 def _jpeg() -> bytes:
     """A real photo (a synthetic one without ../shared, where these tests are skipped anyway)."""
     real = DATA / "train" / "cats" / "cat.0.jpg"
@@ -43,10 +46,16 @@ EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".JPG"]
 
 def _png(width: int, height: int) -> bytes:
     """A well-formed PNG header declaring ``width`` x ``height`` pixels, with a few bytes of pixels."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _real_png() -> bytes:
@@ -61,8 +70,10 @@ hostile = st.one_of(
     st.tuples(st.just("truncated-jpeg"), st.integers(0, len(JPEG) - 3).map(lambda n: JPEG[:n])),
     st.tuples(st.just("truncated-png"), st.integers(0, len(PNG) - 13).map(lambda n: PNG[:n])),
     st.tuples(st.just("random-bytes"), st.binary(min_size=0, max_size=2048)),
-    st.tuples(st.just("huge-dimensions"), st.tuples(st.integers(10_000, 2**31 - 1), st.integers(10_000, 2**31 - 1))
-              .map(lambda wh: _png(*wh))),
+    st.tuples(
+        st.just("huge-dimensions"),
+        st.tuples(st.integers(10_000, 2**31 - 1), st.integers(10_000, 2**31 - 1)).map(lambda wh: _png(*wh)),
+    ),
     st.tuples(st.just("symlink-loop"), st.just(None)),
     st.tuples(st.just("non-utf8-name"), st.just(JPEG)),
 )
@@ -104,8 +115,11 @@ def shared(tmp_path_factory):
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(files=st.lists(st.tuples(hostile, st.sampled_from(EXTENSIONS), st.sampled_from(["cats", "dogs"])),
-                      min_size=1, max_size=6))
+@given(
+    files=st.lists(
+        st.tuples(hostile, st.sampled_from(EXTENSIONS), st.sampled_from(["cats", "dogs"])), min_size=1, max_size=6
+    )
+)
 def test_hostile_files_are_quarantined_and_good_images_go_through(shared, files):
     good, cache = shared
     work = good.parent / f"example-{next(EXAMPLE_NUMBERS)}"  # not tempfile: it draws from `random`
@@ -169,8 +183,11 @@ def test_an_unreadable_image_is_quarantined(tmp_path, bneck):
     secret = data / "train" / "dogs" / "secret.jpg"
     secret.write_bytes(JPEG)
     secret.chmod(0)
-    done = bneck(tmp_path, ["extract", data, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache",
-                            "--quiet", *MOBILENET_ARGS], honour_permissions=True)
+    done = bneck(
+        tmp_path,
+        ["extract", data, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache", "--quiet", *MOBILENET_ARGS],
+        honour_permissions=True,
+    )
     assert done.returncode == 0, done.output[-2000:]
     assert "train/dogs/secret.jpg: unreadable: Permission denied" in done.output
     assert "train         4" in done.output or " 4 " in done.output

@@ -6,6 +6,7 @@ the stage's inputs, the same command killed at that file event (SIGKILL, from
 inside, so the point is exact), a check that nothing under a real name is a corrupt
 artifact, and a rerun that must give the reference's results.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,13 +30,47 @@ SPLITS = ("train", "validation", "test")
 
 def command(stage: str, work: Path) -> list:
     return {
-        "extract": ["extract", work / "data", "--out", work / "features", "--cache-dir", work / "cache",
-                    "--batch-size", "8", "--quiet", *MOBILENET_ARGS],
-        "train": ["train", work / "features", "--classifier", "dense,logreg", "--out", work / "models",
-                  "--epochs", "3", "--quiet"],
-        "finetune": ["finetune", work / "models" / "dense", "--data", work / "data", "--out", work / "ft",
-                     "--epochs", "1", "--batch-size", "8", "--cache-frozen", "--views", "2",
-                     "--cache-dir", work / "cache", "--quiet"],
+        "extract": [
+            "extract",
+            work / "data",
+            "--out",
+            work / "features",
+            "--cache-dir",
+            work / "cache",
+            "--batch-size",
+            "8",
+            "--quiet",
+            *MOBILENET_ARGS,
+        ],
+        "train": [
+            "train",
+            work / "features",
+            "--classifier",
+            "dense,logreg",
+            "--out",
+            work / "models",
+            "--epochs",
+            "3",
+            "--quiet",
+        ],
+        "finetune": [
+            "finetune",
+            work / "models" / "dense",
+            "--data",
+            work / "data",
+            "--out",
+            work / "ft",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--cache-frozen",
+            "--views",
+            "2",
+            "--cache-dir",
+            work / "cache",
+            "--quiet",
+        ],
     }[stage]
 
 
@@ -67,8 +102,7 @@ def _results(stage: str, work: Path):
             out[split] = (f.paths, list(f.labels), f.features)
         return out
     if stage == "train":
-        return {name: json.loads((work / "models" / name / "metrics.json").read_text())
-                for name in ("dense", "logreg")}
+        return {name: json.loads((work / "models" / name / "metrics.json").read_text()) for name in ("dense", "logreg")}
     with open(work / "ft" / "predictions.csv") as handle:
         rows = list(csv.reader(handle))
     return rows[0], [r[:4] for r in rows[1:]], np.array([[float(x) for x in r[4:]] for r in rows[1:]])

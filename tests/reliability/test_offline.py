@@ -1,4 +1,5 @@
 """Offline: nothing reaches for the network, except ImageNet weights missing from the Keras cache."""
+
 from __future__ import annotations
 
 from tests.conftest import copy_subset
@@ -10,13 +11,43 @@ def test_every_stage_runs_without_any_network_attempt(tmp_path, bneck):
     steps = [
         ["extract", data, "--out", tmp_path / "features", "--quiet", *MOBILENET_ARGS],
         # OpenVINO reports its own import to Google Analytics unless told not to (or CI=true, unset here)
-        ["extract", data, "--out", tmp_path / "ov_features", "--quiet", "--runtime", "openvino",
-         "--cache-dir", tmp_path / "ov_cache", *MOBILENET_ARGS],
-        ["train", tmp_path / "features", "--classifier", "dense,logreg", "--out", tmp_path / "models",
-         "--epochs", "2", "--quiet"],
+        [
+            "extract",
+            data,
+            "--out",
+            tmp_path / "ov_features",
+            "--quiet",
+            "--runtime",
+            "openvino",
+            "--cache-dir",
+            tmp_path / "ov_cache",
+            *MOBILENET_ARGS,
+        ],
+        [
+            "train",
+            tmp_path / "features",
+            "--classifier",
+            "dense,logreg",
+            "--out",
+            tmp_path / "models",
+            "--epochs",
+            "2",
+            "--quiet",
+        ],
         ["predict", tmp_path / "models" / "logreg", data / "test"],
-        ["finetune", tmp_path / "models" / "dense", "--data", data, "--out", tmp_path / "ft", "--epochs", "1",
-         "--batch-size", "8", "--quiet"],
+        [
+            "finetune",
+            tmp_path / "models" / "dense",
+            "--data",
+            data,
+            "--out",
+            tmp_path / "ft",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--quiet",
+        ],
         ["predict", tmp_path / "ft", data / "test" / "cats"],
     ]
     for args in steps:
@@ -27,8 +58,11 @@ def test_every_stage_runs_without_any_network_attempt(tmp_path, bneck):
 
 def test_missing_imagenet_weights_try_the_download_once_then_say_where_the_file_goes(tmp_path, bneck):
     data = copy_subset(tmp_path / "data", 1, splits=("train",))
-    done = bneck(tmp_path, ["extract", data, "--out", tmp_path / "out", "--backbone", "resnet50",
-                            "--weights", "imagenet", "--quiet"], offline=True)
+    done = bneck(
+        tmp_path,
+        ["extract", data, "--out", tmp_path / "out", "--backbone", "resnet50", "--weights", "imagenet", "--quiet"],
+        offline=True,
+    )
     assert done.returncode == 2 and "Traceback" not in done.output
     attempts = [line for line in done.output.splitlines() if line.startswith("NETWORK ATTEMPT")]
     assert attempts and all("storage.googleapis.com" in a or "socket" in a for a in attempts)

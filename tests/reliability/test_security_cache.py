@@ -5,6 +5,7 @@ Real processes: an extraction committing many small chunks while this process ru
 loop; two ``bneck cache gc`` commands at once; and a forged chunk whose checksums
 are right but whose numbers are not, which only ``cache verify --recompute`` sees.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,10 +40,21 @@ def test_gc_in_a_loop_during_an_extraction_never_makes_it_fail(tmp_path):
     data = copy_subset(tmp_path / "data", 40, splits=("train",))
     reference = extract(data, tmp_path / "alone", cache_dir=tmp_path / "c0", verbose=False, **MOBILENET)
     cache = tmp_path / "cache"
-    extract(copy_subset(tmp_path / "half", 20, splits=("train",)), tmp_path / "warm", cache_dir=cache,
-            verbose=False, **MOBILENET)  # half the rows already there: reads race with the merges too
-    proc = subprocess.Popen([sys.executable, "-c", EXTRACT, data, tmp_path / "out", cache], env=_env(),
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    extract(
+        copy_subset(tmp_path / "half", 20, splits=("train",)),
+        tmp_path / "warm",
+        cache_dir=cache,
+        verbose=False,
+        **MOBILENET,
+    )  # half the rows already there: reads race with the merges too
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EXTRACT, data, tmp_path / "out", cache],
+        env=_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     rounds = 0
     while proc.poll() is None:
         collect_garbage(str(cache))
@@ -65,16 +77,22 @@ def test_two_gcs_at_once_both_succeed_and_keep_every_row(tmp_path):
     folder = RowCache(str(cache), spec).folder
     assert len(chunk_files(folder)) >= 6
     cmd = [sys.executable, "-m", "bneck", "cache", "gc", "--cache-dir", cache]
-    procs = [subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [p.communicate() + (p.returncode,) for p in procs]
     assert all(code == 0 for *_, code in results), results
     checked, problems = verify_cache(str(cache))
     assert not problems and checked == 1
     again = extract(data, tmp_path / "again", cache_dir=cache, verbose=False, **MOBILENET)
     assert again.forward_images == 0  # every row survived
-    procs = [subprocess.Popen(cmd + ["--older-than", "0"], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            cmd + ["--older-than", "0"], env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate() + (p.returncode,) for p in procs]
     assert all(code == 0 for *_, code in results), results
     assert "removed" in results[0][0] and verify_cache(str(cache)) == (0, [])
@@ -128,8 +146,14 @@ def test_gc_never_touches_a_folder_that_is_not_a_bneck_cache(tmp_path):
 
 def _bneck_in_time(args, timeout=180):
     """Run the command line in a real process with a deadline: a hang fails the test, it does not stall it."""
-    done = subprocess.run([sys.executable, "-m", "bneck", *map(str, args)], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "bneck", *map(str, args)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return done.returncode, done.stdout + done.stderr
 
 
@@ -144,14 +168,33 @@ def test_a_fifo_or_folder_planted_under_cache_names_never_hangs_or_breaks_a_comm
     os.remove(os.path.join(folder, ".inuse"))
     os.mkfifo(os.path.join(folder, ".inuse"))
     planted = sorted(n for n in os.listdir(folder) if n.startswith(("rows-0", ".tmp-evil", ".inuse")))
-    for args in (["cache", "ls", "--cache-dir", cache], ["cache", "verify", "--cache-dir", cache],
-                 ["cache", "gc", "--cache-dir", cache], ["cache", "gc", "--older-than", "0", "--cache-dir", cache],
-                 ["extract", data, "--out", tmp_path / "again", "--cache-dir", cache, "--backbone", "mobilenet",
-                  "--alpha", "0.25", "--size", "224", "--quiet"]):
+    for args in (
+        ["cache", "ls", "--cache-dir", cache],
+        ["cache", "verify", "--cache-dir", cache],
+        ["cache", "gc", "--cache-dir", cache],
+        ["cache", "gc", "--older-than", "0", "--cache-dir", cache],
+        [
+            "extract",
+            data,
+            "--out",
+            tmp_path / "again",
+            "--cache-dir",
+            cache,
+            "--backbone",
+            "mobilenet",
+            "--alpha",
+            "0.25",
+            "--size",
+            "224",
+            "--quiet",
+        ],
+    ):
         code, output = _bneck_in_time(args)
         assert code == 0 and "Traceback" not in output, (args[:2], output[-2000:])
-    assert read_features(str(tmp_path / "again" / "train.h5")).paths == read_features(
-        str(tmp_path / "out" / "train.h5")).paths
+    assert (
+        read_features(str(tmp_path / "again" / "train.h5")).paths
+        == read_features(str(tmp_path / "out" / "train.h5")).paths
+    )
     # what bneck did not make is left where it was
     assert sorted(n for n in os.listdir(folder) if n.startswith(("rows-0", ".tmp-evil", ".inuse"))) == planted
 
@@ -182,11 +225,16 @@ def test_verify_samples_afresh_each_time_and_refuses_what_would_check_nothing(tm
         assert main(["cache", "verify", "--cache-dir", str(cache), "--recompute", "1", "--data", str(data)]) == 0
         seeds.add(capsys.readouterr().out.split("sample seed ")[1].split()[0])
     assert len(seeds) == 3  # a forger cannot know which rows will be looked at
-    assert main(["cache", "verify", "--cache-dir", str(cache), "--recompute", "1", "--data", str(data),
-                 "--seed", "7"]) == 0 and "sample seed 7 " in capsys.readouterr().out
-    for args, message in ((["verify", "--recompute", "1", "--data", str(tmp_path / "nowhere")], "is not a folder"),
-                          (["gc", "--older-than", "-5"], "--older-than takes a number of days >= 0"),
-                          (["gc", "--older-than", "nan"], "--older-than takes a number of days >= 0")):
+    assert (
+        main(["cache", "verify", "--cache-dir", str(cache), "--recompute", "1", "--data", str(data), "--seed", "7"])
+        == 0
+        and "sample seed 7 " in capsys.readouterr().out
+    )
+    for args, message in (
+        (["verify", "--recompute", "1", "--data", str(tmp_path / "nowhere")], "is not a folder"),
+        (["gc", "--older-than", "-5"], "--older-than takes a number of days >= 0"),
+        (["gc", "--older-than", "nan"], "--older-than takes a number of days >= 0"),
+    ):
         assert main(["cache", *args, "--cache-dir", str(cache)]) == 2
         assert message in capsys.readouterr().err
     assert read_features(str(tmp_path / "out" / "train.h5"))  # nothing was removed

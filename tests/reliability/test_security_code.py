@@ -7,6 +7,7 @@ in a real process. The payloads would create a marker file; for every attack and
 every command the outcome must be the same: exit 2, one paragraph naming the folder,
 no traceback, no marker.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,17 +27,24 @@ from bneck.core.hashing import sha256_file
 from bneck.features import extract
 from bneck.pipeline import train
 from bneck.pipeline.artifacts import load_classifier
-from tests.conftest import MOBILENET, copy_subset
+from tests.generated import make_images
 from tests.reliability.payloads import Payload, Planted
+
+pytestmark = pytest.mark.pure
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny):
     root = tmp_path_factory.mktemp("code")
-    data = copy_subset(root / "data", 3)
-    extract(data, root / "features", cache_dir=root / "cache", verbose=False, **MOBILENET)
-    train(root / "features", ["dense", "logreg", "random-forest", "hist-gradient-boosting", "svm"], root / "models",
-          epochs=2, verbose=False)
+    data = make_images(root / "data", 3)
+    extract(data, root / "features", cache_dir=root / "cache", verbose=False, **tiny)
+    train(
+        root / "features",
+        ["dense", "logreg", "random-forest", "hist-gradient-boosting", "svm"],
+        root / "models",
+        epochs=2,
+        verbose=False,
+    )
     return root
 
 
@@ -56,6 +64,7 @@ def _set(folder: Path, **changes) -> None:
 
 
 # --- attacks on scikit-learn folders ----------------------------------------------------------
+
 
 def pickle_in_an_old_format_folder(folder: Path, marker: str) -> None:
     """A bneck 0.1 folder: model.joblib is a pickle that runs code when loaded."""
@@ -109,6 +118,7 @@ def _edit_skops_arrays(folder: Path, cls: str, field: str, change) -> None:
         elif isinstance(node, list):
             for value in node:
                 walk(value)
+
     walk(schema)
     assert files, (cls, field)
     for name in files:
@@ -125,23 +135,32 @@ def _edit_skops_arrays(folder: Path, cls: str, field: str, change) -> None:
 
 def forest_tree_child_pointing_outside(folder: Path, marker: str) -> None:
     """A random forest's tree whose root's children point 2^40 nodes away (an out-of-bounds read)."""
+
     def change(nodes):
-        nodes["left_child"][0] = nodes["right_child"][0] = nodes["feature"][0] = 2 ** 40
+        nodes["left_child"][0] = nodes["right_child"][0] = nodes["feature"][0] = 2**40
+
     _edit_skops_arrays(folder, "Tree", "nodes", change)
 
 
 def boosted_tree_child_pointing_outside(folder: Path, marker: str) -> None:
     def change(nodes):
         nodes["is_leaf"][0] = 0
-        nodes["left"][0] = nodes["right"][0] = nodes["feature_idx"][0] = 2 ** 31 - 5
+        nodes["left"][0] = nodes["right"][0] = nodes["feature_idx"][0] = 2**31 - 5
+
     _edit_skops_arrays(folder, "TreePredictor", "nodes", change)
 
 
 def svm_support_counts_that_disagree(folder: Path, marker: str) -> None:
-    _edit_skops_arrays(folder, "SVC", "_n_support", lambda counts: counts.__setitem__(0, counts[0] + 10 ** 6))
+    _edit_skops_arrays(folder, "SVC", "_n_support", lambda counts: counts.__setitem__(0, counts[0] + 10**6))
 
 
 # --- attacks on Keras folders -----------------------------------------------------------------
+
+
+def _feature_shape(folder: Path) -> tuple:
+    """The shape of the features the folder's head takes: a hostile head takes the same."""
+    return tuple(json.loads((folder / "manifest.json").read_text())["feature_shape"])
+
 
 def _save_keras(model, folder: Path) -> None:
     model.save(folder / "model.keras")
@@ -151,7 +170,7 @@ def _save_keras(model, folder: Path) -> None:
 def keras_lambda_with_bytecode(folder: Path, marker: str) -> None:
     import keras
 
-    inputs = keras.Input((7, 7, 256))
+    inputs = keras.Input(_feature_shape(folder))
     payload = eval(f"lambda t: (open({marker!r}, 'w').close(), t)[1]")  # no closure: serialisable
     x = keras.layers.Lambda(payload)(inputs)
     outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(x))
@@ -166,8 +185,9 @@ def keras_lambda_with_an_importable_function(folder: Path, marker: str) -> None:
     from tests.reliability import payloads
 
     os.environ["BNECK_TEST_MARKER"] = marker
-    inputs = keras.Input((7, 7, 256))
-    x = keras.layers.Lambda(payloads.touch_marker, output_shape=(7, 7, 256))(inputs)
+    shape = _feature_shape(folder)
+    inputs = keras.Input(shape)
+    x = keras.layers.Lambda(payloads.touch_marker, output_shape=shape)(inputs)
     outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(x))
     _save_keras(keras.Model(inputs, outputs), folder)
     Path(marker).unlink(missing_ok=True)
@@ -191,14 +211,27 @@ def keras_archive_with_an_extra_member(folder: Path, marker: str) -> None:
 
 def keras_config_naming_load_model(folder: Path, marker: str) -> None:
     """CVE-2025-9906's shape: a Lambda whose function is keras.models.load_model, safe_mode off."""
+
     def change(members):
         config = json.loads(members["config.json"])
-        gadget = {"module": "keras.layers", "class_name": "Lambda", "config": {
-            "name": "gadget", "function": {"module": "keras.models", "class_name": "function",
-                                           "config": "load_model", "registered_name": "function"},
-            "arguments": {"safe_mode": False}}, "registered_name": None}
+        gadget = {
+            "module": "keras.layers",
+            "class_name": "Lambda",
+            "config": {
+                "name": "gadget",
+                "function": {
+                    "module": "keras.models",
+                    "class_name": "function",
+                    "config": "load_model",
+                    "registered_name": "function",
+                },
+                "arguments": {"safe_mode": False},
+            },
+            "registered_name": None,
+        }
         config["config"]["layers"].append(gadget)
         members["config.json"] = json.dumps(config).encode()
+
     _rewrite_archive(folder, change)
 
 
@@ -208,18 +241,32 @@ def keras_weights_with_an_external_link(folder: Path, marker: str) -> None:
         with h5py.File(buffer, "a") as f:
             f["leak"] = h5py.ExternalLink("/etc/hostname", "/")
         members["model.weights.h5"] = buffer.getvalue()
+
     _rewrite_archive(folder, change)
 
 
-SKLEARN_ATTACKS = [pickle_in_an_old_format_folder, pickle_named_model_skops, pickle_named_by_the_manifest,
-                   skops_file_with_an_untrusted_type, skops_file_with_a_function,
-                   forest_tree_child_pointing_outside, boosted_tree_child_pointing_outside,
-                   svm_support_counts_that_disagree]
-SOURCES = {forest_tree_child_pointing_outside: "random-forest", boosted_tree_child_pointing_outside:
-           "hist-gradient-boosting", svm_support_counts_that_disagree: "svm"}
-KERAS_ATTACKS = [keras_lambda_with_bytecode, keras_lambda_with_an_importable_function,
-                 keras_archive_with_an_extra_member, keras_config_naming_load_model,
-                 keras_weights_with_an_external_link]
+SKLEARN_ATTACKS = [
+    pickle_in_an_old_format_folder,
+    pickle_named_model_skops,
+    pickle_named_by_the_manifest,
+    skops_file_with_an_untrusted_type,
+    skops_file_with_a_function,
+    forest_tree_child_pointing_outside,
+    boosted_tree_child_pointing_outside,
+    svm_support_counts_that_disagree,
+]
+SOURCES = {
+    forest_tree_child_pointing_outside: "random-forest",
+    boosted_tree_child_pointing_outside: "hist-gradient-boosting",
+    svm_support_counts_that_disagree: "svm",
+}
+KERAS_ATTACKS = [
+    keras_lambda_with_bytecode,
+    keras_lambda_with_an_importable_function,
+    keras_archive_with_an_extra_member,
+    keras_config_naming_load_model,
+    keras_weights_with_an_external_link,
+]
 
 
 def _hostile(trained: Path, tmp_path: Path, attack) -> tuple[Path, Path]:
@@ -233,10 +280,21 @@ def _hostile(trained: Path, tmp_path: Path, attack) -> tuple[Path, Path]:
 
 
 def _commands(trained: Path, folder: Path, tmp_path: Path) -> dict:
-    return {"evaluate": ["evaluate", folder, trained / "features" / "test.h5"],
-            "predict": ["predict", folder, trained / "data" / "test" / "cats"],
-            "finetune": ["finetune", folder, "--data", trained / "data", "--out", tmp_path / "ft",
-                         "--epochs", "1", "--quiet"]}
+    return {
+        "evaluate": ["evaluate", folder, trained / "features" / "test.h5"],
+        "predict": ["predict", folder, trained / "data" / "test" / "cats"],
+        "finetune": [
+            "finetune",
+            folder,
+            "--data",
+            trained / "data",
+            "--out",
+            tmp_path / "ft",
+            "--epochs",
+            "1",
+            "--quiet",
+        ],
+    }
 
 
 @pytest.mark.parametrize("attack", SKLEARN_ATTACKS + KERAS_ATTACKS, ids=lambda a: a.__name__)
@@ -275,27 +333,33 @@ def test_convert_with_trust_pickle_rewrites_a_real_old_folder_without_pickles(tr
     assert done.returncode == 0, done.output
     new = load_classifier(str(tmp_path / "new"))
     assert "model.joblib" not in os.listdir(tmp_path / "new") and new.manifest.converted_from["trusted_pickle"]
-    x = np.random.default_rng(0).normal(size=(5, 7, 7, 256)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(5, *new.manifest.feature_shape)).astype(np.float32)
     np.testing.assert_array_equal(new.model.predict_proba(x), model.predict_proba(x))
-    assert sorted(os.listdir(old)) == sorted(["manifest.json", *json.loads((old / "manifest.json").read_text())
-                                              ["artifacts"]])  # the old folder is left as it was
+    assert sorted(os.listdir(old)) == sorted(
+        ["manifest.json", *json.loads((old / "manifest.json").read_text())["artifacts"]]
+    )  # the old folder is left as it was
 
 
-@pytest.mark.parametrize("attack", [pickle_named_model_skops, keras_lambda_with_an_importable_function,
-                                    boosted_tree_child_pointing_outside], ids=lambda a: a.__name__)
-def test_a_run_folder_holding_a_hostile_model_retrains_it_and_runs_nothing(trained, tmp_path, bneck, attack):
+@pytest.mark.parametrize(
+    "attack",
+    [pickle_named_model_skops, keras_lambda_with_an_importable_function, boosted_tree_child_pointing_outside],
+    ids=lambda a: a.__name__,
+)
+def test_a_run_folder_holding_a_hostile_model_retrains_it_and_runs_nothing(trained, tmp_path, bneck, tiny, attack):
     name = SOURCES.get(attack, "logreg" if attack in SKLEARN_ATTACKS else "dense")
     config = tmp_path / "run.toml"
-    config.write_text(f'data = "{trained / "data"}"\nout = "{tmp_path / "run"}"\n'
-                      f'[extract]\nbackbone = "mobilenet"\nalpha = 0.25\nsize = 224\n'
-                      f'[train]\nclassifiers = {json.dumps(sorted({"dense", name}))}\nepochs = 2\n'
-                      f'[finetune]\nenabled = false\n')
+    config.write_text(
+        f'data = "{trained / "data"}"\nout = "{tmp_path / "run"}"\n'
+        f'[extract]\nbackbone = "mobilenet"\nalpha = 0.25\nsize = {tiny["size"]}\n'
+        f"weights = {json.dumps(tiny['weights'])}\n"
+        f"[train]\nclassifiers = {json.dumps(sorted({'dense', name}))}\nepochs = 2\n"
+        f"[finetune]\nenabled = false\n"
+    )
     assert bneck(tmp_path, ["run", config, "--quiet"]).returncode == 0
     folder = tmp_path / "run" / "models" / name
     marker = tmp_path / "pwned"
     attack(folder, str(marker))
-    done = bneck(tmp_path, ["run", tmp_path / "run" / "config.toml", "--quiet"],
-                 env={"BNECK_TEST_MARKER": str(marker)})
+    done = bneck(tmp_path, ["run", tmp_path / "run" / "config.toml", "--quiet"], env={"BNECK_TEST_MARKER": str(marker)})
     assert done.returncode == 0, done.output
     assert not marker.exists()
     run = json.loads((tmp_path / "run" / "run.json").read_text())

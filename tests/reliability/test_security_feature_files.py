@@ -8,6 +8,7 @@ would), so only the structural checks stand between it and a model: links and
 external storage, virtual datasets reaching elsewhere, declared sizes the file does
 not hold, foreign dtypes, filters, NaN/infinity, labels outside the classes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,18 +24,20 @@ from hypothesis import strategies as st
 from bneck.features import FeatureFileError, extract, read_features
 from bneck.features.featurefile.format import RowReader
 from bneck.features.featurefile.validate import content_digest, decode_attrs
-from tests.conftest import MOBILENET, copy_subset
+from tests.generated import make_images
+
+pytestmark = pytest.mark.pure
 
 EXAMPLES = int(os.environ.get("BNECK_FUZZ_EXAMPLES", 25))
 
 
 @pytest.fixture(scope="module")
-def split_file(tmp_path_factory):
+def split_file(tmp_path_factory, tiny):
     """A real train.h5 with a quarantined file, so every dataset holds bytes."""
     root = tmp_path_factory.mktemp("ffiles")
-    data = copy_subset(root / "data", 3, splits=("train",))
+    data = make_images(root / "data", 3, splits=("train",))
     (data / "train" / "cats" / "empty.jpg").write_bytes(b"")
-    extract(data, root / "out", cache_dir=root / "cache", verbose=False, **MOBILENET)
+    extract(data, root / "out", cache_dir=root / "cache", verbose=False, **tiny)
     path = root / "out" / "train.h5"
     assert len(read_features(str(path)).quarantine) == 1
     return path
@@ -163,13 +166,26 @@ def an_attribute_bneck_never_writes(f, tmp_path):
     f.attrs["note"] = "attacker controlled"
 
 
-FORGERIES = [an_extra_dataset_smuggled_in, an_extra_group, an_attribute_on_a_dataset,
-             an_attribute_bneck_never_writes, labels_outside_the_classes, nan_features, infinite_features,
-             declared_rows_not_stored,
-             object_dtype_features, float64_features, compressed_features, features_as_a_soft_link,
-             features_as_an_external_link, features_in_external_raw_storage, virtual_features_from_an_absolute_path,
-             virtual_features_from_another_folder, virtual_features_from_another_dataset,
-             a_split_name_that_leaves_the_folder]
+FORGERIES = [
+    an_extra_dataset_smuggled_in,
+    an_extra_group,
+    an_attribute_on_a_dataset,
+    an_attribute_bneck_never_writes,
+    labels_outside_the_classes,
+    nan_features,
+    infinite_features,
+    declared_rows_not_stored,
+    object_dtype_features,
+    float64_features,
+    compressed_features,
+    features_as_a_soft_link,
+    features_as_an_external_link,
+    features_in_external_raw_storage,
+    virtual_features_from_an_absolute_path,
+    virtual_features_from_another_folder,
+    virtual_features_from_another_dataset,
+    a_split_name_that_leaves_the_folder,
+]
 
 
 @pytest.mark.parametrize("forge", FORGERIES, ids=lambda f: f.__name__)
@@ -206,8 +222,11 @@ def _data_ranges(path) -> dict:
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(what=st.sampled_from(["features", "labels", "paths", "sha256", "quarantine", "attributes"]),
-       where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
+@given(
+    what=st.sampled_from(["features", "labels", "paths", "sha256", "quarantine", "attributes"]),
+    where=st.floats(0, 1, exclude_max=True),
+    bit=st.integers(0, 7),
+)
 def test_a_flipped_bit_in_any_dataset_or_attribute_is_refused(split_file, tmp_path_factory, what, where, bit):
     ranges = _data_ranges(split_file)[what]
     total = sum(length for _, length in ranges)
@@ -261,16 +280,16 @@ def test_out_of_core_training_refuses_a_damaged_file(split_file, tmp_path):
         train(features, ["logreg"], tmp_path / "m", max_memory=1, verbose=False)
 
 
-def test_rerunning_extract_replaces_a_re_signed_forgery_with_the_cache_rows(tmp_path):
-    data = copy_subset(tmp_path / "data", 2, splits=("train",))
-    extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)
+def test_rerunning_extract_replaces_a_re_signed_forgery_with_the_cache_rows(tmp_path, tiny):
+    data = make_images(tmp_path / "data", 2, splits=("train",))
+    extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **tiny)
     path = tmp_path / "out" / "train.h5"
     good = read_features(str(path)).features
     with h5py.File(path, "r+") as f:
         f["features"][0] = f["features"][0] * 0.5  # plausible, wrong, and re-signed below
     resign(path)
     assert read_features(str(path)).features[0].sum() != good[0].sum()  # a valid-looking file
-    report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)
+    report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **tiny)
     assert report.forward_images == 0 and not report.splits[0].file_unchanged
     np.testing.assert_array_equal(read_features(str(path)).features, good)
 

@@ -7,6 +7,7 @@ model folders that hold exactly their listed regular files. And the report's gri
 misclassified images opens only images inside the data folder, whatever path a
 (re-signed) predictions file names.
 """
+
 from __future__ import annotations
 
 import base64
@@ -36,9 +37,11 @@ def secret(tmp_path_factory) -> Path:
 
 def _run(bneck, tmp_path, data, out):
     config = tmp_path / "run.toml"
-    config.write_text(f'data = "{data}"\nout = "{out}"\n[extract]\nbackbone = "mobilenet"\nalpha = 0.25\n'
-                      f'size = 224\n[train]\nclassifiers = ["dense", "logreg"]\nepochs = 2\n'
-                      f'[finetune]\nenabled = false\n')
+    config.write_text(
+        f'data = "{data}"\nout = "{out}"\n[extract]\nbackbone = "mobilenet"\nalpha = 0.25\n'
+        f'size = 224\n[train]\nclassifiers = ["dense", "logreg"]\nepochs = 2\n'
+        f"[finetune]\nenabled = false\n"
+    )
     return bneck(tmp_path, ["run", config, "--quiet"])
 
 
@@ -60,8 +63,11 @@ def _add_unlisted_copy(folder: Path, secret: Path) -> None:
     shutil.copy(secret, folder / "curves.png")  # a regular file with the secret, not re-signed
 
 
-@pytest.mark.parametrize("plant", [_swap_in_symlink, _add_unlisted_link, _swap_in_symlink_and_resign,
-                                   _add_unlisted_copy], ids=lambda p: p.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "plant",
+    [_swap_in_symlink, _add_unlisted_link, _swap_in_symlink_and_resign, _add_unlisted_copy],
+    ids=lambda p: p.__name__.strip("_"),
+)
 def test_a_secret_planted_in_a_run_folder_never_reaches_the_report(tmp_path, bneck, secret, plant):
     data = copy_subset(tmp_path / "data", 2)
     out = tmp_path / "run"
@@ -90,8 +96,10 @@ def test_the_mistakes_grid_opens_only_images_inside_the_data_folder(tmp_path, se
     escapes.append("test/cats/link.jpg")  # a symlink inside that points outside
     opened = []
     sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" and args else None)
-    rows = [{"path": p, "true": "cats", "predicted": "dogs", "probabilities": {"cats": 0.1, "dogs": 0.9}}
-            for p in [inside, *escapes]]
+    rows = [
+        {"path": p, "true": "cats", "predicted": "dogs", "probabilities": {"cats": 0.1, "dogs": 0.9}}
+        for p in [inside, *escapes]
+    ]
     png = worst_grid(rows, str(data))
     assert png and png.startswith(b"\x89PNG")
     assert any(p.endswith(inside.split("/")[-1]) for p in opened)  # the inside image was drawn
@@ -116,8 +124,9 @@ def test_links_out_of_the_data_folder_are_not_followed(tmp_path, secret):
         os.symlink(private, data / split / "private")  # a class folder that is a link
     os.symlink(private / "deep", data / "train" / "cats" / "more")  # a linked sub-folder
     os.symlink(private / "photo.jpg", data / "train" / "dogs" / "innocent.jpg")  # a linked file, outside
-    os.symlink(data / "train" / "cats" / sorted(os.listdir(data / "train" / "cats"))[0],
-               data / "train" / "dogs" / "inside.jpg")  # a link inside the data folder: fine
+    os.symlink(
+        data / "train" / "cats" / sorted(os.listdir(data / "train" / "cats"))[0], data / "train" / "dogs" / "inside.jpg"
+    )  # a link inside the data folder: fine
     report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", verbose=False, **MOBILENET)
     f = read_features(str(tmp_path / "out" / "train.h5"))
     assert f.class_names == ["cats", "dogs"] and "train/dogs/inside.jpg" in f.paths
@@ -127,8 +136,9 @@ def test_links_out_of_the_data_folder_are_not_followed(tmp_path, secret):
     reasons = dict(report.splits[0].quarantine)
     assert "not followed" in reasons["train/private"] and "not followed" in reasons["train/cats/more"]
     assert "outside the data folder" in reasons["train/dogs/innocent.jpg"]
-    followed = extract(data, tmp_path / "followed", cache_dir=tmp_path / "cache", follow_links=True, verbose=False,
-                       **MOBILENET)
+    followed = extract(
+        data, tmp_path / "followed", cache_dir=tmp_path / "cache", follow_links=True, verbose=False, **MOBILENET
+    )
     g = read_features(str(tmp_path / "followed" / "train.h5"))
     assert g.class_names == ["cats", "dogs", "private"] and private_shas <= set(g.sha256)
     assert followed.splits[0].quarantined == 0

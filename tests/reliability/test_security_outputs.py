@@ -7,6 +7,7 @@ bneck's marker), and a bneck folder of another kind. Victim files planted there
 must survive byte for byte, the command must exit 2 with one paragraph naming the
 path, and it must be refused before any work (no cache is even created).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,9 @@ import pytest
 from bneck.core.folders import MARKER, write_marker
 from bneck.features import extract
 from bneck.pipeline import train
-from tests.conftest import MOBILENET, copy_subset
+from tests.generated import make_images
 from tests.reliability.conftest import MOBILENET_ARGS
+from tests.reliability.test_security_images import tiny_args
 
 
 def tree(path: Path) -> dict:
@@ -50,7 +52,7 @@ def plant_victims(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory):
+def made(tmp_path_factory, tiny):
     """Real inputs for every command: images, features, classifier folders, an old-format folder."""
     import joblib
 
@@ -58,8 +60,8 @@ def made(tmp_path_factory):
     from tests.reliability.test_security_code import _set, resign
 
     root = tmp_path_factory.mktemp("outputs")
-    data = copy_subset(root / "data", 2)
-    extract(data, root / "features", cache_dir=root / "cache", verbose=False, **MOBILENET)
+    data = make_images(root / "data", 2)
+    extract(data, root / "features", cache_dir=root / "cache", verbose=False, **tiny)
     train(root / "features", ["dense", "logreg"], root / "models", epochs=1, verbose=False)
     legacy = root / "legacy"
     shutil.copytree(root / "models" / "logreg", legacy)
@@ -71,17 +73,35 @@ def made(tmp_path_factory):
     return root
 
 
-RUN_SETTINGS = ["--set", 'extract.backbone="mobilenet"', "--set", "extract.alpha=0.25", "--set", "extract.size=224",
-                "--set", 'train.classifiers=["logreg"]', "--set", "finetune.enabled=false", "--quiet"]
-COMMANDS = {  # name: (arguments before --out, the input folder, the kind of folder it writes)
-    "extract": (lambda m: ["extract", m / "data", *MOBILENET_ARGS, "--quiet"], "data", "features"),
-    "train": (lambda m: ["train", m / "features", "--classifier", "logreg", "--quiet"], "features", "models"),
-    "finetune": (lambda m: ["finetune", m / "models" / "dense", "--data", m / "data", "--epochs", "1", "--quiet"],
-                 "models/dense", "finetuned"),
-    "run": (lambda m: ["run", "--data", m / "data", *RUN_SETTINGS], "data", "run"),
-    "demo": (lambda m: ["demo", "--data", m / "data", "--backbone", "mobilenet", "--alpha", "0.25", "--size", "224",
-                        *RUN_SETTINGS[6:]], "data", "run"),
-    "convert": (lambda m: ["convert", m / "legacy", "--trust-pickle"], "legacy", "classifier"),
+TRAIN_SETTINGS = ["--set", 'train.classifiers=["logreg"]', "--set", "finetune.enabled=false", "--quiet"]
+
+
+def run_settings(tiny: dict) -> list:
+    """``bneck run``'s --set options for the tiny extractor, one classifier and no fine-tuning."""
+    return [
+        "--set",
+        'extract.backbone="mobilenet"',
+        "--set",
+        "extract.alpha=0.25",
+        "--set",
+        f"extract.size={tiny['size']}",
+        "--set",
+        f"extract.weights={json.dumps(tiny['weights'])}",
+        *TRAIN_SETTINGS,
+    ]
+
+
+COMMANDS = {  # name: (arguments before --out, given the tiny extractor; the input folder; the kind of folder it writes)
+    "extract": (lambda m, t: ["extract", m / "data", *tiny_args(t), "--quiet"], "data", "features"),
+    "train": (lambda m, t: ["train", m / "features", "--classifier", "logreg", "--quiet"], "features", "models"),
+    "finetune": (
+        lambda m, t: ["finetune", m / "models" / "dense", "--data", m / "data", "--epochs", "1", "--quiet"],
+        "models/dense",
+        "finetuned",
+    ),
+    "run": (lambda m, t: ["run", "--data", m / "data", *run_settings(t)], "data", "run"),
+    "demo": (lambda m, t: ["demo", "--data", m / "data", *tiny_args(t), *TRAIN_SETTINGS], "data", "run"),
+    "convert": (lambda m, t: ["convert", m / "legacy", "--trust-pickle"], "legacy", "classifier"),
 }
 
 
@@ -116,12 +136,22 @@ def _bad_out(kind: str, made: Path, source: str, writes: str, work: Path):
     raise ValueError(kind)
 
 
-BAD_OUTS = ["its input", "inside its input", "a folder holding its input", ".", "~", "someone's folder", "a file",
-            "a symlink to a bneck folder of the right kind", "a bneck folder of another kind"]
+BAD_OUTS = [
+    "its input",
+    "inside its input",
+    "a folder holding its input",
+    ".",
+    "~",
+    "someone's folder",
+    "a file",
+    "a symlink to a bneck folder of the right kind",
+    "a bneck folder of another kind",
+]
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_wrong_out_is_refused_before_work_and_nothing_is_touched(made, command, tmp_path, bneck):
+def test_every_wrong_out_is_refused_before_work_and_nothing_is_touched(made, command, tmp_path, bneck, tiny):
     args, source, writes = COMMANDS[command]
     for i, kind in enumerate(BAD_OUTS):
         work = tmp_path / f"case{i}"
@@ -129,13 +159,14 @@ def test_every_wrong_out_is_refused_before_work_and_nothing_is_touched(made, com
         out, cwd, env, guarded = _bad_out(kind, made, source, writes, work)
         before = tree(guarded), tree(made)
         cache = work / "cache"
-        done = bneck(work, [*args(made), "--out", out], cwd=cwd, env={**env, "BNECK_CACHE": str(cache)})
+        done = bneck(work, [*args(made, tiny), "--out", out], cwd=cwd, env={**env, "BNECK_CACHE": str(cache)})
         assert done.returncode == 2, (command, kind, done.output)
         assert "Traceback" not in done.output and "--out" in done.output, (command, kind, done.output)
         assert (tree(guarded), tree(made)) == before, (command, kind)
         assert not cache.exists(), (command, kind)  # refused before any work
 
 
+@pytest.mark.pure
 def test_a_foreign_folder_where_a_classifier_goes_survives(made, tmp_path, bneck):
     models = tmp_path / "models"
     shutil.copytree(made / "models", models)
@@ -147,16 +178,27 @@ def test_a_foreign_folder_where_a_classifier_goes_survives(made, tmp_path, bneck
     assert tree(models) == before  # not even dense was retrained: refused before any work
 
 
-@pytest.mark.parametrize("kind", ["someone's file", "a symlink to someone's file", "inside the model folder",
-                                  "someone's labels.csv with a path,class header"])
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "someone's file",
+        "a symlink to someone's file",
+        "inside the model folder",
+        "someone's labels.csv with a path,class header",
+    ],
+)
 def test_predict_never_overwrites_a_file_it_did_not_write(made, tmp_path, bneck, kind):
     victims = plant_victims(tmp_path / "victims")
     (victims / "labels.csv").write_text("path,class,annotator,notes\ncat.1.jpg,cats,alice,hand-labelled\n")
     model = tmp_path / "logreg"
     shutil.copytree(made / "models" / "logreg", model)
-    csv = {"someone's file": victims / "thesis.tex", "a symlink to someone's file": tmp_path / "p.csv",
-           "inside the model folder": model / "predictions.csv",
-           "someone's labels.csv with a path,class header": victims / "labels.csv"}[kind]
+    csv = {
+        "someone's file": victims / "thesis.tex",
+        "a symlink to someone's file": tmp_path / "p.csv",
+        "inside the model folder": model / "predictions.csv",
+        "someone's labels.csv with a path,class header": victims / "labels.csv",
+    }[kind]
     if kind == "a symlink to someone's file":
         os.symlink(victims / "thesis.tex", csv)
     before = tree(victims), tree(model)
@@ -164,8 +206,13 @@ def test_predict_never_overwrites_a_file_it_did_not_write(made, tmp_path, bneck,
     assert done.returncode == 2 and "--csv" in done.output, done.output
     assert (tree(victims), tree(model)) == before
     again = bneck(tmp_path, ["predict", model, made / "data" / "test" / "cats", "--csv", tmp_path / "ok.csv"])
-    assert again.returncode == 0 and bneck(  # its own earlier output it does replace
-        tmp_path, ["predict", model, made / "data" / "test" / "cats", "--csv", tmp_path / "ok.csv"]).returncode == 0
+    assert (
+        again.returncode == 0
+        and bneck(  # its own earlier output it does replace
+            tmp_path, ["predict", model, made / "data" / "test" / "cats", "--csv", tmp_path / "ok.csv"]
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.extra("ray")
@@ -177,12 +224,16 @@ def test_a_symlinked_shards_folder_is_refused_before_ray_starts(made, tmp_path, 
     write_marker(str(victims), "shards")  # even one that looks like bneck's
     os.symlink(victims, out / "train.shards")
     before = tree(victims)
-    done = bneck(tmp_path, ["extract", made / "data", "--out", out, *MOBILENET_ARGS, "--engine", "ray", "--quiet"],
-                 env={"BNECK_CACHE": str(tmp_path / "cache")})
+    done = bneck(
+        tmp_path,
+        ["extract", made / "data", "--out", out, *MOBILENET_ARGS, "--engine", "ray", "--quiet"],
+        env={"BNECK_CACHE": str(tmp_path / "cache")},
+    )
     assert done.returncode == 2 and "symbolic link" in done.output and "shards" in done.output
     assert tree(victims) == before and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.pure
 def test_staged_replacement_removes_only_marked_folders(tmp_path):
     from bneck.core.folders import OutputError, remove_owned, staged_folder
 

@@ -4,6 +4,7 @@ Keras itself falls back to ``/tmp/.keras`` when its home cannot be written, a
 folder any local user can fill; weights planted there must never be used. A file
 in the Keras cache that does not match the md5 Keras publishes for it is refused.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,9 +43,13 @@ def test_weights_planted_in_tmp_keras_are_never_used(planted_in_tmp, tmp_path, b
     if home == "read-only":
         keras_home.joinpath("models").chmod(0o555)  # Keras would fall back to /tmp/.keras here
     data = copy_subset(tmp_path / "data", 1, splits=("train",))
-    done = bneck(tmp_path, ["extract", data, "--out", tmp_path / "out", *MOBILENET_ARGS, "--quiet"],
-                 env={"KERAS_HOME": str(keras_home), "BNECK_CACHE": str(tmp_path / "cache")},
-                 offline=True, honour_permissions=True)
+    done = bneck(
+        tmp_path,
+        ["extract", data, "--out", tmp_path / "out", *MOBILENET_ARGS, "--quiet"],
+        env={"KERAS_HOME": str(keras_home), "BNECK_CACHE": str(tmp_path / "cache")},
+        offline=True,
+        honour_permissions=True,
+    )
     assert done.returncode == 2, done.output
     assert str(keras_home / "models") in done.output and MOBILENET_FILE in done.output
     assert not (tmp_path / "out" / "train.h5").exists()

@@ -1,4 +1,5 @@
 """A full disk, a file size limit, a read-only folder: a clear error, and nothing earlier lost."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,16 @@ from tests.reliability.conftest import MOBILENET_ARGS, snapshot, temporaries
 
 
 def _extract_args(tmp_path, out="out"):
-    return ["extract", tmp_path / "data", "--out", tmp_path / out, "--cache-dir", tmp_path / "cache",
-            "--quiet", *MOBILENET_ARGS]
+    return [
+        "extract",
+        tmp_path / "data",
+        "--out",
+        tmp_path / out,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--quiet",
+        *MOBILENET_ARGS,
+    ]
 
 
 def _clear(output: str, reason: str) -> None:
@@ -39,8 +48,23 @@ def test_disk_full_while_training_keeps_the_trained_classifiers(tmp_path, bneck)
     extract(tmp_path / "data", tmp_path / "features", verbose=False, **MOBILENET)
     train(tmp_path / "features", ["logreg"], tmp_path / "models", verbose=False)
     before = snapshot(tmp_path / "models")
-    full = bneck(tmp_path, ["train", tmp_path / "features", "--classifier", "logreg,dense", "--out",
-                            tmp_path / "models", "--pca", "4", "--epochs", "2", "--quiet"], fsize=2_000)
+    full = bneck(
+        tmp_path,
+        [
+            "train",
+            tmp_path / "features",
+            "--classifier",
+            "logreg,dense",
+            "--out",
+            tmp_path / "models",
+            "--pca",
+            "4",
+            "--epochs",
+            "2",
+            "--quiet",
+        ],
+        fsize=2_000,
+    )
     assert full.returncode == 2
     _clear(full.output, "File too large")
     assert snapshot(tmp_path / "models") == before  # logreg as it was, no dense

@@ -1,4 +1,5 @@
 """``--format keras``: the Keras v3 file, read back by Keras with ``safe_mode``."""
+
 from __future__ import annotations
 
 import numpy as np

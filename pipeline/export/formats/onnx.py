@@ -1,4 +1,5 @@
 """``--format onnx``: written by Keras through tf2onnx, run by ONNX Runtime (the ``export`` extra)."""
+
 from __future__ import annotations
 
 import warnings
@@ -25,5 +26,6 @@ def runner(path: str):
     return lambda x: session.run(None, {name: x})[0]
 
 
-ONNX = register_format(ExportFormat("onnx", "model.onnx", write, runner,
-                                    needs=("tf2onnx", "onnx", "onnxruntime"), extra="export"))
+ONNX = register_format(
+    ExportFormat("onnx", "model.onnx", write, runner, needs=("tf2onnx", "onnx", "onnxruntime"), extra="export")
+)

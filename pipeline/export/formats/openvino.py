@@ -4,6 +4,7 @@ OpenVINO must be told to keep fp32: on CPUs with native bf16 it would otherwise 
 bf16 and the probabilities move. The setting is recorded in ``bneck-export.json``
 (``runtime_settings``) for the service to pass, and the check compiles with it too.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,6 +34,14 @@ def runner(path: str):
     return lambda x: np.asarray(compiled(x)[0])
 
 
-OPENVINO = register_format(ExportFormat("openvino", "model.xml", write, runner, needs=("openvino",),
-                                        extra="openvino",
-                                        runtime_settings={"openvino_compile_config": COMPILE_CONFIG}))
+OPENVINO = register_format(
+    ExportFormat(
+        "openvino",
+        "model.xml",
+        write,
+        runner,
+        needs=("openvino",),
+        extra="openvino",
+        runtime_settings={"openvino_compile_config": COMPILE_CONFIG},
+    )
+)

@@ -7,6 +7,7 @@ is still listed, and asking for it says which package is missing and how to inst
 Formats of other distributions (the ``bneck.export_formats`` entry-point group) are imported
 on the first lookup after the built-in ones (``bneck.core.plugins``), so they are listed after them.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -74,13 +75,17 @@ def register_format(fmt: ExportFormat) -> ExportFormat:
     file or folder name (or is one of the names written beside the model).
     """
     if fmt.name in _FORMATS:
-        raise ConfigError(f"export format {fmt.name!r} is already registered; a format is registered once, "
-                          f"under a name of its own. Registered: {', '.join(_FORMATS)}.")
+        raise ConfigError(
+            f"export format {fmt.name!r} is already registered; a format is registered once, "
+            f"under a name of its own. Registered: {', '.join(_FORMATS)}."
+        )
     if not fmt.name or fmt.name != fmt.name.strip() or " " in fmt.name:
         raise ConfigError(f"an export format's name must be one word. Received: {fmt.name!r}.")
     if fmt.path in ("", ".", "..") or os.path.basename(fmt.path) != fmt.path or fmt.path in RESERVED:
-        raise ConfigError(f"export format {fmt.name!r} must write one file or folder, named plainly and not "
-                          f"{', '.join(RESERVED)}. Received: path={fmt.path!r}.")
+        raise ConfigError(
+            f"export format {fmt.name!r} must write one file or folder, named plainly and not "
+            f"{', '.join(RESERVED)}. Received: path={fmt.path!r}."
+        )
     _FORMATS[fmt.name] = fmt
     return fmt
 
@@ -114,7 +119,9 @@ def get_format(name: str) -> ExportFormat:
     missing = fmt.missing()
     if missing:
         others = [f for f, o in _FORMATS.items() if f != name and not o.missing()]
-        raise ConfigError(f"--format {name} needs the Python package(s) {', '.join(missing)}, which are not "
-                          f"installed here. Install them with: {fmt.install_command()}  (or: pip install "
-                          f"{' '.join(missing)}). Or choose another format: {', '.join(others)}.")
+        raise ConfigError(
+            f"--format {name} needs the Python package(s) {', '.join(missing)}, which are not "
+            f"installed here. Install them with: {fmt.install_command()}  (or: pip install "
+            f"{' '.join(missing)}). Or choose another format: {', '.join(others)}."
+        )
     return fmt

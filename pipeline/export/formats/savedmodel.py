@@ -3,6 +3,7 @@
 ``saved_model_beside`` is also the first step of the formats converted from a SavedModel
 (tflite, openvino).
 """
+
 from __future__ import annotations
 
 import contextlib

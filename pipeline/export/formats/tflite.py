@@ -1,4 +1,5 @@
 """``--format tflite``: converted from a SavedModel, run by the TFLite interpreter."""
+
 from __future__ import annotations
 
 import warnings
@@ -32,6 +33,7 @@ def runner(path: str):
         interpreter.set_tensor(inp["index"], x)
         interpreter.invoke()
         return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+
     return run
 
 

@@ -32,6 +32,17 @@ for _name in BUILTIN:
     importlib.import_module(f"{__name__}.{_name}")  # each module registers its classifier
 builtins_registered()  # the plugins' classifiers come after these, on the first lookup
 
-__all__ = ["BUILTIN", "Classifier", "ClassifierNames", "build_sklearn", "build_streamed", "exact_exports",
-           "get_classifier", "is_keras", "list_classifiers", "register_classifier", "registered_skops_types",
-           "unregister_classifier"]
+__all__ = [
+    "BUILTIN",
+    "Classifier",
+    "ClassifierNames",
+    "build_sklearn",
+    "build_streamed",
+    "exact_exports",
+    "get_classifier",
+    "is_keras",
+    "list_classifiers",
+    "register_classifier",
+    "registered_skops_types",
+    "unregister_classifier",
+]

@@ -1,5 +1,6 @@
 """Models made from registry entries: the in-memory Pipeline (``sklearn_models.build_sklearn``) and the
 out-of-core variant."""
+
 from __future__ import annotations
 
 from bneck.core.errors import ConfigError
@@ -18,7 +19,8 @@ def build_streamed(name: str, reshape: str, seed: int):
         raise ConfigError(
             f"classifier {name!r} needs its features in memory, but they exceed --max-memory. "
             f"Out of core, use one of {', '.join(e.name for e in list_classifiers('sklearn') if e.streamed)}, "
-            f"a Keras head ({heads}), or raise --max-memory.")
+            f"a Keras head ({heads}), or raise --max-memory."
+        )
     return entry.streamed(reshape, seed)
 
 
@@ -26,5 +28,7 @@ def exact_exports() -> str:
     """Return, in words, the classifiers ``bneck export`` folds into layers exactly (from the registry)."""
     names = [e.name for e in list_classifiers("sklearn") if e.fold is not None]
     listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
-    return (f"{listed} (in memory, or streamed with --max-memory when the streamed model is a log-loss "
-            "linear model or an MLP), and every Keras head")
+    return (
+        f"{listed} (in memory, or streamed with --max-memory when the streamed model is a log-loss "
+        "linear model or an MLP), and every Keras head"
+    )

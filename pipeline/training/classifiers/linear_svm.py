@@ -1,4 +1,5 @@
 """``linear-svm``: a linear SVM with Platt-calibrated probabilities; streamed, SGD with modified Huber loss."""
+
 from __future__ import annotations
 
 from sklearn.calibration import CalibratedClassifierCV
@@ -20,8 +21,16 @@ def _fold(keras, x, est, maps, n_classes: int):
     return fold_linear(keras, x, est, maps, n_classes)
 
 
-register_classifier(Classifier(
-    name="linear-svm", kind="sklearn", description="linear SVM, sigmoid-calibrated (exports exactly, streams)",
-    factory=_make, grid={"clf__estimator__C": [0.001, 0.01, 0.1, 1.0]}, min_per_class=2,
-    streamed=lambda reshape, seed: StreamedLinear("linear-svm", reshape, seed=seed), fold=_fold,
-    skops_types=("sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration")))
+register_classifier(
+    Classifier(
+        name="linear-svm",
+        kind="sklearn",
+        description="linear SVM, sigmoid-calibrated (exports exactly, streams)",
+        factory=_make,
+        grid={"clf__estimator__C": [0.001, 0.01, 0.1, 1.0]},
+        min_per_class=2,
+        streamed=lambda reshape, seed: StreamedLinear("linear-svm", reshape, seed=seed),
+        fold=_fold,
+        skops_types=("sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"),
+    )
+)

@@ -1,4 +1,5 @@
 """``logreg``: multinomial logistic regression; streamed, SGD with log loss; folds into layers exactly."""
+
 from __future__ import annotations
 
 from sklearn.linear_model import LogisticRegression
@@ -20,7 +21,14 @@ def _fold(keras, x, est, maps, n_classes: int):
     return fold_linear(keras, x, est, maps, n_classes)
 
 
-register_classifier(Classifier(
-    name="logreg", kind="sklearn", description="logistic regression (exports exactly, streams)",
-    factory=_make, grid={"clf__C": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]},
-    streamed=lambda reshape, seed: StreamedLinear("logreg", reshape, seed=seed), fold=_fold))
+register_classifier(
+    Classifier(
+        name="logreg",
+        kind="sklearn",
+        description="logistic regression (exports exactly, streams)",
+        factory=_make,
+        grid={"clf__C": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]},
+        streamed=lambda reshape, seed: StreamedLinear("logreg", reshape, seed=seed),
+        fold=_fold,
+    )
+)

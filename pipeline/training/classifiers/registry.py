@@ -10,6 +10,7 @@ classifiers. Each built-in classifier is one module of this package ending with 
 ``register_classifier(...)``; classifiers of other distributions (the ``bneck.classifiers``
 entry-point group, ``bneck.core.plugins``) are imported on the first lookup, after them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -51,9 +52,11 @@ def register_classifier(entry: Classifier) -> Classifier:
     if not isinstance(entry, Classifier):
         raise ConfigError(f"register_classifier takes a Classifier entry. Received: {entry!r}.")
     if entry.name in _REGISTRY:
-        raise ConfigError(f"a classifier named {entry.name!r} is already registered "
-                          f"({_REGISTRY[entry.name].description}); choose another name. "
-                          f"Registered: {', '.join(_REGISTRY)}.")
+        raise ConfigError(
+            f"a classifier named {entry.name!r} is already registered "
+            f"({_REGISTRY[entry.name].description}); choose another name. "
+            f"Registered: {', '.join(_REGISTRY)}."
+        )
     if entry.kind not in KINDS:
         raise choice_error(f"classifier {entry.name!r} kind", KINDS, entry.kind)
     if entry.kind == "sklearn" and entry.factory is None:

@@ -1,4 +1,5 @@
 """Every registry entry builds, its default layer and cut points exist, its preprocessing is its own."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,9 @@ from bneck.features.backbones.feature_model import cut_model
 from bneck.features.backbones.resolve import resolve_spec
 from bneck.features.backbones.weights import imagenet_candidates
 
-REQUIRED = {"vgg16", "vgg19", "resnet50", "inceptionv3", "xception", "mobilenet", "mobilenetv2",
-            "efficientnetb0"}
+pytestmark = pytest.mark.pure
+
+REQUIRED = {"vgg16", "vgg19", "resnet50", "inceptionv3", "xception", "mobilenet", "mobilenetv2", "efficientnetb0"}
 
 
 def test_registry_has_the_required_backbones():
@@ -39,21 +41,26 @@ def test_official_weights_file_names():
     assert get_backbone("mobilenet").weights_file(0.25, 224) == "mobilenet_2_5_224_tf_no_top.h5"
     assert get_backbone("mobilenet").weights_file(0.5, 200) == "mobilenet_5_0_224_tf_no_top.h5"
     assert get_backbone("vgg16").weights_file(None, 150) == "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    assert get_backbone("mobilenetv2").weights_file(1.0, 160) == \
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5"
+    assert (
+        get_backbone("mobilenetv2").weights_file(1.0, 160)
+        == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5"
+    )
     assert imagenet_candidates("x.h5")[0].endswith("models/x.h5")
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(backbone="vgg61"), "backbone must be one of"),
-    (dict(backbone="mobilenet", alpha=0.3), "alpha for mobilenet must be one of"),
-    (dict(backbone="vgg16", alpha=0.5), "--alpha applies only"),
-    (dict(backbone="vgg16", size=16), "from 32 to 1024"),
-    (dict(backbone="vgg16", size=40000), "from 32 to 1024"),
-    (dict(backbone="vgg16", pool="sum"), "--pool must be one of"),
-    (dict(backbone="vgg16", dtype="int8"), "--dtype must be one of"),
-    (dict(backbone="vgg16", weights="/no/such/file.h5"), "no file exists at /no/such/file.h5"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(backbone="vgg61"), "backbone must be one of"),
+        (dict(backbone="mobilenet", alpha=0.3), "alpha for mobilenet must be one of"),
+        (dict(backbone="vgg16", alpha=0.5), "--alpha applies only"),
+        (dict(backbone="vgg16", size=16), "from 32 to 1024"),
+        (dict(backbone="vgg16", size=40000), "from 32 to 1024"),
+        (dict(backbone="vgg16", pool="sum"), "--pool must be one of"),
+        (dict(backbone="vgg16", dtype="int8"), "--dtype must be one of"),
+        (dict(backbone="vgg16", weights="/no/such/file.h5"), "no file exists at /no/such/file.h5"),
+    ],
+)
 def test_bad_options_name_the_option_and_the_allowed_values(kwargs, message):
     with pytest.raises(Exception) as err:
         resolve_spec(**{"weights": "none", **kwargs})
@@ -62,30 +69,27 @@ def test_bad_options_name_the_option_and_the_allowed_values(kwargs, message):
     assert isinstance(err.value, ConfigError) or "weights" in message or "no file" in message
 
 
-def test_unknown_layer_lists_cut_points(small_data, tmp_path):
+def test_unknown_layer_lists_cut_points(tiny_data, tmp_path):
     from bneck.features import extract
 
     with pytest.raises(ConfigError, match="block4_pool"):
-        extract(small_data, tmp_path / "o", backbone="vgg16", weights="none", layer="block9_pool",
-                verbose=False)
+        extract(tiny_data, tmp_path / "o", backbone="vgg16", weights="none", layer="block9_pool", verbose=False)
 
 
-def test_missing_imagenet_file_offline_says_where_to_put_it(small_data, tmp_path):
+def test_missing_imagenet_file_offline_says_where_to_put_it(tiny_data, tmp_path):
     from bneck.features import WeightsError, extract
 
     with pytest.raises(WeightsError) as err:
-        extract(small_data, tmp_path / "o", backbone="resnet50", weights="imagenet", verbose=False)
+        extract(tiny_data, tmp_path / "o", backbone="resnet50", weights="imagenet", verbose=False)
     text = str(err.value)
     assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in text and "models" in text
 
 
-def test_wrong_weights_file_for_backbone_is_a_clear_error(small_data, tmp_path):
+def test_wrong_weights_file_for_backbone_is_a_clear_error(tiny_data, tmp_path, tiny):
     from bneck.features import WeightsError, extract
-    from tests.conftest import MOBILENET_WEIGHTS
 
-    with pytest.raises(WeightsError, match="cannot load weights"):
-        extract(small_data, tmp_path / "o", backbone="vgg16", weights=str(MOBILENET_WEIGHTS),
-                verbose=False)
+    with pytest.raises(WeightsError, match="cannot load weights"):  # a MobileNet weights file
+        extract(tiny_data, tmp_path / "o", backbone="vgg16", weights=tiny["weights"], verbose=False)
 
 
 def test_the_input_layer_has_one_name_however_many_models_the_process_built():

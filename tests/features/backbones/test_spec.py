@@ -1,4 +1,5 @@
 """The extractor key: every key field changes it, nothing else does."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,15 +10,31 @@ from bneck.features.backbones.spec import KEY_FIELDS, NOT_IN_KEY, ExtractorSpec,
 
 pytestmark = pytest.mark.pure
 
-BASE = ExtractorSpec(backbone="vgg16", alpha=None, weights="imagenet", weights_sha256="ab" * 32,
-                     layer="block5_pool", pool="none", input_size=150,
-                     preprocessing="keras.applications.vgg16.preprocess_input (caffe)")
+BASE = ExtractorSpec(
+    backbone="vgg16",
+    alpha=None,
+    weights="imagenet",
+    weights_sha256="ab" * 32,
+    layer="block5_pool",
+    pool="none",
+    input_size=150,
+    preprocessing="keras.applications.vgg16.preprocess_input (caffe)",
+)
 
-CHANGES = {"schema_version": 2, "backbone": "vgg19", "alpha": 0.5, "weights_sha256": "cd" * 32,
-           "layer": "block4_pool", "pool": "avg", "input_size": 224, "preprocessing": "tf",
-           "interpolation": "pil-bicubic", "dtype": "float16",
-           "augmentation": '{"rotation": 40, "seed": 0, "view": 1}',
-           "quantization": '{"precision": "int8", "calibration_sha256": "ef"}'}
+CHANGES = {
+    "schema_version": 2,
+    "backbone": "vgg19",
+    "alpha": 0.5,
+    "weights_sha256": "cd" * 32,
+    "layer": "block4_pool",
+    "pool": "avg",
+    "input_size": 224,
+    "preprocessing": "tf",
+    "interpolation": "pil-bicubic",
+    "dtype": "float16",
+    "augmentation": '{"rotation": 40, "seed": 0, "view": 1}',
+    "quantization": '{"precision": "int8", "calibration_sha256": "ef"}',
+}
 
 
 def test_every_key_field_is_tested():

@@ -1,5 +1,6 @@
 """The row cache on its own (pure: synthetic rows, no images or weights): commits, reads, the
 RowWriter's flushing, rows that leave the cache mid-read, and the folders it refuses."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,16 @@ from bneck.features.cache.rows import MissingRows, RowCache, RowWriter, remaking
 
 pytestmark = pytest.mark.pure
 
-SPEC = ExtractorSpec(backbone="mobilenet", alpha=0.25, weights="none", weights_sha256="0" * 64, layer="x",
-                     pool="avg", input_size=32, preprocessing="test")
+SPEC = ExtractorSpec(
+    backbone="mobilenet",
+    alpha=0.25,
+    weights="none",
+    weights_sha256="0" * 64,
+    layer="x",
+    pool="avg",
+    input_size=32,
+    preprocessing="test",
+)
 
 
 def _rows(n, seed=0):
@@ -82,7 +91,7 @@ def test_rows_digest_in_blocks_equals_the_digest_of_all_rows():
     rows = _rows(7)
     digest = RowsDigest()
     for start in range(0, 7, 3):
-        digest.update(rows[start:start + 3])
+        digest.update(rows[start : start + 3])
     assert digest.hexdigest() == sha256_array(rows) == sha256_array(np.asfortranarray(rows))
 
 
@@ -102,20 +111,24 @@ def test_cache_folders_bneck_may_not_use_are_refused(tmp_path, make):
         resolve_cache_dir(str(path), inputs=[str(data)])
 
 
-@pytest.mark.parametrize("array", [
-    np.arange(24, dtype=np.float32).reshape(2, 3, 4),
-    np.asfortranarray(np.arange(24, dtype=np.float32).reshape(4, 6)),  # Fortran order: hashed in C order
-    np.arange(24, dtype=np.float32).reshape(4, 6).T,  # a transposed view
-    np.arange(40, dtype=np.float64)[::3],  # strided
-    np.zeros((0, 5), np.float32),  # empty
-    np.float16([1.5, -2.25]),
-    np.float32(3.0),  # 0-d
-], ids=["c", "fortran", "transposed", "strided", "empty", "float16", "scalar"])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+        np.asfortranarray(np.arange(24, dtype=np.float32).reshape(4, 6)),  # Fortran order: hashed in C order
+        np.arange(24, dtype=np.float32).reshape(4, 6).T,  # a transposed view
+        np.arange(40, dtype=np.float64)[::3],  # strided
+        np.zeros((0, 5), np.float32),  # empty
+        np.float16([1.5, -2.25]),
+        np.float32(3.0),  # 0-d
+    ],
+    ids=["c", "fortran", "transposed", "strided", "empty", "float16", "scalar"],
+)
 def test_row_checksums_are_the_sha256_of_the_c_order_bytes(array):
     """The checksum definition other tools reproduce: sha256 of the array's bytes in C order, whatever
     the array's layout in memory (hashed from its buffer, never a stale or partial view)."""
     import hashlib
 
     assert sha256_array(array) == hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-    halves = RowsDigest().update(array.reshape(-1)[: array.size // 2]).update(array.reshape(-1)[array.size // 2:])
+    halves = RowsDigest().update(array.reshape(-1)[: array.size // 2]).update(array.reshape(-1)[array.size // 2 :])
     assert halves.hexdigest() == sha256_array(array)

@@ -1,4 +1,5 @@
 """A real process killed (kill -9) mid-extraction; four at once into one cache: tests/reliability."""
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,13 @@ extract(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3], batch_size=8, commit_ro
 
 
 def _start(data, out, cache):
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(data), str(out), str(cache)],
-                            cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(data), str(out), str(cache)],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _chunks(cache: Path) -> list[Path]:
@@ -55,11 +60,11 @@ def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
         except OSError:
             pass  # unreadable partial file: cannot be mistaken for a complete one
 
-    resumed = extract(data, tmp_path / "out", cache_dir=cache, batch_size=8, commit_rows=8,
-                      verbose=False, **MOBILENET)
+    resumed = extract(data, tmp_path / "out", cache_dir=cache, batch_size=8, commit_rows=8, verbose=False, **MOBILENET)
     assert resumed.forward_images == 200 - done_before  # finished batches are not redone
-    clean = extract(data, tmp_path / "clean", cache_dir=tmp_path / "clean_cache", batch_size=8,
-                    verbose=False, **MOBILENET)
+    clean = extract(
+        data, tmp_path / "clean", cache_dir=tmp_path / "clean_cache", batch_size=8, verbose=False, **MOBILENET
+    )
     assert clean.forward_images == 200
     a = read_features(str(tmp_path / "out" / "train.h5"))
     b = read_features(str(tmp_path / "clean" / "train.h5"))

@@ -1,4 +1,5 @@
 """--engine ray against a real local Ray cluster: equality, dead workers, interrupted drivers, lost shards."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,13 @@ def cluster():
     """A real Ray cluster on this machine; its workers import bneck and these tests."""
     import ray  # the [ray] extra
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "KERAS_HOME": os.environ["KERAS_HOME"]}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "KERAS_HOME": os.environ["KERAS_HOME"]}},
+    )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -62,8 +68,16 @@ def test_ray_equals_local_row_for_row_and_stage_two_reads_it(cluster, tmp_path):
     data = copy_subset(tmp_path / "data", 5)
     # Same batches on both engines (shard size = batch size), so the same float sums.
     local = extract(data, tmp_path / "local", cache_dir=tmp_path / "c1", batch_size=4, verbose=False, **MOBILENET)
-    sharded = extract(data, tmp_path / "ray", cache_dir=tmp_path / "c2", batch_size=4, engine="ray",
-                      shard_size=4, verbose=False, **MOBILENET)
+    sharded = extract(
+        data,
+        tmp_path / "ray",
+        cache_dir=tmp_path / "c2",
+        batch_size=4,
+        engine="ray",
+        shard_size=4,
+        verbose=False,
+        **MOBILENET,
+    )
     assert sharded.forward_images == local.forward_images == 30 and sharded.engine == "ray"
     assert [s.shards for s in sharded.splits] == [{"total": 3, "run": 3, "reused": 0}] * 3
     _same_rows(tmp_path / "local", tmp_path / "ray")
@@ -72,16 +86,25 @@ def test_ray_equals_local_row_for_row_and_stage_two_reads_it(cluster, tmp_path):
         assert f.attrs["engine"] == "ray"
     board = train(tmp_path / "ray", ["logreg"], tmp_path / "models", verbose=False)
     assert board.results[0].accuracy("test") is not None
-    again = extract(data, tmp_path / "ray", cache_dir=tmp_path / "c2", engine="ray", shard_size=4,
-                    verbose=False, **MOBILENET)  # everything finished: no shard runs, nothing computed
+    again = extract(
+        data, tmp_path / "ray", cache_dir=tmp_path / "c2", engine="ray", shard_size=4, verbose=False, **MOBILENET
+    )  # everything finished: no shard runs, nothing computed
     assert again.forward_images == 0 and all(s.shards["run"] == 0 for s in again.splits)
     assert all(s.file_unchanged for s in again.splits)
 
 
 def test_a_killed_worker_has_its_shard_redone(cluster, tmp_path):
     data = copy_subset(tmp_path / "data", 6, splits=("train",))
-    report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", engine="ray", shard_size=4,
-                     actor_class=DiesOnce, verbose=False, **MOBILENET)
+    report = extract(
+        data,
+        tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+        engine="ray",
+        shard_size=4,
+        actor_class=DiesOnce,
+        verbose=False,
+        **MOBILENET,
+    )
     assert os.path.exists(tmp_path / "died-once") and report.retries == 1
     assert report.splits[0].shards == {"total": 3, "run": 3, "reused": 0} and report.splits[0].images == 12
     extract(data, tmp_path / "local", cache_dir=tmp_path / "c_local", batch_size=4, verbose=False, **MOBILENET)
@@ -91,15 +114,24 @@ def test_a_killed_worker_has_its_shard_redone(cluster, tmp_path):
 def test_bounded_retries_name_the_shard_then_a_rerun_does_only_the_missing_one(cluster, tmp_path):
     data = copy_subset(tmp_path / "data", 6, splits=("train",))
     with pytest.raises(ShardError) as err:
-        extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", engine="ray", shard_size=4,
-                actor_class=AlwaysFailsOnShard1, verbose=False, **MOBILENET)
+        extract(
+            data,
+            tmp_path / "out",
+            cache_dir=tmp_path / "cache",
+            engine="ray",
+            shard_size=4,
+            actor_class=AlwaysFailsOnShard1,
+            verbose=False,
+            **MOBILENET,
+        )
     text = str(err.value)
     assert f"shard 1 (4 images, first {data}" in text and f"failed {MAX_ATTEMPTS} times" in text
     assert "disk on this node is broken" in text and "rerun the same command" in text
     kept = sorted(n for n in os.listdir(tmp_path / "out" / "train.shards") if not n.startswith("."))
     assert [name[:5] for name in kept] == ["00000", "00002"]  # finished shards are kept
-    report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", engine="ray", shard_size=4,
-                     verbose=False, **MOBILENET)
+    report = extract(
+        data, tmp_path / "out", cache_dir=tmp_path / "cache", engine="ray", shard_size=4, verbose=False, **MOBILENET
+    )
     assert report.splits[0].shards == {"total": 3, "run": 1, "reused": 2}
     assert report.forward_images == 4  # only the missing shard's images
 
@@ -108,22 +140,52 @@ def test_rerun_after_a_killed_driver_does_only_the_missing_shards(cluster, tmp_p
     data = copy_subset(tmp_path / "data", 12, splits=("train",))
     shards = tmp_path / "out" / "train.shards"
     driver = subprocess.Popen(
-        [sys.executable, "-m", "bneck", "extract", str(data), "--out", str(tmp_path / "out"),
-         "--cache-dir", str(tmp_path / "cache"), "--engine", "ray", "--address", cluster,
-         "--shard-size", "2", "--workers", "1", "--quiet", "--backbone", "mobilenet", "--alpha", "0.25",
-         "--weights", "imagenet"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "bneck",
+            "extract",
+            str(data),
+            "--out",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--engine",
+            "ray",
+            "--address",
+            cluster,
+            "--shard-size",
+            "2",
+            "--workers",
+            "1",
+            "--quiet",
+            "--backbone",
+            "mobilenet",
+            "--alpha",
+            "0.25",
+            "--weights",
+            "imagenet",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 240
-    while (not shards.is_dir() or len(list(shards.glob("*.h5"))) < 3) and driver.poll() is None \
-            and time.monotonic() < deadline:
+    while (
+        (not shards.is_dir() or len(list(shards.glob("*.h5"))) < 3)
+        and driver.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     assert driver.returncode == -signal.SIGKILL, driver.stderr.read()[-2000:]
     done_before = len(list(shards.glob("*.h5")))
     assert 3 <= done_before < 12 and not (tmp_path / "out" / "train.h5").exists()
-    report = extract(data, tmp_path / "out", cache_dir=tmp_path / "cache", engine="ray", shard_size=2,
-                     verbose=False, **MOBILENET)
+    report = extract(
+        data, tmp_path / "out", cache_dir=tmp_path / "cache", engine="ray", shard_size=2, verbose=False, **MOBILENET
+    )
     assert report.splits[0].shards == {"total": 12, "run": 12 - done_before, "reused": done_before}
     assert read_features(str(tmp_path / "out" / "train.h5")).features.shape[0] == 24
 
@@ -153,10 +215,12 @@ def test_asking_for_more_gpus_than_the_cluster_has_is_a_clear_error(cluster, tmp
     from bneck.core.errors import ConfigError
 
     data = copy_subset(tmp_path / "data", 1, splits=("train",))
-    with pytest.raises(ConfigError, match=r"--workers 2 x --num-gpus-per-worker 1 asks for more GPUs than the "
-                                          r"Ray cluster has \(0\)"):
-        extract(data, tmp_path / "out", engine="ray", workers=2, num_gpus_per_worker=1, verbose=False,
-                **MOBILENET)
+    with pytest.raises(
+        ConfigError,
+        match=r"--workers 2 x --num-gpus-per-worker 1 asks for more GPUs than the "
+        r"Ray cluster has \(0\)",
+    ):
+        extract(data, tmp_path / "out", engine="ray", workers=2, num_gpus_per_worker=1, verbose=False, **MOBILENET)
     with pytest.raises(ConfigError, match="--shard-size must be an integer >= 1"):
         extract(data, tmp_path / "out", engine="ray", shard_size=0, verbose=False, **MOBILENET)
 
@@ -194,6 +258,7 @@ class RoundsToBf16(ShardExtractor):
         def network():
             model = build()
             return lambda batch: (model(batch).view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+
         self.extractor.network = network
 
 
@@ -202,11 +267,20 @@ def test_a_worker_whose_numbers_drift_is_refused_before_it_makes_a_row(cluster, 
 
     data = copy_subset(tmp_path / "data", 3, splits=("train",))
     with pytest.raises(RuntimeMismatch, match="a Ray worker's TensorFlow on node .* differ from the reference"):
-        extract(data, tmp_path / "out", cache_dir=tmp_path / "c", engine="ray", shard_size=4,
-                actor_class=RoundsToBf16, verbose=False, **MOBILENET)
+        extract(
+            data,
+            tmp_path / "out",
+            cache_dir=tmp_path / "c",
+            engine="ray",
+            shard_size=4,
+            actor_class=RoundsToBf16,
+            verbose=False,
+            **MOBILENET,
+        )
     assert not (tmp_path / "out" / "train.h5").exists()
     assert not [n for n in os.listdir(tmp_path / "out" / "train.shards") if n.endswith(".h5")]
-    report = extract(data, tmp_path / "out", cache_dir=tmp_path / "c", engine="ray", shard_size=4,
-                     verbose=False, **MOBILENET)  # honest workers: checked, recorded
+    report = extract(
+        data, tmp_path / "out", cache_dir=tmp_path / "c", engine="ray", shard_size=4, verbose=False, **MOBILENET
+    )  # honest workers: checked, recorded
     check = read_features(str(tmp_path / "out" / "train.h5")).attrs["equivalence"]
     assert report.forward_images == 6 and check["passed"] and check["max_rel_diff"] < 1e-3

@@ -1,4 +1,5 @@
 """Reading a feature file trusts nothing: damaged, partial and edited files are refused clearly."""
+
 from __future__ import annotations
 
 import os
@@ -8,12 +9,13 @@ import numpy as np
 import pytest
 
 from bneck.features import FeatureFileError, extract, read_features, read_summary
-from tests.conftest import MOBILENET
+
+pytestmark = pytest.mark.pure
 
 
 @pytest.fixture
-def feature_file(small_data, tmp_path):
-    extract(small_data, tmp_path / "out", splits=["test"], verbose=False, **MOBILENET)
+def feature_file(tiny_data, tmp_path, tiny):
+    extract(tiny_data, tmp_path / "out", splits=["test"], verbose=False, **tiny)
     return tmp_path / "out" / "test.h5"
 
 
@@ -29,15 +31,18 @@ def test_valid_file_reads_and_summarises(feature_file):
     assert summary["extractor_key"] == f.extractor_key
 
 
-@pytest.mark.parametrize("damage,message", [
-    ("flip_feature", "checksum"),
-    ("no_complete", "incomplete"),
-    ("old_schema", "schema_version"),
-    ("edited_attr", "do not match its extractor_key"),
-    ("dropped_rows", "does not hold bneck's datasets"),
-    ("truncated", "cannot be read"),
-    ("missing", "not found"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        ("flip_feature", "checksum"),
+        ("no_complete", "incomplete"),
+        ("old_schema", "schema_version"),
+        ("edited_attr", "do not match its extractor_key"),
+        ("dropped_rows", "does not hold bneck's datasets"),
+        ("truncated", "cannot be read"),
+        ("missing", "not found"),
+    ],
+)
 def test_damaged_files_are_refused_with_a_rebuild_hint(feature_file, damage, message):
     path = str(feature_file)
     if damage == "flip_feature":
@@ -49,10 +54,12 @@ def test_damaged_files_are_refused_with_a_rebuild_hint(feature_file, damage, mes
     elif damage == "edited_attr":
         _edit(path, lambda f: f.attrs.__setitem__("layer", "conv_pw_1_relu"))
     elif damage == "dropped_rows":
+
         def drop(f):
             labels = f["labels"][()]
             del f["labels"]
             f.create_dataset("labels", data=labels[:-1])
+
         _edit(path, drop)
     elif damage == "truncated":
         size = os.path.getsize(path)
@@ -67,10 +74,10 @@ def test_damaged_files_are_refused_with_a_rebuild_hint(feature_file, damage, mes
         assert "bneck extract" in str(err.value)
 
 
-def test_rerun_repairs_a_damaged_file_from_the_cache(small_data, tmp_path, feature_file):
+def test_rerun_repairs_a_damaged_file_from_the_cache(tiny_data, tmp_path, tiny, feature_file):
     good = read_features(str(feature_file)).features.copy()
     _edit(str(feature_file), lambda f: f["features"].__setitem__((1, 0, 0, 0), 99.0))
-    report = extract(small_data, tmp_path / "out", splits=["test"], verbose=False, **MOBILENET)
+    report = extract(tiny_data, tmp_path / "out", splits=["test"], verbose=False, **tiny)
     assert report.forward_images == 0
     np.testing.assert_array_equal(read_features(str(feature_file)).features, good)
 

@@ -1,20 +1,32 @@
 """Image discovery, both layouts, and every dataset mistake's message."""
+
 from __future__ import annotations
 
+import functools
 import os
-import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from bneck.core.errors import ConfigError, DatasetError
 from bneck.features.images.dataset import discover
-from tests.conftest import DATA
+from tests.generated import make_images
+
+pytestmark = pytest.mark.pure
 
 
-def _touch_images(folder, names, src=DATA / "train" / "cats" / "cat.0.jpg"):
+@functools.cache
+def _image_bytes() -> bytes:
+    """The bytes of one generated JPEG (cat.0.jpg), made once per process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return (make_images(Path(tmp), 1, splits=("train",)) / "train" / "cats" / "cat.0.jpg").read_bytes()
+
+
+def _touch_images(folder, names):
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        shutil.copy(src, folder / name)
+        (folder / name).write_bytes(_image_bytes())
 
 
 def test_split_layout_sorted_classes_hidden_and_extensions(tmp_path):
@@ -27,8 +39,14 @@ def test_split_layout_sorted_classes_hidden_and_extensions(tmp_path):
     assert ds.layout == "splits" and ds.class_names == ["cats", "dogs"]
     assert list(ds.splits) == ["train", "validation"]
     paths = [r.path for r in ds.splits["train"]]
-    assert paths == ["train/cats/x.webp", "train/cats/y.bmp", "train/cats/z.gif",
-                     "train/dogs/a.jpeg", "train/dogs/b.JPG", "train/dogs/c.PnG"]
+    assert paths == [
+        "train/cats/x.webp",
+        "train/cats/y.bmp",
+        "train/cats/z.gif",
+        "train/dogs/a.jpeg",
+        "train/dogs/b.JPG",
+        "train/dogs/c.PnG",
+    ]
     assert [r.label for r in ds.splits["train"]] == [0, 0, 0, 1, 1, 1]
     assert list(discover(tmp_path, splits=["validation"]).splits) == ["validation"]
 
@@ -82,8 +100,9 @@ def test_single_root_split_is_stratified_deterministic_and_recorded(tmp_path):
     all_paths = [r.path for recs in ds.splits.values() for r in recs]
     assert len(all_paths) == len(set(all_paths)) == 70
     again = discover(root, split="0.7,0.15,0.15", seed=3)
-    assert {s: [r.path for r in v] for s, v in again.splits.items()} == \
-        {s: [r.path for r in v] for s, v in ds.splits.items()}
+    assert {s: [r.path for r in v] for s, v in again.splits.items()} == {
+        s: [r.path for r in v] for s, v in ds.splits.items()
+    }
     other = discover(root, split="0.7,0.15,0.15", seed=4)
     assert [r.path for r in other.splits["test"]] != [r.path for r in ds.splits["test"]]
     assert ds.split_spec["fractions"] == [0.7, 0.15, 0.15] and ds.split_spec["seed"] == 3

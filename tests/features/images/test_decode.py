@@ -1,4 +1,5 @@
 """Every image mode becomes RGB at the requested size; unusable files say why."""
+
 from __future__ import annotations
 
 import io
@@ -10,15 +11,32 @@ import pytest
 from PIL import Image
 
 from bneck.features.images.decode import MAX_PIXELS, UnusableImage, decode_image
-from tests.conftest import DATA
+from tests.generated import make_images
 
-REAL = DATA / "train" / "dogs" / "dog.3.jpg"
+pytestmark = pytest.mark.pure
 
 
-@pytest.mark.parametrize("mode,ext", [("L", "png"), ("RGBA", "png"), ("P", "gif"), ("CMYK", "jpg"),
-                                      ("I;16", "png"), ("LA", "png"), ("RGB", "webp"), ("RGB", "bmp")])
-def test_modes_become_rgb(tmp_path, mode, ext):
-    img = Image.open(REAL).convert("RGB")
+@pytest.fixture
+def photo(tmp_path):
+    """A generated RGB JPEG (61x147 px: stripes and noise) in the place of a real photo."""
+    return make_images(tmp_path / "src", 1, splits=("train",), offset=3) / "train" / "dogs" / "dog.3.jpg"
+
+
+@pytest.mark.parametrize(
+    "mode,ext",
+    [
+        ("L", "png"),
+        ("RGBA", "png"),
+        ("P", "gif"),
+        ("CMYK", "jpg"),
+        ("I;16", "png"),
+        ("LA", "png"),
+        ("RGB", "webp"),
+        ("RGB", "bmp"),
+    ],
+)
+def test_modes_become_rgb(tmp_path, photo, mode, ext):
+    img = Image.open(photo).convert("RGB")
     if mode == "I;16":
         img = Image.fromarray((np.asarray(img.convert("L"), dtype=np.uint16) * 257).astype("<u2"))
         assert img.mode == "I;16"
@@ -30,16 +48,15 @@ def test_modes_become_rgb(tmp_path, mode, ext):
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
     assert out.std() > 5  # real content, not a blank or saturated image
     if mode == "I;16":  # scaled to 8 bits, not clipped to 255
-        expected = np.asarray(Image.open(REAL).convert("L").resize((64, 64), Image.BILINEAR))
+        expected = np.asarray(Image.open(photo).convert("L").resize((64, 64), Image.BILINEAR))
         assert np.abs(out[..., 0].astype(int) - expected).mean() < 2
 
 
-def test_resize_matches_keras_load_img(tmp_path):
+def test_resize_matches_keras_load_img(photo):
     import keras
 
-    ours = decode_image(str(REAL), 224)
-    theirs = keras.utils.img_to_array(keras.utils.load_img(REAL, target_size=(224, 224),
-                                                           interpolation="bilinear"))
+    ours = decode_image(str(photo), 224)
+    theirs = keras.utils.img_to_array(keras.utils.load_img(photo, target_size=(224, 224), interpolation="bilinear"))
     np.testing.assert_array_equal(ours, theirs.astype(np.uint8))
 
 
@@ -54,19 +71,24 @@ def _bomb(path):
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("case,reason", [("empty", "not a recognised image"),
-                                         ("random", "not a recognised image"),
-                                         ("truncated", "truncated"),
-                                         ("bomb", "decompression bomb"),
-                                         ("missing", "disappeared")])
-def test_unusable_files_give_a_reason(tmp_path, case, reason):
+@pytest.mark.parametrize(
+    "case,reason",
+    [
+        ("empty", "not a recognised image"),
+        ("random", "not a recognised image"),
+        ("truncated", "truncated"),
+        ("bomb", "decompression bomb"),
+        ("missing", "disappeared"),
+    ],
+)
+def test_unusable_files_give_a_reason(tmp_path, photo, case, reason):
     path = tmp_path / "x.jpg"
     if case == "empty":
         path.write_bytes(b"")
     elif case == "random":
         path.write_bytes(os.urandom(5000))
     elif case == "truncated":
-        path.write_bytes(REAL.read_bytes()[:2000])
+        path.write_bytes(photo.read_bytes()[:2000])
     elif case == "bomb":
         _bomb(path)
     with pytest.raises(UnusableImage, match=reason):

@@ -1,4 +1,5 @@
 """What bneck says a CPU can do, for every class of CPU (flag sets given, not this machine's)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """When rows count as the same numbers: per row, relative to the reference row, NaN never hides."""
+
 from __future__ import annotations
 
 import numpy as np

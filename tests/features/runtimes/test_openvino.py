@@ -1,4 +1,5 @@
 """Extraction on OpenVINO fp32: same features as TensorFlow (checked on every CPU class), converted once, shared key."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ pytestmark = pytest.mark.extra("openvino")
 def test_openvino_fp32_features_equal_tensorflow_and_share_the_key(tmp_path):
     data = copy_subset(tmp_path / "data", 6, splits=("train",))
     tf_report = extract(data, tmp_path / "tf", cache_dir=tmp_path / "tf_cache", verbose=False, **MOBILENET)
-    ov_report = extract(data, tmp_path / "ov", cache_dir=tmp_path / "ov_cache", runtime="openvino",
-                        verbose=False, **MOBILENET)
+    ov_report = extract(
+        data, tmp_path / "ov", cache_dir=tmp_path / "ov_cache", runtime="openvino", verbose=False, **MOBILENET
+    )
     assert ov_report.forward_images == 12 and ov_report.runtime == "openvino"
     assert ov_report.spec.key == tf_report.spec.key  # fp32: same numbers, same key
     a, b = read_features(str(tmp_path / "tf" / "train.h5")), read_features(str(tmp_path / "ov" / "train.h5"))
@@ -37,8 +39,7 @@ def test_openvino_fp32_features_equal_tensorflow_and_share_the_key(tmp_path):
 
 def _round_to_bf16(weights):
     """What bf16 does to float32 numbers: keep the top 16 bits (8 bits of mantissa)."""
-    return [(np.asarray(w, np.float32).view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
-            for w in weights]
+    return [(np.asarray(w, np.float32).view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32) for w in weights]
 
 
 def _plant_converted(cache, spec, weights_change):
@@ -86,14 +87,21 @@ def test_a_model_planted_in_a_shared_cache_is_checked_by_whoever_uses_it(tmp_pat
     extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
     assert len(_checks()) == 1  # this user checked the model it converted
     spec = resolve_spec(**MOBILENET)  # another writer of the cache swaps in random weights
-    _plant_converted(tmp_path / "cache", spec, lambda ws: [np.random.default_rng(0).normal(size=w.shape) * 0.1
-                                                           for w in ws])
+    _plant_converted(
+        tmp_path / "cache", spec, lambda ws: [np.random.default_rng(0).normal(size=w.shape) * 0.1 for w in ws]
+    )
     more = copy_subset(tmp_path / "more", 2, splits=("train",), offset=30)
     for state in ("bneck-state", "other-user-state"):  # the user who checked the old bytes, and a new one
         monkeypatch.setenv("BNECK_STATE", str(tmp_path / state))
         with pytest.raises(RuntimeMismatch):
-            extract(more, tmp_path / f"o-{state}", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False,
-                    **MOBILENET)
+            extract(
+                more,
+                tmp_path / f"o-{state}",
+                cache_dir=tmp_path / "cache",
+                runtime="openvino",
+                verbose=False,
+                **MOBILENET,
+            )
     assert list_entries(str(tmp_path / "cache"))[0].rows == 4  # only the honest run's rows
 
 
@@ -126,8 +134,10 @@ def test_a_check_vouches_only_where_and_how_it_was_made(tmp_path, elsewhere):
     ((key, check),) = _checks().items()
     kind, sha, signature, version, precision, mode = key.split(" | ")
     assert mode == "latency"
-    where = {"another CPU class": f"x86_64:avx,avx2,fma | {version} | {precision} | {mode}",
-             "this CPU, run another way": f"{signature} | {version} | {precision}"}[elsewhere]
+    where = {
+        "another CPU class": f"x86_64:avx,avx2,fma | {version} | {precision} | {mode}",
+        "this CPU, run another way": f"{signature} | {version} | {precision}",
+    }[elsewhere]
     os.remove(os.path.join(trust.state_dir(), trust.RECORD))  # as if checked only there
     trust.record(kind, sha, where, check)
     more = copy_subset(tmp_path / "more", 2, splits=("train",), offset=20)
@@ -135,16 +145,21 @@ def test_a_check_vouches_only_where_and_how_it_was_made(tmp_path, elsewhere):
     assert set(_checks()) == {f"{kind} | {sha} | {where}", key}
 
 
-@pytest.mark.parametrize("package, options, extra", [
-    ("openvino", ["--runtime", "openvino"], "openvino"),
-    ("nncf", ["--runtime", "openvino", "--precision", "int8"], "openvino"),
-    ("ray", ["--engine", "ray"], "ray"),
-])
+@pytest.mark.parametrize(
+    "package, options, extra",
+    [
+        ("openvino", ["--runtime", "openvino"], "openvino"),
+        ("nncf", ["--runtime", "openvino", "--precision", "int8"], "openvino"),
+        ("ray", ["--engine", "ray"], "ray"),
+    ],
+)
 def test_missing_optional_package_says_how_to_install(tmp_path, package, options, extra):
     # A real interpreter in which the import fails, as on a machine without the package.
-    code = (f"import sys; sys.modules[{package!r}] = None\n"
-            "from bneck.pipeline.cli import main\n"
-            f"sys.exit(main(['extract', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, *{options!r}]))")
+    code = (
+        f"import sys; sys.modules[{package!r}] = None\n"
+        "from bneck.pipeline.cli import main\n"
+        f"sys.exit(main(['extract', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, *{options!r}]))"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
     assert f"needs the {package} package" in done.stderr and f'pip install -e ".[{extra}]"' in done.stderr
@@ -156,14 +171,21 @@ def test_auto_runs_tensorflow_for_a_few_images_then_the_model_this_user_checked(
     data = copy_subset(tmp_path / "data", 3, splits=("train",))
     first = extract(data, tmp_path / "o1", cache_dir=cache, verbose=False, **MOBILENET)  # auto is the default
     assert first.runtime == "tensorflow" and "too few to pay for converting" in first.runtime_why
-    extract(copy_subset(tmp_path / "more", 2, splits=("train",), offset=40), tmp_path / "o2", cache_dir=cache,
-            runtime="openvino", verbose=False, **MOBILENET)  # converts and checks it here
+    extract(
+        copy_subset(tmp_path / "more", 2, splits=("train",), offset=40),
+        tmp_path / "o2",
+        cache_dir=cache,
+        runtime="openvino",
+        verbose=False,
+        **MOBILENET,
+    )  # converts and checks it here
     other = copy_subset(tmp_path / "other", 3, splits=("train",), offset=80)
     third = extract(other, tmp_path / "o3", cache_dir=cache, verbose=False, **MOBILENET)
     assert third.runtime == "openvino" and "checked against TensorFlow on this CPU" in third.runtime_why
     assert third.forward_images == 6 and third.spec.key == first.spec.key
-    reference = extract(other, tmp_path / "o4", cache_dir=tmp_path / "tf_cache", runtime="tensorflow",
-                        verbose=False, **MOBILENET)
+    reference = extract(
+        other, tmp_path / "o4", cache_dir=tmp_path / "tf_cache", runtime="tensorflow", verbose=False, **MOBILENET
+    )
     assert reference.runtime_why == "asked for"
     a, b = (read_features(str(tmp_path / o / "train.h5")) for o in ("o4", "o3"))
     assert b.attrs["runtime"] == "openvino" and max_relative_difference(b.features, a.features) < TOLERANCE
@@ -198,10 +220,12 @@ def test_a_converted_model_checked_here_extracts_new_images_without_tensorflow(t
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
     shutil.rmtree(tmp_path / "cache" / "features")
-    code = ("import json, sys; from bneck.features import extract; "
-            f"r = extract({str(data)!r}, {str(tmp_path / 'o2')!r}, cache_dir={str(tmp_path / 'cache')!r}, "
-            f"verbose=False, **{MOBILENET!r}); "
-            "print(json.dumps([r.runtime, r.forward_images, 'tensorflow' in sys.modules]))")
+    code = (
+        "import json, sys; from bneck.features import extract; "
+        f"r = extract({str(data)!r}, {str(tmp_path / 'o2')!r}, cache_dir={str(tmp_path / 'cache')!r}, "
+        f"verbose=False, **{MOBILENET!r}); "
+        "print(json.dumps([r.runtime, r.forward_images, 'tensorflow' in sys.modules]))"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == ["openvino", 4, False]

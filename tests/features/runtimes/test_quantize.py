@@ -1,6 +1,7 @@
 """int8 extraction: own key, calibration on training images only, the cosine gate, reuse.
 
 A missing nncf: tests/features/runtimes/test_openvino.py."""
+
 from __future__ import annotations
 
 import json
@@ -68,12 +69,14 @@ def test_calibration_reads_training_images_only(tmp_path):
     _OPENED.clear()
     _LISTENING[0] = True
     try:  # extract validation and test only: training images are read for calibration alone
-        report = extract(data, tmp_path / "out", splits=["validation", "test"], force=True,
-                         verbose=False, **INT8)
+        report = extract(data, tmp_path / "out", splits=["validation", "test"], force=True, verbose=False, **INT8)
     finally:
         _LISTENING[0] = False
-    saved = next(i for i, (kind, path) in enumerate(_OPENED)
-                 if kind == "rename" and path == converted_path(report.cache_dir, report.spec, "int8"))
+    saved = next(
+        i
+        for i, (kind, path) in enumerate(_OPENED)
+        if kind == "rename" and path == converted_path(report.cache_dir, report.spec, "int8")
+    )
     before = {path for kind, path in _OPENED[:saved] if kind == "open" and path in train | held_out}
     after = {path for kind, path in _OPENED[saved:] if kind == "open" and path in train | held_out}
     # 8 calibration + 4 check images and the 8 of the fp32 model's check against TensorFlow: all training
@@ -108,12 +111,15 @@ def test_calibration_plan_is_seeded_by_content_and_disjoint_from_the_check(tmp_p
     assert plan_calibration(paths, 6, seed=4).key_json() != plan.key_json()
 
 
-@pytest.mark.parametrize("options, expected", [
-    (dict(precision="int16", runtime="openvino"), "--precision must be one of 'fp32', 'int8'"),
-    (dict(precision="int8", runtime="tensorflow"), "--precision int8 runs on OpenVINO: add --runtime openvino"),
-    (dict(precision="int8", runtime="openvino", calibration_images=0), "--calibration-images must be"),
-    (dict(precision="int8", runtime="openvino", min_cosine=2.0), "--min-cosine must be a finite number >= -1"),
-])
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (dict(precision="int16", runtime="openvino"), "--precision must be one of 'fp32', 'int8'"),
+        (dict(precision="int8", runtime="tensorflow"), "--precision int8 runs on OpenVINO: add --runtime openvino"),
+        (dict(precision="int8", runtime="openvino", calibration_images=0), "--calibration-images must be"),
+        (dict(precision="int8", runtime="openvino", min_cosine=2.0), "--min-cosine must be a finite number >= -1"),
+    ],
+)
 def test_int8_option_mistakes(tmp_path, options, expected):
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     with pytest.raises(ConfigError, match=expected.replace("-", r"\-")):
@@ -129,8 +135,9 @@ def test_an_int8_model_planted_in_the_shared_cache_is_checked_against_fp32_befor
     first = extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", min_cosine=0.5, verbose=False, **INT8)
     assert first.quantized and first.quantization["passed"]
     # planted: a real int8 model, of random weights, where this key's int8 model was
-    other = extract(data, tmp_path / "o2", cache_dir=tmp_path / "other", min_cosine=-1, verbose=False,
-                    **{**INT8, "weights": "none"})
+    other = extract(
+        data, tmp_path / "o2", cache_dir=tmp_path / "other", min_cosine=-1, verbose=False, **{**INT8, "weights": "none"}
+    )
     planted = converted_path(str(tmp_path / "cache"), first.spec, "int8")
     source = converted_path(str(tmp_path / "other"), other.spec, "int8")
     shutil.copy(source, planted)
@@ -139,8 +146,7 @@ def test_an_int8_model_planted_in_the_shared_cache_is_checked_against_fp32_befor
         extract(data, tmp_path / "o3", cache_dir=tmp_path / "cache", min_cosine=0.5, verbose=False, **INT8)
 
 
-def test_bf16_is_refused_without_native_bf16_and_otherwise_has_its_own_key_and_check(tmp_path, monkeypatch,
-                                                                                     capsys):
+def test_bf16_is_refused_without_native_bf16_and_otherwise_has_its_own_key_and_check(tmp_path, monkeypatch, capsys):
     from bneck.features.runtimes import cpu
     from bneck.pipeline.cli import main
 
@@ -166,8 +172,28 @@ def test_bf16_is_refused_without_native_bf16_and_otherwise_has_its_own_key_and_c
     again = extract(data, tmp_path / "bf16", verbose=False, **bf16)
     assert again.forward_images == 0 and again.quantization["cosine_min"] == check["cosine_min"]  # kept
     # the command line names the precision it checked, and calibrates nothing for bf16
-    assert main(["extract", str(data), "--out", str(tmp_path / "bf16"), "--quiet", "--precision", "bf16",
-                 "--min-cosine", "0.5", "--backbone", "mobilenet", "--alpha", "0.25", "--size", "224"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                str(data),
+                "--out",
+                str(tmp_path / "bf16"),
+                "--quiet",
+                "--precision",
+                "bf16",
+                "--min-cosine",
+                "0.5",
+                "--backbone",
+                "mobilenet",
+                "--alpha",
+                "0.25",
+                "--size",
+                "224",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"bf16 vs fp32 on 4 held-back training images: cosine min {check['cosine_min']:.4f}" in out
     assert "int8" not in out and "calibrated" not in out

@@ -1,6 +1,7 @@
 """Runtimes behind one registry: a runtime registered from this file alone runs `bneck.extract` end to
 end, is held to TensorFlow's numbers before its first row, says how to install what it lacks, and an
 unknown name gets the closest one. Real MobileNet-0.25 weights and real JPEGs; nothing is mocked."""
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,10 @@ class EagerKerasModel:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         self.calls, self.images = self.calls + 1, self.images + len(images)
-        parts = [np.asarray(self.model([self.preprocess(images[i:i + 3].astype(np.float32))], training=False))
-                 for i in range(0, len(images), 3)]
+        parts = [
+            np.asarray(self.model([self.preprocess(images[i : i + 3].astype(np.float32))], training=False))
+            for i in range(0, len(images), 3)
+        ]
         return (np.concatenate(parts) * self.scale).astype(self.spec.dtype)
 
 
@@ -52,12 +55,20 @@ def runtimes():
         def build(spec, context):
             built[name].append(EagerKerasModel(spec, scale))
             return built[name][-1]
+
         return build
 
     register_runtime(Runtime(name="keras-eager", label="Keras eager", build=builder("keras-eager", 1.0)))
     register_runtime(Runtime(name="keras-off", label="Keras off by 1%", build=builder("keras-off", 1.01)))
-    register_runtime(Runtime(name="needs-missing", label="Missing", build=builder("keras-eager", 1.0),
-                             modules=("bneck_test_absent_module",), install="pip install bneck-test-absent"))
+    register_runtime(
+        Runtime(
+            name="needs-missing",
+            label="Missing",
+            build=builder("keras-eager", 1.0),
+            modules=("bneck_test_absent_module",),
+            install="pip install bneck-test-absent",
+        )
+    )
     yield built
     for name in ("keras-eager", "keras-off", "needs-missing"):
         unregister_runtime(name)
@@ -65,8 +76,9 @@ def runtimes():
 
 def test_a_registered_runtime_extracts_end_to_end_with_tensorflows_numbers(tmp_path, runtimes):
     data = copy_subset(tmp_path / "data", 2)
-    report = bneck.extract(data, tmp_path / "eager", runtime="keras-eager", cache_dir=tmp_path / "c1",
-                           verbose=False, **MOBILENET)
+    report = bneck.extract(
+        data, tmp_path / "eager", runtime="keras-eager", cache_dir=tmp_path / "c1", verbose=False, **MOBILENET
+    )
     assert report.runtime == "keras-eager" and report.runtime_why == "asked for"
     (model,) = runtimes["keras-eager"]  # its model computed every row, after its check and warm-up
     assert model.warmed and model.images == report.forward_images == 12
@@ -128,8 +140,7 @@ def test_a_name_is_registered_once_so_nothing_replaces_the_reference_by_accident
 
     tensorflow = get_registered("tensorflow")
     with pytest.raises(ConfigError, match="registered already"):
-        register_runtime(Runtime(name="tensorflow", label="impostor", build=None,
-                                 reference=True))
+        register_runtime(Runtime(name="tensorflow", label="impostor", build=None, reference=True))
     assert get_registered("tensorflow") is tensorflow
 
 
@@ -140,7 +151,6 @@ def test_rows_of_another_shape_never_pass_the_check(got_shape):
     from bneck.features.runtimes.equivalence import RuntimeMismatch, compare
 
     reference = np.random.default_rng(0).normal(size=(3, 7, 7, 256)).astype(np.float32)
-    got = reference.reshape(3, -1)[: got_shape[0]].reshape(got_shape) if got_shape[-1] != 255 \
-        else reference[..., :255]
+    got = reference.reshape(3, -1)[: got_shape[0]].reshape(got_shape) if got_shape[-1] != 255 else reference[..., :255]
     with pytest.raises(RuntimeMismatch, match="shape"):
         compare(got, reference, "candidate", "this CPU")

@@ -1,5 +1,6 @@
 """What a runtime check can and cannot be fooled by: the tail of real images, records that are not
 records, converted models that are damaged or planted, state that cannot be written."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,10 @@ from bneck.features.runtimes.equivalence import CHECK_TOLERANCE, TOLERANCE, rela
 from bneck.features.runtimes.openvino import checked_here, converted_path
 from tests.conftest import DATA, MOBILENET, copy_subset
 
-pytestmark = pytest.mark.extra("openvino")
+OPENVINO = pytest.mark.extra("openvino")  # every test but the one of the record file alone
 
 
+@OPENVINO
 def test_a_sampled_check_leaves_room_for_the_worst_real_image(tmp_path):
     """The check sees 8 training images; the rows it then makes cover every image. Here the validation
     split holds the two images whose OpenVINO rows differ most from TensorFlow's among the reference
@@ -43,18 +45,38 @@ def _checked_cache(tmp_path):
     from bneck.features.runtimes import trust
 
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
-    report = extract(data, tmp_path / "o0", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False,
-                     **MOBILENET)
+    report = extract(
+        data, tmp_path / "o0", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET
+    )
     record = os.path.join(trust.state_dir(), trust.RECORD)
     (key,) = json.loads(open(record).read())
     return data, tmp_path / "cache", report.spec, record, key
 
 
-@pytest.mark.parametrize("forged", ["yes", {}, {"passed": True}, {"max_rel_diff": "0", "passed": True},
-                                    {"max_rel_diff": None, "passed": True}, {"max_rel_diff": True, "passed": True},
-                                    {"max_rel_diff": 0.5, "passed": "false"}, {"max_rel_diff": 0.5, "passed": True}],
-                         ids=["string", "empty", "no-number", "number-as-text", "null", "bool", "flag-as-text",
-                              "big-difference-marked-passed"])
+@OPENVINO
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "yes",
+        {},
+        {"passed": True},
+        {"max_rel_diff": "0", "passed": True},
+        {"max_rel_diff": None, "passed": True},
+        {"max_rel_diff": True, "passed": True},
+        {"max_rel_diff": 0.5, "passed": "false"},
+        {"max_rel_diff": 0.5, "passed": True},
+    ],
+    ids=[
+        "string",
+        "empty",
+        "no-number",
+        "number-as-text",
+        "null",
+        "bool",
+        "flag-as-text",
+        "big-difference-marked-passed",
+    ],
+)
 def test_a_record_is_judged_by_its_measured_number_never_by_a_flag(tmp_path, forged):
     data, cache, spec, record, key = _checked_cache(tmp_path)
     json.dump({key: forged}, open(record, "w"))
@@ -70,6 +92,7 @@ def test_a_record_is_judged_by_its_measured_number_never_by_a_flag(tmp_path, for
         assert json.loads(open(record).read())[key]["max_rel_diff"] <= CHECK_TOLERANCE
 
 
+@pytest.mark.pure
 def test_a_fifo_where_the_record_lives_is_no_record_and_never_blocks(tmp_path):
     from bneck.features.runtimes import trust
 
@@ -82,6 +105,7 @@ def test_a_fifo_where_the_record_lives_is_no_record_and_never_blocks(tmp_path):
     assert found == [None]
 
 
+@OPENVINO
 def test_a_state_folder_that_cannot_be_written_is_one_paragraph(tmp_path, monkeypatch):
     blocker = tmp_path / "state-is-a-file"
     blocker.write_text("")
@@ -96,6 +120,7 @@ def _truncate_xml(path):
         f.truncate(os.path.getsize(path) // 2)
 
 
+@OPENVINO
 @pytest.mark.parametrize("damage", ["xml cut", "bin empty", "bin missing", "xml not a model"])
 def test_a_damaged_converted_model_is_converted_again_and_the_rows_are_right(tmp_path, damage):
     data, cache, spec, _, _ = _checked_cache(tmp_path)
@@ -116,11 +141,13 @@ def test_a_damaged_converted_model_is_converted_again_and_the_rows_are_right(tmp
     assert relative_differences(again, first).max() <= CHECK_TOLERANCE
 
 
+@OPENVINO
 @pytest.mark.parametrize("in_the_way", ["a folder named like the model", "a file named like the folder"])
 def test_something_in_the_way_of_the_converted_model_is_one_paragraph(tmp_path, in_the_way):
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
-    spec_report = extract(data, tmp_path / "tf", cache_dir=tmp_path / "cache", runtime="tensorflow", verbose=False,
-                          **MOBILENET)
+    spec_report = extract(
+        data, tmp_path / "tf", cache_dir=tmp_path / "cache", runtime="tensorflow", verbose=False, **MOBILENET
+    )
     path = converted_path(str(tmp_path / "cache"), spec_report.spec)
     if in_the_way.startswith("a folder"):
         os.makedirs(path)

@@ -1,4 +1,5 @@
 """What bneck tells before any work: --version, backbones, layers, init, and 'did you mean'."""
+
 from __future__ import annotations
 
 from importlib import metadata
@@ -11,6 +12,7 @@ from bneck.pipeline.cli import main
 from bneck.pipeline.runner.config import DEFAULTS, load_config
 
 
+@pytest.mark.pure
 def test_version_is_the_installed_distributions(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
@@ -18,6 +20,7 @@ def test_version_is_the_installed_distributions(capsys):
     assert capsys.readouterr().out.strip() == f"bneck {metadata.version('bneck')}"
 
 
+# Not pure: it checks the imagenet lookup in $KERAS_HOME, which holds the real weights file from ../shared.
 def test_backbones_lists_every_entry_the_weights_found_here_and_this_cpu(capsys, keras_home):
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out
@@ -32,6 +35,7 @@ def test_backbones_lists_every_entry_the_weights_found_here_and_this_cpu(capsys,
     assert signature() in out and "native bf16" in out
 
 
+@pytest.mark.pure
 def test_layers_lists_the_architecture_with_its_marks(capsys):
     import keras
 
@@ -39,8 +43,9 @@ def test_layers_lists_the_architecture_with_its_marks(capsys):
     out = capsys.readouterr().out
     expected = keras.applications.MobileNet(include_top=False, weights=None, alpha=0.25, input_shape=(128, 128, 3))
     names = [layer.name for layer in expected.layers]
-    table = [line for line in out.splitlines()
-             if line.split() and line.split()[0].isdigit() and " layers in " not in line]
+    table = [
+        line for line in out.splitlines() if line.split() and line.split()[0].isdigit() and " layers in " not in line
+    ]
     listed = [line.split()[1] for line in table]
     assert listed == [n if i else "input_layer" for i, n in enumerate(names)]
     line = {row.split()[1]: row for row in table}
@@ -50,13 +55,17 @@ def test_layers_lists_the_architecture_with_its_marks(capsys):
     assert f"{len(names)} layers in mobilenet alpha 0.25 at 128 px" in out
 
 
-@pytest.mark.parametrize("argv,said", [
-    (["layers", "mobilenet_v2"], "Did you mean 'mobilenetv2'?"),
-    (["layers", "MobileNet", "--alpha", "0.3"], "alpha for mobilenet must be one of"),
-    (["layers", "vgg16", "--size", "9"], "input size for vgg16 must be an integer from 32"),
-    (["train", "F", "--classifier", "logistic", "--out", "M"], "Did you mean 'logreg'?"),
-    (["train", "F", "--classifier", "gap_dense", "--out", "M"], "Did you mean 'gap-dense'?"),
-])
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    "argv,said",
+    [
+        (["layers", "mobilenet_v2"], "Did you mean 'mobilenetv2'?"),
+        (["layers", "MobileNet", "--alpha", "0.3"], "alpha for mobilenet must be one of"),
+        (["layers", "vgg16", "--size", "9"], "input size for vgg16 must be an integer from 32"),
+        (["train", "F", "--classifier", "logistic", "--out", "M"], "Did you mean 'logreg'?"),
+        (["train", "F", "--classifier", "gap_dense", "--out", "M"], "Did you mean 'gap-dense'?"),
+    ],
+)
 def test_mistyped_names_are_refused_with_the_closest_allowed_one(argv, said, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
@@ -65,14 +74,16 @@ def test_mistyped_names_are_refused_with_the_closest_allowed_one(argv, said, cap
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.pure
 def test_init_writes_a_template_that_loads_to_the_defaults_and_never_overwrites(tmp_path, capsys):
     path = tmp_path / "exp.toml"
     assert main(["init", str(path), "--data", str(tmp_path / "images")]) == 0
     text = path.read_text()
     config = load_config(str(path))
     expected = {**DEFAULTS, "data": str(tmp_path / "images"), "out": str(tmp_path / "runs" / "run")}
-    assert {k: v for k, v in config.items() if k not in ("data", "out")} == \
-        {k: v for k, v in expected.items() if k not in ("data", "out")}
+    assert {k: v for k, v in config.items() if k not in ("data", "out")} == {
+        k: v for k, v in expected.items() if k not in ("data", "out")
+    }
     assert config["data"] == expected["data"] and config["out"] == expected["out"]
     for stage, table in DEFAULTS.items():  # every key is there, with a comment saying what it does
         if isinstance(table, dict):
@@ -83,8 +94,11 @@ def test_init_writes_a_template_that_loads_to_the_defaults_and_never_overwrites(
     assert "never overwrites" in capsys.readouterr().err and path.read_bytes() == before
 
 
-@pytest.mark.parametrize("line,expected", [("bneck exp", {"export"}), ("bneck ba", {"backbones"}),
-                                           ("bneck export m --format o", {"onnx", "openvino"})])
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    "line,expected",
+    [("bneck exp", {"export"}), ("bneck ba", {"backbones"}), ("bneck export m --format o", {"onnx", "openvino"})],
+)
 def test_shell_completion_offers_commands_and_choices(tmp_path, line, expected):
     import os
     import subprocess
@@ -92,10 +106,17 @@ def test_shell_completion_offers_commands_and_choices(tmp_path, line, expected):
     from pathlib import Path
 
     out = tmp_path / "completions"
-    env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_STDOUT_FILENAME": str(out), "COMP_LINE": line,
-           "COMP_POINT": str(len(line)), "_ARGCOMPLETE_IFS": "\n"}
-    done = subprocess.run([str(Path(sys.executable).parent / "bneck")], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "_ARGCOMPLETE": "1",
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(out),
+        "COMP_LINE": line,
+        "COMP_POINT": str(len(line)),
+        "_ARGCOMPLETE_IFS": "\n",
+    }
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "bneck")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert {w.strip() for w in out.read_text().split("\n") if w.strip()} == expected
 
@@ -110,14 +131,25 @@ def _commands(parser, path=""):
                 yield from _commands(sub, f"{path} {name}")
 
 
+@pytest.mark.pure
 def test_every_command_has_a_description_an_example_and_help_for_every_argument():
     import argparse
 
     from bneck.pipeline.cli import build_parser
 
     commands = dict(_commands(build_parser()))
-    assert {"extract", "train", "predict", "finetune", "run", "export", "backbones", "layers", "init",
-            "cache ls"} <= set(commands)
+    assert {
+        "extract",
+        "train",
+        "predict",
+        "finetune",
+        "run",
+        "export",
+        "backbones",
+        "layers",
+        "init",
+        "cache ls",
+    } <= set(commands)
     for name, sub in commands.items():
         assert sub.description, name
         assert "example" in (sub.epilog or "") and "bneck " in sub.epilog, name
@@ -127,6 +159,7 @@ def test_every_command_has_a_description_an_example_and_help_for_every_argument(
         sub.format_help()  # renders (a %-placeholder in a help line would raise here)
 
 
+@pytest.mark.pure
 def test_init_records_paths_as_given_from_here_whatever_folder_the_config_lands_in(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "images").mkdir()

@@ -1,4 +1,5 @@
-"""The command line: exit codes, messages, the summary table and the cache commands."""
+"""The command line: exit codes, messages, the summary table and the cache commands (pure)."""
+
 from __future__ import annotations
 
 import os
@@ -12,12 +13,27 @@ import pytest
 from bneck.pipeline.cli import main
 from tests.conftest import ROOT
 
-MOBILENET_ARGS = ["--backbone", "mobilenet", "--alpha", "0.25", "--size", "224"]
+pytestmark = pytest.mark.pure
 
 
-def test_extract_prints_the_summary_and_reruns_from_cache(small_data, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_args(tiny) -> list[str]:
+    """The tiny backbone as `bneck extract` options."""
+    return [
+        "--backbone",
+        tiny["backbone"],
+        "--alpha",
+        str(tiny["alpha"]),
+        "--size",
+        str(tiny["size"]),
+        "--weights",
+        tiny["weights"],
+    ]
+
+
+def test_extract_prints_the_summary_and_reruns_from_cache(tiny_data, tmp_path, capsys, tiny_args):
     out = str(tmp_path / "out")
-    assert main(["extract", str(small_data), "--out", out, "--quiet", *MOBILENET_ARGS]) == 0
+    assert main(["extract", str(tiny_data), "--out", out, "--quiet", *tiny_args]) == 0
     text = capsys.readouterr().out
     for column in ("split", "images", "classes", "quarantined", "reused", "computed", "seconds", "file"):
         assert column in text
@@ -27,31 +43,39 @@ def test_extract_prints_the_summary_and_reruns_from_cache(small_data, tmp_path, 
 
     hint = precision_hint()
     assert (hint in text.splitlines()) if hint else ("this CPU also computes" not in text)
-    assert main(["extract", str(small_data), "--out", out, "--quiet", *MOBILENET_ARGS]) == 0
+    assert main(["extract", str(tiny_data), "--out", out, "--quiet", *tiny_args]) == 0
     assert "network ran on 0 image(s)" in capsys.readouterr().out
 
 
-def test_quarantine_is_listed(small_data, tmp_path, capsys):
-    (small_data / "test" / "dogs" / "broken.jpg").write_bytes(b"not an image")
-    assert main(["extract", str(small_data), "--out", str(tmp_path / "o"), "--quiet",
-                 "--splits", "test", *MOBILENET_ARGS]) == 0
+def test_quarantine_is_listed(tiny_data, tmp_path, capsys, tiny_args):
+    (tiny_data / "test" / "dogs" / "broken.jpg").write_bytes(b"not an image")
+    assert (
+        main(["extract", str(tiny_data), "--out", str(tmp_path / "o"), "--quiet", "--splits", "test", *tiny_args]) == 0
+    )
     assert "test: test/dogs/broken.jpg: not a recognised image" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["extract", "{tmp}/missing", "--out", "{tmp}/o"], "data folder not found"),
-    (["extract", "{data}", "--out", "{tmp}/o", "--backbone", "mobilenet", "--alpha", "0.3"],
-     "alpha for mobilenet must be one of"),
-    (["extract", "{data}", "--out", "{tmp}/o", "--weights", "{tmp}/nope.h5"], "no file exists"),
-    (["extract", "{data}", "--out", "{tmp}/o", "--split", "0.5,0.25,0.25"], "--split applies to a single-root"),
-    (["extract", "{data}", "--out", "{tmp}/o", "--split", "0.5,0.5,0.5"], "--split must be three"),
-    (["extract", "{data}", "--out", "{tmp}/o", "--batch-size", "0"], "--batch-size must be an integer >= 1"),
-    (["extract", "{data}", "--out", "{tmp}/o", "--pool", "sum"], "--pool must be one of 'none', 'avg', 'max'. "
-                                                                  "Received: pool='sum'"),
-    (["cache", "info", "zzzz"], "matches 0 cache entries"),
-])
-def test_user_errors_exit_2_with_one_paragraph(small_data, tmp_path, capsys, argv, message):
-    argv = [a.format(tmp=tmp_path, data=small_data) for a in argv]
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["extract", "{tmp}/missing", "--out", "{tmp}/o"], "data folder not found"),
+        (
+            ["extract", "{data}", "--out", "{tmp}/o", "--backbone", "mobilenet", "--alpha", "0.3"],
+            "alpha for mobilenet must be one of",
+        ),
+        (["extract", "{data}", "--out", "{tmp}/o", "--weights", "{tmp}/nope.h5"], "no file exists"),
+        (["extract", "{data}", "--out", "{tmp}/o", "--split", "0.5,0.25,0.25"], "--split applies to a single-root"),
+        (["extract", "{data}", "--out", "{tmp}/o", "--split", "0.5,0.5,0.5"], "--split must be three"),
+        (["extract", "{data}", "--out", "{tmp}/o", "--batch-size", "0"], "--batch-size must be an integer >= 1"),
+        (
+            ["extract", "{data}", "--out", "{tmp}/o", "--pool", "sum"],
+            "--pool must be one of 'none', 'avg', 'max'. Received: pool='sum'",
+        ),
+        (["cache", "info", "zzzz"], "matches 0 cache entries"),
+    ],
+)
+def test_user_errors_exit_2_with_one_paragraph(tiny_data, tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path, data=tiny_data) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
@@ -65,9 +89,9 @@ def test_argparse_mistakes_exit_2(capsys):
     assert "--batch-size: must be an integer >= 1 and <= 4096; received 'two'" in capsys.readouterr().err
 
 
-def test_cache_ls_info_gc(small_data, tmp_path, capsys, isolated_cache):
+def test_cache_ls_info_gc(tiny_data, tmp_path, capsys, isolated_cache, tiny_args):
     out = tmp_path / "out"
-    main(["extract", str(small_data), "--out", str(out), "--quiet", *MOBILENET_ARGS])
+    main(["extract", str(tiny_data), "--out", str(out), "--quiet", *tiny_args])
     capsys.readouterr()
     assert main(["cache", "ls"]) == 0
     listing = capsys.readouterr().out
@@ -102,13 +126,12 @@ def test_cache_ls_info_gc(small_data, tmp_path, capsys, isolated_cache):
     assert "1 stale temporary" in said and "1 damaged chunk" in said and "merged 2 chunk" in said
     assert not stale.exists() and len(list(key_dir.glob("rows-*.h5"))) == 1
     # the dropped rows are recomputed, the merged ones reused
-    assert main(["extract", str(small_data), "--out", str(out), "--quiet", *MOBILENET_ARGS]) == 0
+    assert main(["extract", str(tiny_data), "--out", str(out), "--quiet", *tiny_args]) == 0
     assert "network ran on 12 image(s)" in capsys.readouterr().out
 
 
-def test_gc_older_than_removes_unused_entries(small_data, tmp_path, capsys, isolated_cache):
-    main(["extract", str(small_data), "--out", str(tmp_path / "o"), "--quiet", "--splits", "test",
-          *MOBILENET_ARGS])
+def test_gc_older_than_removes_unused_entries(tiny_data, tmp_path, capsys, isolated_cache, tiny_args):
+    main(["extract", str(tiny_data), "--out", str(tmp_path / "o"), "--quiet", "--splits", "test", *tiny_args])
     meta = next((isolated_cache / "features").iterdir()) / "meta.json"
     os.utime(meta, (0, 0))
     assert main(["cache", "gc", "--older-than", "30"]) == 0
@@ -120,7 +143,11 @@ def test_gc_older_than_removes_unused_entries(small_data, tmp_path, capsys, isol
 
 def test_python_dash_m_pipeline_and_console_script_exist(tmp_path):
     for cmd in ([sys.executable, "-m", "bneck"], [os.path.join(os.path.dirname(sys.executable), "bneck")]):
-        result = subprocess.run([*cmd, "extract", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
-                                cwd=ROOT, capture_output=True, text=True)
+        result = subprocess.run(
+            [*cmd, "extract", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 2
         assert "data folder not found" in result.stderr and "Traceback" not in result.stderr

@@ -1,4 +1,5 @@
 """The library reports (logging, BneckWarning); the command line decides what reaches the terminal."""
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,10 @@ def _report():
 def test_progress_and_warnings_reach_stderr_while_a_command_runs(capsys):
     with terminal_reports(quiet=False):
         _report()
-    assert capsys.readouterr().err.splitlines() == ["training logreg (no earlier output)",
-                                                    "bneck: warning: ignoring damaged cache chunk c.h5"]
+    assert capsys.readouterr().err.splitlines() == [
+        "training logreg (no earlier output)",
+        "bneck: warning: ignoring damaged cache chunk c.h5",
+    ]
 
 
 def test_quiet_keeps_the_warnings_only(capsys):
@@ -38,7 +41,8 @@ def test_outside_a_command_the_library_prints_nothing(capsys):
     assert capsys.readouterr().err == ""  # no handler of bneck's: logging's last resort shows WARNING+ only
     assert [w.category for w in caught] == [BneckWarning]  # a script can catch or filter the class
     assert logging.getLogger("bneck").handlers and all(
-        isinstance(h, logging.NullHandler) for h in logging.getLogger("bneck").handlers)
+        isinstance(h, logging.NullHandler) for h in logging.getLogger("bneck").handlers
+    )
 
 
 def test_a_command_leaves_no_handler_behind(tmp_path, capsys):

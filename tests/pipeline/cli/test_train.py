@@ -1,4 +1,5 @@
-"""`bneck train`, `bneck evaluate` and `bneck predict` from the command line."""
+"""`bneck train`, `bneck evaluate` and `bneck predict` from the command line (pure)."""
+
 from __future__ import annotations
 
 import csv
@@ -6,28 +7,46 @@ import json
 
 import pytest
 
-from bneck.features import ConfigError
+from bneck.features import ConfigError, extract
 from bneck.pipeline.cli import main
 from bneck.pipeline.training.options import parse_size
+from tests.generated import make_images
+
+pytestmark = pytest.mark.pure
 
 
-def test_train_prints_leaderboard_and_evaluate_and_predict_work(features_dir, image_root, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_features_dir(tmp_path_factory, tiny):
+    """Cats vs dogs, 40 generated images per class in train/validation/test, tiny-backbone features."""
+    root = tmp_path_factory.mktemp("stage2_tiny")
+    data = make_images(root / "data", 40)
+    extract(data, root / "features", cache_dir=root / "cache", verbose=False, **tiny)
+    return root / "features"
+
+
+@pytest.fixture(scope="module")
+def tiny_image_root(tiny_features_dir):
+    return tiny_features_dir.parent / "data"
+
+
+def test_train_prints_leaderboard_and_evaluate_and_predict_work(tiny_features_dir, tiny_image_root, tmp_path, capsys):
     models = tmp_path / "models"
-    assert main(["train", str(features_dir), "--classifier", "logreg,knn", "--out", str(models),
-                 "--quiet"]) == 0
+    assert main(["train", str(tiny_features_dir), "--classifier", "logreg,knn", "--out", str(models), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "model" in out and "val acc" in out and "test acc" in out and "fit s" in out and "this call" in out
     assert "logreg" in out and "knn" in out and "leaderboard.csv" in out
 
-    assert main(["evaluate", str(models / "logreg"), str(features_dir / "test.h5")]) == 0
+    assert main(["evaluate", str(models / "logreg"), str(tiny_features_dir / "test.h5")]) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "cats" in out and "confusion matrix" in out
 
-    images = sorted((image_root / "test" / "dogs").glob("*.jpg"))[:3]
+    images = sorted((tiny_image_root / "test" / "dogs").glob("*.jpg"))[:3]
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     out_csv = tmp_path / "pred.csv"
-    assert main(["predict", str(models / "logreg"), *map(str, images), str(tmp_path / "bad.png"),
-                 "--csv", str(out_csv)]) == 1  # 1: an input could not be classified
+    assert (
+        main(["predict", str(models / "logreg"), *map(str, images), str(tmp_path / "bad.png"), "--csv", str(out_csv)])
+        == 1
+    )  # 1: an input could not be classified
     captured = capsys.readouterr()
     assert captured.out.count("cats=") == 3 and "bad.png: error:" in captured.err
     assert "1 of 4 input(s) could not be classified" in captured.err
@@ -43,8 +62,20 @@ def test_train_prints_leaderboard_and_evaluate_and_predict_work(features_dir, im
     assert [line.split(":")[0] for line in said[:3]] == list(map(str, images))  # in the order given
     assert said[-1].startswith("3 of 3 image(s) classified: ")
     # --top-k 1 --json: one document, the most probable class only, same order, a summary that adds up
-    assert main(["predict", str(models / "logreg"), *map(str, reversed(images)), str(tmp_path / "bad.png"),
-                 "--top-k", "1", "--json"]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                str(models / "logreg"),
+                *map(str, reversed(images)),
+                str(tmp_path / "bad.png"),
+                "--top-k",
+                "1",
+                "--json",
+            ]
+        )
+        == 1
+    )
     doc = json.loads(capsys.readouterr().out)
     assert [r["path"] for r in doc["predictions"]] == [*map(str, reversed(images)), str(tmp_path / "bad.png")]
     assert all(list(r["probabilities"]) == [r["class"]] for r in doc["predictions"][:3])
@@ -54,17 +85,25 @@ def test_train_prints_leaderboard_and_evaluate_and_predict_work(features_dir, im
     assert "--top-k must be" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["train", "{f}", "--classifier", "xgboost", "--out", "{t}/m"], "classifier must be one of"),
-    (["train", "{t}/none", "--classifier", "logreg", "--out", "{t}/m"], "features folder not found"),
-    (["train", "{f}", "--classifier", "svm", "--out", "{t}/m", "--max-memory", "10K"], "needs its features in memory"),
-    (["train", "{f}", "--classifier", "logreg", "--out", "{t}/m", "--max-memory", "lots"],
-     "--max-memory must be a size"),
-    (["evaluate", "{t}/nomodel", "{f}/test.h5"], "has no manifest.json"),
-    (["predict", "{t}/nomodel", "x.jpg"], "has no manifest.json"),
-])
-def test_stage2_user_errors_exit_2(features_dir, tmp_path, capsys, argv, message):
-    argv = [a.format(f=features_dir, t=tmp_path) for a in argv]
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "{f}", "--classifier", "xgboost", "--out", "{t}/m"], "classifier must be one of"),
+        (["train", "{t}/none", "--classifier", "logreg", "--out", "{t}/m"], "features folder not found"),
+        (
+            ["train", "{f}", "--classifier", "svm", "--out", "{t}/m", "--max-memory", "10K"],
+            "needs its features in memory",
+        ),
+        (
+            ["train", "{f}", "--classifier", "logreg", "--out", "{t}/m", "--max-memory", "lots"],
+            "--max-memory must be a size",
+        ),
+        (["evaluate", "{t}/nomodel", "{f}/test.h5"], "has no manifest.json"),
+        (["predict", "{t}/nomodel", "x.jpg"], "has no manifest.json"),
+    ],
+)
+def test_stage2_user_errors_exit_2(tiny_features_dir, tmp_path, capsys, argv, message):
+    argv = [a.format(f=tiny_features_dir, t=tmp_path) for a in argv]
     (tmp_path / "nomodel").mkdir()
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Trained model folders every export test reads (trained once for the whole folder)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """``bneck.export``'s parameters: ``format`` (the command's --format) or ``fmt`` (its old name, and the
 third positional argument under either name); an unknown, missing or doubled one is a ConfigError naming
 what it takes, never a TypeError, and every one of these is said before any model is read."""
+
 from __future__ import annotations
 
 import inspect
@@ -20,12 +21,17 @@ TAKES = "its parameters are model_dir, out, format, weights, verbose (and fmt, t
 
 def test_the_signature_says_format():
     assert bneck.export is export_model
-    assert list(inspect.signature(bneck.export).parameters) == ["model_dir", "out", "format", "weights", "verbose",
-                                                                "fmt"]
+    assert list(inspect.signature(bneck.export).parameters) == [
+        "model_dir",
+        "out",
+        "format",
+        "weights",
+        "verbose",
+        "fmt",
+    ]
 
 
-@pytest.mark.parametrize("args, kwargs", [((), {"format": "no-such"}), ((), {"fmt": "no-such"}),
-                                          (("no-such",), {})])
+@pytest.mark.parametrize("args, kwargs", [((), {"format": "no-such"}), ((), {"fmt": "no-such"}), (("no-such",), {})])
 def test_format_fmt_and_the_third_argument_all_name_the_format(tmp_path, args, kwargs):
     # the model folder does not exist: the format's ConfigError comes first, so the format was read
     with pytest.raises(ConfigError, match=r"^--format must be one of 'keras', .* Received: --format='no-such'\."):
@@ -40,16 +46,22 @@ def test_a_good_format_goes_on_to_the_model(tmp_path, how):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("args, kwargs, says", [
-    ((), {"format": "onnx", "fmt": "onnx"},
-     "bneck.export() takes the format once, as format= (fmt= is its old name), not both. "
-     "Received: format='onnx', fmt='onnx'."),
-    (("onnx",), {"fmt": "keras"}, "not both. Received: format='onnx', fmt='keras'."),
-    (("onnx",), {"format": "onnx"}, f"bneck.export() multiple values for argument 'format'; {TAKES}"),
-    ((), {"formats": "onnx"}, f"bneck.export() got an unexpected keyword argument 'formats'; {TAKES}"),
-    ((), {"quiet": True}, "unexpected keyword argument 'quiet'"),
-    (("onnx", None, False, "extra"), {}, "too many positional arguments"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, says",
+    [
+        (
+            (),
+            {"format": "onnx", "fmt": "onnx"},
+            "bneck.export() takes the format once, as format= (fmt= is its old name), not both. "
+            "Received: format='onnx', fmt='onnx'.",
+        ),
+        (("onnx",), {"fmt": "keras"}, "not both. Received: format='onnx', fmt='keras'."),
+        (("onnx",), {"format": "onnx"}, f"bneck.export() multiple values for argument 'format'; {TAKES}"),
+        ((), {"formats": "onnx"}, f"bneck.export() got an unexpected keyword argument 'formats'; {TAKES}"),
+        ((), {"quiet": True}, "unexpected keyword argument 'quiet'"),
+        (("onnx", None, False, "extra"), {}, "too many positional arguments"),
+    ],
+)
 def test_an_unknown_or_doubled_parameter_is_one_config_error_before_any_work(tmp_path, args, kwargs, says):
     # the model folder does not exist and the format is fine: the parameters are refused first
     with pytest.raises(ConfigError) as caught:

@@ -1,4 +1,5 @@
 """The fused affine augmentation: exact geometry on simple cases, identity outside training."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,7 @@ def test_shift_moves_content_by_whole_pixels():
     tf = import_tensorflow()
     x = _images(1)
     # every draw at its maximum: a shift of +4 px in x and y, output(y, x) = input(y + 4, x + 4)
-    transforms = affine_transforms(tf, 1, 32, 32, {**OFF, "shift": 4 / 32},
-                                   lambda lo, hi: tf.fill([1], hi))
+    transforms = affine_transforms(tf, 1, 32, 32, {**OFF, "shift": 4 / 32}, lambda lo, hi: tf.fill([1], hi))
     y = np.asarray(warp(tf, tf.constant(x), transforms))
     np.testing.assert_allclose(y[0, :-4, :-4], x[0, 4:, 4:], atol=1e-3)
     np.testing.assert_allclose(y[0, :-4, -4:], np.repeat(x[0, 4:, -1:], 4, axis=1), atol=1e-3)  # fill nearest

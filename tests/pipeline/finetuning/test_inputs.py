@@ -1,4 +1,5 @@
 """Stage 3's fast path: the frozen part cached per image and view, only the top trained."""
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,26 @@ from bneck.pipeline.finetuning.model import FinetuneModel, build_finetune_model,
 from bneck.pipeline.finetuning.stage import finetune
 from bneck.pipeline.training.heads import build_head
 from bneck.pipeline.training.stage import train
-from tests.conftest import MOBILENET
+from tests.generated import TINY_SIZE, make_images
 
 NO_AUGMENT = {"rotation": 0, "shift": 0, "shear": 0, "zoom": 0, "flip": False}
 AUGMENT = {"rotation": 20, "shift": 0.1, "shear": 0.1, "zoom": 0.1, "flip": True}
+
+
+@pytest.fixture(scope="module")
+def tiny_image_root(tmp_path_factory):
+    """Cats vs dogs, 40 generated images per class in train/validation/test."""
+    return make_images(tmp_path_factory.mktemp("tiny_finetune") / "data", 40)
+
+
+@pytest.fixture(scope="module")
+def tiny_head_dir(tiny_image_root, tiny, tmp_path_factory):
+    """A dense head trained on the tiny backbone's features of ``tiny_image_root``."""
+    root = tiny_image_root.parent
+    extract(tiny_image_root, root / "features", cache_dir=root / "cache", verbose=False, **tiny)
+    models = tmp_path_factory.mktemp("tiny_heads_cf")
+    train(root / "features", ["dense"], models, verbose=False, epochs=10)
+    return models / "dense"
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +51,18 @@ def head_dir(features_dir, tmp_path_factory):
     return models / "dense"
 
 
-def test_fast_and_plain_paths_give_the_same_first_epoch_loss(head_dir, image_root, tmp_path):
+@pytest.mark.pure
+def test_fast_and_plain_paths_give_the_same_first_epoch_loss(tiny_head_dir, tiny_image_root, tmp_path):
     kwargs = dict(epochs=1, lr=1e-3, augment=NO_AUGMENT, seed=3, verbose=False)
-    plain = finetune(str(head_dir), str(image_root), str(tmp_path / "plain"), **kwargs)
-    fast = finetune(str(head_dir), str(image_root), str(tmp_path / "fast"), cache_frozen=True,
-                    cache_dir=str(tmp_path / "cache"), **kwargs)
+    plain = finetune(str(tiny_head_dir), str(tiny_image_root), str(tmp_path / "plain"), **kwargs)
+    fast = finetune(
+        str(tiny_head_dir),
+        str(tiny_image_root),
+        str(tmp_path / "fast"),
+        cache_frozen=True,
+        cache_dir=str(tmp_path / "cache"),
+        **kwargs,
+    )
     assert abs(plain.history["loss"][0] - fast.history["loss"][0]) < 1e-4
     assert abs(plain.history["val_loss"][0] - fast.history["val_loss"][0]) < 1e-4
     assert fast.metrics["cache_frozen"]["views"] == 1  # no augmentation: one view is all there is
@@ -51,31 +75,51 @@ def test_fast_and_plain_paths_give_the_same_first_epoch_loss(head_dir, image_roo
     assert load_classifier(str(tmp_path / "fast")).model.name == "bneck_finetuned"
 
 
-def test_views_are_cached_by_content_and_view_zero_is_stage_one(head_dir, image_root, tmp_path, capsys):
+@pytest.mark.pure
+def test_views_are_cached_by_content_and_view_zero_is_stage_one(tiny_head_dir, tiny_image_root, tmp_path, capsys, tiny):
     cache = tmp_path / "cache"
-    args = ["finetune", str(head_dir), "--data", str(image_root), "--cache-frozen", "--views", "3",
-            "--rotation", "20", "--epochs", "2", "--cache-dir", str(cache), "--quiet"]
+    args = [
+        "finetune",
+        str(tiny_head_dir),
+        "--data",
+        str(tiny_image_root),
+        "--cache-frozen",
+        "--views",
+        "3",
+        "--rotation",
+        "20",
+        "--epochs",
+        "2",
+        "--cache-dir",
+        str(cache),
+        "--quiet",
+    ]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     first = json.loads((tmp_path / "a" / "metrics.json").read_text())["cache_frozen"]
-    n = {s: len(r) for s, r in discover(str(image_root)).splits.items()}
+    n = {s: len(r) for s, r in discover(str(tiny_image_root)).splits.items()}
     # 3 views of each training image, only view 0 of validation and test
     assert first["rows_computed"] == 3 * n["train"] + n["validation"] + n["test"]
     assert main(args + ["--out", str(tmp_path / "b")]) == 0
     again = json.loads((tmp_path / "b" / "metrics.json").read_text())["cache_frozen"]
     assert again["rows_computed"] == 0 and again["rows_reused"] == first["rows_computed"]
     # one cache entry per view; only augmented views carry an augmentation in their key
-    entries = {e.meta["augmentation"] and json.loads(e.meta["augmentation"])["view"]: e
-               for e in list_entries(str(cache))}
+    entries = {
+        e.meta["augmentation"] and json.loads(e.meta["augmentation"])["view"]: e for e in list_entries(str(cache))
+    }
     assert sorted(k or 0 for k in entries) == [0, 1, 2]
     assert entries[None].rows == n["train"] + n["validation"] + n["test"]
     capsys.readouterr()
     assert main(["cache", "ls", "--cache-dir", str(cache)]) == 0  # says which entry holds what
-    holds = {line.split()[0]: " ".join(line.split()[1:3]) for line in capsys.readouterr().out.splitlines()[2:]
-             if line.strip()}
+    holds = {
+        line.split()[0]: " ".join(line.split()[1:3])
+        for line in capsys.readouterr().out.splitlines()[2:]
+        if line.strip()
+    }
     assert sorted(holds.values()) == ["augmented view", "augmented view", "features mobilenet"]
     # view 0 is exactly what `bneck extract --layer conv_pw_5_relu --pool none` keys and stores
-    report = extract(image_root, tmp_path / "trunk_features", cache_dir=cache, verbose=False,
-                     layer="conv_pw_5_relu", **MOBILENET)
+    report = extract(
+        tiny_image_root, tmp_path / "trunk_features", cache_dir=cache, verbose=False, layer="conv_pw_5_relu", **tiny
+    )
     assert report.forward_images == 0 and report.spec.key == entries[None].key
     # a different augmentation is a different key: nothing reused for views 1 and 2
     assert main(args[:-1] + ["--rotation", "10", "--quiet", "--out", str(tmp_path / "c")]) == 0
@@ -93,31 +137,44 @@ def test_trunk_rows_equal_the_base_run_directly_and_views_augment_only_training(
     images = np.stack([decode_image(r.abspath, 224) for r in records])
     shas = [f"{i:064x}" for i in range(len(images))]
     preprocess = get_backbone("mobilenet").preprocess_fn()
-    views = TrunkViews(split.trunk, preprocess, ft.spec, split.layer, split.pool, AUGMENT, 0,
-                       str(tmp_path / "cache"), verbose=False)
+    views = TrunkViews(
+        split.trunk, preprocess, ft.spec, split.layer, split.pool, AUGMENT, 0, str(tmp_path / "cache"), verbose=False
+    )
     rows = views.rows(images, shas, [0, 1])
     base = build_base(get_backbone("mobilenet"), ft.spec)
     direct = cut_model(base, get_backbone("mobilenet"), split.layer, "none").predict(
-        preprocess(tf.constant(images, tf.float32)), verbose=0)
+        preprocess(tf.constant(images, tf.float32)), verbose=0
+    )
     np.testing.assert_allclose(rows[:12], direct, rtol=1e-4, atol=1e-4)  # view 0: the image itself
     assert np.abs(rows[12:] - direct).mean() > 0.1 * np.abs(direct).mean()  # view 1: augmented
     # the top on cached rows equals the whole fine-tune model on the images
     whole = ft.model.predict(preprocess(tf.constant(images, tf.float32)), verbose=0)
     np.testing.assert_allclose(split.top.predict(rows[:12], verbose=0), whole, atol=1e-5)
     assert view_spec(ft.spec, split.layer, "none", AUGMENT, 0, 0).augmentation is None
-    assert "\"view\": 1" in view_spec(ft.spec, split.layer, "none", AUGMENT, 0, 1).augmentation
+    assert '"view": 1' in view_spec(ft.spec, split.layer, "none", AUGMENT, 0, 1).augmentation
 
 
-def test_frozen_base_mode_caches_stage_one_features(head_dir, image_root, tmp_path):
-    result = finetune(str(head_dir), str(image_root), str(tmp_path / "ft"), unfreeze_from="none",
-                      epochs=2, augment=AUGMENT, views=2, cache_frozen=True,
-                      cache_dir=str(tmp_path / "cache"), verbose=False)
+@pytest.mark.pure
+def test_frozen_base_mode_caches_stage_one_features(tiny_head_dir, tiny_image_root, tmp_path):
+    result = finetune(
+        str(tiny_head_dir),
+        str(tiny_image_root),
+        str(tmp_path / "ft"),
+        unfreeze_from="none",
+        epochs=2,
+        augment=AUGMENT,
+        views=2,
+        cache_frozen=True,
+        cache_dir=str(tmp_path / "cache"),
+        verbose=False,
+    )
     assert result.metrics["cache_frozen"]["layer"] == "conv_pw_13_relu"
     manifest = json.loads((tmp_path / "ft" / "manifest.json").read_text())
     assert manifest["trainable_layers"] == [] and manifest["config"]["views"] == 2
     assert os.path.exists(tmp_path / "ft" / "model.keras")
 
 
+@pytest.mark.pure
 def test_a_cut_inside_a_residual_block_is_refused():
     import keras
 
@@ -127,8 +184,7 @@ def test_a_cut_inside_a_residual_block_is_refused():
     for layer in base.layers:
         layer.trainable = False
     ft = FinetuneModel(None, base, None, "conv5_block3_2_conv", [], [], head)
-    with pytest.raises(ConfigError, match="--cache-frozen needs the layers from --unfreeze-from "
-                                          "conv5_block3_2_conv"):
+    with pytest.raises(ConfigError, match="--cache-frozen needs the layers from --unfreeze-from conv5_block3_2_conv"):
         frozen_split(ft)
     ft.unfreeze_from = "conv5_block3_1_conv"  # the block's start: one tensor in, fine
     split = frozen_split(ft)
@@ -137,9 +193,24 @@ def test_a_cut_inside_a_residual_block_is_refused():
     assert split.layer == "conv5_block2_out" and isinstance(split.top, keras.Model)
 
 
-def test_views_must_be_positive(head_dir, image_root, tmp_path, capsys):
-    assert main(["finetune", str(head_dir), "--data", str(image_root), "--out", str(tmp_path / "x"),
-                 "--cache-frozen", "--views", "0"]) == 2
+@pytest.mark.pure
+def test_views_must_be_positive(tiny_head_dir, tiny_image_root, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "finetune",
+                str(tiny_head_dir),
+                "--data",
+                str(tiny_image_root),
+                "--out",
+                str(tmp_path / "x"),
+                "--cache-frozen",
+                "--views",
+                "0",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--views must be an integer >= 1" in err and "views=0" in err
     assert not os.path.exists(tmp_path / "x")
@@ -153,46 +224,71 @@ def _mirror_mean(folder, image_root, split):
     tf = import_tensorflow()
     model = load_classifier(str(folder)).model
     preprocess = get_backbone("mobilenet").preprocess_fn()
-    rows = [r for r in read_predictions(read_verified(str(folder)).files["predictions.csv"].decode())
-            if r["split"] == split]
-    images = np.stack([decode_image(os.path.join(image_root, r["path"]), 224) for r in rows])
+    rows = [
+        r for r in read_predictions(read_verified(str(folder)).files["predictions.csv"].decode()) if r["split"] == split
+    ]
+    images = np.stack([decode_image(os.path.join(image_root, r["path"]), TINY_SIZE) for r in rows])
 
     def probs(x):
         out = model(preprocess(tf.constant(x, tf.float32)), training=False).numpy()
         return np.concatenate([1 - out, out], 1) if out.shape[1] == 1 else out
+
     return rows, (probs(images) + probs(np.ascontiguousarray(images[:, :, ::-1]))) / 2
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("cache_frozen", [True, False])
-def test_tta_scores_the_mean_over_each_image_and_its_mirror(head_dir, image_root, tmp_path, cache_frozen):
+def test_tta_scores_the_mean_over_each_image_and_its_mirror(tiny_head_dir, tiny_image_root, tmp_path, cache_frozen):
     from bneck.pipeline.artifacts import read_predictions, read_verified
 
     out = tmp_path / "tta"
-    done = finetune(str(head_dir), str(image_root), str(out), epochs=1, lr=1e-3, augment=NO_AUGMENT, seed=3,
-                    verbose=False, tta=True, cache_frozen=cache_frozen, cache_dir=str(tmp_path / "cache"))
+    done = finetune(
+        str(tiny_head_dir),
+        str(tiny_image_root),
+        str(out),
+        epochs=1,
+        lr=1e-3,
+        augment=NO_AUGMENT,
+        seed=3,
+        verbose=False,
+        tta=True,
+        cache_frozen=cache_frozen,
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert set(done.metrics["tta"]) == {"validation", "test"}
     saved = read_predictions(read_verified(str(out)).files["predictions_tta.csv"].decode())
     for split in ("validation", "test"):
-        rows, expected = _mirror_mean(out, image_root, split)
+        rows, expected = _mirror_mean(out, tiny_image_root, split)
         got = np.array([[r["probabilities"][c] for c in ("cats", "dogs")] for r in saved if r["split"] == split])
         assert [r["path"] for r in saved if r["split"] == split] == [r["path"] for r in rows]
         np.testing.assert_allclose(got, expected, atol=2e-4)
         right = np.mean([["cats", "dogs"][int(np.argmax(p))] == r["true"] for p, r in zip(expected, rows)])
         assert done.metrics["tta"][split]["accuracy"] == pytest.approx(right)
     if cache_frozen:  # the mirror view is cached like any view, independent of the seed
-        mirrored = [e for e in list_entries(str(tmp_path / "cache")) if "horizontal-flip" in
-                    str(e.meta.get("augmentation"))]
+        mirrored = [
+            e for e in list_entries(str(tmp_path / "cache")) if "horizontal-flip" in str(e.meta.get("augmentation"))
+        ]
         assert len(mirrored) == 1
 
 
-def test_without_tta_there_is_no_tta_score(head_dir, image_root, tmp_path):
-    done = finetune(str(head_dir), str(image_root), str(tmp_path / "plain"), epochs=1, augment=NO_AUGMENT,
-                    verbose=False, cache_dir=str(tmp_path / "cache"))
+@pytest.mark.pure
+def test_without_tta_there_is_no_tta_score(tiny_head_dir, tiny_image_root, tmp_path):
+    done = finetune(
+        str(tiny_head_dir),
+        str(tiny_image_root),
+        str(tmp_path / "plain"),
+        epochs=1,
+        augment=NO_AUGMENT,
+        verbose=False,
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert "tta" not in done.metrics and not (tmp_path / "plain" / "predictions_tta.csv").exists()
 
 
-def test_the_cached_path_decodes_each_image_once_and_none_whose_rows_are_cached(head_dir, image_root, tmp_path,
-                                                                                  monkeypatch):
+@pytest.mark.pure
+def test_the_cached_path_decodes_each_image_once_and_none_whose_rows_are_cached(
+    tiny_head_dir, tiny_image_root, tmp_path, monkeypatch
+):
     import bneck.pipeline.finetuning.inputs as inputs
 
     decoded, real = [], inputs.decoded_batches
@@ -200,19 +296,21 @@ def test_the_cached_path_decodes_each_image_once_and_none_whose_rows_are_cached(
     def counting(items, *args, **kwargs):
         decoded.extend(key for key, _ in items)
         return real(items, *args, **kwargs)
+
     monkeypatch.setattr(inputs, "decoded_batches", counting)
     kwargs = dict(epochs=1, augment=AUGMENT, views=3, tta=True, cache_dir=str(tmp_path / "cache"), verbose=False)
-    first = finetune(str(head_dir), str(image_root), str(tmp_path / "a"), **kwargs)
-    n = {s: len(r) for s, r in discover(str(image_root)).splits.items()}
+    first = finetune(str(tiny_head_dir), str(tiny_image_root), str(tmp_path / "a"), **kwargs)
+    n = {s: len(r) for s, r in discover(str(tiny_image_root)).splits.items()}
     # 3 views of each training image and 2 (itself, its mirror) of the others, each image decoded once
     assert first.metrics["cache_frozen"]["rows_computed"] == 3 * n["train"] + 2 * (n["validation"] + n["test"])
     assert len(decoded) == len(set(decoded)) == sum(n.values())
     decoded.clear()
-    again = finetune(str(head_dir), str(image_root), str(tmp_path / "b"), **kwargs)
+    again = finetune(str(tiny_head_dir), str(tiny_image_root), str(tmp_path / "b"), **kwargs)
     assert again.metrics["cache_frozen"]["rows_computed"] == 0 and decoded == []  # no image decoded at all
     assert again.metrics["validation"] == first.metrics["validation"]
 
 
+@pytest.mark.pure
 def test_scoring_reads_rows_from_disk_one_batch_at_a_time(tmp_path):
     """Scoring a split never reads its row file whole (a 20,000-image split is gigabytes)."""
     import keras
@@ -236,16 +334,25 @@ def test_scoring_reads_rows_from_disk_one_batch_at_a_time(tmp_path):
             def __getitem__(self, item):
                 reads.append(item.stop - item.start)
                 return source[item]
+
         predict = predictor(tf, TrainInputs(model, {}, lambda b: tf.cast(b, tf.float32), 1, eval_batch=4))
         got = predict(Watched(), 9)
     np.testing.assert_allclose(got, model.predict(rows[:9], verbose=0), atol=1e-6)
     assert reads == [4, 4, 1]
 
 
-def test_one_view_means_no_augmentation_and_the_record_says_so(head_dir, image_root, tmp_path):
+@pytest.mark.pure
+def test_one_view_means_no_augmentation_and_the_record_says_so(tiny_head_dir, tiny_image_root, tmp_path):
     with pytest.warns(BneckWarning, match="--views 1 keeps only each image itself") as caught:
-        done = finetune(str(head_dir), str(image_root), str(tmp_path / "one"), epochs=1, views=1, augment=AUGMENT,
-                        cache_dir=str(tmp_path / "cache"))
+        done = finetune(
+            str(tiny_head_dir),
+            str(tiny_image_root),
+            str(tmp_path / "one"),
+            epochs=1,
+            views=1,
+            augment=AUGMENT,
+            cache_dir=str(tmp_path / "cache"),
+        )
     assert [w.filename for w in caught if "--views 1" in str(w.message)] == [__file__]  # said at the caller's line
     manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
     assert manifest["config"]["augment"] == NO_AUGMENT and manifest["config"]["views"] == 1

@@ -1,5 +1,6 @@
 """Stage 3 decides its own reuse: the same head, data and options fine-tune nothing, from the API and
 the command line; another option, another head or a damaged folder fine-tunes again and says why."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,7 +41,8 @@ def test_same_head_data_and_options_fine_tune_nothing(heads, image_root, tmp_pat
     again = finetune(heads / "dense", image_root, out, verbose=False, **QUICK)
     assert len(runs) == 1 and again.reused and again.why == "unchanged"
     assert again.metrics == first.metrics and again.history["val_accuracy"] == pytest.approx(
-        first.history["val_accuracy"])
+        first.history["val_accuracy"]
+    )
     changed = finetune(heads / "dense", image_root, out, verbose=False, **{**QUICK, "lr": 1e-3})
     assert len(runs) == 2 and changed.why == "options changed: lr 0.0003 \u2192 0.001"
     other = finetune(heads / "gap-dense", image_root, out, verbose=False, **{**QUICK, "lr": 1e-3})
@@ -54,8 +56,20 @@ def test_same_head_data_and_options_fine_tune_nothing(heads, image_root, tmp_pat
 
 
 def test_the_command_line_says_it_reused(heads, image_root, tmp_path, capsys, runs):
-    argv = ["finetune", str(heads / "dense"), "--data", str(image_root), "--out", str(tmp_path / "ft"),
-            "--epochs", "1", "--views", "1", "--no-augment", "--quiet"]
+    argv = [
+        "finetune",
+        str(heads / "dense"),
+        "--data",
+        str(image_root),
+        "--out",
+        str(tmp_path / "ft"),
+        "--epochs",
+        "1",
+        "--views",
+        "1",
+        "--no-augment",
+        "--quiet",
+    ]
     assert main(argv) == 0 and len(runs) == 1
     capsys.readouterr()
     assert main(argv) == 0 and len(runs) == 1

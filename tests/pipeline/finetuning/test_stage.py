@@ -1,4 +1,5 @@
 """Stage 3's correctness rules on real images, real weights and real trained heads."""
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,19 @@ def head_dir(features_dir, tmp_path_factory):
     return models
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("vgg16", ["block5_conv1", "block5_conv2", "block5_conv3"]),
-    ("mobilenet", ["conv_dw_13", "conv_dw_13_bn", "conv_pw_13", "conv_pw_13_bn"]),  # the block
-    ("resnet50", None), ("inceptionv3", None), ("xception", None), ("mobilenetv2", None),
-    ("efficientnetb0", None), ("vgg19", ["block5_conv1", "block5_conv2", "block5_conv3", "block5_conv4"]),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("vgg16", ["block5_conv1", "block5_conv2", "block5_conv3"]),
+        ("mobilenet", ["conv_dw_13", "conv_dw_13_bn", "conv_pw_13", "conv_pw_13_bn"]),  # the block
+        ("resnet50", None),
+        ("inceptionv3", None),
+        ("xception", None),
+        ("mobilenetv2", None),
+        ("efficientnetb0", None),
+        ("vgg19", ["block5_conv1", "block5_conv2", "block5_conv3", "block5_conv4"]),
+    ],
+)
 def test_the_last_block_point_is_the_last_block(name, expected):
     entry = get_backbone(name)
     base = entry.build(None, max(entry.min_size, 75), entry.default_alpha)
@@ -52,8 +60,10 @@ def test_the_last_block_point_is_the_last_block(name, expected):
     assert (default < start) if name in ("mobilenet", "mobilenetv2") else (default == start)
 
 
-@pytest.mark.parametrize("name,point,stage", [("mobilenet", "conv_pad_6", "conv_dw_6"),
-                                              ("mobilenetv2", "block_6_expand", "block_6_depthwise")])
+@pytest.mark.parametrize(
+    "name,point,stage",
+    [("mobilenet", "conv_pad_6", "conv_dw_6"), ("mobilenetv2", "block_6_expand", "block_6_depthwise")],
+)
 def test_the_measured_default_starts_the_14x14_stage(name, point, stage):
     entry = get_backbone(name)
     base = entry.build(None, 224, entry.default_alpha)
@@ -69,27 +79,33 @@ def test_assembled_model_freezes_below_the_point_and_keeps_bn_in_inference(head_
     ft = build_finetune_model(head, "last-block", NO_AUGMENT, seed=0)
     assert ft.unfreeze_from == "conv_dw_13"
     assert ft.trainable_layers == ["conv_dw_13", "conv_pw_13"]  # the block's BN layers stay frozen
-    assert all(not layer.trainable for layer in ft.feature_model.layers[:ft.feature_model.layers.index(
-        ft.feature_model.get_layer("conv_dw_13"))])
+    assert all(
+        not layer.trainable
+        for layer in ft.feature_model.layers[: ft.feature_model.layers.index(ft.feature_model.get_layer("conv_dw_13"))]
+    )
     fm = ft.feature_model
-    watched = {name: [np.array(w) for w in fm.get_layer(name).weights]
-               for name in ("conv_pw_13_bn", "conv_pw_13", "conv_pw_12")}
+    watched = {
+        name: [np.array(w) for w in fm.get_layer(name).weights]
+        for name in ("conv_pw_13_bn", "conv_pw_13", "conv_pw_12")
+    }
     ft.model.compile(optimizer="sgd", loss="binary_crossentropy")
     x = np.random.default_rng(0).uniform(-1, 1, (8, 224, 224, 3)).astype("float32")
     ft.model.fit(x, np.ones(8, "float32"), epochs=1, batch_size=4, verbose=0)
 
     def changed(name):
         return any(not np.array_equal(a, np.array(b)) for a, b in zip(watched[name], fm.get_layer(name).weights))
+
     assert not changed("conv_pw_13_bn")  # BN statistics untouched: inference mode
-    assert not changed("conv_pw_12")      # below the unfreeze point
-    assert changed("conv_pw_13")          # the unfrozen block learns
+    assert not changed("conv_pw_12")  # below the unfreeze point
+    assert changed("conv_pw_13")  # the unfrozen block learns
 
 
 def test_augmentation_only_in_training(head_dir):
     tf = import_tensorflow()
     head = load_classifier(str(head_dir / "dense"))
-    ft = build_finetune_model(head, "none", {"rotation": 40, "shift": 0.2, "shear": 0.2,
-                                             "zoom": 0.2, "flip": True}, seed=0)
+    ft = build_finetune_model(
+        head, "none", {"rotation": 40, "shift": 0.2, "shear": 0.2, "zoom": 0.2, "flip": True}, seed=0
+    )
     assert not [layer for layer in ft.model.layers if layer.name.startswith("aug_")]
     x = np.random.default_rng(1).uniform(-1, 1, (4, 224, 224, 3)).astype("float32")
     direct = head.model(ft.feature_model(x, training=False), training=False).numpy()
@@ -102,9 +118,21 @@ def test_augmentation_only_in_training(head_dir):
     def counting(batch):
         seen.assign_add(tf.shape(batch)[0])
         return ft.augmentation(batch, training=True)
-    history = fast_fit(ft.model, x, np.array([0, 1, 0, 1]), np.repeat(x, 3, axis=0), np.zeros(12, int),
-                       epochs=2, batch_size=2, optimizer="sgd", lr=1e-4, seed=0, augment=counting,
-                       eval_batch=4)
+
+    history = fast_fit(
+        ft.model,
+        x,
+        np.array([0, 1, 0, 1]),
+        np.repeat(x, 3, axis=0),
+        np.zeros(12, int),
+        epochs=2,
+        batch_size=2,
+        optimizer="sgd",
+        lr=1e-4,
+        seed=0,
+        augment=counting,
+        eval_batch=4,
+    )
     assert int(seen.numpy()) == 2 * 4 and len(history["val_loss"]) == 2  # 2 epochs x 4 training images
 
 
@@ -113,8 +141,7 @@ def _crafted_head(head_dir, folder, input_shape, **manifest_changes):
     folder.mkdir()
     build_head("dense", input_shape, 2, 256, 0.5).save(folder / "model.keras")
     manifest = json.loads((head_dir / "dense" / "manifest.json").read_text())
-    body = {k: v for k, v in manifest.items() if k not in ("artifacts", "versions", "created_utc",
-                                                            "manifest_version")}
+    body = {k: v for k, v in manifest.items() if k not in ("artifacts", "versions", "created_utc", "manifest_version")}
     write_manifest(str(folder), parse_manifest({**body, **manifest_changes}, "crafted"))
     return folder
 
@@ -139,20 +166,47 @@ def test_head_that_does_not_fit_the_base_is_refused(head_dir, tmp_path):
 
 
 def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifacts(
-        head_dir, image_root, tmp_path, capsys):
+    head_dir, image_root, tmp_path, capsys
+):
     out = tmp_path / "ft"
-    assert main(["finetune", str(head_dir / "dense"), "--data", str(image_root), "--out", str(out),
-                 "--epochs", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(head_dir / "dense"),
+                "--data",
+                str(image_root),
+                "--out",
+                str(out),
+                "--epochs",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     said = capsys.readouterr().out
     assert ("with the frozen head ->" in said or "no epoch beat the frozen head" in said) and "test accuracy" in said
     files = set(os.listdir(out))
-    assert {"model.keras", "manifest.json", "metrics.json", "history.csv", "curves.png",
-            "confusion_validation.png", "confusion_test.png"} <= files
+    assert {
+        "model.keras",
+        "manifest.json",
+        "metrics.json",
+        "history.csv",
+        "curves.png",
+        "confusion_validation.png",
+        "confusion_test.png",
+    } <= files
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["artifacts"]) == files - {"manifest.json"}
     config = manifest["config"]  # the defaults: Adam 3e-4, warm-up, cosine, label smoothing, the measured point
     assert (config["optimizer"], config["lr"], config["schedule"], config["warmup"], config["label_smoothing"]) == (
-        "adam", 3e-4, "cosine", 0.1, 0.1)
+        "adam",
+        3e-4,
+        "cosine",
+        0.1,
+        0.1,
+    )
     assert config["unfreeze_from"] == "conv_pad_6"
     metrics = json.loads((out / "metrics.json").read_text())
     before = metrics["before_finetuning"]["validation"]["loss"]
@@ -179,29 +233,60 @@ def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifa
 
     assert main(["export", str(out), "--out", str(tmp_path / "deploy"), "--quiet"]) == 0
     exported = keras.saving.load_model(str(tmp_path / "deploy" / "model.keras"))
-    images = np.stack([np.asarray(Image.open(r.abspath).convert("RGB").resize((224, 224), Image.BILINEAR))
-                       for r in test[:6]])
+    images = np.stack(
+        [np.asarray(Image.open(r.abspath).convert("RGB").resize((224, 224), Image.BILINEAR)) for r in test[:6]]
+    )
     expected = np.array([list(row["probabilities"].values()) for row in rows[:6]])
     assert np.abs(np.asarray(exported(images)) - expected).max() <= 1e-4
 
 
 def test_a_run_that_goes_wrong_keeps_the_starting_weights(head_dir, image_root, tmp_path, capsys):
     # lr 1.0 wrecks the unfrozen block at once: no epoch may replace the frozen head
-    assert main(["finetune", str(head_dir / "dense"), "--data", str(image_root), "--out",
-                 str(tmp_path / "ft"), "--epochs", "1", "--lr", "1.0", "--no-augment", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(head_dir / "dense"),
+                "--data",
+                str(image_root),
+                "--out",
+                str(tmp_path / "ft"),
+                "--epochs",
+                "1",
+                "--lr",
+                "1.0",
+                "--no-augment",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "no epoch beat the frozen head" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert metrics["kept_epoch"] == 0
     assert metrics["validation"]["accuracy"] == pytest.approx(
-        metrics["before_finetuning"]["validation"]["accuracy"], abs=1e-6)
+        metrics["before_finetuning"]["validation"]["accuracy"], abs=1e-6
+    )
 
 
 def test_finetune_user_errors(head_dir, image_root, tmp_path, capsys):
-    assert main(["finetune", str(head_dir / "logreg"), "--data", str(image_root), "--out",
-                 str(tmp_path / "x")]) == 2
+    assert main(["finetune", str(head_dir / "logreg"), "--data", str(image_root), "--out", str(tmp_path / "x")]) == 2
     assert "scikit-learn" in capsys.readouterr().err
-    assert main(["finetune", str(head_dir / "dense"), "--data", str(image_root), "--out",
-                 str(tmp_path / "x"), "--unfreeze-from", "block9"]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                str(head_dir / "dense"),
+                "--data",
+                str(image_root),
+                "--out",
+                str(tmp_path / "x"),
+                "--unfreeze-from",
+                "block9",
+            ]
+        )
+        == 2
+    )
     assert "--unfreeze-from must be" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown augmentation"):
         finetune(str(head_dir / "dense"), str(image_root), str(tmp_path / "y"), augment={"blur": 1})
@@ -223,7 +308,7 @@ def test_finetune_uses_the_recorded_split_of_single_root_data(tmp_path):
     root = tmp_path / "flat"
     for cls, src in (("cats", "cats"), ("dogs", "dogs"), ("extra", "cats")):
         (root / cls).mkdir(parents=True)
-        for name in sorted(os.listdir(DATA / "train" / src))[(0 if cls != "extra" else 40):][:12]:
+        for name in sorted(os.listdir(DATA / "train" / src))[(0 if cls != "extra" else 40) :][:12]:
             shutil.copy(DATA / "train" / src / name, root / cls / name)
     extract(root, tmp_path / "f", split="0.5,0.25,0.25", seed=3, exclude=["extra"], verbose=False, **MOBILENET)
     board = train(tmp_path / "f", ["dense"], tmp_path / "m", epochs=3, verbose=False)

@@ -1,4 +1,5 @@
-"""``bneck run`` / ``bneck demo`` end to end on real images and real weights, and its config rules."""
+"""``bneck run`` / ``bneck demo`` end to end on generated images and the tiny backbone, and its config rules."""
+
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,10 @@ from bneck.features import DatasetError
 from bneck.pipeline.cli import main
 from bneck.pipeline.runner import demo as demo_module
 from bneck.pipeline.runner.config import load_config
-from tests.conftest import ROOT, copy_subset
+from tests.conftest import ROOT
+from tests.generated import make_images
+
+pytestmark = pytest.mark.pure
 
 CONFIG = """
 data = "{data}"
@@ -22,7 +26,8 @@ out = "{out}"
 [extract]
 backbone = "mobilenet"
 alpha = 0.25
-size = 224
+size = {size}
+weights = "{weights}"
 cache_dir = "{cache}"
 [train]
 classifiers = ["dense", "logreg"]
@@ -38,10 +43,20 @@ worst = 6
 
 
 @pytest.fixture(scope="module")
-def first_run(image_root, tmp_path_factory):
+def tiny_image_root(tmp_path_factory):
+    """Cats vs dogs, 40 generated images per class in train/validation/test."""
+    return make_images(tmp_path_factory.mktemp("tiny_run") / "data", 40)
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_image_root, tiny, tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")
     config = folder / "run.toml"
-    config.write_text(CONFIG.format(data=image_root, out=folder / "out", cache=folder / "cache"))
+    config.write_text(
+        CONFIG.format(
+            data=tiny_image_root, out=folder / "out", size=tiny["size"], weights=tiny["weights"], cache=folder / "cache"
+        )
+    )
     result = pipeline.run(str(config), verbose=False)  # the public API the CLI uses
     return config, result
 
@@ -49,11 +64,21 @@ def first_run(image_root, tmp_path_factory):
 def test_run_writes_every_stage_and_a_report_holding_the_leaderboard(first_run):
     config, result = first_run
     out = Path(result.folder)
-    for name in ("config.toml", "run.json", "leaderboard.csv", "report.md", "report.html",
-                 "features/train.h5", "models/dense/model.keras", "models/logreg/model.skops",
-                 "finetuned/model.keras", "finetuned/predictions.csv", "worst_test.png"):
+    for name in (
+        "config.toml",
+        "run.json",
+        "leaderboard.csv",
+        "report.md",
+        "report.html",
+        "features/train.h5",
+        "models/dense/model.keras",
+        "models/logreg/model.skops",
+        "finetuned/model.keras",
+        "finetuned/predictions.csv",
+        "worst_test.png",
+    ):
         assert (out / name).is_file(), name
-    assert result.stages.extract.forward_images == 240  # 3 splits x 80 real images
+    assert result.stages.extract.forward_images == 240  # 3 splits x 80 generated images
     assert result.stages.finetune_head == "dense" and not result.stages.finetune.reused
     board = list(csv.DictReader(open(out / "leaderboard.csv")))
     assert {r["model"] for r in board} == {"dense", "logreg", "fine-tuned dense"}
@@ -90,6 +115,7 @@ def test_the_fine_tuned_row_says_what_it_gained_over_the_best_frozen_model_on_th
     def right(folder):
         rows = csv.DictReader(open(Path(folder) / "predictions.csv"))
         return {r["path"]: r["true"] == r["predicted"] for r in rows if r["split"] == "test"}
+
     ft, fr = right(out / "finetuned"), right(frozen.folder)
     assert set(ft) == set(fr) and len(ft) == 80  # every test image, paired by path
     b = sum(ft[p] and not fr[p] for p in ft)
@@ -100,8 +126,9 @@ def test_the_fine_tuned_row_says_what_it_gained_over_the_best_frozen_model_on_th
     assert float(row["gain_low"]) <= float(row["test_gain"]) <= float(row["gain_high"])
     expected_p = 1.0 if b + c == 0 else binomtest(b, b + c).pvalue
     assert float(row["p_value"]) == pytest.approx(expected_p, rel=1e-2)
-    assert float(row["test_gain"]) == pytest.approx(result.stages.finetune.accuracy("test") - frozen.accuracy("test"),
-                                                    abs=1e-4)
+    assert float(row["test_gain"]) == pytest.approx(
+        result.stages.finetune.accuracy("test") - frozen.accuracy("test"), abs=1e-4
+    )
     stages = json.loads((out / "run.json").read_text())["stages"]
     assert stages["finetune"]["versus"]["model"] == frozen.name
     assert "McNemar p = " in (out / "report.md").read_text()
@@ -123,12 +150,16 @@ def test_second_run_changing_one_classifier_retrains_only_it_and_extracts_nothin
     assert "every row from cache" in printed and "reused: dense" in printed
 
 
-@pytest.mark.parametrize("args,message", [  # every config mistake: runner/test_config.py
-    (["--set", "extract.backbon=\"vgg16\""], "unknown config key 'extract.backbon'; allowed here: backbone"),
-    (["--set", "finetune"], "--set takes KEY=VALUE"),
-])
-def test_config_mistakes_from_the_command_line_exit_2_before_anything_starts(first_run, tmp_path, capsys, args,
-                                                                             message):
+@pytest.mark.parametrize(
+    "args,message",
+    [  # every config mistake: runner/test_config.py
+        (["--set", 'extract.backbon="vgg16"'], "unknown config key 'extract.backbon'; allowed here: backbone"),
+        (["--set", "finetune"], "--set takes KEY=VALUE"),
+    ],
+)
+def test_config_mistakes_from_the_command_line_exit_2_before_anything_starts(
+    first_run, tmp_path, capsys, args, message
+):
     config, _ = first_run
     assert main(["run", str(config), "--out", str(tmp_path / "x")] + args) == 2
     err = capsys.readouterr().err
@@ -167,65 +198,135 @@ def test_demo_offline_without_data_says_what_to_do(tmp_path, monkeypatch, capsys
     assert not os.path.exists(tmp_path / "demo")
 
 
-def test_demo_on_local_data_runs_the_reference_pipeline(image_root, tmp_path, capsys):
-    assert main(["demo", "--data", str(image_root), "--out", str(tmp_path / "demo"), "--backbone",
-                 "mobilenet", "--alpha", "0.25", "--size", "224", "--set", "train.classifiers=[\"dense\"]",
-                 "--set", "train.epochs=3", "--set", "finetune.epochs=1", "--set", "finetune.views=1",
-                 "--quiet"]) == 0
+def test_demo_on_local_data_runs_the_reference_pipeline(tiny_image_root, tiny, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "demo",
+                "--data",
+                str(tiny_image_root),
+                "--out",
+                str(tmp_path / "demo"),
+                "--backbone",
+                "mobilenet",
+                "--alpha",
+                "0.25",
+                "--size",
+                str(tiny["size"]),
+                "--weights",
+                tiny["weights"],
+                "--set",
+                'train.classifiers=["dense"]',
+                "--set",
+                "train.epochs=3",
+                "--set",
+                "finetune.epochs=1",
+                "--set",
+                "finetune.views=1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "fine-tuned dense" in printed and "report.html" in printed
     cfg = load_config(str(tmp_path / "demo" / "config.toml"))
     assert cfg["extract"]["backbone"] == "mobilenet" and cfg["extract"]["alpha"] == 0.25
 
 
-def test_same_inputs_same_seed_same_results_with_unreadable_files(image_root, tmp_path):
+def test_same_inputs_same_seed_same_results_with_unreadable_files(tiny, tmp_path):
     """Two `bneck run` processes on a folder holding broken images give identical numbers, and the
     terminal shows the extraction table and what was quarantined (a network built in the background
     for images that never decoded used to race the next stage's seeded initialisation)."""
     import subprocess
     import sys
 
-    data = copy_subset(tmp_path / "data", 12)  # small: the claim is about sameness, not accuracy
+    data = make_images(tmp_path / "data", 12)  # small: the claim is about sameness, not accuracy
     (data / "train" / "cats" / "empty.jpg").write_bytes(b"")
-    a_dog = next((image_root / "train" / "dogs").glob("*.jpg"))
+    a_dog = next((data / "train" / "dogs").glob("*.jpg"))
     (data / "train" / "dogs" / "cut.jpg").write_bytes(a_dog.read_bytes()[:900])
     (data / "test" / "cats" / "junk.png").write_bytes(b"not an image")
     runs = []
     for i in range(2):
         done = subprocess.run(
-            [sys.executable, "-m", "bneck", "run", "--data", str(data), "--out", str(tmp_path / f"run{i}"),
-             "--set", 'extract.backbone="mobilenet"', "--set", "extract.alpha=0.25", "--set", "extract.size=224",
-             "--set", 'train.classifiers=["dense", "logreg"]', "--set", "train.epochs=4", "--set", "finetune.epochs=1",
-             "--set", "finetune.views=2", "--set", f'extract.cache_dir="{tmp_path / "cache"}"'],
-            cwd=ROOT, capture_output=True, text=True, timeout=600)
+            [
+                sys.executable,
+                "-m",
+                "bneck",
+                "run",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / f"run{i}"),
+                "--set",
+                'extract.backbone="mobilenet"',
+                "--set",
+                "extract.alpha=0.25",
+                "--set",
+                f"extract.size={tiny['size']}",
+                "--set",
+                f'extract.weights="{tiny["weights"]}"',
+                "--set",
+                'train.classifiers=["dense", "logreg"]',
+                "--set",
+                "train.epochs=4",
+                "--set",
+                "finetune.epochs=1",
+                "--set",
+                "finetune.views=2",
+                "--set",
+                f'extract.cache_dir="{tmp_path / "cache"}"',
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         runs.append(done)
-        for line in ("split       images  classes  quarantined", "quarantined (3):", "train/cats/empty.jpg",
-                     "train/dogs/cut.jpg", "test/cats/junk.png", "== train", "== fine-tune", "== report"):
+        for line in (
+            "split       images  classes  quarantined",
+            "quarantined (3):",
+            "train/cats/empty.jpg",
+            "train/dogs/cut.jpg",
+            "test/cats/junk.png",
+            "== train",
+            "== fine-tune",
+            "== report",
+        ):
             assert line in done.stderr, (line, done.stderr[-2000:])
-    boards = [[(r["model"], r["val_accuracy"], r["test_accuracy"])
-               for r in json.loads((tmp_path / f"run{i}" / "run.json").read_text())["leaderboard"]] for i in range(2)]
+    boards = [
+        [
+            (r["model"], r["val_accuracy"], r["test_accuracy"])
+            for r in json.loads((tmp_path / f"run{i}" / "run.json").read_text())["leaderboard"]
+        ]
+        for i in range(2)
+    ]
     assert boards[0] == boards[1]
     for name in ("models/dense/metrics.json", "models/logreg/metrics.json", "finetuned/predictions.csv"):
         a, b = (tmp_path / f"run{i}" / name for i in range(2))
         if name.endswith(".json"):
             drop = ("fit_seconds", "epoch_seconds")
-            assert {k: v for k, v in json.loads(a.read_text()).items() if k not in drop} == \
-                {k: v for k, v in json.loads(b.read_text()).items() if k not in drop}, name
+            assert {k: v for k, v in json.loads(a.read_text()).items() if k not in drop} == {
+                k: v for k, v in json.loads(b.read_text()).items() if k not in drop
+            }, name
         else:
             assert a.read_text() == b.read_text(), name
 
 
-def test_config_paths_are_relative_to_the_file_and_the_saved_config_runs_from_anywhere(image_root, tmp_path,
-                                                                                         monkeypatch, capsys):
+def test_config_paths_are_relative_to_the_file_and_the_saved_config_runs_from_anywhere(
+    tiny_image_root, tiny, tmp_path, monkeypatch, capsys
+):
     import shutil
 
     project = tmp_path / "project"
     (project / "configs").mkdir(parents=True)
-    shutil.copytree(image_root, project / "data")
+    shutil.copytree(tiny_image_root, project / "data")
     (project / "configs" / "exp.toml").write_text(
-        'data = "../data"\nout = "../runs/exp"\n[extract]\nbackbone = "mobilenet"\nalpha = 0.25\nsize = 224\n'
-        'cache_dir = "../cache"\n[train]\nclassifiers = ["logreg"]\n[finetune]\nenabled = false\n')
+        'data = "../data"\nout = "../runs/exp"\n[extract]\nbackbone = "mobilenet"\nalpha = 0.25\n'
+        f'size = {tiny["size"]}\nweights = "{tiny["weights"]}"\n'
+        'cache_dir = "../cache"\n[train]\nclassifiers = ["logreg"]\n[finetune]\nenabled = false\n'
+    )
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["run", str(project / "configs" / "exp.toml"), "--quiet"]) == 0
@@ -253,6 +354,7 @@ def test_a_forged_predictions_file_changes_no_gain(first_run, tmp_path):
 
     def now(r):  # the folder as it is now (other tests in this module run the same folder again)
         return dataclasses.replace(r, metrics=json.loads((Path(r.folder) / "metrics.json").read_text()))
+
     ft = now(result.stages.finetune)
     frozen = now(max(result.stages.train, key=lambda r: r.accuracy("validation")))
     honest, why = paired_gain(ft, frozen, truth)

@@ -1,4 +1,5 @@
 """``bneck run``'s TOML config: built from the stages' option tables, checked at load time (pure)."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,31 +25,41 @@ def test_every_option_of_every_stage_is_a_config_key():
                 assert DEFAULTS[stage][name] == option.default, (stage, name)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["extract.backbon=\"vgg16\""], "unknown config key 'extract.backbon'; allowed here: backbone"),
-    (["finetune.epochs=\"ten\""], "config key finetune.epochs must be an integer >= 1. Received: epochs='ten' (str)"),
-    (["finetune.lr=true"], "config key finetune.lr must be a finite number > 0 and <= 10. Received: lr=True (bool)"),
-    (["finetune.lr=inf"], "config key finetune.lr must be a finite number > 0 and <= 10. Received: lr=inf"),
-    (["train.classifiers=[\"dense\", \"tree\"]"], "'tree' is not allowed"),
-    (["train.mlp.pca=4"], "[train.mlp] configures mlp, which is not in train.classifiers"),
-    (["train.classifiers=[\"svm\"]", "train.svm.epochs=4"], "unknown config key 'train.svm.epochs'; svm takes: "),
-    (["train.classifiers=[\"svm\"]", "train.svm.pca=-1"], "config key train.svm.pca must be"),
-    (["train.classifiers=[\"svm\"]", "train.svm=3"], "config key train.svm must be a table"),
-    (["extract.seed=-1"], "config key extract.seed must be an integer >= 0"),
-    (["finetune"], "--set takes KEY=VALUE"),
-    (["data=\"\""], "the config needs `data"),
-    (["extract=3"], "config key extract must be a table"),
-    (["colour=\"red\""], "unknown config key 'colour'"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (['extract.backbon="vgg16"'], "unknown config key 'extract.backbon'; allowed here: backbone"),
+        (['finetune.epochs="ten"'], "config key finetune.epochs must be an integer >= 1. Received: epochs='ten' (str)"),
+        (
+            ["finetune.lr=true"],
+            "config key finetune.lr must be a finite number > 0 and <= 10. Received: lr=True (bool)",
+        ),
+        (["finetune.lr=inf"], "config key finetune.lr must be a finite number > 0 and <= 10. Received: lr=inf"),
+        (['train.classifiers=["dense", "tree"]'], "'tree' is not allowed"),
+        (["train.mlp.pca=4"], "[train.mlp] configures mlp, which is not in train.classifiers"),
+        (['train.classifiers=["svm"]', "train.svm.epochs=4"], "unknown config key 'train.svm.epochs'; svm takes: "),
+        (['train.classifiers=["svm"]', "train.svm.pca=-1"], "config key train.svm.pca must be"),
+        (['train.classifiers=["svm"]', "train.svm=3"], "config key train.svm must be a table"),
+        (["extract.seed=-1"], "config key extract.seed must be an integer >= 0"),
+        (["finetune"], "--set takes KEY=VALUE"),
+        (['data=""'], "the config needs `data"),
+        (["extract=3"], "config key extract must be a table"),
+        (['colour="red"'], "unknown config key 'colour'"),
+    ],
+)
 def test_mistakes_are_refused_at_load_naming_the_key(overrides, message):
     with pytest.raises(ConfigError) as caught:
-        load_config(None, ["data=\"somewhere\""] + overrides)
+        load_config(None, ['data="somewhere"'] + overrides)
     assert message in str(caught.value)
 
 
 def test_per_classifier_tables_and_the_saved_config_reload_to_the_same(tmp_path):
-    cfg = load_config(None, ["train.classifiers=[\"dense\", \"svm\"]", "train.svm.pca=8", "train.dense.lr=0.01",
-                             "finetune.enabled=false"], data=str(tmp_path / "data"), out=str(tmp_path / "out"))
+    cfg = load_config(
+        None,
+        ['train.classifiers=["dense", "svm"]', "train.svm.pca=8", "train.dense.lr=0.01", "finetune.enabled=false"],
+        data=str(tmp_path / "data"),
+        out=str(tmp_path / "out"),
+    )
     assert cfg["train"]["svm"] == {"pca": 8} and cfg["train"]["dense"] == {"lr": 0.01}
     saved = tmp_path / "config.toml"
     saved.write_text(to_toml(cfg))
@@ -58,8 +69,10 @@ def test_per_classifier_tables_and_the_saved_config_reload_to_the_same(tmp_path)
 def test_paths_in_a_file_are_relative_to_the_file(tmp_path):
     (tmp_path / "configs").mkdir()
     path = tmp_path / "configs" / "exp.toml"
-    path.write_text('data = "../data"\nout = "~/runs/x"\n[extract]\ncache_dir = "c"\nweights = "imagenet"\n'
-                    '[finetune]\nweights = "w/mobilenet.h5"\n')
+    path.write_text(
+        'data = "../data"\nout = "~/runs/x"\n[extract]\ncache_dir = "c"\nweights = "imagenet"\n'
+        '[finetune]\nweights = "w/mobilenet.h5"\n'
+    )
     cfg = load_config(str(path))
     assert cfg["data"] == str(tmp_path / "data") and cfg["extract"]["cache_dir"] == str(tmp_path / "configs" / "c")
     assert cfg["extract"]["weights"] == "imagenet"  # a name, not a path

@@ -1,4 +1,5 @@
 """Data health from cached features: planted duplicates, near duplicates and a mislabelled image are found."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,8 +20,9 @@ def planted(tmp_path_factory):
     cat = sorted((data / "train" / "cats").glob("*.jpg"))[0]
     shutil.copy(cat, data / "test" / "cats" / "copy_of_a_training_cat.jpg")  # exact, across splits
     img = Image.open(cat).convert("RGB")  # re-encoded and a little smaller: a near duplicate
-    img.resize((img.width * 9 // 10, img.height * 9 // 10)).save(data / "validation" / "cats" / "reencoded.jpg",
-                                                                 quality=80)
+    img.resize((img.width * 9 // 10, img.height * 9 // 10)).save(
+        data / "validation" / "cats" / "reencoded.jpg", quality=80
+    )
     dogs = sorted(DATA.glob("train/dogs/*.jpg"))[500:506]  # six real dogs filed under cats
     for i, dog in enumerate(dogs):
         shutil.copy(dog, data / "train" / "cats" / f"mislabelled_{i}.jpg")
@@ -59,8 +61,13 @@ def test_near_duplicates_follow_the_cosine_threshold_and_skip_exact_copies():
 
 
 def test_exact_duplicates_group_by_content_across_splits_first():
-    items = [("train", "a.jpg", "h1"), ("test", "b.jpg", "h1"), ("train", "c.jpg", "h2"), ("train", "d.jpg", "h2"),
-             ("validation", "e.jpg", "h3")]
+    items = [
+        ("train", "a.jpg", "h1"),
+        ("test", "b.jpg", "h1"),
+        ("train", "c.jpg", "h2"),
+        ("train", "d.jpg", "h2"),
+        ("validation", "e.jpg", "h3"),
+    ]
     groups = exact_duplicates(items)
     assert [g["across"] for g in groups] == [True, False]
     assert groups[0]["items"] == [("train", "a.jpg"), ("test", "b.jpg")]

@@ -1,4 +1,5 @@
 """What the report writes from names anyone may choose: Markdown shows them literally, commands paste."""
+
 from __future__ import annotations
 
 import shlex
@@ -10,8 +11,16 @@ from bneck.pipeline.runner.report import _md, _next_steps
 
 pytestmark = pytest.mark.pure
 
-HOSTILE = ['a|b', '<img src=x onerror=alert(1)>', '![x](http://evil.example/t.png)', '<b>bold', '`code`',
-           'line\nbreak', '[link](http://evil.example)', '*em* _u_ #h']
+HOSTILE = [
+    "a|b",
+    "<img src=x onerror=alert(1)>",
+    "![x](http://evil.example/t.png)",
+    "<b>bold",
+    "`code`",
+    "line\nbreak",
+    "[link](http://evil.example)",
+    "*em* _u_ #h",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE)

@@ -1,5 +1,6 @@
 """The classifier registry: a classifier registered from this file alone trains, saves, loads and is
 listed like a built-in one; unknown and doubled names are refused."""
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,17 @@ from bneck.pipeline.training.options import SKLEARN_OPTIONS, TRAIN, options_of
 from bneck.pipeline.training.stage import train
 
 NAME = "nearest-centroid"
-BUILT_IN = ["dense", "gap-dense", "logreg", "linear-svm", "svm", "knn", "random-forest", "hist-gradient-boosting",
-            "mlp"]
+BUILT_IN = [
+    "dense",
+    "gap-dense",
+    "logreg",
+    "linear-svm",
+    "svm",
+    "knn",
+    "random-forest",
+    "hist-gradient-boosting",
+    "mlp",
+]
 
 
 class ProbaCentroid(NearestCentroid):
@@ -42,10 +52,16 @@ CENTROID_TYPE = f"{ProbaCentroid.__module__}.{ProbaCentroid.__qualname__}"
 @pytest.fixture
 def centroid():
     """Register the test-only classifier; afterwards the registry holds the built-in ones only."""
-    entry = register_classifier(Classifier(
-        name=NAME, kind="sklearn", description="nearest class centroid (test only)",
-        factory=lambda seed, counts: ProbaCentroid(), grid={"clf__shrink_threshold": [None, 0.5]},
-        skops_types=(CENTROID_TYPE,)))
+    entry = register_classifier(
+        Classifier(
+            name=NAME,
+            kind="sklearn",
+            description="nearest class centroid (test only)",
+            factory=lambda seed, counts: ProbaCentroid(),
+            grid={"clf__shrink_threshold": [None, 0.5]},
+            skops_types=(CENTROID_TYPE,),
+        )
+    )
     yield entry
     if NAME in [e.name for e in list_classifiers()]:
         unregister_classifier(NAME)
@@ -98,8 +114,9 @@ def test_an_unknown_name_gets_the_closest_registered_one(centroid, tmp_path):
 def test_a_second_registration_of_a_name_is_refused(centroid):
     for name in (NAME, "logreg"):
         with pytest.raises(ConfigError, match=f"a classifier named '{name}' is already registered"):
-            register_classifier(Classifier(name=name, kind="sklearn", description="again",
-                                           factory=lambda seed, counts: ProbaCentroid()))
+            register_classifier(
+                Classifier(name=name, kind="sklearn", description="again", factory=lambda seed, counts: ProbaCentroid())
+            )
     assert get_classifier(NAME) is centroid and get_classifier("logreg").description.startswith("logistic")
     with pytest.raises(ConfigError, match="kind must be one of 'keras', 'sklearn'"):
         register_classifier(Classifier(name="odd", kind="xgboost", description="?"))

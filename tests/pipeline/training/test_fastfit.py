@@ -1,4 +1,5 @@
 """The compiled training loop stages 2 and 3 share, on a synthetic problem (pure: no ../shared)."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ def _model(classes=2, seed=0):
 def test_it_learns_and_the_same_seed_gives_the_same_history():
     x, y = _problem()
     xv, yv = _problem(32, 1)
-    runs = [fast_fit(_model(), x, y, xv, yv, epochs=15, batch_size=8, optimizer="adam", lr=0.05, seed=3)
-            for _ in range(2)]
+    runs = [
+        fast_fit(_model(), x, y, xv, yv, epochs=15, batch_size=8, optimizer="adam", lr=0.05, seed=3) for _ in range(2)
+    ]
     assert runs[0]["val_accuracy"][-1] >= 0.9 and runs[0]["loss"][-1] < runs[0]["loss"][0]
     assert runs[0] == runs[1]
     assert set(runs[0]) == {"loss", "accuracy", "val_loss", "val_accuracy"} and len(runs[0]["loss"]) == 15
@@ -42,8 +44,21 @@ def test_keep_best_with_a_baseline_keeps_the_starting_weights_when_no_epoch_beat
     x, y = _problem()
     model = _model()
     start = [w.copy() for w in model.get_weights()]
-    history = fast_fit(model, x, y, x, y, epochs=2, batch_size=8, optimizer="sgd", lr=1e-9, seed=0,
-                       monitor="val_accuracy", keep_best=True, baseline=1.01)  # unbeatable
+    history = fast_fit(
+        model,
+        x,
+        y,
+        x,
+        y,
+        epochs=2,
+        batch_size=8,
+        optimizer="sgd",
+        lr=1e-9,
+        seed=0,
+        monitor="val_accuracy",
+        keep_best=True,
+        baseline=1.01,
+    )  # unbeatable
     assert len(history["val_accuracy"]) == 2
     assert all(np.array_equal(a, b) for a, b in zip(start, model.get_weights()))
 
@@ -51,8 +66,21 @@ def test_keep_best_with_a_baseline_keeps_the_starting_weights_when_no_epoch_beat
 def test_patience_stops_early_and_views_pick_one_version_per_example():
     x, y = _problem()
     seen = []
-    history = fast_fit(_model(), np.concatenate([x, x]), y, x, y, epochs=50, batch_size=16, optimizer="sgd",
-                       lr=1e-9, seed=0, patience=2, views=2, on_epoch=seen.append)
+    history = fast_fit(
+        _model(),
+        np.concatenate([x, x]),
+        y,
+        x,
+        y,
+        epochs=50,
+        batch_size=16,
+        optimizer="sgd",
+        lr=1e-9,
+        seed=0,
+        patience=2,
+        views=2,
+        on_epoch=seen.append,
+    )
     assert len(history["loss"]) == len(seen) == 3  # no improvement after the first: stops after 2 more
 
 
@@ -60,8 +88,18 @@ def _weights_per_epoch(**options):
     x, y = _problem()
     model, seen = _model(), []
     start = [w.copy() for w in model.get_weights()]
-    fast_fit(model, x, y, x, y, batch_size=len(y), optimizer="sgd", seed=0,
-             on_epoch=lambda logs: seen.append([w.copy() for w in model.get_weights()]), **options)
+    fast_fit(
+        model,
+        x,
+        y,
+        x,
+        y,
+        batch_size=len(y),
+        optimizer="sgd",
+        seed=0,
+        on_epoch=lambda logs: seen.append([w.copy() for w in model.get_weights()]),
+        **options,
+    )
     return [start] + seen
 
 
@@ -82,8 +120,9 @@ def test_label_smoothing_changes_the_training_loss_only():
     x, y = _problem()
     model = _model(classes=2)
     probs = model.predict(x, verbose=0).astype(np.float64)
-    history = fast_fit(model, x, y, x, y, epochs=1, batch_size=len(y), optimizer="sgd", lr=1e-12, seed=0,
-                       label_smoothing=0.2)
+    history = fast_fit(
+        model, x, y, x, y, epochs=1, batch_size=len(y), optimizer="sgd", lr=1e-12, seed=0, label_smoothing=0.2
+    )
     onehot = np.eye(2)[y]
     smoothed = onehot * 0.8 + 0.2 / 2
     expected_train = float(np.mean(-(smoothed * np.log(probs)).sum(1)))
@@ -104,8 +143,9 @@ def test_rows_streamed_from_disk_give_the_same_history_as_rows_in_memory(tmp_pat
     x, y = _problem(200)
     xv, yv = _problem(70, 1)
     x2 = np.concatenate([x, x + 0.1])  # two views, view-major
-    options = dict(epochs=4, batch_size=8, optimizer="adam", lr=0.01, seed=5, views=2, eval_batch=32,
-                   schedule="cosine", warmup=0.1)
+    options = dict(
+        epochs=4, batch_size=8, optimizer="adam", lr=0.01, seed=5, views=2, eval_batch=32, schedule="cosine", warmup=0.1
+    )
     in_memory = fast_fit(_model(), x2, y, xv, yv, **options)
     with RowFolder(str(tmp_path)) as folder:
         rows, val = folder.new("train", len(x2), (8,)), folder.new("validation", len(xv), (8,))
@@ -160,8 +200,9 @@ def test_row_folders_of_killed_processes_are_removed_and_live_ones_kept(tmp_path
 
     from bneck.pipeline.finetuning.rowfile import RowFolder
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()  # a process that has ended
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()  # a process that has ended
     (tmp_path / f"bneck-rows-{gone}-abc").mkdir()
     (tmp_path / f"bneck-rows-{gone}-abc" / "train.f32").write_bytes(b"0" * 64)
     (tmp_path / f"bneck-rows-{os.getppid()}-def").mkdir()  # a live process's
@@ -169,5 +210,6 @@ def test_row_folders_of_killed_processes_are_removed_and_live_ones_kept(tmp_path
     (tmp_path / "mine").mkdir()
     with RowFolder(str(tmp_path)) as folder:
         left = sorted(p.name for p in tmp_path.iterdir())
-        assert left == sorted([f"bneck-rows-{os.getppid()}-def", "bneck-rows-notapid", "mine",
-                               os.path.basename(folder.path)])
+        assert left == sorted(
+            [f"bneck-rows-{os.getppid()}-def", "bneck-rows-notapid", "mine", os.path.basename(folder.path)]
+        )

@@ -1,5 +1,6 @@
 """Stage 2 decides its own reuse: a second ``train`` with unchanged inputs fits nothing, from the API
 and the command line alike, and every classifier it does fit says why (fits counted, not timed)."""
+
 from __future__ import annotations
 
 import os
@@ -8,10 +9,23 @@ import shutil
 import pytest
 
 import bneck.pipeline.training.stage as stage
+from bneck.features import extract
 from bneck.pipeline.cli import main
 from bneck.pipeline.training.stage import train
+from tests.generated import make_images
+
+pytestmark = pytest.mark.pure
 
 FAST = dict(epochs=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_features_dir(tiny, tmp_path_factory):
+    """Cats vs dogs, 40 generated images per class in train/validation/test, tiny-backbone features."""
+    root = tmp_path_factory.mktemp("tiny_train_reuse")
+    data = make_images(root / "data", 40)
+    extract(data, root / "features", cache_dir=root / "cache", verbose=False, **tiny)
+    return root / "features"
 
 
 @pytest.fixture
@@ -32,13 +46,13 @@ def _inode(folder):
     return os.stat(folder).st_ino, os.stat(os.path.join(folder, "manifest.json")).st_mtime_ns
 
 
-def test_a_second_train_with_unchanged_inputs_fits_nothing(features_dir, tmp_path, fits):
+def test_a_second_train_with_unchanged_inputs_fits_nothing(tiny_features_dir, tmp_path, fits):
     out = tmp_path / "models"
-    first = train(features_dir, ["dense", "logreg"], out, verbose=False, **FAST)
+    first = train(tiny_features_dir, ["dense", "logreg"], out, verbose=False, **FAST)
     assert sorted(fits) == ["dense", "logreg"] and not any(r.reused for r in first.results)
     assert {r.why for r in first.results} == {"no earlier output"}
     before = {r.name: _inode(r.folder) for r in first.results}
-    second = train(features_dir, ["dense", "logreg"], out, verbose=False, **FAST)
+    second = train(tiny_features_dir, ["dense", "logreg"], out, verbose=False, **FAST)
     assert sorted(fits) == ["dense", "logreg"]  # no new fit
     assert all(r.reused and r.why == "unchanged" for r in second.results)
     assert {r.name: _inode(r.folder) for r in second.results} == before  # the folders were not rewritten
@@ -46,26 +60,27 @@ def test_a_second_train_with_unchanged_inputs_fits_nothing(features_dir, tmp_pat
     assert "reused" in (out / "leaderboard.csv").read_text()
 
 
-def test_each_change_retrains_only_what_it_touches_and_says_why(features_dir, tmp_path, fits):
+def test_each_change_retrains_only_what_it_touches_and_says_why(tiny_features_dir, tmp_path, fits):
     out = tmp_path / "models"
-    train(features_dir, ["dense", "logreg", "knn"], out, verbose=False, **FAST)
+    train(tiny_features_dir, ["dense", "logreg", "knn"], out, verbose=False, **FAST)
     fits.clear()
-    board = train(features_dir, ["dense", "logreg", "knn"], out, verbose=False, pca=8, **FAST)
+    board = train(tiny_features_dir, ["dense", "logreg", "knn"], out, verbose=False, pca=8, **FAST)
     assert sorted(fits) == ["knn", "logreg"]  # pca is not an option of a Keras head
     why = {r.name: r.why for r in board.results}
     assert why["logreg"] == why["knn"] == "options changed: pca unset \u2192 8" and why["dense"] == "unchanged"
     fits.clear()
-    board = train(features_dir, ["logreg"], out, verbose=False, overrides={"logreg": {"pca": 4}}, **FAST)
+    board = train(tiny_features_dir, ["logreg"], out, verbose=False, overrides={"logreg": {"pca": 4}}, **FAST)
     assert fits == ["logreg"] and board.results[0].why == "options changed: pca 8 \u2192 4"
     fits.clear()
-    board = train(features_dir, ["logreg"], out, verbose=False, overrides={"logreg": {"pca": 4}}, retrain=True,
-                  **FAST)
+    board = train(
+        tiny_features_dir, ["logreg"], out, verbose=False, overrides={"logreg": {"pca": 4}}, retrain=True, **FAST
+    )
     assert fits == ["logreg"] and board.results[0].why == "--retrain"
 
 
-def test_changed_features_or_a_damaged_folder_are_trained_again(features_dir, tmp_path, fits):
+def test_changed_features_or_a_damaged_folder_are_trained_again(tiny_features_dir, tmp_path, fits):
     out, copy = tmp_path / "models", tmp_path / "features"
-    shutil.copytree(features_dir, copy)
+    shutil.copytree(tiny_features_dir, copy)
     train(copy, ["logreg"], out, verbose=False, **FAST)
     fits.clear()
     shutil.copy(copy / "validation.h5", copy / "test.h5")  # another (valid) test file
@@ -78,8 +93,8 @@ def test_changed_features_or_a_damaged_folder_are_trained_again(features_dir, tm
     assert fits == ["logreg"] and board.results[0].why.startswith("the earlier output does not verify")
 
 
-def test_the_command_line_reuses_and_says_so(features_dir, tmp_path, capsys, fits):
-    argv = ["train", str(features_dir), "--classifier", "logreg", "--out", str(tmp_path / "m"), "--quiet"]
+def test_the_command_line_reuses_and_says_so(tiny_features_dir, tmp_path, capsys, fits):
+    argv = ["train", str(tiny_features_dir), "--classifier", "logreg", "--out", str(tmp_path / "m"), "--quiet"]
     assert main(argv) == 0 and fits == ["logreg"]
     assert "logreg: trained: no earlier output" in capsys.readouterr().out
     assert main(argv) == 0 and fits == ["logreg"]

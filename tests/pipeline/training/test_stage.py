@@ -1,4 +1,6 @@
-"""Stage 2 on real feature files: every classifier, artifacts, leaderboard, trust, out of core."""
+"""Stage 2 on feature files (the tiny backbone's; real ones where accuracy counts): every classifier, artifacts,
+leaderboard, trust, out of core."""
+
 from __future__ import annotations
 
 import csv
@@ -17,9 +19,23 @@ from bneck.pipeline.data import FeatureSet, open_feature_set
 from bneck.pipeline.predict import classifier_proba, evaluate, predict_images
 from bneck.pipeline.training.options import CLASSIFIERS
 from bneck.pipeline.training.stage import train
-from tests.conftest import MOBILENET
+from tests.generated import make_images
 
 FAST = dict(epochs=8)
+
+
+@pytest.fixture(scope="module")
+def tiny_image_root(tmp_path_factory):
+    """Cats vs dogs, 40 generated images per class in train/validation/test."""
+    return make_images(tmp_path_factory.mktemp("tiny_stage2") / "data", 40)
+
+
+@pytest.fixture(scope="module")
+def tiny_features_dir(tiny_image_root, tiny):
+    """The tiny backbone's features (2x2x256 grids) of ``tiny_image_root``."""
+    root = tiny_image_root.parent
+    extract(tiny_image_root, root / "features", cache_dir=root / "cache", verbose=False, **tiny)
+    return root / "features"
 
 
 def test_every_classifier_trains_saves_and_ranks(features_dir, tmp_path):
@@ -58,19 +74,19 @@ def test_every_classifier_trains_saves_and_ranks(features_dir, tmp_path):
         assert acc == pytest.approx(metrics["test"]["accuracy"])
 
 
-def test_reference_dense_head_architecture(features_dir, tmp_path):
-    train(features_dir, ["dense"], tmp_path / "m", verbose=False, epochs=2)
+@pytest.mark.pure
+def test_reference_dense_head_architecture(tiny_features_dir, tmp_path):
+    train(tiny_features_dir, ["dense"], tmp_path / "m", verbose=False, epochs=2)
     model = load_classifier(str(tmp_path / "m" / "dense")).model
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == ["InputLayer", "Flatten", "Dense", "Dropout", "Dense"]
     assert model.layers[2].units == 256 and model.layers[3].rate == 0.5
     assert model.layers[4].units == 1 and model.layers[4].activation.__name__ == "sigmoid"
-    assert model.input_shape == (None, 7, 7, 256)
+    assert model.input_shape == (None, 2, 2, 256)
 
 
 def test_multiclass_works_like_binary(multiclass_features_dir, tmp_path):
-    board = train(multiclass_features_dir, ["dense", "logreg", "knn"], tmp_path / "m",
-                  verbose=False, epochs=30)
+    board = train(multiclass_features_dir, ["dense", "logreg", "knn"], tmp_path / "m", verbose=False, epochs=30)
     for result in board.results:
         test = result.metrics["test"]
         assert set(test["per_class"]) == {"cats", "dogs", "gray"}
@@ -82,10 +98,23 @@ def test_multiclass_works_like_binary(multiclass_features_dir, tmp_path):
     assert dense.layers[-1].units == 3 and dense.layers[-1].activation.__name__ == "softmax"
 
 
-def test_options_reach_the_model(features_dir, tmp_path):
-    board = train(features_dir, ["gap-dense", "logreg"], tmp_path / "m", verbose=False, epochs=30,
-                  optimizer="adam", units=64, dropout=0.2, early_stopping=2, class_weight="balanced",
-                  reshape="max", pca=16, seed=3)
+@pytest.mark.pure
+def test_options_reach_the_model(tiny_features_dir, tmp_path):
+    board = train(
+        tiny_features_dir,
+        ["gap-dense", "logreg"],
+        tmp_path / "m",
+        verbose=False,
+        epochs=30,
+        optimizer="adam",
+        units=64,
+        dropout=0.2,
+        early_stopping=2,
+        class_weight="balanced",
+        reshape="max",
+        pca=16,
+        seed=3,
+    )
     gap = next(r for r in board.results if r.name == "gap-dense")
     manifest = json.loads((tmp_path / "m" / "gap-dense" / "manifest.json").read_text())
     assert manifest["config"]["optimizer"] == "adam" and manifest["config"]["early_stopping"] == 2
@@ -94,24 +123,26 @@ def test_options_reach_the_model(features_dir, tmp_path):
     assert pipe.named_steps["reshape"].mode == "max" and pipe.named_steps["pca"].n_components == 16
 
 
-def test_search_tunes_on_validation(features_dir, tmp_path):
-    train(features_dir, ["logreg", "knn"], tmp_path / "m", verbose=False, search="validation")
+@pytest.mark.pure
+def test_search_tunes_on_validation(tiny_features_dir, tmp_path):
+    train(tiny_features_dir, ["logreg", "knn"], tmp_path / "m", verbose=False, search="validation")
     manifest = json.loads((tmp_path / "m" / "knn" / "manifest.json").read_text())
     assert set(manifest["search"]["best_params"]) == {"clf__n_neighbors", "clf__weights"}
-    train(features_dir, ["logreg"], tmp_path / "k", verbose=False, search="kfold", folds=3)
+    train(tiny_features_dir, ["logreg"], tmp_path / "k", verbose=False, search="kfold", folds=3)
     manifest = json.loads((tmp_path / "k" / "logreg" / "manifest.json").read_text())
     assert "cv_accuracy" in manifest["search"]
 
 
-def test_keep_best_keeps_only_the_winner(features_dir, tmp_path):
-    board = train(features_dir, ["logreg", "knn", "random-forest"], tmp_path / "m", verbose=False,
-                  keep="best")
+@pytest.mark.pure
+def test_keep_best_keeps_only_the_winner(tiny_features_dir, tmp_path):
+    board = train(tiny_features_dir, ["logreg", "knn", "random-forest"], tmp_path / "m", verbose=False, keep="best")
     kept = sorted(n for n in os.listdir(tmp_path / "m") if n not in ("leaderboard.csv", ".bneck-folder.json"))
     assert kept == [board.best.name] and len(board.results) == 1
 
 
-def test_tampered_artifact_is_refused(features_dir, tmp_path):
-    train(features_dir, ["logreg"], tmp_path / "m", verbose=False)
+@pytest.mark.pure
+def test_tampered_artifact_is_refused(tiny_features_dir, tmp_path):
+    train(tiny_features_dir, ["logreg"], tmp_path / "m", verbose=False)
     model_file = tmp_path / "m" / "logreg" / "model.skops"
     data = bytearray(model_file.read_bytes())
     data[-10] ^= 0xFF
@@ -128,10 +159,11 @@ class _Planted:
 MARKER = ""
 
 
-def test_malicious_pickle_without_or_outside_its_manifest_never_runs(features_dir, tmp_path):
+@pytest.mark.pure
+def test_malicious_pickle_without_or_outside_its_manifest_never_runs(tiny_features_dir, tmp_path):
     global MARKER
     MARKER = str(tmp_path / "pwned")
-    train(features_dir, ["logreg"], tmp_path / "m", verbose=False)
+    train(tiny_features_dir, ["logreg"], tmp_path / "m", verbose=False)
     folder = tmp_path / "m" / "logreg"
     (folder / "model.joblib").write_bytes(pickle.dumps(_Planted()))
     with pytest.raises(ArtifactError):
@@ -142,19 +174,20 @@ def test_malicious_pickle_without_or_outside_its_manifest_never_runs(features_di
     assert not os.path.exists(MARKER)
 
 
-def test_mismatched_extractor_is_refused(features_dir, tmp_path, image_root):
+@pytest.mark.pure
+def test_mismatched_extractor_is_refused(tiny_features_dir, tmp_path, tiny_image_root, tiny):
     import shutil
 
-    extract(image_root, tmp_path / "pooled", splits=["validation"], pool="avg", verbose=False, **MOBILENET)
+    extract(tiny_image_root, tmp_path / "pooled", splits=["validation"], pool="avg", verbose=False, **tiny)
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for split in ("train", "test"):
-        shutil.copy(features_dir / f"{split}.h5", mixed / f"{split}.h5")
+        shutil.copy(tiny_features_dir / f"{split}.h5", mixed / f"{split}.h5")
     shutil.copy(tmp_path / "pooled" / "validation.h5", mixed / "validation.h5")
     with pytest.raises(FeatureFileError) as err:
         train(mixed, ["logreg"], tmp_path / "m", verbose=False)
     assert "validation.h5" in str(err.value) and "pool: 'none' vs 'avg'" in str(err.value)
-    train(features_dir, ["logreg"], tmp_path / "m", verbose=False)
+    train(tiny_features_dir, ["logreg"], tmp_path / "m", verbose=False)
     with pytest.raises(FeatureFileError, match="another extractor"):
         evaluate(str(tmp_path / "m" / "logreg"), str(mixed / "validation.h5"))
 
@@ -188,8 +221,7 @@ def test_out_of_core_training_matches_in_memory(features_dir, tmp_path, monkeypa
     monkeypatch.setattr(FeatureSet, "load", never)
     monkeypatch.setattr(FeatureSet, "blocks", blocks)
     monkeypatch.setattr(heads, "h5_batches", batches)
-    streamed = train(features_dir, ["logreg", "dense"], tmp_path / "disk", verbose=False,
-                     epochs=10, max_memory=budget)
+    streamed = train(features_dir, ["logreg", "dense"], tmp_path / "disk", verbose=False, epochs=10, max_memory=budget)
     assert largest and max(largest) * row_bytes <= budget
     assert sum(largest) > 10 * fs.attrs["train"]["n_images"]  # every epoch really read the file
     for name in ("logreg", "dense"):
@@ -199,19 +231,22 @@ def test_out_of_core_training_matches_in_memory(features_dir, tmp_path, monkeypa
         assert abs(a.accuracy("test") - b.accuracy("test")) <= 0.06, name
 
 
-def test_out_of_core_refuses_in_memory_only_classifiers(features_dir, tmp_path):
+@pytest.mark.pure
+def test_out_of_core_refuses_in_memory_only_classifiers(tiny_features_dir, tmp_path):
     from bneck.features import ConfigError
 
     with pytest.raises(ConfigError, match="needs its features in memory"):
-        train(features_dir, ["svm"], tmp_path / "m", verbose=False, max_memory=1000)
+        train(tiny_features_dir, ["svm"], tmp_path / "m", verbose=False, max_memory=1000)
 
 
 def test_predict_on_images_equals_evaluate_on_their_features(features_dir, image_root, tmp_path):
     train(features_dir, ["dense", "logreg"], tmp_path / "m", verbose=False, epochs=5)
     f = read_features(str(features_dir / "test.h5"))
     (image_root / "broken.jpg").write_bytes(b"garbage")
-    inputs = [str(image_root / p) for p in f.paths[:6]] + [str(image_root / "broken.jpg"),
-                                                              str(image_root / "missing.jpg")]
+    inputs = [str(image_root / p) for p in f.paths[:6]] + [
+        str(image_root / "broken.jpg"),
+        str(image_root / "missing.jpg"),
+    ]
     for name in ("dense", "logreg"):
         clf = load_classifier(str(tmp_path / "m" / name))
         expected = classifier_proba(clf, f.features[:6])
@@ -226,31 +261,34 @@ def test_predict_on_images_equals_evaluate_on_their_features(features_dir, image
         assert clf_acc > 0.6
 
 
-def test_bad_options_are_clear(features_dir, tmp_path):
+@pytest.mark.pure
+def test_bad_options_are_clear(tiny_features_dir, tmp_path):
     from bneck.features import ConfigError
 
     for kwargs, message in (
-            (dict(classifiers=["xgboost"]), "classifier must be one of"),
-            (dict(classifiers=["dense"], optimizer="lbfgs"), "optimizer must be one of"),
-            (dict(classifiers=["dense"], epochs=0), "--epochs must be an integer >= 1"),
-            (dict(classifiers=["dense"], dropout=1.5), "--dropout must be a finite number >= 0 and < 1"),
-            (dict(classifiers=["dense"], lr=float("inf")), "--lr must be a finite number > 0"),
-            (dict(classifiers=["dense"], seed=-1), "--seed must be an integer >= 0"),
-            (dict(classifiers=["logreg"], folds=1), "--folds must be an integer >= 2"),
-            (dict(classifiers=["logreg"], pca=-3), "--pca must be a finite number > 0"),
-            (dict(classifiers=["dense"], colour="red"), "unexpected keyword argument 'colour'; its train options are")):
+        (dict(classifiers=["xgboost"]), "classifier must be one of"),
+        (dict(classifiers=["dense"], optimizer="lbfgs"), "optimizer must be one of"),
+        (dict(classifiers=["dense"], epochs=0), "--epochs must be an integer >= 1"),
+        (dict(classifiers=["dense"], dropout=1.5), "--dropout must be a finite number >= 0 and < 1"),
+        (dict(classifiers=["dense"], lr=float("inf")), "--lr must be a finite number > 0"),
+        (dict(classifiers=["dense"], seed=-1), "--seed must be an integer >= 0"),
+        (dict(classifiers=["logreg"], folds=1), "--folds must be an integer >= 2"),
+        (dict(classifiers=["logreg"], pca=-3), "--pca must be a finite number > 0"),
+        (dict(classifiers=["dense"], colour="red"), "unexpected keyword argument 'colour'; its train options are"),
+    ):
         names = kwargs.pop("classifiers")
         with pytest.raises(ConfigError, match=message):
-            train(features_dir, names, tmp_path / "m", verbose=False, **kwargs)
+            train(tiny_features_dir, names, tmp_path / "m", verbose=False, **kwargs)
     with pytest.raises(FeatureFileError, match="validation.h5 not found"):
         only_train = tmp_path / "only"
         only_train.mkdir()
-        os.symlink(features_dir / "train.h5", only_train / "train.h5")
+        os.symlink(tiny_features_dir / "train.h5", only_train / "train.h5")
         train(only_train, ["logreg"], tmp_path / "m", verbose=False)
-    with h5py.File(features_dir / "train.h5", "r") as h:
+    with h5py.File(tiny_features_dir / "train.h5", "r") as h:
         assert h.attrs["complete"]
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("shape, n_classes", [((7, 7, 1280), 2), ((7, 7, 256), 8), ((4, 4, 512), 2), ((2048,), 3)])
 def test_dense_on_a_large_grid_is_told_its_weights_and_the_pooled_head(shape, n_classes):
     """The note's weight counts are the heads' own (counted by Keras), and it appears exactly from
@@ -267,8 +305,12 @@ def test_dense_on_a_large_grid_is_told_its_weights_and_the_pooled_head(shape, n_
         assert f"{int(np.prod(shape)):,} inputs" in note and "gap-dense" in note
 
 
-def test_training_dense_on_a_large_grid_says_so_before_it_starts(features_dir, tmp_path, caplog):
+@pytest.mark.pure
+def test_training_dense_on_a_large_grid_says_so_before_it_starts(tiny, tmp_path, caplog):
+    data = make_images(tmp_path / "data", 2)
+    # the tiny backbone at MOBILENET's 224 px: the same 7x7x256 grid
+    extract(data, tmp_path / "features", verbose=False, **dict(tiny, size=224))
     with caplog.at_level("INFO", logger="bneck.pipeline.training.stage"):
-        train(features_dir, ["dense"], tmp_path / "models", epochs=1, verbose=True)
+        train(tmp_path / "features", ["dense"], tmp_path / "models", epochs=1, verbose=True)
     said = caplog.text
     assert said.index("training dense") < said.index("note: dense flattens the 7x7x256 grid into 12,544 inputs")
