@@ -20,4 +20,9 @@ def _packages() -> list[str]:
     return found
 
 
-setup(package_dir={package: folder for folder, package in FOLDERS.items()}, packages=_packages())
+setup(
+    package_dir={package: folder for folder, package in FOLDERS.items()},
+    packages=_packages(),
+    # The backbone catalog scripts/backbone_catalog.py derives from Keras (read without TensorFlow).
+    package_data={"bneck.features.backbones": ["catalog.json"]},
+)

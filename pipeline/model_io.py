@@ -110,7 +110,19 @@ KERAS_OBJECTS = frozenset(
             "Reshape",
             "SeparableConv2D",
             "ZeroPadding2D",
+            "Cropping2D",  # NASNet
+            "LayerNormalization",  # ConvNeXt
         )
+    ]
+    # What the other keras.applications families are made of (every family's smallest model is
+    # fine-tuned, saved and loaded by tests/features/backbones/test_families.py): Keras' own
+    # classes whose configs hold numbers only, and graph operations (`x + y`) in functional configs.
+    + [
+        ("keras", "Sequential"),  # ConvNeXt's downsampling blocks; their layers are checked too
+        ("keras.src.applications.convnext", "LayerScale"),
+        ("keras.src.applications.inception_resnet_v2", "CustomScaleLayer"),
+        ("keras.src.ops.numpy", "Add"),  # ConvNeXt, MobileNetV3
+        ("keras.src.ops.numpy", "Multiply"),  # MobileNetV3's hard sigmoid
     ]
 )
 KERAS_MEMBERS = frozenset({"config.json", "metadata.json", "model.weights.h5"})

@@ -27,6 +27,7 @@ def _tracked_files() -> list[str]:
     if listed.returncode == 0 and listed.stdout:
         return [name for name in listed.stdout.decode().split("\0") if name and (ROOT / name).is_file()]
     code = [p for folder in ("bneck", "features", "pipeline") for p in (ROOT / folder).rglob("*.py")]
+    code.append(ROOT / "features" / "backbones" / "catalog.json")
     return [str(p.relative_to(ROOT)) for p in code] + ["pyproject.toml", "setup.py", "README.md"]
 
 
@@ -60,6 +61,7 @@ def test_the_wheel_holds_only_bneck_and_its_dist_info(wheel):
         "bneck/features/extraction/stage.py",
         "bneck/pipeline/cli/__init__.py",
         "bneck/pipeline/training/stage.py",
+        "bneck/features/backbones/catalog.json",  # package data: every backbone comes from it
     } <= names
     # every module of the repository's code folders is in it, under bneck/
     for folder in ("features", "pipeline"):
@@ -98,6 +100,7 @@ def test_import_bneck_from_a_folder_with_a_users_features_and_pipeline(installed
         "import sys, bneck, bneck.pipeline.cli, bneck.features.extraction.stage, bneck.pipeline.runner.compose;"
         "assert bneck.__file__.startswith(sys.argv[1]), bneck.__file__;"
         "assert callable(bneck.extract) and callable(bneck.train) and callable(bneck.export);"
+        "assert {'convnexttiny', 'efficientnetv2b0', 'mobilenetv3small'} <= set(bneck.BACKBONES), bneck.BACKBONES;"
         "assert not {'features', 'pipeline'} & set(sys.modules), sorted(sys.modules);"
         "print('ok')"
     )

@@ -36,17 +36,22 @@ def build_base(backbone: Backbone, spec: ExtractorSpec):
 
 
 def cut_model(base, backbone: Backbone, layer: str, pool: str):
-    """Return a Keras model from the base's input to ``layer``'s output, pooled if asked."""
+    """Return a Keras model from the base's input to ``layer``'s output, pooled if asked.
+
+    ``layer`` may name a layer or an operation of the graph (ConvNeXt's residual sums are
+    ``keras.ops`` additions, not layers, and are its stage outputs).
+    """
     import keras
 
-    names = [lay.name for lay in base.layers]
-    if layer not in names:
+    nodes = {op.name: op for op in base.operations}
+    if layer not in nodes:
+        names = [lay.name for lay in base.layers]
         raise ConfigError(
             f"--layer must name a layer of {backbone.name}; its named cut points are "
             f"{', '.join(backbone.cut_points)} (default {backbone.default_layer}), and any of its "
             f"{len(names)} layer names works (e.g. {', '.join(names[-4:])}). Received: layer={layer!r}."
         )
-    out = base.get_layer(layer).output
+    out = nodes[layer].output
     if pool != "none":
         if len(out.shape) != 4:
             raise ConfigError(

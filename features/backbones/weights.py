@@ -46,13 +46,14 @@ def _check_published_hash(backbone: Backbone, path: str) -> None:
     """Raise WeightsError when ``path`` does not match the md5 Keras publishes for it."""
     if backbone.weights_md5 is None:
         return
-    digest = hashlib.md5(usedforsecurity=False)
+    # Keras' ``file_hash`` is an md5 for most files and a sha256 for ConvNeXt's (by its length).
+    digest = hashlib.sha256() if len(backbone.weights_md5) == 64 else hashlib.md5(usedforsecurity=False)
     with open_regular(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     if digest.hexdigest() != backbone.weights_md5:
         raise WeightsError(
-            f"{path} is not the official ImageNet weights file for {backbone.name!r}: its md5 is "
+            f"{path} is not the official ImageNet weights file for {backbone.name!r}: its {digest.name} is "
             f"{digest.hexdigest()}, and Keras publishes {backbone.weights_md5}. It is damaged or was "
             f"replaced; delete it (bneck will download it again), or pass --weights PATH to a file you trust."
         )
@@ -64,7 +65,7 @@ def _download_imagenet(backbone: Backbone, file_name: str) -> str:
     import_tensorflow()
     import keras
 
-    origin = backbone.weights_origin + file_name
+    origin = backbone.weights_url(file_name)
     where = os.path.join(keras_home(), "models")
     try:
         os.makedirs(where, exist_ok=True)
@@ -105,6 +106,11 @@ def resolve_weights(backbone: Backbone, alpha: float | None, size: int, weights:
         return ResolvedWeights("none", f"random-init:seed={RANDOM_INIT_SEED}:keras={version}", None)
     if str(weights).lower() == "imagenet":
         file_name = backbone.weights_file(alpha, size)
+        if file_name is None:
+            raise WeightsError(
+                f"Keras publishes no ImageNet weights file for backbone {backbone.name!r}. "
+                f"Pass --weights PATH to a weights file for it, or --weights none for random weights."
+            )
         found = next((p for p in imagenet_candidates(file_name) if os.path.isfile(p)), None)
         path = found or _download_imagenet(backbone, file_name)
         try:

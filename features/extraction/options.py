@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bneck.core.options import Option, OptionTable
-from bneck.features.backbones.registry import BACKBONES
+from bneck.features.backbones.registry import get_backbone
 from bneck.features.backbones.spec import DTYPES, POOLS
 from bneck.features.images.dataset import SPLITS, parse_fractions
 from bneck.features.runtimes.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE, PRECISIONS
@@ -24,6 +24,11 @@ class RuntimeOption(Option):
         return known_runtime(super().check(value, where), what=where or self.flag)
 
 
+def _known_backbone(name: str) -> str:
+    get_backbone(name)  # raises ConfigError naming the backbones there are
+    return name
+
+
 def _fractions(value) -> list:
     return list(parse_fractions(value))
 
@@ -31,7 +36,15 @@ def _fractions(value) -> list:
 EXTRACT = OptionTable(
     "extract",
     [
-        Option("backbone", str, "vgg16", "the convolutional base", choices=tuple(sorted(BACKBONES))),
+        Option(
+            "backbone",
+            str,
+            "vgg16",
+            "the convolutional base: a `keras.applications` constructor, lowercased",
+            check_value=_known_backbone,
+            allowed_text="a backbone name (`bneck backbones` lists them)",
+            metavar="NAME",
+        ),
         Option(
             "weights",
             str,

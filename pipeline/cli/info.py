@@ -1,4 +1,4 @@
-"""``bneck backbones``, ``bneck layers`` and ``bneck init``: what is available, before any work."""
+"""``bneck layers`` and ``bneck init`` (``bneck backbones`` is in ``backbones``): what there is, before any work."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import os
 
 from bneck.core.progress import format_table
-from bneck.features.backbones.registry import BACKBONES, get_backbone
+from bneck.features.backbones.registry import get_backbone
+from bneck.pipeline.cli import backbones
 
 LAYERS_EPILOG = """example:
   bneck layers mobilenetv2 --alpha 0.5      # then: bneck extract ... --layer block_13_expand_relu"""
@@ -27,16 +28,7 @@ def add_parsers(sub) -> None:
     i.add_argument("--data", default=None, metavar="DATA_DIR", help="the image folder to put in the template")
     i.add_argument("--out", default=None, metavar="RUN_DIR", help="the run folder to put in the template")
     i.set_defaults(run=run_init)
-    b = sub.add_parser(
-        "backbones",
-        help="list the backbones, their cut points and local weights",
-        description="List every backbone: default input size and layer, named cut points, "
-        "the stage-3 unfreeze points, the ImageNet weights file it needs and whether "
-        "it is present here ($KERAS_HOME/models), and what this CPU supports.",
-        epilog="example:\n  bneck backbones",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    b.set_defaults(run=run_backbones)
+    backbones.add_parser(sub)
     p = sub.add_parser(
         "layers",
         help="list a backbone's layer names (for --layer and --unfreeze-from)",
@@ -46,56 +38,10 @@ def add_parsers(sub) -> None:
         epilog=LAYERS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("backbone", metavar="BACKBONE", help=f"one of: {', '.join(BACKBONES)}")
+    p.add_argument("backbone", metavar="BACKBONE", help="a backbone name (`bneck backbones` lists them)")
     p.add_argument("--alpha", type=float, default=None, help="width multiplier (MobileNet, MobileNetV2)")
     p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the backbone's)")
     p.set_defaults(run=run_layers)
-
-
-def _weights_here(backbone) -> str:
-    from bneck.features.backbones.weights import keras_home
-
-    alphas = backbone.alphas or (None,)
-    found = [
-        a
-        for a in alphas
-        if os.path.isfile(os.path.join(keras_home(), "models", backbone.weights_file(a, backbone.default_size)))
-    ]
-    if backbone.alphas:
-        return f"alpha {', '.join(map(str, found))}" if found else "none"
-    return "yes" if found else "no"
-
-
-def run_backbones(args: argparse.Namespace) -> int:
-    """Print the registry and this CPU's capabilities; returns 0."""
-    from bneck.features.runtimes.cpu import capabilities
-
-    rows = [
-        [
-            b.name,
-            b.default_size,
-            b.default_layer,
-            ", ".join(b.cut_points),
-            b.unfreeze_from,
-            ", ".join(map(str, b.alphas)) or "-",
-            _weights_here(b),
-        ]
-        for b in BACKBONES.values()
-    ]
-    print(
-        format_table(
-            ["backbone", "size", "default layer", "cut points", "unfreeze from", "alphas", "ImageNet weights here"],
-            rows,
-        )
-    )
-    from bneck.features.backbones.weights import keras_home
-
-    print(
-        f"\nweights are looked up in {os.path.join(keras_home(), 'models')} (official Keras file names); "
-        "missing ones are downloaded on first use."
-    )
-    print(format_table(["", "this CPU"], [list(line) for line in capabilities()]))
-    return 0
 
 
 def run_layers(args: argparse.Namespace) -> int:
@@ -109,8 +55,7 @@ def run_layers(args: argparse.Namespace) -> int:
     base = backbone.build(None, size, alpha)
     marks = {name: "cut point" for name in backbone.cut_points}
     marks[backbone.default_layer] = "default --layer"
-    last = backbone.last_block[6:] if backbone.last_block.startswith("after:") else backbone.last_block
-    marks[last] = ("after this: " if backbone.last_block.startswith("after:") else "") + "--unfreeze-from last-block"
+    marks[backbone.last_block] = "--unfreeze-from last-block"
     if backbone.measured_unfreeze_from:
         marks[backbone.measured_unfreeze_from] = "default --unfreeze-from"
     rows = [

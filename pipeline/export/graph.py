@@ -18,6 +18,8 @@ from bneck.pipeline.export.fold import describe, refusal, sklearn_layers
 
 # keras.applications' caffe-style preprocess_input: RGB -> BGR, then minus these BGR means
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# and its torch-style one: scaled to [0, 1], then these RGB means and deviations
+_TORCH_MEAN_RGB, _TORCH_STD_RGB = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def preprocessing(keras, backbone, x):
@@ -33,6 +35,9 @@ def preprocessing(keras, backbone, x):
             swap[0, 0, in_channel, out_channel] = 1.0
         layer.set_weights([swap, -np.asarray(_CAFFE_MEAN_BGR, np.float32)])
         return layer(x)
+    if mode == "torch":  # (x / 255 - mean) / std, as one Normalization of x (DenseNet)
+        mean, std = np.asarray(_TORCH_MEAN_RGB) * 255, np.asarray(_TORCH_STD_RGB) * 255
+        return keras.layers.Normalization(mean=mean, variance=std**2, name="preprocess_torch")(x)
     if mode == "none outside the model":  # EfficientNet: its rescaling is a layer of the base
         return x
     raise ValueError(f"no exported preprocessing for {backbone.name} ({backbone.preprocessing})")

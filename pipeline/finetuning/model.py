@@ -55,8 +55,6 @@ def unfreeze_index(layers, backbone, unfreeze_from: str | None) -> int | None:
     named = {None: backbone.unfreeze_from, "default": backbone.unfreeze_from, "last-block": backbone.last_block}
     point = named.get(unfreeze_from, unfreeze_from)
     names = [layer.name for layer in layers]
-    if point.startswith("after:") and point[6:] in names:
-        return names.index(point[6:]) + 1
     if point not in names:
         raise ConfigError(
             f"--unfreeze-from must be 'none', 'default' ({backbone.unfreeze_from} for {backbone.name}), "

@@ -148,10 +148,11 @@ def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str
     tf = import_tensorflow()
     import keras
 
+    keras.utils.set_random_seed(opts["seed"])  # before the head is loaded: its dropout seeds follow
+    head, record, data_root, splits = _head_and_its_images(head_dir, data_dir, out_dir)
+    opts = _without_an_impossible_cache(opts, head)
     seed, cache_frozen = opts["seed"], opts["cache_frozen"]
     augment = _augmentation(opts)
-    keras.utils.set_random_seed(seed)  # before the head is loaded: its dropout seeds follow
-    head, record, data_root, splits = _head_and_its_images(head_dir, data_dir, out_dir)
     # With --cache-frozen the cached views carry the augmentation.
     ft = build_finetune_model(
         head,
@@ -174,6 +175,24 @@ def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str
         config = recorded_config(opts, ft.unfreeze_from, augment, inputs.views if cache_frozen else None)
         save_finetuned(folder, ft, head, history, metrics, config, data, data_root, requested)
     return FinetuneResult(out_dir, metrics, history, metrics["fit_seconds"], opts, reused=False, why=why)
+
+
+def _without_an_impossible_cache(opts: dict, head) -> dict:
+    """``opts`` with --cache-frozen off when the backbone's default unfreeze point has no single
+    tensor below it to cache (NASNet's cells read the two before them), said in a BneckWarning."""
+    if not opts["cache_frozen"] or opts["unfreeze_from"] not in (None, "default", "last-block"):
+        return opts
+    backbone = get_backbone(head.manifest.extractor_spec(opts["weights"]).backbone)
+    if backbone.unfreeze_splits or backbone.measured_unfreeze_from:
+        return opts
+    warnings.warn(
+        f"{backbone.name}'s layers above its unfreeze point {backbone.unfreeze_from} also read earlier "
+        "tensors, so what is below cannot be cached: fine-tuning runs the whole network on every step "
+        "(slower; --cache-frozen is off). --unfreeze-from none trains the head alone, with the cache.",
+        BneckWarning,
+        stacklevel=5,
+    )  # the caller of finetune(), past _finetune and takes_options' wrapper
+    return {**opts, "cache_frozen": False}
 
 
 def _augmentation(opts: dict) -> dict:

@@ -9,6 +9,8 @@ import tempfile
 import numpy as np
 import pytest
 
+from bneck.features.backbones.registry import BACKBONES
+from bneck.pipeline.cli.backbones import smallest_of_each_family
 from bneck.pipeline.model_io import (
     KERAS_OBJECTS,
     UnsafeModel,
@@ -19,6 +21,7 @@ from bneck.pipeline.model_io import (
     save_sklearn,
 )
 from bneck.pipeline.training.classifiers import ClassifierNames
+from bneck.pipeline.training.heads import build_head
 from bneck.pipeline.training.sklearn_models import StreamedLinear, build_sklearn
 
 pytestmark = pytest.mark.pure
@@ -104,31 +107,37 @@ def _archive(model) -> bytes:
             return handle.read()
 
 
-def test_every_backbone_with_every_head_passes_the_keras_check():
-    """What bneck saves (heads; backbone + head as stage 3 assembles it) is all inside KERAS_OBJECTS."""
+def test_every_head_passes_the_keras_check():
+    for kind in ("dense", "gap-dense"):
+        for classes in (2, 5):
+            check_keras(_archive(build_head(kind, (3, 3, 8), classes, 4, 0.5)), kind)
+
+
+@pytest.mark.parametrize(
+    "name",
+    smallest_of_each_family()
+    + [pytest.param(n, marks=pytest.mark.matrix) for n in sorted(BACKBONES) if n not in smallest_of_each_family()],
+)
+def test_every_backbone_with_every_head_passes_the_keras_check(name):
+    """What bneck saves (backbone + head as stage 3 assembles it) is all inside KERAS_OBJECTS, for the
+    smallest model of every keras.applications family (every model with ``--matrix``)."""
     from bneck.core.tfimport import import_tensorflow
     from bneck.features.backbones.feature_model import cut_model
-    from bneck.features.backbones.registry import BACKBONES
 
     import_tensorflow()
     import keras
 
-    from bneck.pipeline.training.heads import build_head
-
-    for kind in ("dense", "gap-dense"):
-        for classes in (2, 5):
-            check_keras(_archive(build_head(kind, (3, 3, 8), classes, 4, 0.5)), kind)
-    for name, entry in BACKBONES.items():
-        size = max(entry.min_size, 75)
-        alpha = {"mobilenet": 0.25, "mobilenetv2": 0.35}.get(name)
-        base = entry.build(None, size, alpha)
-        for pool in ("none", "avg", "max"):
-            cut = cut_model(base, entry, entry.default_layer, pool)
-            image = keras.Input((size, size, 3))
-            head = build_head("dense" if pool == "none" else "gap-dense", tuple(cut.output.shape[1:]), 2, 4, 0.5)
-            data = _archive(keras.Model(image, head(cut(image, training=False))))
-            check_keras(data, f"{name} {pool}")
-    model = load_keras(data, "efficientnet")  # and Keras itself loads what the check let through
+    entry = BACKBONES[name]
+    size = max(entry.min_size, 75)
+    alpha = {"mobilenet": 0.25, "mobilenetv2": 0.35}.get(name)
+    base = entry.build(None, size, alpha)
+    for pool in ("none", "avg", "max"):
+        cut = cut_model(base, entry, entry.default_layer, pool)
+        image = keras.Input((size, size, 3))
+        head = build_head("dense" if pool == "none" else "gap-dense", tuple(cut.output.shape[1:]), 2, 4, 0.5)
+        data = _archive(keras.Model(image, head(cut(image, training=False))))
+        check_keras(data, f"{name} {pool}")
+    model = load_keras(data, name)  # and Keras itself loads what the check let through
     assert model.output_shape == (None, 1)
 
 

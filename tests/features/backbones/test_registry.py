@@ -72,7 +72,7 @@ def test_bad_options_name_the_option_and_the_allowed_values(kwargs, message):
 def test_unknown_layer_lists_cut_points(tiny_data, tmp_path):
     from bneck.features import extract
 
-    with pytest.raises(ConfigError, match="block4_pool"):
+    with pytest.raises(ConfigError, match="block4_conv3, block5_conv3, block5_pool"):
         extract(tiny_data, tmp_path / "o", backbone="vgg16", weights="none", layer="block9_pool", verbose=False)
 
 
