@@ -143,9 +143,11 @@ def measure(name: str, runtime: str, batch: int = 16, seconds: float = 3.0) -> f
     from bneck.features.runtimes.registry import BuildContext, build_model
 
     spec = resolve_spec(name, weights="none", pool="avg")
+    images = np.random.default_rng(0).integers(0, 256, (batch, spec.input_size, spec.input_size, 3), np.uint8)
     with tempfile.TemporaryDirectory(prefix="bneck-measure-") as cache:
-        model = build_model(runtime, spec, BuildContext(cache_dir=cache, verbose=False))
-        images = np.random.default_rng(0).integers(0, 256, (batch, spec.input_size, spec.input_size, 3), np.uint8)
+        # a runtime other than the reference is checked against it first, on these images
+        context = BuildContext(cache_dir=cache, verbose=False, sample=lambda: images)
+        model = build_model(runtime, spec, context)
         model(images)
         done, start = 0, time.perf_counter()
         while done == 0 or time.perf_counter() - start < seconds:

@@ -9,9 +9,8 @@ import pytest
 from bneck.features.backbones.registry import BACKBONES
 from bneck.pipeline.cli import main
 
-pytestmark = pytest.mark.pure
 
-
+@pytest.mark.pure
 def test_json_has_one_object_per_backbone_with_the_figures_that_help_choosing(capsys, tmp_path, monkeypatch):
     home = tmp_path / "keras_home"
     (home / "models").mkdir(parents=True)
@@ -30,6 +29,7 @@ def test_json_has_one_object_per_backbone_with_the_figures_that_help_choosing(ca
     assert all(item["imagenet_top1"] and 0.6 < item["imagenet_top1"] < 0.9 for item in listed.values())
 
 
+@pytest.mark.pure
 def test_measure_gives_images_per_second_per_runtime(capsys):
     assert main(["backbones", "--measure", "mobilenetv3small", "--runtime", "tensorflow", "--json"]) == 0
     (result,) = json.loads(capsys.readouterr().out)
@@ -37,6 +37,14 @@ def test_measure_gives_images_per_second_per_runtime(capsys):
     assert result["images_per_second"] > 1 and result["why_not"] == ""
 
 
+@pytest.mark.extra("openvino")
+def test_measure_checks_another_runtime_against_tensorflow_first_then_measures_it(capsys):
+    assert main(["backbones", "--measure", "mobilenetv3small", "--runtime", "openvino", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["runtime"] == "openvino" and result["why_not"] == "" and result["images_per_second"] > 1
+
+
+@pytest.mark.pure
 @pytest.mark.parametrize(
     "args, named",
     [(["--measure", "mobilenetv9"], "mobilenetv9"), (["--measure", "vgg16", "--runtime", "onnx"], "onnx")],
