@@ -50,6 +50,11 @@ def _striped(rng, width: int, height: int, class_index: int, n_classes: int) -> 
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def cli_args(options: dict) -> list[str]:
+    """Extract options (``tiny``, the conftest fixture) as command-line flags: ``--size 64`` ..."""
+    return [text for name, value in options.items() for text in (f"--{name}", str(value))]
+
+
 def write_tiny_weights(path: Path) -> Path:
     """Write a MobileNet v1 (alpha 0.25) ``.weights.h5`` with seeded random kernels and batch-norm
     statistics measured on 32 generated images, layer by layer; returns ``path``."""

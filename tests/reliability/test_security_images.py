@@ -25,25 +25,11 @@ from PIL import Image
 
 from bneck.features.images.decode import FORMATS, UnusableImage, decode_image
 from tests.conftest import ROOT
-from tests.generated import make_images
+from tests.generated import cli_args, make_images
 
 pytestmark = pytest.mark.pure
 
 BNECK = [sys.executable, "-m", "bneck"]
-
-
-def tiny_args(tiny: dict) -> list:
-    """The command-line options of the tiny extractor (``tiny``: the conftest fixture)."""
-    return [
-        "--backbone",
-        tiny["backbone"],
-        "--alpha",
-        str(tiny["alpha"]),
-        "--size",
-        str(tiny["size"]),
-        "--weights",
-        tiny["weights"],
-    ]
 
 
 def _env(tmp_path):
@@ -78,7 +64,7 @@ def test_devices_fifos_and_sockets_are_quarantined_never_read(tmp_path, tiny, fo
             data,
             "--out",
             tmp_path / "out",
-            *tiny_args(tiny),
+            *cli_args(tiny),
             "--quiet",
             *(["--follow-links"] if follow_links else []),
         ],
@@ -147,7 +133,7 @@ def test_huge_or_endless_files_are_refused_from_their_size_in_seconds(tmp_path, 
             data,
             "--out",
             tmp_path / "out",
-            *tiny_args(tiny),
+            *cli_args(tiny),
             "--quiet",
             "--follow-links",
         ],  # even when links are followed (else the link is not even read)

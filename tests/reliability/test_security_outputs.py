@@ -21,9 +21,8 @@ import pytest
 from bneck.core.folders import MARKER, write_marker
 from bneck.features import extract
 from bneck.pipeline import train
-from tests.generated import make_images
+from tests.generated import cli_args, make_images
 from tests.reliability.conftest import MOBILENET_ARGS
-from tests.reliability.test_security_images import tiny_args
 
 
 def tree(path: Path) -> dict:
@@ -92,7 +91,7 @@ def run_settings(tiny: dict) -> list:
 
 
 COMMANDS = {  # name: (arguments before --out, given the tiny extractor; the input folder; the kind of folder it writes)
-    "extract": (lambda m, t: ["extract", m / "data", *tiny_args(t), "--quiet"], "data", "features"),
+    "extract": (lambda m, t: ["extract", m / "data", *cli_args(t), "--quiet"], "data", "features"),
     "train": (lambda m, t: ["train", m / "features", "--classifier", "logreg", "--quiet"], "features", "models"),
     "finetune": (
         lambda m, t: ["finetune", m / "models" / "dense", "--data", m / "data", "--epochs", "1", "--quiet"],
@@ -100,7 +99,7 @@ COMMANDS = {  # name: (arguments before --out, given the tiny extractor; the inp
         "finetuned",
     ),
     "run": (lambda m, t: ["run", "--data", m / "data", *run_settings(t)], "data", "run"),
-    "demo": (lambda m, t: ["demo", "--data", m / "data", *tiny_args(t), *TRAIN_SETTINGS], "data", "run"),
+    "demo": (lambda m, t: ["demo", "--data", m / "data", *cli_args(t), *TRAIN_SETTINGS], "data", "run"),
     "convert": (lambda m, t: ["convert", m / "legacy", "--trust-pickle"], "legacy", "classifier"),
 }
 

@@ -12,6 +12,7 @@ import pytest
 
 from bneck.pipeline.cli import main
 from tests.conftest import ROOT
+from tests.generated import cli_args
 
 pytestmark = pytest.mark.pure
 
@@ -19,16 +20,7 @@ pytestmark = pytest.mark.pure
 @pytest.fixture(scope="module")
 def tiny_args(tiny) -> list[str]:
     """The tiny backbone as `bneck extract` options."""
-    return [
-        "--backbone",
-        tiny["backbone"],
-        "--alpha",
-        str(tiny["alpha"]),
-        "--size",
-        str(tiny["size"]),
-        "--weights",
-        tiny["weights"],
-    ]
+    return cli_args(tiny)
 
 
 def test_extract_prints_the_summary_and_reruns_from_cache(tiny_data, tmp_path, capsys, tiny_args):

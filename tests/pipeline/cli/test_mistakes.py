@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from bneck.pipeline.cli import main
-from tests.generated import make_images
+from tests.generated import cli_args, make_images
 
 pytestmark = pytest.mark.pure
 
@@ -30,20 +30,6 @@ def _run(tiny) -> list[str]:
         "--set",
         'train.classifiers=["dense", "logreg"]',
         "--quiet",
-    ]
-
-
-def _extract(tiny) -> list[str]:
-    """The tiny backbone as `bneck extract` options."""
-    return [
-        "--backbone",
-        tiny["backbone"],
-        "--alpha",
-        str(tiny["alpha"]),
-        "--size",
-        str(tiny["size"]),
-        "--weights",
-        tiny["weights"],
     ]
 
 
@@ -172,7 +158,7 @@ def test_cross_split_duplicates_are_reported_and_recorded(tmp_path, capsys, tiny
     data = make_images(tmp_path / "data", 2)
     twin = sorted((data / "train" / "cats").iterdir())[0]
     shutil.copy(twin, data / "test" / "cats" / "same_bytes.jpg")
-    assert main(["extract", str(data), "--out", str(tmp_path / "f"), *_extract(tiny), "--quiet"]) == 0
+    assert main(["extract", str(data), "--out", str(tmp_path / "f"), *cli_args(tiny), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "1 image(s) appear in more than one split" in out
     assert f"train/cats/{twin.name} = test/cats/same_bytes.jpg" in out
@@ -188,7 +174,7 @@ def test_cross_split_duplicates_are_reported_and_recorded(tmp_path, capsys, tiny
 def test_a_refused_layer_leaves_no_cache_entry_and_no_marked_folder(tmp_path, capsys, isolated_cache, tiny):
     data = make_images(tmp_path / "data", 1)
     assert (
-        main(["extract", str(data), "--out", str(tmp_path / "f"), *_extract(tiny), "--layer", "nope", "--quiet"]) == 2
+        main(["extract", str(data), "--out", str(tmp_path / "f"), *cli_args(tiny), "--layer", "nope", "--quiet"]) == 2
     )
     assert "--layer must name a layer" in capsys.readouterr().err
     assert not (tmp_path / "f").exists() and not isolated_cache.exists()
