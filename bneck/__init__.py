@@ -64,7 +64,7 @@ _LAZY = {
     "ShardError": "bneck.features.extraction.ray_engine:ShardError",
     "ArtifactError": "bneck.pipeline.manifests:ArtifactError",
     "ManifestError": "bneck.pipeline.manifests:ManifestError",
-    "UnsafeModel": "bneck.pipeline.model_io:UnsafeModel",
+    "UnsafeModel": "bneck.features.backbones.keras_archive:UnsafeModel",
     "TrainingDiverged": "bneck.pipeline.training.fit:TrainingDiverged",
     "HeadError": "bneck.pipeline.finetuning.model:HeadError",
     "FoldError": "bneck.pipeline.export.fold:FoldError",

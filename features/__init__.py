@@ -9,6 +9,7 @@ Public API::
 """
 
 from bneck.core.errors import BneckError, ConfigError, DatasetError, FeatureFileError, WeightsError
+from bneck.features.backbones.model_file import backbone_for, preprocess_for
 from bneck.features.backbones.registry import BACKBONES, get_backbone
 from bneck.features.backbones.resolve import resolve_spec
 from bneck.features.backbones.spec import SCHEMA_VERSION, ExtractorSpec
@@ -28,8 +29,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "SplitReport",
     "WeightsError",
+    "backbone_for",
     "extract",
     "get_backbone",
+    "preprocess_for",
     "read_features",
     "read_summary",
     "resolve_spec",

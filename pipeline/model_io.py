@@ -4,12 +4,11 @@
   trusted types (``trusted_sklearn_types()``: bneck's own and the registered classifiers',
   on top of skops' own defaults: builtins, NumPy and scikit-learn's estimators). A file
   naming any other type, a function included, is refused before anything in it is built. Nothing is ever unpickled.
-* Keras models (``.keras`` zip archives) are checked before Keras reads them: the
-  archive holds exactly ``config.json``, ``metadata.json`` and ``model.weights.h5``;
-  every object in the config is one of ``KERAS_OBJECTS`` (the layers, initializers
-  and policies bneck's own models are made of: no ``Lambda``, no function, no layer
-  that reads files); the weights file holds only hard links and datasets stored in
-  itself. Then Keras loads it with ``safe_mode=True``, from memory.
+* Keras models (``.keras`` zip archives) are checked before Keras reads them, by the
+  rules a user's own backbone file is checked by (``features.backbones.keras_archive``,
+  whose names are re-exported here): no ``Lambda``, no function, no custom object, no
+  layer that reads files, no link out of the weights file. Then Keras loads it with
+  ``safe_mode=True``, from memory.
 
 Both loaders take the bytes that were hashed against the manifest (``artifacts``),
 never a path to open again.
@@ -22,7 +21,15 @@ import json
 import zipfile
 from collections.abc import Sequence
 
-from bneck.core.errors import BneckError
+from bneck.features.backbones.keras_archive import (  # noqa: F401 - the Keras half, re-exported
+    KERAS_MEMBERS,
+    KERAS_OBJECTS,
+    UnsafeModel,
+    check_inflation,
+    check_keras,
+    check_keras_config,
+    load_keras,
+)
 
 # Types skops must find in a bneck scikit-learn model besides its own default-trusted
 # ones: bneck's own, and those each registered classifier's model holds (its registry
@@ -60,74 +67,6 @@ class _TrustedTypes(Sequence):
 
 TRUSTED_SKLEARN_TYPES = _TrustedTypes()
 
-# (module, class_name) of every object a bneck Keras model's config may hold: the
-# layers of the eight backbones, the heads and the fine-tuned assembly (found by
-# saving each; tests/pipeline/test_model_io.py rebuilds them and checks).
-KERAS_OBJECTS = frozenset(
-    [
-        (None, "__keras_tensor__"),
-        (None, "__tuple__"),
-        ("keras", "DTypePolicy"),
-        ("keras.src.models.functional", "Functional"),
-    ]
-    + [
-        ("keras.initializers", name)
-        for name in (
-            "Constant",
-            "GlorotNormal",
-            "GlorotUniform",
-            "HeNormal",
-            "HeUniform",
-            "Ones",
-            "RandomNormal",
-            "RandomUniform",
-            "TruncatedNormal",
-            "VarianceScaling",
-            "Zeros",
-        )
-    ]
-    + [
-        ("keras.layers", name)
-        for name in (
-            "Activation",
-            "Add",
-            "AveragePooling2D",
-            "BatchNormalization",
-            "Concatenate",
-            "Conv2D",
-            "Dense",
-            "DepthwiseConv2D",
-            "Dropout",
-            "Flatten",
-            "GlobalAveragePooling2D",
-            "GlobalMaxPooling2D",
-            "InputLayer",
-            "MaxPooling2D",
-            "Multiply",
-            "Normalization",
-            "ReLU",
-            "Rescaling",
-            "Reshape",
-            "SeparableConv2D",
-            "ZeroPadding2D",
-            "Cropping2D",  # NASNet
-            "LayerNormalization",  # ConvNeXt
-        )
-    ]
-    # What the other keras.applications families are made of (every family's smallest model is
-    # fine-tuned, saved and loaded by tests/features/backbones/test_families.py): Keras' own
-    # classes whose configs hold numbers only, and graph operations (`x + y`) in functional configs.
-    + [
-        ("keras", "Sequential"),  # ConvNeXt's downsampling blocks; their layers are checked too
-        ("keras.src.applications.convnext", "LayerScale"),
-        ("keras.src.applications.inception_resnet_v2", "CustomScaleLayer"),
-        ("keras.src.ops.numpy", "Add"),  # ConvNeXt, MobileNetV3
-        ("keras.src.ops.numpy", "Multiply"),  # MobileNetV3's hard sigmoid
-    ]
-)
-KERAS_MEMBERS = frozenset({"config.json", "metadata.json", "model.weights.h5"})
-_MAX_CONFIG_BYTES = 64 << 20
-
 
 # Where bneck's own types lived before everything moved under one import name: a model
 # saved by bneck 0.2 names ``pipeline.training.sklearn_models.SpatialReshape``. Such a
@@ -135,10 +74,6 @@ _MAX_CONFIG_BYTES = 64 << 20
 # Never imported as written: that would import whatever ``pipeline`` package is on sys.path.
 LEGACY_MODULE_PREFIXES = ("features.", "pipeline.")
 _MAX_SCHEMA_BYTES = 64 << 20
-
-
-class UnsafeModel(BneckError):
-    """A model file holds something bneck does not load (code, an unknown type, a link out)."""
 
 
 def current_type_paths(data: bytes, where: str) -> bytes:
@@ -155,7 +90,7 @@ def current_type_paths(data: bytes, where: str) -> bytes:
             schema = archive.read(info)
             if not any(f'"{prefix}'.encode() in schema for prefix in LEGACY_MODULE_PREFIXES):
                 return data
-            _check_inflation(archive.infolist(), len(data), where)  # every member is read into memory below
+            check_inflation(archive.infolist(), len(data), where)  # every member is read into memory below
             members = {i.filename: archive.read(i) for i in archive.infolist() if i.filename != "schema.json"}
         renamed = json.dumps(_renamed(json.loads(schema))).encode()
     except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, RecursionError) as exc:
@@ -240,102 +175,3 @@ def load_sklearn(data: bytes, where: str):
             "Retrain with `bneck train`."
         ) from None
     return model
-
-
-def _objects(node):
-    """Yield every dict in a Keras config that names a class."""
-    if isinstance(node, dict):
-        if "class_name" in node:
-            yield node
-        for value in node.values():
-            yield from _objects(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _objects(value)
-
-
-def check_keras_config(config: dict, where: str) -> None:
-    """Refuse a config naming any object outside ``KERAS_OBJECTS`` (Lambda, functions, file readers)."""
-    for obj in _objects(config):
-        pair = (obj.get("module"), obj.get("class_name"))
-        registered = obj.get("registered_name")
-        if pair not in KERAS_OBJECTS or registered not in (None, obj.get("class_name")):
-            raise UnsafeModel(
-                f"{where} holds a {pair[1]!r} object (module {pair[0]!r}), which bneck models never "
-                f"contain: it may carry code (Lambda layers, functions, custom objects) or read files, "
-                f"so it is not loaded (Keras safe_mode=True is not relied on alone). Retrain with "
-                f"`bneck train` / `bneck finetune`."
-            )
-
-
-def _check_weights_file(data: bytes, where: str) -> None:
-    import h5py
-
-    from bneck.features.featurefile.reach import H5Refused, check_self_contained
-
-    try:
-        with h5py.File(io.BytesIO(data), "r") as f:
-            check_self_contained(f)
-    except H5Refused as exc:
-        raise UnsafeModel(f"{where}: its weights file {exc}; refused.") from None
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise UnsafeModel(f"{where}: its weights file cannot be read ({exc}).") from None
-
-
-# Weights are float arrays: they barely compress. A member that inflates far beyond its stored
-# bytes (a zip bomb: 56 MB that inflate to 12 GB) is refused before it is decompressed.
-_MAX_INFLATION = 20
-_MAX_MEMBER_BYTES = 4 << 30
-
-
-def _check_inflation(members, archive_bytes: int, where: str) -> None:
-    for info in members:
-        limit = min(_MAX_MEMBER_BYTES, _MAX_INFLATION * max(info.compress_size, 1) + (1 << 20))
-        if info.file_size > limit:
-            raise UnsafeModel(
-                f"{where}: its member {info.filename} declares {info.file_size} bytes from "
-                f"{info.compress_size} stored ({archive_bytes} in the archive); a model's "
-                "weights never inflate that much, so it is refused (a zip bomb)."
-            )
-
-
-def check_keras(data: bytes, where: str) -> None:
-    """Refuse a ``.keras`` archive with other members, objects outside ``KERAS_OBJECTS``, or a
-    weights file that links outside itself (UnsafeModel)."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        members = {info.filename: info for info in archive.infolist()}
-        if set(members) != KERAS_MEMBERS:
-            raise UnsafeModel(
-                f"{where} holds {sorted(members)}; a bneck Keras model holds exactly {sorted(KERAS_MEMBERS)}. Refused."
-            )
-        if members["config.json"].file_size > _MAX_CONFIG_BYTES:
-            raise UnsafeModel(f"{where}: its config.json declares {members['config.json'].file_size} bytes.")
-        _check_inflation(members.values(), len(data), where)
-        config = json.loads(archive.read("config.json"))
-        weights = archive.read("model.weights.h5")
-    except UnsafeModel:
-        raise
-    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, RecursionError) as exc:
-        raise UnsafeModel(f"{where} is not a readable .keras archive ({type(exc).__name__}: {exc}).") from None
-    check_keras_config(config, where)
-    _check_weights_file(weights, where)
-
-
-def load_keras(data: bytes, where: str):
-    """Return the Keras model in ``.keras`` archive ``data`` after ``check_keras``.
-
-    Raises UnsafeModel for what ``check_keras`` refuses or Keras' safe_mode refuses.
-    """
-    check_keras(data, where)
-    from bneck.core.tfimport import import_tensorflow
-
-    import_tensorflow()
-    from keras.src.saving import saving_lib  # the public load_model takes paths only
-
-    try:
-        return saving_lib.load_model(io.BytesIO(data), compile=False, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - safe_mode refusing code, or a file Keras cannot read
-        raise UnsafeModel(
-            f"{where} was not loaded: Keras (safe_mode=True) refused it: {str(exc).split('. ')[0][:300]}."
-        ) from None

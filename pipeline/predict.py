@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from bneck.features import FeatureFileError, get_backbone, read_features
+from bneck.features import FeatureFileError, preprocess_for, read_features
 from bneck.features.images.dataset import is_image_name, is_visible
 from bneck.pipeline.artifacts import LoadedClassifier, load_classifier
 from bneck.pipeline.image_splits import read_splits, seen_in
@@ -112,7 +112,7 @@ def probability_function(
     the registry and checked against TensorFlow first on ``sample()`` images if it never was here.
     Raises ConfigError for a runtime that cannot run here, RuntimeMismatch for one whose numbers differ."""
     if clf.kind == "finetuned":  # base and head in one model, fed preprocessed images
-        preprocess = get_backbone(spec.backbone).preprocess_fn()
+        preprocess = preprocess_for(spec)
         return lambda batch: class_probabilities(clf.model.predict(preprocess(batch.astype(np.float32)), verbose=0))
     from bneck.features.cache.rows import default_cache_dir
     from bneck.features.runtimes.registry import BuildContext, build_model

@@ -47,7 +47,7 @@ def cut_model(base, backbone: Backbone, layer: str, pool: str):
     if layer not in nodes:
         names = [lay.name for lay in base.layers]
         raise ConfigError(
-            f"--layer must name a layer of {backbone.name}; its named cut points are "
+            f"--layer must name a layer of {backbone.label}; its named cut points are "
             f"{', '.join(backbone.cut_points)} (default {backbone.default_layer}), and any of its "
             f"{len(names)} layer names works (e.g. {', '.join(names[-4:])}). Received: layer={layer!r}."
         )

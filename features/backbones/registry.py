@@ -79,10 +79,16 @@ class Backbone:
     parameters: int = 0
     multiply_adds: int = 0
     family: str = ""  # the keras.applications module it comes from (``module`` may differ: resnet50)
+    max_size: int = MAX_SIZE  # a model file with a fixed input side takes that side only
 
     # The last block's first layer where one was chosen by hand (the backbones of 0.2: the reference
     # recipe's point, from which the fine-tuning benchmarks ran); else the graph's last stage start.
     chosen_last_block: str = ""
+
+    @property
+    def label(self) -> str:
+        """How messages name it: its name (a model file: the file's name)."""
+        return self.name
 
     @property
     def last_block(self) -> str:
@@ -116,11 +122,11 @@ class Backbone:
 
     def validate_size(self, size: int) -> int:
         """Return ``size`` if the backbone accepts it; raises ConfigError otherwise."""
-        if not isinstance(size, int) or isinstance(size, bool) or not self.min_size <= size <= MAX_SIZE:
-            raise ConfigError(
-                f"input size for {self.name} must be an integer from {self.min_size} to {MAX_SIZE} "
-                f"pixels (default {self.default_size}). Received: size={size!r}."
-            )
+        if not isinstance(size, int) or isinstance(size, bool) or not self.min_size <= size <= self.max_size:
+            sizes = f"from {self.min_size} to {self.max_size} pixels (default {self.default_size})"
+            if self.min_size == self.max_size:
+                sizes = f"{self.min_size} pixels (its input side is fixed)"
+            raise ConfigError(f"input size for {self.label} must be an integer {sizes}. Received: size={size!r}.")
         return size
 
     def preprocess_fn(self):

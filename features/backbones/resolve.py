@@ -14,9 +14,16 @@ import stat
 from collections.abc import Sequence
 
 from bneck.core.errors import ConfigError, FeatureFileError, WeightsError
-from bneck.features.backbones.registry import BACKBONES, get_backbone
+from bneck.features.backbones.model_file import (
+    MODEL_FILE,
+    NO_PREPROCESSING,
+    is_model_file,
+    model_file_entry,
+    preprocessing_text,
+)
+from bneck.features.backbones.registry import BACKBONES, Backbone, get_backbone
 from bneck.features.backbones.spec import DTYPES, KEY_FIELDS, POOLS, ExtractorSpec
-from bneck.features.backbones.weights import resolve_weights
+from bneck.features.backbones.weights import ResolvedWeights, resolve_weights
 
 
 def resolve_spec(
@@ -27,19 +34,38 @@ def resolve_spec(
     pool: str = "none",
     dtype: str = "float32",
     alpha: float | None = None,
+    preprocess: str | None = None,
 ) -> ExtractorSpec:
     """Return the spec for these extractor options (weights hashed, defaults filled in).
 
-    Raises ConfigError for a bad option and WeightsError for unavailable weights.
+    ``backbone`` is a registered name or the path of a ``.keras`` model file (``model_file``), which
+    ``preprocess`` (a family's module, or 'none') applies to. Raises ConfigError for a bad option,
+    UnsafeModel for a model file holding code, and WeightsError for unavailable weights.
     """
-    entry = get_backbone(backbone)
+    resolved = None
+    if is_model_file(backbone):
+        entry, resolved = _model_file(backbone, weights, preprocess)
+    elif preprocess is not None:
+        raise ConfigError(
+            f"--preprocess applies to a model file given as --backbone PATH; {backbone!r} applies its own "
+            f"(keras.applications.{get_backbone(backbone).module}.preprocess_input). "
+            f"Received: preprocess={preprocess!r}."
+        )
+    else:
+        entry = get_backbone(backbone)
     alpha = entry.resolve_alpha(alpha)
     size = entry.validate_size(entry.default_size if size is None else size)
     if pool not in POOLS:
         raise ConfigError(f"--pool must be one of {', '.join(POOLS)}. Received: pool={pool!r}.")
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}. Received: dtype={dtype!r}.")
-    resolved = resolve_weights(entry, alpha, size, weights)
+    if resolved is None:
+        resolved = resolve_weights(entry, alpha, size, weights)
+    preprocessing = (
+        preprocessing_text(entry.module)
+        if entry.name == MODEL_FILE
+        else f"keras.applications.{entry.module}.preprocess_input ({entry.preprocessing})"
+    )
     return ExtractorSpec(
         backbone=entry.name,
         alpha=alpha,
@@ -48,10 +74,21 @@ def resolve_spec(
         layer=layer or entry.default_layer,
         pool=pool,
         input_size=size,
-        preprocessing=f"keras.applications.{entry.module}.preprocess_input ({entry.preprocessing})",
+        preprocessing=preprocessing,
         dtype=dtype,
         weights_path=resolved.path,
     )
+
+
+def _model_file(path: str, weights, preprocess) -> tuple:
+    """The entry and 'weights' of ``--backbone PATH``: the file carries its weights, keyed by its sha256."""
+    if weights is not None and str(weights).lower() != "imagenet":
+        raise ConfigError(
+            f"--weights applies to keras.applications backbones; the model file {path} carries its own "
+            f"weights (leave --weights out). Received: weights={weights!r}."
+        )
+    entry = model_file_entry(path, preprocess)
+    return entry, ResolvedWeights(os.path.basename(entry.path), entry.sha256, entry.path)
 
 
 # What a recorded extractor may hold, field by field (``ExtractorSpec.describe()`` writes it).
@@ -92,15 +129,23 @@ def check_record(recorded, where: str) -> dict:
             continue
         if isinstance(value, bool) or not isinstance(value, kind):
             raise bad(field, f"of type {getattr(kind, '__name__', 'str or unset')}")
-    if recorded["backbone"] not in BACKBONES:
-        raise bad("backbone", f"one of {', '.join(BACKBONES)}")
+    if recorded["backbone"] not in BACKBONES and recorded["backbone"] != MODEL_FILE:
+        raise bad("backbone", f"{MODEL_FILE!r} or one of {', '.join(BACKBONES)}")
     if recorded["pool"] not in POOLS or recorded["dtype"] not in DTYPES:
         raise bad("pool" if recorded["pool"] not in POOLS else "dtype", f"one of {', '.join(POOLS + DTYPES)}")
     try:
-        get_backbone(recorded["backbone"]).validate_size(recorded["input_size"])
+        _record_entry(recorded["backbone"]).validate_size(recorded["input_size"])
     except ConfigError as exc:
         raise bad("input_size", str(exc).split(" must be ", 1)[-1].split(". Received")[0]) from None
     return recorded
+
+
+def _record_entry(backbone: str) -> Backbone:
+    """The entry a record's weights are resolved with: a registered backbone's, or any model file's
+    (found by content like a weights file: it has no ImageNet file and no size of its own here)."""
+    if backbone != MODEL_FILE:
+        return get_backbone(backbone)
+    return Backbone(MODEL_FILE, "", "", NO_PREPROCESSING, 224, 1, "", (), lambda alpha, size: None, "")
 
 
 def _usable_hint(path) -> bool:
@@ -127,7 +172,7 @@ def spec_from_record(
     is not ``key``.
     """
     recorded = check_record(recorded, where)
-    entry = get_backbone(recorded["backbone"])
+    entry = _record_entry(recorded["backbone"])
     want = recorded["weights_sha256"]
     candidates = [weights] if weights else [h for h in hints if _usable_hint(h)]
     if not weights:

@@ -21,7 +21,7 @@ import numpy as np
 
 from bneck.core.errors import BneckError
 from bneck.core.hashing import sha256_files
-from bneck.features.backbones.registry import get_backbone
+from bneck.features.backbones.model_file import backbone_for
 from bneck.features.backbones.resolve import spec_from_record
 from bneck.features.cache.maintenance import CacheEntry, list_entries
 from bneck.features.cache.rows import RowCache, chunk_files, read_rows_file
@@ -68,7 +68,7 @@ def images_under(folders: Sequence[str], workers: int = 0) -> dict[str, str]:
 
 def _reference(spec, cache_dir: str, sample):
     """Return rows(uint8 batch, shas) -> features, computed the reference way for ``spec``."""
-    backbone = get_backbone(spec.backbone)
+    backbone = backbone_for(spec)
     if spec.quantization is not None:
         from bneck.features.runtimes.openvino import OpenVINOFeatureModel, converted_path
         from bneck.features.runtimes.quantize import reduced_precision

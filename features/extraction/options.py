@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bneck.core.options import Option, OptionTable
+from bneck.features.backbones.model_file import is_model_file, preprocess_choices
 from bneck.features.backbones.registry import get_backbone
 from bneck.features.backbones.spec import DTYPES, POOLS
 from bneck.features.images.dataset import SPLITS, parse_fractions
@@ -25,7 +26,8 @@ class RuntimeOption(Option):
 
 
 def _known_backbone(name: str) -> str:
-    get_backbone(name)  # raises ConfigError naming the backbones there are
+    if not is_model_file(name):  # a model file is checked when it is read, before any work
+        get_backbone(name)  # raises ConfigError naming the backbones there are
     return name
 
 
@@ -40,10 +42,21 @@ EXTRACT = OptionTable(
             "backbone",
             str,
             "vgg16",
-            "the convolutional base: a `keras.applications` constructor, lowercased",
+            "the convolutional base: a `keras.applications` constructor, lowercased, or the path "
+            "of your own Keras model file (`.keras`)",
             check_value=_known_backbone,
-            allowed_text="a backbone name (`bneck backbones` lists them)",
-            metavar="NAME",
+            allowed_text="a backbone name (`bneck backbones` lists them) or a .keras file",
+            metavar="NAME|PATH",
+        ),
+        Option(
+            "preprocess",
+            str,
+            None,
+            "your own model file only: the `keras.applications` family whose `preprocess_input` to "
+            "apply (default none: the model gets RGB in 0..255)",
+            choices=tuple(preprocess_choices()),
+            nullable=True,
+            metavar="FAMILY",
         ),
         Option(
             "weights",

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from bneck.core.errors import FeatureFileError
 from bneck.core.folders import check_folder, claim_folder
 from bneck.core.options import takes_options
-from bneck.features.backbones.registry import get_backbone
+from bneck.features.backbones.model_file import backbone_for
 from bneck.features.backbones.resolve import resolve_spec
 from bneck.features.cache.rows import (
     CorruptChunk,
@@ -127,6 +127,7 @@ def extract(
     pool: str = "none",
     dtype: str = "float32",
     alpha: float | None = None,
+    preprocess: str | None = None,
     splits: Sequence[str] | None = None,
     split=None,
     seed: int = 0,
@@ -164,7 +165,7 @@ def extract(
     ray = ray_options(engine, choice.name, address, workers, shard_size, num_gpus_per_worker, actor_class)
     source = _Source(data_dir, splits, split, seed, list(exclude), follow_links)
     out_dir, cache_dir, dataset = _open_folders(source, out_dir, cache_dir, sharded=ray is not None)
-    spec = resolve_spec(backbone, weights, size, layer, pool, dtype, alpha)
+    spec = resolve_spec(backbone, weights, size, layer, pool, dtype, alpha, preprocess)
     spec, plan = _spec_and_plan(spec, source, dataset, precision, calibration_images, workers)
     choice = _runtime_for_data(choice, spec, cache_dir, dataset)
     claim_folder(out_dir, "features", inputs=[data_dir])
@@ -265,7 +266,7 @@ def _runtime_for_data(choice: _RuntimeChoice, spec, cache_dir: str, dataset: Dat
     if not _entry_exists(cache_dir, spec) and not ready_here(choice.name, spec, cache_dir):
         from bneck.features.backbones.feature_model import check_cut
 
-        check_cut(get_backbone(spec.backbone), spec.alpha, spec.input_size, spec.layer, spec.pool)
+        check_cut(backbone_for(spec), spec.alpha, spec.input_size, spec.layer, spec.pool)
     if choice.name != "auto":
         return choice
     name, why = choose_runtime(

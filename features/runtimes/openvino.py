@@ -299,10 +299,10 @@ AUTO_CONVERT_IMAGES = 2000
 
 
 def _build(spec: ExtractorSpec, context) -> OpenVINOFeatureModel:
-    from bneck.features.backbones.registry import get_backbone
+    from bneck.features.backbones.model_file import backbone_for
 
     return OpenVINOFeatureModel(
-        get_backbone(spec.backbone),
+        backbone_for(spec),
         spec,
         context.cache_dir,
         context.plan,

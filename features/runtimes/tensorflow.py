@@ -6,7 +6,7 @@ export is compared with it.
 
 from __future__ import annotations
 
-from bneck.features.backbones.registry import get_backbone
+from bneck.features.backbones.model_file import backbone_for
 from bneck.features.runtimes.registry import BuildContext, Runtime, register_runtime
 
 
@@ -14,7 +14,7 @@ def build(spec, context: BuildContext):
     """Return TensorFlow's FeatureModel of ``spec`` (``context`` is not needed: nothing is converted)."""
     from bneck.features.backbones.feature_model import FeatureModel
 
-    return FeatureModel(get_backbone(spec.backbone), spec)
+    return FeatureModel(backbone_for(spec), spec)
 
 
 TENSORFLOW = register_runtime(

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from bneck.core.progress import format_table
-from bneck.features.backbones.registry import get_backbone
+from bneck.features.backbones.model_file import backbone_from_options, with_graph
 from bneck.pipeline.cli import backbones
 
 LAYERS_EPILOG = """example:
@@ -38,7 +38,9 @@ def add_parsers(sub) -> None:
         epilog=LAYERS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("backbone", metavar="BACKBONE", help="a backbone name (`bneck backbones` lists them)")
+    p.add_argument(
+        "backbone", metavar="BACKBONE", help="a backbone name (`bneck backbones` lists them) or a .keras model file"
+    )
     p.add_argument("--alpha", type=float, default=None, help="width multiplier (MobileNet, MobileNetV2)")
     p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the backbone's)")
     p.set_defaults(run=run_layers)
@@ -48,10 +50,11 @@ def run_layers(args: argparse.Namespace) -> int:
     """Print the backbone's layers with output shapes and marks; returns 0."""
     from bneck.core.tfimport import import_tensorflow
 
-    backbone = get_backbone(args.backbone)
+    backbone = backbone_from_options(args.backbone)
     alpha = backbone.resolve_alpha(args.alpha)
     size = backbone.validate_size(args.size if args.size is not None else backbone.default_size)
     import_tensorflow()
+    backbone = with_graph(backbone, size)  # a model file's cut and unfreeze points come from its graph
     base = backbone.build(None, size, alpha)
     marks = {name: "cut point" for name in backbone.cut_points}
     marks[backbone.default_layer] = "default --layer"
@@ -63,7 +66,8 @@ def run_layers(args: argparse.Namespace) -> int:
         for i, layer in enumerate(base.layers)
     ]
     print(format_table(["#", "layer", "type", "output shape", ""], rows))
-    print(f"\n{len(rows)} layers in {backbone.name}{f' alpha {alpha}' if alpha else ''} at {size} px.")
+    name = getattr(backbone, "path", "") or backbone.name
+    print(f"\n{len(rows)} layers in {name}{f' alpha {alpha}' if alpha else ''} at {size} px.")
     return 0
 
 

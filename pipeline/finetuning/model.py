@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bneck.core.errors import BneckError
-from bneck.features import ConfigError, ExtractorSpec, get_backbone
+from bneck.features import ConfigError, ExtractorSpec, backbone_for
 from bneck.pipeline.artifacts import LoadedClassifier
 
 
@@ -57,7 +57,7 @@ def unfreeze_index(layers, backbone, unfreeze_from: str | None) -> int | None:
     names = [layer.name for layer in layers]
     if point not in names:
         raise ConfigError(
-            f"--unfreeze-from must be 'none', 'default' ({backbone.unfreeze_from} for {backbone.name}), "
+            f"--unfreeze-from must be 'none', 'default' ({backbone.unfreeze_from} for {backbone.label}), "
             f"'last-block' ({backbone.last_block}) or a layer of the feature model, e.g. {', '.join(names[-6:])}. "
             f"Received: unfreeze_from={unfreeze_from!r}."
         )
@@ -87,7 +87,7 @@ def build_finetune_model(
 
     _check_head_is_trained_keras(head, allow_untrained_head)
     spec = head.manifest.extractor_spec(weights)
-    backbone = get_backbone(spec.backbone)
+    backbone = backbone_for(spec)
     feature_model = cut_model(build_base(backbone, spec), backbone, spec.layer, spec.pool)
     _check_head_fits_features(head, spec, feature_model)
     start = unfreeze_index(feature_model.layers, backbone, unfreeze_from)

@@ -25,7 +25,7 @@ import numpy as np
 from bneck.core.errors import BneckWarning
 from bneck.core.folders import check_folder, staged_folder
 from bneck.core.options import takes_options
-from bneck.features import DatasetError, get_backbone
+from bneck.features import DatasetError, backbone_for, preprocess_for
 from bneck.pipeline.artifacts import load_classifier, read_verified, verified_json
 from bneck.pipeline.finetuning.inputs import (
     SplitImages,
@@ -167,7 +167,7 @@ def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str
         inputs, data = _inputs(tf, ft, splits, augment, opts, cache_dir, cleanup, verbose)
         folder = cleanup.enter_context(staged_folder(out_dir, "finetuned", inputs=[head_dir, data_root]))
         history, metrics, probabilities = _train(
-            tf, inputs, data, head.class_names, opts, get_backbone(ft.spec.backbone).xla, verbose
+            tf, inputs, data, head.class_names, opts, backbone_for(ft.spec).xla, verbose
         )
         mirrored = _test_time_augmented(tf, inputs, data, probabilities, head.class_names, metrics)
         write_prediction_files(folder, head.class_names, data, probabilities, mirrored)
@@ -182,11 +182,11 @@ def _without_an_impossible_cache(opts: dict, head) -> dict:
     tensor below it to cache (NASNet's cells read the two before them), said in a BneckWarning."""
     if not opts["cache_frozen"] or opts["unfreeze_from"] not in (None, "default", "last-block"):
         return opts
-    backbone = get_backbone(head.manifest.extractor_spec(opts["weights"]).backbone)
+    backbone = backbone_for(head.manifest.extractor_spec(opts["weights"]))
     if backbone.unfreeze_splits or backbone.measured_unfreeze_from:
         return opts
     warnings.warn(
-        f"{backbone.name}'s layers above its unfreeze point {backbone.unfreeze_from} also read earlier "
+        f"{backbone.label}'s layers above its unfreeze point {backbone.unfreeze_from} also read earlier "
         "tensors, so what is below cannot be cached: fine-tuning runs the whole network on every step "
         "(slower; --cache-frozen is off). --unfreeze-from none trains the head alone, with the cache.",
         BneckWarning,
@@ -234,7 +234,7 @@ def _inputs(
     ``cleanup`` removes; otherwise every image is decoded into memory."""
     from bneck.pipeline.finetuning.rowfile import RowFolder
 
-    preprocess = get_backbone(ft.spec.backbone).preprocess_fn()
+    preprocess = preprocess_for(ft.spec)
     size = ft.spec.input_size
     if cache_dir is None:
         decoded = {split: decode_split(records, size) for split, records in splits.items()}

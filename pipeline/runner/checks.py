@@ -54,7 +54,9 @@ def _known_extractor(cfg: dict, backbone, alpha, size) -> bool:
     from bneck.features.cache.rows import resolve_cache_dir
 
     ex = cfg["extract"]
-    spec = resolve_spec(backbone.name, ex["weights"], size, ex["layer"], ex["pool"], ex["dtype"], alpha)
+    spec = resolve_spec(
+        ex["backbone"], ex["weights"], size, ex["layer"], ex["pool"], ex["dtype"], alpha, ex["preprocess"]
+    )
     folder = os.path.join(resolve_cache_dir(ex["cache_dir"]), "features", spec.key)
     return os.path.isdir(folder) and any(n.startswith("rows-") for n in os.listdir(folder))
 
@@ -65,7 +67,7 @@ def _check_finetune_plan(cfg: dict) -> None:
     architecture only, random weights). Raises ConfigError naming the config keys."""
     from bneck.core.errors import ConfigError
     from bneck.features.backbones.feature_model import check_cut
-    from bneck.features.backbones.registry import get_backbone
+    from bneck.features.backbones.model_file import backbone_from_options, with_graph
     from bneck.pipeline.finetuning.model import unfreeze_index
     from bneck.pipeline.training.classifiers import is_keras
 
@@ -79,9 +81,10 @@ def _check_finetune_plan(cfg: dict) -> None:
             f"{', '.join(heads) or 'none'})."
         )
     finetuning = ft["enabled"] and bool(heads)
-    backbone = get_backbone(ex["backbone"])
+    backbone = backbone_from_options(ex["backbone"], ex["preprocess"])
     alpha = backbone.resolve_alpha(ex["alpha"])
     size = backbone.validate_size(backbone.default_size if ex["size"] is None else ex["size"])
+    backbone = with_graph(backbone, size)
     if not finetuning and _known_extractor(cfg, backbone, alpha, size):
         return  # its rows are cached: layer and pool worked, and nothing else needs the base
     cut = check_cut(backbone, alpha, size, ex["layer"] or backbone.default_layer, ex["pool"])

@@ -22,6 +22,7 @@ import tomllib
 
 from bneck.core.errors import ConfigError
 from bneck.core.options import Option, OptionTable
+from bneck.features.backbones.model_file import is_model_file
 from bneck.features.extraction.options import EXTRACT
 from bneck.pipeline.finetuning.options import FINETUNE
 from bneck.pipeline.training.options import CLASSIFIERS, TRAIN, check_override
@@ -78,7 +79,14 @@ RUN_FINETUNE = OptionTable(
 REPORT = OptionTable("report", [Option("worst", int, 16, "misclassified test images shown", low=0)])
 TABLES = {"extract": EXTRACT, "train": RUN_TRAIN, "finetune": RUN_FINETUNE, "report": REPORT}
 # Keys holding paths: relative ones in a config file are relative to that file.
-PATHS = {("data",), ("out",), ("extract", "cache_dir"), ("extract", "weights"), ("finetune", "weights")}
+PATHS = {
+    ("data",),
+    ("out",),
+    ("extract", "cache_dir"),
+    ("extract", "weights"),
+    ("extract", "backbone"),  # only when it names a model file
+    ("finetune", "weights"),
+}
 
 
 def _defaults() -> dict:
@@ -136,9 +144,16 @@ def _resolve_paths(config: dict, folder: str) -> dict:
         for key in keys[:-1]:
             table = table.get(key) if isinstance(table.get(key), dict) else {}
         value = table.get(keys[-1])
-        if isinstance(value, str) and value and not (keys[-1] == "weights" and value.lower() in ("imagenet", "none")):
+        if isinstance(value, str) and value and not _names_no_file(keys[-1], value):
             table[keys[-1]] = os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
     return config
+
+
+def _names_no_file(key: str, value: str) -> bool:
+    """Whether a path key's value is a name rather than a path ('imagenet', 'none', a backbone's name)."""
+    if key == "backbone":
+        return not is_model_file(value)
+    return key == "weights" and value.lower() in ("imagenet", "none")
 
 
 def _deep_update(target: dict, new: dict) -> None:

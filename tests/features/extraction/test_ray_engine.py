@@ -284,3 +284,20 @@ def test_a_worker_whose_numbers_drift_is_refused_before_it_makes_a_row(cluster, 
     )  # honest workers: checked, recorded
     check = read_features(str(tmp_path / "out" / "train.h5")).attrs["equivalence"]
     assert report.forward_images == 6 and check["passed"] and check["max_rel_diff"] < 1e-3
+
+
+def test_a_model_file_backbone_runs_in_ray_actors_as_locally(cluster, tmp_path):
+    """``--backbone PATH.keras``: every actor reads the same checked file, found by its sha256."""
+    import keras
+
+    from tests.generated import make_images
+
+    image = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(keras.layers.Rescaling(1 / 255.0)(image))
+    keras.Model(image, keras.layers.GlobalAveragePooling2D()(x)).save(tmp_path / "mine.keras")
+    data = make_images(tmp_path / "data", 4)
+    options = dict(backbone=str(tmp_path / "mine.keras"), size=48, batch_size=4, verbose=False)
+    local = extract(data, tmp_path / "local", cache_dir=tmp_path / "c1", **options)
+    sharded = extract(data, tmp_path / "ray", cache_dir=tmp_path / "c2", engine="ray", shard_size=4, **options)
+    assert sharded.spec.key == local.spec.key and sharded.forward_images == local.forward_images == 24
+    _same_rows(tmp_path / "local", tmp_path / "ray")
