@@ -61,7 +61,32 @@ def pytest_configure(config):
             )
 
 
+# The modules whose tests take longest (pytest --durations), started first: the two xdist workers then
+# finish together instead of one waiting on a long test collected last.
+LONGEST_FIRST = (
+    "features/backbones/test_families.py",
+    "reliability/test_kill_anywhere.py",
+    "features/extraction/test_ray_engine.py",
+    "pipeline/runner/test_compose.py",
+    "reliability/test_security_code.py",
+    "reliability/test_concurrency.py",
+    "test_pure.py",
+)
+
+
+def _longest_first(items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def key(indexed):
+        index, item = indexed
+        module = item.nodeid.split("::")[0].removeprefix("tests/")
+        return (rank.get(module, len(rank)), index)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=key)]
+
+
 def pytest_collection_modifyitems(config, items):
+    _longest_first(items)
     if not config.getoption("--matrix"):
         matrix = [item for item in items if item.get_closest_marker("matrix")]
         if matrix:

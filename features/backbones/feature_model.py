@@ -8,6 +8,8 @@ the network, which is how tests prove a cache hit costs zero forward passes.
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 from bneck.core.errors import ConfigError, WeightsError
@@ -63,14 +65,32 @@ def cut_model(base, backbone: Backbone, layer: str, pool: str):
     return keras.Model(base.input, out, name=f"{backbone.name}_{layer}_{pool}")
 
 
+# The architectures built last in this process (random weights), by what builds them: a run checks its
+# cut before extracting and again before fine-tuning, and a large graph takes seconds to build.
+_ARCHITECTURES: collections.OrderedDict = collections.OrderedDict()
+_KEPT_ARCHITECTURES = 2
+
+
+def architecture(backbone: Backbone, size: int, alpha):
+    """Return the base's architecture with random weights (shared: never train or load weights into it)."""
+    key = (backbone.name, backbone.constructor, getattr(backbone, "path", ""), getattr(backbone, "sha256", ""))
+    key += (size, alpha)
+    if key not in _ARCHITECTURES:
+        import_tensorflow()
+        _ARCHITECTURES[key] = backbone.build(None, size, alpha)
+        while len(_ARCHITECTURES) > _KEPT_ARCHITECTURES:
+            _ARCHITECTURES.popitem(last=False)
+    _ARCHITECTURES.move_to_end(key)
+    return _ARCHITECTURES[key]
+
+
 def check_cut(backbone: Backbone, alpha, size: int, layer: str, pool: str):
     """Return the base's architecture (random weights) cut at ``layer`` and pooled by ``pool``.
 
     Raises ConfigError for a layer the backbone does not have or a pool its output
     cannot take: called before any folder or cache entry is made for a new extractor.
     """
-    import_tensorflow()
-    return cut_model(backbone.build(None, size, alpha), backbone, layer, pool)
+    return cut_model(architecture(backbone, size, alpha), backbone, layer, pool)
 
 
 class FeatureModel:

@@ -123,7 +123,10 @@ def unfreeze_points(model, input_side: int) -> tuple[list[str], bool]:
     for op in model.operations:
         if getattr(op, "weights", None) and len(op.output.shape) == 4:
             firsts.setdefault(int(op.output.shape[1]), op.name)
-    return list(reversed(list(firsts.values())))[:2], False
+    points = list(reversed(list(firsts.values())))[:2]
+    order = [op.name for op in model.operations]
+    # Cacheable when what is just below each point is a cut: nothing above reads further back.
+    return points, bool(points) and all(order.index(p) > 0 and order[order.index(p) - 1] in cuts for p in points)
 
 
 def multiply_adds(model) -> int:

@@ -87,7 +87,12 @@ class ModelFileBackbone(Backbone):
                 f"the model file {self.path} changed while bneck used it (its sha256 is no longer "
                 f"{self.sha256[:12]}...). Rerun with the file you mean."
             )
-        return load_keras(_at_size(data, size) if self.input_side is None else data, self.path)
+        model = load_keras(_at_size(data, size) if self.input_side is None else data, self.path)
+        if not hasattr(model, "operations"):  # a Sequential model: the same layers as a functional graph
+            import keras
+
+            model = keras.Model(model.inputs, model.outputs, name=model.name)
+        return model
 
 
 def _read(path: str) -> bytes:
@@ -114,14 +119,14 @@ def _input_layer(config: dict, where: str) -> dict:
     names = [entry[0] for entry in listed if isinstance(entry, list) and entry]
     if config.get("class_name") == "Functional" and len(names) != 1:
         raise ConfigError(
-            f"--backbone {where}: the model takes {len(names)} inputs; a backbone takes one image "
+            f"the model file {where} takes {len(names)} inputs; a backbone takes one image "
             f"input of shape (side, side, 3)."
         )
     for layer in layers:
         if layer.get("class_name") == "InputLayer" and (not names or layer.get("name") == names[0]):
             return layer.get("config", {})
     raise ConfigError(
-        f"--backbone {where}: the model's configuration names no input layer (a {config.get('class_name')} "
+        f"the model file {where}: its configuration names no input layer (a {config.get('class_name')} "
         "model saved without keras.Input?). Build it on keras.Input((side, side, 3)) and save it again."
     )
 
@@ -132,14 +137,15 @@ def _output_layer(config: dict) -> str:
     if config.get("class_name") == "Functional" and outputs:
         first = outputs[0] if isinstance(outputs[0], list) else outputs
         return str(first[0])
-    return str(inner.get("layers", [{}])[-1].get("name", ""))
+    last = (inner.get("layers") or [{}])[-1]
+    return str(last.get("name") or last.get("config", {}).get("name", ""))
 
 
 def _input_side(config: dict, where: str) -> int | None:
     shape = _input_layer(config, where).get("batch_shape") or []
     if len(shape) != 4 or shape[-1] != 3 or shape[1] != shape[2]:
         raise ConfigError(
-            f"--backbone {where}: the model's input has shape {tuple(shape)}; a backbone takes square RGB "
+            f"the model file {where}: its input has shape {tuple(shape)}; a backbone takes square RGB "
             "images: (None, side, side, 3), or (None, None, None, 3) for any side."
         )
     return None if shape[1] is None else int(shape[1])
@@ -210,12 +216,13 @@ def _entry(where: str, sha256: str, module: str, side: int | None, default_layer
 
 @functools.lru_cache(maxsize=8)
 def _graph_entry(path: str, sha256: str, module: str, size: int) -> ModelFileBackbone:
+    from bneck.features.backbones.feature_model import architecture
     from bneck.features.backbones.graph import describe_graph
 
     light = model_file_entry(path, module or None)
     if light.sha256 != sha256:
         raise WeightsError(f"the model file {path} is no longer the file of sha256 {sha256[:12]}...; rerun.")
-    described = describe_graph(light.build(None, size, None), size)
+    described = describe_graph(architecture(light, size, None), size)
     return replace(
         light,
         cut_points=tuple(described["cut_points"]),

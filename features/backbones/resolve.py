@@ -191,8 +191,14 @@ def spec_from_record(
             if spec.key == key:
                 return spec
             break
+    what = (
+        f"the model file {recorded.get('weights')!r}"
+        if recorded["backbone"] == MODEL_FILE
+        else f"{recorded['backbone']} weights {recorded.get('weights')!r}"
+    )
+    last_seen = [str(h) for h in hints if isinstance(h, str) and h and str(h) not in tried]
     raise WeightsError(
-        f"the features were made with {recorded['backbone']} weights with sha256 {want[:12]}... "
-        f"({recorded.get('weights')!r}), and no such file was found (tried: {', '.join(tried)}). "
-        "Pass --weights PATH to that file."
+        f"the features were made with {what} of sha256 {want[:12]}..., and no such file was found "
+        f"(tried: {', '.join(tried)}{f'; recorded at {last_seen[0]}, no longer there' if last_seen else ''}). "
+        "Pass --weights PATH to that file (a moved or renamed copy works: it is found by content)."
     )

@@ -44,17 +44,25 @@ class FinetuneModel:
     augmentation: object | None = None
 
 
-def unfreeze_index(layers, backbone, unfreeze_from: str | None) -> int | None:
-    """Return the index of the first trainable layer, or None for a fully frozen base.
+def unfreeze_index(model, backbone, unfreeze_from: str | None) -> int | None:
+    """Return the index in ``model.layers`` (the cut feature model) of the first trainable layer, or
+    None for a fully frozen base.
 
     ``unfreeze_from`` is a layer name, 'none', 'last-block' (the reference recipe's point) or
-    None/'default' for the backbone's default. Raises ConfigError naming the allowed values.
+    None/'default' for the backbone's default. When the features were cut below the backbone's
+    named point (``--layer``), 'default' and 'last-block' are found the same way in the graph of the
+    cut model. Raises ConfigError naming the allowed values.
     """
     if unfreeze_from == "none":
         return None
     named = {None: backbone.unfreeze_from, "default": backbone.unfreeze_from, "last-block": backbone.last_block}
     point = named.get(unfreeze_from, unfreeze_from)
-    names = [layer.name for layer in layers]
+    names = [layer.name for layer in model.layers]
+    if point not in names and unfreeze_from in named:
+        from bneck.features.backbones.graph import unfreeze_points
+
+        found, _ = unfreeze_points(model, int(model.input.shape[1] or 224))
+        point = found[0] if found else point
     if point not in names:
         raise ConfigError(
             f"--unfreeze-from must be 'none', 'default' ({backbone.unfreeze_from} for {backbone.label}), "
@@ -90,7 +98,7 @@ def build_finetune_model(
     backbone = backbone_for(spec)
     feature_model = cut_model(build_base(backbone, spec), backbone, spec.layer, spec.pool)
     _check_head_fits_features(head, spec, feature_model)
-    start = unfreeze_index(feature_model.layers, backbone, unfreeze_from)
+    start = unfreeze_index(feature_model, backbone, unfreeze_from)
     trainable, frozen = _freeze_below(feature_model, start)
     augmentation = augmentation_layer(augment, seed)
     image = keras.Input(shape=(spec.input_size, spec.input_size, 3), name="preprocessed_image")

@@ -91,7 +91,7 @@ def _check_finetune_plan(cfg: dict) -> None:
     if not finetuning:
         return
     try:
-        unfreeze_index(cut.layers, backbone, ft["unfreeze_from"])
+        unfreeze_index(cut, backbone, ft["unfreeze_from"])
     except ConfigError as exc:
         raise ConfigError(
             f"config key finetune.unfreeze_from = {ft['unfreeze_from']!r} does not work with "

@@ -33,8 +33,8 @@ def _network(first=None):
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="stem")(x)
     x = keras.layers.BatchNormalization()(x)
     for stage, width in enumerate((16, 24)):  # two stages ending in residual sums, at 16 and 8 px
-        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu")(x)
-        y = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu", name=f"down_{stage}")(x)
+        y = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv_{stage}")(x)
         x = keras.layers.Add(name=f"residual_{stage}")([x, y])
     x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="top")(x)
     return keras.Model(image, keras.layers.GlobalAveragePooling2D(name="embedding")(x))
@@ -186,3 +186,36 @@ def test_files_that_are_no_keras_model_are_refused_with_what_is_read(tmp_path):
             extract(data, tmp_path / "out", backbone=str(path), verbose=False)
     with pytest.raises(BneckError, match="--preprocess applies to a model file"):
         extract(data, tmp_path / "out", backbone="mobilenet", preprocess="resnet", verbose=False)
+
+
+def test_a_sequential_model_file_is_read_as_its_layers(tmp_path):
+    keras.utils.set_random_seed(4)
+    layers = [keras.Input((SIZE, SIZE, 3)), keras.layers.Rescaling(1 / 255.0)]
+    for width in (8, 16, 16):
+        layers.append(keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu"))
+    model = keras.Sequential(layers + [keras.layers.GlobalAveragePooling2D(name="pooled")])
+    model.save(tmp_path / "seq.keras")
+    data = make_images(tmp_path / "data", 2, splits=("train",))
+    report = extract(data, tmp_path / "f", backbone=str(tmp_path / "seq.keras"), verbose=False)
+    got = read_features(tmp_path / "f" / "train.h5")
+    assert report.spec.input_size == SIZE and report.spec.layer == "pooled"  # its fixed side is the default
+    np.testing.assert_allclose(got.features, model.predict(_pixels(data, got.paths), verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_features_cut_below_the_default_unfreeze_point_fine_tune_from_a_point_below_the_cut(own_model, tmp_path):
+    """--layer residual_0 cuts below the whole model's unfreeze point (top): the default is found in the
+    cut model's graph instead, and a moved model file is found again with --weights."""
+    from bneck import finetune, train
+
+    data = make_images(tmp_path / "data", 3)
+    extract(data, tmp_path / "f", backbone=str(own_model), size=SIZE, layer="residual_1", pool="avg", verbose=False)
+    train(tmp_path / "f", ["gap-dense"], tmp_path / "m", epochs=1, verbose=False)
+    moved = tmp_path / "moved.keras"
+    own_model.rename(moved)
+    with pytest.raises(BneckError, match=f"recorded at {own_model}, no longer there"):
+        finetune(str(tmp_path / "m" / "gap-dense"), str(data), str(tmp_path / "ft"), epochs=1, verbose=False)
+    finetune(
+        str(tmp_path / "m" / "gap-dense"), str(data), str(tmp_path / "ft"), epochs=1, weights=str(moved), verbose=False
+    )
+    made = json.loads((tmp_path / "ft" / "manifest.json").read_text())
+    assert made["config"]["unfreeze_from"] == "down_1" and made["frozen_layers"] > 0  # the block after residual_0

@@ -45,18 +45,18 @@ def head_dir(features_dir, tmp_path_factory):
 def test_the_last_block_point_is_the_last_block(name, expected):
     entry = get_backbone(name)
     base = entry.build(None, max(entry.min_size, 75), entry.default_alpha)
-    start = unfreeze_index(base.layers, entry, "last-block")
+    start = unfreeze_index(base, entry, "last-block")
     trainable = [layer.name for layer in base.layers[start:] if layer.weights]
     if expected is not None:
         assert trainable == expected
     else:  # a real block: a few layers with weights, a small share of the base
         assert 2 <= len(trainable) < len([layer for layer in base.layers if layer.weights]) / 4
-    assert unfreeze_index(base.layers, entry, "none") is None
+    assert unfreeze_index(base, entry, "none") is None
     with pytest.raises(ConfigError, match="--unfreeze-from must be"):
-        unfreeze_index(base.layers, entry, "no_such_layer")
+        unfreeze_index(base, entry, "no_such_layer")
     # the default is the measured point where there is one, else the last block
-    default = unfreeze_index(base.layers, entry, None)
-    assert default == unfreeze_index(base.layers, entry, "default")
+    default = unfreeze_index(base, entry, None)
+    assert default == unfreeze_index(base, entry, "default")
     assert (default < start) if name in ("mobilenet", "mobilenetv2") else (default == start)
 
 
@@ -67,7 +67,7 @@ def test_the_last_block_point_is_the_last_block(name, expected):
 def test_the_measured_default_starts_the_14x14_stage(name, point, stage):
     entry = get_backbone(name)
     base = entry.build(None, 224, entry.default_alpha)
-    start = unfreeze_index(base.layers, entry, None)
+    start = unfreeze_index(base, entry, None)
     assert base.layers[start].name == point
     # the first layer that halves 28x28 to 14x14 is inside the trained top, nothing trained before it
     assert tuple(base.get_layer(stage).output.shape[1:3]) == (14, 14)
