@@ -123,16 +123,48 @@ class UnsafeModel(BneckError):
     """A model file holds something bneck does not load (code, an unknown type, a link out)."""
 
 
-def _objects(node):
-    """Yield every dict in a Keras config that names a class."""
+# A Keras model's config nests about 11 levels deep (a fine-tuned assembly about twice that); deeper is
+# refused before Keras' own recursive reader could fail half-way through a run.
+MAX_CONFIG_DEPTH = 100
+# Sizes a layer's config declares, each allocated when Keras builds it (before any weight is read):
+# widths (units, filters, heads) up to 16384, windows (kernels, pools, strides, upsampling) up to 64,
+# image sides up to 1024 (bneck's largest input). Keras' own models stay far inside.
+_WIDTH_KEYS = ("units", "filters", "num_heads", "key_dim", "value_dim", "output_dim", "input_dim", "groups")
+_WINDOW_KEYS = ("kernel_size", "pool_size", "strides", "size", "dilation_rate", "depth_multiplier", "output_size")
+_MAX_WIDTH, _MAX_WINDOW, _MAX_SIDE = 16384, 64, 1024
+
+
+def _objects(node, where: str, depth: int = 0):
+    """Yield every dict in a Keras config that names a class; UnsafeModel past ``MAX_CONFIG_DEPTH``."""
+    if depth > MAX_CONFIG_DEPTH:
+        raise UnsafeModel(f"{where}: its config nests more than {MAX_CONFIG_DEPTH} levels deep; refused.")
     if isinstance(node, dict):
         if "class_name" in node:
             yield node
         for value in node.values():
-            yield from _objects(value)
+            yield from _objects(value, where, depth + 1)
     elif isinstance(node, list):
         for value in node:
-            yield from _objects(value)
+            yield from _objects(value, where, depth + 1)
+
+
+def _check_declared_sizes(obj: dict, where: str) -> None:
+    """Refuse a layer config declaring a width, window or image side beyond what any image model needs."""
+    config = obj.get("config")
+    if not isinstance(config, dict):
+        return
+    limits = {key: _MAX_WIDTH for key in _WIDTH_KEYS} | {key: _MAX_WINDOW for key in _WINDOW_KEYS}
+    limits |= {"batch_shape": _MAX_WIDTH, "target_shape": _MAX_WIDTH}
+    for key, limit in limits.items():
+        value = config.get(key)
+        numbers = value if isinstance(value, list) else [value]
+        if key == "batch_shape" and isinstance(value, list) and len(value) == 4:
+            numbers, limit = value[1:3], _MAX_SIDE  # the image sides; the channels are a width
+        if any(isinstance(n, int) and not isinstance(n, bool) and n > limit for n in numbers):
+            raise UnsafeModel(
+                f"{where}: its {obj.get('class_name')!r} layer declares {key} = {value!r}, beyond {limit}; Keras "
+                "would allocate it before reading any weight, so it is refused (no image model needs that much)."
+            )
 
 
 def _is_operation(module, class_name) -> bool:
@@ -150,10 +182,11 @@ def _is_operation(module, class_name) -> bool:
 def check_keras_config(config: dict, where: str) -> None:
     """Refuse a config naming any object outside ``KERAS_OBJECTS`` and Keras' tensor operations
     (Lambda, functions, custom objects, file readers) with UnsafeModel."""
-    for obj in _objects(config):
+    for obj in _objects(config, where):
         pair = (obj.get("module"), obj.get("class_name"))
         registered = obj.get("registered_name")
-        known = pair in KERAS_OBJECTS or _is_operation(*pair)
+        texts = all(isinstance(v, str | None) for v in (*pair, registered))
+        known = texts and (pair in KERAS_OBJECTS or _is_operation(*pair))
         if not known or registered not in (None, obj.get("class_name")):
             raise UnsafeModel(
                 f"{where} holds a {pair[1]!r} object (module {pair[0]!r}), which bneck does not load: it "
@@ -162,6 +195,7 @@ def check_keras_config(config: dict, where: str) -> None:
                 f"{', '.join(IMAGE_MODEL_LAYERS)}, and keras.applications' layers. Rebuild it from those, "
                 f"or retrain with `bneck train` / `bneck finetune`."
             )
+        _check_declared_sizes(obj, where)
 
 
 def _check_weights_file(data: bytes, where: str) -> None:
@@ -179,7 +213,13 @@ def _check_weights_file(data: bytes, where: str) -> None:
 
 
 def check_inflation(members, archive_bytes: int, where: str) -> None:
-    """Refuse (UnsafeModel) a zip member that declares far more bytes than it stores."""
+    """Refuse (UnsafeModel) a zip member that declares far more bytes than it stores, or a name stored
+    twice (a reader checks one copy; Keras unpacks them all)."""
+    members = list(members)
+    names = [info.filename for info in members]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise UnsafeModel(f"{where}: its archive stores {', '.join(twice)} more than once; refused.")
     for info in members:
         limit = min(_MAX_MEMBER_BYTES, _MAX_INFLATION * max(info.compress_size, 1) + (1 << 20))
         if info.file_size > limit:
@@ -198,6 +238,7 @@ def read_keras_config(data: bytes, where: str) -> dict:
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
+        check_inflation(archive.infolist(), len(data), where)
         members = {info.filename: info for info in archive.infolist()}
         if set(members) != KERAS_MEMBERS:
             raise UnsafeModel(
@@ -206,13 +247,14 @@ def read_keras_config(data: bytes, where: str) -> dict:
             )
         if members["config.json"].file_size > _MAX_CONFIG_BYTES:
             raise UnsafeModel(f"{where}: its config.json declares {members['config.json'].file_size} bytes.")
-        check_inflation(members.values(), len(data), where)
         config = json.loads(archive.read("config.json"))
         weights = archive.read("model.weights.h5")
     except UnsafeModel:
         raise
     except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, RecursionError) as exc:
         raise UnsafeModel(f"{where} is not a readable .keras archive ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(config, dict):
+        raise UnsafeModel(f"{where}: its config.json holds a {type(config).__name__}, not a model's config; refused.")
     check_keras_config(config, where)
     _check_weights_file(weights, where)
     return config

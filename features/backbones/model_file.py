@@ -24,6 +24,7 @@ import zipfile
 from dataclasses import dataclass, replace
 
 from bneck.core.errors import ConfigError, WeightsError, choice_error
+from bneck.core.files import open_regular
 from bneck.features.backbones.catalog import catalog
 from bneck.features.backbones.keras_archive import UnsafeModel, load_keras, read_keras_config
 from bneck.features.backbones.registry import MAX_SIZE, Backbone, get_backbone
@@ -95,10 +96,22 @@ class ModelFileBackbone(Backbone):
         return model
 
 
+# The largest model file read (into memory, where it is checked and hashed): ConvNeXtXLarge, the largest
+# keras.applications model, is 1.4 GB.
+MAX_MODEL_FILE_BYTES = 3 << 30
+
+
 def _read(path: str) -> bytes:
+    """The bytes of the regular file ``path``, refused past ``MAX_MODEL_FILE_BYTES`` before any is read."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        with open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_MODEL_FILE_BYTES:
+                raise UnsafeModel(
+                    f"the model file {path} is {size} bytes, more than the {MAX_MODEL_FILE_BYTES} bytes of the "
+                    "largest model bneck reads (keras.applications' largest is 1.4 GB); refused before reading it."
+                )
+            return handle.read(MAX_MODEL_FILE_BYTES + 1)
     except OSError as exc:
         raise WeightsError(f"the model file {path} cannot be read: {exc.strerror or exc}.") from None
 
@@ -143,10 +156,14 @@ def _output_layer(config: dict) -> str:
 
 def _input_side(config: dict, where: str) -> int | None:
     shape = _input_layer(config, where).get("batch_shape") or []
-    if len(shape) != 4 or shape[-1] != 3 or shape[1] != shape[2]:
+    if not isinstance(shape, list) or len(shape) != 4 or shape[-1] != 3 or shape[1] != shape[2]:
         raise ConfigError(
             f"the model file {where}: its input has shape {tuple(shape)}; a backbone takes square RGB "
             "images: (None, side, side, 3), or (None, None, None, 3) for any side."
+        )
+    if shape[1] is not None and (not isinstance(shape[1], int) or not 1 <= shape[1] <= MAX_SIZE):
+        raise ConfigError(
+            f"the model file {where}: its input side is {shape[1]!r}; bneck takes sides from 1 to {MAX_SIZE} pixels."
         )
     return None if shape[1] is None else int(shape[1])
 
@@ -179,7 +196,7 @@ def check_model_file(path: str) -> tuple[str, str, dict]:
         )
     data = _read(where)
     config = read_keras_config(data, where)
-    if config.get("class_name") not in ("Functional", "Sequential"):
+    if config.get("class_name") not in ("Functional", "Sequential") or not isinstance(config.get("config"), dict):
         raise UnsafeModel(f"{where} holds a {config.get('class_name')!r}; a backbone file holds a Keras model.")
     return where, _sha256(data), config
 
@@ -190,8 +207,14 @@ def model_file_entry(path: str, preprocess: str | None) -> ModelFileBackbone:
     if module and module not in preprocess_choices():
         raise choice_error("preprocess", list(preprocess_choices()), preprocess)
     where, sha256, config = check_model_file(path)
-    side = _input_side(config, where)
-    return _entry(where, sha256, module, side, _output_layer(config))
+    try:
+        side, output = _input_side(config, where), _output_layer(config)
+    except (TypeError, AttributeError, IndexError, KeyError, ValueError) as exc:
+        raise UnsafeModel(
+            f"{where}: its config.json is not a model configuration Keras writes ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); refused."
+        ) from None
+    return _entry(where, sha256, module, side, output)
 
 
 def _entry(where: str, sha256: str, module: str, side: int | None, default_layer: str) -> ModelFileBackbone:

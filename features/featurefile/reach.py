@@ -19,13 +19,19 @@ class H5Refused(Exception):
 
 
 def check_self_contained(
-    group: h5py.Group, allow_virtual: Callable[[str, h5py.Dataset], None] | None = None, prefix: str = ""
+    group: h5py.Group,
+    allow_virtual: Callable[[str, h5py.Dataset], None] | None = None,
+    prefix: str = "",
+    seen: set | None = None,
 ) -> None:
     """Raise H5Refused for any non-hard link, external storage or unaccepted virtual dataset.
 
     ``allow_virtual(name, dataset)`` returns to accept a virtual dataset and raises
-    H5Refused to refuse it; without it every virtual dataset is refused.
+    H5Refused to refuse it; without it every virtual dataset is refused. Each object is
+    checked once, however many hard links reach it (a lattice of links would otherwise take
+    time doubling with each level).
     """
+    seen = set() if seen is None else seen
     for name in group:
         path = f"{prefix}/{name}"
         link = group.get(name, getlink=True)
@@ -34,8 +40,11 @@ def check_self_contained(
         if isinstance(link, h5py.ExternalLink):
             raise H5Refused(f"holds an external link {path} -> {link.filename}:{link.path}")
         obj = group[name]
+        if obj.id in seen:
+            continue
+        seen.add(obj.id)
         if isinstance(obj, h5py.Group):
-            check_self_contained(obj, allow_virtual, path)
+            check_self_contained(obj, allow_virtual, path, seen)
         elif isinstance(obj, h5py.Dataset):
             if obj.external:
                 raise H5Refused(
