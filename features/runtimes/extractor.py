@@ -21,6 +21,18 @@ from bneck.features.featurefile.format import SplitContent
 from bneck.features.images.batches import decoded_batches
 from bneck.features.images.dataset import Dataset
 
+# A runtime slower than the reference by more than this on its check images is not taken by --runtime auto
+# (timings of a few images vary by some percent from run to run).
+SLOWER_MARGIN = 1.1
+
+
+def slower_than_reference(check: dict | None) -> bool:
+    """Whether a runtime's check timed it slower than the reference (beyond ``SLOWER_MARGIN``); a check
+    recorded before timings were, or without them, says no."""
+    if not check or not all(isinstance(check.get(k), int | float) for k in ("seconds", "reference_seconds")):
+        return False
+    return check["seconds"] > SLOWER_MARGIN * check["reference_seconds"] > 0
+
 
 class Extractor:
     """The cache and the lazily built network of one extraction (or of one Ray actor).
@@ -82,10 +94,26 @@ class Extractor:
                     f"auto: {refused} was refused on this CPU ({str(exc)[:160]}...), so {reference.label} ran"
                 )
                 model = build_model(self.runtime, self.spec, context)
+            if self.fallback and slower_than_reference(model.equivalence):
+                model = self._reference_instead(model, context)
             if model.equivalence is not None:
                 self.record_check("equivalence", model.equivalence)
             self.model = model
         return self.model
+
+    def _reference_instead(self, slower, context):
+        """The reference runtime's model, for ``--runtime auto``, when ``slower`` timed slower on its check."""
+        from bneck.features.runtimes.registry import build_model, get_registered, reference_runtime
+
+        label, reference = get_registered(self.runtime).label, reference_runtime()
+        eq = slower.equivalence
+        per_image = [1000 * eq[k] / max(eq["images"], 1) for k in ("seconds", "reference_seconds")]
+        self.runtime = self.file_attrs["runtime"] = reference.name
+        self.runtime_why = (
+            f"auto: {label} ran this backbone slower than {reference.label} on this CPU ({per_image[0]:.1f} against "
+            f"{per_image[1]:.1f} ms an image on its check images), so {reference.label} ran"
+        )
+        return build_model(self.runtime, self.spec, context)
 
     def record_check(self, name: str, result: dict | list) -> None:
         """Record a check of the rows (``equivalence``, ``quantization_check``) in every split file."""

@@ -27,6 +27,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -213,7 +214,8 @@ class OpenVINOFeatureModel:
                 from bneck.features.backbones.feature_model import FeatureModel
 
                 self._reference = FeatureModel(self.backbone, spec)
-            got = np.asarray(compile_cpu(ov, fp32.read(ov), self.inference_precision)(sample), dtype=spec.dtype)
+            compiled = compile_cpu(ov, fp32.read(ov), self.inference_precision)
+            got = np.asarray(compiled(sample), dtype=spec.dtype)
             diff = max_relative_difference(got, self._reference(sample))
             check = {
                 "runtime": "openvino",
@@ -224,6 +226,9 @@ class OpenVINOFeatureModel:
                 "key_tolerance": TOLERANCE,
                 "where": self._where(),
                 "model_sha256": fp32.sha256,
+                # both already ran once on the sample: these are the second runs, without set-up
+                "seconds": _seconds(lambda: compiled(sample)),
+                "reference_seconds": _seconds(lambda: self._reference(sample)),
             }
             check["passed"] = fp32_trusted(check)
             trust.record(FP32_CHECK, fp32.sha256, self._where(), check)
@@ -272,6 +277,16 @@ class OpenVINOFeatureModel:
         self.calls += 1
         self.images += len(images)
         return np.asarray(self._compiled(images), dtype=self.spec.dtype)
+
+
+def _seconds(run, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` runs, in seconds (the least disturbed by whatever else the CPU does)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def checked_here(spec: ExtractorSpec, cache_dir: str) -> bool:

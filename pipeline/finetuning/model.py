@@ -61,7 +61,7 @@ def unfreeze_index(model, backbone, unfreeze_from: str | None) -> int | None:
     if point not in names and unfreeze_from in named:
         from bneck.features.backbones.graph import unfreeze_points
 
-        found, _ = unfreeze_points(model, int(model.input.shape[1] or 224))
+        found, _ = unfreeze_points(model, int(model.inputs[0].shape[1] or 224))
         point = found[0] if found else point
     if point not in names:
         raise ConfigError(

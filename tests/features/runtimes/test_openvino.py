@@ -166,6 +166,19 @@ def test_missing_optional_package_says_how_to_install(tmp_path, package, options
     assert "Traceback" not in done.stderr
 
 
+def _recorded_speed(openvino_per_tensorflow: float) -> None:
+    """Set the timings of every recorded OpenVINO check as if OpenVINO took this many times TensorFlow's
+    time here: which runtime is faster depends on the CPU, and these tests must not."""
+    from bneck.features.runtimes import trust
+
+    with open(os.path.join(trust.state_dir(), trust.RECORD)) as handle:
+        checks = json.load(handle)
+    for name, check in checks.items():
+        kind, sha, where = name.split(" | ", 2)
+        if kind == "fp32 vs tensorflow":
+            trust.record(kind, sha, where, dict(check, seconds=check["reference_seconds"] * openvino_per_tensorflow))
+
+
 def test_auto_runs_tensorflow_for_a_few_images_then_the_model_this_user_checked(tmp_path):
     cache = tmp_path / "cache"
     data = copy_subset(tmp_path / "data", 3, splits=("train",))
@@ -179,6 +192,7 @@ def test_auto_runs_tensorflow_for_a_few_images_then_the_model_this_user_checked(
         verbose=False,
         **MOBILENET,
     )  # converts and checks it here
+    _recorded_speed(0.5)
     other = copy_subset(tmp_path / "other", 3, splits=("train",), offset=80)
     third = extract(other, tmp_path / "o3", cache_dir=cache, verbose=False, **MOBILENET)
     assert third.runtime == "openvino" and "checked against TensorFlow on this CPU" in third.runtime_why
@@ -219,6 +233,7 @@ def test_a_converted_model_checked_here_extracts_new_images_without_tensorflow(t
 
     data = copy_subset(tmp_path / "data", 2, splits=("train",))
     extract(data, tmp_path / "o1", cache_dir=tmp_path / "cache", runtime="openvino", verbose=False, **MOBILENET)
+    _recorded_speed(0.5)
     shutil.rmtree(tmp_path / "cache" / "features")
     code = (
         "import json, sys; from bneck.features import extract; "
@@ -231,3 +246,41 @@ def test_a_converted_model_checked_here_extracts_new_images_without_tensorflow(t
     assert json.loads(done.stdout.strip().splitlines()[-1]) == ["openvino", 4, False]
     a, b = read_features(str(tmp_path / "o1" / "train.h5")), read_features(str(tmp_path / "o2" / "train.h5"))
     assert a.paths == b.paths and np.array_equal(a.features, b.features)
+
+
+def test_auto_runs_tensorflow_where_openvino_timed_slower_on_its_check_and_says_so(tmp_path):
+    """The check of a converted model times both runtimes on its images; where OpenVINO was slower,
+    `--runtime auto` computes with TensorFlow (the same rows) and says why, with the timings."""
+    from bneck.features.runtimes import trust
+
+    cache = tmp_path / "cache"
+    extract(
+        copy_subset(tmp_path / "a", 2, splits=("train",)),
+        tmp_path / "o1",
+        cache_dir=cache,
+        runtime="openvino",
+        verbose=False,
+        **MOBILENET,
+    )
+    with open(os.path.join(trust.state_dir(), trust.RECORD)) as handle:
+        check = next(c for n, c in json.load(handle).items() if n.startswith("fp32 vs tensorflow"))
+    assert check["seconds"] > 0 and check["reference_seconds"] > 0  # measured, on this CPU
+    _recorded_speed(3.0)
+    report = extract(
+        copy_subset(tmp_path / "b", 2, splits=("train",), offset=40),
+        tmp_path / "o2",
+        cache_dir=cache,
+        verbose=False,
+        **MOBILENET,
+    )
+    assert report.runtime == "tensorflow" and "ran this backbone slower than TensorFlow" in report.runtime_why
+    assert read_features(str(tmp_path / "o2" / "train.h5")).attrs["runtime"] == "tensorflow"
+    _recorded_speed(0.5)
+    again = extract(
+        copy_subset(tmp_path / "c", 2, splits=("train",), offset=80),
+        tmp_path / "o3",
+        cache_dir=cache,
+        verbose=False,
+        **MOBILENET,
+    )
+    assert again.runtime == "openvino"
