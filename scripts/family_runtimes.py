@@ -16,7 +16,6 @@ Every row is a fresh cache, so nothing is reused between columns. Prints Markdow
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
@@ -43,25 +42,6 @@ def _data(folder: Path, per_class: int) -> Path:
 
 # The ImageNet weights that exist here (../shared/data/weights, linked into $KERAS_HOME/models).
 REAL_WEIGHTS = (("mobilenet", 0.25), ("mobilenetv2", 0.5))
-
-
-def _plain_keras(name: str, size: int, weights: Path, data: Path, paths: list[str]) -> np.ndarray:
-    """Keras' own constructor, preprocess_input and predict, averaged over positions; saves its weights."""
-    import keras
-    from PIL import Image
-
-    from bneck.features.backbones.catalog import catalog
-
-    record = catalog()[name]
-    keras.utils.set_random_seed(1)
-    model = getattr(keras.applications, record["constructor"])(
-        include_top=False, weights=None, input_shape=(size, size, 3)
-    )
-    model.save_weights(weights)
-    images = [Image.open(data / p).convert("RGB").resize((size, size), Image.BILINEAR) for p in paths]
-    x = np.stack([np.asarray(im, dtype="float32") for im in images])
-    preprocess = importlib.import_module(f"keras.applications.{record['module']}").preprocess_input
-    return model.predict(preprocess(x), verbose=0).mean(axis=(1, 2))
 
 
 def _extract(data: Path, work: Path, tag: str, **options):
@@ -105,7 +85,9 @@ def family_row(name: str, data: Path, work: Path) -> dict:
     size = entry.default_size
     paths = sorted(str(p.relative_to(data)) for p in (data / "train").rglob("*.jpg"))
     weights = work / f"{name}.weights.h5"
-    want = _plain_keras(name, size, weights, data, paths)
+    from tests.generated import keras_reference_features  # the same reference as the tests'
+
+    want = keras_reference_features(name, size, weights, data, paths)
     options = dict(backbone=name, size=size, weights=str(weights), pool="avg")
     row: dict = {"name": name, "size": size}
     _, tf_rows = _extract(data, work, "tensorflow", runtime="tensorflow", **options)
@@ -161,7 +143,7 @@ def main(argv=None) -> int:
         columns = list(table[0])
         print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
         for row in table:
-            cells = [f"{row[c]:.1e}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+            cells = [f"{row[c]:.1e}" if "difference" in c else str(row[c]) for c in columns]
             print("| " + " | ".join(cells) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps({"families": rows, "gates": gates}, indent=1))

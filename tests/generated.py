@@ -74,3 +74,27 @@ def write_tiny_weights(path: Path) -> Path:
             layer.moving_variance.assign(seen.var(axis=(0, 1, 2)))
     model.save_weights(path)
     return path
+
+
+def keras_reference_features(name: str, size: int, weights_path: Path, data: Path, paths: list[str]) -> np.ndarray:
+    """Backbone ``name``'s features as the Keras documentation computes them (its constructor with seeded
+    random weights, ``preprocess_input``, ``predict``) for ``data``'s images at ``paths``, averaged over
+    positions; the weights are saved to ``weights_path`` for bneck to load. Not Keras' ``pooling="avg"``:
+    ConvNeXt then normalises the pooled vector, not each position."""
+    import importlib
+
+    import keras
+    from PIL import Image
+
+    from bneck.features.backbones.catalog import catalog
+
+    record = catalog()[name]
+    keras.utils.set_random_seed(1)
+    model = getattr(keras.applications, record["constructor"])(
+        include_top=False, weights=None, input_shape=(size, size, 3)
+    )
+    model.save_weights(weights_path)
+    images = [Image.open(data / p).convert("RGB").resize((size, size), Image.BILINEAR) for p in paths]
+    x = np.stack([np.asarray(im, dtype="float32") for im in images])
+    preprocess = importlib.import_module(f"keras.applications.{record['module']}").preprocess_input
+    return model.predict(preprocess(x), verbose=0).mean(axis=(1, 2))

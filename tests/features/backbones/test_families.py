@@ -9,7 +9,6 @@ here for most families): what this shows is shapes, preprocessing and equality, 
 from __future__ import annotations
 
 import collections
-import importlib
 import json
 
 import keras
@@ -19,7 +18,7 @@ from PIL import Image
 
 from bneck.features import extract, read_features
 from bneck.features.backbones.catalog import catalog
-from tests.generated import make_images
+from tests.generated import keras_reference_features, make_images
 
 pytestmark = pytest.mark.pure
 SIZE = 80  # at least every family's smallest input (InceptionV3 and InceptionResNetV2: 75)
@@ -36,22 +35,6 @@ SMALLEST = [names[0] for names in _by_family().values()]
 OTHERS = [pytest.param(name, marks=pytest.mark.matrix) for names in _by_family().values() for name in names[1:]]
 
 
-def _plain_keras(name: str, weights_path, data, paths) -> np.ndarray:
-    """The features as the Keras documentation computes them (constructor, ``preprocess_input``,
-    ``predict``), averaged over positions; the model's random weights are saved to ``weights_path``."""
-    record = catalog()[name]
-    keras.utils.set_random_seed(1)
-    model = getattr(keras.applications, record["constructor"])(
-        include_top=False, weights=None, input_shape=(SIZE, SIZE, 3)
-    )
-    model.save_weights(weights_path)
-    images = [Image.open(data / p).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR) for p in paths]
-    x = np.stack([np.asarray(im, dtype="float32") for im in images])
-    preprocess = importlib.import_module(f"keras.applications.{record['module']}").preprocess_input
-    # Not Keras' pooling="avg": ConvNeXt then normalises the pooled vector, not each position.
-    return model.predict(preprocess(x), verbose=0).mean(axis=(1, 2))
-
-
 def _check_family(name: str, tmp_path) -> None:
     """Extraction equals plain Keras; then train a head, fine-tune one epoch from the graph's
     unfreeze point, export, and serve the export with Keras alone."""
@@ -62,7 +45,7 @@ def _check_family(name: str, tmp_path) -> None:
     data = make_images(tmp_path / "data", 3)
     weights = tmp_path / f"{name}.weights.h5"
     paths = sorted(str(p.relative_to(data)) for p in (data / "train").rglob("*.jpg"))
-    want = _plain_keras(name, weights, data, paths)
+    want = keras_reference_features(name, SIZE, weights, data, paths)
     report = extract(data, tmp_path / "f", backbone=name, size=SIZE, weights=str(weights), pool="avg", verbose=False)
     got = read_features(tmp_path / "f" / "train.h5")
     assert list(got.paths) == paths and report.spec.layer == catalog()[name]["default_layer"]
