@@ -70,14 +70,14 @@ class ModelManifest:
     created_utc: str = ""
     artifacts: dict[str, str] = field(default_factory=dict)  # file name -> sha256
 
-    def extractor_spec(self, weights: str | None = None):
+    def extractor_spec(self, weights: str | None = None, need_weights: bool = True):
         """Return the ExtractorSpec the model's inputs come from, its weights found by sha256
-        (``weights``: a path to try instead). Raises WeightsError when none matches."""
+        (``weights``: a path to try instead; none looked for without ``need_weights``, for a network
+        saved whole). Raises WeightsError when none matches."""
         from bneck.features.backbones.resolve import spec_from_record
 
-        return spec_from_record(
-            self.extractor, self.extractor_key, [self.weights_path], weights, where="the model folder's manifest"
-        )
+        where = "the model folder's manifest"
+        return spec_from_record(self.extractor, self.extractor_key, [self.weights_path], weights, where, need_weights)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -165,7 +165,7 @@ def classify(
             f"Received: {batch_size!r}."
         )
     clf = load_classifier(model_dir)
-    spec = clf.manifest.extractor_spec(weights)
+    spec = clf.manifest.extractor_spec(weights, need_weights=clf.kind != "finetuned")  # saved whole
     seen = seen_in(read_splits(clf.files, clf.folder))
     items = _expand(inputs)
     rows: dict[str, dict[str, Any]] = {path: {"path": path, "error": err} for path, err in items if err}

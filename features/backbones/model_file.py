@@ -281,8 +281,13 @@ def backbone_for(spec) -> Backbone:
     return _graph_entry(spec.weights_path, spec.weights_sha256, module_of(spec.preprocessing), spec.input_size)
 
 
+def preprocessing_entry(spec) -> Backbone:
+    """An entry that knows ``spec``'s preprocessing (and nothing it would need a file for)."""
+    if spec.backbone != MODEL_FILE:
+        return get_backbone(spec.backbone)
+    return _entry("", "", module_of(spec.preprocessing), None, "")
+
+
 def preprocess_for(spec):
     """``spec``'s preprocessing function, without reading its backbone's weights or model file."""
-    if spec.backbone != MODEL_FILE:
-        return get_backbone(spec.backbone).preprocess_fn()
-    return _entry("", "", module_of(spec.preprocessing), None, "").preprocess_fn()
+    return preprocessing_entry(spec).preprocess_fn()

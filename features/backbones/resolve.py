@@ -161,17 +161,31 @@ def _usable_hint(path) -> bool:
 
 
 def spec_from_record(
-    recorded: dict, key: str, hints: Sequence[str | None] = (), weights: str | None = None, where: str = "the record"
+    recorded: dict,
+    key: str,
+    hints: Sequence[str | None] = (),
+    weights: str | None = None,
+    where: str = "the record",
+    need_weights: bool = True,
 ) -> ExtractorSpec:
     """Return the ExtractorSpec ``recorded`` (key fields and ``weights`` label) describes.
 
     ``weights`` (a path) is the only candidate when given; otherwise the ``hints``
     (recorded paths of weights files), then the Keras cache ('imagenet') or the random
-    init ('none'). Raises FeatureFileError for a record bneck never writes, WeightsError
+    init ('none'). Without ``need_weights`` (a fine-tuned network, saved whole) no weights are looked
+    for: ``weights_path`` is None. Raises FeatureFileError for a record bneck never writes, WeightsError
     when no candidate has the recorded ``weights_sha256``, or when the rebuilt spec's key
     is not ``key``.
     """
     recorded = check_record(recorded, where)
+    if not need_weights:  # a network saved whole (fine-tuned): the spec says how its inputs are made
+        spec = ExtractorSpec(**{k: recorded.get(k) for k in KEY_FIELDS}, weights=recorded["weights"])
+        if spec.key != key:
+            raise FeatureFileError(
+                f"{where} records an extractor whose fields do not make its key ({key[:12]}...); it was "
+                "altered. Make the model again."
+            )
+        return spec
     entry = _record_entry(recorded["backbone"])
     want = recorded["weights_sha256"]
     candidates = [weights] if weights else [h for h in hints if _usable_hint(h)]

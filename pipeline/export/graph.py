@@ -13,6 +13,7 @@ import numpy as np
 
 from bneck.features import backbone_for
 from bneck.features.backbones.feature_model import build_base, cut_model
+from bneck.features.backbones.model_file import preprocessing_entry
 from bneck.pipeline.artifacts import LoadedClassifier
 from bneck.pipeline.export.fold import describe, refusal, sklearn_layers
 
@@ -68,7 +69,7 @@ def deployable(clf: LoadedClassifier, spec):
     """Return the Keras model uint8 (N, S, S, 3) RGB -> (N, C) probabilities for a loaded model."""
     import keras
 
-    backbone = backbone_for(spec)
+    backbone = preprocessing_entry(spec) if clf.kind == "finetuned" else backbone_for(spec)
     size = spec.input_size
     images = keras.Input((size, size, 3), dtype="uint8", name="image")
     x = keras.layers.Rescaling(1.0, name="to_float")(images)  # uint8 -> float32, values unchanged

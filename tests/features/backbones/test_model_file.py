@@ -71,6 +71,7 @@ def test_a_model_file_extracts_what_keras_computes_and_goes_through_every_stage(
     assert made["config"]["unfreeze_from"] == "top"  # the block after the last stage output (residual_1)
     assert made["frozen_layers"] > 0
 
+    own_model.unlink()  # the fine-tuned folder holds the whole network: predict and export need no file
     rows = [r for r in read_predictions((tmp_path / "ft" / "predictions.csv").read_text()) if r["split"] == "test"]
     ours = np.array([[r["probabilities"][c] for c in ("cats", "dogs")] for r in rows])
     _, predicted = predict(str(tmp_path / "ft"), [str(data / r["path"]) for r in rows])
