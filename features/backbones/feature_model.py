@@ -27,6 +27,12 @@ def build_base(backbone: Backbone, spec: ExtractorSpec):
     if spec.weights_path is None:
         keras.utils.set_random_seed(RANDOM_INIT_SEED)  # 'none' is a reproducible random init
     try:
+        taken = _take_architecture(backbone, spec.input_size, spec.alpha) if spec.weights_path else None
+        if taken is not None and backbone.constructor:
+            taken.load_weights(spec.weights_path)  # what the constructor does with weights=PATH
+            return taken
+        if taken is not None:  # a model file: the architecture was loaded with its weights
+            return taken
         return backbone.build(spec.weights_path, spec.input_size, spec.alpha)
     except (ValueError, OSError, KeyError) as exc:
         raise WeightsError(
@@ -82,6 +88,12 @@ def architecture(backbone: Backbone, size: int, alpha):
             _ARCHITECTURES.popitem(last=False)
     _ARCHITECTURES.move_to_end(key)
     return _ARCHITECTURES[key]
+
+
+def _take_architecture(backbone: Backbone, size: int, alpha):
+    """The architecture ``check_cut`` built, removed from the memo (its new owner loads weights into it)."""
+    key = (backbone.name, backbone.constructor, getattr(backbone, "path", ""), getattr(backbone, "sha256", ""))
+    return _ARCHITECTURES.pop(key + (size, alpha), None)
 
 
 def check_cut(backbone: Backbone, alpha, size: int, layer: str, pool: str):
