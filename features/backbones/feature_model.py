@@ -77,10 +77,21 @@ _ARCHITECTURES: collections.OrderedDict = collections.OrderedDict()
 _KEPT_ARCHITECTURES = 2
 
 
+def _architecture_key(backbone: Backbone, size: int, alpha) -> tuple:
+    """What makes two architectures the same: the constructor (or model file), its size and width."""
+    return (
+        backbone.name,
+        backbone.constructor,
+        getattr(backbone, "path", ""),
+        getattr(backbone, "sha256", ""),
+        size,
+        alpha,
+    )
+
+
 def architecture(backbone: Backbone, size: int, alpha):
     """Return the base's architecture with random weights (shared: never train or load weights into it)."""
-    key = (backbone.name, backbone.constructor, getattr(backbone, "path", ""), getattr(backbone, "sha256", ""))
-    key += (size, alpha)
+    key = _architecture_key(backbone, size, alpha)
     if key not in _ARCHITECTURES:
         import_tensorflow()
         _ARCHITECTURES[key] = backbone.build(None, size, alpha)
@@ -92,8 +103,7 @@ def architecture(backbone: Backbone, size: int, alpha):
 
 def _take_architecture(backbone: Backbone, size: int, alpha):
     """The architecture ``check_cut`` built, removed from the memo (its new owner loads weights into it)."""
-    key = (backbone.name, backbone.constructor, getattr(backbone, "path", ""), getattr(backbone, "sha256", ""))
-    return _ARCHITECTURES.pop(key + (size, alpha), None)
+    return _ARCHITECTURES.pop(_architecture_key(backbone, size, alpha), None)
 
 
 def check_cut(backbone: Backbone, alpha, size: int, layer: str, pool: str):

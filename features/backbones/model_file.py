@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 from bneck.core.errors import ConfigError, WeightsError, choice_error
 from bneck.core.files import open_regular
+from bneck.core.hashing import sha256_bytes
 from bneck.features.backbones.catalog import catalog
 from bneck.features.backbones.keras_archive import UnsafeModel, load_keras, read_keras_config
 from bneck.features.backbones.registry import MAX_SIZE, Backbone, get_backbone
@@ -83,7 +84,7 @@ class ModelFileBackbone(Backbone):
     def build(self, weights, size: int, alpha: float | None):
         """Load the file's model (``weights`` and ``alpha`` do not apply: it carries its weights) at ``size``."""
         data = _read(self.path)
-        if self.sha256 and _sha256(data) != self.sha256:
+        if self.sha256 and sha256_bytes(data) != self.sha256:
             raise WeightsError(
                 f"the model file {self.path} changed while bneck used it (its sha256 is no longer "
                 f"{self.sha256[:12]}...). Rerun with the file you mean."
@@ -114,12 +115,6 @@ def _read(path: str) -> bytes:
             return handle.read(MAX_MODEL_FILE_BYTES + 1)
     except OSError as exc:
         raise WeightsError(f"the model file {path} cannot be read: {exc.strerror or exc}.") from None
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def _input_layer(config: dict, where: str) -> dict:
@@ -198,7 +193,7 @@ def check_model_file(path: str) -> tuple[str, str, dict]:
     config = read_keras_config(data, where)
     if config.get("class_name") not in ("Functional", "Sequential") or not isinstance(config.get("config"), dict):
         raise UnsafeModel(f"{where} holds a {config.get('class_name')!r}; a backbone file holds a Keras model.")
-    return where, _sha256(data), config
+    return where, sha256_bytes(data), config
 
 
 def model_file_entry(path: str, preprocess: str | None) -> ModelFileBackbone:
