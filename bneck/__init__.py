@@ -54,6 +54,8 @@ _LAZY = {
     "FinetuneResult": "bneck.pipeline.finetuning.stage:FinetuneResult",
     "run": "bneck.pipeline.runner.compose:run",
     "RunResult": "bneck.pipeline.runner.compose:RunResult",
+    "ensemble": "bneck.pipeline.ensemble.build:make_ensemble",
+    "EnsembleResult": "bneck.pipeline.ensemble.build:EnsembleResult",
     "predict": "bneck.pipeline.predict:classify",
     "evaluate": "bneck.pipeline.predict:evaluate",
     "export": "bneck.pipeline.export:export_model",
@@ -69,6 +71,7 @@ _LAZY = {
     "HeadError": "bneck.pipeline.finetuning.model:HeadError",
     "FoldError": "bneck.pipeline.export.fold:FoldError",
     "ExportError": "bneck.pipeline.export:ExportError",
+    "EnsembleError": "bneck.pipeline.ensemble.members:EnsembleError",
 }
 
 __all__ = [
@@ -78,6 +81,8 @@ __all__ = [
     "BneckWarning",
     "ConfigError",
     "DatasetError",
+    "EnsembleError",
+    "EnsembleResult",
     "ExportError",
     "ExtractionReport",
     "FeatureFile",
@@ -97,6 +102,7 @@ __all__ = [
     "UnsafeModel",
     "WeightsError",
     "__version__",
+    "ensemble",
     "evaluate",
     "export",
     "extract",

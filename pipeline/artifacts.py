@@ -36,6 +36,7 @@ from bneck.pipeline.manifests import (
     MODEL_FILES,
     AnyManifest,
     ArtifactError,
+    EnsembleManifest,
     ManifestError,
     ModelManifest,
     parse_manifest,
@@ -119,6 +120,14 @@ class LoadedClassifier:
     def class_names(self) -> list[str]:
         return self.manifest.class_names
 
+    @property
+    def needs_base(self) -> bool:
+        """Whether predicting needs the base's weights: a fine-tuned model holds its whole network, and
+        an ensemble needs them when one of its members takes features."""
+        if self.kind == "ensemble":
+            return bool(self.model.needs_base)
+        return self.kind != "finetuned"
+
 
 def _read_bytes(path: str, limit=None) -> bytes:
     with open_regular(path, follow_symlinks=False) as handle:
@@ -158,9 +167,20 @@ def read_verified(folder: str) -> VerifiedFolder:
 
     Raises ArtifactError for a missing folder, no manifest, an old format, a symbolic
     link, a sub-folder or a file the manifest does not list, a listed file that is
-    missing, or bytes that do not match their sha256.
+    missing, or bytes that do not match their sha256, and for a folder that changed
+    while it was read (replaced by another bneck command, or deleted).
     """
     folder = os.path.abspath(os.path.expanduser(str(folder)))
+    try:
+        return _read_verified(folder)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise ArtifactError(
+            f"{folder} changed while it was read ({exc.strerror or exc}: {exc.filename}): another command may "
+            "be replacing it, or it was deleted. Run the command again once that one has finished."
+        ) from None
+
+
+def _read_verified(folder: str) -> VerifiedFolder:
     entries = _entries(folder)
     _check_only_regular_files(folder, entries)
     if MANIFEST not in entries:
@@ -280,12 +300,26 @@ def load_classifier(folder: str) -> LoadedClassifier:
     return _load(folder, build_keras=True)
 
 
-def _load(folder: str, build_keras: bool) -> LoadedClassifier:
+def _load(folder: str, build_keras: bool, member_of: str = "") -> LoadedClassifier:
     """Verify ``folder``, load its model from the verified bytes (a Keras one only checked unless
-    ``build_keras``) and probe what was loaded."""
+    ``build_keras``) and probe what was loaded. ``member_of``: the ensemble it is loaded for (an
+    ensemble is never a member, so no chain of ensembles is followed)."""
     from bneck.pipeline.model_io import UnsafeModel, check_keras, load_keras, load_sklearn
 
     verified = read_verified(folder)
+    if verified.manifest.kind == "ensemble":  # its model is its members: each loaded with its own checks
+        from bneck.pipeline.ensemble.model import load_members
+
+        if member_of:
+            raise ArtifactError(
+                f"{member_of} names {verified.folder} as a member, but that folder holds an ensemble; an "
+                "ensemble's members are classifiers and fine-tuned models, so it is refused."
+            )
+        assert isinstance(verified.manifest, EnsembleManifest)
+        members = load_members(
+            verified.folder, verified.manifest, lambda path: _load(path, build_keras, member_of=verified.folder)
+        )
+        return LoadedClassifier(verified.folder, verified.manifest, members, verified.manifest_sha256, verified.files)
     kind, data, path = _model_bytes(verified)
     loader = load_sklearn if kind == "sklearn" else load_keras if build_keras else check_keras
     try:

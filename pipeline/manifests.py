@@ -23,6 +23,7 @@ from bneck.core.errors import BneckError
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 2
 MODEL_FILES = {"keras": "model.keras", "finetuned": "model.keras", "sklearn": "model.skops"}
+ENSEMBLE_MODEL = "manifest.json"  # an ensemble's model is its members and their weights, in its manifest
 
 
 class ArtifactError(BneckError):
@@ -110,8 +111,56 @@ class FinetunedManifest(ModelManifest):
     skipped_images: dict[str, list]
 
 
-KINDS: dict[str, type] = {"keras": ClassifierManifest, "sklearn": ClassifierManifest, "finetuned": FinetunedManifest}
-AnyManifest = ClassifierManifest | FinetunedManifest
+@dataclass(frozen=True)
+class MemberRef:
+    """A member of an ensemble: its folder (relative to the ensemble's), pinned by its manifest's sha256."""
+
+    name: str
+    folder: str
+    kind: str
+    classifier: str
+    manifest_sha256: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class CandidateRef:
+    """A model selection could choose, pinned by its manifest's sha256, with its own validation scores."""
+
+    name: str
+    manifest_sha256: str
+    validation_accuracy: float
+    validation_loss: float
+
+
+@dataclass(frozen=True)
+class RoundRef:
+    """One round of greedy selection: the model added and the ensemble's validation scores after it."""
+
+    added: str
+    validation_accuracy: float
+    validation_loss: float
+
+
+@dataclass(kw_only=True)
+class EnsembleManifest(ModelManifest):
+    """A weighted ensemble of model folders of one extractor and the same images (``bneck ensemble``)."""
+
+    members: list[MemberRef]
+    candidates: list[CandidateRef]
+    rounds: list[RoundRef]
+    kept_round: int  # the ensemble is the first kept_round rounds
+    made_in: str  # where the ensemble was written: its members' paths are relative to it (a hint, never read)
+
+
+KINDS: dict[str, type] = {
+    "keras": ClassifierManifest,
+    "sklearn": ClassifierManifest,
+    "finetuned": FinetunedManifest,
+    "ensemble": EnsembleManifest,
+}
+AnyManifest = ClassifierManifest | FinetunedManifest | EnsembleManifest
+MEMBER_KINDS = ("keras", "sklearn", "finetuned")  # an ensemble is never a member: no nesting, no cycle
 
 
 def parse_manifest(raw, where: str) -> AnyManifest:
@@ -131,8 +180,59 @@ def parse_manifest(raw, where: str) -> AnyManifest:
         raise ManifestError(
             f"{where}: field 'feature_shape' must hold positive sizes. Received: {manifest.feature_shape!r:.120}."
         )
+    if isinstance(manifest, EnsembleManifest):
+        _check_ensemble(manifest, where)
     _check_extractor(manifest, where)
     return manifest
+
+
+def _described(members: list[MemberRef]) -> str:
+    return f"{[(m.name, m.kind, m.weight) for m in members]!r:.200}"
+
+
+MAX_ROUNDS = 1000  # the largest --max-size: no ensemble bneck writes has more rounds, or members
+
+
+def _check_ensemble(manifest: EnsembleManifest, where: str) -> None:
+    """Members: one or more distinct folders (by name, path and manifest sha256), of a kind that is not an
+    ensemble, each weighted 1 or more; the weights add up to the rounds kept, the kept round is one of at
+    most MAX_ROUNDS rounds; names and paths printable; the settings those bneck writes."""
+    members = manifest.members
+    config = manifest.config
+    problem = (
+        "it lists no member"
+        if not members
+        else f"it has more than {MAX_ROUNDS} rounds or candidates"
+        if max(len(manifest.rounds), len(manifest.candidates)) > MAX_ROUNDS
+        else "a member is listed twice (by name, folder or manifest sha256)"
+        if any(len({getattr(m, f) for m in members}) != len(members) for f in ("name", "folder", "manifest_sha256"))
+        else "a name or folder holds characters that are not printable"
+        if not all(m.name.isprintable() and m.folder.isprintable() for m in members)
+        or not manifest.made_in.isprintable()
+        else "a member is not a classifier or a fine-tuned model"
+        if any(m.kind not in MEMBER_KINDS for m in members)
+        else "a member's weight is not a positive integer"
+        if any(m.weight < 1 for m in members)
+        else "its kept round is not one of its rounds"
+        if not 1 <= manifest.kept_round <= len(manifest.rounds)
+        else "its weights do not add up to the rounds kept"
+        if sum(m.weight for m in members) != manifest.kept_round
+        else f"its model_file is {manifest.model_file!r}, not {ENSEMBLE_MODEL!r}"
+        if manifest.model_file != ENSEMBLE_MODEL
+        else "its config is not the settings bneck records (max_size, criterion)"
+        if set(config) != {"max_size", "criterion"}
+        or not isinstance(config["max_size"], int)
+        or isinstance(config["max_size"], bool)
+        or not 1 <= config["max_size"] <= MAX_ROUNDS
+        or not isinstance(config["criterion"], str)
+        else ""
+    )
+    if problem:
+        raise ManifestError(
+            f"{where}: {problem}. bneck writes ensembles of distinct members (keras, sklearn or finetuned "
+            f"folders) with integer weights of 1 or more, so the folder is refused. Make it again with "
+            f"`bneck ensemble MODEL_DIR... --out DIR`. Received members: {_described(members)}."
+        )
 
 
 def _check_extractor(manifest, where: str) -> None:

@@ -21,7 +21,9 @@ from bneck.pipeline.metrics import class_probabilities, scores
 
 
 def classifier_proba(clf: LoadedClassifier, x: np.ndarray) -> np.ndarray:
-    """Return (N, C) probabilities of a loaded classifier on features ``x``."""
+    """Return (N, C) probabilities of a loaded classifier (or ensemble of them) on features ``x``."""
+    if clf.kind == "ensemble":
+        return clf.model.mean([classifier_proba(member, x) for _, member, _ in clf.model.members])
     if clf.kind == "keras":
         from bneck.pipeline.training.heads import proba
 
@@ -36,9 +38,10 @@ def evaluate(model_dir: str, feature_file: str) -> dict:
     file comes from another extractor or class list.
     """
     clf = load_classifier(model_dir)
-    if clf.kind == "finetuned":
+    if clf.kind == "finetuned" or (clf.kind == "ensemble" and not clf.model.takes_features):
+        what = "a fine-tuned model" if clf.kind == "finetuned" else "an ensemble with a fine-tuned member"
         raise FeatureFileError(
-            f"{model_dir} is a fine-tuned model: it takes images, not feature "
+            f"{model_dir} is {what}: it takes images, not feature "
             "files. Use `bneck predict MODEL_DIR IMAGES...`, or read its "
             "metrics.json for the validation and test scores."
         )
@@ -91,8 +94,8 @@ def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: str | N
 
     known_runtime(runtime)
     reference = reference_runtime().name
-    if clf.kind == "finetuned":
-        return reference, "a fine-tuned model is one Keras graph"
+    if not clf.needs_base:
+        return reference, "a fine-tuned model is one Keras graph" + (" (each member)" if clf.kind == "ensemble" else "")
     if spec.quantization is not None:
         from bneck.features.runtimes.quantize import reduced_precision
 
@@ -117,8 +120,26 @@ def probability_function(
     from bneck.features.cache.rows import default_cache_dir
     from bneck.features.runtimes.registry import BuildContext, build_model
 
-    model = build_model(runtime, spec, BuildContext(cache_dir or default_cache_dir(), sample=sample))
-    return lambda batch: classifier_proba(clf, model(batch))
+    model = (
+        build_model(runtime, spec, BuildContext(cache_dir or default_cache_dir(), sample=sample))
+        if clf.needs_base
+        else None
+    )
+    if clf.kind != "ensemble":
+        assert model is not None  # a classifier takes features
+        return lambda batch: classifier_proba(clf, model(batch))
+    images = [probability_function(m, spec) if m.kind == "finetuned" else None for _, m, _ in clf.model.members]
+
+    def run(batch):  # the features computed once for every member that takes them
+        features = model(batch) if model is not None else None
+        return clf.model.mean(
+            [
+                classifier_proba(m, features) if f is None else f(batch)
+                for (_, m, _), f in zip(clf.model.members, images)
+            ]
+        )
+
+    return run
 
 
 def predict_images(
@@ -165,7 +186,7 @@ def classify(
             f"Received: {batch_size!r}."
         )
     clf = load_classifier(model_dir)
-    spec = clf.manifest.extractor_spec(weights, need_weights=clf.kind != "finetuned")  # saved whole
+    spec = clf.manifest.extractor_spec(weights, need_weights=clf.needs_base)  # a fine-tuned network is saved whole
     seen = seen_in(read_splits(clf.files, clf.folder))
     items = _expand(inputs)
     rows: dict[str, dict[str, Any]] = {path: {"path": path, "error": err} for path, err in items if err}

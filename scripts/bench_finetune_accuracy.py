@@ -5,8 +5,10 @@ classifiers, fine-tune, report) with nothing but the data, the backbone and, for
 single-root folder, the split, and prints one table: the best frozen classifier (by
 validation accuracy) and its test accuracy, the fine-tuned model's test accuracy
 (and with mirror test-time augmentation when the run scored it), the gain on the same
-test images with its 95 % interval and McNemar's p, and the run's wall time. Test is
-read once, after the run chose everything on validation.
+test images with its 95 % interval and McNemar's p, then the run's ensemble (selected on
+validation) with its gain over the best single model, and the run's wall time. Test is
+read once, after the run chose everything on validation; the whole leaderboard, with
+intervals, is in OUT/NAME.json.
 
   python scripts/bench_finetune_accuracy.py [--only blood-mobilenetv2,...] [--out DIR]
 Uses the real ImageNet weights in ../shared/data/weights (via $KERAS_HOME).
@@ -49,6 +51,7 @@ def keras_home(work: Path) -> str:
 
 def one(name: str, out: Path, cache: Path) -> list:
     from bneck import pipeline
+    from bneck.pipeline.training.leaderboard import describe_accuracy
 
     data, extract = CASES[name]
     start = time.perf_counter()
@@ -64,7 +67,7 @@ def one(name: str, out: Path, cache: Path) -> list:
     wall = time.perf_counter() - start
     frozen = max(result.stages.train, key=lambda r: r.accuracy("validation"))
     rows = []
-    for ft in (result.stages.finetune, result.stages.finetune_tta):
+    for ft in (result.stages.finetune, result.stages.finetune_tta, result.stages.ensemble):
         if ft is None:
             continue
         g = ft.gain
@@ -72,7 +75,7 @@ def one(name: str, out: Path, cache: Path) -> list:
             [
                 name,
                 f"{frozen.name} {100 * frozen.accuracy('test'):.1f}",
-                ft.name,
+                ft.name if ft.kind != "ensemble" else f"ensemble (gain vs {ft.versus or '-'})",
                 f"{100 * ft.accuracy('test'):.1f}",
                 f"{100 * g.gain:+.1f} [{100 * g.low:+.1f}, {100 * g.high:+.1f}]" if g else "-",
                 f"{g.p_value:.2g}" if g else "-",
@@ -86,6 +89,17 @@ def one(name: str, out: Path, cache: Path) -> list:
                 "rows": rows,
                 "wall_seconds": wall,
                 "finetune": result.stages.to_json()["finetune"],
+                "ensemble": result.stages.to_json()["ensemble"],
+                "leaderboard": [
+                    {
+                        "model": r.name,
+                        "validation": describe_accuracy(r, "validation"),
+                        "test": describe_accuracy(r, "test"),
+                        "versus": r.versus,
+                        "gain": r.gain.describe() if r.gain else "",
+                    }
+                    for r in result.leaderboard
+                ],
             },
             handle,
             indent=1,
@@ -111,7 +125,7 @@ def main() -> None:
     headers = [
         "data-backbone",
         "best frozen (val) test %",
-        "fine-tuned",
+        "fine-tuned / ensemble",
         "test %",
         "gain, points [95 %]",
         "McNemar p",
@@ -121,7 +135,7 @@ def main() -> None:
     try:
         for name in names:
             rows += one(name, work, work / "cache")
-            print(format_table(headers, rows[-2:]), flush=True)
+            print(format_table(headers, rows[-3:]), flush=True)
     finally:
         if not a.out:
             shutil.rmtree(work, ignore_errors=True)

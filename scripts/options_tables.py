@@ -1,7 +1,7 @@
 """Write the docs' option tables from the stages' option tables (the one place options are declared).
 
 The tables sit between `<!-- options:NAME -->` and `<!-- /options -->` markers, in the pages
-under docs/ (extract.md, train.md, finetune.md) and wherever else a marker is put (README.md too).
+under docs/ (extract.md, train.md, finetune.md, ensemble.md) and wherever else a marker is put (README.md too).
 
     python scripts/options_tables.py          # rewrite every marked table
     python scripts/options_tables.py --check  # exit 1 if any file differs (tests/test_readme.py checks the same)
@@ -17,10 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bneck.features.extraction.options import EXTRACT  # noqa: E402
+from bneck.pipeline.ensemble.options import ENSEMBLE  # noqa: E402
 from bneck.pipeline.finetuning.options import FINETUNE  # noqa: E402
 from bneck.pipeline.training.options import TRAIN  # noqa: E402
 
-TABLES = {"extract": EXTRACT, "train": TRAIN, "finetune": FINETUNE}
+TABLES = {"extract": EXTRACT, "train": TRAIN, "finetune": FINETUNE, "ensemble": ENSEMBLE}
 BLOCK = re.compile(r"(<!-- options:(\w+) -->\n)(?:.*?\n)?(<!-- /options -->)", re.S)
 
 

@@ -11,7 +11,12 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.pure
 
 # Where each stage's table lives: one table per page.
-PAGES = {"extract": "docs/extract.md", "train": "docs/train.md", "finetune": "docs/finetune.md"}
+PAGES = {
+    "extract": "docs/extract.md",
+    "train": "docs/train.md",
+    "finetune": "docs/finetune.md",
+    "ensemble": "docs/ensemble.md",
+}
 
 
 def options_tables():

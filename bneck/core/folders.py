@@ -32,7 +32,7 @@ from bneck.core.atomic import atomic_open, pid_alive, refused_writes_as_errors
 from bneck.core.errors import ConfigError
 
 MARKER = ".bneck-folder.json"
-KINDS = ("features", "models", "classifier", "finetuned", "run", "shards", "cache", "export")
+KINDS = ("features", "models", "classifier", "finetuned", "ensemble", "run", "shards", "cache", "export")
 # Files bneck (re)writes in a folder of each kind, found before any work when something else
 # holds their name (a folder called report.html would fail only after all the work).
 FILES_OF = {
@@ -151,7 +151,11 @@ def check_folder(path: str, kind: str, inputs: Iterable[str | None] = (), option
 
     Writes nothing. Raises OutputError naming the path, what it is and what to do.
     """
-    path = os.path.abspath(os.path.expanduser(str(path)))
+    if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
+        raise OutputError(
+            f"{option} must name a folder (a path, not empty). Received: {path!r:.80} ({type(path).__name__})."
+        )
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     real = _real(path)
     for item in inputs:
         if item is None:
@@ -313,6 +317,11 @@ def _describe(path: str, st) -> str:
     return kind_of(st.st_mode)
 
 
+def _empty_folder(path: str) -> bool:
+    st = _lstat(path)
+    return st is not None and stat.S_ISDIR(st.st_mode) and not os.listdir(path)
+
+
 @contextmanager
 def staged_folder(final: str, kind: str, inputs: Iterable[str] = (), option: str = "--out"):
     """Yield a hidden temporary folder beside ``final``; on success it replaces ``final``.
@@ -347,3 +356,5 @@ def staged_folder(final: str, kind: str, inputs: Iterable[str] = (), option: str
         for leftover in (folder, old):
             if folder_kind(leftover) == kind:
                 remove_owned(leftover, kind)
+            elif leftover == old and _empty_folder(old):  # an empty --out we were given: nothing to keep
+                os.rmdir(old)

@@ -7,12 +7,13 @@ after saying what was kept.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from bneck.core.atomic import storage_error, write_failure
 from bneck.features import BneckError
-from bneck.pipeline.cli import cache, export, extract, finetune, info, run, train
+from bneck.pipeline.cli import cache, ensemble, export, extract, finetune, info, run, train
 from bneck.pipeline.cli.polish import polish
 from bneck.pipeline.cli.reporting import terminal_reports
 
@@ -24,6 +25,7 @@ INTERRUPTED = {
     "train": "Classifiers that had finished are kept in their folders and reused by the same command; the "
     "one being trained was not saved and is trained again.",
     "export": "Nothing was written (the --out folder is as it was).",
+    "ensemble": "Nothing was written (the --out folder is as it was).",
     "finetune": "Nothing was saved (the output folder is as it was); frozen-part rows already cached are "
     "reused when you run the same command again.",
 }
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parsers(sub)
     finetune.add_parser(sub)
     run.add_parsers(sub)
+    ensemble.add_parser(sub)
     cache.add_parser(sub)
     export.add_parser(sub)
     info.add_parsers(sub)
@@ -66,7 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with terminal_reports(quiet=bool(getattr(args, "quiet", False))):
-            return args.run(args)
+            code = args.run(args)
+            sys.stdout.flush()  # here, where a reader that left (`bneck ... | head`) is caught below
+            return code
+    except BrokenPipeError:  # the reader of our output left: nothing more to say, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except BneckError as exc:
         print(f"bneck {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -10,9 +10,9 @@ EPILOG = """examples:
   bneck export runs/demo/models/logreg --out deploy/cats-logreg --format keras
   bneck export runs/demo/finetuned --out deploy/cats-onnx --format onnx
 
-what works: Keras heads (dense, gap-dense), fine-tuned models, and the scikit-learn
-models that are exactly layers (logreg, linear-svm, mlp); kernel svm, knn and the
-tree ensembles are refused. README "Export and serve" shows each format served."""
+what works: Keras heads (dense, gap-dense), fine-tuned models, the scikit-learn
+models that are exactly layers (logreg, linear-svm, mlp), and ensembles of those (one
+graph); kernel svm, knn and the tree ensembles are refused. README "Export and serve" shows each format served."""
 
 
 def add_parser(sub) -> None:
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="a classifier or fine-tuned model folder")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a classifier, fine-tuned or ensemble model folder")
     p.add_argument("--out", required=True, metavar="EXPORT_DIR", help="the folder to write (new, or an earlier export)")
     # No argparse `choices`: export_model's ConfigError names the closest format and the install
     # command of one whose runtime is missing; help and completion list the registry as it is now.

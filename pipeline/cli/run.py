@@ -76,6 +76,14 @@ def _print(result) -> None:
         if ft
         else f"fine-tune: skipped ({stages.finetune_skipped})"
     )
+    ens = stages.ensemble
+    members = " + ".join(f"{w} x {name}" for name, w in stages.ensemble_members.items())
+    print(
+        f"ensemble: {stages.ensemble_seconds:.1f} s{' (reused)' if ens.reused else ''}, {members}: "
+        f"{stages.ensemble_why}" + (f"; against {ens.versus}, test: {ens.gain.describe()}" if ens.gain else "")
+        if ens
+        else f"ensemble: none ({stages.ensemble_note})"
+    )
     print(f"report: {result.report}")
     if result.leaderboard:
         import shlex

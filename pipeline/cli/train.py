@@ -44,8 +44,14 @@ def _add_train_parser(sub) -> None:
 
 def _add_evaluate_parser(sub) -> None:
     """Register ``bneck evaluate``."""
-    e = sub.add_parser("evaluate", help="re-score a saved classifier on a feature file")
-    e.add_argument("model_dir", metavar="MODEL_DIR")
+    e = sub.add_parser(
+        "evaluate",
+        help="re-score a saved classifier on a feature file",
+        description="Score a classifier folder from `bneck train` (or an ensemble of them from `bneck "
+        "ensemble`) on any split file of the same extractor. Fine-tuned models, and ensembles holding "
+        "one, take images: use `bneck predict`.",
+    )
+    e.add_argument("model_dir", metavar="MODEL_DIR", help="a classifier folder, or an ensemble of classifiers")
     e.add_argument("feature_file", metavar="FEATURE_FILE")
     e.set_defaults(run=run_evaluate)
 
@@ -56,13 +62,13 @@ def _add_predict_parser(sub) -> None:
         "predict",
         help="classify images with a saved classifier",
         description="Classify images (files, or folders read recursively) with a model folder "
-        "from `bneck train`, `bneck finetune` or `bneck run`. One line per image, in "
+        "from `bneck train`, `bneck finetune`, `bneck ensemble` or `bneck run`. One line per image, in "
         "the order given, then a summary; a bad image is reported in its line.",
         epilog="examples:\n  bneck predict runs/demo/finetuned photos/ --top-k 1\n"
         "  bneck predict runs/demo/models/logreg cat.jpg --json > out.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    q.add_argument("model_dir", metavar="MODEL_DIR")
+    q.add_argument("model_dir", metavar="MODEL_DIR", help="a classifier, fine-tuned or ensemble model folder")
     q.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     q.add_argument("--csv", default=None, metavar="FILE", help="also write the results here")
     q.add_argument(

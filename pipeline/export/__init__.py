@@ -121,7 +121,7 @@ def export_model(
     form = get_format(fmt)  # ConfigError before any work: unknown, or its runtime not installed
     check_folder(out, "export", inputs=[model_dir])
     clf = load_classifier(model_dir)
-    spec = clf.manifest.extractor_spec(weights, need_weights=clf.kind != "finetuned")  # saved whole
+    spec = clf.manifest.extractor_spec(weights, need_weights=clf.needs_base)  # a fine-tuned network is saved whole
     model = deployable(clf, spec)  # FoldError here, before any folder is made
     with staged_folder(out, "export", inputs=[model_dir]) as folder:  # a place we cannot write: said now
         images, source = _check_images(clf, spec.input_size)

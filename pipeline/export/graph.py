@@ -66,20 +66,62 @@ def _folded(clf: LoadedClassifier, features):
 
 
 def deployable(clf: LoadedClassifier, spec):
-    """Return the Keras model uint8 (N, S, S, 3) RGB -> (N, C) probabilities for a loaded model."""
+    """Return the Keras model uint8 (N, S, S, 3) RGB -> (N, C) probabilities for a loaded model (an
+    ensemble: one base for the members over its features, a branch per fine-tuned member, the members'
+    probabilities averaged with their weights). Raises FoldError for a model, or members, not layers."""
     import keras
 
-    backbone = preprocessing_entry(spec) if clf.kind == "finetuned" else backbone_for(spec)
+    members = [(n, m, w) for n, m, w in clf.model.members] if clf.kind == "ensemble" else [("", clf, 1)]
+    _check_members_fold(clf, members)
+    needs_base = any(m.kind != "finetuned" for _, m, _ in members)
+    backbone = backbone_for(spec) if needs_base else preprocessing_entry(spec)
     size = spec.input_size
     images = keras.Input((size, size, 3), dtype="uint8", name="image")
     x = keras.layers.Rescaling(1.0, name="to_float")(images)  # uint8 -> float32, values unchanged
     x = preprocessing(keras, backbone, x)
-    if clf.kind == "finetuned":
-        y = _as_probabilities(keras, clf.model(x, training=False))
-    else:
-        features = cut_model(build_base(backbone, spec), backbone, spec.layer, spec.pool)(x)
-        if clf.kind == "keras":
-            y = _as_probabilities(keras, clf.model(features, training=False))
-        else:
-            y = _folded(clf, features)
+    features = cut_model(build_base(backbone, spec), backbone, spec.layer, spec.pool)(x) if needs_base else None
+    if clf.kind != "ensemble":
+        return keras.Model(images, _output(keras, clf, x, features), name="bneck_model")
+    total = float(sum(w for _, _, w in members))
+    parts = []
+    for i, (_, member, weight) in enumerate(members):  # each member its own sub-model: no two layer names meet
+        source = x if member.kind == "finetuned" else features
+        inputs = keras.Input(tuple(source.shape[1:]), name=f"member_{i}_input")
+        branch = keras.Model(inputs, _output(keras, member, inputs, inputs), name=f"member_{i}")
+        parts.append(keras.layers.Rescaling(weight / total, name=f"member_{i}_weight")(branch(source)))
+    y = keras.layers.Add(name="probabilities")(parts) if len(parts) > 1 else parts[0]
     return keras.Model(images, y, name="bneck_model")
+
+
+def _output(keras, clf: LoadedClassifier, preprocessed, features):
+    """One model's probabilities: a fine-tuned model on the preprocessed images, a head or a folded
+    scikit-learn model on the features."""
+    if clf.kind == "finetuned":
+        return _as_probabilities(keras, clf.model(preprocessed, training=False))
+    if clf.kind == "keras":
+        return _as_probabilities(keras, clf.model(features, training=False))
+    return _folded(clf, features)
+
+
+def _check_members_fold(clf: LoadedClassifier, members: list) -> None:
+    """Refuse, before anything is built, an ensemble with members that are not layers, naming each."""
+    from bneck.pipeline.export.fold import FoldError
+    from bneck.pipeline.training.classifiers import exact_exports, list_classifiers
+
+    if clf.kind != "ensemble":
+        return
+    folds = {e.name for e in list_classifiers("sklearn") if e.fold is not None}
+    refused = [
+        name if name == m.manifest.classifier else f"{name} ({m.manifest.classifier})"
+        for name, m, _ in members
+        if m.kind == "sklearn" and m.manifest.classifier not in folds
+    ]
+    if refused:
+        raise FoldError(
+            f"this ensemble cannot be exported as one graph: its member(s) {', '.join(refused)} are not "
+            f"expressible as neural-network layers without approximating them (models that export exactly: "
+            f"{exact_exports()}, and fine-tuned models). Make an ensemble of exportable models "
+            "(`bneck ensemble MODEL_DIR... --out DIR` without those folders) and export it, or keep this one "
+            "inside bneck (`bneck predict`).",
+            ", ".join(refused),
+        )

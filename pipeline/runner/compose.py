@@ -1,4 +1,4 @@
-"""``bneck run``: extract -> train classifiers -> fine-tune the best Keras head -> report.
+"""``bneck run``: extract -> train classifiers -> fine-tune the best Keras head -> ensemble -> report.
 
 ``run`` only composes: each stage checks its own options, decides its own reuse and
 says why it ran (the feature cache for extraction, ``training.reuse`` for each
@@ -54,6 +54,11 @@ class RunStages:
     finetune_tta: Result | None = None  # the same scored with test-time augmentation (--tta)
     finetune_head: str = ""
     finetune_skipped: str = ""  # why there is none
+    ensemble: Result | None = None  # the ensemble selected over the run's models, when it combines two or more
+    ensemble_note: str = ""  # why there is none (disabled, or selection kept one model alone)
+    ensemble_seconds: float = 0.0
+    ensemble_members: dict = field(default_factory=dict)  # name -> weight
+    ensemble_why: str = ""  # why it beat the best single model on validation
     report_seconds: float = 0.0
 
     def to_json(self) -> dict:
@@ -74,6 +79,11 @@ class RunStages:
         )
         if self.finetune_tta:
             finetuned["tta"] = model(self.finetune_tta)
+        ensemble = (
+            {**model(self.ensemble), "members": self.ensemble_members}
+            if self.ensemble
+            else {"none": self.ensemble_note, "seconds": self.ensemble_seconds}
+        )
         return json.loads(
             json.dumps(
                 {
@@ -81,6 +91,7 @@ class RunStages:
                     "train": {r.name: model(r) for r in self.train},
                     "train_seconds": self.train_seconds,
                     "finetune": finetuned,
+                    "ensemble": ensemble,
                     "report": {"seconds": self.report_seconds},
                 },
                 default=str,
@@ -126,7 +137,10 @@ def run(
     verified: dict = {}  # each model folder, verified once
     _finetune_best(cfg, out, stages, say, verbose, truth, verified)
     finetuned = [r for r in (stages.finetune, stages.finetune_tta) if r]
-    leaderboard = sorted(stages.train + finetuned, key=lambda r: -(r.accuracy("validation") or 0.0))
+    singles = sorted(stages.train + finetuned, key=lambda r: -(r.accuracy("validation") or 0.0))
+    _ensemble_of(cfg, out, stages, say, singles, truth, verified)
+    ensemble = [stages.ensemble] if stages.ensemble else []  # first among equals: its validation log loss is lower
+    leaderboard = sorted(ensemble + singles, key=lambda r: -(r.accuracy("validation") or 0.0))
     write_leaderboard(os.path.join(out, "leaderboard.csv"), leaderboard)
     result = RunResult(out, cfg, stages, leaderboard, winner=winner_versus_runner_up(leaderboard, truth, verified))
 
@@ -253,3 +267,55 @@ def _finetune_best(cfg: dict, out: str, stages: RunStages, say, verbose: bool, t
             say(f"{name}: no paired comparison with {frozen.name}: {result.gain_note}")
     stages.finetune = results[0]
     stages.finetune_tta = results[1] if len(results) > 1 else None
+
+
+def _ensemble_of(cfg: dict, out: str, stages: RunStages, say, singles: list[Result], truth: dict, verified: dict):
+    """Select an ensemble over the run's models (classifiers and the fine-tuned model) into OUT/ensemble and
+    pair it with the best single model on test; or record why there is none (and leave no stale folder)."""
+    from bneck.core.folders import folder_kind, remove_owned
+    from bneck.pipeline.ensemble.build import make_ensemble, summary, why_kept
+
+    settings, folder = cfg["ensemble"], os.path.join(out, "ensemble")
+    candidates = stages.train + ([stages.finetune] if stages.finetune else [])  # TTA: the same folder, not a model
+    made = None
+    if settings["enabled"] and len(candidates) >= 2:
+        say("== ensemble")
+        made = make_ensemble(
+            [r.folder for r in candidates],
+            folder,
+            max_size=settings["max_size"],
+            names=[r.name for r in candidates],
+            write_single=False,
+            verbose=False,
+        )
+        stages.ensemble_seconds = made.seconds
+        say(summary(made))
+    if made is None or made.selection.single:
+        stages.ensemble_note = (
+            "disabled in the config"
+            if not settings["enabled"]
+            else f"the run has {len(candidates)} model(s) to combine; an ensemble needs two"
+            if made is None
+            else f"{why_kept(made)}, so there is no second, identical row"
+        )
+        if folder_kind(folder) == "ensemble":  # one from an earlier run of this folder would be stale
+            remove_owned(folder, "ensemble")
+            stages.ensemble_note += f"; the earlier run's {folder} was removed (it no longer describes this run)"
+        return
+    stages.ensemble_members = dict(made.members)
+    stages.ensemble_why = why_kept(made)
+    result = Result(
+        "ensemble",
+        made.folder,
+        made.metrics,
+        made.seconds,
+        reused=made.reused,
+        why="unchanged" if made.reused else f"selected {made.describe()}",
+        kind="ensemble",
+    )
+    best = singles[0]  # the best single model on validation: what you would pick without the ensemble
+    result.gain, result.gain_note = paired_gain(result, best, truth, "predictions.csv", verified)
+    result.versus = best.name if result.gain else ""
+    stages.ensemble = result
+    if result.gain:
+        say(f"ensemble against {best.name} (the best single model on validation), test: {result.gain.describe()}")

@@ -4,11 +4,12 @@ A config names the data and the run folder at the top level and has one table pe
 stage: ``[extract]`` takes every option of ``bneck extract`` (``bneck.features.extraction.options``),
 ``[train]`` every option of ``bneck train`` plus ``classifiers`` (``[train.NAME]``
 overrides them for one classifier), ``[finetune]`` every option of ``bneck finetune``
-plus ``enabled``, ``[report]`` its own. An unknown key, a value of the wrong type or
-out of range is a ConfigError naming the key, what is allowed and what was received,
-at load time, before anything runs. Relative paths in a file are relative to that
-file; the resolved config written into the run folder holds absolute ones, so
-``bneck run RUN/config.toml`` works from any folder.
+plus ``enabled``, ``[ensemble]`` those of ``bneck ensemble`` plus ``enabled``, ``[report]``
+its own. An unknown key, a value of the wrong type or out of range is a ConfigError
+naming the key, what is allowed and what was received, at load time, before anything
+runs. Relative paths in a file are relative to that file; the resolved config written
+into the run folder holds absolute ones, so ``bneck run RUN/config.toml`` works from
+any folder.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bneck.core.errors import ConfigError
 from bneck.core.options import Option, OptionTable
 from bneck.features.backbones.model_file import is_model_file
 from bneck.features.extraction.options import EXTRACT
+from bneck.pipeline.ensemble.options import RUN_ENSEMBLE
 from bneck.pipeline.finetuning.options import FINETUNE
 from bneck.pipeline.training.options import CLASSIFIERS, TRAIN, check_override
 
@@ -77,7 +79,7 @@ RUN_FINETUNE = OptionTable(
     ],
 )
 REPORT = OptionTable("report", [Option("worst", int, 16, "misclassified test images shown", low=0)])
-TABLES = {"extract": EXTRACT, "train": RUN_TRAIN, "finetune": RUN_FINETUNE, "report": REPORT}
+TABLES = {"extract": EXTRACT, "train": RUN_TRAIN, "finetune": RUN_FINETUNE, "ensemble": RUN_ENSEMBLE, "report": REPORT}
 # Keys holding paths: relative ones in a config file are relative to that file.
 PATHS = {
     ("data",),

@@ -17,6 +17,14 @@ def exportable(result) -> bool:
     from bneck.pipeline.training.classifiers import list_classifiers
 
     exports = {e.name for e in list_classifiers() if e.kind == "keras" or e.fold is not None}
+    if result.kind == "ensemble":  # every member must be layers
+        from bneck.pipeline.artifacts import ArtifactError, read_manifest
+
+        try:
+            members = getattr(read_manifest(result.folder), "members", [])
+        except ArtifactError:
+            return False
+        return all(m.kind == "finetuned" or m.classifier in exports for m in members)
     return result.kind == "fine-tuned" or result.name in exports
 
 

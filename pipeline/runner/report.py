@@ -72,7 +72,10 @@ def _next_steps(result) -> list:
         note = (
             ""
             if deployable is best
-            else (f" ({best.name} is not expressible as layers; {deployable.name} is the best model that is)")
+            else f" ({best.name} has members that are not layers; {deployable.name} is the best model that is, or "
+            "make an ensemble of exportable members with `bneck ensemble`)"
+            if best.kind == "ensemble"
+            else f" ({best.name} is not expressible as layers; {deployable.name} is the best model that is)"
         )
         steps.append(
             (
@@ -163,7 +166,23 @@ def _leaderboard_blocks(result) -> list:
     return [
         ("table", ["rank", "model", "val acc [95% CI]", "test acc [95% CI]", "fit s"], board),
         ("text", _finetuning_verdict(result.stages.finetune, result.stages.finetune_skipped)),
+        ("text", _ensemble_verdict(result.stages)),
     ]
+
+
+def _ensemble_verdict(stages) -> str:
+    """One sentence: what the ensemble is and what it added over the best single model on test."""
+    ens = stages.ensemble
+    if ens is None:
+        return f"Ensemble: none ({stages.ensemble_note})."
+    members = " + ".join(f"{w} x {name}" for name, w in stages.ensemble_members.items())
+    chosen = (
+        f"Ensemble of {members}, selected on validation ({stages.ensemble_why}; so its validation accuracy "
+        "is optimistic, while test, read once after selection, is not)"
+    )
+    if ens.gain is None:
+        return f"{chosen}: no paired comparison on test ({ens.gain_note})."
+    return f"{chosen}: against {ens.versus}, the best single model, on the same test images: {ens.gain.describe()}."
 
 
 def _training_curve_blocks(figures_of: _Figures, tr: list, ft) -> list:
@@ -215,6 +234,20 @@ def _timing_rows(stages) -> list:
         timing.append(["fine-tune", f"{ft.fit_seconds:.1f}", how])
     else:
         timing.append(["fine-tune", "-", f"skipped: {stages.finetune_skipped}"])
+    ens = stages.ensemble
+    timing.append(
+        [
+            "ensemble",
+            f"{stages.ensemble_seconds:.1f}",
+            (
+                "reused (same members, same settings)"
+                if ens.reused
+                else f"{ens.why}, from the members' saved predictions"
+            )
+            if ens
+            else stages.ensemble_note,
+        ]
+    )
     return timing
 
 

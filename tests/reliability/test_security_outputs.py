@@ -101,6 +101,11 @@ COMMANDS = {  # name: (arguments before --out, given the tiny extractor; the inp
     "run": (lambda m, t: ["run", "--data", m / "data", *run_settings(t)], "data", "run"),
     "demo": (lambda m, t: ["demo", "--data", m / "data", *cli_args(t), *TRAIN_SETTINGS], "data", "run"),
     "convert": (lambda m, t: ["convert", m / "legacy", "--trust-pickle"], "legacy", "classifier"),
+    "ensemble": (
+        lambda m, t: ["ensemble", m / "models" / "dense", m / "models" / "logreg", "--quiet"],
+        "models/logreg",
+        "ensemble",
+    ),
 }
 
 
@@ -234,7 +239,7 @@ def test_a_symlinked_shards_folder_is_refused_before_ray_starts(made, tmp_path, 
 
 @pytest.mark.pure
 def test_staged_replacement_removes_only_marked_folders(tmp_path):
-    from bneck.core.folders import OutputError, remove_owned, staged_folder
+    from bneck.core.folders import OutputError, check_folder, remove_owned, staged_folder
 
     victims = plant_victims(tmp_path / "victims")
     before = tree(victims)
@@ -251,3 +256,11 @@ def test_staged_replacement_removes_only_marked_folders(tmp_path):
     assert sorted(os.listdir(tmp_path / "mine")) == [MARKER, "b"]
     assert json.loads((tmp_path / "mine" / MARKER).read_text())["kind"] == "classifier"
     assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []  # no temporaries left
+    (tmp_path / "empty").mkdir()  # an empty folder given as the output: taken, and nothing left beside it
+    with staged_folder(str(tmp_path / "empty"), "classifier") as folder:
+        (Path(folder) / "c").write_text("3")
+    assert sorted(os.listdir(tmp_path / "empty")) == [MARKER, "c"]
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+    for nothing in ("", "  "):
+        with pytest.raises(OutputError, match="must name a folder"):
+            check_folder(nothing, "classifier")

@@ -143,3 +143,16 @@ def test_python_dash_m_pipeline_and_console_script_exist(tmp_path):
         )
         assert result.returncode == 2
         assert "data folder not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_reader_that_leaves_gets_no_traceback():
+    """`bneck ... | head`: the pipe's reader is gone before the output is written (here: closed at once)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bneck", "backbones", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # nobody reads: every write fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1 and "Traceback" not in err and "BrokenPipeError" not in err, err

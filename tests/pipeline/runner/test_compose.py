@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bneck import pipeline
@@ -81,7 +82,8 @@ def test_run_writes_every_stage_and_a_report_holding_the_leaderboard(first_run):
     assert result.stages.extract.forward_images == 240  # 3 splits x 80 generated images
     assert result.stages.finetune_head == "dense" and not result.stages.finetune.reused
     board = list(csv.DictReader(open(out / "leaderboard.csv")))
-    assert {r["model"] for r in board} == {"dense", "logreg", "fine-tuned dense"}
+    ensemble = ["ensemble"] if result.stages.ensemble else []  # when selection combined two or more models
+    assert sorted(r["model"] for r in board) == sorted(["dense", "logreg", "fine-tuned dense", *ensemble])
     page = (out / "report.html").read_text()
     for row in result.leaderboard:  # the leaderboard, with the numbers
         assert row.name in page
@@ -133,12 +135,47 @@ def test_the_fine_tuned_row_says_what_it_gained_over_the_best_frozen_model_on_th
     assert stages["finetune"]["versus"]["model"] == frozen.name
     assert "McNemar p = " in (out / "report.md").read_text()
     # frozen classifiers carry no gain
-    assert all(r["test_gain"] == "" for r in csv.DictReader(open(out / "leaderboard.csv")) if r["kind"] != "fine-tuned")
+    assert all(r["test_gain"] == "" for r in csv.DictReader(open(out / "leaderboard.csv")) if r["kind"] == "classifier")
+
+
+def test_the_ensemble_row_is_the_weighted_mean_of_its_members_and_never_below_the_best_single_model(first_run):
+    """The run's ensemble, recomputed here from its members' own predictions files and the weights its
+    manifest records; or, when selection kept one model, no row and the run says so."""
+    _, result = first_run
+    out = Path(result.folder)
+    singles = [r for r in result.leaderboard if r.kind != "ensemble"]
+    best_single = max(r.accuracy("validation") for r in singles)
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    if result.stages.ensemble is None:
+        assert "alone" in stages["ensemble"]["none"] and not (out / "ensemble").exists()
+        assert "Ensemble: none (selection kept" in (out / "report.md").read_text()
+        return
+    manifest = json.loads((out / "ensemble" / "manifest.json").read_text())
+    members = {m["name"]: m for m in manifest["members"]}
+    assert sum(m["weight"] for m in members.values()) == manifest["kept_round"] and len(members) >= 2
+
+    def probabilities(folder):
+        rows = csv.DictReader(open(folder / "predictions.csv"))
+        return {(r["split"], r["path"]): [float(r["cats"]), float(r["dogs"])] for r in rows}
+
+    mine = probabilities(out / "ensemble")
+    theirs = {n: probabilities((out / "ensemble" / m["folder"]).resolve()) for n, m in members.items()}
+    total = sum(m["weight"] for m in members.values())
+    for key, got in mine.items():
+        expected = sum(m["weight"] * np.asarray(theirs[n][key]) for n, m in members.items()) / total
+        assert np.allclose(got, expected, atol=2e-6), key
+    assert result.stages.ensemble.accuracy("validation") >= best_single  # by construction
+    assert result.leaderboard[0].kind == "ensemble"  # first among equals (its validation loss is lower)
+    row = next(r for r in csv.DictReader(open(out / "leaderboard.csv")) if r["kind"] == "ensemble")
+    assert row["versus"] == singles[0].name and row["p_value"] != ""
+    assert stages["ensemble"]["members"] == {n: m["weight"] for n, m in members.items()}
+    assert "Ensemble of " in (out / "report.md").read_text()
 
 
 def test_second_run_changing_one_classifier_retrains_only_it_and_extracts_nothing(first_run, capsys):
     config, result = first_run
-    assert main(["run", str(config), "--set", "train.logreg.pca=8", "--quiet"]) == 0
+    had_ensemble = (Path(result.folder) / "ensemble").is_dir()
+    assert main(["run", str(config), "--set", "train.logreg.pca=8", "--set", "ensemble.max_size=1", "--quiet"]) == 0
     printed = capsys.readouterr().out
     stages = json.loads((Path(result.folder) / "run.json").read_text())["stages"]
     assert stages["extract"]["forward_images"] == 0 and not stages["extract"]["model_built"]
@@ -148,6 +185,11 @@ def test_second_run_changing_one_classifier_retrains_only_it_and_extracts_nothin
     manifest = json.loads((Path(result.folder) / "models/logreg/manifest.json").read_text())
     assert manifest["config"]["pca"] == 8
     assert "every row from cache" in printed and "reused: dense" in printed
+    # one round of selection keeps the best single model: no ensemble row, no stale folder, said why
+    assert "kept" in stages["ensemble"]["none"] and "alone" in stages["ensemble"]["none"]
+    assert ("was removed" in stages["ensemble"]["none"]) == had_ensemble  # said, when an earlier one is gone
+    assert not (Path(result.folder) / "ensemble").exists()
+    assert "ensemble" not in {r["model"] for r in csv.DictReader(open(Path(result.folder) / "leaderboard.csv"))}
 
 
 @pytest.mark.parametrize(
