@@ -94,7 +94,7 @@ def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: str | N
 
     known_runtime(runtime)
     reference = reference_runtime().name
-    if not clf.needs_base:
+    if clf.kind == "finetuned" or (clf.kind == "ensemble" and not clf.model.needs_base):
         return reference, "a fine-tuned model is one Keras graph" + (" (each member)" if clf.kind == "ensemble" else "")
     if spec.quantization is not None:
         from bneck.features.runtimes.quantize import reduced_precision

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from bneck.core.folders import check_folder, staged_folder
 from bneck.core.options import takes_options
-from bneck.pipeline.artifacts import read_verified, write_json, write_manifest, write_predictions
+from bneck.pipeline.artifacts import read_verified, write_json, write_manifest
 from bneck.pipeline.ensemble.members import Candidate, aligned, checked_paths, common_splits, read_candidates
 from bneck.pipeline.ensemble.options import ENSEMBLE
 from bneck.pipeline.ensemble.selection import CRITERION, Selection, combine, select
@@ -26,6 +26,7 @@ from bneck.pipeline.image_splits import write_splits
 from bneck.pipeline.manifests import ENSEMBLE_MODEL, ArtifactError, CandidateRef, EnsembleManifest, MemberRef, RoundRef
 from bneck.pipeline.metrics import scores
 from bneck.pipeline.paired import PairedComparison, compare
+from bneck.pipeline.predictions_csv import write_predictions
 
 log = logging.getLogger(__name__)
 

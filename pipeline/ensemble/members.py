@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from bneck.core.errors import ConfigError
-from bneck.pipeline.artifacts import read_predictions, read_verified
+from bneck.pipeline.artifacts import read_verified
 from bneck.pipeline.image_splits import read_splits
 from bneck.pipeline.manifests import MEMBER_KINDS, AnyManifest
+from bneck.pipeline.predictions_csv import read_predictions
 
 SCORED_SPLITS = ("validation", "test")  # every candidate must score the same images of these
 

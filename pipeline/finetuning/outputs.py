@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 
-from bneck.pipeline.artifacts import write_history, write_json, write_manifest, write_predictions
+from bneck.pipeline.artifacts import write_history, write_json, write_manifest
 from bneck.pipeline.image_splits import write_splits
 from bneck.pipeline.manifests import FinetunedManifest, HeadRef
+from bneck.pipeline.predictions_csv import write_predictions
 
 
 def write_prediction_files(folder: str, class_names: list, data: dict, probabilities: dict, mirrored: dict) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 
-from bneck.pipeline.artifacts import ArtifactError, read_predictions, read_verified
+from bneck.pipeline.artifacts import ArtifactError, read_verified
 from bneck.pipeline.paired import PairedComparison, compare
+from bneck.pipeline.predictions_csv import read_predictions
 
 
 def run_test_truth(out: str) -> dict:

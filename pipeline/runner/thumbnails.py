@@ -12,8 +12,9 @@ import os
 import numpy as np
 
 from bneck.core.files import path_inside
-from bneck.pipeline.artifacts import ArtifactError, load_classifier, read_predictions, read_verified
+from bneck.pipeline.artifacts import ArtifactError, load_classifier, read_verified
 from bneck.pipeline.plots import plt
+from bneck.pipeline.predictions_csv import read_predictions
 from bneck.pipeline.runner.gain import run_test_truth
 
 

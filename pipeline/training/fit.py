@@ -14,11 +14,12 @@ import numpy as np
 from bneck.core.errors import BneckError
 from bneck.core.folders import staged_folder
 from bneck.core.progress import progress_bar
-from bneck.pipeline.artifacts import write_history, write_json, write_manifest, write_predictions
+from bneck.pipeline.artifacts import write_history, write_json, write_manifest
 from bneck.pipeline.data import FeatureSet
 from bneck.pipeline.image_splits import splits_record, write_splits
 from bneck.pipeline.manifests import ClassifierManifest, FeatureFileRef
 from bneck.pipeline.metrics import scores
+from bneck.pipeline.predictions_csv import write_predictions
 from bneck.pipeline.training.classifiers import build_sklearn, build_streamed, get_classifier
 from bneck.pipeline.training.leaderboard import Result
 

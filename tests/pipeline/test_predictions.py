@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bneck.pipeline.artifacts import ArtifactError, read_predictions, write_predictions
+from bneck.pipeline.artifacts import ArtifactError
+from bneck.pipeline.predictions_csv import read_predictions, write_predictions
 
 pytestmark = pytest.mark.pure
 

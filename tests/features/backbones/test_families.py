@@ -40,7 +40,7 @@ def _check_family(name: str, tmp_path) -> None:
     unfreeze point, export, and serve the export with Keras alone."""
     from bneck import export, finetune, train
     from bneck.features.backbones.registry import get_backbone
-    from bneck.pipeline.artifacts import read_predictions
+    from bneck.pipeline.predictions_csv import read_predictions
 
     data = make_images(tmp_path / "data", 3)
     weights = tmp_path / f"{name}.weights.h5"

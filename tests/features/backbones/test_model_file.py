@@ -55,7 +55,7 @@ def _pixels(data, paths) -> np.ndarray:
 
 def test_a_model_file_extracts_what_keras_computes_and_goes_through_every_stage(own_model, tmp_path):
     from bneck import export, finetune, predict, train
-    from bneck.pipeline.artifacts import read_predictions
+    from bneck.pipeline.predictions_csv import read_predictions
 
     data = make_images(tmp_path / "data", 3)
     report = extract(data, tmp_path / "f", backbone=str(own_model), size=SIZE, verbose=False)

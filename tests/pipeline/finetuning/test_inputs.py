@@ -219,7 +219,8 @@ def test_views_must_be_positive(tiny_head_dir, tiny_image_root, tmp_path, capsys
 def _mirror_mean(folder, image_root, split):
     """The TTA probabilities of a saved fine-tuned model, computed independently: the model on each
     decoded image and on its numpy mirror image, averaged."""
-    from bneck.pipeline.artifacts import read_predictions, read_verified
+    from bneck.pipeline.artifacts import read_verified
+    from bneck.pipeline.predictions_csv import read_predictions
 
     tf = import_tensorflow()
     model = load_classifier(str(folder)).model
@@ -239,7 +240,8 @@ def _mirror_mean(folder, image_root, split):
 @pytest.mark.pure
 @pytest.mark.parametrize("cache_frozen", [True, False])
 def test_tta_scores_the_mean_over_each_image_and_its_mirror(tiny_head_dir, tiny_image_root, tmp_path, cache_frozen):
-    from bneck.pipeline.artifacts import read_predictions, read_verified
+    from bneck.pipeline.artifacts import read_verified
+    from bneck.pipeline.predictions_csv import read_predictions
 
     out = tmp_path / "tta"
     done = finetune(

@@ -302,7 +302,7 @@ def test_finetune_uses_the_recorded_split_of_single_root_data(tmp_path):
     from bneck.core.errors import DatasetError
     from bneck.features import extract, read_features
     from bneck.pipeline import finetune, train
-    from bneck.pipeline.artifacts import read_predictions
+    from bneck.pipeline.predictions_csv import read_predictions
     from tests.conftest import DATA, MOBILENET
 
     root = tmp_path / "flat"
