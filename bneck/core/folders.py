@@ -38,7 +38,17 @@ KINDS = ("features", "models", "classifier", "finetuned", "ensemble", "run", "sh
 FILES_OF = {
     "features": ("train.h5", "validation.h5", "test.h5"),
     "models": ("leaderboard.csv",),
-    "run": ("config.toml", "run.json", "leaderboard.csv", "report.md", "report.html", "worst_test.png"),
+    "run": (
+        "config.toml",
+        "run.json",
+        "leaderboard.csv",
+        "report.md",
+        "report.html",
+        "worst_test.png",
+        "confusion_all.png",
+        "near_duplicates.png",
+        "label_errors.png",
+    ),
 }
 _MARKER_MAX_BYTES = 4096
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bneck.core.errors import ConfigError
+from bneck.core.errors import ConfigError, did_you_mean
 
 _KIND_WORDS = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", list: "a list"}
 _PLURALS = {int: "integers", float: "numbers", str: "strings"}
@@ -105,9 +105,17 @@ class Option:
                 bad = f"; {', '.join(map(repr, wrong))} {verb} not allowed" if wrong else ""
             raise ConfigError(
                 f"{where} must be {self.allowed()}. Received: {self.name}={value!r}"
-                f"{'' if value is None else f' ({type(value).__name__})'}{bad}."
+                f"{'' if value is None else f' ({type(value).__name__})'}{bad}.{self._closest(value)}"
             )
         return self.check_value(value) if self.check_value else value
+
+    def _closest(self, value) -> str:
+        """ " Did you mean 'x'?" for the first value outside the choices, when one is close."""
+        if not self.choices:
+            return ""
+        items = value if isinstance(value, (list, tuple)) else [value]
+        wrong = [v for v in items if isinstance(v, str) and v not in self.choices]
+        return did_you_mean(wrong[0], self.choices) if wrong else ""
 
     def markdown(self) -> str:
         """Return this option's row of the README's option table."""

@@ -338,14 +338,26 @@ def _html(sections) -> str:
     return "\n".join(parts)
 
 
+def _write_linked_figures(sections, folder: str) -> None:
+    """Write every figure of the report that belongs in the run folder (the confusion matrices, near
+    duplicates, label errors; this run's, replacing an earlier run's): report.md links them, report.html
+    inlines them."""
+    root = os.path.realpath(folder)
+    for _, blocks in sections:
+        for block in blocks:
+            if block[0] != "img" or not block[3]:
+                continue
+            if os.path.realpath(os.path.dirname(block[1])) == root:  # a link planted under the name is replaced
+                with atomic_open(os.path.join(root, os.path.basename(block[1])), "wb") as handle:
+                    handle.write(block[3])
+
+
 def write_report(result, worst: int = 16) -> str:
     """Write ``report.md`` and ``report.html`` into the run folder; returns the HTML path."""
     label, rows = worst_misclassified(result, worst)
     png = worst_grid(rows, os.path.abspath(result.config["data"]))
-    if png:
-        with atomic_open(os.path.join(result.folder, "worst_test.png"), "wb") as handle:
-            handle.write(png)
     sections = _sections(result, label, png)
+    _write_linked_figures(sections, result.folder)  # worst_test.png among them
     md = _md(sections, result.folder)
     with atomic_open(os.path.join(result.folder, "report.md")) as handle:
         handle.write(md)

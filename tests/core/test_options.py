@@ -73,3 +73,64 @@ def test_options_given_another_way_are_folded_in_before_the_check():
     assert folded(epochs=0, both={"epochs": 2, "lr": 1}) == (2, 1.0)  # checked (1 -> 1.0), and the fold wins
     with pytest.raises(ConfigError, match="--epochs must be an integer >= 1. Received: epochs=0"):
         folded(both={"epochs": 0})
+
+
+def _every_option_table():
+    """Every OptionTable of every command and of `bneck run`'s config, found in the modules that declare them."""
+    import importlib
+
+    from bneck.core.options import OptionTable
+
+    modules = [
+        "bneck.features.extraction.options",
+        "bneck.pipeline.training.options",
+        "bneck.pipeline.finetuning.options",
+        "bneck.pipeline.ensemble.options",
+        "bneck.pipeline.runner.config",
+    ]
+    tables = {}
+    for name in modules:
+        for value in vars(importlib.import_module(name)).values():
+            if isinstance(value, OptionTable):
+                tables[f"{name}:{value.stage}:{id(value)}"] = value
+    return list(tables.values())
+
+
+def _misspelt(choice: str) -> str:
+    """The choice as a hurried user types it: other case, a stray '-' (what did_you_mean sees through)."""
+    return "-" + str(choice).upper()
+
+
+def test_every_choice_of_every_option_says_did_you_mean():
+    from bneck.core.errors import ConfigError
+
+    walked = 0
+    for table in _every_option_table():
+        for option in table.options.values():
+            for choice in option.choices:
+                if not isinstance(choice, str):
+                    continue
+                value = [_misspelt(choice)] if option.kind is list else _misspelt(choice)
+                with pytest.raises(ConfigError) as err:
+                    option.check(value)
+                assert f"Did you mean {choice!r}?" in str(err.value), (table.stage, option.name, str(err.value))
+                walked += 1
+    assert walked > 40  # pools, optimizers, schedules, dtypes, classifiers, heads...
+
+
+def test_every_registry_backed_choice_says_did_you_mean():
+    """Backbones, runtimes, export formats and classifiers are checked by their registries."""
+    from bneck.core.errors import BneckError
+    from bneck.features.backbones.registry import BACKBONES, get_backbone
+    from bneck.features.runtimes.registry import known_runtime, list_runtimes
+    from bneck.pipeline.export.formats import get_format, list_formats
+    from bneck.pipeline.training.classifiers import get_classifier, list_classifiers
+
+    cases = [(get_backbone, name) for name in BACKBONES]
+    cases += [(known_runtime, entry["name"]) for entry in list_runtimes()]
+    cases += [(get_format, name) for name in list_formats()]
+    cases += [(get_classifier, entry.name) for entry in list_classifiers()]
+    for lookup, name in cases:
+        with pytest.raises(BneckError) as err:
+            lookup(name + "x" if len(name) > 6 else "-" + name.upper() + "!")
+        assert f"{name!r}" in str(err.value) and "id you mean" in str(err.value), (name, str(err.value))

@@ -94,6 +94,12 @@ def test_run_writes_every_stage_and_a_report_holding_the_leaderboard(first_run):
     assert "src='/" not in page and "src='http" not in page
     written = (out / "report.md").read_text()
     assert "](<worst_test.png>)" in written  # linked relative to the run folder
+    from urllib.parse import unquote
+
+    links = re.findall(r"\]\(<([^>]+)>\)", written)
+    assert len(links) >= 4 and "confusion_all.png" in links
+    missing = [link for link in links if not (out / unquote(link)).is_file()]
+    assert missing == []  # report.md renders whole: every figure it links is in the run folder
     md = re.sub(r"\\(.)", r"\1", written)  # the text as a Markdown reader sees it (names are escaped)
     assert "| rank | model | val acc [95% CI] | test acc [95% CI] | fit s |" in md
     # every accuracy with its Wilson interval; the first model against the runner-up, paired; what to do next
