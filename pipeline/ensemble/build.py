@@ -99,20 +99,24 @@ def make_ensemble(
     selection = select_on_validation(candidates, max_size)
     if selection.single is None or write_single:
         if _unchanged(final, candidates, selection, max_size):
-            metrics, probabilities = scored(candidates, selection)
-            result = EnsembleResult(
-                final, selection, candidates, metrics, 0.0, _gain(candidates, selection, probabilities)
-            )
+            result, _ = _result(final, candidates, selection)
             result.reused = True
         else:
             result = write_ensemble(final, candidates, selection, max_size)
     else:
-        metrics, probabilities = scored(candidates, selection)
-        result = EnsembleResult("", selection, candidates, metrics, 0.0, _gain(candidates, selection, probabilities))
+        result, _ = _result("", candidates, selection)
     result.seconds = time.perf_counter() - start
     if verbose:
         log.info(summary(result))
     return result
+
+
+def _result(folder: str, candidates: list[Candidate], selection: Selection) -> tuple[EnsembleResult, dict]:
+    """The ensemble ``selection`` chose, scored on every shared split with its paired test gain, and its
+    probabilities by split (what ``write_ensemble`` writes)."""
+    metrics, probabilities = scored(candidates, selection)
+    gain = _gain(candidates, selection, probabilities)
+    return EnsembleResult(folder, selection, candidates, metrics, 0.0, gain), probabilities
 
 
 def _unchanged(final: str, candidates: list[Candidate], selection: Selection, max_size: int) -> bool:
@@ -140,9 +144,8 @@ def write_ensemble(final: str, candidates: list[Candidate], selection: Selection
     """Write the ensemble ``selection`` chose among ``candidates`` into the folder ``final``; returns it."""
     from bneck.pipeline.plots import confusion_plots
 
-    metrics, probabilities = scored(candidates, selection)
-    result = EnsembleResult(final, selection, candidates, metrics, 0.0, _gain(candidates, selection, probabilities))
-    class_names = candidates[0].manifest.class_names
+    result, probabilities = _result(final, candidates, selection)
+    metrics, class_names = result.metrics, candidates[0].manifest.class_names
     with staged_folder(final, "ensemble", inputs=[c.folder for c in candidates]) as folder:
         write_json(os.path.join(folder, "metrics.json"), {**metrics, "fit_seconds": 0.0})
         write_predictions(os.path.join(folder, "predictions.csv"), class_names, probabilities)
