@@ -74,6 +74,9 @@ _LAZY = {
     "EnsembleError": "bneck.pipeline.ensemble.members:EnsembleError",
 }
 
+# The functions whose errors are restated in keyword words (``run`` says config keys itself).
+_STAGES = {"extract", "train", "finetune", "ensemble", "predict", "evaluate", "export", "read_features"}
+
 __all__ = [
     "ArtifactError",
     "BACKBONES",
@@ -121,6 +124,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'bneck' has no attribute {name!r}")
     module, _, attribute = _LAZY[name].partition(":")
     value = getattr(importlib.import_module(module), attribute)
+    if name in _STAGES:  # errors met through the API name keyword arguments, not command-line flags
+        from bneck.core.advice import api_entry
+
+        value = api_entry(value)
     globals()[name] = value
     return value
 

@@ -16,6 +16,7 @@ import numpy as np
 from bneck.features import FeatureFileError, preprocess_for, read_features
 from bneck.features.images.dataset import is_image_name, is_visible
 from bneck.pipeline.artifacts import LoadedClassifier, load_classifier
+from bneck.pipeline.domain import DOMAIN_FILE, Domain, pooled, read_domain
 from bneck.pipeline.image_splits import read_splits, seen_in
 from bneck.pipeline.metrics import class_probabilities, scores
 
@@ -114,9 +115,31 @@ def probability_function(
     reference path, the one every export is compared with; another runtime (features only) is built by
     the registry and checked against TensorFlow first on ``sample()`` images if it never was here.
     Raises ConfigError for a runtime that cannot run here, RuntimeMismatch for one whose numbers differ."""
+    scored = scored_function(clf, spec, runtime, cache_dir, sample)
+    return lambda batch: scored(batch)[0]
+
+
+def scored_function(
+    clf: LoadedClassifier, spec, runtime: str = "tensorflow", cache_dir: str | None = None, sample=None
+):
+    """Return ``run(images) -> (probabilities, pooled vectors of the model whose domain is checked)``:
+    a classifier's features, a fine-tuned base's output, an ensemble's member ``model_domain`` names."""
     if clf.kind == "finetuned":  # base and head in one model, fed preprocessed images
-        preprocess = preprocess_for(spec)
-        return lambda batch: class_probabilities(clf.model.predict(preprocess(batch.astype(np.float32)), verbose=0))
+        from bneck.core.tfimport import import_tensorflow
+
+        tf, preprocess = import_tensorflow(), preprocess_for(spec)
+        base, head = clf.model.layers[1], clf.model.layers[2]  # bneck's own graph: image -> base -> head
+
+        @tf.function(reduce_retracing=True)  # traced once, whatever the batch sizes
+        def both(x):
+            maps = base(x, training=False)
+            return maps, head(maps, training=False)
+
+        def finetuned(batch):
+            maps, out = both(tf.constant(preprocess(batch.astype(np.float32))))
+            return class_probabilities(out.numpy()), pooled(maps.numpy())
+
+        return finetuned
     from bneck.features.cache.rows import default_cache_dir
     from bneck.features.runtimes.registry import BuildContext, build_model
 
@@ -127,19 +150,50 @@ def probability_function(
     )
     if clf.kind != "ensemble":
         assert model is not None  # a classifier takes features
-        return lambda batch: classifier_proba(clf, model(batch))
-    images = [probability_function(m, spec) if m.kind == "finetuned" else None for _, m, _ in clf.model.members]
+
+        def classifier(batch):
+            features = model(batch)
+            return classifier_proba(clf, features), pooled(features)
+
+        return classifier
+    members = clf.model.members
+    images = [scored_function(m, spec) if m.kind == "finetuned" else None for _, m, _ in members]
+    _, checked = model_domain(clf)
 
     def run(batch):  # the features computed once for every member that takes them
         features = model(batch) if model is not None else None
-        return clf.model.mean(
-            [
-                classifier_proba(m, features) if f is None else f(batch)
-                for (_, m, _), f in zip(clf.model.members, images)
-            ]
-        )
+        outputs = [
+            (classifier_proba(m, features), features) if f is None else f(batch)
+            for (_, m, _), f in zip(members, images)
+        ]
+        vectors = None if checked is None else outputs[checked][1]
+        if checked is not None and images[checked] is None:
+            vectors = pooled(vectors)
+        return clf.model.mean([p for p, _ in outputs]), vectors
 
     return run
+
+
+def model_domain(clf: LoadedClassifier) -> tuple[Domain | None, int | None]:
+    """The domain images are checked against (None for a folder made before bneck recorded one) and, for an
+    ensemble, the index of the member it is the domain of: the heaviest member that has one."""
+    if clf.kind != "ensemble":
+        return _domain_of(clf), None
+    members = clf.model.members
+    for i in sorted(range(len(members)), key=lambda i: (-members[i][2], i)):
+        domain = _domain_of(members[i][1])
+        if domain is not None:
+            return domain, i
+    return None, None
+
+
+def _domain_of(clf: LoadedClassifier) -> Domain | None:
+    from bneck.pipeline.manifests import ArtifactError
+
+    try:
+        return read_domain(clf.files)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{clf.folder}/{DOMAIN_FILE} cannot be read as bneck's domain record ({exc}).") from None
 
 
 def predict_images(
@@ -168,8 +222,10 @@ def classify(
 ) -> tuple[list[str], list[dict]]:
     """Classify images (files or folders); returns (the model's class names, one dict per file).
 
-    Each dict has ``path`` and either ``class``, ``probabilities`` and ``seen_in`` (the
-    split of the model's own images it is one of, by sha256, else None) or ``error``:
+    Each dict has ``path`` and either ``class``, ``probabilities``, ``seen_in`` (the
+    split of the model's own images it is one of, by sha256, else None), ``out_of_domain``
+    (whether the image is unlike the model's validation images, ``pipeline.domain``; None
+    for a folder made before bneck recorded its domain) and ``domain_distance``, or ``error``:
     a bad or missing image is reported in its row, never fatal for the others.
     ``info`` (a dict, if given) receives the runtime that ran and why.
     """
@@ -197,20 +253,42 @@ def classify(
         if info is not None:
             info.update(runtime=chosen, why=why)
         sample = (lambda: _sample(todo, spec.input_size)) if chosen != reference_runtime().name else None
-        run = probability_function(clf, spec, chosen, sample=sample)
+        run = scored_function(clf, spec, chosen, sample=sample)
+        domain, _ = model_domain(clf)
         for paths, batch, failures in decoded_batches(todo, spec.input_size, batch_size):
             for path, reason in failures:
                 rows[path] = {"path": path, "error": reason}
             if paths:
-                probs = run(batch)
-                for path, p in zip(paths, probs):
-                    rows[path] = {
-                        "path": path,
-                        "class": clf.class_names[int(np.argmax(p))],
-                        "probabilities": dict(zip(clf.class_names, map(float, p))),
-                        "seen_in": seen.get(shas.get(path) or ""),
-                    }
+                probs, vectors = run(batch)
+                for path, row in zip(paths, _rows(clf.class_names, probs, vectors, domain)):
+                    rows[path] = {"path": path, **row, "seen_in": seen.get(shas.get(path) or "")}
+        if info is not None:
+            info["domain"] = _domain_said(domain)
     return list(clf.class_names), [rows[path] for path, _ in items]
+
+
+def _rows(class_names: list[str], probs: np.ndarray, vectors, domain: Domain | None) -> list[dict]:
+    """Each image's class, probabilities and domain verdict (None: the folder records no domain)."""
+    distance = domain.scores(vectors) if domain is not None else [None] * len(probs)
+    limit = domain.threshold if domain is not None else 0.0
+    return [
+        {
+            "class": class_names[int(np.argmax(p))],
+            "probabilities": dict(zip(class_names, map(float, p))),
+            "out_of_domain": None if d is None else bool(d > limit),
+            "domain_distance": None if d is None else round(float(d), 4),
+        }
+        for p, d in zip(probs, distance)
+    ]
+
+
+def _domain_said(domain: Domain | None) -> str:
+    if domain is None:
+        return "not checked: this folder records no domain (made by an older bneck; train it again to get one)"
+    return (
+        f"an image is out of domain above distance {domain.threshold:.3f} (the {domain.quantile:.0%} quantile "
+        f"of its {domain.validation_images} validation images)"
+    )
 
 
 def _sample(todo, size: int, count: int = 8) -> np.ndarray:

@@ -27,6 +27,16 @@ class Reuse:
     why: str
 
 
+def records_its_domain(m) -> str | None:
+    """Why a folder made with a validation split but without ``domain.json`` is made again (None: it has it)."""
+    from bneck.pipeline.domain import DOMAIN_FILE
+
+    made_with_validation = "validation" in (getattr(m, "feature_files", None) or getattr(m, "images", None) or {})
+    if made_with_validation and DOMAIN_FILE not in (m.artifacts or {}):
+        return "it records no domain for flagging out-of-domain images (an older bneck made it)"
+    return None
+
+
 def options_changed(old: dict, new: dict) -> str | None:
     """Return "options changed: pca 64 -> 8, epochs 50 -> 10" for the keys that differ, or None."""
     keys = [k for k in dict.fromkeys([*new, *old]) if _json(old.get(k)) != _json(new.get(k))]

@@ -40,7 +40,7 @@ def _data(folder: Path, per_class: int) -> Path:
     return folder
 
 
-# The ImageNet weights that exist here (../shared/data/weights, linked into $KERAS_HOME/models).
+# The ImageNet weights that exist here (../shared/data/weights, added to bneck's weights folder by setup).
 REAL_WEIGHTS = (("mobilenet", 0.25), ("mobilenetv2", 0.5))
 
 
@@ -119,7 +119,6 @@ def main(argv=None) -> int:
         "--only", choices=("families", "gates"), default=None, help="only the family table, or only the gates"
     )
     args = parser.parse_args(argv)
-    os.environ.setdefault("KERAS_HOME", str(ROOT / ".keras_home"))  # where scripts/setup.sh links the weights
     sys.path.insert(0, str(ROOT))
     from bneck.pipeline.cli.backbones import smallest_of_each_family
 

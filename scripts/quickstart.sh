@@ -10,6 +10,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 DATA=${1:-../shared/data/cats_and_dogs_small}
 OUT=${2:-runs/demo}
-export KERAS_HOME=${KERAS_HOME:-$PWD/.keras_home}
 .venv/bin/bneck demo --data "$DATA" --out "$OUT" --backbone mobilenet --alpha 0.25 --size 224 \
   --weights imagenet
+echo "quickstart: done. Put bneck on your PATH with: source .venv/bin/activate   (then: bneck --help)"

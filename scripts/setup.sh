@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv with bneck and its test tools, and link the ImageNet weights files found in
-# ../shared/data/weights into .keras_home/models under their official names, so that
-# `--weights imagenet` resolves offline with KERAS_HOME=.keras_home.
+# Create .venv with bneck and its test tools, and add the ImageNet weights files found in
+# ../shared/data/weights to bneck's weights folder (`bneck weights add`: ~/.local/share/bneck/weights,
+# or $BNECK_WEIGHTS), so that `--weights imagenet` finds them offline from any folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -12,9 +12,7 @@ fi
   | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import bneck.features, bneck.pipeline, tensorflow" >/dev/null 2>&1 \
   || { echo "setup: the installation in .venv is not importable" >&2; exit 1; }
-mkdir -p .keras_home/models
-shopt -s nullglob
-for weights in ../shared/data/weights/*.h5; do
-  ln -sf "$(realpath "$weights")" ".keras_home/models/$(basename "$weights")"
-done
-echo "setup: .venv ready; weights linked in .keras_home/models: $(ls .keras_home/models | tr '\n' ' ')"
+if [ -d ../shared/data/weights ]; then
+  .venv/bin/bneck weights add ../shared/data/weights | tail -1 | sed 's/^/setup: weights: /'
+fi
+echo "setup: .venv ready. Put bneck on your PATH with: source .venv/bin/activate"

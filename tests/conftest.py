@@ -104,18 +104,21 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def keras_home(tmp_path_factory):
-    """A Keras home whose models/ holds the shared weights under their official name (when present)."""
+    """A Keras home whose models/ holds the shared weights under their official name (when present),
+    and an empty bneck weights folder: no test sees the weights a user added on this machine."""
     home = tmp_path_factory.mktemp("keras_home")
     (home / "models").mkdir()
     if SHARED_PRESENT:
         os.symlink(MOBILENET_WEIGHTS, home / "models" / MOBILENET_FILE)
-    old = os.environ.get("KERAS_HOME")
+    old = {name: os.environ.get(name) for name in ("KERAS_HOME", "BNECK_WEIGHTS")}
     os.environ["KERAS_HOME"] = str(home)
+    os.environ["BNECK_WEIGHTS"] = str(tmp_path_factory.mktemp("bneck_weights"))
     yield home
-    if old is None:
-        os.environ.pop("KERAS_HOME", None)
-    else:
-        os.environ["KERAS_HOME"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)

@@ -48,6 +48,7 @@ FILES_OF = {
         "confusion_all.png",
         "near_duplicates.png",
         "label_errors.png",
+        "label_issues.csv",
     ),
 }
 _MARKER_MAX_BYTES = 4096

@@ -50,3 +50,11 @@ TOP1 = {
     "convnextlarge": 0.863,
     "convnextxlarge": 0.867,
 }
+
+# MobileNet v1 and v2 at 224 px per width multiplier (alpha): the TF-slim checkpoints' table
+# (tensorflow/models research/slim/nets/mobilenet_v1.md and mobilenet/README.md), the files
+# Keras' weights are converted from. Used to rank the widths whose files are on a machine.
+TOP1_BY_ALPHA = {
+    "mobilenet": {1.0: 0.709, 0.75: 0.684, 0.5: 0.633, 0.25: 0.498},
+    "mobilenetv2": {1.4: 0.750, 1.3: 0.744, 1.0: 0.718, 0.75: 0.698, 0.5: 0.654, 0.35: 0.603},
+}

@@ -62,8 +62,8 @@ EXTRACT = OptionTable(
             "weights",
             str,
             "imagenet",
-            "`imagenet` (the official file in `$KERAS_HOME/models`, downloaded if "
-            "missing), `none` (seeded random init) or a `.h5` weights file",
+            "`imagenet` (the official file, looked up in `$KERAS_HOME/models` then in bneck's weights "
+            "folder, `bneck weights`; downloaded if missing), `none` (seeded random init) or a `.h5` weights file",
             metavar="imagenet|none|PATH",
         ),
         Option(

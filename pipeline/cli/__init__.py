@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from bneck.core.atomic import storage_error, write_failure
 from bneck.features import BneckError
-from bneck.pipeline.cli import cache, ensemble, export, extract, finetune, info, run, train
+from bneck.pipeline.cli import cache, ensemble, export, extract, finetune, info, run, train, weights
 from bneck.pipeline.cli.polish import polish
 from bneck.pipeline.cli.reporting import terminal_reports
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_parser(sub)
     export.add_parser(sub)
     info.add_parsers(sub)
+    weights.add_parser(sub)
     polish(parser)
     return parser
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 
@@ -29,7 +28,7 @@ def add_parser(sub) -> None:
         help="list the backbones: accuracy, cost, local weights; --measure their speed here",
         description="List every backbone (every keras.applications constructor): published ImageNet "
         "top-1, parameters, multiply-adds at its default size, default input size and layer, the "
-        "stage-3 unfreeze point, and whether its ImageNet weights file is here ($KERAS_HOME/models).",
+        "stage-3 unfreeze point, and whether its ImageNet weights file is here (`bneck weights`).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,13 +52,13 @@ def add_parser(sub) -> None:
 
 
 def weights_here(backbone: Backbone) -> list:
-    """The alphas (or [None]) whose official ImageNet file is in $KERAS_HOME/models."""
-    from bneck.features.backbones.weights import keras_home
+    """The alphas (or [None]) whose official ImageNet file is on this machine (``weights_store``)."""
+    from bneck.features.backbones.weights_store import find_imagenet
 
     found = []
     for alpha in backbone.alphas or (None,):
         name = backbone.weights_file(alpha, backbone.default_size)
-        if name and os.path.isfile(os.path.join(keras_home(), "models", name)):
+        if name and find_imagenet(name):
             found.append(alpha)
     return found
 
@@ -123,13 +122,13 @@ def run_backbones(args: argparse.Namespace) -> int:
         return 0
     headers = ["backbone", "top-1", "params", "mult-adds", "size", "default layer", "unfreeze from", "weights here"]
     print(format_table(headers, [_row(b) for b in sorted(BACKBONES.values(), key=lambda b: b.name)]))
-    from bneck.features.backbones.weights import keras_home
+    from bneck.features.backbones.weights_store import weights_folders
     from bneck.features.runtimes.cpu import capabilities
 
     print(
         f"\ntop-1: ImageNet, as Keras publishes it; mult-adds at the default size. Weights are looked up in "
-        f"{os.path.join(keras_home(), 'models')} (official Keras file names); missing ones are downloaded "
-        "on first use. Which to pick: docs/backbones.md."
+        f"{' then '.join(weights_folders())} (official Keras file names; `bneck weights add FILE` adds one); "
+        "missing ones are downloaded on first use. Which to pick: docs/backbones.md."
     )
     print(format_table(["", "this CPU"], [list(line) for line in capabilities()]))
     return 0

@@ -75,7 +75,7 @@ def run_init(args: argparse.Namespace) -> int:
     """Write the template; returns 0."""
     from bneck.core.atomic import atomic_open
     from bneck.core.errors import ConfigError
-    from bneck.pipeline.runner.config import config_template, load_config
+    from bneck.pipeline.runner.config import config_template, load_config, starting_backbone
 
     parent = os.path.dirname(os.path.abspath(args.path))
     if not os.path.isdir(parent):
@@ -91,7 +91,8 @@ def run_init(args: argparse.Namespace) -> int:
     if not args.path.endswith(".toml"):
         raise ConfigError(f"the config path must end in .toml. Received: path={args.path!r}.")
     # paths in a config are relative to the config file: what was typed here is relative to here
-    text = config_template(*(os.path.abspath(p) if p else None for p in (args.data, args.out)))
+    extract = starting_backbone()
+    text = config_template(*(os.path.abspath(p) if p else None for p in (args.data, args.out)), extract=extract)
     try:
         with atomic_open(args.path, encoding="utf-8") as handle:
             handle.write(text)
@@ -102,6 +103,6 @@ def run_init(args: argparse.Namespace) -> int:
     load_config(args.path, data=args.data or ".")  # what it wrote reads back (data may still be unset)
     print(
         f"wrote {args.path}: edit it{'' if args.data else ' (set data = your image folder)'}, then "
-        f"`bneck run {args.path}`"
+        f"`bneck run {args.path}`\n" + " ".join(line.lstrip("# ") for line in extract[1])
     )
     return 0

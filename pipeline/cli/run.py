@@ -64,6 +64,7 @@ def _print(result) -> None:
     print(
         f"extract: {ex.seconds:.1f} s, "
         + ("every row from cache" if not ex.model_built else f"{ex.forward_images} images through the network")
+        + (f"; runtime {ex.runtime} ({ex.runtime_why})" if ex.model_built and ex.runtime else "")
     )
     for r in stages.train + ([stages.finetune] if stages.finetune else []):
         if not r.reused:
@@ -72,14 +73,16 @@ def _print(result) -> None:
     print(f"train: {stages.train_seconds:.1f} s" + (f" (reused: {', '.join(reused)})" if reused else ""))
     ft = stages.finetune
     print(
-        f"fine-tune: {ft.fit_seconds:.1f} s{' (reused)' if ft.reused else ''}"
+        f"fine-tune: {_spent(ft)}"
         if ft
+        else f"fine-tune: {stages.finetune_skipped}"
+        if stages.finetune_kept_head
         else f"fine-tune: skipped ({stages.finetune_skipped})"
     )
     ens = stages.ensemble
     members = " + ".join(f"{w} x {name}" for name, w in stages.ensemble_members.items())
     print(
-        f"ensemble: {stages.ensemble_seconds:.1f} s{' (reused)' if ens.reused else ''}, {members}: "
+        f"ensemble: {_spent(ens, stages.ensemble_seconds)}, {members}: "
         f"{stages.ensemble_why}" + (f"; against {ens.versus}, test: {ens.gain.describe()}" if ens.gain else "")
         if ens
         else f"ensemble: none ({stages.ensemble_note})"
@@ -91,17 +94,33 @@ def _print(result) -> None:
         from bneck.pipeline.runner.insight import best_exportable
 
         best, deployable = result.leaderboard[0], best_exportable(result.leaderboard)
-        print(f"next: bneck predict {shlex.quote(best.folder)} IMAGES...")
+        chosen = deployable or best  # predict and export the same model: the one you would deploy
+        print(f"next: bneck predict {shlex.quote(chosen.folder)} IMAGES...")
         if deployable is not None:
             print(
                 f"      bneck export {shlex.quote(deployable.folder)} --out "
                 f"{shlex.quote(result.folder + '/export')} --format onnx"
-                + (
-                    ""
-                    if deployable is best
-                    else f"   ({best.name} does not export; {deployable.name} is the best model that does)"
-                )
             )
+        if chosen is not best:
+            print(
+                f"      ({best.name}, first on validation, does not export; {chosen.name} is the best model that "
+                f"does. To classify with {best.name} here: bneck predict {shlex.quote(best.folder)} IMAGES...)"
+            )
+
+
+def _spent(result, seconds: float | None = None) -> str:
+    """``12.3 s``, or for a reused model ``reused (made in 12.3 s on 2026-12-06 08:12 UTC)``: its time is not
+    spent again."""
+    took = f"{result.fit_seconds if seconds is None else seconds:.1f} s"
+    if not result.reused:
+        return took
+    from bneck.pipeline.artifacts import ArtifactError, read_manifest
+
+    try:
+        made = read_manifest(result.folder).created_utc.replace("T", " ")[:16] + " UTC"
+    except (ArtifactError, AttributeError, TypeError):
+        return f"reused (made in {took})"
+    return f"reused (made in {took} on {made})"
 
 
 def run_command(args: argparse.Namespace) -> int:

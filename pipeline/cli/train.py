@@ -168,6 +168,7 @@ def run_predict(args: argparse.Namespace) -> int:
     classes, rows = classify(args.model_dir, args.inputs, args.weights, args.batch_size, args.runtime, info)
     if info:
         print(f"runtime: {info['runtime']} ({info['why']})", file=sys.stderr)
+        print(f"domain: {info['domain']}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(
@@ -185,12 +186,15 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.csv:
         with atomic_open(args.csv, newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", "class", *classes, "seen_in", "error"])
+            writer.writerow(["path", "class", *classes, "seen_in", "out_of_domain", "error"])
             for r in rows:
                 probs = (
                     [f"{r['probabilities'][c]:.6f}" for c in classes] if "probabilities" in r else [""] * len(classes)
                 )
-                writer.writerow([r["path"], r.get("class", ""), *probs, r.get("seen_in") or "", r.get("error", "")])
+                flag = {True: "true", False: "false"}.get(r.get("out_of_domain"), "")
+                writer.writerow(
+                    [r["path"], r.get("class", ""), *probs, r.get("seen_in") or "", flag, r.get("error", "")]
+                )
     failed = sum("error" in r for r in rows)
     if failed:
         print(
@@ -220,6 +224,7 @@ def _summary(rows: list[dict]) -> dict:
         "failed": sum("error" in r for r in rows),
         "per_class": counts,
         "seen_in_model_splits": sum(bool(r.get("seen_in")) for r in rows),
+        "out_of_domain": sum(bool(r.get("out_of_domain")) for r in rows),
     }
 
 
@@ -230,7 +235,8 @@ def _print_rows(rows: list[dict], k) -> None:
         else:
             probs = "  ".join(f"{c}={p:.4f}" for c, p in _top(r, k)["probabilities"].items())
             seen = f"  (one of the model's {r['seen_in']} images)" if r["seen_in"] else ""
-            print(f"{r['path']}: {r['class']}  {probs}{seen}")
+            unlike = "  [OUT OF DOMAIN: unlike the model's images]" if r.get("out_of_domain") else ""
+            print(f"{r['path']}: {r['class']}  {probs}{seen}{unlike}")
     s = _summary(rows)
     per_class = ", ".join(f"{c} {n}" for c, n in sorted(s["per_class"].items(), key=lambda kv: -kv[1]))
     print(
@@ -238,13 +244,21 @@ def _print_rows(rows: list[dict], k) -> None:
         + (f": {per_class}" if per_class else "")
         + (f"; {s['failed']} failed" if s["failed"] else "")
         + (f"; {s['seen_in_model_splits']} were the model's own images" if s["seen_in_model_splits"] else "")
+        + (
+            f"; {s['out_of_domain']} out of domain (unlike the model's validation images: check them before "
+            "trusting their class)"
+            if s["out_of_domain"]
+            else ""
+        )
     )
 
 
 def _is_predictions_header(line: str) -> bool:
-    """True for the header ``bneck predict --csv`` writes: path, class, the classes, seen_in, error."""
+    """True for the header ``bneck predict --csv`` writes: path, class, the classes, seen_in, out_of_domain
+    (absent from files older bnecks wrote), error."""
     cells = next(csv.reader([line]), [])
-    return len(cells) >= 5 and cells[:2] == ["path", "class"] and cells[-2:] == ["seen_in", "error"]
+    ending = cells[-3:] == ["seen_in", "out_of_domain", "error"] or cells[-2:] == ["seen_in", "error"]
+    return len(cells) >= 5 and cells[:2] == ["path", "class"] and ending
 
 
 def run_convert(args: argparse.Namespace) -> int:

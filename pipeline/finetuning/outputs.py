@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from bneck.pipeline.artifacts import write_history, write_json, write_manifest
+from bneck.pipeline.domain import Domain, calibrate, pooled
 from bneck.pipeline.image_splits import write_splits
 from bneck.pipeline.manifests import FinetunedManifest, HeadRef
 from bneck.pipeline.predictions_csv import write_predictions
@@ -20,6 +21,32 @@ def write_prediction_files(folder: str, class_names: list, data: dict, probabili
                 class_names,
                 {s: (data[s].paths, data[s].labels, p) for s, p in probs.items()},
             )
+
+
+def validation_domain(ft, records, class_names: list) -> Domain | None:
+    """The fine-tuned model's domain (``pipeline.domain``): its base's pooled features of the validation
+    images, as fine-tuned, in batches (bounded memory), run eagerly (tracing NASNetMobile's base again took
+    longer than the pass itself in the test suite)."""
+    import numpy as np
+
+    from bneck.core.tfimport import import_tensorflow
+    from bneck.features import preprocess_for
+    from bneck.features.images.batches import decoded_batches
+
+    tf = import_tensorflow()
+
+    def base(x):  # eager: one pass over the validation images costs less than tracing the base once more
+        return ft.feature_model(x, training=False)
+
+    preprocess, label = preprocess_for(ft.spec), {r.path: r.label for r, _ in records}
+    vectors, labels = [], []
+    for paths, batch, _ in decoded_batches([(r.path, r.abspath) for r, _ in records], ft.spec.input_size, 32):
+        if paths:
+            vectors.append(pooled(base(tf.constant(preprocess(batch.astype(np.float32)))).numpy()))
+            labels.extend(label[p] for p in paths)
+    if not vectors:
+        return None
+    return calibrate(np.concatenate(vectors), np.asarray(labels), len(class_names))
 
 
 def write_image_splits(folder: str, record: dict, data_root: str, data: dict) -> None:

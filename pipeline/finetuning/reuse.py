@@ -7,7 +7,7 @@ the options that decide the model; then the whole folder verified and its model 
 from __future__ import annotations
 
 from bneck.pipeline.artifacts import check_model
-from bneck.pipeline.reuse import Reuse, decide, options_changed
+from bneck.pipeline.reuse import Reuse, decide, options_changed, records_its_domain
 
 
 def finetuned_reuse(folder: str, head_manifest_sha256: str, data_root: str, requested: dict) -> Reuse:
@@ -25,4 +25,4 @@ def finetuned_reuse(folder: str, head_manifest_sha256: str, data_root: str, requ
     def same_options(m):
         return options_changed(m.requested, requested)
 
-    return decide(folder, [same_head, same_data, same_options], check_model)
+    return decide(folder, [same_head, same_data, same_options, records_its_domain], check_model)

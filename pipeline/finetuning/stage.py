@@ -27,6 +27,7 @@ from bneck.core.folders import check_folder, staged_folder
 from bneck.core.options import takes_options
 from bneck.features import DatasetError, backbone_for, preprocess_for
 from bneck.pipeline.artifacts import load_classifier, read_verified, verified_json
+from bneck.pipeline.domain import write_domain
 from bneck.pipeline.finetuning.inputs import (
     SplitImages,
     TrainInputs,
@@ -40,6 +41,7 @@ from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE, NO_AUGMEN
 from bneck.pipeline.finetuning.outputs import (
     recorded_config,
     save_finetuned,
+    validation_domain,
     write_image_splits,
     write_prediction_files,
 )
@@ -172,6 +174,8 @@ def _finetune(head_dir, data_dir, out_dir, opts: dict, requested: dict, why: str
         mirrored = _test_time_augmented(tf, inputs, data, probabilities, head.class_names, metrics)
         write_prediction_files(folder, head.class_names, data, probabilities, mirrored)
         write_image_splits(folder, record, data_root, data)
+        if "validation" in splits:
+            write_domain(folder, validation_domain(ft, splits["validation"], head.class_names))
         config = recorded_config(opts, ft.unfreeze_from, augment, inputs.views if cache_frozen else None)
         save_finetuned(folder, ft, head, history, metrics, config, data, data_root, requested)
     return FinetuneResult(out_dir, metrics, history, metrics["fit_seconds"], opts, reused=False, why=why)

@@ -14,14 +14,17 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from bneck.core.advice import advice_for, config_words
 from bneck.core.atomic import atomic_open
-from bneck.core.folders import claim_folder
+from bneck.core.errors import BneckError
+from bneck.core.folders import MARKER, claim_folder, remove_owned
 from bneck.features import extract
 from bneck.pipeline.finetuning.stage import finetune
 from bneck.pipeline.runner.checks import check_before_work
-from bneck.pipeline.runner.config import absolute_paths, load_config, to_toml
+from bneck.pipeline.runner.config import TABLES, absolute_paths, load_config, to_toml
 from bneck.pipeline.runner.gain import paired_gain, run_test_truth, winner_versus_runner_up
 from bneck.pipeline.training.classifiers import is_keras
 from bneck.pipeline.training.leaderboard import Leaderboard, Result, write_leaderboard
@@ -41,6 +44,8 @@ class ExtractStage:
     classes: list
     extractor: dict
     extractor_key: str
+    runtime: str = ""  # who computed the rows this run, and why
+    runtime_why: str = ""
 
 
 @dataclass
@@ -54,6 +59,7 @@ class RunStages:
     finetune_tta: Result | None = None  # the same scored with test-time augmentation (--tta)
     finetune_head: str = ""
     finetune_skipped: str = ""  # why there is none
+    finetune_kept_head: bool = False  # it ran, and no epoch beat the head: no second, identical row
     ensemble: Result | None = None  # the ensemble selected over the run's models, when it combines two or more
     ensemble_note: str = ""  # why there is none (disabled, or selection kept one model alone)
     ensemble_seconds: float = 0.0
@@ -121,24 +127,30 @@ def run(
     Raises ConfigError (and the stages' BneckErrors), before anything is written when
     the config or the data cannot work.
     """
-    cfg = absolute_paths(load_config(config, overrides, base, **flags))
-    check_before_work(cfg)
+    with advice_for(stage_words()):  # the checks of every stage, before any work
+        cfg = absolute_paths(load_config(config, overrides, base, **flags))
+        check_before_work(cfg)
+    new_folder = not os.path.lexists(cfg["out"])
     out = claim_folder(cfg["out"], "run", inputs=[cfg["data"]])
     _write_resolved_config(out, cfg)
     say = log.info if verbose else (lambda text: None)
 
     say("== extract")
-    stages = RunStages(_extract(cfg, out, verbose))
+    with advice_for(stage_words("extract")), _removed_if_refused(out, new_folder):
+        stages = RunStages(_extract(cfg, out, verbose))
     say("== train")
     start = time.perf_counter()
-    board = _train_classifiers(cfg, out, verbose)
+    with advice_for(stage_words("train")):
+        board = _train_classifiers(cfg, out, verbose)
     stages.train, stages.train_seconds = list(board.results), time.perf_counter() - start
     truth = run_test_truth(out)  # the run's test images
     verified: dict = {}  # each model folder, verified once
-    _finetune_best(cfg, out, stages, say, verbose, truth, verified)
+    with advice_for(stage_words("finetune")):
+        _finetune_best(cfg, out, stages, say, verbose, truth, verified)
     finetuned = [r for r in (stages.finetune, stages.finetune_tta) if r]
     singles = sorted(stages.train + finetuned, key=lambda r: -(r.accuracy("validation") or 0.0))
-    _ensemble_of(cfg, out, stages, say, singles, truth, verified)
+    with advice_for(stage_words("ensemble")):
+        _ensemble_of(cfg, out, stages, say, singles, truth, verified)
     ensemble = [stages.ensemble] if stages.ensemble else []  # first among equals: its validation log loss is lower
     leaderboard = sorted(ensemble + singles, key=lambda r: -(r.accuracy("validation") or 0.0))
     write_leaderboard(os.path.join(out, "leaderboard.csv"), leaderboard)
@@ -152,6 +164,28 @@ def run(
     stages.report_seconds = time.perf_counter() - start
     _write_run_json(out, cfg, stages, leaderboard)
     return result
+
+
+def stage_words(stage: str | None = None):
+    """How a flag is said under ``bneck run``: its key in ``stage``'s config table (None: in the first
+    table that has it, for the checks of every stage made before any work)."""
+    if stage is not None:
+        return config_words(stage, TABLES[stage].options)
+    tables = [config_words(name, table.options) for name, table in TABLES.items()]
+    return lambda name, value: next((said for words in tables if (said := words(name, value))), None)
+
+
+@contextmanager
+def _removed_if_refused(out: str, new_folder: bool):
+    """Remove the run folder this run created when the first stage is refused before writing anything
+    into it (a refused run leaves no folder behind); any other folder is left as it is."""
+    try:
+        yield
+    except BneckError:
+        leftover = set(os.listdir(out)) - {MARKER, "config.toml"} if os.path.isdir(out) else {"?"}
+        if new_folder and not leftover:
+            remove_owned(out, "run")
+        raise
 
 
 def _write_resolved_config(out: str, cfg: dict) -> None:
@@ -216,6 +250,8 @@ def _extract(cfg: dict, out: str, verbose: bool) -> ExtractStage:
         list(read_summary(report.splits[0].file)["class_names"]),
         report.spec.describe(),
         report.spec.key,
+        report.runtime,
+        report.runtime_why,
     )
 
 
@@ -252,6 +288,15 @@ def _finetune_best(cfg: dict, out: str, stages: RunStages, say, verbose: bool, t
     )
     frozen = max(stages.train, key=lambda r: r.accuracy("validation") or 0.0)  # what you would pick unfine-tuned
     stages.finetune_head = best.name
+    if done.metrics.get("kept_epoch") == 0:  # the folder holds the head itself: its row would repeat the head's
+        stages.finetune_kept_head = True
+        stages.finetune_skipped = (
+            f"kept the {best.name} head: {'reused, ' if done.reused else ''}{done.seconds:.1f} s of fine-tuning "
+            f"found no epoch better than it on validation, so there is no second, identical row "
+            f"({done.folder} holds it as one model)"
+        )
+        say(f"fine-tune: {stages.finetune_skipped}")
+        return
     rows = [(f"fine-tuned {best.name}", done.metrics, "predictions.csv")]
     if "tta" in done.metrics:
         rows.append((f"fine-tuned {best.name} + mirror TTA", done.metrics["tta"], "predictions_tta.csv"))

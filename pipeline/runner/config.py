@@ -270,9 +270,41 @@ def to_toml(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def config_template(data: str | None = None, out: str | None = None) -> str:
+def starting_backbone(online: bool | None = None) -> tuple[dict, list[str]]:
+    """The ``[extract]`` values ``bneck init`` writes, and the comment lines that say why.
+
+    The default backbone when its ImageNet file is here or can be downloaded now (``online``
+    None: try its host; ``$BNECK_OFFLINE`` set: offline); offline, the backbone whose file is here
+    with the highest ImageNet top-1; none here: the default, with how to bring a file.
+    """
+    from bneck.features.backbones.registry import get_backbone
+    from bneck.features.backbones.weights_store import can_download, find_imagenet, strongest_here
+
+    default = get_backbone(EXTRACT.options["backbone"].default)
+    file_name = default.weights_file(default.default_alpha, default.default_size) or ""
+    if find_imagenet(file_name):
+        return {}, [f"# backbone: {default.name} (the default); its ImageNet weights file is on this machine."]
+    if online if online is not None else can_download(default.weights_url(file_name)):
+        return {}, [f"# backbone: {default.name} (the default); its ImageNet weights are downloaded on first use."]
+    best = strongest_here()
+    if best is None:
+        return {}, [
+            f"# backbone: {default.name} (the default), but this machine is offline and holds no ImageNet weights",
+            '# file: add one with `bneck weights add FILE`, or set weights = "none" (random) or a file path.',
+        ]
+    values = {"backbone": best.backbone.name, **({"alpha": best.alpha} if best.alpha else {}), "size": best.size}
+    width = f", alpha {best.alpha}" if best.alpha else ""
+    return values, [
+        f"# backbone: {best.backbone.name}{width}, the strongest (ImageNet top-1 {best.top1:.1%}) whose ImageNet",
+        "# weights file is on this machine (`bneck weights`): this machine is offline, so the default,",
+        f"# {default.name}, whose weights are downloaded on first use, would stop the run.",
+    ]
+
+
+def config_template(data: str | None = None, out: str | None = None, extract: tuple[dict, list[str]] = ({}, [])) -> str:
     """Return a commented config: every key of every table with its default and what it does, the
-    defaults active, the keys without a default commented out. ``load_config`` reads it back."""
+    defaults active, the keys without a default commented out; ``extract`` holds values for
+    ``[extract]`` and the comment lines saying why. ``load_config`` reads it back."""
     lines = [
         "# bneck run configuration (written by `bneck init`). Run it with: bneck run THIS_FILE",
         "# Every key is shown with its default; delete what you do not change. Relative paths are",
@@ -291,5 +323,7 @@ def config_template(data: str | None = None, out: str | None = None) -> str:
     emit(TOP, {"data": data, "out": out or TOP.options["out"].default})
     for stage, table in TABLES.items():
         lines.extend(["", f"[{stage}]"])
-        emit(table, {})
+        if stage == "extract":
+            lines.extend(extract[1])
+        emit(table, extract[0] if stage == "extract" else {})
     return "\n".join(lines) + "\n"

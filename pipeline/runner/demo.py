@@ -30,13 +30,14 @@ log = logging.getLogger(__name__)
 ARCHIVE_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 ARCHIVE_BYTES = 68_606_236
 
-# The reference experiment (../shared/REFERENCE.md): VGG16 at 150 px, the dense head
-# (RMSprop, 50 epochs, batch 16), then fine-tuned with bneck's measured recipe (README
-# "Stage 3"; the reference's SGD 1e-4 on the top block is scripts/configs/reference.toml).
+# The reference experiment (../shared/REFERENCE.md): VGG16 at 150 px, a leaderboard of
+# classifiers, then the head made for fine-tuning (gap-dense: pooled input, few weights, so
+# the unfrozen top does the learning) fine-tuned with bneck's measured recipe (docs/finetune.md;
+# the reference's dense head and SGD 1e-4 on the top block are scripts/configs/reference.toml).
 REFERENCE = {
     "out": "runs/demo",
     "extract": {"backbone": "vgg16", "size": 150, "weights": "imagenet"},
-    "train": {"classifiers": ["dense", "logreg", "svm", "knn"]},
+    "train": {"classifiers": ["gap-dense", "logreg", "svm", "knn"]},
     "finetune": {"enabled": True},
 }
 

@@ -7,7 +7,7 @@ import os
 
 from bneck.pipeline.artifacts import read_history
 from bneck.pipeline.plots import confusion_grid
-from bneck.pipeline.runner.health import SHOWN, Health
+from bneck.pipeline.runner.health import LABEL_ISSUE_BELOW, LABEL_ISSUE_MEASURED, SHOWN, Health
 
 RISING_EPOCHS = 5  # validation loss rising this many epochs after its best is worth a note
 
@@ -150,9 +150,12 @@ def health_blocks(health: Health, quarantined: list[list], grid, folder: str) ->
     blocks.append(
         (
             "text",
-            f"Likely label errors (training images whose cross-validated prediction confidently "
-            f"names another class): {len(health.label_errors)}"
-            + (", the most confident first." if health.label_errors else "."),
+            f"Likely label errors: {len(health.label_errors)} training image(s) to which a model that never saw "
+            f"them (5-fold cross-validation) gives their own class a probability under "
+            f"{LABEL_ISSUE_BELOW:.0%}"
+            + (", the least likely first; every one in label_issues.csv." if health.label_errors else ".")
+            + f" Measured with 5 % of the training images moved into a wrong class folder (docs/results.md): "
+            f"{LABEL_ISSUE_MEASURED}. Look before you move a file.",
         )
     )
     picture = grid(_entries(health.label_errors))

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from bneck.core.atomic import atomic_open
 from bneck.pipeline.artifacts import ArtifactError, read_verified
-from bneck.pipeline.runner.health import data_health
+from bneck.pipeline.runner.health import LABEL_ISSUES, data_health, write_label_issues
 from bneck.pipeline.runner.insight import best_exportable, confusion_block, health_blocks, overfit_notes, per_class_rows
 from bneck.pipeline.runner.thumbnails import thumbnail_grid, worst_grid, worst_misclassified
 from bneck.pipeline.training.leaderboard import describe_accuracy
@@ -91,7 +91,7 @@ def _next_steps(result) -> list:
 def _finetuning_verdict(ft, skipped: str) -> str:
     """One sentence: what fine-tuning gained over the best frozen model on test, and whether it counts."""
     if ft is None:
-        return f"Fine-tuning: skipped ({skipped})."
+        return f"Fine-tuning: {skipped}." if skipped.startswith("kept the") else f"Fine-tuning: skipped ({skipped})."
     kept = ft.metrics.get("kept_epoch")
     start = "no fine-tuned epoch beat the head on validation, so the model is the head itself; " if kept == 0 else ""
     if ft.gain is None:
@@ -198,12 +198,9 @@ def _training_curve_blocks(figures_of: _Figures, tr: list, ft) -> list:
 def _data_health_blocks(result, quarantined: list) -> list:
     """Quarantine, duplicates, near duplicates and likely label errors, thumbnails drawn from the data folder."""
     data_root = os.path.abspath(result.config["data"])
-    return health_blocks(
-        data_health(os.path.join(result.folder, "features")),
-        quarantined,
-        lambda entries: thumbnail_grid(entries, data_root),
-        result.folder,
-    )
+    health = data_health(os.path.join(result.folder, "features"))
+    write_label_issues(os.path.join(result.folder, LABEL_ISSUES), health.label_errors)
+    return health_blocks(health, quarantined, lambda entries: thumbnail_grid(entries, data_root), result.folder)
 
 
 def _timing_rows(stages) -> list:
@@ -233,7 +230,13 @@ def _timing_rows(stages) -> list:
             how += f"; frozen part: {cache['rows_computed']} rows computed, {cache['rows_reused']} from cache"
         timing.append(["fine-tune", f"{ft.fit_seconds:.1f}", how])
     else:
-        timing.append(["fine-tune", "-", f"skipped: {stages.finetune_skipped}"])
+        timing.append(
+            [
+                "fine-tune",
+                "-",
+                stages.finetune_skipped if stages.finetune_kept_head else f"skipped: {stages.finetune_skipped}",
+            ]
+        )
     ens = stages.ensemble
     timing.append(
         [

@@ -16,6 +16,7 @@ from bneck.core.folders import staged_folder
 from bneck.core.progress import progress_bar
 from bneck.pipeline.artifacts import write_history, write_json, write_manifest
 from bneck.pipeline.data import FeatureSet
+from bneck.pipeline.domain import feature_set_domain, write_domain
 from bneck.pipeline.image_splits import splits_record, write_splits
 from bneck.pipeline.manifests import ClassifierManifest, FeatureFileRef
 from bneck.pipeline.metrics import scores
@@ -58,6 +59,7 @@ def fit_classifier(
         )
         write_splits(folder, splits_record(fs.attrs))
         confusion_plots(metrics, fs.class_names, folder, name)
+        write_domain(folder, feature_set_domain(fs, rows if streamed else 512))
         write_manifest(
             folder,
             ClassifierManifest(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from bneck.pipeline.artifacts import check_model
-from bneck.pipeline.reuse import Reuse, decide, options_changed
+from bneck.pipeline.reuse import Reuse, decide, options_changed, records_its_domain
 
 
 def classifier_reuse(out_dir: str, name: str, cfg: dict, feature_shas: dict[str, str]) -> Reuse:
@@ -29,4 +29,6 @@ def classifier_reuse(out_dir: str, name: str, cfg: dict, feature_shas: dict[str,
         changed = [f"{split}.h5" for split in recorded if recorded[split] != feature_shas[split]]
         return f"feature file changed: {', '.join(changed)}" if changed else None
 
-    return decide(os.path.join(out_dir, name), [same_classifier, same_options, same_features], check_model)
+    return decide(
+        os.path.join(out_dir, name), [same_classifier, same_options, same_features, records_its_domain], check_model
+    )

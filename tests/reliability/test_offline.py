@@ -67,4 +67,4 @@ def test_missing_imagenet_weights_try_the_download_once_then_say_where_the_file_
     attempts = [line for line in done.output.splitlines() if line.startswith("NETWORK ATTEMPT")]
     assert attempts and all("storage.googleapis.com" in a or "socket" in a for a in attempts)
     assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in done.output
-    assert "copy the file to" in done.output and "--weights PATH" in done.output
+    assert "bneck weights add FILE" in done.output and "--weights PATH" in done.output

@@ -17,7 +17,8 @@ import pytest
 
 from bneck.core.errors import WeightsError
 from bneck.features.backbones.registry import get_backbone
-from bneck.features.backbones.weights import imagenet_candidates, resolve_weights
+from bneck.features.backbones.weights import resolve_weights
+from bneck.features.backbones.weights_store import imagenet_candidates
 from tests.conftest import MOBILENET_FILE, MOBILENET_WEIGHTS, copy_subset
 from tests.reliability.conftest import MOBILENET_ARGS
 

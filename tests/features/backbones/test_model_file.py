@@ -185,7 +185,7 @@ def test_files_that_are_no_keras_model_are_refused_with_what_is_read(tmp_path):
     ):
         with pytest.raises(BneckError, match=says):
             extract(data, tmp_path / "out", backbone=str(path), verbose=False)
-    with pytest.raises(BneckError, match="--preprocess applies to a model file"):
+    with pytest.raises(BneckError, match="^preprocess applies to a model file given as backbone=PATH"):
         extract(data, tmp_path / "out", backbone="mobilenet", preprocess="resnet", verbose=False)
 
 

@@ -8,7 +8,7 @@ import pytest
 from bneck.features import BACKBONES, ConfigError, get_backbone
 from bneck.features.backbones.feature_model import cut_model
 from bneck.features.backbones.resolve import resolve_spec
-from bneck.features.backbones.weights import imagenet_candidates
+from bneck.features.backbones.weights_store import imagenet_candidates
 
 pytestmark = pytest.mark.pure
 

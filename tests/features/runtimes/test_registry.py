@@ -121,7 +121,7 @@ def test_an_unknown_runtime_gets_the_closest_registered_name(tmp_path, runtimes,
     with pytest.raises(ConfigError, match="Did you mean 'openvino'"):
         get_runtime("openvin")
     unregister_runtime("keras-eager")
-    with pytest.raises(ConfigError, match="Received: --runtime='keras-eager'"):
+    with pytest.raises(ConfigError, match="Received: runtime='keras-eager'"):
         bneck.extract(tmp_path, tmp_path / "out", runtime="keras-eager")
     assert not (tmp_path / "out").exists()
 

@@ -75,7 +75,9 @@ def test_mistyped_names_are_refused_with_the_closest_allowed_one(argv, said, cap
 
 
 @pytest.mark.pure
-def test_init_writes_a_template_that_loads_to_the_defaults_and_never_overwrites(tmp_path, capsys):
+def test_init_writes_a_template_that_loads_to_the_defaults_and_never_overwrites(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-weights"))  # no weights here, offline: the defaults
+    monkeypatch.setenv("BNECK_OFFLINE", "1")
     path = tmp_path / "exp.toml"
     assert main(["init", str(path), "--data", str(tmp_path / "images")]) == 0
     text = path.read_text()
@@ -172,3 +174,38 @@ def test_init_records_paths_as_given_from_here_whatever_folder_the_config_lands_
         assert main(["init", bad]) == 2
         err = capsys.readouterr().err
         assert said in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("here", ["three files", "the default's file", "none"])
+def test_init_offline_picks_the_strongest_backbone_whose_weights_are_here(tmp_path, monkeypatch, capsys, here):
+    from bneck.features.backbones.weights_store import add_weights
+    from tests.conftest import SHARED
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("BNECK_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("BNECK_OFFLINE", "1")
+    if here == "three files":
+        add_weights([str(SHARED / "data" / "weights")])
+    elif here == "the default's file":  # found by name: then the default stays whatever else is here
+        (tmp_path / "keras" / "models").mkdir(parents=True)
+        (tmp_path / "keras" / "models" / BACKBONES["vgg16"].weights_file(None, 150)).write_bytes(b"x")
+    assert main(["init", str(tmp_path / "c.toml"), "--data", str(tmp_path / "images")]) == 0
+    said = capsys.readouterr().out
+    extract = load_config(str(tmp_path / "c.toml"))["extract"]
+    chosen = (extract["backbone"], extract["alpha"], extract["size"])
+    if here == "three files":
+        assert chosen == ("mobilenetv2", 0.5, 224)
+        assert "the strongest (ImageNet top-1 65.4%)" in said and "offline" in said
+        assert "# backbone: mobilenetv2, alpha 0.5, the strongest" in (tmp_path / "c.toml").read_text()
+    else:
+        assert chosen == (DEFAULTS["extract"]["backbone"], None, None)
+        assert ("on this machine" if here == "the default's file" else "bneck weights add FILE") in said
+
+
+@pytest.mark.pure
+def test_init_online_keeps_the_default_backbone(monkeypatch, tmp_path):
+    from bneck.pipeline.runner.config import starting_backbone
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    values, why = starting_backbone(online=True)
+    assert values == {} and "downloaded on first use" in why[0]

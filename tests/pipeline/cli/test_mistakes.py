@@ -55,13 +55,13 @@ CASES = {  # name: (extra arguments, what the message must say)
     "one class": (lambda t, d: ["--data", str(_one_class(t))], "holds one class ('cats')"),
     "pca above the training images": (
         lambda t, d: ["--set", "train.logreg.pca=500"],
-        "--pca 500 asks for more components than the 6 training images",
+        "`pca = 500` under [train] asks for more components than the 6 training images",
     ),
     "pca negative": (lambda t, d: ["--set", "train.logreg.pca=-3"], "pca must be a finite number > 0"),
     "one fold": (lambda t, d: ["--set", "train.folds=1"], "train.folds must be an integer >= 2"),
     "more folds than images": (
         lambda t, d: ["--set", 'train.search="kfold"', "--set", "train.folds=7"],
-        "--folds 7 is more than the 6 image(s) of the smallest class",
+        "`folds = 7` under [train] is more than the 6 image(s) of the smallest class",
     ),
     "negative seed": (lambda t, d: ["--seed", "-1"], "seed must be an integer >= 0"),
     "negative split seed": (lambda t, d: ["--set", "extract.seed=-2"], "extract.seed must be an integer >= 0"),
@@ -71,7 +71,7 @@ CASES = {  # name: (extra arguments, what the message must say)
     "an unknown runtime": (lambda t, d: ["--set", 'extract.runtime="cuda"'], "extract.runtime must be one of"),
     "a split that does not sum to 1": (
         lambda t, d: ["--set", "extract.split=[0.5, 0.5, 0.5]"],
-        "--split must be three",
+        "`split` under [extract] must be three",
     ),
     "images directly in the data folder": (
         lambda t, d: ["--data", str(_images_in_the_root(t))],
@@ -99,7 +99,7 @@ CASES = {  # name: (extra arguments, what the message must say)
     ),
     "a layer the backbone lacks": (
         lambda t, d: ["--set", 'extract.layer="nope"', "--set", "finetune.enabled=false"],
-        "--layer must name a layer of mobilenet",
+        "`layer` under [extract] must name a layer of mobilenet",
     ),
     # issue 16: the head to fine-tune must be one the run trains; the new recipe options are bounded
     "a fine-tune head the run does not train": (

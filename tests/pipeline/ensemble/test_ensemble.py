@@ -91,6 +91,16 @@ def test_predict_takes_an_ensemble_of_features_and_fine_tuned_members(run, tmp_p
         got = np.array([row["probabilities"]["cats"], row["probabilities"]["dogs"]])
         assert np.allclose(got, recorded[("test", str(path.relative_to(run / "data")))], atol=1e-5)
         assert row["seen_in"] == "test"
+    # out of domain is judged by the heaviest member's domain, exactly as that member alone judges it
+    for weights, heaviest in (
+        ({"logreg": 2, "fine-tuned dense": 1}, "models/logreg"),
+        ({"logreg": 1, "fine-tuned dense": 3}, "finetuned"),
+    ):
+        folder = _hand_made(run, tmp_path / f"ens-{heaviest[:3]}", weights)
+        _, together = predict(str(folder), [str(p) for p in images])
+        _, alone = predict(str(run / heaviest), [str(p) for p in images])
+        assert [r["domain_distance"] for r in together] == [r["domain_distance"] for r in alone]
+        assert [r["out_of_domain"] for r in together] == [r["out_of_domain"] for r in alone]
 
 
 def test_evaluate_scores_an_ensemble_of_classifiers_and_refuses_one_that_takes_images(run, tmp_path):
@@ -156,7 +166,7 @@ def test_folders_that_cannot_be_combined_are_refused_before_anything_is_written(
         with pytest.raises(EnsembleError, match=message):
             ensemble([str(f) for f in folders], str(tmp_path / "never"), verbose=False)
         assert not (tmp_path / "never").exists()
-    with pytest.raises(ValueError, match="--max-size"):  # a ConfigError is a ValueError too
+    with pytest.raises(ValueError, match="max_size"):  # a ConfigError is a ValueError too
         ensemble([str(run / "models/dense"), str(run / "models/logreg")], str(tmp_path / "never"), max_size=0)
 
 

@@ -152,7 +152,7 @@ def test_a_format_whose_package_is_missing_is_listed_and_refused_before_any_fold
     with pytest.raises(ConfigError) as caught:
         bneck.export(str(tiny_models / "logreg"), str(out), fmt=ghost_format, verbose=False)
     said = str(caught.value)
-    assert "\n" not in said and f"--format ghost needs the Python package(s) {MISSING}," in said
+    assert "\n" not in said and f"format ghost needs the Python package(s) {MISSING}," in said
     assert 'pip install -e ".[ghost-runtime]"' in said and f"pip install {MISSING})" in said
     assert "numpy" not in said and "choose another format: keras, savedmodel, tflite" in said
     assert main(["export", str(tiny_models / "logreg"), "--out", str(out), "--format", ghost_format]) == 2
@@ -178,7 +178,7 @@ def test_an_unknown_name_gets_the_closest_registered_one(tiny_models, tmp_path, 
         bneck.export(str(tiny_models / "logreg"), str(tmp_path / "x"), fmt="npz_kera", verbose=False)
     said = str(caught.value)
     assert (
-        said.startswith(f"--format must be one of 'keras', 'savedmodel', 'tflite', 'onnx', 'openvino', '{NPZ}'.")
+        said.startswith(f"format must be one of 'keras', 'savedmodel', 'tflite', 'onnx', 'openvino', '{NPZ}'.")
         and "Did you mean 'npz-keras'?" in said
     )
     with pytest.raises(ConfigError, match="Did you mean 'tflite'"):

@@ -227,7 +227,11 @@ def test_short_real_finetune_keeps_or_improves_validation_loss_and_writes_artifa
     names = reloaded.class_names
     acc = np.mean([names.index(row["class"]) == r.label for row, r in zip(rows, test)])
     assert acc == pytest.approx(metrics["test"]["accuracy"], abs=0.02)
-    # exported (raw uint8 images in, probabilities out), it reproduces predict
+    # its domain was calibrated on the validation images through the fine-tuned base: few test images look foreign
+    assert (out / "domain.json").is_file() and all(isinstance(row["out_of_domain"], bool) for row in rows)
+    assert np.mean([row["out_of_domain"] for row in rows]) <= 0.2
+    # exported (raw uint8 images in, probabilities out, the whole graph), it reproduces predict (which runs base
+    # and head apart, to score the domain on the base's output)
     import keras
     from PIL import Image
 

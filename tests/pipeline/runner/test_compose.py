@@ -109,6 +109,13 @@ def test_run_writes_every_stage_and_a_report_holding_the_leaderboard(first_run):
     first, second = result.leaderboard[:2]
     assert f"{first.name} (first on validation) against the runner-up {second.name}: " in md and "McNemar p" in md
     assert f"bneck predict {first.folder}" in md and "bneck export " in md
+    # every likely label error the report counts is a row of label_issues.csv, with what it looks like
+    listed = list(csv.DictReader(open(out / "label_issues.csv", newline="", encoding="utf-8")))
+    counted = int(re.search(r"Likely label errors: (\d+) training image", md).group(1))
+    assert len(listed) == counted and all(0 <= float(r["given_probability"]) < 0.05 for r in listed)
+    assert open(out / "label_issues.csv").readline().strip() == (
+        "path,given_class,likely_class,likely_probability,given_probability"
+    )
     # the resolved config reloads to the same settings
     assert load_config(str(out / "config.toml")) == result.config
 
@@ -191,11 +198,28 @@ def test_second_run_changing_one_classifier_retrains_only_it_and_extracts_nothin
     manifest = json.loads((Path(result.folder) / "models/logreg/manifest.json").read_text())
     assert manifest["config"]["pca"] == 8
     assert "every row from cache" in printed and "reused: dense" in printed
+    made = json.loads((Path(result.folder) / "finetuned/manifest.json").read_text())["created_utc"]
+    # a reused stage says when it was made and what it took then, not as if the time were spent again
+    assert f" on {made.replace('T', ' ')[:16]} UTC)" in printed and "fine-tune: reused (made in " in printed
     # one round of selection keeps the best single model: no ensemble row, no stale folder, said why
     assert "kept" in stages["ensemble"]["none"] and "alone" in stages["ensemble"]["none"]
     assert ("was removed" in stages["ensemble"]["none"]) == had_ensemble  # said, when an earlier one is gone
     assert not (Path(result.folder) / "ensemble").exists()
     assert "ensemble" not in {r["model"] for r in csv.DictReader(open(Path(result.folder) / "leaderboard.csv"))}
+
+
+def test_a_fine_tuning_that_kept_the_head_adds_no_identical_row(first_run, tmp_path, capsys):
+    config, _ = first_run
+    out = tmp_path / "kept"
+    argv = ["run", str(config), "--out", str(out), "--set", "finetune.lr=1e-12", "--set", "ensemble.enabled=false"]
+    assert main([*argv, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "fine-tune: kept the dense head: " in printed and "no second, identical row" in printed
+    board = [r["model"] for r in csv.DictReader(open(out / "leaderboard.csv"))]
+    assert "fine-tuned dense" not in board and "dense" in board
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    assert stages["finetune"]["skipped"].startswith("kept the dense head")
+    assert "Fine-tuning: kept the dense head" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -264,8 +288,6 @@ def test_demo_on_local_data_runs_the_reference_pipeline(tiny_image_root, tiny, t
                 "--weights",
                 tiny["weights"],
                 "--set",
-                'train.classifiers=["dense"]',
-                "--set",
                 "train.epochs=3",
                 "--set",
                 "finetune.epochs=1",
@@ -277,9 +299,17 @@ def test_demo_on_local_data_runs_the_reference_pipeline(tiny_image_root, tiny, t
         == 0
     )
     printed = capsys.readouterr().out
-    assert "fine-tuned dense" in printed and "report.html" in printed
+    # the head made for fine-tuning is fine-tuned: a row of its own, or (no epoch beat it) said once, no row
+    assert ("fine-tuned gap-dense  " in printed) != ("kept the gap-dense head" in printed) and "report.html" in printed
+    extracted = printed.split("extract: ")[1].splitlines()[0]  # which runtime extracted, and why
+    assert "images through the network; runtime " in extracted and "(" in extracted
     cfg = load_config(str(tmp_path / "demo" / "config.toml"))
     assert cfg["extract"]["backbone"] == "mobilenet" and cfg["extract"]["alpha"] == 0.25
+    assert cfg["train"]["classifiers"] == ["gap-dense", "logreg", "svm", "knn"]
+    # predict and export point at the same model
+    nexts = printed[printed.index("next: ") :].splitlines()
+    predicted = nexts[0].split("bneck predict ")[1].split(" IMAGES")[0]
+    assert nexts[1].strip().startswith(f"bneck export {predicted} --out ")
 
 
 def test_same_inputs_same_seed_same_results_with_unreadable_files(tiny, tmp_path):

@@ -9,7 +9,16 @@ import pytest
 from PIL import Image
 
 from bneck.features import extract
-from bneck.pipeline.runner.health import data_health, exact_duplicates, label_errors, near_duplicates
+from bneck.pipeline.runner.health import (
+    LABEL_ISSUE_BELOW,
+    data_health,
+    exact_duplicates,
+    label_errors,
+    listed_as_label_issues,
+    near_duplicates,
+    out_of_fold_proba,
+    write_label_issues,
+)
 from tests.conftest import DATA, MOBILENET, copy_subset
 
 
@@ -38,12 +47,11 @@ def test_the_planted_problems_are_found(planted):
     near = {frozenset(p for _, p in pair["items"]) for pair in health.near}
     assert any(any(p.endswith("reencoded.jpg") for p in pair) for pair in near)
     flagged = [p for g in health.label_errors for _, p in g["items"]]
-    # the dogs filed under cats lead the list: the most confident label error is one of them, half of
-    # them are flagged, and they are over four times as common among the flagged as in the training
-    # set (a small real set: MobileNet-0.25 tells 83 % of these cats and dogs apart out of fold)
+    # the dogs filed under cats lead the list (the least likely in their folder is one of them), and at least
+    # half of what is listed was planted (the rule is set for precision; a small real set: MobileNet-0.25
+    # tells 83 % of these cats and dogs apart out of fold, and 6 of 126 training images were planted)
     planted_flags = [p.rsplit("/", 1)[-1].startswith("mislabelled_") for p in flagged]
-    base_rate = 6 / (60 * 2 + 6)
-    assert planted_flags[0] and sum(planted_flags) >= 3 and np.mean(planted_flags) >= 4 * base_rate
+    assert planted_flags[0] and sum(planted_flags) >= 2 and np.mean(planted_flags) >= 0.5
 
 
 def test_near_duplicates_follow_the_cosine_threshold_and_skip_exact_copies():
@@ -76,3 +84,51 @@ def test_exact_duplicates_group_by_content_across_splits_first():
 def test_label_errors_need_two_images_per_class():
     x = np.eye(3, dtype=np.float32)
     assert label_errors(x, np.array([0, 1, 1]), [("train", str(i)) for i in range(3)], ["a", "b"]) == []
+
+
+@pytest.mark.pure
+def test_images_filed_deep_inside_another_class_are_listed_and_no_clean_one(tmp_path):
+    """Three well-separated classes; four images moved into a wrong folder are exactly what is listed."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 16)) * 25
+    labels = np.repeat(np.arange(3), 40)
+    x = (centres[labels] + rng.normal(size=(120, 16))).astype(np.float32)
+    moved = [3, 10, 45, 99]  # each into another (folder it came from, folder it went to) pair
+    given = labels.copy()
+    given[moved] = [1, 2, 2, 0]
+    names = [("train", f"{['a', 'b', 'c'][g]}/{i}.jpg") for i, g in enumerate(given)]
+    found = label_errors(x, given, names, ["a", "b", "c"])
+    assert sorted(int(f["items"][0][1].split("/")[1][:-4]) for f in found) == moved
+    for item, i in zip(found, [int(f["items"][0][1].split("/")[1][:-4]) for f in found]):
+        assert item["given"] == "abc"[given[i]] and item["likely"] == "abc"[labels[i]]
+        assert item["given_probability"] < LABEL_ISSUE_BELOW <= item["likely_probability"]
+    write_label_issues(str(tmp_path / "issues.csv"), found)
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "issues.csv", newline="")))
+    assert [r["path"] for r in rows] == [f["items"][0][1] for f in found]
+    assert [float(r["given_probability"]) for r in rows] == sorted(float(r["given_probability"]) for r in rows)
+
+
+@pytest.mark.pure
+def test_the_listing_rule_is_the_own_class_probability_under_the_threshold_least_likely_first():
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        proba = rng.dirichlet(np.full(4, 0.3), size=200)
+        labels = rng.integers(0, 4, size=200)
+        own = proba[np.arange(200), labels]
+        expected = [i for i in np.argsort(own, kind="stable") if own[i] < LABEL_ISSUE_BELOW]
+        assert listed_as_label_issues(proba, labels) == [int(i) for i in expected]
+
+
+@pytest.mark.pure
+def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_image():
+    """Probabilities per image that sum to one, high for the own class of separated points; None when a
+    class has a single image (no fold could hold it out)."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(0, 1, (30, 4)), rng.normal(8, 1, (30, 4))]).astype(np.float32)
+    labels = np.repeat([0, 1], 30)
+    proba = out_of_fold_proba(x, labels, 2)
+    assert proba.shape == (60, 2) and np.allclose(proba.sum(axis=1), 1)
+    assert (proba[np.arange(60), labels] > 0.5).all()
+    assert out_of_fold_proba(x[:3], np.array([0, 1, 1]), 2) is None
