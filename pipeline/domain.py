@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DOMAIN_FILE = "domain.json"
+MAX_BYTES = 16 << 20  # 1,000 classes x 2,048 features written as text is about 20 MB: far above any real one
 QUANTILE = 0.99
 SCORE = "cosine distance of the pooled features to the nearest class centroid of the validation images"
 
@@ -107,14 +108,20 @@ def read_domain(files: dict[str, bytes]) -> Domain | None:
     data = files.get(DOMAIN_FILE)
     if data is None:
         return None
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"it is {len(data)} bytes, more than the {MAX_BYTES} bytes bneck ever writes")
     raw = json.loads(data.decode("utf-8"))
     centroids = np.asarray(raw["centroids"], dtype=np.float64)
-    threshold, quantile = float(raw["threshold"]), float(raw["quantile"])
+    threshold, quantile, images = float(raw["threshold"]), float(raw["quantile"]), raw.get("validation_images", 0)
     if centroids.ndim != 2 or not centroids.size or not np.isfinite(centroids).all():
         raise ValueError("its centroids are not a finite (classes, features) table")
-    if not (math.isfinite(threshold) and 0.0 <= threshold <= 2.0 and 0.0 < quantile <= 1.0):
+    if not np.allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-4):
+        raise ValueError("its centroids are not unit vectors, as bneck writes them")
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 2.0 and 0.5 <= quantile <= 1.0):
         raise ValueError(f"its threshold {threshold!r} or quantile {quantile!r} is out of range")
-    return Domain(_unit(centroids), threshold, quantile, int(raw.get("validation_images", 0)))
+    if isinstance(images, bool) or not isinstance(images, int) or images < 2:
+        raise ValueError(f"its validation image count {images!r} is not a whole number of at least 2")
+    return Domain(_unit(centroids), threshold, quantile, images)
 
 
 def feature_set_domain(fs, rows: int = 512) -> Domain | None:

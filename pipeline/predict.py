@@ -191,9 +191,14 @@ def _domain_of(clf: LoadedClassifier) -> Domain | None:
     from bneck.pipeline.manifests import ArtifactError
 
     try:
-        return read_domain(clf.files)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{clf.folder}/{DOMAIN_FILE} cannot be read as bneck's domain record ({exc}).") from None
+        domain = read_domain(clf.files)
+        if domain is not None and len(domain.centroids) > len(clf.class_names):
+            raise ValueError(f"{len(domain.centroids)} centroids for {len(clf.class_names)} classes")
+        return domain
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+        raise ArtifactError(
+            f"{clf.folder}/{DOMAIN_FILE} cannot be read as bneck's domain record ({str(exc)[:200]})."
+        ) from None
 
 
 def predict_images(
@@ -269,6 +274,13 @@ def classify(
 
 def _rows(class_names: list[str], probs: np.ndarray, vectors, domain: Domain | None) -> list[dict]:
     """Each image's class, probabilities and domain verdict (None: the folder records no domain)."""
+    if domain is not None and domain.centroids.shape[1] != np.shape(vectors)[1]:
+        from bneck.pipeline.manifests import ArtifactError
+
+        raise ArtifactError(
+            f"the domain record holds centroids of {domain.centroids.shape[1]} features, but the model's features "
+            f"have {np.shape(vectors)[1]}: it is not the record of this model. Train the model again."
+        )
     distance = domain.scores(vectors) if domain is not None else [None] * len(probs)
     limit = domain.threshold if domain is not None else 0.0
     return [
@@ -285,9 +297,12 @@ def _rows(class_names: list[str], probs: np.ndarray, vectors, domain: Domain | N
 def _domain_said(domain: Domain | None) -> str:
     if domain is None:
         return "not checked: this folder records no domain (made by an older bneck; train it again to get one)"
+    n = domain.validation_images
+    expected = max(1 - domain.quantile, 1 / (n + 1))  # with few images the quantile is their largest distance
     return (
         f"an image is out of domain above distance {domain.threshold:.3f} (the {domain.quantile:.0%} quantile "
-        f"of its {domain.validation_images} validation images)"
+        f"of its {n} validation images: expect about {expected:.0%} of images like them flagged"
+        + ("; more validation images make that closer to 1 %)" if expected > 0.015 else ")")
     )
 
 

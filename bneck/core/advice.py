@@ -19,7 +19,7 @@ from bneck.core.errors import BneckError
 # --flag, optionally followed by its value: a metavar (PATH), a number (0.5), one of the words
 # values are (none, imagenet, auto, true, false), or anything after '=' (--layer=block_6)
 _FLAG = re.compile(
-    r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)"
+    r"(?:(?<=^)|(?<=[\s(]))--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)"
     r"(?:=([\w.-]*\w)| ([A-Z][A-Z_]*(?![\w-])|-?\d+(?:\.\d+)?(?![\w.]*\w)|(?:none|imagenet|auto|true|false)\b))?"
 )
 _METAVAR = re.compile(r"[A-Z][A-Z_]*")
@@ -34,6 +34,9 @@ def _value(text: str, quote_metavar: bool = True) -> str:
 def restate(message: str, render: Callable[[str, str | None], str | None]) -> str:
     """``message`` with each flag mention replaced by ``render(name, value)`` (None keeps it as it is).
 
+    A mention starts the message or follows a space or parenthesis (``/x/--weights`` in a path, ``'--lr'``
+    in a quoted name are not mentions), outside `code spans`.
+
     ``name`` is the option's name (``cache_dir`` for ``--cache-dir``); ``value`` what followed it, or None.
     """
 
@@ -44,7 +47,9 @@ def restate(message: str, render: Callable[[str, str | None], str | None]) -> st
             return match.group(0)
         return said
 
-    return _FLAG.sub(replace, message)
+    # `code spans` (a shell command to paste, a value as received) are never reworded
+    parts = message.split("`")
+    return "`".join(_FLAG.sub(replace, part) if i % 2 == 0 else part for i, part in enumerate(parts))
 
 
 def config_words(stage: str, names: Collection[str]) -> Callable[[str, str | None], str | None]:

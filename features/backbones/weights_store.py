@@ -126,7 +126,10 @@ def _sources(paths: list[str]) -> list[str]:
     for given in paths:
         path = os.path.abspath(os.path.expanduser(given))
         if os.path.isdir(path):
-            found += sorted(os.path.join(path, n) for n in os.listdir(path) if n in official_files())
+            try:
+                found += sorted(os.path.join(path, n) for n in os.listdir(path) if n in official_files())
+            except OSError as exc:
+                raise WeightsError(f"{given} cannot be listed ({exc.strerror or exc}).") from None
         elif os.path.isfile(path):
             found.append(path)
         else:
@@ -135,6 +138,44 @@ def _sources(paths: list[str]) -> list[str]:
                 f"which is {'missing' if not os.path.lexists(path) else 'neither'}."
             )
     return found
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_readable_hdf5(path: str) -> None:
+    """Raise WeightsError unless ``path`` is a regular file that reads whole and starts as HDF5 does."""
+    try:
+        with open_regular(path) as handle:
+            head = handle.read(8)
+            while handle.read(1 << 20):
+                pass
+    except OSError as exc:
+        raise WeightsError(
+            f"{path} cannot be read as a weights file ({exc.strerror or exc}); nothing was copied."
+        ) from None
+    if head != _HDF5_SIGNATURE:
+        raise WeightsError(
+            f"{path} carries an official weights file name but is not an HDF5 file (Keras' .h5 weights start with "
+            f"the HDF5 signature); it is damaged or something else. Nothing was copied."
+        )
+
+
+def _private_folder(folder: str) -> str:
+    """Create ``folder`` and any missing parent private to this user (0700, whatever the umask)."""
+    old = os.umask(0o077)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(
+            f"bneck's weights folder {folder} cannot be created ({exc.strerror or exc}): set BNECK_WEIGHTS to a "
+            "folder you can write to. Nothing was copied."
+        ) from None
+    finally:
+        os.umask(old)
+    if not os.path.isdir(folder):
+        raise WeightsError(f"bneck's weights folder {folder} is not a folder: set BNECK_WEIGHTS to one.")
+    return folder
 
 
 def add_weights(paths: list[str]) -> list[tuple[str, str]]:
@@ -146,10 +187,15 @@ def add_weights(paths: list[str]) -> list[tuple[str, str]]:
     """
     files = official_files()
     sources = _sources(paths)
-    for path in sources:
+    for path in sources:  # every file read whole before any is copied
+        _check_readable_hdf5(path)
         check_published_hash(files[_official_name(path)].backbone, path)
-    folder = bneck_weights_dir()
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    if len({os.path.basename(p) for p in sources}) < len(sources):
+        raise WeightsError(
+            "bneck weights add was given two files of the same name; which one to keep is not for bneck to guess. "
+            f"Received: {', '.join(sources)}."
+        )
+    folder = _private_folder(bneck_weights_dir())
     done = []
     for path in sources:
         target = os.path.join(folder, os.path.basename(path))

@@ -132,12 +132,12 @@ def run(
         check_before_work(cfg)
     new_folder = not os.path.lexists(cfg["out"])
     out = claim_folder(cfg["out"], "run", inputs=[cfg["data"]])
-    _write_resolved_config(out, cfg)
     say = log.info if verbose else (lambda text: None)
 
     say("== extract")
     with advice_for(stage_words("extract")), _removed_if_refused(out, new_folder):
         stages = RunStages(_extract(cfg, out, verbose))
+    _write_resolved_config(out, cfg)  # after the first stage: a refused run leaves an earlier run's config as it was
     say("== train")
     start = time.perf_counter()
     with advice_for(stage_words("train")):
@@ -148,11 +148,11 @@ def run(
     with advice_for(stage_words("finetune")):
         _finetune_best(cfg, out, stages, say, verbose, truth, verified)
     finetuned = [r for r in (stages.finetune, stages.finetune_tta) if r]
-    singles = sorted(stages.train + finetuned, key=lambda r: -(r.accuracy("validation") or 0.0))
+    singles = sorted(stages.train + finetuned, key=validation_rank)
     with advice_for(stage_words("ensemble")):
         _ensemble_of(cfg, out, stages, say, singles, truth, verified)
     ensemble = [stages.ensemble] if stages.ensemble else []  # first among equals: its validation log loss is lower
-    leaderboard = sorted(ensemble + singles, key=lambda r: -(r.accuracy("validation") or 0.0))
+    leaderboard = sorted(ensemble + singles, key=validation_rank)
     write_leaderboard(os.path.join(out, "leaderboard.csv"), leaderboard)
     result = RunResult(out, cfg, stages, leaderboard, winner=winner_versus_runner_up(leaderboard, truth, verified))
 
@@ -164,6 +164,13 @@ def run(
     stages.report_seconds = time.perf_counter() - start
     _write_run_json(out, cfg, stages, leaderboard)
     return result
+
+
+def validation_rank(r: Result) -> tuple[float, float]:
+    """Validation accuracy first, then validation log loss: the order ensemble selection uses too, so
+    models that tie on accuracy are ranked the same way everywhere."""
+    loss = (r.metrics.get("validation") or {}).get("loss") if isinstance(r.metrics, dict) else None
+    return -(r.accuracy("validation") or 0.0), loss if isinstance(loss, (int, float)) and loss == loss else float("inf")
 
 
 def stage_words(stage: str | None = None):
@@ -182,10 +189,22 @@ def _removed_if_refused(out: str, new_folder: bool):
     try:
         yield
     except BneckError:
-        leftover = set(os.listdir(out)) - {MARKER, "config.toml"} if os.path.isdir(out) else {"?"}
-        if new_folder and not leftover:
+        if new_folder and _holds_nothing_made(out):
             remove_owned(out, "run")
         raise
+
+
+def _holds_nothing_made(out: str) -> bool:
+    """Whether the run folder holds only its marker and folders holding nothing but theirs (what a refused
+    first stage leaves: ``features/``, claimed before the weights failed to load)."""
+    if not os.path.isdir(out) or os.path.islink(out):
+        return False
+    for name in os.listdir(out):
+        path = os.path.join(out, name)
+        empty_folder = os.path.isdir(path) and not os.path.islink(path) and set(os.listdir(path)) <= {MARKER}
+        if name != MARKER and not empty_folder:
+            return False
+    return True
 
 
 def _write_resolved_config(out: str, cfg: dict) -> None:
@@ -291,7 +310,7 @@ def _finetune_best(cfg: dict, out: str, stages: RunStages, say, verbose: bool, t
     if done.metrics.get("kept_epoch") == 0:  # the folder holds the head itself: its row would repeat the head's
         stages.finetune_kept_head = True
         stages.finetune_skipped = (
-            f"kept the {best.name} head: {'reused, ' if done.reused else ''}{done.seconds:.1f} s of fine-tuning "
+            f"kept the {best.name} head: {done.seconds:.1f} s of fine-tuning{' (reused)' if done.reused else ''} "
             f"found no epoch better than it on validation, so there is no second, identical row "
             f"({done.folder} holds it as one model)"
         )

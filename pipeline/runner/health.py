@@ -37,6 +37,7 @@ class Health:
     exact: list = field(default_factory=list)
     near: list = field(default_factory=list)
     label_errors: list = field(default_factory=list)
+    label_model_accuracy: float | None = None  # how often the cross-validated model named the folder's class
     checked: int = 0
     note: str = ""
 
@@ -111,13 +112,20 @@ def listed_as_label_issues(proba: np.ndarray, labels: np.ndarray, below: float =
 
 
 def label_errors(
-    vectors: np.ndarray, labels: np.ndarray, names: list[tuple[str, str]], class_names: list[str], seed: int = 0
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    names: list[tuple[str, str]],
+    class_names: list[str],
+    seed: int = 0,
+    summary: dict | None = None,
 ) -> list[dict]:
     """Training images the out-of-fold model finds unlikely in their folder (see the module doc): each with
     ``items``, a caption, and ``given``, ``likely``, ``likely_probability``, ``given_probability``."""
     proba = out_of_fold_proba(vectors, labels, len(class_names), seed)
     if proba is None:
         return []
+    if summary is not None:
+        summary["accuracy"] = float(np.mean(proba.argmax(axis=1) == labels))
     found = []
     for i in listed_as_label_issues(proba, labels):
         others = proba[i].copy()
@@ -137,8 +145,14 @@ def label_errors(
     return found
 
 
+def _cell(text: str) -> str:
+    """A name as a spreadsheet shows it, never as a formula: a leading = + - @ tab or CR gets a quote."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def write_label_issues(path: str, found: list[dict]) -> None:
-    """Write every listed image as a row of ``LABEL_ISSUE_COLUMNS`` (paths under the data folder)."""
+    """Write every listed image as a row of ``LABEL_ISSUE_COLUMNS`` (paths under the data folder; a cell that
+    a spreadsheet would run as a formula is written with a leading quote)."""
     import csv
 
     from bneck.core.atomic import atomic_open
@@ -147,7 +161,7 @@ def write_label_issues(path: str, found: list[dict]) -> None:
         writer = csv.writer(handle)
         writer.writerow(LABEL_ISSUE_COLUMNS)
         for item in found:
-            row = [item["items"][0][1], item["given"], item["likely"]]
+            row = [_cell(item["items"][0][1]), _cell(item["given"]), _cell(item["likely"])]
             writer.writerow(row + [f"{item['likely_probability']:.4f}", f"{item['given_probability']:.4f}"])
 
 
@@ -165,9 +179,11 @@ def data_health(features_dir: str) -> Health:
         all_vectors = np.concatenate([vectors[s] for s in splits])
         health.near = near_duplicates(all_vectors, [(s, p) for s, p, _ in items], [sha for *_, sha in items])
         train_names = [("train", p) for p in fs.attrs["train"]["paths"]]
+        summary: dict = {}
         health.label_errors = label_errors(
-            vectors["train"], np.asarray(fs.labels("train")), train_names, fs.class_names
+            vectors["train"], np.asarray(fs.labels("train")), train_names, fs.class_names, summary=summary
         )
+        health.label_model_accuracy = summary.get("accuracy")
         health.checked = len(items)
     except Exception as exc:  # noqa: BLE001 - the report is written after all the work: it never fails here
         health.note = f"data health not computed: {type(exc).__name__}: {str(exc)[:300]}"

@@ -107,6 +107,10 @@ def _entries(found: list[dict]) -> list[tuple[str, str]]:
     return out
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def health_blocks(health: Health, quarantined: list[list], grid, folder: str) -> list:
     """Blocks of the data-health section; ``grid(entries)`` draws thumbnails (PNG bytes or None)."""
     blocks = []
@@ -155,7 +159,9 @@ def health_blocks(health: Health, quarantined: list[list], grid, folder: str) ->
             f"{LABEL_ISSUE_BELOW:.0%}"
             + (", the least likely first; every one in label_issues.csv." if health.label_errors else ".")
             + f" Measured with 5 % of the training images moved into a wrong class folder (docs/results.md): "
-            f"{LABEL_ISSUE_MEASURED}. Look before you move a file.",
+            f"{LABEL_ISSUE_MEASURED}, where the cross-validated model named 98 % and 89 % of the folders' "
+            f"classes right; here it named {_percent(health.label_model_accuracy)}: the weaker it is, the more "
+            "false alarms. Paths are under the data folder. Look before you move a file.",
         )
     )
     picture = grid(_entries(health.label_errors))

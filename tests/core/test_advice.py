@@ -41,3 +41,16 @@ def test_the_exception_keeps_its_type_and_only_its_words_change():
     with pytest.raises(KeyError), advice_for(keyword_words):  # not a BneckError: untouched
         raise KeyError("--weights")
     assert issubclass(WeightsError, BneckError)
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "Received: weights='/tmp/--weights none/--out x.h5', and no file exists at /tmp/a/--lr 0.5/x.h5.",
+        "classes differ: ['--lr 0.5', 'ok'] against ['ok']",
+        "Create it with `bneck extract DATA_DIR --out FOLDER` first.",
+    ],
+)
+def test_paths_quoted_names_and_code_spans_are_never_reworded(said):
+    assert restate(said, keyword_words) == said
+    assert restate(said, config_words("extract", {"weights", "out", "lr"})) == said

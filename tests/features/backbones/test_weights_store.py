@@ -120,3 +120,36 @@ def test_the_command_finds_added_weights_from_any_folder_with_no_variable_set(tm
     assert here["mobilenet"] == [0.25] and here["mobilenetv2"] == [0.35, 0.5] and here["vgg16"] == []
     listed = subprocess.run([*command, "weights"], env=env, cwd=elsewhere, capture_output=True, text=True, check=True)
     assert "mobilenetv2 alpha 0.5 224 px" in listed.stdout and ".local/share/bneck/weights" in listed.stdout
+
+
+@pytest.mark.parametrize("bad", ["not hdf5", "a fifo in the folder", "the same name twice"])
+def test_a_file_that_cannot_be_weights_is_refused_before_anything_is_copied(folders, tmp_path, bad):
+    _, ours = folders
+    given = tmp_path / "given"
+    given.mkdir()
+    shutil.copy(MOBILENET_WEIGHTS, given / MOBILENET_FILE)
+    paths = [str(given)]
+    if bad == "not hdf5":
+        (tmp_path / V2_FILE).write_text("not weights")
+        paths.append(str(tmp_path / V2_FILE))
+    elif bad == "a fifo in the folder":
+        os.mkfifo(given / V2_FILE)
+    else:
+        paths.append(str(MOBILENET_WEIGHTS))
+    with pytest.raises(WeightsError, match="not an HDF5 file|cannot be read|two files of the same name"):
+        add_weights(paths)
+    assert not ours.exists() or not list(ours.iterdir())
+
+
+def test_the_folder_and_the_parents_it_creates_are_private_and_a_file_in_its_place_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("BNECK_WEIGHTS", str(tmp_path / "a" / "b"))
+    old = os.umask(0)
+    try:
+        add_weights([str(MOBILENET_WEIGHTS)])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("BNECK_WEIGHTS", str(tmp_path / "file"))
+    with pytest.raises(WeightsError, match="set BNECK_WEIGHTS"):
+        add_weights([str(MOBILENET_WEIGHTS)])

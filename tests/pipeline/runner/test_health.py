@@ -132,3 +132,24 @@ def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_image():
     assert proba.shape == (60, 2) and np.allclose(proba.sum(axis=1), 1)
     assert (proba[np.arange(60), labels] > 0.5).all()
     assert out_of_fold_proba(x[:3], np.array([0, 1, 1]), 2) is None
+
+
+@pytest.mark.pure
+def test_names_a_spreadsheet_would_run_as_formulas_are_written_as_text(tmp_path):
+    import csv
+
+    found = [
+        {
+            "items": [("train", f"{name}/x.jpg")],
+            "given": name,
+            "likely": "+dogs",
+            "likely_probability": 0.9,
+            "given_probability": 0.01,
+        }
+        for name in ('=HYPERLINK("http://evil","x")', "@SUM(1+1)", "-2+3", "\t=1", "cats")
+    ]
+    write_label_issues(str(tmp_path / "issues.csv"), found)
+    rows = list(csv.DictReader(open(tmp_path / "issues.csv", newline="")))
+    for row, item in zip(rows, found):
+        for column, value in (("given_class", item["given"]), ("likely_class", item["likely"])):
+            assert row[column] == (value if value == "cats" else "'" + value)

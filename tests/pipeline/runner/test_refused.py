@@ -47,3 +47,38 @@ def test_the_command_line_names_flags(tiny_data, tmp_path, capsys, offline_witho
     assert main(["extract", str(tiny_data), "--out", str(tmp_path / "f"), "--backbone", "vgg16"]) == 2
     err = capsys.readouterr().err
     assert "--weights PATH" in err and "--weights none" in err
+
+
+def test_a_run_refused_after_claiming_its_features_folder_leaves_no_folder_and_an_earlier_config_intact(
+    tiny_data, tiny, tmp_path, capsys
+):
+    """A weights file that is not one: extraction claims features/ before loading it fails."""
+    broken = tmp_path / "broken.weights.h5"
+    broken.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    common = ["run", "--data", str(tiny_data), "--set", 'extract.backbone="mobilenet"', "--set", "extract.alpha=0.25"]
+    common += ["--set", f"extract.size={tiny['size']}"]
+    out = tmp_path / "new"
+    assert main([*common, "--out", str(out), "--set", f'extract.weights="{broken}"', "--quiet"]) == 2
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+    earlier = tmp_path / "earlier"  # a finished run's folder: a refused rerun leaves its config as it was
+    assert (
+        main(
+            [
+                *common,
+                "--out",
+                str(earlier),
+                "--set",
+                f'extract.weights="{tiny["weights"]}"',
+                "--set",
+                'train.classifiers=["logreg"]',
+                "--set",
+                "finetune.enabled=false",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    config = (earlier / "config.toml").read_bytes()
+    assert main([*common, "--out", str(earlier), "--set", f'extract.weights="{broken}"', "--quiet"]) == 2
+    assert (earlier / "config.toml").read_bytes() == config
+    capsys.readouterr()
