@@ -27,15 +27,14 @@ QUANTILE = 0.99
 SCORE = "cosine distance of the pooled features to the nearest class centroid of the validation images"
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def pooled(features: np.ndarray) -> np.ndarray:
     """(N, ...) features as (N, D) unit vectors: a feature map averaged over its grid first."""
     x = np.asarray(features, dtype=np.float64)
-    x = x.reshape(len(x), -1, x.shape[-1]).mean(axis=1) if x.ndim > 2 else x.reshape(len(x), -1)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return _unit(x.reshape(len(x), -1, x.shape[-1]).mean(axis=1) if x.ndim > 2 else x.reshape(len(x), -1))
 
 
 def _leave_one_out_scores(vectors: np.ndarray, labels: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -60,11 +59,6 @@ class Domain:
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         """The score of each unit vector (0: on a centroid, up to 2: opposite every one)."""
         return 1.0 - (np.asarray(vectors, dtype=np.float64) @ self.centroids.T).max(axis=1)
-
-    def flags(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, out-of-domain flags) of raw features (pooled here)."""
-        scores = self.scores(pooled(features))
-        return scores, scores > self.threshold
 
     def to_json(self) -> dict:
         return {
