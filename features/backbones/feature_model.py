@@ -9,6 +9,7 @@ the network, which is how tests prove a cache hit costs zero forward passes.
 from __future__ import annotations
 
 import collections
+import warnings
 
 import numpy as np
 
@@ -29,7 +30,7 @@ def build_base(backbone: Backbone, spec: ExtractorSpec):
     try:
         taken = _take_architecture(backbone, spec.input_size, spec.alpha) if spec.weights_path else None
         if taken is not None and backbone.constructor:
-            taken.load_weights(spec.weights_path)  # what the constructor does with weights=PATH
+            _load_weights_whole(taken, spec.weights_path)  # what the constructor does with weights=PATH
             return taken
         if taken is not None:  # a model file: the architecture was loaded with its weights
             return taken
@@ -41,6 +42,19 @@ def build_base(backbone: Backbone, spec: ExtractorSpec):
             f"{spec.input_size}: {str(exc).splitlines()[0]}. --weights must be 'imagenet', 'none' "
             f"or a no-top weights file made for this backbone."
         ) from None
+
+
+def _load_weights_whole(model, path: str) -> None:
+    """Load ``path`` into ``model``, or raise ValueError: Keras only warns (and keeps random weights)
+    when parts of a file do not match the model, and bneck never computes with weights half loaded."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.load_weights(path)
+    partial = [w for w in caught if "freshly-initialized" in str(w.message) or "Skipping" in str(w.message)]
+    if partial:
+        raise ValueError(f"{len(partial)} part(s) of the file match no part of the model")
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def cut_model(base, backbone: Backbone, layer: str, pool: str):
@@ -68,7 +82,10 @@ def cut_model(base, backbone: Backbone, layer: str, pool: str):
             )
         pooling = keras.layers.GlobalAveragePooling2D if pool == "avg" else keras.layers.GlobalMaxPooling2D
         out = pooling(name=f"bneck_{pool}_pool")(out)
-    return keras.Model(base.input, out, name=f"{backbone.name}_{layer}_{pool}")
+    # One input as a tensor, not a one-item list (a model read from a file keeps its inputs as a
+    # list): callers pass a tensor, and Keras warns when the structures differ.
+    inputs = base.inputs[0] if len(base.inputs) == 1 else base.input
+    return keras.Model(inputs, out, name=f"{backbone.name}_{layer}_{pool}")
 
 
 # The architectures built last in this process (random weights), by what builds them: a run checks its

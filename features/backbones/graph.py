@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
+import warnings
 
 # Layers that reshape the input without computing anything: never offered as cut points.
 _NOT_FEATURES = ("InputLayer", "ZeroPadding2D", "Rescaling", "Normalization", "Cropping2D")
@@ -26,13 +27,20 @@ _NOT_FEATURES = ("InputLayer", "ZeroPadding2D", "Rescaling", "Normalization", "C
 
 @contextlib.contextmanager
 def fresh_layer_names():
-    """Inside this block Keras' automatic layer names start again from ``activation``, ``add``, ..."""
+    """Inside this block Keras' automatic layer names start again from ``activation``, ``add``, ...
+
+    Every ``keras.applications`` constructor bneck calls runs inside it, so it also silences
+    the one notice they give for what bneck always does: MobileNetV3 says "weights for input
+    shape (224, 224) will be loaded as the default" whenever it gets an input tensor, but
+    bneck resolves the weights itself, for the size asked, and checks they load."""
     from keras.src.backend.common import global_state
 
     saved = global_state.get_global_attribute("object_name_uids")
     global_state.set_global_attribute("object_name_uids", collections.defaultdict(int))
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="`input_shape` is undefined or non-square", category=UserWarning)
+            yield
     finally:
         global_state.set_global_attribute("object_name_uids", saved)
 

@@ -93,7 +93,8 @@ class ModelFileBackbone(Backbone):
         if not hasattr(model, "operations"):  # a Sequential model: the same layers as a functional graph
             import keras
 
-            model = keras.Model(model.inputs, model.outputs, name=model.name)
+            inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+            model = keras.Model(inputs, model.outputs, name=model.name)
         return model
 
 

@@ -22,7 +22,7 @@ from bneck.features.backbones.model_file import (
     preprocessing_text,
 )
 from bneck.features.backbones.registry import BACKBONES, Backbone, get_backbone
-from bneck.features.backbones.spec import DTYPES, KEY_FIELDS, POOLS, ExtractorSpec
+from bneck.features.backbones.spec import DTYPES, KEY_FIELDS, POOLS, RECORDED_DTYPES, ExtractorSpec
 from bneck.features.backbones.weights import ResolvedWeights, resolve_weights
 
 
@@ -131,8 +131,10 @@ def check_record(recorded, where: str) -> dict:
             raise bad(field, f"of type {getattr(kind, '__name__', 'str or unset')}")
     if recorded["backbone"] not in BACKBONES and recorded["backbone"] != MODEL_FILE:
         raise bad("backbone", f"{MODEL_FILE!r} or one of {', '.join(BACKBONES)}")
-    if recorded["pool"] not in POOLS or recorded["dtype"] not in DTYPES:
-        raise bad("pool" if recorded["pool"] not in POOLS else "dtype", f"one of {', '.join(POOLS + DTYPES)}")
+    if recorded["pool"] not in POOLS:
+        raise bad("pool", f"one of {', '.join(POOLS)}")
+    if recorded["dtype"] not in RECORDED_DTYPES:
+        raise bad("dtype", f"one of {', '.join(RECORDED_DTYPES)}")
     try:
         _record_entry(recorded["backbone"]).validate_size(recorded["input_size"])
     except ConfigError as exc:

@@ -34,6 +34,7 @@ from bneck.features.cache.rows import (
     chunk_files,
     read_rows_file,
 )
+from bneck.features.featurefile.storage import BFLOAT16, row_dataset_options
 
 
 @contextmanager
@@ -157,9 +158,14 @@ def collect_garbage(cache_dir: str, older_than_days: float | None = None) -> dic
 
 def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
     """Rewrite an entry's chunks as one, one chunk in memory at a time."""
-    plan, seen = [], set()  # (path, kept row indices)
+    plan, seen, layout = [], set(), None  # (path, kept row indices); the entry's (row shape, dtype)
     for path in chunk_files(entry.folder):
         chunk_shas, _ = read_rows_file(path, entry.key)
+        if chunk_shas is not None:
+            with h5py.File(path, "r") as f:
+                layout = layout or (f["features"].shape[1:], f["features"].dtype)
+                if (f["features"].shape[1:], f["features"].dtype) != layout:  # not this entry's rows
+                    chunk_shas = None
         if chunk_shas is None:
             os.remove(path)
             stats["bad_chunks"] += 1
@@ -169,13 +175,14 @@ def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
         plan.append((path, keep, [chunk_shas[i] for i in keep]))
     if len(plan) <= 1:
         return
-    with h5py.File(plan[0][0], "r") as f:
-        row_shape, dtype = f["features"].shape[1:], f["features"].dtype
+    row_shape, dtype = layout
     total = sum(len(keep) for _, keep, _ in plan)
     name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-merged.h5"
     with atomic_target(os.path.join(entry.folder, name)) as tmp:
         with h5py.File(tmp, "w") as out:
-            feats = out.create_dataset("features", shape=(total,) + row_shape, dtype=dtype)
+            shuffle = entry.meta.get("dtype") == BFLOAT16
+            options = row_dataset_options(total, row_shape, dtype.itemsize, shuffle)
+            feats = out.create_dataset("features", shape=(total,) + row_shape, dtype=dtype, **options)
             digest, start = RowsDigest(), 0
             for path, keep, _ in plan:
                 rows = np.ascontiguousarray(RowCache._load_chunk(path)[keep])

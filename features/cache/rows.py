@@ -30,13 +30,22 @@ from filelock import FileLock
 
 from bneck.core.atomic import atomic_target
 from bneck.core.errors import BneckWarning, ConfigError
-from bneck.core.files import is_regular
 from bneck.core.folders import MARKER, folder_kind, write_marker
-from bneck.core.hashing import RowsDigest, sha256_array
-from bneck.features.backbones.spec import SCHEMA_VERSION, ExtractorSpec
+from bneck.core.hashing import RowsDigest
+from bneck.features.backbones.spec import ExtractorSpec
+from bneck.features.cache.chunks import (  # noqa: F401 - re-exported: where they were
+    CHUNK_PREFIX,
+    CorruptChunk,
+    _chunk_shas,
+    _fill_chunk,
+    chunk_files,
+    load_chunk,
+    read_rows_file,
+    write_rows_file,
+)
 from bneck.features.cache.in_use import hold_in_use
+from bneck.features.featurefile.storage import BFLOAT16, round_to_bfloat16
 
-CHUNK_PREFIX = "rows-"
 LOCK_TIMEOUT_S = 600
 
 
@@ -100,87 +109,12 @@ def _mark_cache(path: str) -> None:
         write_marker(path, "cache")
 
 
-def chunk_files(folder: str) -> list[str]:
-    """Return the entry's chunk files: regular files named like a chunk. Anything else under such a
-    name (a FIFO, a folder, a device, a link someone planted) is never opened, read or removed."""
-    return sorted(
-        os.path.join(folder, n)
-        for n in os.listdir(folder)
-        if n.startswith(CHUNK_PREFIX) and n.endswith(".h5") and is_regular(os.path.join(folder, n))
-    )
-
-
-def _chunk_shas(path: str, key: str) -> tuple[list[str] | None, str | None]:
-    """Return (the chunk's sha256 list, None), or (None, what is wrong with the chunk).
-
-    Checks the ``complete`` flag, the extractor key and schema version it was written
-    for, and the checksum of its sha256 list; the features' own checksum is checked
-    when they are read (``RowCache._load_chunk``).
-    """
-    try:
-        with h5py.File(path, "r") as f:
-            if not f.attrs.get("complete", False):
-                return None, "no 'complete' flag (an interrupted or damaged write)"
-            if f.attrs.get("extractor_key") != key:
-                return None, f"written for extractor {str(f.attrs.get('extractor_key'))[:12]}, not {key[:12]}"
-            if f.attrs.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
-                return None, (f"schema_version {f.attrs.get('schema_version')!r}, this bneck writes {SCHEMA_VERSION}")
-            raw = f["sha256"][()]
-            expected = f.attrs.get("sha256_sha256")
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        return None, f"unreadable ({str(exc)[:80] or type(exc).__name__}); truncated?"
-    if expected is not None and sha256_array(raw) != expected:
-        return None, "its list of image hashes fails its checksum (damaged bytes)"
-    return [s.decode("ascii") for s in raw], None
-
-
-def write_rows_file(path: str, key: str, shas: list[str], feats: np.ndarray, attrs: dict | None = None) -> None:
-    """Write rows (a cache chunk, or a Ray shard) atomically, with their checksums and ``attrs``."""
-    with atomic_target(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            _fill_chunk(f, key, np.array(shas, dtype="S64"))
-            f.create_dataset("features", data=feats)
-            f.attrs["features_sha256"] = sha256_array(feats)
-            for name, value in (attrs or {}).items():
-                f.attrs[name] = value
-            f.attrs["complete"] = True  # written last
-
-
-def read_rows_file(path: str, key: str) -> tuple[list[str] | None, str | None]:
-    """Return (the image hashes of a rows file, None) after reading it in full, or (None, problem).
-
-    Checks the flags and the hash list (``_chunk_shas``), the features' checksum, and
-    that there are as many rows as hashes.
-    """
-    shas, problem = _chunk_shas(path, key)
-    if shas is None:
-        return None, problem
-    try:
-        rows = len(RowCache._load_chunk(path))
-    except CorruptChunk:
-        return None, "its features are unreadable or fail their checksum (damaged bytes)"
-    if rows != len(shas):
-        return None, "holds a different number of rows and hashes"
-    return shas, None
-
-
-def _fill_chunk(f: h5py.File, key: str, shas: np.ndarray) -> None:
-    f.create_dataset("sha256", data=shas)
-    f.attrs["sha256_sha256"] = sha256_array(shas)
-    f.attrs["extractor_key"] = key
-    f.attrs["schema_version"] = SCHEMA_VERSION
-
-
 def _warn_damaged(path: str, problem: str) -> None:
     warnings.warn(
         f"ignoring damaged cache chunk {path}: {problem}. Its rows will be recomputed; `bneck cache gc` removes it.",
         BneckWarning,
         stacklevel=3,
     )
-
-
-class CorruptChunk(Exception):
-    """A committed chunk no longer matches its own checksum."""
 
 
 class MissingRows(Exception):
@@ -254,11 +188,14 @@ class RowCache:
         return sha in self._index
 
     def commit(self, shas: list[str], feats: np.ndarray) -> None:
-        """Store rows for ``shas`` as a new chunk, atomically."""
+        """Store rows for ``shas`` as a new chunk, atomically (rounded to bfloat16 first when the
+        entry's dtype says so: fine-tuning views, see ``featurefile.storage``)."""
         name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
         path = os.path.join(self.folder, name)
         self._write_meta()
-        write_rows_file(path, self.spec.key, list(shas), feats)
+        rounded = self.spec.dtype == BFLOAT16
+        rows = round_to_bfloat16(feats) if rounded else feats
+        write_rows_file(path, self.spec.key, list(shas), rows, shuffle=rounded)
         self._scanned.add(path)
         for row, sha in enumerate(shas):
             self._index.setdefault(sha, (path, row))
@@ -317,17 +254,7 @@ class RowCache:
         if missing:
             raise MissingRows(missing)
 
-    @staticmethod
-    def _load_chunk(path: str) -> np.ndarray:
-        try:
-            with h5py.File(path, "r") as f:
-                feats = f["features"][()]
-                expected = f.attrs.get("features_sha256")
-        except (OSError, KeyError, RuntimeError):
-            raise CorruptChunk(path) from None
-        if expected != sha256_array(feats):
-            raise CorruptChunk(path)
-        return feats
+    _load_chunk = staticmethod(load_chunk)
 
 
 def missing_shas(cache: RowCache, shas: Iterable[str]) -> list[str]:

@@ -25,6 +25,7 @@ from bneck.features.backbones.model_file import backbone_for
 from bneck.features.backbones.resolve import spec_from_record
 from bneck.features.cache.maintenance import CacheEntry, list_entries
 from bneck.features.cache.rows import RowCache, chunk_files, read_rows_file
+from bneck.features.featurefile.storage import BFLOAT16
 from bneck.features.images.batches import decoded_batches
 from bneck.features.images.dataset import is_image_name, is_visible
 from bneck.features.runtimes.equivalence import TOLERANCE, relative_differences
@@ -86,15 +87,24 @@ def _reference(spec, cache_dir: str, sample):
         except BneckError as exc:  # never checked by this user here: cannot serve as a reference
             raise LookupError(f"its {precision} model cannot be used here ({str(exc)[:160]})") from None
         return lambda batch, shas: model(batch)
-    if spec.augmentation is not None:
+    if spec.augmentation is not None or spec.dtype == BFLOAT16:  # a fine-tuning view
         from bneck.features.backbones.feature_model import build_base, cut_model
         from bneck.features.views.rows import TrunkViews, parse_view
 
         params, view_seed, view = parse_view(spec.augmentation)
-        base = dataclasses.replace(spec, augmentation=None)
+        base = dataclasses.replace(spec, augmentation=None, dtype="float32")
         trunk = cut_model(build_base(backbone, base), backbone, spec.layer, spec.pool)
         views = TrunkViews(
-            trunk, backbone.preprocess_fn(), base, spec.layer, spec.pool, params, view_seed, cache_dir, verbose=False
+            trunk,
+            backbone.preprocess_fn(),
+            base,
+            spec.layer,
+            spec.pool,
+            params,
+            view_seed,
+            cache_dir,
+            verbose=False,
+            precision=spec.dtype,
         )
         return lambda batch, shas: views.compute(batch, shas, view)
     from bneck.features.backbones.feature_model import FeatureModel
@@ -110,7 +120,7 @@ def _check_entry(
     check = RecomputeCheck(
         entry.key,
         f"{meta.get('backbone')} layer={meta.get('layer')} pool={meta.get('pool')}"
-        f"{' augmented view' if meta.get('augmentation') else ''}"
+        f"{' augmented view' if meta.get('augmentation') else ' view 0' if meta.get('dtype') == BFLOAT16 else ''}"
         f"{' int8' if meta.get('quantization') else ''}",
     )
     try:

@@ -27,6 +27,7 @@ from bneck.core.files import kind_of
 from bneck.core.hashing import RowsDigest, sha256_array
 from bneck.core.versions import versions
 from bneck.features.backbones.spec import SCHEMA_VERSION
+from bneck.features.featurefile.storage import row_dataset_options
 from bneck.features.featurefile.validate import (
     FILE_FORMAT,
     check_finite,
@@ -66,12 +67,11 @@ def write_split_file(
 
     with atomic_target(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            chunk_rows = max(1, min(n, (1 << 20) // max(1, int(np.prod(row_shape)) * 4))) if n else 1
             features = f.create_dataset(
                 "features",
                 shape=(n,) + tuple(row_shape),
                 dtype=dtype,
-                chunks=(chunk_rows,) + tuple(row_shape) if n else None,
+                **row_dataset_options(n, tuple(row_shape), np.dtype(dtype).itemsize),
             )
 
             def sink(start: int, rows: np.ndarray) -> None:

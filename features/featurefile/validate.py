@@ -3,9 +3,10 @@
 A split file is trusted only if:
 
 * it says it is complete, in this bneck's file format and schema version;
-* it holds exactly bneck's datasets with bneck's dtypes and shapes, unfiltered, each
-  stored in full (a dataset declaring more rows than the file holds is refused, not
-  read as fill values);
+* it holds exactly bneck's datasets with bneck's dtypes and shapes, stored as
+  ``storage`` writes them: deflate and shuffle the only filters, an uncompressed dataset
+  stored in full (declaring more rows than the file holds is refused, not read as fill
+  values), a compressed one declaring at most ``MAX_INFLATION`` times what it stores;
 * it reaches nothing outside itself: no soft or external link, no external raw
   storage, and a virtual ``features`` dataset only over complete shard files in its
   own ``<split>.shards/`` folder (the Ray engine's), each reading their ``features``;
@@ -29,6 +30,7 @@ from bneck.core.hashing import sha256_json
 from bneck.features.backbones.resolve import check_record
 from bneck.features.backbones.spec import KEY_FIELDS, OPTIONAL_KEY_FIELDS, SCHEMA_VERSION, extractor_key
 from bneck.features.featurefile.reach import H5Refused, check_self_contained
+from bneck.features.featurefile.storage import storage_problem
 
 FILE_FORMAT = 2  # bumped when the file layout or its checksums change (not the rows: see SCHEMA_VERSION)
 REQUIRED_DATASETS = ("features", "labels", "paths", "sha256", "quarantine")
@@ -125,8 +127,9 @@ def _refuse(path: str, problem: str) -> FeatureFileError:
 
 
 def _check_datasets(path: str, f: h5py.File) -> int:
-    """Check that the file holds exactly bneck's datasets: names, dtypes, shapes, no filters, no
-    attributes of their own, every byte stored; returns the row count."""
+    """Check that the file holds exactly bneck's datasets: names, dtypes, shapes, no attributes of
+    their own, stored as ``storage`` allows (deflate and shuffle only, every byte or a bounded
+    inflation); returns the row count."""
     missing = [d for d in REQUIRED_DATASETS if not isinstance(f.get(d), h5py.Dataset)]
     if missing:
         raise _refuse(path, f"lacks the dataset(s) {', '.join(missing)}")
@@ -160,16 +163,9 @@ def _check_datasets(path: str, f: h5py.File) -> int:
                 f"quarantine {quarantine.dtype}{quarantine.shape})",
             )
     for ds in (feats, labels, paths, shas, quarantine):
-        if ds.is_virtual:
-            continue
-        if ds.id.get_create_plist().get_nfilters():
-            raise _refuse(path, f"stores {ds.name} compressed or filtered, which bneck never does")
-        if ds.dtype.kind != "O" and ds.id.get_storage_size() < ds.size * ds.dtype.itemsize:
-            raise _refuse(
-                path,
-                f"declares {ds.name} of shape {ds.shape} ({ds.size * ds.dtype.itemsize:,} "
-                f"bytes) but stores only {ds.id.get_storage_size():,} bytes",
-            )
+        problem = None if ds.is_virtual else storage_problem(ds)
+        if problem:
+            raise _refuse(path, problem)
     return n
 
 
@@ -214,8 +210,8 @@ def _check_shard(path: str, shard: str, source) -> None:
                     problem = "is incomplete (no 'complete' flag)"
                 elif not isinstance(ds, h5py.Dataset) or ds.shape != expected:
                     problem = f"holds features of shape {getattr(ds, 'shape', None)}, not {expected}"
-                elif ds.id.get_storage_size() < ds.size * ds.dtype.itemsize:
-                    problem = "stores fewer bytes than its features declare"
+                else:
+                    problem = storage_problem(ds)
         except H5Refused as exc:
             problem = str(exc)
         except (OSError, KeyError, RuntimeError, ValueError):

@@ -5,7 +5,9 @@ recomputes them like any other rows, which is why they live in stage 1's package
 
 View 0 is the image itself, and its rows are exactly stage 1's rows for the base cut
 at that layer (same key): ``bneck extract --layer block4_pool --pool none`` and
-``bneck finetune --cache-frozen`` share them. Views 1..K-1 are augmented; the
+``bneck finetune --cache-frozen`` share them. With ``--view-precision bfloat16`` every
+view is stored rounded to bfloat16 instead (``dtype = "bfloat16"`` in the key, view 0
+included; ``featurefile.storage``: 0.37 of the disk). Views 1..K-1 are augmented; the
 augmentation, its seed and the view index enter the key (``ExtractorSpec.augmentation``)
 and each view is a pure function of the image's content (``augment.view_transforms``),
 so a view computed once is reused by any later run, in any order or batch size.
@@ -25,14 +27,22 @@ from bneck.core.progress import progress_bar
 from bneck.core.tfimport import import_tensorflow
 from bneck.features.backbones.spec import ExtractorSpec
 from bneck.features.cache.rows import RowCache, RowWriter, missing_shas, remaking_missing
+from bneck.features.featurefile.storage import BFLOAT16
 from bneck.features.views.warp import FLIP_VIEW, view_transforms, warp
+
+# What views may be stored at: float32 (exact, the default: view 0 shares stage 1's rows at that
+# layer) or bfloat16 (0.37 of the disk).
+VIEW_PRECISIONS = ("float32", BFLOAT16)
 
 # How a view is made from its transform; enters the key of augmented views.
 WARP = "affine:bilinear:fill-nearest:after-preprocessing"
 
 
-def view_spec(spec: ExtractorSpec, layer: str, pool: str, params: dict, seed: int, view: int) -> ExtractorSpec:
-    """Return the spec of view ``view`` of ``spec``'s base cut at ``layer`` (pooled by ``pool``).
+def view_spec(
+    spec: ExtractorSpec, layer: str, pool: str, params: dict, seed: int, view: int, precision: str = "float32"
+) -> ExtractorSpec:
+    """Return the spec of view ``view`` of ``spec``'s base cut at ``layer`` (pooled by ``pool``), its
+    rows stored at ``precision`` (``VIEW_PRECISIONS``).
 
     The mirror view (``FLIP_VIEW``) depends on neither the augmentation nor the seed."""
     augmentation = None
@@ -40,11 +50,14 @@ def view_spec(spec: ExtractorSpec, layer: str, pool: str, params: dict, seed: in
         augmentation = json.dumps({"view": "horizontal-flip", "warp": WARP}, sort_keys=True)
     elif view:
         augmentation = json.dumps({"params": params, "seed": seed, "view": view, "warp": WARP}, sort_keys=True)
-    return dataclasses.replace(spec, layer=layer, pool=pool, dtype="float32", augmentation=augmentation)
+    return dataclasses.replace(spec, layer=layer, pool=pool, dtype=precision, augmentation=augmentation)
 
 
-def parse_view(augmentation: str) -> tuple[dict, int, int]:
-    """Return (params, seed, view) of a view's recorded ``augmentation`` (``view_spec``'s JSON)."""
+def parse_view(augmentation: str | None) -> tuple[dict, int, int]:
+    """Return (params, seed, view) of a view's recorded ``augmentation`` (``view_spec``'s JSON;
+    None for view 0, the image itself)."""
+    if augmentation is None:
+        return {}, 0, 0
     recorded = json.loads(augmentation)
     if recorded.get("view") == "horizontal-flip":
         return {}, 0, FLIP_VIEW
@@ -76,9 +89,10 @@ class TrunkViews:
         cache_dir: str,
         batch_size: int = 32,
         verbose: bool = True,
+        precision: str = "float32",
     ):
         tf = import_tensorflow()
-        self.spec, self.layer, self.pool = spec, layer, pool
+        self.spec, self.layer, self.pool, self.precision = spec, layer, pool, precision
         self.params, self.seed, self.cache_dir = params, seed, cache_dir
         self.batch_size, self.verbose = batch_size, verbose
         self.stats = ViewStats()
@@ -142,7 +156,8 @@ class TrunkViews:
         self.stats.seconds += time.perf_counter() - start
 
     def _cache(self, view: int) -> RowCache:
-        cache = RowCache(self.cache_dir, view_spec(self.spec, self.layer, self.pool, self.params, self.seed, view))
+        spec = view_spec(self.spec, self.layer, self.pool, self.params, self.seed, view, self.precision)
+        cache = RowCache(self.cache_dir, spec)
         cache.refresh()
         return cache
 

@@ -124,7 +124,7 @@ def _entry_kind(entry) -> str:
         return "empty"
     augmentation = entry.meta.get("augmentation")
     if not augmentation:
-        return "features"
+        return "image view (fine-tuning)" if entry.meta.get("dtype") == "bfloat16" else "features"
     try:
         view = parse_view(augmentation)[2]
     except (ValueError, KeyError, TypeError):

@@ -12,7 +12,7 @@ and the whole model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -107,6 +107,11 @@ class TrainInputs:
     augment: object = None  # training batches only
     cache: dict | None = None  # trunk rows computed / reused, seconds
     mirrored: dict | None = None  # split -> inputs of the mirrored images (test-time augmentation)
+    # The cached path: (split, mirrored) -> the whole model's outputs on the split's images and, when
+    # ``mirrored``, on their mirror images: what a folder records for validation and test
+    # (``scored_on_images``); training images are scored on their cached rows.
+    whole: object = None
+    whole_mirrored: dict = field(default_factory=dict)  # split -> outputs ``whole`` gave on the mirrors
 
 
 def plain_inputs(tf, ft, data: dict[str, DecodedSplit], preprocess, tta: bool = False) -> TrainInputs:
@@ -138,18 +143,42 @@ def cached_inputs(
     rows_folder,
     verbose: bool,
     tta: bool = False,
+    precision: str = "float32",
 ) -> TrainInputs:
     """The unfrozen top on the cached output of the frozen trunk, ``views`` views per training image;
     with ``tta`` the cached mirror view of validation and test images too. The rows go to
     RowFiles in ``rows_folder`` (``rowfile.RowFolder``), a block at a time."""
     from bneck.features.views.rows import TrunkViews
-    from bneck.features.views.warp import FLIP_VIEW
     from bneck.pipeline.finetuning.model import frozen_split
 
     split = frozen_split(ft)
-    trunk = TrunkViews(
-        split.trunk, preprocess, ft.spec, split.layer, split.pool, augment, seed, cache_dir, verbose=verbose
+    where = (ft.spec, split.layer, split.pool, augment, seed, cache_dir)
+    trunk = TrunkViews(split.trunk, preprocess, *where, verbose=verbose, precision=precision)
+
+    x, mirrored = _row_files(trunk, data, views, tta, rows_folder)
+    stats = trunk.stats
+    return TrainInputs(
+        split.top,
+        x,
+        lambda b: tf.cast(b, tf.float32),
+        views,
+        256,
+        cache={
+            "layer": split.layer,
+            "views": views,
+            "rows_computed": stats.computed,
+            "rows_reused": stats.reused,
+            "seconds": stats.seconds,
+        },
+        mirrored=mirrored,
+        whole=scored_on_images(tf, ft.model, preprocess, data) if precision != "float32" else None,
     )
+
+
+def _row_files(trunk, data: dict, views: int, tta: bool, rows_folder) -> tuple[dict, dict | None]:
+    """Ensure every split's views are cached, then copy them into RowFiles: (split -> rows, split ->
+    mirrored rows or None). Training images get ``views`` views, the others view 0 (and the mirror)."""
+    from bneck.features.views.warp import FLIP_VIEW
 
     def row_file(name: str, images: SplitImages, which: list):
         n = len(images.shas)
@@ -167,22 +196,28 @@ def cached_inputs(
         x[s] = row_file(s, d, which)
         if tta and s != "train":
             mirrored[s] = row_file(f"{s} mirrored", d, [FLIP_VIEW])
-    stats = trunk.stats
-    return TrainInputs(
-        split.top,
-        x,
-        lambda b: tf.cast(b, tf.float32),
-        views,
-        256,
-        cache={
-            "layer": split.layer,
-            "views": views,
-            "rows_computed": stats.computed,
-            "rows_reused": stats.reused,
-            "seconds": stats.seconds,
-        },
-        mirrored=mirrored,
-    )
+    return x, mirrored
+
+
+def scored_on_images(tf, model, preprocess, data: dict, batch: int = 64):
+    """Return (split, mirrored) -> (``model``'s outputs on the split's images, on their mirror images or
+    None), decoding a batch at a time. The cached rows the top trains on are rounded to bfloat16
+    (``featurefile.storage``); what a fine-tuned folder records for validation and test (the
+    splits every score, comparison and selection reads) is the saved model in float32 on the
+    images, as `bneck predict` runs it."""
+    call = tf.function(lambda b: model(preprocess(tf.cast(b, tf.float32)), training=False), reduce_retracing=True)
+
+    def outputs(split: str, mirrored: bool) -> tuple:
+        images, plain, mirror = data[split], [], []
+        n = len(images.shas)
+        for lo in range(0, n, batch):
+            decoded = images.decode(range(lo, min(n, lo + batch)))
+            plain.append(call(tf.constant(decoded)).numpy())
+            if mirrored:
+                mirror.append(call(tf.constant(np.ascontiguousarray(decoded[:, :, ::-1]))).numpy())
+        return np.concatenate(plain), (np.concatenate(mirror) if mirrored else None)
+
+    return outputs
 
 
 def predictor(tf, inputs: TrainInputs):

@@ -198,4 +198,5 @@ def frozen_split(ft: FinetuneModel) -> FrozenSplit:
         )
     cut = keras.Input(shape=tensor.shape[1:], name="frozen_output")
     top = keras.Model(cut, ft.head(upper(cut, training=False)), name="bneck_top")
-    return FrozenSplit(keras.Model(fm.input, tensor), top, tensor._keras_history[0].name, "none")
+    inputs = fm.inputs[0] if len(fm.inputs) == 1 else fm.input  # a tensor: callers pass one
+    return FrozenSplit(keras.Model(inputs, tensor), top, tensor._keras_history[0].name, "none")

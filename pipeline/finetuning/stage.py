@@ -37,7 +37,14 @@ from bneck.pipeline.finetuning.inputs import (
     predictor,
 )
 from bneck.pipeline.finetuning.model import build_finetune_model
-from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE, NO_AUGMENT, fingerprint, fold_augment
+from bneck.pipeline.finetuning.options import (
+    AUGMENTATIONS,
+    FINETUNE,
+    NO_AUGMENT,
+    check_view_precision,
+    fingerprint,
+    fold_augment,
+)
 from bneck.pipeline.finetuning.outputs import (
     recorded_config,
     save_finetuned,
@@ -90,6 +97,7 @@ def finetune(
     flip: bool = True,
     cache_frozen: bool = True,
     views: int = 4,
+    view_precision: str = "float32",
     tta: bool = False,
     cache_dir: str | None = None,
     weights: str | None = None,
@@ -113,6 +121,7 @@ def finetune(
     """
     arguments = locals()  # the checked options (``augment`` folded in by ``fold_augment``), in the table's order
     opts = {name: arguments[name] for name in FINETUNE.options}
+    check_view_precision(opts)
     requested = fingerprint(opts)
     out_dir = check_folder(out_dir, "finetuned", inputs=[head_dir, data_dir])
     reused, why = _reused_or_why_not(head_dir, data_dir, out_dir, opts, requested)
@@ -246,8 +255,9 @@ def _inputs(
     data = {split: SplitImages(records, size) for split, records in splits.items()}
     views = opts["views"] if any(augment.values()) else 1  # without augmentation every view is the image
     rows = cleanup.enter_context(RowFolder(os.path.join(cache_dir, "tmp")))
+    precision = opts["view_precision"]
     return cached_inputs(
-        tf, ft, data, preprocess, augment, views, opts["seed"], cache_dir, rows, verbose, opts["tta"]
+        tf, ft, data, preprocess, augment, views, opts["seed"], cache_dir, rows, verbose, opts["tta"], precision
     ), data
 
 
@@ -261,8 +271,13 @@ def _train(
     probabilities = {}
     predict = predictor(tf, inputs)
 
-    def evaluate(split):
-        out = predict(inputs.x[split], len(data[split].labels))  # view 0 of each image
+    def evaluate(split, final=False):
+        if final and inputs.whole is not None and split != "train":  # cached path: the saved model on images
+            out, mirror = inputs.whole(split, bool(inputs.mirrored) and split in inputs.mirrored)
+            if mirror is not None:
+                inputs.whole_mirrored[split] = mirror
+        else:
+            out = predict(inputs.x[split], len(data[split].labels))  # view 0 of each image
         probabilities[split] = class_probabilities(out)
         return scores(data[split].labels, probabilities[split], class_names)
 
@@ -278,7 +293,7 @@ def _train(
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    metrics = {split: evaluate(split) for split in data}
+    metrics = {split: evaluate(split, final=True) for split in data}
     accs = history["val_accuracy"]
     metrics.update(
         fit_seconds=seconds,
@@ -345,7 +360,12 @@ def _test_time_augmented(
     if not inputs.mirrored:
         return {}
     predict = predictor(tf, inputs)
-    mean = {s: (probabilities[s] + class_probabilities(predict(x))) / 2.0 for s, x in inputs.mirrored.items()}
+
+    def mirror(split, x) -> np.ndarray:  # scored on the images when the rows are bfloat16
+        scored = inputs.whole_mirrored.get(split)
+        return predict(x) if scored is None else scored
+
+    mean = {s: (probabilities[s] + class_probabilities(mirror(s, x))) / 2.0 for s, x in inputs.mirrored.items()}
     metrics["tta"] = {s: scores(data[s].labels, p, class_names) for s, p in mean.items()}
     return mean
 

@@ -69,6 +69,7 @@ def _check_finetune_plan(cfg: dict) -> None:
     from bneck.features.backbones.feature_model import check_cut
     from bneck.features.backbones.model_file import backbone_from_options, with_graph
     from bneck.pipeline.finetuning.model import unfreeze_index
+    from bneck.pipeline.finetuning.options import check_view_precision
     from bneck.pipeline.training.classifiers import is_keras
 
     ex, ft = cfg["extract"], cfg["finetune"]
@@ -81,6 +82,8 @@ def _check_finetune_plan(cfg: dict) -> None:
             f"{', '.join(heads) or 'none'})."
         )
     finetuning = ft["enabled"] and bool(heads)
+    if finetuning:
+        check_view_precision(ft)
     backbone = backbone_from_options(ex["backbone"], ex["preprocess"])
     alpha = backbone.resolve_alpha(ex["alpha"])
     size = backbone.validate_size(backbone.default_size if ex["size"] is None else ex["size"])

@@ -23,7 +23,12 @@ from bneck.features.cache.maintenance import collect_garbage
 from bneck.features.cache.verify import verify_cache
 from tests.conftest import MOBILENET, copy_subset
 
-DAMAGES = ["truncated", "flipped_feature_byte", "flipped_hash_byte", "no_complete_flag", "old_schema_version"]
+# Re-signed forgeries too (a writer of the cache can compute checksums): hashes that are not text,
+# fewer rows than hashes, float64 rows, and a compressed chunk whose stream inflates past its
+# declared size (libhdf5 would inflate it whole: a decompression bomb under a valid checksum).
+FORGED = ["sha256_as_integers", "fewer_rows_than_hashes", "float64_rows", "inflating_features"]
+DAMAGES = ["truncated", "flipped_feature_byte", "flipped_hash_byte", "no_complete_flag", "old_schema_version", *FORGED]
+FAIL_ON_READ = ("flipped_feature_byte", "inflating_features")  # the hashes still list the rows
 
 
 def _flip(path: str, offset: int) -> None:
@@ -41,14 +46,43 @@ def _damage(chunk: str, damage: str) -> None:
     elif damage in ("flipped_feature_byte", "flipped_hash_byte"):
         with h5py.File(chunk, "r") as f:  # where the raw bytes of the dataset lie in the file
             ds = f["features" if damage == "flipped_feature_byte" else "sha256"]
-            offset = ds.id.get_offset() + ds.id.get_storage_size() // 3
+            if ds.chunks:  # compressed rows: a byte inside the first chunk's stored bytes
+                offset, size = ds.id.get_chunk_info(0)[2:4]
+                offset += size // 3
+            else:
+                offset = ds.id.get_offset() + ds.id.get_storage_size() // 3
         _flip(chunk, offset)
+    elif damage in FORGED:
+        _forge(chunk, damage)
     else:
         with h5py.File(chunk, "r+") as f:
             if damage == "no_complete_flag":
                 del f.attrs["complete"]
             else:
                 f.attrs["schema_version"] = 0
+
+
+def _forge(chunk: str, damage: str) -> None:
+    import zlib
+
+    from bneck.core.hashing import sha256_array
+
+    with h5py.File(chunk, "r+") as f:
+        shas, feats = f["sha256"][()], f["features"][()]
+        if damage == "sha256_as_integers":
+            del f["sha256"]
+            f["sha256"] = np.arange(len(shas))
+            f.attrs["sha256_sha256"] = sha256_array(f["sha256"][()])
+            return
+        del f["features"]
+        if damage == "inflating_features":
+            ds = f.create_dataset(
+                "features", shape=feats.shape, dtype=feats.dtype, chunks=feats.shape, compression="gzip"
+            )
+            ds.id.write_direct_chunk((0,) * feats.ndim, zlib.compress(feats.tobytes() + b"\0" * (1 << 22)))
+        else:
+            f["features"] = feats[:-1] if damage == "fewer_rows_than_hashes" else feats.astype(np.float64)
+        f.attrs["features_sha256"] = sha256_array(feats if damage == "inflating_features" else f["features"][()])
 
 
 @pytest.fixture
@@ -67,7 +101,7 @@ def test_damaged_cache_chunk_is_detected_reported_and_rebuilt(cached, tmp_path, 
     _damage(chunk, damage)
     checked, problems = verify_cache(str(cache))
     assert checked == 1 and [p for p, _ in problems] == [chunk]
-    if damage == "flipped_feature_byte":  # the hashes still list the rows: reading them must fail
+    if damage in FAIL_ON_READ:  # the hashes still list the rows: reading them must fail
         with pytest.raises(FeatureFileError, match="damaged.*bneck cache gc"):
             extract(data, tmp_path / "again", cache_dir=cache, verbose=False, **MOBILENET)
         assert collect_garbage(str(cache))["bad_chunks"] == 1
@@ -75,7 +109,7 @@ def test_damaged_cache_chunk_is_detected_reported_and_rebuilt(cached, tmp_path, 
         warnings.simplefilter("always")
         report = extract(data, tmp_path / "again", cache_dir=cache, verbose=False, **MOBILENET)
     said = [str(w.message) for w in caught if issubclass(w.category, BneckWarning)]
-    if damage != "flipped_feature_byte":  # ignored on sight, with a warning naming it (even when quiet)
+    if damage not in FAIL_ON_READ:  # ignored on sight, with a warning naming it (even when quiet)
         assert any(f"ignoring damaged cache chunk {chunk}" in text for text in said), said
     assert "ignoring damaged" not in capsys.readouterr().err  # the library never prints: the CLI shows warnings
     assert report.forward_images == 6  # rebuilt, and equal to what it was

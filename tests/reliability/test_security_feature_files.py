@@ -92,10 +92,53 @@ def float64_features(f, tmp_path):
     f.create_dataset("features", data=data.astype(np.float64))
 
 
-def compressed_features(f, tmp_path):
+def lzf_compressed_features(f, tmp_path):  # a filter bneck never writes (any other would be a plugin: code)
     data = f["features"][()]
     del f["features"]
-    f.create_dataset("features", data=data, compression="gzip")
+    f.create_dataset("features", data=data, compression="lzf")
+
+
+def a_deflate_bomb(f, tmp_path):  # 16 MB of zeros a row, stored in a few kilobytes
+    n = f["features"].shape[0]
+    del f["features"]
+    ds = f.create_dataset(
+        "features", shape=(n, 256, 256, 64), dtype="float32", chunks=(1, 256, 256, 64), compression="gzip"
+    )
+    for i in range(n):
+        ds[i] = np.zeros((256, 256, 64), np.float32)
+
+
+def a_stream_that_inflates_past_its_chunk(f, tmp_path):  # libhdf5 inflates a stream whole: 64 MB here
+    import zlib
+
+    data = f["features"][()]
+    del f["features"]
+    ds = f.create_dataset("features", shape=data.shape, dtype=data.dtype, chunks=data.shape, compression="gzip")
+    ds.id.write_direct_chunk((0,) * data.ndim, zlib.compress(data.tobytes() + b"\0" * (64 << 20), 9))
+
+
+def features_deflated_twice(f, tmp_path):  # a pipeline bneck never writes (two deflates bomb better)
+    data = f["features"][()]
+    del f["features"]
+    plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    plist.set_chunk(data.shape)
+    plist.set_deflate(1)
+    plist.set_deflate(1)
+    space = h5py.h5s.create_simple(data.shape)
+    h5py.h5d.create(f.id, b"features", h5py.h5t.IEEE_F32LE, space, plist).write(h5py.h5s.ALL, h5py.h5s.ALL, data)
+
+
+def an_unwritten_quarantine_of_millions(f, tmp_path):  # 2 million text cells, none stored: a few KB
+    del f["quarantine"]
+    f.create_dataset("quarantine", shape=(2_000_000, 2), dtype=h5py.string_dtype("utf-8"), chunks=(1000, 2))
+
+
+def features_in_oversized_chunks(f, tmp_path):  # all rows in one chunk of 16 MB each: 80+ MB to read any row
+    n = f["features"].shape[0]
+    assert n >= 5
+    del f["features"]
+    ds = f.create_dataset("features", shape=(n, 512, 512, 16), dtype="float32", chunks=(n, 512, 512, 16))
+    ds[...] = 0.5
 
 
 def features_as_a_soft_link(f, tmp_path):
@@ -177,7 +220,12 @@ FORGERIES = [
     declared_rows_not_stored,
     object_dtype_features,
     float64_features,
-    compressed_features,
+    lzf_compressed_features,
+    a_deflate_bomb,
+    a_stream_that_inflates_past_its_chunk,
+    features_deflated_twice,
+    an_unwritten_quarantine_of_millions,
+    features_in_oversized_chunks,
     features_as_a_soft_link,
     features_as_an_external_link,
     features_in_external_raw_storage,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -53,9 +54,15 @@ def _check_family(name: str, tmp_path) -> None:
     assert np.max(np.abs(got.features - want)) / scale < 1e-4, name
 
     train(tmp_path / "f", ["dense"], tmp_path / "m", epochs=1, verbose=False)
-    tuned = finetune(str(tmp_path / "m" / "dense"), str(data), str(tmp_path / "ft"), epochs=1, verbose=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuned = finetune(str(tmp_path / "m" / "dense"), str(data), str(tmp_path / "ft"), epochs=1, verbose=False)
     entry = get_backbone(name)
     made = json.loads((tmp_path / "ft" / "manifest.json").read_text())
+    said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    # a family whose top reads tensors from below its unfreeze point (NASNet) says so, and runs uncached
+    assert all("cannot be cached" in text for text in said), said
+    assert made["config"]["cache_frozen"] is not bool(said)
     assert made["config"]["unfreeze_from"] == entry.unfreeze_from
     assert (
         entry.unfreeze_from in catalog()[name]["unfreeze_points"]

@@ -40,7 +40,7 @@ class EagerKerasModel:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         self.calls, self.images = self.calls + 1, self.images + len(images)
         parts = [
-            np.asarray(self.model([self.preprocess(images[i : i + 3].astype(np.float32))], training=False))
+            np.asarray(self.model(self.preprocess(images[i : i + 3].astype(np.float32)), training=False))
             for i in range(0, len(images), 3)
         ]
         return (np.concatenate(parts) * self.scale).astype(self.spec.dtype)

@@ -13,6 +13,7 @@ from bneck.core.tfimport import import_tensorflow
 from bneck.features import ConfigError, extract, get_backbone
 from bneck.features.backbones.feature_model import build_base, cut_model
 from bneck.features.cache.maintenance import list_entries
+from bneck.features.featurefile.storage import round_to_bfloat16
 from bneck.features.images.dataset import discover
 from bneck.features.images.decode import decode_image
 from bneck.features.views.rows import TrunkViews, view_spec
@@ -154,6 +155,38 @@ def test_trunk_rows_equal_the_base_run_directly_and_views_augment_only_training(
     assert '"view": 1' in view_spec(ft.spec, split.layer, "none", AUGMENT, 0, 1).augmentation
 
 
+def test_views_at_float32_are_exact_and_at_bfloat16_their_rounding(head_dir, image_root, tmp_path):
+    """The two view precisions compute the same rows: float32 stores them as computed (view 0 under
+    stage 1's key, equal to the base run directly), bfloat16 stores each rounded to nearest, and a
+    row's error is at most 2**-8 of its value."""
+    tf = import_tensorflow()
+    head = load_classifier(str(head_dir))
+    ft = build_finetune_model(head, None, NO_AUGMENT, seed=0)
+    split = frozen_split(ft)
+    records = discover(str(image_root)).splits["validation"][:8]
+    images = np.stack([decode_image(r.abspath, 224) for r in records])
+    shas = [f"{i:064x}" for i in range(len(images))]
+    preprocess = get_backbone("mobilenet").preprocess_fn()
+    rows = {}
+    for precision in ("float32", "bfloat16"):
+        where = (ft.spec, split.layer, split.pool, AUGMENT, 0, str(tmp_path))
+        views = TrunkViews(split.trunk, preprocess, *where, verbose=False, precision=precision)
+        rows[precision] = views.rows(images, shas, [0, 1])
+    direct = cut_model(build_base(get_backbone("mobilenet"), ft.spec), get_backbone("mobilenet"), split.layer, "none")
+    np.testing.assert_allclose(
+        rows["float32"][:8],
+        direct.predict(preprocess(tf.constant(images, tf.float32)), verbose=0),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    np.testing.assert_array_equal(rows["bfloat16"], round_to_bfloat16(rows["float32"]))
+    exact, rounded = rows["float32"], rows["bfloat16"]
+    assert np.all(np.abs(rounded - exact) <= np.abs(exact) * 2.0**-8) and not np.array_equal(rounded, exact)
+    f32 = view_spec(ft.spec, split.layer, "none", AUGMENT, 0, 0)  # the default: float32
+    assert f32.dtype == "float32" and f32.augmentation is None  # stage 1's key at that layer
+    assert view_spec(ft.spec, split.layer, "none", AUGMENT, 0, 0, "bfloat16").key != f32.key
+
+
 @pytest.mark.pure
 def test_frozen_base_mode_caches_stage_one_features(tiny_head_dir, tiny_image_root, tmp_path):
     result = finetune(
@@ -189,7 +222,7 @@ def test_a_cut_inside_a_residual_block_is_refused():
     ft.unfreeze_from = "conv5_block3_1_conv"  # the block's start: one tensor in, fine
     split = frozen_split(ft)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
-    np.testing.assert_allclose(split.top(split.trunk(x)), head(base(x)), atol=1e-5)
+    np.testing.assert_allclose(split.top(split.trunk(x)), head(base([x])), atol=1e-5)
     assert split.layer == "conv5_block2_out" and isinstance(split.top, keras.Model)
 
 
@@ -216,9 +249,29 @@ def test_views_must_be_positive(tiny_head_dir, tiny_image_root, tmp_path, capsys
     assert not os.path.exists(tmp_path / "x")
 
 
+@pytest.mark.pure
+def test_a_view_precision_without_cached_views_is_refused_before_any_work(
+    tiny_head_dir, tiny_image_root, tmp_path, capsys
+):
+    args = ["finetune", str(tiny_head_dir), "--data", str(tiny_image_root), "--out", str(tmp_path / "x")]
+    assert main(args + ["--no-cache-frozen", "--view-precision", "bfloat16"]) == 2
+    err = capsys.readouterr().err
+    assert "--view-precision says how --cache-frozen stores" in err and "view_precision='bfloat16'" in err
+    assert not os.path.exists(tmp_path / "x")
+    assert main(args + ["--view-precision", "half"]) == 2  # a value outside the choices, with a suggestion
+    assert "--view-precision must be one of 'float32', 'bfloat16'" in capsys.readouterr().err
+
+
 def _mirror_mean(folder, image_root, split):
     """The TTA probabilities of a saved fine-tuned model, computed independently: the model on each
     decoded image and on its numpy mirror image, averaged."""
+    rows, plain, mirrored = _on_images(folder, image_root, split)
+    return rows, (plain + mirrored) / 2
+
+
+def _on_images(folder, image_root, split):
+    """(the folder's predictions.csv rows of ``split``, the saved model's probabilities on each decoded
+    image, on its numpy mirror image)."""
     from bneck.pipeline.artifacts import read_verified
     from bneck.pipeline.predictions_csv import read_predictions
 
@@ -234,12 +287,15 @@ def _mirror_mean(folder, image_root, split):
         out = model(preprocess(tf.constant(x, tf.float32)), training=False).numpy()
         return np.concatenate([1 - out, out], 1) if out.shape[1] == 1 else out
 
-    return rows, (probs(images) + probs(np.ascontiguousarray(images[:, :, ::-1]))) / 2
+    return rows, probs(images), probs(np.ascontiguousarray(images[:, :, ::-1]))
 
 
 @pytest.mark.pure
-@pytest.mark.parametrize("cache_frozen", [True, False])
-def test_tta_scores_the_mean_over_each_image_and_its_mirror(tiny_head_dir, tiny_image_root, tmp_path, cache_frozen):
+@pytest.mark.parametrize("cache_frozen,precision", [(True, "float32"), (True, "bfloat16"), (False, "float32")])
+def test_tta_scores_the_mean_over_each_image_and_its_mirror(
+    tiny_head_dir, tiny_image_root, tmp_path, cache_frozen, precision
+):
+    """With bfloat16 views too: validation and test are scored by the saved model on the images."""
     from bneck.pipeline.artifacts import read_verified
     from bneck.pipeline.predictions_csv import read_predictions
 
@@ -255,6 +311,7 @@ def test_tta_scores_the_mean_over_each_image_and_its_mirror(tiny_head_dir, tiny_
         verbose=False,
         tta=True,
         cache_frozen=cache_frozen,
+        view_precision=precision,
         cache_dir=str(tmp_path / "cache"),
     )
     assert set(done.metrics["tta"]) == {"validation", "test"}
@@ -310,6 +367,35 @@ def test_the_cached_path_decodes_each_image_once_and_none_whose_rows_are_cached(
     again = finetune(str(tiny_head_dir), str(tiny_image_root), str(tmp_path / "b"), **kwargs)
     assert again.metrics["cache_frozen"]["rows_computed"] == 0 and decoded == []  # no image decoded at all
     assert again.metrics["validation"] == first.metrics["validation"]
+
+
+@pytest.mark.pure
+def test_bfloat16_views_score_validation_and_test_on_the_images(tiny_head_dir, tiny_image_root, tmp_path, monkeypatch):
+    """Rows rounded to bfloat16 train the top; what the folder records for validation and test is the
+    saved model on the images (decoded once more at the end), so a rerun decodes those splits only."""
+    import bneck.pipeline.finetuning.inputs as inputs
+
+    decoded, real = [], inputs.decoded_batches
+
+    def counting(items, *args, **kwargs):
+        decoded.extend(key for key, _ in items)
+        return real(items, *args, **kwargs)
+
+    monkeypatch.setattr(inputs, "decoded_batches", counting)
+    kwargs = dict(epochs=1, augment=AUGMENT, views=2, view_precision="bfloat16", verbose=False)
+    kwargs["cache_dir"] = str(tmp_path / "cache")
+    first = finetune(str(tiny_head_dir), str(tiny_image_root), str(tmp_path / "a"), **kwargs)
+    n = {s: len(r) for s, r in discover(str(tiny_image_root)).splits.items()}
+    scored = n["validation"] + n["test"]
+    assert len(set(decoded)) == sum(n.values()) and len(decoded) == sum(n.values()) + scored
+    decoded.clear()
+    again = finetune(str(tiny_head_dir), str(tiny_image_root), str(tmp_path / "b"), **kwargs)
+    assert again.metrics["cache_frozen"]["rows_computed"] == 0 and len(decoded) == len(set(decoded)) == scored
+    assert again.metrics["test"] == first.metrics["test"]
+    rows, plain, _ = _on_images(tmp_path / "b", tiny_image_root, "test")  # the saved model on each image
+    saved = [[r["probabilities"][c] for c in ("cats", "dogs")] for r in rows]
+    assert len(rows) == n["test"]
+    np.testing.assert_allclose(saved, plain, atol=2e-4)
 
 
 @pytest.mark.pure
