@@ -105,5 +105,5 @@ def precision_hint(have: frozenset | None = None) -> str:
     options = " or ".join(name for name, _ in native)
     return (
         f"this CPU also computes {what} natively: --precision {options} can be 2-4x faster on large backbones "
-        "(own cache key, checked by a cosine gate; README: Which runtime and precision)"
+        "(own cache key, checked by a cosine gate; docs/runtimes.md says which runtime and precision)"
     )
