@@ -15,6 +15,7 @@ import numpy as np
 
 from bneck.core.errors import ConfigError, WeightsError
 from bneck.core.tfimport import import_tensorflow
+from bneck.features.backbones.graph import single_input
 from bneck.features.backbones.registry import Backbone
 from bneck.features.backbones.spec import ExtractorSpec
 from bneck.features.backbones.weights import RANDOM_INIT_SEED
@@ -82,10 +83,7 @@ def cut_model(base, backbone: Backbone, layer: str, pool: str):
             )
         pooling = keras.layers.GlobalAveragePooling2D if pool == "avg" else keras.layers.GlobalMaxPooling2D
         out = pooling(name=f"bneck_{pool}_pool")(out)
-    # One input as a tensor, not a one-item list (a model read from a file keeps its inputs as a
-    # list): callers pass a tensor, and Keras warns when the structures differ.
-    inputs = base.inputs[0] if len(base.inputs) == 1 else base.input
-    return keras.Model(inputs, out, name=f"{backbone.name}_{layer}_{pool}")
+    return keras.Model(single_input(base), out, name=f"{backbone.name}_{layer}_{pool}")
 
 
 # The architectures built last in this process (random weights), by what builds them: a run checks its

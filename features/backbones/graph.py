@@ -45,6 +45,13 @@ def fresh_layer_names():
         global_state.set_global_attribute("object_name_uids", saved)
 
 
+def single_input(model):
+    """The model's input as Keras' callers pass it: a tensor when there is one input (a model read
+    from a file, or built from ``input_tensor``, keeps a one-item list, and a model built on that
+    list warns whenever it is called with a tensor), else the structure as it is."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.input
+
+
 def _sources(inbound) -> set[str]:
     """The layer names a layer's serialized ``inbound_nodes`` read from."""
     found: set[str] = set()

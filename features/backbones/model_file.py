@@ -93,8 +93,9 @@ class ModelFileBackbone(Backbone):
         if not hasattr(model, "operations"):  # a Sequential model: the same layers as a functional graph
             import keras
 
-            inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-            model = keras.Model(inputs, model.outputs, name=model.name)
+            from bneck.features.backbones.graph import single_input
+
+            model = keras.Model(single_input(model), model.outputs, name=model.name)
         return model
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 import h5py
 import numpy as np
@@ -18,7 +19,7 @@ from bneck.features.backbones.spec import SCHEMA_VERSION
 from bneck.features.featurefile.storage import storage_problem, write_rows
 
 CHUNK_PREFIX = "rows-"
-KEY_NAME_LENGTH = 64
+KEY_NAME = re.compile(r"^[0-9a-f]{64}$")  # an extractor key or an image's sha256, as bneck writes them
 
 
 class CorruptChunk(Exception):
@@ -62,7 +63,7 @@ def _chunk_shas(path: str, key: str) -> tuple[list[str] | None, str | None]:
     if expected is not None and sha256_array(raw) != expected:
         return None, "its list of image hashes fails its checksum (damaged bytes)"
     listed = [s.decode("ascii", "replace") for s in raw]
-    if not all(len(s) == KEY_NAME_LENGTH and all(c in "0123456789abcdef" for c in s) for s in listed):
+    if not all(KEY_NAME.match(s) for s in listed):
         return None, "lists image hashes that are not 64 hexadecimal digits"
     return listed, None
 

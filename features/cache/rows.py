@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import uuid
 import warnings
@@ -35,6 +34,7 @@ from bneck.core.hashing import RowsDigest
 from bneck.features.backbones.spec import ExtractorSpec
 from bneck.features.cache.chunks import (  # noqa: F401 - re-exported: where they were
     CHUNK_PREFIX,
+    KEY_NAME,
     CorruptChunk,
     _chunk_shas,
     _fill_chunk,
@@ -79,7 +79,6 @@ def resolve_cache_dir(cache_dir: str | None, inputs: Iterable[str] = ()) -> str:
 
 # What a cache folder holds: bneck writes these names and nothing else at its top.
 CACHE_NAMES = frozenset({"features", "openvino", "datasets", MARKER})
-KEY_NAME = re.compile(r"^[0-9a-f]{64}$")
 
 
 def check_cache_dir(path: str) -> str:

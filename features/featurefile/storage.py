@@ -18,6 +18,9 @@ the bytes it stores: a small file cannot claim gigabytes of rows.
 
 from __future__ import annotations
 
+import math
+import zlib
+
 import h5py
 import numpy as np
 
@@ -103,9 +106,6 @@ def storage_problem(ds: h5py.Dataset, inflate: bool = True) -> str | None:
 
 def _chunk_problem(ds: h5py.Dataset) -> str | None:
     """Inflate every stored chunk of compressed ``ds`` with zlib, never past its declared size."""
-    import math
-    import zlib
-
     size = int(np.prod(ds.chunks, dtype=np.int64)) * ds.dtype.itemsize
     room = math.prod(math.ceil(n / c) for n, c in zip(ds.shape, ds.chunks))
     count = ds.id.get_num_chunks()

@@ -177,6 +177,8 @@ def frozen_split(ft: FinetuneModel) -> FrozenSplit:
     """
     import keras
 
+    from bneck.features.backbones.graph import single_input
+
     fm = ft.feature_model
     if ft.unfreeze_from is None:
         cut = keras.Input(shape=fm.output.shape[1:], name="frozen_output")
@@ -198,5 +200,4 @@ def frozen_split(ft: FinetuneModel) -> FrozenSplit:
         )
     cut = keras.Input(shape=tensor.shape[1:], name="frozen_output")
     top = keras.Model(cut, ft.head(upper(cut, training=False)), name="bneck_top")
-    inputs = fm.inputs[0] if len(fm.inputs) == 1 else fm.input  # a tensor: callers pass one
-    return FrozenSplit(keras.Model(inputs, tensor), top, tensor._keras_history[0].name, "none")
+    return FrozenSplit(keras.Model(single_input(fm), tensor), top, tensor._keras_history[0].name, "none")

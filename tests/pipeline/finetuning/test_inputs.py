@@ -129,15 +129,19 @@ def test_views_are_cached_by_content_and_view_zero_is_stage_one(tiny_head_dir, t
     capsys.readouterr()
 
 
-def test_trunk_rows_equal_the_base_run_directly_and_views_augment_only_training(head_dir, image_root, tmp_path):
-    tf = import_tensorflow()
-    head = load_classifier(str(head_dir))
-    ft = build_finetune_model(head, None, NO_AUGMENT, seed=0)
-    split = frozen_split(ft)
-    records = discover(str(image_root)).splits["validation"][:12]
+def _trunk_and_images(head_dir, image_root, n: int) -> tuple:
+    """(the fine-tune model of the head, its frozen split, ``n`` decoded validation images, made-up
+    hashes for them, MobileNet's preprocessing)."""
+    ft = build_finetune_model(load_classifier(str(head_dir)), None, NO_AUGMENT, seed=0)
+    records = discover(str(image_root)).splits["validation"][:n]
     images = np.stack([decode_image(r.abspath, 224) for r in records])
     shas = [f"{i:064x}" for i in range(len(images))]
-    preprocess = get_backbone("mobilenet").preprocess_fn()
+    return ft, frozen_split(ft), images, shas, get_backbone("mobilenet").preprocess_fn()
+
+
+def test_trunk_rows_equal_the_base_run_directly_and_views_augment_only_training(head_dir, image_root, tmp_path):
+    tf = import_tensorflow()
+    ft, split, images, shas, preprocess = _trunk_and_images(head_dir, image_root, 12)
     views = TrunkViews(
         split.trunk, preprocess, ft.spec, split.layer, split.pool, AUGMENT, 0, str(tmp_path / "cache"), verbose=False
     )
@@ -160,13 +164,7 @@ def test_views_at_float32_are_exact_and_at_bfloat16_their_rounding(head_dir, ima
     stage 1's key, equal to the base run directly), bfloat16 stores each rounded to nearest, and a
     row's error is at most 2**-8 of its value."""
     tf = import_tensorflow()
-    head = load_classifier(str(head_dir))
-    ft = build_finetune_model(head, None, NO_AUGMENT, seed=0)
-    split = frozen_split(ft)
-    records = discover(str(image_root)).splits["validation"][:8]
-    images = np.stack([decode_image(r.abspath, 224) for r in records])
-    shas = [f"{i:064x}" for i in range(len(images))]
-    preprocess = get_backbone("mobilenet").preprocess_fn()
+    ft, split, images, shas, preprocess = _trunk_and_images(head_dir, image_root, 8)
     rows = {}
     for precision in ("float32", "bfloat16"):
         where = (ft.spec, split.layer, split.pool, AUGMENT, 0, str(tmp_path))
