@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection
 from contextlib import contextmanager
 
 from bneck.core.errors import BneckError
+from bneck.core.private import no_write_for_others
 
 # --flag, optionally followed by its value: a metavar (PATH), a number (0.5), one of the words
 # values are (none, imagenet, auto, true, false), or anything after '=' (--layer=block_6)
@@ -82,11 +83,12 @@ def advice_for(render: Callable[[str, str | None], str | None]):
 
 
 def api_entry(function: Callable) -> Callable:
-    """``function`` as the public API serves it: its errors name keyword arguments, not flags."""
+    """``function`` as the public API serves it: its errors name keyword arguments, not flags, and what
+    it creates is writable by its owner only, whatever the umask (bneck.core.private)."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        with advice_for(keyword_words):
+        with advice_for(keyword_words), no_write_for_others():
             return function(*args, **kwargs)
 
     return wrapper

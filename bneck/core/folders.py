@@ -233,7 +233,7 @@ def check_file(
     path: str, is_ours: Callable[[str], bool], what: str, inputs: Iterable[str] = (), option: str = "--csv"
 ) -> str:
     """Refuse ``path`` as an output file unless it is new or a ``what`` bneck wrote (``is_ours`` of
-    its first line is True), and not inside an input folder; returns its absolute path."""
+    its first 64 KB is True), and not inside an input folder; returns its absolute path."""
     path = os.path.abspath(os.path.expanduser(str(path)))
     for item in inputs:
         if _inside(_real(path), _real(item)):
@@ -252,7 +252,7 @@ def check_file(
         )
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            head = handle.readline(1 << 16).rstrip("\r\n")
+            head = handle.read(1 << 16)  # the header may hold quoted line breaks
     except OSError as exc:
         raise OutputError(f"{option} {path} cannot be read ({exc.strerror or exc}).") from None
     if not is_ours(head):

@@ -18,6 +18,7 @@ from bneck.core.atomic import atomic_target
 from bneck.core.errors import WeightsError
 from bneck.core.files import open_regular
 from bneck.core.hashing import sha256_file
+from bneck.core.private import make_private_folder
 from bneck.features.backbones.published import TOP1_BY_ALPHA
 from bneck.features.backbones.registry import BACKBONES, Backbone
 
@@ -163,16 +164,13 @@ def _check_readable_hdf5(path: str) -> None:
 
 def _private_folder(folder: str) -> str:
     """Create ``folder`` and any missing parent private to this user (0700, whatever the umask)."""
-    old = os.umask(0o077)
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        make_private_folder(folder)
     except OSError as exc:
         raise WeightsError(
             f"bneck's weights folder {folder} cannot be created ({exc.strerror or exc}): set BNECK_WEIGHTS to a "
             "folder you can write to. Nothing was copied."
         ) from None
-    finally:
-        os.umask(old)
     if not os.path.isdir(folder):
         raise WeightsError(f"bneck's weights folder {folder} is not a folder: set BNECK_WEIGHTS to one.")
     return folder

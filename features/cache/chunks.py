@@ -16,7 +16,7 @@ from bneck.core.atomic import atomic_target
 from bneck.core.files import is_regular
 from bneck.core.hashing import sha256_array
 from bneck.features.backbones.spec import SCHEMA_VERSION
-from bneck.features.featurefile.storage import storage_problem, write_rows
+from bneck.features.featurefile.storage import nonfinite_rows, storage_problem, write_rows
 
 CHUNK_PREFIX = "rows-"
 KEY_NAME = re.compile(r"^[0-9a-f]{64}$")  # an extractor key or an image's sha256, as bneck writes them
@@ -110,7 +110,10 @@ def read_rows_file(path: str, key: str) -> tuple[list[str] | None, str | None]:
     if shas is None:
         return None, problem
     try:
-        rows = len(load_chunk(path))
+        feats = load_chunk(path, finite=False)
+        rows = len(feats)
+        if len(nonfinite_rows(feats)):
+            return None, "holds rows of NaN or infinity (bneck never stores such rows)"
     except CorruptChunk:
         return None, "its features are unreadable or fail their checksum (damaged bytes)"
     if rows != len(shas):
@@ -125,7 +128,9 @@ def _fill_chunk(f: h5py.File, key: str, shas: np.ndarray) -> None:
     f.attrs["schema_version"] = SCHEMA_VERSION
 
 
-def load_chunk(path: str) -> np.ndarray:
+def load_chunk(path: str, finite: bool = True) -> np.ndarray:
+    """Return a chunk's rows after checking its storage and checksum, and (``finite``) that every row is
+    finite; raises CorruptChunk otherwise."""
     try:
         with h5py.File(path, "r") as f:
             if storage_problem(f["features"]):  # a filter never written, or a decompression bomb
@@ -134,6 +139,6 @@ def load_chunk(path: str) -> np.ndarray:
             expected = f.attrs.get("features_sha256")
     except (OSError, KeyError, RuntimeError):
         raise CorruptChunk(path) from None
-    if expected != sha256_array(feats):
+    if expected != sha256_array(feats) or (finite and len(nonfinite_rows(feats))):
         raise CorruptChunk(path)
     return feats

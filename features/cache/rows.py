@@ -22,15 +22,17 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 
 import h5py
 import numpy as np
 from filelock import FileLock
 
 from bneck.core.atomic import atomic_target
-from bneck.core.errors import BneckWarning, ConfigError
+from bneck.core.errors import BneckWarning, ConfigError, StorageError
 from bneck.core.folders import MARKER, folder_kind, write_marker
 from bneck.core.hashing import RowsDigest
+from bneck.core.private import first_written_by_others, make_private_folder
 from bneck.features.backbones.spec import ExtractorSpec
 from bneck.features.cache.chunks import (  # noqa: F401 - re-exported: where they were
     CHUNK_PREFIX,
@@ -100,7 +102,26 @@ def check_cache_dir(path: str) -> str:
                 f"{' ...' if len(foreign) > 3 else ''}, and bneck only ever writes (or tidies) "
                 f"folders it made. Give a new or empty folder, or your cache."
             )
+    if os.path.isdir(path):
+        _check_written_by_owner(path)
     return path
+
+
+def _check_written_by_owner(path: str) -> None:
+    """Refuse a cache that someone other than its owner could have written (rows bneck would reuse)."""
+    try:
+        found = first_written_by_others(path)
+    except OSError as exc:
+        found = (exc.filename or path, exc.strerror or str(exc))
+    if found:
+        where, why = found
+        raise ConfigError(
+            f"--cache-dir {path} cannot be trusted: {where}: {why}. bneck reuses the rows and converted "
+            f"models it finds in its cache as its own, so every folder and file in it must be writable by "
+            f"the cache's owner only. Make it so (chmod -R go-w {path}), or give a cache of your own "
+            f"(default $BNECK_CACHE or ~/.cache/bneck); a team shares one cache with one writer and "
+            f"readers who can only read it (docs/extract.md, 'Sharing a cache')."
+        )
 
 
 def _mark_cache(path: str) -> None:
@@ -114,6 +135,12 @@ def _warn_damaged(path: str, problem: str) -> None:
         BneckWarning,
         stacklevel=3,
     )
+
+
+def _read_only(cache_dir: str, folder: str) -> bool:
+    """Whether this process cannot write the entry (or, before it exists, the cache): a shared cache."""
+    target = folder if os.path.isdir(folder) else cache_dir
+    return os.path.isdir(target) and not os.access(target, os.W_OK)
 
 
 class MissingRows(Exception):
@@ -130,13 +157,29 @@ class RowCache:
     def __init__(self, cache_dir: str, spec: ExtractorSpec):
         self.spec, self.cache_dir = spec, cache_dir
         self.folder = os.path.join(cache_dir, "features", spec.key)
+        self._index: dict[str, tuple[str, int]] = {}
+        self._scanned: set[str] = set()
+        self.read_only = _read_only(cache_dir, self.folder)
+        if self.read_only:  # a cache shared by its one writer: read its rows, never lock or write
+            self._lock: FileLock | nullcontext = nullcontext()
+            self._in_use = None
+            return
+        make_private_folder(cache_dir)  # a new cache is private (0700), whatever the umask
         os.makedirs(self.folder, exist_ok=True)
         _mark_cache(cache_dir)
         self._lock = FileLock(os.path.join(self.folder, ".lock"), timeout=LOCK_TIMEOUT_S)
         self._in_use = hold_in_use(self.folder)  # `gc --older-than` never removes an entry in use
-        self._index: dict[str, tuple[str, int]] = {}
-        self._scanned: set[str] = set()
         self._write_meta()
+
+    def refuse_writing(self, images: int) -> None:
+        """Raise StorageError when rows for ``images`` images would have to be added to a read-only cache."""
+        if self.read_only and images:
+            raise StorageError(
+                f"the cache {self.cache_dir} is read-only for you (a cache shared by its writer), and it lacks "
+                f"the rows of {images} image(s) this command needs, so they cannot be kept there. Ask its "
+                "writer to extract these images, or give a cache of your own (--cache-dir); rows it holds "
+                "are read from it either way. Nothing was computed."
+            )
 
     def _write_meta(self) -> None:
         """Write ``meta.json`` if missing (also after ``gc --older-than`` removed the entry), else touch it."""
@@ -189,6 +232,7 @@ class RowCache:
     def commit(self, shas: list[str], feats: np.ndarray) -> None:
         """Store rows for ``shas`` as a new chunk, atomically (rounded to bfloat16 first when the
         entry's dtype says so: fine-tuning views, see ``featurefile.storage``)."""
+        self.refuse_writing(len(shas))
         name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
         path = os.path.join(self.folder, name)
         self._write_meta()
@@ -241,7 +285,8 @@ class RowCache:
             return tuple(ds.shape[1:]), ds.dtype
 
     def _locked(self):
-        os.makedirs(self.folder, exist_ok=True)  # gc may have emptied the entry
+        if not self.read_only:
+            os.makedirs(self.folder, exist_ok=True)  # gc may have emptied the entry
         return self._lock
 
     def _check_present(self, shas) -> None:

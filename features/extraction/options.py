@@ -73,6 +73,7 @@ EXTRACT = OptionTable(
             "width multiplier: mobilenet 0.25, 0.5, 0.75, 1.0; mobilenetv2 0.35 to 1.4 (default 1.0)",
             low=0,
             open_low=True,
+            high=4,
         ),
         Option(
             "size", int, None, "input size in pixels (default: 150 for VGG, the ImageNet size for the others)", low=1
@@ -108,7 +109,14 @@ EXTRACT = OptionTable(
             "only, its own cache key); int8 and bf16 pass a cosine gate against fp32",
             choices=PRECISIONS,
         ),
-        Option("calibration_images", int, DEFAULT_CALIBRATION_IMAGES, "int8: training images that calibrate it", low=1),
+        Option(
+            "calibration_images",
+            int,
+            DEFAULT_CALIBRATION_IMAGES,
+            "int8: training images that calibrate it",
+            low=1,
+            high=100_000,
+        ),
         Option(
             "min_cosine",
             float,
@@ -152,10 +160,12 @@ EXTRACT = OptionTable(
         Option(
             "cache_dir", str, None, "the shared feature cache (default $BNECK_CACHE or ~/.cache/bneck)", metavar="DIR"
         ),
-        Option("workers", int, 0, "local: decoding threads (0: all cores); ray: actors (0: one per node)", low=0),
+        Option(
+            "workers", int, 0, "local: decoding threads (0: all cores); ray: actors (0: one per node)", low=0, high=4096
+        ),
         Option("engine", str, "local", "local, or ray (actors write shard files)", choices=ENGINES),
         Option("address", str, None, "ray: the cluster to join, auto or HOST:PORT (default: start a local one)"),
-        Option("shard_size", int, DEFAULT_SHARD_SIZE, "ray: images per shard file", low=1),
-        Option("num_gpus_per_worker", float, 0.0, "ray: GPUs each actor asks for", low=0),
+        Option("shard_size", int, DEFAULT_SHARD_SIZE, "ray: images per shard file", low=1, high=1_000_000),
+        Option("num_gpus_per_worker", float, 0.0, "ray: GPUs each actor asks for", low=0, high=64),
     ],
 )

@@ -54,6 +54,7 @@ def _extract_split(
     start = time.perf_counter()
     ex.cache.refresh()
     todo_shas = missing_shas(ex.cache, (sha for _, sha in usable))
+    ex.cache.refuse_writing(len(todo_shas))  # a read-only shared cache: before any row is computed
     first_path: dict[str, str] = {}
     for record, sha in usable:
         first_path.setdefault(sha, record.abspath)
@@ -110,7 +111,7 @@ def _write_remaking_missing(write, remake, split: str, cache: RowCache) -> tuple
     except CorruptChunk as exc:
         raise FeatureFileError(
             f"the cache file {exc} is damaged (its features fail their "
-            "checksum). Run `bneck cache gc` to drop it, then rerun to "
+            "checksum, or hold NaN or infinity). Run `bneck cache gc` to drop it, then rerun to "
             "recompute its rows."
         ) from None
 

@@ -27,7 +27,7 @@ from bneck.core.files import kind_of
 from bneck.core.hashing import RowsDigest, sha256_array
 from bneck.core.versions import versions
 from bneck.features.backbones.spec import SCHEMA_VERSION
-from bneck.features.featurefile.storage import row_dataset_options
+from bneck.features.featurefile.storage import refuse_nonfinite, row_dataset_options
 from bneck.features.featurefile.validate import (
     FILE_FORMAT,
     check_finite,
@@ -78,6 +78,7 @@ def write_split_file(
                 if start != written[0]:
                     raise RuntimeError("rows must arrive in order")
                 rows = np.ascontiguousarray(rows, dtype=dtype)
+                refuse_nonfinite(rows, start)
                 features[start : start + len(rows)] = rows
                 digest.update(rows)
                 written[0] += len(rows)

@@ -24,6 +24,8 @@ import zlib
 import h5py
 import numpy as np
 
+from bneck.core.errors import FeatureFileError
+
 BFLOAT16 = "bfloat16"
 DEFLATE_LEVEL = 1
 CHUNK_BYTES = 1 << 20
@@ -49,10 +51,29 @@ def row_dataset_options(n: int, row_shape: tuple, itemsize: int, shuffle: bool =
     }
 
 
+def nonfinite_rows(rows: np.ndarray) -> np.ndarray:
+    """Return the indices of the rows holding NaN or infinity (the one finiteness rule of every row)."""
+    return np.flatnonzero(~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1))
+
+
+def refuse_nonfinite(rows: np.ndarray, first_row: int = 0) -> None:
+    """Refuse, before they are stored anywhere (feature file, cache chunk, shard), rows with NaN or infinity."""
+    bad = nonfinite_rows(rows)
+    if len(bad):
+        raise FeatureFileError(
+            f"the network computed {len(bad)} feature row(s) holding NaN or infinity (first: row "
+            f"{first_row + int(bad[0])}), and bneck never stores such rows: a classifier trained on them would be "
+            "meaningless. The weights are damaged, or the inputs are outside what the network takes (an "
+            "augmentation value far outside its range). Rows stored before are intact and reused."
+        )
+
+
 def write_rows(group: h5py.Group, name: str, rows: np.ndarray, shuffle: bool = False) -> h5py.Dataset:
     """Create dataset ``name`` holding ``rows`` the way bneck stores rows: compressed when they are
     mostly zeros (post-ReLU features) or ``shuffle`` (bfloat16 views), else as they are (dense float
-    rows deflate to about 0.9 of their size at about 4 ms a row: not worth it)."""
+    rows deflate to about 0.9 of their size at about 4 ms a row: not worth it). Rows holding NaN or
+    infinity are refused (``refuse_nonfinite``)."""
+    refuse_nonfinite(rows)
     compress = shuffle or np.count_nonzero(rows) <= rows.size // 2
     options = row_dataset_options(len(rows), rows.shape[1:], rows.dtype.itemsize, shuffle) if compress else {}
     return group.create_dataset(name, data=rows, **options)

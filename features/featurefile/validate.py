@@ -30,7 +30,7 @@ from bneck.core.hashing import sha256_json
 from bneck.features.backbones.resolve import check_record
 from bneck.features.backbones.spec import KEY_FIELDS, OPTIONAL_KEY_FIELDS, SCHEMA_VERSION, extractor_key
 from bneck.features.featurefile.reach import H5Refused, check_self_contained
-from bneck.features.featurefile.storage import storage_problem
+from bneck.features.featurefile.storage import nonfinite_rows, storage_problem
 
 FILE_FORMAT = 2  # bumped when the file layout or its checksums change (not the rows: see SCHEMA_VERSION)
 REQUIRED_DATASETS = ("features", "labels", "paths", "sha256", "quarantine")
@@ -310,10 +310,10 @@ def _check_classes(path: str, f: h5py.File, attrs: dict, n: int) -> None:
 
 def check_finite(path: str, rows: np.ndarray, first_row: int = 0) -> None:
     """Refuse features holding NaN or infinity (a network that diverged, or an edited file)."""
-    bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
-    if bad.any():
+    bad = nonfinite_rows(rows)
+    if len(bad):
         raise FeatureFileError(
-            f"{path}: {int(bad.sum())} feature row(s) hold NaN or infinity (first: row "
-            f"{first_row + int(np.argmax(bad))}); a classifier trained on them would "
+            f"{path}: {len(bad)} feature row(s) hold NaN or infinity (first: row "
+            f"{first_row + int(bad[0])}); a classifier trained on them would "
             f"be meaningless. {rebuild_hint(path)}"
         )

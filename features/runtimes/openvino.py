@@ -35,6 +35,7 @@ import numpy as np
 from bneck.core.errors import BneckError, ConfigError
 from bneck.core.files import open_regular
 from bneck.core.hashing import sha256_bytes
+from bneck.core.private import make_private_folder
 from bneck.features.backbones.registry import Backbone
 from bneck.features.backbones.spec import ExtractorSpec
 from bneck.features.runtimes.openvino_compile import INFERENCE_PRECISION, MODE, compile_cpu, import_openvino
@@ -74,6 +75,7 @@ def _save(ov, graph, path: str) -> None:
     """Save ``graph`` as ``path`` (.xml) and its .bin; the .xml last: it means complete."""
     folder = os.path.dirname(path)
     try:
+        make_private_folder(os.path.dirname(folder))  # the cache: private when bneck makes it
         os.makedirs(folder, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".convert-", dir=folder)
     except OSError as exc:

@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 
 from filelock import FileLock
 
 from bneck.core.atomic import atomic_open
-from bneck.core.errors import ConfigError
+from bneck.core.errors import BneckWarning, ConfigError
 from bneck.core.files import open_regular
+from bneck.core.private import make_private_folder, written_by_others
 
 RECORD = "checked_models.json"
 
@@ -37,7 +39,40 @@ def _path() -> str:
     return os.path.join(state_dir(), RECORD)
 
 
+def _untrusted() -> str | None:
+    """Why the record could have been written by someone else (folder or file), or None."""
+    for path in (state_dir(), _path()):
+        try:
+            why = written_by_others(path)
+        except OSError:  # missing, or not a folder: nothing to trust, and writing it says why
+            continue
+        if why:
+            return f"{path}: {why}"
+    return None
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_untrusted(why: str) -> None:
+    if why in _WARNED:
+        return
+    _WARNED.add(why)
+    warnings.warn(
+        f"bneck ignores the record of checked models in {state_dir()} ($BNECK_STATE) and does not write it "
+        f"there: {why}, so someone else could have written it. Every converted model is checked against "
+        f"TensorFlow again before it makes a row (slower, never wrong). Make the folder yours and writable "
+        f"by you only (chmod 700 {state_dir()}), or point BNECK_STATE at a private folder.",
+        BneckWarning,
+        stacklevel=4,
+    )
+
+
 def _read() -> dict:
+    why = _untrusted()
+    if why:
+        _warn_untrusted(why)
+        return {}
     try:  # a regular file only: a FIFO or device planted there is no record (and never blocks)
         with open_regular(_path()) as handle:
             record = json.load(handle)
@@ -64,11 +99,16 @@ def recorded(kind: str, model_sha256: str, where: str, numbers: Sequence[str]) -
 def record(kind: str, model_sha256: str, where: str, check: dict) -> None:
     """Keep this user's check of ``kind`` of the model with these bytes on this machine."""
     try:
-        os.makedirs(state_dir(), exist_ok=True)
-        with FileLock(_path() + ".lock", timeout=60):
+        make_private_folder(state_dir())
+        why = _untrusted()
+        if why:
+            _warn_untrusted(why)
+            return
+        with FileLock(_path() + ".lock", timeout=60, mode=0o600):
             checks = _read()
             checks[f"{kind} | {model_sha256} | {where}"] = check
             with atomic_open(_path()) as handle:
+                os.fchmod(handle.fileno(), 0o600)  # this user's alone, whatever the umask
                 json.dump(checks, handle, indent=1, sort_keys=True)
     except OSError as exc:
         raise ConfigError(

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from bneck.core.atomic import storage_error, write_failure
+from bneck.core.private import no_write_for_others
 from bneck.features import BneckError
 from bneck.pipeline.cli import cache, ensemble, export, extract, finetune, info, run, train, weights
 from bneck.pipeline.cli.polish import polish
@@ -26,9 +27,14 @@ INTERRUPTED = {
     "one being trained was not saved and is trained again.",
     "export": "Nothing was written (the --out folder is as it was).",
     "ensemble": "Nothing was written (the --out folder is as it was).",
+    "predict": "Nothing was written (predict keeps no cache: the --csv file is written once every input is "
+    "classified); run the same command again.",
+    "evaluate": "Nothing was written.",
     "finetune": "Nothing was saved (the output folder is as it was); frozen-part rows already cached are "
     "reused when you run the same command again.",
 }
+
+DEFAULT_INTERRUPTED = "Every file bneck writes is written whole or not at all: what was there before is intact."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     args = parser.parse_args(argv)
     try:
-        with terminal_reports(quiet=bool(getattr(args, "quiet", False))):
+        with terminal_reports(quiet=bool(getattr(args, "quiet", False))), no_write_for_others():
             code = args.run(args)
             sys.stdout.flush()  # here, where a reader that left (`bneck ... | head`) is caught below
             return code
@@ -87,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            f"\nbneck {args.command}: interrupted. {INTERRUPTED.get(args.command, INTERRUPTED['extract'])}",
+            f"\nbneck {args.command}: interrupted. {INTERRUPTED.get(args.command, DEFAULT_INTERRUPTED)}",
             file=sys.stderr,
         )
         return 130

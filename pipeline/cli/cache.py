@@ -198,6 +198,11 @@ def run_verify(args: argparse.Namespace) -> int:
         )
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed must be an integer from 0 to {2**32 - 1}. Received: seed={args.seed!r}.")
+    if not os.path.isdir(_cache_dir(args)):
+        raise ConfigError(
+            f"there is no cache at {_cache_dir(args)}: nothing to verify (a cache that does not exist is not an "
+            "intact one). Give the cache with --cache-dir (default $BNECK_CACHE or ~/.cache/bneck)."
+        )
     checked, problems = verify_cache(_cache_dir(args))
     for path, problem in problems:
         print(f"damaged: {path}: {problem}")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 
 from bneck.core.atomic import atomic_open
+from bneck.core.csvcells import shown, text_cell
 from bneck.core.errors import ConfigError
 from bneck.core.options import namespace_values
 from bneck.pipeline.training.options import CLASSIFIERS, TRAIN
@@ -169,6 +171,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if info:
         print(f"runtime: {info['runtime']} ({info['why']})", file=sys.stderr)
         print(f"domain: {info['domain']}", file=sys.stderr)
+    if args.csv:  # first: a reader of the lines that leaves (`| head`) never costs the file
+        _write_csv(args.csv, classes, rows)
     if args.json:
         print(
             json.dumps(
@@ -183,18 +187,6 @@ def run_predict(args: argparse.Namespace) -> int:
         )
     else:
         _print_rows(rows, args.top_k)
-    if args.csv:
-        with atomic_open(args.csv, newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "class", *classes, "seen_in", "out_of_domain", "error"])
-            for r in rows:
-                probs = (
-                    [f"{r['probabilities'][c]:.6f}" for c in classes] if "probabilities" in r else [""] * len(classes)
-                )
-                flag = {True: "true", False: "false"}.get(r.get("out_of_domain"), "")
-                writer.writerow(
-                    [r["path"], r.get("class", ""), *probs, r.get("seen_in") or "", flag, r.get("error", "")]
-                )
     failed = sum("error" in r for r in rows)
     if failed:
         print(
@@ -203,6 +195,21 @@ def run_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 1 if failed else 0
+
+
+def _write_csv(path: str, classes: list[str], rows: list[dict]) -> None:
+    """One row per input; every text cell safe to open in a spreadsheet (``bneck.core.csvcells``), file
+    names kept byte for byte (undecodable bytes written as they are)."""
+    with atomic_open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([text_cell(c) for c in ["path", "class", *classes, "seen_in", "out_of_domain", "error"]])
+        for r in rows:
+            probs = [f"{r['probabilities'][c]:.6f}" for c in classes] if "probabilities" in r else [""] * len(classes)
+            flag = {True: "true", False: "false"}.get(r.get("out_of_domain"), "")
+            text = [r["path"], r.get("class", "")]
+            writer.writerow(
+                [*map(text_cell, text), *probs, r.get("seen_in") or "", flag, text_cell(r.get("error", ""))]
+            )
 
 
 def _top(row: dict, k) -> dict:
@@ -229,16 +236,16 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def _print_rows(rows: list[dict], k) -> None:
-    for r in rows:
+    for r in rows:  # names shown so that none can pass for another line (bneck.core.csvcells.shown)
         if "error" in r:
-            print(f"{r['path']}: error: {r['error']}", file=sys.stderr)
+            print(f"{shown(r['path'])}: error: {r['error']}", file=sys.stderr)
         else:
-            probs = "  ".join(f"{c}={p:.4f}" for c, p in _top(r, k)["probabilities"].items())
+            probs = "  ".join(f"{shown(c)}={p:.4f}" for c, p in _top(r, k)["probabilities"].items())
             seen = f"  (one of the model's {r['seen_in']} images)" if r["seen_in"] else ""
             unlike = "  [OUT OF DOMAIN: unlike the model's images]" if r.get("out_of_domain") else ""
-            print(f"{r['path']}: {r['class']}  {probs}{seen}{unlike}")
+            print(f"{shown(r['path'])}: {shown(r['class'])}  {probs}{seen}{unlike}")
     s = _summary(rows)
-    per_class = ", ".join(f"{c} {n}" for c, n in sorted(s["per_class"].items(), key=lambda kv: -kv[1]))
+    per_class = ", ".join(f"{shown(c)} {n}" for c, n in sorted(s["per_class"].items(), key=lambda kv: -kv[1]))
     print(
         f"{s['classified']} of {s['images']} image(s) classified"
         + (f": {per_class}" if per_class else "")
@@ -253,10 +260,14 @@ def _print_rows(rows: list[dict], k) -> None:
     )
 
 
-def _is_predictions_header(line: str) -> bool:
-    """True for the header ``bneck predict --csv`` writes: path, class, the classes, seen_in, out_of_domain
-    (absent from files older bnecks wrote), error."""
-    cells = next(csv.reader([line]), [])
+def _is_predictions_header(head: str) -> bool:
+    """True when the first record of ``head`` (a file's first 64 KB) is the header ``bneck predict --csv``
+    writes: path, class, the classes (any names, line breaks included), seen_in, out_of_domain (absent
+    from files older bnecks wrote), error."""
+    try:
+        cells = next(csv.reader(io.StringIO(head, newline="")), [])
+    except csv.Error:
+        return False
     ending = cells[-3:] == ["seen_in", "out_of_domain", "error"] or cells[-2:] == ["seen_in", "error"]
     return len(cells) >= 5 and cells[:2] == ["path", "class"] and ending
 

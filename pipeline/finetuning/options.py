@@ -6,6 +6,7 @@ from bneck.core.errors import ConfigError
 from bneck.core.options import Option, OptionTable
 from bneck.pipeline.training.fastfit import SCHEDULES
 from bneck.pipeline.training.heads import OPTIMIZERS
+from bneck.pipeline.training.options import MAX_EPOCHS
 
 AUGMENTATIONS = ("rotation", "shift", "shear", "zoom", "flip")
 
@@ -22,7 +23,7 @@ FINETUNE = OptionTable(
             "or a layer name",
             metavar="LAYER",
         ),
-        Option("epochs", int, 12, "epochs", low=1),
+        Option("epochs", int, 12, "epochs", low=1, high=MAX_EPOCHS),
         Option("lr", float, 3e-4, "(peak) learning rate", low=0, open_low=True, high=10),
         Option("momentum", float, 0.9, "SGD momentum", low=0, high=1, open_high=True),
         Option(
@@ -56,13 +57,22 @@ FINETUNE = OptionTable(
             0,
             "stop after this many epochs without a better validation accuracy (0: off)",
             low=0,
+            high=MAX_EPOCHS,
             metavar="PATIENCE",
         ),
         Option("seed", int, 0, "seed of augmentation, views, shuffling and dropout", low=0, high=2**32 - 1),
-        Option("rotation", float, 40.0, "augmentation: rotation range in degrees (0: off)", low=0, metavar="DEGREES"),
-        Option("shift", float, 0.2, "augmentation: shift range, a fraction of the size (0: off)", low=0),
-        Option("shear", float, 0.2, "augmentation: shear range (0: off)", low=0),
-        Option("zoom", float, 0.2, "augmentation: zoom range (0: off)", low=0),
+        Option(
+            "rotation",
+            float,
+            40.0,
+            "augmentation: rotation range in degrees (0: off)",
+            low=0,
+            high=360,
+            metavar="DEGREES",
+        ),
+        Option("shift", float, 0.2, "augmentation: shift range, a fraction of the size (0: off)", low=0, high=1),
+        Option("shear", float, 0.2, "augmentation: shear range (0: off)", low=0, high=1),
+        Option("zoom", float, 0.2, "augmentation: zoom range (0: off)", low=0, high=1, open_high=True),
         Option("flip", bool, True, "augmentation: horizontal flips"),
         Option(
             "cache_frozen",

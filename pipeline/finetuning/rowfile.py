@@ -21,6 +21,7 @@ import numpy as np
 
 from bneck.core.atomic import pid_alive
 from bneck.core.files import kind_of
+from bneck.core.private import make_private_folder
 
 # The most one pread asks for: Linux returns at most about 2 GB per call.
 READ_CHUNK = 1 << 30
@@ -107,7 +108,7 @@ class RowFolder:
     def __init__(self, parent: str):
         from bneck.core.errors import ConfigError
 
-        os.makedirs(os.path.dirname(os.path.abspath(parent)), exist_ok=True)  # the cache folder itself
+        make_private_folder(os.path.dirname(os.path.abspath(parent)))  # the cache folder itself, private if new
         try:
             os.mkdir(parent, 0o700)
         except FileExistsError:

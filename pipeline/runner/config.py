@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import tomllib
 
 from bneck.core.errors import ConfigError
+from bneck.core.files import open_regular, read_whole
 from bneck.core.options import Option, OptionTable
 from bneck.features.backbones.model_file import is_model_file
 from bneck.features.extraction.options import EXTRACT
@@ -78,7 +79,7 @@ RUN_FINETUNE = OptionTable(
         *[o for n, o in FINETUNE.options.items() if n not in ("seed", "cache_dir")],
     ],
 )
-REPORT = OptionTable("report", [Option("worst", int, 16, "misclassified test images shown", low=0)])
+REPORT = OptionTable("report", [Option("worst", int, 16, "misclassified test images shown", low=0, high=10_000)])
 TABLES = {"extract": EXTRACT, "train": RUN_TRAIN, "finetune": RUN_FINETUNE, "ensemble": RUN_ENSEMBLE, "report": REPORT}
 # Keys holding paths: relative ones in a config file are relative to that file.
 PATHS = {
@@ -124,12 +125,25 @@ def load_config(path: str | None, overrides: Sequence[str] = (), base: dict | No
     return resolved
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of settings; a megabyte is far more than any
+
+
 def _read(path: str) -> dict:
+    """The config file as a table: a regular UTF-8 TOML file of at most a megabyte (never a FIFO that
+    would block, or a nesting deep enough to exhaust the parser), else one ConfigError paragraph."""
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        with open_regular(path) as handle:
+            text = read_whole(handle, path, MAX_CONFIG_BYTES).decode("utf-8")
+        return tomllib.loads(text)
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not a config file: TOML is UTF-8 text, and byte {exc.start} is not UTF-8. "
+            "Save it as UTF-8 (`bneck init` writes a valid one)."
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests tables or arrays too deeply to be a config file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}.") from None
 

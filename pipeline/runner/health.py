@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bneck.core.csvcells import text_cell
+
 NEAR = 0.98
 LABEL_ISSUES = "label_issues.csv"  # every listed image, in the run folder
 LABEL_ISSUE_COLUMNS = ("path", "given_class", "likely_class", "likely_probability", "given_probability")
@@ -145,11 +147,6 @@ def label_errors(
     return found
 
 
-def _cell(text: str) -> str:
-    """A name as a spreadsheet shows it, never as a formula: a leading = + - @ tab or CR gets a quote."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def write_label_issues(path: str, found: list[dict]) -> None:
     """Write every listed image as a row of ``LABEL_ISSUE_COLUMNS`` (paths under the data folder; a cell that
     a spreadsheet would run as a formula is written with a leading quote)."""
@@ -161,7 +158,7 @@ def write_label_issues(path: str, found: list[dict]) -> None:
         writer = csv.writer(handle)
         writer.writerow(LABEL_ISSUE_COLUMNS)
         for item in found:
-            row = [_cell(item["items"][0][1]), _cell(item["given"]), _cell(item["likely"])]
+            row = [text_cell(item["items"][0][1]), text_cell(item["given"]), text_cell(item["likely"])]
             writer.writerow(row + [f"{item['likely_probability']:.4f}", f"{item['given_probability']:.4f}"])
 
 

@@ -26,8 +26,36 @@ def validate_classifiers(classifiers: Sequence[str]) -> list[str]:
     return names
 
 
+def check_held_out(fs: FeatureSet) -> None:
+    """Refuse validation or test splits made of training images (a features folder whose files are
+    copies of train.h5 reported 100 % test); flag, as a BneckWarning, a few images they share."""
+    import warnings
+
+    from bneck.core.errors import BneckWarning
+
+    trained_on = set(fs.attrs["train"]["sha256"])
+    for split in ("validation", "test"):
+        if split not in fs.attrs:
+            continue
+        shas, paths = fs.attrs[split]["sha256"], fs.attrs[split]["paths"]
+        shared = [i for i, sha in enumerate(shas) if sha in trained_on]
+        if not shared:
+            continue
+        said = (
+            f"{len(shared)} of the {len(shas)} images of {split}.h5 in {fs.folder} are training images too "
+            f"(same bytes; first: {paths[shared[0]]!r}), so its accuracy is not measured on unseen images"
+        )
+        if 10 * len(shared) >= len(shas):
+            raise DatasetError(
+                f"{said}. Extract from a data folder whose splits hold different images (`bneck extract` "
+                "keeps each image in one split when it makes them from one folder). Nothing was trained."
+            )
+        warnings.warn(f"{said}: remove them from {split}/ for an honest figure.", BneckWarning, stacklevel=3)
+
+
 def check_data(fs: FeatureSet, per_classifier: dict[str, dict]) -> None:
-    """Refuse, before any fit, what these features cannot support (see ``check_counts``)."""
+    """Refuse, before any fit, what these features cannot support (``check_held_out``, ``check_counts``)."""
+    check_held_out(fs)
     shape = fs.feature_shape
     for name, cfg in per_classifier.items():
         width = shape[-1] if cfg.get("reshape", "avg") != "flatten" else int(np.prod(shape))

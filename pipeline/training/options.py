@@ -40,17 +40,22 @@ def _pca(value):
     return float(value)
 
 
+# Every number an option takes is bounded (tests/core/test_options.py walks them): a Dense layer of
+# MAX_UNITS on a 62,720-wide flattened grid already holds 1 billion weights.
+MAX_EPOCHS = 10_000
+MAX_UNITS = 16_384
+
 HEAD_OPTIONS = ("epochs", "batch_size", "lr", "optimizer", "units", "dropout", "early_stopping", "class_weight", "seed")
 SKLEARN_OPTIONS = ("reshape", "pca", "search", "folds", "seed")
 
 TRAIN = OptionTable(
     "train",
     [
-        Option("epochs", int, 50, "Keras heads: epochs", low=1),
+        Option("epochs", int, 50, "Keras heads: epochs", low=1, high=MAX_EPOCHS),
         Option("batch_size", int, 16, "Keras heads: batch size", low=1, high=65536),
         Option("lr", float, 1e-3, "Keras heads: learning rate", low=0, open_low=True, high=10),
         Option("optimizer", str, "rmsprop", "Keras heads: optimizer", choices=OPTIMIZERS),
-        Option("units", int, 256, "Keras heads: units of the hidden Dense layer", low=1),
+        Option("units", int, 256, "Keras heads: units of the hidden Dense layer", low=1, high=MAX_UNITS),
         Option("dropout", float, 0.5, "Keras heads: dropout rate", low=0, high=1, open_high=True),
         Option(
             "early_stopping",
@@ -58,6 +63,7 @@ TRAIN = OptionTable(
             0,
             "Keras heads: stop after this many epochs without a better val_loss, restoring the best weights (0: off)",
             low=0,
+            high=MAX_EPOCHS,
             metavar="PATIENCE",
         ),
         Option(
@@ -77,6 +83,7 @@ TRAIN = OptionTable(
             "scikit-learn: PCA to N components (an integer) or to a fraction of the variance (in (0, 1)) first",
             low=0,
             open_low=True,
+            high=1_000_000,
             check_value=_pca,
             metavar="N",
         ),
@@ -88,7 +95,7 @@ TRAIN = OptionTable(
             choices=("validation", "kfold"),
             nullable=True,
         ),
-        Option("folds", int, 5, "scikit-learn: folds for --search kfold", low=2),
+        Option("folds", int, 5, "scikit-learn: folds for --search kfold", low=2, high=100),
         Option("keep", str, "all", "keep every classifier's folder, or only the best", choices=("all", "best")),
         Option(
             "max_memory",

@@ -134,3 +134,28 @@ def test_every_registry_backed_choice_says_did_you_mean():
         with pytest.raises(BneckError) as err:
             lookup(name + "x" if len(name) > 6 else "-" + name.upper() + "!")
         assert f"{name!r}" in str(err.value) and "id you mean" in str(err.value), (name, str(err.value))
+
+
+BOUNDED_BY_THE_BACKBONE = {"size"}  # 32 to 1024 pixels, said with the backbone (tests/pipeline/cli/test_mistakes.py)
+
+
+def test_every_number_an_option_takes_is_bounded_and_its_bound_refused_beyond():
+    """`--units 1099511627776` was an out-of-memory traceback and `--zoom 1e308` NaN rows: every numeric
+    option has a finite upper bound, and a value past it (1e308, or 2**40 for integers) is one
+    ConfigError naming the option and its allowed values, before any work."""
+    from bneck.core.errors import ConfigError
+
+    walked = 0
+    for table in _every_option_table():
+        for option in table.options.values():
+            kind = option.item if option.kind is list else option.kind
+            if kind not in (int, float) or option.name in BOUNDED_BY_THE_BACKBONE:
+                continue
+            assert option.high is not None, (table.stage, option.name)
+            for huge in (1e308, 2**40) if kind is float else (2**40,):
+                value = [huge] if option.kind is list else huge
+                with pytest.raises(ConfigError) as err:
+                    option.check(value)
+                assert option.flag in str(err.value) or option.name in str(err.value), str(err.value)
+            walked += 1
+    assert walked > 30

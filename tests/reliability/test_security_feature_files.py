@@ -321,6 +321,8 @@ def test_out_of_core_training_refuses_a_damaged_file(split_file, tmp_path):
         shutil.copy(split_file, features / f"{split}.h5")
     with h5py.File(features / "validation.h5", "r+") as f:
         f.attrs["split"] = "validation"
+        held_out = [hashlib.sha256(sha).hexdigest().encode() for sha in f["sha256"][()]]
+        f["sha256"][...] = np.array(held_out, dtype="S64")  # other images: train refuses splits it trained on
     resign(features / "validation.h5")
     with h5py.File(features / "train.h5", "r+") as f:
         f["features"][0, 0, 0, 0] += 1

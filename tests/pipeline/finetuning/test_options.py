@@ -62,10 +62,13 @@ def test_the_body_runs_with_what_the_old_check_gave(body_options, options, augme
     "kwargs, says",
     [
         ({"augment": {"blur": 1}}, "unknown augmentation(s) blur; allowed: rotation, shift, shear, zoom, flip."),
-        ({"augment": {"rotation": -1}}, "augmentation rotation must be a finite number >= 0. Received: rotation=-1"),
+        (
+            {"augment": {"rotation": -1}},
+            "augmentation rotation must be a finite number >= 0 and <= 360. Received: rotation=-1",
+        ),
         ({"augment": {"blur": 1}, "epochs": 0}, "unknown augmentation(s) blur"),  # the dict is checked first
-        ({"rotation": -1}, "--rotation must be a finite number >= 0. Received: rotation=-1"),
-        ({"epochs": 0}, "--epochs must be an integer >= 1. Received: epochs=0"),
+        ({"rotation": -1}, "--rotation must be a finite number >= 0 and <= 360. Received: rotation=-1"),
+        ({"epochs": 0}, "--epochs must be an integer >= 1 and <= 10000. Received: epochs=0"),
         ({"optimizer": "lion"}, "--optimizer must be one of"),
         (
             {"epoch": 3},

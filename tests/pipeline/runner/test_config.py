@@ -29,7 +29,10 @@ def test_every_option_of_every_stage_is_a_config_key():
     "overrides,message",
     [
         (['extract.backbon="vgg16"'], "unknown config key 'extract.backbon'; allowed here: backbone"),
-        (['finetune.epochs="ten"'], "config key finetune.epochs must be an integer >= 1. Received: epochs='ten' (str)"),
+        (
+            ['finetune.epochs="ten"'],
+            "config key finetune.epochs must be an integer >= 1 and <= 10000. Received: epochs='ten' (str)",
+        ),
         (
             ["finetune.lr=true"],
             "config key finetune.lr must be a finite number > 0 and <= 10. Received: lr=True (bool)",
