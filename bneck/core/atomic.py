@@ -29,6 +29,9 @@ def write_failure(exc: BaseException):
     if code is None and isinstance(exc, (OSError, RuntimeError)):
         found = _HDF5_ERRNO.search(str(exc))
         code = int(found.group(1)) if found else None
+    if code is None and type(exc).__module__.startswith("tensorflow"):  # an OpError says it only in words
+        text = str(exc)
+        code = next((c for c in sorted(WRITE_ERRNOS) if os.strerror(c) in text), None)
     if code in WRITE_ERRNOS:
         return code, os.strerror(code)
     return None
@@ -81,7 +84,7 @@ def refused_writes_as_errors(path: str):
     """Turn a write the storage refuses, inside the block, into a StorageError naming ``path``."""
     try:
         yield
-    except (OSError, RuntimeError) as exc:
+    except Exception as exc:  # OSError, HDF5's RuntimeError, TensorFlow's OpError (SaveV2 under ulimit -f)
         if write_failure(exc) is None:
             raise
         raise storage_error(exc, path) from None

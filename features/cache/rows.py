@@ -86,6 +86,15 @@ CACHE_NAMES = frozenset({"features", "openvino", "datasets", MARKER})
 def check_cache_dir(path: str) -> str:
     """Return ``path`` if bneck may use it as its cache: new, empty, marked as a bneck cache, or a
     cache of an older bneck (only the names a cache holds); raises ConfigError otherwise."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        pass  # made when first used (private, with any missing parent)
+    except OSError as exc:  # a loop of symbolic links, a path through a regular file, no permission
+        raise ConfigError(
+            f"--cache-dir {path} cannot be a cache folder: {exc.strerror or exc}. Give a folder you can "
+            "write, or none (default $BNECK_CACHE or ~/.cache/bneck). Nothing was written."
+        ) from None
     if os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(
             f"--cache-dir {path} exists and is not a folder. Give a folder for the "

@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from bneck.core.errors import FeatureFileError
+from bneck.core.folders import folder_kind
 from bneck.core.hashing import sha256_json
 from bneck.features.backbones.resolve import check_record
 from bneck.features.backbones.spec import KEY_FIELDS, OPTIONAL_KEY_FIELDS, SCHEMA_VERSION, extractor_key
@@ -85,8 +86,19 @@ KNOWN_ATTRS = frozenset(KEY_FIELDS) | {
 }
 
 
+SPLIT_FILES = ("train.h5", "validation.h5", "test.h5")
+
+
 def rebuild_hint(path: str) -> str:
-    return f"Delete {path} and run `bneck extract` again to rebuild it (cached rows are reused, so this is quick)."
+    """The advice for a damaged feature file: delete and rebuild it only when bneck made it where it is
+    (a split file in a folder `bneck extract` marked); never a user's photo, model or config."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(path) in SPLIT_FILES and folder_kind(folder) == "features":
+        return f"Delete {path} and run `bneck extract` again to rebuild it (cached rows are reused, so this is quick)."
+    return (
+        "It is not a file `bneck extract` wrote where it is (feature files are the train.h5, validation.h5 and "
+        "test.h5 of a folder it made), so it is left as it is: give the feature file or features folder bneck wrote."
+    )
 
 
 def decode_attrs(f: h5py.File) -> dict:

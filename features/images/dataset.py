@@ -74,6 +74,13 @@ def _class_folders(folder: str, follow_links: bool = False) -> tuple[list[str], 
     except OSError as exc:
         raise DatasetError(f"cannot list the folder {folder}: {exc.strerror or exc}.") from None
     folders = [e for e in entries if is_visible(e) and os.path.isdir(os.path.join(folder, e))]
+    undecodable = [e for e in folders if not _utf8_ok(e)]
+    if undecodable:  # a class name is stored as UTF-8 text in every file bneck writes
+        shown = os.fsencode(undecodable[0]).decode("utf-8", "backslashreplace")  # its bytes: caf\xe9
+        raise DatasetError(
+            f"the class folder '{os.path.join(folder, shown)}' has a name that is not valid UTF-8 (bytes in "
+            "another encoding); bneck stores class names as UTF-8 text. Rename it (e.g. with `convmv`), then rerun."
+        )
     linked = [] if follow_links else [e for e in folders if os.path.islink(os.path.join(folder, e))]
     return [e for e in folders if e not in linked], linked
 
@@ -244,6 +251,7 @@ def discover(
         )
     present = [s for s in SPLITS if os.path.isdir(os.path.join(root, s))]
     if present:
+        _refuse_split_named_class(root, present)
         if split is not None:
             raise ConfigError(
                 f"--split applies to a single-root layout (DATA/CLASS/...), but "
@@ -252,6 +260,23 @@ def discover(
             )
         return _discover_split_layout(root, present, splits, exclude, follow_links)
     return _discover_single_root(root, splits, split, seed, exclude, follow_links)
+
+
+def _refuse_split_named_class(root: str, present: list[str]) -> None:
+    """A single-root folder with a class named like a split (train/ of images beside cats/, dogs/) is
+    neither layout: say so, rather than take it for split folders missing their classes."""
+    others = [
+        e
+        for e in sorted(os.listdir(root))
+        if e not in SPLITS and is_visible(e) and os.path.isdir(os.path.join(root, e))
+    ]
+    holding_images = [s for s in present if any(is_image_name(n) for n in os.listdir(os.path.join(root, s)))]
+    if others and holding_images:
+        raise DatasetError(
+            f"{root} looks like one folder per class, but one of its classes is named {holding_images[0]!r}, a "
+            f"name bneck reserves for split folders ({', '.join(SPLITS)}: DATA/train/CLASS/...). Rename that "
+            f"class folder (e.g. {holding_images[0]}_), then rerun."
+        )
 
 
 def _discover_split_layout(root, present, splits, exclude, follow_links) -> Dataset:
@@ -289,11 +314,18 @@ def _discover_split_layout(root, present, splits, exclude, follow_links) -> Data
             raise DatasetError(
                 f"empty class folder(s) in {os.path.join(root, s)}: "
                 f"{', '.join(empty)} hold no images (extensions: "
-                f"{', '.join(IMAGE_EXTENSIONS)}){_linked_hint([p for p, _ in bad])}."
+                f"{', '.join(IMAGE_EXTENSIONS)}){_empty_hint(bad)}."
             )
         out[s] = _records(root, class_names, images)
         quarantine[s] = [(f"{s}/{name}", LINKED_FOLDER) for name in found[s][1]] + bad
     return Dataset(root, "splits", class_names, out, None, sorted(exclude), quarantine)
+
+
+def _empty_hint(bad: Sequence[tuple[str, str]]) -> str:
+    """Why class folders came out empty: links not followed, and other images left out with their reason."""
+    other = [(path, why) for path, why in bad if why != LINKED_FOLDER]
+    left_out = f" ({len(other)} image(s) left out, e.g. {other[0][0]}: {other[0][1]})" if other else ""
+    return _linked_hint([path for path, why in bad if why == LINKED_FOLDER]) + left_out
 
 
 def _linked_hint(linked: Sequence[str]) -> str:
@@ -328,7 +360,7 @@ def _discover_single_root(root, splits, split, seed, exclude, follow_links) -> D
     if empty:
         raise DatasetError(
             f"empty class folder(s) in {root}: {', '.join(empty)} hold no images "
-            f"(extensions: {', '.join(IMAGE_EXTENSIONS)}){_linked_hint([p for p, _ in bad])}."
+            f"(extensions: {', '.join(IMAGE_EXTENSIONS)}){_empty_hint(bad)}."
         )
     parts = {s: {} for s in SPLITS}
     for c in class_names:

@@ -21,6 +21,7 @@ from typing import ParamSpec, TypeVar
 
 import numpy as np
 
+from bneck.core.atomic import refused_writes_as_errors
 from bneck.core.errors import BneckError, ConfigError
 from bneck.core.folders import check_folder, staged_folder
 from bneck.pipeline.artifacts import LoadedClassifier, load_classifier, write_json
@@ -127,7 +128,8 @@ def export_model(
         images, source = _check_images(clf, spec.input_size)
         reference = probability_function(clf, spec)(images)
         path = os.path.join(folder, form.path)
-        form.write(model, path)
+        with refused_writes_as_errors(out):  # a full disk or a file size limit: one paragraph naming --out
+            form.write(model, path)
         got = form.runner(path)(images)  # the written file, read back by the format's own runtime
         diff = (
             float(np.max(np.abs(np.asarray(got, np.float64) - reference)))

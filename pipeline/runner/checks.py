@@ -101,3 +101,20 @@ def _check_finetune_plan(cfg: dict) -> None:
             f"extract.layer = {ex['layer'] or backbone.default_layer!r}: {exc} (Set finetune."
             "unfreeze_from to a layer at or below extract.layer, or finetune.enabled = false.)"
         ) from None
+
+
+def check_not_moved(config: str | None, cfg: dict, out_given: bool) -> None:
+    """Refuse a run folder's own saved config.toml run from where the folder was moved or copied to: its
+    ``out`` names the old place, where the run would silently start again (ConfigError)."""
+    from bneck.core.errors import ConfigError
+    from bneck.core.folders import folder_kind
+
+    if not config or out_given:
+        return
+    here = os.path.dirname(os.path.abspath(config))
+    if folder_kind(here) == "run" and os.path.realpath(here) != os.path.realpath(cfg["out"]):
+        raise ConfigError(
+            f"{config} is the config a run saved in its folder, and that folder was made at {cfg['out']} but "
+            f"now lies at {here} (moved or copied). Pass --out {here} to rerun it where it is (everything in it "
+            f"is reused), or --out {cfg['out']} to write at the old place."
+        )

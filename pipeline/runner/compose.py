@@ -23,7 +23,7 @@ from bneck.core.errors import BneckError
 from bneck.core.folders import MARKER, claim_folder, remove_owned
 from bneck.features import extract
 from bneck.pipeline.finetuning.stage import finetune
-from bneck.pipeline.runner.checks import check_before_work
+from bneck.pipeline.runner.checks import check_before_work, check_not_moved
 from bneck.pipeline.runner.config import TABLES, absolute_paths, load_config, to_toml
 from bneck.pipeline.runner.gain import paired_gain, run_test_truth, winner_versus_runner_up
 from bneck.pipeline.training.classifiers import is_keras
@@ -129,6 +129,7 @@ def run(
     """
     with advice_for(stage_words()):  # the checks of every stage, before any work
         cfg = absolute_paths(load_config(config, overrides, base, **flags))
+        check_not_moved(config, cfg, flags.get("out") is not None)
         check_before_work(cfg)
     new_folder = not os.path.lexists(cfg["out"])
     out = claim_folder(cfg["out"], "run", inputs=[cfg["data"]])

@@ -82,3 +82,26 @@ def test_read_only_output_folder_is_a_clear_error(tmp_path, bneck):
     _clear(done.output, "Permission denied")
     assert "Choose a folder you can write to" in done.output
     assert snapshot(tmp_path / "cache") == before and not list((tmp_path / "locked").iterdir())
+
+
+def get_format_missing(name: str) -> tuple:
+    from bneck.pipeline.export.formats.registry import _FORMATS
+
+    return _FORMATS[name].missing()
+
+
+def test_export_under_a_file_size_limit_is_one_paragraph_for_every_format(tmp_path, bneck, tiny, tiny_data):
+    """savedmodel and tflite ended in TensorFlow's OutOfRangeError traceback ('File too large' in words
+    only): every installed format is one paragraph naming --out, and leaves nothing behind."""
+    from bneck.pipeline.export.formats import list_formats
+
+    extract(str(tiny_data), str(tmp_path / "features"), cache_dir=str(tmp_path / "cache"), verbose=False, **tiny)
+    train(str(tmp_path / "features"), ["logreg"], str(tmp_path / "models"), verbose=False)
+    formats = [name for name in list_formats() if not get_format_missing(name)]
+    assert {"keras", "savedmodel"} <= set(formats)
+    for name in formats:
+        out = tmp_path / f"export-{name}"
+        done = bneck(tmp_path, ["export", tmp_path / "models" / "logreg", "--format", name, "--out", out], fsize=2_000)
+        assert done.returncode == 2, (name, done.output[-2000:])
+        _clear(done.output, "File too large")
+        assert str(out) in done.output and not out.exists() and not temporaries(tmp_path)

@@ -415,6 +415,12 @@ def test_config_paths_are_relative_to_the_file_and_the_saved_config_runs_from_an
     capsys.readouterr()
     assert main(["run", "project/runs/exp/config.toml"]) == 0  # a relative path to it, from another folder
     assert "every row from cache" in capsys.readouterr().out
+    shutil.move(project / "runs" / "exp", tmp_path / "moved")  # a run folder moved: never rerun at the old place
+    assert main(["run", "moved/config.toml"]) == 2
+    said = capsys.readouterr().err
+    assert f"now lies at {tmp_path / 'moved'}" in said and f"--out {tmp_path / 'moved'}" in said
+    assert not (project / "runs" / "exp").exists()
+    assert main(["run", "moved/config.toml", "--out", "moved", "--quiet"]) == 0
 
 
 def test_a_forged_predictions_file_changes_no_gain(first_run, tmp_path):
