@@ -81,6 +81,7 @@ def current_type_paths(data: bytes, where: str) -> bytes:
     under ``bneck.``; ``data`` itself when it names none. Raises UnsafeModel for an unreadable archive."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            check_inflation(archive.infolist(), len(data), where)  # skops reads members whole: no zip bomb
             info = archive.getinfo("schema.json")
             if info.file_size > _MAX_SCHEMA_BYTES:
                 raise UnsafeModel(
@@ -90,7 +91,6 @@ def current_type_paths(data: bytes, where: str) -> bytes:
             schema = archive.read(info)
             if not any(f'"{prefix}'.encode() in schema for prefix in LEGACY_MODULE_PREFIXES):
                 return data
-            check_inflation(archive.infolist(), len(data), where)  # every member is read into memory below
             members = {i.filename: archive.read(i) for i in archive.infolist() if i.filename != "schema.json"}
         renamed = json.dumps(_renamed(json.loads(schema))).encode()
     except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, RecursionError) as exc:

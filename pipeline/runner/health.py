@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,7 @@ LABEL_ISSUE_COLUMNS = ("path", "given_class", "likely_class", "likely_probabilit
 LABEL_ISSUE_BELOW = 0.05  # out-of-fold probability of an image's own class (measured: see the module doc)
 LABEL_ISSUE_MEASURED = "precision 0.76 (cats/dogs) and 0.54 (blood cells), recall 0.75 and 0.90"
 SHOWN = 12
+NEAR_LISTED = 200  # near-duplicate pairs listed (all are counted)
 _BLOCK = 1024  # rows per block of the similarity search: memory stays at BLOCK x N floats
 
 
@@ -37,7 +39,9 @@ class Health:
     """Findings: each list holds dicts with ``items`` ((split, path under the data folder) pairs) and a caption."""
 
     exact: list = field(default_factory=list)
-    near: list = field(default_factory=list)
+    near: list = field(default_factory=list)  # the NEAR_LISTED most similar pairs
+    near_pairs: int = 0  # every pair, counted
+    near_across: int = 0
     label_errors: list = field(default_factory=list)
     label_model_accuracy: float | None = None  # how often the cross-validated model named the folder's class
     checked: int = 0
@@ -73,21 +77,33 @@ def exact_duplicates(items: list[tuple[str, str, str]]) -> list[dict]:
 
 
 def near_duplicates(
-    vectors: np.ndarray, names: list[tuple[str, str]], shas: list[str], threshold: float = NEAR
-) -> list[dict]:
-    """Pairs of different files with cosine >= ``threshold``, most similar first (exact copies left out)."""
-    pairs = []
+    vectors: np.ndarray, names: list[tuple[str, str]], shas: list[str], threshold: float = NEAR, keep: int = NEAR_LISTED
+) -> tuple[list[dict], int, int]:
+    """Pairs of different files with cosine >= ``threshold`` (exact copies left out): the ``keep`` most
+    similar, most similar first, then how many pairs there are and how many cross splits. Memory stays
+    at one block of similarities plus ``keep`` pairs, however many there are (2,000 identical images
+    make 1,999,000 pairs: they are counted, not listed)."""
+    content = np.unique(np.asarray(shas), return_inverse=True)[1]
+    split = np.unique(np.asarray([n[0] for n in names]), return_inverse=True)[1]
+    best: list[tuple[float, int, int]] = []
+    total = across = 0
     for start in range(0, len(vectors), _BLOCK):
         sims = vectors[start : start + _BLOCK] @ vectors.T
         rows, cols = np.nonzero(sims >= threshold)
-        for r, c in zip(rows + start, cols):
-            if c > r and shas[r] != shas[c]:
-                pairs.append((float(sims[r - start, c]), r, c))
-    pairs.sort(reverse=True)
-    return [
-        {"items": [names[r], names[c]], "caption": f"cosine {s:.3f}", "across": names[r][0] != names[c][0]}
-        for s, r, c in pairs
+        rows += start
+        wanted = (cols > rows) & (content[rows] != content[cols])
+        rows, cols = rows[wanted], cols[wanted]
+        total += len(rows)
+        across += int(np.count_nonzero(split[rows] != split[cols]))
+        values = sims[rows - start, cols]
+        top = np.argsort(-values, kind="stable")[:keep]
+        best = heapq.nlargest(keep, best + [(float(values[t]), int(rows[t]), int(cols[t])) for t in top])
+    best.sort(key=lambda p: (-p[0], p[1], p[2]))
+    listed = [
+        {"items": [names[r], names[c]], "caption": f"cosine {v:.3f}", "across": names[r][0] != names[c][0]}
+        for v, r, c in best
     ]
+    return listed, total, across
 
 
 def out_of_fold_proba(vectors: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0) -> np.ndarray | None:
@@ -174,7 +190,8 @@ def data_health(features_dir: str) -> Health:
         health.exact = exact_duplicates(items)
         vectors = {s: _pooled(fs, s) for s in splits}
         all_vectors = np.concatenate([vectors[s] for s in splits])
-        health.near = near_duplicates(all_vectors, [(s, p) for s, p, _ in items], [sha for *_, sha in items])
+        names, shas = [(s, p) for s, p, _ in items], [sha for *_, sha in items]
+        health.near, health.near_pairs, health.near_across = near_duplicates(all_vectors, names, shas)
         train_names = [("train", p) for p in fs.attrs["train"]["paths"]]
         summary: dict = {}
         health.label_errors = label_errors(

@@ -142,8 +142,9 @@ def health_blocks(health: Health, quarantined: list[list], grid, folder: str) ->
     blocks.append(
         (
             "text",
-            f"Near duplicates (different files, feature cosine >= 0.98): {len(health.near)} pair(s), "
-            f"{sum(p['across'] for p in health.near)} across splits.",
+            f"Near duplicates (different files, feature cosine >= 0.98): {health.near_pairs} pair(s), "
+            f"{health.near_across} across splits"
+            + (f" (the {len(health.near)} most similar listed)." if health.near_pairs > len(health.near) else "."),
         )
     )
     picture = grid(_entries(health.near))

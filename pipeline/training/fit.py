@@ -123,6 +123,11 @@ def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
     finally:
         bar.close()
     fit_s = time.perf_counter() - start
+    if (
+        getattr(model, "optimizer", None) is not None
+    ):  # the streamed path compiles: a saved optimizer is an object bneck never loads
+        trained, model = model, build_head(name, fs.feature_shape, n_classes, cfg["units"], cfg["dropout"])
+        model.set_weights(trained.get_weights())
     model.save(os.path.join(folder, "model.keras"))
     model.save_weights(os.path.join(folder, "head.weights.h5"))
     write_history(folder, history)

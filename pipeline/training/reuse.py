@@ -12,9 +12,19 @@ from bneck.pipeline.artifacts import check_model
 from bneck.pipeline.reuse import Reuse, decide, options_changed, records_its_domain
 
 
-def classifier_reuse(out_dir: str, name: str, cfg: dict, feature_shas: dict[str, str]) -> Reuse:
+def classifier_reuse(out_dir: str, name: str, cfg: dict, feature_shas: dict[str, str], streamed: bool = False) -> Reuse:
     """Return whether ``out_dir/name`` holds ``name`` trained with ``cfg`` on feature files with these
-    sha256s (``feature_shas``: split -> sha256), and if not, why it must be trained."""
+    sha256s (``feature_shas``: split -> sha256), the same way (``streamed``: out of core, under
+    --max-memory, which trains another model than in memory), and if not, why it must be trained."""
+
+    def same_path(m):
+        if bool(m.streamed) == streamed:
+            return None
+        return (
+            "trained streamed (--max-memory) before, in memory now"
+            if m.streamed
+            else ("trained in memory before, streamed (--max-memory) now")
+        )
 
     def same_classifier(m):
         return None if m.classifier == name else f"the folder holds {m.classifier!r}"
@@ -30,5 +40,7 @@ def classifier_reuse(out_dir: str, name: str, cfg: dict, feature_shas: dict[str,
         return f"feature file changed: {', '.join(changed)}" if changed else None
 
     return decide(
-        os.path.join(out_dir, name), [same_classifier, same_options, same_features, records_its_domain], check_model
+        os.path.join(out_dir, name),
+        [same_classifier, same_options, same_path, same_features, records_its_domain],
+        check_model,
     )

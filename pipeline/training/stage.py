@@ -100,7 +100,7 @@ def _train_or_reuse(
     name: str, cfg: dict, fs, out_dir: str, streamed: bool, rows: int, retrain: bool, verbose: bool
 ) -> Result:
     """The Result of classifier ``name``: its current folder reused (unless ``retrain``), else trained."""
-    decision = classifier_reuse(out_dir, name, cfg, fs.sha256)
+    decision = classifier_reuse(out_dir, name, cfg, fs.sha256, streamed)
     if decision.reused and not retrain:
         return _reused(name, os.path.join(out_dir, name))
     why = "--retrain" if decision.reused else decision.why

@@ -127,3 +127,29 @@ def test_one_path_given_as_a_string_is_one_path(tmp_path):
     (tmp_path / "photos" / "a.jpg").write_bytes(b"")
     assert _expand(str(tmp_path / "photos")) == [(str(tmp_path / "photos" / "a.jpg"), None)]
     assert _expand(tmp_path / "photos" / "a.jpg") == [(str(tmp_path / "photos" / "a.jpg"), None)]
+
+
+@pytest.mark.parametrize("member", ["padding.npy", "schema.json"])
+@pytest.mark.parametrize("saved_by", ["today", "0.2"])
+def test_a_zip_bomb_in_any_skops_file_is_refused_before_it_is_inflated(tmp_path, member, saved_by):
+    """Issue 27: a current skops file padded with spaces (1 MB on disk, 1 GiB inflated, re-signed) loaded
+    at 2.28 GB; the zip guard now holds for every archive, of this release and the previous one."""
+    import io
+    import zipfile
+
+    x, y = _data()
+    save_sklearn(build_sklearn("logreg", "flatten", 8, 0).fit(x, y), str(tmp_path / "m.skops"))
+    data = (tmp_path / "m.skops").read_bytes()
+    data = _as_saved_by_0_2(data) if saved_by == "0.2" else data
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for info in source.infolist():
+            body = source.read(info)
+            if info.filename == member:
+                body += b" " * (96 << 20)  # JSON and npy readers skip trailing spaces: ~96 KB stored
+            archive.writestr(info.filename, body)
+        if member not in source.namelist():
+            archive.writestr(member, b" " * (96 << 20))
+    assert len(out.getvalue()) < 1 << 20
+    with pytest.raises(UnsafeModel, match="zip bomb|would inflate"):
+        load_sklearn(out.getvalue(), "bomb.skops")

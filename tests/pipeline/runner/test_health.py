@@ -61,7 +61,8 @@ def test_near_duplicates_follow_the_cosine_threshold_and_skip_exact_copies():
     x[2] = x[0]  # an exact copy (same sha): not reported as a near duplicate
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     names = [("train", f"{i}.jpg") for i in range(5)]
-    found = near_duplicates(x, names, ["a", "b", "a", "c", "d"])
+    found, total, across = near_duplicates(x, names, ["a", "b", "a", "c", "d"])
+    assert total == len(found) and across == 0
     pairs = [tuple(p for _, p in f["items"]) for f in found]
     assert ("0.jpg", "1.jpg") in pairs and ("1.jpg", "2.jpg") in pairs and ("0.jpg", "2.jpg") not in pairs
     expected = {(i, j) for i in range(5) for j in range(i + 1, 5) if x[i] @ x[j] >= 0.98 and (i, j) != (0, 2)}
@@ -153,3 +154,27 @@ def test_names_a_spreadsheet_would_run_as_formulas_are_written_as_text(tmp_path)
     for row, item in zip(rows, found):
         for column, value in (("given_class", item["given"]), ("likely_class", item["likely"])):
             assert row[column] == (value if value == "cats" else "'" + value)
+
+
+def test_near_duplicate_pairs_are_counted_not_all_listed_so_memory_stays_bounded():
+    """2,000 pixel-identical images made 1,999,000 pairs held as Python objects (1.94 GB); 10,000 would need
+    25 GB. The pairs are counted exactly (against an independent count) and only the most similar listed."""
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    x = np.repeat(rng.normal(size=(1, 8)).astype(np.float32), n, axis=0)
+    x[::3] += 0.001 * rng.normal(size=(len(x[::3]), 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    names = [("train" if i < 2000 else "test", f"{i}.jpg") for i in range(n)]
+    shas = [f"h{i}" for i in range(n)]
+    tracemalloc.start()
+    found, total, across = near_duplicates(x, names, shas, keep=50)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    sims = x @ x.T
+    upper = np.triu(sims >= 0.98, k=1)
+    assert total == int(upper.sum()) and across == int(upper[:2000, 2000:].sum())
+    assert len(found) == 50 and total > 4_000_000 and peak < 200 << 20
+    values = [float(f["caption"].split()[1]) for f in found]
+    assert values == sorted(values, reverse=True) and min(values) >= np.sort(sims[upper])[-50] - 1e-3

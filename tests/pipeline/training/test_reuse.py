@@ -99,3 +99,20 @@ def test_the_command_line_reuses_and_says_so(tiny_features_dir, tmp_path, capsys
     assert "logreg: trained: no earlier output" in capsys.readouterr().out
     assert main(argv) == 0 and fits == ["logreg"]
     assert "logreg: reused, unchanged" in capsys.readouterr().out
+
+
+def test_streamed_and_in_memory_models_are_never_taken_for_each_other(tiny_features_dir, tmp_path, fits):
+    """--max-memory trains out of core (other batches, another model: validation 1.00 against 0.70 was
+    seen); reuse compares the path, both ways, for the Keras heads and scikit-learn alike."""
+    out = tmp_path / "models"
+    train(tiny_features_dir, ["dense", "logreg"], out, verbose=False, **FAST)
+    fits.clear()
+    board = train(tiny_features_dir, ["dense", "logreg"], out, verbose=False, max_memory=1, **FAST)
+    assert sorted(fits) == ["dense", "logreg"] and all(r.streamed for r in board.results)
+    assert {r.why for r in board.results} == {"trained in memory before, streamed (--max-memory) now"}
+    fits.clear()
+    board = train(tiny_features_dir, ["dense", "logreg"], out, verbose=False, max_memory=1, **FAST)
+    assert fits == [] and all(r.reused for r in board.results), [(r.name, r.why) for r in board.results]
+    board = train(tiny_features_dir, ["dense", "logreg"], out, verbose=False, **FAST)
+    assert sorted(fits) == ["dense", "logreg"]
+    assert {r.why for r in board.results} == {"trained streamed (--max-memory) before, in memory now"}
