@@ -36,6 +36,13 @@ RESIZE = (
     "PIL: the image converted to RGB (the first frame; grayscale replicated), resized to "
     "SIZE x SIZE with Image.BILINEAR, no crop (the aspect ratio is not kept), as uint8"
 )
+# bneck's one decoding rule (features/images/decode.py), as a server must apply it: the function
+# `bneck_input` in docs/export.md, held to the decoder for every mode by tests/pipeline/export.
+DECODE = (
+    "the first frame; modes I;16* shifted right by 8, mode I by 8 (by 24 when a value exceeds 65535), "
+    "mode F clipped to 0..255, each then 8-bit grayscale (never Pillow's convert('RGB') of a 16-bit image, "
+    "which clips); mode P through RGBA; alpha dropped; then convert('RGB')"
+)
 
 __all__ = ["ExportError", "export_model"]
 
@@ -192,6 +199,7 @@ def _metadata(clf: LoadedClassifier, spec, form: ExportFormat, files: dict, chec
             "shape": [None, size, size, 3],
             "dtype": "uint8",
             "channels": "RGB",
+            "decode": DECODE,
             "resize": RESIZE.replace("SIZE", str(size)),
             "preprocessing": f"inside the model ({spec.backbone}: {clf.manifest.extractor.get('preprocessing')})",
         },

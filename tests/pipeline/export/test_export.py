@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from bneck.features import extract, read_features
 from bneck.pipeline.cli import main
@@ -25,7 +26,17 @@ from bneck.pipeline.export.formats import ExportFormat, get_format, list_formats
 from bneck.pipeline.predict import predict_images
 from bneck.pipeline.training.sklearn_models import StreamedLinear, build_sklearn
 from bneck.pipeline.training.stage import train
+from tests.conftest import ROOT
 from tests.generated import make_images
+
+
+def _documented_decoding() -> str:
+    """docs/export.md's ``bneck_input`` block: servers decode as the page says."""
+    import re
+
+    page = (ROOT / "docs" / "export.md").read_text()
+    return next(b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "def bneck_input" in b)
+
 
 SERVE = r"""
 import json, sys
@@ -36,8 +47,7 @@ from PIL import Image
 def serve(folder, paths):
     meta = json.load(open(f"{folder}/bneck-export.json"))
     size, fmt, model = meta["input"]["shape"][1], meta["format"], f"{folder}/{meta['model']}"
-    x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)
-                  for p in paths])
+    x = np.stack([bneck_input(p, size) for p in paths])  # docs/export.md's decoding rule
     if fmt == "keras":
         import keras
         out = keras.saving.load_model(model)(x)
@@ -123,6 +133,11 @@ def exported(request, tiny_models, tiny_image_root, tmp_path_factory):
     }
     out = tmp_path_factory.mktemp("exports")
     images = sorted((tiny_image_root / "test").glob("*/*.jpg"))[::8]
+    (out / "16-bit").mkdir()
+    for i, path in enumerate(images[:2]):  # 16-bit PNGs: decoded by the documented rule, never clipped
+        gray = np.asarray(Image.open(path).convert("L"), np.uint16) * 257
+        Image.fromarray(gray).save(out / "16-bit" / f"gray{i}.png")
+        images.append(out / "16-bit" / f"gray{i}.png")
     folders = {}
     for name, fmt in (case.values for case in CASES):
         if (name, fmt) not in runs:
@@ -136,7 +151,13 @@ def exported(request, tiny_models, tiny_image_root, tmp_path_factory):
     cwd = out / "cwd"
     cwd.mkdir()
     done = subprocess.run(
-        [sys.executable, "-c", SERVE, json.dumps([str(f) for f in folders.values()]), *map(str, images)],
+        [
+            sys.executable,
+            "-c",
+            _documented_decoding() + SERVE,
+            json.dumps([str(f) for f in folders.values()]),
+            *map(str, images),
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -153,6 +174,7 @@ def test_every_format_reproduces_predict_without_bneck(exported, tiny_models, na
     out = folders[(name, fmt)]
     meta = json.loads((out / "bneck-export.json").read_text())
     assert meta["format"] == fmt and meta["check"]["max_abs_difference"] <= 1e-4
+    assert "shifted right by 8" in meta["input"]["decode"]  # the one decoding rule, for servers
     assert "recorded images" in meta["check"]["images"]  # checked on the model's images, not noise
     assert result["bneck_modules"] == []
     served = result["served"][str(out)]
