@@ -13,6 +13,7 @@ last, so a file that has it was written whole. What reading checks is in
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,7 +23,7 @@ import h5py
 import numpy as np
 
 from bneck.core.atomic import atomic_target
-from bneck.core.errors import FeatureFileError
+from bneck.core.errors import BneckWarning, FeatureFileError
 from bneck.core.files import kind_of
 from bneck.core.hashing import RowsDigest, sha256_array
 from bneck.core.versions import versions
@@ -174,7 +175,21 @@ def _open(path: str) -> h5py.File:
         )
     if not os.path.isfile(path):
         raise FeatureFileError(f"feature file not found: {path}. Create it with `bneck extract DATA_DIR --out FOLDER`.")
+    _ignore_vds_prefix()
     return h5py.File(path, "r")
+
+
+def _ignore_vds_prefix() -> None:
+    """Unset HDF5_VDS_PREFIX (once, saying so): libhdf5 would read a sharded file's rows from shard files
+    under that folder instead of beside the file, where the file's checks found them."""
+    value = os.environ.pop("HDF5_VDS_PREFIX", None)
+    if value:
+        warnings.warn(
+            f"bneck ignores HDF5_VDS_PREFIX={value!r} (unset for this process): a feature file written by "
+            "--engine ray reads its shard files from beside itself, where they were checked.",
+            BneckWarning,
+            stacklevel=3,
+        )
 
 
 def _unreadable(path: str, exc: Exception) -> FeatureFileError:

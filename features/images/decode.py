@@ -42,6 +42,7 @@ MAX_PIXELS = 89_478_485
 MAX_IMAGE_BYTES = 3 * MAX_PIXELS
 # The formats bneck decodes (Pillow's names; JPEG includes its multi-picture MPO variant).
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")
+MAX_JPEG_SCANS = 100
 # Bytes per pixel in Pillow's own storage, by mode (RGB and friends use 4).
 _STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 # Extra bytes per pixel the conversions below may hold at once (palette -> RGBA -> RGB).
@@ -137,6 +138,20 @@ def _to_rgb_resized(img: Image.Image, size: int, keep_aspect: bool = False) -> n
     return np.asarray(rgb, dtype=np.uint8)
 
 
+def _check_scans(img: Image.Image, data: bytes) -> None:
+    """Refuse a JPEG of more than ``MAX_JPEG_SCANS`` scans: each scan is decoded over the whole image, so
+    a small progressive file repeating one scan 15,000 times took 96 s (and Ctrl-C waited for it). An
+    SOS marker (FF DA) cannot occur inside entropy-coded data (an FF there is followed by 00 or a
+    restart marker), so counting it counts the scans."""
+    if img.format == "JPEG":
+        scans = data.count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS:
+            raise UnusableImage(
+                f"a JPEG of {scans} scans (at most {MAX_JPEG_SCANS}: a progressive JPEG has about 10, and each "
+                "more only costs decoding time)"
+            )
+
+
 def _check_size(img: Image.Image) -> int:
     """Refuse an image whose header declares too much; returns its estimated decode memory."""
     width, height = img.size
@@ -174,6 +189,7 @@ def decode_image(path: str, size: int, sha256: str | None = None, keep_aspect: b
             if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
                 raise UnusableImage("its bytes changed after it was hashed; rerun")
             with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+                _check_scans(img, data)
                 peak = _check_size(img) + len(data)  # some decoders copy the whole file first
                 with BUDGET.hold(peak):
                     img.seek(0)  # first frame of animated GIF/WebP

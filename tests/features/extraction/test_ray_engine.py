@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from bneck.core.errors import FeatureFileError
+from bneck.core.errors import BneckWarning, FeatureFileError
 from bneck.features import extract, read_features
 from bneck.features.extraction.ray_engine import MAX_ATTEMPTS, ShardError, ShardExtractor
 from tests.conftest import MOBILENET, ROOT, copy_subset
@@ -62,6 +62,26 @@ def _same_rows(a_dir, b_dir, splits=SPLITS):
         np.testing.assert_allclose(a.features, b.features, rtol=0, atol=1e-5)
 
 
+def _ignores_the_vds_prefix(tmp_path):
+    """HDF5_VDS_PREFIX pointed libhdf5 at other shard files (issue 27): bneck unsets it, says so, and reads
+    the shards beside the file."""
+    import shutil
+
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "ray", elsewhere)
+    for shard in elsewhere.rglob("*.h5"):
+        with h5py.File(shard, "r+") as f:
+            if "features" in f and not f["features"].is_virtual:
+                f["features"][...] = f["features"][()] * 2  # other numbers where the prefix points
+    os.environ["HDF5_VDS_PREFIX"] = str(elsewhere)
+    try:
+        with pytest.warns(BneckWarning, match="ignores HDF5_VDS_PREFIX"):
+            _same_rows(tmp_path / "local", tmp_path / "ray")
+        assert "HDF5_VDS_PREFIX" not in os.environ
+    finally:
+        os.environ.pop("HDF5_VDS_PREFIX", None)
+
+
 def test_ray_equals_local_row_for_row_and_stage_two_reads_it(cluster, tmp_path):
     from bneck.pipeline import train
 
@@ -81,6 +101,7 @@ def test_ray_equals_local_row_for_row_and_stage_two_reads_it(cluster, tmp_path):
     assert sharded.forward_images == local.forward_images == 30 and sharded.engine == "ray"
     assert [s.shards for s in sharded.splits] == [{"total": 3, "run": 3, "reused": 0}] * 3
     _same_rows(tmp_path / "local", tmp_path / "ray")
+    _ignores_the_vds_prefix(tmp_path)
     with h5py.File(tmp_path / "ray" / "train.h5") as f:
         assert f["features"].is_virtual and len(f["features"].virtual_sources()) == 3
         assert f.attrs["engine"] == "ray"

@@ -94,3 +94,40 @@ def test_unusable_files_give_a_reason(tmp_path, photo, case, reason):
     with pytest.raises(UnusableImage, match=reason):
         decode_image(str(path), 32)
     assert MAX_PIXELS < 20000 * 20000
+
+
+def _scans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every SOS segment with its entropy-coded data."""
+    out, at = [], data.find(b"\xff\xda")
+    while at != -1:
+        end = at + 2
+        while True:
+            end = data.index(b"\xff", end + 1)
+            if data[end + 1] not in (0x00, *range(0xD0, 0xD8)):
+                break
+        out.append((at, end))
+        at = data.find(b"\xff\xda", end)
+    return out
+
+
+@pytest.mark.parametrize("repeats", [200, 3000])
+def test_a_jpeg_repeating_a_scan_is_refused_before_it_is_decoded(tmp_path, photo, repeats):
+    """Issue 27: a 2.1 MB progressive JPEG whose first AC scan was repeated 15,000 times took 96 s to
+    decode (and Ctrl-C waited for it). A JPEG of more than MAX_JPEG_SCANS scans is refused from its bytes."""
+    import time
+
+    from bneck.features.images.decode import MAX_JPEG_SCANS
+
+    buffer = io.BytesIO()
+    Image.open(photo).convert("RGB").resize((400, 300)).save(buffer, "JPEG", progressive=True, quality=90)
+    data = buffer.getvalue()
+    scans = _scans(data)
+    assert 5 <= len(scans) <= MAX_JPEG_SCANS  # an ordinary progressive JPEG decodes
+    (tmp_path / "ok.jpg").write_bytes(data)
+    assert decode_image(str(tmp_path / "ok.jpg"), 32).shape == (32, 32, 3)
+    start, end = scans[1]  # the first AC scan
+    (tmp_path / "slow.jpg").write_bytes(data[:end] + data[start:end] * repeats + data[end:])
+    began = time.perf_counter()
+    with pytest.raises(UnusableImage, match=rf"a JPEG of {len(scans) + repeats} scans \(at most {MAX_JPEG_SCANS}"):
+        decode_image(str(tmp_path / "slow.jpg"), 32)
+    assert time.perf_counter() - began < 2
