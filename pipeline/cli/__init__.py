@@ -85,11 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BneckError as exc:
         print(f"bneck {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (OSError, RuntimeError) as exc:  # a write refused outside an atomic writer
+    except Exception as exc:  # a write refused outside an atomic writer (OSError, HDF5's, TensorFlow's)
         if write_failure(exc) is None:
             raise
-        path = getattr(exc, "filename", None) or "a file"
-        print(f"bneck {args.command}: error: {storage_error(exc, path)}", file=sys.stderr)
+        print(f"bneck {args.command}: error: {storage_error(exc, _written_path(exc, args))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -97,6 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _written_path(exc: BaseException, args: argparse.Namespace) -> str:
+    """The file a refused write named, else the folders the command writes (never just "a file")."""
+    named = getattr(exc, "filename", None)
+    if named:
+        return str(named)
+    places = [str(p) for p in (getattr(args, "out", None), getattr(args, "cache_dir", None)) if p]
+    return f"a file under {' or '.join(places)}" if places else "a file (in the output or cache folder)"
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ def _extract_args(tmp_path, out="out"):
 
 def _clear(output: str, reason: str) -> None:
     assert "could not write" in output and reason in output, output[-2000:]
+    assert "could not write a file:" not in output  # the file, or the folders written, are named
     assert "files and cache entries written before are intact" in output
     assert "Traceback" not in output
 
@@ -105,3 +106,17 @@ def test_export_under_a_file_size_limit_is_one_paragraph_for_every_format(tmp_pa
         assert done.returncode == 2, (name, done.output[-2000:])
         _clear(done.output, "File too large")
         assert str(out) in done.output and not out.exists() and not temporaries(tmp_path)
+
+
+def test_a_refused_write_without_a_file_name_names_the_folders_written():
+    """HDF5 and TensorFlow say "File too large" without a file name: the paragraph names --out and the cache."""
+    import argparse
+    import errno
+
+    from bneck.pipeline.cli import _written_path
+
+    exc = RuntimeError(f"Can't write data (file write failed: errno = {errno.EFBIG})")
+    args = argparse.Namespace(out="/x/out", cache_dir="/x/cache")
+    assert _written_path(exc, args) == "a file under /x/out or /x/cache"
+    assert _written_path(OSError(errno.EFBIG, "File too large", "/x/out/a.h5"), args) == "/x/out/a.h5"
+    assert "a file" in _written_path(exc, argparse.Namespace()) and "folder" in _written_path(exc, argparse.Namespace())

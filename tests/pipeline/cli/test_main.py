@@ -156,3 +156,24 @@ def test_a_reader_that_leaves_gets_no_traceback():
     proc.stdout.close()  # nobody reads: every write fails with EPIPE
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1 and "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_a_reader_that_leaves_costs_no_predictions_csv(tmp_path, tiny, tiny_data):
+    """`bneck predict ... --csv F | true` lost F (issue 27): the file is written before the lines."""
+    import subprocess
+    import sys
+
+    from bneck.features import extract
+    from bneck.pipeline.training.stage import train
+
+    extract(str(tiny_data), str(tmp_path / "f"), cache_dir=str(tmp_path / "c"), verbose=False, **tiny)
+    train(str(tmp_path / "f"), ["logreg"], str(tmp_path / "m"), verbose=False)
+    csv_file = tmp_path / "p.csv"
+    command = [sys.executable, "-m", "bneck", "predict", str(tmp_path / "m" / "logreg"), str(tiny_data / "test")]
+    proc = subprocess.Popen(
+        [*command, "--csv", str(csv_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
+    )
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1 and "Traceback" not in err, err
+    assert len(csv_file.read_text().splitlines()) == 1 + 12  # the header and every test image
