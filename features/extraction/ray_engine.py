@@ -32,6 +32,7 @@ from bneck.core.extras import import_optional
 from bneck.core.folders import claim_folder, folder_kind
 from bneck.core.hashing import sha256_json
 from bneck.core.progress import progress_bar
+from bneck.core.signals import reclaim_sigterm
 from bneck.features.backbones.spec import ExtractorSpec
 from bneck.features.cache.rows import RowCache, missing_shas, read_rows_file, write_rows_file
 from bneck.features.extraction.options import DEFAULT_SHARD_SIZE
@@ -183,6 +184,7 @@ class RayPool:
                     f"its HOST:PORT, or leave --address out to start a local one."
                 ) from None
             self.started_here = True
+            reclaim_sigterm()  # Ray's driver aborts on SIGTERM (a native dump); the command line stops cleanly
         self.ray = ray
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         resources = ray.cluster_resources()

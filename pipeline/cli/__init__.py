@@ -1,7 +1,7 @@
 """The ``bneck`` command line: a thin layer over the public Python API.
 
 User mistakes print one paragraph and exit with code 2; Ctrl-C exits with 130
-after saying what was kept.
+after saying what was kept (SIGTERM: the same paragraph, exit 143).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from bneck.core.atomic import storage_error, write_failure
 from bneck.core.private import no_write_for_others
+from bneck.core.signals import Terminated, sigterm_as_interrupt
 from bneck.features import BneckError
 from bneck.pipeline.cli import cache, ensemble, export, extract, finetune, info, run, train, weights
 from bneck.pipeline.cli.polish import polish
@@ -75,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     args = parser.parse_args(argv)
     try:
-        with terminal_reports(quiet=bool(getattr(args, "quiet", False))), no_write_for_others():
+        quiet = bool(getattr(args, "quiet", False))
+        with terminal_reports(quiet=quiet), no_write_for_others(), sigterm_as_interrupt():
             code = args.run(args)
             sys.stdout.flush()  # here, where a reader that left (`bneck ... | head`) is caught below
             return code
@@ -90,12 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"bneck {args.command}: error: {storage_error(exc, _written_path(exc, args))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            f"\nbneck {args.command}: interrupted. {INTERRUPTED.get(args.command, DEFAULT_INTERRUPTED)}",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (bneck.core.signals)
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\nbneck {args.command}: {how}. {INTERRUPTED.get(args.command, DEFAULT_INTERRUPTED)}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 def _written_path(exc: BaseException, args: argparse.Namespace) -> str:
