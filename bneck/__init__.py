@@ -23,6 +23,7 @@ import importlib
 import logging
 from typing import Any
 
+import bneck.core.tfimport  # noqa: F401 - sets KERAS_BACKEND=tensorflow before anything imports Keras
 from bneck.core.errors import (
     BneckError,
     BneckWarning,

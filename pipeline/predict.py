@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from bneck.features import FeatureFileError, preprocess_for, read_features
-from bneck.features.images.dataset import is_image_name, is_visible
+from bneck.features.images.dataset import IMAGE_EXTENSIONS, is_image_name, is_visible
 from bneck.pipeline.artifacts import LoadedClassifier, load_classifier
 from bneck.pipeline.domain import DOMAIN_FILE, Domain, pooled, read_domain
 from bneck.pipeline.image_splits import read_splits, seen_in
@@ -71,11 +71,14 @@ def _expand(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
     out: list[tuple[str, str | None]] = []
     for item in inputs:
         if os.path.isdir(item):
+            before = len(out)
             for current, dirs, files in os.walk(item):
                 dirs[:] = sorted(d for d in dirs if is_visible(d))
                 for name in sorted(files):
                     if is_image_name(name):
                         out.append((os.path.join(current, name), None))
+            if len(out) == before:  # never "0 of 0 classified" with exit 0
+                out.append((item, f"a folder holding no images (extensions: {', '.join(IMAGE_EXTENSIONS)})"))
         elif os.path.lexists(item):  # a file; decoding says if it is not a regular image file
             out.append((item, None))
         else:

@@ -19,7 +19,16 @@ _TMP_PATTERN = re.compile(r"^\..+\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$")
 
 
 # errno values that mean "this storage cannot take the write", whatever the file.
-WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+WRITE_ERRNOS = {
+    errno.ENOSPC,
+    errno.EFBIG,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.ENAMETOOLONG,
+}
 _HDF5_ERRNO = re.compile(r"errno = (\d+)")
 
 
@@ -47,6 +56,7 @@ def storage_error(exc: BaseException, path: str) -> StorageError:
         errno.EROFS: "Choose a writable folder",
         errno.EACCES: "Choose a folder you can write to",
         errno.EPERM: "Choose a folder you can write to",
+        errno.ENAMETOOLONG: "Choose a shorter path (a name holds at most 255 bytes, a path 4,096)",
     }.get(code, "Check the disk")
     return StorageError(
         f"could not write {path}: {reason} (errno {code}). {hint} (or pass another "

@@ -35,8 +35,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument(
         "--classifier",
         required=True,
+        action="append",  # given twice, both count (`--classifier logreg --classifier knn`)
         metavar="NAME[,NAME...]",
-        help=f"any of: {', '.join(CLASSIFIERS)} (the registered classifiers)",
+        help=f"any of: {', '.join(CLASSIFIERS)} (the registered classifiers); repeat it or separate names by commas",
     )
     p.add_argument("--out", required=True, metavar="MODELS_DIR")
     TRAIN.add_arguments(p)
@@ -123,7 +124,11 @@ def run_train(args: argparse.Namespace) -> int:
     from bneck.pipeline.training.stage import train
 
     board = train(
-        args.features_dir, args.classifier.split(","), args.out, verbose=not args.quiet, **namespace_values(args, TRAIN)
+        args.features_dir,
+        ",".join(args.classifier).split(","),
+        args.out,
+        verbose=not args.quiet,
+        **namespace_values(args, TRAIN),
     )
     print(board.table())
     for r in board.results:

@@ -120,3 +120,23 @@ def test_a_refused_write_without_a_file_name_names_the_folders_written():
     assert _written_path(exc, args) == "a file under /x/out or /x/cache"
     assert _written_path(OSError(errno.EFBIG, "File too large", "/x/out/a.h5"), args) == "/x/out/a.h5"
     assert "a file" in _written_path(exc, argparse.Namespace()) and "folder" in _written_path(exc, argparse.Namespace())
+
+
+def test_a_name_longer_than_the_file_system_takes_is_one_paragraph(tmp_path, tiny, tiny_data, capsys):
+    """A path part over 255 bytes was an OSError traceback in train, extract, predict --csv and export."""
+    from bneck.pipeline.cli import main
+    from tests.generated import cli_args
+
+    extract(str(tiny_data), str(tmp_path / "f"), cache_dir=str(tmp_path / "c"), verbose=False, **tiny)
+    train(str(tmp_path / "f"), ["logreg"], str(tmp_path / "m"), verbose=False)
+    long = str(tmp_path / ("x" * 300))
+    for args in (
+        ["train", str(tmp_path / "f"), "--classifier", "logreg", "--out", long],
+        ["extract", str(tiny_data), "--out", long, "--cache-dir", str(tmp_path / "c"), *cli_args(tiny)],
+        ["predict", str(tmp_path / "m" / "logreg"), str(tiny_data / "test"), "--csv", long + ".csv"],
+        ["export", str(tmp_path / "m" / "logreg"), "--out", long],
+    ):
+        capsys.readouterr()
+        assert main(args) == 2, args[0]
+        err = capsys.readouterr().err
+        assert "File name too long" in err and "Choose a shorter path" in err and "Traceback" not in err, err

@@ -116,3 +116,29 @@ def test_parse_size():
     assert parse_size("2000") == 2000
     with pytest.raises(ConfigError):
         parse_size("12 parsecs")
+
+
+def test_classifier_given_twice_trains_both_and_an_empty_folder_is_not_zero_of_zero(
+    tiny_features_dir, tmp_path, capsys
+):
+    """Issue 27: `--classifier logreg --classifier knn` trained knn alone; `predict` on a folder without
+    images said "0 of 0 image(s) classified" and exited 0."""
+    models = tmp_path / "models"
+    args = ["train", str(tiny_features_dir), "--classifier", "logreg", "--classifier", "knn", "--out", str(models)]
+    assert main([*args, "--quiet"]) == 0
+    assert (models / "logreg" / "manifest.json").is_file() and (models / "knn" / "manifest.json").is_file()
+    capsys.readouterr()
+    assert (
+        main(
+            ["train", str(tiny_features_dir), "--classifier", "knn", "--classifier", "knn,logreg", "--out", str(models)]
+        )
+        == 2
+    )
+    assert "names each classifier once" in capsys.readouterr().err
+    for name, content in (("empty", None), ("tiffs", "a.tif")):
+        folder = tmp_path / name
+        folder.mkdir()
+        if content:
+            (folder / content).write_bytes(b"II*\0")
+        assert main(["predict", str(models / "logreg"), str(folder)]) == 1
+        assert f"{folder}: error: a folder holding no images (extensions: .jpg" in capsys.readouterr().err
