@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Sequence
 
+from bneck.core.claims import releases_claims
 from bneck.core.errors import FeatureFileError
 from bneck.core.folders import check_folder, claim_folder
 from bneck.core.options import takes_options
@@ -116,6 +117,7 @@ def _write_remaking_missing(write, remake, split: str, cache: RowCache) -> tuple
         ) from None
 
 
+@releases_claims
 @takes_options(EXTRACT)
 def extract(
     data_dir: str,

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from bneck.core.advice import advice_for, config_words
 from bneck.core.atomic import atomic_open
+from bneck.core.claims import releases_claims
 from bneck.core.errors import BneckError
 from bneck.core.folders import MARKER, claim_folder, remove_owned
 from bneck.features import extract
@@ -117,6 +118,7 @@ class RunResult:
     winner: str = ""  # the first model against the runner-up, paired on the test images
 
 
+@releases_claims
 def run(
     config: str | None = None, *, overrides: Sequence[str] = (), verbose: bool = True, base: dict | None = None, **flags
 ) -> RunResult:

@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from typing import cast
 
+from bneck.core.claims import releases_claims
 from bneck.core.folders import check_folder, claim_folder, remove_owned
 from bneck.core.options import takes_options
 from bneck.pipeline.artifacts import read_verified, verified_json
@@ -33,6 +34,7 @@ __all__ = ["Leaderboard", "Result", "train"]
 log = logging.getLogger(__name__)
 
 
+@releases_claims
 @takes_options(TRAIN)
 def train(
     features_dir: str,

@@ -81,3 +81,56 @@ def test_four_processes_extracting_overlapping_sets_into_one_cache(tmp_path):
     assert entry.rows == 48 and entry.chunks == 1 and not verify_cache(str(cache))[1]
     again = extract(tmp_path / "data3", tmp_path / "out3", cache_dir=cache, verbose=False, **MOBILENET)
     assert again.forward_images == 0
+
+
+HOLDER = """
+import sys, time
+from bneck.core.claims import releases_claims
+from bneck.core.folders import claim_folder
+
+@releases_claims
+def hold(path, kind):
+    claim_folder(path, kind)
+    print("held", flush=True)
+    time.sleep(120)
+
+hold(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_a_second_writer_of_an_output_folder_is_refused_while_the_first_writes(tmp_path, tiny, tiny_data):
+    """Issue 27: two `train` (or `extract`) runs into one --out both exited 0, and the folder held one's
+    models and the other's leaderboard. While a process writes a folder, a stage claiming it elsewhere
+    is refused in one paragraph before any work; once the writer is gone, the stage runs."""
+    import pytest
+
+    from bneck.core.claims import FolderInUse
+    from bneck.pipeline.training.stage import train
+
+    extract(str(tiny_data), str(tmp_path / "feats"), cache_dir=str(tmp_path / "c"), verbose=False, **tiny)
+    for kind, out, stage in (
+        ("models", tmp_path / "models", lambda: train(str(tmp_path / "feats"), ["logreg"], str(tmp_path / "models"))),
+        (
+            "features",
+            tmp_path / "feats2",
+            lambda: extract(
+                str(tiny_data), str(tmp_path / "feats2"), cache_dir=str(tmp_path / "c"), verbose=False, **tiny
+            ),
+        ),
+    ):
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(out), kind],
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            with pytest.raises(FolderInUse, match="is being written by another bneck command right now"):
+                stage()
+            assert sorted(os.listdir(out)) == [".bneck-folder.json"]  # nothing written
+        finally:
+            holder.kill()
+            holder.wait()
+        stage()  # the writer is gone: the lock went with it
+        stage()  # and a process claims again what it released
