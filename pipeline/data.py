@@ -96,7 +96,7 @@ class FeatureSet:
 def _describe_difference(name: str, a: dict, b: dict) -> str:
     if a["extractor_key"] != b["extractor_key"]:
         diffs = [
-            f"{k}: {a['extractor'].get(k)!r} vs {b['extractor'].get(k)!r}"
+            f"{k} {b['extractor'].get(k)!r} here, {a['extractor'].get(k)!r} in train.h5"
             for k in a["extractor"]
             if a["extractor"].get(k) != b["extractor"].get(k)
         ]

@@ -85,17 +85,29 @@ def calibrate(features: np.ndarray, labels: np.ndarray, n_classes: int, quantile
     return Domain(_unit(sums[present]), threshold, quantile, int(len(vectors)))
 
 
-def write_domain(folder: str, domain: Domain | None) -> None:
-    """Write ``domain.json`` into a model folder (nothing when there is no calibration)."""
-    if domain is not None:
-        from bneck.core.atomic import atomic_open
+UNCALIBRATED = "its validation split has no class with two images to calibrate on"
 
-        with atomic_open(f"{folder}/{DOMAIN_FILE}") as handle:
-            json.dump(domain.to_json(), handle)
+
+def write_domain(folder: str, domain: Domain | None) -> None:
+    """Write ``domain.json`` into a model folder: the calibration, or, when there is none, why (so that a
+    rerun does not train again for a domain it could never record)."""
+    from bneck.core.atomic import atomic_open
+
+    with atomic_open(f"{folder}/{DOMAIN_FILE}") as handle:
+        json.dump(domain.to_json() if domain is not None else {"uncalibrated": UNCALIBRATED}, handle)
+
+
+def uncalibrated(files: dict[str, bytes]) -> bool:
+    """Whether the folder's ``domain.json`` records that it could not be calibrated."""
+    try:
+        return json.loads(files.get(DOMAIN_FILE, b"{}").decode("utf-8")) == {"uncalibrated": UNCALIBRATED}
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
 
 
 def read_domain(files: dict[str, bytes]) -> Domain | None:
-    """The domain recorded in a verified folder's files, None when it has none (made before bneck had it).
+    """The domain recorded in a verified folder's files, None when it has none (made before bneck had it, or
+    recorded as uncalibrated: ``uncalibrated``).
 
     Raises ValueError for a file that is not one ``write_domain`` could have written.
     """
@@ -105,6 +117,8 @@ def read_domain(files: dict[str, bytes]) -> Domain | None:
     if len(data) > MAX_BYTES:
         raise ValueError(f"it is {len(data)} bytes, more than the {MAX_BYTES} bytes bneck ever writes")
     raw = json.loads(data.decode("utf-8"))
+    if raw == {"uncalibrated": UNCALIBRATED}:
+        return None
     centroids = np.asarray(raw["centroids"], dtype=np.float64)
     threshold, quantile, images = float(raw["threshold"]), float(raw["quantile"]), raw.get("validation_images", 0)
     if centroids.ndim != 2 or not centroids.size or not np.isfinite(centroids).all():

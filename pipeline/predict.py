@@ -16,7 +16,7 @@ import numpy as np
 from bneck.features import FeatureFileError, preprocess_for, read_features
 from bneck.features.images.dataset import IMAGE_EXTENSIONS, is_image_name, is_visible
 from bneck.pipeline.artifacts import LoadedClassifier, load_classifier
-from bneck.pipeline.domain import DOMAIN_FILE, Domain, pooled, read_domain
+from bneck.pipeline.domain import DOMAIN_FILE, UNCALIBRATED, Domain, pooled, read_domain, uncalibrated
 from bneck.pipeline.image_splits import read_splits, seen_in
 from bneck.pipeline.metrics import class_probabilities, scores
 
@@ -271,7 +271,7 @@ def classify(
                 for path, row in zip(paths, _rows(clf.class_names, probs, vectors, domain)):
                     rows[path] = {"path": path, **row, "seen_in": seen.get(shas.get(path) or "")}
         if info is not None:
-            info["domain"] = _domain_said(domain)
+            info["domain"] = _domain_said(domain, uncalibrated(clf.files))
     return list(clf.class_names), [rows[path] for path, _ in items]
 
 
@@ -297,7 +297,9 @@ def _rows(class_names: list[str], probs: np.ndarray, vectors, domain: Domain | N
     ]
 
 
-def _domain_said(domain: Domain | None) -> str:
+def _domain_said(domain: Domain | None, could_not_calibrate: bool = False) -> str:
+    if domain is None and could_not_calibrate:
+        return f"not checked: {UNCALIBRATED} (add validation images and train again to get one)"
     if domain is None:
         return "not checked: this folder records no domain (made by an older bneck; train it again to get one)"
     n = domain.validation_images

@@ -103,6 +103,8 @@ class Option:
                 wrong = [v for v in value if v not in self.choices]
                 verb = "is" if len(wrong) == 1 else "are"
                 bad = f"; {', '.join(map(repr, wrong))} {verb} not allowed" if wrong else ""
+            if self.kind is list and isinstance(value, str):  # a list written as a bare word
+                bad = f'; a list is written ["{value.strip("[]")}"] (with --set, quote it for the shell)'
             raise ConfigError(
                 f"{where} must be {self.allowed()}. Received: {self.name}={value!r}"
                 f"{'' if value is None else f' ({type(value).__name__})'}{bad}.{self._closest(value)}"

@@ -109,8 +109,11 @@ def load_config(path: str | None, overrides: Sequence[str] = (), base: dict | No
         _deep_update(user, _resolve_paths(_read(path), os.path.dirname(os.path.abspath(path))))
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set takes KEY=VALUE with a dotted key, e.g. finetune.epochs=5. Received: {item!r}.")
+        if not sep or not key.strip() or not text.strip():
+            raise ConfigError(
+                f"--set takes KEY=VALUE with a dotted key and a value, e.g. finetune.epochs=5 (a value left out is "
+                f"not an empty one: to unset a key, leave --set out). Received: {item!r}."
+            )
         _assign(user, key.strip().split("."), _parse_value(text.strip()))
     for key, value in flags.items():
         if value is not None:

@@ -33,6 +33,7 @@ def check_held_out(fs: FeatureSet) -> None:
 
     from bneck.core.errors import BneckWarning
 
+    _warn_contradictions(fs)
     trained_on = set(fs.attrs["train"]["sha256"])
     for split in ("validation", "test"):
         if split not in fs.attrs:
@@ -51,6 +52,28 @@ def check_held_out(fs: FeatureSet) -> None:
                 "keeps each image in one split when it makes them from one folder). Nothing was trained."
             )
         warnings.warn(f"{said}: remove them from {split}/ for an honest figure.", BneckWarning, stacklevel=3)
+
+
+def _warn_contradictions(fs: FeatureSet) -> None:
+    """Flag training images whose very bytes are also filed under another class (a BneckWarning)."""
+    import warnings
+
+    from bneck.core.errors import BneckWarning
+
+    first: dict[str, tuple[int, str]] = {}
+    clashes = []
+    for sha, label, path in zip(fs.attrs["train"]["sha256"], fs.labels("train"), fs.attrs["train"]["paths"]):
+        seen = first.setdefault(sha, (int(label), path))
+        if seen[0] != int(label):
+            clashes.append((seen[1], path))
+    if clashes:
+        warnings.warn(
+            f"{len(clashes)} training image(s) of {fs.folder} are the same bytes as an image of another class "
+            f"(first: {clashes[0][0]!r} and {clashes[0][1]!r}): the model is taught both answers for one "
+            "picture. Keep each in its right class folder.",
+            BneckWarning,
+            stacklevel=3,
+        )
 
 
 def check_data(fs: FeatureSet, per_classifier: dict[str, dict]) -> None:

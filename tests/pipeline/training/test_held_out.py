@@ -38,3 +38,12 @@ def test_a_few_shared_images_are_flagged_and_training_goes_on(tmp_path, tiny):
     ):
         board = train(str(feats), ["logreg"], str(tmp_path / "models"))
     assert board.best.name == "logreg"
+
+
+def test_the_same_bytes_under_two_classes_are_flagged(tmp_path, tiny):
+    data = make_images(tmp_path / "data", 12)
+    shutil.copy(data / "train" / "cats" / "cat.0.jpg", data / "train" / "dogs" / "also-a-dog.jpg")
+    feats = tmp_path / "feats"
+    extract(str(data), str(feats), cache_dir=str(tmp_path / "cache"), verbose=False, **tiny)
+    with pytest.warns(BneckWarning, match=r"1 training image\(s\) .* same bytes as an image of another class"):
+        train(str(feats), ["logreg"], str(tmp_path / "models"))

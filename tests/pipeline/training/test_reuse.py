@@ -116,3 +116,26 @@ def test_streamed_and_in_memory_models_are_never_taken_for_each_other(tiny_featu
     board = train(tiny_features_dir, ["dense", "logreg"], out, verbose=False, **FAST)
     assert sorted(fits) == ["dense", "logreg"]
     assert {r.why for r in board.results} == {"trained streamed (--max-memory) before, in memory now"}
+
+
+def test_a_folder_whose_domain_could_not_be_calibrated_is_reused(tiny, tmp_path, fits):
+    """Issue 27: with fewer than two validation images per class no domain.json was written, so every rerun
+    trained again "because an older bneck made it", and predict advised retraining, which never helped."""
+    import json
+
+    from bneck.pipeline.predict import classify
+
+    data = make_images(tmp_path / "data", 4)
+    for cls in ("cats", "dogs"):
+        for extra in sorted((data / "validation" / cls).iterdir())[1:]:
+            extra.unlink()
+    extract(data, tmp_path / "features", cache_dir=tmp_path / "cache", verbose=False, **tiny)
+    train(tmp_path / "features", ["logreg", "dense"], tmp_path / "models", verbose=False, **FAST)
+    recorded = json.loads((tmp_path / "models" / "logreg" / "domain.json").read_text())
+    assert recorded == {"uncalibrated": "its validation split has no class with two images to calibrate on"}
+    fits.clear()
+    board = train(tmp_path / "features", ["logreg", "dense"], tmp_path / "models", verbose=False, **FAST)
+    assert fits == [] and all(r.reused and r.why == "unchanged" for r in board.results)
+    info: dict = {}
+    classify(str(tmp_path / "models" / "logreg"), [str(data / "test")], info=info)
+    assert "no class with two images" in info["domain"] and "older bneck" not in info["domain"]

@@ -186,7 +186,7 @@ def test_mismatched_extractor_is_refused(tiny_features_dir, tmp_path, tiny_image
     shutil.copy(tmp_path / "pooled" / "validation.h5", mixed / "validation.h5")
     with pytest.raises(FeatureFileError) as err:
         train(mixed, ["logreg"], tmp_path / "m", verbose=False)
-    assert "validation.h5" in str(err.value) and "pool: 'none' vs 'avg'" in str(err.value)
+    assert "validation.h5" in str(err.value) and "pool 'avg' here, 'none' in train.h5" in str(err.value)
     train(tiny_features_dir, ["logreg"], tmp_path / "m", verbose=False)
     with pytest.raises(FeatureFileError, match="another extractor"):
         evaluate(str(tmp_path / "m" / "logreg"), str(mixed / "validation.h5"))
