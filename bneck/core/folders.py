@@ -29,8 +29,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from bneck.core.atomic import atomic_open, pid_alive, refused_writes_as_errors
-from bneck.core.claims import hold_claim
 from bneck.core.errors import ConfigError
+from bneck.core.private import hold_claim
 
 MARKER = ".bneck-folder.json"
 KINDS = ("features", "models", "classifier", "finetuned", "ensemble", "run", "shards", "cache", "export")
@@ -270,7 +270,7 @@ def claim_folder(path: str, kind: str, inputs: Iterable[str] = (), option: str =
     _make_folder(path, option)
     if folder_kind(path) != kind:
         write_marker(path, kind)
-    hold_claim(path, os.path.join(path, MARKER), option)  # one writer at a time (bneck.core.claims)
+    hold_claim(path, os.path.join(path, MARKER), option)  # one writer at a time (bneck.core.private)
     return path
 
 

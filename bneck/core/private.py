@@ -1,4 +1,4 @@
-"""What bneck trusts is what nobody else could have written.
+"""Who may write what bneck writes: nobody else what it trusts, one process at a time an output folder.
 
 bneck reuses what it finds in its state folder (which converted models this user checked)
 and in the feature cache (rows, converted models). A permissive umask (000, or a group-shared
@@ -10,6 +10,13 @@ So, whatever the umask:
 * the state is used only when it belongs to this user and nobody else can write it;
 * a cache is used only when its owner alone could have written every entry in it: a private
   folder of this user's, or a folder shared read-only by one writer (docs/extract.md, "Sharing a cache").
+
+One writer per output folder at a time: two ``bneck train`` (or ``extract``) runs into the same --out
+both "succeeded", and the folder held one's models and the other's leaderboard. ``claim_folder``
+takes an exclusive lock (``flock``) on the folder's marker file (``hold_claim``), held until the
+stage that claimed it returns (``releases_claims`` on the stage functions) or the process ends: a
+second process claiming the folder meanwhile is refused in one paragraph before any work. Within
+one process a folder is claimed once (a run's stages claim folders of their own).
 """
 
 from __future__ import annotations
@@ -17,7 +24,11 @@ from __future__ import annotations
 import functools
 import os
 import stat
+from collections.abc import Callable
 from contextlib import contextmanager
+from typing import IO
+
+from bneck.core.errors import ConfigError
 
 OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
@@ -119,3 +130,48 @@ def first_written_by_others(root: str) -> tuple[str, str] | None:
             if why:
                 return path, why
     return None
+
+
+try:
+    import fcntl
+except ImportError:  # Windows: no protection against two writers
+    fcntl = None  # type: ignore[assignment]
+
+_HELD: dict[str, IO] = {}
+
+
+class FolderInUse(ConfigError):
+    """Another process is writing the folder."""
+
+
+def hold_claim(folder: str, lock_file: str, option: str = "--out") -> None:
+    """Take the exclusive lock on ``lock_file`` (the marker of ``folder``) for this process; raises
+    FolderInUse when another process holds it."""
+    key = os.path.realpath(folder)
+    if fcntl is None or key in _HELD:
+        return
+    handle = open(lock_file, "rb")  # noqa: SIM115 - held open: the lock lives as long as the handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise FolderInUse(
+            f"{option} {folder} is being written by another bneck command right now. Wait for it to finish "
+            "(then run this one again: what it made is reused), or choose another folder. Nothing was written."
+        ) from None
+    _HELD[key] = handle
+
+
+def releases_claims(function: Callable) -> Callable:
+    """``function`` (a stage) with every folder it claimed released when it returns or raises."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        before = set(_HELD)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for key in set(_HELD) - before:
+                _HELD.pop(key).close()
+
+    return wrapper

@@ -40,9 +40,19 @@ def build_base(backbone: Backbone, spec: ExtractorSpec):
         raise WeightsError(
             f"cannot load weights {spec.weights!r} ({spec.weights_path}) into backbone "
             f"{backbone.name!r}{f' alpha={spec.alpha}' if spec.alpha else ''} at size "
-            f"{spec.input_size}: {str(exc).splitlines()[0]}. --weights must be 'imagenet', 'none' "
-            f"or a no-top weights file made for this backbone."
+            f"{spec.input_size}: {str(exc).splitlines()[0]}. {_weights_advice(spec)}"
         ) from None
+
+
+def _weights_advice(spec) -> str:
+    """What to do about weights that do not load: the file 'imagenet' found is the culprit when it was given."""
+    if spec.weights == "imagenet" and spec.weights_path:
+        return (
+            f"The file found for 'imagenet' at {spec.weights_path} is not this backbone's official file under its "
+            "name: delete it (a file in bneck's weights folder was put there by `bneck weights add`), then add "
+            "the right one, or pass --weights PATH."
+        )
+    return "--weights must be 'imagenet', 'none' or a no-top weights file made for this backbone."
 
 
 def _load_weights_whole(model, path: str) -> None:

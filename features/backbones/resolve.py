@@ -200,6 +200,8 @@ def spec_from_record(
             resolved = resolve_weights(entry, recorded.get("alpha"), recorded["input_size"], candidate)
         except WeightsError:
             continue
+        if resolved.sha256 != want:  # a file that is there, but another one: say so
+            tried[-1] += f" (there, but of sha256 {resolved.sha256[:12]}...)"
         if resolved.sha256 == want:
             spec = ExtractorSpec(
                 **{k: recorded.get(k) for k in KEY_FIELDS}, weights=recorded["weights"], weights_path=resolved.path
@@ -212,9 +214,20 @@ def spec_from_record(
         if recorded["backbone"] == MODEL_FILE
         else f"{recorded['backbone']} weights {recorded.get('weights')!r}"
     )
-    last_seen = [str(h) for h in hints if isinstance(h, str) and h and str(h) not in tried]
     raise WeightsError(
         f"the features were made with {what} of sha256 {want[:12]}..., and no such file was found "
-        f"(tried: {', '.join(tried)}{f'; recorded at {last_seen[0]}, no longer there' if last_seen else ''}). "
+        f"(tried: {', '.join(tried)}{_recorded_hint(hints, tried, bool(weights))}). "
         "Pass --weights PATH to that file (a moved or renamed copy works: it is found by content)."
     )
+
+
+def _recorded_hint(hints, tried: list[str], given: bool) -> str:
+    """Where the weights were recorded, said truly: gone, or there (then --weights is what was in the way)."""
+    import os
+
+    last_seen = [str(h) for h in hints if isinstance(h, str) and h and not any(t.startswith(str(h)) for t in tried)]
+    if not last_seen:
+        return ""
+    if given and os.path.isfile(last_seen[0]):
+        return f"; recorded at {last_seen[0]}, which is there: leave --weights out to use it"
+    return f"; recorded at {last_seen[0]}, no longer there"

@@ -8,16 +8,17 @@ from the cache. A rerun on unchanged images never builds the network.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import time
 from collections.abc import Sequence
 
-from bneck.core.claims import releases_claims
-from bneck.core.errors import FeatureFileError
-from bneck.core.folders import check_folder, claim_folder
+from bneck.core.errors import BneckError, FeatureFileError
+from bneck.core.folders import MARKER, check_folder, claim_folder, remove_owned
 from bneck.core.options import takes_options
+from bneck.core.private import releases_claims
 from bneck.features.backbones.model_file import backbone_for
 from bneck.features.backbones.resolve import resolve_spec
 from bneck.features.cache.rows import (
@@ -170,15 +171,29 @@ def extract(
     out_dir, cache_dir, dataset = _open_folders(source, out_dir, cache_dir, sharded=ray is not None)
     spec = resolve_spec(backbone, weights, size, layer, pool, dtype, alpha, preprocess)
     spec, plan = _spec_and_plan(spec, source, dataset, precision, calibration_images, workers)
-    choice = _runtime_for_data(choice, spec, cache_dir, dataset)
-    claim_folder(out_dir, "features", inputs=[data_dir])
-    actors = RayPool(ray, spec, cache_dir, batch_size) if ray is not None else None
-    ex = _build_extractor(
-        choice, spec, cache_dir, source, dataset, plan, ray, batch_size, workers, commit_rows, commit_seconds, verbose
-    )
-    report = _report_after_quantization_check(ex, spec, choice, plan, out_dir, cache_dir, min_cosine, force)
-    _extract_splits(ex, actors, dataset, out_dir, report)
+    choice, commits = _runtime_for_data(choice, spec, cache_dir, dataset), (commit_rows, commit_seconds)
+    with _claimed(out_dir, data_dir):  # weights that do not load leave no empty --out behind
+        actors = RayPool(ray, spec, cache_dir, batch_size) if ray is not None else None
+        ex = _build_extractor(
+            choice, spec, cache_dir, source, dataset, plan, ray, verbose, batch_size, workers, commits
+        )
+        report = _report_after_quantization_check(ex, spec, choice, plan, out_dir, cache_dir, min_cosine, force)
+        _extract_splits(ex, actors, dataset, out_dir, report)
     return _finish(report, ex, plan)
+
+
+@contextlib.contextmanager
+def _claimed(out_dir: str, data_dir: str):
+    """Claim --out for the block; remove it when this extraction created it and is refused before writing
+    anything into it."""
+    new_folder = not os.path.lexists(out_dir)
+    claim_folder(out_dir, "features", inputs=[data_dir])
+    try:
+        yield
+    except BneckError:
+        if new_folder and os.listdir(out_dir) == [MARKER]:
+            remove_owned(out_dir, "features")
+        raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,11 +306,10 @@ def _build_extractor(
     dataset: Dataset,
     plan,
     ray,
+    verbose: bool,
     batch_size: int,
     workers: int,
-    commit_rows: int,
-    commit_seconds: float,
-    verbose: bool,
+    commits: tuple[int, float],
 ) -> Extractor:
     """Return the Extractor over the extractor's cache entry, checking a sample of training images."""
     return Extractor(
@@ -303,8 +317,8 @@ def _build_extractor(
         RowCache(cache_dir, spec),
         batch_size=batch_size,
         workers=0 if ray is not None else workers,  # with Ray, the driver's threads only hash: all cores
-        commit_rows=commit_rows,
-        commit_seconds=commit_seconds,
+        commit_rows=commits[0],
+        commit_seconds=commits[1],
         verbose=verbose,
         runtime=choice.name,
         plan=plan,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -77,12 +78,26 @@ def _class_folders(folder: str, follow_links: bool = False) -> tuple[list[str], 
     undecodable = [e for e in folders if not _utf8_ok(e)]
     if undecodable:  # a class name is stored as UTF-8 text in every file bneck writes
         shown = os.fsencode(undecodable[0]).decode("utf-8", "backslashreplace")  # its bytes: caf\xe9
+        if _utf8_bytes(os.fsencode(undecodable[0])):  # valid UTF-8, read through an ASCII locale (LC_ALL=C)
+            raise DatasetError(
+                f"the class folder '{os.path.join(folder, shown)}' has a UTF-8 name, but this Python reads file "
+                f"names as {sys.getfilesystemencoding()} (the locale). Run with PYTHONUTF8=1 or a UTF-8 locale "
+                "(LANG=C.UTF-8), then rerun."
+            )
         raise DatasetError(
             f"the class folder '{os.path.join(folder, shown)}' has a name that is not valid UTF-8 (bytes in "
             "another encoding); bneck stores class names as UTF-8 text. Rename it (e.g. with `convmv`), then rerun."
         )
     linked = [] if follow_links else [e for e in folders if os.path.islink(os.path.join(folder, e))]
     return [e for e in folders if e not in linked], linked
+
+
+def _utf8_bytes(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _utf8_ok(text: str) -> bool:

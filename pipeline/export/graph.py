@@ -69,6 +69,9 @@ def deployable(clf: LoadedClassifier, spec):
     """Return the Keras model uint8 (N, S, S, 3) RGB -> (N, C) probabilities for a loaded model (an
     ensemble: one base for the members over its features, a branch per fine-tuned member, the members'
     probabilities averaged with their weights). Raises FoldError for a model, or members, not layers."""
+    from bneck.core.tfimport import import_tensorflow
+
+    import_tensorflow()  # quietly, and with Keras' settings at bneck's: a folded scikit-learn model is built first
     import keras
 
     members = [(n, m, w) for n, m, w in clf.model.members] if clf.kind == "ensemble" else [("", clf, 1)]

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 
 from bneck.core.advice import advice_for, config_words
 from bneck.core.atomic import atomic_open
-from bneck.core.claims import releases_claims
 from bneck.core.errors import BneckError
 from bneck.core.folders import MARKER, claim_folder, remove_owned
+from bneck.core.private import releases_claims
 from bneck.features import extract
 from bneck.pipeline.finetuning.stage import finetune
 from bneck.pipeline.runner.checks import check_before_work, check_not_moved

@@ -15,9 +15,9 @@ import os
 from collections.abc import Sequence
 from typing import cast
 
-from bneck.core.claims import releases_claims
 from bneck.core.folders import check_folder, claim_folder, remove_owned
 from bneck.core.options import takes_options
+from bneck.core.private import releases_claims
 from bneck.pipeline.artifacts import read_verified, verified_json
 from bneck.pipeline.data import check_budget, open_feature_set
 from bneck.pipeline.manifests import ClassifierManifest

@@ -85,7 +85,7 @@ def test_four_processes_extracting_overlapping_sets_into_one_cache(tmp_path):
 
 HOLDER = """
 import sys, time
-from bneck.core.claims import releases_claims
+from bneck.core.private import releases_claims
 from bneck.core.folders import claim_folder
 
 @releases_claims
@@ -104,7 +104,7 @@ def test_a_second_writer_of_an_output_folder_is_refused_while_the_first_writes(t
     is refused in one paragraph before any work; once the writer is gone, the stage runs."""
     import pytest
 
-    from bneck.core.claims import FolderInUse
+    from bneck.core.private import FolderInUse
     from bneck.pipeline.training.stage import train
 
     extract(str(tiny_data), str(tmp_path / "feats"), cache_dir=str(tmp_path / "c"), verbose=False, **tiny)

@@ -86,3 +86,23 @@ def test_the_published_hashes_are_keras_own():
         source = inspect.getsource(__import__(f"{apps.__name__}.{module}", fromlist=["x"]))
         assert entry.weights_md5 and f'"{entry.weights_md5}"' in source, name
     assert get_backbone("mobilenet").weights_md5 is None and get_backbone("mobilenetv2").weights_md5 is None
+
+
+def test_another_models_file_under_an_official_name_is_named_as_the_culprit(tmp_path, monkeypatch):
+    """Issue 27: MobileNetV2 weights added under MobileNet's official name made `--weights imagenet` fail
+    with "--weights must be 'imagenet', ...", which the user had passed: the file found is named instead."""
+    from bneck.features import extract
+
+    store = tmp_path / "weights"
+    store.mkdir()
+    other = MOBILENET_WEIGHTS.parent / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    shutil.copy(other, store / MOBILENET_FILE)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
+    monkeypatch.setenv("BNECK_WEIGHTS", str(store))
+    monkeypatch.setenv("BNECK_OFFLINE", "1")
+    data = copy_subset(tmp_path / "data", 1, splits=("train",))
+    with pytest.raises(WeightsError) as err:
+        extract(data, tmp_path / "out", backbone="mobilenet", alpha=0.25, size=224, weights="imagenet", verbose=False)
+    said = str(err.value)
+    assert f"The file found for 'imagenet' at {store / MOBILENET_FILE} is not this backbone's" in said, said
+    assert "--weights must be 'imagenet'" not in said and not (tmp_path / "out").exists()

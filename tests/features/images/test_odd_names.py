@@ -46,3 +46,27 @@ def test_a_class_named_like_a_split_in_one_folder_per_class_is_said_so(tmp_path,
     shutil.rmtree(data / "root" / name)  # without it, the folder is an ordinary one-folder-per-class set
     make_images(tmp_path / "d", 4, splits=("root",), classes=("dogs",))
     assert discover(str(data / "root")).class_names == ["cats", "dogs"]
+
+
+@pytest.mark.pure
+def test_a_utf8_class_name_read_through_an_ascii_locale_says_the_locale(tmp_path):
+    """Issue 27: under LC_ALL=C PYTHONUTF8=0 a valid UTF-8 name was called "not valid UTF-8" (rename it)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    data = make_images(tmp_path / "data", 2, splits=("train", "validation"), classes=("chät", "dogs"))
+    code = "from bneck.features.images.dataset import discover; import sys; discover(sys.argv[1])"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(data)],
+        env=dict(env, LC_ALL="C", PYTHONUTF8="0", PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
+    )
+    assert "has a UTF-8 name, but this Python reads file names as ascii" in done.stderr, done.stderr[-2000:]
+    assert "not valid UTF-8" not in done.stderr

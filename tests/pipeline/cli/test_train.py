@@ -142,3 +142,18 @@ def test_classifier_given_twice_trains_both_and_an_empty_folder_is_not_zero_of_z
             (folder / content).write_bytes(b"II*\0")
         assert main(["predict", str(models / "logreg"), str(folder)]) == 1
         assert f"{folder}: error: a folder holding no images (extensions: .jpg" in capsys.readouterr().err
+
+
+def test_weights_of_another_file_say_the_recorded_one_is_there(tiny_features_dir, tiny, tmp_path, capsys):
+    """Issue 27: `predict --weights OTHER` said the recorded weights file was "no longer there" while it was,
+    pointing away from the fix (leave --weights out)."""
+    models = tmp_path / "models"
+    assert main(["train", str(tiny_features_dir), "--classifier", "logreg", "--out", str(models), "--quiet"]) == 0
+    other = tmp_path / "other.weights.h5"
+    other.write_bytes(open(tiny["weights"], "rb").read()[:-16] + b"\0" * 16)  # there, and not the same bytes
+    image = next((tiny_features_dir.parent / "data" / "test").rglob("*.jpg"))
+    capsys.readouterr()
+    assert main(["predict", str(models / "logreg"), str(image), "--weights", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"recorded at {tiny['weights']}, which is there: leave --weights out to use it" in err, err
+    assert "no longer there" not in err

@@ -337,3 +337,20 @@ def test_a_manifest_nested_past_any_parser_is_refused_not_a_traceback(tiny_model
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "Traceback" not in err and "manifest" in err
+
+
+def test_exporting_a_folded_model_prints_no_tensorflow_start_up_lines(tiny_models, tmp_path):
+    """Issue 27: exporting logreg printed TensorFlow's C++ lines (a false "CUDA error" among them): the
+    folding imported Keras before bneck's quiet import."""
+    from bneck.core.tfimport import _NOISE
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bneck", "export", str(tiny_models / "logreg"), "--out", str(tmp_path / "e")],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    noise = [line for line in done.stderr.splitlines(keepends=True) if _NOISE.match(line)]
+    assert noise == [] and b"cuInit" not in done.stderr
