@@ -92,7 +92,7 @@ def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: str | N
     of this extractor is cached and was checked against TensorFlow by this user on this CPU class; a
     handful of images never pays for a conversion); else TensorFlow. Raises ConfigError for an unknown
     runtime (with the closest name)."""
-    from bneck.features.cache.rows import default_cache_dir
+    from bneck.features.cache.rows import check_cache_dir, default_cache_dir
     from bneck.features.runtimes.choice import choose_runtime as choose
     from bneck.features.runtimes.registry import known_runtime, reference_runtime
 
@@ -107,7 +107,10 @@ def choose_runtime(clf: LoadedClassifier, spec, runtime: str, cache_dir: str | N
             f"{reduced_precision(spec)} features are made only by `bneck extract`; here the fp32 "
             "network computes them (what an export holds too)"
         )
-    chosen, why = choose(runtime, spec=spec, cache_dir=cache_dir or default_cache_dir(), converts=False)
+    cache = check_cache_dir(
+        cache_dir or default_cache_dir()
+    )  # its converted models: a cache others could write is refused
+    chosen, why = choose(runtime, spec=spec, cache_dir=cache, converts=False)
     return chosen, why.removeprefix("auto: ")
 
 

@@ -125,7 +125,8 @@ def _check_written_by_owner(path: str) -> None:
     if found:
         where, why = found
         raise ConfigError(
-            f"--cache-dir {path} cannot be trusted: {where}: {why}. bneck reuses the rows and converted "
+            f"the cache {path} (--cache-dir, or $BNECK_CACHE) cannot be trusted: {where}: {why}. bneck reuses the "
+            "rows and converted "
             f"models it finds in its cache as its own, so every folder and file in it must be writable by "
             f"the cache's owner only. Make it so (chmod -R go-w {path}), or give a cache of your own "
             f"(default $BNECK_CACHE or ~/.cache/bneck); a team shares one cache with one writer and "

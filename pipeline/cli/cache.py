@@ -10,7 +10,7 @@ import os
 from bneck.core.progress import format_table
 from bneck.features import read_summary
 from bneck.features.cache.maintenance import collect_garbage, list_entries
-from bneck.features.cache.rows import default_cache_dir
+from bneck.features.cache.rows import check_cache_dir, default_cache_dir
 from bneck.features.cache.verify import verify_cache
 
 
@@ -57,7 +57,9 @@ def add_parser(sub) -> None:
 
 
 def _cache_dir(args) -> str:
-    return os.path.abspath(os.path.expanduser(args.cache_dir)) if args.cache_dir else default_cache_dir()
+    """The cache the command looks at, refused (ConfigError) when it is not one bneck may trust or use."""
+    path = os.path.abspath(os.path.expanduser(args.cache_dir)) if args.cache_dir else default_cache_dir()
+    return check_cache_dir(path)
 
 
 def _mb(n: int) -> float:

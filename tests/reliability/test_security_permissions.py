@@ -223,3 +223,27 @@ def test_a_cache_shared_read_only_by_its_writer_serves_a_reader_and_refuses_only
         mine, theirs = (read_features(str(p / split) + ".h5") for p in (tmp_path / "writer", out / "full"))
         assert mine.paths == theirs.paths and (mine.features == theirs.features).all()
     assert not list((out / "more").glob("*.h5")) if (out / "more").exists() else True
+
+
+def test_every_command_that_reads_the_cache_refuses_one_others_could_write(tmp_path, tiny, tiny_data, capsys):
+    """A new-user session found `cache ls`, `cache verify`, `cache info KEY` and `predict` (which looks for
+    converted models there) using a 0777 cache that extract refused; the docs say every command refuses it."""
+    from bneck.pipeline.training.stage import train
+
+    cache = _cache(tmp_path, tiny, tiny_data)
+    train(str(tmp_path / "o1"), ["logreg"], str(tmp_path / "models"), verbose=False)
+    key = _first_chunk(cache).parent.name
+    os.chmod(cache, 0o777)
+    image = next((tiny_data / "test").rglob("*.jpg"))
+    for args in (
+        ["cache", "ls", "--cache-dir", str(cache)],
+        ["cache", "verify", "--cache-dir", str(cache)],
+        ["cache", "info", key[:12], "--cache-dir", str(cache)],
+        ["cache", "gc", "--cache-dir", str(cache)],
+        ["predict", str(tmp_path / "models" / "logreg"), str(image)],  # its cache: $BNECK_CACHE
+    ):
+        os.environ["BNECK_CACHE"] = str(cache)  # the autouse fixture restores it
+        capsys.readouterr()
+        assert main(args) == 2, args
+        assert "cannot be trusted" in capsys.readouterr().err, args
+    os.chmod(cache, 0o700)
