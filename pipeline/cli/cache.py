@@ -68,9 +68,10 @@ def _mb(n: int) -> float:
 
 def run_ls(args: argparse.Namespace) -> int:
     """Print one row per cache entry."""
-    entries = list_entries(_cache_dir(args))
+    cache = _cache_dir(args)
+    entries = list_entries(cache)
     if not entries:
-        print(f"no cached features in {_cache_dir(args)}")
+        print(f"no cached features in {cache}")
         return 0
     shown = [e for e in entries if e.rows or args.all]
     rows = [
@@ -200,12 +201,13 @@ def run_verify(args: argparse.Namespace) -> int:
         )
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed must be an integer from 0 to {2**32 - 1}. Received: seed={args.seed!r}.")
-    if not os.path.isdir(_cache_dir(args)):
+    cache = _cache_dir(args)  # checked once: a shared cache is walked entry by entry to be trusted
+    if not os.path.isdir(cache):
         raise ConfigError(
-            f"there is no cache at {_cache_dir(args)}: nothing to verify (a cache that does not exist is not an "
+            f"there is no cache at {cache}: nothing to verify (a cache that does not exist is not an "
             "intact one). Give the cache with --cache-dir (default $BNECK_CACHE or ~/.cache/bneck)."
         )
-    checked, problems = verify_cache(_cache_dir(args))
+    checked, problems = verify_cache(cache)
     for path, problem in problems:
         print(f"damaged: {path}: {problem}")
     if problems:
@@ -214,19 +216,19 @@ def run_verify(args: argparse.Namespace) -> int:
             "next extraction recomputes their rows."
         )
     else:
-        print(f"{checked} chunk(s) in {_cache_dir(args)}: all intact")
-    differing = _recompute(args) if args.recompute else 0
+        print(f"{checked} chunk(s) in {cache}: all intact")
+    differing = _recompute(args, cache) if args.recompute else 0
     return 1 if problems or differing else 0
 
 
-def _recompute(args) -> int:
+def _recompute(args, cache: str) -> int:
     """Recompute a sample of every entry, print a table; returns how many rows differ."""
     from bneck.features.cache.verify import recompute_sample
     from bneck.features.runtimes.equivalence import TOLERANCE
 
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     print(f"recomputing {args.recompute} row(s) per entry, sample seed {seed} (--seed {seed} repeats it)")
-    checks = recompute_sample(_cache_dir(args), args.data, args.recompute, seed)
+    checks = recompute_sample(cache, args.data, args.recompute, seed)
     rows = [
         [
             c.key[:12],
