@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import re
-import resource
 import time
 from collections import deque
 
@@ -28,14 +27,14 @@ import h5py
 import numpy as np
 
 from bneck.core.errors import BneckError, ConfigError
-from bneck.core.extras import import_optional
 from bneck.core.folders import claim_folder, folder_kind
 from bneck.core.hashing import sha256_json
 from bneck.core.progress import progress_bar
 from bneck.core.signals import reclaim_sigterm
 from bneck.features.backbones.spec import ExtractorSpec
-from bneck.features.cache.rows import RowCache, missing_shas, read_rows_file, write_rows_file
+from bneck.features.cache.rows import read_rows_file
 from bneck.features.extraction.options import DEFAULT_SHARD_SIZE
+from bneck.features.extraction.ray_actor import ShardExtractor, import_ray
 from bneck.features.extraction.report import SplitReport
 from bneck.features.featurefile.format import holds, write_sharded_split_file
 from bneck.features.images.dataset import Dataset
@@ -49,107 +48,6 @@ class ShardError(BneckError):
     """A shard failed on every attempt."""
 
 
-def import_ray():
-    """Return the ``ray`` module; raises ConfigError saying how to install it."""
-    return import_optional("ray", "--engine ray", "ray", '"ray>=2.9"', "--engine local")
-
-
-class ShardExtractor:
-    """A Ray actor: builds the network once, then extracts shard after shard.
-
-    Computing rows is stage 1's own loop (``Extractor.compute``: decoding on the
-    actor's cores, committing to the cache as it goes); the actor adds the shard file.
-    """
-
-    def __init__(self, spec_fields: dict, cache_dir: str, batch_size: int, threads: int):
-        spec = ExtractorSpec(**spec_fields)
-        self.threads = threads
-        self.extractor = Extractor(
-            spec, RowCache(cache_dir, spec), batch_size=batch_size, workers=threads, verbose=False
-        )
-        self.equivalence = None  # this worker's check against the driver's reference rows
-
-    def check(self, reference: dict) -> dict:
-        """Compare this worker's rows for the reference images with the driver's; once per actor.
-
-        Raises RuntimeMismatch (never retried) when they differ beyond the tolerance.
-        """
-        if self.equivalence is None:
-            import socket
-
-            from bneck.features.images.batches import decoded_batches
-            from bneck.features.runtimes.equivalence import compare
-
-            model = self.extractor.network()
-            rows = [
-                model(batch)
-                for _, batch, _ in decoded_batches(
-                    [(p, p) for p in reference["paths"]], self.extractor.spec.input_size, len(reference["paths"])
-                )
-            ]
-            self.equivalence = compare(
-                np.concatenate(rows),
-                reference["rows"],
-                "a Ray worker's TensorFlow",
-                f"node {socket.gethostname()} (pid {os.getpid()})",
-            )
-        return self.equivalence
-
-    def ready(self) -> int:
-        """Return this actor's process id once it runs (the driver checks every actor was placed)."""
-        return os.getpid()
-
-    def _limit_threads(self) -> None:
-        """Give TensorFlow as many threads as the cores this actor was given (before it starts)."""
-        from bneck.core.tfimport import import_tensorflow
-
-        try:
-            import_tensorflow().config.threading.set_intra_op_parallelism_threads(self.threads)
-        except RuntimeError:
-            pass  # TensorFlow already running in this process
-
-    def run(self, shard: dict, reference: dict | None = None) -> dict:
-        """Extract one shard ({index, path, items: [(sha, image path)]}) into its file; returns counts.
-
-        Before its first row, the worker checks its rows for ``reference`` images.
-        """
-        start = time.perf_counter()
-        ex, items = self.extractor, [tuple(item) for item in shard["items"]]
-        ex.cache.refresh()
-        todo = missing_shas(ex.cache, (sha for sha, _ in items))
-        first = {}
-        for sha, path in items:
-            first.setdefault(sha, path)
-        failed = {}
-        if todo:
-            if ex.model is None:
-                self._limit_threads()
-            if reference is not None:
-                self.check(reference)
-            failed = ex.compute(f"shard {shard['index']}", [(sha, first[sha]) for sha in todo])
-        kept = [sha for sha, _ in items if sha not in failed]
-        if kept:
-            out = []
-            ex.cache.read_rows(kept, lambda _, block: out.append(block))
-            write_rows_file(
-                shard["path"],
-                ex.spec.key,
-                kept,
-                np.concatenate(out),
-                attrs={"failed": json.dumps(failed), "shard_index": shard["index"]},
-            )
-        return {
-            "index": shard["index"],
-            "computed": len(todo) - len(failed),
-            "rows": len(kept),
-            "failed": failed,
-            "seconds": time.perf_counter() - start,
-            "pid": os.getpid(),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "equivalence": self.equivalence,
-        }
-
-
 @dataclasses.dataclass
 class RayOptions:
     """How to run on Ray; ``actor_class`` may be a ShardExtractor subclass (e.g. per-node set-up)."""
@@ -161,13 +59,52 @@ class RayOptions:
     actor_class: type = ShardExtractor
 
 
+class _RunState:
+    """One ``RayPool.run``: shards queued, in flight, finished and given up."""
+
+    def __init__(self, shards: list[dict]):
+        self.queue, self.pending = deque(shards), {}
+        self.attempts, self.results, self.given_up = {s["index"]: 0 for s in shards}, {}, []
+
+    def failed(self, shard: dict, error: Exception) -> None:
+        """Count a failed attempt: the shard goes to the back of the queue, or is given up."""
+        self.attempts[shard["index"]] += 1
+        if self.attempts[shard["index"]] < MAX_ATTEMPTS:
+            self.queue.append(shard)  # behind the others: they go on meanwhile
+        else:
+            self.given_up.append((shard, error))
+
+
+def _given_up_message(given_up: list, finished: int) -> str:
+    shard, error = given_up[0]
+    return (
+        f"shard {shard['index']} ({len(shard['items'])} images, first {shard['items'][0][1]}) "
+        f"failed {MAX_ATTEMPTS} times; last error: {str(error).strip().splitlines()[-1][:300]}"
+        f"{f' (and {len(given_up) - 1} more shard(s) failed likewise)' if len(given_up) > 1 else ''}. "
+        f"The {finished} shard(s) finished in this run are kept in "
+        f"{os.path.dirname(shard['path'])}; rerun the same command to compute only the missing ones."
+    )
+
+
+def _no_actor_message(left: int, finished: int, shard: dict) -> str:
+    return (
+        f"every Ray actor was lost (their nodes died or left) and no replacement could be placed "
+        f"within {PLACEMENT_TIMEOUT_S} s, with {left} shard(s) left. The {finished} shard(s) "
+        f"finished in this run are kept in {os.path.dirname(shard['path'])}; add nodes (or ask for "
+        f"fewer --workers) and rerun the same command to compute only the missing ones."
+    )
+
+
 class RayPool:
     """Actors on a Ray cluster (joined or started here), created when the first shard needs one."""
 
-    def __init__(self, options: RayOptions, spec: ExtractorSpec, cache_dir: str, batch_size: int):
+    def __init__(self, options: RayOptions, spec: ExtractorSpec, cache_dir: str, batch_size: int, out_dir: str):
         self.options, self.spec, self.cache_dir, self.batch_size = options, spec, cache_dir, batch_size
+        self.out_dir = out_dir
         self.ray, self.started_here, self.actors, self.cpus = None, False, [], 1
         self.retries, self.peak_rss_mb = 0, 0.0
+        self.node_shards: dict[str, int] = {}  # shards finished per Ray node id
+        self.starting: dict = {}  # ready() ref -> a replacement actor Ray has not placed yet
         self.reference = None  # the driver's reference rows, made when the first shard needs computing
 
     def _connect(self):
@@ -197,7 +134,8 @@ class RayPool:
                 f"--num-gpus-per-worker 0 on a CPU cluster."
             )
         self.actors = [self._actor() for _ in range(workers)]
-        placed, _ = ray.wait([a.ready.remote() for a in self.actors], num_returns=workers, timeout=PLACEMENT_TIMEOUT_S)
+        readiness = [a.ready.remote([self.out_dir, self.cache_dir]) for a in self.actors]
+        placed, _ = ray.wait(readiness, num_returns=workers, timeout=PLACEMENT_TIMEOUT_S)
         if len(placed) < workers:
             raise ConfigError(
                 f"only {len(placed)} of --workers {workers} Ray actors could be placed within "
@@ -205,6 +143,18 @@ class RayPool:
                 f"{resources.get('GPU', 0):g} GPUs, and each actor asks for {self.cpus:g} CPUs and "
                 f"--num-gpus-per-worker {self.options.num_gpus_per_worker:g} GPUs. Ask for fewer "
                 f"workers or GPUs, or add nodes."
+            )
+        for where in ray.get(placed):
+            self._check_shared(where)
+
+    def _check_shared(self, where: dict) -> None:
+        """Refuse a node that cannot see --out or the cache (every node must share them)."""
+        if where["unseen"]:
+            raise ConfigError(
+                f"the Ray node on host {where['host']} (node {where['node'][:12]}) cannot see "
+                f"{' nor '.join(where['unseen'])}: on a cluster of several machines, --out and --cache-dir "
+                f"must be on a filesystem every node mounts at the same path (NFS, a cluster filesystem). "
+                f"Received: --out {self.out_dir}, --cache-dir {self.cache_dir}."
             )
 
     def _actor(self):
@@ -217,56 +167,76 @@ class RayPool:
     def run(self, shards: list[dict], desc: str, verbose: bool, reference: dict | None = None) -> dict:
         """Run ``shards`` on the actors with at most one in flight per actor; returns {index: result}.
 
-        Each actor checks its rows for the ``reference`` images before computing any.
+        Each actor checks its rows for the ``reference`` images before computing any. An actor
+        that dies (its process or its whole node) is replaced, but its shard goes back to the
+        queue for the actors alive: the replacement takes shards only once Ray has placed it,
+        which may be never when the lost node's CPUs are gone.
         """
         if self.ray is None:
             self._connect()
-        ray = self.ray
-        reference_ref = ray.put(reference)
-        queue, idle, pending = deque(shards), list(self.actors), {}
-        attempts, results, given_up = {s["index"]: 0 for s in shards}, {}, []
+        state = _RunState(shards)
         bar = progress_bar(sum(len(s["items"]) for s in shards), desc, verbose)
         try:
-            while queue or pending:
-                while queue and idle:
-                    shard, actor = queue.popleft(), idle.pop()
-                    pending[actor.run.remote(shard, reference_ref)] = (shard, actor)
-                (ref,), _ = ray.wait(list(pending), num_returns=1)
-                shard, actor = pending.pop(ref)
-                try:
-                    results[shard["index"]] = ray.get(ref)
-                    self.peak_rss_mb = max(self.peak_rss_mb, results[shard["index"]]["peak_rss_mb"])
-                    idle.append(actor)
-                    bar.update(len(shard["items"]))
-                    continue
-                except ray.exceptions.RayActorError as exc:  # the worker died: a fresh one takes over
-                    error = exc
-                    self.actors.remove(actor)
-                    actor = self._actor()
-                    self.actors.append(actor)
-                except ray.exceptions.RayTaskError as exc:
-                    if isinstance(exc.cause, BneckError):  # a user-facing problem: retrying cannot help
-                        raise exc.cause from None
-                    error = exc
-                idle.append(actor)
-                attempts[shard["index"]] += 1
-                self.retries += 1
-                if attempts[shard["index"]] < MAX_ATTEMPTS:
-                    queue.append(shard)  # behind the others: they go on meanwhile
-                else:
-                    given_up.append((shard, error))
+            self._drain(state, self.ray.put(reference), bar)
         finally:
             bar.close()
-        if given_up:
-            shard, error = given_up[0]
-            raise ShardError(
-                f"shard {shard['index']} ({len(shard['items'])} images, first {shard['items'][0][1]}) "
-                f"failed {MAX_ATTEMPTS} times; last error: {str(error).strip().splitlines()[-1][:300]}"
-                f"{f' (and {len(given_up) - 1} more shard(s) failed likewise)' if len(given_up) > 1 else ''}. "
-                f"The {len(results)} shard(s) finished in this run are kept in "
-                f"{os.path.dirname(shard['path'])}; rerun the same command to compute only the missing ones."
-            )
-        return results
+        if state.given_up:
+            raise ShardError(_given_up_message(state.given_up, len(state.results)))
+        return state.results
+
+    def _drain(self, state: _RunState, reference_ref, bar) -> None:
+        """Hand out shards until every one has finished or given up."""
+        ray, idle = self.ray, [a for a in self.actors if a not in self.starting.values()]
+        while state.queue or state.pending:
+            while state.queue and idle:
+                shard, actor = state.queue.popleft(), idle.pop()
+                state.pending[actor.run.remote(shard, reference_ref)] = (shard, actor)
+            waiting = list(state.pending) + list(self.starting)
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=None if state.pending else PLACEMENT_TIMEOUT_S)
+            if not ready:
+                raise ShardError(_no_actor_message(len(state.queue), len(state.results), state.queue[0]))
+            if ready[0] in self.starting:
+                self._placed(ready[0], idle)
+                continue
+            shard, actor = state.pending.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except ray.exceptions.RayActorError as exc:  # the worker or its node died
+                self._replace(actor)
+                state.failed(shard, exc)
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, BneckError):  # a user-facing problem: retrying cannot help
+                    raise exc.cause from None
+                state.failed(shard, exc)
+            else:
+                self._finished(state, shard, result, bar)
+            idle.append(actor)
+
+    def _finished(self, state: _RunState, shard: dict, result: dict, bar) -> None:
+        state.results[shard["index"]] = result
+        self.peak_rss_mb = max(self.peak_rss_mb, result["peak_rss_mb"])
+        self.node_shards[result.get("node", "?")] = self.node_shards.get(result.get("node", "?"), 0) + 1
+        bar.update(len(shard["items"]))
+
+    def _replace(self, actor) -> None:
+        """Start a replacement for a dead actor; it joins the idle ones once Ray has placed it."""
+        self.actors.remove(actor)
+        self.retries += 1
+        fresh = self._actor()
+        self.actors.append(fresh)
+        self.starting[fresh.ready.remote([self.out_dir, self.cache_dir])] = fresh
+
+    def _placed(self, ref, idle: list) -> None:
+        """A replacement started (it joins the idle actors) or died before it did (another one starts)."""
+        actor = self.starting.pop(ref)
+        try:
+            where = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError:
+            self._replace(actor)
+            return
+        self._check_shared(where)
+        idle.append(actor)
 
     def close(self) -> None:
         if self.ray is None:

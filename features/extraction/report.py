@@ -41,6 +41,7 @@ class ExtractionReport:
     engine: str = "local"
     retries: int = 0  # --engine ray: shard attempts that failed and were retried
     worker_peak_rss_mb: float = 0.0  # --engine ray: the largest actor's peak resident memory
+    nodes: dict = field(default_factory=dict)  # --engine ray: shards finished per Ray node id
     precision: str = "fp32"
     converted: bool | None = None  # openvino: whether the model had to be converted
     quantized: bool | None = None  # int8: whether the model had to be quantised

@@ -173,7 +173,7 @@ def extract(
     spec, plan = _spec_and_plan(spec, source, dataset, precision, calibration_images, workers)
     choice, commits = _runtime_for_data(choice, spec, cache_dir, dataset), (commit_rows, commit_seconds)
     with _claimed(out_dir, data_dir):  # weights that do not load leave no empty --out behind
-        actors = RayPool(ray, spec, cache_dir, batch_size) if ray is not None else None
+        actors = RayPool(ray, spec, cache_dir, batch_size, out_dir) if ray is not None else None
         ex = _build_extractor(
             choice, spec, cache_dir, source, dataset, plan, ray, verbose, batch_size, workers, commits
         )
@@ -362,6 +362,7 @@ def _extract_splits(
         ex.cache.close()
         if pool is not None:
             report.retries, report.worker_peak_rss_mb = pool.retries, pool.peak_rss_mb
+            report.nodes = dict(pool.node_shards)
             report.forward_images = sum(s.computed for s in report.splits)  # in the actors
             pool.close()
 

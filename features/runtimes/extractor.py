@@ -1,7 +1,7 @@
 """One Extractor: the network (built lazily, checked against the reference runtime before its
 first row) and the loop that turns images into committed cache rows.
 
-The local engine, every Ray actor (``ray_engine.ShardExtractor``) and the split files'
+The local engine, every Ray actor (``ray_actor.ShardExtractor``) and the split files'
 attributes all go through this one class; it is built whole by its constructor and
 changed only through its own methods.
 """

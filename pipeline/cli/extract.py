@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(
                 f"{s.split} {s.shards['run']} run / {s.shards['reused']} kept of {s.shards['total']}" for s in sharded
             )
+            + (f" on {len(report.nodes)} node(s)" if report.nodes else "")
             + (f"; {report.retries} failed attempt(s) retried" if report.retries else "")
         )
     print(f"\nnetwork ran on {report.forward_images} image(s); cache: {report.cache_dir}")
