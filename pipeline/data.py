@@ -53,6 +53,21 @@ class FeatureSet:
         itemsize = np.dtype(self.attrs[split]["dtype"]).itemsize
         return int(np.prod(shape, dtype=np.int64)) * itemsize
 
+    def reduced(self, split: str, reduce, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (``reduce``(features) as float32, labels) of a split, read in blocks of ``rows`` rows so
+        the whole features are never in memory at once (``reduce``: a row-wise map, such as pooling the
+        spatial grid; its ``mode`` names it for the cache shared by every classifier of a call)."""
+        key = (split, "reduced", getattr(reduce, "mode", id(reduce)))
+        if split in self._loaded:  # already in memory: no second read
+            x, y = self._loaded[split]
+            return np.asarray(reduce.transform(x), dtype=np.float32), y
+        if key not in self._loaded:
+            parts = [np.asarray(reduce.transform(x), dtype=np.float32) for x, _ in self.blocks(split, rows)]
+            x = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+            x.flags.writeable = False
+            self._loaded[key] = (x, self.labels(split).astype(np.int64))
+        return self._loaded[key]
+
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Return (features as float32, labels) of a split, verified against its checksum.
 
@@ -149,8 +164,23 @@ def open_feature_set(folder: str, require_test: bool = False) -> FeatureSet:
     return FeatureSet(folder, files, attrs, {s: sha256_file(p) for s, p in files.items()})
 
 
-def check_budget(fs: FeatureSet, max_memory: int | None) -> bool:
-    """Return True when the features must be streamed (their size exceeds ``max_memory``)."""
+# Peak memory of training in memory, per byte of the arrays it loads: the arrays, the copies the
+# model makes of them (a Keras head's dataset, a scaler's output) and the predictions; measured
+# by scripts/bench_scale.py (about 3 for a Keras head, TensorFlow's own memory aside).
+IN_MEMORY_FACTOR = 3
+
+
+def physical_memory() -> int:
+    """This machine's memory in bytes (1 GiB when the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 30
+
+
+def check_budget(need: int, max_memory: int | None) -> bool:
+    """Return True when arrays of ``need`` bytes must be streamed from disk: larger than ``max_memory``,
+    or, without one, when training them in memory would take more than half of this machine's memory."""
     if max_memory is None:
-        return False
-    return sum(fs.nbytes(s) for s in fs.files) > max_memory
+        return need * IN_MEMORY_FACTOR > physical_memory() // 2
+    return need > max_memory

@@ -163,3 +163,31 @@ def tiny_data(tmp_path) -> Path:
 def small_data(tmp_path) -> Path:
     """train/validation/test with 6 real images per class."""
     return copy_subset(tmp_path / "data", 6)
+
+
+RAY_NOTES: dict = {}  # environment every worker of the ``nodes`` cluster gets (tests/pipeline/training)
+FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500}
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory):
+    """A head and two worker nodes (separate raylets, one CPU each); this process is the driver."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    RAY_NOTES["BNECK_TEST_NOTES"] = str(tmp_path_factory.mktemp("notes"))
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": FAST_FAILURE_DETECTION})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(
+        address=cluster.address,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "KERAS_HOME": os.environ["KERAS_HOME"], **RAY_NOTES}},
+    )
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()

@@ -9,15 +9,9 @@ import time
 
 import numpy as np
 
-from bneck.core.extras import import_optional
 from bneck.features.backbones.spec import ExtractorSpec
 from bneck.features.cache.rows import RowCache, missing_shas, write_rows_file
 from bneck.features.runtimes.extractor import Extractor
-
-
-def import_ray():
-    """Return the ``ray`` module; raises ConfigError saying how to install it."""
-    return import_optional("ray", "--engine ray", "ray", '"ray>=2.9"', "--engine local")
 
 
 class ShardExtractor:

@@ -30,11 +30,11 @@ from bneck.core.errors import BneckError, ConfigError
 from bneck.core.folders import claim_folder, folder_kind
 from bneck.core.hashing import sha256_json
 from bneck.core.progress import progress_bar
-from bneck.core.signals import reclaim_sigterm
 from bneck.features.backbones.spec import ExtractorSpec
 from bneck.features.cache.rows import read_rows_file
 from bneck.features.extraction.options import DEFAULT_SHARD_SIZE
-from bneck.features.extraction.ray_actor import ShardExtractor, import_ray
+from bneck.features.extraction.ray_actor import ShardExtractor
+from bneck.features.extraction.ray_cluster import import_ray, join_cluster
 from bneck.features.extraction.report import SplitReport
 from bneck.features.featurefile.format import holds, write_sharded_split_file
 from bneck.features.images.dataset import Dataset
@@ -108,20 +108,7 @@ class RayPool:
         self.reference = None  # the driver's reference rows, made when the first shard needs computing
 
     def _connect(self):
-        ray = import_ray()
-        if not ray.is_initialized():
-            try:
-                ray.init(
-                    address=self.options.address, include_dashboard=False, log_to_driver=False, configure_logging=False
-                )
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ConfigError(
-                    f"cannot join the Ray cluster at --address {self.options.address!r}: "
-                    f"{str(exc).splitlines()[0]}. Start one with `ray start --head`, pass "
-                    f"its HOST:PORT, or leave --address out to start a local one."
-                ) from None
-            self.started_here = True
-            reclaim_sigterm()  # Ray's driver aborts on SIGTERM (a native dump); the command line stops cleanly
+        ray, self.started_here = join_cluster(self.options.address)
         self.ray = ray
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         resources = ray.cluster_resources()

@@ -59,7 +59,7 @@ def fit_classifier(
         )
         write_splits(folder, splits_record(fs.attrs))
         confusion_plots(metrics, fs.class_names, folder, name)
-        write_domain(folder, feature_set_domain(fs, rows if streamed else 512))
+        write_domain(folder, feature_set_domain(fs, rows))
         write_manifest(
             folder,
             ClassifierManifest(
@@ -84,15 +84,12 @@ def fit_classifier(
     return Result(name, final, metrics, fit_s, streamed, reused=False, why=why)
 
 
-def _proba_all(predict, fs: FeatureSet, streamed: bool, rows: int) -> dict:
+def _proba_all(predict, fs: FeatureSet, parts_of) -> dict:
+    """{split: (probabilities, labels)} of every split, ``parts_of(split)`` giving its (x, y) parts."""
     out = {}
     for split in fs.files:
-        if streamed:
-            parts = [(predict(x), y) for x, y in fs.blocks(split, rows)]
-            out[split] = (np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts]))
-        else:
-            x, y = fs.load(split)
-            out[split] = (predict(x), y)
+        parts = [(predict(x), y) for x, y in parts_of(split)]
+        out[split] = (np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts]))
     return out
 
 
@@ -132,7 +129,9 @@ def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
     model.save_weights(os.path.join(folder, "head.weights.h5"))
     write_history(folder, history)
     training_curves(history, os.path.join(folder, "curves.png"), f"{name} head")
-    probs = _proba_all(lambda x: proba(model, x), fs, streamed, rows)
+    probs = _proba_all(
+        lambda x: proba(model, x), fs, lambda split: fs.blocks(split, rows) if streamed else [fs.load(split)]
+    )
     return (
         probs,
         fit_s,
@@ -145,13 +144,15 @@ def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
     )
 
 
-def _search(name, pipe, cfg, fs):
+def _search(name, pipe, cfg, load):
+    """Tune ``pipe`` on the registry's grid for ``name`` (``load(split)``: its (x, y)); the candidates
+    run through joblib's active backend (``parallel.candidates_backend``: here, or on a Ray cluster)."""
     from joblib import Parallel, delayed
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV, ParameterGrid
 
-    x, y = fs.load("train")
-    xv, yv = fs.load("validation")
+    x, y = load("train")
+    xv, yv = load("validation")
     grid_of = get_classifier(name).grid  # checks.check_counts refused a --search without one
     if cfg["search"] == "kfold":
         grid = GridSearchCV(pipe, grid_of, cv=cfg["folds"], n_jobs=-1, scoring="accuracy")
@@ -168,7 +169,22 @@ def _search(name, pipe, cfg, fs):
     return clone(pipe).set_params(**best).fit(x, y), {"best_params": best, "validation_accuracy": max(accs)}
 
 
+def _pooled_tail(pipe, fs: FeatureSet, rows: int):
+    """When ``pipe`` starts by pooling a spatial grid: (the pooling step fitted, the rest of the pipeline,
+    a loader of pooled rows read in blocks), so the full features are never in memory; else (None, pipe,
+    fs.load)."""
+    from sklearn.pipeline import Pipeline
+
+    reshape = pipe.steps[0][1]
+    if reshape.mode == "flatten" or len(fs.feature_shape) < 2:
+        return None, pipe, fs.load
+    reshape.fit(np.zeros((1, *fs.feature_shape), np.float32))
+    return reshape, Pipeline(pipe.steps[1:]), lambda split: fs.reduced(split, reshape, rows)
+
+
 def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
+    from sklearn.pipeline import Pipeline
+
     from bneck.pipeline.model_io import save_sklearn
 
     start = time.perf_counter()
@@ -176,14 +192,18 @@ def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
     if streamed:
         model = build_streamed(name, cfg["reshape"], cfg["seed"])
         model.fit_blocks(lambda rng: fs.blocks("train", rows, rng), range(len(fs.class_names)))
+        fit_s = time.perf_counter() - start
+        probs = _proba_all(model.predict_proba, fs, lambda split: fs.blocks(split, rows))
     else:
         counts = np.bincount(fs.labels("train"), minlength=len(fs.class_names))
         pipe = build_sklearn(name, cfg["reshape"], cfg["pca"], cfg["seed"], counts)
+        pooling, tail, load = _pooled_tail(pipe, fs, rows)
         if cfg["search"]:
-            model, extra = _search(name, pipe, cfg, fs)
+            tail, extra = _search(name, tail, cfg, load)
         else:
-            model = pipe.fit(*fs.load("train"))
-    fit_s = time.perf_counter() - start
+            tail = tail.fit(*load("train"))
+        fit_s = time.perf_counter() - start
+        model = tail if pooling is None else Pipeline([("reshape", pooling), *tail.steps])
+        probs = _proba_all(tail.predict_proba, fs, lambda split: [load(split)])
     save_sklearn(model, os.path.join(folder, "model.skops"))
-    probs = _proba_all(model.predict_proba, fs, streamed, rows)
     return probs, fit_s, {"model_file": "model.skops", "search": extra}

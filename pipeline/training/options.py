@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from bneck.core.errors import ConfigError
 from bneck.core.options import Option, OptionTable
+from bneck.features.extraction.options import ENGINES
 from bneck.pipeline.training.classifiers import ClassifierNames, is_keras
 from bneck.pipeline.training.heads import OPTIMIZERS
 from bneck.pipeline.training.sklearn_models import RESHAPES
@@ -101,11 +102,20 @@ TRAIN = OptionTable(
             "max_memory",
             str,
             None,
-            "stream features from disk when they are larger than this (e.g. 512M)",
+            "stream features from disk when they are larger than this (e.g. 512M; default: when training "
+            "them in memory would take more than half of this machine's memory)",
             check_value=parse_size,
             metavar="SIZE",
             coerce=lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v,
         ),
+        Option(
+            "engine",
+            str,
+            "local",
+            "scikit-learn --search: run its candidates here, or as tasks on a Ray cluster",
+            choices=ENGINES,
+        ),
+        Option("address", str, None, "ray: the cluster to join, auto or HOST:PORT (default: start a local one)"),
         Option(
             "retrain",
             bool,

@@ -15,11 +15,13 @@ import os
 from collections.abc import Sequence
 from typing import cast
 
+import numpy as np
+
 from bneck.core.folders import check_folder, claim_folder, remove_owned
 from bneck.core.options import takes_options
 from bneck.core.private import releases_claims
 from bneck.pipeline.artifacts import read_verified, verified_json
-from bneck.pipeline.data import check_budget, open_feature_set
+from bneck.pipeline.data import IN_MEMORY_FACTOR, check_budget, open_feature_set, physical_memory
 from bneck.pipeline.manifests import ClassifierManifest
 from bneck.pipeline.training.checks import check_data, validate_classifiers
 from bneck.pipeline.training.classifiers import is_keras
@@ -27,6 +29,7 @@ from bneck.pipeline.training.fit import fit_classifier
 from bneck.pipeline.training.heads import large_dense_note
 from bneck.pipeline.training.leaderboard import Leaderboard, Result, write_leaderboard
 from bneck.pipeline.training.options import TRAIN, classifier_config
+from bneck.pipeline.training.parallel import candidates_backend
 from bneck.pipeline.training.reuse import classifier_reuse
 
 __all__ = ["Leaderboard", "Result", "train"]
@@ -56,6 +59,8 @@ def train(
     folds: int = 5,
     keep: str = "all",
     max_memory: str | None = None,
+    engine: str = "local",
+    address: str | None = None,
     retrain: bool = False,
     overrides: dict | None = None,
     verbose: bool = True,
@@ -79,17 +84,45 @@ def train(
         check_folder(os.path.join(out_dir, name), "classifier", option="the classifier folder")
     fs = open_feature_set(features_dir)
     check_data(fs, configs)
-    streamed = check_budget(fs, opts["max_memory"])
+    streamed = {name: _streams(name, cfg, fs, opts["max_memory"], verbose) for name, cfg in configs.items()}
     rows = _rows_per_block(fs, opts["batch_size"], opts["max_memory"])
     claim_folder(out_dir, "models", inputs=[features_dir])
-    board = Leaderboard(out_dir)
-    for name, cfg in configs.items():
-        board.results.append(_train_or_reuse(name, cfg, fs, out_dir, streamed, rows, opts["retrain"], verbose))
-    board.rank()
+    board = _train_all(configs, fs, out_dir, streamed, rows, opts, verbose)
     if opts["keep"] == "best":
         _keep_only_best(board)
     write_leaderboard(os.path.join(out_dir, "leaderboard.csv"), board.results)
     return board
+
+
+def _train_all(configs: dict, fs, out_dir: str, streamed: dict, rows: int, opts: dict, verbose: bool) -> Leaderboard:
+    """Train or reuse every classifier (a --search's candidates where ``opts["engine"]`` says); ranked."""
+    board = Leaderboard(out_dir)
+    searching = any(cfg.get("search") for cfg in configs.values())
+    if opts["engine"] == "ray" and not searching and verbose:
+        log.info("--engine ray runs the candidates of a --search; without one every classifier trains here")
+    with candidates_backend(opts["engine"], opts["address"], needed=searching):
+        for name, cfg in configs.items():
+            result = _train_or_reuse(name, cfg, fs, out_dir, streamed[name], rows, opts["retrain"], verbose)
+            board.results.append(result)
+    board.rank()
+    return board
+
+
+def _streams(name: str, cfg: dict, fs, max_memory: int | None, verbose: bool) -> bool:
+    """True when classifier ``name`` must read its features from disk in blocks. A scikit-learn model
+    that pools the spatial grid holds only the pooled rows; every other model the whole features.
+    Without --max-memory the choice is bneck's (``check_budget``), and it says so when it streams."""
+    total = sum(fs.nbytes(s) for s in fs.files)
+    pooled = not is_keras(name) and cfg.get("reshape") != "flatten" and len(fs.feature_shape) >= 2
+    need = total // int(np.prod(fs.feature_shape[:-1])) if pooled else total
+    streamed = check_budget(need, max_memory)
+    if streamed and max_memory is None and verbose:
+        log.info(
+            f"{name}: its features take {need / 2**30:.1f} GiB in memory; trained in memory they would need "
+            f"about {IN_MEMORY_FACTOR}x that, more than half of this machine's {physical_memory() / 2**30:.0f} "
+            f"GiB, so {name} streams them from disk in blocks (--max-memory SIZE sets the budget yourself)"
+        )
+    return streamed
 
 
 def _rows_per_block(fs, batch_size: int, max_memory: int | None) -> int:

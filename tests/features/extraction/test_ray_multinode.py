@@ -23,29 +23,6 @@ from bneck.features.extraction.ray_actor import ShardExtractor
 from tests.conftest import MOBILENET, ROOT, copy_subset
 
 pytestmark = pytest.mark.extra("ray")
-FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500}
-
-
-@pytest.fixture(scope="module")
-def nodes():
-    """A head and two worker nodes (separate raylets, one CPU each); this process is the driver."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": FAST_FAILURE_DETECTION})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    ray.init(
-        address=cluster.address,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "KERAS_HOME": os.environ["KERAS_HOME"]}},
-    )
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
 
 
 def _alive_nodes() -> int:

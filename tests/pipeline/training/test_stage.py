@@ -224,11 +224,52 @@ def test_out_of_core_training_matches_in_memory(features_dir, tmp_path, monkeypa
     streamed = train(features_dir, ["logreg", "dense"], tmp_path / "disk", verbose=False, epochs=10, max_memory=budget)
     assert largest and max(largest) * row_bytes <= budget
     assert sum(largest) > 10 * fs.attrs["train"]["n_images"]  # every epoch really read the file
-    for name in ("logreg", "dense"):
-        a = next(r for r in in_memory.results if r.name == name)
-        b = next(r for r in streamed.results if r.name == name)
-        assert b.streamed and not a.streamed
-        assert abs(a.accuracy("test") - b.accuracy("test")) <= 0.06, name
+    a, b = (next(r for r in board.results if r.name == "dense") for board in (in_memory, streamed))
+    assert b.streamed and not a.streamed
+    assert abs(a.accuracy("test") - b.accuracy("test")) <= 0.06
+    # logreg pools the grid block by block: its pooled rows fit the budget, so it trains in memory as before
+    a, b = (next(r for r in board.results if r.name == "logreg") for board in (in_memory, streamed))
+    assert not b.streamed and not a.streamed
+    x = read_features(str(features_dir / "test.h5")).features
+    want, got = (classifier_proba(load_classifier(r.folder), x) for r in (a, b))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_pooling_as_it_reads_fits_what_scikit_learn_fits_on_the_whole_features(features_dir, tmp_path):
+    """A scikit-learn model that pools the grid never holds the whole features (issue 28: 3.6 GB for
+    20,000 images); its model is the one scikit-learn fits on them, compared here independently."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    board = train(features_dir, ["logreg"], tmp_path / "m", verbose=False, max_memory="1M")
+    fs = open_feature_set(features_dir)
+    assert fs.nbytes("train") > 2**20 and not board.results[0].streamed  # only pooled rows held
+    train_set, test_set = (read_features(str(features_dir / f"{s}.h5")) for s in ("train", "test"))
+    pool = lambda f: f.features.reshape(len(f.features), -1, f.features.shape[-1]).mean(axis=1)  # noqa: E731
+    clf = load_classifier(board.results[0].folder).model
+    independent = make_pipeline(StandardScaler(), LogisticRegression(**clf.steps[-1][1].get_params()))
+    independent.fit(pool(train_set), train_set.labels)
+    got = classifier_proba(load_classifier(board.results[0].folder), test_set.features)
+    np.testing.assert_allclose(got, independent.predict_proba(pool(test_set)), rtol=0, atol=1e-6)
+
+
+def test_without_max_memory_training_streams_what_would_not_fit_and_says_so(
+    features_dir, tmp_path, monkeypatch, caplog
+):
+    """The budget bneck chooses: half of the machine's memory (here a machine of 1 MB)."""
+    import logging
+
+    import bneck.pipeline.data as data
+
+    monkeypatch.setattr(data, "physical_memory", lambda: 1 << 20)
+    with caplog.at_level(logging.INFO):
+        board = train(features_dir, ["logreg", "gap-dense"], tmp_path / "m", epochs=2, verbose=True)
+    streamed = {r.name: r.streamed for r in board.results}
+    fs = open_feature_set(features_dir)
+    pooled = sum(fs.nbytes(s) for s in fs.files) // int(np.prod(fs.feature_shape[:-1]))
+    assert streamed == {"logreg": pooled * 3 > (1 << 19), "gap-dense": True}
+    assert "gap-dense streams them from disk" in caplog.text and "--max-memory SIZE" in caplog.text
 
 
 @pytest.mark.pure
