@@ -15,7 +15,8 @@ process and its children), and the disk it leaves measured:
 Then it prints the table and, between the two largest sizes, how each per-image cost and each
 peak changed (the goal: within 20 %).
 
-  python scripts/bench_scale.py [--sizes 1000,10000,100000] [--work /work/scale] [--json FILE]
+  python scripts/bench_scale.py [--sizes 1000,10000,100000] [--work /tmp/bneck-scale] [--json FILE]
+  python scripts/bench_scale.py --stages train --json FILE   # measure training again, keep the rest
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -46,7 +48,7 @@ PEAK = (
 
 
 def measured(command: list[str], env: dict, log: Path) -> dict:
-    """Run ``bneck COMMAND`` as its own process: {seconds, peak_mb}; its output goes to ``log``."""
+    """Run ``bneck COMMAND`` as its own process: {seconds, peak_mb}; its output (both streams) goes to ``log``."""
     start = time.perf_counter()
     with open(log, "w") as out:
         done = subprocess.run(
@@ -55,6 +57,8 @@ def measured(command: list[str], env: dict, log: Path) -> dict:
         )  # fmt: skip
     seconds = time.perf_counter() - start
     lines = done.stderr.strip().splitlines()
+    with open(log, "a") as out:  # what bneck said on stderr (its notes), the peak line aside
+        out.write("\n".join(lines[:-1]) + "\n")
     if done.returncode != 0:
         raise SystemExit(f"bneck {' '.join(command)} failed ({done.returncode}):\n" + "\n".join(lines[-20:]))
     return {"seconds": seconds, "peak_mb": int(lines[-1]) / 1024}
@@ -64,32 +68,56 @@ def megabytes(folder: Path, pattern: str = "*") -> float:
     return sum(p.stat().st_size for p in folder.rglob(pattern) if p.is_file() and not p.is_symlink()) / 2**20
 
 
-def one_size(n: int, work: Path, images: Path, epochs: int, ft_epochs: int, env: dict) -> dict:
-    """Every stage at ``n`` images into ``work`` (a fresh cache: nothing reused from another size)."""
-    work.mkdir(parents=True, exist_ok=True)
+def one_size(n: int, work: Path, images: Path, args, env: dict, row: dict) -> dict:
+    """The stages ``args.stages`` at ``n`` images into ``work`` (the script's own folder: emptied first, so the
+    cache is cold and nothing is reused), updating ``row``; a stage left out keeps ``row``'s figures."""
     cache, features, models, tuned = work / "cache", work / "features", work / "models", work / "finetuned"
-    row = {"images": n}
-    ex = measured(
-        ["extract", str(images), "--out", str(features), "--cache-dir", str(cache), "--quiet", *BACKBONE],
-        env, work / "extract.log",
-    )  # fmt: skip
-    row.update(extract_s=ex["seconds"], extract_peak_mb=ex["peak_mb"])
-    row.update(cache_mb=megabytes(cache), features_mb=megabytes(features, "*.h5"))
-    tr = measured(
-        ["train", str(features), "--classifier", "logreg,gap-dense", "--out", str(models), "--epochs", str(epochs)],
-        env, work / "train.log",
-    )  # fmt: skip
-    text = (work / "train.log").read_text()
-    row.update(train_s=tr["seconds"], train_peak_mb=tr["peak_mb"], streamed="streams them from disk" in text)
-    views_before = megabytes(cache)
-    ft = measured(
-        ["finetune", str(models / "gap-dense"), "--out", str(tuned), "--cache-dir", str(cache), "--cache-frozen",
-         "--views", "2", "--view-precision", "bfloat16", "--epochs", str(ft_epochs)],
-        env, work / "finetune.log",
-    )  # fmt: skip
-    row.update(finetune_s=ft["seconds"], finetune_peak_mb=ft["peak_mb"], views_mb=megabytes(cache) - views_before)
-    row["epoch_s"] = epoch_seconds(tuned, ft["seconds"], ft_epochs)
+    row["images"] = n
+    if "extract" in args.stages:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        ex = measured(
+            ["extract", str(images), "--out", str(features), "--cache-dir", str(cache), "--quiet", *BACKBONE],
+            env, work / "extract.log",
+        )  # fmt: skip
+        row.update(extract_s=ex["seconds"], extract_peak_mb=ex["peak_mb"], runtime=runtime_of(work / "extract.log"))
+        row.update(cache_mb=megabytes(cache), features_mb=megabytes(features, "*.h5"))
+    if "train" in args.stages:
+        shutil.rmtree(models, ignore_errors=True)  # else train reuses the folders
+        tr = measured(
+            ["train", str(features), "--classifier", "logreg,gap-dense", "--out", str(models), "--epochs",
+             str(args.epochs)],
+            env, work / "train.log",
+        )  # fmt: skip
+        row.update(train_s=tr["seconds"], train_peak_mb=tr["peak_mb"], streamed=streamed_models(models))
+    if "finetune" in args.stages:
+        shutil.rmtree(tuned, ignore_errors=True)
+        views_before = megabytes(cache)
+        ft = measured(
+            ["finetune", str(models / "gap-dense"), "--out", str(tuned), "--cache-dir", str(cache), "--cache-frozen",
+             "--views", "2", "--view-precision", "bfloat16", "--epochs", str(args.finetune_epochs)],
+            env, work / "finetune.log",
+        )  # fmt: skip
+        row.update(finetune_s=ft["seconds"], finetune_peak_mb=ft["peak_mb"], views_mb=megabytes(cache) - views_before)
+        row["epoch_s"] = epoch_seconds(tuned, ft["seconds"], args.finetune_epochs)
     return row
+
+
+def streamed_models(models: Path) -> list[str]:
+    """The classifiers bneck chose to train streamed from disk, from their manifests."""
+    found = []
+    for manifest in sorted(models.glob("*/manifest.json")):
+        if json.loads(manifest.read_text()).get("streamed"):
+            found.append(manifest.parent.name)
+    return found
+
+
+def runtime_of(log: Path) -> str:
+    """The runtime ``--runtime auto`` chose, from extract's own summary line."""
+    for line in log.read_text().splitlines():
+        if line.startswith("runtime: "):
+            return line.split()[1]
+    return "?"
 
 
 def epoch_seconds(tuned: Path, total: float, epochs: int) -> float:
@@ -102,13 +130,14 @@ def epoch_seconds(tuned: Path, total: float, epochs: int) -> float:
 
 
 def table(rows: list[dict]) -> str:
-    headers = ["images", "extract ms/img", "extract peak MB", "cache MB", "features MB", "train s",
+    headers = ["images", "runtime", "extract ms/img", "extract peak MB", "cache MB", "features MB", "train s",
                "train ms/img", "train peak MB", "streamed", "finetune s/epoch", "ms/img/epoch",
                "finetune peak MB", "views MB"]  # fmt: skip
     body = [
-        [f"{r['images']:,}", f"{1000 * r['extract_s'] / r['images']:.2f}", f"{r['extract_peak_mb']:,.0f}",
+        [f"{r['images']:,}", r.get("runtime", "?"), f"{1000 * r['extract_s'] / r['images']:.2f}",
+         f"{r['extract_peak_mb']:,.0f}",
          f"{r['cache_mb']:,.0f}", f"{r['features_mb']:,.0f}", f"{r['train_s']:.0f}",
-         f"{1000 * r['train_s'] / r['images']:.2f}", f"{r['train_peak_mb']:,.0f}", "yes" if r["streamed"] else "no",
+         f"{1000 * r['train_s'] / r['images']:.2f}", f"{r['train_peak_mb']:,.0f}", ",".join(r["streamed"]) or "none",
          f"{r['epoch_s']:.0f}", f"{1000 * r['epoch_s'] / r['images']:.2f}", f"{r['finetune_peak_mb']:,.0f}",
          f"{r['views_mb']:,.0f}"]
         for r in rows
@@ -134,8 +163,13 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bneck-scale"))
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the gap-dense head")
     parser.add_argument("--finetune-epochs", type=int, default=2)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="write the rows here (with --stages, update the rows it holds)")
+    parser.add_argument("--stages", default="extract,train,finetune", help="measure only these (the rest from --json)")
     args = parser.parse_args(argv)
+    args.stages = set(args.stages.split(","))
+    earlier = {}
+    if args.stages != {"extract", "train", "finetune"} and args.json and args.json.is_file():
+        earlier = {r["images"]: r for r in json.loads(args.json.read_text())}
     sizes = sorted(int(s) for s in args.sizes.split(","))
     env = dict(os.environ, KERAS_HOME=keras_home(args.work), PYTHONPATH=str(ROOT))
     rows = []
@@ -143,13 +177,13 @@ def main(argv=None) -> int:
         images = args.work / "images" / str(n)
         larger = [args.work / "images" / str(m) for m in sizes if m > n]
         make(n, images, like=larger[-1] if larger and larger[-1].is_dir() else None)
-        rows.append(one_size(n, args.work / "runs" / str(n), images, args.epochs, args.finetune_epochs, env))
+        rows.append(one_size(n, args.work / "runs" / str(n), images, args, env, dict(earlier.get(n, {}))))
         print(table(rows[-1:]), flush=True)
+        if args.json:  # after each size: a stopped run keeps what it measured
+            args.json.write_text(json.dumps(rows + [r for m, r in earlier.items() if m not in sizes], indent=1))
     print("\n" + table(rows))
     if note := flatness(rows):
         print(note)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
     return 0
 
 

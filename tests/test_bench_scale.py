@@ -43,5 +43,5 @@ def test_the_cost_curve_at_its_smallest_size(tmp_path):
     assert row["images"] == 1000 and counts == {"train": 800, "validation": 100, "test": 100}
     assert row["extract_s"] > 0 and row["train_s"] > 0 and row["epoch_s"] > 0 and row["finetune_s"] > row["epoch_s"]
     assert 200 < row["extract_peak_mb"] < 8000 and 200 < row["train_peak_mb"] < 8000  # a bneck process, not the shell
-    assert row["cache_mb"] > 1 and row["features_mb"] > 1 and row["views_mb"] > 1 and row["streamed"] is False
-    assert "extract ms/img" in done.stdout and "1,000" in done.stdout
+    assert row["cache_mb"] > 1 and row["features_mb"] > 1 and row["views_mb"] > 1 and row["streamed"] == []
+    assert "extract ms/img" in done.stdout and "1,000" in done.stdout and row["runtime"] in ("tensorflow", "openvino")

@@ -156,6 +156,29 @@ def collect_garbage(cache_dir: str, older_than_days: float | None = None) -> dic
     return stats
 
 
+def drop_entry(folder: str, wait_s: float = 10.0) -> int | None:
+    """Remove the cache entry at ``folder`` (one extractor's rows) unless another process uses it; returns
+    the bytes freed (0 when there is no entry), or None when it is still in use after ``wait_s`` (kept).
+
+    The rows are the cache's copy: feature files already written hold their own, so nothing that
+    was extracted is lost; a later extraction of the same images computes them again.
+    """
+    meta = os.path.join(folder, "meta.json")
+    if not os.path.isfile(meta):
+        return 0
+    freed = _folder_bytes(folder)
+    deadline = time.monotonic() + wait_s
+    with FileLock(os.path.join(folder, ".lock"), timeout=LOCK_TIMEOUT_S):
+        while True:  # a Ray actor being stopped may hold the entry for a moment
+            with _unused(folder) as unused:
+                if unused:
+                    _remove_entry(folder)
+                    return freed
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.2)
+
+
 def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
     """Rewrite an entry's chunks as one, one chunk in memory at a time."""
     plan, seen, layout = [], set(), None  # (path, kept row indices); the entry's (row shape, dtype)

@@ -161,6 +161,14 @@ EXTRACT = OptionTable(
             "cache_dir", str, None, "the shared feature cache (default $BNECK_CACHE or ~/.cache/bneck)", metavar="DIR"
         ),
         Option(
+            "keep_cache",
+            bool,
+            True,
+            "keep the rows in the cache as well as in the split files (a rerun then costs seconds and other "
+            "projects reuse them); --no-keep-cache removes this extractor's cache entry once every split file "
+            "is written: half the disk, and extracting these images again computes them again",
+        ),
+        Option(
             "workers", int, 0, "local: decoding threads (0: all cores); ray: actors (0: one per node)", low=0, high=4096
         ),
         Option("engine", str, "local", "local, or ray (actors write shard files)", choices=ENGINES),

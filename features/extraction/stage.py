@@ -12,31 +12,24 @@ import contextlib
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Sequence
 
-from bneck.core.errors import BneckError, FeatureFileError
+from bneck.core.errors import BneckError
 from bneck.core.folders import MARKER, check_folder, claim_folder, remove_owned
 from bneck.core.options import takes_options
 from bneck.core.private import releases_claims
 from bneck.features.backbones.model_file import backbone_for
 from bneck.features.backbones.resolve import resolve_spec
-from bneck.features.cache.rows import (
-    CorruptChunk,
-    MissingRows,
-    RowCache,
-    missing_shas,
-    remaking_missing,
-    resolve_cache_dir,
-)
+from bneck.features.cache.maintenance import drop_entry
+from bneck.features.cache.rows import RowCache, resolve_cache_dir
+from bneck.features.extraction.local_engine import extract_split
 from bneck.features.extraction.options import DEFAULT_SHARD_SIZE, EXTRACT
 from bneck.features.extraction.ray_engine import RayPool, extract_split_sharded, ray_options
-from bneck.features.extraction.report import ExtractionReport, SplitReport
-from bneck.features.featurefile.format import holds, write_split_file
+from bneck.features.extraction.report import ExtractionReport
 from bneck.features.images.dataset import Dataset, discover
 from bneck.features.images.selection import check_sample, cross_split_duplicates, hash_split, training_records
 from bneck.features.runtimes.choice import choose_runtime
-from bneck.features.runtimes.extractor import Extractor, split_content
+from bneck.features.runtimes.extractor import Extractor
 from bneck.features.runtimes.quantize import (
     BF16_METHOD,
     DEFAULT_CALIBRATION_IMAGES,
@@ -45,77 +38,6 @@ from bneck.features.runtimes.quantize import (
     plan_calibration,
 )
 from bneck.features.runtimes.registry import get_runtime, ready_here
-
-MAX_MISSING_ROW_RETRIES = 3
-
-
-def _extract_split(
-    ex: Extractor, dataset: Dataset, split: str, out_dir: str, usable: list, quarantine: list
-) -> SplitReport:
-    """The local engine: compute the split's missing rows here, then write its file from the cache."""
-    start = time.perf_counter()
-    ex.cache.refresh()
-    todo_shas = missing_shas(ex.cache, (sha for _, sha in usable))
-    ex.cache.refuse_writing(len(todo_shas))  # a read-only shared cache: before any row is computed
-    first_path: dict[str, str] = {}
-    for record, sha in usable:
-        first_path.setdefault(sha, record.abspath)
-    failed = ex.compute(split, [(sha, first_path[sha]) for sha in todo_shas])
-    path = os.path.join(out_dir, f"{split}.h5")
-    attrs = ex.split_attrs(dataset)
-
-    def write() -> tuple:
-        content = split_content(dataset, split, usable, failed, quarantine)
-        shape, dtype = ex.cache.row_layout(content.shas[0])
-        # An existing file is kept only if it holds the cache's own rows, bit for bit: a file
-        # someone handed over (re-signed or not) is never taken as this extraction's output.
-        # (no file there: nothing to compare, and no reason to read every row twice)
-        unchanged = os.path.isfile(path) and holds(path, attrs, content, ex.cache.digest(content.shas))
-        if not unchanged:
-            write_split_file(
-                path, content, attrs, shape, str(dtype), lambda sink: ex.cache.read_rows(content.shas, sink)
-            )
-        return content, unchanged
-
-    def remake(shas: list[str]) -> None:  # `bneck cache gc` removed rows meanwhile: make them again
-        nonlocal todo_shas
-        failed.update(ex.compute(split, [(sha, first_path[sha]) for sha in shas]))
-        todo_shas = list(dict.fromkeys(todo_shas + shas))
-
-    content, unchanged = _write_remaking_missing(write, remake, split, ex.cache)
-    todo = set(todo_shas)
-    computed = len(todo - set(failed))
-    reused_rows = sum(1 for sha in content.shas if sha not in todo)
-    return SplitReport(
-        split,
-        len(content.shas),
-        len(dataset.class_names),
-        len(content.quarantine),
-        reused_rows,
-        computed,
-        time.perf_counter() - start,
-        path,
-        content.quarantine,
-        file_unchanged=unchanged,
-    )
-
-
-def _write_remaking_missing(write, remake, split: str, cache: RowCache) -> tuple:
-    """Return ``write()``, remaking rows that left the cache meanwhile; cache trouble becomes FeatureFileError."""
-    try:
-        return remaking_missing(write, remake, MAX_MISSING_ROW_RETRIES)
-    except MissingRows:
-        raise FeatureFileError(
-            f"rows of {split!r} kept leaving the cache {cache.folder} while "
-            "this run wrote them (is `bneck cache gc --older-than` running "
-            "in a loop?). Rerun when it has finished."
-        ) from None
-    except CorruptChunk as exc:
-        raise FeatureFileError(
-            f"the cache file {exc} is damaged (its features fail their "
-            "checksum, or hold NaN or infinity). Run `bneck cache gc` to drop it, then rerun to "
-            "recompute its rows."
-        ) from None
 
 
 @releases_claims
@@ -139,6 +61,7 @@ def extract(
     follow_links: bool = False,
     batch_size: int = 32,
     cache_dir: str | None = None,
+    keep_cache: bool = True,
     workers: int = 0,
     commit_rows: int = 1024,
     commit_seconds: float = 20.0,
@@ -165,8 +88,7 @@ def extract(
     Returns an ExtractionReport. Raises ConfigError, DatasetError, WeightsError or FeatureFileError (all
     BneckError) for user mistakes; rows computed before an error or Ctrl-C stay in the cache.
     """
-    choice = _runtime_from_options(runtime, precision, engine)
-    ray = ray_options(engine, choice.name, address, workers, shard_size, num_gpus_per_worker, actor_class)
+    choice, ray = _engine(runtime, precision, engine, address, workers, shard_size, num_gpus_per_worker, actor_class)
     source = _Source(data_dir, splits, split, seed, list(exclude), follow_links)
     out_dir, cache_dir, dataset = _open_folders(source, out_dir, cache_dir, sharded=ray is not None)
     spec = resolve_spec(backbone, weights, size, layer, pool, dtype, alpha, preprocess)
@@ -179,7 +101,13 @@ def extract(
         )
         report = _report_after_quantization_check(ex, spec, choice, plan, out_dir, cache_dir, min_cosine, force)
         _extract_splits(ex, actors, dataset, out_dir, report)
-    return _finish(report, ex, plan)
+    return _finish(report, ex, plan, keep_cache)
+
+
+def _drop_cache_copy(cache: RowCache) -> int | None:
+    """--no-keep-cache: remove the extractor's cache entry now that the split files hold every row;
+    returns the bytes freed, or None when another process uses the entry (kept) or cannot write it."""
+    return None if cache.read_only else drop_entry(cache.folder)
 
 
 @contextlib.contextmanager
@@ -218,6 +146,12 @@ class _RuntimeChoice:
     auto: bool
     precision: str
     engine: str
+
+
+def _engine(runtime, precision, engine, address, workers, shard_size, num_gpus_per_worker, actor_class) -> tuple:
+    """(the runtime as far as the options decide it, the RayOptions or None), each refused before any work."""
+    choice = _runtime_from_options(runtime, precision, engine)
+    return choice, ray_options(engine, choice.name, address, workers, shard_size, num_gpus_per_worker, actor_class)
 
 
 def _runtime_from_options(runtime: str, precision: str, engine: str) -> _RuntimeChoice:
@@ -355,7 +289,7 @@ def _extract_splits(
     try:
         for split_name, (usable, quarantine) in hashed.items():
             if pool is None:
-                report.splits.append(_extract_split(ex, dataset, split_name, out_dir, usable, quarantine))
+                report.splits.append(extract_split(ex, dataset, split_name, out_dir, usable, quarantine))
             else:
                 report.splits.append(extract_split_sharded(ex, pool, dataset, split_name, out_dir, usable, quarantine))
     finally:
@@ -367,8 +301,10 @@ def _extract_splits(
             pool.close()
 
 
-def _finish(report: ExtractionReport, ex: Extractor, plan) -> ExtractionReport:
-    """Return ``report`` with the runtime that ran (auto may have fallen back) and what the model did."""
+def _finish(report: ExtractionReport, ex: Extractor, plan, keep_cache: bool) -> ExtractionReport:
+    """Return ``report`` with the runtime that ran (auto may have fallen back) and what the model did;
+    without ``keep_cache``, the cache's copy of the rows is removed (the split files hold every row)."""
+    report.cache_dropped = -1 if keep_cache else _drop_cache_copy(ex.cache)
     report.runtime, report.runtime_why = ex.runtime, ex.runtime_why
     if ex.model is not None:  # never with Ray: the network runs in the actors
         report.model_built = True

@@ -1,4 +1,4 @@
-"""``bneck cache ls|info|gc|verify``: look into, check and tidy the shared feature cache."""
+"""``bneck cache ls|info|gc|rm|verify``: look into, check and tidy the shared feature cache."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import os
 
 from bneck.core.progress import format_table
 from bneck.features import read_summary
-from bneck.features.cache.maintenance import collect_garbage, list_entries
+from bneck.features.cache.maintenance import collect_garbage, drop_entry, list_entries
 from bneck.features.cache.rows import check_cache_dir, default_cache_dir
 from bneck.features.cache.verify import verify_cache
 
 
 def add_parser(sub) -> None:
-    """Register ``cache`` and its three actions."""
+    """Register ``cache`` and its actions."""
     p = sub.add_parser("cache", help="list, inspect and tidy the shared feature cache")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
@@ -27,6 +27,15 @@ def add_parser(sub) -> None:
         "gc", help="drop temporaries and damaged chunks, merge chunks, optionally drop entries unused for DAYS"
     )
     gc.add_argument("--older-than", type=float, default=None, metavar="DAYS")
+    rm = actions.add_parser(
+        "rm",
+        help="remove one extractor's rows (feature files keep theirs; extracting again recomputes them)",
+        description="Remove the cache's rows of one extractor (a key or unique prefix from `bneck cache ls`). "
+        "Feature files already written hold their own copy of every row, so training, fine-tuning and "
+        "predicting from them are unchanged; only a later extraction of the same images computes them again. "
+        "An entry another process is using is kept.",
+    )
+    rm.add_argument("key", metavar="KEY", help="an extractor key, or a unique prefix of one, from `bneck cache ls`")
     verify = actions.add_parser(
         "verify",
         help="read every cached row and check every checksum; exit 1 if anything is damaged",
@@ -48,11 +57,12 @@ def add_parser(sub) -> None:
         help="which rows are sampled (default: a fresh random sample each time, its seed printed; "
         "a forger cannot know which rows will be looked at)",
     )
-    for q in (ls, info, gc, verify):
+    for q in (ls, info, gc, rm, verify):
         q.add_argument("--cache-dir", default=None, help="default $BNECK_CACHE or ~/.cache/bneck")
     ls.set_defaults(run=run_ls)
     info.set_defaults(run=run_info)
     gc.set_defaults(run=run_gc)
+    rm.set_defaults(run=run_rm)
     verify.set_defaults(run=run_verify)
 
 
@@ -181,6 +191,26 @@ def run_gc(args: argparse.Namespace) -> int:
         f"{stats['merged_chunks']} chunk(s); {_mb(stats['bytes_before'])} MB -> "
         f"{_mb(stats['bytes_after'])} MB"
     )
+    return 0
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    """Remove one entry's rows, or say why not."""
+    from bneck.core.errors import ConfigError
+
+    entries = list_entries(_cache_dir(args))
+    matches = [e for e in entries if e.key.startswith(args.key)] if args.key else []
+    if len(matches) != 1:
+        raise ConfigError(
+            f"`bneck cache rm` takes one extractor key (or a unique prefix) from `bneck cache ls`. Received: "
+            f"{args.key!r}, which matches {len(matches)} of the {len(entries)} entries"
+            f"{': ' + ', '.join(e.key[:16] for e in matches[:5]) if matches else ''}."
+        )
+    freed = drop_entry(matches[0].folder)
+    if freed is None:
+        print(f"kept {matches[0].key[:16]}: another process is using it; run `bneck cache rm` again when it ends")
+        return 1
+    print(f"removed {matches[0].key[:16]} ({matches[0].rows} rows, {_mb(freed)} MB)")
     return 0
 
 

@@ -65,6 +65,16 @@ def run(args: argparse.Namespace) -> int:
             + (f"; {report.retries} failed attempt(s) retried" if report.retries else "")
         )
     print(f"\nnetwork ran on {report.forward_images} image(s); cache: {report.cache_dir}")
+    if report.cache_dropped is None:
+        print(
+            f"--no-keep-cache: the cache's rows were kept (another process uses them, or the cache is shared "
+            f"read-only); `bneck cache rm {report.spec.key[:16]}` removes them later"
+        )
+    elif report.cache_dropped >= 0:
+        print(
+            f"--no-keep-cache: removed this extractor's rows from the cache ({report.cache_dropped / 2**20:.1f} MB); "
+            "the split files hold every row (extracting these images again computes them again)"
+        )
     print(f"runtime: {report.runtime} ({report.runtime_why})")
     if report.precision == "fp32" and (hint := cpu.precision_hint()):
         print(hint)

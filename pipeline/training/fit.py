@@ -100,12 +100,19 @@ def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
     import keras
 
     from bneck.pipeline.plots import training_curves
-    from bneck.pipeline.training.heads import build_head, fit_head, proba
+    from bneck.pipeline.training.heads import build_head, fit_head, pools_first, proba
+    from bneck.pipeline.training.sklearn_models import SpatialReshape
 
     keras.utils.set_random_seed(cfg["seed"])
     n_classes = len(fs.class_names)
-    model = build_head(name, fs.feature_shape, n_classes, cfg["units"], cfg["dropout"])
-    data = None if streamed else (fs.load("train"), fs.load("validation"))
+    # gap-dense's pooling has no weights: on pooled rows (49 times fewer numbers for a 7x7 grid, read
+    # block by block) its other layers train in memory whatever the data's size, then go under the pooling
+    pooled = not streamed and pools_first(name, fs.feature_shape)
+    load = (lambda split: fs.reduced(split, SpatialReshape("avg"), rows)) if pooled else fs.load
+    model = build_head(
+        name, (fs.feature_shape[-1],) if pooled else fs.feature_shape, n_classes, cfg["units"], cfg["dropout"]
+    )
+    data = None if streamed else (load("train"), load("validation"))
     bar = progress_bar(cfg["epochs"], f"{name}", verbose, unit="epoch")
 
     def on_epoch(logs):
@@ -120,17 +127,18 @@ def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
     finally:
         bar.close()
     fit_s = time.perf_counter() - start
-    if (
-        getattr(model, "optimizer", None) is not None
-    ):  # the streamed path compiles: a saved optimizer is an object bneck never loads
-        trained, model = model, build_head(name, fs.feature_shape, n_classes, cfg["units"], cfg["dropout"])
-        model.set_weights(trained.get_weights())
-    model.save(os.path.join(folder, "model.keras"))
-    model.save_weights(os.path.join(folder, "head.weights.h5"))
+    # a fresh head takes the weights: the whole head under pooled training, and never an optimizer (the
+    # streamed path compiles; a saved optimizer is an object bneck never loads)
+    saved = model
+    if pooled or getattr(model, "optimizer", None) is not None:
+        saved = build_head(name, fs.feature_shape, n_classes, cfg["units"], cfg["dropout"])
+        saved.set_weights(model.get_weights())
+    saved.save(os.path.join(folder, "model.keras"))
+    saved.save_weights(os.path.join(folder, "head.weights.h5"))
     write_history(folder, history)
     training_curves(history, os.path.join(folder, "curves.png"), f"{name} head")
     probs = _proba_all(
-        lambda x: proba(model, x), fs, lambda split: fs.blocks(split, rows) if streamed else [fs.load(split)]
+        lambda x: proba(model, x), fs, lambda split: fs.blocks(split, rows) if streamed else [load(split)]
     )
     return (
         probs,

@@ -37,6 +37,12 @@ def build_head(kind: str, input_shape: tuple, n_classes: int, units: int, dropou
     return keras.Model(inputs, out, name=f"bneck_{kind.replace('-', '_')}_head")
 
 
+def pools_first(kind: str, feature_shape: tuple) -> bool:
+    """True when head ``kind`` starts by averaging a spatial grid (gap-dense on H x W x C features): a
+    layer without weights, so the rest of the head can train on the pooled rows."""
+    return kind == "gap-dense" and len(feature_shape) == 3
+
+
 # From this many flattened inputs, `dense` is told to be the slow choice (MobileNet-0.25's 7x7x256 grid
 # is 12,544: 30 s for 50 epochs on 2,000 images here, against seconds for gap-dense).
 LARGE_DENSE_INPUTS = 10_000

@@ -26,7 +26,7 @@ from bneck.pipeline.manifests import ClassifierManifest
 from bneck.pipeline.training.checks import check_data, validate_classifiers
 from bneck.pipeline.training.classifiers import is_keras
 from bneck.pipeline.training.fit import fit_classifier
-from bneck.pipeline.training.heads import large_dense_note
+from bneck.pipeline.training.heads import large_dense_note, pools_first
 from bneck.pipeline.training.leaderboard import Leaderboard, Result, write_leaderboard
 from bneck.pipeline.training.options import TRAIN, classifier_config
 from bneck.pipeline.training.parallel import candidates_backend
@@ -109,11 +109,14 @@ def _train_all(configs: dict, fs, out_dir: str, streamed: dict, rows: int, opts:
 
 
 def _streams(name: str, cfg: dict, fs, max_memory: int | None, verbose: bool) -> bool:
-    """True when classifier ``name`` must read its features from disk in blocks. A scikit-learn model
-    that pools the spatial grid holds only the pooled rows; every other model the whole features.
+    """True when classifier ``name`` must read its features from disk in blocks. A model that pools the
+    spatial grid first (gap-dense, scikit-learn's --reshape avg/max) holds only the pooled rows; every
+    other model the whole features.
     Without --max-memory the choice is bneck's (``check_budget``), and it says so when it streams."""
     total = sum(fs.nbytes(s) for s in fs.files)
-    pooled = not is_keras(name) and cfg.get("reshape") != "flatten" and len(fs.feature_shape) >= 2
+    pooled = pools_first(name, fs.feature_shape) or (
+        not is_keras(name) and cfg.get("reshape") != "flatten" and len(fs.feature_shape) >= 2
+    )
     need = total // int(np.prod(fs.feature_shape[:-1])) if pooled else total
     streamed = check_budget(need, max_memory)
     if streamed and max_memory is None and verbose:
