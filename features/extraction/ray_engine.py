@@ -105,6 +105,7 @@ class RayPool:
         self.retries, self.peak_rss_mb = 0, 0.0
         self.node_shards: dict[str, int] = {}  # shards finished per Ray node id
         self.starting: dict = {}  # ready() ref -> a replacement actor Ray has not placed yet
+        self.failed_starts = 0  # replacements that died before they started
         self.reference = None  # the driver's reference rows, made when the first shard needs computing
 
     def _connect(self):
@@ -131,7 +132,14 @@ class RayPool:
                 f"--num-gpus-per-worker {self.options.num_gpus_per_worker:g} GPUs. Ask for fewer "
                 f"workers or GPUs, or add nodes."
             )
-        for where in ray.get(placed):
+        try:
+            started = ray.get(placed)
+        except ray.exceptions.RayActorError as exc:  # its __init__ failed: bneck or the weights missing there
+            raise ConfigError(
+                f"a Ray actor could not start: {str(exc).strip().splitlines()[-1][:300]}. Every node needs the "
+                f"same Python environment with bneck installed and the weights (docs/extract.md, many machines)."
+            ) from None
+        for where in started:
             self._check_shared(where)
 
     def _check_shared(self, where: dict) -> None:
@@ -179,7 +187,11 @@ class RayPool:
                 shard, actor = state.queue.popleft(), idle.pop()
                 state.pending[actor.run.remote(shard, reference_ref)] = (shard, actor)
             waiting = list(state.pending) + list(self.starting)
-            ready, _ = ray.wait(waiting, num_returns=1, timeout=None if state.pending else PLACEMENT_TIMEOUT_S)
+            ready, _ = (
+                ray.wait(waiting, num_returns=1, timeout=None if state.pending else PLACEMENT_TIMEOUT_S)
+                if waiting
+                else ([], [])
+            )
             if not ready:
                 raise ShardError(_no_actor_message(len(state.queue), len(state.results), state.queue[0]))
             if ready[0] in self.starting:
@@ -220,7 +232,12 @@ class RayPool:
         try:
             where = self.ray.get(ref)
         except self.ray.exceptions.RayActorError:
-            self._replace(actor)
+            self.failed_starts += 1
+            if self.failed_starts <= MAX_ATTEMPTS * len(self.actors):
+                self._replace(actor)
+                self.retries -= 1  # not a shard's attempt
+            else:  # replacements keep dying as they start: go on with the actors alive
+                self.actors.remove(actor)
             return
         self._check_shared(where)
         idle.append(actor)

@@ -330,3 +330,24 @@ def test_a_model_file_backbone_runs_in_ray_actors_as_locally(cluster, tmp_path):
     sharded = extract(data, tmp_path / "ray", cache_dir=tmp_path / "c2", engine="ray", shard_size=4, **options)
     assert sharded.spec.key == local.spec.key and sharded.forward_images == local.forward_images == 24
     _same_rows(tmp_path / "local", tmp_path / "ray")
+
+
+class CannotStart(ShardExtractor):
+    """A node without bneck (or the weights): the actor's construction fails there."""
+
+    def __init__(self, *args, **kwargs):
+        raise ImportError("No module named 'bneck' on this node")
+
+
+def test_an_actor_that_cannot_start_is_a_clear_error_before_any_shard(cluster, tmp_path):
+    from bneck.core.errors import ConfigError
+
+    data = copy_subset(tmp_path / "data", 2, splits=("train",))
+    with pytest.raises(ConfigError) as err:
+        extract(
+            data, tmp_path / "out", cache_dir=tmp_path / "c", engine="ray", shard_size=2, actor_class=CannotStart,
+            verbose=False, **MOBILENET,
+        )  # fmt: skip
+    text = str(err.value)
+    assert "a Ray actor could not start" in text and "No module named 'bneck' on this node" in text, text
+    assert not list((tmp_path / "out" / "train.shards").glob("*.h5"))
