@@ -178,10 +178,10 @@ def main(argv=None) -> int:
         larger = [args.work / "images" / str(m) for m in sizes if m > n]
         make(n, images, like=larger[-1] if larger and larger[-1].is_dir() else None)
         rows.append(one_size(n, args.work / "runs" / str(n), images, args, env, dict(earlier.get(n, {}))))
-        print(table(rows[-1:]), flush=True)
+        print(f"\n{n:,} images:\n" + table(rows[-1:]), flush=True)
         if args.json:  # after each size: a stopped run keeps what it measured
             args.json.write_text(json.dumps(rows + [r for m, r in earlier.items() if m not in sizes], indent=1))
-    print("\n" + table(rows))
+    print("\nall sizes (ms/img: the stage's whole process, start-up included, per image):\n" + table(rows))
     if note := flatness(rows):
         print(note)
     return 0

@@ -156,9 +156,19 @@ def collect_garbage(cache_dir: str, older_than_days: float | None = None) -> dic
     return stats
 
 
+def _meta_key(meta_path: str) -> str | None:
+    """The extractor key an entry's meta.json names (None when it cannot be read as the cache writes it)."""
+    try:
+        with open_regular(meta_path, follow_symlinks=False) as handle:
+            return json.loads(read_whole(handle, meta_path, 1 << 20)).get("extractor_key")
+    except (ValueError, OSError, RecursionError, AttributeError):
+        return None
+
+
 def drop_entry(folder: str, wait_s: float = 10.0) -> int | None:
     """Remove the cache entry at ``folder`` (one extractor's rows) unless another process uses it; returns
-    the bytes freed (0 when there is no entry), or None when it is still in use after ``wait_s`` (kept).
+    the bytes freed (0 when there is no entry), or None when it is still in use after ``wait_s`` or is not
+    an entry the cache wrote (its meta.json names another key): kept.
 
     The rows are the cache's copy: feature files already written hold their own, so nothing that
     was extracted is lost; a later extraction of the same images computes them again.
@@ -166,6 +176,8 @@ def drop_entry(folder: str, wait_s: float = 10.0) -> int | None:
     meta = os.path.join(folder, "meta.json")
     if not os.path.isfile(meta):
         return 0
+    if os.path.islink(folder) or _meta_key(meta) != os.path.basename(folder):
+        return None  # not an entry the cache wrote: left alone, as gc leaves it
     freed = _folder_bytes(folder)
     deadline = time.monotonic() + wait_s
     with FileLock(os.path.join(folder, ".lock"), timeout=LOCK_TIMEOUT_S):

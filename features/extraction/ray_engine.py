@@ -34,7 +34,7 @@ from bneck.features.backbones.spec import ExtractorSpec
 from bneck.features.cache.rows import read_rows_file
 from bneck.features.extraction.options import DEFAULT_SHARD_SIZE
 from bneck.features.extraction.ray_actor import ShardExtractor
-from bneck.features.extraction.ray_cluster import import_ray, join_cluster
+from bneck.features.extraction.ray_cluster import check_reachable, import_ray, join_cluster
 from bneck.features.extraction.report import SplitReport
 from bneck.features.featurefile.format import holds, write_sharded_split_file
 from bneck.features.images.dataset import Dataset
@@ -316,6 +316,7 @@ def ray_options(engine, runtime, address, workers, shard_size, num_gpus_per_work
         )
     options = RayOptions(address, workers, shard_size, num_gpus_per_worker, actor_class or ShardExtractor)
     import_ray()  # say how to install it before any work
+    check_reachable(address)
     return options
 
 

@@ -42,7 +42,7 @@ class ExtractionReport:
     retries: int = 0  # --engine ray: shard attempts that failed and were retried
     worker_peak_rss_mb: float = 0.0  # --engine ray: the largest actor's peak resident memory
     nodes: dict = field(default_factory=dict)  # --engine ray: shards finished per Ray node id
-    cache_dropped: int | None = -1  # --no-keep-cache: bytes freed (None: kept, in use); -1: kept as asked
+    cache_dropped: int | None = -1  # --no-keep-cache: bytes freed (None: in use, kept; -2: read-only); -1: kept
     precision: str = "fp32"
     converted: bool | None = None  # openvino: whether the model had to be converted
     quantized: bool | None = None  # int8: whether the model had to be quantised

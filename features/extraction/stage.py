@@ -106,8 +106,9 @@ def extract(
 
 def _drop_cache_copy(cache: RowCache) -> int | None:
     """--no-keep-cache: remove the extractor's cache entry now that the split files hold every row;
-    returns the bytes freed, or None when another process uses the entry (kept) or cannot write it."""
-    return None if cache.read_only else drop_entry(cache.folder)
+    returns the bytes freed, -2 for a cache shared read-only (its writer decides), or None when another
+    process uses the entry (kept)."""
+    return -2 if cache.read_only else drop_entry(cache.folder)
 
 
 @contextlib.contextmanager

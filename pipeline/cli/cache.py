@@ -200,11 +200,17 @@ def run_rm(args: argparse.Namespace) -> int:
 
     entries = list_entries(_cache_dir(args))
     matches = [e for e in entries if e.key.startswith(args.key)] if args.key else []
+    shown = args.key if len(args.key) <= 80 else args.key[:80] + "..."
     if len(matches) != 1:
         raise ConfigError(
             f"`bneck cache rm` takes one extractor key (or a unique prefix) from `bneck cache ls`. Received: "
-            f"{args.key!r}, which matches {len(matches)} of the {len(entries)} entries"
+            f"{shown!r}, which matches {len(matches)} of the {len(entries)} entries"
             f"{': ' + ', '.join(e.key[:16] for e in matches[:5]) if matches else ''}."
+        )
+    if matches[0].meta.get("extractor_key") != matches[0].key:
+        raise ConfigError(
+            f"{matches[0].folder} is not an entry bneck wrote (its meta.json does not name its own key "
+            f"{matches[0].key[:16]}): `bneck cache rm` removes only bneck's entries. Received: {shown!r}."
         )
     freed = drop_entry(matches[0].folder)
     if freed is None:

@@ -61,14 +61,16 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(
                 f"{s.split} {s.shards['run']} run / {s.shards['reused']} kept of {s.shards['total']}" for s in sharded
             )
-            + (f" on {len(report.nodes)} node(s)" if report.nodes else "")
+            + (f" on {len(report.nodes)} node(s) ({_shards_per_node(report.nodes)} shards)" if report.nodes else "")
             + (f"; {report.retries} failed attempt(s) retried" if report.retries else "")
         )
     print(f"\nnetwork ran on {report.forward_images} image(s); cache: {report.cache_dir}")
-    if report.cache_dropped is None:
+    if report.cache_dropped == -2:
+        print("--no-keep-cache: the cache is shared read-only, so its rows stay (its writer decides)")
+    elif report.cache_dropped is None:
         print(
-            f"--no-keep-cache: the cache's rows were kept (another process uses them, or the cache is shared "
-            f"read-only); `bneck cache rm {report.spec.key[:16]}` removes them later"
+            f"--no-keep-cache: the cache's rows were kept (another process uses them); "
+            f"`bneck cache rm {report.spec.key[:16]}` removes them later"
         )
     elif report.cache_dropped >= 0:
         print(
@@ -79,3 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if report.precision == "fp32" and (hint := cpu.precision_hint()):
         print(hint)
     return 0
+
+
+def _shards_per_node(nodes: dict) -> str:
+    """ "5, 3, 2": the shards each node finished, most first (a node lost mid-run counts what it finished)."""
+    return ", ".join(str(n) for n in sorted(nodes.values(), reverse=True))

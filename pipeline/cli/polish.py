@@ -22,6 +22,7 @@ EXAMPLES = {
     "cache ls": "bneck cache ls --all",
     "cache info": "bneck cache info features/train.h5",
     "cache gc": "bneck cache gc --older-than 30",
+    "cache rm": "bneck cache rm 5daf1d21",
     "cache verify": "bneck cache verify --recompute 16",
     "export": "bneck export runs/demo/models/logreg --out deploy/cats --format onnx",
     "backbones": "bneck backbones",

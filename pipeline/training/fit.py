@@ -6,6 +6,7 @@ so a crash never leaves a half-written classifier that looks complete.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -23,6 +24,8 @@ from bneck.pipeline.metrics import scores
 from bneck.pipeline.predictions_csv import write_predictions
 from bneck.pipeline.training.classifiers import build_sklearn, build_streamed, get_classifier
 from bneck.pipeline.training.leaderboard import Result
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(BneckError):
@@ -161,8 +164,10 @@ def _search(name, pipe, cfg, load):
 
     x, y = load("train")
     xv, yv = load("validation")
-    grid_of = get_classifier(name).grid  # checks.check_counts refused a --search without one
-    if cfg["search"] == "kfold":
+    kfold = cfg["search"] == "kfold"
+    fitted_on = (len(x) + len(xv)) * (cfg["folds"] - 1) // cfg["folds"] - 1 if kfold else len(x)
+    grid_of = _feasible(get_classifier(name).grid, fitted_on)  # checks.check_counts refused a --search without one
+    if kfold:
         grid = GridSearchCV(pipe, grid_of, cv=cfg["folds"], n_jobs=-1, scoring="accuracy")
         grid.fit(np.concatenate([x, xv]), np.concatenate([y, yv]))
         return grid.best_estimator_, {"best_params": grid.best_params_, "cv_accuracy": grid.best_score_}
@@ -175,6 +180,15 @@ def _search(name, pipe, cfg, load):
     accs = Parallel(n_jobs=-1)(delayed(score)(p) for p in candidates)
     best = candidates[int(np.argmax(accs))]
     return clone(pipe).set_params(**best).fit(x, y), {"best_params": best, "validation_accuracy": max(accs)}
+
+
+def _feasible(grid, fitted_on: int):
+    """``grid`` without neighbour counts above the fewest images a candidate is fitted on (scikit-learn
+    fails those fits, each with a traceback of its own); the smallest count always stays."""
+    values = grid.get("clf__n_neighbors") if isinstance(grid, dict) else None
+    if not values:
+        return grid
+    return {**grid, "clf__n_neighbors": [v for v in values if v <= fitted_on] or [min(values)]}
 
 
 def _pooled_tail(pipe, fs: FeatureSet, rows: int):
@@ -208,6 +222,12 @@ def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
         pooling, tail, load = _pooled_tail(pipe, fs, rows)
         if cfg["search"]:
             tail, extra = _search(name, tail, cfg, load)
+            if verbose:
+                chosen = ", ".join(f"{k.removeprefix('clf__')}={v}" for k, v in extra["best_params"].items())
+                score = extra.get("cv_accuracy", extra.get("validation_accuracy"))
+                log.info(
+                    f"{name}: --search {cfg['search']} chose {chosen} (accuracy {score:.3f}; in its manifest.json)"
+                )
         else:
             tail = tail.fit(*load("train"))
         fit_s = time.perf_counter() - start

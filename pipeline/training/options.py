@@ -26,7 +26,10 @@ def parse_size(text) -> int:
             f"--max-memory must be a size such as 512M, 2G or a byte count. Received: max_memory={text!r}."
         )
     power = " KMGT".index(match.group(2).upper() or " ")
-    return int(float(match.group(1)) * 1024**power)
+    size = int(float(match.group(1)) * 1024**power)
+    if size < 1:
+        raise ConfigError(f"--max-memory must be at least one byte. Received: max_memory={text!r}.")
+    return size
 
 
 def _pca(value):

@@ -23,6 +23,12 @@ def candidates_backend(engine: str, address: str | None, needed: bool):
     from bneck.features.extraction.ray_cluster import join_cluster
 
     ray, started_here = join_cluster(address)
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    logging.getLogger(__name__).info(
+        f"--engine ray: the --search candidates run on the Ray cluster "
+        f"{'started here' if started_here else 'at ' + (address or 'this process joined')} "
+        f"({nodes} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs)"
+    )
     from ray.util.joblib import register_ray
 
     register_ray()

@@ -24,7 +24,7 @@ from bneck.pipeline.artifacts import read_verified, verified_json
 from bneck.pipeline.data import IN_MEMORY_FACTOR, check_budget, open_feature_set, physical_memory
 from bneck.pipeline.manifests import ClassifierManifest
 from bneck.pipeline.training.checks import check_data, validate_classifiers
-from bneck.pipeline.training.classifiers import is_keras
+from bneck.pipeline.training.classifiers import build_streamed, is_keras
 from bneck.pipeline.training.fit import fit_classifier
 from bneck.pipeline.training.heads import large_dense_note, pools_first
 from bneck.pipeline.training.leaderboard import Leaderboard, Result, write_leaderboard
@@ -85,22 +85,28 @@ def train(
     fs = open_feature_set(features_dir)
     check_data(fs, configs)
     streamed = {name: _streams(name, cfg, fs, opts["max_memory"], verbose) for name, cfg in configs.items()}
+    for name, cfg in configs.items():  # one that cannot stream is refused before any fit
+        if streamed[name] and not is_keras(name):
+            build_streamed(name, cfg["reshape"], cfg["seed"])
     rows = _rows_per_block(fs, opts["batch_size"], opts["max_memory"])
-    claim_folder(out_dir, "models", inputs=[features_dir])
-    board = _train_all(configs, fs, out_dir, streamed, rows, opts, verbose)
+    board = _train_all(configs, fs, (features_dir, out_dir), streamed, rows, opts, verbose)
     if opts["keep"] == "best":
         _keep_only_best(board)
     write_leaderboard(os.path.join(out_dir, "leaderboard.csv"), board.results)
     return board
 
 
-def _train_all(configs: dict, fs, out_dir: str, streamed: dict, rows: int, opts: dict, verbose: bool) -> Leaderboard:
-    """Train or reuse every classifier (a --search's candidates where ``opts["engine"]`` says); ranked."""
+def _train_all(configs: dict, fs, folders: tuple, streamed: dict, rows: int, opts: dict, verbose: bool) -> Leaderboard:
+    """Train or reuse every classifier into ``folders[1]`` (made from the features in ``folders[0]``; a
+    --search's candidates run where ``opts["engine"]`` says, the cluster joined before the folder is
+    claimed); ranked."""
+    features_dir, out_dir = folders
     board = Leaderboard(out_dir)
     searching = any(cfg.get("search") for cfg in configs.values())
     if opts["engine"] == "ray" and not searching and verbose:
         log.info("--engine ray runs the candidates of a --search; without one every classifier trains here")
     with candidates_backend(opts["engine"], opts["address"], needed=searching):
+        claim_folder(out_dir, "models", inputs=[features_dir])
         for name, cfg in configs.items():
             result = _train_or_reuse(name, cfg, fs, out_dir, streamed[name], rows, opts["retrain"], verbose)
             board.results.append(result)
@@ -119,11 +125,17 @@ def _streams(name: str, cfg: dict, fs, max_memory: int | None, verbose: bool) ->
     )
     need = total // int(np.prod(fs.feature_shape[:-1])) if pooled else total
     streamed = check_budget(need, max_memory)
-    if streamed and max_memory is None and verbose:
+    if streamed and verbose:
         log.info(
-            f"{name}: its features take {need / 2**30:.1f} GiB in memory; trained in memory they would need "
-            f"about {IN_MEMORY_FACTOR}x that, more than half of this machine's {physical_memory() / 2**30:.0f} "
-            f"GiB, so {name} streams them from disk in blocks (--max-memory SIZE sets the budget yourself)"
+            f"{name}: its features take {need / 2**30:.1f} GiB in memory; "
+            + (
+                f"trained in memory they would need about {IN_MEMORY_FACTOR}x that, more than half of this "
+                f"machine's {physical_memory() / 2**30:.0f} GiB, so {name} streams them from disk in blocks "
+                "(--max-memory SIZE sets the budget yourself)"
+                if max_memory is None
+                else f"more than --max-memory ({max_memory:,} bytes), so {name} streams them from disk in blocks"
+            )
+            + ("" if is_keras(name) else " and trains with partial_fit (SGD), not its in-memory solver")
         )
     return streamed
 

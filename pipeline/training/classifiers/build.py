@@ -17,7 +17,8 @@ def build_streamed(name: str, reshape: str, seed: int):
     if entry.streamed is None:
         heads = ", ".join(ClassifierNames("keras"))
         raise ConfigError(
-            f"classifier {name!r} needs its features in memory, but they exceed --max-memory. "
+            f"classifier {name!r} needs its features in memory, but they do not fit the memory budget "
+            f"(--max-memory, or without it half of this machine's memory). "
             f"Out of core, use one of {', '.join(e.name for e in list_classifiers('sklearn') if e.streamed)}, "
             f"a Keras head ({heads}), or raise --max-memory."
         )

@@ -93,3 +93,20 @@ def test_cache_rm_takes_one_key_or_unique_prefix_and_says_what_it_removed(tiny, 
     assert done.returncode == 0 and f"removed {keys[0][:16]} (36 rows" in done.stdout
     assert [e.key for e in list_entries(str(cache))] == keys[1:]
     assert read_features(str(tmp_path / "a" / "train.h5")).features.shape[0] == 12  # its own copy
+
+
+def test_cache_rm_and_no_keep_cache_leave_entries_bneck_did_not_write(tiny, tiny_data, tmp_path):
+    """An entry whose meta.json names another key is not one the cache wrote (gc leaves it too)."""
+    cache = tmp_path / "c"
+    extract(tiny_data, tmp_path / "a", cache_dir=cache, verbose=False, **tiny)
+    forged = cache / "features" / ("a" * 64)
+    forged.mkdir()
+    (forged / "meta.json").write_text('{"extractor_key": "other"}')
+    (forged / "rows-123-1-abc.h5").write_text("somebody's data")
+    done = subprocess.run(
+        [sys.executable, "-m", "bneck", "cache", "rm", "aaaa", "--cache-dir", str(cache)],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and "is not an entry bneck wrote" in done.stderr
+    assert drop_entry(str(forged)) is None
+    assert (forged / "rows-123-1-abc.h5").read_text() == "somebody's data" and (forged / "meta.json").exists()

@@ -9,6 +9,7 @@ import os
 import pickle
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -16,7 +17,7 @@ from bneck.core.hashing import sha256_file
 from bneck.features import FeatureFileError, extract, read_features
 from bneck.pipeline.artifacts import ArtifactError, load_classifier
 from bneck.pipeline.data import FeatureSet, open_feature_set
-from bneck.pipeline.predict import classifier_proba, evaluate
+from bneck.pipeline.predict import classifier_proba, evaluate, predict_images
 from bneck.pipeline.training.options import CLASSIFIERS
 from bneck.pipeline.training.stage import train
 from tests.generated import make_images
@@ -295,3 +296,102 @@ def test_gap_dense_trains_on_pooled_rows_and_saves_the_whole_head(features_dir, 
     on_grid = build_head("gap-dense", fs.feature_shape, 2, cfg["units"], cfg["dropout"])
     fit_head(on_grid, 2, cfg, fs.load("train"), fs.load("validation"), streamed=False, fs=fs, block_rows=64)
     np.testing.assert_allclose(got, proba(on_grid, test.features), atol=1e-3)
+
+
+@pytest.mark.pure
+def test_out_of_core_refuses_in_memory_only_classifiers(tiny_features_dir, tmp_path):
+    from bneck.features import ConfigError
+
+    with pytest.raises(ConfigError, match="needs its features in memory"):
+        train(tiny_features_dir, ["logreg", "svm"], tmp_path / "m", verbose=False, max_memory=1000)
+    assert not (tmp_path / "m").exists()  # before any fit: logreg was not trained first
+    with pytest.raises(ConfigError, match="at least one byte"):
+        train(tiny_features_dir, ["logreg"], tmp_path / "m", verbose=False, max_memory="0.5")
+
+
+@pytest.mark.pure
+def test_a_neighbour_grid_never_asks_for_more_neighbours_than_a_fold_holds(tiny, tmp_path):
+    """knn's grid goes to 21 neighbours; k-fold on 24 images fits on 16: scikit-learn failed those
+    candidates, each with a traceback (issue 28's attack). Warnings fail this test (pyproject)."""
+    data = make_images(tmp_path / "data", 6)
+    extract(data, tmp_path / "f", cache_dir=tmp_path / "c", verbose=False, **tiny)
+    board = train(tmp_path / "f", ["knn"], tmp_path / "m", search="kfold", folds=3, verbose=False)
+    chosen = load_classifier(board.results[0].folder).manifest.search["best_params"]
+    assert chosen["clf__n_neighbors"] <= 15
+
+
+def test_predict_on_images_equals_evaluate_on_their_features(features_dir, image_root, tmp_path):
+    train(features_dir, ["dense", "logreg"], tmp_path / "m", verbose=False, epochs=5)
+    f = read_features(str(features_dir / "test.h5"))
+    (image_root / "broken.jpg").write_bytes(b"garbage")
+    inputs = [str(image_root / p) for p in f.paths[:6]] + [
+        str(image_root / "broken.jpg"),
+        str(image_root / "missing.jpg"),
+    ]
+    for name in ("dense", "logreg"):
+        clf = load_classifier(str(tmp_path / "m" / name))
+        expected = classifier_proba(clf, f.features[:6])
+        rows = predict_images(str(tmp_path / "m" / name), inputs)
+        got = np.array([[r["probabilities"][c] for c in clf.class_names] for r in rows[:6]])
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        assert rows[6]["error"].startswith("not a recognised image")
+        assert rows[7]["error"] == "no such file or folder"
+        metrics = evaluate(str(tmp_path / "m" / name), str(features_dir / "test.h5"))
+        clf_acc = float((classifier_proba(clf, f.features).argmax(1) == f.labels).mean())
+        assert metrics["accuracy"] == pytest.approx(clf_acc)
+        assert clf_acc > 0.6
+
+
+@pytest.mark.pure
+def test_bad_options_are_clear(tiny_features_dir, tmp_path):
+    from bneck.features import ConfigError
+
+    for kwargs, message in (
+        (dict(classifiers=["xgboost"]), "classifier must be one of"),
+        (dict(classifiers=["dense"], optimizer="lbfgs"), "optimizer must be one of"),
+        (dict(classifiers=["dense"], epochs=0), "--epochs must be an integer >= 1"),
+        (dict(classifiers=["dense"], dropout=1.5), "--dropout must be a finite number >= 0 and < 1"),
+        (dict(classifiers=["dense"], lr=float("inf")), "--lr must be a finite number > 0"),
+        (dict(classifiers=["dense"], seed=-1), "--seed must be an integer >= 0"),
+        (dict(classifiers=["logreg"], folds=1), "--folds must be an integer >= 2"),
+        (dict(classifiers=["logreg"], pca=-3), "--pca must be a finite number > 0"),
+        (dict(classifiers=["dense"], colour="red"), "unexpected keyword argument 'colour'; its train options are"),
+    ):
+        names = kwargs.pop("classifiers")
+        with pytest.raises(ConfigError, match=message):
+            train(tiny_features_dir, names, tmp_path / "m", verbose=False, **kwargs)
+    with pytest.raises(FeatureFileError, match="validation.h5 not found"):
+        only_train = tmp_path / "only"
+        only_train.mkdir()
+        os.symlink(tiny_features_dir / "train.h5", only_train / "train.h5")
+        train(only_train, ["logreg"], tmp_path / "m", verbose=False)
+    with h5py.File(tiny_features_dir / "train.h5", "r") as h:
+        assert h.attrs["complete"]
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("shape, n_classes", [((7, 7, 1280), 2), ((7, 7, 256), 8), ((4, 4, 512), 2), ((2048,), 3)])
+def test_dense_on_a_large_grid_is_told_its_weights_and_the_pooled_head(shape, n_classes):
+    """The note's weight counts are the heads' own (counted by Keras), and it appears exactly from
+    LARGE_DENSE_INPUTS flattened inputs on a grid."""
+    from bneck.pipeline.training.heads import LARGE_DENSE_INPUTS, build_head, large_dense_note
+
+    note = large_dense_note(shape, 256, n_classes)
+    large = len(shape) == 3 and int(np.prod(shape)) >= LARGE_DENSE_INPUTS
+    assert bool(note) == large
+    if large:
+        dense = build_head("dense", shape, n_classes, 256, 0.5).count_params()
+        pooled = build_head("gap-dense", shape, n_classes, 256, 0.5).count_params()
+        assert f"{dense / 1e6:.1f} M weights" in note and f"{pooled:,} weights" in note
+        assert f"{int(np.prod(shape)):,} inputs" in note and "gap-dense" in note
+
+
+@pytest.mark.pure
+def test_training_dense_on_a_large_grid_says_so_before_it_starts(tiny, tmp_path, caplog):
+    data = make_images(tmp_path / "data", 2)
+    # the tiny backbone at MOBILENET's 224 px: the same 7x7x256 grid
+    extract(data, tmp_path / "features", verbose=False, **dict(tiny, size=224))
+    with caplog.at_level("INFO", logger="bneck.pipeline.training.stage"):
+        train(tmp_path / "features", ["dense"], tmp_path / "models", epochs=1, verbose=True)
+    said = caplog.text
+    assert said.index("training dense") < said.index("note: dense flattens the 7x7x256 grid into 12,544 inputs")
