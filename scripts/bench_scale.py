@@ -98,7 +98,9 @@ def one_size(n: int, work: Path, images: Path, args, env: dict, row: dict) -> di
              "--views", "2", "--view-precision", "bfloat16", "--epochs", str(args.finetune_epochs)],
             env, work / "finetune.log",
         )  # fmt: skip
-        row.update(finetune_s=ft["seconds"], finetune_peak_mb=ft["peak_mb"], views_mb=megabytes(cache) - views_before)
+        row.update(finetune_s=ft["seconds"], finetune_peak_mb=ft["peak_mb"])
+        if (views := megabytes(cache) - views_before) > 1 or "views_mb" not in row:  # 0 when cached before
+            row["views_mb"] = views
         row["epoch_s"] = epoch_seconds(tuned, ft["seconds"], args.finetune_epochs)
     return row
 
@@ -133,13 +135,20 @@ def table(rows: list[dict]) -> str:
     headers = ["images", "runtime", "extract ms/img", "extract peak MB", "cache MB", "features MB", "train s",
                "train ms/img", "train peak MB", "streamed", "finetune s/epoch", "ms/img/epoch",
                "finetune peak MB", "views MB"]  # fmt: skip
+
+    def cell(r: dict, key: str, spec: str, per_image: bool = False) -> str:
+        if key not in r:
+            return "-"  # not measured (yet)
+        value = 1000 * r[key] / r["images"] if per_image else r[key]
+        return format(value, spec)
+
     body = [
-        [f"{r['images']:,}", r.get("runtime", "?"), f"{1000 * r['extract_s'] / r['images']:.2f}",
-         f"{r['extract_peak_mb']:,.0f}",
-         f"{r['cache_mb']:,.0f}", f"{r['features_mb']:,.0f}", f"{r['train_s']:.0f}",
-         f"{1000 * r['train_s'] / r['images']:.2f}", f"{r['train_peak_mb']:,.0f}", ",".join(r["streamed"]) or "none",
-         f"{r['epoch_s']:.0f}", f"{1000 * r['epoch_s'] / r['images']:.2f}", f"{r['finetune_peak_mb']:,.0f}",
-         f"{r['views_mb']:,.0f}"]
+        [f"{r['images']:,}", r.get("runtime", "?"), cell(r, "extract_s", ".2f", True),
+         cell(r, "extract_peak_mb", ",.0f"), cell(r, "cache_mb", ",.0f"), cell(r, "features_mb", ",.0f"),
+         cell(r, "train_s", ".0f"),
+         cell(r, "train_s", ".2f", True), cell(r, "train_peak_mb", ",.0f"), ",".join(r.get("streamed", [])) or "none",
+         cell(r, "epoch_s", ".0f"), cell(r, "epoch_s", ".2f", True), cell(r, "finetune_peak_mb", ",.0f"),
+         cell(r, "views_mb", ",.0f")]
         for r in rows
     ]  # fmt: skip
     return format_table(headers, body)
@@ -150,8 +159,9 @@ def flatness(rows: list[dict]) -> str:
     if len(rows) < 2:
         return ""
     a, b = rows[-2], rows[-1]
-    per_image = {k: (a[k] / a["images"], b[k] / b["images"]) for k in ("extract_s", "train_s", "epoch_s", "cache_mb")}
-    peaks = {k: (a[k], b[k]) for k in ("extract_peak_mb", "train_peak_mb", "finetune_peak_mb")}
+    keys = [k for k in ("extract_s", "train_s", "epoch_s", "cache_mb") if k in a and k in b]
+    per_image = {k: (a[k] / a["images"], b[k] / b["images"]) for k in keys}
+    peaks = {k: (a[k], b[k]) for k in ("extract_peak_mb", "train_peak_mb", "finetune_peak_mb") if k in a and k in b}
     parts = [f"{k} per image x{y / x:.2f}" for k, (x, y) in per_image.items() if x]
     parts += [f"{k} x{y / x:.2f}" for k, (x, y) in peaks.items() if x]
     return f"{a['images']:,} -> {b['images']:,} images: " + ", ".join(parts)

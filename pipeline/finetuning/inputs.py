@@ -182,9 +182,8 @@ def _row_files(trunk, data: dict, views: int, tta: bool, rows_folder) -> tuple[d
 
     def row_file(name: str, images: SplitImages, which: list):
         n = len(images.shas)
-        rows = rows_folder.new(
-            name.replace(" ", "-"), n * len(which), trunk.row_shape(images.decode, images.shas, which[0])
-        )
+        shape = trunk.row_shape(images.decode, images.shas, which[0])
+        rows = rows_folder.new(name.replace(" ", "-"), n * len(which), shape, trunk.precision)
         for j, view in enumerate(which):
             trunk.read(images.decode, images.shas, view, lambda first, block, j=j: rows.write(j * n + first, block))
         return rows

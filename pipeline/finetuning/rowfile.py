@@ -27,13 +27,29 @@ from bneck.core.private import make_private_folder
 READ_CHUNK = 1 << 30
 
 
-class RowFile:
-    """``rows`` float32 rows of ``shape`` in one file: filled once in order, then read by index."""
+def to_bfloat16(block: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits (uint16), rounded to nearest even: exact for values already bfloat16."""
+    bits = np.ascontiguousarray(block, np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
 
-    def __init__(self, folder: str, name: str, rows: int, shape: Sequence[int]):
-        self.path = os.path.join(folder, f"{name}.f32")
+
+def from_bfloat16(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (uint16) -> float32, exactly."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+class RowFile:
+    """``rows`` float32 rows of ``shape`` in one file: filled once in order, then read by index.
+
+    ``stored="bfloat16"`` keeps half the bytes, for rows that are bfloat16 values already (views cached
+    with ``--view-precision bfloat16``): read back, they are the same float32 numbers.
+    """
+
+    def __init__(self, folder: str, name: str, rows: int, shape: Sequence[int], stored: str = "float32"):
+        self.path = os.path.join(folder, f"{name}.{'bf16' if stored == 'bfloat16' else 'f32'}")
         self.rows, self.shape = int(rows), tuple(int(d) for d in shape)
-        self.row_bytes = int(np.prod(self.shape, dtype=np.int64)) * 4
+        self.half = stored == "bfloat16"
+        self.row_bytes = int(np.prod(self.shape, dtype=np.int64)) * (2 if self.half else 4)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         os.ftruncate(self._fd, self.rows * self.row_bytes)
 
@@ -48,15 +64,15 @@ class RowFile:
                 f"rows {first}..{first + len(block)} of shape {block.shape[1:]} do not fit "
                 f"{self.rows} rows of shape {self.shape}"
             )
-        os.pwrite(self._fd, block.tobytes(), first * self.row_bytes)
+        os.pwrite(self._fd, (to_bfloat16(block) if self.half else block).tobytes(), first * self.row_bytes)
 
     def take(self, indices: Sequence[int]) -> np.ndarray:
         """Return the rows at ``indices`` (any order, repeats allowed) as a new array."""
-        out = np.empty((len(indices),) + self.shape, np.float32)
+        out = np.empty((len(indices),) + self.shape, np.uint16 if self.half else np.float32)
         flat = out.reshape(len(indices), -1).view(np.uint8)
         for i, index in enumerate(indices):
             flat[i] = np.frombuffer(self._read(int(index) * self.row_bytes, self.row_bytes), np.uint8)
-        return out
+        return from_bfloat16(out) if self.half else out
 
     def __getitem__(self, item: slice) -> np.ndarray:
         """Return consecutive rows (``rows[a:b]``) in one read."""
@@ -65,6 +81,8 @@ class RowFile:
             raise ValueError("RowFile slices take consecutive rows")
         count = max(0, stop - start)
         data = self._read(start * self.row_bytes, count * self.row_bytes)
+        if self.half:
+            return from_bfloat16(np.frombuffer(data, np.uint16).reshape((count,) + self.shape))
         return np.frombuffer(data, np.float32).reshape((count,) + self.shape).copy()
 
     def _read(self, offset: int, size: int) -> bytes:
@@ -124,8 +142,8 @@ class RowFolder:
         self.path = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
         self.files: list[RowFile] = []
 
-    def new(self, name: str, rows: int, shape: Sequence[int]) -> RowFile:
-        self.files.append(RowFile(self.path, name, rows, shape))
+    def new(self, name: str, rows: int, shape: Sequence[int], stored: str = "float32") -> RowFile:
+        self.files.append(RowFile(self.path, name, rows, shape, stored))
         return self.files[-1]
 
     def __enter__(self) -> RowFolder:

@@ -443,3 +443,31 @@ def test_one_view_means_no_augmentation_and_the_record_says_so(tiny_head_dir, ti
     manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
     assert manifest["config"]["augment"] == NO_AUGMENT and manifest["config"]["views"] == 1
     assert done.metrics["cache_frozen"]["views"] == 1
+
+
+@pytest.mark.pure
+def test_bfloat16_views_take_half_the_row_file_and_read_back_exactly(tmp_path):
+    """Issue 28: 100,000 images with --cache-frozen --views 2 wrote a 34 GB float32 row file; views cached
+    at bfloat16 are bfloat16 numbers, so the row file keeps their 16 bits and reads back the same floats."""
+    from bneck.pipeline.finetuning.rowfile import RowFolder, from_bfloat16, to_bfloat16
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(scale=5.0, size=(50, 4, 3)).astype(np.float32)
+    values[0, 0, 0], values[1, 0, 0], values[2, 0, 0] = 0.0, -0.0, 3.0e38  # zero, negative zero, near the top
+    as_bf16 = from_bfloat16(to_bfloat16(values))  # what the cache holds for bfloat16 views
+    # an independent rounding: nearest bfloat16 (of the two neighbours, the closer; ties to even bits)
+    bits = values.view(np.uint32)
+    down, up = (bits & 0xFFFF0000).view(np.float32), ((bits & 0xFFFF0000) + 0x10000).view(np.float32)
+    tie_even = ((bits >> 16) & 1) == 0
+    nearer_down = np.abs(values - down) < np.abs(up - values)
+    tie = np.abs(values - down) == np.abs(up - values)
+    np.testing.assert_array_equal(as_bf16, np.where(nearer_down | (tie & tie_even), down, up))
+    with RowFolder(str(tmp_path)) as folder:
+        half, full = folder.new("half", 50, (4, 3), "bfloat16"), folder.new("full", 50, (4, 3))
+        for rows in (half, full):
+            rows.write(0, as_bf16[:20])
+            rows.write(20, as_bf16[20:])
+        assert os.path.getsize(half.path) * 2 == os.path.getsize(full.path) == 50 * 12 * 4
+        np.testing.assert_array_equal(half[0:50], as_bf16)
+        np.testing.assert_array_equal(half.take([49, 3, 3, 0]), as_bf16[[49, 3, 3, 0]])
+        np.testing.assert_array_equal(half[0:50], full[0:50])
