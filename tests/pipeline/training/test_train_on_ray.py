@@ -18,16 +18,19 @@ pytestmark = pytest.mark.extra("ray")
 
 
 class NotesWhereItFits(LogisticRegression):
-    """scikit-learn's LogisticRegression that writes the Ray node (or "here") each fit ran on."""
+    """scikit-learn's LogisticRegression that writes the Ray node (or "here") each fit ran on into
+    ``notes`` (a parameter: clones carry it to joblib's and Ray's workers, whatever their environment)."""
 
-    notes = ""
+    def __init__(self, notes="", C=1.0, max_iter=3000):
+        super().__init__(C=C, max_iter=max_iter)
+        self.notes = notes
 
     def fit(self, X, y, sample_weight=None):
         import ray
 
         in_a_ray_worker = ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
         where = ray.get_runtime_context().get_node_id() if in_a_ray_worker else "here"
-        with open(os.path.join(os.environ["BNECK_TEST_NOTES"], f"{where}-{os.getpid()}-{time.time_ns()}"), "w"):
+        with open(os.path.join(self.notes, f"{where}-{os.getpid()}-{time.time_ns()}"), "w"):
             pass
         return super().fit(X, y, sample_weight)
 
@@ -45,7 +48,7 @@ def noting(nodes, monkeypatch):
             name="noting-logreg",
             kind="sklearn",
             description="logistic regression that notes where it fits (test only)",
-            factory=lambda seed, counts: NotesWhereItFits(max_iter=3000),
+            factory=lambda seed, counts: NotesWhereItFits(notes=str(notes), max_iter=3000),
             grid={"clf__C": [0.01, 0.1, 1.0]},
             skops_types=(f"{NotesWhereItFits.__module__}.{NotesWhereItFits.__qualname__}",),
         )
