@@ -57,6 +57,18 @@ def _unused(folder: str):
         yield True
 
 
+def _read_meta(meta_path: str):
+    """An entry's meta.json, parsed ({} when damaged or not a file the cache made: `verify_cache` reports
+    it); raises FileNotFoundError or NotADirectoryError when there is none."""
+    try:
+        with open_regular(meta_path, follow_symlinks=False) as handle:
+            return json.loads(read_whole(handle, meta_path, 1 << 20))
+    except (FileNotFoundError, NotADirectoryError):
+        raise
+    except (ValueError, OSError, RecursionError):
+        return {}
+
+
 @dataclass
 class CacheEntry:
     """One extractor's rows in the cache, as listed by ``bneck cache ls``."""
@@ -82,12 +94,9 @@ def list_entries(cache_dir: str) -> list[CacheEntry]:
         if not KEY_NAME.match(key) or os.path.islink(folder):  # not a folder the cache made
             continue
         try:
-            with open_regular(meta_path, follow_symlinks=False) as handle:
-                meta = json.loads(read_whole(handle, meta_path, 1 << 20))
+            meta = _read_meta(meta_path)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        except (ValueError, OSError, RecursionError):
-            meta = {}  # damaged, or not a file the cache made: `verify_cache` reports it
         try:
             chunks = chunk_files(folder)
             shas = set()
@@ -159,10 +168,10 @@ def collect_garbage(cache_dir: str, older_than_days: float | None = None) -> dic
 def _meta_key(meta_path: str) -> str | None:
     """The extractor key an entry's meta.json names (None when it cannot be read as the cache writes it)."""
     try:
-        with open_regular(meta_path, follow_symlinks=False) as handle:
-            return json.loads(read_whole(handle, meta_path, 1 << 20)).get("extractor_key")
-    except (ValueError, OSError, RecursionError, AttributeError):
+        meta = _read_meta(meta_path)
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    return meta.get("extractor_key") if isinstance(meta, dict) else None
 
 
 def drop_entry(folder: str, wait_s: float = 10.0) -> int | None:

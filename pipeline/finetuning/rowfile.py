@@ -22,15 +22,16 @@ import numpy as np
 from bneck.core.atomic import pid_alive
 from bneck.core.files import kind_of
 from bneck.core.private import make_private_folder
+from bneck.features.featurefile.storage import round_to_bfloat16
 
 # The most one pread asks for: Linux returns at most about 2 GB per call.
 READ_CHUNK = 1 << 30
 
 
 def to_bfloat16(block: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bits (uint16), rounded to nearest even: exact for values already bfloat16."""
-    bits = np.ascontiguousarray(block, np.float32).view(np.uint32)
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    """float32 -> bfloat16 bits (uint16), rounded as the cache rounds views (``round_to_bfloat16``):
+    exact for values already bfloat16."""
+    return (round_to_bfloat16(block).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
 
 
 def from_bfloat16(bits: np.ndarray) -> np.ndarray:

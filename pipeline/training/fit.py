@@ -22,7 +22,7 @@ from bneck.pipeline.image_splits import splits_record, write_splits
 from bneck.pipeline.manifests import ClassifierManifest, FeatureFileRef
 from bneck.pipeline.metrics import scores
 from bneck.pipeline.predictions_csv import write_predictions
-from bneck.pipeline.training.classifiers import build_sklearn, build_streamed, get_classifier
+from bneck.pipeline.training.classifiers import build_sklearn, build_streamed, get_classifier, is_keras
 from bneck.pipeline.training.leaderboard import Result
 
 log = logging.getLogger(__name__)
@@ -103,14 +103,14 @@ def _train_keras(name, cfg, fs, streamed, rows, folder, verbose):
     import keras
 
     from bneck.pipeline.plots import training_curves
-    from bneck.pipeline.training.heads import build_head, fit_head, pools_first, proba
+    from bneck.pipeline.training.heads import build_head, fit_head, proba
     from bneck.pipeline.training.sklearn_models import SpatialReshape
 
     keras.utils.set_random_seed(cfg["seed"])
     n_classes = len(fs.class_names)
     # gap-dense's pooling has no weights: on pooled rows (49 times fewer numbers for a 7x7 grid, read
     # block by block) its other layers train in memory whatever the data's size, then go under the pooling
-    pooled = not streamed and pools_first(name, fs.feature_shape)
+    pooled = not streamed and trains_on_pooled_rows(name, cfg, fs.feature_shape)
     load = (lambda split: fs.reduced(split, SpatialReshape("avg"), rows)) if pooled else fs.load
     model = build_head(
         name, (fs.feature_shape[-1],) if pooled else fs.feature_shape, n_classes, cfg["units"], cfg["dropout"]
@@ -191,14 +191,24 @@ def _feasible(grid, fitted_on: int):
     return {**grid, "clf__n_neighbors": [v for v in values if v <= fitted_on] or [min(values)]}
 
 
-def _pooled_tail(pipe, fs: FeatureSet, rows: int):
-    """When ``pipe`` starts by pooling a spatial grid: (the pooling step fitted, the rest of the pipeline,
-    a loader of pooled rows read in blocks), so the full features are never in memory; else (None, pipe,
-    fs.load)."""
+def trains_on_pooled_rows(name: str, cfg: dict, feature_shape: tuple) -> bool:
+    """Whether classifier ``name`` (options ``cfg``) starts by pooling a spatial grid that has no weights
+    to learn, so it trains on the pooled rows: gap-dense, and scikit-learn models that do not flatten."""
+    from bneck.pipeline.training.heads import pools_first
+
+    if is_keras(name):
+        return pools_first(name, feature_shape)
+    return cfg.get("reshape") != "flatten" and len(feature_shape) >= 2
+
+
+def _pooled_tail(pipe, fs: FeatureSet, rows: int, pooled: bool):
+    """When ``pooled`` (``pipe`` starts by pooling the grid): (the pooling step fitted, the rest of the
+    pipeline, a loader of pooled rows read in blocks), so the full features are never in memory; else
+    (None, pipe, fs.load)."""
     from sklearn.pipeline import Pipeline
 
     reshape = pipe.steps[0][1]
-    if reshape.mode == "flatten" or len(fs.feature_shape) < 2:
+    if not pooled:
         return None, pipe, fs.load
     reshape.fit(np.zeros((1, *fs.feature_shape), np.float32))
     return reshape, Pipeline(pipe.steps[1:]), lambda split: fs.reduced(split, reshape, rows)
@@ -219,7 +229,7 @@ def _train_sklearn(name, cfg, fs, streamed, rows, folder, verbose):
     else:
         counts = np.bincount(fs.labels("train"), minlength=len(fs.class_names))
         pipe = build_sklearn(name, cfg["reshape"], cfg["pca"], cfg["seed"], counts)
-        pooling, tail, load = _pooled_tail(pipe, fs, rows)
+        pooling, tail, load = _pooled_tail(pipe, fs, rows, trains_on_pooled_rows(name, cfg, fs.feature_shape))
         if cfg["search"]:
             tail, extra = _search(name, tail, cfg, load)
             if verbose:

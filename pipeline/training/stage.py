@@ -25,8 +25,8 @@ from bneck.pipeline.data import IN_MEMORY_FACTOR, check_budget, open_feature_set
 from bneck.pipeline.manifests import ClassifierManifest
 from bneck.pipeline.training.checks import check_data, validate_classifiers
 from bneck.pipeline.training.classifiers import build_streamed, is_keras
-from bneck.pipeline.training.fit import fit_classifier
-from bneck.pipeline.training.heads import large_dense_note, pools_first
+from bneck.pipeline.training.fit import fit_classifier, trains_on_pooled_rows
+from bneck.pipeline.training.heads import large_dense_note
 from bneck.pipeline.training.leaderboard import Leaderboard, Result, write_leaderboard
 from bneck.pipeline.training.options import TRAIN, classifier_config
 from bneck.pipeline.training.parallel import candidates_backend
@@ -120,9 +120,7 @@ def _streams(name: str, cfg: dict, fs, max_memory: int | None, verbose: bool) ->
     other model the whole features.
     Without --max-memory the choice is bneck's (``check_budget``), and it says so when it streams."""
     total = sum(fs.nbytes(s) for s in fs.files)
-    pooled = pools_first(name, fs.feature_shape) or (
-        not is_keras(name) and cfg.get("reshape") != "flatten" and len(fs.feature_shape) >= 2
-    )
+    pooled = trains_on_pooled_rows(name, cfg, fs.feature_shape)
     need = total // int(np.prod(fs.feature_shape[:-1])) if pooled else total
     streamed = check_budget(need, max_memory)
     if streamed and verbose:
