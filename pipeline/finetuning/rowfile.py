@@ -5,7 +5,10 @@ training image. Held in memory, that grows with the data (MobileNetV2-0.5 cut at
 ``block_13_expand``, 4 views: 150 kB per training image, 3 GB for 20,000 images).
 A ``RowFile`` is one flat float32 file, written once in order from the feature cache's
 verified rows and then read with ``pread`` a block at a time, so resident memory stays
-a few blocks whatever the number of images. The file lives in a private temporary
+a few blocks whatever the number of images. An epoch asks for its rows in a shuffled
+order: ``take`` reads them in file order with a few threads and the training loop reads
+the next block while it trains on this one, so a file larger than the page cache costs
+the disk's time only where it exceeds the model's. The file lives in a private temporary
 folder and is removed when the fine-tune ends.
 """
 
@@ -16,6 +19,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -26,6 +30,10 @@ from bneck.features.featurefile.storage import round_to_bfloat16
 
 # The most one pread asks for: Linux returns at most about 2 GB per call.
 READ_CHUNK = 1 << 30
+# Threads reading one ``take``. Random reads of 94 kB rows from a 20 GB file on this machine's disk
+# (rows in random order, read-ahead on: 0.58 ms a row; read-ahead off, in file order, 4 threads: 0.15 ms;
+# 2 threads 0.25 ms, 8 threads 0.44 ms).
+READERS = 4
 
 
 def to_bfloat16(block: np.ndarray) -> np.ndarray:
@@ -53,6 +61,9 @@ class RowFile:
         self.row_bytes = int(np.prod(self.shape, dtype=np.int64)) * (2 if self.half else 4)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         os.ftruncate(self._fd, self.rows * self.row_bytes)
+        if hasattr(os, "posix_fadvise"):  # read by index: the kernel's read-ahead would fetch rows nobody asked for
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
+        self._pool: ThreadPoolExecutor | None = None
 
     def __len__(self) -> int:
         return self.rows
@@ -68,12 +79,36 @@ class RowFile:
         os.pwrite(self._fd, (to_bfloat16(block) if self.half else block).tobytes(), first * self.row_bytes)
 
     def take(self, indices: Sequence[int]) -> np.ndarray:
-        """Return the rows at ``indices`` (any order, repeats allowed) as a new array."""
-        out = np.empty((len(indices),) + self.shape, np.uint16 if self.half else np.float32)
-        flat = out.reshape(len(indices), -1).view(np.uint8)
-        for i, index in enumerate(indices):
-            flat[i] = np.frombuffer(self._read(int(index) * self.row_bytes, self.row_bytes), np.uint8)
+        """Return the rows at ``indices`` (any order, repeats allowed) as a new array.
+
+        The rows are read in file order, runs of consecutive rows in one read, by ``READERS`` threads
+        at once: a shuffled epoch over a file larger than the page cache waits on the disk, not Python."""
+        wanted = np.asarray(indices, np.int64).reshape(-1)
+        if len(wanted) and (wanted.min() < 0 or wanted.max() >= self.rows):
+            raise IndexError(f"row indices must be in 0..{self.rows - 1}; received {wanted.min()}..{wanted.max()}")
+        out = np.empty((len(wanted),) + self.shape, np.uint16 if self.half else np.float32)
+        flat = out.reshape(len(wanted), self.row_bytes // out.itemsize).view(np.uint8)
+        order = np.argsort(wanted, kind="stable")
+        ascending = wanted[order]
+        bounds = np.flatnonzero(np.diff(ascending) > 1) + 1  # where a run of consecutive rows ends
+        runs = list(zip(np.r_[0, bounds], np.r_[bounds, len(wanted)])) if len(wanted) else []
+
+        def read(part: list) -> None:
+            for lo, hi in part:
+                first, count = int(ascending[lo]), int(ascending[hi - 1] - ascending[lo]) + 1
+                data = np.frombuffer(self._read(first * self.row_bytes, count * self.row_bytes), np.uint8)
+                flat[order[lo:hi]] = data.reshape(count, self.row_bytes)[ascending[lo:hi] - first]
+
+        if len(runs) < 2 * READERS:
+            read(runs)
+        else:
+            list(self._readers().map(read, [runs[i::READERS] for i in range(READERS)]))
         return from_bfloat16(out) if self.half else out
+
+    def _readers(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="bneck-rows")
+        return self._pool
 
     def __getitem__(self, item: slice) -> np.ndarray:
         """Return consecutive rows (``rows[a:b]``) in one read."""
@@ -97,6 +132,9 @@ class RowFile:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -279,9 +279,8 @@ def _streamed_epoch(model, x, y, xv, yv, opts: FitOptions):
         order = order.numpy()
         rows = order + view.numpy()[order] * n if views > 1 else order
         total_loss = total_right = 0.0
-        block = BLOCK_BATCHES * batch_size
-        for lo in range(0, n, block):
-            loss, right = run_block(tf.constant(x.take(rows[lo : lo + block])), tf.constant(y[order[lo : lo + block]]))
+        for lo, xs in _read_ahead(x, rows, BLOCK_BATCHES * batch_size):
+            loss, right = run_block(tf.constant(xs), tf.constant(y[order[lo : lo + len(xs)]]))
             total_loss, total_right = total_loss + float(loss), total_right + float(right)
         return total_loss / n, total_right / n
 
@@ -296,6 +295,22 @@ def _streamed_epoch(model, x, y, xv, yv, opts: FitOptions):
         return total_loss / n_val, total_right / n_val
 
     return run_epoch, evaluate
+
+
+def _read_ahead(x, rows: np.ndarray, block: int):
+    """Yield (start, ``x.take(rows[start : start + block])``) block by block, the next block read by a
+    thread while the caller trains on this one: the disk's time hides behind the model's (one block more
+    in memory)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = range(0, len(rows), block)
+    with ThreadPoolExecutor(1, thread_name_prefix="bneck-read-ahead") as reader:
+        pending = reader.submit(x.take, rows[:block]) if len(starts) else None
+        for lo in starts:
+            xs = pending.result()
+            if lo + block < len(rows):
+                pending = reader.submit(x.take, rows[lo + block : lo + 2 * block])
+            yield lo, xs
 
 
 def _train_epochs(model, run_epoch, evaluate, opts: FitOptions, on_epoch) -> dict:

@@ -137,8 +137,12 @@ def test_an_unknown_schedule_is_refused():
         fast_fit(_model(), x, y, x, y, epochs=1, batch_size=8, optimizer="sgd", lr=0.1, seed=0, schedule="step")
 
 
-def test_rows_streamed_from_disk_give_the_same_history_as_rows_in_memory(tmp_path):
+@pytest.mark.parametrize("block_batches", [32, 3])  # one block an epoch; 9 blocks, each read while one trains
+def test_rows_streamed_from_disk_give_the_same_history_as_rows_in_memory(tmp_path, monkeypatch, block_batches):
     from bneck.pipeline.finetuning.rowfile import RowFolder
+    from bneck.pipeline.training import fastfit
+
+    monkeypatch.setattr(fastfit, "BLOCK_BATCHES", block_batches)
 
     x, y = _problem(200)
     xv, yv = _problem(70, 1)
@@ -174,6 +178,31 @@ def test_a_row_file_reads_back_what_was_written_in_any_order(tmp_path, monkeypat
         assert len(rows) == 50 and os.stat(rows.path).st_mode & 0o077 == 0  # private to this user
         with pytest.raises(ValueError, match="do not fit"):
             rows.write(45, data[:10])
+        with pytest.raises(IndexError, match="0..49"):
+            rows.take([3, 50])
+
+
+@pytest.mark.parametrize("stored", ["float32", "bfloat16"])
+def test_a_shuffled_take_of_many_runs_equals_indexing_in_memory(tmp_path, stored):
+    """take() reads in file order, runs of consecutive rows at once, on several threads: whatever the
+    order, the repeats and the runs asked for, it returns exactly rows[indices]."""
+    from bneck.pipeline.finetuning.rowfile import RowFolder, from_bfloat16, to_bfloat16
+
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(3000, 5, 7)).astype(np.float32)
+    expected = from_bfloat16(to_bfloat16(data)) if stored == "bfloat16" else data
+    with RowFolder(str(tmp_path)) as folder:
+        rows = folder.new("x", len(data), (5, 7), stored)
+        rows.write(0, data)
+        for picked in (
+            rng.permutation(3000)[:1024],  # an epoch's block: hundreds of runs, read by the threads
+            np.r_[np.arange(100, 400), rng.integers(0, 3000, 50), np.arange(2990, 3000)],  # long runs, repeats
+            rng.integers(0, 3000, 5000),  # more rows than the file, repeats everywhere
+            np.arange(0),
+        ):
+            got = rows.take(picked)
+            assert got.shape == (len(picked), 5, 7) and got.dtype == np.float32
+            np.testing.assert_array_equal(got, expected[picked])
 
 
 @pytest.mark.parametrize("plant", ["link", "file"])
