@@ -139,7 +139,7 @@ def feature_set_domain(fs, rows: int = 512) -> Domain | None:
     if "validation" not in fs.files:
         return None
     if "domain" not in fs._loaded:
-        parts = [(pooled(x), y) for x, y in fs.blocks("validation", rows)]
+        parts = [(pooled(x), y) for x, y in fs.blocks("validation", fs.reduce_rows(rows))]
         vectors = np.concatenate([v for v, _ in parts]) if parts else np.zeros((0, 1))
         labels = np.concatenate([y for _, y in parts]) if parts else np.zeros(0, np.int64)
         fs._loaded["domain"] = calibrate(vectors, labels, len(fs.class_names))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,8 +44,11 @@ def to_bfloat16(block: np.ndarray) -> np.ndarray:
 
 
 def from_bfloat16(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 bits (uint16) -> float32, exactly."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    """bfloat16 bits (uint16) -> float32, exactly: the bits become each float's upper half, written in
+    place (no 32-bit temporaries: a block of rows costs its float32 result and nothing more)."""
+    out = np.zeros(bits.shape, np.float32)
+    out.view(np.uint16).reshape(bits.shape + (2,))[..., 1 if sys.byteorder == "little" else 0] = bits
+    return out
 
 
 class RowFile:

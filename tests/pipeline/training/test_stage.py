@@ -255,6 +255,25 @@ def test_pooling_as_it_reads_fits_what_scikit_learn_fits_on_the_whole_features(f
     np.testing.assert_allclose(got, independent.predict_proba(pool(test_set)), rtol=0, atol=1e-6)
 
 
+def test_pooled_rows_are_read_in_small_blocks_whatever_the_budget(features_dir, monkeypatch):
+    """Pooling reads at most REDUCE_BLOCK_BYTES of features at once (issue 28: blocks of a quarter of the
+    budget held 800 MB while 100,000 images were pooled) and fills one array: the rows pooled whole."""
+    import bneck.pipeline.data as data
+    from bneck.pipeline.training.sklearn_models import SpatialReshape
+
+    fs = open_feature_set(features_dir)
+    row_bytes = 4 * int(np.prod(fs.feature_shape))
+    monkeypatch.setattr(data, "REDUCE_BLOCK_BYTES", 7 * row_bytes)
+    sizes, blocks = [], fs.blocks
+    monkeypatch.setattr(fs, "blocks", lambda *a, **k: (sizes.append(len(b[0])) or b for b in blocks(*a, **k)))
+    x, y = fs.reduced("train", SpatialReshape("avg"), rows=10**6)
+    whole = read_features(str(features_dir / "train.h5"))
+    pooled = whole.features.astype(np.float32).reshape(len(y), -1, fs.feature_shape[-1]).mean(axis=1)
+    np.testing.assert_allclose(x, pooled, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(y, whole.labels)
+    assert max(sizes) == 7 and sum(sizes) == len(y) and not x.flags.writeable
+
+
 def test_without_max_memory_training_streams_what_would_not_fit_and_says_so(
     features_dir, tmp_path, monkeypatch, caplog
 ):
