@@ -245,6 +245,24 @@ def _compiled_epoch(model, x, y, xv, yv, opts: FitOptions):
     return (lambda epoch: run_epoch(tf.constant(epoch))), evaluate
 
 
+class ArrayRows:
+    """An array in memory as a row source (``take``, ``[a:b]``, ``len``): ``fast_fit`` then reads it a block
+    at a time, in the same order, instead of copying it whole into TensorFlow (1.75 times its size: at
+    100,000 images, 140 MB more for the pooled rows of a small head, every byte of it growing with the data)."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, indices) -> np.ndarray:
+        return self.x[np.asarray(indices)]
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        return self.x[item]
+
+
 # Batches read from a row source per call of the compiled block loop.
 BLOCK_BATCHES = 32
 

@@ -92,11 +92,11 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
 
 def proba(model, x, batch_size: int = 256) -> np.ndarray:
     """Return (N, C) class probabilities for in-memory features or a block iterator."""
-    if isinstance(x, np.ndarray):
-        out = model.predict(x, batch_size=batch_size, verbose=0)
-    else:  # streamed blocks of varying size: plain calls, no per-shape retracing
-        out = np.concatenate([np.asarray(model(block, training=False)) for block in x])
-    return class_probabilities(out)
+    if isinstance(x, np.ndarray):  # batches of the array: predict() would copy it whole into a dataset first
+        x = [x[start : start + batch_size] for start in range(0, len(x), batch_size)]
+    # blocks of varying size: plain calls, no per-shape retracing
+    out = [np.asarray(model(block, training=False)) for block in x]
+    return class_probabilities(np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32))
 
 
 def h5_batches(fs: FeatureSet, split: str, batch_size: int, shuffle: bool, seed: int):
@@ -167,14 +167,14 @@ def fit_head(
             verbose=0,
         )
         return history.history
-    from bneck.pipeline.training.fastfit import fast_fit
+    from bneck.pipeline.training.fastfit import ArrayRows, fast_fit
 
     (x, y), (xv, yv) = train, validation
     return fast_fit(
         model,
-        x,
+        ArrayRows(x),  # read a block at a time: a whole copy in TensorFlow would cost 1.75 times the array
         y,
-        xv,
+        ArrayRows(xv),
         yv,
         epochs=cfg["epochs"],
         batch_size=cfg["batch_size"],

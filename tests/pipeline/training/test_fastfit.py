@@ -163,6 +163,31 @@ def test_rows_streamed_from_disk_give_the_same_history_as_rows_in_memory(tmp_pat
     assert not os.path.exists(path)  # the row files are removed with their folder
 
 
+def test_an_array_read_a_block_at_a_time_gives_the_history_of_the_array_copied_whole(monkeypatch):
+    """Stage 2's heads feed their arrays as ``ArrayRows`` (blocks, no whole copy in TensorFlow): the
+    same epochs as the compiled in-memory path."""
+    from bneck.pipeline.training import fastfit
+    from bneck.pipeline.training.fastfit import ArrayRows
+
+    monkeypatch.setattr(fastfit, "BLOCK_BATCHES", 4)
+    x, y = _problem(300)
+    xv, yv = _problem(90, 1)
+    options = dict(epochs=3, batch_size=16, optimizer="sgd", lr=0.05, momentum=0.9, seed=2, eval_batch=32)
+    whole = fast_fit(_model(), x, y, xv, yv, **options)
+    blocks = fast_fit(_model(), ArrayRows(x), y, ArrayRows(xv), yv, **options)
+    for key in whole:
+        np.testing.assert_allclose(blocks[key], whole[key], rtol=1e-5, atol=1e-6)
+
+
+def test_head_probabilities_come_in_batches_equal_to_keras_predict():
+    from bneck.pipeline.training.heads import proba
+
+    model = _model(classes=3)
+    x, _ = _problem(700)
+    np.testing.assert_allclose(proba(model, x, batch_size=256), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert proba(model, x[:0]).shape == (0, 3)
+
+
 def test_a_row_file_reads_back_what_was_written_in_any_order(tmp_path, monkeypatch):
     from bneck.pipeline.finetuning import rowfile
     from bneck.pipeline.finetuning.rowfile import RowFolder
