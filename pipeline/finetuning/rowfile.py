@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from bneck.core.atomic import pid_alive
+from bneck.core.errors import FeatureFileError
 from bneck.core.files import kind_of
 from bneck.core.private import make_private_folder
 from bneck.features.featurefile.storage import round_to_bfloat16
@@ -87,9 +88,14 @@ class RowFile:
 
         The rows are read in file order, runs of consecutive rows in one read, by ``READERS`` threads
         at once: a shuffled epoch over a file larger than the page cache waits on the disk, not Python."""
-        wanted = np.asarray(indices, np.int64).reshape(-1)
+        wanted = np.asarray(indices)
+        if wanted.ndim != 1 or (wanted.size and wanted.dtype.kind not in "iu"):
+            raise IndexError(
+                f"row indices must be one sequence of integers; received {wanted.dtype} values of shape {wanted.shape}"
+            )
         if len(wanted) and (wanted.min() < 0 or wanted.max() >= self.rows):
             raise IndexError(f"row indices must be in 0..{self.rows - 1}; received {wanted.min()}..{wanted.max()}")
+        wanted = wanted.astype(np.int64)
         out = np.empty((len(wanted),) + self.shape, np.uint16 if self.half else np.float32)
         flat = out.reshape(len(wanted), self.row_bytes // out.itemsize).view(np.uint8)
         order = np.argsort(wanted, kind="stable")
@@ -116,6 +122,8 @@ class RowFile:
 
     def __getitem__(self, item: slice) -> np.ndarray:
         """Return consecutive rows (``rows[a:b]``) in one read."""
+        if not isinstance(item, slice):
+            raise TypeError(f"a RowFile gives consecutive rows by a slice (rows[a:b]), others by take(); not {item!r}")
         start, stop, step = item.indices(self.rows)
         if step != 1:
             raise ValueError("RowFile slices take consecutive rows")
@@ -130,7 +138,11 @@ class RowFile:
         while done < size:
             part = os.pread(self._fd, min(size - done, READ_CHUNK), offset + done)
             if not part:
-                raise OSError(f"{self.path}: read {done} of {size} bytes at {offset} (file truncated?)")
+                raise FeatureFileError(
+                    f"{self.path}, the fine-tune's temporary row file, ended while it was read (read {done} of "
+                    f"{size} bytes at byte {offset}): something truncated or replaced it while the fine-tune "
+                    "ran. Nothing of this fine-tune was saved; run it again (the views stay in the cache)."
+                )
             parts.append(part)
             done += len(part)
         return parts[0] if len(parts) == 1 else b"".join(parts)

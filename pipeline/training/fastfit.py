@@ -300,7 +300,7 @@ def _streamed_epoch(model, x, y, xv, yv, opts: FitOptions):
         for lo, xs in _read_ahead(x, rows, BLOCK_BATCHES * batch_size):
             loss, right = run_block(tf.constant(xs), tf.constant(y[order[lo : lo + len(xs)]]))
             total_loss, total_right = total_loss + float(loss), total_right + float(right)
-        return total_loss / n, total_right / n
+        return _means(total_loss, total_right, n)
 
     def evaluate():
         total_loss = total_right = 0.0
@@ -310,9 +310,14 @@ def _streamed_epoch(model, x, y, xv, yv, opts: FitOptions):
                 tf.constant(np.asarray(yv[lo : lo + opts.eval_batch], np.int32)),
             )
             total_loss, total_right = total_loss + float(loss), total_right + float(right)
-        return total_loss / n_val, total_right / n_val
+        return _means(total_loss, total_right, n_val)
 
     return run_epoch, evaluate
+
+
+def _means(total_loss: float, total_right: float, n: int) -> tuple[float, float]:
+    """Mean loss and accuracy over ``n`` examples; NaN for none, as the in-memory path gives."""
+    return (total_loss / n, total_right / n) if n else (math.nan, math.nan)
 
 
 def _read_ahead(x, rows: np.ndarray, block: int):

@@ -207,6 +207,41 @@ def test_a_row_file_reads_back_what_was_written_in_any_order(tmp_path, monkeypat
             rows.take([3, 50])
 
 
+def test_a_row_file_cut_short_while_read_is_one_paragraph_and_odd_indices_are_refused(tmp_path):
+    """Found by an attack: a row file truncated mid-epoch ended the fine-tune in a traceback; floats,
+    booleans and 2-D indices were read as other rows."""
+    from bneck.core.errors import FeatureFileError
+    from bneck.pipeline.finetuning.rowfile import RowFolder
+
+    data = np.arange(40 * 6, dtype=np.float32).reshape(40, 6)
+    with RowFolder(str(tmp_path)) as folder:
+        rows = folder.new("x", 40, (6,))
+        rows.write(0, data)
+        for odd in ([1.7, 2.2], np.array([True] + [False] * 9), ["1"], [[1, 2], [3, 4]], 3):
+            with pytest.raises(IndexError, match="one sequence of integers"):
+                rows.take(odd)
+        with pytest.raises(IndexError, match="0..39"):
+            rows.take(np.array([2**63], np.uint64))
+        with pytest.raises(TypeError, match="by a slice"):
+            rows[3]
+        np.testing.assert_array_equal(rows.take(np.array([3, 1], np.uint8)), data[[3, 1]])
+        os.truncate(rows.path, 10 * 6 * 4)
+        np.testing.assert_array_equal(rows.take(list(range(10))), data[:10])  # rows before the cut
+        for read in (lambda: rows.take(list(range(0, 40, 3))), lambda: rows[5:20]):
+            with pytest.raises(FeatureFileError, match="temporary row file, ended while it was read"):
+                read()
+
+
+def test_an_empty_split_gives_nan_from_a_row_source_as_from_an_array():
+    from bneck.pipeline.training.fastfit import ArrayRows
+
+    x, y = _problem(40)
+    options = dict(epochs=1, batch_size=8, optimizer="sgd", lr=0.1, seed=0)
+    whole = fast_fit(_model(), x, y, x[:0], y[:0], **options)
+    rows = fast_fit(_model(), ArrayRows(x), y, ArrayRows(x[:0]), y[:0], **options)
+    assert np.isnan(whole["val_loss"][0]) and np.isnan(rows["val_loss"][0]) and np.isnan(rows["val_accuracy"][0])
+
+
 @pytest.mark.parametrize("stored", ["float32", "bfloat16"])
 def test_a_shuffled_take_of_many_runs_equals_indexing_in_memory(tmp_path, stored):
     """take() reads in file order, runs of consecutive rows at once, on several threads: whatever the
