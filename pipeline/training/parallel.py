@@ -34,7 +34,9 @@ def candidates_backend(engine: str, address: str | None, needed: bool):
     register_ray()
     logging.getLogger("ray.util.multiprocessing.pool").setLevel(logging.ERROR)  # joblib's 'context' note
     try:
-        with joblib.parallel_backend("ray"):
+        # one CPU per pool actor (Ray's default is none, which packs them on one node): a fit holds a CPU
+        # while it runs, so the candidates go wherever the cluster has CPUs, every node included
+        with joblib.parallel_backend("ray", ray_remote_args={"num_cpus": 1}):
             yield
     finally:
         if started_here:
