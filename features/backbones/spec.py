@@ -19,9 +19,9 @@ INTERPOLATION = "pil-bilinear"
 
 POOLS = ("none", "avg", "max")
 DTYPES = ("float32", "float16")
-# What a record may say besides: "bfloat16", fine-tuning views, stored float32 rounded to
-# bfloat16 (``featurefile.storage``). Never a choice of `bneck extract`.
-RECORDED_DTYPES = DTYPES + ("bfloat16",)
+# What a record may say besides: "bfloat16" or "e8m5", fine-tuning views stored float32 rounded
+# (``featurefile.storage.ROUNDED_DTYPES``). Never a choice of `bneck extract`.
+RECORDED_DTYPES = DTYPES + ("bfloat16", "e8m5")
 
 KEY_FIELDS = (
     "schema_version",

@@ -34,7 +34,7 @@ from bneck.features.cache.rows import (
     chunk_files,
     read_rows_file,
 )
-from bneck.features.featurefile.storage import BFLOAT16, row_dataset_options
+from bneck.features.featurefile.storage import ROUNDED_DTYPES, row_dataset_options
 
 
 @contextmanager
@@ -224,7 +224,7 @@ def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
     name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-merged.h5"
     with atomic_target(os.path.join(entry.folder, name)) as tmp:
         with h5py.File(tmp, "w") as out:
-            shuffle = entry.meta.get("dtype") == BFLOAT16
+            shuffle = entry.meta.get("dtype") in ROUNDED_DTYPES
             options = row_dataset_options(total, row_shape, dtype.itemsize, shuffle)
             feats = out.create_dataset("features", shape=(total,) + row_shape, dtype=dtype, **options)
             digest, start = RowsDigest(), 0

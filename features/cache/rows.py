@@ -46,7 +46,7 @@ from bneck.features.cache.chunks import (  # noqa: F401 - re-exported: where the
     write_rows_file,
 )
 from bneck.features.cache.in_use import hold_in_use
-from bneck.features.featurefile.storage import BFLOAT16, round_to_bfloat16
+from bneck.features.featurefile.storage import ROUNDED_DTYPES, round_rows
 
 LOCK_TIMEOUT_S = 600
 
@@ -240,15 +240,14 @@ class RowCache:
         return sha in self._index
 
     def commit(self, shas: list[str], feats: np.ndarray) -> None:
-        """Store rows for ``shas`` as a new chunk, atomically (rounded to bfloat16 first when the
+        """Store rows for ``shas`` as a new chunk, atomically (rounded first when the
         entry's dtype says so: fine-tuning views, see ``featurefile.storage``)."""
         self.refuse_writing(len(shas))
         name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
         path = os.path.join(self.folder, name)
         self._write_meta()
-        rounded = self.spec.dtype == BFLOAT16
-        rows = round_to_bfloat16(feats) if rounded else feats
-        write_rows_file(path, self.spec.key, list(shas), rows, shuffle=rounded)
+        rows = round_rows(feats, self.spec.dtype)
+        write_rows_file(path, self.spec.key, list(shas), rows, shuffle=self.spec.dtype in ROUNDED_DTYPES)
         self._scanned.add(path)
         for row, sha in enumerate(shas):
             self._index.setdefault(sha, (path, row))

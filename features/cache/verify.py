@@ -7,7 +7,8 @@ chunk with matching checksums). Recomputing is the check that can: for each cach
 entry, N rows whose images are found under the given data folders (by sha256) are
 computed again with the reference runtime, TensorFlow in fp32 (an augmented view
 with its recorded transform; int8 rows with the cached int8 model), and compared
-with the stored rows within ``equivalence.TOLERANCE``.
+with the stored rows within ``equivalence.TOLERANCE`` (plus, for views stored rounded, the largest
+error their rounding makes: ``featurefile.storage.rounding_error``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from bneck.features.backbones.model_file import backbone_for
 from bneck.features.backbones.resolve import spec_from_record
 from bneck.features.cache.maintenance import CacheEntry, list_entries
 from bneck.features.cache.rows import RowCache, chunk_files, read_rows_file
-from bneck.features.featurefile.storage import BFLOAT16
+from bneck.features.featurefile.storage import ROUNDED_DTYPES, rounding_error
 from bneck.features.images.batches import decoded_batches
 from bneck.features.images.dataset import is_image_name, is_visible
 from bneck.features.runtimes.equivalence import TOLERANCE, relative_differences
@@ -87,7 +88,7 @@ def _reference(spec, cache_dir: str, sample):
         except BneckError as exc:  # never checked by this user here: cannot serve as a reference
             raise LookupError(f"its {precision} model cannot be used here ({str(exc)[:160]})") from None
         return lambda batch, shas: model(batch)
-    if spec.augmentation is not None or spec.dtype == BFLOAT16:  # a fine-tuning view
+    if spec.augmentation is not None or spec.dtype in ROUNDED_DTYPES:  # a fine-tuning view
         from bneck.features.backbones.feature_model import build_base, cut_model
         from bneck.features.views.rows import TrunkViews, parse_view
 
@@ -120,7 +121,7 @@ def _check_entry(
     check = RecomputeCheck(
         entry.key,
         f"{meta.get('backbone')} layer={meta.get('layer')} pool={meta.get('pool')}"
-        f"{' augmented view' if meta.get('augmentation') else ' view 0' if meta.get('dtype') == BFLOAT16 else ''}"
+        f"{' augmented view' if meta.get('augmentation') else ' view 0' if meta.get('dtype') in ROUNDED_DTYPES else ''}"
         f"{' int8' if meta.get('quantization') else ''}",
     )
     try:
@@ -154,7 +155,8 @@ def _check_entry(
     stored = np.concatenate(stored)[[sample.index(s) for s in kept]]
     diffs = relative_differences(np.concatenate(fresh), stored) if kept else np.zeros(0)
     check.checked, check.worst = len(kept), float(diffs.max(initial=0.0))
-    check.differing = [sha for sha, d in zip(kept, diffs) if d > tolerance]
+    allowed = tolerance + rounding_error(spec.dtype)  # views stored rounded differ from the network by that much
+    check.differing = [sha for sha, d in zip(kept, diffs) if d > allowed]
     return check
 
 

@@ -5,10 +5,11 @@ whole rows, about 1 MB each, compressed with deflate level 1 (gzip: in every HDF
 files), lossless. Rows after a ReLU are mostly zeros: MobileNetV2's ``out_relu`` rows (88 %
 zeros) take 0.17 of their size; rows without zeros about 0.93 (``scripts/bench_storage.py``).
 
-Fine-tuning views stored with ``--view-precision bfloat16`` (``spec.dtype == "bfloat16"``)
-are rounded to bfloat16 first (8 significant bits, a relative error of at most 2**-8,
-inside ``equivalence.TOLERANCE``), kept float32 and byte-shuffled before deflate: 0.31 to
-0.37 of their size.
+Fine-tuning views stored with ``--view-precision bfloat16`` or ``e8m5`` (``spec.dtype``) are
+rounded first (``ROUNDED_DTYPES``: bfloat16 keeps 8 significant bits, a relative error of at most
+2**-8, inside ``equivalence.TOLERANCE``; e8m5 keeps bfloat16's exponent and 6 significant bits, at
+most 2**-6), kept float32 with their low bits zero and byte-shuffled before deflate: bfloat16 0.37,
+e8m5 0.31 of MobileNetV2's dense ``block_5_add`` rows (``scripts/bench_storage.py``).
 
 Read: every dataset may use deflate and shuffle only (any other filter would be a plugin,
 that is code, or a format this module never writes), its chunks hold at most
@@ -27,6 +28,10 @@ import numpy as np
 from bneck.core.errors import FeatureFileError
 
 BFLOAT16 = "bfloat16"
+E8M5 = "e8m5"
+# What fine-tuning views may be rounded to, by the explicit mantissa bits each keeps (float32 has 23;
+# both keep float32's 8 exponent bits, so the rounded values are exact in bfloat16).
+ROUNDED_DTYPES = {BFLOAT16: 7, E8M5: 5}
 DEFLATE_LEVEL = 1
 CHUNK_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 64 << 20
@@ -79,15 +84,32 @@ def write_rows(group: h5py.Group, name: str, rows: np.ndarray, shuffle: bool = F
     return group.create_dataset(name, data=rows, **options)
 
 
-def round_to_bfloat16(rows: np.ndarray) -> np.ndarray:
-    """Return float32 ``rows`` rounded to the nearest bfloat16 (ties to even), still float32.
+def round_mantissa(rows: np.ndarray, bits: int) -> np.ndarray:
+    """Return float32 ``rows`` rounded to ``bits`` explicit mantissa bits (ties to even), still float32.
 
     NaN and infinity stay what they are; finite values that round beyond float32's range
     become infinity, as a bfloat16 cast does."""
-    bits = np.ascontiguousarray(rows, dtype=np.float32).view(np.uint32)
-    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
-    special = (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000)  # NaN and infinity: unchanged
-    return np.where(special, bits, rounded).view(np.float32)
+    drop = np.uint32(23 - bits)
+    low = np.uint32((1 << (23 - bits)) - 1)
+    words = np.ascontiguousarray(rows, dtype=np.float32).view(np.uint32)
+    rounded = (words + (low >> np.uint32(1)) + ((words >> drop) & np.uint32(1))) & ~low
+    special = (words & np.uint32(0x7F800000)) == np.uint32(0x7F800000)  # NaN and infinity: unchanged
+    return np.where(special, words, rounded).view(np.float32)
+
+
+def round_to_bfloat16(rows: np.ndarray) -> np.ndarray:
+    """Return float32 ``rows`` rounded to the nearest bfloat16 (ties to even), still float32."""
+    return round_mantissa(rows, ROUNDED_DTYPES[BFLOAT16])
+
+
+def round_rows(rows: np.ndarray, dtype: str) -> np.ndarray:
+    """Return ``rows`` as an entry of ``dtype`` stores them: rounded for ``ROUNDED_DTYPES``, else as they are."""
+    return round_mantissa(rows, ROUNDED_DTYPES[dtype]) if dtype in ROUNDED_DTYPES else rows
+
+
+def rounding_error(dtype: str) -> float:
+    """Return the largest relative error ``round_rows`` makes for ``dtype`` (0 when it does not round)."""
+    return 2.0 ** -(ROUNDED_DTYPES[dtype] + 1) if dtype in ROUNDED_DTYPES else 0.0
 
 
 # The filter pipelines bneck writes, as HDF5 applies them on writing: deflate alone, or shuffle

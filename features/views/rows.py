@@ -5,9 +5,9 @@ recomputes them like any other rows, which is why they live in stage 1's package
 
 View 0 is the image itself, and its rows are exactly stage 1's rows for the base cut
 at that layer (same key): ``bneck extract --layer block4_pool --pool none`` and
-``bneck finetune --cache-frozen`` share them. With ``--view-precision bfloat16`` every
-view is stored rounded to bfloat16 instead (``dtype = "bfloat16"`` in the key, view 0
-included; ``featurefile.storage``: 0.37 of the disk). Views 1..K-1 are augmented; the
+``bneck finetune --cache-frozen`` share them. With ``--view-precision bfloat16`` (or ``e8m5``)
+every view is stored rounded instead (``dtype = "bfloat16"`` in the key, view 0 included;
+``featurefile.storage``: 0.37 of the disk, e8m5 0.31). Views 1..K-1 are augmented; the
 augmentation, its seed and the view index enter the key (``ExtractorSpec.augmentation``)
 and each view is a pure function of the image's content (``augment.view_transforms``),
 so a view computed once is reused by any later run, in any order or batch size.
@@ -27,12 +27,12 @@ from bneck.core.progress import progress_bar
 from bneck.core.tfimport import import_tensorflow
 from bneck.features.backbones.spec import ExtractorSpec
 from bneck.features.cache.rows import RowCache, RowWriter, missing_shas, remaking_missing
-from bneck.features.featurefile.storage import BFLOAT16
+from bneck.features.featurefile.storage import BFLOAT16, E8M5
 from bneck.features.views.warp import FLIP_VIEW, view_transforms, warp
 
 # What views may be stored at: float32 (exact, the default: view 0 shares stage 1's rows at that
-# layer) or bfloat16 (0.37 of the disk).
-VIEW_PRECISIONS = ("float32", BFLOAT16)
+# layer), bfloat16 (0.37 of the disk) or e8m5 (bfloat16's exponent, 6 significant bits: 0.31).
+VIEW_PRECISIONS = ("float32", BFLOAT16, E8M5)
 
 # How a view is made from its transform; enters the key of augmented views.
 WARP = "affine:bilinear:fill-nearest:after-preprocessing"

@@ -131,14 +131,14 @@ def run_ls(args: argparse.Namespace) -> int:
 
 def _entry_kind(entry) -> str:
     """What an entry holds: 'features', a fine-tuning view ('view 3', 'mirror view') or 'empty'."""
-    from bneck.features.featurefile.storage import BFLOAT16
+    from bneck.features.featurefile.storage import ROUNDED_DTYPES
     from bneck.features.views.rows import FLIP_VIEW, parse_view
 
     if not entry.rows:
         return "empty"
     augmentation = entry.meta.get("augmentation")
     if not augmentation:
-        return "image view (fine-tuning)" if entry.meta.get("dtype") == BFLOAT16 else "features"
+        return "image view (fine-tuning)" if entry.meta.get("dtype") in ROUNDED_DTYPES else "features"
     try:
         view = parse_view(augmentation)[2]
     except (ValueError, KeyError, TypeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bneck.core.errors import ConfigError
 from bneck.core.options import Option, OptionTable
+from bneck.features.views.rows import VIEW_PRECISIONS
 from bneck.pipeline.training.fastfit import SCHEDULES
 from bneck.pipeline.training.heads import OPTIMIZERS
 from bneck.pipeline.training.options import MAX_EPOCHS
@@ -95,9 +96,10 @@ FINETUNE = OptionTable(
             "view_precision",
             str,
             "float32",
-            "with --cache-frozen: how cached views are stored: float32 (exact) or bfloat16 (0.37 of "
-            "the disk; validation and test are still scored on the images in float32)",
-            choices=("float32", "bfloat16"),
+            "with --cache-frozen: how cached views are stored: float32 (exact), bfloat16 (8 significant "
+            "bits: 0.37 of the disk) or e8m5 (6 significant bits: 0.31); validation and test are still "
+            "scored on the images in float32",
+            choices=VIEW_PRECISIONS,
         ),
         Option(
             "tta",

@@ -28,7 +28,7 @@ from bneck.core.atomic import pid_alive
 from bneck.core.errors import FeatureFileError
 from bneck.core.files import kind_of
 from bneck.core.private import make_private_folder
-from bneck.features.featurefile.storage import round_to_bfloat16
+from bneck.features.featurefile.storage import ROUNDED_DTYPES, round_to_bfloat16
 
 # The most one pread asks for: Linux returns at most about 2 GB per call.
 READ_CHUNK = 1 << 30
@@ -55,14 +55,15 @@ def from_bfloat16(bits: np.ndarray) -> np.ndarray:
 class RowFile:
     """``rows`` float32 rows of ``shape`` in one file: filled once in order, then read by index.
 
-    ``stored="bfloat16"`` keeps half the bytes, for rows that are bfloat16 values already (views cached
-    with ``--view-precision bfloat16``): read back, they are the same float32 numbers.
+    ``stored="bfloat16"`` or ``"e8m5"`` keeps half the bytes (bfloat16), for rows that are such values
+    already (views cached with that ``--view-precision``, exact in bfloat16): read back, they are the same
+    float32 numbers.
     """
 
     def __init__(self, folder: str, name: str, rows: int, shape: Sequence[int], stored: str = "float32"):
-        self.path = os.path.join(folder, f"{name}.{'bf16' if stored == 'bfloat16' else 'f32'}")
+        self.half = stored in ROUNDED_DTYPES
+        self.path = os.path.join(folder, f"{name}.{'bf16' if self.half else 'f32'}")
         self.rows, self.shape = int(rows), tuple(int(d) for d in shape)
-        self.half = stored == "bfloat16"
         self.row_bytes = int(np.prod(self.shape, dtype=np.int64)) * (2 if self.half else 4)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         os.ftruncate(self._fd, self.rows * self.row_bytes)
