@@ -64,5 +64,12 @@ def run(args: argparse.Namespace) -> int:
     if "tta" in m:
         scored = ", ".join(f"{split} {100 * v['accuracy']:.1f}%" for split, v in m["tta"].items())
         print(f"with mirror test-time augmentation: {scored}")
-    print(f"fine-tuned model: {result.folder} ({result.seconds:.0f} s)")
+    if "cache_frozen" in m:
+        cached = m["cache_frozen"]
+        print(
+            f"cached views ({cached['layer']}, {result.config.get('view_precision', 'float32')}): "
+            f"{cached['rows_computed']:,} computed, {cached['rows_reused']:,} reused from the cache "
+            f"({cached['seconds']:.0f} s)"
+        )
+    print(f"fine-tuned model: {result.folder} (training {result.seconds:.0f} s)")
     return 0

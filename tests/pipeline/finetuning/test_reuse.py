@@ -3,6 +3,8 @@ the command line; another option, another head or a damaged folder fine-tunes ag
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import bneck.pipeline.finetuning.stage as stage
@@ -69,11 +71,23 @@ def test_the_command_line_says_it_reused(heads, image_root, tmp_path, capsys, ru
         "1",
         "--no-augment",
         "--quiet",
+        "--cache-dir",
+        str(tmp_path / "cache"),
     ]
     assert main(argv) == 0 and len(runs) == 1
-    capsys.readouterr()
+    first = capsys.readouterr().out
     assert main(argv) == 0 and len(runs) == 1
     assert "reused (--retrain to fine-tune again)" in capsys.readouterr().out
+    # a fine-tune again says its cached views were all reused, and which time it reports
+    assert main(argv + ["--retrain"]) == 0 and len(runs) == 2
+    again = capsys.readouterr().out
+    pattern = r"cached views \((\w+), float32\): ([\d,]+) computed, ([\d,]+) reused from the cache"
+    made, reused = re.search(pattern, first), re.search(pattern, again)
+    assert made and reused and made.group(1) == reused.group(1), (first, again)
+    total = int(made.group(2).replace(",", ""))
+    assert total > 0 and made.group(3) == "0" and reused.group(2) == "0"
+    assert int(reused.group(3).replace(",", "")) == total
+    assert re.search(r"fine-tuned model: .* \(training \d+ s\)", again)
 
 
 def test_a_folder_whose_images_changed_is_never_reused(heads, features_dir, tmp_path, runs):
