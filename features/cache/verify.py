@@ -14,6 +14,7 @@ error their rounding makes: ``featurefile.storage.rounding_error``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,8 +69,9 @@ def images_under(folders: Sequence[str], workers: int = 0) -> dict[str, str]:
     return {sha: path for path, (sha, _) in zip(paths, sha256_files(paths, workers)) if sha}
 
 
-def _reference(spec, cache_dir: str, sample):
-    """Return rows(uint8 batch, shas) -> features, computed the reference way for ``spec``."""
+def _reference(spec, cache_dir: str, sample, trunks: dict | None = None):
+    """Return rows(uint8 batch, shas) -> features, computed the reference way for ``spec``. Views share
+    one trunk per extractor, layer, augmentation and seed through ``trunks`` (built once, traced once)."""
     backbone = backbone_for(spec)
     if spec.quantization is not None:
         from bneck.features.runtimes.openvino import OpenVINOFeatureModel, converted_path
@@ -94,8 +96,12 @@ def _reference(spec, cache_dir: str, sample):
 
         params, view_seed, view = parse_view(spec.augmentation)
         base = dataclasses.replace(spec, augmentation=None, dtype="float32")
+        trunks = {} if trunks is None else trunks
+        shared = (base.key, spec.layer, spec.pool, json.dumps(params, sort_keys=True), view_seed)
+        if shared in trunks:
+            return lambda batch, shas: trunks[shared].compute(batch, shas, view)
         trunk = cut_model(build_base(backbone, base), backbone, spec.layer, spec.pool)
-        views = TrunkViews(
+        views = trunks[shared] = TrunkViews(
             trunk,
             backbone.preprocess_fn(),
             base,
@@ -115,12 +121,12 @@ def _reference(spec, cache_dir: str, sample):
 
 
 def _check_entry(
-    entry: CacheEntry, images: dict, n: int, seed: int, tolerance: float, cache_dir: str
+    entry: CacheEntry, images: dict, n: int, seed: int, tolerance: float, cache_dir: str, trunks: dict
 ) -> RecomputeCheck:
     meta = entry.meta
     check = RecomputeCheck(
         entry.key,
-        f"{meta.get('backbone')} layer={meta.get('layer')} pool={meta.get('pool')}"
+        f"{meta.get('backbone')} layer={meta.get('layer')} pool={meta.get('pool')} dtype={meta.get('dtype')}"
         f"{' augmented view' if meta.get('augmentation') else ' view 0' if meta.get('dtype') in ROUNDED_DTYPES else ''}"
         f"{' int8' if meta.get('quantization') else ''}",
     )
@@ -144,7 +150,7 @@ def _check_entry(
         if shas
     ]
     try:
-        compute = _reference(spec, cache_dir, lambda: np.concatenate([b for _, b in batches])[:8])
+        compute = _reference(spec, cache_dir, lambda: np.concatenate([b for _, b in batches])[:8], trunks)
     except LookupError as exc:
         check.skipped = str(exc)
         return check
@@ -165,4 +171,5 @@ def recompute_sample(
 ) -> list[RecomputeCheck]:
     """Recompute up to ``n`` seeded rows of every cache entry whose images are under ``data_dirs``."""
     images = images_under(data_dirs, workers)
-    return [_check_entry(entry, images, n, seed, tolerance, cache_dir) for entry in list_entries(cache_dir)]
+    trunks: dict = {}  # the fine-tuning views' trunks, one per extractor, layer, augmentation and seed
+    return [_check_entry(entry, images, n, seed, tolerance, cache_dir, trunks) for entry in list_entries(cache_dir)]

@@ -72,8 +72,9 @@ def _cache_dir(args) -> str:
     return check_cache_dir(path)
 
 
-def _mb(n: int) -> float:
-    return round(n / 2**20, 1)
+def _mb(n: int) -> str:
+    """Bytes as megabytes (10**6), two decimals."""
+    return f"{n / 1e6:.2f}"
 
 
 def run_ls(args: argparse.Namespace) -> int:
@@ -84,10 +85,11 @@ def run_ls(args: argparse.Namespace) -> int:
         print(f"no cached features in {cache}")
         return 0
     shown = [e for e in entries if e.rows or args.all]
+    kinds = _entry_kinds(entries)
     rows = [
         [
             e.key[:12],
-            _entry_kind(e),
+            kinds[e.key],
             e.meta.get("backbone"),
             e.meta.get("weights"),
             e.meta.get("layer"),
@@ -120,6 +122,11 @@ def run_ls(args: argparse.Namespace) -> int:
             rows,
         )
     )
+    views = sum(e.bytes for e in shown if kinds[e.key] not in ("features", "empty"))
+    print(
+        f"\nin all: {_mb(sum(e.bytes for e in entries))} MB in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+        + (f" (fine-tuning views: {_mb(views)} MB)" if views else "")
+    )
     hidden = len(entries) - len(shown)
     if hidden:
         print(
@@ -129,8 +136,23 @@ def run_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+VIEW_FIELDS = ("backbone", "alpha", "weights_sha256", "layer", "pool", "input_size", "dtype")
+
+
+def _entry_kinds(entries) -> dict:
+    """{entry key: what it holds}: 'features', a fine-tuning view ('augmented view 3', 'mirror view (TTA)',
+    the image's own: 'image view (fine-tuning)' when augmented views of its extractor and layer are
+    here too: it serves both) or 'empty'."""
+    kinds = {e.key: _entry_kind(e) for e in entries}
+    viewed = {tuple(e.meta.get(f) for f in VIEW_FIELDS) for e in entries if e.meta.get("augmentation")}
+    for e in entries:
+        if kinds[e.key] == "features" and tuple(e.meta.get(f) for f in VIEW_FIELDS) in viewed:
+            kinds[e.key] = "features + image view (fine-tuning)"
+    return kinds
+
+
 def _entry_kind(entry) -> str:
-    """What an entry holds: 'features', a fine-tuning view ('view 3', 'mirror view') or 'empty'."""
+    """What an entry holds by itself: 'features', a fine-tuning view ('view 3', 'mirror view') or 'empty'."""
     from bneck.features.featurefile.storage import ROUNDED_DTYPES
     from bneck.features.views.rows import FLIP_VIEW, parse_view
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bneck.core.options import namespace_values
+from bneck.pipeline.cli.reporting import spent
 from bneck.pipeline.finetuning.options import AUGMENTATIONS, FINETUNE
 
 
@@ -64,12 +65,13 @@ def run(args: argparse.Namespace) -> int:
     if "tta" in m:
         scored = ", ".join(f"{split} {100 * v['accuracy']:.1f}%" for split, v in m["tta"].items())
         print(f"with mirror test-time augmentation: {scored}")
-    if "cache_frozen" in m:
+    if "cache_frozen" in m and not result.reused:  # a reused folder's figures are its making's, not this call's
         cached = m["cache_frozen"]
         print(
             f"cached views ({cached['layer']}, {result.config.get('view_precision', 'float32')}): "
             f"{cached['rows_computed']:,} computed, {cached['rows_reused']:,} reused from the cache "
             f"({cached['seconds']:.0f} s)"
         )
-    print(f"fine-tuned model: {result.folder} (training {result.seconds:.0f} s)")
+    took = spent(result.folder, result.seconds, True) if result.reused else f"training {result.seconds:.0f} s"
+    print(f"fine-tuned model: {result.folder} ({took})")
     return 0

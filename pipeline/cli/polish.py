@@ -23,7 +23,7 @@ EXAMPLES = {
     "cache info": "bneck cache info features/train.h5",
     "cache gc": "bneck cache gc --older-than 30",
     "cache rm": "bneck cache rm 5daf1d21",
-    "cache verify": "bneck cache verify --recompute 16",
+    "cache verify": "bneck cache verify --recompute 16 --data data",
     "export": "bneck export runs/demo/models/logreg --out deploy/cats --format onnx",
     "backbones": "bneck backbones",
     "layers": "bneck layers mobilenetv2 --alpha 0.5",

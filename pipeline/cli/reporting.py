@@ -51,3 +51,18 @@ def terminal_reports(quiet: bool = False) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def spent(folder: str, seconds: float, reused: bool) -> str:
+    """``12.3 s``, or for a reused model ``reused (made in 12.3 s on 2026-12-06 08:12 UTC)``: its time is not
+    spent again."""
+    took = f"{seconds:.1f} s"
+    if not reused:
+        return took
+    from bneck.pipeline.artifacts import ArtifactError, read_manifest
+
+    try:
+        made = read_manifest(folder).created_utc.replace("T", " ")[:16] + " UTC"
+    except (ArtifactError, AttributeError, TypeError):
+        return f"reused (made in {took})"
+    return f"reused (made in {took} on {made})"

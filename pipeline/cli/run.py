@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bneck.pipeline.cli.reporting import spent
+
 
 def add_parsers(sub) -> None:
     """Register ``run`` and ``demo``."""
@@ -73,7 +75,7 @@ def _print(result) -> None:
     print(f"train: {stages.train_seconds:.1f} s" + (f" (reused: {', '.join(reused)})" if reused else ""))
     ft = stages.finetune
     print(
-        f"fine-tune: {_spent(ft)}"
+        f"fine-tune: {spent(ft.folder, ft.fit_seconds, ft.reused)}"
         if ft
         else f"fine-tune: {stages.finetune_skipped}"
         if stages.finetune_kept_head
@@ -82,7 +84,7 @@ def _print(result) -> None:
     ens = stages.ensemble
     members = " + ".join(f"{w} x {name}" for name, w in stages.ensemble_members.items())
     print(
-        f"ensemble: {_spent(ens, stages.ensemble_seconds)}, {members}: "
+        f"ensemble: {spent(ens.folder, stages.ensemble_seconds, ens.reused)}, {members}: "
         f"{stages.ensemble_why}" + (f"; against {ens.versus}, test: {ens.gain.describe()}" if ens.gain else "")
         if ens
         else f"ensemble: none ({stages.ensemble_note})"
@@ -106,21 +108,6 @@ def _print(result) -> None:
                 f"      ({best.name}, first on validation, does not export; {chosen.name} is the best model that "
                 f"does. To classify with {best.name} here: bneck predict {shlex.quote(best.folder)} IMAGES...)"
             )
-
-
-def _spent(result, seconds: float | None = None) -> str:
-    """``12.3 s``, or for a reused model ``reused (made in 12.3 s on 2026-12-06 08:12 UTC)``: its time is not
-    spent again."""
-    took = f"{result.fit_seconds if seconds is None else seconds:.1f} s"
-    if not result.reused:
-        return took
-    from bneck.pipeline.artifacts import ArtifactError, read_manifest
-
-    try:
-        made = read_manifest(result.folder).created_utc.replace("T", " ")[:16] + " UTC"
-    except (ArtifactError, AttributeError, TypeError):
-        return f"reused (made in {took})"
-    return f"reused (made in {took} on {made})"
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -112,12 +112,13 @@ def test_views_are_cached_by_content_and_view_zero_is_stage_one(tiny_head_dir, t
     assert entries[None].rows == n["train"] + n["validation"] + n["test"]
     capsys.readouterr()
     assert main(["cache", "ls", "--cache-dir", str(cache)]) == 0  # says which entry holds what
-    holds = {
-        line.split()[0]: " ".join(line.split()[1:3])
-        for line in capsys.readouterr().out.splitlines()[2:]
-        if line.strip()
-    }
-    assert sorted(holds.values()) == ["augmented view", "augmented view", "features mobilenet"]
+    said = capsys.readouterr().out
+    holds = {e.key[:12]: line for e in entries.values() for line in said.splitlines() if line.startswith(e.key[:12])}
+    assert "features + image view (fine-tuning)" in holds[entries[None].key[:12]]
+    assert all(f"augmented view {v}" in holds[entries[v].key[:12]] for v in (1, 2))
+    # the sizes add up: every entry here is a fine-tuning view (view 0 serves stage 1 too)
+    total = f"{sum(e.bytes for e in entries.values()) / 1e6:.2f} MB"
+    assert f"in all: {total} in 3 entries (fine-tuning views: {total})" in said
     # view 0 is exactly what `bneck extract --layer conv_pw_5_relu --pool none` keys and stores
     report = extract(
         tiny_image_root, tmp_path / "trunk_features", cache_dir=cache, verbose=False, layer="conv_pw_5_relu", **tiny
