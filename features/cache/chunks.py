@@ -16,7 +16,7 @@ from bneck.core.atomic import atomic_target
 from bneck.core.files import is_regular
 from bneck.core.hashing import sha256_array
 from bneck.features.backbones.spec import SCHEMA_VERSION
-from bneck.features.featurefile.storage import nonfinite_rows, storage_problem, write_rows
+from bneck.features.featurefile.storage import holds_unrounded, is_rounded, nonfinite_rows, storage_problem, write_rows
 
 CHUNK_PREFIX = "rows-"
 KEY_NAME = re.compile(r"^[0-9a-f]{64}$")  # an extractor key or an image's sha256, as bneck writes them
@@ -100,11 +100,11 @@ def write_rows_file(
         handle.write(image.getbuffer())
 
 
-def read_rows_file(path: str, key: str) -> tuple[list[str] | None, str | None]:
+def read_rows_file(path: str, key: str, dtype=None) -> tuple[list[str] | None, str | None]:
     """Return (the image hashes of a rows file, None) after reading it in full, or (None, problem).
 
-    Checks the flags and the hash list (``_chunk_shas``), the features' checksum, and
-    that there are as many rows as hashes.
+    Checks the flags and the hash list (``_chunk_shas``), the features' checksum, that there
+    are as many rows as hashes, and for an entry of rounded views (``dtype``) that its values are.
     """
     shas, problem = _chunk_shas(path, key)
     if shas is None:
@@ -114,6 +114,8 @@ def read_rows_file(path: str, key: str) -> tuple[list[str] | None, str | None]:
         rows = len(feats)
         if len(nonfinite_rows(feats)):
             return None, "holds rows of NaN or infinity (bneck never stores such rows)"
+        if is_rounded(dtype) and holds_unrounded(feats, dtype):
+            return None, f"holds values that are not {dtype} numbers, which its entry stores (forged or damaged)"
     except CorruptChunk:
         return None, "its features are unreadable or fail their checksum (damaged bytes)"
     if rows != len(shas):
@@ -128,9 +130,10 @@ def _fill_chunk(f: h5py.File, key: str, shas: np.ndarray) -> None:
     f.attrs["schema_version"] = SCHEMA_VERSION
 
 
-def load_chunk(path: str, finite: bool = True) -> np.ndarray:
-    """Return a chunk's rows after checking its storage and checksum, and (``finite``) that every row is
-    finite; raises CorruptChunk otherwise."""
+def load_chunk(path: str, finite: bool = True, dtype=None) -> np.ndarray:
+    """Return a chunk's rows after checking its storage and checksum, (``finite``) that every row is
+    finite and, for an entry of rounded views (``dtype``), that every value is such a number; raises
+    CorruptChunk otherwise."""
     try:
         with h5py.File(path, "r") as f:
             if storage_problem(f["features"]):  # a filter never written, or a decompression bomb
@@ -140,5 +143,7 @@ def load_chunk(path: str, finite: bool = True) -> np.ndarray:
     except (OSError, KeyError, RuntimeError):
         raise CorruptChunk(path) from None
     if expected != sha256_array(feats) or (finite and len(nonfinite_rows(feats))):
+        raise CorruptChunk(path)
+    if is_rounded(dtype) and holds_unrounded(feats, dtype):
         raise CorruptChunk(path)
     return feats

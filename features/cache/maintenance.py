@@ -34,7 +34,7 @@ from bneck.features.cache.rows import (
     chunk_files,
     read_rows_file,
 )
-from bneck.features.featurefile.storage import ROUNDED_DTYPES, row_dataset_options
+from bneck.features.featurefile.storage import is_rounded, row_dataset_options
 
 
 @contextmanager
@@ -204,7 +204,7 @@ def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
     """Rewrite an entry's chunks as one, one chunk in memory at a time."""
     plan, seen, layout = [], set(), None  # (path, kept row indices); the entry's (row shape, dtype)
     for path in chunk_files(entry.folder):
-        chunk_shas, _ = read_rows_file(path, entry.key)
+        chunk_shas, _ = read_rows_file(path, entry.key, entry.meta.get("dtype"))
         if chunk_shas is not None:
             with h5py.File(path, "r") as f:
                 layout = layout or (f["features"].shape[1:], f["features"].dtype)
@@ -224,12 +224,12 @@ def _merge_chunks(entry: CacheEntry, stats: dict) -> None:
     name = f"{CHUNK_PREFIX}{time.time_ns()}-{os.getpid()}-merged.h5"
     with atomic_target(os.path.join(entry.folder, name)) as tmp:
         with h5py.File(tmp, "w") as out:
-            shuffle = entry.meta.get("dtype") in ROUNDED_DTYPES
+            shuffle = is_rounded(entry.meta.get("dtype"))
             options = row_dataset_options(total, row_shape, dtype.itemsize, shuffle)
             feats = out.create_dataset("features", shape=(total,) + row_shape, dtype=dtype, **options)
             digest, start = RowsDigest(), 0
             for path, keep, _ in plan:
-                rows = np.ascontiguousarray(RowCache._load_chunk(path)[keep])
+                rows = np.ascontiguousarray(RowCache._load_chunk(path, dtype=entry.meta.get("dtype"))[keep])
                 feats[start : start + len(rows)] = rows
                 digest.update(rows)
                 start += len(rows)

@@ -29,7 +29,7 @@ import numpy as np
 from filelock import FileLock
 
 from bneck.core.atomic import atomic_target
-from bneck.core.errors import BneckWarning, ConfigError, StorageError
+from bneck.core.errors import BneckWarning, ConfigError, FeatureFileError, StorageError
 from bneck.core.folders import MARKER, folder_kind, write_marker
 from bneck.core.hashing import RowsDigest
 from bneck.core.private import first_written_by_others, make_private_folder
@@ -270,7 +270,7 @@ class RowCache:
                 for i, sha in enumerate(part):
                     path, row = self._index[sha]
                     if path != loaded_path:
-                        loaded_path, loaded = path, self._load_chunk(path)
+                        loaded_path, loaded = path, self._load_chunk(path, dtype=self.spec.dtype)
                     if out is None:
                         out = np.empty((len(part),) + loaded.shape[1:], loaded.dtype)
                     out[i] = loaded[row]
@@ -346,6 +346,15 @@ class RowWriter:
 
     def __exit__(self, *exc) -> None:
         self.flush()
+
+
+def damaged_chunk_error(exc: CorruptChunk) -> FeatureFileError:
+    """The one paragraph for a damaged cache chunk met while reading it (extraction, fine-tuning views)."""
+    return FeatureFileError(
+        f"the cache file {exc} is damaged (its features fail their checksum, hold NaN or infinity, "
+        "or are not the rounded numbers its entry stores). Run `bneck cache gc` to drop it, then rerun "
+        "to recompute its rows."
+    )
 
 
 def remaking_missing(action, remake, attempts: int = 3):

@@ -7,8 +7,8 @@ chunk with matching checksums). Recomputing is the check that can: for each cach
 entry, N rows whose images are found under the given data folders (by sha256) are
 computed again with the reference runtime, TensorFlow in fp32 (an augmented view
 with its recorded transform; int8 rows with the cached int8 model), and compared
-with the stored rows within ``equivalence.TOLERANCE`` (plus, for views stored rounded, the largest
-error their rounding makes: ``featurefile.storage.rounding_error``).
+with the stored rows within ``equivalence.TOLERANCE`` (for views stored rounded, once each value's
+rounding is set aside: ``beyond_rounding``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from bneck.core.hashing import sha256_files
 from bneck.features.backbones.model_file import backbone_for
 from bneck.features.backbones.resolve import spec_from_record
 from bneck.features.cache.maintenance import CacheEntry, list_entries
-from bneck.features.cache.rows import RowCache, chunk_files, read_rows_file
-from bneck.features.featurefile.storage import ROUNDED_DTYPES, rounding_error
+from bneck.features.cache.rows import CorruptChunk, RowCache, chunk_files, read_rows_file
+from bneck.features.featurefile.storage import is_rounded, rounding_error
 from bneck.features.images.batches import decoded_batches
 from bneck.features.images.dataset import is_image_name, is_visible
 from bneck.features.runtimes.equivalence import TOLERANCE, relative_differences
@@ -41,7 +41,7 @@ def verify_cache(cache_dir: str) -> tuple[int, list[tuple[str, str]]]:
             problems.append((os.path.join(entry.folder, "meta.json"), "damaged, or not this entry's key"))
         for path in chunk_files(entry.folder):
             checked += 1
-            _, problem = read_rows_file(path, entry.key)
+            _, problem = read_rows_file(path, entry.key, entry.meta.get("dtype"))
             if problem:
                 problems.append((path, problem))
     return checked, problems
@@ -90,7 +90,7 @@ def _reference(spec, cache_dir: str, sample, trunks: dict | None = None):
         except BneckError as exc:  # never checked by this user here: cannot serve as a reference
             raise LookupError(f"its {precision} model cannot be used here ({str(exc)[:160]})") from None
         return lambda batch, shas: model(batch)
-    if spec.augmentation is not None or spec.dtype in ROUNDED_DTYPES:  # a fine-tuning view
+    if spec.augmentation is not None or is_rounded(spec.dtype):  # a fine-tuning view
         from bneck.features.backbones.feature_model import build_base, cut_model
         from bneck.features.views.rows import TrunkViews, parse_view
 
@@ -127,7 +127,7 @@ def _check_entry(
     check = RecomputeCheck(
         entry.key,
         f"{meta.get('backbone')} layer={meta.get('layer')} pool={meta.get('pool')} dtype={meta.get('dtype')}"
-        f"{' augmented view' if meta.get('augmentation') else ' view 0' if meta.get('dtype') in ROUNDED_DTYPES else ''}"
+        f"{' augmented view' if meta.get('augmentation') else ' view 0' if is_rounded(meta.get('dtype')) else ''}"
         f"{' int8' if meta.get('quantization') else ''}",
     )
     try:
@@ -142,8 +142,12 @@ def _check_entry(
         check.skipped = "none of its rows come from images under the given folders"
         return check
     sample = sorted(np.random.default_rng(seed).choice(present, min(n, len(present)), replace=False))
-    stored = []
-    cache.read_rows(sample, lambda _, block: stored.append(block))
+    stored: list = []
+    try:
+        cache.read_rows(sample, lambda _, block: stored.append(block))
+    except CorruptChunk as exc:
+        check.skipped = f"a chunk of it is damaged ({os.path.basename(str(exc))}): `bneck cache gc` drops it"
+        return check
     batches = [
         (shas, batch)
         for shas, batch, _ in decoded_batches([(sha, images[sha]) for sha in sample], spec.input_size, 32)
@@ -159,11 +163,22 @@ def _check_entry(
         fresh.append(compute(batch, shas))
         kept += shas
     stored = np.concatenate(stored)[[sample.index(s) for s in kept]]
-    diffs = relative_differences(np.concatenate(fresh), stored) if kept else np.zeros(0)
+    diffs = beyond_rounding(np.concatenate(fresh), stored, spec.dtype) if kept else np.zeros(0)
     check.checked, check.worst = len(kept), float(diffs.max(initial=0.0))
-    allowed = tolerance + rounding_error(spec.dtype)  # views stored rounded differ from the network by that much
-    check.differing = [sha for sha, d in zip(kept, diffs) if d > allowed]
+    check.differing = [sha for sha, d in zip(kept, diffs) if d > tolerance]
     return check
+
+
+def beyond_rounding(fresh: np.ndarray, stored: np.ndarray, dtype: str) -> np.ndarray:
+    """Per row, what ``relative_differences`` measures once each value's rounding to ``dtype`` is set aside:
+    a stored value may differ from the fresh one by ``rounding_error(dtype)`` of it, and only by more
+    than that does the difference count (exactly ``relative_differences`` for rows stored as computed)."""
+    error = rounding_error(dtype)
+    if not error:
+        return relative_differences(fresh, stored)
+    a, b = np.asarray(fresh, np.float64), np.asarray(stored, np.float64)
+    excess = np.maximum(np.abs(a - b) - error * np.abs(a), 0.0)  # NaN stays NaN: infinitely different
+    return relative_differences(b + np.sign(a - b) * excess, b)
 
 
 def recompute_sample(

@@ -6,7 +6,14 @@ import os
 import time
 
 from bneck.core.errors import FeatureFileError
-from bneck.features.cache.rows import CorruptChunk, MissingRows, RowCache, missing_shas, remaking_missing
+from bneck.features.cache.rows import (
+    CorruptChunk,
+    MissingRows,
+    RowCache,
+    damaged_chunk_error,
+    missing_shas,
+    remaking_missing,
+)
 from bneck.features.extraction.report import SplitReport
 from bneck.features.featurefile.format import holds, write_split_file
 from bneck.features.images.dataset import Dataset
@@ -77,8 +84,4 @@ def _write_remaking_missing(write, remake, split: str, cache: RowCache) -> tuple
             "in a loop?). Rerun when it has finished."
         ) from None
     except CorruptChunk as exc:
-        raise FeatureFileError(
-            f"the cache file {exc} is damaged (its features fail their "
-            "checksum, or hold NaN or infinity). Run `bneck cache gc` to drop it, then rerun to "
-            "recompute its rows."
-        ) from None
+        raise damaged_chunk_error(exc) from None

@@ -107,6 +107,20 @@ def round_rows(rows: np.ndarray, dtype: str) -> np.ndarray:
     return round_mantissa(rows, ROUNDED_DTYPES[dtype]) if dtype in ROUNDED_DTYPES else rows
 
 
+def is_rounded(dtype) -> bool:
+    """Whether an entry recording ``dtype`` (any JSON value, as a meta.json may hold) stores rounded views."""
+    return isinstance(dtype, str) and dtype in ROUNDED_DTYPES
+
+
+def holds_unrounded(rows: np.ndarray, dtype: str) -> bool:
+    """Whether float32 ``rows`` hold a value that is not a ``dtype`` number (a low bit ``round_rows`` clears
+    is set): rows an entry of that dtype never stores. Such a value could also round beyond float32's
+    range when read back as bfloat16."""
+    low = np.uint32((1 << (23 - ROUNDED_DTYPES[dtype])) - 1)
+    words = np.ascontiguousarray(rows, dtype=np.float32).view(np.uint32)
+    return rows.dtype != np.float32 or bool(np.bitwise_and(words, low).any())
+
+
 def rounding_error(dtype: str) -> float:
     """Return the largest relative error ``round_rows`` makes for ``dtype`` (0 when it does not round)."""
     return 2.0 ** -(ROUNDED_DTYPES[dtype] + 1) if dtype in ROUNDED_DTYPES else 0.0

@@ -26,7 +26,14 @@ import numpy as np
 from bneck.core.progress import progress_bar
 from bneck.core.tfimport import import_tensorflow
 from bneck.features.backbones.spec import ExtractorSpec
-from bneck.features.cache.rows import RowCache, RowWriter, missing_shas, remaking_missing
+from bneck.features.cache.rows import (
+    CorruptChunk,
+    RowCache,
+    RowWriter,
+    damaged_chunk_error,
+    missing_shas,
+    remaking_missing,
+)
 from bneck.features.featurefile.storage import BFLOAT16, E8M5
 from bneck.features.views.warp import FLIP_VIEW, view_transforms, warp
 
@@ -145,14 +152,16 @@ class TrunkViews:
     def row_shape(self, decode, shas: Sequence[str], view: int) -> tuple:
         """Return the shape of one row of view ``view`` (computing it again if it was removed)."""
         cache = self._cache(view)
-        return remaking_missing(lambda: cache.row_layout(shas[0])[0], self._remake(cache, decode, shas, view))
+        with _damaged_chunks_said():
+            return remaking_missing(lambda: cache.row_layout(shas[0])[0], self._remake(cache, decode, shas, view))
 
     def read(self, decode, shas: Sequence[str], view: int, sink) -> None:
         """Call ``sink(start, rows)`` with the rows of view ``view`` of ``shas``, in order, a block at a
         time. `bneck cache gc` may remove rows meanwhile: they are made again, and read again."""
         start = time.perf_counter()
         cache = self._cache(view)
-        remaking_missing(lambda: cache.read_rows(list(shas), sink), self._remake(cache, decode, shas, view))
+        with _damaged_chunks_said():
+            remaking_missing(lambda: cache.read_rows(list(shas), sink), self._remake(cache, decode, shas, view))
         self.stats.seconds += time.perf_counter() - start
 
     def _cache(self, view: int) -> RowCache:
@@ -201,6 +210,15 @@ class TrunkViews:
                             bar.update(len(pick))
         finally:
             bar.close()
+
+
+@contextlib.contextmanager
+def _damaged_chunks_said():
+    """A damaged chunk met while reading views becomes the paragraph extraction gives (FeatureFileError)."""
+    try:
+        yield
+    except CorruptChunk as exc:
+        raise damaged_chunk_error(exc) from None
 
 
 def _into(block: np.ndarray):

@@ -143,24 +143,28 @@ def _entry_kinds(entries) -> dict:
     """{entry key: what it holds}: 'features', a fine-tuning view ('augmented view 3', 'mirror view (TTA)',
     the image's own: 'image view (fine-tuning)' when augmented views of its extractor and layer are
     here too: it serves both) or 'empty'."""
+
+    def extractor(e) -> str:  # any JSON a meta.json holds, hashable
+        return repr([e.meta.get(f) for f in VIEW_FIELDS])
+
     kinds = {e.key: _entry_kind(e) for e in entries}
-    viewed = {tuple(e.meta.get(f) for f in VIEW_FIELDS) for e in entries if e.meta.get("augmentation")}
+    viewed = {extractor(e) for e in entries if e.meta.get("augmentation")}
     for e in entries:
-        if kinds[e.key] == "features" and tuple(e.meta.get(f) for f in VIEW_FIELDS) in viewed:
+        if kinds[e.key] == "features" and extractor(e) in viewed:
             kinds[e.key] = "features + image view (fine-tuning)"
     return kinds
 
 
 def _entry_kind(entry) -> str:
     """What an entry holds by itself: 'features', a fine-tuning view ('view 3', 'mirror view') or 'empty'."""
-    from bneck.features.featurefile.storage import ROUNDED_DTYPES
+    from bneck.features.featurefile.storage import is_rounded
     from bneck.features.views.rows import FLIP_VIEW, parse_view
 
     if not entry.rows:
         return "empty"
     augmentation = entry.meta.get("augmentation")
     if not augmentation:
-        return "image view (fine-tuning)" if entry.meta.get("dtype") in ROUNDED_DTYPES else "features"
+        return "image view (fine-tuning)" if is_rounded(entry.meta.get("dtype")) else "features"
     try:
         view = parse_view(augmentation)[2]
     except (ValueError, KeyError, TypeError):
@@ -304,7 +308,8 @@ def _recompute(args, cache: str) -> int:
         for sha in c.differing[:5]:
             print(
                 f"differs: entry {c.key[:12]}, image sha256 {sha}: the stored row is not what this "
-                f"extractor computes (beyond {TOLERANCE:g} relative). Someone wrote a wrong row into "
-                f"the cache: remove the entry ({c.key}) and re-extract."
+                f"extractor computes (beyond {TOLERANCE:g} relative, once any rounding its dtype stores is set "
+                f"aside). Someone wrote a wrong row into the cache: remove the entry (`bneck cache rm {c.key[:16]}`) "
+                "and compute it again (`bneck extract`, or `bneck finetune` for a fine-tuning view)."
             )
     return bad

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if "cache_frozen" in m and not result.reused:  # a reused folder's figures are its making's, not this call's
         cached = m["cache_frozen"]
         print(
-            f"cached views ({cached['layer']}, {result.config.get('view_precision', 'float32')}): "
+            f"cached views ({cached['layer']}, {cached.get('precision', 'float32')}): "
             f"{cached['rows_computed']:,} computed, {cached['rows_reused']:,} reused from the cache "
             f"({cached['seconds']:.0f} s)"
         )

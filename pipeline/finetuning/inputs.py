@@ -166,6 +166,7 @@ def cached_inputs(
         cache={
             "layer": split.layer,
             "views": views,
+            "precision": precision,
             "rows_computed": stats.computed,
             "rows_reused": stats.reused,
             "seconds": stats.seconds,
