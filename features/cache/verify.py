@@ -69,7 +69,7 @@ def images_under(folders: Sequence[str], workers: int = 0) -> dict[str, str]:
     return {sha: path for path, (sha, _) in zip(paths, sha256_files(paths, workers)) if sha}
 
 
-def _reference(spec, cache_dir: str, sample, trunks: dict | None = None):
+def _reference(spec, cache_dir: str, sample, trunks: dict):
     """Return rows(uint8 batch, shas) -> features, computed the reference way for ``spec``. Views share
     one trunk per extractor, layer, augmentation and seed through ``trunks`` (built once, traced once)."""
     backbone = backbone_for(spec)
@@ -96,7 +96,6 @@ def _reference(spec, cache_dir: str, sample, trunks: dict | None = None):
 
         params, view_seed, view = parse_view(spec.augmentation)
         base = dataclasses.replace(spec, augmentation=None, dtype="float32")
-        trunks = {} if trunks is None else trunks
         shared = (base.key, spec.layer, spec.pool, json.dumps(params, sort_keys=True), view_seed)
         if shared in trunks:
             return lambda batch, shas: trunks[shared].compute(batch, shas, view)

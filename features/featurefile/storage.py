@@ -89,12 +89,16 @@ def round_mantissa(rows: np.ndarray, bits: int) -> np.ndarray:
 
     NaN and infinity stay what they are; finite values that round beyond float32's range
     become infinity, as a bfloat16 cast does."""
-    drop = np.uint32(23 - bits)
-    low = np.uint32((1 << (23 - bits)) - 1)
+    drop, low = np.uint32(23 - bits), _dropped_bits(bits)
     words = np.ascontiguousarray(rows, dtype=np.float32).view(np.uint32)
     rounded = (words + (low >> np.uint32(1)) + ((words >> drop) & np.uint32(1))) & ~low
     special = (words & np.uint32(0x7F800000)) == np.uint32(0x7F800000)  # NaN and infinity: unchanged
     return np.where(special, words, rounded).view(np.float32)
+
+
+def _dropped_bits(bits: int) -> np.uint32:
+    """The float32 mantissa bits that rounding to ``bits`` explicit mantissa bits clears, as a mask."""
+    return np.uint32((1 << (23 - bits)) - 1)
 
 
 def round_to_bfloat16(rows: np.ndarray) -> np.ndarray:
@@ -104,7 +108,7 @@ def round_to_bfloat16(rows: np.ndarray) -> np.ndarray:
 
 def round_rows(rows: np.ndarray, dtype: str) -> np.ndarray:
     """Return ``rows`` as an entry of ``dtype`` stores them: rounded for ``ROUNDED_DTYPES``, else as they are."""
-    return round_mantissa(rows, ROUNDED_DTYPES[dtype]) if dtype in ROUNDED_DTYPES else rows
+    return round_mantissa(rows, ROUNDED_DTYPES[dtype]) if is_rounded(dtype) else rows
 
 
 def is_rounded(dtype) -> bool:
@@ -116,14 +120,15 @@ def holds_unrounded(rows: np.ndarray, dtype: str) -> bool:
     """Whether float32 ``rows`` hold a value that is not a ``dtype`` number (a low bit ``round_rows`` clears
     is set): rows an entry of that dtype never stores. Such a value could also round beyond float32's
     range when read back as bfloat16."""
-    low = np.uint32((1 << (23 - ROUNDED_DTYPES[dtype])) - 1)
-    words = np.ascontiguousarray(rows, dtype=np.float32).view(np.uint32)
-    return rows.dtype != np.float32 or bool(np.bitwise_and(words, low).any())
+    if rows.dtype != np.float32:
+        return True
+    words = np.ascontiguousarray(rows).view(np.uint32)
+    return bool(np.bitwise_and(words, _dropped_bits(ROUNDED_DTYPES[dtype])).any())
 
 
 def rounding_error(dtype: str) -> float:
     """Return the largest relative error ``round_rows`` makes for ``dtype`` (0 when it does not round)."""
-    return 2.0 ** -(ROUNDED_DTYPES[dtype] + 1) if dtype in ROUNDED_DTYPES else 0.0
+    return 2.0 ** -(ROUNDED_DTYPES[dtype] + 1) if is_rounded(dtype) else 0.0
 
 
 # The filter pipelines bneck writes, as HDF5 applies them on writing: deflate alone, or shuffle
